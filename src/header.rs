@@ -1,0 +1,329 @@
+//! The shared header: the ring's control page, a cross-process ABI.
+//!
+//! The header lives in the first page of the ring's shared object (see `mirror.rs`), so every
+//! process that maps the ring sees the same header. It holds only fixed-width atomics in a
+//! `#[repr(C)]` layout pinned by tests: a process built from the same crate version on the
+//! same architecture can attach to a ring another process created.
+//!
+//! ```text
+//! offset  line  field                       written by            read by
+//!      0     0  magic, version, backend,     creator (once)        from_fd, attach
+//!               capacity, data_offset
+//!     32     0  producer role slot           claimant, at close    consumer (slow path)
+//!     48     0  consumer role slot           claimant, at close    producer (every write)
+//!     64     0  poisoned                     whoever detects it    both (slow path)
+//!    128     1  head (producer cursor)       producer, per commit  consumer, on refresh
+//!    256     2  tail (consumer cursor)       consumer, per release producer, on refresh
+//!    384     3  data_waiter (futex word)     consumer sleeps here  producer, per commit
+//!    512     4  space_waiter (futex word)    producer sleeps here  consumer, per release
+//! ```
+//!
+//! (Offsets for 128-byte `CachePadded`, as on x86_64 and aarch64.) Line 0 is read-mostly:
+//! it changes only when a role is claimed or closed, so reading it on the hot path costs an
+//! L1 hit. The cursors each own a line; the two waiter words each own a line too, so the
+//! per-commit check "is the reader asleep?" reads a line that nobody writes while both sides
+//! are busy.
+//!
+//! Nothing in the header is trusted: a peer process can write any value into any field at any
+//! time. Every value read from it is validated before it becomes an offset or a length
+//! (`protocol.rs`, `Header::check_identity`).
+
+use crossbeam_utils::CachePadded;
+
+use crate::sync::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+/// "MIRRRING" in little-endian bytes.
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MIRRRING");
+/// Bumped whenever the layout or the protocol changes incompatibly.
+pub(crate) const VERSION: u32 = 1;
+
+/// Role state: nobody has claimed this end yet.
+pub(crate) const ROLE_FREE: u32 = 0;
+/// Role state: claimed by the process in `pid`, in use.
+pub(crate) const ROLE_CLAIMED: u32 = 1;
+/// Role state: the claimant closed its end (dropped it). Final.
+pub(crate) const ROLE_CLOSED: u32 = 2;
+
+/// One end's claim: who holds it, and whether they closed it.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct RoleSlot {
+    /// `ROLE_FREE`, `ROLE_CLAIMED` or `ROLE_CLOSED`.
+    pub(crate) state: AtomicU32,
+    /// The claimant's process id.
+    pub(crate) pid: AtomicI32,
+    /// The claimant's start time (`/proc/<pid>/stat` field 22), to tell it apart from a later
+    /// process that reuses the pid. 0 when unknown.
+    pub(crate) start_time: AtomicU64,
+}
+
+/// The ring's shared header. See the module docs for the layout.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Header {
+    /// [`MAGIC`], written last during initialisation.
+    pub(crate) magic: AtomicU64,
+    /// [`VERSION`].
+    pub(crate) version: AtomicU32,
+    /// The backend that created the ring (`Backend::to_raw`).
+    pub(crate) backend: AtomicU32,
+    /// `N`, the data capacity in bytes (a power of two, a multiple of the page size).
+    pub(crate) capacity: AtomicU64,
+    /// `H`, where the data starts in the shared object (one page).
+    pub(crate) data_offset: AtomicU64,
+    /// The producer's claim.
+    pub(crate) producer: RoleSlot,
+    /// The consumer's claim.
+    pub(crate) consumer: RoleSlot,
+    /// Non-zero once either side has seen an impossible value from its peer.
+    pub(crate) poisoned: AtomicU32,
+    /// The producer cursor: total bytes ever committed (wrapping `u64`).
+    pub(crate) head: CachePadded<AtomicU64>,
+    /// The consumer cursor: total bytes ever released (wrapping `u64`).
+    pub(crate) tail: CachePadded<AtomicU64>,
+    /// Futex word: non-zero while the consumer sleeps waiting for data.
+    pub(crate) data_waiter: CachePadded<AtomicU32>,
+    /// Futex word: non-zero while the producer sleeps waiting for space.
+    pub(crate) space_waiter: CachePadded<AtomicU32>,
+    /// Under loom, the futex is emulated with a mutex and a condition variable.
+    #[cfg(loom)]
+    pub(crate) futex: crate::sync::FutexEmu,
+}
+
+/// Which of the two futex words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Word {
+    /// The consumer waits for data on `data_waiter`.
+    Data,
+    /// The producer waits for space on `space_waiter`.
+    Space,
+}
+
+/// Which end of the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Producer,
+    Consumer,
+}
+
+impl Role {
+    /// The word this role sleeps on.
+    pub(crate) fn own_word(self) -> Word {
+        match self {
+            Role::Producer => Word::Space,
+            Role::Consumer => Word::Data,
+        }
+    }
+
+    pub(crate) fn peer(self) -> Role {
+        match self {
+            Role::Producer => Role::Consumer,
+            Role::Consumer => Role::Producer,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+        }
+    }
+}
+
+/// Why a header cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BadHeader {
+    Magic,
+    Version,
+    Capacity,
+    DataOffset,
+    Backend,
+    Cursors,
+    RoleState,
+}
+
+impl BadHeader {
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            BadHeader::Magic => "not a mirror-ring file (bad magic)",
+            BadHeader::Version => "ring layout version not supported by this build",
+            BadHeader::Capacity => "ring capacity is not a power of two matching the file size",
+            BadHeader::DataOffset => "ring data offset does not match this system's page size",
+            BadHeader::Backend => "unknown ring backend",
+            BadHeader::Cursors => "ring cursors are further apart than the capacity",
+            BadHeader::RoleState => "ring role state is invalid",
+        }
+    }
+}
+
+impl Header {
+    /// Initialises a fresh (zeroed) header. `start` is the initial value of both cursors (0,
+    /// except in tests of the wrapping arithmetic). `magic` is stored last, with Release, so a
+    /// reader that sees it (Acquire) sees every other field.
+    pub(crate) fn init(&self, capacity: u64, data_offset: u64, backend: u32, start: u64) {
+        self.version.store(VERSION, Ordering::Relaxed);
+        self.backend.store(backend, Ordering::Relaxed);
+        self.capacity.store(capacity, Ordering::Relaxed);
+        self.data_offset.store(data_offset, Ordering::Relaxed);
+        self.head.store(start, Ordering::Relaxed);
+        self.tail.store(start, Ordering::Relaxed);
+        // Release: every field above is visible before the magic. Pairs with the Acquire load
+        // in `check_identity`.
+        self.magic.store(MAGIC, Ordering::Release);
+    }
+
+    /// Validates the identity fields of a header found in memory that may have been written
+    /// by anyone: magic, version, backend, a power-of-two capacity equal to `expected_capacity`
+    /// (derived from the file size), the data offset, the role states, and cursors no further
+    /// apart than the capacity.
+    pub(crate) fn check_identity(&self, expected_capacity: u64, data_offset: u64) -> Result<(), BadHeader> {
+        // Acquire: pairs with the Release store of the magic in `init`.
+        if self.magic.load(Ordering::Acquire) != MAGIC {
+            return Err(BadHeader::Magic);
+        }
+        if self.version.load(Ordering::Relaxed) != VERSION {
+            return Err(BadHeader::Version);
+        }
+        let cap = self.capacity.load(Ordering::Relaxed);
+        if !cap.is_power_of_two() || cap != expected_capacity {
+            return Err(BadHeader::Capacity);
+        }
+        if self.data_offset.load(Ordering::Relaxed) != data_offset {
+            return Err(BadHeader::DataOffset);
+        }
+        if crate::Backend::from_raw(self.backend.load(Ordering::Relaxed)).is_none() {
+            return Err(BadHeader::Backend);
+        }
+        for slot in [&self.producer, &self.consumer] {
+            if slot.state.load(Ordering::Relaxed) > ROLE_CLOSED {
+                return Err(BadHeader::RoleState);
+            }
+        }
+        let head = self.head.load(Ordering::Acquire);
+        let tail = self.tail.load(Ordering::Acquire);
+        if head.wrapping_sub(tail) > cap {
+            return Err(BadHeader::Cursors);
+        }
+        Ok(())
+    }
+
+    /// The futex word `w`.
+    #[inline]
+    pub(crate) fn word(&self, w: Word) -> &AtomicU32 {
+        match w {
+            Word::Data => &self.data_waiter,
+            Word::Space => &self.space_waiter,
+        }
+    }
+
+    /// The role slot of `r`.
+    #[inline]
+    pub(crate) fn slot(&self, r: Role) -> &RoleSlot {
+        match r {
+            Role::Producer => &self.producer,
+            Role::Consumer => &self.consumer,
+        }
+    }
+
+    /// Whether `r` has closed its end. Acquire: pairs with the Release store in `close`, so the
+    /// closer's last cursor publish is visible after this returns true.
+    #[inline]
+    pub(crate) fn is_closed(&self, r: Role) -> bool {
+        self.slot(r).state.load(Ordering::Acquire) == ROLE_CLOSED
+    }
+
+    /// Marks the ring poisoned for both sides.
+    pub(crate) fn poison(&self) {
+        // Relaxed: a flag with no data attached; each side also keeps its own.
+        self.poisoned.store(1, Ordering::Relaxed);
+    }
+
+    /// Whether either side has poisoned the ring.
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Relaxed) != 0
+    }
+
+    /// Claims role `r` for process `pid` (start time `start_time`). Exactly one claim of each
+    /// role ever succeeds, across every process that maps the ring.
+    pub(crate) fn claim(&self, r: Role, pid: i32, start_time: u64) -> bool {
+        let slot = self.slot(r);
+        // AcqRel on success: Acquire sees the creator's initialisation (and, for an attaching
+        // process, the cursors); Release publishes nothing yet, pid/start_time follow. The
+        // peer reads pid after seeing ROLE_CLAIMED, and treats pid 0 as "not known yet".
+        let won = slot.state.compare_exchange(ROLE_FREE, ROLE_CLAIMED, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+        if won {
+            slot.start_time.store(start_time, Ordering::Relaxed);
+            // Release: start_time is visible before the pid. Pairs with the Acquire load of
+            // pid in the peer's liveness check.
+            slot.pid.store(pid, Ordering::Release);
+        }
+        won
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, offset_of, size_of};
+    use memoffset::span_of;
+
+    /// The header is a cross-process ABI: pin every offset and span. A change here needs a
+    /// `VERSION` bump.
+    #[test]
+    fn layout_is_pinned() {
+        let line = align_of::<CachePadded<u8>>();
+        assert!(line >= 64);
+        assert_eq!(offset_of!(Header, magic), 0);
+        assert_eq!(offset_of!(Header, version), 8);
+        assert_eq!(offset_of!(Header, backend), 12);
+        assert_eq!(offset_of!(Header, capacity), 16);
+        assert_eq!(offset_of!(Header, data_offset), 24);
+        assert_eq!(offset_of!(Header, producer), 32);
+        assert_eq!(offset_of!(Header, consumer), 48);
+        assert_eq!(offset_of!(Header, poisoned), 64);
+        assert_eq!(size_of::<RoleSlot>(), 16);
+        assert_eq!(offset_of!(RoleSlot, state), 0);
+        assert_eq!(offset_of!(RoleSlot, pid), 4);
+        assert_eq!(offset_of!(RoleSlot, start_time), 8);
+        assert_eq!(offset_of!(Header, head), line);
+        assert_eq!(offset_of!(Header, tail), 2 * line);
+        assert_eq!(offset_of!(Header, data_waiter), 3 * line);
+        assert_eq!(offset_of!(Header, space_waiter), 4 * line);
+        assert_eq!(span_of!(Header, head), line..2 * line);
+        assert_eq!(span_of!(Header, tail), 2 * line..3 * line);
+        assert_eq!(span_of!(Header, data_waiter), 3 * line..4 * line);
+        assert_eq!(span_of!(Header, space_waiter), 4 * line..5 * line);
+        assert_eq!(span_of!(Header, magic..poisoned), 0..64);
+        assert_eq!(size_of::<Header>(), 5 * line);
+        assert!(size_of::<Header>() <= 4096, "the header must fit the control page");
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        assert_eq!((line, size_of::<Header>()), (128, 640));
+        assert_eq!(MAGIC.to_le_bytes(), *b"MIRRRING");
+    }
+
+    #[test]
+    fn claims_are_exclusive_and_identity_checks_fields() {
+        let h: Header = unsafe_zeroed_header();
+        assert_eq!(h.check_identity(4096, 4096), Err(BadHeader::Magic));
+        h.init(4096, 4096, 1, 0);
+        assert_eq!(h.check_identity(4096, 4096), Ok(()));
+        assert_eq!(h.check_identity(8192, 4096), Err(BadHeader::Capacity));
+        assert_eq!(h.check_identity(4096, 8192), Err(BadHeader::DataOffset));
+        assert!(h.claim(Role::Producer, 7, 1));
+        assert!(!h.claim(Role::Producer, 8, 1));
+        assert!(h.claim(Role::Consumer, 8, 1));
+        h.head.store(4097, Ordering::Relaxed);
+        assert_eq!(h.check_identity(4096, 4096), Err(BadHeader::Cursors));
+        h.head.store(0, Ordering::Relaxed);
+        h.backend.store(9, Ordering::Relaxed);
+        assert_eq!(h.check_identity(4096, 4096), Err(BadHeader::Backend));
+        h.backend.store(1, Ordering::Relaxed);
+        h.consumer.state.store(3, Ordering::Relaxed);
+        assert_eq!(h.check_identity(4096, 4096), Err(BadHeader::RoleState));
+    }
+
+    fn unsafe_zeroed_header() -> Header {
+        // SAFETY: every field is an integer atomic (or padding around one); all-zero is valid.
+        unsafe { std::mem::zeroed() }
+    }
+}

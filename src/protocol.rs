@@ -1,0 +1,330 @@
+//! The cursor protocol: who may touch which bytes when, independent of how the bytes are
+//! mapped.
+//!
+//! The ring is `N` bytes (a power of two). Two monotonically increasing `u64` cursors count
+//! bytes: `head` (everything the producer ever committed) and `tail` (everything the consumer
+//! ever released). They wrap around `u64::MAX`, so every difference is taken with wrapping
+//! arithmetic; a byte position maps to offset `pos & (N - 1)`.
+//!
+//! - The producer owns `[head, tail + N)`: `free = N - (head - tail)` bytes it may write.
+//!   `commit(n)` stores `head + n` with Release.
+//! - The consumer owns `[tail, head)`: `readable = head - tail` bytes it may read.
+//!   `release(n)` stores `tail + n` with Release.
+//!
+//! Each side keeps its own cursor privately (it never re-reads it from shared memory, so a
+//! peer cannot move it) and caches the peer's, reloading it (Acquire) only when the cache says
+//! "not enough". The reload is the only way a value from the peer enters, and it is validated
+//! there: the peer's cursor must lie between the last value seen and our own cursor (consumer
+//! view: `0 <= head - tail <= N`, and head may not move backwards). Anything else poisons the
+//! ring: that side returns an error from then on and sets the shared `poisoned` flag. No
+//! slice, offset or length is formed from an unvalidated value.
+//!
+//! # Atomic orderings
+//!
+//! - `head`: Release store in [`ProducerCursor::commit`] publishes the bytes written in
+//!   `[old head, new head)`; paired with the Acquire load in [`ConsumerCursor::refresh`].
+//! - `tail`: Release store in [`ConsumerCursor::release`] says "done reading
+//!   `[old tail, new tail)`"; paired with the Acquire load in [`ProducerCursor::refresh`], after
+//!   which the producer may overwrite those bytes.
+//! - Waiter words: see `sync.rs` (asymmetric barrier pair) and `wait.rs`.
+//! - Role state `CLOSED`: Release store in [`close`] after the closer's last publish; Acquire
+//!   load in `Header::is_closed`, after which one more refresh sees the final cursor.
+//!
+//! # Aliasing
+//!
+//! The two views of the data are the same memory, which the compiler does not know. The
+//! protocol keeps every hand-over of bytes behind an Acquire load: the consumer hands out
+//! bytes only up to a head it loaded with Acquire after they were published, and the producer
+//! reuses bytes only after an Acquire load of a tail that released them. A grant never spans
+//! more than `N` bytes, and the producer's and consumer's regions are disjoint, so no two live
+//! slices cover the same physical byte.
+
+use crate::header::{Header, Role, Word, ROLE_CLOSED};
+use crate::sync::{fence, futex_wake, light_barrier, Ordering};
+
+/// A value read from the peer failed validation; the ring is poisoned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Corrupt;
+
+/// The producer's private state.
+#[derive(Debug)]
+pub(crate) struct ProducerCursor {
+    /// Own cursor: never re-read from shared memory.
+    head: u64,
+    /// The last validated consumer cursor.
+    cached_tail: u64,
+    cap: u64,
+    poisoned: bool,
+}
+
+impl ProducerCursor {
+    /// Starts from the cursors in the header, validating them.
+    pub(crate) fn attach(hdr: &Header, cap: u64) -> Result<Self, Corrupt> {
+        // Acquire: pairs with the Release in `Header::init` / a previous owner's publishes, made
+        // visible to us by the role claim.
+        let head = hdr.head.load(Ordering::Acquire);
+        let tail = hdr.tail.load(Ordering::Acquire);
+        if !cap.is_power_of_two() || head.wrapping_sub(tail) > cap {
+            return Err(Corrupt);
+        }
+        Ok(ProducerCursor { head, cached_tail: tail, cap, poisoned: false })
+    }
+
+    /// Own cursor.
+    #[inline]
+    pub(crate) fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// Where the next byte goes: `head & (N - 1)`.
+    #[inline]
+    pub(crate) fn offset(&self) -> usize {
+        (self.head & (self.cap - 1)) as usize
+    }
+
+    /// Free bytes according to the cached tail (a lower bound).
+    #[inline]
+    pub(crate) fn free_cached(&self) -> usize {
+        (self.cap - self.head.wrapping_sub(self.cached_tail)) as usize
+    }
+
+    /// Bytes committed and not yet released, according to the cached tail (an upper bound).
+    #[inline]
+    pub(crate) fn used_cached(&self) -> usize {
+        self.head.wrapping_sub(self.cached_tail) as usize
+    }
+
+    #[inline]
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Reloads and validates the consumer's cursor; returns the free space.
+    pub(crate) fn refresh(&mut self, hdr: &Header) -> Result<usize, Corrupt> {
+        if self.poisoned {
+            return Err(Corrupt);
+        }
+        // Acquire: pairs with the Release store of tail in `ConsumerCursor::release`; the
+        // consumer has finished reading everything below `t` before we overwrite it.
+        let t = hdr.tail.load(Ordering::Acquire);
+        let used = self.head.wrapping_sub(t);
+        let advanced = t.wrapping_sub(self.cached_tail);
+        // tail must lie in [cached_tail, head]: never past our head, never backwards.
+        if used > self.cap || advanced > self.head.wrapping_sub(self.cached_tail) {
+            return Err(self.poison(hdr));
+        }
+        self.cached_tail = t;
+        Ok(self.free_cached())
+    }
+
+    /// Free space, refreshing the cached tail only if fewer than `max(want, 1)` bytes are
+    /// known to be free.
+    #[inline]
+    pub(crate) fn writable(&mut self, hdr: &Header, want: usize) -> Result<usize, Corrupt> {
+        let f = self.free_cached();
+        if f >= want.max(1) && !self.poisoned {
+            return Ok(f);
+        }
+        self.refresh(hdr)
+    }
+
+    /// Publishes `n` more bytes (the caller has written them at `offset()`), then wakes the
+    /// consumer if it sleeps. `n` must not exceed the free space last reported.
+    #[inline]
+    pub(crate) fn commit(&mut self, hdr: &Header, n: usize) {
+        debug_assert!(n <= self.free_cached());
+        self.head = self.head.wrapping_add(n as u64);
+        // Release: the bytes in [old head, new head) become visible before the new head.
+        // Pairs with the Acquire load of head in `ConsumerCursor::refresh`.
+        hdr.head.store(self.head, Ordering::Release);
+        notify(hdr, Word::Data);
+    }
+
+    /// Whether the consumer may still read: `Err(Closed)` once it closed.
+    pub(crate) fn poll_writable(&mut self, hdr: &Header, min: usize) -> Option<Result<usize, Stop>> {
+        if hdr.is_closed(Role::Consumer) {
+            return Some(Err(Stop::Closed));
+        }
+        match self.writable(hdr, min) {
+            Err(Corrupt) => return Some(Err(Stop::Corrupt)),
+            Ok(n) if n >= min => return Some(Ok(n)),
+            Ok(_) => {}
+        }
+        if hdr.is_poisoned() {
+            self.poisoned = true;
+            return Some(Err(Stop::Corrupt));
+        }
+        None
+    }
+
+    fn poison(&mut self, hdr: &Header) -> Corrupt {
+        self.poisoned = true;
+        hdr.poison();
+        Corrupt
+    }
+
+    /// Test-only: mark poisoned as if a bad value had been seen.
+    #[cfg(test)]
+    pub(crate) fn force_poison(&mut self, hdr: &Header) {
+        self.poison(hdr);
+    }
+}
+
+/// The consumer's private state.
+#[derive(Debug)]
+pub(crate) struct ConsumerCursor {
+    /// Own cursor: never re-read from shared memory.
+    tail: u64,
+    /// The last validated producer cursor.
+    cached_head: u64,
+    cap: u64,
+    poisoned: bool,
+}
+
+impl ConsumerCursor {
+    /// Starts from the cursors in the header, validating them.
+    pub(crate) fn attach(hdr: &Header, cap: u64) -> Result<Self, Corrupt> {
+        // Acquire: as in `ProducerCursor::attach`.
+        let tail = hdr.tail.load(Ordering::Acquire);
+        let head = hdr.head.load(Ordering::Acquire);
+        if !cap.is_power_of_two() || head.wrapping_sub(tail) > cap {
+            return Err(Corrupt);
+        }
+        Ok(ConsumerCursor { tail, cached_head: head, cap, poisoned: false })
+    }
+
+    /// Own cursor.
+    #[inline]
+    pub(crate) fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// Where the next unread byte is: `tail & (N - 1)`.
+    #[inline]
+    pub(crate) fn offset(&self) -> usize {
+        (self.tail & (self.cap - 1)) as usize
+    }
+
+    /// Readable bytes according to the cached head (a lower bound).
+    #[inline]
+    pub(crate) fn readable_cached(&self) -> usize {
+        self.cached_head.wrapping_sub(self.tail) as usize
+    }
+
+    #[inline]
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Reloads and validates the producer's cursor; returns the readable byte count.
+    pub(crate) fn refresh(&mut self, hdr: &Header) -> Result<usize, Corrupt> {
+        if self.poisoned {
+            return Err(Corrupt);
+        }
+        // Acquire: pairs with the Release store of head in `ProducerCursor::commit`; the bytes
+        // below `h` are visible after this load.
+        let h = hdr.head.load(Ordering::Acquire);
+        let avail = h.wrapping_sub(self.tail);
+        // head must lie in [cached_head, tail + N]: never backwards, never more than N ahead.
+        if avail > self.cap || avail < self.cached_head.wrapping_sub(self.tail) {
+            self.poisoned = true;
+            hdr.poison();
+            return Err(Corrupt);
+        }
+        self.cached_head = h;
+        Ok(avail as usize)
+    }
+
+    /// Readable bytes, refreshing the cached head only if fewer than `max(want, 1)` are known.
+    #[inline]
+    pub(crate) fn readable(&mut self, hdr: &Header, want: usize) -> Result<usize, Corrupt> {
+        let r = self.readable_cached();
+        if r >= want.max(1) && !self.poisoned {
+            return Ok(r);
+        }
+        self.refresh(hdr)
+    }
+
+    /// Frees `n` bytes at `offset()` for the producer, then wakes it if it sleeps. `n` must
+    /// not exceed the readable count last reported.
+    #[inline]
+    pub(crate) fn release(&mut self, hdr: &Header, n: usize) {
+        debug_assert!(n <= self.readable_cached());
+        self.tail = self.tail.wrapping_add(n as u64);
+        // Release: our reads of [old tail, new tail) happen before the producer reuses the
+        // bytes. Pairs with the Acquire load of tail in `ProducerCursor::refresh`.
+        hdr.tail.store(self.tail, Ordering::Release);
+        notify(hdr, Word::Space);
+    }
+
+    /// Readable once at least `min` bytes are there; `Err(Closed)` once the producer closed and
+    /// fewer than `min` remain (the rest can still be read).
+    pub(crate) fn poll_readable(&mut self, hdr: &Header, min: usize) -> Option<Result<usize, Stop>> {
+        match self.readable(hdr, min) {
+            Err(Corrupt) => return Some(Err(Stop::Corrupt)),
+            Ok(n) if n >= min => return Some(Ok(n)),
+            Ok(_) => {}
+        }
+        if hdr.is_closed(Role::Producer) {
+            // The Acquire in is_closed made the producer's final head visible: look once more.
+            return Some(match self.refresh(hdr) {
+                Ok(n) if n >= min => Ok(n),
+                Ok(_) => Err(Stop::Closed),
+                Err(Corrupt) => Err(Stop::Corrupt),
+            });
+        }
+        if hdr.is_poisoned() {
+            self.poisoned = true;
+            return Some(Err(Stop::Corrupt));
+        }
+        None
+    }
+}
+
+/// Why a wait ended without its condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The peer closed its end (for the consumer: and nothing more than what remains will come).
+    Closed,
+    /// The peer's process died without closing.
+    PeerDied,
+    /// The ring is poisoned.
+    Corrupt,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// After a publish: wake the peer if its waiter flag is up. The fast path is a compiler fence
+/// (see `sync.rs`) and one load of a line nobody writes while both sides are busy.
+#[inline(always)]
+pub(crate) fn notify(hdr: &Header, w: Word) {
+    light_barrier();
+    // Relaxed: ordering against the cursor store comes from the barrier pair.
+    if hdr.word(w).load(Ordering::Relaxed) != 0 {
+        wake(hdr, w);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn wake(hdr: &Header, w: Word) {
+    // Clearing the flag first makes a sleeper that has not reached FUTEX_WAIT yet return at
+    // once (the kernel compares the word); one that already sleeps is woken below.
+    if hdr.word(w).swap(0, Ordering::Relaxed) != 0 {
+        futex_wake(hdr, w);
+    }
+}
+
+/// Closes `role`'s end: marks it closed after every earlier publish, then wakes the peer
+/// unconditionally (a full fence here, not the light barrier: this runs once).
+pub(crate) fn close(hdr: &Header, role: Role) {
+    // Release: our last cursor publish is visible to a peer that sees CLOSED (Acquire in
+    // `Header::is_closed`).
+    hdr.slot(role).state.store(ROLE_CLOSED, Ordering::Release);
+    // SeqCst fence: the CLOSED store is ordered before the waiter-flag swap in `wake`, against
+    // the sleeper's flag store + barrier + recheck (the same Dekker pattern as a publish).
+    fence(Ordering::SeqCst);
+    let w = role.peer().own_word();
+    hdr.word(w).store(0, Ordering::Relaxed);
+    futex_wake(hdr, w);
+}

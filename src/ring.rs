@@ -1,0 +1,956 @@
+//! The two ends of the ring, their grants, and the options that build them.
+
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::header::{Header, Role};
+use crate::mirror::{Backend, MirrorMap, MirrorOptions};
+use crate::protocol::{self, ConsumerCursor, ProducerCursor, Stop};
+use crate::shared::{ProcessWatch, SharedRing};
+use crate::sync;
+use crate::sys;
+use crate::wait::{self, NoPeer, PeerCheck};
+
+/// The capacity [`RingOptions`] uses when none is given: 64 KiB (a Linux pipe's default).
+pub const DEFAULT_CAPACITY: usize = 64 * 1024;
+
+/// Options for building a ring, between threads ([`build`](RingOptions::build)) or between
+/// processes ([`shared`](RingOptions::shared)).
+///
+/// # Examples
+///
+/// ```
+/// use mirror_ring::{Backend, RingOptions};
+/// use std::time::Duration;
+///
+/// let (tx, rx) = RingOptions::new()
+///     .capacity(1 << 20)
+///     .backend(Backend::Auto)
+///     .prefault(true)
+///     .spin_budget(Duration::from_micros(20))
+///     .build()?;
+/// assert_eq!(tx.capacity(), 1 << 20);
+/// assert_eq!(rx.capacity(), 1 << 20);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RingOptions {
+    capacity: usize,
+    map: MirrorOptions,
+    spin: Duration,
+    start: u64,
+}
+
+impl Default for RingOptions {
+    fn default() -> Self {
+        RingOptions { capacity: DEFAULT_CAPACITY, map: MirrorOptions::new(), spin: wait::DEFAULT_SPIN, start: 0 }
+    }
+}
+
+impl RingOptions {
+    /// Default options: [`DEFAULT_CAPACITY`], [`Backend::Auto`], no prefault, a 50 µs spin
+    /// budget.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The capacity in bytes, rounded up to a power of two of at least one page (the ends
+    /// report the real capacity).
+    pub fn capacity(&mut self, bytes: usize) -> &mut Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// How the data pages are mirrored. Only [`Backend::Memfd`] rings can be handed to an
+    /// unrelated process; every backend works across `fork`.
+    pub fn backend(&mut self, backend: Backend) -> &mut Self {
+        self.map.backend(backend);
+        self
+    }
+
+    /// Fault in both views of the data at creation (see [`MirrorOptions::prefault`]).
+    pub fn prefault(&mut self, yes: bool) -> &mut Self {
+        self.map.prefault(yes);
+        self
+    }
+
+    /// Keep the ring out of forked children (`MADV_DONTFORK` over the whole ring).
+    pub fn dont_fork(&mut self, yes: bool) -> &mut Self {
+        self.map.dont_fork(yes);
+        self
+    }
+
+    /// How long a blocked call spins (then yields) before sleeping on a futex. Zero sleeps at
+    /// once. Default 50 µs: about one futex park-and-wake round trip on the machines it was
+    /// measured on, which bounds the cost of either choice to twice the better one.
+    pub fn spin_budget(&mut self, budget: Duration) -> &mut Self {
+        self.spin = budget;
+        self
+    }
+
+    /// Test-only: start both cursors at `pos` (to exercise wrapping near `u64::MAX`).
+    #[cfg(test)]
+    pub(crate) fn start_position(&mut self, pos: u64) -> &mut Self {
+        self.start = pos;
+        self
+    }
+
+    /// Builds a ring for two threads of this process.
+    ///
+    /// # Errors
+    ///
+    /// As [`MirrorMap::with_backend`]: `InvalidInput` for a zero or absurd capacity,
+    /// `OutOfMemory` (with the OS error as `source()`) when address space or mappings run out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// let (mut tx, mut rx) = mirror_ring::RingOptions::new().capacity(4096).build()?;
+    /// tx.write_all(b"hi")?;
+    /// let mut buf = [0; 2];
+    /// rx.read_exact(&mut buf)?;
+    /// assert_eq!(&buf, b"hi");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn build(&self) -> io::Result<(Producer, Consumer)> {
+        let ring = RingMem::create(self)?;
+        let hdr = ring.header();
+        let me = sys::getpid();
+        // Both roles are taken by this process at once; nobody else can reach a thread ring
+        // (unless it is forked, and then the ends belong to the parent).
+        let claimed = hdr.claim(Role::Producer, me, 0) && hdr.claim(Role::Consumer, me, 0);
+        debug_assert!(claimed, "a fresh ring has free roles");
+        let producer = Producer::attach(ring.clone(), self.spin, None)?;
+        let consumer = Consumer::attach(ring, self.spin, None)?;
+        Ok((producer, consumer))
+    }
+
+    /// Builds a ring to share between processes: an anonymous one survives `fork()`, and a
+    /// [`Backend::Memfd`] one can also be sent to an unrelated process. Each process then
+    /// claims one role ([`SharedRing::into_producer`], [`SharedRing::into_consumer`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](RingOptions::build).
+    pub fn shared(&self) -> io::Result<SharedRing> {
+        Ok(SharedRing::from_mem(RingMem::create(self)?, self.spin))
+    }
+}
+
+/// Creates a ring for threads with [`DEFAULT_CAPACITY`]'s defaults but the given capacity.
+/// Same as `RingOptions::new().capacity(capacity).build()`.
+///
+/// # Errors
+///
+/// As [`RingOptions::build`].
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{BufRead, Write};
+///
+/// let (mut tx, mut rx) = mirror_ring::channel(1 << 16)?;
+/// let writer = std::thread::spawn(move || tx.write_all(b"one line\n"));
+/// let mut line = String::new();
+/// rx.read_line(&mut line)?;
+/// assert_eq!(line, "one line\n");
+/// writer.join().unwrap()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn channel(capacity: usize) -> io::Result<(Producer, Consumer)> {
+    RingOptions::new().capacity(capacity).build()
+}
+
+/// The mapped ring: the mirror plus its header. Shared (`Arc`) by both ends and by
+/// [`SharedRing`]; unmapped when the last one drops.
+pub(crate) struct RingMem {
+    map: MirrorMap,
+}
+
+impl RingMem {
+    fn create(opts: &RingOptions) -> io::Result<Arc<RingMem>> {
+        let map = opts.map.map(opts.capacity)?;
+        let mem = RingMem { map };
+        mem.header().init(mem.capacity() as u64, sys::page_size() as u64, mem.map.backend().to_raw(), opts.start);
+        Ok(Arc::new(mem))
+    }
+
+    /// Wraps a mapping whose header the caller has validated.
+    pub(crate) fn from_validated(map: MirrorMap) -> Arc<RingMem> {
+        Arc::new(RingMem { map })
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: the control page is mapped read-write for as long as `map` lives, is
+        // page-aligned (so aligned for Header) and at least a page long (Header fits, pinned by
+        // a test). Header is only atomics, for which every bit pattern is valid, so a peer's
+        // writes cannot make this reference invalid.
+        unsafe { self.map.control_ptr().cast::<Header>().as_ref() }
+    }
+
+    pub(crate) fn map(&self) -> &MirrorMap {
+        &self.map
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.map.len()
+    }
+}
+
+impl fmt::Debug for RingMem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingMem").field("map", &self.map).finish()
+    }
+}
+
+/// What every end needs, whichever role it plays.
+struct End {
+    ring: Arc<RingMem>,
+    hdr: NonNull<Header>,
+    data: NonNull<u8>,
+    spin: Duration,
+    /// Watches the peer process (rings between processes only).
+    peer: Option<ProcessWatch>,
+    /// The fork generation this end was claimed in: a forked child must not use it.
+    generation: usize,
+}
+
+impl End {
+    fn new(ring: Arc<RingMem>, spin: Duration, peer: Option<ProcessWatch>) -> End {
+        sync::register_process();
+        let hdr = NonNull::from(ring.header());
+        // SAFETY: as_ptr() is the non-null start of view A.
+        let data = unsafe { NonNull::new_unchecked(ring.map().as_ptr()) };
+        End { ring, hdr, data, spin, peer, generation: sync::fork_generation() }
+    }
+
+    #[inline(always)]
+    fn hdr(&self) -> &Header {
+        // SAFETY: points into `ring`'s control page, which `self.ring` keeps mapped.
+        unsafe { self.hdr.as_ref() }
+    }
+
+    /// `Err` when called in a forked child of the process that claimed this end.
+    #[inline(always)]
+    fn check_owner(&self) -> io::Result<()> {
+        if self.generation == sync::fork_generation() {
+            Ok(())
+        } else {
+            Err(forked_error())
+        }
+    }
+
+    fn owned_here(&self) -> bool {
+        self.generation == sync::fork_generation()
+    }
+
+    fn wait<T>(
+        &mut self,
+        word: crate::header::Word,
+        deadline: Option<Instant>,
+        mut poll: impl FnMut(&Header) -> Option<Result<T, Stop>>,
+    ) -> Result<T, Stop> {
+        // SAFETY: as in hdr(); a copy of the pointer so the closure does not borrow self.
+        let hdr: &Header = unsafe { self.hdr.as_ref() };
+        let mut none = NoPeer;
+        let peer: &mut dyn PeerCheck = match self.peer.as_mut() {
+            Some(p) => p,
+            None => &mut none,
+        };
+        wait::wait_for(hdr, word, self.spin, deadline, peer, || poll(hdr))
+    }
+
+    fn peer_gone(&mut self) -> bool {
+        // SAFETY: as in hdr().
+        let hdr: &Header = unsafe { self.hdr.as_ref() };
+        self.peer.as_mut().is_some_and(|p| p.gone(hdr))
+    }
+}
+
+#[cold]
+fn forked_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "this ring end belongs to the process that claimed it; a forked child cannot use it",
+    )
+}
+
+#[cold]
+fn poisoned_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "ring poisoned: the peer published an impossible cursor or corrupted the shared header",
+    )
+}
+
+fn too_big(min: usize, cap: usize) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("asked for {min} contiguous bytes; the ring holds {cap}"))
+}
+
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    // A timeout too large to represent is no deadline at all.
+    Instant::now().checked_add(timeout)
+}
+
+/// Turns a [`Stop`] into the error the producer reports.
+fn producer_error(stop: Stop) -> io::Error {
+    match stop {
+        Stop::Closed => io::Error::new(io::ErrorKind::BrokenPipe, "the consumer closed the ring"),
+        Stop::PeerDied => io::Error::new(io::ErrorKind::BrokenPipe, "the consumer's process died"),
+        Stop::Corrupt => poisoned_error(),
+        Stop::TimedOut => io::Error::new(io::ErrorKind::TimedOut, "timed out waiting for space in the ring"),
+    }
+}
+
+/// The writing end of a ring.
+///
+/// Writes go straight into the shared pages: [`write_grant`](Producer::write_grant) lends the
+/// free space as one `&mut [u8]` (contiguous even across the wrap), and
+/// [`commit`](WriteGrant::commit) publishes what was written. [`io::Write`] blocks until at
+/// least one byte fits; [`try_write`](Producer::try_write) never blocks.
+///
+/// Dropping the producer closes the ring: the consumer reads what is left, then sees end of
+/// stream.
+///
+/// `Producer` is [`Send`] but not [`Sync`]:
+///
+/// ```compile_fail
+/// fn needs_sync<T: Sync>() {}
+/// needs_sync::<mirror_ring::Producer>();
+/// ```
+pub struct Producer {
+    end: End,
+    cur: ProducerCursor,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+// SAFETY: the producer's private state is plain data, and the ring memory it points into is
+// kept alive by the Arc it owns; only one thread at a time can use it (it is not Sync), which
+// is all the single-producer protocol needs.
+unsafe impl Send for Producer {}
+
+impl Producer {
+    pub(crate) fn attach(ring: Arc<RingMem>, spin: Duration, peer: Option<ProcessWatch>) -> io::Result<Producer> {
+        let cap = ring.capacity() as u64;
+        let cur = ProducerCursor::attach(ring.header(), cap).map_err(|_| poisoned_error())?;
+        Ok(Producer { end: End::new(ring, spin, peer), cur, _not_sync: PhantomData })
+    }
+
+    /// The ring's capacity in bytes (the requested size rounded up).
+    pub fn capacity(&self) -> usize {
+        self.end.ring.capacity()
+    }
+
+    /// The backend the ring was built with.
+    pub fn backend(&self) -> Backend {
+        self.end.ring.map().backend()
+    }
+
+    /// Bytes committed and not yet released by the consumer (reloads the consumer's cursor).
+    pub fn len(&mut self) -> usize {
+        let _ = self.cur.refresh(self.end.hdr());
+        self.cur.used_cached()
+    }
+
+    /// Whether the consumer has released everything committed.
+    pub fn is_empty(&mut self) -> bool {
+        self.len() == 0
+    }
+
+    /// Free bytes: how much a write could take right now (reloads the consumer's cursor).
+    pub fn free(&mut self) -> usize {
+        let _ = self.cur.refresh(self.end.hdr());
+        self.cur.free_cached()
+    }
+
+    /// Whether the consumer is gone: it closed its end, or its process died.
+    pub fn is_abandoned(&mut self) -> bool {
+        self.end.hdr().is_closed(Role::Consumer) || self.end.peer_gone()
+    }
+
+    #[inline]
+    fn check(&self) -> io::Result<()> {
+        self.end.check_owner()?;
+        if self.end.hdr().is_closed(Role::Consumer) {
+            return Err(producer_error(Stop::Closed));
+        }
+        Ok(())
+    }
+
+    /// Writes as much of `buf` as fits now, without blocking.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when the ring is full (and `buf` is not empty); `BrokenPipe` when the
+    /// consumer is gone; `InvalidData` when the ring is poisoned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (mut tx, _rx) = mirror_ring::channel(4096)?;
+    /// assert_eq!(tx.try_write(&[1; 5000])?, 4096);
+    /// assert_eq!(tx.try_write(&[1]).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[inline]
+    pub fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.check()?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let free = self.cur.writable(self.end.hdr(), buf.len()).map_err(|_| poisoned_error())?;
+        if free == 0 {
+            if self.end.peer_gone() {
+                return Err(producer_error(Stop::PeerDied));
+            }
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(self.copy_in(buf, free))
+    }
+
+    /// Writes as much of `buf` as fits, waiting up to `timeout` for at least one byte of space.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` when no space appeared in time; otherwise as [`try_write`](Self::try_write).
+    pub fn write_timeout(&mut self, buf: &[u8], timeout: Duration) -> io::Result<usize> {
+        self.write_until(buf, deadline_after(timeout))
+    }
+
+    pub(crate) fn write_until(&mut self, buf: &[u8], deadline: Option<Instant>) -> io::Result<usize> {
+        self.check()?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let free = self.wait_writable(1, deadline)?;
+        Ok(self.copy_in(buf, free))
+    }
+
+    /// Copies `min(buf.len(), free)` bytes in and commits them.
+    #[inline]
+    fn copy_in(&mut self, buf: &[u8], free: usize) -> usize {
+        let n = buf.len().min(free);
+        // SAFETY: offset < N and n <= free <= N, so [offset, offset + n) lies within the two
+        // views (2N bytes); the producer owns those free bytes until it commits. `buf` cannot
+        // overlap them: the only ring memory a caller can hold is a read grant, which covers
+        // unreleased bytes, physically disjoint from free space.
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.end.data.as_ptr().add(self.cur.offset()), n) };
+        self.cur.commit(self.end.hdr(), n);
+        n
+    }
+
+    /// Blocks until `min` bytes are free (or the deadline passes).
+    fn wait_writable(&mut self, min: usize, deadline: Option<Instant>) -> io::Result<usize> {
+        if min > self.capacity() {
+            return Err(too_big(min, self.capacity()));
+        }
+        let cur = &mut self.cur;
+        self.end.wait(crate::header::Word::Space, deadline, |hdr| cur.poll_writable(hdr, min)).map_err(producer_error)
+    }
+
+    /// Lends all free space as one contiguous slice, if at least `min` bytes are free; never
+    /// blocks. Write into the grant, then [`commit`](WriteGrant::commit) how much to publish.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when fewer than `max(min, 1)` bytes are free; `InvalidInput` when `min`
+    /// exceeds the capacity; `BrokenPipe` when the consumer is gone; `InvalidData` when the
+    /// ring is poisoned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (mut tx, mut rx) = mirror_ring::channel(4096)?;
+    /// let mut grant = tx.write_grant(3)?;
+    /// grant[..3].copy_from_slice(b"abc");
+    /// grant.commit(3)?;
+    /// assert_eq!(&*rx.read_grant(3)?, b"abc");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[inline]
+    pub fn write_grant(&mut self, min: usize) -> io::Result<WriteGrant<'_>> {
+        self.check()?;
+        if min > self.capacity() {
+            return Err(too_big(min, self.capacity()));
+        }
+        let free = self.cur.writable(self.end.hdr(), min).map_err(|_| poisoned_error())?;
+        if free < min.max(1) {
+            if self.end.peer_gone() {
+                return Err(producer_error(Stop::PeerDied));
+            }
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(self.grant(free))
+    }
+
+    /// Like [`write_grant`](Self::write_grant), but waits for `min` bytes of space.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_grant`](Self::write_grant), without `WouldBlock`.
+    pub fn write_grant_blocking(&mut self, min: usize) -> io::Result<WriteGrant<'_>> {
+        self.write_grant_until(min, None)
+    }
+
+    /// Like [`write_grant`](Self::write_grant), but waits up to `timeout` for `min` bytes.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` when the space did not appear in time; otherwise as
+    /// [`write_grant`](Self::write_grant).
+    pub fn write_grant_timeout(&mut self, min: usize, timeout: Duration) -> io::Result<WriteGrant<'_>> {
+        self.write_grant_until(min, deadline_after(timeout))
+    }
+
+    pub(crate) fn write_grant_until(&mut self, min: usize, deadline: Option<Instant>) -> io::Result<WriteGrant<'_>> {
+        self.check()?;
+        let free = self.wait_writable(min.max(1), deadline)?;
+        Ok(self.grant(free))
+    }
+
+    #[inline]
+    fn grant(&mut self, len: usize) -> WriteGrant<'_> {
+        // SAFETY: offset < N, so the pointer is inside view A.
+        let ptr = unsafe { self.end.data.as_ptr().add(self.cur.offset()) };
+        WriteGrant { ptr, len, producer: self }
+    }
+
+    /// Commits `n` bytes already written at the write position. Used by framing, which fills
+    /// the region through raw pointers.
+    #[inline]
+    pub(crate) fn commit_raw(&mut self, n: usize) {
+        self.cur.commit(self.end.hdr(), n);
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        // A copy inherited by a forked child must not close the parent's ring.
+        if self.end.owned_here() {
+            protocol::close(self.end.hdr(), Role::Producer);
+        }
+    }
+}
+
+impl fmt::Debug for Producer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("capacity", &self.capacity())
+            .field("backend", &self.backend())
+            .field("len_at_most", &self.cur.used_cached())
+            .field("position", &self.cur.head())
+            .field("poisoned", &self.cur.is_poisoned())
+            .finish()
+    }
+}
+
+/// Free space lent by [`Producer::write_grant`]: one contiguous `&mut [u8]`, even where the
+/// ring wraps. Nothing is published until [`commit`](WriteGrant::commit); dropping the grant
+/// publishes nothing.
+#[must_use = "a grant publishes nothing until it is committed"]
+pub struct WriteGrant<'a> {
+    ptr: *mut u8,
+    len: usize,
+    producer: &'a mut Producer,
+}
+
+impl WriteGrant<'_> {
+    /// Publishes the first `n` bytes of the grant to the consumer.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if `n` exceeds the grant; nothing is committed then.
+    pub fn commit(self, n: usize) -> io::Result<()> {
+        if n > self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot commit {n} bytes from a {}-byte grant", self.len),
+            ));
+        }
+        self.producer.commit_raw(n);
+        Ok(())
+    }
+
+    /// The grant's length (all the free space at the time it was made).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the grant is empty (never, for grants the producer hands out).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Deref for WriteGrant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: [ptr, ptr + len) is free space owned by the producer (len <= N, inside the
+        // two views), initialised memory (zeroed at creation or written before), and no other
+        // reference to it exists while the grant borrows the producer mutably.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl DerefMut for WriteGrant<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in deref; the grant is the only reference to these bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl fmt::Debug for WriteGrant<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteGrant").field("len", &self.len).finish()
+    }
+}
+
+/// Turns a [`Stop`] into the error the consumer reports. `Closed` is not an error for reads
+/// (it is `Ok(0)`); callers handle it before this.
+fn consumer_error(stop: Stop) -> io::Error {
+    match stop {
+        Stop::Closed => io::Error::new(io::ErrorKind::UnexpectedEof, "the producer closed the ring"),
+        Stop::PeerDied => io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the producer's process died without closing the ring (every committed byte was read)",
+        ),
+        Stop::Corrupt => poisoned_error(),
+        Stop::TimedOut => io::Error::new(io::ErrorKind::TimedOut, "timed out waiting for data in the ring"),
+    }
+}
+
+/// The reading end of a ring.
+///
+/// [`read_grant`](Consumer::read_grant) and [`fill_buf`](io::BufRead::fill_buf) lend the
+/// readable bytes as one `&[u8]` (contiguous even across the wrap), so a parser can take whole
+/// records straight from the ring. [`io::Read`] blocks until at least one byte is there;
+/// [`try_read`](Consumer::try_read) never blocks.
+///
+/// When the producer closes, the consumer reads what is left, then sees end of stream
+/// (`Ok(0)`). If the producer's process dies without closing, the consumer reads every
+/// committed byte, then gets `UnexpectedEof`.
+///
+/// `Consumer` is [`Send`] but not [`Sync`]:
+///
+/// ```compile_fail
+/// fn needs_sync<T: Sync>() {}
+/// needs_sync::<mirror_ring::Consumer>();
+/// ```
+pub struct Consumer {
+    end: End,
+    cur: ConsumerCursor,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+// SAFETY: as for Producer: private state plus an Arc-owned mapping, used by one thread at a
+// time.
+unsafe impl Send for Consumer {}
+
+/// What a non-blocking look at the readable bytes found.
+enum Readable {
+    /// This many bytes (at least the minimum asked for, or fewer after a clean close).
+    Bytes(usize),
+    /// Nothing now, but more may come.
+    Later,
+}
+
+impl Consumer {
+    pub(crate) fn attach(ring: Arc<RingMem>, spin: Duration, peer: Option<ProcessWatch>) -> io::Result<Consumer> {
+        let cap = ring.capacity() as u64;
+        let cur = ConsumerCursor::attach(ring.header(), cap).map_err(|_| poisoned_error())?;
+        Ok(Consumer { end: End::new(ring, spin, peer), cur, _not_sync: PhantomData })
+    }
+
+    /// The ring's capacity in bytes (the requested size rounded up).
+    pub fn capacity(&self) -> usize {
+        self.end.ring.capacity()
+    }
+
+    /// The backend the ring was built with.
+    pub fn backend(&self) -> Backend {
+        self.end.ring.map().backend()
+    }
+
+    /// Readable bytes right now (reloads the producer's cursor).
+    pub fn len(&mut self) -> usize {
+        let _ = self.cur.refresh(self.end.hdr());
+        self.cur.readable_cached()
+    }
+
+    /// Whether nothing is readable right now.
+    pub fn is_empty(&mut self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the producer is gone: it closed its end, or its process died. Bytes it
+    /// committed may still be readable.
+    pub fn is_abandoned(&mut self) -> bool {
+        self.end.hdr().is_closed(Role::Producer) || self.end.peer_gone()
+    }
+
+    /// Looks at the readable bytes without blocking: at least `min` (which must be at least 1),
+    /// or whatever remains after a clean close.
+    #[inline]
+    fn peek(&mut self, min: usize) -> io::Result<Readable> {
+        self.end.check_owner()?;
+        if min > self.capacity() {
+            return Err(too_big(min, self.capacity()));
+        }
+        match self.cur.poll_readable(self.end.hdr(), min) {
+            Some(Ok(n)) => Ok(Readable::Bytes(n)),
+            Some(Err(Stop::Closed)) => Ok(Readable::Bytes(self.cur.readable_cached())),
+            Some(Err(stop)) => Err(consumer_error(stop)),
+            None if self.end.peer_gone() => match self.cur.refresh(self.end.hdr()) {
+                Ok(n) if n >= min => Ok(Readable::Bytes(n)),
+                Ok(_) => Err(consumer_error(Stop::PeerDied)),
+                Err(_) => Err(poisoned_error()),
+            },
+            None => Ok(Readable::Later),
+        }
+    }
+
+    /// Waits for at least `min` readable bytes, or whatever remains after a clean close.
+    fn wait_readable(&mut self, min: usize, deadline: Option<Instant>) -> io::Result<usize> {
+        self.end.check_owner()?;
+        if min > self.capacity() {
+            return Err(too_big(min, self.capacity()));
+        }
+        let cur = &mut self.cur;
+        match self.end.wait(crate::header::Word::Data, deadline, |hdr| cur.poll_readable(hdr, min)) {
+            Ok(n) => Ok(n),
+            Err(Stop::Closed) => Ok(self.cur.readable_cached()),
+            Err(stop) => Err(consumer_error(stop)),
+        }
+    }
+
+    /// Reads as many bytes as are readable now, up to `buf.len()`, without blocking.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when nothing is readable (and `buf` is not empty). `Ok(0)` means end of
+    /// stream: the producer closed and everything was read. `UnexpectedEof` when the producer's
+    /// process died and everything it committed was read; `InvalidData` when the ring is
+    /// poisoned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (mut tx, mut rx) = mirror_ring::channel(4096)?;
+    /// let mut buf = [0; 8];
+    /// assert_eq!(rx.try_read(&mut buf).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    /// tx.try_write(b"abc")?;
+    /// drop(tx);
+    /// assert_eq!(rx.try_read(&mut buf)?, 3);
+    /// assert_eq!(rx.try_read(&mut buf)?, 0); // end of stream
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[inline]
+    pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            self.end.check_owner()?;
+            return Ok(0);
+        }
+        match self.peek(1)? {
+            Readable::Bytes(n) => Ok(self.copy_out(buf, n)),
+            Readable::Later => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    /// Reads up to `buf.len()` bytes, waiting up to `timeout` for at least one.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` when nothing arrived in time; otherwise as [`try_read`](Self::try_read).
+    pub fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        self.read_until(buf, deadline_after(timeout))
+    }
+
+    pub(crate) fn read_until(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<usize> {
+        if buf.is_empty() {
+            self.end.check_owner()?;
+            return Ok(0);
+        }
+        let n = self.wait_readable(1, deadline)?;
+        Ok(self.copy_out(buf, n))
+    }
+
+    #[inline]
+    fn copy_out(&mut self, buf: &mut [u8], readable: usize) -> usize {
+        let n = buf.len().min(readable);
+        // SAFETY: offset < N and n <= readable <= N: inside the two views. The bytes were
+        // published before the Acquire load that reported them readable; the producer does not
+        // touch them until we release them.
+        unsafe { std::ptr::copy_nonoverlapping(self.end.data.as_ptr().add(self.cur.offset()), buf.as_mut_ptr(), n) };
+        self.cur.release(self.end.hdr(), n);
+        n
+    }
+
+    /// Lends every readable byte as one contiguous slice, if at least `min` are readable; never
+    /// blocks. [`release`](ReadGrant::release) frees what was consumed.
+    ///
+    /// After the producer closed, the grant holds whatever remains, possibly fewer than `min`
+    /// bytes, and is empty at end of stream.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when fewer than `max(min, 1)` bytes are readable and more may come;
+    /// `InvalidInput` when `min` exceeds the capacity; `UnexpectedEof` after the producer's
+    /// process died and everything was read; `InvalidData` when the ring is poisoned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (mut tx, mut rx) = mirror_ring::channel(4096)?;
+    /// tx.try_write(b"hello world")?;
+    /// let grant = rx.read_grant(5)?;
+    /// assert_eq!(&grant[..5], b"hello");
+    /// grant.release(6)?; // "hello "
+    /// assert_eq!(&*rx.read_grant(1)?, b"world");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[inline]
+    pub fn read_grant(&mut self, min: usize) -> io::Result<ReadGrant<'_>> {
+        match self.peek(min.max(1))? {
+            Readable::Bytes(n) => Ok(self.grant(n)),
+            Readable::Later => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    /// Like [`read_grant`](Self::read_grant), but waits for `min` readable bytes.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_grant`](Self::read_grant), without `WouldBlock`.
+    pub fn read_grant_blocking(&mut self, min: usize) -> io::Result<ReadGrant<'_>> {
+        self.read_grant_until(min, None)
+    }
+
+    /// Like [`read_grant`](Self::read_grant), but waits up to `timeout` for `min` bytes.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` when they did not arrive in time; otherwise as
+    /// [`read_grant`](Self::read_grant).
+    pub fn read_grant_timeout(&mut self, min: usize, timeout: Duration) -> io::Result<ReadGrant<'_>> {
+        self.read_grant_until(min, deadline_after(timeout))
+    }
+
+    pub(crate) fn read_grant_until(&mut self, min: usize, deadline: Option<Instant>) -> io::Result<ReadGrant<'_>> {
+        let n = self.wait_readable(min.max(1), deadline)?;
+        Ok(self.grant(n))
+    }
+
+    #[inline]
+    fn grant(&mut self, len: usize) -> ReadGrant<'_> {
+        // SAFETY: offset < N: inside view A.
+        let ptr = unsafe { self.end.data.as_ptr().add(self.cur.offset()) };
+        ReadGrant { ptr, len, consumer: self }
+    }
+
+    /// Every byte readable now, refreshing the producer's cursor; blocks only while nothing is
+    /// readable. Backs `BufRead::fill_buf`.
+    pub(crate) fn fill(&mut self) -> io::Result<&[u8]> {
+        self.end.check_owner()?;
+        let n = match self.cur.refresh(self.end.hdr()) {
+            Ok(0) => self.wait_readable(1, None)?,
+            Ok(n) => n,
+            Err(_) => return Err(poisoned_error()),
+        };
+        // SAFETY: as in `grant`, for n readable bytes (n <= N).
+        Ok(unsafe { std::slice::from_raw_parts(self.end.data.as_ptr().add(self.cur.offset()), n) })
+    }
+
+    /// Releases up to `n` bytes (clamped to what was reported readable). Backs
+    /// `BufRead::consume`.
+    pub(crate) fn consume_clamped(&mut self, n: usize) {
+        let n = n.min(self.cur.readable_cached());
+        if n > 0 {
+            self.cur.release(self.end.hdr(), n);
+        }
+    }
+
+    pub(crate) fn release_raw(&mut self, n: usize) {
+        self.cur.release(self.end.hdr(), n);
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if self.end.owned_here() {
+            protocol::close(self.end.hdr(), Role::Consumer);
+        }
+    }
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("capacity", &self.capacity())
+            .field("backend", &self.backend())
+            .field("len_at_least", &self.cur.readable_cached())
+            .field("position", &self.cur.tail())
+            .field("poisoned", &self.cur.is_poisoned())
+            .finish()
+    }
+}
+
+/// Readable bytes lent by [`Consumer::read_grant`]: one contiguous `&[u8]`, even where the ring
+/// wraps. Nothing is freed until [`release`](ReadGrant::release); dropping the grant frees
+/// nothing, so the same bytes are lent again next time.
+#[must_use = "a grant frees nothing until it is released"]
+pub struct ReadGrant<'a> {
+    ptr: *const u8,
+    len: usize,
+    consumer: &'a mut Consumer,
+}
+
+impl ReadGrant<'_> {
+    /// Frees the first `n` bytes of the grant for the producer.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if `n` exceeds the grant; nothing is released then.
+    pub fn release(self, n: usize) -> io::Result<()> {
+        if n > self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot release {n} bytes from a {}-byte grant", self.len),
+            ));
+        }
+        self.consumer.release_raw(n);
+        Ok(())
+    }
+
+    /// The grant's length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the grant is empty (only at end of stream).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Deref for ReadGrant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: [ptr, ptr + len) holds published, unreleased bytes (len <= N, inside the two
+        // views); the producer does not write them until they are released, which needs the
+        // consumer this grant borrows mutably.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl fmt::Debug for ReadGrant<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadGrant").field("len", &self.len).finish()
+    }
+}

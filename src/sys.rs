@@ -1,0 +1,498 @@
+//! Every system call the crate makes, in one place.
+//!
+//! Each function is a thin, documented wrapper over one `libc` call: it converts the C
+//! convention (`-1`/`MAP_FAILED` and `errno`) into `io::Result` and keeps the OS error intact
+//! (`io::Error::last_os_error()`), so callers can match on `raw_os_error()`. Context is added
+//! by the callers, by wrapping, never by replacing the errno. No other module calls `libc`
+//! functions that touch memory mappings, futexes or file descriptors (`.clippy.toml` enforces
+//! it for the mapping calls).
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU32;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// `mremap` flag value 4: the `MREMAP_MIRROR` of the 2017 linux-mm RFC; mainline ships the
+/// same value as `MREMAP_DONTUNMAP`, which since Linux 5.13 keeps a *shared* source mapping in
+/// place and so yields a mirror. Used only on `MAP_SHARED` memory and only where the probe in
+/// `mirror.rs` has proven that it mirrors.
+pub(crate) const MREMAP_MIRROR: libc::c_int = 4;
+/// `madvise` advice that prefaults writable page tables (Linux 5.14+).
+const MADV_POPULATE_WRITE: libc::c_int = 23;
+
+/// The system page size, read once.
+pub(crate) fn page_size() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if v <= 0 {
+            4096
+        } else {
+            v as usize
+        }
+    })
+}
+
+/// Reserves `len` bytes of address space that nothing else can be placed in:
+/// `PROT_NONE`, private, anonymous, not charged against overcommit.
+pub(crate) fn reserve(len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: a fresh mapping at an address of the kernel's choice (no MAP_FIXED), so no
+    // existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // mmap never returns NULL for a non-fixed mapping on Linux (mmap_min_addr), but do not
+    // build a NonNull on faith.
+    NonNull::new(p.cast()).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))
+}
+
+/// Unmaps `[addr, addr+len)`.
+///
+/// # Safety
+/// The range must be owned by the caller (a reservation it made) and no reference into it may
+/// be used afterwards.
+pub(crate) unsafe fn unmap(addr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: the caller owns the range and promises nothing refers to it any more.
+    let r = unsafe { libc::munmap(addr.as_ptr().cast(), len) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Places `len` bytes of new anonymous shared memory at exactly `addr`.
+///
+/// # Safety
+/// `[addr, addr+len)` must lie inside a reservation the caller owns: `MAP_FIXED` silently
+/// replaces whatever was mapped there.
+pub(crate) unsafe fn map_shared_anon_fixed(addr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: the caller guarantees the target range is its own reservation.
+    let p = unsafe {
+        libc::mmap(
+            addr.as_ptr().cast(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    check_fixed(p, addr)
+}
+
+/// Maps `len` bytes of `fd`, from `offset`, shared and writable, at exactly `addr`.
+///
+/// # Safety
+/// As [`map_shared_anon_fixed`]: the range must be inside the caller's reservation.
+pub(crate) unsafe fn map_fd_fixed(addr: NonNull<u8>, len: usize, fd: BorrowedFd<'_>, offset: usize) -> io::Result<()> {
+    let offset = libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "mapping offset too large"))?;
+    // SAFETY: the caller guarantees the target range is its own reservation; fd is open for
+    // the duration of the call (borrowed).
+    let p = unsafe {
+        libc::mmap(
+            addr.as_ptr().cast(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            fd.as_raw_fd(),
+            offset,
+        )
+    };
+    check_fixed(p, addr)
+}
+
+fn check_fixed(p: *mut libc::c_void, want: NonNull<u8>) -> io::Result<()> {
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    if p.cast::<u8>() != want.as_ptr() {
+        // Impossible with MAP_FIXED; refuse rather than trust a mapping we did not ask for.
+        return Err(io::Error::other("kernel placed a MAP_FIXED mapping elsewhere"));
+    }
+    Ok(())
+}
+
+/// `mremap(old, old_len, new_len, MREMAP_MAYMOVE | MREMAP_FIXED | extra_flags, new)`.
+///
+/// `old_len == 0` is the historical "duplicate a shared mapping" form; `extra_flags ==
+/// MREMAP_MIRROR` with `old_len == new_len` is the value-4 form.
+///
+/// # Safety
+/// Both ranges must lie inside a reservation the caller owns, and `old` must be shared
+/// memory (on a private mapping the duplicate form logs a kernel warning and the value-4 form
+/// moves the pages away, leaving zeros behind).
+pub(crate) unsafe fn mremap_fixed(
+    old: NonNull<u8>,
+    old_len: usize,
+    new_len: usize,
+    extra_flags: libc::c_int,
+    new: NonNull<u8>,
+) -> io::Result<()> {
+    // SAFETY: the caller guarantees both ranges are inside its own reservation and that the
+    // source is shared memory.
+    let p = unsafe {
+        libc::mremap(
+            old.as_ptr().cast(),
+            old_len,
+            new_len,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED | extra_flags,
+            new.as_ptr().cast::<libc::c_void>(),
+        )
+    };
+    check_fixed(p, new)
+}
+
+/// `madvise(addr, len, MADV_DONTFORK)`.
+///
+/// # Safety
+/// The range must be mapped and owned by the caller.
+pub(crate) unsafe fn madvise_dontfork(addr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: advice only; the caller owns the range.
+    unsafe { madvise(addr, len, libc::MADV_DONTFORK) }
+}
+
+/// `madvise(addr, len, MADV_POPULATE_WRITE)` (Linux 5.14+; EINVAL before).
+///
+/// # Safety
+/// The range must be mapped writable and owned by the caller.
+pub(crate) unsafe fn madvise_populate_write(addr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: prefaulting does not change the contents; the caller owns the range.
+    unsafe { madvise(addr, len, MADV_POPULATE_WRITE) }
+}
+
+unsafe fn madvise(addr: NonNull<u8>, len: usize, advice: libc::c_int) -> io::Result<()> {
+    // SAFETY: forwarded from the callers' contracts.
+    let r = unsafe { libc::madvise(addr.as_ptr().cast(), len, advice) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`.
+pub(crate) fn memfd_create(name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: name is a valid NUL-terminated string.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a freshly created descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `ftruncate(fd, len)`.
+pub(crate) fn ftruncate(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file length too large"))?;
+    // SAFETY: plain syscall on a borrowed, open descriptor.
+    let r = unsafe { libc::ftruncate(fd.as_raw_fd(), len) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `fcntl(fd, F_ADD_SEALS, seals)`.
+pub(crate) fn add_seals(fd: BorrowedFd<'_>, seals: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall on a borrowed, open descriptor.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `fcntl(fd, F_GET_SEALS)`.
+pub(crate) fn get_seals(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: plain syscall on a borrowed, open descriptor.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+/// What `fstat` and `fstatfs` say about a descriptor: enough to decide whether it can be a
+/// ring file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileInfo {
+    /// `st_size`.
+    pub(crate) size: u64,
+    /// Regular file (`S_IFREG`).
+    pub(crate) regular: bool,
+    /// Lives on tmpfs/shmem (memfd files do).
+    pub(crate) shmem: bool,
+}
+
+/// `fstat` + `fstatfs` of a descriptor.
+pub(crate) fn file_info(fd: BorrowedFd<'_>) -> io::Result<FileInfo> {
+    // SAFETY: all-zero bytes are a valid `stat` (plain integers).
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a valid out-pointer; fd is open.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: all-zero bytes are a valid `statfs` (plain integers).
+    let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: sfs is a valid out-pointer; fd is open.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut sfs) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(FileInfo {
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        regular: (st.st_mode & libc::S_IFMT) == libc::S_IFREG,
+        #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
+        shmem: sfs.f_type as i64 == libc::TMPFS_MAGIC as i64,
+    })
+}
+
+/// `FUTEX_WAIT` (shared, not private: the word may be mapped in several processes and at two
+/// addresses). Returns when woken, when `*word != expected`, on a signal, or after `timeout`.
+/// The caller always re-checks its condition, so every outcome is reported as `Ok`, except
+/// errors that mean the call itself is wrong.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> io::Result<()> {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: word is a valid, aligned u32 for the duration of the call; the kernel only reads
+    // it. ts_ptr is null or points to a live timespec.
+    let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, ts_ptr, 0usize, 0u32) };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ETIMEDOUT) => Ok(()),
+        _ => Err(err),
+    }
+}
+
+/// `FUTEX_WAKE` (shared): wakes up to `n` waiters on `word`. Returns how many were woken.
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
+    // SAFETY: word is a valid, aligned u32; FUTEX_WAKE does not access it.
+    let r = unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n.min(i32::MAX as u32), 0usize, 0usize, 0u32)
+    };
+    // A failing wake (EFAULT cannot happen on a live word) just means nobody was woken.
+    usize::try_from(r).unwrap_or(0)
+}
+
+const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+/// Registers this process for `MEMBARRIER_CMD_GLOBAL_EXPEDITED` barriers (Linux 4.16+).
+/// Registration is per process and is not inherited by a forked child.
+pub(crate) fn membarrier_register_global_expedited() -> io::Result<()> {
+    // SAFETY: membarrier has no memory-safety preconditions.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Issues a full memory barrier on every CPU running a thread of a registered process.
+pub(crate) fn membarrier_global_expedited() -> io::Result<()> {
+    // SAFETY: membarrier has no memory-safety preconditions.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `getpid()`.
+pub(crate) fn getpid() -> i32 {
+    // SAFETY: getpid cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// `pidfd_open(pid, 0)` (Linux 5.3+): a descriptor that keeps naming this very process even if
+/// its pid is later reused.
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open has no memory-safety preconditions.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// Whether a pidfd's process has terminated (a zombie counts as terminated): polls for
+/// `POLLIN` without blocking.
+pub(crate) fn pidfd_exited(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    loop {
+        // SAFETY: pfd is a valid array of one pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if r >= 0 {
+            return Ok(r > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP) != 0);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+/// Whether the process `pid` is alive and is the one that started at `start_time` (0: any),
+/// from `/proc/<pid>/stat`; a zombie counts as dead. Used only where pidfds are unavailable
+/// (Linux < 5.3).
+pub(crate) fn process_alive(pid: i32, start_time: u64) -> bool {
+    match proc_stat(pid) {
+        Some((state, start)) => !matches!(state, 'Z' | 'X' | 'x') && (start_time == 0 || start == start_time),
+        None => false,
+    }
+}
+
+/// The running kernel's release string (`uname -r`).
+pub(crate) fn kernel_release() -> String {
+    // SAFETY: all-zero bytes are a valid utsname.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: u is a valid out-pointer.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return String::from("unknown");
+    }
+    // SAFETY: uname NUL-terminates every field.
+    let rel = unsafe { CStr::from_ptr(u.release.as_ptr()) };
+    rel.to_string_lossy().into_owned()
+}
+
+/// Registers `handler` to run in the child after every `fork()`.
+pub(crate) fn at_fork_child(handler: unsafe extern "C" fn()) -> io::Result<()> {
+    // SAFETY: the handler is an `extern "C"` function with no arguments, as pthread_atfork
+    // requires; it stays valid for the life of the program (a fn item).
+    let r = unsafe { libc::pthread_atfork(None, None, Some(handler)) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+/// Sends `fd` over a Unix socket as `SCM_RIGHTS` ancillary data, with one byte of payload.
+pub(crate) fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut byte = [0x4du8];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: all-zero bytes are a valid msghdr.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: msg_control points to `space` bytes, enough for one cmsg with one fd, so
+    // CMSG_FIRSTHDR is non-null and CMSG_DATA has room for a RawFd.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd.as_raw_fd());
+    }
+    loop {
+        // SAFETY: msg describes live buffers (byte, cbuf) for the duration of the call.
+        let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if r == 1 {
+            return Ok(());
+        }
+        if r >= 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "sendmsg sent nothing"));
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+/// Receives one descriptor sent by [`send_fd`]. Any extra descriptors that arrive are closed.
+pub(crate) fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    const MAX_FDS: usize = 8;
+    let mut byte = [0u8];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: all-zero bytes are a valid msghdr.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    let r = loop {
+        // SAFETY: msg describes live buffers; MSG_CMSG_CLOEXEC marks received fds close-on-exec.
+        let r = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if r >= 0 {
+            break r;
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    };
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled msg_control with well-formed cmsgs up to msg_controllen; the
+    // CMSG_* macros walk them within that bound.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg);
+                let bytes = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
+                for i in 0..bytes / std::mem::size_of::<RawFd>() {
+                    let raw = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    fds.push(OwnedFd::from_raw_fd(raw));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "descriptor message truncated"));
+    }
+    if r == 0 && fds.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "socket closed before a descriptor arrived"));
+    }
+    let mut it = fds.into_iter();
+    let first = it.next().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "message carried no descriptor"))?;
+    // Extra descriptors are dropped (closed) here.
+    Ok(first)
+}
+
+/// `/proc/<pid>/stat` field 22 (start time since boot, in clock ticks): with the pid, it
+/// identifies a process across pid reuse.
+pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
+    proc_stat(pid).map(|(_, start)| start)
+}
+
+/// The state (field 3) and start time (field 22) from `/proc/<pid>/stat`.
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces or ')': split after
+    // the last ')'.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // The state was field 3; the start time is field 22, 19 fields further on.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}

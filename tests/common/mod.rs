@@ -1,0 +1,127 @@
+//! Helpers shared by the integration tests and the crate's unit tests (included there with
+//! `#[path]`): forking a child that `_exit`s, and looking at this process's mappings and fds.
+#![allow(dead_code, unreachable_pub)]
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Runs `f` in a forked child and returns its exit status (or 128 + signal number). The child
+/// never returns into the test harness: it leaves through `_exit`, also when `f` panics (101).
+pub fn in_child(f: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the child only runs `f` and then `_exit`s; it never returns into the harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let code = catch_unwind(AssertUnwindSafe(f)).unwrap_or(101);
+        // SAFETY: _exit ends the child without running the parent's atexit handlers or
+        // destructors.
+        unsafe { libc::_exit(code) };
+    }
+    wait_child(pid)
+}
+
+/// Forks a child that runs `f` and `_exit`s; returns its pid without waiting.
+pub fn spawn_child(f: impl FnOnce() -> i32) -> libc::pid_t {
+    // SAFETY: as in `in_child`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let code = catch_unwind(AssertUnwindSafe(f)).unwrap_or(101);
+        // SAFETY: as in `in_child`.
+        unsafe { libc::_exit(code) };
+    }
+    pid
+}
+
+/// Waits for `pid` and returns its exit status, or 128 + the signal that killed it.
+pub fn wait_child(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        assert_eq!(e.raw_os_error(), Some(libc::EINTR), "waitpid: {e}");
+    }
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    }
+}
+
+/// The lines of /proc/self/maps that this crate could have created: shared mappings (both
+/// anonymous shmem and memfd views show an `s` in the permissions) and memfd files.
+pub fn our_mappings() -> Vec<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
+    maps.lines()
+        .filter(|l| {
+            let perms = l.split_whitespace().nth(1).unwrap_or("");
+            perms.ends_with('s') || l.contains("memfd:") || l.contains("/dev/zero")
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether any mapping of this process overlaps `[addr, addr + len)`.
+pub fn mapped_at(addr: usize, len: usize) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
+    maps.lines().any(|l| {
+        let range = l.split_whitespace().next().unwrap_or("");
+        let Some((a, b)) = range.split_once('-') else { return false };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+            return false;
+        };
+        a < addr + len && addr < b
+    })
+}
+
+/// The open descriptors of this process, sorted.
+pub fn open_fds() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A small, fast, seeded generator (xorshift64*), so tests are reproducible without a
+/// dependency. Print the seed on failure to replay a run.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform-ish in `0..=max`.
+    pub fn below(&mut self, max: usize) -> usize {
+        (self.next_u64() % (max as u64 + 1)) as usize
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// The seed for randomized tests: `MIRROR_RING_SEED` if set, else a fixed default.
+pub fn seed() -> u64 {
+    std::env::var("MIRROR_RING_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234)
+}
+
+/// A scale factor for long runs: `MIRROR_RING_LONG=1` multiplies loop counts.
+pub fn scale() -> usize {
+    std::env::var("MIRROR_RING_LONG").ok().and_then(|s| s.parse().ok()).unwrap_or(1).max(1)
+}
