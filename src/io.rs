@@ -3,7 +3,7 @@
 
 use std::io::{self, BufRead, Read, Write};
 
-use crate::ring::{Consumer, Producer};
+use crate::ring::{Consumer, Producer, Wait};
 
 /// Blocks until at least one byte fits, then writes as much of `buf` as fits.
 ///
@@ -11,7 +11,7 @@ use crate::ring::{Consumer, Producer};
 /// `flush` does nothing: every write is published when it returns.
 impl Write for Producer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_until(buf, None)
+        self.write_with(buf, Wait::Until(None))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -26,7 +26,7 @@ impl Write for Producer {
 /// without closing; `InvalidData` if the ring is poisoned.
 impl Read for Consumer {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.read_until(buf, None)
+        self.read_with(buf, Wait::Until(None))
     }
 }
 

@@ -31,7 +31,6 @@
 //! Any failure unmaps the whole reservation in one call (and closes the memfd); so does
 //! `Drop`. The mremap forms are only ever applied to `MAP_SHARED` memory.
 
-use std::ffi::CStr;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -450,8 +449,7 @@ impl MirrorMap {
                 None
             }
             Backend::Memfd => {
-                let name = CStr::from_bytes_with_nul(b"mirror-ring\0").map_err(io::Error::other)?;
-                let fd = step(Step::MemfdCreate, || sys::memfd_create(name))?;
+                let fd = step(Step::MemfdCreate, || sys::memfd_create(c"mirror-ring"))?;
                 step(Step::Truncate, || sys::ftruncate(fd.as_fd(), h + len))?;
                 map_ring_file(&res, fd.as_fd(), len)?;
                 step(Step::Seal, || {

@@ -49,8 +49,11 @@ pub(crate) struct Corrupt;
 /// The producer's private state.
 #[derive(Debug)]
 pub(crate) struct ProducerCursor {
-    /// Own cursor: never re-read from shared memory.
+    /// Own cursor: never re-read from shared memory. May run ahead of `published` when
+    /// commits are batched.
     head: u64,
+    /// The last head stored into the header.
+    published: u64,
     /// The last validated consumer cursor.
     cached_tail: u64,
     cap: u64,
@@ -67,7 +70,7 @@ impl ProducerCursor {
         if !cap.is_power_of_two() || head.wrapping_sub(tail) > cap {
             return Err(Corrupt);
         }
-        Ok(ProducerCursor { head, cached_tail: tail, cap, poisoned: false })
+        Ok(ProducerCursor { head, published: head, cached_tail: tail, cap, poisoned: false })
     }
 
     /// Own cursor.
@@ -109,8 +112,9 @@ impl ProducerCursor {
         let t = hdr.tail.load(Ordering::Acquire);
         let used = self.head.wrapping_sub(t);
         let advanced = t.wrapping_sub(self.cached_tail);
-        // tail must lie in [cached_tail, head]: never past our head, never backwards.
-        if used > self.cap || advanced > self.head.wrapping_sub(self.cached_tail) {
+        // tail must lie in [cached_tail, published head]: never past what we published, never
+        // backwards. (used <= cap follows, since head - cached_tail <= cap.)
+        if used > self.cap || advanced > self.published.wrapping_sub(self.cached_tail) {
             return Err(self.poison(hdr));
         }
         self.cached_tail = t;
@@ -132,8 +136,32 @@ impl ProducerCursor {
     /// consumer if it sleeps. `n` must not exceed the free space last reported.
     #[inline]
     pub(crate) fn commit(&mut self, hdr: &Header, n: usize) {
+        self.advance(n);
+        self.publish(hdr);
+    }
+
+    /// Counts `n` more bytes as written without publishing them yet (batching): the consumer
+    /// sees them at the next [`publish`](Self::publish).
+    #[inline]
+    pub(crate) fn advance(&mut self, n: usize) {
         debug_assert!(n <= self.free_cached());
         self.head = self.head.wrapping_add(n as u64);
+    }
+
+    /// Bytes advanced but not yet published.
+    #[inline]
+    #[allow(dead_code)] // TEMP: used by framing, in progress
+    pub(crate) fn unpublished(&self) -> usize {
+        self.head.wrapping_sub(self.published) as usize
+    }
+
+    /// Stores the head (if it moved) and wakes the consumer if it sleeps.
+    #[inline]
+    pub(crate) fn publish(&mut self, hdr: &Header) {
+        if self.published == self.head {
+            return;
+        }
+        self.published = self.head;
         // Release: the bytes in [old head, new head) become visible before the new head.
         // Pairs with the Acquire load of head in `ConsumerCursor::refresh`.
         hdr.head.store(self.head, Ordering::Release);
@@ -162,19 +190,16 @@ impl ProducerCursor {
         hdr.poison();
         Corrupt
     }
-
-    /// Test-only: mark poisoned as if a bad value had been seen.
-    #[cfg(test)]
-    pub(crate) fn force_poison(&mut self, hdr: &Header) {
-        self.poison(hdr);
-    }
 }
 
 /// The consumer's private state.
 #[derive(Debug)]
 pub(crate) struct ConsumerCursor {
-    /// Own cursor: never re-read from shared memory.
+    /// Own cursor: never re-read from shared memory. May run ahead of `published` when
+    /// releases are batched.
     tail: u64,
+    /// The last tail stored into the header.
+    published: u64,
     /// The last validated producer cursor.
     cached_head: u64,
     cap: u64,
@@ -190,7 +215,7 @@ impl ConsumerCursor {
         if !cap.is_power_of_two() || head.wrapping_sub(tail) > cap {
             return Err(Corrupt);
         }
-        Ok(ConsumerCursor { tail, cached_head: head, cap, poisoned: false })
+        Ok(ConsumerCursor { tail, published: tail, cached_head: head, cap, poisoned: false })
     }
 
     /// Own cursor.
@@ -249,8 +274,31 @@ impl ConsumerCursor {
     /// not exceed the readable count last reported.
     #[inline]
     pub(crate) fn release(&mut self, hdr: &Header, n: usize) {
+        self.advance(n);
+        self.publish(hdr);
+    }
+
+    /// Counts `n` more bytes as consumed without telling the producer yet (batching).
+    #[inline]
+    pub(crate) fn advance(&mut self, n: usize) {
         debug_assert!(n <= self.readable_cached());
         self.tail = self.tail.wrapping_add(n as u64);
+    }
+
+    /// Bytes consumed but not yet released to the producer.
+    #[inline]
+    #[allow(dead_code)] // TEMP: used by framing, in progress
+    pub(crate) fn unpublished(&self) -> usize {
+        self.tail.wrapping_sub(self.published) as usize
+    }
+
+    /// Stores the tail (if it moved) and wakes the producer if it sleeps.
+    #[inline]
+    pub(crate) fn publish(&mut self, hdr: &Header) {
+        if self.published == self.tail {
+            return;
+        }
+        self.published = self.tail;
         // Release: our reads of [old tail, new tail) happen before the producer reuses the
         // bytes. Pairs with the Acquire load of tail in `ProducerCursor::refresh`.
         hdr.tail.store(self.tail, Ordering::Release);
@@ -303,6 +351,15 @@ pub(crate) fn notify(hdr: &Header, w: Word) {
     if hdr.word(w).load(Ordering::Relaxed) != 0 {
         wake(hdr, w);
     }
+}
+
+/// Whether the peer sleeping on `w` has raised its flag (used to end a batch early). The same
+/// barrier as [`notify`] orders it after our latest publish.
+#[inline]
+#[allow(dead_code)] // TEMP: used by framing, in progress
+pub(crate) fn peer_sleeping(hdr: &Header, w: Word) -> bool {
+    light_barrier();
+    hdr.word(w).load(Ordering::Relaxed) != 0
 }
 
 #[cold]

@@ -9,7 +9,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::header::{Header, Role};
+use crate::header::{Header, Role, Word};
 use crate::mirror::{Backend, MirrorMap, MirrorOptions};
 use crate::protocol::{self, ConsumerCursor, ProducerCursor, Stop};
 use crate::shared::{ProcessWatch, SharedRing};
@@ -253,7 +253,7 @@ impl End {
 
     fn wait<T>(
         &mut self,
-        word: crate::header::Word,
+        word: Word,
         deadline: Option<Instant>,
         mut poll: impl FnMut(&Header) -> Option<Result<T, Stop>>,
     ) -> Result<T, Stop> {
@@ -297,6 +297,15 @@ fn too_big(min: usize, cap: usize) -> io::Error {
 fn deadline_after(timeout: Duration) -> Option<Instant> {
     // A timeout too large to represent is no deadline at all.
     Instant::now().checked_add(timeout)
+}
+
+/// Whether and how long a call may block.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Wait {
+    /// Never block: `WouldBlock` instead.
+    No,
+    /// Block until the deadline (`None`: forever).
+    Until(Option<Instant>),
 }
 
 /// Turns a [`Stop`] into the error the producer reports.
@@ -375,13 +384,79 @@ impl Producer {
         self.end.hdr().is_closed(Role::Consumer) || self.end.peer_gone()
     }
 
+    /// Waits (per `wait`) until at least `min` bytes are free, and returns the free byte
+    /// count. The cached tail is refreshed first if it shows fewer than `want` free bytes.
+    /// The free space starts at [`write_ptr`](Self::write_ptr).
     #[inline]
-    fn check(&self) -> io::Result<()> {
+    pub(crate) fn reserve(&mut self, min: usize, want: usize, wait: Wait) -> io::Result<usize> {
         self.end.check_owner()?;
-        if self.end.hdr().is_closed(Role::Consumer) {
+        if min > self.capacity() {
+            return Err(too_big(min, self.capacity()));
+        }
+        let hdr = self.end.hdr();
+        // Relaxed-cost check of a read-mostly line: writes fail as soon as the consumer is gone.
+        if hdr.is_closed(Role::Consumer) {
             return Err(producer_error(Stop::Closed));
         }
-        Ok(())
+        match self.cur.writable(hdr, want.max(min)) {
+            Ok(free) if free >= min.max(1) => return Ok(free),
+            Ok(_) => {}
+            Err(_) => return Err(poisoned_error()),
+        }
+        self.reserve_slow(min.max(1), wait)
+    }
+
+    #[cold]
+    fn reserve_slow(&mut self, min: usize, wait: Wait) -> io::Result<usize> {
+        let deadline = match wait {
+            Wait::No => {
+                if self.end.peer_gone() {
+                    return Err(producer_error(Stop::PeerDied));
+                }
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Wait::Until(deadline) => deadline,
+        };
+        // Batched commits must be visible before we sleep, or the consumer could wait for them
+        // while we wait for it.
+        self.cur.publish(self.end.hdr());
+        let cur = &mut self.cur;
+        self.end.wait(Word::Space, deadline, |hdr| cur.poll_writable(hdr, min)).map_err(producer_error)
+    }
+
+    /// Where the free space starts: `free` bytes from here are the producer's, as one slice.
+    #[inline]
+    pub(crate) fn write_ptr(&self) -> *mut u8 {
+        // SAFETY: offset < N, so the pointer is inside view A.
+        unsafe { self.end.data.as_ptr().add(self.cur.offset()) }
+    }
+
+    /// Counts `n` bytes written at `write_ptr()` without publishing them (see `publish`).
+    #[inline]
+    #[allow(dead_code)] // TEMP: used by framing, in progress
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.cur.advance(n);
+    }
+
+    /// Publishes every advanced byte and wakes the consumer if it sleeps.
+    #[inline]
+    #[allow(dead_code)] // TEMP: used by framing, in progress
+    pub(crate) fn publish(&mut self) {
+        self.cur.publish(self.end.hdr());
+    }
+
+    /// Bytes advanced and not yet published.
+    #[inline]
+    #[allow(dead_code)] // TEMP: used by framing, in progress
+    pub(crate) fn unpublished(&self) -> usize {
+        self.cur.unpublished()
+    }
+
+    /// Whether the consumer is asleep waiting for data.
+    #[inline]
+    #[allow(dead_code)] // TEMP: used by framing, in progress
+    pub(crate) fn consumer_sleeping(&self) -> bool {
+        protocol::peer_sleeping(self.end.hdr(), Word::Data)
     }
 
     /// Writes as much of `buf` as fits now, without blocking.
@@ -401,18 +476,7 @@ impl Producer {
     /// ```
     #[inline]
     pub fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.check()?;
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let free = self.cur.writable(self.end.hdr(), buf.len()).map_err(|_| poisoned_error())?;
-        if free == 0 {
-            if self.end.peer_gone() {
-                return Err(producer_error(Stop::PeerDied));
-            }
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(self.copy_in(buf, free))
+        self.write_with(buf, Wait::No)
     }
 
     /// Writes as much of `buf` as fits, waiting up to `timeout` for at least one byte of space.
@@ -421,38 +485,25 @@ impl Producer {
     ///
     /// `TimedOut` when no space appeared in time; otherwise as [`try_write`](Self::try_write).
     pub fn write_timeout(&mut self, buf: &[u8], timeout: Duration) -> io::Result<usize> {
-        self.write_until(buf, deadline_after(timeout))
+        self.write_with(buf, Wait::Until(deadline_after(timeout)))
     }
 
-    pub(crate) fn write_until(&mut self, buf: &[u8], deadline: Option<Instant>) -> io::Result<usize> {
-        self.check()?;
+    /// Copies as much of `buf` as fits (waiting per `wait` for one byte) and commits it.
+    #[inline]
+    pub(crate) fn write_with(&mut self, buf: &[u8], wait: Wait) -> io::Result<usize> {
         if buf.is_empty() {
+            self.end.check_owner()?;
             return Ok(0);
         }
-        let free = self.wait_writable(1, deadline)?;
-        Ok(self.copy_in(buf, free))
-    }
-
-    /// Copies `min(buf.len(), free)` bytes in and commits them.
-    #[inline]
-    fn copy_in(&mut self, buf: &[u8], free: usize) -> usize {
+        let free = self.reserve(1, buf.len(), wait)?;
         let n = buf.len().min(free);
-        // SAFETY: offset < N and n <= free <= N, so [offset, offset + n) lies within the two
-        // views (2N bytes); the producer owns those free bytes until it commits. `buf` cannot
-        // overlap them: the only ring memory a caller can hold is a read grant, which covers
-        // unreleased bytes, physically disjoint from free space.
-        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.end.data.as_ptr().add(self.cur.offset()), n) };
+        // SAFETY: write_ptr() is at offset < N and n <= free <= N, so [offset, offset + n) lies
+        // within the two views (2N bytes); the producer owns those free bytes until it commits.
+        // `buf` cannot overlap them: the only ring memory a caller can hold is a read grant,
+        // which covers unreleased bytes, physically disjoint from free space.
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.write_ptr(), n) };
         self.cur.commit(self.end.hdr(), n);
-        n
-    }
-
-    /// Blocks until `min` bytes are free (or the deadline passes).
-    fn wait_writable(&mut self, min: usize, deadline: Option<Instant>) -> io::Result<usize> {
-        if min > self.capacity() {
-            return Err(too_big(min, self.capacity()));
-        }
-        let cur = &mut self.cur;
-        self.end.wait(crate::header::Word::Space, deadline, |hdr| cur.poll_writable(hdr, min)).map_err(producer_error)
+        Ok(n)
     }
 
     /// Lends all free space as one contiguous slice, if at least `min` bytes are free; never
@@ -476,18 +527,7 @@ impl Producer {
     /// ```
     #[inline]
     pub fn write_grant(&mut self, min: usize) -> io::Result<WriteGrant<'_>> {
-        self.check()?;
-        if min > self.capacity() {
-            return Err(too_big(min, self.capacity()));
-        }
-        let free = self.cur.writable(self.end.hdr(), min).map_err(|_| poisoned_error())?;
-        if free < min.max(1) {
-            if self.end.peer_gone() {
-                return Err(producer_error(Stop::PeerDied));
-            }
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(self.grant(free))
+        self.grant_with(min, Wait::No)
     }
 
     /// Like [`write_grant`](Self::write_grant), but waits for `min` bytes of space.
@@ -496,7 +536,7 @@ impl Producer {
     ///
     /// As [`write_grant`](Self::write_grant), without `WouldBlock`.
     pub fn write_grant_blocking(&mut self, min: usize) -> io::Result<WriteGrant<'_>> {
-        self.write_grant_until(min, None)
+        self.grant_with(min, Wait::Until(None))
     }
 
     /// Like [`write_grant`](Self::write_grant), but waits up to `timeout` for `min` bytes.
@@ -506,27 +546,13 @@ impl Producer {
     /// `TimedOut` when the space did not appear in time; otherwise as
     /// [`write_grant`](Self::write_grant).
     pub fn write_grant_timeout(&mut self, min: usize, timeout: Duration) -> io::Result<WriteGrant<'_>> {
-        self.write_grant_until(min, deadline_after(timeout))
-    }
-
-    pub(crate) fn write_grant_until(&mut self, min: usize, deadline: Option<Instant>) -> io::Result<WriteGrant<'_>> {
-        self.check()?;
-        let free = self.wait_writable(min.max(1), deadline)?;
-        Ok(self.grant(free))
+        self.grant_with(min, Wait::Until(deadline_after(timeout)))
     }
 
     #[inline]
-    fn grant(&mut self, len: usize) -> WriteGrant<'_> {
-        // SAFETY: offset < N, so the pointer is inside view A.
-        let ptr = unsafe { self.end.data.as_ptr().add(self.cur.offset()) };
-        WriteGrant { ptr, len, producer: self }
-    }
-
-    /// Commits `n` bytes already written at the write position. Used by framing, which fills
-    /// the region through raw pointers.
-    #[inline]
-    pub(crate) fn commit_raw(&mut self, n: usize) {
-        self.cur.commit(self.end.hdr(), n);
+    fn grant_with(&mut self, min: usize, wait: Wait) -> io::Result<WriteGrant<'_>> {
+        let len = self.reserve(min, min, wait)?;
+        Ok(WriteGrant { ptr: self.write_ptr(), len, producer: self })
     }
 }
 
@@ -534,6 +560,7 @@ impl Drop for Producer {
     fn drop(&mut self) {
         // A copy inherited by a forked child must not close the parent's ring.
         if self.end.owned_here() {
+            self.cur.publish(self.end.hdr());
             protocol::close(self.end.hdr(), Role::Producer);
         }
     }
@@ -574,7 +601,7 @@ impl WriteGrant<'_> {
                 format!("cannot commit {n} bytes from a {}-byte grant", self.len),
             ));
         }
-        self.producer.commit_raw(n);
+        self.producer.cur.commit(self.producer.end.hdr(), n);
         Ok(())
     }
 
@@ -653,14 +680,6 @@ pub struct Consumer {
 // time.
 unsafe impl Send for Consumer {}
 
-/// What a non-blocking look at the readable bytes found.
-enum Readable {
-    /// This many bytes (at least the minimum asked for, or fewer after a clean close).
-    Bytes(usize),
-    /// Nothing now, but more may come.
-    Later,
-}
-
 impl Consumer {
     pub(crate) fn attach(ring: Arc<RingMem>, spin: Duration, peer: Option<ProcessWatch>) -> io::Result<Consumer> {
         let cap = ring.capacity() as u64;
@@ -695,39 +714,67 @@ impl Consumer {
         self.end.hdr().is_closed(Role::Producer) || self.end.peer_gone()
     }
 
-    /// Looks at the readable bytes without blocking: at least `min` (which must be at least 1),
-    /// or whatever remains after a clean close.
+    /// Waits (per `wait`) until at least `min` bytes are readable and returns the readable
+    /// count; after a clean close it returns whatever remains (possibly fewer than `min`, 0 at
+    /// end of stream). The bytes start at [`read_ptr`](Self::read_ptr).
     #[inline]
-    fn peek(&mut self, min: usize) -> io::Result<Readable> {
+    pub(crate) fn available(&mut self, min: usize, wait: Wait) -> io::Result<usize> {
         self.end.check_owner()?;
         if min > self.capacity() {
             return Err(too_big(min, self.capacity()));
         }
-        match self.cur.poll_readable(self.end.hdr(), min) {
-            Some(Ok(n)) => Ok(Readable::Bytes(n)),
-            Some(Err(Stop::Closed)) => Ok(Readable::Bytes(self.cur.readable_cached())),
-            Some(Err(stop)) => Err(consumer_error(stop)),
-            None if self.end.peer_gone() => match self.cur.refresh(self.end.hdr()) {
-                Ok(n) if n >= min => Ok(Readable::Bytes(n)),
-                Ok(_) => Err(consumer_error(Stop::PeerDied)),
-                Err(_) => Err(poisoned_error()),
-            },
-            None => Ok(Readable::Later),
+        let min = min.max(1);
+        match self.cur.readable(self.end.hdr(), min) {
+            Ok(n) if n >= min => Ok(n),
+            Ok(_) => self.available_slow(min, wait),
+            Err(_) => Err(poisoned_error()),
         }
     }
 
-    /// Waits for at least `min` readable bytes, or whatever remains after a clean close.
-    fn wait_readable(&mut self, min: usize, deadline: Option<Instant>) -> io::Result<usize> {
-        self.end.check_owner()?;
-        if min > self.capacity() {
-            return Err(too_big(min, self.capacity()));
-        }
-        let cur = &mut self.cur;
-        match self.end.wait(crate::header::Word::Data, deadline, |hdr| cur.poll_readable(hdr, min)) {
+    #[cold]
+    fn available_slow(&mut self, min: usize, wait: Wait) -> io::Result<usize> {
+        let result = match wait {
+            Wait::No => match self.cur.poll_readable(self.end.hdr(), min) {
+                Some(r) => r,
+                None if self.end.peer_gone() => {
+                    self.cur.poll_readable(self.end.hdr(), min).unwrap_or(Err(Stop::PeerDied))
+                }
+                None => return Err(io::ErrorKind::WouldBlock.into()),
+            },
+            Wait::Until(deadline) => {
+                // Batched releases must be visible before we sleep, or the producer could wait
+                // for space while we wait for it.
+                self.cur.publish(self.end.hdr());
+                let cur = &mut self.cur;
+                self.end.wait(Word::Data, deadline, |hdr| cur.poll_readable(hdr, min))
+            }
+        };
+        match result {
             Ok(n) => Ok(n),
             Err(Stop::Closed) => Ok(self.cur.readable_cached()),
             Err(stop) => Err(consumer_error(stop)),
         }
+    }
+
+    /// Where the readable bytes start.
+    #[inline]
+    pub(crate) fn read_ptr(&self) -> *const u8 {
+        // SAFETY: offset < N: inside view A.
+        unsafe { self.end.data.as_ptr().add(self.cur.offset()) }
+    }
+
+    /// Counts `n` bytes as consumed without releasing them to the producer yet.
+    #[inline]
+    #[allow(dead_code)] // TEMP: used by framing, in progress
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.cur.advance(n);
+    }
+
+    /// Releases every consumed byte and wakes the producer if it sleeps.
+    #[inline]
+    #[allow(dead_code)] // TEMP: used by framing, in progress
+    pub(crate) fn publish(&mut self) {
+        self.cur.publish(self.end.hdr());
     }
 
     /// Reads as many bytes as are readable now, up to `buf.len()`, without blocking.
@@ -753,14 +800,7 @@ impl Consumer {
     /// ```
     #[inline]
     pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            self.end.check_owner()?;
-            return Ok(0);
-        }
-        match self.peek(1)? {
-            Readable::Bytes(n) => Ok(self.copy_out(buf, n)),
-            Readable::Later => Err(io::ErrorKind::WouldBlock.into()),
-        }
+        self.read_with(buf, Wait::No)
     }
 
     /// Reads up to `buf.len()` bytes, waiting up to `timeout` for at least one.
@@ -769,27 +809,25 @@ impl Consumer {
     ///
     /// `TimedOut` when nothing arrived in time; otherwise as [`try_read`](Self::try_read).
     pub fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
-        self.read_until(buf, deadline_after(timeout))
+        self.read_with(buf, Wait::Until(deadline_after(timeout)))
     }
 
-    pub(crate) fn read_until(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<usize> {
+    /// Copies up to `buf.len()` readable bytes out (waiting per `wait` for one) and releases
+    /// them.
+    #[inline]
+    pub(crate) fn read_with(&mut self, buf: &mut [u8], wait: Wait) -> io::Result<usize> {
         if buf.is_empty() {
             self.end.check_owner()?;
             return Ok(0);
         }
-        let n = self.wait_readable(1, deadline)?;
-        Ok(self.copy_out(buf, n))
-    }
-
-    #[inline]
-    fn copy_out(&mut self, buf: &mut [u8], readable: usize) -> usize {
-        let n = buf.len().min(readable);
-        // SAFETY: offset < N and n <= readable <= N: inside the two views. The bytes were
-        // published before the Acquire load that reported them readable; the producer does not
-        // touch them until we release them.
-        unsafe { std::ptr::copy_nonoverlapping(self.end.data.as_ptr().add(self.cur.offset()), buf.as_mut_ptr(), n) };
+        let n = buf.len().min(self.available(1, wait)?);
+        // SAFETY: read_ptr() is at offset < N and n <= readable <= N: inside the two views.
+        // The bytes were published before the Acquire load that reported them readable; the
+        // producer does not touch them until we release them. `buf` is caller memory, which
+        // cannot be these unreleased bytes (a write grant covers only free space).
+        unsafe { std::ptr::copy_nonoverlapping(self.read_ptr(), buf.as_mut_ptr(), n) };
         self.cur.release(self.end.hdr(), n);
-        n
+        Ok(n)
     }
 
     /// Lends every readable byte as one contiguous slice, if at least `min` are readable; never
@@ -817,10 +855,7 @@ impl Consumer {
     /// ```
     #[inline]
     pub fn read_grant(&mut self, min: usize) -> io::Result<ReadGrant<'_>> {
-        match self.peek(min.max(1))? {
-            Readable::Bytes(n) => Ok(self.grant(n)),
-            Readable::Later => Err(io::ErrorKind::WouldBlock.into()),
-        }
+        self.grant_with(min, Wait::No)
     }
 
     /// Like [`read_grant`](Self::read_grant), but waits for `min` readable bytes.
@@ -829,7 +864,7 @@ impl Consumer {
     ///
     /// As [`read_grant`](Self::read_grant), without `WouldBlock`.
     pub fn read_grant_blocking(&mut self, min: usize) -> io::Result<ReadGrant<'_>> {
-        self.read_grant_until(min, None)
+        self.grant_with(min, Wait::Until(None))
     }
 
     /// Like [`read_grant`](Self::read_grant), but waits up to `timeout` for `min` bytes.
@@ -839,19 +874,13 @@ impl Consumer {
     /// `TimedOut` when they did not arrive in time; otherwise as
     /// [`read_grant`](Self::read_grant).
     pub fn read_grant_timeout(&mut self, min: usize, timeout: Duration) -> io::Result<ReadGrant<'_>> {
-        self.read_grant_until(min, deadline_after(timeout))
-    }
-
-    pub(crate) fn read_grant_until(&mut self, min: usize, deadline: Option<Instant>) -> io::Result<ReadGrant<'_>> {
-        let n = self.wait_readable(min.max(1), deadline)?;
-        Ok(self.grant(n))
+        self.grant_with(min, Wait::Until(deadline_after(timeout)))
     }
 
     #[inline]
-    fn grant(&mut self, len: usize) -> ReadGrant<'_> {
-        // SAFETY: offset < N: inside view A.
-        let ptr = unsafe { self.end.data.as_ptr().add(self.cur.offset()) };
-        ReadGrant { ptr, len, consumer: self }
+    fn grant_with(&mut self, min: usize, wait: Wait) -> io::Result<ReadGrant<'_>> {
+        let len = self.available(min, wait)?;
+        Ok(ReadGrant { ptr: self.read_ptr(), len, consumer: self })
     }
 
     /// Every byte readable now, refreshing the producer's cursor; blocks only while nothing is
@@ -859,24 +888,18 @@ impl Consumer {
     pub(crate) fn fill(&mut self) -> io::Result<&[u8]> {
         self.end.check_owner()?;
         let n = match self.cur.refresh(self.end.hdr()) {
-            Ok(0) => self.wait_readable(1, None)?,
+            Ok(0) => self.available(1, Wait::Until(None))?,
             Ok(n) => n,
             Err(_) => return Err(poisoned_error()),
         };
-        // SAFETY: as in `grant`, for n readable bytes (n <= N).
-        Ok(unsafe { std::slice::from_raw_parts(self.end.data.as_ptr().add(self.cur.offset()), n) })
+        // SAFETY: as in `ReadGrant::deref`, for n readable bytes (n <= N).
+        Ok(unsafe { std::slice::from_raw_parts(self.read_ptr(), n) })
     }
 
     /// Releases up to `n` bytes (clamped to what was reported readable). Backs
     /// `BufRead::consume`.
     pub(crate) fn consume_clamped(&mut self, n: usize) {
         let n = n.min(self.cur.readable_cached());
-        if n > 0 {
-            self.cur.release(self.end.hdr(), n);
-        }
-    }
-
-    pub(crate) fn release_raw(&mut self, n: usize) {
         self.cur.release(self.end.hdr(), n);
     }
 }
@@ -884,6 +907,7 @@ impl Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         if self.end.owned_here() {
+            self.cur.publish(self.end.hdr());
             protocol::close(self.end.hdr(), Role::Consumer);
         }
     }
@@ -924,7 +948,7 @@ impl ReadGrant<'_> {
                 format!("cannot release {n} bytes from a {}-byte grant", self.len),
             ));
         }
-        self.consumer.release_raw(n);
+        self.consumer.cur.release(self.consumer.end.hdr(), n);
         Ok(())
     }
 
@@ -952,5 +976,157 @@ impl Deref for ReadGrant<'_> {
 impl fmt::Debug for ReadGrant<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReadGrant").field("len", &self.len).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::Rng;
+    use std::collections::VecDeque;
+    use std::io::{ErrorKind, Read};
+    use std::sync::atomic::Ordering;
+
+    fn header_of(p: &Producer) -> &Header {
+        p.end.hdr()
+    }
+
+    /// Random grants, commits, reads and releases against a `VecDeque` model, with both cursors
+    /// starting just below `u64::MAX`, so the stream crosses the wrap of the `u64` cursors as
+    /// well as the wrap of the ring, many times.
+    #[test]
+    fn cursors_wrap_around_u64_max() {
+        for backend in Backend::CONCRETE.into_iter().filter(|b| b.is_available()) {
+            let start = u64::MAX - 10_000;
+            let (mut tx, mut rx) =
+                RingOptions::new().capacity(4096).backend(backend).start_position(start).build().unwrap();
+            let cap = tx.capacity();
+            let mut model = VecDeque::new();
+            let mut rng = Rng::new(7);
+            let mut next = 0u8;
+            let mut moved = 0u64;
+            while moved < 200_000 {
+                if rng.below(1) == 0 {
+                    let want = rng.below(cap);
+                    match tx.write_grant(want) {
+                        Ok(mut g) => {
+                            assert!(g.len() >= want.max(1) && g.len() <= cap - model.len());
+                            let n = rng.below(g.len());
+                            for b in &mut g[..n] {
+                                *b = next;
+                                model.push_back(next);
+                                next = next.wrapping_add(1);
+                            }
+                            g.commit(n).unwrap();
+                        }
+                        Err(e) => {
+                            assert_eq!(e.kind(), ErrorKind::WouldBlock);
+                            assert!(cap - model.len() < want.max(1), "free {} want {want}", cap - model.len());
+                        }
+                    }
+                } else {
+                    let want = rng.below(cap);
+                    match rx.read_grant(want) {
+                        Ok(g) => {
+                            assert!(g.len() >= want.max(1) && g.len() <= model.len());
+                            let n = rng.below(g.len());
+                            for (i, b) in g[..n].iter().enumerate() {
+                                assert_eq!(*b, model[i]);
+                            }
+                            g.release(n).unwrap();
+                            model.drain(..n);
+                            moved += n as u64;
+                        }
+                        Err(e) => {
+                            assert_eq!(e.kind(), ErrorKind::WouldBlock);
+                            assert!(model.len() < want.max(1));
+                        }
+                    }
+                }
+            }
+            assert!(rx.cur.tail() < start, "{backend}: the cursor did not wrap past u64::MAX");
+        }
+    }
+
+    #[test]
+    fn a_head_beyond_capacity_poisons_the_consumer_for_good() {
+        let (mut tx, mut rx) = channel(4096).unwrap();
+        tx.try_write(b"abc").unwrap();
+        let hdr = header_of(&tx);
+        // A "peer" publishes a head more than a capacity ahead of the tail.
+        hdr.head.store(3 + 4096 + 1, Ordering::Release);
+        let mut buf = [0; 8];
+        assert_eq!(rx.try_read(&mut buf).unwrap_err().kind(), ErrorKind::InvalidData);
+        assert_eq!(rx.read(&mut buf).unwrap_err().kind(), ErrorKind::InvalidData);
+        // Even a sane value afterwards does not un-poison it.
+        hdr.head.store(3, Ordering::Release);
+        assert_eq!(rx.try_read(&mut buf).unwrap_err().kind(), ErrorKind::InvalidData);
+        assert!(hdr.is_poisoned());
+        // The producer sees the shared flag once it has to look at the consumer's cursor.
+        tx.try_write(&[0; 4093]).unwrap();
+        assert_eq!(tx.try_write(b"x").unwrap_err().kind(), ErrorKind::WouldBlock);
+        assert_eq!(tx.write_timeout(b"x", Duration::from_millis(1)).unwrap_err().kind(), ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_head_moving_backwards_poisons_the_consumer() {
+        let (mut tx, mut rx) = channel(4096).unwrap();
+        tx.try_write(&[1; 100]).unwrap();
+        let mut buf = [0; 10];
+        assert_eq!(rx.try_read(&mut buf).unwrap(), 10);
+        // head goes back to 50: still >= tail (10) but behind what was already seen (100).
+        header_of(&tx).head.store(50, Ordering::Release);
+        // Cached bytes are still served (they were validated); the refresh then fails.
+        let mut big = [0; 200];
+        assert_eq!(rx.try_read(&mut big).unwrap(), 90);
+        assert_eq!(rx.try_read(&mut big).unwrap_err().kind(), ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_tail_beyond_head_or_backwards_poisons_the_producer() {
+        for bad_tail in [111u64, u64::MAX] {
+            let (mut tx, rx) = channel(4096).unwrap();
+            tx.try_write(&[1; 100]).unwrap();
+            header_of(&tx).tail.store(bad_tail, Ordering::Release);
+            // (111 is one past the head after the next write; u64::MAX is behind the old tail.)
+            // The cached tail says 3996 bytes are free, so this fits without a refresh...
+            tx.try_write(&[1; 10]).unwrap();
+            // ...but needing more forces a refresh, which must refuse the value.
+            assert_eq!(tx.try_write(&[1; 4000]).unwrap_err().kind(), ErrorKind::InvalidData, "tail {bad_tail}");
+            assert_eq!(tx.try_write(&[1]).unwrap_err().kind(), ErrorKind::InvalidData);
+            drop(rx);
+        }
+    }
+
+    /// The aliasing hazard of KERNEL.md: bytes written through view B and read through view A
+    /// (and the reverse) in one thread, with optimisations on. Run in release mode by CI.
+    #[test]
+    fn single_thread_writes_across_the_seam_read_back_exactly() {
+        for backend in Backend::CONCRETE.into_iter().filter(|b| b.is_available()) {
+            let (mut tx, mut rx) = RingOptions::new().capacity(4096).backend(backend).build().unwrap();
+            let mut rng = Rng::new(42);
+            let mut out = vec![0u8; 4096];
+            for round in 0..20_000u32 {
+                // Park the cursors a few bytes before the seam, then write across it.
+                let skip = (4096 - 1 - rng.below(63)) - tx.cur.offset() % 4096;
+                let skip = skip % 4096;
+                if skip > 0 {
+                    tx.write_grant(skip).unwrap().commit(skip).unwrap();
+                    let g = rx.read_grant(skip).unwrap();
+                    g.release(skip).unwrap();
+                }
+                let n = 2 + rng.below(120);
+                let mut g = tx.write_grant(n).unwrap();
+                for (i, b) in g[..n].iter_mut().enumerate() {
+                    *b = (round as u8).wrapping_mul(31).wrapping_add(i as u8);
+                }
+                g.commit(n).unwrap();
+                let got = rx.try_read(&mut out[..n]).unwrap();
+                assert_eq!(got, n);
+                for (i, b) in out[..n].iter().enumerate() {
+                    assert_eq!(*b, (round as u8).wrapping_mul(31).wrapping_add(i as u8), "{backend} round {round}");
+                }
+            }
+        }
     }
 }

@@ -7,6 +7,8 @@
 //! functions that touch memory mappings, futexes or file descriptors (`.clippy.toml` enforces
 //! it for the mapping calls).
 
+#![allow(clippy::disallowed_methods)] // this is the one module allowed to call them
+
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
