@@ -1,0 +1,320 @@
+//! The mirrored mapping on its own: every backend mirrors, lengths round, errors are clear, and
+//! nothing leaks.
+
+mod common;
+
+use std::io::ErrorKind;
+use std::sync::atomic::{compiler_fence, Ordering};
+
+use common::{in_child, mapped_at, open_fds, our_mappings};
+use mirror_ring::{Backend, MirrorMap, MirrorOptions};
+
+fn page() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+fn available() -> Vec<Backend> {
+    let v: Vec<Backend> = Backend::CONCRETE.into_iter().filter(|b| b.is_available()).collect();
+    assert!(!v.is_empty(), "no backend works on this machine");
+    v
+}
+
+/// Writes through one view at `off` and reads through the other, both ways. Volatile accesses
+/// and compiler fences: the compiler must not assume the two views are different memory.
+fn mirrors_at(map: &MirrorMap, off: usize, tag: u8) -> bool {
+    let n = map.len();
+    let p = map.as_ptr();
+    // SAFETY: off < n and the map is valid for 2n bytes; only this thread uses it.
+    unsafe {
+        p.add(off).write_volatile(tag);
+        compiler_fence(Ordering::SeqCst);
+        let seen_b = p.add(n + off).read_volatile();
+        p.add(n + off).write_volatile(!tag);
+        compiler_fence(Ordering::SeqCst);
+        let seen_a = p.add(off).read_volatile();
+        seen_b == tag && seen_a == !tag
+    }
+}
+
+#[test]
+fn every_backend_mirrors_both_ways_at_first_middle_last_byte() {
+    for b in available() {
+        let map = MirrorMap::with_backend(1 << 16, b).unwrap();
+        assert_eq!(map.backend(), b);
+        let n = map.len();
+        for (i, off) in [0, 1, n / 2 - 1, n / 2, n - 2, n - 1].into_iter().enumerate() {
+            assert!(mirrors_at(&map, off, 0x40 + i as u8), "{b}: offset {off} is not mirrored");
+        }
+    }
+}
+
+#[test]
+fn a_slice_across_the_seam_is_the_ring_wrapped() {
+    for b in available() {
+        let map = MirrorMap::with_backend(page(), b).unwrap();
+        let n = map.len();
+        // Fill the first view with a pattern, then look at a window straddling the seam.
+        for i in 0..n {
+            // SAFETY: i < n, inside view A.
+            unsafe { map.as_ptr().add(i).write_volatile((i % 251) as u8) };
+        }
+        compiler_fence(Ordering::SeqCst);
+        let start = n - 100;
+        // SAFETY: [start, start + 200) lies within the 2n valid bytes; nothing else writes.
+        let window = unsafe { std::slice::from_raw_parts(map.as_ptr().add(start), 200) };
+        for (k, &v) in window.iter().enumerate() {
+            assert_eq!(v, (((start + k) % n) % 251) as u8, "{b}: byte {k} of the window");
+        }
+        // And writing across the seam lands at the start of the ring.
+        for k in 0..200 {
+            // SAFETY: within the 2n valid bytes.
+            unsafe { map.as_ptr().add(start + k).write_volatile(0xEE) };
+        }
+        compiler_fence(Ordering::SeqCst);
+        for k in 0..100 {
+            // SAFETY: k < n.
+            assert_eq!(unsafe { map.as_ptr().add(k).read_volatile() }, 0xEE, "{b}: wrapped byte {k}");
+        }
+    }
+}
+
+#[test]
+fn sizes_from_one_page_to_one_gib() {
+    for b in available() {
+        let mut len = page();
+        while len <= 1 << 30 {
+            let map = MirrorMap::with_backend(len, b).unwrap_or_else(|e| panic!("{b} at {len}: {e}"));
+            assert_eq!(map.len(), len);
+            // Touch only a few pages: the large maps stay untouched.
+            for off in [0, len / 2, len - 1] {
+                assert!(mirrors_at(&map, off, 0x11), "{b} at {len}: offset {off}");
+            }
+            len *= 4;
+        }
+    }
+}
+
+#[test]
+fn lengths_round_up_to_a_power_of_two_of_at_least_a_page() {
+    let p = page();
+    for (asked, got) in [(1, p), (p - 1, p), (p, p), (p + 1, 2 * p), (10_000, 16_384.max(p)), (3 << 20, 4 << 20)] {
+        assert_eq!(MirrorMap::new(asked).unwrap().len(), got, "asked for {asked}");
+    }
+}
+
+#[test]
+fn zero_and_absurd_lengths_are_errors_not_panics() {
+    for len in [0, usize::MAX, usize::MAX / 2 + 2, 1 << 62] {
+        let e = MirrorMap::new(len).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "len {len}: {e}");
+    }
+    // Representable, but the two views (2 x 64 TiB) exceed a 47-bit user address space. (A
+    // 32 TiB memfd ring would succeed: memfd memory is charged on first touch, not at mmap.)
+    for b in available() {
+        let e = MirrorMap::with_backend(1 << 46, b).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutOfMemory, "{b}: {e}");
+        let msg = e.to_string();
+        assert!(msg.contains("RLIMIT_AS"), "{b}: the message should name the likely cause: {msg}");
+        let os = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(os.and_then(|s| s.raw_os_error()), Some(libc::ENOMEM), "{b}: errno kept as source");
+    }
+}
+
+#[test]
+fn auto_resolves_to_an_available_concrete_backend() {
+    assert!(Backend::Auto.is_available());
+    let chosen = Backend::Auto.resolve().unwrap();
+    assert!(Backend::CONCRETE.contains(&chosen) && chosen.is_available());
+    let map = MirrorMap::new(page()).unwrap();
+    assert_eq!(map.backend(), chosen);
+    assert_eq!(map.as_fd().is_some(), chosen == Backend::Memfd);
+    // On the kernels this project targets (5.13+) the flag form is what Auto picks.
+    let release = mirror_ring::kernel_release();
+    let mut nums = release.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
+    let version = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    if version >= (5, 13) {
+        assert_eq!(chosen, Backend::MirrorFlag, "kernel {release}");
+    }
+}
+
+/// Creating and dropping thousands of maps leaves this process's mappings and descriptors as
+/// they were. Runs in a forked child, which is single-threaded, so nothing else maps or opens
+/// anything meanwhile.
+#[test]
+fn thousands_of_create_drop_cycles_leak_nothing() {
+    let backends = available();
+    let status = in_child(move || {
+        let maps = our_mappings();
+        let fds = open_fds();
+        for i in 0..3000usize {
+            let b = backends[i % backends.len()];
+            let opts = MirrorOptions::new().backend(b).prefault(i % 7 == 0).dont_fork(i % 5 == 0).clone();
+            let map = match opts.map(page() << (i % 5)) {
+                Ok(m) => m,
+                Err(_) => return 2,
+            };
+            let base = map.as_ptr() as usize - page();
+            let total = page() + 2 * map.len();
+            drop(map);
+            if mapped_at(base, total) {
+                return 3;
+            }
+        }
+        if our_mappings() != maps {
+            return 4;
+        }
+        if open_fds() != fds {
+            return 5;
+        }
+        0
+    });
+    assert_eq!(status, 0, "2: create failed, 3: a reservation survived drop, 4: mappings leaked, 5: fds leaked");
+}
+
+#[test]
+fn a_forked_childs_write_is_seen_by_the_parent() {
+    for b in available() {
+        let map = MirrorMap::with_backend(1 << 16, b).unwrap();
+        let n = map.len();
+        let addr = map.as_ptr() as usize;
+        let status = in_child(move || {
+            let p = addr as *mut u8;
+            // SAFETY: the child inherited the mapping at the same address; it writes through
+            // both views and exits.
+            unsafe {
+                p.add(10).write_volatile(0xC1);
+                p.add(n + 20).write_volatile(0xC2);
+            }
+            0
+        });
+        assert_eq!(status, 0);
+        compiler_fence(Ordering::SeqCst);
+        // SAFETY: the parent's mapping, same pages as the child's.
+        unsafe {
+            assert_eq!(map.as_ptr().add(n + 10).read_volatile(), 0xC1, "{b}");
+            assert_eq!(map.as_ptr().add(20).read_volatile(), 0xC2, "{b}");
+        }
+    }
+}
+
+#[test]
+fn dont_fork_keeps_the_whole_map_out_of_children() {
+    let map = MirrorOptions::new().dont_fork(true).map(1 << 16).unwrap();
+    let (base, total) = (map.as_ptr() as usize - page(), page() + 2 * map.len());
+    assert!(mapped_at(base, total));
+    let status = in_child(move || if mapped_at(base, total) { 1 } else { 0 });
+    assert_eq!(status, 0, "the child still has (part of) the ring");
+}
+
+/// RLIMIT_AS counts both views: a child whose limit leaves room for one view but not two gets
+/// an `OutOfMemory` error with ENOMEM as its source, not a crash.
+#[test]
+fn a_tight_rlimit_as_gives_enomem_not_a_crash() {
+    for b in available() {
+        let status = in_child(move || {
+            let n: usize = 256 << 20;
+            let vm_size = std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    s.lines().find(|l| l.starts_with("VmSize:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                })
+                .unwrap_or(0usize)
+                * 1024;
+            if vm_size == 0 {
+                return 2;
+            }
+            // Room for about 1.5 views on top of what is mapped now.
+            let lim = (vm_size + n + n / 2) as libc::rlim_t;
+            let rl = libc::rlimit { rlim_cur: lim, rlim_max: lim };
+            // SAFETY: rl is a valid rlimit; lowering our own limit.
+            if unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) } != 0 {
+                return 3;
+            }
+            match MirrorMap::with_backend(n, b) {
+                Ok(_) => 4,
+                Err(e) if e.kind() != ErrorKind::OutOfMemory => 5,
+                Err(e) => {
+                    let os = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
+                    if os.and_then(|o| o.raw_os_error()) != Some(libc::ENOMEM) {
+                        return 6;
+                    }
+                    // A map that fits still works under the same limit.
+                    match MirrorMap::with_backend(1 << 20, b) {
+                        Ok(m) if mirrors_at(&m, 5, 9) => 0,
+                        _ => 7,
+                    }
+                }
+            }
+        });
+        assert_eq!(status, 0, "{b}: 4 = created anyway, 5 = wrong kind, 6 = errno lost, 7 = small map failed");
+    }
+}
+
+#[test]
+fn the_memfd_cannot_be_resized_or_unsealed_by_another_holder() {
+    let map = MirrorMap::with_backend(1 << 16, Backend::Memfd).unwrap();
+    let fd = map.as_fd().unwrap().try_clone_to_owned().unwrap();
+    use std::os::fd::AsRawFd;
+    for len in [0i64, 4096, (page() + map.len()) as i64 * 2] {
+        // SAFETY: plain syscall on our own descriptor.
+        let r = unsafe { libc::ftruncate(fd.as_raw_fd(), len) };
+        assert_eq!(r, -1, "ftruncate to {len} succeeded");
+        assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EPERM), "ftruncate to {len}");
+    }
+    // SAFETY: plain fcntl on our own descriptor.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    let want = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    assert_eq!(seals & want, want);
+    // SAFETY: as above.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_WRITE) };
+    assert_eq!(r, -1, "F_SEAL_SEAL must forbid adding seals");
+    // The ring is still intact.
+    assert!(mirrors_at(&map, map.len() - 1, 0x77));
+}
+
+/// Prefault populates the page tables of *both* views (each view faults separately), as the
+/// per-mapping Rss in /proc/self/smaps shows.
+#[test]
+fn prefault_populates_both_views() {
+    for b in available() {
+        let len = 1 << 20;
+        let cold = MirrorOptions::new().backend(b).map(len).unwrap();
+        let warm = MirrorOptions::new().backend(b).prefault(true).map(len).unwrap();
+        let rss = |m: &MirrorMap| (rss_kib(m.as_ptr() as usize), rss_kib(m.as_ptr() as usize + m.len()));
+        let (a, bv) = rss(&warm);
+        assert!(a >= len / 1024 && bv >= len / 1024, "{b}: prefaulted views hold {a} and {bv} KiB");
+        let (a, bv) = rss(&cold);
+        assert!(a < len / 1024 && bv < len / 1024, "{b}: untouched views hold {a} and {bv} KiB");
+    }
+}
+
+/// The Rss (KiB) of the mapping that contains `addr`, from /proc/self/smaps.
+fn rss_kib(addr: usize) -> usize {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ') {
+            if let Some((a, b)) = range.split_once('-') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                    inside = a <= addr && addr < b;
+                    continue;
+                }
+            }
+        }
+        if inside && line.starts_with("Rss:") {
+            return line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    panic!("no mapping at {addr:#x}");
+}
+
+#[test]
+fn maps_are_send_sync_and_debug() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<MirrorMap>();
+    let map = MirrorMap::new(page()).unwrap();
+    let s = format!("{map:?}");
+    assert!(s.contains("MirrorMap") && s.contains("len"), "{s}");
+    assert_eq!(format!("{}", Backend::Duplicate), "duplicate");
+}

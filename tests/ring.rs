@@ -1,0 +1,354 @@
+//! The ring between threads: streams, std::io, try_*, grants, blocking, close, misuse.
+
+mod common;
+
+use std::io::{BufRead, ErrorKind, Read, Write};
+use std::thread;
+use std::time::Duration;
+
+use common::{in_child, scale, seed, Rng};
+use mirror_ring::{channel, Backend, Consumer, Producer, RingOptions};
+
+fn available() -> Vec<Backend> {
+    Backend::CONCRETE.into_iter().filter(|b| b.is_available()).collect()
+}
+
+/// A deterministic byte stream that does not line up with any power of two: the byte at
+/// position `p` is `PATTERN[p % PATTERN.len()]`, so both ends can copy and compare whole slices.
+struct Pattern(Vec<u8>);
+
+impl Pattern {
+    fn new(seed: u64) -> Pattern {
+        let mut v = vec![0u8; Self::PERIOD + 70_000];
+        Rng::new(seed).fill(&mut v[..Self::PERIOD]);
+        v.copy_within(..70_000, Self::PERIOD);
+        Pattern(v)
+    }
+    const PERIOD: usize = 1_000_003;
+    /// `len` (<= 70_000) bytes of the stream from position `pos`.
+    fn at(&self, pos: u64, len: usize) -> &[u8] {
+        let o = (pos % Self::PERIOD as u64) as usize;
+        &self.0[o..o + len]
+    }
+}
+
+/// A lost wake-up would hang a stream: abort the test process (a failure) if one runs for
+/// far longer than any healthy run could.
+fn watchdog() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        thread::spawn(|| {
+            thread::sleep(Duration::from_secs(900 * scale() as u64));
+            eprintln!("watchdog: a stream is hung (lost wake-up?)");
+            std::process::abort();
+        });
+    });
+}
+
+/// Compares without printing megabytes on failure: names the first differing byte.
+fn same(got: &[u8], want: &[u8], backend: Backend, api: &str, pos: u64) {
+    if got != want {
+        let i = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+        panic!("{backend}: {api} at stream position {pos}: byte {i} differs ({} bytes compared)", got.len());
+    }
+}
+
+/// Streams `total` bytes through a ring with random chunk sizes, mixing every write and read
+/// API, and compares every byte on arrival.
+fn stream(backend: Backend, capacity: usize, spin: Duration, total: u64, seed: u64) {
+    watchdog();
+    let (mut tx, mut rx) = RingOptions::new().capacity(capacity).backend(backend).spin_budget(spin).build().unwrap();
+    let pattern = std::sync::Arc::new(Pattern::new(seed));
+    let p2 = pattern.clone();
+    let writer = thread::spawn(move || {
+        let mut rng = Rng::new(seed ^ 1);
+        let mut pos = 0u64;
+        while pos < total {
+            let left = (total - pos) as usize;
+            let n = (1 + rng.below(65_535)).min(left);
+            match rng.below(2) {
+                0 => tx.write_all(p2.at(pos, n)).unwrap(),
+                1 => {
+                    let min = n.min(tx.capacity());
+                    let mut g = tx.write_grant_blocking(min).unwrap();
+                    let k = g.len().min(n);
+                    g[..k].copy_from_slice(p2.at(pos, k));
+                    g.commit(k).unwrap();
+                    pos += k as u64;
+                    continue;
+                }
+                _ => {
+                    let k = tx.write_timeout(p2.at(pos, n), Duration::from_secs(30)).unwrap();
+                    pos += k as u64;
+                    continue;
+                }
+            }
+            pos += n as u64;
+        }
+        // Dropping tx closes the ring.
+    });
+    let mut rng = Rng::new(seed ^ 2);
+    let mut pos = 0u64;
+    let mut buf = vec![0u8; 70_000];
+    loop {
+        let got = match rng.below(3) {
+            0 => {
+                let n = 1 + rng.below(65_535);
+                let k = rx.read(&mut buf[..n]).unwrap();
+                same(&buf[..k], pattern.at(pos, k), backend, "read", pos);
+                k
+            }
+            1 => {
+                let data = rx.fill_buf().unwrap();
+                let k = data.len().min(1 + rng.below(65_535));
+                same(&data[..k], pattern.at(pos, k), backend, "fill_buf", pos);
+                rx.consume(k);
+                k
+            }
+            _ => {
+                let g = rx.read_grant_timeout(1, Duration::from_secs(30)).unwrap();
+                let k = g.len().min(1 + rng.below(65_535));
+                same(&g[..k], pattern.at(pos, k), backend, "read_grant", pos);
+                let empty = g.is_empty();
+                g.release(k).unwrap();
+                if empty {
+                    0
+                } else {
+                    k
+                }
+            }
+        };
+        if got == 0 {
+            break;
+        }
+        pos += got as u64;
+    }
+    writer.join().unwrap();
+    assert_eq!(pos, total, "{backend}: stream ended early");
+}
+
+/// Gigabytes through every backend with random chunk sizes on both sides, every byte checked.
+#[test]
+fn multi_gib_stream_between_threads_on_every_backend() {
+    for (i, b) in available().into_iter().enumerate() {
+        stream(b, 1 << 20, Duration::from_micros(50), (2u64 << 30) * scale() as u64, seed() + i as u64);
+    }
+}
+
+/// A tiny ring and no spinning: nearly every hand-over parks one side on the futex, so a lost
+/// wake-up would hang the stream (every blocking call is bounded, so it fails instead).
+#[test]
+fn tiny_ring_without_spinning_never_loses_a_wakeup() {
+    for (i, b) in available().into_iter().enumerate() {
+        stream(b, 4096, Duration::ZERO, (16u64 << 20) * scale() as u64, seed() + 100 + i as u64);
+    }
+}
+
+#[test]
+fn capacity_is_rounded_and_reported() {
+    let (tx, rx) = channel(5000).unwrap();
+    assert_eq!(tx.capacity(), 8192);
+    assert_eq!(rx.capacity(), 8192);
+    assert_eq!(channel(0).unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(channel(usize::MAX).unwrap_err().kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn try_calls_would_block_then_end_of_stream() {
+    let (mut tx, mut rx) = channel(4096).unwrap();
+    let mut buf = [0u8; 100];
+    assert_eq!(rx.try_read(&mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert_eq!(tx.try_write(&[7; 5000]).unwrap(), 4096);
+    assert_eq!(tx.try_write(&[7]).unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert_eq!(tx.try_write(&[]).unwrap(), 0, "an empty write is not an error");
+    assert_eq!(tx.len(), 4096);
+    assert_eq!(tx.free(), 0);
+    assert_eq!(rx.len(), 4096);
+    assert_eq!(rx.try_read(&mut buf).unwrap(), 100);
+    assert_eq!(tx.free(), 100);
+    drop(tx);
+    assert!(rx.is_abandoned());
+    let mut rest = Vec::new();
+    rx.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest.len(), 3996);
+    assert_eq!(rx.try_read(&mut buf).unwrap(), 0, "end of stream is Ok(0)");
+    assert_eq!(rx.read(&mut buf).unwrap(), 0);
+    assert!(rx.fill_buf().unwrap().is_empty());
+    let g = rx.read_grant(1).unwrap();
+    assert!(g.is_empty(), "an end-of-stream grant is empty");
+}
+
+#[test]
+fn writes_after_the_consumer_left_are_broken_pipe() {
+    let (mut tx, rx) = channel(4096).unwrap();
+    tx.try_write(b"unread").unwrap();
+    drop(rx);
+    assert!(tx.is_abandoned());
+    for r in [tx.try_write(b"x"), tx.write(b"x"), tx.write_timeout(b"x", Duration::from_millis(1))] {
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::BrokenPipe);
+    }
+    assert_eq!(tx.write_grant(1).unwrap_err().kind(), ErrorKind::BrokenPipe);
+}
+
+#[test]
+fn fill_buf_returns_everything_readable_and_refreshes_each_call() {
+    let (mut tx, mut rx) = channel(4096).unwrap();
+    // Put the cursors near the seam so the readable bytes wrap.
+    tx.write_all(&[0; 4000]).unwrap();
+    rx.consume_all();
+    tx.write_all(b"first ").unwrap();
+    assert_eq!(rx.fill_buf().unwrap(), b"first ");
+    // Without consuming, new bytes show up on the next call: the cursor is reloaded.
+    tx.write_all(&[b'x'; 200]).unwrap();
+    let all = rx.fill_buf().unwrap();
+    assert_eq!(all.len(), 206, "one slice across the seam");
+    assert_eq!(&all[..6], b"first ");
+    assert!(all[6..].iter().all(|&b| b == b'x'));
+    rx.consume(1_000_000); // clamped to what is readable
+    assert_eq!(rx.len(), 0);
+    assert_eq!(tx.free(), 4096, "nothing was released twice");
+}
+
+trait ConsumeAll {
+    fn consume_all(&mut self);
+}
+
+impl ConsumeAll for Consumer {
+    fn consume_all(&mut self) {
+        let n = self.len();
+        self.consume(n);
+    }
+}
+
+#[test]
+fn grants_are_contiguous_bounded_and_checked() {
+    let (mut tx, mut rx) = channel(4096).unwrap();
+    assert_eq!(tx.write_grant(4097).unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(rx.read_grant(4097).unwrap_err().kind(), ErrorKind::InvalidInput);
+    let mut g = tx.write_grant(10).unwrap();
+    assert_eq!(g.len(), 4096);
+    g[..3].copy_from_slice(b"abc");
+    assert_eq!(g.commit(4097).unwrap_err().kind(), ErrorKind::InvalidInput, "commit beyond the grant");
+    assert_eq!(rx.len(), 0, "a refused commit publishes nothing");
+    let g = tx.write_grant(3).unwrap();
+    drop(g); // dropping a grant publishes nothing
+    assert_eq!(rx.len(), 0);
+    let mut g = tx.write_grant(3).unwrap();
+    g[..3].copy_from_slice(b"abc");
+    g.commit(3).unwrap();
+    assert_eq!(rx.read_grant(4).unwrap_err().kind(), ErrorKind::WouldBlock, "fewer than min readable");
+    let g = rx.read_grant(3).unwrap();
+    assert_eq!(&*g, b"abc");
+    assert_eq!(g.release(4).unwrap_err().kind(), ErrorKind::InvalidInput);
+    let g = rx.read_grant(1).unwrap();
+    drop(g); // dropping releases nothing: the same bytes come back
+    let g = rx.read_grant(1).unwrap();
+    assert_eq!(&*g, b"abc");
+    g.release(3).unwrap();
+    // A write grant near the seam still spans all the free space in one slice.
+    let mut g = tx.write_grant(4096).unwrap();
+    assert_eq!(g.len(), 4096);
+    g.fill(9);
+    g.commit(4096).unwrap();
+    let g = rx.read_grant(4096).unwrap();
+    assert!(g.len() == 4096 && g.iter().all(|&b| b == 9));
+    g.release(4096).unwrap();
+}
+
+#[test]
+fn a_blocked_reader_wakes_on_data_and_on_close() {
+    for spin in [Duration::ZERO, Duration::from_micros(50)] {
+        let (mut tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(spin).build().unwrap();
+        let reader = thread::spawn(move || {
+            let mut buf = [0u8; 16];
+            let n = rx.read(&mut buf).unwrap();
+            let first = buf[..n].to_vec();
+            let end = rx.read(&mut buf).unwrap();
+            (first, end)
+        });
+        thread::sleep(Duration::from_millis(50)); // let it go to sleep
+        tx.write_all(b"wake").unwrap();
+        thread::sleep(Duration::from_millis(50));
+        drop(tx);
+        let (first, end) = reader.join().unwrap();
+        assert_eq!(first, b"wake");
+        assert_eq!(end, 0, "close must wake the reader with end of stream");
+    }
+}
+
+#[test]
+fn a_blocked_writer_wakes_on_space_and_on_close() {
+    for spin in [Duration::ZERO, Duration::from_micros(50)] {
+        let (mut tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(spin).build().unwrap();
+        tx.write_all(&[1; 4096]).unwrap();
+        let writer = thread::spawn(move || {
+            let first = tx.write(&[2; 100]);
+            let last = tx.write_all(&[4; 4096]);
+            (first.map_err(|e| e.kind()), last.map_err(|e| e.kind()))
+        });
+        thread::sleep(Duration::from_millis(50));
+        let mut buf = [0u8; 200];
+        assert_eq!(rx.read(&mut buf).unwrap(), 200);
+        thread::sleep(Duration::from_millis(50));
+        drop(rx);
+        let (first, last) = writer.join().unwrap();
+        assert_eq!(first, Ok(100));
+        assert_eq!(last, Err(ErrorKind::BrokenPipe), "close must wake the writer with BrokenPipe");
+    }
+}
+
+#[test]
+fn timeouts_expire_with_timed_out() {
+    let (mut tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
+    let mut buf = [0u8; 4];
+    assert_eq!(rx.read_timeout(&mut buf, Duration::from_millis(20)).unwrap_err().kind(), ErrorKind::TimedOut);
+    assert_eq!(rx.read_grant_timeout(1, Duration::from_millis(1)).unwrap_err().kind(), ErrorKind::TimedOut);
+    tx.write_all(&[0; 4096]).unwrap();
+    assert_eq!(tx.write_timeout(b"x", Duration::from_millis(20)).unwrap_err().kind(), ErrorKind::TimedOut);
+    assert_eq!(tx.write_grant_timeout(1, Duration::from_millis(1)).unwrap_err().kind(), ErrorKind::TimedOut);
+    // Nothing was lost or written by the failed calls.
+    assert_eq!(rx.len(), 4096);
+    // An enormous timeout is simply no deadline.
+    assert_eq!(rx.read_timeout(&mut buf, Duration::MAX).unwrap(), 4);
+}
+
+#[test]
+fn ends_are_send_and_debug_shows_fill_not_bytes() {
+    fn send<T: Send>() {}
+    send::<Producer>();
+    send::<Consumer>();
+    let (mut tx, rx) = channel(4096).unwrap();
+    tx.write_all(b"secret").unwrap();
+    let d = format!("{tx:?} {rx:?}");
+    assert!(d.contains("capacity: 4096") && !d.contains("secret"), "{d}");
+    let t = thread::spawn(move || tx.write_all(b"!").map(|_| tx));
+    let _tx = t.join().unwrap().unwrap();
+}
+
+/// An end inherited by a forked child belongs to the parent: the child gets `Unsupported`, and
+/// the child's drop does not close the parent's ring.
+#[test]
+fn ends_used_from_a_forked_child_refuse_and_do_not_close_the_ring() {
+    let (tx, rx) = channel(4096).unwrap();
+    let (mut tx, mut rx) = (Some(tx), Some(rx));
+    let status = in_child(|| {
+        let (mut tx, mut rx) = (tx.take().unwrap(), rx.take().unwrap());
+        let mut buf = [0u8; 4];
+        let w = tx.try_write(b"x").map_err(|e| e.kind());
+        let r = rx.try_read(&mut buf).map_err(|e| e.kind());
+        drop(tx);
+        drop(rx);
+        if w == Err(ErrorKind::Unsupported) && r == Err(ErrorKind::Unsupported) {
+            0
+        } else {
+            1
+        }
+    });
+    assert_eq!(status, 0);
+    let (mut tx, mut rx) = (tx.unwrap(), rx.unwrap());
+    assert!(!tx.is_abandoned() && !rx.is_abandoned(), "the child's drop closed the parent's ring");
+    tx.write_all(b"still open").unwrap();
+    let mut buf = [0u8; 10];
+    rx.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"still open");
+}
