@@ -131,6 +131,11 @@ pub fn kernel_release() -> String {
     sys::kernel_release()
 }
 
+/// The README's examples, compiled and run as doctests so they stay true.
+#[cfg(all(doctest, not(loom)))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 #[cfg(all(test, not(loom)))]
 #[path = "../tests/common/mod.rs"]
 mod test_util;
