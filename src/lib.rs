@@ -107,6 +107,9 @@ mod protocol;
 mod sync;
 mod wait;
 
+#[cfg(loom)]
+pub mod loom_api;
+
 #[cfg(not(loom))]
 mod io;
 #[cfg(not(loom))]

@@ -317,6 +317,12 @@ impl ConsumerCursor {
             // The Acquire in is_closed made the producer's final head visible: look once more.
             return Some(match self.refresh(hdr) {
                 Ok(n) if n >= min => Ok(n),
+                // A producer that found the ring poisoned closes after its error: that is not
+                // a clean end of stream. (Its poison store precedes its close, so it is visible.)
+                Ok(_) if hdr.is_poisoned() => {
+                    self.poisoned = true;
+                    Err(Stop::Corrupt)
+                }
                 Ok(_) => Err(Stop::Closed),
                 Err(Corrupt) => Err(Stop::Corrupt),
             });
