@@ -111,6 +111,8 @@ mod wait;
 pub mod loom_api;
 
 #[cfg(not(loom))]
+mod framed;
+#[cfg(not(loom))]
 mod io;
 #[cfg(not(loom))]
 mod mirror;
@@ -121,6 +123,8 @@ mod shared;
 #[cfg(not(loom))]
 mod sys;
 
+#[cfg(not(loom))]
+pub use framed::{Frame, FrameGrant, FramedConsumer, FramedProducer};
 #[cfg(not(loom))]
 pub use mirror::{Backend, MirrorMap, MirrorOptions};
 #[cfg(not(loom))]

@@ -150,7 +150,6 @@ impl ProducerCursor {
 
     /// Bytes advanced but not yet published.
     #[inline]
-    #[allow(dead_code)] // TEMP: used by framing, in progress
     pub(crate) fn unpublished(&self) -> usize {
         self.head.wrapping_sub(self.published) as usize
     }
@@ -252,12 +251,18 @@ impl ConsumerCursor {
         let avail = h.wrapping_sub(self.tail);
         // head must lie in [cached_head, tail + N]: never backwards, never more than N ahead.
         if avail > self.cap || avail < self.cached_head.wrapping_sub(self.tail) {
-            self.poisoned = true;
-            hdr.poison();
-            return Err(Corrupt);
+            return Err(self.poison(hdr));
         }
         self.cached_head = h;
         Ok(avail as usize)
+    }
+
+    /// Poisons the ring for good: this side fails from now on, and the shared flag tells the
+    /// producer. For corruption found above the cursor level (a bad frame header).
+    pub(crate) fn poison(&mut self, hdr: &Header) -> Corrupt {
+        self.poisoned = true;
+        hdr.poison();
+        Corrupt
     }
 
     /// Readable bytes, refreshing the cached head only if fewer than `max(want, 1)` are known.
@@ -283,13 +288,6 @@ impl ConsumerCursor {
     pub(crate) fn advance(&mut self, n: usize) {
         debug_assert!(n <= self.readable_cached());
         self.tail = self.tail.wrapping_add(n as u64);
-    }
-
-    /// Bytes consumed but not yet released to the producer.
-    #[inline]
-    #[allow(dead_code)] // TEMP: used by framing, in progress
-    pub(crate) fn unpublished(&self) -> usize {
-        self.tail.wrapping_sub(self.published) as usize
     }
 
     /// Stores the tail (if it moved) and wakes the producer if it sleeps.
@@ -362,7 +360,6 @@ pub(crate) fn notify(hdr: &Header, w: Word) {
 /// Whether the peer sleeping on `w` has raised its flag (used to end a batch early). The same
 /// barrier as [`notify`] orders it after our latest publish.
 #[inline]
-#[allow(dead_code)] // TEMP: used by framing, in progress
 pub(crate) fn peer_sleeping(hdr: &Header, w: Word) -> bool {
     light_barrier();
     hdr.word(w).load(Ordering::Relaxed) != 0

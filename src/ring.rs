@@ -433,28 +433,24 @@ impl Producer {
 
     /// Counts `n` bytes written at `write_ptr()` without publishing them (see `publish`).
     #[inline]
-    #[allow(dead_code)] // TEMP: used by framing, in progress
     pub(crate) fn advance(&mut self, n: usize) {
         self.cur.advance(n);
     }
 
     /// Publishes every advanced byte and wakes the consumer if it sleeps.
     #[inline]
-    #[allow(dead_code)] // TEMP: used by framing, in progress
     pub(crate) fn publish(&mut self) {
         self.cur.publish(self.end.hdr());
     }
 
     /// Bytes advanced and not yet published.
     #[inline]
-    #[allow(dead_code)] // TEMP: used by framing, in progress
     pub(crate) fn unpublished(&self) -> usize {
         self.cur.unpublished()
     }
 
     /// Whether the consumer is asleep waiting for data.
     #[inline]
-    #[allow(dead_code)] // TEMP: used by framing, in progress
     pub(crate) fn consumer_sleeping(&self) -> bool {
         protocol::peer_sleeping(self.end.hdr(), Word::Data)
     }
@@ -765,16 +761,22 @@ impl Consumer {
 
     /// Counts `n` bytes as consumed without releasing them to the producer yet.
     #[inline]
-    #[allow(dead_code)] // TEMP: used by framing, in progress
     pub(crate) fn advance(&mut self, n: usize) {
         self.cur.advance(n);
     }
 
     /// Releases every consumed byte and wakes the producer if it sleeps.
     #[inline]
-    #[allow(dead_code)] // TEMP: used by framing, in progress
     pub(crate) fn publish(&mut self) {
         self.cur.publish(self.end.hdr());
+    }
+
+    /// Poisons the ring for good (every later call fails with `InvalidData`, and the producer
+    /// sees the shared flag): for corruption found inside the bytes, such as a bad frame header.
+    #[cold]
+    pub(crate) fn poison(&mut self) -> io::Error {
+        let _ = self.cur.poison(self.end.hdr());
+        poisoned_error()
     }
 
     /// Reads as many bytes as are readable now, up to `buf.len()`, without blocking.

@@ -1,0 +1,999 @@
+//! Framed messages: variable-size records that are always contiguous.
+//!
+//! [`Producer::into_framed`] and [`Consumer::into_framed`] turn the two ends of a byte ring
+//! into a message queue. Because the ring's pages are mirrored, a frame never splits at the
+//! wrap point: the producer writes each message in place, and the consumer gets each one as a
+//! single `&[u8]` straight out of the ring ([`Frame`]), with no reassembly and no copy. A
+//! frame's bytes go back to the producer when the [`Frame`] is dropped.
+//!
+//! ```
+//! let (tx, rx) = mirror_ring::channel(64 * 1024)?;
+//! let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+//! let writer = std::thread::spawn(move || -> std::io::Result<()> {
+//!     for i in 0..1000u32 {
+//!         tx.send(&i.to_le_bytes()[..(i % 5) as usize])?; // 0 to 4 bytes each
+//!     }
+//!     Ok(()) // dropping tx flushes and closes the ring
+//! });
+//! let mut frames = 0u32;
+//! while let Some(frame) = rx.recv()? {
+//!     assert_eq!(frame.len(), (frames % 5) as usize);
+//!     frames += 1;
+//! } // each frame's bytes are released when it drops
+//! writer.join().unwrap()?;
+//! assert_eq!(frames, 1000);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Wire format
+//!
+//! The stream is a sequence of frames, each starting at a ring position that is a multiple of
+//! 8 (so the payload handed out is 8-byte aligned too):
+//!
+//! ```text
+//! offset 0     4      8                8 + len          8 + round_up(len, 8)
+//!        | len | !len | payload (len)  | padding (0-7)  | next frame ...
+//! ```
+//!
+//! - `len`: the payload length, `u32` little-endian. Zero is a valid frame.
+//! - `!len`: its bitwise complement, `u32` little-endian. A header whose two halves disagree
+//!   cannot have been written by this module: it marks a corrupt or hostile producer.
+//! - The padding bytes have unspecified contents.
+//!
+//! A frame therefore occupies `8 + round_up(len, 8)` bytes, and at most the whole ring: the
+//! longest frame is [`max_frame_len`](FramedProducer::max_frame_len) `= capacity - 8` bytes
+//! (capped at `u32::MAX - 7` for rings of 4 GiB and more). Thanks to the mirror no frame ever
+//! needs padding at the wrap point. If the ends were converted at a position that is not a
+//! multiple of 8 (raw bytes went through the ring first), both skip to the next multiple of 8
+//! before the first frame; convert both ends at the same stream position.
+//!
+//! The producer only ever publishes whole frames, so every frame whose header lies below the
+//! published head lies entirely below it. The consumer checks each header before it forms any
+//! slice: the halves must agree, `len <= max_frame_len`, and the whole frame must lie within
+//! the bytes the ring reports readable (which are at most the capacity). A header that fails
+//! poisons the ring: this and every later call fail with `InvalidData`, and the producer sees
+//! the poison flag too. A hostile producer can still change payload bytes while they are lent
+//! out (shared memory is shared): validate what you read, ideally after copying it out.
+//!
+//! # Batching
+//!
+//! By default every [`send`](FramedProducer::send) (and every [`FrameGrant::commit`])
+//! publishes the producer's cursor, so the frame is visible to the consumer when the call
+//! returns. [`set_batch(n)`](FramedProducer::set_batch) lets up to `n` consecutive frames share
+//! one cursor store instead. The pending frames are published
+//! - when `n` frames are pending, or a quarter of the ring is;
+//! - when the ring is full (before a blocking call sleeps or a `try_*` call returns
+//!   `WouldBlock`);
+//! - when the consumer is asleep waiting for data (checked on every send, at the cost of one
+//!   load of a line nobody writes while both sides are busy);
+//! - on [`flush`](FramedProducer::flush), and when the producer is dropped.
+//!
+//! Call `flush` when you stop sending for a while: a consumer that is still spinning (it
+//! spins for the ring's spin budget before it sleeps) does not see pending frames until then.
+//! Frames not yet published when a producer process dies are not there: only published frames
+//! count.
+//!
+//! On the other side the consumer reloads the producer's cursor only when every frame it knows
+//! of has been read, so it takes a whole batch (or whatever was published meanwhile) from one
+//! cursor load. Each [`Frame`] releases its bytes when dropped.
+
+use std::fmt;
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
+
+use crate::ring::{Consumer, Producer, Wait};
+
+/// Bytes in a frame header: `u32` length, `u32` complement.
+const HEADER: usize = 8;
+
+/// Every frame starts at a multiple of this.
+const ALIGN: usize = 8;
+
+/// The longest payload the `u32` length field can describe, rounded down to `ALIGN`.
+const LEN_FIELD_MAX: usize = (u32::MAX as usize) & !(ALIGN - 1);
+
+/// The bytes a frame of `len` payload bytes occupies in the ring.
+#[inline(always)]
+fn frame_size(len: usize) -> usize {
+    HEADER + ((len + (ALIGN - 1)) & !(ALIGN - 1))
+}
+
+/// The header word for a payload of `len` bytes (`len <= u32::MAX`), as stored (little-endian).
+#[inline(always)]
+fn encode_header(len: usize) -> u64 {
+    let len = len as u32;
+    (u64::from(!len) << 32 | u64::from(len)).to_le()
+}
+
+/// The payload length in a header word as read from the ring, if the header is well formed and
+/// the frame fits in `readable` bytes and in a `max_len` payload.
+#[inline(always)]
+fn decode_header(raw: u64, max_len: usize, readable: usize) -> Option<usize> {
+    let word = u64::from_le(raw);
+    let len = word as u32;
+    if (word >> 32) as u32 != !len {
+        return None;
+    }
+    let len = len as usize;
+    // Checked in this order, no arithmetic can overflow: len <= max_len < 2^32.
+    if len > max_len || frame_size(len) > readable {
+        return None;
+    }
+    Some(len)
+}
+
+/// The longest payload for a ring of `capacity` bytes.
+fn max_frame_len_for(capacity: usize) -> usize {
+    (capacity - HEADER).min(LEN_FIELD_MAX)
+}
+
+/// Bytes from `ptr` to the next multiple of `ALIGN`. The data pages start page-aligned, so this
+/// is also the distance from the ring position to the next multiple of `ALIGN`.
+fn misalignment(ptr: *const u8) -> usize {
+    (ptr as usize).wrapping_neg() & (ALIGN - 1)
+}
+
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    // A timeout too large to represent is no deadline at all.
+    Instant::now().checked_add(timeout)
+}
+
+#[cold]
+fn too_long(len: usize, max: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("a {len}-byte frame can never fit: this ring's frames hold at most {max} bytes"),
+    )
+}
+
+impl Producer {
+    /// Turns this producer into the sending end of a message queue: frames of any size up to
+    /// [`max_frame_len`](FramedProducer::max_frame_len), each one contiguous in the ring. See
+    /// the [`FramedProducer`] docs for the wire format.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// tx.send(b"hello")?;
+    /// assert_eq!(&*rx.recv()?.unwrap(), b"hello");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn into_framed(self) -> FramedProducer {
+        let capacity = self.capacity();
+        let pad = misalignment(self.write_ptr());
+        FramedProducer {
+            max_len: max_frame_len_for(capacity),
+            batch_bytes: capacity / 4,
+            inner: self,
+            batch: 1,
+            pending: 0,
+            pad,
+        }
+    }
+}
+
+impl Consumer {
+    /// Turns this consumer into the receiving end of a message queue (see
+    /// [`Producer::into_framed`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// tx.send(&[])?; // an empty frame is a frame
+    /// drop(tx);
+    /// assert_eq!(rx.recv()?.map(|f| f.len()), Some(0));
+    /// assert!(rx.recv()?.is_none()); // the producer is gone and every frame was read
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn into_framed(self) -> FramedConsumer {
+        let capacity = self.capacity();
+        let skip = misalignment(self.read_ptr());
+        FramedConsumer { max_len: max_frame_len_for(capacity), inner: self, skip }
+    }
+}
+
+/// The sending end of a framed ring: whole messages, each one contiguous in the ring.
+///
+/// Made by [`Producer::into_framed`]. [`send`](Self::send) copies a message in;
+/// [`reserve`](Self::reserve) lends the space for one so it can be built in place. Dropping the
+/// producer publishes every pending frame and closes the ring.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = mirror_ring::channel(1 << 16)?;
+/// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+/// tx.set_batch(32); // up to 32 frames per cursor store
+/// for word in ["alpha", "beta", "gamma"] {
+///     tx.send(word.as_bytes())?;
+/// }
+/// tx.flush(); // publish the pending frames now
+/// assert_eq!(&*rx.try_recv()?.unwrap(), b"alpha");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct FramedProducer {
+    inner: Producer,
+    max_len: usize,
+    /// Frames per cursor store (1: publish every frame).
+    batch: usize,
+    /// Frames written since the last publish.
+    pending: usize,
+    /// Publish once this many bytes are pending, whatever the frame count.
+    batch_bytes: usize,
+    /// Bytes to skip before the first frame (0 unless converted at an unaligned position).
+    pad: usize,
+}
+
+impl FramedProducer {
+    /// The ring's capacity in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// assert_eq!(tx.into_framed().capacity(), 4096);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+
+    /// The longest message this ring can ever hold: `capacity - 8` (the frame header).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let mut tx = tx.into_framed();
+    /// assert_eq!(tx.max_frame_len(), 4088);
+    /// let err = tx.send(&[0; 4089]).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn max_frame_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Sends one message, blocking until there is room for it.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if `msg` is longer than [`max_frame_len`](Self::max_frame_len) (nothing is
+    /// written; the ring keeps working); `BrokenPipe` when the consumer is gone; `InvalidData`
+    /// when the ring is poisoned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// let reader = std::thread::spawn(move || {
+    ///     let mut total = 0;
+    ///     while let Some(frame) = rx.recv().unwrap() {
+    ///         total += frame.len();
+    ///     }
+    ///     total
+    /// });
+    /// for _ in 0..100 {
+    ///     tx.send(&[7; 1000])?; // waits while the 4 KiB ring is full
+    /// }
+    /// drop(tx);
+    /// assert_eq!(reader.join().unwrap(), 100_000);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[inline]
+    pub fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.send_with(msg, Wait::Until(None))
+    }
+
+    /// Sends one message if there is room for it now; never blocks.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when the ring has no room for the frame (pending frames are published
+    /// first); otherwise as [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let mut tx = tx.into_framed();
+    /// tx.try_send(&[1; 4000])?;
+    /// let err = tx.try_send(&[1; 100]).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[inline]
+    pub fn try_send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.send_with(msg, Wait::No)
+    }
+
+    /// Sends one message, waiting up to `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` when no room appeared in time; otherwise as [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let mut tx = tx.into_framed();
+    /// tx.send_timeout(&[1; 4000], Duration::from_millis(10))?;
+    /// let err = tx.send_timeout(&[1; 100], Duration::from_millis(10)).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> io::Result<()> {
+        self.send_with(msg, Wait::Until(deadline_after(timeout)))
+    }
+
+    #[inline]
+    fn send_with(&mut self, msg: &[u8], wait: Wait) -> io::Result<()> {
+        let len = msg.len();
+        let header = self.claim(len, wait)?;
+        // SAFETY: `claim` reserved frame_size(len) = 8 + round_up(len, 8) free bytes from
+        // `header` (at most N of them, inside the two views), which the producer owns until it
+        // publishes them. `header` is 8-aligned (page-aligned data, aligned position). `msg`
+        // cannot overlap free space: the only ring memory a caller can hold is a frame being
+        // read, which covers unreleased bytes.
+        unsafe {
+            header.cast::<u64>().write(encode_header(len));
+            std::ptr::copy_nonoverlapping(msg.as_ptr(), header.add(HEADER), len);
+        }
+        self.finish(len);
+        Ok(())
+    }
+
+    /// Lends the space for one `len`-byte message, blocking until there is room: fill it, then
+    /// [`commit`](FrameGrant::commit). Dropping the grant uncommitted sends nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// let mut grant = tx.reserve(12)?;
+    /// grant[..4].copy_from_slice(&7u32.to_le_bytes());
+    /// grant[4..].copy_from_slice(&42u64.to_le_bytes());
+    /// grant.commit()?;
+    /// let frame = rx.recv()?.unwrap();
+    /// assert_eq!(u64::from_le_bytes(frame[4..].try_into().unwrap()), 42);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn reserve(&mut self, len: usize) -> io::Result<FrameGrant<'_>> {
+        self.grant_with(len, Wait::Until(None))
+    }
+
+    /// Like [`reserve`](Self::reserve), but never blocks.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when there is no room now; otherwise as [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let mut tx = tx.into_framed();
+    /// tx.try_reserve(4000)?.commit()?;
+    /// assert_eq!(tx.try_reserve(100).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_reserve(&mut self, len: usize) -> io::Result<FrameGrant<'_>> {
+        self.grant_with(len, Wait::No)
+    }
+
+    /// Like [`reserve`](Self::reserve), but waits at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` when no room appeared in time; otherwise as [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let mut tx = tx.into_framed();
+    /// let grant = tx.reserve_timeout(16, Duration::from_millis(10))?;
+    /// assert_eq!(grant.len(), 16);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn reserve_timeout(&mut self, len: usize, timeout: Duration) -> io::Result<FrameGrant<'_>> {
+        self.grant_with(len, Wait::Until(deadline_after(timeout)))
+    }
+
+    fn grant_with(&mut self, len: usize, wait: Wait) -> io::Result<FrameGrant<'_>> {
+        let header = self.claim(len, wait)?;
+        Ok(FrameGrant { header, len, producer: self })
+    }
+
+    /// Waits (per `wait`) for room for a frame of `len` payload bytes and returns where its
+    /// header goes; the whole frame's bytes from there are free and the producer's.
+    #[inline(always)]
+    fn claim(&mut self, len: usize, wait: Wait) -> io::Result<*mut u8> {
+        if len > self.max_len {
+            return Err(too_long(len, self.max_len));
+        }
+        if self.pad != 0 {
+            self.align(wait)?;
+        }
+        let size = frame_size(len);
+        match self.inner.reserve(size, size, wait) {
+            Ok(_) => Ok(self.inner.write_ptr()),
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// Skips to the first aligned position (once, before the first frame).
+    #[cold]
+    fn align(&mut self, wait: Wait) -> io::Result<()> {
+        match self.inner.reserve(self.pad, self.pad, wait) {
+            Ok(_) => {
+                self.inner.advance(self.pad);
+                self.pad = 0;
+                Ok(())
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// No room (or worse): publish what is pending so the consumer is not left waiting for
+    /// frames we hold back while we wait for it (or give up).
+    #[cold]
+    fn failed(&mut self, e: io::Error) -> io::Error {
+        self.flush();
+        e
+    }
+
+    /// Counts a frame of `len` payload bytes, written at `write_ptr()`, and publishes per the
+    /// batching policy.
+    #[inline(always)]
+    fn finish(&mut self, len: usize) {
+        self.inner.advance(frame_size(len));
+        if self.batch <= 1 {
+            self.inner.publish();
+            return;
+        }
+        self.pending += 1;
+        if self.pending >= self.batch || self.inner.unpublished() >= self.batch_bytes || self.inner.consumer_sleeping()
+        {
+            self.flush();
+        }
+    }
+
+    /// Publishes every pending frame now (and wakes the consumer if it sleeps). Only needed
+    /// with [`set_batch`](Self::set_batch); cheap when nothing is pending.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// tx.set_batch(8);
+    /// tx.send(b"held back")?;
+    /// assert_eq!(rx.try_recv().unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    /// tx.flush();
+    /// assert_eq!(&*rx.try_recv()?.unwrap(), b"held back");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[inline]
+    pub fn flush(&mut self) {
+        self.pending = 0;
+        self.inner.publish();
+    }
+
+    /// Lets up to `frames` consecutive frames share one cursor store (at least 1; 1, the
+    /// default, publishes every frame as it is sent). Pending frames are also published when a
+    /// quarter of the ring is pending, when the ring is full, when the consumer sleeps, on
+    /// [`flush`](Self::flush) and on drop. Changing it publishes what is pending.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = mirror_ring::channel(1 << 16)?;
+    /// let mut tx = tx.into_framed();
+    /// tx.set_batch(32);
+    /// assert_eq!(tx.batch(), 32);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_batch(&mut self, frames: usize) -> &mut Self {
+        self.flush();
+        self.batch = frames.max(1);
+        self
+    }
+
+    /// The batch size set by [`set_batch`](Self::set_batch) (1 by default).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// assert_eq!(tx.into_framed().batch(), 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Whether the consumer is gone: it closed its end, or its process died.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let mut tx = tx.into_framed();
+    /// assert!(!tx.is_abandoned());
+    /// drop(rx);
+    /// assert!(tx.is_abandoned());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn is_abandoned(&mut self) -> bool {
+        self.inner.is_abandoned()
+    }
+
+    /// Publishes what is pending and gives the byte-level producer back. Further bytes follow
+    /// the last frame directly (the consumer must know where framing stops).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let mut tx = tx.into_framed();
+    /// tx.send(b"frame")?;
+    /// let mut raw = tx.into_inner();
+    /// raw.write_all(b"raw bytes")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn into_inner(mut self) -> Producer {
+        self.flush();
+        self.inner
+    }
+}
+
+impl fmt::Debug for FramedProducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FramedProducer")
+            .field("max_frame_len", &self.max_len)
+            .field("batch", &self.batch)
+            .field("pending_frames", &self.pending)
+            .field("ring", &self.inner)
+            .finish()
+    }
+}
+
+/// The space for one message, lent by [`FramedProducer::reserve`]: one contiguous, 8-byte
+/// aligned `&mut [u8]` of exactly the requested length, inside the ring. Fill it, then
+/// [`commit`](FrameGrant::commit); dropping it uncommitted sends nothing.
+#[must_use = "a frame grant sends nothing until it is committed"]
+pub struct FrameGrant<'a> {
+    /// Where the frame's header goes; the payload follows.
+    header: *mut u8,
+    len: usize,
+    producer: &'a mut FramedProducer,
+}
+
+impl FrameGrant<'_> {
+    /// Sends the frame (published per the producer's batching, like
+    /// [`send`](FramedProducer::send)).
+    ///
+    /// # Errors
+    ///
+    /// None today: the room was taken when the grant was made. The `Result` keeps it in line
+    /// with [`WriteGrant::commit`](crate::WriteGrant::commit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// let mut grant = tx.reserve(3)?;
+    /// grant.copy_from_slice(b"abc");
+    /// grant.commit()?;
+    /// assert_eq!(&*rx.recv()?.unwrap(), b"abc");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn commit(self) -> io::Result<()> {
+        // SAFETY: the grant holds frame_size(reserved len) >= frame_size(self.len) free bytes
+        // from `header`, 8-aligned, owned by the producer this grant borrows mutably.
+        unsafe { self.header.cast::<u64>().write(encode_header(self.len)) };
+        self.producer.finish(self.len);
+        Ok(())
+    }
+
+    /// Shortens the frame to `len` bytes (no effect if it is not longer), so a message can be
+    /// built in a grant of its largest possible size and sent at its real size.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// let mut grant = tx.reserve(64)?;
+    /// grant[..2].copy_from_slice(b"hi");
+    /// grant.truncate(2);
+    /// grant.commit()?;
+    /// assert_eq!(&*rx.recv()?.unwrap(), b"hi");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+}
+
+impl Deref for FrameGrant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: [header + 8, header + 8 + len) is reserved free space (inside the two views),
+        // initialised memory (zeroed at creation or written before), and no other reference to
+        // it exists while the grant borrows the producer mutably.
+        unsafe { std::slice::from_raw_parts(self.header.add(HEADER), self.len) }
+    }
+}
+
+impl DerefMut for FrameGrant<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in deref; the grant is the only reference to these bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.header.add(HEADER), self.len) }
+    }
+}
+
+impl fmt::Debug for FrameGrant<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameGrant").field("len", &self.len).finish()
+    }
+}
+
+/// The receiving end of a framed ring: whole messages, each lent as one contiguous slice
+/// straight out of the ring.
+///
+/// Made by [`Consumer::into_framed`]. [`recv`](Self::recv) returns a [`Frame`], which derefs
+/// to the message's bytes and gives them back to the producer when dropped.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = mirror_ring::channel(4096)?;
+/// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+/// tx.send(b"one")?;
+/// tx.send(b"two")?;
+/// drop(tx);
+/// let mut got = Vec::new();
+/// while let Some(frame) = rx.recv()? {
+///     got.push(frame.to_vec());
+/// }
+/// assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct FramedConsumer {
+    inner: Consumer,
+    max_len: usize,
+    /// Bytes to skip before the first frame (0 unless converted at an unaligned position).
+    skip: usize,
+}
+
+impl FramedConsumer {
+    /// The ring's capacity in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_tx, rx) = mirror_ring::channel(4096)?;
+    /// assert_eq!(rx.into_framed().capacity(), 4096);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+
+    /// The longest message this ring can hold: `capacity - 8`. A header claiming more is
+    /// corrupt.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_tx, rx) = mirror_ring::channel(4096)?;
+    /// assert_eq!(rx.into_framed().max_frame_len(), 4088);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn max_frame_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Receives the next message, blocking until one arrives. `Ok(None)` means end of stream:
+    /// the producer closed the ring and every frame was read.
+    ///
+    /// # Errors
+    ///
+    /// `UnexpectedEof` when the producer's process died without closing (after every frame it
+    /// published was read); `InvalidData` when a frame header is corrupt or the ring is
+    /// poisoned (for good: every later call fails too).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// std::thread::spawn(move || tx.send(b"ping"));
+    /// let frame = rx.recv()?.expect("one frame, then end of stream");
+    /// assert_eq!(&*frame, b"ping");
+    /// drop(frame); // releases its bytes
+    /// assert!(rx.recv()?.is_none());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[inline]
+    pub fn recv(&mut self) -> io::Result<Option<Frame<'_>>> {
+        self.recv_with(Wait::Until(None))
+    }
+
+    /// Receives the next message if one is there; never blocks.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when no frame is readable and more may come; otherwise as
+    /// [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// assert_eq!(rx.try_recv().unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    /// tx.send(b"x")?;
+    /// assert_eq!(&*rx.try_recv()?.unwrap(), b"x");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[inline]
+    pub fn try_recv(&mut self) -> io::Result<Option<Frame<'_>>> {
+        self.recv_with(Wait::No)
+    }
+
+    /// Receives the next message, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` when nothing arrived in time; otherwise as [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (_tx, rx) = mirror_ring::channel(4096)?;
+    /// let mut rx = rx.into_framed();
+    /// let err = rx.recv_timeout(Duration::from_millis(5)).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn recv_timeout(&mut self, timeout: Duration) -> io::Result<Option<Frame<'_>>> {
+        self.recv_with(Wait::Until(deadline_after(timeout)))
+    }
+
+    #[inline]
+    fn recv_with(&mut self, wait: Wait) -> io::Result<Option<Frame<'_>>> {
+        if self.skip != 0 && !self.align(wait)? {
+            return Ok(None);
+        }
+        // Every readable byte was published before the Acquire load of head that reported it
+        // (the ring never counts a byte readable otherwise), so reading it here is the hand-over
+        // the aliasing rules require.
+        let readable = self.inner.available(HEADER, wait)?;
+        if readable < HEADER {
+            // Only after a clean close: whatever is left. Whole frames only, or nothing.
+            return if readable == 0 { Ok(None) } else { Err(self.corrupt()) };
+        }
+        let header = self.inner.read_ptr();
+        // SAFETY: header is at offset < N with at least 8 readable bytes from it (inside the
+        // two views), 8-aligned (page-aligned data, aligned position). Volatile: the word is
+        // read exactly once, so the value checked is the value used even if a hostile producer
+        // rewrites it meanwhile.
+        let raw = unsafe { header.cast::<u64>().read_volatile() };
+        let Some(len) = decode_header(raw, self.max_len, readable) else {
+            return Err(self.corrupt());
+        };
+        // SAFETY: frame_size(len) <= readable (checked), so the payload is inside the readable
+        // bytes and inside the two views.
+        let payload = unsafe { header.add(HEADER) };
+        Ok(Some(Frame { payload, len, consumer: self }))
+    }
+
+    /// Skips to the first aligned position (once, before the first frame). `Ok(false)` at end
+    /// of stream.
+    #[cold]
+    fn align(&mut self, wait: Wait) -> io::Result<bool> {
+        let readable = self.inner.available(self.skip, wait)?;
+        if readable < self.skip {
+            return if readable == 0 { Ok(false) } else { Err(self.corrupt()) };
+        }
+        self.inner.advance(self.skip);
+        self.skip = 0;
+        Ok(true)
+    }
+
+    #[cold]
+    fn corrupt(&mut self) -> io::Error {
+        let _ = self.inner.poison();
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "corrupt frame header from the producer: the ring is poisoned for good",
+        )
+    }
+
+    /// Whether the producer is gone: it closed its end, or its process died. Frames it sent
+    /// may still be readable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// tx.send(b"last words")?;
+    /// drop(tx);
+    /// assert!(rx.is_abandoned());
+    /// assert!(rx.recv()?.is_some());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn is_abandoned(&mut self) -> bool {
+        self.inner.is_abandoned()
+    }
+
+    /// Gives the byte-level consumer back, positioned after the last frame read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, rx) = (tx.into_framed(), rx.into_framed());
+    /// tx.send(b"abc")?;
+    /// let mut raw = rx.into_inner();
+    /// let grant = raw.read_grant(16)?; // header (8 bytes) + "abc" + padding to 8
+    /// assert_eq!(&grant[8..11], b"abc");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn into_inner(self) -> Consumer {
+        self.inner
+    }
+}
+
+impl fmt::Debug for FramedConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FramedConsumer").field("max_frame_len", &self.max_len).field("ring", &self.inner).finish()
+    }
+}
+
+/// One message, lent straight out of the ring by [`FramedConsumer::recv`]: derefs to its
+/// bytes (one contiguous, 8-byte aligned slice). Dropping it gives the bytes back to the
+/// producer.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = mirror_ring::channel(4096)?;
+/// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+/// tx.send(&1234u64.to_le_bytes())?;
+/// let frame = rx.recv()?.unwrap();
+/// assert_eq!(frame.len(), 8);
+/// assert_eq!(frame.as_ptr() as usize % 8, 0);
+/// assert_eq!(u64::from_le_bytes((*frame).try_into().unwrap()), 1234);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[must_use = "a frame holds its message; dropping it releases the bytes unread"]
+pub struct Frame<'a> {
+    payload: *const u8,
+    len: usize,
+    consumer: &'a mut FramedConsumer,
+}
+
+impl Deref for Frame<'_> {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        // SAFETY: [payload, payload + len) lies within the readable bytes (checked against the
+        // frame header and the readable count), inside the two views; the producer does not
+        // write them until they are released, which needs the consumer this frame borrows
+        // mutably.
+        unsafe { std::slice::from_raw_parts(self.payload, self.len) }
+    }
+}
+
+impl Drop for Frame<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let rx = &mut self.consumer.inner;
+        rx.advance(frame_size(self.len));
+        rx.publish();
+    }
+}
+
+impl fmt::Debug for Frame<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Frame").field("len", &self.len).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RingOptions;
+    use std::io::ErrorKind;
+
+    #[test]
+    fn header_round_trips_and_rejects_every_corruption() {
+        for len in [0usize, 1, 7, 8, 9, 4087, 4088] {
+            assert_eq!(decode_header(encode_header(len), 4088, 4096), Some(len));
+            // The frame must fit in what is readable.
+            assert_eq!(decode_header(encode_header(len), 4088, frame_size(len)), Some(len));
+            assert_eq!(decode_header(encode_header(len), 4088, frame_size(len) - 1), None);
+        }
+        // Over the limit, even with a valid complement.
+        assert_eq!(decode_header(encode_header(4089), 4088, 4096), None);
+        let huge = max_frame_len_for(1 << 40);
+        assert_eq!(decode_header(encode_header(LEN_FIELD_MAX + 7), huge, 1 << 40), None);
+        assert_eq!(decode_header(encode_header(LEN_FIELD_MAX), huge, 1 << 40), Some(LEN_FIELD_MAX));
+        // Complement mismatch: every single-bit flip of a valid header is refused.
+        let good = u64::from_le(encode_header(100));
+        for bit in 0..64 {
+            assert_eq!(decode_header((good ^ (1 << bit)).to_le(), 4088, 4096), None, "bit {bit}");
+        }
+        // Patterns a crashed or hostile producer might leave.
+        for raw in [0u64, u64::MAX, 0xFFFF_FFFF, 0x0000_0001_0000_0001, 0xDEAD_BEEF_DEAD_BEEF] {
+            assert_eq!(decode_header(raw, 4088, 4096), None, "{raw:#x}");
+        }
+    }
+
+    #[test]
+    fn frame_sizes_are_aligned_and_bounded() {
+        assert_eq!(frame_size(0), 8);
+        assert_eq!(frame_size(1), 16);
+        assert_eq!(frame_size(8), 16);
+        assert_eq!(frame_size(9), 24);
+        assert_eq!(max_frame_len_for(4096), 4088);
+        assert_eq!(frame_size(max_frame_len_for(4096)), 4096);
+        assert_eq!(max_frame_len_for(1 << 40), LEN_FIELD_MAX);
+        assert!(frame_size(LEN_FIELD_MAX) <= (1 << 40));
+    }
+
+    /// Raw bytes before framing leave the cursors unaligned: both ends skip to the next
+    /// multiple of 8, and the largest frame still fits.
+    #[test]
+    fn ends_converted_at_an_unaligned_position_agree() {
+        for start in [0u64, 3, u64::MAX - 2] {
+            let (mut tx, mut rx) = RingOptions::new().capacity(4096).start_position(start).build().unwrap();
+            tx.try_write(b"raw").unwrap();
+            let mut buf = [0; 3];
+            rx.try_read(&mut buf).unwrap();
+            let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+            for round in 0..5u8 {
+                let msg = vec![round; if round == 2 { tx.max_frame_len() } else { round as usize * 5 }];
+                tx.try_send(&msg).unwrap();
+                let frame = rx.try_recv().unwrap().unwrap();
+                assert_eq!(&*frame, &msg[..], "start {start} round {round}");
+                assert_eq!(frame.as_ptr() as usize % 8, 0);
+            }
+            drop(tx);
+            assert!(rx.try_recv().unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn a_partial_frame_after_close_is_corrupt() {
+        let (mut tx, rx) = crate::channel(4096).unwrap();
+        // A producer that publishes half a header and closes.
+        tx.try_write(&encode_header(5).to_ne_bytes()[..4]).unwrap();
+        drop(tx);
+        let mut rx = rx.into_framed();
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData);
+        assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::InvalidData);
+    }
+}

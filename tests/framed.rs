@@ -1,0 +1,648 @@
+//! Framed messages: whole frames in order between threads and across fork, oversize frames,
+//! corrupt headers, batching, frames crossing the seam.
+
+mod common;
+
+use std::io::{ErrorKind, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use common::{in_child, scale, seed, spawn_child, wait_child, Rng};
+use mirror_ring::{channel, Backend, FramedConsumer, FramedProducer, RingOptions};
+
+fn available() -> Vec<Backend> {
+    Backend::CONCRETE.into_iter().filter(|b| b.is_available()).collect()
+}
+
+/// The payload of frame `i`: `len` bytes of a fixed random pattern, starting at an offset that
+/// depends on `i`, so a frame delivered out of order, twice, or with foreign bytes is caught.
+struct Payloads(Vec<u8>);
+
+impl Payloads {
+    const PERIOD: usize = 8191;
+    fn new() -> Payloads {
+        let mut v = vec![0u8; Self::PERIOD + 70_000];
+        Rng::new(0xf4a3e).fill(&mut v);
+        Payloads(v)
+    }
+    fn of(&self, i: u64, len: usize) -> &[u8] {
+        let start = (i.wrapping_mul(2_654_435_761) % Self::PERIOD as u64) as usize;
+        &self.0[start..start + len]
+    }
+}
+
+/// Frame `i`'s length: the same sequence on both sides (same seed).
+struct Sizes(Rng, usize);
+
+impl Sizes {
+    fn new(seed: u64, max: usize) -> Sizes {
+        Sizes(Rng::new(seed), max)
+    }
+    fn next(&mut self) -> usize {
+        // One in eight frames is empty or at the limit, the rest uniform in 0..=max.
+        match self.0.below(15) {
+            0 => 0,
+            1 => self.1,
+            _ => self.0.below(self.1),
+        }
+    }
+}
+
+/// Names the first differing byte instead of printing kilobytes.
+fn check_frame(got: &[u8], want: &[u8], i: u64) {
+    assert_eq!(got.len(), want.len(), "frame {i}: length");
+    if got != want {
+        let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap();
+        panic!("frame {i} ({} bytes): byte {at} differs", got.len());
+    }
+}
+
+/// Sends `count` frames of sizes from `Sizes(seed, max)`, mixing `send`, `try_send`,
+/// `send_timeout` and `reserve` + `commit`.
+fn send_frames(tx: &mut FramedProducer, count: u64, seed: u64, max: usize) {
+    let payloads = Payloads::new();
+    let mut sizes = Sizes::new(seed, max);
+    let mut pick = Rng::new(seed ^ 0xabcd);
+    for i in 0..count {
+        let len = sizes.next();
+        let msg = payloads.of(i, len);
+        match pick.below(3) {
+            0 => tx.send(msg).unwrap(),
+            1 => loop {
+                match tx.try_send(msg) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => thread::yield_now(),
+                    Err(e) => panic!("try_send: {e}"),
+                }
+            },
+            2 => tx.send_timeout(msg, Duration::from_secs(600)).unwrap(),
+            _ => {
+                let mut grant = tx.reserve(len).unwrap();
+                assert_eq!(grant.len(), len);
+                grant.copy_from_slice(msg);
+                grant.commit().unwrap();
+            }
+        }
+    }
+}
+
+/// Receives `count` frames and checks each; then expects end of stream.
+fn recv_frames(rx: &mut FramedConsumer, count: u64, seed: u64, max: usize) {
+    let payloads = Payloads::new();
+    let mut sizes = Sizes::new(seed, max);
+    let mut pick = Rng::new(seed ^ 0x1234);
+    for i in 0..count {
+        let want = payloads.of(i, sizes.next());
+        let frame = match pick.below(2) {
+            0 => rx.recv().unwrap(),
+            1 => rx.recv_timeout(Duration::from_secs(600)).unwrap(),
+            _ => loop {
+                match rx.try_recv() {
+                    Ok(f) => break f,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => thread::yield_now(),
+                    Err(e) => panic!("try_recv: {e}"),
+                }
+            },
+        };
+        let frame = frame.unwrap_or_else(|| panic!("end of stream before frame {i}"));
+        check_frame(&frame, want, i);
+        assert_eq!(frame.as_ptr() as usize % 8, 0, "frame {i} is not 8-byte aligned");
+    }
+    assert!(rx.recv().unwrap().is_none(), "more frames than were sent");
+    assert!(rx.recv().unwrap().is_none(), "end of stream is sticky");
+}
+
+#[test]
+fn random_frames_arrive_whole_and_in_order_between_threads() {
+    let count = 200_000 * scale() as u64;
+    let seed = seed();
+    for (capacity, batch) in [(64 * 1024, 1), (16 * 1024, 32)] {
+        let (tx, rx) = RingOptions::new().capacity(capacity).build().unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        tx.set_batch(batch);
+        let writer = thread::spawn(move || send_frames(&mut tx, count, seed, 4096));
+        recv_frames(&mut rx, count, seed, 4096);
+        writer.join().unwrap();
+    }
+}
+
+#[test]
+fn every_backend_carries_frames() {
+    for backend in available() {
+        let (tx, rx) = RingOptions::new().capacity(8192).backend(backend).build().unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        let seed = seed() ^ backend as u64;
+        let writer = thread::spawn(move || send_frames(&mut tx, 20_000, seed, 2000));
+        recv_frames(&mut rx, 20_000, seed, 2000);
+        writer.join().unwrap();
+    }
+}
+
+#[test]
+fn a_tiny_ring_without_spinning_never_loses_a_wakeup() {
+    // Every frame fills most of the ring, so both sides sleep on every frame.
+    let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    let seed = seed() ^ 77;
+    let max = tx.max_frame_len();
+    let writer = thread::spawn(move || send_frames(&mut tx, 3_000, seed, max));
+    recv_frames(&mut rx, 3_000, seed, max);
+    writer.join().unwrap();
+}
+
+#[test]
+fn oversize_frames_are_refused_write_nothing_and_the_ring_keeps_working() {
+    let (tx, rx) = channel(4096).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    assert_eq!((tx.capacity(), tx.max_frame_len(), rx.max_frame_len()), (4096, 4088, 4088));
+    tx.send(b"before").unwrap();
+    let big = vec![9u8; 4089];
+    for err in [
+        tx.send(&big).unwrap_err(),
+        tx.try_send(&big).unwrap_err(),
+        tx.send_timeout(&big, Duration::from_millis(1)).unwrap_err(),
+        tx.send(&vec![0; 1 << 20]).unwrap_err(),
+        tx.reserve(4089).unwrap_err(),
+        tx.try_reserve(usize::MAX).unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    }
+    // Nothing but the frame before was written.
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"before");
+    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
+    // The largest frame fits exactly, twice in a row (the second crosses the seam).
+    for round in 0..2u8 {
+        let max = vec![round; 4088];
+        tx.try_send(&max).unwrap();
+        assert_eq!(tx.try_send(b"").unwrap_err().kind(), ErrorKind::WouldBlock, "the ring is full");
+        let frame = rx.try_recv().unwrap().unwrap();
+        assert_eq!(&*frame, &max[..]);
+    }
+    tx.send(b"after").unwrap();
+    drop(tx);
+    assert_eq!(&*rx.recv().unwrap().unwrap(), b"after");
+    assert!(rx.recv().unwrap().is_none());
+}
+
+#[test]
+fn zero_length_frames_are_frames() {
+    let (tx, rx) = channel(4096).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    // 512 empty frames fill the ring exactly (8 bytes each).
+    for _ in 0..512 {
+        tx.try_send(&[]).unwrap();
+    }
+    assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert_eq!(tx.try_reserve(0).unwrap_err().kind(), ErrorKind::WouldBlock);
+    drop(tx);
+    let mut n = 0;
+    while let Some(frame) = rx.recv().unwrap() {
+        assert!(frame.is_empty());
+        n += 1;
+    }
+    assert_eq!(n, 512);
+}
+
+#[test]
+fn dropping_a_frame_releases_its_bytes() {
+    let (tx, rx) = channel(4096).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    for i in 0..4u8 {
+        tx.try_send(&[i; 1016]).unwrap(); // 1024 bytes in the ring each
+    }
+    assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock);
+    let frame = rx.try_recv().unwrap().unwrap();
+    assert_eq!(frame[0], 0);
+    // Still held: no room.
+    assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock);
+    drop(frame);
+    tx.try_send(&[4; 1016]).unwrap();
+    assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock);
+    for i in 1..5u8 {
+        assert_eq!(rx.try_recv().unwrap().unwrap()[1015], i);
+    }
+}
+
+#[test]
+fn frames_cross_the_seam_many_times_single_threaded() {
+    // Release-mode check of the aliasing rules: frames written through view B and read
+    // through view A in one thread.
+    for backend in available() {
+        let (tx, rx) = RingOptions::new().capacity(4096).backend(backend).build().unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        let payloads = Payloads::new();
+        let mut rng = Rng::new(seed() ^ 5);
+        let (mut pos, mut crossings) = (0usize, 0u32);
+        for i in 0..20_000u64 {
+            let len = rng.below(600);
+            let msg = payloads.of(i, len);
+            if i % 2 == 0 {
+                tx.try_send(msg).unwrap();
+            } else {
+                let mut g = tx.try_reserve(len).unwrap();
+                g.copy_from_slice(msg);
+                g.commit().unwrap();
+            }
+            let frame = rx.try_recv().unwrap().unwrap();
+            check_frame(&frame, msg, i);
+            let size = 8 + len.div_ceil(8) * 8;
+            if pos % 4096 + size > 4096 {
+                crossings += 1;
+            }
+            pos += size;
+        }
+        assert!(crossings > 1000, "{backend}: only {crossings} frames crossed the seam");
+    }
+}
+
+#[test]
+fn frames_cross_the_seam_many_times_between_threads() {
+    // Sizes that do not divide the capacity, in a small ring, so frame after frame straddles
+    // the seam, and many frames are in flight at once.
+    let (tx, rx) = RingOptions::new().capacity(4096).build().unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    let count = 100_000 * scale() as u64;
+    let seed = seed() ^ 9;
+    let writer = thread::spawn(move || send_frames(&mut tx, count, seed, 700));
+    recv_frames(&mut rx, count, seed, 700);
+    writer.join().unwrap();
+}
+
+#[test]
+fn batched_frames_wait_for_flush_and_drop_publishes_them() {
+    let (tx, rx) = channel(4096).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    tx.set_batch(100);
+    for i in 0..5u8 {
+        tx.send(&[i; 3]).unwrap();
+    }
+    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock, "published before the batch ended");
+    tx.flush();
+    for i in 0..5u8 {
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[i; 3]);
+    }
+    // A full ring publishes what is pending, also on a try_send that fails.
+    let mut sent = 0u32;
+    while tx.try_send(&sent.to_le_bytes()).is_ok() {
+        sent += 1;
+    }
+    assert_eq!(sent, 4096 / 16);
+    for i in 0..sent {
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), &i.to_le_bytes());
+    }
+    // The batch limit publishes by itself.
+    tx.set_batch(3);
+    for i in 0..3u8 {
+        tx.send(&[i]).unwrap();
+    }
+    for i in 0..3u8 {
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[i]);
+    }
+    // Dropping the producer publishes the rest.
+    tx.send(b"last").unwrap();
+    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
+    drop(tx);
+    assert_eq!(&*rx.recv().unwrap().unwrap(), b"last");
+    assert!(rx.recv().unwrap().is_none());
+}
+
+#[test]
+fn a_sleeping_consumer_gets_batched_frames_without_flush() {
+    let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    tx.set_batch(1_000_000);
+    let got = Arc::new(AtomicBool::new(false));
+    let seen = got.clone();
+    let reader = thread::spawn(move || {
+        let frame = rx.recv().unwrap().unwrap();
+        assert_eq!(frame[0], 0);
+        seen.store(true, Ordering::SeqCst);
+        drop(frame);
+        let mut n = 1;
+        while rx.recv().unwrap().is_some() {
+            n += 1;
+        }
+        n
+    });
+    // Keep sending, never flushing, until the reader has a frame: once it sleeps, the next
+    // send publishes. (Bounded, so a broken implementation fails instead of hanging.)
+    let mut sent = 0u32;
+    while !got.load(Ordering::SeqCst) && sent < 400 {
+        tx.send(&[0]).unwrap();
+        sent += 1;
+        thread::sleep(Duration::from_millis(25));
+    }
+    assert!(got.load(Ordering::SeqCst), "the sleeping reader never got a batched frame");
+    drop(tx);
+    assert_eq!(reader.join().unwrap(), sent);
+}
+
+#[test]
+fn send_after_the_consumer_left_is_broken_pipe_and_recv_after_close_is_none() {
+    let (tx, rx) = channel(4096).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    tx.send(b"a").unwrap();
+    assert!(!rx.is_abandoned());
+    drop(tx);
+    assert!(rx.is_abandoned());
+    assert_eq!(&*rx.recv().unwrap().unwrap(), b"a");
+    assert!(rx.try_recv().unwrap().is_none());
+    assert!(rx.recv_timeout(Duration::from_millis(1)).unwrap().is_none());
+
+    let (tx, rx) = channel(4096).unwrap();
+    let mut tx = tx.into_framed();
+    drop(rx);
+    assert!(tx.is_abandoned());
+    for err in [tx.send(b"x").unwrap_err(), tx.try_send(b"x").unwrap_err(), tx.reserve(1).unwrap_err()] {
+        assert_eq!(err.kind(), ErrorKind::BrokenPipe);
+    }
+}
+
+#[test]
+fn timeouts_expire() {
+    let (tx, rx) = channel(4096).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    assert_eq!(rx.recv_timeout(Duration::from_millis(5)).unwrap_err().kind(), ErrorKind::TimedOut);
+    tx.send(&[0; 4000]).unwrap();
+    assert_eq!(tx.send_timeout(&[0; 100], Duration::from_millis(5)).unwrap_err().kind(), ErrorKind::TimedOut);
+    assert_eq!(tx.reserve_timeout(100, Duration::from_millis(5)).unwrap_err().kind(), ErrorKind::TimedOut);
+    assert_eq!(rx.recv_timeout(Duration::from_millis(5)).unwrap().unwrap().len(), 4000);
+}
+
+#[test]
+fn a_truncated_grant_sends_its_real_size_and_a_dropped_grant_sends_nothing() {
+    let (tx, rx) = channel(4096).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    let mut g = tx.reserve(4088).unwrap();
+    g[..5].copy_from_slice(b"hello");
+    g.truncate(5);
+    assert_eq!(g.len(), 5);
+    g.commit().unwrap();
+    let g = tx.reserve(100).unwrap();
+    drop(g);
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"hello");
+    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
+    // A truncated frame takes only its real size: 16 bytes, so 4080 remain.
+    tx.try_send(&[1; 4072]).unwrap();
+}
+
+#[test]
+fn ends_are_send_and_debug_shows_sizes_not_bytes() {
+    fn send<T: Send>() {}
+    send::<FramedProducer>();
+    send::<FramedConsumer>();
+    let (tx, rx) = channel(4096).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    tx.send(b"secret").unwrap();
+    let d = format!("{tx:?} {rx:?}");
+    assert!(d.contains("max_frame_len: 4088") && d.contains("capacity: 4096") && !d.contains("secret"), "{d}");
+    let g = tx.reserve(3).unwrap();
+    assert_eq!(format!("{g:?}"), "FrameGrant { len: 3 }");
+    drop(g);
+    let f = rx.recv().unwrap().unwrap();
+    assert_eq!(format!("{f:?}"), "Frame { len: 6 }");
+}
+
+#[test]
+fn into_inner_gives_the_byte_ends_back() {
+    let (tx, rx) = channel(4096).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    tx.set_batch(10);
+    tx.send(b"framed").unwrap();
+    let mut raw_tx = tx.into_inner(); // publishes the pending frame
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"framed");
+    raw_tx.write_all(b"raw").unwrap();
+    let raw_rx = rx.into_inner();
+    let mut raw_rx = raw_rx;
+    let g = raw_rx.read_grant(3).unwrap();
+    assert_eq!(&*g, b"raw");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corrupt headers: a hostile or broken producer writes garbage where a frame header belongs.
+// ---------------------------------------------------------------------------------------------
+
+/// Publishes `bytes` with a raw producer, then reads with a framed consumer: the first recv
+/// must fail with `InvalidData`, without panicking, and so must every later call, also after
+/// a well-formed frame follows; the producer side learns of the poison too.
+fn assert_poisons(bytes: &[u8], what: &str) {
+    let (mut raw, rx) = channel(4096).unwrap();
+    raw.write_all(bytes).unwrap();
+    let mut rx = rx.into_framed();
+    let err = rx.try_recv().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidData, "{what}: {err}");
+    // A good frame afterwards does not un-poison it.
+    let mut tx = raw.into_framed();
+    let _ = tx.try_send(b"good");
+    for _ in 0..3 {
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData, "{what}");
+        assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::InvalidData, "{what}");
+        assert_eq!(rx.recv_timeout(Duration::from_millis(1)).unwrap_err().kind(), ErrorKind::InvalidData);
+    }
+    // The producer sees the shared poison flag as soon as it has to wait.
+    assert_eq!(producer_error(&mut tx).kind(), ErrorKind::InvalidData, "{what}");
+}
+
+/// Sends until the producer gets an error other than `TimedOut` (a poisoned ring is noticed
+/// when the producer has to wait for space).
+fn producer_error(tx: &mut FramedProducer) -> std::io::Error {
+    for _ in 0..10_000 {
+        match tx.send_timeout(&[0; 500], Duration::from_millis(1)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::TimedOut => {}
+            Err(e) => return e,
+        }
+    }
+    panic!("the producer never noticed the poisoned ring");
+}
+
+fn header(len: u32, check: u32) -> [u8; 8] {
+    let mut h = [0u8; 8];
+    h[..4].copy_from_slice(&len.to_le_bytes());
+    h[4..].copy_from_slice(&check.to_le_bytes());
+    h
+}
+
+#[test]
+fn a_corrupt_length_prefix_poisons_the_ring() {
+    let mut body = vec![0u8; 64];
+    // Complement does not match.
+    let mut bad = header(5, !5 ^ 1).to_vec();
+    bad.extend_from_slice(&body[..8]);
+    assert_poisons(&bad, "complement mismatch");
+    // All zeros (a producer that published memory it never wrote).
+    assert_poisons(&[0; 16], "zero header");
+    assert_poisons(&[0xff; 16], "all ones");
+    // Longer than any frame this ring can hold, with a valid complement.
+    for len in [4089u32, 1 << 20, u32::MAX] {
+        let mut bad = header(len, !len).to_vec();
+        bad.extend_from_slice(&body);
+        assert_poisons(&bad, &format!("len {len}"));
+    }
+    // Well formed, but claims more bytes than were published.
+    for (len, published) in [(100u32, 64usize), (57, 56), (1, 0)] {
+        let mut bad = header(len, !len).to_vec();
+        body.resize(published, 0);
+        bad.extend_from_slice(&body);
+        assert_poisons(&bad, &format!("len {len} with {published} published"));
+    }
+    // A good frame, then garbage: the good one is delivered, the garbage poisons.
+    let (mut raw, rx) = channel(4096).unwrap();
+    let mut stream = header(3, !3).to_vec();
+    stream.extend_from_slice(b"abc\0\0\0\0\0");
+    stream.extend_from_slice(&header(3, 3));
+    raw.write_all(&stream).unwrap();
+    let mut rx = rx.into_framed();
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"abc");
+    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData);
+}
+
+#[test]
+fn a_partial_frame_at_end_of_stream_is_invalid_data() {
+    for cut in [1usize, 4, 7, 9, 15] {
+        let (mut raw, rx) = channel(4096).unwrap();
+        let mut stream = header(8, !8).to_vec();
+        stream.extend_from_slice(b"12345678");
+        raw.write_all(&stream[..cut]).unwrap();
+        drop(raw);
+        let mut rx = rx.into_framed();
+        assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::InvalidData, "cut at {cut}");
+        assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::InvalidData);
+    }
+}
+
+#[test]
+fn random_garbage_never_panics() {
+    let mut rng = Rng::new(seed() ^ 0xbad);
+    for round in 0..500 {
+        let (mut raw, rx) = channel(4096).unwrap();
+        let mut junk = vec![0u8; 8 + rng.below(4088)];
+        rng.fill(&mut junk);
+        if round % 2 == 0 {
+            // Plausible lengths make the check go further than the complement.
+            let len = rng.below(5000) as u32;
+            junk[..8].copy_from_slice(&header(len, !len));
+        }
+        raw.write_all(&junk).unwrap();
+        drop(raw);
+        let mut rx = rx.into_framed();
+        let mut frames = 0;
+        loop {
+            match rx.recv() {
+                Ok(Some(f)) => frames += f.len() + 1,
+                Ok(None) => break,
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::InvalidData);
+                    break;
+                }
+            }
+        }
+        assert!(frames <= junk.len());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Across fork
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn frames_cross_fork_child_to_parent() {
+    for (backend, batch) in available().into_iter().flat_map(|b| [(b, 1), (b, 16)]) {
+        let ring = RingOptions::new().capacity(16 * 1024).backend(backend).shared().unwrap();
+        let count = 30_000 * scale() as u64;
+        let seed = seed() ^ 0xf0;
+        let child = ring.clone();
+        let pid = spawn_child(move || {
+            let mut tx = child.into_producer().unwrap().into_framed();
+            tx.set_batch(batch);
+            send_frames(&mut tx, count, seed, 3000);
+            drop(tx); // flushes and closes
+            0
+        });
+        let mut rx = ring.into_consumer().unwrap().into_framed();
+        recv_frames(&mut rx, count, seed, 3000);
+        assert_eq!(wait_child(pid), 0, "{backend} batch {batch}");
+    }
+}
+
+#[test]
+fn frames_cross_fork_parent_to_child() {
+    let ring = RingOptions::new().capacity(8192).shared().unwrap();
+    let count = 30_000 * scale() as u64;
+    let seed = seed() ^ 0x0f;
+    let child = ring.clone();
+    let pid = spawn_child(move || {
+        let mut rx = child.into_consumer().unwrap().into_framed();
+        recv_frames(&mut rx, count, seed, 5000);
+        0
+    });
+    let mut tx = ring.into_producer().unwrap().into_framed();
+    send_frames(&mut tx, count, seed, 5000);
+    drop(tx);
+    assert_eq!(wait_child(pid), 0);
+}
+
+/// A producer process that dies mid-batch: the frames it published arrive, the rest are simply
+/// not there, and the reader then gets `UnexpectedEof` (a crash is not a clean end).
+#[test]
+fn a_producer_dying_mid_batch_leaves_exactly_its_published_frames() {
+    let ring = RingOptions::new().capacity(8192).shared().unwrap();
+    let child = ring.clone();
+    let status = in_child(move || {
+        let mut tx = child.into_producer().unwrap().into_framed();
+        tx.set_batch(1000);
+        for i in 0..10u32 {
+            tx.send(&i.to_le_bytes()).unwrap();
+        }
+        tx.flush();
+        for i in 10..15u32 {
+            tx.send(&i.to_le_bytes()).unwrap();
+        }
+        // SAFETY: leaving without running any destructor, as a crash would.
+        unsafe { libc::_exit(0) }
+    });
+    assert_eq!(status, 0);
+    let mut rx = ring.into_consumer().unwrap().into_framed();
+    for i in 0..10u32 {
+        assert_eq!(&*rx.recv().unwrap().unwrap(), &i.to_le_bytes());
+    }
+    assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::UnexpectedEof);
+}
+
+/// A framed consumer in a forked child reading a corrupt header: `InvalidData`, no crash, and
+/// the parent's producer sees the poison.
+#[test]
+fn a_corrupt_header_across_fork_poisons_both_processes() {
+    let ring = RingOptions::new().capacity(4096).shared().unwrap();
+    // The child keeps its end open until the parent has checked (it would otherwise close it,
+    // and a closed consumer is BrokenPipe first): it waits for EOF on this pipe.
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid out-array of two ints.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let child = ring.clone();
+    let pid = spawn_child(move || {
+        // SAFETY: closing the child's copy of the write end, which it does not use.
+        unsafe { libc::close(fds[1]) };
+        let mut rx = child.into_consumer().unwrap().into_framed();
+        let code = match (rx.recv().map(|f| f.is_some()), rx.recv().map(|f| f.is_some())) {
+            (Err(a), Err(b)) if a.kind() == ErrorKind::InvalidData && b.kind() == ErrorKind::InvalidData => 0,
+            _ => 2,
+        };
+        let mut byte = 0u8;
+        // SAFETY: reads into a valid one-byte buffer; returns 0 at EOF.
+        unsafe { libc::read(fds[0], (&mut byte as *mut u8).cast(), 1) };
+        code
+    });
+    // SAFETY: the parent does not use the read end.
+    unsafe { libc::close(fds[0]) };
+    let mut raw = ring.into_producer().unwrap();
+    raw.write_all(&header(100_000, !100_000)).unwrap();
+    let mut tx = raw.into_framed();
+    let err = producer_error(&mut tx);
+    // SAFETY: closing our write end lets the child finish.
+    unsafe { libc::close(fds[1]) };
+    assert_eq!(wait_child(pid), 0);
+    assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+}
