@@ -14,9 +14,7 @@ use std::time::Instant;
 const REQUESTS: usize = 200_000;
 
 fn request(i: usize) -> String {
-    format!(
-        "GET /item/{i} HTTP/1.1\r\nHost: example.test\r\nUser-Agent: mirror-ring-demo\r\nX-Seq: {i}\r\n\r\n"
-    )
+    format!("GET /item/{i} HTTP/1.1\r\nHost: example.test\r\nUser-Agent: mirror-ring-demo\r\nX-Seq: {i}\r\n\r\n")
 }
 
 fn main() -> std::io::Result<()> {
@@ -83,7 +81,11 @@ fn main() -> std::io::Result<()> {
     producer.join().expect("producer thread")?;
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(parsed, REQUESTS);
-    println!("parsed {parsed} requests ({bytes} bytes) in {:.1} ms: {:.2} M requests/s", secs * 1e3, parsed as f64 / secs / 1e6);
+    println!(
+        "parsed {parsed} requests ({bytes} bytes) in {:.1} ms: {:.2} M requests/s",
+        secs * 1e3,
+        parsed as f64 / secs / 1e6
+    );
     println!("{straddled} of them straddled the end of the {cap}-byte ring and were parsed in place");
     println!("{partial_waits} times the parser saw a partial request and waited for more in place");
     Ok(())
