@@ -337,6 +337,9 @@ pub struct MirrorMap {
     backend: Backend,
     /// The memfd, for `Backend::Memfd`.
     fd: Option<OwnedFd>,
+    /// For a `dont_fork` map: the process that made it. A forked child inherits this struct
+    /// but not the mapping (`MADV_DONTFORK`), so there the range is someone else's.
+    dont_fork_owner: Option<libc::pid_t>,
 }
 
 // SAFETY: MirrorMap owns a memory range, like a Box<[u8]> would; it hands out raw pointers
@@ -461,7 +464,7 @@ impl MirrorMap {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "Backend::Auto must be resolved first"))
             }
         };
-        Ok(MirrorMap { base: res.into_raw(), len, backend, fd })
+        Ok(MirrorMap { base: res.into_raw(), len, backend, fd, dont_fork_owner: None })
     }
 
     /// Maps an existing memfd ring file (`H + len` bytes, already validated by the caller:
@@ -469,11 +472,17 @@ impl MirrorMap {
     pub(crate) fn from_ring_file(fd: OwnedFd, len: usize) -> io::Result<MirrorMap> {
         let res = Reservation::new(len)?;
         map_ring_file(&res, fd.as_fd(), len)?;
-        Ok(MirrorMap { base: res.into_raw(), len, backend: Backend::Memfd, fd: Some(fd) })
+        Ok(MirrorMap { base: res.into_raw(), len, backend: Backend::Memfd, fd: Some(fd), dont_fork_owner: None })
+    }
+
+    /// Whether the mapping exists in this process: false only in a forked child of the process
+    /// that made a `dont_fork` map (the child inherited the struct, not the memory).
+    pub(crate) fn mapped_here(&self) -> bool {
+        self.dont_fork_owner.map_or(true, |pid| pid == sys::getpid())
     }
 
     /// Applies the optional steps (prefault, DONTFORK); on failure `self` drops and unmaps.
-    fn finish(self, opts: &MirrorOptions) -> io::Result<MirrorMap> {
+    fn finish(mut self, opts: &MirrorOptions) -> io::Result<MirrorMap> {
         let total = self.total_len();
         if opts.prefault {
             // SAFETY: the whole range is mapped read-write by us.
@@ -488,6 +497,7 @@ impl MirrorMap {
         if opts.dont_fork {
             // SAFETY: advice over the whole range we own (never one view alone).
             step(Step::DontFork, || unsafe { sys::madvise_dontfork(self.base, total) })?;
+            self.dont_fork_owner = Some(sys::getpid());
         }
         Ok(self)
     }
@@ -543,6 +553,11 @@ fn mirror_enomem(e: io::Error, len: usize) -> io::Error {
 
 impl Drop for MirrorMap {
     fn drop(&mut self) {
+        if !self.mapped_here() {
+            // A forked child's copy of a `dont_fork` map: the range was never mapped in this
+            // process and may since hold unrelated memory, which munmap would destroy.
+            return;
+        }
         // SAFETY: we own the whole reservation; no reference into it outlives the map (the ring
         // types keep the map alive for as long as they hand out slices).
         // A failing munmap cannot be handled here; leaking the range is better than panicking.

@@ -364,7 +364,10 @@ impl Producer {
 
     /// Bytes committed and not yet released by the consumer (reloads the consumer's cursor).
     pub fn len(&mut self) -> usize {
-        let _ = self.cur.refresh(self.end.hdr());
+        // A forked child's copy must not touch the header (gone with `dont_fork`).
+        if self.end.owned_here() {
+            let _ = self.cur.refresh(self.end.hdr());
+        }
         self.cur.used_cached()
     }
 
@@ -375,13 +378,16 @@ impl Producer {
 
     /// Free bytes: how much a write could take right now (reloads the consumer's cursor).
     pub fn free(&mut self) -> usize {
-        let _ = self.cur.refresh(self.end.hdr());
+        if self.end.owned_here() {
+            let _ = self.cur.refresh(self.end.hdr());
+        }
         self.cur.free_cached()
     }
 
-    /// Whether the consumer is gone: it closed its end, or its process died.
+    /// Whether the consumer is gone: it closed its end, or its process died. Always true in a
+    /// forked child, where this end cannot be used.
     pub fn is_abandoned(&mut self) -> bool {
-        self.end.hdr().is_closed(Role::Consumer) || self.end.peer_gone()
+        !self.end.owned_here() || self.end.hdr().is_closed(Role::Consumer) || self.end.peer_gone()
     }
 
     /// Waits (per `wait`) until at least `min` bytes are free, and returns the free byte
@@ -695,7 +701,10 @@ impl Consumer {
 
     /// Readable bytes right now (reloads the producer's cursor).
     pub fn len(&mut self) -> usize {
-        let _ = self.cur.refresh(self.end.hdr());
+        // A forked child's copy must not touch the header (gone with `dont_fork`).
+        if self.end.owned_here() {
+            let _ = self.cur.refresh(self.end.hdr());
+        }
         self.cur.readable_cached()
     }
 
@@ -705,9 +714,10 @@ impl Consumer {
     }
 
     /// Whether the producer is gone: it closed its end, or its process died. Bytes it
-    /// committed may still be readable.
+    /// committed may still be readable. Always true in a forked child, where this end cannot be
+    /// used.
     pub fn is_abandoned(&mut self) -> bool {
-        self.end.hdr().is_closed(Role::Producer) || self.end.peer_gone()
+        !self.end.owned_here() || self.end.hdr().is_closed(Role::Producer) || self.end.peer_gone()
     }
 
     /// Waits (per `wait`) until at least `min` bytes are readable and returns the readable

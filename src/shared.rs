@@ -5,34 +5,61 @@
 //!
 //! Each role (producer, consumer) is claimed once for the life of the ring, by a
 //! compare-and-swap on its slot in the shared header; a second claim of the same role, from any
-//! process, fails with `AlreadyExists`. The claimant records its pid and start time next to the
-//! claim, which is how the peer watches it. A claimed end belongs to the process that claimed
-//! it: after `fork()` the child's copy refuses to work (`Unsupported`) and its drop does not
-//! close the parent's ring.
+//! process, fails with `AlreadyExists`, also after the first claimant closed or died. The
+//! claimant records its pid and start time next to the claim, which is how the peer watches it.
+//! A claimed end belongs to the process that claimed it: after `fork()` the child's copy
+//! refuses to work (`Unsupported`: a per-process fork generation, bumped by a
+//! `pthread_atfork` child handler, is compared on every call) and its drop does not close the
+//! parent's ring. A ring made with `dont_fork` does not exist in a child at all: claiming from
+//! the child's copy of a [`SharedRing`] fails with `Unsupported`, and dropping it unmaps
+//! nothing. Forks that bypass `pthread_atfork` (a raw `clone` syscall) are not detected: do not
+//! use an end from such a child.
 //!
 //! # Peer death
 //!
 //! A process can die without running `Drop`, leaving its role claimed forever. Every blocked
-//! call on a ring between processes sleeps at most 25 ms at a time and then checks the peer: a
-//! pidfd (Linux 5.3+) opened on the pid in the peer's slot becomes readable when the process
-//! terminates, also while it is an unreaped zombie. Pid reuse is handled by the start time:
-//! after opening the pidfd, the process's start time (`/proc/<pid>/stat`) must equal the one the
-//! claimant recorded, or the original claimant is already gone. Once open, a pidfd keeps naming
-//! that one process. Without pidfds, `/proc/<pid>/stat` (state and start time) is read instead.
+//! call on a ring between processes sleeps at most 25 ms at a time (`wait.rs`) and then checks
+//! the peer, so a dead peer is noticed within about 25 ms (measured: see `tests/process.rs`).
+//! The check uses a pidfd (Linux 5.3+) opened on the pid in the peer's slot, which becomes
+//! readable when the process terminates, **also while it is an unreaped zombie**: a parent
+//! does not have to `waitpid` a dead child before its ring notices.
+//!
+//! Pid reuse: the pid in the slot could name a newer process if the claimant died and was
+//! reaped before the first check. So after opening the pidfd, the process's start time
+//! (`/proc/<pid>/stat` field 22) is compared with the one the claimant recorded; a mismatch
+//! means the claimant is gone. From then on the pidfd names that one process, whatever happens
+//! to the number. Where pidfds are unavailable, `/proc/<pid>/stat` (state, where a zombie
+//! counts as dead, and start time) is read at every check instead.
+//!
+//! Limits: both processes must share a PID namespace (a pid recorded in another namespace names
+//! a different process, or none, here, and the peer would look dead). If `/proc` hides other
+//! users' processes (`hidepid`), the start time cannot be compared and the pidfd alone decides.
+//!
+//! Until the peer has claimed its role there is no one to watch, so a blocking call just waits
+//! (use a timeout variant). `try_*` calls and `is_abandoned` run the same check (at most once
+//! per millisecond) when they would otherwise report "empty", "full" or "still there". A write
+//! that fits is not refused because the consumer died: like the data in a pipe nobody reads,
+//! it is lost, and the next write that has to wait gets `BrokenPipe`.
 //!
 //! # Trust
 //!
-//! See the crate docs, "Between processes".
+//! The peer and the ring file are untrusted; see the crate docs, "Between processes", for what
+//! is validated and what a hostile peer can still do. Here: [`SharedRing::from_fd`] validates
+//! the file before mapping it and the header again after; the pid and start time in the peer's
+//! slot are only ever used to open a pidfd and read `/proc` (never to send a signal), and a
+//! pid that is not positive is ignored.
 
 use std::fmt;
 use std::io;
+use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::header::{Header, Role, ROLE_CLAIMED};
-use crate::mirror::{Backend, MirrorMap};
+use crate::mirror::{self, Backend, MirrorMap};
+use crate::protocol;
 use crate::ring::{Consumer, Producer, RingMem};
 use crate::sync::{self, Ordering};
 use crate::sys;
@@ -100,23 +127,58 @@ impl SharedRing {
     ///
     /// # Errors
     ///
-    /// `AlreadyExists` if any process has claimed the producer role of this ring before.
+    /// `AlreadyExists` if any process has claimed the producer role of this ring before;
+    /// `Unsupported` in a forked child when the ring was made with
+    /// [`dont_fork`](crate::RingOptions::dont_fork) (the child has no such memory);
+    /// `InvalidData` if the ring is corrupt.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ring = mirror_ring::RingOptions::new().shared()?;
+    /// let tx = ring.clone().into_producer()?;
+    /// assert_eq!(ring.into_producer().unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+    /// # drop(tx);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn into_producer(self) -> io::Result<Producer> {
         let watch = self.claim(Role::Producer)?;
-        Producer::attach(self.mem, self.spin, Some(watch))
+        Producer::attach(self.mem.clone(), self.spin, Some(watch)).map_err(|e| self.abandon(Role::Producer, e))
     }
 
     /// Claims the consumer role for this process.
     ///
     /// # Errors
     ///
-    /// `AlreadyExists` if any process has claimed the consumer role of this ring before.
+    /// As [`into_producer`](Self::into_producer), for the consumer role.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    ///
+    /// let ring = mirror_ring::RingOptions::new().shared()?;
+    /// let mut rx = ring.clone().into_consumer()?;
+    /// let mut tx = ring.into_producer()?; // both ends in one process is fine too
+    /// tx.write_all(b"ping")?;
+    /// drop(tx);
+    /// let mut got = Vec::new();
+    /// rx.read_to_end(&mut got)?;
+    /// assert_eq!(got, b"ping");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn into_consumer(self) -> io::Result<Consumer> {
         let watch = self.claim(Role::Consumer)?;
-        Consumer::attach(self.mem, self.spin, Some(watch))
+        Consumer::attach(self.mem.clone(), self.spin, Some(watch)).map_err(|e| self.abandon(Role::Consumer, e))
     }
 
     fn claim(&self, role: Role) -> io::Result<ProcessWatch> {
+        if !self.mem.map().mapped_here() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this ring was made with dont_fork: it does not exist in a forked child",
+            ));
+        }
         sync::register_process();
         let me = sys::getpid();
         let start = sys::process_start_time(me).unwrap_or(0);
@@ -129,16 +191,30 @@ impl SharedRing {
         Ok(ProcessWatch::new(role))
     }
 
+    /// A role was claimed but its end could not be built (corrupt cursors): close the role and
+    /// poison the ring, so the peer is not left waiting for an end that will never act.
+    fn abandon(&self, role: Role, err: io::Error) -> io::Error {
+        let hdr = self.mem.header();
+        hdr.poison();
+        protocol::close(hdr, role);
+        err
+    }
+
     /// Attaches to a ring file received from another process (a [`Backend::Memfd`] ring's fd).
     ///
-    /// The file is untrusted: it must be a shared-memory file sealed against shrinking and
-    /// growing (`F_SEAL_SHRINK | F_SEAL_GROW`), exactly one page plus a power-of-two capacity
-    /// long, with a header whose magic, version, capacity, backend, cursors and role states
-    /// are valid. Anything else is refused before any byte of the data is touched.
+    /// The file is untrusted. In this order, it must be: a regular file on shared memory
+    /// (tmpfs/memfd); sealed against shrinking and growing (`F_SEAL_SHRINK | F_SEAL_GROW`; the
+    /// size is read only once the seals make it final) and not against writing; open for
+    /// reading and writing; exactly one page plus a power-of-two capacity long; and its header
+    /// (read with `pread` before anything is mapped, and checked again once mapped) must carry
+    /// the magic, this layout version, that capacity, a known backend, sane role states and
+    /// cursors no further apart than the capacity. The descriptor is consumed: on error it is
+    /// closed and nothing stays mapped.
     ///
     /// # Errors
     ///
-    /// `InvalidData` for any file that is not a valid, sealed ring; OS errors from mapping it.
+    /// `InvalidData` for any file that is not a valid, sealed ring; OS errors from mapping it
+    /// (`OutOfMemory` when the address space or map count runs out).
     ///
     /// # Examples
     ///
@@ -156,10 +232,13 @@ impl SharedRing {
     /// ```
     pub fn from_fd(fd: OwnedFd) -> io::Result<SharedRing> {
         let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("not a usable ring file: {why}"));
-        let info = sys::file_info(fd.as_fd())?;
-        if !info.regular || !info.shmem {
+        let pre = sys::file_info(fd.as_fd())?;
+        if !pre.regular || !pre.shmem {
             return Err(bad("not a shared-memory (memfd) file"));
         }
+        // Seals first: only once shrinking and growing are sealed is the size final. (Read
+        // before, it could change before the mapping, and touching pages past the end of the
+        // file raises SIGBUS.)
         let seals = match sys::get_seals(fd.as_fd()) {
             Ok(s) => s,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Err(bad("the file does not support seals")),
@@ -169,13 +248,36 @@ impl SharedRing {
         if seals & need != need {
             return Err(bad("not sealed against shrinking and growing (F_SEAL_SHRINK | F_SEAL_GROW)"));
         }
+        if seals & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) != 0 {
+            return Err(bad("sealed against writing"));
+        }
+        if sys::access_mode(fd.as_fd())? != libc::O_RDWR {
+            return Err(bad("not open for reading and writing"));
+        }
+        let info = sys::file_info(fd.as_fd())?;
         let h = sys::page_size() as u64;
         let n = info.size.checked_sub(h).ok_or_else(|| bad("shorter than the control page"))?;
-        if n < h || !n.is_power_of_two() || usize::try_from(n).is_err() {
-            return Err(bad("size is not one page plus a power-of-two capacity"));
+        // A power of two of at least a page whose two views fit the address space.
+        let cap = usize::try_from(n)
+            .ok()
+            .filter(|&c| mirror::round_len(c).ok() == Some(c))
+            .ok_or_else(|| bad("size is not one page plus a power-of-two capacity"))?;
+        // Validate a copy of the header before mapping anything.
+        let mut copy = MaybeUninit::<Header>::zeroed();
+        // SAFETY: the bytes of a zeroed Header: it is made of integer atomics and padding, so
+        // the buffer is fully initialised and any bytes written into it form a valid Header.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(copy.as_mut_ptr().cast::<u8>(), size_of::<Header>()) };
+        if sys::pread_at(fd.as_fd(), bytes, 0)? != bytes.len() {
+            return Err(bad("shorter than its header"));
         }
-        let map = MirrorMap::from_ring_file(fd, n as usize)?;
+        // SAFETY: fully initialised above (zeroed, then overwritten by file bytes), and every bit
+        // pattern is a valid Header.
+        let copy = unsafe { copy.assume_init() };
+        copy.check_identity(n, h).map_err(|b| bad(b.describe()))?;
+        let map = MirrorMap::from_ring_file(fd, cap)?;
         let mem = RingMem::from_validated(map);
+        // Again in shared memory: the other holder may have changed it since the copy. (It can
+        // change it at any time after this, too; the protocol validates every value it uses.)
         mem.header().check_identity(n, h).map_err(|b| bad(b.describe()))?;
         Ok(SharedRing { mem, spin: crate::wait::DEFAULT_SPIN })
     }
@@ -256,10 +358,11 @@ impl ProcessWatch {
         ProcessWatch { role, pidfd: None, pid: 0, start_time: 0, dead: false, same_process: false, last_check: None }
     }
 
+    /// Whether the peer process is known to be gone. Opens the pidfd on first use.
     fn check(&mut self, hdr: &Header) -> bool {
         if self.pid == 0 {
             let slot = hdr.slot(self.role.peer());
-            // Acquire: pairs with the Release store of ROLE_CLAIMED...
+            // Acquire: pairs with the AcqRel compare-and-swap that claimed the slot.
             if slot.state.load(Ordering::Acquire) != ROLE_CLAIMED {
                 // Not claimed yet: nobody to watch. Closed: the close flag speaks for itself.
                 return false;
@@ -268,24 +371,27 @@ impl ProcessWatch {
             // visible once pid is.
             let pid = slot.pid.load(Ordering::Acquire);
             if pid <= 0 {
-                return false; // claimed, pid not stored yet
+                // Claimed, pid not stored yet (or a hostile value that names no process).
+                return false;
             }
             let start = slot.start_time.load(Ordering::Relaxed);
             if pid == sys::getpid() {
+                // Both ends in this process: it cannot outlive itself.
                 self.same_process = true;
                 return false;
             }
             match sys::pidfd_open(pid) {
                 Ok(fd) => {
                     // The pidfd may name a newer process that reused the pid: compare start
-                    // times. A mismatch, or no /proc entry, means the claimant is gone.
-                    if start != 0 && sys::process_start_time(pid) != Some(start) {
+                    // times. No answer (the process just exited, or /proc hides it): the pidfd
+                    // decides.
+                    if start != 0 && sys::process_start_time(pid).is_some_and(|now| now != start) {
                         return true;
                     }
                     self.pidfd = Some(fd);
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return true,
-                Err(_) => {} // no pidfds here: fall back to /proc below
+                Err(_) => {} // no pidfds here (or out of descriptors): /proc below
             }
             self.pid = pid;
             self.start_time = start;

@@ -263,6 +263,44 @@ pub(crate) fn file_info(fd: BorrowedFd<'_>) -> io::Result<FileInfo> {
     })
 }
 
+/// Reads up to `buf.len()` bytes at `offset` (`pread`, retried on `EINTR` and short reads).
+/// Returns how many bytes were read: fewer than `buf.len()` only at end of file.
+pub(crate) fn pread_at(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let off = offset
+            .checked_add(done as u64)
+            .and_then(|o| libc::off_t::try_from(o).ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
+        let rest = &mut buf[done..];
+        // SAFETY: rest is a valid, writable buffer of rest.len() bytes; fd is open (borrowed).
+        let r = unsafe { libc::pread(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), off) };
+        if r == 0 {
+            break;
+        }
+        if r < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(err);
+        }
+        done += r as usize;
+    }
+    Ok(done)
+}
+
+/// The access mode a descriptor was opened with (`fcntl(F_GETFL) & O_ACCMODE`: `O_RDONLY`,
+/// `O_WRONLY` or `O_RDWR`).
+pub(crate) fn access_mode(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: plain syscall on a borrowed, open descriptor.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r & libc::O_ACCMODE)
+}
+
 /// `FUTEX_WAIT` (shared, not private: the word may be mapped in several processes and at two
 /// addresses). Returns when woken, when `*word != expected`, on a signal, or after `timeout`.
 /// The caller always re-checks its condition, so every outcome is reported as `Ok`, except
@@ -329,6 +367,11 @@ pub(crate) fn getpid() -> i32 {
 /// `pidfd_open(pid, 0)` (Linux 5.3+): a descriptor that keeps naming this very process even if
 /// its pid is later reused.
 pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    if pid <= 0 {
+        // 0 and negative values name no single process (the pid may come from an untrusted
+        // header); refuse them here rather than rely on the kernel's EINVAL.
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
     // SAFETY: pidfd_open has no memory-safety preconditions.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if r < 0 {
@@ -489,6 +532,9 @@ pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
 
 /// The state (field 3) and start time (field 22) from `/proc/<pid>/stat`.
 fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    if pid <= 0 {
+        return None;
+    }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may contain spaces or ')': split after
     // the last ')'.

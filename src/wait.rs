@@ -82,6 +82,11 @@ pub(crate) fn wait_for<T>(
     if let Some(r) = poll() {
         return r;
     }
+    // A peer already known (or now found) dead: do not wait a watch interval to say so again.
+    // `gone` is rate-limited, so a busy ring pays a clock read here, not a system call.
+    if peer.active() && peer.gone(hdr) {
+        return poll().unwrap_or(Err(Stop::PeerDied));
+    }
     let backoff = Backoff::new();
     let start = Instant::now();
     let mut last_check = start;

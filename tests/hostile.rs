@@ -1,0 +1,858 @@
+//! Hostile peers and bad files: a header scribbler while both ends run, forged role slots,
+//! every kind of bad file handed to `SharedRing::from_fd`, and a peer that tries to resize or
+//! punch holes in a sealed memfd.
+//!
+//! Everything that could crash runs in a forked child, so a crash (SIGSEGV, SIGBUS) shows as a
+//! failed exit status, and every wait is bounded, so a hang shows as a failure too.
+
+// The tests play the hostile peer: they map ring files and create memfds themselves.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{open_fds, our_mappings, scale, seed, spawn_child, wait_child, Rng};
+use mirror_ring::{Backend, RingOptions, SharedRing};
+
+const KIB: usize = 1024;
+const LONG: Duration = Duration::from_secs(20);
+
+// Header offsets (the ABI pinned in src/header.rs, for 128-byte cache lines as on x86_64 and
+// aarch64).
+const OFF_MAGIC: usize = 0;
+const OFF_VERSION: usize = 8;
+const OFF_BACKEND: usize = 12;
+const OFF_CAPACITY: usize = 16;
+const OFF_DATA_OFFSET: usize = 24;
+const OFF_PRODUCER: usize = 32; // state u32, pid i32, start_time u64
+const OFF_CONSUMER: usize = 48;
+const OFF_HEAD: usize = 128;
+const OFF_TAIL: usize = 256;
+/// The header's size in bytes: the scribbler aims most of its writes here.
+const HEADER_LEN: usize = 640;
+
+fn available() -> Vec<Backend> {
+    Backend::CONCRETE.into_iter().filter(|b| b.is_available()).collect()
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// Waits for `pid` at most `limit`; on expiry kills it, reaps it, and fails the test.
+fn wait_child_within(pid: libc::pid_t, limit: Duration) -> i32 {
+    let end = Instant::now() + limit;
+    loop {
+        let mut status = 0;
+        // SAFETY: status is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
+        }
+        if Instant::now() > end {
+            // SAFETY: pid is our own unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            wait_child(pid);
+            panic!("child {pid} still running after {limit:?} (hung): killed");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Runs `f` in a forked child, bounded by `limit`; returns its exit status (128 + signal if it
+/// crashed).
+fn in_child_within(limit: Duration, f: impl FnOnce() -> i32) -> i32 {
+    let pid = spawn_child(f);
+    wait_child_within(pid, limit)
+}
+
+/// A shared, writable mapping of the first page of a ring file: the hostile peer's own view
+/// of the header.
+struct HeaderView {
+    ptr: *mut u8,
+}
+
+impl HeaderView {
+    fn map(fd: std::os::fd::BorrowedFd<'_>) -> HeaderView {
+        // SAFETY: a fresh mapping at an address of the kernel's choice.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                page_size(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        HeaderView { ptr: p.cast() }
+    }
+    fn u32_at(&self, off: usize) -> &AtomicU32 {
+        assert!(off % 4 == 0 && off + 4 <= page_size());
+        // SAFETY: aligned, inside the mapped page, which lives as long as self.
+        unsafe { &*self.ptr.add(off).cast::<AtomicU32>() }
+    }
+    fn u64_at(&self, off: usize) -> &AtomicU64 {
+        assert!(off % 8 == 0 && off + 8 <= page_size());
+        // SAFETY: as above.
+        unsafe { &*self.ptr.add(off).cast::<AtomicU64>() }
+    }
+    /// Forges a role slot: start time, then pid, then state, as a claimant would write them.
+    fn forge_slot(&self, off: usize, state: u32, pid: i32, start: u64) {
+        self.u64_at(off + 8).store(start, Ordering::SeqCst);
+        self.u32_at(off + 4).store(pid as u32, Ordering::SeqCst);
+        self.u32_at(off).store(state, Ordering::SeqCst);
+    }
+}
+
+impl Drop for HeaderView {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping; nothing refers into it after drop.
+        unsafe { libc::munmap(self.ptr.cast(), page_size()) };
+    }
+}
+
+fn memfd(sealing: bool) -> File {
+    let flags = libc::MFD_CLOEXEC | if sealing { libc::MFD_ALLOW_SEALING } else { 0 };
+    // SAFETY: a valid NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(c"hostile-test".as_ptr(), flags) };
+    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor that nothing else owns.
+    File::from(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn seal(f: &File, seals: libc::c_int) {
+    // SAFETY: fcntl on an open descriptor.
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) };
+    assert_eq!(r, 0, "F_ADD_SEALS: {}", std::io::Error::last_os_error());
+}
+
+const SHRINK_GROW: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+
+fn errno_of(r: libc::c_int) -> Option<i32> {
+    (r != 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sealed memfds.
+
+/// Tries to resize or reseal a ring file; returns the errno of each attempt (0 if it worked).
+fn try_to_resize(fd: std::os::fd::BorrowedFd<'_>, size: i64) -> [i32; 5] {
+    let fd = fd.as_raw_fd();
+    // SAFETY: plain syscalls on an open descriptor.
+    unsafe {
+        [
+            errno_of(libc::ftruncate(fd, 0)).unwrap_or(0),
+            errno_of(libc::ftruncate(fd, size - 1)).unwrap_or(0),
+            errno_of(libc::ftruncate(fd, size * 2)).unwrap_or(0),
+            errno_of(libc::fallocate(fd, 0, 0, size * 2)).unwrap_or(0),
+            errno_of(libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_WRITE)).unwrap_or(0),
+        ]
+    }
+}
+
+#[test]
+fn another_holder_cannot_resize_or_reseal_a_ring_memfd() {
+    let ring = RingOptions::new().capacity(64 * KIB).backend(Backend::Memfd).shared().unwrap();
+    let size = (page_size() + 64 * KIB) as i64;
+    let other = ring.as_fd().unwrap().try_clone_to_owned().unwrap();
+    // SAFETY: F_GET_SEALS on an open descriptor.
+    let seals = unsafe { libc::fcntl(other.as_raw_fd(), libc::F_GET_SEALS) };
+    assert_eq!(seals, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL);
+    assert_eq!(try_to_resize(other.as_fd(), size), [libc::EPERM; 5], "in this process");
+
+    // The same from another process that received the descriptor over a socket.
+    let (a, b) = UnixStream::pair().unwrap();
+    let pid = spawn_child(|| {
+        let fd = mirror_ring::recv_fd(&b).unwrap();
+        i32::from(try_to_resize(fd.as_fd(), size) != [libc::EPERM; 5])
+    });
+    ring.send_to(&a).unwrap();
+    assert_eq!(wait_child_within(pid, LONG), 0, "another process resized or resealed the ring file");
+
+    // Still the same size, and the ring still works.
+    assert_eq!(File::from(other).metadata().unwrap().len(), size as u64);
+    let mut tx = ring.clone().into_producer().unwrap();
+    let mut rx = ring.into_consumer().unwrap();
+    tx.write_all(&[9; 60_000]).unwrap();
+    let mut buf = vec![0; 60_000];
+    let n = rx.try_read(&mut buf).unwrap();
+    assert!(n > 0 && buf[..n].iter().all(|&b| b == 9));
+}
+
+/// Hole punching is allowed by the size seals: the punched range reads as zeros (never
+/// SIGBUS). A holder that punches the header or the data while both ends run can only corrupt
+/// the stream, which the ends report (or deliver as changed bytes).
+#[test]
+fn punching_holes_in_a_ring_file_corrupts_nothing_but_the_stream() {
+    let status = in_child_within(2 * LONG, || {
+        let ring = RingOptions::new().capacity(16 * KIB).backend(Backend::Memfd).shared().unwrap();
+        let fd = ring.as_fd().unwrap().try_clone_to_owned().unwrap();
+        let size = (page_size() + 16 * KIB) as i64;
+        let mut tx = ring.clone().into_producer().unwrap();
+        let mut rx = ring.clone().into_consumer().unwrap();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut rng = Rng::new(seed());
+                while !stop.load(Ordering::Relaxed) {
+                    let off = rng.below(size as usize - 1) as i64;
+                    let len = 1 + rng.below((size - off) as usize - 1) as i64;
+                    // SAFETY: fallocate on an open descriptor.
+                    let r = unsafe {
+                        libc::fallocate(
+                            fd.as_raw_fd(),
+                            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                            off,
+                            len,
+                        )
+                    };
+                    assert_eq!(r, 0, "punching a hole: {}", std::io::Error::last_os_error());
+                }
+            });
+            // The ends are borrowed, not moved: neither closes while the other still runs.
+            let writer = s.spawn(|| {
+                let deadline = Instant::now() + Duration::from_millis(300);
+                while Instant::now() < deadline {
+                    match tx.write_timeout(&[0xee; 3000], Duration::from_millis(20)) {
+                        Ok(_) => {}
+                        Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::InvalidData) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            });
+            let reader = s.spawn(|| {
+                let deadline = Instant::now() + Duration::from_millis(300);
+                let mut buf = [0u8; 5000];
+                while Instant::now() < deadline {
+                    match rx.read_timeout(&mut buf, Duration::from_millis(20)) {
+                        Ok(n) => assert!(n <= buf.len()),
+                        Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::InvalidData) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            });
+            let w = writer.join().unwrap();
+            let r = reader.join().unwrap();
+            stop.store(true, Ordering::Relaxed);
+            w.and(r)
+        })
+        .map_or_else(
+            |e| {
+                eprintln!("{:?}: {e}", e.kind());
+                1
+            },
+            |()| 0,
+        )
+    });
+    assert_eq!(status, 0, "1: an unexpected error kind; 135: SIGBUS; 139: SIGSEGV");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad files for from_fd.
+
+/// The bytes of a fresh, unclaimed ring of `cap` bytes.
+fn ring_image(cap: usize) -> Vec<u8> {
+    let ring = RingOptions::new().capacity(cap).backend(Backend::Memfd).shared().unwrap();
+    let file = File::from(ring.as_fd().unwrap().try_clone_to_owned().unwrap());
+    let mut img = vec![0u8; page_size() + cap];
+    file.read_exact_at(&mut img, 0).unwrap();
+    img
+}
+
+/// A memfd holding `bytes`, `len` long (sparse beyond the bytes), with `seals`.
+fn file_with(bytes: &[u8], len: u64, sealing: bool, seals: libc::c_int) -> OwnedFd {
+    let f = memfd(sealing);
+    f.set_len(len).unwrap();
+    f.write_all_at(&bytes[..bytes.len().min(len as usize)], 0).unwrap();
+    if seals != 0 {
+        seal(&f, seals);
+    }
+    f.into()
+}
+
+fn patched(img: &[u8], off: usize, value: &[u8]) -> Vec<u8> {
+    let mut v = img.to_vec();
+    v[off..off + value.len()].copy_from_slice(value);
+    v
+}
+
+/// Every bad file must give `InvalidData`, in a child (a crash is a failure) that ends with the
+/// descriptors and shared mappings it started with.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[test]
+fn from_fd_refuses_every_bad_file_with_invalid_data_and_leaks_nothing() {
+    let status = in_child_within(2 * LONG, || {
+        let page = page_size();
+        let cap = 16 * KIB;
+        let img = ring_image(cap);
+        let len = (page + cap) as u64;
+        let good = |bytes: &[u8]| file_with(bytes, len, true, SHRINK_GROW);
+
+        // Positive controls: a faithful sealed copy attaches, and works.
+        let copy = SharedRing::from_fd(good(&img)).expect("a faithful copy of a ring attaches");
+        assert_eq!(copy.capacity(), cap);
+        let mut tx = copy.clone().into_producer().unwrap();
+        let mut rx = copy.into_consumer().unwrap();
+        tx.write_all(b"copy").unwrap();
+        let mut four = [0u8; 4];
+        rx.read_exact(&mut four).unwrap();
+        assert_eq!(&four, b"copy");
+        drop((tx, rx));
+
+        let fds = open_fds();
+        let maps = our_mappings();
+        let mut failures = Vec::new();
+        let mut check = |what: &str, fd: OwnedFd| match SharedRing::from_fd(fd) {
+            Err(e) if e.kind() == ErrorKind::InvalidData => {}
+            Err(e) => failures.push(format!("{what}: {:?} ({e})", e.kind())),
+            Ok(_) => failures.push(format!("{what}: accepted")),
+        };
+
+        // Not memory files at all.
+        let mut p = [0; 2];
+        // SAFETY: p is a valid array of two ints.
+        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: fresh descriptors nobody else owns.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+        check("pipe, read end", r);
+        check("pipe, write end", w);
+        check("socket", UnixStream::pair().unwrap().0.into());
+        check("/dev/zero", File::options().read(true).write(true).open("/dev/zero").unwrap().into());
+        check("/dev/null", File::options().read(true).write(true).open("/dev/null").unwrap().into());
+        check("a directory", File::open("/").unwrap().into());
+        check("an executable on disk", File::open("/proc/self/exe").unwrap().into());
+
+        // Memory files without the seals.
+        check("unsealed copy of a ring", file_with(&img, len, true, 0));
+        check("copy that cannot be sealed", file_with(&img, len, false, 0));
+        check("copy sealed against shrinking only", file_with(&img, len, true, libc::F_SEAL_SHRINK));
+        check("copy sealed against growing only", file_with(&img, len, true, libc::F_SEAL_GROW));
+        check("copy sealed against writing", file_with(&img, len, true, SHRINK_GROW | libc::F_SEAL_WRITE));
+        check("copy sealed against future writes", file_with(&img, len, true, SHRINK_GROW | libc::F_SEAL_FUTURE_WRITE));
+
+        // Sealed, but the wrong size or contents.
+        check("sealed empty file", file_with(&[], 0, true, SHRINK_GROW));
+        check("sealed 100-byte file", file_with(&img, 100, true, SHRINK_GROW));
+        check("sealed header page alone", file_with(&img, page as u64, true, SHRINK_GROW));
+        check("sealed file, half a data page", file_with(&img, (page + page / 2) as u64, true, SHRINK_GROW));
+        check("sealed file, 3 data pages", file_with(&img, (page + 3 * page) as u64, true, SHRINK_GROW));
+        check("sealed short copy (half the data)", file_with(&img, (page + cap / 2) as u64, true, SHRINK_GROW));
+        check("sealed zeros", good(&vec![0u8; page + cap]));
+        let mut garbage = vec![0u8; page + cap];
+        Rng::new(seed()).fill(&mut garbage);
+        check("sealed garbage", good(&garbage));
+        check("huge sparse file, zero header", file_with(&[], (page as u64) + (1 << 40), true, SHRINK_GROW));
+        check("absurd file size", file_with(&img, (page as u64) + (1 << 62), true, SHRINK_GROW));
+
+        // A faithful copy with one field broken.
+        let fields: &[(&str, usize, &[u8])] = &[
+            ("magic", OFF_MAGIC, b"MIRRRINH"),
+            ("version", OFF_VERSION, &2u32.to_le_bytes()),
+            ("backend 0", OFF_BACKEND, &0u32.to_le_bytes()),
+            ("backend 9", OFF_BACKEND, &9u32.to_le_bytes()),
+            ("capacity 2x", OFF_CAPACITY, &(2 * cap as u64).to_le_bytes()),
+            ("capacity 0", OFF_CAPACITY, &0u64.to_le_bytes()),
+            ("capacity - 1", OFF_CAPACITY, &(cap as u64 - 1).to_le_bytes()),
+            ("huge capacity", OFF_CAPACITY, &(1u64 << 40).to_le_bytes()),
+            ("capacity u64::MAX", OFF_CAPACITY, &u64::MAX.to_le_bytes()),
+            ("data offset 0", OFF_DATA_OFFSET, &0u64.to_le_bytes()),
+            ("data offset 2 pages", OFF_DATA_OFFSET, &(2 * page as u64).to_le_bytes()),
+            ("producer state 3", OFF_PRODUCER, &3u32.to_le_bytes()),
+            ("consumer state u32::MAX", OFF_CONSUMER, &u32::MAX.to_le_bytes()),
+            ("head > tail + capacity", OFF_HEAD, &(cap as u64 + 1).to_le_bytes()),
+            ("tail ahead of head", OFF_TAIL, &1u64.to_le_bytes()),
+        ];
+        for (what, off, value) in fields {
+            check(&format!("copy with bad {what}"), good(&patched(&img, *off, value)));
+        }
+
+        // A real ring's own file, reopened without write access.
+        let ring = RingOptions::new().capacity(cap).backend(Backend::Memfd).shared().unwrap();
+        let path = format!("/proc/self/fd/{}", ring.as_fd().unwrap().as_raw_fd());
+        check("ring file opened read-only", File::open(&path).unwrap().into());
+        check("ring file opened write-only", File::options().write(true).open(&path).unwrap().into());
+        drop(ring);
+
+        if !failures.is_empty() {
+            eprintln!("from_fd accepted or misreported:\n  {}", failures.join("\n  "));
+            return 1;
+        }
+        if open_fds() != fds {
+            eprintln!("descriptors leaked: before {fds:?}, after {:?}", open_fds());
+            return 2;
+        }
+        if our_mappings() != maps {
+            eprintln!("mappings leaked");
+            return 3;
+        }
+        0
+    });
+    assert_eq!(status, 0, "1: a bad file not refused with InvalidData, 2: fd leak, 3: mapping leak, >128: crash");
+}
+
+/// A consistent but enormous ring file (sparse) is a valid ring: attaching maps address space
+/// only, or fails cleanly when that runs out.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[test]
+fn a_consistent_huge_sparse_ring_file_attaches_or_fails_cleanly() {
+    let status = in_child_within(LONG, || {
+        let page = page_size();
+        let huge = 1u64 << 40;
+        let img = patched(&ring_image(16 * KIB)[..page], OFF_CAPACITY, &huge.to_le_bytes());
+        match SharedRing::from_fd(file_with(&img, page as u64 + huge, true, SHRINK_GROW)) {
+            Ok(ring) => {
+                if ring.capacity() as u64 != huge {
+                    return 1;
+                }
+                let mut rx = ring.into_consumer().unwrap();
+                i32::from(rx.try_read(&mut [0u8; 8]).unwrap_err().kind() != ErrorKind::WouldBlock)
+            }
+            Err(e) if e.kind() == ErrorKind::OutOfMemory => 0,
+            Err(e) => {
+                eprintln!("{e}");
+                2
+            }
+        }
+    });
+    assert_eq!(status, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forged role slots.
+
+/// The start time of `pid` (`/proc/<pid>/stat` field 22).
+fn start_time_of(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+/// What a consumer's bounded read returns when the producer slot holds the forged values.
+fn read_with_forged_producer(state: u32, pid: i32, start: u64) -> Result<usize, ErrorKind> {
+    let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
+    let view = HeaderView::map(ring.as_fd().unwrap());
+    let mut rx = ring.into_consumer().unwrap();
+    view.forge_slot(OFF_PRODUCER, state, pid, start);
+    rx.read_timeout(&mut [0u8; 8], Duration::from_millis(150)).map_err(|e| e.kind())
+}
+
+/// What a producer's bounded write into a full ring returns when the consumer slot is forged.
+fn write_with_forged_consumer(state: u32, pid: i32, start: u64) -> Result<usize, ErrorKind> {
+    let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
+    let view = HeaderView::map(ring.as_fd().unwrap());
+    let mut tx = ring.into_producer().unwrap();
+    tx.try_write(&[0; 4096]).unwrap();
+    view.forge_slot(OFF_CONSUMER, state, pid, start);
+    tx.write_timeout(b"x", Duration::from_millis(150)).map_err(|e| e.kind())
+}
+
+/// A forged role slot (name, state, pid, start time) and what a bounded read should return.
+type ForgedCase = (&'static str, u32, i32, u64, Result<usize, ErrorKind>);
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[test]
+fn forged_role_slots_never_fool_the_watcher_into_misbehaving() {
+    const CLAIMED: u32 = 1;
+    const CLOSED: u32 = 2;
+    use ErrorKind::{BrokenPipe, TimedOut, UnexpectedEof};
+    let status = in_child_within(2 * LONG, || {
+        let me = std::process::id() as i32;
+        let my_start = start_time_of(me).unwrap();
+        // A live process we own, to watch (it sleeps until killed), and a dead, reaped one.
+        let sleeper = spawn_child(|| loop {
+            std::thread::sleep(Duration::from_secs(1));
+        });
+        let sleeper_start = start_time_of(sleeper).unwrap();
+        let reaped = spawn_child(|| 0);
+        wait_child(reaped);
+
+        let mut cases: Vec<ForgedCase> = vec![
+            ("our own pid", CLAIMED, me, my_start, Err(TimedOut)),
+            ("our own pid, garbage start", CLAIMED, me, u64::MAX, Err(TimedOut)),
+            ("pid 0", CLAIMED, 0, 0, Err(TimedOut)),
+            ("pid -1", CLAIMED, -1, 5, Err(TimedOut)),
+            ("pid i32::MIN", CLAIMED, i32::MIN, u64::MAX, Err(TimedOut)),
+            ("pid i32::MAX (no such process)", CLAIMED, i32::MAX, 1, Err(UnexpectedEof)),
+            ("a reaped child's pid", CLAIMED, reaped, 0, Err(UnexpectedEof)),
+            ("a live process, its start time", CLAIMED, sleeper, sleeper_start, Err(TimedOut)),
+            ("a live process, another start time", CLAIMED, sleeper, sleeper_start + 1, Err(UnexpectedEof)),
+            ("state 3", 3, sleeper, sleeper_start, Err(TimedOut)),
+            ("state u32::MAX", u32::MAX, i32::MAX, 1, Err(TimedOut)),
+            ("closed, garbage pid", CLOSED, -77, 3, Ok(0)),
+        ];
+        // pid 1 (init, or a container's first process), if /proc shows it to us.
+        if let Some(s1) = start_time_of(1) {
+            cases.push(("pid 1, its start time", CLAIMED, 1, s1, Err(TimedOut)));
+            cases.push(("pid 1, no start time", CLAIMED, 1, 0, Err(TimedOut)));
+            cases.push(("pid 1, wrong start time", CLAIMED, 1, s1 + 7, Err(UnexpectedEof)));
+        }
+        let mut bad = 0;
+        for (what, state, pid, start, want) in cases {
+            let got = read_with_forged_producer(state, pid, start);
+            if got != want {
+                eprintln!("consumer, forged producer slot, {what}: got {got:?}, want {want:?}");
+                bad += 1;
+            }
+            // The same forgery in the consumer slot, seen by a producer waiting for space.
+            let want_w = match want {
+                Err(UnexpectedEof) => Err(BrokenPipe),
+                Ok(0) => Err(BrokenPipe),
+                other => other,
+            };
+            let got = write_with_forged_consumer(state, pid, start);
+            if got != want_w {
+                eprintln!("producer, forged consumer slot, {what}: got {got:?}, want {want_w:?}");
+                bad += 1;
+            }
+        }
+        // The watched process was only watched: still alive, never signalled.
+        // SAFETY: a null status pointer is allowed.
+        let alive = unsafe { libc::waitpid(sleeper, std::ptr::null_mut(), libc::WNOHANG) } == 0;
+        // A watched process that then dies is noticed (the start time matched, so this is the
+        // pidfd at work).
+        let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
+        let view = HeaderView::map(ring.as_fd().unwrap());
+        let mut rx = ring.into_consumer().unwrap();
+        view.forge_slot(OFF_PRODUCER, CLAIMED, sleeper, sleeper_start);
+        let first = rx.read_timeout(&mut [0u8; 8], Duration::from_millis(60)).map_err(|e| e.kind());
+        // SAFETY: our own, unreaped child.
+        unsafe { libc::kill(sleeper, libc::SIGKILL) };
+        let second = rx.read_timeout(&mut [0u8; 8], LONG).map_err(|e| e.kind());
+        wait_child(sleeper);
+        if !alive || first != Err(TimedOut) || second != Err(UnexpectedEof) {
+            eprintln!("watched sleeper: alive {alive}, before kill {first:?}, after {second:?}");
+            bad += 1;
+        }
+        bad
+    });
+    assert_eq!(status, 0, "{status} forged slots misjudged (see stderr)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The header scribbler.
+
+/// Writes random values over the header page until `stop`: mostly into the header's own
+/// bytes, with a mix of random words, small values (role states, flags) and nearby values
+/// (plausible cursors), in 4- and 8-byte stores. Full speed writes as fast as it can and soon
+/// hits the shared `poisoned` flag; `gentle` leaves that flag alone, writes mostly plausible
+/// values and pauses between writes, so the ends keep running with subtly wrong cursors and
+/// flags (the harder case for the validation).
+fn scribble(hdr: usize, stop: &AtomicBool, seed: u64, cap: usize, gentle: bool) -> u64 {
+    const OFF_POISONED: usize = 64;
+    let page = page_size();
+    let mut rng = Rng::new(seed);
+    let mut writes = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let r = rng.next_u64();
+        let off = if r & 7 != 0 { (r >> 3) as usize % HEADER_LEN } else { (r >> 3) as usize % page } & !3;
+        if gentle && off & !7 == OFF_POISONED {
+            continue;
+        }
+        let kind = if gentle { 2 + (r >> 40) % 8 } else { (r >> 40) & 3 };
+        let wide = off % 8 == 0 && (r >> 45) & 1 == 0;
+        if wide {
+            // SAFETY: an aligned word inside the mapped header page; every access to the
+            // header is atomic, in the ring and here.
+            let w = unsafe { &*((hdr + off) as *const AtomicU64) };
+            let v = match kind {
+                0 => rng.next_u64(),
+                1 => rng.next_u64() % 4,
+                _ => w.load(Ordering::Relaxed).wrapping_add(rng.below(4 * cap) as u64).wrapping_sub(2 * cap as u64),
+            };
+            w.store(v, Ordering::Relaxed);
+        } else {
+            // SAFETY: as above, for a 4-byte-aligned u32.
+            let w = unsafe { &*((hdr + off) as *const AtomicU32) };
+            let v = match kind {
+                0 => rng.next_u64() as u32,
+                1 => (rng.next_u64() % 4) as u32,
+                _ => w.load(Ordering::Relaxed).wrapping_add(rng.below(8) as u32).wrapping_sub(4),
+            };
+            w.store(v, Ordering::Relaxed);
+        }
+        writes += 1;
+        if gentle {
+            for _ in 0..rng.below(4000) {
+                std::hint::spin_loop();
+            }
+        }
+    }
+    writes
+}
+
+/// Tallies what the ends returned.
+#[derive(Default, Debug)]
+struct Tally {
+    ok: u64,
+    invalid: u64,
+    closed: u64,
+    other_allowed: u64,
+}
+
+/// Runs the producer side until `deadline`, with every write API and bounded waits. Returns an
+/// error message for anything a hostile header must not cause.
+fn drive_producer(tx: &mut mirror_ring::Producer, deadline: Instant, seed: u64) -> Result<Tally, String> {
+    let cap = tx.capacity();
+    let mut rng = Rng::new(seed);
+    let mut t = Tally::default();
+    let chunk = vec![0xabu8; 2 * cap];
+    let wait = Duration::from_millis(5);
+    while Instant::now() < deadline {
+        let r: std::io::Result<usize> = match rng.below(5) {
+            0 => tx.write_timeout(&chunk[..1 + rng.below(2 * cap - 1)], wait),
+            1 => tx.try_write(&chunk[..1 + rng.below(cap - 1)]),
+            2 | 3 => {
+                let min = rng.below(cap);
+                let g = if rng.below(1) == 0 { tx.write_grant(min) } else { tx.write_grant_timeout(min, wait) };
+                match g {
+                    Ok(mut g) => {
+                        if g.len() > cap || g.len() < min.max(1) {
+                            return Err(format!("write grant of {} bytes (min {min}, capacity {cap})", g.len()));
+                        }
+                        // Touch every byte: an out-of-bounds grant faults here.
+                        g.fill(0x5c);
+                        let n = rng.below(g.len());
+                        g.commit(n).map(|()| n)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => {
+                let (free, used) = (tx.free(), tx.len());
+                if free > cap || used > cap {
+                    return Err(format!("free {free} / used {used} beyond capacity {cap}"));
+                }
+                let _ = tx.is_abandoned();
+                Ok(0)
+            }
+        };
+        match r {
+            Ok(_) => t.ok += 1,
+            Err(e) => match e.kind() {
+                ErrorKind::InvalidData => t.invalid += 1,
+                ErrorKind::BrokenPipe => t.closed += 1,
+                ErrorKind::WouldBlock | ErrorKind::TimedOut => t.other_allowed += 1,
+                k => return Err(format!("producer: {k:?}: {e}")),
+            },
+        }
+    }
+    Ok(t)
+}
+
+/// The consumer side, as [`drive_producer`]. The bytes are not checked: a hostile peer may
+/// change them in flight; what must hold is that every slice lies inside the ring.
+fn drive_consumer(rx: &mut mirror_ring::Consumer, deadline: Instant, seed: u64) -> Result<Tally, String> {
+    let cap = rx.capacity();
+    let mut rng = Rng::new(seed);
+    let mut t = Tally::default();
+    let mut buf = vec![0u8; 2 * cap];
+    let wait = Duration::from_millis(5);
+    let mut sink = 0u64;
+    while Instant::now() < deadline {
+        let r: std::io::Result<usize> = match rng.below(5) {
+            0 => {
+                let want = 1 + rng.below(buf.len() - 1);
+                rx.read_timeout(&mut buf[..want], wait).and_then(|n| {
+                    if n > want {
+                        Err(std::io::Error::other("read more than asked"))
+                    } else {
+                        Ok(n)
+                    }
+                })
+            }
+            1 => rx.try_read(&mut buf[..1 + rng.below(cap - 1)]),
+            2 | 3 => {
+                let min = rng.below(cap);
+                let g = if rng.below(1) == 0 { rx.read_grant(min) } else { rx.read_grant_timeout(min, wait) };
+                match g {
+                    Ok(g) => {
+                        if g.len() > cap {
+                            return Err(format!("read grant of {} bytes (capacity {cap})", g.len()));
+                        }
+                        // Read every byte: an out-of-bounds grant faults here.
+                        sink = g.iter().fold(sink, |a, &b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
+                        let n = rng.below(g.len());
+                        g.release(n).map(|()| n)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => {
+                let n = rx.len();
+                if n > cap {
+                    return Err(format!("len {n} beyond capacity {cap}"));
+                }
+                let _ = rx.is_abandoned();
+                Ok(1)
+            }
+        };
+        match r {
+            Ok(_) => t.ok += 1, // (Ok(0) from a read: end of stream, after a forged close flag)
+            Err(e) => match e.kind() {
+                ErrorKind::InvalidData => t.invalid += 1,
+                ErrorKind::UnexpectedEof => t.closed += 1,
+                ErrorKind::WouldBlock | ErrorKind::TimedOut => t.other_allowed += 1,
+                k => return Err(format!("consumer: {k:?}: {e}")),
+            },
+        }
+    }
+    std::hint::black_box(sink);
+    Ok(t)
+}
+
+/// Acceptable under a scribbler: `Ok`, `InvalidData` (corruption detected), `BrokenPipe` /
+/// `UnexpectedEof` / end of stream (a forged close flag, or a forged pid that names a dead
+/// process), and `WouldBlock` / `TimedOut` (forged cursors that say "full" or "empty"). Not
+/// acceptable: any other error, a grant or length beyond the capacity, a crash, a hang.
+#[test]
+fn a_header_scribbler_thread_cannot_crash_or_hang_either_end() {
+    for backend in available() {
+        let status = in_child_within(4 * LONG, || {
+            let page = page_size();
+            let mut totals = [(Tally::default(), Tally::default(), 0u64), (Tally::default(), Tally::default(), 0u64)];
+            for round in 0..8 * scale() {
+                let seed = seed() ^ (round as u64) << 8 ^ backend as u64;
+                let gentle = round % 2 == 1;
+                let ring = RingOptions::new()
+                    .capacity(16 * KIB)
+                    .backend(backend)
+                    .spin_budget(Duration::from_micros(5))
+                    .shared()
+                    .unwrap();
+                let cap = ring.capacity();
+                let mut tx = ring.clone().into_producer().unwrap();
+                let mut rx = ring.clone().into_consumer().unwrap();
+                // Nothing committed yet: the free space starts at view A, a page after the header.
+                let hdr = tx.write_grant(1).unwrap().as_ptr() as usize - page;
+                let stop = AtomicBool::new(false);
+                let deadline = Instant::now() + Duration::from_millis(40);
+                // `ring` (a handle to the mapping) outlives the scope, so the scribbler never
+                // writes into unmapped memory even after both ends dropped.
+                let result = std::thread::scope(|s| {
+                    let scribbler = s.spawn(|| scribble(hdr, &stop, seed, cap, gentle));
+                    // Borrowed, not moved: neither end closes while the other still runs.
+                    let p = s.spawn(|| drive_producer(&mut tx, deadline, seed ^ 1));
+                    let c = s.spawn(|| drive_consumer(&mut rx, deadline, seed ^ 2));
+                    let (p, c) = (p.join().unwrap(), c.join().unwrap());
+                    stop.store(true, Ordering::Relaxed);
+                    Ok::<_, String>((p?, c?, scribbler.join().unwrap()))
+                });
+                drop((tx, rx, ring));
+                match result {
+                    Ok((p, c, w)) => {
+                        let totals = &mut totals[usize::from(gentle)];
+                        totals.0.ok += p.ok;
+                        totals.0.invalid += p.invalid;
+                        totals.0.closed += p.closed;
+                        totals.0.other_allowed += p.other_allowed;
+                        totals.1.ok += c.ok;
+                        totals.1.invalid += c.invalid;
+                        totals.1.closed += c.closed;
+                        totals.1.other_allowed += c.other_allowed;
+                        totals.2 += w;
+                    }
+                    Err(msg) => {
+                        eprintln!("{backend} round {round}: {msg}");
+                        return 1;
+                    }
+                }
+            }
+            for (mode, t) in ["full speed", "gentle"].iter().zip(&totals) {
+                eprintln!(
+                    "scribbler ({mode}) vs {backend}: {} header writes; producer {:?}; consumer {:?}",
+                    t.2, t.0, t.1
+                );
+            }
+            0
+        });
+        assert_eq!(status, 0, "{backend}: 1: a forbidden result (see stderr); >128: crashed");
+    }
+}
+
+/// The same with the ends in two processes, so each end watches a real peer process: the
+/// producer and the scribbler in one process, the consumer in another.
+#[test]
+fn a_header_scribbler_cannot_crash_or_hang_ends_in_two_processes() {
+    for backend in available() {
+        let status = in_child_within(4 * LONG, || {
+            let page = page_size();
+            for round in 0..4 * scale() {
+                let seed = seed() ^ (round as u64) << 16 ^ backend as u64;
+                let ring = RingOptions::new().capacity(16 * KIB).backend(backend).shared().unwrap();
+                let cap = ring.capacity();
+                let deadline = Instant::now() + Duration::from_millis(60);
+                let consumer_ring = ring.clone();
+                let (mut ready_rx, ready_tx) = UnixStream::pair().unwrap();
+                let pid = spawn_child(|| {
+                    let mut rx = consumer_ring.into_consumer().unwrap();
+                    // Claimed: now the scribbler may start (it could forge the claim otherwise).
+                    (&ready_tx).write_all(b"!").unwrap();
+                    match drive_consumer(&mut rx, deadline, seed ^ 2) {
+                        Ok(_) => 0,
+                        Err(msg) => {
+                            eprintln!("{backend} round {round}: {msg}");
+                            1
+                        }
+                    }
+                });
+                let mut tx = ring.clone().into_producer().unwrap();
+                let hdr = tx.write_grant(1).unwrap().as_ptr() as usize - page;
+                ready_rx.read_exact(&mut [0u8; 1]).unwrap();
+                let stop = AtomicBool::new(false);
+                let produced = std::thread::scope(|s| {
+                    let scribbler = s.spawn(|| scribble(hdr, &stop, seed, cap, round % 2 == 1));
+                    let p = drive_producer(&mut tx, deadline, seed ^ 1);
+                    stop.store(true, Ordering::Relaxed);
+                    scribbler.join().unwrap();
+                    p
+                });
+                drop(tx);
+                drop(ring);
+                if let Err(msg) = produced {
+                    eprintln!("{backend} round {round}: {msg}");
+                    return 1;
+                }
+                let code = wait_child_within(pid, LONG);
+                if code != 0 {
+                    eprintln!("{backend} round {round}: consumer process exited with {code}");
+                    return 2;
+                }
+            }
+            0
+        });
+        assert_eq!(status, 0, "{backend}: 1/2: a forbidden result (see stderr); >128: crashed");
+    }
+}
+
+/// A peer that never releases (or never writes) is a stall, not a hang: every bounded call
+/// returns `TimedOut`.
+#[test]
+fn a_stalled_peer_process_times_out_bounded_calls() {
+    for backend in available() {
+        let ring = RingOptions::new().capacity(4096).backend(backend).shared().unwrap();
+        let consumer_ring = ring.clone();
+        let pid = spawn_child(|| {
+            let _rx = consumer_ring.into_consumer().unwrap();
+            std::thread::sleep(Duration::from_millis(400)); // holds everything, reads nothing
+            0
+        });
+        let mut tx = ring.into_producer().unwrap();
+        tx.write_all(&[1; 4096]).unwrap();
+        let e = tx.write_timeout(b"x", Duration::from_millis(100)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{backend}: {e}");
+        assert_eq!(wait_child_within(pid, LONG), 0);
+        // Then it exits (closing): the writer sees it.
+        assert_eq!(tx.write_timeout(b"x", LONG).unwrap_err().kind(), ErrorKind::BrokenPipe);
+    }
+}

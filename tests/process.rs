@@ -1,0 +1,940 @@
+//! Rings between processes: fork streams on every backend, role claims, ends misused from a
+//! forked child, memfd hand-over, peer death (SIGKILL mid-stream, zombies), and leaks (fds,
+//! child processes, `/dev/shm`).
+//!
+//! Every test that forks keeps the child out of the harness (`_exit`), and bounds every wait on
+//! a child so that a bug shows as a failure, not a hang. Death-detection latencies are printed
+//! (run with `--nocapture`), never asserted: the machines are shared and noisy.
+
+// The tests play the hostile or crashing peer: they map pages and create memfds themselves.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::io::{BufRead, ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{in_child, open_fds, our_mappings, scale, seed, spawn_child, wait_child, Rng};
+use mirror_ring::{Backend, Consumer, Producer, RingOptions, SharedRing};
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+/// The bound on any single blocking call in these tests: far above any healthy wait, so that
+/// reaching it means a hang, not a slow machine.
+const LONG: Duration = Duration::from_secs(20);
+
+fn available() -> Vec<Backend> {
+    Backend::CONCRETE.into_iter().filter(|b| b.is_available()).collect()
+}
+
+/// A deterministic byte stream with a period that is not a power of two: the byte at position
+/// `p` is `PATTERN[p % PERIOD]`, so any prefix of the stream can be checked by slice compares.
+struct Pattern(Vec<u8>);
+
+impl Pattern {
+    const PERIOD: usize = 1_000_003;
+    const MAX_CHUNK: usize = 256 * KIB;
+
+    fn new(seed: u64) -> Pattern {
+        let mut v = vec![0u8; Self::PERIOD + Self::MAX_CHUNK];
+        Rng::new(seed).fill(&mut v[..Self::PERIOD]);
+        v.copy_within(..Self::MAX_CHUNK, Self::PERIOD);
+        Pattern(v)
+    }
+
+    /// `len` (at most `MAX_CHUNK`) bytes of the stream from position `pos`.
+    fn at(&self, pos: u64, len: usize) -> &[u8] {
+        let o = (pos % Self::PERIOD as u64) as usize;
+        &self.0[o..o + len]
+    }
+
+    /// Whether `got` is the stream from `pos`.
+    fn matches(&self, pos: u64, got: &[u8]) -> bool {
+        got.chunks(Self::MAX_CHUNK).enumerate().all(|(i, c)| c == self.at(pos + (i * Self::MAX_CHUNK) as u64, c.len()))
+    }
+}
+
+/// FNV-1a over 8-byte words (plus the tail), as the checksum both ends compute independently.
+#[derive(Clone, Copy)]
+struct Checksum(u64, u64);
+
+impl Checksum {
+    fn new() -> Checksum {
+        Checksum(0xcbf2_9ce4_8422_2325, 0)
+    }
+    fn add(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.1 += bytes.len() as u64;
+    }
+}
+
+/// One page of anonymous shared memory that survives fork: counters the tests read after a
+/// child died.
+struct SharedPage(*mut AtomicU64);
+
+impl SharedPage {
+    fn new() -> SharedPage {
+        // SAFETY: a fresh anonymous mapping at an address of the kernel's choice.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        SharedPage(p.cast())
+    }
+    fn word(&self, i: usize) -> &AtomicU64 {
+        assert!(i < 512);
+        // SAFETY: the page holds 512 aligned u64 words, zero-initialised, accessed only
+        // atomically, and mapped until drop.
+        unsafe { &*self.0.add(i) }
+    }
+}
+
+impl Drop for SharedPage {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping; no reference into it outlives self.
+        unsafe { libc::munmap(self.0.cast(), 4096) };
+    }
+}
+
+/// Waits for `pid` at most `limit`; on expiry kills it, reaps it, and fails the test.
+fn wait_child_within(pid: libc::pid_t, limit: Duration) -> i32 {
+    let end = Instant::now() + limit;
+    loop {
+        let mut status = 0;
+        // SAFETY: status is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
+        }
+        assert!(r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR), "waitpid failed");
+        if Instant::now() > end {
+            // SAFETY: pid is our own unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            wait_child(pid);
+            panic!("child {pid} still running after {limit:?}: killed");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn sigkill(pid: libc::pid_t) {
+    // SAFETY: pid is our own child, not yet reaped (so the pid cannot name anyone else).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+}
+
+/// The state letter of `/proc/<pid>/stat` (`Z` for a zombie).
+fn proc_state(pid: libc::pid_t) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("child's /proc entry");
+    stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
+}
+
+/// No child processes left: `waitpid(-1, WNOHANG)` says there are none to wait for.
+fn no_children_left() -> bool {
+    // SAFETY: a null status pointer is allowed.
+    let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
+}
+
+/// Writes `total` bytes of the pattern with random chunk sizes, mixing `write_timeout`,
+/// write grants and `write_all`; returns the checksum of what it wrote.
+fn produce(tx: &mut Producer, pat: &Pattern, total: u64, seed: u64) -> std::io::Result<Checksum> {
+    let mut rng = Rng::new(seed);
+    let mut sum = Checksum::new();
+    let mut pos = 0u64;
+    let cap = tx.capacity();
+    while pos < total {
+        let want = (1 + rng.below(Pattern::MAX_CHUNK.min(cap) - 1)).min((total - pos) as usize);
+        let n = match rng.below(2) {
+            0 => tx.write_timeout(pat.at(pos, want), LONG)?,
+            1 => {
+                let min = want.min(1 + rng.below(cap / 2));
+                let mut g = tx.write_grant_timeout(min, LONG)?;
+                let n = want.min(g.len());
+                g[..n].copy_from_slice(pat.at(pos, n));
+                g.commit(n)?;
+                n
+            }
+            _ => {
+                tx.write_all(pat.at(pos, want))?;
+                want
+            }
+        };
+        sum.add(pat.at(pos, n));
+        pos += n as u64;
+    }
+    Ok(sum)
+}
+
+/// Reads until end of stream with random sizes, mixing `read_timeout`, read grants and
+/// `fill_buf`; checks every byte against the pattern. Returns the checksum of what it read, or
+/// the stream position where a byte differed.
+fn consume(rx: &mut Consumer, pat: &Pattern, seed: u64) -> std::io::Result<Result<Checksum, u64>> {
+    let mut rng = Rng::new(seed);
+    let mut sum = Checksum::new();
+    let mut pos = 0u64;
+    let mut buf = vec![0u8; Pattern::MAX_CHUNK];
+    let cap = rx.capacity();
+    loop {
+        let n = match rng.below(2) {
+            0 => {
+                let want = 1 + rng.below(buf.len() - 1);
+                let n = rx.read_timeout(&mut buf[..want], LONG)?;
+                if !pat.matches(pos, &buf[..n]) {
+                    return Ok(Err(pos));
+                }
+                sum.add(&buf[..n]);
+                n
+            }
+            1 => {
+                let min = 1 + rng.below(cap / 4);
+                let g = rx.read_grant_timeout(min, LONG)?;
+                let n = g.len().min(1 + rng.below(Pattern::MAX_CHUNK - 1));
+                if !pat.matches(pos, &g[..n]) {
+                    return Ok(Err(pos));
+                }
+                sum.add(&g[..n]);
+                g.release(n)?;
+                n
+            }
+            _ => {
+                let b = rx.fill_buf()?;
+                let n = b.len().min(Pattern::MAX_CHUNK);
+                if !pat.matches(pos, &b[..n]) {
+                    return Ok(Err(pos));
+                }
+                sum.add(&b[..n]);
+                rx.consume(n);
+                n
+            }
+        };
+        if n == 0 {
+            return Ok(Ok(sum));
+        }
+        pos += n as u64;
+    }
+}
+
+/// Streams `total` bytes from one process to the other through a ring created before the
+/// fork, and checks both the bytes and the checksums the two ends computed independently.
+fn fork_stream(backend: Backend, parent_produces: bool, total: u64, capacity: usize) -> Duration {
+    let seed = seed() ^ backend as u64 ^ u64::from(parent_produces);
+    let pat = Pattern::new(seed);
+    let page = SharedPage::new(); // word 0: checksum, word 1: length, word 2: 1 when written
+    let ring = RingOptions::new().capacity(capacity).backend(backend).shared().unwrap();
+    let started = Instant::now();
+    let child_ring = ring.clone();
+    let pid = spawn_child(|| {
+        let code = if parent_produces {
+            let mut rx = child_ring.into_consumer().unwrap();
+            match consume(&mut rx, &pat, seed ^ 1) {
+                Ok(Ok(sum)) => {
+                    page.word(0).store(sum.0, Ordering::Relaxed);
+                    page.word(1).store(sum.1, Ordering::Relaxed);
+                    0
+                }
+                Ok(Err(pos)) => {
+                    eprintln!("child: wrong byte near stream position {pos}");
+                    2
+                }
+                Err(e) => {
+                    eprintln!("child: {e}");
+                    3
+                }
+            }
+        } else {
+            let mut tx = child_ring.into_producer().unwrap();
+            match produce(&mut tx, &pat, total, seed ^ 2) {
+                Ok(sum) => {
+                    page.word(0).store(sum.0, Ordering::Relaxed);
+                    page.word(1).store(sum.1, Ordering::Relaxed);
+                    0
+                }
+                Err(e) => {
+                    eprintln!("child: {e}");
+                    3
+                }
+            }
+        };
+        // Release: the checksum words above are visible to a parent that sees the flag.
+        page.word(2).store(1, Ordering::Release);
+        code
+    });
+    let mine = if parent_produces {
+        let mut tx = ring.into_producer().unwrap();
+        let sum = produce(&mut tx, &pat, total, seed ^ 2).unwrap();
+        drop(tx); // end of stream for the child
+        sum
+    } else {
+        let mut rx = ring.into_consumer().unwrap();
+        match consume(&mut rx, &pat, seed ^ 1).unwrap() {
+            Ok(sum) => sum,
+            Err(pos) => panic!("{backend}: wrong byte near stream position {pos}"),
+        }
+    };
+    let elapsed = started.elapsed();
+    assert_eq!(wait_child_within(pid, 20 * LONG), 0, "{backend}: child failed (2: bad byte, 3: I/O error)");
+    assert_eq!(page.word(2).load(Ordering::Acquire), 1);
+    assert_eq!(mine.1, total, "{backend}: stream length");
+    assert_eq!(page.word(1).load(Ordering::Relaxed), total, "{backend}: the child's stream length");
+    assert_eq!(page.word(0).load(Ordering::Relaxed), mine.0, "{backend}: checksums of the two ends differ");
+    elapsed
+}
+
+#[test]
+fn fork_streams_64_mib_both_directions_on_every_backend() {
+    let total = (64 * MIB * scale()) as u64;
+    for backend in available() {
+        for parent_produces in [true, false] {
+            let t = fork_stream(backend, parent_produces, total, 256 * KIB);
+            let dir = if parent_produces { "parent -> child" } else { "child -> parent" };
+            eprintln!(
+                "fork stream {backend:>11} {dir}: {} MiB in {t:?} ({:.0} MB/s, every byte compared)",
+                total >> 20,
+                total as f64 / t.as_secs_f64() / 1e6
+            );
+        }
+    }
+}
+
+#[test]
+fn a_tiny_ring_across_fork_without_spinning() {
+    // One page and no spin budget: nearly every call sleeps on the futex, across processes.
+    for backend in available() {
+        let ring = RingOptions::new().capacity(1).backend(backend).spin_budget(Duration::ZERO).shared().unwrap();
+        assert_eq!(ring.capacity(), 4096);
+        let pat = Pattern::new(9);
+        let total = (4 * MIB * scale()) as u64;
+        let child_ring = ring.clone();
+        let pid = spawn_child(|| {
+            let mut tx = child_ring.into_producer().unwrap();
+            i32::from(produce(&mut tx, &pat, total, 5).is_err())
+        });
+        let mut rx = ring.into_consumer().unwrap();
+        let sum = consume(&mut rx, &pat, 6).unwrap().expect("every byte as written");
+        assert_eq!(sum.1, total);
+        assert_eq!(wait_child_within(pid, 20 * LONG), 0, "{backend}");
+    }
+}
+
+#[test]
+fn each_role_is_claimed_once_in_one_process() {
+    for backend in available() {
+        let ring = RingOptions::new().backend(backend).shared().unwrap();
+        let tx = ring.clone().into_producer().unwrap();
+        assert_eq!(ring.clone().into_producer().unwrap_err().kind(), ErrorKind::AlreadyExists);
+        let rx = ring.clone().into_consumer().unwrap();
+        assert_eq!(ring.clone().into_consumer().unwrap_err().kind(), ErrorKind::AlreadyExists);
+        // Closing an end does not free its role: once for the life of the ring.
+        drop(tx);
+        drop(rx);
+        assert_eq!(ring.clone().into_producer().unwrap_err().kind(), ErrorKind::AlreadyExists);
+        assert_eq!(ring.into_consumer().unwrap_err().kind(), ErrorKind::AlreadyExists);
+    }
+}
+
+#[test]
+fn a_role_claimed_in_a_child_cannot_be_claimed_by_the_parent() {
+    for backend in available() {
+        let ring = RingOptions::new().backend(backend).shared().unwrap();
+        let child_ring = ring.clone();
+        let status = in_child(|| {
+            let mut tx = child_ring.into_producer().unwrap();
+            tx.write_all(b"from the child").unwrap();
+            0 // tx drops: closed
+        });
+        assert_eq!(status, 0);
+        assert_eq!(ring.clone().into_producer().unwrap_err().kind(), ErrorKind::AlreadyExists);
+        let mut rx = ring.clone().into_consumer().unwrap();
+        let mut got = String::new();
+        rx.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "from the child");
+        // And the other way round: the parent's claim stops a child.
+        let status = in_child(|| match ring.into_consumer() {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => 0,
+            _ => 1,
+        });
+        assert_eq!(status, 0, "{backend}: a child claimed the consumer role the parent holds");
+    }
+}
+
+#[test]
+fn racing_claims_from_many_processes_have_exactly_one_winner() {
+    const RACERS: usize = 6;
+    for round in 0..10 * scale() {
+        let backend = available()[round % available().len()];
+        let ring = RingOptions::new().backend(backend).shared().unwrap();
+        let page = SharedPage::new(); // word 0: start flag
+        let pids: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let ring = ring.clone();
+                let page = &page;
+                spawn_child(move || {
+                    while page.word(0).load(Ordering::Acquire) == 0 {
+                        std::hint::spin_loop();
+                    }
+                    match ring.into_producer() {
+                        Ok(tx) => {
+                            std::thread::sleep(Duration::from_millis(5));
+                            drop(tx);
+                            10
+                        }
+                        Err(e) if e.kind() == ErrorKind::AlreadyExists => 20,
+                        Err(_) => 30,
+                    }
+                })
+            })
+            .collect();
+        page.word(0).store(1, Ordering::Release);
+        let codes: Vec<i32> = pids.into_iter().map(|p| wait_child_within(p, LONG)).collect();
+        assert_eq!(codes.iter().filter(|&&c| c == 10).count(), 1, "{backend}: winners in {codes:?}");
+        assert_eq!(codes.iter().filter(|&&c| c == 20).count(), RACERS - 1, "{backend}: {codes:?}");
+        assert_eq!(ring.into_producer().unwrap_err().kind(), ErrorKind::AlreadyExists);
+    }
+}
+
+#[test]
+fn a_ring_attached_from_its_fd_shares_the_claims() {
+    let ring = RingOptions::new().backend(Backend::Memfd).shared().unwrap();
+    let fd = ring.as_fd().unwrap().try_clone_to_owned().unwrap();
+    let page = SharedPage::new(); // word 0: the child has claimed
+    let pid = spawn_child(|| {
+        // A second, independent mapping of the same file, as an unrelated process would make.
+        let attached = SharedRing::from_fd(fd).unwrap();
+        let mut rx = attached.into_consumer().unwrap();
+        page.word(0).store(1, Ordering::Release);
+        let mut got = Vec::new();
+        rx.read_to_end(&mut got).unwrap();
+        i32::from(got != b"through a second mapping")
+    });
+    let until = Instant::now() + LONG;
+    while page.word(0).load(Ordering::Acquire) == 0 {
+        assert!(Instant::now() < until, "the child never claimed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(ring.clone().into_consumer().unwrap_err().kind(), ErrorKind::AlreadyExists);
+    let mut tx = ring.into_producer().unwrap();
+    tx.write_all(b"through a second mapping").unwrap();
+    drop(tx);
+    assert_eq!(wait_child_within(pid, LONG), 0);
+}
+
+#[test]
+fn ends_claimed_by_the_parent_refuse_in_a_child_and_do_not_close_the_ring() {
+    for backend in available() {
+        let ring = RingOptions::new().capacity(4096).backend(backend).shared().unwrap();
+        let mut tx = ring.clone().into_producer().unwrap();
+        let rx = ring.clone().into_consumer().unwrap();
+        tx.write_all(b"abc").unwrap();
+        // The child drops its copies of the ends; the parent keeps its own (the closure only
+        // borrows them, so nothing is dropped here when it is).
+        let (mut tx_slot, mut rx_slot) = (Some(tx), Some(rx));
+        let status = in_child(|| {
+            let (mut tx, mut rx) = (tx_slot.take().unwrap(), rx_slot.take().unwrap());
+            let unsupported = |r: std::io::Result<usize>| matches!(r, Err(e) if e.kind() == ErrorKind::Unsupported);
+            let mut buf = [0u8; 8];
+            let checks = [
+                unsupported(tx.try_write(b"x")),
+                unsupported(tx.write(b"x")),
+                unsupported(tx.write_timeout(b"x", Duration::from_millis(10))),
+                unsupported(tx.write_grant(1).map(|g| g.len())),
+                unsupported(tx.write_grant_timeout(1, Duration::from_millis(10)).map(|g| g.len())),
+                unsupported(rx.try_read(&mut buf)),
+                unsupported(rx.read(&mut buf)),
+                unsupported(rx.read_timeout(&mut buf, Duration::from_millis(10))),
+                unsupported(rx.read_grant(1).map(|g| g.len())),
+                unsupported(rx.fill_buf().map(|b| b.len())),
+                tx.is_abandoned(),
+                rx.is_abandoned(),
+                // Another claim from the child fails as in any process.
+                matches!(ring.clone().into_producer(), Err(e) if e.kind() == ErrorKind::AlreadyExists),
+            ];
+            let _ = (tx.len(), tx.free(), rx.len()); // harmless, no header writes
+            drop(tx);
+            drop(rx);
+            match checks.iter().position(|ok| !ok) {
+                None => 0,
+                Some(i) => 10 + i as i32,
+            }
+        });
+        assert_eq!(status, 0, "{backend}: check {} failed in the child", status - 10);
+        let (mut tx, mut rx) = (tx_slot.unwrap(), rx_slot.unwrap());
+        // The child's drops closed nothing: the parent's ring still works, with its bytes.
+        assert!(!tx.is_abandoned() && !rx.is_abandoned(), "{backend}");
+        let mut buf = [0u8; 8];
+        assert_eq!(rx.try_read(&mut buf).unwrap(), 3);
+        assert_eq!(&buf[..3], b"abc");
+        assert_eq!(rx.try_read(&mut buf).unwrap_err().kind(), ErrorKind::WouldBlock, "{backend}: closed by child?");
+        tx.write_all(b"de").unwrap();
+        assert_eq!(rx.try_read(&mut buf).unwrap(), 2);
+    }
+}
+
+#[test]
+fn a_dont_fork_ring_does_not_exist_in_a_child_and_its_drop_there_unmaps_nothing() {
+    let page = page_size();
+    for backend in available() {
+        let ring = RingOptions::new().capacity(4096).backend(backend).dont_fork(true).shared().unwrap();
+        let mut tx = ring.clone().into_producer().unwrap();
+        // Nothing committed yet: the free space starts at view A, one page after the header.
+        let base = tx.write_grant(1).unwrap().as_ptr() as usize - page;
+        let total = page + 2 * 4096;
+        let mut tx_slot = Some(tx);
+        let mut ring_slot = Some(ring);
+        let status = in_child(|| {
+            let (mut tx, ring) = (tx_slot.take().unwrap(), ring_slot.take().unwrap());
+            // The range is empty here: the kernel may hand it to anyone. Take it ourselves.
+            // SAFETY: MAP_FIXED_NOREPLACE fails rather than replace anything.
+            let p = unsafe {
+                libc::mmap(
+                    base as *mut libc::c_void,
+                    total,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                    -1,
+                    0,
+                )
+            };
+            if p as usize != base {
+                return 20; // the ring's range was still mapped in the child
+            }
+            // SAFETY: our own fresh mapping of `total` bytes.
+            unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0x5a, total) };
+            let claim = ring.clone().into_consumer();
+            if !matches!(&claim, Err(e) if e.kind() == ErrorKind::Unsupported) {
+                return 21;
+            }
+            if !tx.is_abandoned() || tx.try_write(b"x").map_err(|e| e.kind()) != Err(ErrorKind::Unsupported) {
+                return 22;
+            }
+            drop(tx);
+            drop(ring);
+            // A drop that unmapped the ring's range would make this fault (exit 139).
+            // SAFETY: still our mapping, unless a drop above destroyed it.
+            let intact = (0..total).step_by(997).all(|i| unsafe { p.cast::<u8>().add(i).read_volatile() } == 0x5a);
+            i32::from(!intact)
+        });
+        assert_eq!(status, 0, "{backend}: 20: range mapped in child, 21/22: wrong error, 139: drop unmapped it");
+        tx_slot.unwrap().write_all(b"still here").unwrap();
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// The standard hand-over to a process that never had the ring: fork first, then create a
+/// Memfd ring and send it over a socket.
+#[test]
+fn a_memfd_ring_crosses_a_unix_socket_to_a_process_that_never_had_it() {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let pat = Pattern::new(77);
+    let total = (8 * MIB * scale()) as u64;
+    let pid = spawn_child(|| {
+        let ring = match SharedRing::recv_from(&theirs) {
+            Ok(r) => r,
+            Err(_) => return 2,
+        };
+        if ring.backend() != Backend::Memfd || ring.as_fd().is_none() || ring.capacity() != 128 * KIB {
+            return 3;
+        }
+        let mut rx = ring.into_consumer().unwrap();
+        match consume(&mut rx, &pat, 3) {
+            Ok(Ok(sum)) if sum.1 == total => 0,
+            Ok(_) => 4,
+            Err(_) => 5,
+        }
+    });
+    drop(theirs);
+    let ring = RingOptions::new().capacity(128 * KIB).backend(Backend::Memfd).shared().unwrap();
+    ring.send_to(&ours).unwrap();
+    let mut tx = ring.into_producer().unwrap();
+    produce(&mut tx, &pat, total, 4).unwrap();
+    drop(tx);
+    assert_eq!(wait_child_within(pid, 10 * LONG), 0, "2: recv, 3: wrong ring, 4: bad bytes, 5: I/O error");
+}
+
+#[test]
+fn sending_needs_a_memfd_and_receiving_needs_a_descriptor() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let anon = RingOptions::new().backend(available()[0]).shared().unwrap();
+    if anon.backend() != Backend::Memfd {
+        assert!(anon.as_fd().is_none());
+        assert_eq!(anon.send_to(&a).unwrap_err().kind(), ErrorKind::Unsupported);
+    }
+    // A plain byte carries no descriptor.
+    (&a).write_all(b"x").unwrap();
+    assert_eq!(SharedRing::recv_from(&b).unwrap_err().kind(), ErrorKind::InvalidData);
+    // A closed socket: end of stream.
+    drop(a);
+    assert_eq!(SharedRing::recv_from(&b).unwrap_err().kind(), ErrorKind::UnexpectedEof);
+    // A descriptor that is not a ring: refused by from_fd's checks.
+    let (c, d) = UnixStream::pair().unwrap();
+    let (p0, _p1) = pipe();
+    mirror_ring::send_fd(&c, p0.as_fd()).unwrap();
+    assert_eq!(SharedRing::recv_from(&d).unwrap_err().kind(), ErrorKind::InvalidData);
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: two fresh descriptors that nothing else owns.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peer death.
+
+/// Latencies from SIGKILL to the blocked call returning, for the report.
+fn report(what: &str, lat: &mut [Duration]) {
+    lat.sort();
+    eprintln!(
+        "death detection, {what}: min {:?}, median {:?}, max {:?} over {} kills",
+        lat[0],
+        lat[lat.len() / 2],
+        lat[lat.len() - 1],
+        lat.len()
+    );
+}
+
+/// The producer is SIGKILLed while both ends stream at full speed. The consumer must read every
+/// byte committed before the death (the child counts its commits in shared memory), each one
+/// as written, then get `UnexpectedEof`; the dead child is not reaped until the end.
+#[test]
+fn a_producer_killed_mid_stream_loses_no_committed_byte() {
+    for backend in available() {
+        for round in 0..2 * scale() {
+            let page = SharedPage::new(); // word 0: bytes committed so far
+            let pat = Pattern::new(round as u64);
+            let ring = RingOptions::new().capacity(64 * KIB).backend(backend).shared().unwrap();
+            let child_ring = ring.clone();
+            let pid = spawn_child(|| {
+                let mut tx = child_ring.into_producer().unwrap();
+                let mut rng = Rng::new(round as u64 + 1);
+                let mut pos = 0u64;
+                loop {
+                    let want = 1 + rng.below(20 * KIB);
+                    let Ok(n) = tx.write_timeout(pat.at(pos, want), LONG) else { return 1 };
+                    pos += n as u64;
+                    // Release: counted only once committed (the commit happened above).
+                    page.word(0).store(pos, Ordering::Release);
+                }
+            });
+            let mut rx = ring.into_consumer().unwrap();
+            let mut buf = vec![0u8; 32 * KIB];
+            let mut pos = 0u64;
+            let kill_at = (2 * MIB + round * 300 * KIB) as u64;
+            let mut killed = false;
+            let err = loop {
+                match rx.read_timeout(&mut buf, LONG) {
+                    Ok(0) => panic!("{backend}: clean end of stream from a killed producer"),
+                    Ok(n) => {
+                        assert!(pat.matches(pos, &buf[..n]), "{backend}: wrong byte near {pos}");
+                        pos += n as u64;
+                    }
+                    Err(e) => break e,
+                }
+                if !killed && pos >= kill_at {
+                    sigkill(pid);
+                    killed = true;
+                }
+            };
+            assert!(killed, "{backend}: the stream ended before the kill: {err}");
+            assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{backend}: {err}");
+            // Not reaped yet: the death was noticed through a zombie.
+            assert_eq!(proc_state(pid), 'Z');
+            let committed = page.word(0).load(Ordering::Acquire);
+            assert!(pos >= committed, "{backend}: read {pos} bytes, but {committed} were committed");
+            // Nothing left behind, and the error sticks.
+            assert_eq!(rx.len(), 0, "{backend}: bytes left after UnexpectedEof");
+            assert_eq!(rx.try_read(&mut buf).unwrap_err().kind(), ErrorKind::UnexpectedEof);
+            assert_eq!(rx.read(&mut buf).unwrap_err().kind(), ErrorKind::UnexpectedEof);
+            assert!(rx.is_abandoned());
+            assert_eq!(wait_child(pid), 128 + libc::SIGKILL);
+        }
+    }
+}
+
+/// A reader blocked on an empty ring, the producer killed while asleep: the read returns
+/// `UnexpectedEof` after the bytes written before, with the child still a zombie.
+#[test]
+fn a_blocked_reader_notices_a_killed_producer_while_it_is_a_zombie() {
+    let mut lat = Vec::new();
+    for backend in available() {
+        for _ in 0..3 {
+            let page = SharedPage::new();
+            let ring = RingOptions::new().capacity(4096).backend(backend).shared().unwrap();
+            let child_ring = ring.clone();
+            let pid = spawn_child(|| {
+                let mut tx = child_ring.into_producer().unwrap();
+                tx.write_all(b"last words").unwrap();
+                page.word(0).store(1, Ordering::Release);
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+            let mut rx = ring.into_consumer().unwrap();
+            let mut buf = [0u8; 64];
+            let n = rx.read_timeout(&mut buf, LONG).unwrap();
+            assert_eq!(&buf[..n], b"last words");
+            let killer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(40));
+                sigkill(pid);
+                Instant::now()
+            });
+            let err = rx.read_timeout(&mut buf, LONG).unwrap_err();
+            let returned = Instant::now();
+            let killed_at = killer.join().unwrap();
+            assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{backend}: {err}");
+            assert_eq!(proc_state(pid), 'Z', "{backend}: the child was reaped behind our back?");
+            lat.push(returned.saturating_duration_since(killed_at));
+            assert_eq!(rx.try_read(&mut buf).unwrap_err().kind(), ErrorKind::UnexpectedEof);
+            assert_eq!(wait_child(pid), 128 + libc::SIGKILL);
+        }
+    }
+    report("blocked reader, producer killed", &mut lat);
+}
+
+/// A writer blocked on a full ring, the consumer killed: `BrokenPipe`, and the same from
+/// `try_write`, later blocking writes and `is_abandoned`.
+#[test]
+fn a_blocked_writer_notices_a_killed_consumer() {
+    let mut lat = Vec::new();
+    for backend in available() {
+        for _ in 0..3 {
+            let page = SharedPage::new();
+            let ring = RingOptions::new().capacity(4096).backend(backend).shared().unwrap();
+            let child_ring = ring.clone();
+            let pid = spawn_child(|| {
+                let mut rx = child_ring.into_consumer().unwrap();
+                let mut one = [0u8; 1];
+                rx.read_exact(&mut one).unwrap();
+                page.word(0).store(1, Ordering::Release);
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+            let mut tx = ring.into_producer().unwrap();
+            tx.write_all(b"!").unwrap();
+            let until = Instant::now() + LONG;
+            while page.word(0).load(Ordering::Acquire) == 0 {
+                assert!(Instant::now() < until, "{backend}: the consumer never read");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            while tx.try_write(&[7u8; 4096]).is_ok() {}
+            assert!(!tx.is_abandoned());
+            let killer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(40));
+                sigkill(pid);
+                Instant::now()
+            });
+            let err = tx.write_timeout(b"more", LONG).unwrap_err();
+            let returned = Instant::now();
+            let killed_at = killer.join().unwrap();
+            assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{backend}: {err}");
+            assert_eq!(proc_state(pid), 'Z');
+            lat.push(returned.saturating_duration_since(killed_at));
+            assert_eq!(tx.try_write(b"x").unwrap_err().kind(), ErrorKind::BrokenPipe);
+            assert_eq!(tx.write(b"x").unwrap_err().kind(), ErrorKind::BrokenPipe);
+            assert!(tx.is_abandoned());
+            assert_eq!(wait_child(pid), 128 + libc::SIGKILL);
+        }
+    }
+    report("blocked writer, consumer killed", &mut lat);
+}
+
+/// The consumer is SIGKILLed while both ends stream: the writer fills what space is left, then
+/// gets `BrokenPipe` instead of waiting forever.
+#[test]
+fn a_consumer_killed_mid_stream_breaks_the_pipe() {
+    for backend in available() {
+        let ring = RingOptions::new().capacity(64 * KIB).backend(backend).shared().unwrap();
+        let page = SharedPage::new(); // word 0: bytes read by the child
+        let child_ring = ring.clone();
+        let pid = spawn_child(|| {
+            let mut rx = child_ring.into_consumer().unwrap();
+            let mut buf = vec![0u8; 8 * KIB];
+            let mut total = 0;
+            loop {
+                match rx.read_timeout(&mut buf, LONG) {
+                    Ok(n) if n > 0 => total += n as u64,
+                    _ => return 1,
+                }
+                page.word(0).store(total, Ordering::Release);
+            }
+        });
+        let mut tx = ring.into_producer().unwrap();
+        let chunk = [0x42u8; 3000];
+        let mut killed = false;
+        let err = loop {
+            if let Err(e) = tx.write_timeout(&chunk, LONG) {
+                break e;
+            }
+            if !killed && page.word(0).load(Ordering::Acquire) >= (MIB as u64) {
+                sigkill(pid);
+                killed = true;
+            }
+        };
+        assert!(killed, "{backend}: {err}");
+        assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{backend}: {err}");
+        assert!(tx.is_abandoned());
+        assert_eq!(wait_child(pid), 128 + libc::SIGKILL);
+    }
+}
+
+/// A producer that exits normally after closing gives a clean end of stream, not a crash,
+/// even though its process is gone by the time the reader looks.
+#[test]
+fn a_producer_that_closed_and_exited_is_a_clean_end_of_stream() {
+    for backend in available() {
+        let ring = RingOptions::new().backend(backend).shared().unwrap();
+        let child_ring = ring.clone();
+        let pid = spawn_child(|| {
+            let mut tx = child_ring.into_producer().unwrap();
+            tx.write_all(b"bye").unwrap();
+            0
+        });
+        // Reaped before the reader even starts: the pid may be gone, the close flag decides.
+        assert_eq!(wait_child(pid), 0);
+        let mut rx = ring.into_consumer().unwrap();
+        let mut got = Vec::new();
+        rx.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"bye");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leaks.
+
+/// Creates, forks, streams and drops rings on every backend (including memfd hand-over) many
+/// times inside a child, and checks that the child ends with the same descriptors and shared
+/// mappings it started with, and no child processes of its own.
+#[test]
+fn ring_cycles_across_processes_leak_no_fd_mapping_or_child() {
+    let status = in_child(|| {
+        let fds = open_fds();
+        let maps = our_mappings();
+        let pat = Pattern::new(1);
+        for round in 0..8 * scale() {
+            for backend in available() {
+                let ring = RingOptions::new().capacity(16 * KIB).backend(backend).shared().unwrap();
+                let child_ring = ring.clone();
+                let pid = spawn_child(|| {
+                    let mut tx = child_ring.into_producer().unwrap();
+                    i32::from(produce(&mut tx, &pat, 256 * KIB as u64, round as u64).is_err())
+                });
+                let mut rx = ring.into_consumer().unwrap();
+                let ok = matches!(consume(&mut rx, &pat, 1), Ok(Ok(s)) if s.1 == 256 * KIB as u64);
+                drop(rx);
+                if !ok || wait_child_within(pid, LONG) != 0 {
+                    return 2;
+                }
+            }
+            // The memfd hand-over, with a killed receiver for good measure on odd rounds.
+            let (a, b) = UnixStream::pair().unwrap();
+            let pid = spawn_child(|| {
+                let ring = SharedRing::recv_from(&b).unwrap();
+                let mut rx = ring.into_consumer().unwrap();
+                let mut got = Vec::new();
+                rx.read_to_end(&mut got).unwrap();
+                i32::from(got != b"hand-over")
+            });
+            drop(b);
+            let ring = RingOptions::new().backend(Backend::Memfd).shared().unwrap();
+            ring.send_to(&a).unwrap();
+            let attached = SharedRing::from_fd(ring.as_fd().unwrap().try_clone_to_owned().unwrap()).unwrap();
+            let mut tx = attached.into_producer().unwrap();
+            tx.write_all(b"hand-over").unwrap();
+            drop((tx, ring, a));
+            if wait_child_within(pid, LONG) != 0 {
+                return 3;
+            }
+        }
+        if open_fds() != fds {
+            eprintln!("fds before {fds:?}, after {:?}", open_fds());
+            return 4;
+        }
+        if our_mappings() != maps {
+            return 5;
+        }
+        if !no_children_left() {
+            return 6;
+        }
+        0
+    });
+    assert_eq!(status, 0, "2/3: a stream failed, 4: fd leak, 5: mapping leak, 6: child left");
+}
+
+/// Nothing the crate does between processes leaves a name in `/dev/shm` (the fd-less
+/// backends have no name at all; memfds live on an internal mount).
+#[test]
+fn no_new_entries_under_dev_shm() {
+    let list = || -> Vec<String> {
+        let mut v: Vec<String> = match std::fs::read_dir("/dev/shm") {
+            Ok(d) => d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+            Err(_) => Vec::new(), // no /dev/shm at all: nothing can appear there either
+        };
+        v.sort();
+        v
+    };
+    let before = list();
+    let status = in_child(|| {
+        for backend in available() {
+            let ring = RingOptions::new().backend(backend).shared().unwrap();
+            let child_ring = ring.clone();
+            let pid = spawn_child(|| {
+                let mut tx = child_ring.into_producer().unwrap();
+                tx.write_all(&[1; 100_000]).unwrap();
+                // Die without closing: a crash must not leave a name behind either.
+                // SAFETY: raising SIGKILL on ourselves ends this process at once.
+                unsafe { libc::raise(libc::SIGKILL) };
+                0
+            });
+            let mut rx = ring.into_consumer().unwrap();
+            let mut n = 0;
+            let mut buf = [0u8; 4096];
+            let e = loop {
+                match rx.read_timeout(&mut buf, LONG) {
+                    Ok(k) => n += k,
+                    Err(e) => break e,
+                }
+            };
+            if n != 100_000 || e.kind() != ErrorKind::UnexpectedEof || wait_child(pid) != 128 + libc::SIGKILL {
+                return 1;
+            }
+        }
+        0
+    });
+    assert_eq!(status, 0);
+    let after = list();
+    let new: Vec<_> = after.iter().filter(|e| !before.contains(e)).collect();
+    assert!(new.is_empty(), "new entries under /dev/shm: {new:?}");
+}
+
+/// A `send_fd` of an arbitrary descriptor keeps its number in the sender, so the raw fd is
+/// still ours; documenting that `recv_fd` hands back an owned, close-on-exec descriptor.
+#[test]
+fn received_descriptors_are_close_on_exec() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let ring = RingOptions::new().backend(Backend::Memfd).shared().unwrap();
+    ring.send_to(&a).unwrap();
+    let fd = mirror_ring::recv_fd(&b).unwrap();
+    // SAFETY: F_GETFD on an open descriptor.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+    assert!(flags >= 0 && flags & libc::FD_CLOEXEC != 0);
+    let attached = SharedRing::from_fd(fd).unwrap();
+    assert_eq!(attached.capacity(), ring.capacity());
+}
