@@ -832,7 +832,15 @@ impl Consumer {
             self.end.check_owner()?;
             return Ok(0);
         }
-        let n = buf.len().min(self.available(1, wait)?);
+        let mut n = self.available(1, wait)?;
+        if n < buf.len() {
+            // `available` may have answered from the cached head: reload it once, as
+            // `write_with` does for space, so a read takes every byte readable now. If the
+            // reload finds the head corrupt, the bytes already validated are still served; the
+            // next call reports the poisoning.
+            n = self.cur.readable(self.end.hdr(), buf.len()).unwrap_or(n);
+        }
+        let n = buf.len().min(n);
         // SAFETY: read_ptr() is at offset < N and n <= readable <= N: inside the two views.
         // The bytes were published before the Acquire load that reported them readable; the
         // producer does not touch them until we release them. `buf` is caller memory, which
