@@ -1,0 +1,779 @@
+//! The comparison demo: mirror-ring side by side with a memfd ring, a split-copy ring, the
+//! minimal mirrored ring it must stay close to, rtrb, ringbuf, a pipe and a socketpair, in one
+//! run, interleaved, with medians.
+//!
+//! ```sh
+//! cargo run --release --example compare               # about a minute
+//! cargo run --release --example compare -- --quick    # CI-sized, well under 20 s
+//! ```
+//!
+//! Options: `--reps N` (repetitions, default 5; 3 with `--quick`), `--svg PATH` (write the
+//! throughput-by-write-size chart, and `PATH` with `-ring-size` before `.svg` for the ring-size
+//! chart), `--spin-sweep` (blocking throughput, round trips and CPU use per spin budget),
+//! `--nt` (non-temporal stores in the producer, against ordinary copies), `--only SECTIONS`
+//! (comma-separated: check, threads, fork, sizes, single, create, latency), `--profile NAME WRITE
+//! OPS` (only a one-thread write/read loop of one competitor, to run under
+//! `valgrind --tool=callgrind`).
+//!
+//! Numbers are GB/s = 1e9 bytes per second, each byte copied in by the producer and out by the
+//! consumer; the producer runs on CPU 0, the consumer on CPU 1. Absolute figures on virtual
+//! machines swing several-fold as the host moves the two vCPUs; compare the ratios, which are
+//! taken within one run.
+
+#[path = "../benches/support/mod.rs"]
+mod support;
+
+use std::io::{IsTerminal, Write as _};
+use std::time::{Duration, Instant};
+
+use mirror_ring::Backend;
+use support::*;
+
+struct Cfg {
+    quick: bool,
+    reps: usize,
+    /// Target duration of one timed streaming run.
+    target: Duration,
+    svg: Option<String>,
+    sweep: bool,
+    nt: bool,
+    only: Option<Vec<String>>,
+}
+
+impl Cfg {
+    fn from_args() -> Cfg {
+        let mut args = std::env::args().skip(1);
+        let mut cfg =
+            Cfg { quick: false, reps: 0, target: Duration::ZERO, svg: None, sweep: false, nt: false, only: None };
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "--quick" => cfg.quick = true,
+                "--reps" => cfg.reps = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
+                "--svg" => cfg.svg = Some(args.next().unwrap_or_else(|| usage())),
+                "--spin-sweep" => cfg.sweep = true,
+                "--nt" => cfg.nt = true,
+                "--only" => {
+                    cfg.only = Some(args.next().unwrap_or_else(|| usage()).split(',').map(str::to_string).collect())
+                }
+                "--profile" => {
+                    // --profile NAME WRITE OPS: one single-thread loop of one competitor, nothing
+                    // else, for `valgrind --tool=callgrind` (instruction counts per operation).
+                    let name = args.next().unwrap_or_else(|| usage());
+                    let write = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage());
+                    let ops = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage());
+                    profile(&name, write, ops)
+                }
+                "-h" | "--help" => usage(),
+                _ => usage(),
+            }
+        }
+        if cfg.reps == 0 {
+            cfg.reps = if cfg.quick { 3 } else { 5 };
+        }
+        cfg.target = if cfg.quick { Duration::from_millis(3) } else { Duration::from_millis(12) };
+        cfg
+    }
+
+    fn wants(&self, section: &str) -> bool {
+        match &self.only {
+            Some(list) => list.iter().any(|s| s == section),
+            None => !(self.sweep || self.nt) || section == "check",
+        }
+    }
+}
+
+fn profile(name: &str, write: usize, ops: u64) -> ! {
+    let all = [
+        Competitor::Mirror(Backend::Auto),
+        Competitor::Mirror(Backend::Memfd),
+        Competitor::MirrorBlocking(Backend::Auto, Duration::from_micros(50)),
+        Competitor::Split,
+        Competitor::Minimal,
+        Competitor::Rtrb,
+        Competitor::Ringbuf,
+        Competitor::Pipe,
+        Competitor::Socketpair,
+    ];
+    let Some(c) = all.into_iter().find(|c| c.name() == name) else {
+        let names: Vec<String> = all.iter().map(|c| c.name()).collect();
+        eprintln!("unknown competitor {name}; one of: {}", names.join(", "));
+        std::process::exit(2)
+    };
+    match single_thread(c, write, ops) {
+        Ok(d) => println!("{name}: {ops} x ({write} B write + read) in {d:?}"),
+        Err(e) => println!("{name}: {e}"),
+    }
+    std::process::exit(0)
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: compare [--quick] [--reps N] [--svg PATH] [--spin-sweep] [--nt] [--only check,threads,fork,sizes,single,create,latency]"
+    );
+    std::process::exit(2)
+}
+
+/// The progress line on stderr (rewritten in place on a terminal, one line per section
+/// otherwise).
+struct Progress {
+    tty: bool,
+    section: String,
+    started: Instant,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress { tty: std::io::stderr().is_terminal(), section: String::new(), started: Instant::now() }
+    }
+
+    fn step(&mut self, section: &str, detail: &str) {
+        if self.tty {
+            eprint!("\r\x1b[K[{:5.1}s] {section}: {detail}", self.started.elapsed().as_secs_f64());
+            let _ = std::io::stderr().flush();
+        } else if section != self.section {
+            eprintln!("[{:5.1}s] measuring {section} ...", self.started.elapsed().as_secs_f64());
+        }
+        self.section = section.to_string();
+    }
+
+    fn clear(&self) {
+        if self.tty {
+            eprint!("\r\x1b[K");
+            let _ = std::io::stderr().flush();
+        }
+    }
+}
+
+const WRITES: [usize; 4] = [64, KIB, 4 * KIB, 64 * KIB];
+const RING_SIZES: [usize; 9] = [64 * KIB, 128 * KIB, 256 * KIB, 512 * KIB, MIB, 2 * MIB, 4 * MIB, 8 * MIB, 16 * MIB];
+
+/// Median GB/s per (cell, competitor); cells are (ring size, write size). Within a cell every
+/// repetition runs each competitor once, in turn.
+fn measure(
+    cfg: &Cfg,
+    p: &mut Progress,
+    section: &str,
+    mode: Mode,
+    comps: &[Competitor],
+    cells: &[(usize, usize)],
+) -> Vec<Vec<f64>> {
+    let mut out = Vec::new();
+    for &(cap, write) in cells {
+        let mut runs = Vec::new();
+        for &c in comps {
+            p.step(section, &format!("{} ring, {} writes, calibrating {}", fmt_size(cap), fmt_size(write), c.name()));
+            runs.push(if c.available() { calibrate(c, mode, cap, write, cfg.target).ok() } else { None });
+        }
+        let mut samples = vec![Vec::new(); comps.len()];
+        for rep in 0..cfg.reps {
+            for (i, &c) in comps.iter().enumerate() {
+                let Some(run) = runs[i] else { continue };
+                p.step(
+                    section,
+                    &format!(
+                        "{} ring, {} writes, rep {}/{}: {}",
+                        fmt_size(cap),
+                        fmt_size(write),
+                        rep + 1,
+                        cfg.reps,
+                        c.name()
+                    ),
+                );
+                match stream(c, mode, cap, &run) {
+                    Ok(d) => samples[i].push(gbps(run.total, d)),
+                    Err(e) => {
+                        p.clear();
+                        eprintln!("{} ({}) failed: {e}", c.name(), mode.name());
+                    }
+                }
+            }
+        }
+        out.push(samples.iter().map(|s| median(s)).collect());
+    }
+    out
+}
+
+fn cell(v: f64) -> String {
+    if !v.is_finite() {
+        "-".into()
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a.is_finite() && b.is_finite() && b > 0.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+/// Prints a markdown table.
+fn table(head: &[String], rows: &[Vec<String>]) {
+    let widths: Vec<usize> =
+        (0..head.len()).map(|i| rows.iter().map(|r| r[i].len()).chain([head[i].len()]).max().unwrap_or(0)).collect();
+    let line = |cells: &[String]| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if i == 0 { format!("{c:<w$}", w = widths[i]) } else { format!("{c:>w$}", w = widths[i]) })
+            .collect();
+        println!("| {} |", parts.join(" | "));
+    };
+    line(head);
+    let seps: Vec<String> = widths
+        .iter()
+        .enumerate()
+        .map(|(i, w)| if i == 0 { "-".repeat(w + 2) } else { format!("{}:", "-".repeat(w + 1)) })
+        .collect();
+    println!("|{}|", seps.join("|"));
+    for r in rows {
+        line(r);
+    }
+    println!();
+}
+
+/// The throughput table plus the ratio table (mirror-ring, column 0, against each other).
+fn print_stream_tables(label: &str, rows: &[String], comps: &[Competitor], data: &[Vec<f64>], ratio_cols: &[usize]) {
+    let mut head = vec![label.to_string()];
+    head.extend(comps.iter().map(|c| c.name()));
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .zip(data)
+        .map(|(r, d)| std::iter::once(r.clone()).chain(d.iter().map(|&v| cell(v))).collect())
+        .collect();
+    println!("GB/s (median of the repetitions):\n");
+    table(&head, &body);
+    let mut head = vec![label.to_string()];
+    head.extend(ratio_cols.iter().map(|&i| format!("vs {}", comps[i].name())));
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .zip(data)
+        .map(|(r, d)| std::iter::once(r.clone()).chain(ratio_cols.iter().map(|&i| ratio(d[0], d[i]))).collect())
+        .collect();
+    println!("{} / each (higher is better for mirror-ring):\n", comps[0].name());
+    table(&head, &body);
+}
+
+struct Goal {
+    what: String,
+    value: String,
+    met: bool,
+}
+
+fn main() {
+    let cfg = Cfg::from_args();
+    let started = Instant::now();
+    let mut p = Progress::new();
+    let auto = Backend::Auto.resolve().map(|b| b.to_string()).unwrap_or_else(|e| format!("none ({e})"));
+    let pipe = pipe_pair(MIB).map(|(_, n)| n).unwrap_or(0);
+    let sock = socket_pair(MIB).map(|(_, n)| n).unwrap_or(0);
+    let available: Vec<String> =
+        Backend::CONCRETE.iter().map(|b| format!("{b} {}", if b.is_available() { "yes" } else { "no" })).collect();
+    println!("# mirror-ring comparison{}\n", if cfg.quick { " (--quick)" } else { "" });
+    println!("- machine: {}", machine());
+    println!("- kernel: {}", mirror_ring::kernel_release());
+    println!("- Auto backend: {auto} (available: {})", available.join(", "));
+    println!("- load average at start: {:.2}", load_average());
+    println!(
+        "- pipe buffer granted for 1 MiB: {} (pipe-max-size {}); socketpair SO_SNDBUF granted for 1 MiB: {}",
+        fmt_size(pipe),
+        fmt_size(pipe_max_size()),
+        fmt_size(sock)
+    );
+    println!(
+        "- method: producer on CPU {PRODUCER_CPU}, consumer on CPU {CONSUMER_CPU}; {} interleaved repetitions, medians; \
+         each timed run ~{} ms after a warm-up; GB/s = 1e9 B/s, every byte copied in and out once\n",
+        cfg.reps,
+        cfg.target.as_millis()
+    );
+    let mut goals: Vec<Goal> = Vec::new();
+
+    if cfg.wants("check") {
+        self_check(&mut p);
+    }
+
+    let threads = [
+        Competitor::Mirror(Backend::Auto),
+        Competitor::Mirror(Backend::Duplicate),
+        Competitor::Mirror(Backend::Memfd),
+        Competitor::Split,
+        Competitor::Minimal,
+        Competitor::Rtrb,
+        Competitor::Ringbuf,
+        Competitor::Pipe,
+        Competitor::Socketpair,
+    ];
+    let write_rows: Vec<String> = WRITES.iter().map(|&w| fmt_size(w)).collect();
+    let mut svg_data: Option<Vec<Vec<f64>>> = None;
+    if cfg.wants("threads") {
+        let cells: Vec<(usize, usize)> = WRITES.iter().map(|&w| (MIB, w)).collect();
+        let data = measure(&cfg, &mut p, "threads", Mode::Threads, &threads, &cells);
+        p.clear();
+        println!("## Streaming between two threads, 1 MiB ring, by write size\n");
+        print_stream_tables("write", &write_rows, &threads, &data, &[2, 3, 4, 5, 6, 7, 8]);
+        let at = |w: usize, c: usize| data[WRITES.iter().position(|&x| x == w).unwrap()][c];
+        let g = |goals: &mut Vec<Goal>, what: &str, a: f64, b: f64, min: f64| {
+            goals.push(Goal { what: what.into(), value: ratio(a, b), met: a / b >= min })
+        };
+        g(&mut goals, "threads, 64 B writes: >= 1.3x rtrb", at(64, 0), at(64, 5), 1.3);
+        g(&mut goals, "threads, 4 KiB writes: >= 1.0x rtrb", at(4 * KIB, 0), at(4 * KIB, 5), 1.0);
+        g(&mut goals, "threads, 64 KiB writes: >= 1.0x rtrb", at(64 * KIB, 0), at(64 * KIB, 5), 1.0);
+        g(&mut goals, "threads, 4 KiB writes: >= 2x pipe", at(4 * KIB, 0), at(4 * KIB, 7), 2.0);
+        g(&mut goals, "threads, 4 KiB writes: >= 3x socketpair", at(4 * KIB, 0), at(4 * KIB, 8), 3.0);
+        for &w in &WRITES {
+            g(
+                &mut goals,
+                &format!("threads, {} writes: >= 0.95x minimal mirror", fmt_size(w)),
+                at(w, 0),
+                at(w, 4),
+                0.95,
+            );
+        }
+        svg_data = Some(data);
+    }
+
+    if cfg.wants("fork") {
+        let fork = [
+            Competitor::Mirror(Backend::Auto),
+            Competitor::Mirror(Backend::Duplicate),
+            Competitor::Mirror(Backend::Memfd),
+            Competitor::Split,
+            Competitor::Minimal,
+            Competitor::Pipe,
+            Competitor::Socketpair,
+        ];
+        let cells: Vec<(usize, usize)> = WRITES.iter().map(|&w| (MIB, w)).collect();
+        let data = measure(&cfg, &mut p, "fork", Mode::Fork, &fork, &cells);
+        p.clear();
+        println!("## Streaming from a parent to its forked child, 1 MiB ring, by write size\n");
+        print_stream_tables("write", &write_rows, &fork, &data, &[2, 3, 4, 5, 6]);
+    }
+
+    let mut svg_sizes: Option<Vec<Vec<f64>>> = None;
+    let size_comps = [
+        Competitor::Mirror(Backend::Auto),
+        Competitor::Mirror(Backend::Memfd),
+        Competitor::Split,
+        Competitor::Minimal,
+        Competitor::Rtrb,
+        Competitor::Ringbuf,
+        Competitor::Pipe,
+        Competitor::Socketpair,
+    ];
+    if cfg.wants("sizes") {
+        let cells: Vec<(usize, usize)> = RING_SIZES.iter().map(|&c| (c, 4 * KIB)).collect();
+        let data = measure(&cfg, &mut p, "ring sizes", Mode::Threads, &size_comps, &cells);
+        p.clear();
+        println!("## Streaming between two threads, 4 KiB writes, by ring size\n");
+        println!(
+            "(The pipe's buffer is capped at pipe-max-size = {}; socket buffers at net.core.wmem_max/rmem_max.)\n",
+            fmt_size(pipe_max_size())
+        );
+        let rows: Vec<String> = RING_SIZES.iter().map(|&c| fmt_size(c)).collect();
+        print_stream_tables("ring", &rows, &size_comps, &data, &[1, 2, 3, 4, 5, 6, 7]);
+        let best = RING_SIZES
+            .iter()
+            .zip(&data)
+            .max_by(|a, b| a.1[0].total_cmp(&b.1[0]))
+            .map(|(c, d)| format!("{} ({} GB/s)", fmt_size(*c), cell(d[0])))
+            .unwrap_or_default();
+        println!("Fastest ring size for mirror-ring at 4 KiB writes in this run: {best}.\n");
+        svg_sizes = Some(data);
+    }
+
+    if cfg.wants("single") {
+        single(&cfg, &mut p);
+    }
+
+    if cfg.wants("create") {
+        creation(&cfg, &mut p, &mut goals);
+    }
+
+    if cfg.wants("latency") {
+        latency(&cfg, &mut p, &mut goals);
+    }
+
+    if cfg.sweep {
+        spin_sweep(&cfg, &mut p);
+    }
+    if cfg.nt {
+        nt_experiment(&cfg, &mut p);
+    }
+
+    if !goals.is_empty() {
+        println!("## Goals\n");
+        let rows: Vec<Vec<String>> = goals
+            .iter()
+            .map(|g| vec![g.what.clone(), g.value.clone(), if g.met { "met".into() } else { "MISSED".into() }])
+            .collect();
+        table(&["goal".into(), "this run".into(), "".into()], &rows);
+    }
+
+    if let Some(path) = &cfg.svg {
+        if let Some(data) = &svg_data {
+            let series: Vec<(String, Vec<f64>)> =
+                threads.iter().enumerate().map(|(i, c)| (c.name(), data.iter().map(|row| row[i]).collect())).collect();
+            let title = "Streaming between two threads, 1 MiB ring (median GB/s, bytes in and out)";
+            write_svg(path, &svg_chart(title, "write size", "GB/s", &write_rows, &series));
+        }
+        if let Some(data) = &svg_sizes {
+            let rows: Vec<String> = RING_SIZES.iter().map(|&c| fmt_size(c)).collect();
+            let series: Vec<(String, Vec<f64>)> = size_comps
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name(), data.iter().map(|row| row[i]).collect()))
+                .collect();
+            let title = "Streaming between two threads, 4 KiB writes (median GB/s)";
+            let path = match path.strip_suffix(".svg") {
+                Some(stem) => format!("{stem}-ring-size.svg"),
+                None => format!("{path}-ring-size.svg"),
+            };
+            write_svg(&path, &svg_chart(title, "ring size", "GB/s", &rows, &series));
+        }
+    }
+    p.clear();
+    println!("Done in {:.1} s (load average now {:.2}).", started.elapsed().as_secs_f64(), load_average());
+}
+
+fn write_svg(path: &str, svg: &str) {
+    match std::fs::write(path, svg) {
+        Ok(()) => eprintln!("wrote {path}"),
+        Err(e) => eprintln!("could not write {path}: {e}"),
+    }
+}
+
+/// Every competitor, both modes, moves a pattern byte-exactly through a small ring with writes
+/// that do not divide it (so the wrap is crossed at every offset).
+fn self_check(p: &mut Progress) {
+    let comps = [
+        Competitor::Mirror(Backend::MirrorFlag),
+        Competitor::Mirror(Backend::Duplicate),
+        Competitor::Mirror(Backend::Memfd),
+        Competitor::MirrorBlocking(Backend::Auto, Duration::ZERO),
+        Competitor::Split,
+        Competitor::Minimal,
+        Competitor::MinimalNt,
+        Competitor::Rtrb,
+        Competitor::Ringbuf,
+        Competitor::Pipe,
+        Competitor::Socketpair,
+    ];
+    let mut failed = Vec::new();
+    let mut checked = 0;
+    for mode in [Mode::Threads, Mode::Fork] {
+        for c in comps.iter().copied().filter(|c| c.supports(mode) && c.available()) {
+            for write in [1000, 4 * KIB + 7] {
+                p.step("self-check", &format!("{} ({})", c.name(), mode.name()));
+                let run = Run { write, warm: 3 * 64 * KIB as u64, total: 4 * MIB as u64, verify: true };
+                checked += 1;
+                if let Err(e) = stream(c, mode, 64 * KIB, &run) {
+                    failed.push(format!("{} ({}, {write} B writes): {e}", c.name(), mode.name()));
+                }
+            }
+        }
+    }
+    p.clear();
+    if failed.is_empty() {
+        println!("Self-check: {checked} runs, every competitor delivered every byte in order.\n");
+    } else {
+        println!("Self-check FAILED:\n");
+        for f in &failed {
+            println!("- {f}");
+        }
+        println!();
+        std::process::exit(1);
+    }
+}
+
+/// Write then read back in one thread: the per-operation cost without a second core.
+fn single(cfg: &Cfg, p: &mut Progress) {
+    let comps = [
+        Competitor::Mirror(Backend::Auto),
+        Competitor::Mirror(Backend::Memfd),
+        Competitor::Split,
+        Competitor::Minimal,
+        Competitor::Rtrb,
+        Competitor::Ringbuf,
+        Competitor::Pipe,
+        Competitor::Socketpair,
+    ];
+    let writes = [8, 64, KIB, 4 * KIB];
+    let mut rows = Vec::new();
+    for &w in &writes {
+        let mut samples = vec![Vec::new(); comps.len()];
+        let ops: Vec<u64> = comps
+            .iter()
+            .map(|&c| {
+                let t = single_thread(c, w, 1000).map(|d| d.as_secs_f64() / 1000.0).unwrap_or(1e-3);
+                ((if cfg.quick { 2e-3 } else { 5e-3 } / t) as u64).max(100)
+            })
+            .collect();
+        for rep in 0..cfg.reps {
+            for (i, &c) in comps.iter().enumerate() {
+                p.step("one thread", &format!("{} writes, rep {}/{}: {}", fmt_size(w), rep + 1, cfg.reps, c.name()));
+                if let Ok(d) = single_thread(c, w, ops[i]) {
+                    samples[i].push(d.as_nanos() as f64 / ops[i] as f64);
+                }
+            }
+        }
+        let mut row = vec![fmt_size(w)];
+        row.extend(samples.iter().map(|s| fmt_ns(median(s))));
+        rows.push(row);
+    }
+    p.clear();
+    println!("## One thread: write then read back, time per pair of operations (1 MiB ring)\n");
+    let mut head = vec!["write".to_string()];
+    head.extend(comps.iter().map(|c| c.name()));
+    table(&head, &rows);
+}
+
+fn creation(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
+    let backends = [Backend::Auto, Backend::MirrorFlag, Backend::Duplicate, Backend::Memfd];
+    let sizes = [64 * KIB, MIB, 64 * MIB, GIB];
+    println!("## Creating a ring (RingOptions::build), median µs\n");
+    let mut head = vec!["size".to_string(), "prefault".to_string()];
+    head.extend(backends.iter().map(|b| b.to_string()));
+    head.push("auto / memfd".into());
+    let mut rows = Vec::new();
+    for prefault in [false, true] {
+        for &size in &sizes {
+            let reps = match (size, prefault) {
+                (s, true) if s >= GIB => {
+                    if cfg.quick {
+                        0
+                    } else {
+                        3
+                    }
+                }
+                (s, true) if s >= 64 * MIB => cfg.reps,
+                _ => 15 * cfg.reps,
+            };
+            let mut samples = vec![Vec::new(); backends.len()];
+            for rep in 0..reps {
+                for (i, &b) in backends.iter().enumerate() {
+                    if !b.is_available() {
+                        continue;
+                    }
+                    p.step("creation", &format!("{} prefault={prefault} rep {}/{reps}: {b}", fmt_size(size), rep + 1));
+                    if let Ok(d) = create_ring(b, size, prefault) {
+                        samples[i].push(d.as_secs_f64() * 1e6);
+                    }
+                }
+            }
+            let med: Vec<f64> = samples.iter().map(|s| median(s)).collect();
+            let mut row = vec![fmt_size(size), if prefault { "yes" } else { "no" }.to_string()];
+            if reps == 0 {
+                row.extend(backends.iter().map(|_| "skipped".to_string()));
+                row.push("-".into());
+            } else {
+                row.extend(med.iter().map(|&v| if v.is_finite() { format!("{v:.1}") } else { "-".into() }));
+                row.push(ratio(med[0], med[3]));
+                if !prefault {
+                    goals.push(Goal {
+                        what: format!("creation at {}: Auto <= 0.9x memfd", fmt_size(size)),
+                        value: ratio(med[0], med[3]),
+                        met: med[0] <= 0.9 * med[3],
+                    });
+                }
+            }
+            rows.push(row);
+        }
+    }
+    p.clear();
+    table(&head, &rows);
+}
+
+fn latency(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
+    let kinds = [
+        Pinger::MirrorSpin,
+        Pinger::Atomic,
+        Pinger::MirrorBlocking(Duration::ZERO),
+        Pinger::Futex,
+        Pinger::Pipe,
+        Pinger::MirrorBlocking(Duration::from_micros(50)),
+    ];
+    let reps = cfg.reps.max(5);
+    let mut rows = Vec::new();
+    let mut meds = Vec::new();
+    for mode in [Mode::Threads, Mode::Fork] {
+        // Size each batch to about 2 ms (5 ms without --quick) from a short trial.
+        let per_batch: Vec<u64> = kinds
+            .iter()
+            .map(|&k| {
+                p.step("round trips", &format!("{} calibrating {}", mode.name(), k.name()));
+                let t = round_trips(k, mode, 1, 200, 50).ok().map(|v| v[0]).unwrap_or(f64::NAN);
+                let budget = if cfg.quick { 2e6 } else { 5e6 };
+                if t.is_finite() {
+                    ((budget / t) as u64).clamp(20, 200_000)
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let mut samples = vec![Vec::new(); kinds.len()];
+        for rep in 0..reps {
+            for (i, &k) in kinds.iter().enumerate() {
+                if per_batch[i] == 0 {
+                    continue;
+                }
+                p.step("round trips", &format!("{} rep {}/{reps}: {}", mode.name(), rep + 1, k.name()));
+                match round_trips(k, mode, 1, per_batch[i], per_batch[i] / 10 + 10) {
+                    Ok(v) => samples[i].push(v[0]),
+                    Err(e) => {
+                        p.clear();
+                        eprintln!("{} ({}) failed: {e}", k.name(), mode.name());
+                    }
+                }
+            }
+        }
+        let med: Vec<f64> = samples.iter().map(|s| median(s)).collect();
+        let mut row = vec![mode.name().to_string()];
+        row.extend(med.iter().map(|&v| fmt_ns(v)));
+        row.push(ratio(med[0], med[1]));
+        row.push(ratio(med[2], med[3]));
+        rows.push(row);
+        goals.push(Goal {
+            what: format!("{}: spinning round trip <= 1.5x bare atomic", mode.name()),
+            value: ratio(med[0], med[1]),
+            met: med[0] <= 1.5 * med[1],
+        });
+        meds.push(med);
+    }
+    p.clear();
+    println!("## Round trip of one 8-byte message (median of per-batch means)\n");
+    let mut head = vec!["between".to_string()];
+    head.extend(kinds.iter().map(|k| k.name()));
+    head.push("spin / atomic".into());
+    head.push("blocking / futex".into());
+    table(&head, &rows);
+}
+
+fn fmt_ns(ns: f64) -> String {
+    if !ns.is_finite() {
+        "-".into()
+    } else if ns >= 10_000.0 {
+        format!("{:.1} µs", ns / 1000.0)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+/// Blocking streaming and round trips for several spin budgets.
+fn spin_sweep(cfg: &Cfg, p: &mut Progress) {
+    let budgets: Vec<Duration> = [0u64, 5, 20, 50, 200, 1000].iter().map(|&u| Duration::from_micros(u)).collect();
+    println!("## Spin budget sweep (blocking API, 1 MiB ring)\n");
+    // Streaming.
+    let comps: Vec<Competitor> = std::iter::once(Competitor::Mirror(Backend::Auto))
+        .chain(budgets.iter().map(|&b| Competitor::MirrorBlocking(Backend::Auto, b)))
+        .collect();
+    let cells: Vec<(usize, usize)> = [64, 4 * KIB, 64 * KIB].iter().map(|&w| (MIB, w)).collect();
+    for mode in [Mode::Threads, Mode::Fork] {
+        let data = measure(cfg, p, "spin sweep (streaming)", mode, &comps, &cells);
+        p.clear();
+        println!("Streaming, {}: GB/s (first column: spinning try_* loops)\n", mode.name());
+        let mut head = vec!["write".to_string()];
+        head.extend(comps.iter().map(|c| match c {
+            Competitor::MirrorBlocking(_, b) => format!("spin {}", fmt_duration(*b)),
+            _ => "try_* spin".into(),
+        }));
+        let rows: Vec<Vec<String>> = cells
+            .iter()
+            .zip(&data)
+            .map(|((_, w), d)| std::iter::once(fmt_size(*w)).chain(d.iter().map(|&v| cell(v))).collect())
+            .collect();
+        table(&head, &rows);
+    }
+    // Round trips.
+    let reps = cfg.reps.max(5);
+    let mut rows = Vec::new();
+    for mode in [Mode::Threads, Mode::Fork] {
+        let mut samples = vec![Vec::new(); budgets.len()];
+        for rep in 0..reps {
+            for (i, &b) in budgets.iter().enumerate() {
+                p.step(
+                    "spin sweep (round trips)",
+                    &format!("{} rep {}/{reps}: {}", mode.name(), rep + 1, fmt_duration(b)),
+                );
+                let n = if b.is_zero() { 200 } else { 2000 };
+                if let Ok(v) = round_trips(Pinger::MirrorBlocking(b), mode, 1, n, 50) {
+                    samples[i].push(v[0]);
+                }
+            }
+        }
+        let mut row = vec![mode.name().to_string()];
+        row.extend(samples.iter().map(|s| fmt_ns(median(s))));
+        rows.push(row);
+    }
+    p.clear();
+    println!("Round trip of an 8-byte message, back to back:\n");
+    let mut head = vec!["between".to_string()];
+    head.extend(budgets.iter().map(|&b| format!("spin {}", fmt_duration(b))));
+    table(&head, &rows);
+    // Paced requests: the pinger thinks for a while between round trips, so the echo side waits
+    // that long for each request: it either spins through the gap or sleeps.
+    let gaps = [Duration::from_micros(10), Duration::from_micros(100), Duration::from_millis(1)];
+    let mut rows = Vec::new();
+    for &gap in &gaps {
+        let mut lat = vec![Vec::new(); budgets.len()];
+        let mut cpu = vec![Vec::new(); budgets.len()];
+        for rep in 0..3 {
+            for (i, &b) in budgets.iter().enumerate() {
+                p.step(
+                    "spin sweep (paced)",
+                    &format!("gap {} rep {}/3: spin {}", fmt_duration(gap), rep + 1, fmt_duration(b)),
+                );
+                let n = (Duration::from_millis(if cfg.quick { 20 } else { 60 }).as_nanos() / (gap.as_nanos() + 50_000))
+                    as u64;
+                if let Ok((l, c)) = paced_round_trips(b, gap, n.max(20)) {
+                    lat[i].push(l);
+                    cpu[i].push(c);
+                }
+            }
+        }
+        let mut row = vec![fmt_duration(gap)];
+        row.extend(lat.iter().zip(&cpu).map(|(l, c)| format!("{} / {:.0}%", fmt_ns(median(l)), 100.0 * median(c))));
+        rows.push(row);
+    }
+    p.clear();
+    println!(
+        "Paced requests between threads: round trip (median) / CPU used by the echo thread while it waits, by gap between \
+         requests:\n"
+    );
+    let mut head = vec!["gap".to_string()];
+    head.extend(budgets.iter().map(|&b| format!("spin {}", fmt_duration(b))));
+    table(&head, &rows);
+}
+
+/// Non-temporal stores in the producer (minimal mirrored ring), against ordinary copies.
+fn nt_experiment(cfg: &Cfg, p: &mut Progress) {
+    let comps = [Competitor::Minimal, Competitor::MinimalNt, Competitor::Mirror(Backend::Auto)];
+    let cells: Vec<(usize, usize)> =
+        [(MIB, KIB), (MIB, 4 * KIB), (MIB, 64 * KIB), (4 * MIB, 4 * KIB), (16 * MIB, 4 * KIB)].into_iter().collect();
+    for mode in [Mode::Threads, Mode::Fork] {
+        let data = measure(cfg, p, "non-temporal stores", mode, &comps, &cells);
+        p.clear();
+        println!("## Non-temporal stores in the producer ({}), GB/s\n", mode.name());
+        let head: Vec<String> = ["ring, write", "ordinary copy", "non-temporal", "nt / ordinary", "mirror-ring"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let rows: Vec<Vec<String>> = cells
+            .iter()
+            .zip(&data)
+            .map(|((c, w), d)| {
+                vec![
+                    format!("{}, {}", fmt_size(*c), fmt_size(*w)),
+                    cell(d[0]),
+                    cell(d[1]),
+                    ratio(d[1], d[0]),
+                    cell(d[2]),
+                ]
+            })
+            .collect();
+        table(&head, &rows);
+    }
+}
