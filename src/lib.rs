@@ -108,16 +108,20 @@
 //! can shrink it under the mapping (the `SIGBUS` a truncated shared file would raise).
 //!
 //! **Peer death.** A process can die without running `Drop`. Between processes, every blocked
-//! call sleeps at most 25 ms at a time and then checks the peer through a pidfd, which reports
-//! a process as soon as it terminates, also while it is an unreaped zombie; pid reuse is caught
-//! by comparing the start time the claimant recorded (see `SharedRing` and the module source
-//! for the details and the limits: both processes must share a PID namespace). Measured from
-//! `SIGKILL` to the blocked call returning: 6–11 ms on the development machine, bounded by the
-//! 25 ms interval. The consumer first reads every byte committed before the death, then gets
-//! `UnexpectedEof` (a crash is not a clean end of stream); the producer gets `BrokenPipe`.
-//! `try_*` calls (when they would otherwise say "empty" or "full") and `is_abandoned` report it
-//! too. Until the peer has claimed its role there is no one to watch, so a blocking call just
-//! waits: the timeout variants exist for that.
+//! call sleeps at most 25 ms at a time and then checks the peer through a pidfd (Linux 5.3+;
+//! `/proc/<pid>/stat` before), which reports a process as soon as it terminates, also while it
+//! is an unreaped zombie: a parent need not `waitpid` a dead child for its ring to notice. Pid
+//! reuse is caught by the start time each claimant records next to its pid: once the pidfd is
+//! open, the process it names must have that start time, or the claimant is gone. Limits: both
+//! processes must share a PID namespace, and where `/proc` hides the peer (`hidepid`) the pidfd
+//! alone decides. Measured from `SIGKILL` to the blocked call returning, over 150 kills on a
+//! 2-core VM: median 9–16 ms, at most 27.5 ms (the 25 ms interval plus scheduling). The
+//! consumer first reads every byte committed before the death, then gets `UnexpectedEof` (a
+//! crash is not a clean end of stream); the producer gets `BrokenPipe`. `try_*` calls (when
+//! they would otherwise say "empty" or "full") and `is_abandoned` report it too; a write that
+//! fits is not refused (like bytes written to a pipe nobody reads, it is lost). Until the peer
+//! has claimed its role there is no one to watch, so a blocking call just waits: the timeout
+//! variants exist for that.
 //!
 //! **Trust model.** The peer process and the ring file are untrusted. Validated: every value
 //! read from the shared header before it becomes an offset or a length (a cursor that moves

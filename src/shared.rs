@@ -108,17 +108,46 @@ impl SharedRing {
         SharedRing { mem, spin }
     }
 
-    /// The ring's capacity in bytes.
+    /// The ring's capacity in bytes (the requested size rounded up to a power of two of at
+    /// least a page).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ring = mirror_ring::RingOptions::new().capacity(10_000).shared()?;
+    /// assert_eq!(ring.capacity(), 16384);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn capacity(&self) -> usize {
         self.mem.capacity()
     }
 
-    /// The backend the ring was built with.
+    /// The backend the ring was built with (never [`Backend::Auto`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mirror_ring::{Backend, RingOptions};
+    /// let ring = RingOptions::new().backend(Backend::Memfd).shared()?;
+    /// assert_eq!(ring.backend(), Backend::Memfd);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn backend(&self) -> Backend {
         self.mem.map().backend()
     }
 
-    /// The ring's memfd, for [`Backend::Memfd`] rings (`None` for the fd-less backends).
+    /// The ring's memfd, for [`Backend::Memfd`] rings (`None` for the fd-less backends). It is
+    /// sealed against shrinking, growing and further sealing; whoever receives a copy can map
+    /// the ring (with [`from_fd`](Self::from_fd)) but not resize it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mirror_ring::{Backend, RingOptions};
+    /// assert!(RingOptions::new().backend(Backend::Memfd).shared()?.as_fd().is_some());
+    /// assert!(RingOptions::new().backend(Backend::Duplicate).shared()?.as_fd().is_none());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
         self.mem.map().as_fd()
     }
@@ -239,11 +268,8 @@ impl SharedRing {
         // Seals first: only once shrinking and growing are sealed is the size final. (Read
         // before, it could change before the mapping, and touching pages past the end of the
         // file raises SIGBUS.)
-        let seals = match sys::get_seals(fd.as_fd()) {
-            Ok(s) => s,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Err(bad("the file does not support seals")),
-            Err(e) => return Err(e),
-        };
+        // EINVAL: not a memfd; EBADF: an O_PATH descriptor. Either way, not a ring file.
+        let seals = sys::get_seals(fd.as_fd()).map_err(|e| bad(&format!("cannot read its seals ({e})")))?;
         let need = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
         if seals & need != need {
             return Err(bad("not sealed against shrinking and growing (F_SEAL_SHRINK | F_SEAL_GROW)"));
@@ -288,6 +314,27 @@ impl SharedRing {
     /// # Errors
     ///
     /// `Unsupported` for fd-less backends; OS errors from `sendmsg`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::os::unix::net::UnixStream;
+    /// use mirror_ring::{Backend, RingOptions, SharedRing};
+    ///
+    /// let (here, there) = UnixStream::pair()?; // in real use, one end in each process
+    /// let ring = RingOptions::new().backend(Backend::Memfd).shared()?;
+    /// ring.send_to(&here)?;
+    /// let received = SharedRing::recv_from(&there)?; // validated, then mapped a second time
+    /// let mut tx = ring.into_producer()?;
+    /// let mut rx = received.into_consumer()?;
+    /// tx.write_all(b"over the socket")?;
+    /// drop(tx);
+    /// let mut got = String::new();
+    /// rx.read_to_string(&mut got)?;
+    /// assert_eq!(got, "over the socket");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn send_to(&self, sock: &UnixStream) -> io::Result<()> {
         let fd = self.as_fd().ok_or_else(|| {
             io::Error::new(io::ErrorKind::Unsupported, "only a Backend::Memfd ring has a descriptor to send")
@@ -302,6 +349,19 @@ impl SharedRing {
     ///
     /// As [`from_fd`](SharedRing::from_fd), plus OS errors from `recvmsg` and `UnexpectedEof`
     /// if the socket closed first.
+    ///
+    /// # Examples
+    ///
+    /// See [`send_to`](SharedRing::send_to). A socket that carries no descriptor:
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// (&a).write_all(b"x")?;
+    /// let err = mirror_ring::SharedRing::recv_from(&b).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn recv_from(sock: &UnixStream) -> io::Result<SharedRing> {
         SharedRing::from_fd(recv_fd(sock)?)
     }
@@ -317,11 +377,24 @@ impl fmt::Debug for SharedRing {
     }
 }
 
-/// Sends a file descriptor over a Unix socket as `SCM_RIGHTS` ancillary data.
+/// Sends a file descriptor over a Unix socket as `SCM_RIGHTS` ancillary data (with one byte
+/// of payload, which [`recv_fd`] consumes).
 ///
 /// # Errors
 ///
 /// OS errors from `sendmsg`.
+///
+/// # Examples
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// let (a, b) = std::os::unix::net::UnixStream::pair()?;
+/// let file = std::fs::File::open("/proc/self/exe")?;
+/// mirror_ring::send_fd(&a, file.as_fd())?;
+/// let copy: std::fs::File = mirror_ring::recv_fd(&b)?.into();
+/// assert_eq!(copy.metadata()?.len(), file.metadata()?.len());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn send_fd(sock: &UnixStream, fd: BorrowedFd<'_>) -> io::Result<()> {
     sys::send_fd(sock.as_fd(), fd)
 }
@@ -332,6 +405,10 @@ pub fn send_fd(sock: &UnixStream, fd: BorrowedFd<'_>) -> io::Result<()> {
 ///
 /// OS errors from `recvmsg`; `UnexpectedEof` if the socket closed first; `InvalidData` if the
 /// message carried no descriptor.
+///
+/// # Examples
+///
+/// See [`send_fd`].
 pub fn recv_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
     sys::recv_fd(sock.as_fd())
 }

@@ -383,6 +383,12 @@ fn from_fd_refuses_every_bad_file_with_invalid_data_and_leaks_nothing() {
         let path = format!("/proc/self/fd/{}", ring.as_fd().unwrap().as_raw_fd());
         check("ring file opened read-only", File::open(&path).unwrap().into());
         check("ring file opened write-only", File::options().write(true).open(&path).unwrap().into());
+        let cpath = std::ffi::CString::new(path.as_str()).unwrap();
+        // SAFETY: a valid NUL-terminated path; the result is checked.
+        let opath = unsafe { libc::open(cpath.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        assert!(opath >= 0);
+        // SAFETY: a fresh descriptor that nothing else owns.
+        check("ring file as an O_PATH descriptor", unsafe { OwnedFd::from_raw_fd(opath) });
         drop(ring);
 
         if !failures.is_empty() {

@@ -308,6 +308,42 @@ fn fork_streams_64_mib_both_directions_on_every_backend() {
     }
 }
 
+/// A real file (this test's own executable) crosses a fork byte for byte: the parent reads
+/// the file straight into write grants, the child compares what arrives with the file as it
+/// read it before the fork.
+#[test]
+fn a_real_file_crosses_a_fork_byte_for_byte() {
+    use std::os::unix::fs::FileExt;
+    // One open file, read by offset: the same bytes each time even if the path is replaced.
+    let file = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+    let mut want = vec![0u8; file.metadata().unwrap().len() as usize];
+    file.read_exact_at(&mut want, 0).unwrap();
+    assert!(want.len() > 256 * KIB, "a file large enough to wrap the ring many times");
+    for backend in available() {
+        let ring = RingOptions::new().capacity(64 * KIB).backend(backend).shared().unwrap();
+        let child_ring = ring.clone();
+        let pid = spawn_child(|| {
+            let mut rx = child_ring.into_consumer().unwrap();
+            let mut got = Vec::new();
+            rx.read_to_end(&mut got).unwrap();
+            i32::from(got != want)
+        });
+        let mut tx = ring.into_producer().unwrap();
+        let mut offset = 0;
+        loop {
+            let mut grant = tx.write_grant_timeout(1, LONG).unwrap();
+            let n = file.read_at(&mut grant, offset).unwrap();
+            if n == 0 {
+                break;
+            }
+            grant.commit(n).unwrap();
+            offset += n as u64;
+        }
+        drop(tx);
+        assert_eq!(wait_child_within(pid, 10 * LONG), 0, "{backend}: the file arrived changed");
+    }
+}
+
 #[test]
 fn a_tiny_ring_across_fork_without_spinning() {
     // One page and no spin budget: nearly every call sleeps on the futex, across processes.
