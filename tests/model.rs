@@ -382,3 +382,294 @@ fn random_operations_from_two_threads_keep_the_stream_intact() {
         assert_eq!(pos, total, "{backend} seed {s}: bytes lost or invented");
     }
 }
+
+/// The bytes a frame of `len` payload bytes occupies: an 8-byte header, the payload rounded up
+/// to 8 (the wire format documented in `framed.rs`).
+fn frame_size(len: usize) -> usize {
+    8 + len.div_ceil(8) * 8
+}
+
+/// A `VecDeque<Vec<u8>>` model of the frames in flight: published frames (visible to the
+/// consumer) and pending ones (held back by batching), each with the ring position it starts
+/// at, and the positions that say how much room the producer has.
+struct FrameModel {
+    cap: usize,
+    max: usize,
+    published: VecDeque<(u64, Vec<u8>)>,
+    pending: VecDeque<(u64, Vec<u8>)>,
+    rng: Rng,
+    ctx: String,
+    /// Producer position (advanced), its last published value, and the consumer's released
+    /// position, as byte counts from ring creation.
+    p_pos: u64,
+    p_published: u64,
+    c_released: u64,
+    /// The alignment padding before the first frame (raw bytes went first), not yet skipped.
+    pad: u64,
+    batch: usize,
+    seams: usize,
+    /// Counters, to show what a run covered: frames received, refusals for room, refusals
+    /// for size, empty receives, frames held while the producer filled the ring.
+    received: usize,
+    full: usize,
+    too_long: usize,
+    empty: usize,
+    held: usize,
+}
+
+impl FrameModel {
+    fn free(&self) -> usize {
+        self.cap - (self.p_pos - self.c_released) as usize
+    }
+
+    fn publish(&mut self) {
+        self.published.extend(self.pending.drain(..));
+        self.p_published = self.p_pos;
+    }
+
+    /// A message length: edges, small, or anything up to a bit over the limit.
+    fn msg_len(&mut self) -> usize {
+        match self.rng.below(40) {
+            0 => self.max + 1 + self.rng.below(100),
+            1 => self.max,
+            2..=5 => 0,
+            6..=25 => self.rng.below(64),
+            _ => self.rng.below(self.max),
+        }
+    }
+
+    /// What a claim of `len` bytes does before the frame is written: refused (`None`) when too
+    /// long; otherwise the first claim skips the alignment padding; then the frame fits, or
+    /// the producer publishes what is pending and reports `WouldBlock`.
+    fn claim(&mut self, len: usize) -> Option<bool> {
+        if len > self.max {
+            return None;
+        }
+        if self.pad != 0 {
+            self.p_pos += self.pad; // the ring is empty at the first claim: the padding fits
+            self.pad = 0;
+        }
+        if frame_size(len) <= self.free() {
+            Some(true)
+        } else {
+            self.publish();
+            Some(false)
+        }
+    }
+
+    /// A frame of `msg` was written at the producer position: count it, publish per batching
+    /// (`batch` frames, or a quarter of the ring, pending).
+    fn sent(&mut self, msg: Vec<u8>) {
+        let size = frame_size(msg.len()) as u64;
+        if (self.p_pos % self.cap as u64) + size > self.cap as u64 {
+            self.seams += 1;
+        }
+        self.pending.push_back((self.p_pos, msg));
+        self.p_pos += size;
+        if self.pending.len() >= self.batch || (self.p_pos - self.p_published) as usize >= self.cap / 4 {
+            self.publish();
+        }
+    }
+
+    fn check(&mut self, r: std::io::Result<()>, fits: Option<bool>, step: usize) -> bool {
+        match fits {
+            None => self.too_long += 1,
+            Some(false) => self.full += 1,
+            Some(true) => {}
+        }
+        let ctx = &self.ctx;
+        match (r, fits) {
+            (Ok(()), Some(true)) => return true,
+            (Err(e), None) => assert_eq!(e.kind(), ErrorKind::InvalidInput, "{ctx}: step {step}"),
+            (Err(e), Some(false)) => assert_eq!(e.kind(), ErrorKind::WouldBlock, "{ctx}: step {step}"),
+            (r, fits) => panic!("{ctx}: step {step}: got {r:?}, the model says fits = {fits:?}"),
+        }
+        false
+    }
+}
+
+/// The framed ends of a real ring and their model.
+struct FrameHarness {
+    tx: mirror_ring::FramedProducer,
+    rx: mirror_ring::FramedConsumer,
+    m: FrameModel,
+}
+
+impl FrameHarness {
+    fn new(backend: Backend, cap: usize, seed: u64) -> FrameHarness {
+        let mut rng = Rng::new(seed);
+        let (mut tx, mut rx) = RingOptions::new().capacity(cap).backend(backend).build().unwrap();
+        // Raw bytes first, usually, so both ends start unaligned and must agree on the skip.
+        let raw = rng.below(11);
+        assert_eq!(tx.try_write(&vec![9; raw]).unwrap(), raw);
+        assert_eq!(rx.try_read(&mut vec![0; raw]).unwrap(), raw);
+        let (tx, rx) = (tx.into_framed(), rx.into_framed());
+        let max = tx.max_frame_len();
+        assert_eq!(max, cap - 8);
+        assert_eq!(rx.max_frame_len(), max);
+        let raw = raw as u64;
+        let m = FrameModel {
+            cap,
+            max,
+            published: VecDeque::new(),
+            pending: VecDeque::new(),
+            rng,
+            ctx: format!("{backend} cap {cap} seed {seed} raw {raw}"),
+            p_pos: raw,
+            p_published: raw,
+            c_released: raw,
+            pad: raw.wrapping_neg() % 8,
+            batch: 1,
+            seams: 0,
+            received: 0,
+            full: 0,
+            too_long: 0,
+            empty: 0,
+            held: 0,
+        };
+        FrameHarness { tx, rx, m }
+    }
+
+    fn step(&mut self, step: usize) {
+        let (tx, rx, m) = (&mut self.tx, &mut self.rx, &mut self.m);
+        let ctx = m.ctx.clone();
+        match m.rng.below(11) {
+            // try_send, or a blocking send when the model says it fits.
+            0..=2 => {
+                let len = m.msg_len();
+                let mut msg = vec![0; len];
+                m.rng.fill(&mut msg);
+                let blocking = m.rng.below(3) == 0;
+                if blocking && (len > m.max || frame_size(len) + m.pad as usize > m.free()) {
+                    return; // send would wait for good (or is refused: try_send covers that)
+                }
+                let fits = m.claim(len);
+                let r = if blocking { tx.send(&msg) } else { tx.try_send(&msg) };
+                if m.check(r, fits, step) {
+                    m.sent(msg);
+                }
+            }
+            // try_reserve, fill, maybe truncate, then commit or drop.
+            3 | 4 => {
+                let len = m.msg_len();
+                let fits = m.claim(len);
+                match tx.try_reserve(len) {
+                    Ok(mut g) => {
+                        assert_eq!(fits, Some(true), "{ctx}: step {step}: a grant the model has no room for");
+                        assert_eq!(g.len(), len, "{ctx}: step {step}");
+                        assert_eq!(g.as_ptr() as usize % 8, 0, "{ctx}: step {step}: unaligned grant");
+                        m.rng.fill(&mut g);
+                        if m.rng.below(4) == 0 {
+                            let short = m.rng.below(len);
+                            g.truncate(short);
+                            assert_eq!(g.len(), short);
+                        }
+                        if m.rng.below(6) == 0 {
+                            drop(g); // sends nothing
+                        } else {
+                            let msg = g.to_vec();
+                            g.commit().unwrap();
+                            m.sent(msg);
+                        }
+                    }
+                    Err(e) => {
+                        m.check(Err(e), fits, step);
+                    }
+                }
+            }
+            // try_recv (or recv when a frame is there); sometimes hold the frame while the
+            // producer fills all its room, which must not touch the frame.
+            5..=8 => {
+                let blocking = m.rng.below(3) == 0;
+                if blocking && m.published.is_empty() {
+                    return;
+                }
+                let hold = m.rng.below(8) == 0;
+                let r = if blocking { rx.recv() } else { rx.try_recv() };
+                match r {
+                    Ok(Some(frame)) => {
+                        let (pos, want) = m
+                            .published
+                            .pop_front()
+                            .unwrap_or_else(|| panic!("{ctx}: step {step}: a frame the model has not published"));
+                        assert_eq!(frame.len(), want.len(), "{ctx}: step {step}: frame length");
+                        assert!(*frame == want[..], "{ctx}: step {step}: frame bytes");
+                        assert_eq!(frame.as_ptr() as usize % 8, 0, "{ctx}: step {step}: unaligned frame");
+                        if hold && m.pad == 0 && m.free() >= 8 {
+                            let msg = vec![0x5A; m.free() - 8];
+                            let fits = m.claim(msg.len());
+                            assert_eq!(fits, Some(true));
+                            if m.check(tx.try_send(&msg), fits, step) {
+                                m.sent(msg);
+                            }
+                            assert!(*frame == want[..], "{ctx}: step {step}: a held frame was overwritten");
+                            m.held += 1;
+                        }
+                        m.received += 1;
+                        drop(frame);
+                        m.c_released = pos + frame_size(want.len()) as u64;
+                    }
+                    Ok(None) => panic!("{ctx}: step {step}: end of stream while the producer lives"),
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{ctx}: step {step}: {e}");
+                        assert!(m.published.is_empty(), "{ctx}: step {step}: WouldBlock with frames published");
+                        m.empty += 1;
+                    }
+                }
+            }
+            // Batching: change the batch (which publishes), or flush.
+            9 => {
+                if m.rng.below(2) == 0 {
+                    let b = [1, 2, 3, 8, 100][m.rng.below(4)];
+                    tx.set_batch(b);
+                    assert_eq!(tx.batch(), b);
+                    m.batch = b;
+                } else {
+                    tx.flush();
+                }
+                m.publish();
+            }
+            _ => {
+                assert!(!tx.is_abandoned(), "{ctx}");
+                assert!(!rx.is_abandoned(), "{ctx}");
+            }
+        }
+    }
+
+    /// Dropping the producer publishes what is pending and closes: every frame arrives, then
+    /// end of stream.
+    fn finish(mut self) {
+        let ctx = self.m.ctx.clone();
+        drop(self.tx);
+        self.m.publish();
+        while let Some(frame) = self.rx.recv().unwrap() {
+            let (_, want) = self.m.published.pop_front().unwrap_or_else(|| panic!("{ctx}: an extra frame after close"));
+            assert!(*frame == want[..], "{ctx}: frame after close");
+        }
+        assert!(self.m.published.is_empty(), "{ctx}: {} frames lost at close", self.m.published.len());
+        assert!(self.rx.try_recv().unwrap().is_none(), "{ctx}");
+    }
+}
+
+#[test]
+fn random_frame_operations_match_a_vecdeque_model() {
+    for backend in backends() {
+        for (i, cap) in [4096usize, 8192].into_iter().enumerate() {
+            let s = seed().wrapping_add(7 + i as u64 * 1000 + backend as u64);
+            let mut h = FrameHarness::new(backend, cap, s);
+            let ops = OPS / 2 * scale();
+            for step in 0..ops {
+                h.step(step);
+            }
+            let m = &h.m;
+            assert!(m.seams > ops / 200, "{}: only {} frames crossed the seam", m.ctx, m.seams);
+            assert!(m.full > 0 && m.too_long > 0 && m.empty > 0 && m.held > 0, "{}: a case never came up", m.ctx);
+            println!(
+                "{}: {ops} operations: {} frames received, {} crossed the seam; refused: {} full, {} too long; \
+                 {} empty receives; {} frames held while the producer filled the ring",
+                m.ctx, m.received, m.seams, m.full, m.too_long, m.empty, m.held
+            );
+            h.finish();
+        }
+    }
+}
