@@ -416,10 +416,13 @@ impl Producer {
     fn reserve_slow(&mut self, min: usize, wait: Wait) -> io::Result<usize> {
         let deadline = match wait {
             Wait::No => {
-                if self.end.peer_gone() {
-                    return Err(producer_error(Stop::PeerDied));
+                // Full as far as the cached cursors tell: look at the shared flags as a blocking
+                // call would, so a poisoned ring is an error here too, not "full" for ever.
+                match self.cur.poll_writable(self.end.hdr(), min) {
+                    Some(r) => return r.map_err(producer_error),
+                    None if self.end.peer_gone() => return Err(producer_error(Stop::PeerDied)),
+                    None => return Err(io::ErrorKind::WouldBlock.into()),
                 }
-                return Err(io::ErrorKind::WouldBlock.into());
             }
             Wait::Until(deadline) => deadline,
         };
@@ -1084,7 +1087,7 @@ mod tests {
         assert!(hdr.is_poisoned());
         // The producer sees the shared flag once it has to look at the consumer's cursor.
         tx.try_write(&[0; 4093]).unwrap();
-        assert_eq!(tx.try_write(b"x").unwrap_err().kind(), ErrorKind::WouldBlock);
+        assert_eq!(tx.try_write(b"x").unwrap_err().kind(), ErrorKind::InvalidData);
         assert_eq!(tx.write_timeout(b"x", Duration::from_millis(1)).unwrap_err().kind(), ErrorKind::InvalidData);
     }
 

@@ -673,3 +673,30 @@ fn random_frame_operations_match_a_vecdeque_model() {
         }
     }
 }
+
+/// Regression (found by the `frames` fuzz target): once the consumer had poisoned the ring
+/// (here: a corrupt frame header), the producer's non-blocking calls on a full ring said
+/// `WouldBlock` for ever; only blocking calls looked at the shared flag. Both now fail with
+/// `InvalidData`, on both sides.
+#[test]
+fn a_poisoned_ring_fails_non_blocking_calls_on_both_sides() {
+    for backend in backends() {
+        let (mut tx, rx) = RingOptions::new().capacity(4096).backend(backend).build().unwrap();
+        let mut rx = rx.into_framed();
+        // A header whose two halves disagree.
+        tx.try_write(&[5, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData, "{backend}");
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData, "{backend}");
+        // The producer still has room for a while (it need not look at the consumer), then
+        // must see the poison rather than a full ring.
+        let fill = [0u8; 1000];
+        let err = loop {
+            match tx.try_write(&fill) {
+                Ok(n) => assert!(n > 0),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), ErrorKind::InvalidData, "{backend}: {err}");
+        assert_eq!(tx.write_grant(1).unwrap_err().kind(), ErrorKind::InvalidData, "{backend}");
+    }
+}
