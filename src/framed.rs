@@ -134,12 +134,53 @@ fn misalignment(ptr: *const u8) -> usize {
     (ptr as usize).wrapping_neg() & (ALIGN - 1)
 }
 
+/// Copies a payload into the ring; messages of up to 64 bytes without a call into `memcpy`
+/// (two overlapping loads and stores of the widest size that fits).
+///
+/// # Safety
+///
+/// `src` is valid for `len` bytes of reads, `dst` for `len` bytes of writes, and they do not
+/// overlap.
+#[inline(always)]
+unsafe fn copy_payload(src: *const u8, dst: *mut u8, len: usize) {
+    /// Copies `[0, W)` and `[len - W, len)`, which together cover `len` bytes for
+    /// `W <= len <= 2W`.
+    #[inline(always)]
+    unsafe fn two<T: Copy>(src: *const u8, dst: *mut u8, len: usize) {
+        let w = std::mem::size_of::<T>();
+        // SAFETY: W <= len, so both windows lie within the `len` bytes the caller vouches for.
+        unsafe {
+            let head = src.cast::<T>().read_unaligned();
+            let tail = src.add(len - w).cast::<T>().read_unaligned();
+            dst.cast::<T>().write_unaligned(head);
+            dst.add(len - w).cast::<T>().write_unaligned(tail);
+        }
+    }
+    // SAFETY: each branch copies exactly the `len` bytes the caller vouches for.
+    unsafe {
+        match len {
+            0 => {}
+            1..=3 => {
+                *dst = *src;
+                *dst.add(len / 2) = *src.add(len / 2);
+                *dst.add(len - 1) = *src.add(len - 1);
+            }
+            4..=7 => two::<u32>(src, dst, len),
+            8..=16 => two::<u64>(src, dst, len),
+            17..=32 => two::<[u64; 2]>(src, dst, len),
+            33..=64 => two::<[u64; 4]>(src, dst, len),
+            _ => std::ptr::copy_nonoverlapping(src, dst, len),
+        }
+    }
+}
+
 fn deadline_after(timeout: Duration) -> Option<Instant> {
     // A timeout too large to represent is no deadline at all.
     Instant::now().checked_add(timeout)
 }
 
 #[cold]
+#[inline(never)]
 fn too_long(len: usize, max: usize) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
@@ -165,6 +206,7 @@ impl Producer {
         let capacity = self.capacity();
         let pad = misalignment(self.write_ptr());
         FramedProducer {
+            room: 0,
             max_len: max_frame_len_for(capacity),
             batch_bytes: capacity / 4,
             inner: self,
@@ -193,7 +235,7 @@ impl Consumer {
     pub fn into_framed(self) -> FramedConsumer {
         let capacity = self.capacity();
         let skip = misalignment(self.read_ptr());
-        FramedConsumer { max_len: max_frame_len_for(capacity), inner: self, skip }
+        FramedConsumer { ready: 0, max_len: max_frame_len_for(capacity), inner: self, skip }
     }
 }
 
@@ -218,6 +260,9 @@ impl Consumer {
 /// ```
 pub struct FramedProducer {
     inner: Producer,
+    /// Free bytes known from the current position: the ring's answer at the last `reserve`,
+    /// less what was written since (so `send` consults the ring only when this runs out).
+    room: usize,
     max_len: usize,
     /// Frames per cursor store (1: publish every frame).
     batch: usize,
@@ -334,7 +379,7 @@ impl FramedProducer {
         self.send_with(msg, Wait::Until(deadline_after(timeout)))
     }
 
-    #[inline]
+    #[inline(always)]
     fn send_with(&mut self, msg: &[u8], wait: Wait) -> io::Result<()> {
         let len = msg.len();
         let header = self.claim(len, wait)?;
@@ -345,7 +390,7 @@ impl FramedProducer {
         // read, which covers unreleased bytes.
         unsafe {
             header.cast::<u64>().write(encode_header(len));
-            std::ptr::copy_nonoverlapping(msg.as_ptr(), header.add(HEADER), len);
+            copy_payload(msg.as_ptr(), header.add(HEADER), len);
         }
         self.finish(len);
         Ok(())
@@ -423,6 +468,18 @@ impl FramedProducer {
     /// header goes; the whole frame's bytes from there are free and the producer's.
     #[inline(always)]
     fn claim(&mut self, len: usize, wait: Wait) -> io::Result<*mut u8> {
+        // Fast path: room known from the ring's last answer, and the same checks `reserve`
+        // makes first (this process owns the end; the consumer is still there). frame_size
+        // cannot overflow: len <= max_len < 2^32.
+        if len <= self.max_len && frame_size(len) <= self.room && self.inner.may_write() {
+            return Ok(self.inner.write_ptr());
+        }
+        self.claim_slow(len, wait)
+    }
+
+    /// Asks the ring for room (refreshing the consumer's cursor, waiting per `wait`).
+    #[inline(never)]
+    fn claim_slow(&mut self, len: usize, wait: Wait) -> io::Result<*mut u8> {
         if len > self.max_len {
             return Err(too_long(len, self.max_len));
         }
@@ -431,8 +488,14 @@ impl FramedProducer {
         }
         let size = frame_size(len);
         match self.inner.reserve(size, size, wait) {
-            Ok(_) => Ok(self.inner.write_ptr()),
-            Err(e) => Err(self.failed(e)),
+            Ok(free) => {
+                self.room = free;
+                Ok(self.inner.write_ptr())
+            }
+            Err(e) => {
+                self.room = 0;
+                Err(self.failed(e))
+            }
         }
     }
 
@@ -452,6 +515,7 @@ impl FramedProducer {
     /// No room (or worse): publish what is pending so the consumer is not left waiting for
     /// frames we hold back while we wait for it (or give up).
     #[cold]
+    #[inline(never)]
     fn failed(&mut self, e: io::Error) -> io::Error {
         self.flush();
         e
@@ -461,7 +525,10 @@ impl FramedProducer {
     /// batching policy.
     #[inline(always)]
     fn finish(&mut self, len: usize) {
-        self.inner.advance(frame_size(len));
+        let size = frame_size(len);
+        // The frame lies within the room claimed for it (a grant may have been truncated).
+        self.room -= size;
+        self.inner.advance(size);
         if self.batch <= 1 {
             self.inner.publish();
             return;
@@ -679,6 +746,10 @@ impl fmt::Debug for FrameGrant<'_> {
 /// ```
 pub struct FramedConsumer {
     inner: Consumer,
+    /// Readable bytes known from the current position: the ring's answer at the last
+    /// `available`, less the frames released since (so `recv` consults the ring only when no
+    /// whole header is left in it).
+    ready: usize,
     max_len: usize,
     /// Bytes to skip before the first frame (0 unless converted at an unaligned position).
     skip: usize,
@@ -780,19 +851,18 @@ impl FramedConsumer {
         self.recv_with(Wait::Until(deadline_after(timeout)))
     }
 
-    #[inline]
+    #[inline(always)]
     fn recv_with(&mut self, wait: Wait) -> io::Result<Option<Frame<'_>>> {
-        if self.skip != 0 && !self.align(wait)? {
-            return Ok(None);
+        // Fast path: a header's worth known readable, and this process owns the end (the first
+        // check `available` makes).
+        if self.ready < HEADER || !self.inner.owned_here() {
+            match self.refill(wait) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => return Err(e),
+            }
         }
-        // Every readable byte was published before the Acquire load of head that reported it
-        // (the ring never counts a byte readable otherwise), so reading it here is the hand-over
-        // the aliasing rules require.
-        let readable = self.inner.available(HEADER, wait)?;
-        if readable < HEADER {
-            // Only after a clean close: whatever is left. Whole frames only, or nothing.
-            return if readable == 0 { Ok(None) } else { Err(self.corrupt()) };
-        }
+        let readable = self.ready;
         let header = self.inner.read_ptr();
         // SAFETY: header is at offset < N with at least 8 readable bytes from it (inside the
         // two views), 8-aligned (page-aligned data, aligned position). Volatile: the word is
@@ -806,6 +876,25 @@ impl FramedConsumer {
         // bytes and inside the two views.
         let payload = unsafe { header.add(HEADER) };
         Ok(Some(Frame { payload, len, consumer: self }))
+    }
+
+    /// Asks the ring for readable bytes (refreshing the producer's cursor, waiting per `wait`).
+    /// `Ok(false)` at end of stream.
+    #[inline(never)]
+    fn refill(&mut self, wait: Wait) -> io::Result<bool> {
+        if self.skip != 0 && !self.align(wait)? {
+            return Ok(false);
+        }
+        // Every readable byte was published before the Acquire load of head that reported it
+        // (the ring never counts a byte readable otherwise), so reading it is the hand-over the
+        // aliasing rules require.
+        let readable = self.inner.available(HEADER, wait)?;
+        self.ready = readable;
+        if readable < HEADER {
+            // Only after a clean close: whatever is left. Whole frames only, or nothing.
+            return if readable == 0 { Ok(false) } else { Err(self.corrupt()) };
+        }
+        Ok(true)
     }
 
     /// Skips to the first aligned position (once, before the first frame). `Ok(false)` at end
@@ -822,7 +911,9 @@ impl FramedConsumer {
     }
 
     #[cold]
+    #[inline(never)]
     fn corrupt(&mut self) -> io::Error {
+        self.ready = 0;
         let _ = self.inner.poison();
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -910,9 +1001,12 @@ impl Deref for Frame<'_> {
 impl Drop for Frame<'_> {
     #[inline]
     fn drop(&mut self) {
-        let rx = &mut self.consumer.inner;
-        rx.advance(frame_size(self.len));
-        rx.publish();
+        let size = frame_size(self.len);
+        let rx = &mut *self.consumer;
+        // The frame lies within the readable bytes (checked when it was handed out).
+        rx.ready -= size;
+        rx.inner.advance(size);
+        rx.inner.publish();
     }
 }
 
@@ -949,6 +1043,18 @@ mod tests {
         // Patterns a crashed or hostile producer might leave.
         for raw in [0u64, u64::MAX, 0xFFFF_FFFF, 0x0000_0001_0000_0001, 0xDEAD_BEEF_DEAD_BEEF] {
             assert_eq!(decode_header(raw, 4088, 4096), None, "{raw:#x}");
+        }
+    }
+
+    #[test]
+    fn small_copies_copy_exactly_len_bytes() {
+        let src: Vec<u8> = (1..=100).collect();
+        for len in 0..=100 {
+            let mut dst = [0u8; 112];
+            // SAFETY: src has 100 >= len bytes, dst 112; distinct buffers.
+            unsafe { copy_payload(src.as_ptr(), dst.as_mut_ptr(), len) };
+            assert_eq!(&dst[..len], &src[..len], "len {len}");
+            assert!(dst[len..].iter().all(|&b| b == 0), "len {len}: wrote past the end");
         }
     }
 

@@ -440,6 +440,14 @@ impl Producer {
         unsafe { self.end.data.as_ptr().add(self.cur.offset()) }
     }
 
+    /// Whether a write may go ahead without asking [`reserve`](Self::reserve): this end
+    /// belongs to this process and the consumer has not closed (the checks `reserve` makes
+    /// before it looks at the free space). For callers that track the free space themselves.
+    #[inline(always)]
+    pub(crate) fn may_write(&self) -> bool {
+        self.end.owned_here() && !self.end.hdr().is_closed(Role::Consumer)
+    }
+
     /// Counts `n` bytes written at `write_ptr()` without publishing them (see `publish`).
     #[inline]
     pub(crate) fn advance(&mut self, n: usize) {
@@ -770,6 +778,14 @@ impl Consumer {
     pub(crate) fn read_ptr(&self) -> *const u8 {
         // SAFETY: offset < N: inside view A.
         unsafe { self.end.data.as_ptr().add(self.cur.offset()) }
+    }
+
+    /// Whether this end belongs to this process (the first check
+    /// [`available`](Self::available) makes). For callers that track the readable bytes
+    /// themselves.
+    #[inline(always)]
+    pub(crate) fn owned_here(&self) -> bool {
+        self.end.owned_here()
     }
 
     /// Counts `n` bytes as consumed without releasing them to the producer yet.
