@@ -1,6 +1,11 @@
 //! Messages per second between two pinned threads: mirror-ring framed messages (a cursor
 //! store per message, and batched), rtrb, and crossbeam's `ArrayQueue`, in one run.
 //!
+//! - `mirror_framed`: `send` and `recv` per message, each publishing its cursor (the default).
+//! - `mirror_framed_batched`: the producer with `set_batch(32)` (one cursor store per 32
+//!   frames, or sooner when the consumer sleeps), the consumer with `recv_batch` (every frame
+//!   readable at once, one cursor load and one cursor store per batch).
+//!
 //! - 8-byte messages: mirror-ring frames of 8 bytes (16 in the ring: 8-byte header + payload)
 //!   against rtrb `push`/`pop` of a `u64` and `ArrayQueue<u64>`.
 //! - 64-byte messages: mirror-ring frames of 64 bytes against rtrb `push`/`pop` of a `[u8; 64]`
@@ -67,9 +72,14 @@ trait Tx: Send + 'static {
     fn end(&mut self) {}
 }
 
-/// The receiving side: returns the first word of the message it copied out.
+/// The receiving side.
 trait Rx {
+    /// Receives one message and returns the first word of the copy it made.
     fn take(&mut self) -> u64;
+    /// Receives `n` messages and returns the wrapping sum of their first words.
+    fn take_n(&mut self, n: u64) -> u64 {
+        (0..n).fold(0u64, |sum, _| sum.wrapping_add(self.take()))
+    }
 }
 
 struct Framed<const N: usize>(FramedProducer);
@@ -90,6 +100,31 @@ impl<const N: usize> Rx for FramedRx<N> {
         let mut m = [0u8; N];
         m.copy_from_slice(&frame);
         first_word(black_box(&m))
+    }
+}
+
+/// The batched consumer: every frame readable at once through `recv_batch` (one cursor load
+/// and one cursor store per batch), each copied out like the others.
+struct FramedBatchRx<const N: usize>(FramedConsumer);
+impl<const N: usize> Rx for FramedBatchRx<N> {
+    fn take(&mut self) -> u64 {
+        unreachable!("the batched consumer takes whole runs (take_n)")
+    }
+    #[inline]
+    fn take_n(&mut self, n: u64) -> u64 {
+        let (mut sum, mut got) = (0u64, 0u64);
+        while got < n {
+            got += self
+                .0
+                .recv_batch(|frame| {
+                    let mut m = [0u8; N];
+                    m.copy_from_slice(frame);
+                    sum = sum.wrapping_add(first_word(black_box(&m)));
+                })
+                .unwrap() as u64;
+        }
+        assert_eq!(got, n, "the producer sent exactly n messages");
+        sum
     }
 }
 
@@ -171,10 +206,7 @@ impl Feeder {
     fn run(&mut self, rx: &mut impl Rx, n: u64) -> Duration {
         let start = Instant::now();
         self.cmd.as_ref().unwrap().send(n).unwrap();
-        let mut sum = 0u64;
-        for _ in 0..n {
-            sum = sum.wrapping_add(rx.take());
-        }
+        let sum = rx.take_n(n);
         let elapsed = start.elapsed();
         // The counters next .. next + n, in order: a lost or reordered message fails the run.
         let first = self.next;
@@ -194,11 +226,17 @@ impl Drop for Feeder {
     }
 }
 
-fn framed_pair<const N: usize>(batch: usize) -> (Framed<N>, FramedRx<N>) {
+/// A framed ring: `send` + `recv` per message, or (batched) `set_batch(BATCH)` + `recv_batch`.
+fn framed_pair<const N: usize>() -> (Framed<N>, FramedRx<N>) {
+    let (tx, rx) = RingOptions::new().capacity(RING_BYTES).prefault(true).build().unwrap();
+    (Framed(tx.into_framed()), FramedRx(rx.into_framed()))
+}
+
+fn framed_batched<const N: usize>() -> (Framed<N>, FramedBatchRx<N>) {
     let (tx, rx) = RingOptions::new().capacity(RING_BYTES).prefault(true).build().unwrap();
     let mut tx = tx.into_framed();
-    tx.set_batch(batch);
-    (Framed(tx), FramedRx(rx.into_framed()))
+    tx.set_batch(BATCH);
+    (Framed(tx), FramedBatchRx(rx.into_framed()))
 }
 
 fn bench_case(c: &mut Criterion, group: &str, name: &str, tx: impl Tx, mut rx: impl Rx) {
@@ -214,10 +252,10 @@ fn messages(c: &mut Criterion) {
 
     // 8-byte messages.
     let g = "messages_8B";
-    let (tx, rx) = framed_pair::<8>(1);
+    let (tx, rx) = framed_pair::<8>();
     bench_case(c, g, "mirror_framed", tx, rx);
-    let (tx, rx) = framed_pair::<8>(BATCH);
-    bench_case(c, g, "mirror_framed_batch32", tx, rx);
+    let (tx, rx) = framed_batched::<8>();
+    bench_case(c, g, "mirror_framed_batched", tx, rx);
     let (tx, rx) = rtrb::RingBuffer::<u64>::new(RING_BYTES / 8);
     bench_case(c, g, "rtrb_u64", RtrbTx(tx, |i| i), RtrbRx(rx, |v| *v));
     let q = Arc::new(ArrayQueue::<u64>::new(RING_BYTES / 8));
@@ -225,10 +263,10 @@ fn messages(c: &mut Criterion) {
 
     // 64-byte messages.
     let g = "messages_64B";
-    let (tx, rx) = framed_pair::<64>(1);
+    let (tx, rx) = framed_pair::<64>();
     bench_case(c, g, "mirror_framed", tx, rx);
-    let (tx, rx) = framed_pair::<64>(BATCH);
-    bench_case(c, g, "mirror_framed_batch32", tx, rx);
+    let (tx, rx) = framed_batched::<64>();
+    bench_case(c, g, "mirror_framed_batched", tx, rx);
     let (tx, rx) = rtrb::RingBuffer::<[u8; 64]>::new(RING_BYTES / 64);
     bench_case(c, g, "rtrb_u8x64", RtrbTx(tx, message::<64>), RtrbRx(rx, |m| first_word(m)));
     let q = Arc::new(ArrayQueue::<[u8; 64]>::new(RING_BYTES / 64));

@@ -646,3 +646,158 @@ fn a_corrupt_header_across_fork_poisons_both_processes() {
     assert_eq!(wait_child(pid), 0);
     assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// recv_batch
+// ---------------------------------------------------------------------------------------------
+
+/// Receives `count` frames through `recv_batch`/`try_recv_batch` and checks each; then expects
+/// end of stream.
+fn recv_frames_batched(rx: &mut FramedConsumer, count: u64, seed: u64, max: usize) {
+    let payloads = Payloads::new();
+    let mut sizes = Sizes::new(seed, max);
+    let (mut i, mut batches) = (0u64, 0u64);
+    while i < count {
+        let got = if batches % 2 == 0 {
+            rx.recv_batch(|frame| {
+                check_frame(frame, payloads.of(i, sizes.next()), i);
+                assert_eq!(frame.as_ptr() as usize % 8, 0);
+                i += 1;
+            })
+            .unwrap()
+        } else {
+            match rx.try_recv_batch(|frame| {
+                check_frame(frame, payloads.of(i, sizes.next()), i);
+                i += 1;
+            }) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => 1, // not end of stream
+                Err(e) => panic!("try_recv_batch: {e}"),
+            }
+        };
+        assert!(got > 0, "end of stream before frame {i}");
+        batches += 1;
+    }
+    assert_eq!(i, count);
+    assert_eq!(rx.recv_batch(|_| panic!("more frames than were sent")).unwrap(), 0);
+}
+
+#[test]
+fn recv_batch_delivers_every_frame_whole_and_in_order() {
+    let count = 200_000 * scale() as u64;
+    let seed = seed() ^ 0xba7c;
+    for (capacity, batch) in [(64 * 1024, 32), (4096, 1)] {
+        let (tx, rx) = RingOptions::new().capacity(capacity).build().unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        tx.set_batch(batch);
+        let max = 4096.min(tx.max_frame_len());
+        let writer = thread::spawn(move || send_frames(&mut tx, count, seed, max));
+        recv_frames_batched(&mut rx, count, seed, max);
+        writer.join().unwrap();
+    }
+}
+
+#[test]
+fn a_panicking_batch_callback_releases_the_frames_it_saw() {
+    let (tx, rx) = channel(4096).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    for i in 0..4u8 {
+        tx.try_send(&[i; 1016]).unwrap(); // 1024 bytes each: the ring is full
+    }
+    let mut seen = Vec::new();
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rx.try_recv_batch(|frame| {
+            seen.push(frame[0]);
+            if frame[0] == 1 {
+                panic!("callback gives up");
+            }
+        })
+    }));
+    assert!(unwound.is_err());
+    assert_eq!(seen, [0, 1]);
+    // Frames 0 and 1 were released: two frames' room, and frame 2 comes next.
+    tx.try_send(&[4; 1016]).unwrap();
+    tx.try_send(&[5; 1016]).unwrap();
+    assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock);
+    let mut rest = Vec::new();
+    while let Ok(n) = rx.try_recv_batch(|frame| rest.push(frame[0])) {
+        assert!(n > 0);
+    }
+    assert_eq!(rest, [2, 3, 4, 5]);
+}
+
+#[test]
+fn a_corrupt_header_mid_batch_delivers_the_good_frames_then_fails() {
+    let (mut raw, rx) = channel(4096).unwrap();
+    let mut stream = Vec::new();
+    for i in 0..3u8 {
+        stream.extend_from_slice(&header(8, !8));
+        stream.extend_from_slice(&[i; 8]);
+    }
+    stream.extend_from_slice(&header(8, 8)); // complement wrong
+    stream.extend_from_slice(&[9; 8]);
+    raw.write_all(&stream).unwrap();
+    let mut rx = rx.into_framed();
+    let mut seen = Vec::new();
+    assert_eq!(rx.try_recv_batch(|f| seen.push(f.to_vec())).unwrap(), 3);
+    assert_eq!(seen, [[0u8; 8], [1; 8], [2; 8]]);
+    for _ in 0..2 {
+        assert_eq!(
+            rx.try_recv_batch(|_| panic!("no frame after the corrupt one")).unwrap_err().kind(),
+            ErrorKind::InvalidData
+        );
+        assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::InvalidData);
+    }
+}
+
+/// A run of identical headers is recognised without decoding each one; the bounds check must
+/// still apply to every frame: the same header word with too few bytes behind it is corrupt.
+#[test]
+fn a_repeated_header_without_its_payload_is_corrupt() {
+    for batched in [false, true] {
+        let (mut raw, rx) = channel(4096).unwrap();
+        let mut stream = Vec::new();
+        for i in 0..5u8 {
+            stream.extend_from_slice(&header(16, !16));
+            stream.extend_from_slice(&[i; 16]);
+        }
+        stream.extend_from_slice(&header(16, !16)); // and then the stream ends
+        raw.write_all(&stream).unwrap();
+        drop(raw);
+        let mut rx = rx.into_framed();
+        let mut seen = 0u8;
+        if batched {
+            while let Ok(n) = rx.recv_batch(|f| {
+                assert_eq!(f, &[seen; 16]);
+                seen += 1;
+            }) {
+                assert!(n > 0, "end of stream despite the dangling header");
+            }
+        } else {
+            while let Ok(Some(f)) = rx.recv() {
+                assert_eq!(&*f, &[seen; 16]);
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 5);
+        assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::InvalidData, "batched {batched}");
+        assert_eq!(rx.recv_batch(|_| {}).unwrap_err().kind(), ErrorKind::InvalidData);
+    }
+}
+
+#[test]
+fn recv_batch_across_fork() {
+    let ring = RingOptions::new().capacity(16 * 1024).shared().unwrap();
+    let count = 30_000 * scale() as u64;
+    let seed = seed() ^ 0xf05;
+    let child = ring.clone();
+    let pid = spawn_child(move || {
+        let mut tx = child.into_producer().unwrap().into_framed();
+        tx.set_batch(8);
+        send_frames(&mut tx, count, seed, 3000);
+        0
+    });
+    let mut rx = ring.into_consumer().unwrap().into_framed();
+    recv_frames_batched(&mut rx, count, seed, 3000);
+    assert_eq!(wait_child(pid), 0);
+}
