@@ -181,6 +181,57 @@ unsafe fn copy_payload(src: *const u8, dst: *mut u8, len: usize) {
     }
 }
 
+/// Up to 8 bytes from `src` as the word whose in-memory bytes are those bytes followed by
+/// zeros.
+///
+/// # Safety
+///
+/// `src` is valid for `len <= 8` bytes of reads.
+#[inline(always)]
+unsafe fn load_small(src: *const u8, len: usize) -> u64 {
+    // SAFETY: every read lies within the `len` bytes the caller vouches for.
+    let v = unsafe {
+        match len {
+            8 => u64::from_le(src.cast::<u64>().read_unaligned()),
+            4..=7 => {
+                let lo = u32::from_le(src.cast::<u32>().read_unaligned());
+                let hi = u32::from_le(src.add(len - 4).cast::<u32>().read_unaligned());
+                // The two windows overlap on identical bytes, so OR-ing them is exact.
+                u64::from(lo) | u64::from(hi) << ((len - 4) * 8)
+            }
+            1..=3 => {
+                u64::from(*src)
+                    | u64::from(*src.add(len / 2)) << (len / 2 * 8)
+                    | u64::from(*src.add(len - 1)) << ((len - 1) * 8)
+            }
+            _ => 0,
+        }
+    };
+    v.to_le()
+}
+
+/// Writes two in-memory words to `dst` (16 bytes), with one store where the target has one.
+///
+/// # Safety
+///
+/// `dst` is valid for 16 bytes of writes and 8-byte aligned.
+#[inline(always)]
+unsafe fn store_pair(dst: *mut u8, first: u64, second: u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE2 is part of x86_64; the unaligned store writes exactly the 16 bytes the
+    // caller vouches for.
+    unsafe {
+        use std::arch::x86_64::{_mm_set_epi64x, _mm_storeu_si128};
+        _mm_storeu_si128(dst.cast(), _mm_set_epi64x(second as i64, first as i64));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: as above, as two aligned words.
+    unsafe {
+        dst.cast::<u64>().write(first);
+        dst.cast::<u64>().add(1).write(second);
+    }
+}
+
 fn deadline_after(timeout: Duration) -> Option<Instant> {
     // A timeout too large to represent is no deadline at all.
     Instant::now().checked_add(timeout)
@@ -213,7 +264,6 @@ impl Producer {
         let capacity = self.capacity();
         let pad = misalignment(self.write_ptr());
         FramedProducer {
-            room: 0,
             max_len: max_frame_len_for(capacity),
             batch_bytes: capacity / 4,
             inner: self,
@@ -242,7 +292,7 @@ impl Consumer {
     pub fn into_framed(self) -> FramedConsumer {
         let capacity = self.capacity();
         let skip = misalignment(self.read_ptr());
-        FramedConsumer { ready: 0, known: Known::NONE, max_len: max_frame_len_for(capacity), inner: self, skip }
+        FramedConsumer { known: Known::NONE, max_len: max_frame_len_for(capacity), inner: self, skip }
     }
 }
 
@@ -267,9 +317,6 @@ impl Consumer {
 /// ```
 pub struct FramedProducer {
     inner: Producer,
-    /// Free bytes known from the current position: the ring's answer at the last `reserve`,
-    /// less what was written since (so `send` consults the ring only when this runs out).
-    room: usize,
     max_len: usize,
     /// Frames per cursor store (1: publish every frame).
     batch: usize,
@@ -396,8 +443,14 @@ impl FramedProducer {
         // cannot overlap free space: the only ring memory a caller can hold is a frame being
         // read, which covers unreleased bytes.
         unsafe {
-            header.cast::<u64>().write(encode_header(len));
-            copy_payload(msg.as_ptr(), header.add(HEADER), len);
+            if len.wrapping_sub(1) < 8 {
+                // 1 to 8 bytes: a 16-byte frame, written with one store for header and payload.
+                // (An empty frame is only its 8-byte header.)
+                store_pair(header, encode_header(len), load_small(msg.as_ptr(), len));
+            } else {
+                header.cast::<u64>().write(encode_header(len));
+                copy_payload(msg.as_ptr(), header.add(HEADER), len);
+            }
         }
         self.finish(len);
         Ok(())
@@ -475,10 +528,11 @@ impl FramedProducer {
     /// header goes; the whole frame's bytes from there are free and the producer's.
     #[inline(always)]
     fn claim(&mut self, len: usize, wait: Wait) -> io::Result<*mut u8> {
-        // Fast path: room known from the ring's last answer, and the same checks `reserve`
-        // makes first (this process owns the end; the consumer is still there). frame_size
-        // cannot overflow: len <= max_len < 2^32.
-        if len <= self.max_len && frame_size(len) <= self.room && self.inner.may_write() {
+        // Fast path: aligned already, room known from the ring's cached cursors, and the same
+        // checks `reserve` makes first (this process owns the end; the consumer is still
+        // there). frame_size cannot overflow: len <= max_len < 2^32.
+        if len <= self.max_len && self.pad == 0 && frame_size(len) <= self.inner.known_free() && self.inner.may_write()
+        {
             return Ok(self.inner.write_ptr());
         }
         self.claim_slow(len, wait)
@@ -495,14 +549,8 @@ impl FramedProducer {
         }
         let size = frame_size(len);
         match self.inner.reserve(size, size, wait) {
-            Ok(free) => {
-                self.room = free;
-                Ok(self.inner.write_ptr())
-            }
-            Err(e) => {
-                self.room = 0;
-                Err(self.failed(e))
-            }
+            Ok(_) => Ok(self.inner.write_ptr()),
+            Err(e) => Err(self.failed(e)),
         }
     }
 
@@ -532,10 +580,8 @@ impl FramedProducer {
     /// batching policy.
     #[inline(always)]
     fn finish(&mut self, len: usize) {
-        let size = frame_size(len);
         // The frame lies within the room claimed for it (a grant may have been truncated).
-        self.room -= size;
-        self.inner.advance(size);
+        self.inner.advance(frame_size(len));
         if self.batch <= 1 {
             self.inner.publish();
             return;
@@ -753,10 +799,6 @@ impl fmt::Debug for FrameGrant<'_> {
 /// ```
 pub struct FramedConsumer {
     inner: Consumer,
-    /// Readable bytes known from the current position: the ring's answer at the last
-    /// `available`, less the frames released since (so `recv` consults the ring only when no
-    /// whole header is left in it).
-    ready: usize,
     /// The last header that passed the checks.
     known: Known,
     max_len: usize,
@@ -864,14 +906,14 @@ impl FramedConsumer {
     fn recv_with(&mut self, wait: Wait) -> io::Result<Option<Frame<'_>>> {
         // Fast path: a header's worth known readable, and this process owns the end (the first
         // check `available` makes).
-        if self.ready < HEADER || !self.inner.owned_here() {
+        if self.inner.known_readable() < HEADER || self.skip != 0 || !self.inner.owned_here() {
             match self.refill(wait) {
                 Ok(true) => {}
                 Ok(false) => return Ok(None),
                 Err(e) => return Err(e),
             }
         }
-        let readable = self.ready;
+        let readable = self.inner.known_readable();
         let header = self.inner.read_ptr();
         // SAFETY: header is at offset < N with at least 8 readable bytes from it (inside the
         // two views), 8-aligned (page-aligned data, aligned position). Volatile: the word is
@@ -966,7 +1008,7 @@ impl FramedConsumer {
 
     #[inline(always)]
     fn batch_with(&mut self, wait: Wait, mut f: impl FnMut(&[u8])) -> io::Result<usize> {
-        if self.ready < HEADER || !self.inner.owned_here() {
+        if self.inner.known_readable() < HEADER || self.skip != 0 || !self.inner.owned_here() {
             match self.refill(wait) {
                 Ok(true) => {}
                 Ok(false) => return Ok(0),
@@ -978,7 +1020,7 @@ impl FramedConsumer {
         let start = self.inner.read_ptr();
         // Releases what `f` has seen, also if it panics.
         let mut done = Release { consumer: self, used: 0 };
-        let mut left = done.consumer.ready;
+        let mut left = done.consumer.inner.known_readable();
         let mut frames = 0;
         let corrupt = loop {
             if left < HEADER {
@@ -1025,7 +1067,6 @@ impl FramedConsumer {
         // (the ring never counts a byte readable otherwise), so reading it is the hand-over the
         // aliasing rules require.
         let readable = self.inner.available(HEADER, wait)?;
-        self.ready = readable;
         if readable < HEADER {
             // Only after a clean close: whatever is left. Whole frames only, or nothing.
             return if readable == 0 { Ok(false) } else { Err(self.corrupt()) };
@@ -1049,7 +1090,6 @@ impl FramedConsumer {
     #[cold]
     #[inline(never)]
     fn corrupt(&mut self) -> io::Error {
-        self.ready = 0;
         let _ = self.inner.poison();
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -1137,7 +1177,6 @@ impl Drop for Release<'_> {
     fn drop(&mut self) {
         if self.used != 0 {
             let rx = &mut *self.consumer;
-            rx.ready -= self.used;
             rx.inner.advance(self.used);
             rx.inner.publish();
         }
@@ -1193,7 +1232,6 @@ impl Drop for Frame<'_> {
         let size = self.size;
         let rx = &mut *self.consumer;
         // The frame lies within the readable bytes (checked when it was handed out).
-        rx.ready -= size;
         rx.inner.advance(size);
         rx.inner.publish();
     }
@@ -1232,6 +1270,23 @@ mod tests {
         // Patterns a crashed or hostile producer might leave.
         for raw in [0u64, u64::MAX, 0xFFFF_FFFF, 0x0000_0001_0000_0001, 0xDEAD_BEEF_DEAD_BEEF] {
             assert_eq!(decode_header(raw, 4088, 4096), None, "{raw:#x}");
+        }
+    }
+
+    #[test]
+    fn small_frames_are_stored_as_header_then_payload_then_zeros() {
+        let src: Vec<u8> = (1..=8).collect();
+        for len in 1..=8 {
+            let mut dst = [0xEEu8; 24];
+            // SAFETY: src has 8 >= len bytes; dst has 16 writable, 8-aligned bytes at 8.
+            unsafe {
+                let at = dst.as_mut_ptr().add(8 - dst.as_ptr() as usize % 8);
+                store_pair(at, encode_header(len), load_small(src.as_ptr(), len));
+                let got = std::slice::from_raw_parts(at, 16);
+                assert_eq!(got[..8], encode_header(len).to_ne_bytes(), "len {len}");
+                assert_eq!(&got[8..8 + len], &src[..len], "len {len}");
+                assert!(got[8 + len..].iter().all(|&b| b == 0), "len {len}: padding not zero");
+            }
         }
     }
 

@@ -448,6 +448,13 @@ impl Producer {
         self.end.owned_here() && !self.end.hdr().is_closed(Role::Consumer)
     }
 
+    /// Free bytes according to the cached consumer cursor (a lower bound; no shared memory is
+    /// read). For callers that track the free space themselves.
+    #[inline(always)]
+    pub(crate) fn known_free(&self) -> usize {
+        self.cur.free_cached()
+    }
+
     /// Counts `n` bytes written at `write_ptr()` without publishing them (see `publish`).
     #[inline]
     pub(crate) fn advance(&mut self, n: usize) {
@@ -786,6 +793,13 @@ impl Consumer {
     #[inline(always)]
     pub(crate) fn owned_here(&self) -> bool {
         self.end.owned_here()
+    }
+
+    /// Readable bytes according to the cached producer cursor (a lower bound; no shared memory
+    /// is read). For callers that track the readable bytes themselves.
+    #[inline(always)]
+    pub(crate) fn known_readable(&self) -> usize {
+        self.cur.readable_cached()
     }
 
     /// Counts `n` bytes as consumed without releasing them to the producer yet.
