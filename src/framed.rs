@@ -292,7 +292,13 @@ impl Consumer {
     pub fn into_framed(self) -> FramedConsumer {
         let capacity = self.capacity();
         let skip = misalignment(self.read_ptr());
-        FramedConsumer { known: Known::NONE, max_len: max_frame_len_for(capacity), inner: self, skip }
+        FramedConsumer {
+            known: Known::NONE,
+            batch_limit: capacity / 8,
+            max_len: max_frame_len_for(capacity),
+            inner: self,
+            skip,
+        }
     }
 }
 
@@ -801,6 +807,8 @@ pub struct FramedConsumer {
     inner: Consumer,
     /// The last header that passed the checks.
     known: Known,
+    /// Bytes after which `recv_batch` stops and releases.
+    batch_limit: usize,
     max_len: usize,
     /// Bytes to skip before the first frame (0 unless converted at an unaligned position).
     skip: usize,
@@ -935,6 +943,9 @@ impl FramedConsumer {
     /// per message. Blocks until at least one frame is readable. Returns how many frames `f`
     /// saw; `Ok(0)` means end of stream, as `recv`'s `None` does.
     ///
+    /// One call takes at most about an eighth of the ring (and at least one frame), so that
+    /// working off a large backlog gives the producer room back as it goes; call it in a loop.
+    ///
     /// If `f` panics, the frames it has already seen (including the one it panicked on) are
     /// released. A corrupt header after some good frames ends the batch: the good frames are
     /// delivered and released, and the next call fails.
@@ -1022,8 +1033,12 @@ impl FramedConsumer {
         let mut done = Release { consumer: self, used: 0 };
         let mut left = done.consumer.inner.known_readable();
         let mut frames = 0;
+        // At most about an eighth of the ring per call (at least one frame): a batch releases
+        // nothing until it ends, and a producer waiting on a full ring should not wait for a
+        // whole ring's worth of frames.
+        let limit = done.consumer.batch_limit;
         let corrupt = loop {
-            if left < HEADER {
+            if left < HEADER || done.used >= limit {
                 // Whatever is left (a partial header from a broken producer) is judged by the
                 // next call, as `recv` would.
                 break false;

@@ -701,9 +701,10 @@ fn recv_batch_delivers_every_frame_whole_and_in_order() {
 fn a_panicking_batch_callback_releases_the_frames_it_saw() {
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-    for i in 0..4u8 {
-        tx.try_send(&[i; 1016]).unwrap(); // 1024 bytes each: the ring is full
+    for i in 0..64u8 {
+        tx.try_send(&[i; 56]).unwrap(); // 64 bytes each: the ring is full
     }
+    assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock);
     let mut seen = Vec::new();
     let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         rx.try_recv_batch(|frame| {
@@ -716,14 +717,14 @@ fn a_panicking_batch_callback_releases_the_frames_it_saw() {
     assert!(unwound.is_err());
     assert_eq!(seen, [0, 1]);
     // Frames 0 and 1 were released: two frames' room, and frame 2 comes next.
-    tx.try_send(&[4; 1016]).unwrap();
-    tx.try_send(&[5; 1016]).unwrap();
+    tx.try_send(&[64; 56]).unwrap();
+    tx.try_send(&[65; 56]).unwrap();
     assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock);
     let mut rest = Vec::new();
     while let Ok(n) = rx.try_recv_batch(|frame| rest.push(frame[0])) {
         assert!(n > 0);
     }
-    assert_eq!(rest, [2, 3, 4, 5]);
+    assert_eq!(rest, (2..66).collect::<Vec<u8>>());
 }
 
 #[test]
@@ -800,4 +801,33 @@ fn recv_batch_across_fork() {
     let mut rx = ring.into_consumer().unwrap().into_framed();
     recv_frames_batched(&mut rx, count, seed, 3000);
     assert_eq!(wait_child(pid), 0);
+}
+
+#[test]
+fn one_batch_takes_at_most_an_eighth_of_the_ring() {
+    let (tx, rx) = channel(4096).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    for i in 0..200u32 {
+        tx.try_send(&i.to_le_bytes()).unwrap(); // 16 bytes each: 3200 of 4096
+    }
+    let mut next = 0u32;
+    let first = rx
+        .try_recv_batch(|f| {
+            assert_eq!(f, next.to_le_bytes());
+            next += 1;
+        })
+        .unwrap();
+    assert_eq!(first, 4096 / 8 / 16, "the first batch stops after an eighth of the ring");
+    // The producer has that room back at once.
+    for i in 200..200 + first as u32 {
+        tx.try_send(&i.to_le_bytes()).unwrap();
+    }
+    while rx
+        .try_recv_batch(|f| {
+            assert_eq!(f, next.to_le_bytes());
+            next += 1;
+        })
+        .is_ok()
+    {}
+    assert_eq!(next, 200 + first as u32);
 }
