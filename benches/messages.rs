@@ -2,9 +2,9 @@
 //! store per message, and batched), rtrb, and crossbeam's `ArrayQueue`, in one run.
 //!
 //! - `mirror_framed`: `send` and `recv` per message, each publishing its cursor (the default).
-//! - `mirror_framed_batched`: the producer with `set_batch(32)` (one cursor store per 32
-//!   frames, or sooner when the consumer sleeps), the consumer with `recv_batch` (every frame
-//!   readable at once, one cursor load and one cursor store per batch).
+//! - `mirror_framed_batched`: the producer with `set_batch(128)` (one cursor store per 128
+//!   frames, or sooner when the consumer sleeps), the consumer with `try_recv_batch` (every
+//!   frame readable at once, one cursor load and one cursor store per batch).
 //!
 //! - 8-byte messages: mirror-ring frames of 8 bytes (16 in the ring: 8-byte header + payload)
 //!   against rtrb `push`/`pop` of a `u64` and `ArrayQueue<u64>`.
@@ -15,15 +15,18 @@
 //! a 64-byte message is a constant pattern), the consumer copies the whole message out of the
 //! queue and folds its first word into a checksum, which is checked at the end of every sample.
 //! All queues hold 1 MiB of messages (the framed ring's 1 MiB also holds the headers). The
-//! producer runs on CPU 0, the consumer (the bench thread) on CPU 1; both spin when the queue is
-//! full or empty (mirror-ring's blocking calls spin for their 50 µs budget before sleeping, and
-//! never reach it here). Timing: from handing the producer its count to the consumer holding the
+//! producer runs on CPU 0, the consumer (the bench thread) on CPU 1; every competitor busy-spins
+//! (`spin_loop`) when its queue is full or empty, so the mirror-ring ends use `try_send` /
+//! `try_recv` / `try_recv_batch` here: this measures the queues, not a waiting policy (the
+//! blocking calls spin, then yield, then sleep; on a busy machine a yield can hand the CPU away
+//! for a whole time slice). Timing: from handing the producer its count to the consumer holding the
 //! last message. Throughput is reported in elements: messages per second.
 //!
 //! Run: `cargo bench --bench messages`. Absolute numbers swing with where the host places the
 //! two vCPUs; compare ratios within one run.
 
 use std::hint::{black_box, spin_loop};
+use std::io::ErrorKind;
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -37,7 +40,7 @@ const RING_BYTES: usize = 1 << 20;
 const PRODUCER_CPU: usize = 0;
 const CONSUMER_CPU: usize = 1;
 /// Frames per cursor store in the batched mirror-ring case.
-const BATCH: usize = 32;
+const BATCH: usize = 128;
 
 /// Pins the calling thread to `cpu` if the machine allows it (otherwise runs unpinned).
 fn pin_to(cpu: usize) {
@@ -86,7 +89,14 @@ struct Framed<const N: usize>(FramedProducer);
 impl<const N: usize> Tx for Framed<N> {
     #[inline]
     fn put(&mut self, i: u64) {
-        self.0.send(&message::<N>(i)).unwrap();
+        let m = message::<N>(i);
+        loop {
+            match self.0.try_send(&m) {
+                Ok(()) => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => spin_loop(),
+                Err(e) => panic!("try_send: {e}"),
+            }
+        }
     }
     fn end(&mut self) {
         self.0.flush();
@@ -96,10 +106,18 @@ struct FramedRx<const N: usize>(FramedConsumer);
 impl<const N: usize> Rx for FramedRx<N> {
     #[inline]
     fn take(&mut self) -> u64 {
-        let frame = self.0.recv().unwrap().unwrap();
-        let mut m = [0u8; N];
-        m.copy_from_slice(&frame);
-        first_word(black_box(&m))
+        loop {
+            match self.0.try_recv() {
+                Ok(Some(frame)) => {
+                    let mut m = [0u8; N];
+                    m.copy_from_slice(&frame);
+                    return first_word(black_box(&m));
+                }
+                Ok(None) => panic!("end of stream"),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => spin_loop(),
+                Err(e) => panic!("try_recv: {e}"),
+            }
+        }
     }
 }
 
@@ -114,14 +132,17 @@ impl<const N: usize> Rx for FramedBatchRx<N> {
     fn take_n(&mut self, n: u64) -> u64 {
         let (mut sum, mut got) = (0u64, 0u64);
         while got < n {
-            got += self
-                .0
-                .recv_batch(|frame| {
-                    let mut m = [0u8; N];
-                    m.copy_from_slice(frame);
-                    sum = sum.wrapping_add(first_word(black_box(&m)));
-                })
-                .unwrap() as u64;
+            let batch = self.0.try_recv_batch(|frame| {
+                let mut m = [0u8; N];
+                m.copy_from_slice(frame);
+                sum = sum.wrapping_add(first_word(black_box(&m)));
+            });
+            match batch {
+                Ok(0) => panic!("end of stream"),
+                Ok(k) => got += k as u64,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => spin_loop(),
+                Err(e) => panic!("try_recv_batch: {e}"),
+            }
         }
         assert_eq!(got, n, "the producer sent exactly n messages");
         sum

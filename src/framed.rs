@@ -68,6 +68,10 @@
 //!   load of a line nobody writes while both sides are busy);
 //! - on [`flush`](FramedProducer::flush), and when the producer is dropped.
 //!
+//! Inside a batch a send writes straight into room it already knows about, checking only that
+//! this process owns the end: a consumer that has gone away is noticed when the batch is
+//! published (that send fails with `BrokenPipe`), not on every frame.
+//!
 //! Call `flush` when you stop sending for a while: a consumer that is still spinning (it
 //! spins for the ring's spin budget before it sleeps) does not see pending frames until then.
 //! Frames not yet published when a producer process dies are not there: only published frames
@@ -181,6 +185,28 @@ unsafe fn copy_payload(src: *const u8, dst: *mut u8, len: usize) {
     }
 }
 
+/// Writes the frame for `msg`: header, payload, padding (zeros for frames of 1 to 8 bytes,
+/// which go out as one 16-byte store; unspecified otherwise).
+///
+/// # Safety
+///
+/// `header` is 8-aligned and valid for `frame_size(msg.len())` bytes of writes, which `msg`
+/// does not overlap; `msg.len() <= u32::MAX`.
+#[inline(always)]
+unsafe fn write_frame(header: *mut u8, msg: &[u8]) {
+    let len = msg.len();
+    // SAFETY: the caller vouches for the frame's bytes; each branch writes within them.
+    unsafe {
+        if len.wrapping_sub(1) < 8 {
+            // 1 to 8 bytes: a 16-byte frame. (An empty frame is only its 8-byte header.)
+            store_pair(header, encode_header(len), load_small(msg.as_ptr(), len));
+        } else {
+            header.cast::<u64>().write(encode_header(len));
+            copy_payload(msg.as_ptr(), header.add(HEADER), len);
+        }
+    }
+}
+
 /// Up to 8 bytes from `src` as the word whose in-memory bytes are those bytes followed by
 /// zeros.
 ///
@@ -263,12 +289,14 @@ impl Producer {
     pub fn into_framed(self) -> FramedProducer {
         let capacity = self.capacity();
         let pad = misalignment(self.write_ptr());
+        let head = self.position();
         FramedProducer {
             max_len: max_frame_len_for(capacity),
             batch_bytes: capacity / 4,
+            frames_left: 1,
+            fast_until: head,
             inner: self,
             batch: 1,
-            pending: 0,
             pad,
         }
     }
@@ -324,12 +352,17 @@ impl Consumer {
 pub struct FramedProducer {
     inner: Producer,
     max_len: usize,
-    /// Frames per cursor store (1: publish every frame).
+    /// As given to `set_batch` (1: publish every frame).
     batch: usize,
-    /// Frames written since the last publish.
-    pending: usize,
-    /// Publish once this many bytes are pending, whatever the frame count.
+    /// With batching, publish once this many bytes are pending (a quarter of the ring).
     batch_bytes: usize,
+    /// With batching, the frames still to go before the batch is published (the frame that
+    /// brings this to zero publishes).
+    frames_left: usize,
+    /// With batching, the position up to which frames may be written without a further check:
+    /// the free room known at the last check, cut at the end of the current batch (the head
+    /// itself while the alignment skip is pending).
+    fast_until: u64,
     /// Bytes to skip before the first frame (0 unless converted at an unaligned position).
     pad: usize,
 }
@@ -442,22 +475,30 @@ impl FramedProducer {
     #[inline(always)]
     fn send_with(&mut self, msg: &[u8], wait: Wait) -> io::Result<()> {
         let len = msg.len();
+        // Batched fast path: inside the room and the batch checked last time, in the process
+        // that owns the end. (frame_size cannot overflow: len <= max_len < 2^32.)
+        if self.frames_left > 1
+            && len <= self.max_len
+            && self.inner.owned_here()
+            && self.fast_until.wrapping_sub(self.inner.position()) >= frame_size(len) as u64
+        {
+            // SAFETY: as below: frame_size(len) bytes at write_ptr() are free room.
+            unsafe { write_frame(self.inner.write_ptr(), msg) };
+            self.inner.advance(frame_size(len));
+            self.frames_left -= 1;
+            // A consumer that went to sleep gets what is pending now, not at the batch's end.
+            if self.inner.consumer_sleeping() {
+                self.flush();
+            }
+            return Ok(());
+        }
         let header = self.claim(len, wait)?;
         // SAFETY: `claim` reserved frame_size(len) = 8 + round_up(len, 8) free bytes from
         // `header` (at most N of them, inside the two views), which the producer owns until it
         // publishes them. `header` is 8-aligned (page-aligned data, aligned position). `msg`
         // cannot overlap free space: the only ring memory a caller can hold is a frame being
         // read, which covers unreleased bytes.
-        unsafe {
-            if len.wrapping_sub(1) < 8 {
-                // 1 to 8 bytes: a 16-byte frame, written with one store for header and payload.
-                // (An empty frame is only its 8-byte header.)
-                store_pair(header, encode_header(len), load_small(msg.as_ptr(), len));
-            } else {
-                header.cast::<u64>().write(encode_header(len));
-                copy_payload(msg.as_ptr(), header.add(HEADER), len);
-            }
-        }
+        unsafe { write_frame(header, msg) };
         self.finish(len);
         Ok(())
     }
@@ -592,11 +633,27 @@ impl FramedProducer {
             self.inner.publish();
             return;
         }
-        self.pending += 1;
-        if self.pending >= self.batch || self.inner.unpublished() >= self.batch_bytes || self.inner.consumer_sleeping()
-        {
+        self.frames_left = self.frames_left.saturating_sub(1);
+        if self.frames_left == 0 || self.inner.unpublished() >= self.batch_bytes || self.inner.consumer_sleeping() {
             self.flush();
+        } else {
+            self.rearm();
         }
+    }
+
+    /// Sets how far the batched fast path may write: the known free room, cut where the
+    /// current batch must be published.
+    #[inline]
+    fn rearm(&mut self) {
+        let head = self.inner.position();
+        let budget = if self.batch <= 1 || self.pad != 0 {
+            0
+        } else {
+            // One byte short of the batch's end: the frame that completes a batch takes the
+            // general path, which publishes it.
+            (self.batch_bytes.saturating_sub(self.inner.unpublished()).saturating_sub(1)).min(self.inner.known_free())
+        };
+        self.fast_until = head.wrapping_add(budget as u64);
     }
 
     /// Publishes every pending frame now (and wakes the consumer if it sleeps). Only needed
@@ -616,14 +673,16 @@ impl FramedProducer {
     /// ```
     #[inline]
     pub fn flush(&mut self) {
-        self.pending = 0;
         self.inner.publish();
+        self.frames_left = self.batch;
+        self.rearm();
     }
 
     /// Lets up to `frames` consecutive frames share one cursor store (at least 1; 1, the
     /// default, publishes every frame as it is sent). Pending frames are also published when a
     /// quarter of the ring is pending, when the ring is full, when the consumer sleeps, on
-    /// [`flush`](Self::flush) and on drop. Changing it publishes what is pending.
+    /// [`flush`](Self::flush) and on drop. Changing it publishes what is pending. See the
+    /// module docs, "Batching".
     ///
     /// # Examples
     ///
@@ -635,8 +694,8 @@ impl FramedProducer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn set_batch(&mut self, frames: usize) -> &mut Self {
-        self.flush();
         self.batch = frames.max(1);
+        self.flush();
         self
     }
 
@@ -694,7 +753,7 @@ impl fmt::Debug for FramedProducer {
         f.debug_struct("FramedProducer")
             .field("max_frame_len", &self.max_len)
             .field("batch", &self.batch)
-            .field("pending_frames", &self.pending)
+            .field("unpublished_bytes", &self.inner.unpublished())
             .field("ring", &self.inner)
             .finish()
     }

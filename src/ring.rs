@@ -448,6 +448,18 @@ impl Producer {
         self.end.owned_here() && !self.end.hdr().is_closed(Role::Consumer)
     }
 
+    /// The producer's own cursor: every byte ever advanced, published or not.
+    #[inline(always)]
+    pub(crate) fn position(&self) -> u64 {
+        self.cur.head()
+    }
+
+    /// Whether this end belongs to this process (the first check `reserve` makes).
+    #[inline(always)]
+    pub(crate) fn owned_here(&self) -> bool {
+        self.end.owned_here()
+    }
+
     /// Free bytes according to the cached consumer cursor (a lower bound; no shared memory is
     /// read). For callers that track the free space themselves.
     #[inline(always)]

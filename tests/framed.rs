@@ -292,13 +292,25 @@ fn batched_frames_wait_for_flush_and_drop_publishes_them() {
     for i in 0..sent {
         assert_eq!(&*rx.try_recv().unwrap().unwrap(), &i.to_le_bytes());
     }
-    // The batch limit publishes by itself.
+    // The batch limit publishes by itself, with the n-th frame.
     tx.set_batch(3);
-    for i in 0..3u8 {
+    for i in 0..2u8 {
         tx.send(&[i]).unwrap();
     }
+    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock, "published before the batch was full");
+    tx.send(&[2]).unwrap();
     for i in 0..3u8 {
         assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[i]);
+    }
+    // A quarter of the ring pending publishes whatever the count: 1024 bytes here.
+    tx.set_batch(1000);
+    for i in 0..3u8 {
+        tx.send(&[i; 300]).unwrap(); // 312 bytes each
+    }
+    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
+    tx.send(&[3; 300]).unwrap(); // 1248 >= 1024
+    for i in 0..4u8 {
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[i; 300]);
     }
     // Dropping the producer publishes the rest.
     tx.send(b"last").unwrap();
