@@ -186,7 +186,7 @@ impl ProducerCursor {
 
     fn poison(&mut self, hdr: &Header) -> Corrupt {
         self.poisoned = true;
-        hdr.poison();
+        poison_ring(hdr, Role::Producer);
         Corrupt
     }
 }
@@ -261,7 +261,7 @@ impl ConsumerCursor {
     /// producer. For corruption found above the cursor level (a bad frame header).
     pub(crate) fn poison(&mut self, hdr: &Header) -> Corrupt {
         self.poisoned = true;
-        hdr.poison();
+        poison_ring(hdr, Role::Consumer);
         Corrupt
     }
 
@@ -381,8 +381,21 @@ pub(crate) fn close(hdr: &Header, role: Role) {
     // Release: our last cursor publish is visible to a peer that sees CLOSED (Acquire in
     // `Header::is_closed`).
     hdr.slot(role).state.store(ROLE_CLOSED, Ordering::Release);
-    // SeqCst fence: the CLOSED store is ordered before the waiter-flag swap in `wake`, against
-    // the sleeper's flag store + barrier + recheck (the same Dekker pattern as a publish).
+    wake_peer_after_flag(hdr, role);
+}
+
+/// Sets the shared poisoned flag (found by `role`) and wakes the peer, which may sleep waiting
+/// for a publish that will never come: its recheck sees the flag and fails with `InvalidData`.
+fn poison_ring(hdr: &Header, role: Role) {
+    hdr.poison();
+    wake_peer_after_flag(hdr, role);
+}
+
+/// Wakes the peer of `role` unconditionally after a flag store (close, poison): runs rarely, so
+/// a full fence, not the light barrier.
+fn wake_peer_after_flag(hdr: &Header, role: Role) {
+    // SeqCst fence: the flag store is ordered before the waiter-word store below, against the
+    // sleeper's flag store + barrier + recheck (the same Dekker pattern as a publish).
     fence(Ordering::SeqCst);
     let w = role.peer().own_word();
     hdr.word(w).store(0, Ordering::Relaxed);

@@ -1163,6 +1163,25 @@ mod tests {
         }
     }
 
+    /// A consumer that finds the ring corrupt wakes a producer asleep on a full ring, which
+    /// then fails with `InvalidData` instead of sleeping until its timeout.
+    #[test]
+    fn poisoning_wakes_a_producer_asleep_on_a_full_ring() {
+        let (mut tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
+        tx.try_write(&[0; 4096]).unwrap();
+        let hdr: *const Header = header_of(&tx);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        // An unbounded blocking write: only a wake-up can end it.
+        std::thread::spawn(move || done_tx.send(std::io::Write::write(&mut tx, b"x").map_err(|e| e.kind())));
+        std::thread::sleep(Duration::from_millis(50)); // let it fall asleep
+                                                       // SAFETY: the header lives as long as the consumer, which is alive here.
+        unsafe { &*hdr }.head.store(u64::MAX / 2, Ordering::Release);
+        let _ = rx.len(); // the refresh finds the impossible head
+                          // Generous: this bounds a hang (the lost wake-up this test is about), not a speed.
+        let result = done_rx.recv_timeout(Duration::from_secs(60)).expect("the sleeping producer was never woken");
+        assert_eq!(result, Err(ErrorKind::InvalidData));
+    }
+
     /// The aliasing hazard of KERNEL.md: bytes written through view B and read through view A
     /// (and the reverse) in one thread, with optimisations on. Run in release mode by CI.
     #[test]
