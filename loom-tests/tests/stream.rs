@@ -11,11 +11,12 @@ use loom_tests::{model, value, Data, Ring, Role, Stop};
 
 const N: u64 = 4;
 
-/// Producer grants of 3, 4 (the whole ring: the producer must wait until it is empty) and 2
-/// bytes, starting at offset 2, so the first two cross the wrap point; the consumer takes
-/// whatever is readable, which crosses it too. The cursors start two bytes below `u64::MAX`, so
-/// the stream also crosses the wrap of the `u64` cursors. The producer closes at the end; the
-/// consumer drains everything, then sees `Closed`.
+/// Producer grants of 3, 4, 2, 3, 4 and 1 bytes (17 bytes, four laps of the ring), starting at
+/// offset 2, so four of them cross the wrap point, and two take the whole ring (the producer
+/// must wait until it is empty); the consumer takes whatever is readable, which crosses it
+/// too. The cursors start two bytes below `u64::MAX`, so the stream also crosses the wrap of
+/// the `u64` cursors. The producer closes at the end; the consumer drains everything, then
+/// sees `Closed`.
 #[test]
 fn grants_cross_the_wrap_in_order() {
     model("grants_cross_the_wrap_in_order", || {
@@ -27,7 +28,7 @@ fn grants_cross_the_wrap_in_order() {
             let mut tx = r.producer();
             let mut k = 0;
             let mut crossed = 0;
-            for len in [3usize, 4, 2] {
+            for len in [3usize, 4, 2, 3, 4, 1] {
                 let free = r.wait_writable(&mut tx, len).expect("the consumer is alive");
                 assert!(free >= len && free as u64 <= N, "free {free}");
                 crossed += usize::from(tx.offset() + len > N as usize);
@@ -37,7 +38,7 @@ fn grants_cross_the_wrap_in_order() {
                 }
                 tx.commit(&r, len);
             }
-            assert_eq!(crossed, 2, "grants that cross the wrap point");
+            assert_eq!(crossed, 4, "grants that cross the wrap point");
             r.close(Role::Producer);
         });
         let mut rx = ring.consumer();
@@ -56,21 +57,21 @@ fn grants_cross_the_wrap_in_order() {
                 Err(e) => panic!("consumer: {e:?}"),
             }
         }
-        assert_eq!(k, 9, "every byte arrives exactly once");
-        assert_eq!(rx.tail(), start.wrapping_add(9));
+        assert_eq!(k, 17, "every byte arrives exactly once");
+        assert_eq!(rx.tail(), start.wrapping_add(17));
         producer.join().unwrap();
     });
 }
 
-/// The batched paths: the producer fills all the free space it sees one byte at a time with
-/// `advance` and publishes once per grant; the consumer takes one byte at a time, advances,
-/// and releases only every second byte (or before it sleeps). The ring is full most of the
-/// time, so any overwrite of an unreleased byte, or a read of an unpublished one, is a race on
-/// a cell.
+/// The batched paths, over sixteen bytes (four laps of the ring): the producer fills all the
+/// free space it sees one byte at a time with `advance` and publishes once per grant; the
+/// consumer takes one byte at a time, advances, and releases only every second byte (or before
+/// it sleeps). The ring is full most of the time, so any overwrite of an unreleased byte, or a
+/// read of an unpublished one, is a race on a cell.
 #[test]
 fn producer_never_overwrites_unread_bytes() {
     model("producer_never_overwrites_unread_bytes", || {
-        const TOTAL: u64 = 8;
+        const TOTAL: u64 = 16;
         let ring = Arc::new(Ring::new(N, 0));
         let data = Arc::new(Data::new(N));
         let (r, d) = (ring.clone(), data.clone());
