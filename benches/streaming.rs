@@ -54,7 +54,9 @@ fn group(c: &mut Criterion, name: &str, mode: Mode, comps: &[Competitor], cells:
                     let total = iters * block;
                     let warm = (2 * cap as u64).min(total).div_ceil(write as u64) * write as u64;
                     let run = Run { write, warm, total, verify: false };
-                    stream(comp, mode, cap, &run).unwrap_or_else(|e| panic!("{} ({}): {e}", comp.name(), mode.name()))
+                    stream(comp, mode, cap, &run)
+                        .unwrap_or_else(|e| panic!("{} ({}): {e}", comp.name(), mode.name()))
+                        .time
                 })
             });
         }

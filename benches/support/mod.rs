@@ -74,6 +74,16 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Nanoseconds the calling thread has spent runnable but waiting for a CPU
+/// (`/proc/thread-self/schedstat`, second field): time another task had our CPU. Zero where the
+/// kernel does not report it.
+pub fn run_delay_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
 /// CPU time used by this process so far (user + system, all threads).
 pub fn process_cpu_time() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -131,7 +141,7 @@ struct Control {
     t0: CachePadded<AtomicU64>,
     t1: AtomicU64,
     mismatches: AtomicU64,
-    status: AtomicU32,
+    preempted: AtomicU64,
 }
 
 impl Control {
@@ -221,8 +231,20 @@ fn wait_pid(pid: libc::pid_t) -> io::Result<libc::c_int> {
 // Creation
 // ---------------------------------------------------------------------------------------------
 
-/// Time to build a thread ring (`RingOptions::build`: reserve, map, mirror, optional prefault,
-/// header); the drop (unmap) is not timed.
+/// Time to build the mirrored mapping alone (`MirrorOptions::map`: reserve, map, mirror,
+/// optional prefault); the drop (unmap) is not timed.
+pub fn create_map(backend: Backend, cap: usize, prefault: bool) -> io::Result<Duration> {
+    let mut o = mirror_ring::MirrorOptions::new();
+    o.backend(backend).prefault(prefault);
+    let t = Instant::now();
+    let map = o.map(cap)?;
+    let d = t.elapsed();
+    drop(map);
+    Ok(d)
+}
+
+/// Time to build a thread ring (`RingOptions::build`: the mapping, plus the header, whose first
+/// write faults in the control page, and the two ends); the drop (unmap) is not timed.
 pub fn create_ring(backend: Backend, cap: usize, prefault: bool) -> io::Result<Duration> {
     let mut o = RingOptions::new();
     o.capacity(cap).backend(backend).prefault(prefault);

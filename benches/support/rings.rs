@@ -163,23 +163,40 @@ struct Cursors {
 
 /// Memory for a hand-written ring: cursors in one shared page, data in a `MirrorMap` (shared
 /// memory of the same kind as mirror-ring's; the split-copy ring uses only its first view).
+/// The pointers are taken once, so the hot loops make no calls to find their memory.
 pub struct HandRing {
-    ctl: Shared,
-    data: MirrorMap,
+    cursors: *const Cursors,
+    base: *mut u8,
+    cap: u64,
+    _ctl: Shared,
+    _data: MirrorMap,
 }
+
+// SAFETY: the raw pointers point into the two mappings this struct owns (alive as long as it
+// is); what is behind them is atomics (cursors) or bytes whose hand-over the ring protocol
+// orders, exactly as for mirror-ring's own ends.
+unsafe impl Send for HandRing {}
+// SAFETY: as above; shared access goes through atomics or the protocol.
+unsafe impl Sync for HandRing {}
 
 impl HandRing {
     pub fn new(cap: usize) -> io::Result<Arc<HandRing>> {
-        Ok(Arc::new(HandRing { ctl: Shared::new(4096)?, data: MirrorMap::new(cap)? }))
+        let ctl = Shared::new(4096)?;
+        let data = MirrorMap::new(cap)?;
+        // SAFETY: Cursors is atomics only, at page-aligned offset 0, and fits in 4096 bytes.
+        let cursors: *const Cursors = unsafe { ctl.at::<Cursors>(0) };
+        Ok(Arc::new(HandRing { cursors, base: data.as_ptr(), cap: data.len() as u64, _ctl: ctl, _data: data }))
     }
 
+    #[inline(always)]
     fn cursors(&self) -> &Cursors {
-        // SAFETY: Cursors is atomics only, page-aligned offset 0, and fits in 4096 bytes.
-        unsafe { self.ctl.at::<Cursors>(0) }
+        // SAFETY: points into `_ctl`, which lives as long as self.
+        unsafe { &*self.cursors }
     }
 
+    #[inline(always)]
     fn cap(&self) -> u64 {
-        self.data.len() as u64
+        self.cap
     }
 }
 
@@ -236,7 +253,7 @@ impl SplitTx {
         let n = (buf.len() as u64).min(free) as usize;
         let off = (self.head & (cap - 1)) as usize;
         let first = n.min(cap as usize - off);
-        let base = ring.data.as_ptr();
+        let base = ring.base;
         // SAFETY: [off, off + first) and [0, n - first) lie in the first view (off < cap,
         // first <= cap - off, n <= free <= cap) and are free space the consumer does not read.
         unsafe {
@@ -282,7 +299,7 @@ impl SplitRx {
         let n = (buf.len() as u64).min(avail) as usize;
         let off = (self.tail & (cap - 1)) as usize;
         let first = n.min(cap as usize - off);
-        let base = ring.data.as_ptr();
+        let base = ring.base;
         // SAFETY: as in SplitTx::try_write, for published bytes the producer does not touch.
         unsafe {
             std::ptr::copy_nonoverlapping(base.add(off), buf.as_mut_ptr(), first);
@@ -376,7 +393,7 @@ impl Tx for MinimalTx {
             let n = (buf.len() as u64).min(free) as usize;
             let off = (self.head & (cap - 1)) as usize;
             // SAFETY: off < cap and n <= cap: inside the two views; free space.
-            let dst = unsafe { ring.data.as_ptr().add(off) };
+            let dst = unsafe { ring.base.add(off) };
             if self.nt {
                 // SAFETY: as above; buf is caller memory, disjoint from the ring.
                 unsafe { copy_nt(buf.as_ptr(), dst, n) };
@@ -414,7 +431,7 @@ impl Rx for MinimalRx {
         let n = (buf.len() as u64).min(avail) as usize;
         let off = (self.tail & (cap - 1)) as usize;
         // SAFETY: off < cap, n <= cap: inside the two views; published bytes.
-        unsafe { std::ptr::copy_nonoverlapping(ring.data.as_ptr().add(off), buf.as_mut_ptr(), n) };
+        unsafe { std::ptr::copy_nonoverlapping(ring.base.add(off), buf.as_mut_ptr(), n) };
         self.tail = self.tail.wrapping_add(n as u64);
         // Release: our reads are done before the producer reuses the bytes.
         c.tail.store(self.tail, Ordering::Release);

@@ -21,6 +21,29 @@ fn pattern() -> Vec<u8> {
     (0..2 * PERIOD).map(|i| ((i % PERIOD) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes()[5]).collect()
 }
 
+/// A value alone on its cache lines (128-byte aligned and padded, the adjacent-line prefetch
+/// pair on x86).
+#[repr(align(128))]
+pub struct Isolated<T>(pub T);
+
+/// A byte buffer that starts on a 128-byte boundary and shares no line with anything else.
+pub struct Lines {
+    mem: Vec<Isolated<[u8; 128]>>,
+    len: usize,
+}
+
+impl Lines {
+    pub fn new(len: usize) -> Lines {
+        Lines { mem: (0..len.div_ceil(128)).map(|_| Isolated([0u8; 128])).collect(), len }
+    }
+
+    pub fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the Vec holds len.div_ceil(128) * 128 >= len initialised bytes, contiguous
+        // (Isolated<[u8; 128]> is exactly 128 bytes, no padding between elements).
+        unsafe { std::slice::from_raw_parts_mut(self.mem.as_mut_ptr().cast::<u8>(), self.len) }
+    }
+}
+
 /// One streaming run.
 #[derive(Clone, Copy, Debug)]
 pub struct Run {
@@ -73,9 +96,24 @@ fn check_verified(bad: u64) -> io::Result<()> {
     }
 }
 
+/// A timed run: how long the timed part took, and how long either side waited for its CPU
+/// while another task ran there (run-queue delay, summed over both sides), which says more
+/// about the machine than about the ring.
+#[derive(Clone, Copy, Debug)]
+pub struct Timed {
+    pub time: Duration,
+    pub preempted: Duration,
+}
+
+impl Timed {
+    /// Whether other tasks took more than 1% of the run from us.
+    pub fn disturbed(&self) -> bool {
+        self.preempted.as_nanos() * 100 > self.time.as_nanos()
+    }
+}
+
 /// Streams `run` from a producer on CPU 0 (this thread) to a consumer thread on CPU 1.
-/// Returns the timed part's duration.
-pub fn stream_threads<T: Tx, R: Rx + Send>(mut tx: T, mut rx: R, run: &Run) -> io::Result<Duration> {
+pub fn stream_threads<T: Tx, R: Rx + Send>(tx: T, rx: R, run: &Run) -> io::Result<Timed> {
     let ctl_mem = Shared::new(4096)?;
     // SAFETY: Control is atomics only and fits in the page.
     let ctl: &Control = unsafe { ctl_mem.at(0) };
@@ -83,33 +121,48 @@ pub fn stream_threads<T: Tx, R: Rx + Send>(mut tx: T, mut rx: R, run: &Run) -> i
     let pat = pat.as_deref();
     pin_to(PRODUCER_CPU);
     std::thread::scope(|s| {
-        let consumer = s.spawn(move || -> io::Result<(u64, u64)> {
+        let consumer = s.spawn(move || -> io::Result<(u64, u64, u64)> {
             pin_to(CONSUMER_CPU);
-            let mut buf = vec![0u8; run.write];
-            let mut bad = consume(&mut rx, 0, run.warm, pat, &mut buf)?;
+            // Move the receiver out of the spawned closure (a heap block next to whatever the
+            // producer allocates next) onto this thread's stack, and give the buffer lines of
+            // its own: otherwise the two sides can share a cache line by accident, which
+            // slows whichever competitor happens to land there.
+            let mut rx = Isolated(rx);
+            let rx = &mut rx.0;
+            let mut buf = Lines::new(run.write);
+            let buf = buf.as_mut();
+            let mut bad = consume(rx, 0, run.warm, pat, buf)?;
+            // (The run-queue delay is read outside the timed part: reading it is a syscall.)
+            let sw = run_delay_ns();
             ctl.meet();
-            bad += consume(&mut rx, run.warm, run.total, pat, &mut buf)?;
-            Ok((now_ns(), bad))
+            bad += consume(rx, run.warm, run.total, pat, buf)?;
+            let t1 = now_ns();
+            Ok((t1, bad, run_delay_ns() - sw))
         });
-        let src = vec![0x5Au8; run.write];
+        let mut tx = Isolated(tx);
+        let tx = &mut tx.0;
+        let mut src = Lines::new(run.write);
+        src.as_mut().fill(0x5A);
+        let src = &*src.as_mut();
         let sent = (|| {
-            produce(&mut tx, run, 0, run.warm, pat, &src)?;
+            produce(tx, run, 0, run.warm, pat, src)?;
+            let sw = run_delay_ns();
             ctl.meet();
             let t0 = now_ns();
-            produce(&mut tx, run, run.warm, run.total, pat, &src)?;
-            Ok::<u64, io::Error>(t0)
+            produce(tx, run, run.warm, run.total, pat, src)?;
+            Ok::<(u64, u64), io::Error>((t0, run_delay_ns() - sw))
         })();
         let received = consumer.join().map_err(|_| io::Error::other("consumer thread panicked"))?;
-        let t0 = sent?;
-        let (t1, bad) = received?;
+        let (t0, sw0) = sent?;
+        let (t1, bad, sw1) = received?;
         check_verified(bad)?;
-        Ok(Duration::from_nanos(t1.saturating_sub(t0)))
+        Ok(Timed { time: Duration::from_nanos(t1.saturating_sub(t0)), preempted: Duration::from_nanos(sw0 + sw1) })
     })
 }
 
 /// Streams `run` from this process (CPU 0) to a forked child (CPU 1) that owns the receiving
-/// half. Returns the timed part's duration.
-pub fn stream_fork<P: ForkPair>(pair: P, run: &Run) -> io::Result<Duration> {
+/// half.
+pub fn stream_fork<P: ForkPair>(pair: P, run: &Run) -> io::Result<Timed> {
     let ctl_mem = Shared::new(4096)?;
     // SAFETY: Control is atomics only and fits in the page.
     let ctl: &Control = unsafe { ctl_mem.at(0) };
@@ -119,28 +172,39 @@ pub fn stream_fork<P: ForkPair>(pair: P, run: &Run) -> io::Result<Duration> {
     if child.is_child() {
         child_main(|| {
             let mut rx = pair.into_rx()?;
-            let mut buf = vec![0u8; run.write];
-            let mut bad = consume(&mut rx, 0, run.warm, pat, &mut buf)?;
+            let rx = &mut rx;
+            let mut buf = Lines::new(run.write);
+            let buf = buf.as_mut();
+            let mut bad = consume(rx, 0, run.warm, pat, buf)?;
+            let sw = run_delay_ns();
             ctl.meet();
-            bad += consume(&mut rx, run.warm, run.total, pat, &mut buf)?;
+            bad += consume(rx, run.warm, run.total, pat, buf)?;
             // Release: pairs with the parent's Acquire loads after reaping (reaping orders
             // them anyway; this keeps the intent explicit).
             ctl.t1.store(now_ns(), Ordering::Release);
             ctl.mismatches.store(bad, Ordering::Release);
+            ctl.preempted.store(run_delay_ns() - sw, Ordering::Release);
             Ok(())
         });
     }
     pin_to(PRODUCER_CPU);
     let mut tx = pair.into_tx()?;
-    let src = vec![0x5Au8; run.write];
-    produce(&mut tx, run, 0, run.warm, pat, &src)?;
+    let tx = &mut tx;
+    let mut src = Lines::new(run.write);
+    src.as_mut().fill(0x5A);
+    let src = &*src.as_mut();
+    produce(tx, run, 0, run.warm, pat, src)?;
+    let sw = run_delay_ns();
     ctl.meet();
     let t0 = now_ns();
-    produce(&mut tx, run, run.warm, run.total, pat, &src)?;
+    produce(tx, run, run.warm, run.total, pat, src)?;
+    let sw = run_delay_ns() - sw;
     child.reap()?;
-    drop(tx);
     check_verified(ctl.mismatches.load(Ordering::Acquire))?;
-    Ok(Duration::from_nanos(ctl.t1.load(Ordering::Acquire).saturating_sub(t0)))
+    Ok(Timed {
+        time: Duration::from_nanos(ctl.t1.load(Ordering::Acquire).saturating_sub(t0)),
+        preempted: Duration::from_nanos(sw + ctl.preempted.load(Ordering::Acquire)),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -229,7 +293,7 @@ pub fn mirror_options(b: Backend, cap: usize, spin: Option<Duration>) -> RingOpt
 }
 
 /// One streaming run of `c` with a ring (or pipe, or socket buffer) of `cap` bytes.
-pub fn stream(c: Competitor, mode: Mode, cap: usize, run: &Run) -> io::Result<Duration> {
+pub fn stream(c: Competitor, mode: Mode, cap: usize, run: &Run) -> io::Result<Timed> {
     match (c, mode) {
         (Competitor::Mirror(b), Mode::Threads) => {
             let (p, q) = mirror_options(b, cap, None).build()?;
@@ -300,7 +364,7 @@ pub fn calibrate(c: Competitor, mode: Mode, cap: usize, write: usize, target: Du
     let trial_bytes = whole_writes((2 * MIB as u64).max(64 * write as u64) / if write < KIB { 8 } else { 1 }, write);
     let trial =
         Run { write, warm: whole_writes((cap as u64).min(trial_bytes), write), total: trial_bytes, verify: false };
-    let took = stream(c, mode, cap, &trial)?.max(Duration::from_micros(1));
+    let took = stream(c, mode, cap, &trial)?.time.max(Duration::from_micros(1));
     let rate = trial.total as f64 / took.as_secs_f64();
     let total = whole_writes(((rate * target.as_secs_f64()) as u64).clamp(64 * write as u64, 8 << 30), write);
     let warm = whole_writes((2 * cap as u64).min(total / 2), write);
@@ -317,8 +381,11 @@ pub fn gbps(bytes: u64, d: Duration) -> f64 {
 // ---------------------------------------------------------------------------------------------
 
 fn ping_one_thread<T: Tx, R: Rx>(mut tx: T, mut rx: R, write: usize, ops: u64) -> io::Result<Duration> {
-    let src = vec![0x5Au8; write];
-    let mut dst = vec![0u8; write];
+    let mut src = Lines::new(write);
+    src.as_mut().fill(0x5A);
+    let src = &*src.as_mut();
+    let mut dst = Lines::new(write);
+    let dst = dst.as_mut();
     // Warm-up: two passes over the ring, so page faults and cold caches stay out of the timing.
     let warm = (2 * MIB / write) as u64;
     let mut t = Instant::now();
@@ -326,7 +393,7 @@ fn ping_one_thread<T: Tx, R: Rx>(mut tx: T, mut rx: R, write: usize, ops: u64) -
         if i == warm {
             t = Instant::now();
         }
-        tx.send_all(&src)?;
+        tx.send_all(src)?;
         let mut got = 0;
         while got < write {
             got += rx.recv(&mut dst[got..])?;
