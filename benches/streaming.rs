@@ -52,7 +52,7 @@ fn group(c: &mut Criterion, name: &str, mode: Mode, comps: &[Competitor], cells:
             g.bench_with_input(BenchmarkId::new(comp.name(), label), &(cap, write), |b, &(cap, write)| {
                 b.iter_custom(|iters| {
                     let total = iters * block;
-                    let warm = (2 * cap as u64).min(total).div_ceil(write as u64) * write as u64;
+                    let warm = warm_up(cap, write, 2 * total);
                     let run = Run { write, warm, total, verify: false };
                     stream(comp, mode, cap, &run)
                         .unwrap_or_else(|e| panic!("{} ({}): {e}", comp.name(), mode.name()))

@@ -356,19 +356,24 @@ fn whole_writes(bytes: u64, write: usize) -> u64 {
     bytes.div_ceil(write as u64).max(1) * write as u64
 }
 
+/// The warm-up: at least one full lap of the ring, so that every page has been faulted in
+/// before the clock starts (a first write to a page of shared memory costs a fault of ~3 µs on
+/// these VMs, ten times a private page's, and would otherwise be billed to the bigger rings),
+/// and two laps when the timed part is long enough to afford them.
+pub fn warm_up(cap: usize, write: usize, total: u64) -> u64 {
+    whole_writes((cap + write) as u64, write).max(whole_writes((2 * cap as u64).min(total / 2), write))
+}
+
 /// Picks a run of `write`-byte writes that takes about `target` for `c` on this machine: one
-/// short trial run, then bytes = rate x target (at least 64 writes, at most 8 GiB). The
-/// warm-up is two ring capacities (every page of the ring touched, caches warm), but never more
-/// than half the timed part, so slow competitors do not spend their budget warming up.
+/// short trial run, then bytes = rate x target (at least 64 writes, at most 8 GiB), after the
+/// warm-up of [`warm_up`].
 pub fn calibrate(c: Competitor, mode: Mode, cap: usize, write: usize, target: Duration) -> io::Result<Run> {
     let trial_bytes = whole_writes((2 * MIB as u64).max(64 * write as u64) / if write < KIB { 8 } else { 1 }, write);
-    let trial =
-        Run { write, warm: whole_writes((cap as u64).min(trial_bytes), write), total: trial_bytes, verify: false };
+    let trial = Run { write, warm: warm_up(cap, write, 0), total: trial_bytes, verify: false };
     let took = stream(c, mode, cap, &trial)?.time.max(Duration::from_micros(1));
     let rate = trial.total as f64 / took.as_secs_f64();
     let total = whole_writes(((rate * target.as_secs_f64()) as u64).clamp(64 * write as u64, 8 << 30), write);
-    let warm = whole_writes((2 * cap as u64).min(total / 2), write);
-    Ok(Run { write, warm, total, verify: false })
+    Ok(Run { write, warm: warm_up(cap, write, total), total, verify: false })
 }
 
 /// GB/s (1e9 bytes per second) for `bytes` in `d`.
