@@ -7,8 +7,8 @@
 //! cargo run --release --example compare -- --quick    # CI-sized, well under 20 s
 //! ```
 //!
-//! Options: `--reps N` (repetitions, default 5; 3 with `--quick`), `--target-ms N` (length of
-//! one timed run, default 8; 3 with `--quick`), `--svg PATH` (write the
+//! Options: `--reps N` (repetitions, default 7; 3 with `--quick`), `--target-ms N` (length of
+//! one timed run, default 10; 3 with `--quick`), `--svg PATH` (write the
 //! throughput-by-write-size chart, and `PATH` with `-ring-size` before `.svg` for the ring-size
 //! chart), `--spin-sweep` (blocking throughput, round trips and CPU use per spin budget),
 //! `--nt` (non-temporal stores in the producer, against ordinary copies), `--only SECTIONS`
@@ -99,10 +99,10 @@ impl Cfg {
             }
         }
         if cfg.reps == 0 {
-            cfg.reps = if cfg.quick { 3 } else { 5 };
+            cfg.reps = if cfg.quick { 3 } else { 7 };
         }
         if cfg.target.is_zero() {
-            cfg.target = if cfg.quick { Duration::from_millis(3) } else { Duration::from_millis(8) };
+            cfg.target = if cfg.quick { Duration::from_millis(3) } else { Duration::from_millis(10) };
         }
         cfg
     }
