@@ -9,8 +9,7 @@
 //!
 //! Options: `--reps N` (repetitions, default 7; 3 with `--quick`), `--target-ms N` (length of
 //! one timed run, default 10; 3 with `--quick`), `--svg PATH` (write the
-//! throughput-by-write-size chart, and `PATH` with `-ring-size` before `.svg` for the ring-size
-//! chart), `--spin-sweep` (blocking throughput, round trips and CPU use per spin budget),
+//! throughput-by-write-size chart, and next to it `-ratios` and `-ring-size` charts), `--spin-sweep` (blocking throughput, round trips and CPU use per spin budget),
 //! `--nt` (non-temporal stores in the producer, against ordinary copies), `--only SECTIONS`
 //! (comma-separated: check, threads, fork, sizes, single, create, latency), `--profile NAME WRITE
 //! OPS` (only a one-thread write/read loop of one competitor, to run under
@@ -577,7 +576,18 @@ fn main() {
             let series: Vec<(String, Vec<f64>)> =
                 threads.iter().enumerate().map(|(i, c)| (c.name(), data.iter().map(|row| row[i]).collect())).collect();
             let title = "Streaming between two threads, 1 MiB ring (median GB/s, bytes in and out)";
-            write_svg(path, &svg_chart(title, "write size", "GB/s", &write_rows, &series));
+            write_svg(path, &svg_chart(title, "write size", "GB/s (log scale)", &write_rows, &series, true));
+            // The other rings, most interesting first (pipe and socketpair are far below; see
+            // the throughput chart).
+            let ratios: Vec<(String, Vec<f64>)> = [5, 6, 3, 4, 2]
+                .iter()
+                .map(|&i| (format!("vs {}", threads[i].name()), data.iter().map(|row| row[0] / row[i]).collect()))
+                .collect();
+            let title = "mirror-ring / other rings, same run (above 1: mirror-ring faster)";
+            write_svg(
+                &sibling(path, "-ratios"),
+                &svg_chart(title, "write size", "ratio of medians", &write_rows, &ratios, false),
+            );
         }
         if let Some(data) = &svg_sizes {
             let rows: Vec<String> = RING_SIZES.iter().map(|&c| fmt_size(c)).collect();
@@ -587,11 +597,10 @@ fn main() {
                 .map(|(i, c)| (c.name(), data.iter().map(|row| row[i]).collect()))
                 .collect();
             let title = "Streaming between two threads, 4 KiB writes (median GB/s)";
-            let path = match path.strip_suffix(".svg") {
-                Some(stem) => format!("{stem}-ring-size.svg"),
-                None => format!("{path}-ring-size.svg"),
-            };
-            write_svg(&path, &svg_chart(title, "ring size", "GB/s", &rows, &series));
+            write_svg(
+                &sibling(path, "-ring-size"),
+                &svg_chart(title, "ring size", "GB/s (log scale)", &rows, &series, true),
+            );
         }
     }
     p.clear();
@@ -609,6 +618,14 @@ fn main() {
         load_average(),
         fmt_ns(core_round_trip())
     );
+}
+
+/// `dir/name.svg` -> `dir/name{suffix}.svg`.
+fn sibling(path: &str, suffix: &str) -> String {
+    match path.strip_suffix(".svg") {
+        Some(stem) => format!("{stem}{suffix}.svg"),
+        None => format!("{path}{suffix}.svg"),
+    }
 }
 
 fn write_svg(path: &str, svg: &str) {
@@ -904,7 +921,7 @@ fn spin_sweep(cfg: &Cfg, p: &mut Progress) {
     table(&head, &rows);
     // Paced requests: the pinger thinks for a while between round trips, so the echo side waits
     // that long for each request: it either spins through the gap or sleeps.
-    let gaps = [Duration::from_micros(10), Duration::from_micros(100), Duration::from_millis(1)];
+    let gaps = [10u64, 30, 100, 1000].map(Duration::from_micros);
     let mut rows = Vec::new();
     for &gap in &gaps {
         let mut lat = vec![Vec::new(); budgets.len()];
