@@ -739,7 +739,7 @@ fn creation(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
                     if cfg.quick {
                         0
                     } else {
-                        1
+                        3
                     }
                 }
                 (s, true) if s >= 64 * MIB => 3,
