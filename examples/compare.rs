@@ -450,14 +450,14 @@ fn main() {
     );
     println!(
         "- method: producer on CPU {PRODUCER_CPU}, consumer on CPU {CONSUMER_CPU}; {} interleaved repetitions, medians; \
-         each timed run ~{} ms after a warm-up; GB/s = 1e9 B/s, every byte copied in and out once\n",
+         each timed run ~{} ms after a warm-up; GB/s = 1e9 B/s, every byte copied in and out once",
         cfg.reps,
         cfg.target.as_millis()
     );
     let rtt_start = core_round_trip();
     println!(
         "- core-to-core round trip (bare atomic ping-pong, CPU {PRODUCER_CPU} <-> {CONSUMER_CPU}) at start: {} \
-         (the host's vCPU placement: ~60 ns near, 110-140 ns far, ~400 ns very far)",
+         (the host's vCPU placement: ~60 ns near, 110-140 ns far, ~400 ns very far)\n",
         fmt_ns(rtt_start)
     );
     let mut goals: Vec<Goal> = Vec::new();
