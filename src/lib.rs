@@ -208,6 +208,10 @@ pub fn kernel_release() -> String {
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+/// Lets the shared test helpers (`tests/common`) name the crate as integration tests do.
+#[cfg(all(test, not(loom)))]
+extern crate self as mirror_ring;
+
 #[cfg(all(test, not(loom)))]
 #[path = "../tests/common/mod.rs"]
 mod test_util;

@@ -9,12 +9,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use common::{in_child, scale, seed, spawn_child, wait_child, Rng};
-use mirror_ring::{channel, Backend, FramedConsumer, FramedProducer, RingOptions};
-
-fn available() -> Vec<Backend> {
-    Backend::CONCRETE.into_iter().filter(|b| b.is_available()).collect()
-}
+use common::{available, in_child, scale, seed, spawn_child, wait_child, Rng};
+use mirror_ring::{channel, FramedConsumer, FramedProducer, RingOptions};
 
 /// The payload of frame `i`: `len` bytes of a fixed random pattern, starting at an offset that
 /// depends on `i`, so a frame delivered out of order, twice, or with foreign bytes is caught.

@@ -18,7 +18,9 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{open_fds, our_mappings, scale, seed, spawn_child, wait_child, Rng};
+use common::{
+    available, open_fds, our_mappings, page_size, scale, seed, spawn_child, wait_child, wait_child_within, Rng,
+};
 use mirror_ring::{Backend, RingOptions, SharedRing};
 
 const KIB: usize = 1024;
@@ -37,35 +39,6 @@ const OFF_HEAD: usize = 128;
 const OFF_TAIL: usize = 256;
 /// The header's size in bytes: the scribbler aims most of its writes here.
 const HEADER_LEN: usize = 640;
-
-fn available() -> Vec<Backend> {
-    Backend::CONCRETE.into_iter().filter(|b| b.is_available()).collect()
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
-
-/// Waits for `pid` at most `limit`; on expiry kills it, reaps it, and fails the test.
-fn wait_child_within(pid: libc::pid_t, limit: Duration) -> i32 {
-    let end = Instant::now() + limit;
-    loop {
-        let mut status = 0;
-        // SAFETY: status is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            return if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
-        }
-        if Instant::now() > end {
-            // SAFETY: pid is our own unreaped child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            wait_child(pid);
-            panic!("child {pid} still running after {limit:?} (hung): killed");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
 
 /// Runs `f` in a forked child, bounded by `limit`; returns its exit status (128 + signal if it
 /// crashed).

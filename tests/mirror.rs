@@ -6,19 +6,8 @@ mod common;
 use std::io::ErrorKind;
 use std::sync::atomic::{compiler_fence, Ordering};
 
-use common::{in_child, mapped_at, open_fds, our_mappings};
+use common::{available, in_child, mapped_at, open_fds, our_mappings, page_size};
 use mirror_ring::{Backend, MirrorMap, MirrorOptions};
-
-fn page() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
-
-fn available() -> Vec<Backend> {
-    let v: Vec<Backend> = Backend::CONCRETE.into_iter().filter(|b| b.is_available()).collect();
-    assert!(!v.is_empty(), "no backend works on this machine");
-    v
-}
 
 /// Writes through one view at `off` and reads through the other, both ways. Volatile accesses
 /// and compiler fences: the compiler must not assume the two views are different memory.
@@ -52,7 +41,7 @@ fn every_backend_mirrors_both_ways_at_first_middle_last_byte() {
 #[test]
 fn a_slice_across_the_seam_is_the_ring_wrapped() {
     for b in available() {
-        let map = MirrorMap::with_backend(page(), b).unwrap();
+        let map = MirrorMap::with_backend(page_size(), b).unwrap();
         let n = map.len();
         // Fill the first view with a pattern, then look at a window straddling the seam.
         for i in 0..n {
@@ -82,7 +71,7 @@ fn a_slice_across_the_seam_is_the_ring_wrapped() {
 #[test]
 fn sizes_from_one_page_to_one_gib() {
     for b in available() {
-        let mut len = page();
+        let mut len = page_size();
         while len <= 1 << 30 {
             let map = MirrorMap::with_backend(len, b).unwrap_or_else(|e| panic!("{b} at {len}: {e}"));
             assert_eq!(map.len(), len);
@@ -96,8 +85,8 @@ fn sizes_from_one_page_to_one_gib() {
 }
 
 #[test]
-fn lengths_round_up_to_a_power_of_two_of_at_least_a_page() {
-    let p = page();
+fn lengths_round_up_to_a_power_of_two_of_at_least_a_page_size() {
+    let p = page_size();
     for (asked, got) in [(1, p), (p - 1, p), (p, p), (p + 1, 2 * p), (10_000, 16_384.max(p)), (3 << 20, 4 << 20)] {
         assert_eq!(MirrorMap::new(asked).unwrap().len(), got, "asked for {asked}");
     }
@@ -126,7 +115,7 @@ fn auto_resolves_to_an_available_concrete_backend() {
     assert!(Backend::Auto.is_available());
     let chosen = Backend::Auto.resolve().unwrap();
     assert!(Backend::CONCRETE.contains(&chosen) && chosen.is_available());
-    let map = MirrorMap::new(page()).unwrap();
+    let map = MirrorMap::new(page_size()).unwrap();
     assert_eq!(map.backend(), chosen);
     assert_eq!(map.as_fd().is_some(), chosen == Backend::Memfd);
     // On the kernels this project targets (5.13+) the flag form is what Auto picks.
@@ -150,12 +139,12 @@ fn thousands_of_create_drop_cycles_leak_nothing() {
         for i in 0..3000usize {
             let b = backends[i % backends.len()];
             let opts = MirrorOptions::new().backend(b).prefault(i % 7 == 0).dont_fork(i % 5 == 0).clone();
-            let map = match opts.map(page() << (i % 5)) {
+            let map = match opts.map(page_size() << (i % 5)) {
                 Ok(m) => m,
                 Err(_) => return 2,
             };
-            let base = map.as_ptr() as usize - page();
-            let total = page() + 2 * map.len();
+            let base = map.as_ptr() as usize - page_size();
+            let total = page_size() + 2 * map.len();
             drop(map);
             if mapped_at(base, total) {
                 return 3;
@@ -201,7 +190,7 @@ fn a_forked_childs_write_is_seen_by_the_parent() {
 #[test]
 fn dont_fork_keeps_the_whole_map_out_of_children() {
     let map = MirrorOptions::new().dont_fork(true).map(1 << 16).unwrap();
-    let (base, total) = (map.as_ptr() as usize - page(), page() + 2 * map.len());
+    let (base, total) = (map.as_ptr() as usize - page_size(), page_size() + 2 * map.len());
     assert!(mapped_at(base, total));
     let status = in_child(move || if mapped_at(base, total) { 1 } else { 0 });
     assert_eq!(status, 0, "the child still has (part of) the ring");
@@ -256,7 +245,7 @@ fn the_memfd_cannot_be_resized_or_unsealed_by_another_holder() {
     let map = MirrorMap::with_backend(1 << 16, Backend::Memfd).unwrap();
     let fd = map.as_fd().unwrap().try_clone_to_owned().unwrap();
     use std::os::fd::AsRawFd;
-    for len in [0i64, 4096, (page() + map.len()) as i64 * 2] {
+    for len in [0i64, 4096, (page_size() + map.len()) as i64 * 2] {
         // SAFETY: plain syscall on our own descriptor.
         let r = unsafe { libc::ftruncate(fd.as_raw_fd(), len) };
         assert_eq!(r, -1, "ftruncate to {len} succeeded");
@@ -313,7 +302,7 @@ fn rss_kib(addr: usize) -> usize {
 fn maps_are_send_sync_and_debug() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<MirrorMap>();
-    let map = MirrorMap::new(page()).unwrap();
+    let map = MirrorMap::new(page_size()).unwrap();
     let s = format!("{map:?}");
     assert!(s.contains("MirrorMap") && s.contains("len"), "{s}");
     assert_eq!(format!("{}", Backend::Duplicate), "duplicate");

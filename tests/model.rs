@@ -14,17 +14,11 @@ mod common;
 use std::collections::VecDeque;
 use std::io::{BufRead, ErrorKind, Read, Write};
 
-use common::{scale, seed, Rng};
+use common::{available, scale, seed, Rng};
 use mirror_ring::{Backend, Consumer, Producer, RingOptions};
 
 /// Operations per (backend, capacity) in a CI-sized run.
 const OPS: usize = 100_000;
-
-fn backends() -> Vec<Backend> {
-    let v: Vec<Backend> = Backend::CONCRETE.into_iter().filter(|b| b.is_available()).collect();
-    assert!(!v.is_empty(), "no backend works here");
-    v
-}
 
 /// A random length in `0..=max`, biased towards the edges (0, 1, max - 1, max) and small
 /// values, where off-by-one errors live.
@@ -272,7 +266,7 @@ impl Harness {
 
 #[test]
 fn random_operations_match_a_vecdeque_model() {
-    for backend in backends() {
+    for backend in available() {
         for (i, cap) in [4096usize, 8192].into_iter().enumerate() {
             let s = seed().wrapping_add(i as u64 * 1000 + backend as u64);
             let mut h = Harness::new(backend, cap, s);
@@ -291,7 +285,7 @@ fn random_operations_match_a_vecdeque_model() {
 /// readable now" (and `try_write` refreshes the same way for space).
 #[test]
 fn try_read_takes_every_readable_byte() {
-    for backend in backends() {
+    for backend in available() {
         let (mut tx, mut rx) = RingOptions::new().capacity(4096).backend(backend).build().unwrap();
         tx.try_write(&[1; 10]).unwrap();
         let mut buf = [0; 100];
@@ -312,7 +306,7 @@ fn random_operations_from_two_threads_keep_the_stream_intact() {
         (x >> 56) as u8 ^ pos as u8
     }
     let total = 2_000_000 * scale() as u64;
-    for backend in backends() {
+    for backend in available() {
         let s = seed() ^ backend as u64;
         let (mut tx, mut rx) = RingOptions::new().capacity(4096).backend(backend).build().unwrap();
         let cap = tx.capacity();
@@ -653,7 +647,7 @@ impl FrameHarness {
 
 #[test]
 fn random_frame_operations_match_a_vecdeque_model() {
-    for backend in backends() {
+    for backend in available() {
         for (i, cap) in [4096usize, 8192].into_iter().enumerate() {
             let s = seed().wrapping_add(7 + i as u64 * 1000 + backend as u64);
             let mut h = FrameHarness::new(backend, cap, s);
@@ -680,7 +674,7 @@ fn random_frame_operations_match_a_vecdeque_model() {
 /// `InvalidData`, on both sides.
 #[test]
 fn a_poisoned_ring_fails_non_blocking_calls_on_both_sides() {
-    for backend in backends() {
+    for backend in available() {
         let (mut tx, rx) = RingOptions::new().capacity(4096).backend(backend).build().unwrap();
         let mut rx = rx.into_framed();
         // A header whose two halves disagree.

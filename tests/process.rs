@@ -17,7 +17,10 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{in_child, open_fds, our_mappings, scale, seed, spawn_child, wait_child, Rng};
+use common::{
+    available, in_child, open_fds, our_mappings, page_size, scale, seed, spawn_child, wait_child, wait_child_within,
+    Pattern, Rng,
+};
 use mirror_ring::{Backend, Consumer, Producer, RingOptions, SharedRing};
 
 const KIB: usize = 1024;
@@ -25,37 +28,6 @@ const MIB: usize = 1024 * KIB;
 /// The bound on any single blocking call in these tests: far above any healthy wait, so that
 /// reaching it means a hang, not a slow machine.
 const LONG: Duration = Duration::from_secs(20);
-
-fn available() -> Vec<Backend> {
-    Backend::CONCRETE.into_iter().filter(|b| b.is_available()).collect()
-}
-
-/// A deterministic byte stream with a period that is not a power of two: the byte at position
-/// `p` is `PATTERN[p % PERIOD]`, so any prefix of the stream can be checked by slice compares.
-struct Pattern(Vec<u8>);
-
-impl Pattern {
-    const PERIOD: usize = 1_000_003;
-    const MAX_CHUNK: usize = 256 * KIB;
-
-    fn new(seed: u64) -> Pattern {
-        let mut v = vec![0u8; Self::PERIOD + Self::MAX_CHUNK];
-        Rng::new(seed).fill(&mut v[..Self::PERIOD]);
-        v.copy_within(..Self::MAX_CHUNK, Self::PERIOD);
-        Pattern(v)
-    }
-
-    /// `len` (at most `MAX_CHUNK`) bytes of the stream from position `pos`.
-    fn at(&self, pos: u64, len: usize) -> &[u8] {
-        let o = (pos % Self::PERIOD as u64) as usize;
-        &self.0[o..o + len]
-    }
-
-    /// Whether `got` is the stream from `pos`.
-    fn matches(&self, pos: u64, got: &[u8]) -> bool {
-        got.chunks(Self::MAX_CHUNK).enumerate().all(|(i, c)| c == self.at(pos + (i * Self::MAX_CHUNK) as u64, c.len()))
-    }
-}
 
 /// FNV-1a over 8-byte words (plus the tail), as the checksum both ends compute independently.
 #[derive(Clone, Copy)]
@@ -105,27 +77,6 @@ impl Drop for SharedPage {
     fn drop(&mut self) {
         // SAFETY: our own mapping; no reference into it outlives self.
         unsafe { libc::munmap(self.0.cast(), 4096) };
-    }
-}
-
-/// Waits for `pid` at most `limit`; on expiry kills it, reaps it, and fails the test.
-fn wait_child_within(pid: libc::pid_t, limit: Duration) -> i32 {
-    let end = Instant::now() + limit;
-    loop {
-        let mut status = 0;
-        // SAFETY: status is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            return if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
-        }
-        assert!(r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR), "waitpid failed");
-        if Instant::now() > end {
-            // SAFETY: pid is our own unreaped child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            wait_child(pid);
-            panic!("child {pid} still running after {limit:?}: killed");
-        }
-        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -564,11 +515,6 @@ fn a_dont_fork_ring_does_not_exist_in_a_child_and_its_drop_there_unmaps_nothing(
         assert_eq!(status, 0, "{backend}: 20: range mapped in child, 21/22: wrong error, 139: drop unmapped it");
         tx_slot.unwrap().write_all(b"still here").unwrap();
     }
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
 /// The standard hand-over to a process that never had the ring: fork first, then create a

@@ -6,31 +6,8 @@ use std::io::{BufRead, ErrorKind, Read, Write};
 use std::thread;
 use std::time::Duration;
 
-use common::{in_child, scale, seed, Rng};
+use common::{available, in_child, scale, seed, Pattern, Rng};
 use mirror_ring::{channel, Backend, Consumer, Producer, RingOptions};
-
-fn available() -> Vec<Backend> {
-    Backend::CONCRETE.into_iter().filter(|b| b.is_available()).collect()
-}
-
-/// A deterministic byte stream that does not line up with any power of two: the byte at
-/// position `p` is `PATTERN[p % PATTERN.len()]`, so both ends can copy and compare whole slices.
-struct Pattern(Vec<u8>);
-
-impl Pattern {
-    fn new(seed: u64) -> Pattern {
-        let mut v = vec![0u8; Self::PERIOD + 70_000];
-        Rng::new(seed).fill(&mut v[..Self::PERIOD]);
-        v.copy_within(..70_000, Self::PERIOD);
-        Pattern(v)
-    }
-    const PERIOD: usize = 1_000_003;
-    /// `len` (<= 70_000) bytes of the stream from position `pos`.
-    fn at(&self, pos: u64, len: usize) -> &[u8] {
-        let o = (pos % Self::PERIOD as u64) as usize;
-        &self.0[o..o + len]
-    }
-}
 
 /// A lost wake-up would hang a stream: abort the test process (a failure) if one runs for
 /// far longer than any healthy run could.

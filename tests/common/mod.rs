@@ -3,6 +3,22 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use mirror_ring::Backend;
+
+/// The backends that work on this machine (at least one must).
+pub fn available() -> Vec<Backend> {
+    let v: Vec<Backend> = Backend::CONCRETE.into_iter().filter(|b| b.is_available()).collect();
+    assert!(!v.is_empty(), "no backend works on this machine");
+    v
+}
+
+/// The system page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
 
 /// Runs `f` in a forked child and returns its exit status (or 128 + signal number). The child
 /// never returns into the test harness: it leaves through `_exit`, also when `f` panics (101).
@@ -124,4 +140,52 @@ pub fn seed() -> u64 {
 /// A scale factor for long runs: `MIRROR_RING_LONG=1` multiplies loop counts.
 pub fn scale() -> usize {
     std::env::var("MIRROR_RING_LONG").ok().and_then(|s| s.parse().ok()).unwrap_or(1).max(1)
+}
+
+/// Waits for `pid` at most `limit`; on expiry kills it, reaps it, and fails the test.
+pub fn wait_child_within(pid: libc::pid_t, limit: Duration) -> i32 {
+    let end = Instant::now() + limit;
+    loop {
+        let mut status = 0;
+        // SAFETY: status is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
+        }
+        assert!(r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR), "waitpid failed");
+        if Instant::now() > end {
+            // SAFETY: pid is our own unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            wait_child(pid);
+            panic!("child {pid} still running after {limit:?}: killed");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A deterministic byte stream with a period that is not a power of two: the byte at position
+/// `p` is `PATTERN[p % PERIOD]`, so any prefix of the stream can be checked by slice compares.
+pub struct Pattern(Vec<u8>);
+
+impl Pattern {
+    pub const PERIOD: usize = 1_000_003;
+    pub const MAX_CHUNK: usize = 256 * 1024;
+
+    pub fn new(seed: u64) -> Pattern {
+        let mut v = vec![0u8; Self::PERIOD + Self::MAX_CHUNK];
+        Rng::new(seed).fill(&mut v[..Self::PERIOD]);
+        v.copy_within(..Self::MAX_CHUNK, Self::PERIOD);
+        Pattern(v)
+    }
+
+    /// `len` (at most `MAX_CHUNK`) bytes of the stream from position `pos`.
+    pub fn at(&self, pos: u64, len: usize) -> &[u8] {
+        let o = (pos % Self::PERIOD as u64) as usize;
+        &self.0[o..o + len]
+    }
+
+    /// Whether `got` is the stream from `pos`.
+    pub fn matches(&self, pos: u64, got: &[u8]) -> bool {
+        got.chunks(Self::MAX_CHUNK).enumerate().all(|(i, c)| c == self.at(pos + (i * Self::MAX_CHUNK) as u64, c.len()))
+    }
 }
