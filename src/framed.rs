@@ -91,7 +91,7 @@
 use std::fmt;
 use std::io;
 use std::ops::{Deref, DerefMut};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::ring::{Consumer, Producer, Wait};
 
@@ -256,11 +256,6 @@ unsafe fn store_pair(dst: *mut u8, first: u64, second: u64) {
         dst.cast::<u64>().write(first);
         dst.cast::<u64>().add(1).write(second);
     }
-}
-
-fn deadline_after(timeout: Duration) -> Option<Instant> {
-    // A timeout too large to represent is no deadline at all.
-    Instant::now().checked_add(timeout)
 }
 
 #[cold]
@@ -469,7 +464,7 @@ impl FramedProducer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> io::Result<()> {
-        self.send_with(msg, Wait::Until(deadline_after(timeout)))
+        self.send_with(msg, Wait::within(timeout))
     }
 
     #[inline(always)]
@@ -563,7 +558,7 @@ impl FramedProducer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn reserve_timeout(&mut self, len: usize, timeout: Duration) -> io::Result<FrameGrant<'_>> {
-        self.grant_with(len, Wait::Until(deadline_after(timeout)))
+        self.grant_with(len, Wait::within(timeout))
     }
 
     fn grant_with(&mut self, len: usize, wait: Wait) -> io::Result<FrameGrant<'_>> {
@@ -966,7 +961,7 @@ impl FramedConsumer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn recv_timeout(&mut self, timeout: Duration) -> io::Result<Option<Frame<'_>>> {
-        self.recv_with(Wait::Until(deadline_after(timeout)))
+        self.recv_with(Wait::within(timeout))
     }
 
     #[inline(always)]
@@ -1073,7 +1068,7 @@ impl FramedConsumer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn recv_batch_timeout(&mut self, timeout: Duration, f: impl FnMut(&[u8])) -> io::Result<usize> {
-        self.batch_with(Wait::Until(deadline_after(timeout)), f)
+        self.batch_with(Wait::within(timeout), f)
     }
 
     #[inline(always)]

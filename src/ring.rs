@@ -294,11 +294,6 @@ fn too_big(min: usize, cap: usize) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, format!("asked for {min} contiguous bytes; the ring holds {cap}"))
 }
 
-fn deadline_after(timeout: Duration) -> Option<Instant> {
-    // A timeout too large to represent is no deadline at all.
-    Instant::now().checked_add(timeout)
-}
-
 /// Whether and how long a call may block.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Wait {
@@ -306,6 +301,13 @@ pub(crate) enum Wait {
     No,
     /// Block until the deadline (`None`: forever).
     Until(Option<Instant>),
+}
+
+impl Wait {
+    /// Block for at most `timeout` (one too large to represent is no deadline at all).
+    pub(crate) fn within(timeout: Duration) -> Wait {
+        Wait::Until(Instant::now().checked_add(timeout))
+    }
 }
 
 /// Turns a [`Stop`] into the error the producer reports.
@@ -517,7 +519,7 @@ impl Producer {
     ///
     /// `TimedOut` when no space appeared in time; otherwise as [`try_write`](Self::try_write).
     pub fn write_timeout(&mut self, buf: &[u8], timeout: Duration) -> io::Result<usize> {
-        self.write_with(buf, Wait::Until(deadline_after(timeout)))
+        self.write_with(buf, Wait::within(timeout))
     }
 
     /// Copies as much of `buf` as fits (waiting per `wait` for one byte) and commits it.
@@ -578,7 +580,7 @@ impl Producer {
     /// `TimedOut` when the space did not appear in time; otherwise as
     /// [`write_grant`](Self::write_grant).
     pub fn write_grant_timeout(&mut self, min: usize, timeout: Duration) -> io::Result<WriteGrant<'_>> {
-        self.grant_with(min, Wait::Until(deadline_after(timeout)))
+        self.grant_with(min, Wait::within(timeout))
     }
 
     #[inline]
@@ -866,7 +868,7 @@ impl Consumer {
     ///
     /// `TimedOut` when nothing arrived in time; otherwise as [`try_read`](Self::try_read).
     pub fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
-        self.read_with(buf, Wait::Until(deadline_after(timeout)))
+        self.read_with(buf, Wait::within(timeout))
     }
 
     /// Copies up to `buf.len()` readable bytes out (waiting per `wait` for one) and releases
@@ -939,7 +941,7 @@ impl Consumer {
     /// `TimedOut` when they did not arrive in time; otherwise as
     /// [`read_grant`](Self::read_grant).
     pub fn read_grant_timeout(&mut self, min: usize, timeout: Duration) -> io::Result<ReadGrant<'_>> {
-        self.grant_with(min, Wait::Until(deadline_after(timeout)))
+        self.grant_with(min, Wait::within(timeout))
     }
 
     #[inline]
