@@ -340,7 +340,7 @@ impl Consumer {
 /// for word in ["alpha", "beta", "gamma"] {
 ///     tx.send(word.as_bytes())?;
 /// }
-/// tx.flush(); // publish the pending frames now
+/// tx.flush()?; // publish the pending frames now
 /// assert_eq!(&*rx.try_recv()?.unwrap(), b"alpha");
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -474,7 +474,7 @@ impl FramedProducer {
         // that owns the end. (frame_size cannot overflow: len <= max_len < 2^32.)
         if self.frames_left > 1
             && len <= self.max_len
-            && self.inner.owned_here()
+            && self.inner.usable()
             && self.fast_until.wrapping_sub(self.inner.position()) >= frame_size(len) as u64
         {
             // SAFETY: as below: frame_size(len) bytes at write_ptr() are free room.
@@ -483,7 +483,7 @@ impl FramedProducer {
             self.frames_left -= 1;
             // A consumer that went to sleep gets what is pending now, not at the batch's end.
             if self.inner.consumer_sleeping() {
-                self.flush();
+                self.publish_pending();
             }
             return Ok(());
         }
@@ -573,7 +573,7 @@ impl FramedProducer {
         // Fast path: aligned already, room known from the ring's cached cursors, and the same
         // checks `reserve` makes first (this process owns the end; the consumer is still
         // there). frame_size cannot overflow: len <= max_len < 2^32.
-        if len <= self.max_len && self.pad == 0 && frame_size(len) <= self.inner.known_free() && self.inner.may_write()
+        if len <= self.max_len && self.pad == 0 && frame_size(len) <= self.inner.free_cached() && self.inner.may_write()
         {
             return Ok(self.inner.write_ptr());
         }
@@ -614,7 +614,7 @@ impl FramedProducer {
     #[cold]
     #[inline(never)]
     fn failed(&mut self, e: io::Error) -> io::Error {
-        self.flush();
+        self.publish_pending();
         e
     }
 
@@ -625,12 +625,14 @@ impl FramedProducer {
         // The frame lies within the room claimed for it (a grant may have been truncated).
         self.inner.advance(frame_size(len));
         if self.batch <= 1 {
-            self.inner.publish();
+            // The frame was written by this process's own end (checked by the caller), so
+            // the only failure, a forked copy, cannot happen here.
+            let _ = self.inner.publish();
             return;
         }
         self.frames_left = self.frames_left.saturating_sub(1);
         if self.frames_left == 0 || self.inner.unpublished() >= self.batch_bytes || self.inner.consumer_sleeping() {
-            self.flush();
+            self.publish_pending();
         } else {
             self.rearm();
         }
@@ -646,13 +648,20 @@ impl FramedProducer {
         } else {
             // One byte short of the batch's end: the frame that completes a batch takes the
             // general path, which publishes it.
-            (self.batch_bytes.saturating_sub(self.inner.unpublished()).saturating_sub(1)).min(self.inner.known_free())
+            (self.batch_bytes.saturating_sub(self.inner.unpublished()).saturating_sub(1)).min(self.inner.free_cached())
         };
         self.fast_until = head.wrapping_add(budget as u64);
     }
 
-    /// Publishes every pending frame now (and wakes the consumer if it sleeps). Only needed
-    /// with [`set_batch`](Self::set_batch); cheap when nothing is pending.
+    /// Publishes every pending frame now (and wakes the consumer if it sleeps), then reports
+    /// whether the ring can still take frames. Only needed with [`set_batch`](Self::set_batch);
+    /// cheap when nothing is pending.
+    ///
+    /// # Errors
+    ///
+    /// `Unsupported` in a forked child (nothing is published); `InvalidData` when the ring is
+    /// poisoned; `BrokenPipe` when the consumer closed or its process died (the frames are
+    /// published, but nobody will read them).
     ///
     /// # Examples
     ///
@@ -662,13 +671,24 @@ impl FramedProducer {
     /// tx.set_batch(8);
     /// tx.send(b"held back")?;
     /// assert_eq!(rx.try_recv().unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
-    /// tx.flush();
+    /// tx.flush()?;
     /// assert_eq!(&*rx.try_recv()?.unwrap(), b"held back");
+    /// drop(rx);
+    /// assert_eq!(tx.flush().unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.inner.publish()?;
+        self.frames_left = self.batch;
+        self.rearm();
+        self.inner.check_usable()
+    }
+
+    /// Publishes every pending frame (nothing in a forked copy) and starts a new batch.
     #[inline]
-    pub fn flush(&mut self) {
-        self.inner.publish();
+    fn publish_pending(&mut self) {
+        // A forked copy publishes nothing; its next send reports `Unsupported`.
+        let _ = self.inner.publish();
         self.frames_left = self.batch;
         self.rearm();
     }
@@ -690,7 +710,7 @@ impl FramedProducer {
     /// ```
     pub fn set_batch(&mut self, frames: usize) -> &mut Self {
         self.batch = frames.max(1);
-        self.flush();
+        self.publish_pending();
         self
     }
 
@@ -719,11 +739,11 @@ impl FramedProducer {
     /// assert!(tx.is_abandoned());
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn is_abandoned(&mut self) -> bool {
+    pub fn is_abandoned(&self) -> bool {
         self.inner.is_abandoned()
     }
 
-    /// Publishes what is pending and gives the byte-level producer back. Further bytes follow
+    /// Publishes what is pending (not in a forked copy) and gives the byte-level producer back. Further bytes follow
     /// the last frame directly (the consumer must know where framing stops).
     ///
     /// # Examples
@@ -738,7 +758,7 @@ impl FramedProducer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn into_inner(mut self) -> Producer {
-        self.flush();
+        self.publish_pending();
         self.inner
     }
 }
@@ -771,8 +791,8 @@ impl FrameGrant<'_> {
     ///
     /// # Errors
     ///
-    /// None today: the room was taken when the grant was made. The `Result` keeps it in line
-    /// with [`WriteGrant::commit`](crate::WriteGrant::commit).
+    /// `Unsupported` in a forked child (a grant held across `fork()`): nothing is written or
+    /// published. The room itself was taken when the grant was made.
     ///
     /// # Examples
     ///
@@ -786,6 +806,8 @@ impl FrameGrant<'_> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn commit(self) -> io::Result<()> {
+        // In a forked copy the ring's pages may not even exist (`dont_fork`): write nothing.
+        self.producer.inner.check_owned()?;
         // SAFETY: the grant holds frame_size(reserved len) >= frame_size(self.len) free bytes
         // from `header`, 8-aligned, owned by the producer this grant borrows mutably.
         unsafe { self.header.cast::<u64>().write(encode_header(self.len)) };
@@ -964,18 +986,109 @@ impl FramedConsumer {
         self.recv_with(Wait::within(timeout))
     }
 
+    /// Receives the next message by copying it into `buf` (cleared first), blocking until one
+    /// arrives; returns its length, or `Ok(None)` at the end of the stream. The frame's bytes
+    /// are released before this returns.
+    ///
+    /// This is the receive to use with an untrusted producer: a [`Frame`] lends the ring's
+    /// own bytes, which a hostile process could change while you look at them, whereas here
+    /// each byte is read exactly once into memory that is yours (between processes the copy
+    /// tolerates a peer writing at the same time; see the crate docs, "Trust model").
+    /// Validate `buf`, not the ring.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv); `buf` is left empty then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// tx.send(b"copied out")?;
+    /// drop(tx);
+    /// let mut buf = Vec::new();
+    /// assert_eq!(rx.recv_into(&mut buf)?, Some(10));
+    /// assert_eq!(buf, b"copied out");
+    /// assert_eq!(rx.recv_into(&mut buf)?, None);
+    /// assert!(buf.is_empty());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        self.copy_with(buf, Wait::Until(None))
+    }
+
+    /// Like [`recv_into`](Self::recv_into), but never blocks.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when no frame is readable and more may come; otherwise as
+    /// [`recv_into`](Self::recv_into).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// let mut buf = Vec::new();
+    /// assert_eq!(rx.try_recv_into(&mut buf).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    /// tx.send(b"x")?;
+    /// assert_eq!(rx.try_recv_into(&mut buf)?, Some(1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_recv_into(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        self.copy_with(buf, Wait::No)
+    }
+
+    /// Like [`recv_into`](Self::recv_into), but waits at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` when nothing arrived in time; otherwise as [`recv_into`](Self::recv_into).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (_tx, rx) = mirror_ring::channel(4096)?;
+    /// let mut rx = rx.into_framed();
+    /// let err = rx.recv_into_timeout(&mut Vec::new(), Duration::from_millis(5)).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn recv_into_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> io::Result<Option<usize>> {
+        self.copy_with(buf, Wait::within(timeout))
+    }
+
+    fn copy_with(&mut self, buf: &mut Vec<u8>, wait: Wait) -> io::Result<Option<usize>> {
+        buf.clear();
+        let racy = self.inner.peer_untrusted();
+        let Some(frame) = self.recv_with(wait)? else { return Ok(None) };
+        let len = frame.len;
+        buf.reserve(len);
+        // SAFETY: the payload is `len` readable bytes of the ring (checked when the frame was
+        // made), `buf` has room for `len` bytes (reserved above) and is our own memory, so the
+        // two do not overlap; `copy_out` initialises all `len` bytes before `set_len`.
+        unsafe {
+            crate::ring::copy_out(frame.payload, buf.as_mut_ptr(), len, racy);
+            buf.set_len(len);
+        }
+        drop(frame);
+        Ok(Some(len))
+    }
+
     #[inline(always)]
     fn recv_with(&mut self, wait: Wait) -> io::Result<Option<Frame<'_>>> {
         // Fast path: a header's worth known readable, and this process owns the end (the first
         // check `available` makes).
-        if self.inner.known_readable() < HEADER || self.skip != 0 || !self.inner.owned_here() {
+        if self.inner.readable_cached() < HEADER || self.skip != 0 || !self.inner.usable() {
             match self.refill(wait) {
                 Ok(true) => {}
                 Ok(false) => return Ok(None),
                 Err(e) => return Err(e),
             }
         }
-        let readable = self.inner.known_readable();
+        let readable = self.inner.readable_cached();
         let header = self.inner.read_ptr();
         // SAFETY: header is at offset < N with at least 8 readable bytes from it (inside the
         // two views), 8-aligned (page-aligned data, aligned position). Volatile: the word is
@@ -1073,7 +1186,7 @@ impl FramedConsumer {
 
     #[inline(always)]
     fn batch_with(&mut self, wait: Wait, mut f: impl FnMut(&[u8])) -> io::Result<usize> {
-        if self.inner.known_readable() < HEADER || self.skip != 0 || !self.inner.owned_here() {
+        if self.inner.readable_cached() < HEADER || self.skip != 0 || !self.inner.usable() {
             match self.refill(wait) {
                 Ok(true) => {}
                 Ok(false) => return Ok(0),
@@ -1085,7 +1198,7 @@ impl FramedConsumer {
         let start = self.inner.read_ptr();
         // Releases what `f` has seen, also if it panics.
         let mut done = Release { consumer: self, used: 0 };
-        let mut left = done.consumer.inner.known_readable();
+        let mut left = done.consumer.inner.readable_cached();
         let mut frames = 0;
         // At most about an eighth of the ring per call (at least one frame): a batch releases
         // nothing until it ends, and a producer waiting on a full ring should not wait for a
@@ -1135,7 +1248,7 @@ impl FramedConsumer {
         // Every readable byte was published before the Acquire load of head that reported it
         // (the ring never counts a byte readable otherwise), so reading it is the hand-over the
         // aliasing rules require.
-        let readable = self.inner.available(HEADER, wait)?;
+        let readable = self.inner.available_or_rest(HEADER, wait, true)?;
         if readable < HEADER {
             // Only after a clean close: whatever is left. Whole frames only, or nothing.
             return if readable == 0 { Ok(false) } else { Err(self.corrupt()) };
@@ -1147,11 +1260,13 @@ impl FramedConsumer {
     /// of stream.
     #[cold]
     fn align(&mut self, wait: Wait) -> io::Result<bool> {
-        let readable = self.inner.available(self.skip, wait)?;
+        let readable = self.inner.available_or_rest(self.skip, wait, true)?;
         if readable < self.skip {
             return if readable == 0 { Ok(false) } else { Err(self.corrupt()) };
         }
-        self.inner.advance(self.skip);
+        // Released at once, on every path (blocking or not): a producer waiting for room for
+        // a frame of the whole ring needs these bytes back.
+        self.inner.release(self.skip);
         self.skip = 0;
         Ok(true)
     }
@@ -1180,7 +1295,7 @@ impl FramedConsumer {
     /// assert!(rx.recv()?.is_some());
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn is_abandoned(&mut self) -> bool {
+    pub fn is_abandoned(&self) -> bool {
         self.inner.is_abandoned()
     }
 
@@ -1245,9 +1360,8 @@ impl Drop for Release<'_> {
     #[inline]
     fn drop(&mut self) {
         if self.used != 0 {
-            let rx = &mut *self.consumer;
-            rx.inner.advance(self.used);
-            rx.inner.publish();
+            // Does nothing in a forked copy (which could not have read the frames anyway).
+            self.consumer.inner.release(self.used);
         }
     }
 }
@@ -1298,11 +1412,9 @@ impl Deref for Frame<'_> {
 impl Drop for Frame<'_> {
     #[inline]
     fn drop(&mut self) {
-        let size = self.size;
-        let rx = &mut *self.consumer;
-        // The frame lies within the readable bytes (checked when it was handed out).
-        rx.inner.advance(size);
-        rx.inner.publish();
+        // The frame lies within the readable bytes (checked when it was handed out). Does
+        // nothing in a forked copy (a frame held across `fork()`).
+        self.consumer.inner.release(self.size);
     }
 }
 

@@ -9,33 +9,41 @@
 //! offset  line  field                       written by            read by
 //!      0     0  magic, version, backend,     creator (once)        from_fd, attach
 //!               capacity, data_offset
-//!     32     0  producer role slot           claimant, at close    consumer (slow path)
-//!     48     0  consumer role slot           claimant, at close    producer (every write)
-//!     64     0  poisoned                     whoever detects it    both (slow path)
+//!     32     0  producer role slot           claimant, at close    consumer (slow path),
+//!                                                                  per publish (`park`)
+//!     64     0  consumer role slot           claimant, at close    producer (every write)
+//!     96     0  poisoned                     whoever detects it    both (slow path)
 //!    128     1  head (producer cursor)       producer, per commit  consumer, on refresh
 //!    256     2  tail (consumer cursor)       consumer, per release producer, on refresh
 //!    384     3  data_waiter (futex word)     consumer sleeps here  producer, per commit
 //!    512     4  space_waiter (futex word)    producer sleeps here  consumer, per release
 //! ```
 //!
-//! (Offsets for 128-byte `CachePadded`, as on x86_64 and aarch64.) Line 0 is read-mostly:
-//! it changes only when a role is claimed or closed, so reading it on the hot path costs an
-//! L1 hit. The cursors each own a line; the two waiter words each own a line too, so the
-//! per-commit check "is the reader asleep?" reads a line that nobody writes while both sides
-//! are busy.
+//! A role slot (32 bytes): `state`, `pid`, `start_time`, `pid_ns` (the claimant's PID
+//! namespace), `park` (how the claimant parks, which tells its peer which barrier a publish
+//! needs; see `sync.rs`), and a reserved word that is zero.
+//!
+//! The header spells out its own alignment: every line is a [`Line`], `#[repr(C, align(128))]`
+//! on every architecture, so the layout does not depend on any dependency's idea of a cache
+//! line. Line 0 is read-mostly: it changes only when a role is claimed or closed (or a sleeper
+//! downgrades its `park` mode), so reading it on the hot path costs an L1 hit. The cursors
+//! each own a line; the two waiter words each own a line too, so the per-commit check "is the
+//! reader asleep?" reads a line that nobody writes while both sides are busy. (128 bytes, not
+//! 64: x86 prefetches lines in adjacent pairs.)
 //!
 //! Nothing in the header is trusted: a peer process can write any value into any field at any
 //! time. Every value read from it is validated before it becomes an offset or a length
 //! (`protocol.rs`, `Header::check_identity`).
 
-use crossbeam_utils::CachePadded;
+use std::ops::Deref;
 
 use crate::sync::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 /// "MIRRRING" in little-endian bytes.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MIRRRING");
-/// Bumped whenever the layout or the protocol changes incompatibly.
-pub(crate) const VERSION: u32 = 1;
+/// Bumped whenever the layout or the meaning of a field changes. 2: role slots of 32 bytes
+/// with the claimant's PID namespace and park mode; lines of 128 bytes on every architecture.
+pub(crate) const VERSION: u32 = 2;
 
 /// Role state: nobody has claimed this end yet.
 pub(crate) const ROLE_FREE: u32 = 0;
@@ -44,17 +52,57 @@ pub(crate) const ROLE_CLAIMED: u32 = 1;
 /// Role state: the claimant closed its end (dropped it). Final.
 pub(crate) const ROLE_CLOSED: u32 = 2;
 
-/// One end's claim: who holds it, and whether they closed it.
+/// Park mode: the claimant's sleeper can only issue a full fence of its own, so a publisher
+/// must pay a full fence too (`sync.rs`). Also what any unknown value means.
+pub(crate) const PARK_FENCE: u32 = 0;
+/// Park mode: the claimant's sleeper issues `membarrier(PRIVATE_EXPEDITED)`, which orders the
+/// threads of its own process only: valid for a publisher in the same process.
+pub(crate) const PARK_PRIVATE: u32 = 1;
+/// Park mode: the claimant's sleeper issues `membarrier(GLOBAL_EXPEDITED)`, which orders every
+/// process registered for it: valid for a registered publisher in any process.
+pub(crate) const PARK_GLOBAL: u32 = 2;
+
+/// One end's claim: who holds it, whether they closed it, and how they park.
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct RoleSlot {
     /// `ROLE_FREE`, `ROLE_CLAIMED` or `ROLE_CLOSED`.
     pub(crate) state: AtomicU32,
-    /// The claimant's process id.
+    /// The claimant's process id (in its PID namespace, `pid_ns`).
     pub(crate) pid: AtomicI32,
     /// The claimant's start time (`/proc/<pid>/stat` field 22), to tell it apart from a later
     /// process that reuses the pid. 0 when unknown.
     pub(crate) start_time: AtomicU64,
+    /// The claimant's PID namespace (inode of `/proc/self/ns/pid`), 0 when unknown. A peer in
+    /// another namespace cannot check this pid.
+    pub(crate) pid_ns: AtomicU64,
+    /// How the claimant parks: `PARK_FENCE`, `PARK_PRIVATE` or `PARK_GLOBAL`.
+    pub(crate) park: AtomicU32,
+    /// Zero; reserved.
+    pub(crate) reserved: AtomicU32,
+}
+
+/// Who claims a role: the values recorded in its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Claimant {
+    pub(crate) pid: i32,
+    pub(crate) start_time: u64,
+    pub(crate) pid_ns: u64,
+    pub(crate) park: u32,
+}
+
+/// One line of the header: 128 bytes, aligned to 128 on every architecture (x86 moves lines
+/// between cores in adjacent pairs). The header's own type, so its layout is its own.
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub(crate) struct Line<T>(pub(crate) T);
+
+impl<T> Deref for Line<T> {
+    type Target = T;
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// The ring's shared header. See the module docs for the layout.
@@ -78,13 +126,13 @@ pub(crate) struct Header {
     /// Non-zero once either side has seen an impossible value from its peer.
     pub(crate) poisoned: AtomicU32,
     /// The producer cursor: total bytes ever committed (wrapping `u64`).
-    pub(crate) head: CachePadded<AtomicU64>,
+    pub(crate) head: Line<AtomicU64>,
     /// The consumer cursor: total bytes ever released (wrapping `u64`).
-    pub(crate) tail: CachePadded<AtomicU64>,
+    pub(crate) tail: Line<AtomicU64>,
     /// Futex word: non-zero while the consumer sleeps waiting for data.
-    pub(crate) data_waiter: CachePadded<AtomicU32>,
+    pub(crate) data_waiter: Line<AtomicU32>,
     /// Futex word: non-zero while the producer sleeps waiting for space.
-    pub(crate) space_waiter: CachePadded<AtomicU32>,
+    pub(crate) space_waiter: Line<AtomicU32>,
     /// Under loom, the futex is emulated with a mutex and a condition variable.
     #[cfg(loom)]
     pub(crate) futex: crate::sync::FutexEmu,
@@ -97,6 +145,17 @@ pub(crate) enum Word {
     Data,
     /// The producer waits for space on `space_waiter`.
     Space,
+}
+
+impl Word {
+    /// The role that sleeps on this word.
+    #[inline(always)]
+    pub(crate) fn sleeper(self) -> Role {
+        match self {
+            Word::Data => Role::Consumer,
+            Word::Space => Role::Producer,
+        }
+    }
 }
 
 /// Which end of the ring.
@@ -201,7 +260,7 @@ impl Header {
             return Err(BadHeader::Backend);
         }
         for slot in [&self.producer, &self.consumer] {
-            if slot.state.load(Ordering::Relaxed) > ROLE_CLOSED {
+            if slot.state.load(Ordering::Relaxed) > ROLE_CLOSED || slot.park.load(Ordering::Relaxed) > PARK_GLOBAL {
                 return Err(BadHeader::RoleState);
             }
         }
@@ -249,21 +308,39 @@ impl Header {
         self.poisoned.load(Ordering::Relaxed) != 0
     }
 
-    /// Claims role `r` for process `pid` (start time `start_time`). Exactly one claim of each
-    /// role ever succeeds, across every process that maps the ring.
-    pub(crate) fn claim(&self, r: Role, pid: i32, start_time: u64) -> bool {
+    /// Claims role `r` for `who`. Exactly one claim of each role ever succeeds, across every
+    /// process that maps the ring.
+    pub(crate) fn claim(&self, r: Role, who: Claimant) -> bool {
         let slot = self.slot(r);
         // AcqRel on success: Acquire sees the creator's initialisation (and, for an attaching
-        // process, the cursors); Release publishes nothing yet, pid/start_time follow. The
-        // peer reads pid after seeing ROLE_CLAIMED, and treats pid 0 as "not known yet".
+        // process, the cursors); Release publishes nothing yet, the fields follow. The peer
+        // reads pid after seeing ROLE_CLAIMED, and treats pid 0 as "not known yet".
         let won = slot.state.compare_exchange(ROLE_FREE, ROLE_CLAIMED, Ordering::AcqRel, Ordering::Relaxed).is_ok();
         if won {
-            slot.start_time.store(start_time, Ordering::Relaxed);
-            // Release: start_time is visible before the pid. Pairs with the Acquire load of
-            // pid in the peer's liveness check.
-            slot.pid.store(pid, Ordering::Release);
+            slot.start_time.store(who.start_time, Ordering::Relaxed);
+            slot.pid_ns.store(who.pid_ns, Ordering::Relaxed);
+            // Relaxed: the park mode is read on its own (see `sync::publish_barrier`); the
+            // barrier argument does not need it ordered with anything else.
+            slot.park.store(who.park, Ordering::Relaxed);
+            // Release: start_time and pid_ns are visible before the pid. Pairs with the Acquire
+            // load of pid in the peer's liveness check.
+            slot.pid.store(who.pid, Ordering::Release);
         }
         won
+    }
+
+    /// How the claimant of `r` parks (any value out of range reads as `PARK_FENCE`).
+    #[inline(always)]
+    pub(crate) fn park_mode(&self, r: Role) -> u32 {
+        // Relaxed: see `claim`.
+        self.slot(r).park.load(Ordering::Relaxed)
+    }
+
+    /// Records that `r` now parks with a full fence only (its membarrier call failed).
+    pub(crate) fn downgrade_park(&self, r: Role) {
+        // Relaxed: the sleeper that downgrades also bounds its current sleep, so a publisher
+        // that still uses the light barrier can delay it by at most that bound (`wait.rs`).
+        self.slot(r).park.store(PARK_FENCE, Ordering::Relaxed);
     }
 }
 
@@ -277,20 +354,24 @@ mod tests {
     /// `VERSION` bump.
     #[test]
     fn layout_is_pinned() {
-        let line = align_of::<CachePadded<u8>>();
-        assert!(line >= 64);
+        let line = 128;
+        assert_eq!(align_of::<Line<u8>>(), line);
+        assert_eq!(size_of::<Line<AtomicU64>>(), line);
         assert_eq!(offset_of!(Header, magic), 0);
         assert_eq!(offset_of!(Header, version), 8);
         assert_eq!(offset_of!(Header, backend), 12);
         assert_eq!(offset_of!(Header, capacity), 16);
         assert_eq!(offset_of!(Header, data_offset), 24);
         assert_eq!(offset_of!(Header, producer), 32);
-        assert_eq!(offset_of!(Header, consumer), 48);
-        assert_eq!(offset_of!(Header, poisoned), 64);
-        assert_eq!(size_of::<RoleSlot>(), 16);
+        assert_eq!(offset_of!(Header, consumer), 64);
+        assert_eq!(offset_of!(Header, poisoned), 96);
+        assert_eq!(size_of::<RoleSlot>(), 32);
         assert_eq!(offset_of!(RoleSlot, state), 0);
         assert_eq!(offset_of!(RoleSlot, pid), 4);
         assert_eq!(offset_of!(RoleSlot, start_time), 8);
+        assert_eq!(offset_of!(RoleSlot, pid_ns), 16);
+        assert_eq!(offset_of!(RoleSlot, park), 24);
+        assert_eq!(offset_of!(RoleSlot, reserved), 28);
         assert_eq!(offset_of!(Header, head), line);
         assert_eq!(offset_of!(Header, tail), 2 * line);
         assert_eq!(offset_of!(Header, data_waiter), 3 * line);
@@ -299,11 +380,10 @@ mod tests {
         assert_eq!(span_of!(Header, tail), 2 * line..3 * line);
         assert_eq!(span_of!(Header, data_waiter), 3 * line..4 * line);
         assert_eq!(span_of!(Header, space_waiter), 4 * line..5 * line);
-        assert_eq!(span_of!(Header, magic..poisoned), 0..64);
+        assert_eq!(span_of!(Header, magic..poisoned), 0..96);
         assert_eq!(size_of::<Header>(), 5 * line);
+        assert_eq!(align_of::<Header>(), line);
         assert!(size_of::<Header>() <= 4096, "the header must fit the control page");
-        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-        assert_eq!((line, size_of::<Header>()), (128, 640));
         assert_eq!(MAGIC.to_le_bytes(), *b"MIRRRING");
     }
 
@@ -315,9 +395,18 @@ mod tests {
         assert_eq!(h.check_identity(4096, 4096), Ok(()));
         assert_eq!(h.check_identity(8192, 4096), Err(BadHeader::Capacity));
         assert_eq!(h.check_identity(4096, 8192), Err(BadHeader::DataOffset));
-        assert!(h.claim(Role::Producer, 7, 1));
-        assert!(!h.claim(Role::Producer, 8, 1));
-        assert!(h.claim(Role::Consumer, 8, 1));
+        let who = |pid| Claimant { pid, start_time: 1, pid_ns: 2, park: PARK_GLOBAL };
+        assert!(h.claim(Role::Producer, who(7)));
+        assert!(!h.claim(Role::Producer, who(8)));
+        assert!(h.claim(Role::Consumer, who(8)));
+        assert_eq!(h.producer.pid.load(Ordering::Relaxed), 7);
+        assert_eq!(h.consumer.pid_ns.load(Ordering::Relaxed), 2);
+        assert_eq!(h.park_mode(Role::Consumer), PARK_GLOBAL);
+        h.downgrade_park(Role::Consumer);
+        assert_eq!(h.park_mode(Role::Consumer), PARK_FENCE);
+        h.consumer.park.store(7, Ordering::Relaxed);
+        assert_eq!(h.check_identity(4096, 4096), Err(BadHeader::RoleState));
+        h.consumer.park.store(PARK_GLOBAL, Ordering::Relaxed);
         h.head.store(4097, Ordering::Relaxed);
         assert_eq!(h.check_identity(4096, 4096), Err(BadHeader::Cursors));
         h.head.store(0, Ordering::Relaxed);

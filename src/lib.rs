@@ -169,6 +169,7 @@ compile_error!("mirror-ring supports Linux only: it relies on mremap, memfd_crea
 
 mod header;
 mod protocol;
+mod stats;
 mod sync;
 mod wait;
 
@@ -181,6 +182,8 @@ mod framed;
 mod io;
 #[cfg(not(loom))]
 mod mirror;
+#[cfg(not(loom))]
+mod peer;
 #[cfg(not(loom))]
 mod ring;
 #[cfg(not(loom))]
@@ -196,6 +199,7 @@ pub use mirror::{Backend, MirrorMap, MirrorOptions};
 pub use ring::{channel, Consumer, Producer, ReadGrant, RingOptions, WriteGrant, DEFAULT_CAPACITY};
 #[cfg(not(loom))]
 pub use shared::{recv_fd, send_fd, SharedRing};
+pub use stats::{Stats, StatsHandle};
 
 /// The kernel release this process runs on (`uname -r`), for reports.
 #[cfg(not(loom))]

@@ -17,9 +17,7 @@
 
 use std::time::Duration;
 
-use crossbeam_utils::CachePadded;
-
-use crate::header::{self, Header, RoleSlot};
+use crate::header::{self, Claimant, Header, Line, RoleSlot};
 use crate::protocol;
 use crate::sync::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use crate::wait::{self, NoPeer};
@@ -110,7 +108,14 @@ impl Ring {
     /// A fresh ring of `capacity` bytes (a power of two; tiny in models) with both cursors at
     /// `start`. Must be called inside `loom::model`.
     pub fn new(capacity: u64, start: u64) -> Ring {
-        let slot = || RoleSlot { state: AtomicU32::new(0), pid: AtomicI32::new(0), start_time: AtomicU64::new(0) };
+        let slot = || RoleSlot {
+            state: AtomicU32::new(0),
+            pid: AtomicI32::new(0),
+            start_time: AtomicU64::new(0),
+            pid_ns: AtomicU64::new(0),
+            park: AtomicU32::new(0),
+            reserved: AtomicU32::new(0),
+        };
         let hdr = Box::new(Header {
             magic: AtomicU64::new(0),
             version: AtomicU32::new(0),
@@ -120,10 +125,10 @@ impl Ring {
             producer: slot(),
             consumer: slot(),
             poisoned: AtomicU32::new(0),
-            head: CachePadded::new(AtomicU64::new(0)),
-            tail: CachePadded::new(AtomicU64::new(0)),
-            data_waiter: CachePadded::new(AtomicU32::new(0)),
-            space_waiter: CachePadded::new(AtomicU32::new(0)),
+            head: Line(AtomicU64::new(0)),
+            tail: Line(AtomicU64::new(0)),
+            data_waiter: Line(AtomicU32::new(0)),
+            space_waiter: Line(AtomicU32::new(0)),
             futex: Default::default(),
         });
         // Backend 3 (Memfd) and a 4 KiB control page: any valid values do.
@@ -156,7 +161,7 @@ impl Ring {
 
     /// `Header::claim`: claims `role` for `pid`; exactly one claim per role succeeds.
     pub fn claim(&self, role: Role, pid: i32, start_time: u64) -> bool {
-        self.hdr.claim(role_in(role), pid, start_time)
+        self.hdr.claim(role_in(role), Claimant { pid, start_time, pid_ns: 0, park: header::PARK_GLOBAL })
     }
 
     /// Reads a role slot the way the peer watcher in `shared.rs` does: the state (Acquire),
@@ -190,23 +195,31 @@ impl Ring {
     /// the way a publish does (`protocol::notify`).
     pub fn hostile_publish_head(&self, head: u64) {
         self.hdr.head.store(head, Ordering::Release);
-        protocol::notify(&self.hdr, header::Word::Data);
+        protocol::notify(&self.hdr, header::Word::Data, &Default::default());
     }
 
     /// A hostile consumer: stores any tail (Release, as a release does) and wakes the producer
     /// the way a release does.
     pub fn hostile_publish_tail(&self, tail: u64) {
         self.hdr.tail.store(tail, Ordering::Release);
-        protocol::notify(&self.hdr, header::Word::Space);
+        protocol::notify(&self.hdr, header::Word::Space, &Default::default());
     }
 
     /// `wait::wait_for` with no spin, no deadline and no peer process to watch: raises the
     /// waiter flag on `word`, rechecks with `poll`, and sleeps on the (emulated) futex.
     pub fn wait_for<T>(&self, word: Word, mut poll: impl FnMut() -> Option<Result<T, Stop>>) -> Result<T, Stop> {
-        wait::wait_for(&self.hdr, word_in(word), Duration::ZERO, None, &mut NoPeer, || {
-            poll().map(|r| r.map_err(stop_in))
-        })
-        .map_err(stop_out)
+        let w = word_in(word);
+        let mut park = header::PARK_GLOBAL;
+        let counters = Default::default();
+        let waiter = wait::Waiter {
+            hdr: &self.hdr,
+            role: w.sleeper(),
+            park: &mut park,
+            spin: Duration::ZERO,
+            peer: &mut NoPeer,
+            counters: &counters,
+        };
+        wait::wait_for(waiter, None, || poll().map(|r| r.map_err(stop_in))).map_err(stop_out)
     }
 
     /// What `Producer::reserve_slow` does: publish batched bytes, then wait until `min` bytes

@@ -39,8 +39,11 @@
 //! more than `N` bytes, and the producer's and consumer's regions are disjoint, so no two live
 //! slices cover the same physical byte.
 
+use std::sync::Arc;
+
 use crate::header::{Header, Role, Word, ROLE_CLOSED};
-use crate::sync::{fence, futex_wake, light_barrier, Ordering};
+use crate::stats::Counters;
+use crate::sync::{fence, futex_wake, publish_barrier, Ordering};
 
 /// A value read from the peer failed validation; the ring is poisoned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +61,8 @@ pub(crate) struct ProducerCursor {
     cached_tail: u64,
     cap: u64,
     poisoned: bool,
+    /// This end's counters (process-local; `stats.rs`).
+    counters: Arc<Counters>,
 }
 
 impl ProducerCursor {
@@ -70,7 +75,7 @@ impl ProducerCursor {
         if !cap.is_power_of_two() || head.wrapping_sub(tail) > cap {
             return Err(Corrupt);
         }
-        Ok(ProducerCursor { head, published: head, cached_tail: tail, cap, poisoned: false })
+        Ok(ProducerCursor { head, published: head, cached_tail: tail, cap, poisoned: false, counters: Arc::default() })
     }
 
     /// Own cursor.
@@ -100,6 +105,26 @@ impl ProducerCursor {
     #[inline]
     pub(crate) fn is_poisoned(&self) -> bool {
         self.poisoned
+    }
+
+    /// This end's counters.
+    pub(crate) fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// The free space the consumer's cursor in the header shows now, if it is valid; nothing
+    /// is cached or poisoned (for read-only queries: a bad value is judged by the next call
+    /// that uses it).
+    pub(crate) fn peek_free(&self, hdr: &Header) -> Option<usize> {
+        if self.poisoned {
+            return None;
+        }
+        // Acquire: as in `refresh`.
+        let t = hdr.tail.load(Ordering::Acquire);
+        let used = self.head.wrapping_sub(t);
+        let advanced = t.wrapping_sub(self.cached_tail);
+        (used <= self.cap && advanced <= self.published.wrapping_sub(self.cached_tail))
+            .then(|| (self.cap - used) as usize)
     }
 
     /// Reloads and validates the consumer's cursor; returns the free space.
@@ -164,7 +189,7 @@ impl ProducerCursor {
         // Release: the bytes in [old head, new head) become visible before the new head.
         // Pairs with the Acquire load of head in `ConsumerCursor::refresh`.
         hdr.head.store(self.head, Ordering::Release);
-        notify(hdr, Word::Data);
+        notify(hdr, Word::Data, &self.counters);
     }
 
     /// Whether the consumer may still read: `Err(Closed)` once it closed.
@@ -203,6 +228,8 @@ pub(crate) struct ConsumerCursor {
     cached_head: u64,
     cap: u64,
     poisoned: bool,
+    /// This end's counters (process-local; `stats.rs`).
+    counters: Arc<Counters>,
 }
 
 impl ConsumerCursor {
@@ -214,7 +241,7 @@ impl ConsumerCursor {
         if !cap.is_power_of_two() || head.wrapping_sub(tail) > cap {
             return Err(Corrupt);
         }
-        Ok(ConsumerCursor { tail, published: tail, cached_head: head, cap, poisoned: false })
+        Ok(ConsumerCursor { tail, published: tail, cached_head: head, cap, poisoned: false, counters: Arc::default() })
     }
 
     /// Own cursor.
@@ -238,6 +265,23 @@ impl ConsumerCursor {
     #[inline]
     pub(crate) fn is_poisoned(&self) -> bool {
         self.poisoned
+    }
+
+    /// This end's counters.
+    pub(crate) fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// The readable bytes the producer's cursor in the header shows now, if it is valid;
+    /// nothing is cached or poisoned (for read-only queries).
+    pub(crate) fn peek_readable(&self, hdr: &Header) -> Option<usize> {
+        if self.poisoned {
+            return None;
+        }
+        // Acquire: as in `refresh`.
+        let h = hdr.head.load(Ordering::Acquire);
+        let avail = h.wrapping_sub(self.tail);
+        (avail <= self.cap && avail >= self.cached_head.wrapping_sub(self.tail)).then_some(avail as usize)
     }
 
     /// Reloads and validates the producer's cursor; returns the readable byte count.
@@ -300,7 +344,7 @@ impl ConsumerCursor {
         // Release: our reads of [old tail, new tail) happen before the producer reuses the
         // bytes. Pairs with the Acquire load of tail in `ProducerCursor::refresh`.
         hdr.tail.store(self.tail, Ordering::Release);
-        notify(hdr, Word::Space);
+        notify(hdr, Word::Space, &self.counters);
     }
 
     /// Readable once at least `min` bytes are there; `Err(Closed)` once the producer closed and
@@ -347,30 +391,31 @@ pub(crate) enum Stop {
 }
 
 /// After a publish: wake the peer if its waiter flag is up. The fast path is a compiler fence
-/// (see `sync.rs`) and one load of a line nobody writes while both sides are busy.
+/// (or a full fence, as the sleeper's park record requires: see `sync.rs`), one load of the
+/// read-mostly line 0 and one load of a line nobody writes while both sides are busy.
 #[inline(always)]
-pub(crate) fn notify(hdr: &Header, w: Word) {
-    light_barrier();
-    // Relaxed: ordering against the cursor store comes from the barrier pair.
-    if hdr.word(w).load(Ordering::Relaxed) != 0 {
-        wake(hdr, w);
+pub(crate) fn notify(hdr: &Header, w: Word, counters: &Counters) {
+    if peer_sleeping(hdr, w) {
+        wake(hdr, w, counters);
     }
 }
 
 /// Whether the peer sleeping on `w` has raised its flag (used to end a batch early). The same
 /// barrier as [`notify`] orders it after our latest publish.
-#[inline]
+#[inline(always)]
 pub(crate) fn peer_sleeping(hdr: &Header, w: Word) -> bool {
-    light_barrier();
+    publish_barrier(hdr.park_mode(w.sleeper()));
+    // Relaxed: ordering against the cursor store comes from the barrier pair.
     hdr.word(w).load(Ordering::Relaxed) != 0
 }
 
 #[cold]
 #[inline(never)]
-fn wake(hdr: &Header, w: Word) {
+fn wake(hdr: &Header, w: Word, counters: &Counters) {
     // Clearing the flag first makes a sleeper that has not reached FUTEX_WAIT yet return at
     // once (the kernel compares the word); one that already sleeps is woken below.
     if hdr.word(w).swap(0, Ordering::Relaxed) != 0 {
+        counters.wakes_sent.bump();
         futex_wake(hdr, w);
     }
 }

@@ -1,6 +1,6 @@
 //! The two ends of the ring, their grants, and the options that build them.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
@@ -9,13 +9,15 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::header::{Header, Role, Word};
+use crate::header::{Claimant, Header, Role, Word};
 use crate::mirror::{Backend, MirrorMap, MirrorOptions};
+use crate::peer::ProcessWatch;
 use crate::protocol::{self, ConsumerCursor, ProducerCursor, Stop};
-use crate::shared::{ProcessWatch, SharedRing};
+use crate::shared::SharedRing;
+use crate::stats::{Counters, Stats, StatsHandle};
 use crate::sync;
 use crate::sys;
-use crate::wait::{self, NoPeer, PeerCheck};
+use crate::wait::{self, NoPeer, PeerCheck, Waiter};
 
 /// The capacity [`RingOptions`] uses when none is given: 64 KiB (a Linux pipe's default).
 pub const DEFAULT_CAPACITY: usize = 64 * 1024;
@@ -122,13 +124,15 @@ impl RingOptions {
     pub fn build(&self) -> io::Result<(Producer, Consumer)> {
         let ring = RingMem::create(self)?;
         let hdr = ring.header();
-        let me = sys::getpid();
+        let park = sync::register_process(false);
         // Both roles are taken by this process at once; nobody else can reach a thread ring
-        // (unless it is forked, and then the ends belong to the parent).
-        let claimed = hdr.claim(Role::Producer, me, 0) && hdr.claim(Role::Consumer, me, 0);
+        // (unless it is forked, and then the ends belong to the parent). Nobody watches this
+        // pid, so the start time and namespace are not needed.
+        let me = Claimant { pid: sys::getpid(), start_time: 0, pid_ns: 0, park };
+        let claimed = hdr.claim(Role::Producer, me) && hdr.claim(Role::Consumer, me);
         debug_assert!(claimed, "a fresh ring has free roles");
-        let producer = Producer::attach(ring.clone(), self.spin, None)?;
-        let consumer = Consumer::attach(ring, self.spin, None)?;
+        let producer = Producer::attach(ring.clone(), self.spin, park, None)?;
+        let consumer = Consumer::attach(ring, self.spin, park, None)?;
         Ok((producer, consumer))
     }
 
@@ -216,61 +220,90 @@ struct End {
     hdr: NonNull<Header>,
     data: NonNull<u8>,
     spin: Duration,
+    role: Role,
+    /// How this end parks (`header::PARK_*`), as recorded in its role slot (downgraded if its
+    /// barrier fails).
+    park: Cell<u32>,
     /// Watches the peer process (rings between processes only).
-    peer: Option<ProcessWatch>,
+    peer: Option<RefCell<ProcessWatch>>,
     /// The fork generation this end was claimed in: a forked child must not use it.
     generation: usize,
 }
 
 impl End {
-    fn new(ring: Arc<RingMem>, spin: Duration, peer: Option<ProcessWatch>) -> End {
-        sync::register_process();
+    fn new(ring: Arc<RingMem>, role: Role, spin: Duration, park: u32, peer: Option<ProcessWatch>) -> End {
         let hdr = NonNull::from(ring.header());
         // SAFETY: as_ptr() is the non-null start of view A.
         let data = unsafe { NonNull::new_unchecked(ring.map().as_ptr()) };
-        End { ring, hdr, data, spin, peer, generation: sync::fork_generation() }
-    }
-
-    #[inline(always)]
-    fn hdr(&self) -> &Header {
-        // SAFETY: points into `ring`'s control page, which `self.ring` keeps mapped.
-        unsafe { self.hdr.as_ref() }
-    }
-
-    /// `Err` when called in a forked child of the process that claimed this end.
-    #[inline(always)]
-    fn check_owner(&self) -> io::Result<()> {
-        if self.generation == sync::fork_generation() {
-            Ok(())
-        } else {
-            Err(forked_error())
+        End {
+            ring,
+            hdr,
+            data,
+            spin,
+            role,
+            park: Cell::new(park),
+            peer: peer.map(RefCell::new),
+            generation: sync::fork_generation(),
         }
     }
 
-    fn owned_here(&self) -> bool {
-        self.generation == sync::fork_generation()
+    /// The shared header, if this end belongs to this process, else `None`: the one checked
+    /// place through which every use of the shared memory passes. A forked child's copy of an
+    /// end must not touch it: the parent owns the role, and with `dont_fork` the child does
+    /// not even have the page. One relaxed load of a process-wide counter.
+    #[inline(always)]
+    fn header(&self) -> Option<&Header> {
+        if self.generation == sync::fork_generation() {
+            // SAFETY: points into `ring`'s control page, which `self.ring` keeps mapped in the
+            // process that claimed the end (this one: the generation matches).
+            Some(unsafe { self.hdr.as_ref() })
+        } else {
+            None
+        }
     }
 
+    /// [`header`](Self::header), or the error a call that returns a `Result` reports.
+    #[inline(always)]
+    fn header_or_err(&self) -> io::Result<&Header> {
+        self.header().ok_or_else(forked_error)
+    }
+
+    /// Waits (see `wait.rs`) until `poll` says the call can go on. `hdr` is this end's header,
+    /// from [`header`](Self::header).
     fn wait<T>(
-        &mut self,
-        word: Word,
+        &self,
+        hdr: &Header,
+        counters: &Counters,
         deadline: Option<Instant>,
         mut poll: impl FnMut(&Header) -> Option<Result<T, Stop>>,
     ) -> Result<T, Stop> {
-        // SAFETY: as in hdr(); a copy of the pointer so the closure does not borrow self.
-        let hdr: &Header = unsafe { self.hdr.as_ref() };
         let mut none = NoPeer;
-        let peer: &mut dyn PeerCheck = match self.peer.as_mut() {
+        let mut watch = self.peer.as_ref().map(RefCell::borrow_mut);
+        let peer: &mut dyn PeerCheck = match watch.as_deref_mut() {
             Some(p) => p,
             None => &mut none,
         };
-        wait::wait_for(hdr, word, self.spin, deadline, peer, || poll(hdr))
+        let mut park = self.park.get();
+        let waiter = Waiter { hdr, role: self.role, park: &mut park, spin: self.spin, peer, counters };
+        let r = wait::wait_for(waiter, deadline, || poll(hdr));
+        self.park.set(park);
+        r
     }
 
-    fn peer_gone(&mut self) -> bool {
-        // SAFETY: as in hdr().
-        let hdr: &Header = unsafe { self.hdr.as_ref() };
-        self.peer.as_mut().is_some_and(|p| p.gone(hdr))
+    /// Whether the peer's process is proven dead (rate-limited; see `peer.rs`).
+    fn peer_gone(&self, counters: &Counters) -> bool {
+        match (self.header(), &self.peer) {
+            (Some(hdr), Some(p)) => p.borrow_mut().gone(hdr, counters),
+            _ => false,
+        }
+    }
+
+    /// Whether the peer is gone: closed, or its process died. Always true in a forked copy.
+    fn abandoned(&self, counters: &Counters) -> bool {
+        match self.header() {
+            Some(hdr) => hdr.is_closed(self.role.peer()) || self.peer_gone(counters),
+            None => true,
+        }
     }
 }
 
@@ -288,6 +321,58 @@ fn poisoned_error() -> io::Error {
         io::ErrorKind::InvalidData,
         "ring poisoned: the peer published an impossible cursor or corrupted the shared header",
     )
+}
+
+#[cold]
+fn short_stream(left: usize, min: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("the producer closed the ring with {left} bytes left, fewer than the {min} asked for"),
+    )
+}
+
+/// Copies `n` bytes out of the ring. With `racy`, the source may be written by another
+/// process at the same time (a hostile peer): then every byte is read exactly once, with
+/// volatile loads, so the compiler cannot read a byte twice and hand the caller a value other
+/// than the one it copied (a plain `memcpy` from memory that changes underneath is a data
+/// race in Rust's model). Without `racy`, a plain `memcpy`.
+///
+/// # Safety
+///
+/// `src` is valid for `n` bytes of reads, `dst` for `n` bytes of writes, and they do not
+/// overlap.
+#[inline]
+pub(crate) unsafe fn copy_out(src: *const u8, dst: *mut u8, n: usize, racy: bool) {
+    if !racy {
+        // SAFETY: the caller vouches for both ranges.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, n) };
+        return;
+    }
+    /// The widest load that every target of this crate can do in one volatile instruction.
+    #[cfg(target_arch = "x86_64")]
+    type Chunk = std::arch::x86_64::__m128i;
+    #[cfg(not(target_arch = "x86_64"))]
+    type Chunk = u64;
+    const W: usize = std::mem::size_of::<Chunk>();
+    let mut i = 0;
+    // SAFETY: every access lies within the `n` bytes the caller vouches for; the chunk loads
+    // are aligned (the loop before them walks `src + i` to a multiple of W); the stores are
+    // unaligned writes to caller memory.
+    unsafe {
+        while i < n && (src.add(i) as usize) % W != 0 {
+            dst.add(i).write(src.add(i).read_volatile());
+            i += 1;
+        }
+        while i + W <= n {
+            let v = src.add(i).cast::<Chunk>().read_volatile();
+            dst.add(i).cast::<Chunk>().write_unaligned(v);
+            i += W;
+        }
+        while i < n {
+            dst.add(i).write(src.add(i).read_volatile());
+            i += 1;
+        }
+    }
 }
 
 fn too_big(min: usize, cap: usize) -> io::Error {
@@ -348,10 +433,15 @@ pub struct Producer {
 unsafe impl Send for Producer {}
 
 impl Producer {
-    pub(crate) fn attach(ring: Arc<RingMem>, spin: Duration, peer: Option<ProcessWatch>) -> io::Result<Producer> {
+    pub(crate) fn attach(
+        ring: Arc<RingMem>,
+        spin: Duration,
+        park: u32,
+        peer: Option<ProcessWatch>,
+    ) -> io::Result<Producer> {
         let cap = ring.capacity() as u64;
         let cur = ProducerCursor::attach(ring.header(), cap).map_err(|_| poisoned_error())?;
-        Ok(Producer { end: End::new(ring, spin, peer), cur, _not_sync: PhantomData })
+        Ok(Producer { end: End::new(ring, Role::Producer, spin, park, peer), cur, _not_sync: PhantomData })
     }
 
     /// The ring's capacity in bytes (the requested size rounded up).
@@ -364,32 +454,48 @@ impl Producer {
         self.end.ring.map().backend()
     }
 
-    /// Bytes committed and not yet released by the consumer (reloads the consumer's cursor).
-    pub fn len(&mut self) -> usize {
-        // A forked child's copy must not touch the header (gone with `dont_fork`).
-        if self.end.owned_here() {
-            let _ = self.cur.refresh(self.end.hdr());
-        }
-        self.cur.used_cached()
+    /// Bytes committed and not yet released by the consumer, as the consumer's cursor shows
+    /// now (an upper bound once the cursor was seen to be impossible: the next write reports
+    /// that).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (mut tx, _rx) = mirror_ring::channel(4096)?;
+    /// tx.try_write(b"abc")?;
+    /// assert_eq!(tx.len(), 3);
+    /// assert_eq!(tx.free(), 4093);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.capacity() - self.free()
     }
 
     /// Whether the consumer has released everything committed.
-    pub fn is_empty(&mut self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Free bytes: how much a write could take right now (reloads the consumer's cursor).
-    pub fn free(&mut self) -> usize {
-        if self.end.owned_here() {
-            let _ = self.cur.refresh(self.end.hdr());
-        }
-        self.cur.free_cached()
+    /// Free bytes: how much a write could take right now, as the consumer's cursor shows now.
+    pub fn free(&self) -> usize {
+        // A forked child's copy must not touch the header (gone with `dont_fork`).
+        self.end.header().and_then(|hdr| self.cur.peek_free(hdr)).unwrap_or_else(|| self.cur.free_cached())
     }
 
-    /// Whether the consumer is gone: it closed its end, or its process died. Always true in a
-    /// forked child, where this end cannot be used.
-    pub fn is_abandoned(&mut self) -> bool {
-        !self.end.owned_here() || self.end.hdr().is_closed(Role::Consumer) || self.end.peer_gone()
+    /// Whether the consumer is gone: it closed its end, or its process is proven dead. Always
+    /// true in a forked child, where this end cannot be used.
+    pub fn is_abandoned(&self) -> bool {
+        self.end.abandoned(self.cur.counters())
+    }
+
+    /// What this end's blocking calls have done so far (see [`Stats`]).
+    pub fn stats(&self) -> Stats {
+        self.cur.counters().snapshot()
+    }
+
+    /// A handle to this end's counters that another thread can read (see [`StatsHandle`]).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(self.cur.counters().clone())
     }
 
     /// Waits (per `wait`) until at least `min` bytes are free, and returns the free byte
@@ -397,11 +503,10 @@ impl Producer {
     /// The free space starts at [`write_ptr`](Self::write_ptr).
     #[inline]
     pub(crate) fn reserve(&mut self, min: usize, want: usize, wait: Wait) -> io::Result<usize> {
-        self.end.check_owner()?;
+        let hdr = self.end.header_or_err()?;
         if min > self.capacity() {
             return Err(too_big(min, self.capacity()));
         }
-        let hdr = self.end.hdr();
         // Relaxed-cost check of a read-mostly line: writes fail as soon as the consumer is gone.
         if hdr.is_closed(Role::Consumer) {
             return Err(producer_error(Stop::Closed));
@@ -416,13 +521,14 @@ impl Producer {
 
     #[cold]
     fn reserve_slow(&mut self, min: usize, wait: Wait) -> io::Result<usize> {
+        let hdr = self.end.header_or_err()?;
         let deadline = match wait {
             Wait::No => {
                 // Full as far as the cached cursors tell: look at the shared flags as a blocking
                 // call would, so a poisoned ring is an error here too, not "full" for ever.
-                match self.cur.poll_writable(self.end.hdr(), min) {
+                match self.cur.poll_writable(hdr, min) {
                     Some(r) => return r.map_err(producer_error),
-                    None if self.end.peer_gone() => return Err(producer_error(Stop::PeerDied)),
+                    None if self.end.peer_gone(self.cur.counters()) => return Err(producer_error(Stop::PeerDied)),
                     None => return Err(io::ErrorKind::WouldBlock.into()),
                 }
             }
@@ -430,9 +536,10 @@ impl Producer {
         };
         // Batched commits must be visible before we sleep, or the consumer could wait for them
         // while we wait for it.
-        self.cur.publish(self.end.hdr());
+        self.cur.publish(hdr);
+        let counters = self.cur.counters().clone();
         let cur = &mut self.cur;
-        self.end.wait(Word::Space, deadline, |hdr| cur.poll_writable(hdr, min)).map_err(producer_error)
+        self.end.wait(hdr, &counters, deadline, |hdr| cur.poll_writable(hdr, min)).map_err(producer_error)
     }
 
     /// Where the free space starts: `free` bytes from here are the producer's, as one slice.
@@ -443,11 +550,12 @@ impl Producer {
     }
 
     /// Whether a write may go ahead without asking [`reserve`](Self::reserve): this end
-    /// belongs to this process and the consumer has not closed (the checks `reserve` makes
-    /// before it looks at the free space). For callers that track the free space themselves.
+    /// belongs to this process, its cursor is not poisoned and the consumer has not closed
+    /// (the checks `reserve` makes before it looks at the free space). For callers that track
+    /// the free space themselves.
     #[inline(always)]
     pub(crate) fn may_write(&self) -> bool {
-        self.end.owned_here() && !self.end.hdr().is_closed(Role::Consumer)
+        self.end.header().is_some_and(|hdr| !hdr.is_closed(Role::Consumer)) && !self.cur.is_poisoned()
     }
 
     /// The producer's own cursor: every byte ever advanced, published or not.
@@ -456,16 +564,24 @@ impl Producer {
         self.cur.head()
     }
 
-    /// Whether this end belongs to this process (the first check `reserve` makes).
+    /// `Unsupported` if this end is a forked copy (the check every call makes first).
     #[inline(always)]
-    pub(crate) fn owned_here(&self) -> bool {
-        self.end.owned_here()
+    pub(crate) fn check_owned(&self) -> io::Result<()> {
+        self.end.header_or_err().map(|_| ())
+    }
+
+    /// Whether this end may write without further checks: it belongs to this process and its
+    /// cursor is not poisoned (the local checks of [`may_write`](Self::may_write), without
+    /// looking at the shared header).
+    #[inline(always)]
+    pub(crate) fn usable(&self) -> bool {
+        self.end.header().is_some() && !self.cur.is_poisoned()
     }
 
     /// Free bytes according to the cached consumer cursor (a lower bound; no shared memory is
     /// read). For callers that track the free space themselves.
     #[inline(always)]
-    pub(crate) fn known_free(&self) -> usize {
+    pub(crate) fn free_cached(&self) -> usize {
         self.cur.free_cached()
     }
 
@@ -475,10 +591,13 @@ impl Producer {
         self.cur.advance(n);
     }
 
-    /// Publishes every advanced byte and wakes the consumer if it sleeps.
+    /// Publishes every advanced byte and wakes the consumer if it sleeps. Does nothing in a
+    /// forked copy (`Unsupported`).
     #[inline]
-    pub(crate) fn publish(&mut self) {
-        self.cur.publish(self.end.hdr());
+    pub(crate) fn publish(&mut self) -> io::Result<()> {
+        let hdr = self.end.header_or_err()?;
+        self.cur.publish(hdr);
+        Ok(())
     }
 
     /// Bytes advanced and not yet published.
@@ -487,10 +606,26 @@ impl Producer {
         self.cur.unpublished()
     }
 
-    /// Whether the consumer is asleep waiting for data.
+    /// Whether the consumer is asleep waiting for data (false in a forked copy).
     #[inline]
     pub(crate) fn consumer_sleeping(&self) -> bool {
-        protocol::peer_sleeping(self.end.hdr(), Word::Data)
+        self.end.header().is_some_and(|hdr| protocol::peer_sleeping(hdr, Word::Data))
+    }
+
+    /// The error a write reports now, if any: `Unsupported` in a forked copy, `InvalidData`
+    /// once the ring is poisoned, `BrokenPipe` once the consumer closed or died.
+    pub(crate) fn check_usable(&mut self) -> io::Result<()> {
+        let hdr = self.end.header_or_err()?;
+        if self.cur.is_poisoned() || hdr.is_poisoned() {
+            return Err(poisoned_error());
+        }
+        if hdr.is_closed(Role::Consumer) {
+            return Err(producer_error(Stop::Closed));
+        }
+        if self.end.peer_gone(self.cur.counters()) {
+            return Err(producer_error(Stop::PeerDied));
+        }
+        Ok(())
     }
 
     /// Writes as much of `buf` as fits now, without blocking.
@@ -498,7 +633,8 @@ impl Producer {
     /// # Errors
     ///
     /// `WouldBlock` when the ring is full (and `buf` is not empty); `BrokenPipe` when the
-    /// consumer is gone; `InvalidData` when the ring is poisoned.
+    /// consumer is gone; `InvalidData` when the ring is poisoned; `Unsupported` in a forked
+    /// child.
     ///
     /// # Examples
     ///
@@ -526,7 +662,7 @@ impl Producer {
     #[inline]
     pub(crate) fn write_with(&mut self, buf: &[u8], wait: Wait) -> io::Result<usize> {
         if buf.is_empty() {
-            self.end.check_owner()?;
+            self.end.header_or_err()?;
             return Ok(0);
         }
         let free = self.reserve(1, buf.len(), wait)?;
@@ -536,8 +672,17 @@ impl Producer {
         // `buf` cannot overlap them: the only ring memory a caller can hold is a read grant,
         // which covers unreleased bytes, physically disjoint from free space.
         unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.write_ptr(), n) };
-        self.cur.commit(self.end.hdr(), n);
+        self.commit(n)?;
         Ok(n)
+    }
+
+    /// Publishes `n` more bytes written at `write_ptr()` (at most the free space last
+    /// reported), through the one checked place.
+    #[inline]
+    fn commit(&mut self, n: usize) -> io::Result<()> {
+        let hdr = self.end.header_or_err()?;
+        self.cur.commit(hdr, n);
+        Ok(())
     }
 
     /// Lends all free space as one contiguous slice, if at least `min` bytes are free; never
@@ -547,7 +692,7 @@ impl Producer {
     ///
     /// `WouldBlock` when fewer than `max(min, 1)` bytes are free; `InvalidInput` when `min`
     /// exceeds the capacity; `BrokenPipe` when the consumer is gone; `InvalidData` when the
-    /// ring is poisoned.
+    /// ring is poisoned; `Unsupported` in a forked child.
     ///
     /// # Examples
     ///
@@ -593,9 +738,9 @@ impl Producer {
 impl Drop for Producer {
     fn drop(&mut self) {
         // A copy inherited by a forked child must not close the parent's ring.
-        if self.end.owned_here() {
-            self.cur.publish(self.end.hdr());
-            protocol::close(self.end.hdr(), Role::Producer);
+        if let Some(hdr) = self.end.header() {
+            self.cur.publish(hdr);
+            protocol::close(hdr, Role::Producer);
         }
     }
 }
@@ -627,7 +772,8 @@ impl WriteGrant<'_> {
     ///
     /// # Errors
     ///
-    /// `InvalidInput` if `n` exceeds the grant; nothing is committed then.
+    /// `InvalidInput` if `n` exceeds the grant; `Unsupported` in a forked child (a grant held
+    /// across `fork()`); nothing is committed then.
     pub fn commit(self, n: usize) -> io::Result<()> {
         if n > self.len {
             return Err(io::Error::new(
@@ -635,8 +781,7 @@ impl WriteGrant<'_> {
                 format!("cannot commit {n} bytes from a {}-byte grant", self.len),
             ));
         }
-        self.producer.cur.commit(self.producer.end.hdr(), n);
-        Ok(())
+        self.producer.commit(n)
     }
 
     /// The grant's length (all the free space at the time it was made).
@@ -715,10 +860,15 @@ pub struct Consumer {
 unsafe impl Send for Consumer {}
 
 impl Consumer {
-    pub(crate) fn attach(ring: Arc<RingMem>, spin: Duration, peer: Option<ProcessWatch>) -> io::Result<Consumer> {
+    pub(crate) fn attach(
+        ring: Arc<RingMem>,
+        spin: Duration,
+        park: u32,
+        peer: Option<ProcessWatch>,
+    ) -> io::Result<Consumer> {
         let cap = ring.capacity() as u64;
         let cur = ConsumerCursor::attach(ring.header(), cap).map_err(|_| poisoned_error())?;
-        Ok(Consumer { end: End::new(ring, spin, peer), cur, _not_sync: PhantomData })
+        Ok(Consumer { end: End::new(ring, Role::Consumer, spin, park, peer), cur, _not_sync: PhantomData })
     }
 
     /// The ring's capacity in bytes (the requested size rounded up).
@@ -731,65 +881,97 @@ impl Consumer {
         self.end.ring.map().backend()
     }
 
-    /// Readable bytes right now (reloads the producer's cursor).
-    pub fn len(&mut self) -> usize {
+    /// Readable bytes right now, as the producer's cursor shows now (a lower bound once the
+    /// cursor was seen to be impossible: the next read reports that).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (mut tx, rx) = mirror_ring::channel(4096)?;
+    /// assert!(rx.is_empty());
+    /// tx.try_write(b"abc")?;
+    /// assert_eq!(rx.len(), 3);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn len(&self) -> usize {
         // A forked child's copy must not touch the header (gone with `dont_fork`).
-        if self.end.owned_here() {
-            let _ = self.cur.refresh(self.end.hdr());
-        }
-        self.cur.readable_cached()
+        self.end.header().and_then(|hdr| self.cur.peek_readable(hdr)).unwrap_or_else(|| self.cur.readable_cached())
     }
 
     /// Whether nothing is readable right now.
-    pub fn is_empty(&mut self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Whether the producer is gone: it closed its end, or its process died. Bytes it
-    /// committed may still be readable. Always true in a forked child, where this end cannot be
-    /// used.
-    pub fn is_abandoned(&mut self) -> bool {
-        !self.end.owned_here() || self.end.hdr().is_closed(Role::Producer) || self.end.peer_gone()
+    /// Whether the producer is gone: it closed its end, or its process is proven dead. Bytes
+    /// it committed may still be readable. Always true in a forked child, where this end
+    /// cannot be used.
+    pub fn is_abandoned(&self) -> bool {
+        self.end.abandoned(self.cur.counters())
+    }
+
+    /// What this end's blocking calls have done so far (see [`Stats`]).
+    pub fn stats(&self) -> Stats {
+        self.cur.counters().snapshot()
+    }
+
+    /// A handle to this end's counters that another thread can read (see [`StatsHandle`]).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(self.cur.counters().clone())
     }
 
     /// Waits (per `wait`) until at least `min` bytes are readable and returns the readable
-    /// count; after a clean close it returns whatever remains (possibly fewer than `min`, 0 at
-    /// end of stream). The bytes start at [`read_ptr`](Self::read_ptr).
+    /// count. After a clean close it returns whatever remains if that is at least `min`;
+    /// fewer (and nothing more can come) is `UnexpectedEof`, except that an empty ring at the
+    /// end of the stream returns 0 when `min` is 0 (the end-of-stream answer). The bytes start
+    /// at [`read_ptr`](Self::read_ptr).
     #[inline]
     pub(crate) fn available(&mut self, min: usize, wait: Wait) -> io::Result<usize> {
-        self.end.check_owner()?;
+        self.available_or_rest(min, wait, false)
+    }
+
+    /// As [`available`](Self::available), but after a clean close whatever remains is returned
+    /// even if it is fewer than `min` (for framing, which judges a short rest itself).
+    #[inline]
+    pub(crate) fn available_or_rest(&mut self, min: usize, wait: Wait, rest: bool) -> io::Result<usize> {
+        let hdr = self.end.header_or_err()?;
         if min > self.capacity() {
             return Err(too_big(min, self.capacity()));
         }
-        let min = min.max(1);
-        match self.cur.readable(self.end.hdr(), min) {
-            Ok(n) if n >= min => Ok(n),
-            Ok(_) => self.available_slow(min, wait),
+        match self.cur.readable(hdr, min.max(1)) {
+            Ok(n) if n >= min.max(1) => Ok(n),
+            Ok(_) => self.available_slow(min, wait, rest),
             Err(_) => Err(poisoned_error()),
         }
     }
 
     #[cold]
-    fn available_slow(&mut self, min: usize, wait: Wait) -> io::Result<usize> {
+    fn available_slow(&mut self, min: usize, wait: Wait, rest: bool) -> io::Result<usize> {
+        let hdr = self.end.header_or_err()?;
+        let want = min.max(1);
         let result = match wait {
-            Wait::No => match self.cur.poll_readable(self.end.hdr(), min) {
+            Wait::No => match self.cur.poll_readable(hdr, want) {
                 Some(r) => r,
-                None if self.end.peer_gone() => {
-                    self.cur.poll_readable(self.end.hdr(), min).unwrap_or(Err(Stop::PeerDied))
+                None if self.end.peer_gone(self.cur.counters()) => {
+                    self.cur.poll_readable(hdr, want).unwrap_or(Err(Stop::PeerDied))
                 }
                 None => return Err(io::ErrorKind::WouldBlock.into()),
             },
             Wait::Until(deadline) => {
                 // Batched releases must be visible before we sleep, or the producer could wait
                 // for space while we wait for it.
-                self.cur.publish(self.end.hdr());
+                self.cur.publish(hdr);
+                let counters = self.cur.counters().clone();
                 let cur = &mut self.cur;
-                self.end.wait(Word::Data, deadline, |hdr| cur.poll_readable(hdr, min))
+                self.end.wait(hdr, &counters, deadline, |hdr| cur.poll_readable(hdr, want))
             }
         };
         match result {
             Ok(n) => Ok(n),
-            Err(Stop::Closed) => Ok(self.cur.readable_cached()),
+            Err(Stop::Closed) => match self.cur.readable_cached() {
+                left if left >= min || rest => Ok(left),
+                left => Err(short_stream(left, min)),
+            },
             Err(stop) => Err(consumer_error(stop)),
         }
     }
@@ -801,49 +983,59 @@ impl Consumer {
         unsafe { self.end.data.as_ptr().add(self.cur.offset()) }
     }
 
-    /// Whether this end belongs to this process (the first check
-    /// [`available`](Self::available) makes). For callers that track the readable bytes
+    /// Whether this end may read without further checks: it belongs to this process (the first
+    /// check [`available`](Self::available) makes). For callers that track the readable bytes
     /// themselves.
     #[inline(always)]
-    pub(crate) fn owned_here(&self) -> bool {
-        self.end.owned_here()
+    pub(crate) fn usable(&self) -> bool {
+        self.end.header().is_some()
+    }
+
+    /// Whether the peer writing these bytes is another process, which may change them while
+    /// they are copied out (see [`copy_out`]).
+    #[inline(always)]
+    pub(crate) fn peer_untrusted(&self) -> bool {
+        self.end.peer.is_some()
     }
 
     /// Readable bytes according to the cached producer cursor (a lower bound; no shared memory
     /// is read). For callers that track the readable bytes themselves.
     #[inline(always)]
-    pub(crate) fn known_readable(&self) -> usize {
+    pub(crate) fn readable_cached(&self) -> usize {
         self.cur.readable_cached()
     }
 
-    /// Counts `n` bytes as consumed without releasing them to the producer yet.
+    /// Counts `n` bytes as consumed and releases them (with everything consumed before): the
+    /// one place a release goes through. Does nothing at all in a forked copy, whose cursor
+    /// must not move either.
     #[inline]
-    pub(crate) fn advance(&mut self, n: usize) {
-        self.cur.advance(n);
-    }
-
-    /// Releases every consumed byte and wakes the producer if it sleeps.
-    #[inline]
-    pub(crate) fn publish(&mut self) {
-        self.cur.publish(self.end.hdr());
+    pub(crate) fn release(&mut self, n: usize) {
+        if let Some(hdr) = self.end.header() {
+            self.cur.release(hdr, n);
+        }
     }
 
     /// Poisons the ring for good (every later call fails with `InvalidData`, and the producer
     /// sees the shared flag): for corruption found inside the bytes, such as a bad frame header.
     #[cold]
     pub(crate) fn poison(&mut self) -> io::Error {
-        let _ = self.cur.poison(self.end.hdr());
+        if let Some(hdr) = self.end.header() {
+            let _ = self.cur.poison(hdr);
+        }
         poisoned_error()
     }
 
     /// Reads as many bytes as are readable now, up to `buf.len()`, without blocking.
+    ///
+    /// Between processes the bytes are copied with loads that tolerate a peer writing them at
+    /// the same time (see the crate docs, "Trust model"): the copy is what you validate.
     ///
     /// # Errors
     ///
     /// `WouldBlock` when nothing is readable (and `buf` is not empty). `Ok(0)` means end of
     /// stream: the producer closed and everything was read. `UnexpectedEof` when the producer's
     /// process died and everything it committed was read; `InvalidData` when the ring is
-    /// poisoned.
+    /// poisoned; `Unsupported` in a forked child.
     ///
     /// # Examples
     ///
@@ -872,42 +1064,49 @@ impl Consumer {
     }
 
     /// Copies up to `buf.len()` readable bytes out (waiting per `wait` for one) and releases
-    /// them.
+    /// them. `Ok(0)` at end of stream.
     #[inline]
     pub(crate) fn read_with(&mut self, buf: &mut [u8], wait: Wait) -> io::Result<usize> {
         if buf.is_empty() {
-            self.end.check_owner()?;
+            self.end.header_or_err()?;
             return Ok(0);
         }
-        let mut n = self.available(1, wait)?;
-        if n < buf.len() {
+        let mut n = self.available(0, wait)?;
+        if n < buf.len() && n > 0 {
             // `available` may have answered from the cached head: reload it once, as
             // `write_with` does for space, so a read takes every byte readable now. If the
             // reload finds the head corrupt, the bytes already validated are still served; the
             // next call reports the poisoning.
-            n = self.cur.readable(self.end.hdr(), buf.len()).unwrap_or(n);
+            if let Some(hdr) = self.end.header() {
+                n = self.cur.readable(hdr, buf.len()).unwrap_or(n);
+            }
         }
         let n = buf.len().min(n);
         // SAFETY: read_ptr() is at offset < N and n <= readable <= N: inside the two views.
         // The bytes were published before the Acquire load that reported them readable; the
         // producer does not touch them until we release them. `buf` is caller memory, which
         // cannot be these unreleased bytes (a write grant covers only free space).
-        unsafe { std::ptr::copy_nonoverlapping(self.read_ptr(), buf.as_mut_ptr(), n) };
-        self.cur.release(self.end.hdr(), n);
+        unsafe { copy_out(self.read_ptr(), buf.as_mut_ptr(), n, self.peer_untrusted()) };
+        self.release(n);
         Ok(n)
     }
 
     /// Lends every readable byte as one contiguous slice, if at least `min` are readable; never
-    /// blocks. [`release`](ReadGrant::release) frees what was consumed.
+    /// blocks. [`release`](ReadGrant::release) frees what was consumed. The grant is never
+    /// shorter than `min`.
     ///
-    /// After the producer closed, the grant holds whatever remains, possibly fewer than `min`
-    /// bytes, and is empty at end of stream.
+    /// At the end of the stream (the producer closed): if at least `min` bytes remain, they
+    /// are lent as usual; if fewer remain, that is `UnexpectedEof` (the bytes stay readable
+    /// with a smaller `min`); with `min == 0` an empty ring at the end of the stream lends an
+    /// empty grant, the end-of-stream answer.
     ///
     /// # Errors
     ///
     /// `WouldBlock` when fewer than `max(min, 1)` bytes are readable and more may come;
-    /// `InvalidInput` when `min` exceeds the capacity; `UnexpectedEof` after the producer's
-    /// process died and everything was read; `InvalidData` when the ring is poisoned.
+    /// `UnexpectedEof` when fewer than `min` (`min > 0`) can ever come (the producer closed),
+    /// or after the producer's process died and everything was read; `InvalidInput` when `min`
+    /// exceeds the capacity; `InvalidData` when the ring is poisoned; `Unsupported` in a forked
+    /// child.
     ///
     /// # Examples
     ///
@@ -918,6 +1117,12 @@ impl Consumer {
     /// assert_eq!(&grant[..5], b"hello");
     /// grant.release(6)?; // "hello "
     /// assert_eq!(&*rx.read_grant(1)?, b"world");
+    /// drop(tx);
+    /// // "world" (5 bytes) is all that will ever come:
+    /// let err = rx.read_grant(8).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    /// rx.read_grant(5)?.release(5)?;
+    /// assert!(rx.read_grant(0)?.is_empty()); // end of stream
     /// # Ok::<(), std::io::Error>(())
     /// ```
     #[inline]
@@ -953,9 +1158,9 @@ impl Consumer {
     /// Every byte readable now, refreshing the producer's cursor; blocks only while nothing is
     /// readable. Backs `BufRead::fill_buf`.
     pub(crate) fn fill(&mut self) -> io::Result<&[u8]> {
-        self.end.check_owner()?;
-        let n = match self.cur.refresh(self.end.hdr()) {
-            Ok(0) => self.available(1, Wait::Until(None))?,
+        let hdr = self.end.header_or_err()?;
+        let n = match self.cur.refresh(hdr) {
+            Ok(0) => self.available(0, Wait::Until(None))?,
             Ok(n) => n,
             Err(_) => return Err(poisoned_error()),
         };
@@ -963,19 +1168,26 @@ impl Consumer {
         Ok(unsafe { std::slice::from_raw_parts(self.read_ptr(), n) })
     }
 
-    /// Releases up to `n` bytes (clamped to what was reported readable). Backs
-    /// `BufRead::consume`.
+    /// Releases up to `n` bytes (clamped to what is readable). Backs `BufRead::consume`.
     pub(crate) fn consume_clamped(&mut self, n: usize) {
-        let n = n.min(self.cur.readable_cached());
-        self.cur.release(self.end.hdr(), n);
+        let mut known = self.cur.readable_cached();
+        if n > known {
+            // More than the last `fill_buf` showed (say, what `len` reported since): look once
+            // more. A corrupt cursor is reported by the next call that returns a `Result`.
+            if let Some(hdr) = self.end.header() {
+                known = self.cur.refresh(hdr).unwrap_or(known);
+            }
+        }
+        self.release(n.min(known));
     }
 }
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        if self.end.owned_here() {
-            self.cur.publish(self.end.hdr());
-            protocol::close(self.end.hdr(), Role::Consumer);
+        // A copy inherited by a forked child must not close the parent's ring.
+        if let Some(hdr) = self.end.header() {
+            self.cur.publish(hdr);
+            protocol::close(hdr, Role::Consumer);
         }
     }
 }
@@ -1007,7 +1219,8 @@ impl ReadGrant<'_> {
     ///
     /// # Errors
     ///
-    /// `InvalidInput` if `n` exceeds the grant; nothing is released then.
+    /// `InvalidInput` if `n` exceeds the grant; `Unsupported` in a forked child (a grant held
+    /// across `fork()`); nothing is released then.
     pub fn release(self, n: usize) -> io::Result<()> {
         if n > self.len {
             return Err(io::Error::new(
@@ -1015,7 +1228,8 @@ impl ReadGrant<'_> {
                 format!("cannot release {n} bytes from a {}-byte grant", self.len),
             ));
         }
-        self.consumer.cur.release(self.consumer.end.hdr(), n);
+        self.consumer.end.header_or_err()?;
+        self.consumer.release(n);
         Ok(())
     }
 
@@ -1024,7 +1238,7 @@ impl ReadGrant<'_> {
         self.len
     }
 
-    /// Whether the grant is empty (only at end of stream).
+    /// Whether the grant is empty (only at end of stream, for `min == 0`).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -1055,7 +1269,7 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     fn header_of(p: &Producer) -> &Header {
-        p.end.hdr()
+        p.end.header().unwrap()
     }
 
     /// Random grants, commits, reads and releases against a `VecDeque` model, with both cursors
@@ -1166,22 +1380,85 @@ mod tests {
     }
 
     /// A consumer that finds the ring corrupt wakes a producer asleep on a full ring, which
-    /// then fails with `InvalidData` instead of sleeping until its timeout.
+    /// then fails with `InvalidData`. Every sleep is bounded, so the proof that it was woken
+    /// (not rescued by its bound) is in its counters.
     #[test]
     fn poisoning_wakes_a_producer_asleep_on_a_full_ring() {
         let (mut tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
         tx.try_write(&[0; 4096]).unwrap();
         let hdr: *const Header = header_of(&tx);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        // An unbounded blocking write: only a wake-up can end it.
-        std::thread::spawn(move || done_tx.send(std::io::Write::write(&mut tx, b"x").map_err(|e| e.kind())));
-        std::thread::sleep(Duration::from_millis(50)); // let it fall asleep
-                                                       // SAFETY: the header lives as long as the consumer, which is alive here.
+        // An unbounded blocking write: only a wake-up (or the sleep bound) can end it.
+        std::thread::spawn(move || {
+            let r = std::io::Write::write(&mut tx, b"x").map_err(|e| e.kind());
+            done_tx.send((r, tx.stats()))
+        });
+        // Let it fall asleep.
+        let t0 = Instant::now();
+        // SAFETY: the header lives as long as the consumer, which is alive here.
+        while unsafe { &*hdr }.space_waiter.load(Ordering::Relaxed) == 0 && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // SAFETY: the header lives as long as the consumer, which is alive here.
         unsafe { &*hdr }.head.store(u64::MAX / 2, Ordering::Release);
-        let _ = rx.len(); // the refresh finds the impossible head
-                          // Generous: this bounds a hang (the lost wake-up this test is about), not a speed.
-        let result = done_rx.recv_timeout(Duration::from_secs(60)).expect("the sleeping producer was never woken");
+        let mut one = [0; 1];
+        assert_eq!(rx.try_read(&mut one).unwrap_err().kind(), ErrorKind::InvalidData); // finds the impossible head
+                                                                                       // Generous: this bounds a hang, not a speed.
+        let (result, stats) =
+            done_rx.recv_timeout(Duration::from_secs(60)).expect("the sleeping producer never returned");
         assert_eq!(result, Err(ErrorKind::InvalidData));
+        assert_eq!(stats.parks, 1, "{stats:?}");
+        assert_eq!(stats.woken, 1, "the poisoning did not wake the sleeping producer: {stats:?}");
+    }
+
+    /// How each end parks is recorded in its slot (header version 2): privately expedited
+    /// barriers for a thread ring, global ones between processes, or fences where the kernel
+    /// offers no membarrier.
+    #[test]
+    fn each_role_records_how_it_parks() {
+        use crate::header::{PARK_FENCE, PARK_GLOBAL, PARK_PRIVATE};
+        let membarrier = crate::sys::membarrier(crate::sys::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED).is_ok();
+        let (tx, _rx) = channel(4096).unwrap();
+        let want = if membarrier { PARK_PRIVATE } else { PARK_FENCE };
+        assert_eq!(header_of(&tx).park_mode(Role::Producer), want);
+        assert_eq!(header_of(&tx).park_mode(Role::Consumer), want);
+        let ring = RingOptions::new().capacity(4096).shared().unwrap();
+        let tx = ring.clone().into_producer().unwrap();
+        let want = if membarrier { PARK_GLOBAL } else { PARK_FENCE };
+        assert_eq!(header_of(&tx).park_mode(Role::Producer), want);
+        assert_eq!(header_of(&tx).park_mode(Role::Consumer), 0, "not claimed yet");
+    }
+
+    /// A publish that wakes nobody (a bug, or a hostile peer) delays a sleeper between threads
+    /// by at most the safety interval: every sleep is bounded. The counters call it what it is.
+    #[test]
+    fn a_lost_wakeup_between_threads_delays_but_never_hangs() {
+        let (tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
+        let hdr: *const Header = header_of(&tx);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 4];
+            let r = rx.read(&mut b).map_err(|e| e.kind());
+            let _ = done_tx.send((r, b, rx.stats()));
+        });
+        let t0 = Instant::now();
+        // SAFETY: the header lives as long as the ends; the reader holds the consumer.
+        while unsafe { &*hdr }.data_waiter.load(Ordering::Relaxed) == 0 && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Publish "ping" the way a producer does, but without looking for a sleeper.
+        // SAFETY: the producer's free space at offset 0, 4 bytes.
+        unsafe { tx.write_ptr().copy_from_nonoverlapping(b"ping".as_ptr(), 4) };
+        // SAFETY: as above.
+        unsafe { &*hdr }.head.store(4, Ordering::Release);
+        let published = Instant::now();
+        let (r, b, stats) = done_rx.recv_timeout(Duration::from_secs(60)).expect("the sleeping reader hangs");
+        let delay = published.elapsed();
+        assert_eq!((r, &b), (Ok(4), b"ping"));
+        // 10x the design bound: a liveness bound, not a speed.
+        assert!(delay < 10 * crate::wait::SAFETY_INTERVAL, "woke after {delay:?}");
+        assert_eq!(stats.lost_wakeups, 1, "{stats:?}");
+        drop(tx);
     }
 
     /// The aliasing hazard of KERNEL.md: bytes written through view B and read through view A
@@ -1194,8 +1471,8 @@ mod tests {
             let mut out = vec![0u8; 4096];
             for round in 0..20_000u32 {
                 // Park the cursors a few bytes before the seam, then write across it.
-                let skip = (4096 - 1 - rng.below(63)) - tx.cur.offset() % 4096;
-                let skip = skip % 4096;
+                let target = 4096 - 1 - rng.below(63);
+                let skip = (target + 4096 - tx.cur.offset()) % 4096;
                 if skip > 0 {
                     tx.write_grant(skip).unwrap().commit(skip).unwrap();
                     let g = rx.read_grant(skip).unwrap();

@@ -57,13 +57,13 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::header::{Header, Role, ROLE_CLAIMED};
+use crate::header::{Claimant, Header, Role};
 use crate::mirror::{self, Backend, MirrorMap};
+use crate::peer::{self, ProcessWatch};
 use crate::protocol;
 use crate::ring::{Consumer, Producer, RingMem};
-use crate::sync::{self, Ordering};
+use crate::sync;
 use crate::sys;
-use crate::wait::PeerCheck;
 
 /// A ring shared between processes, before this process has claimed its end.
 ///
@@ -171,8 +171,9 @@ impl SharedRing {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn into_producer(self) -> io::Result<Producer> {
-        let watch = self.claim(Role::Producer)?;
-        Producer::attach(self.mem.clone(), self.spin, Some(watch)).map_err(|e| self.abandon(Role::Producer, e))
+        let park = self.claim(Role::Producer)?;
+        Producer::attach(self.mem.clone(), self.spin, park, Some(ProcessWatch::new(Role::Producer)))
+            .map_err(|e| self.abandon(Role::Producer, e))
     }
 
     /// Claims the consumer role for this process.
@@ -197,27 +198,28 @@ impl SharedRing {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn into_consumer(self) -> io::Result<Consumer> {
-        let watch = self.claim(Role::Consumer)?;
-        Consumer::attach(self.mem.clone(), self.spin, Some(watch)).map_err(|e| self.abandon(Role::Consumer, e))
+        let park = self.claim(Role::Consumer)?;
+        Consumer::attach(self.mem.clone(), self.spin, park, Some(ProcessWatch::new(Role::Consumer)))
+            .map_err(|e| self.abandon(Role::Consumer, e))
     }
 
-    fn claim(&self, role: Role) -> io::Result<ProcessWatch> {
+    /// Claims `role` for this process; returns how it parks (recorded in its slot).
+    fn claim(&self, role: Role) -> io::Result<u32> {
         if !self.mem.map().mapped_here() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "this ring was made with dont_fork: it does not exist in a forked child",
             ));
         }
-        sync::register_process();
-        let me = sys::getpid();
-        let start = sys::process_start_time(me).unwrap_or(0);
-        if !self.mem.header().claim(role, me, start) {
+        let park = sync::register_process(true);
+        let (pid, start_time, pid_ns) = peer::this_process();
+        if !self.mem.header().claim(role, Claimant { pid, start_time, pid_ns, park }) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("the {} role of this ring was already claimed", role.name()),
             ));
         }
-        Ok(ProcessWatch::new(role))
+        Ok(park)
     }
 
     /// A role was claimed but its end could not be built (corrupt cursors): close the role and
@@ -411,96 +413,4 @@ pub fn send_fd(sock: &UnixStream, fd: BorrowedFd<'_>) -> io::Result<()> {
 /// See [`send_fd`].
 pub fn recv_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
     sys::recv_fd(sock.as_fd())
-}
-
-/// Watches the peer process of one end (see the module docs).
-pub(crate) struct ProcessWatch {
-    /// Our role; the peer is the other one.
-    role: Role,
-    pidfd: Option<OwnedFd>,
-    /// The peer's pid, once known; checked through /proc when pidfds are unavailable.
-    pid: i32,
-    start_time: u64,
-    dead: bool,
-    same_process: bool,
-    last_check: Option<Duration>,
-}
-
-/// Checks closer together than this reuse the previous answer, so a polling `try_*` loop does
-/// not make a syscall per call. Measured on `CLOCK_MONOTONIC_COARSE` (one timer tick, 1-4 ms),
-/// which a polling loop can read every time for ~3 ns where `Instant::now` costs ~22 ns on these
-/// VMs: every failed `try_*` asks, so that difference was 20% of a spinning round trip between
-/// processes (see BENCHMARKS.md).
-const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(1);
-
-impl ProcessWatch {
-    pub(crate) fn new(role: Role) -> ProcessWatch {
-        ProcessWatch { role, pidfd: None, pid: 0, start_time: 0, dead: false, same_process: false, last_check: None }
-    }
-
-    /// Whether the peer process is known to be gone. Opens the pidfd on first use.
-    fn check(&mut self, hdr: &Header) -> bool {
-        if self.pid == 0 {
-            let slot = hdr.slot(self.role.peer());
-            // Acquire: pairs with the AcqRel compare-and-swap that claimed the slot.
-            if slot.state.load(Ordering::Acquire) != ROLE_CLAIMED {
-                // Not claimed yet: nobody to watch. Closed: the close flag speaks for itself.
-                return false;
-            }
-            // Acquire: pairs with the Release store of pid in `Header::claim`; start_time is
-            // visible once pid is.
-            let pid = slot.pid.load(Ordering::Acquire);
-            if pid <= 0 {
-                // Claimed, pid not stored yet (or a hostile value that names no process).
-                return false;
-            }
-            let start = slot.start_time.load(Ordering::Relaxed);
-            if pid == sys::getpid() {
-                // Both ends in this process: it cannot outlive itself.
-                self.same_process = true;
-                return false;
-            }
-            match sys::pidfd_open(pid) {
-                Ok(fd) => {
-                    // The pidfd may name a newer process that reused the pid: compare start
-                    // times. No answer (the process just exited, or /proc hides it): the pidfd
-                    // decides.
-                    if start != 0 && sys::process_start_time(pid).is_some_and(|now| now != start) {
-                        return true;
-                    }
-                    self.pidfd = Some(fd);
-                }
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return true,
-                Err(_) => {} // no pidfds here (or out of descriptors): /proc below
-            }
-            self.pid = pid;
-            self.start_time = start;
-        }
-        match &self.pidfd {
-            Some(fd) => sys::pidfd_exited(fd.as_fd()).unwrap_or(false),
-            None => !sys::process_alive(self.pid, self.start_time),
-        }
-    }
-}
-
-impl PeerCheck for ProcessWatch {
-    fn active(&self) -> bool {
-        !self.same_process
-    }
-
-    fn gone(&mut self, hdr: &Header) -> bool {
-        if self.dead {
-            return true;
-        }
-        if self.same_process {
-            return false;
-        }
-        let now = sys::monotonic_coarse();
-        if self.last_check.is_some_and(|t| now.saturating_sub(t) < MIN_CHECK_INTERVAL) {
-            return false;
-        }
-        self.last_check = Some(now);
-        self.dead = self.check(hdr);
-        self.dead
-    }
 }

@@ -301,11 +301,23 @@ pub(crate) fn access_mode(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
     Ok(r & libc::O_ACCMODE)
 }
 
+/// How a [`futex_wait`] ended. The caller always re-checks its condition; the outcome only
+/// tells it (and its counters) why it is awake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FutexWake {
+    /// `FUTEX_WAKE` reached this waiter.
+    Woken,
+    /// The word no longer held the expected value when the kernel compared it (`EAGAIN`).
+    Changed,
+    /// The timeout passed (`ETIMEDOUT`).
+    TimedOut,
+    /// A signal, or an error that cannot happen for a live, aligned word (`EINTR`, `EFAULT`).
+    Spurious,
+}
+
 /// `FUTEX_WAIT` (shared, not private: the word may be mapped in several processes and at two
 /// addresses). Returns when woken, when `*word != expected`, on a signal, or after `timeout`.
-/// The caller always re-checks its condition, so every outcome is reported as `Ok`, except
-/// errors that mean the call itself is wrong.
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> io::Result<()> {
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> FutexWake {
     let ts = timeout.map(|d| libc::timespec {
         tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
         tv_nsec: d.subsec_nanos() as libc::c_long,
@@ -315,12 +327,12 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
     // it. ts_ptr is null or points to a live timespec.
     let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, ts_ptr, 0usize, 0u32) };
     if r == 0 {
-        return Ok(());
+        return FutexWake::Woken;
     }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ETIMEDOUT) => Ok(()),
-        _ => Err(err),
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => FutexWake::Changed,
+        Some(libc::ETIMEDOUT) => FutexWake::TimedOut,
+        _ => FutexWake::Spurious,
     }
 }
 
@@ -334,24 +346,17 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
     usize::try_from(r).unwrap_or(0)
 }
 
-const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
-const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+/// `membarrier(2)` commands (linux/membarrier.h).
+pub(crate) const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+pub(crate) const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+pub(crate) const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+pub(crate) const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
-/// Registers this process for `MEMBARRIER_CMD_GLOBAL_EXPEDITED` barriers (Linux 4.16+).
-/// Registration is per process and is not inherited by a forked child.
-pub(crate) fn membarrier_register_global_expedited() -> io::Result<()> {
+/// `membarrier(cmd, 0, 0)` (Linux 4.14+ for the expedited commands used here). Registration
+/// is per process; it is inherited by `fork()` and cleared by `exec` (measured: KERNEL.md).
+pub(crate) fn membarrier(cmd: libc::c_int) -> io::Result<()> {
     // SAFETY: membarrier has no memory-safety preconditions.
-    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Issues a full memory barrier on every CPU running a thread of a registered process.
-pub(crate) fn membarrier_global_expedited() -> io::Result<()> {
-    // SAFETY: membarrier has no memory-safety preconditions.
-    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) };
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -407,14 +412,31 @@ pub(crate) fn pidfd_exited(fd: BorrowedFd<'_>) -> io::Result<bool> {
     }
 }
 
-/// Whether the process `pid` is alive and is the one that started at `start_time` (0: any),
-/// from `/proc/<pid>/stat`; a zombie counts as dead. Used only where pidfds are unavailable
-/// (Linux < 5.3).
-pub(crate) fn process_alive(pid: i32, start_time: u64) -> bool {
-    match proc_stat(pid) {
-        Some((state, start)) => !matches!(state, 'Z' | 'X' | 'x') && (start_time == 0 || start == start_time),
-        None => false,
+/// Whether a process with id `pid` exists: `kill(pid, 0)`, which sends no signal. `Ok(false)`
+/// only on `ESRCH` (proof that no such process exists in this PID namespace); `EPERM` means it
+/// exists but belongs to someone else.
+pub(crate) fn process_exists(pid: i32) -> io::Result<bool> {
+    if pid <= 0 {
+        // 0 and negative values address process groups, never one process.
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
+    // SAFETY: signal 0 performs only the existence and permission checks; nothing is sent.
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ESRCH) => Ok(false),
+        Some(libc::EPERM) => Ok(true),
+        _ => Err(err),
+    }
+}
+
+/// This process's PID namespace, as the inode number of `/proc/self/ns/pid` (0 if `/proc` or
+/// the namespace file cannot be read). Two processes with the same non-zero value share a PID
+/// namespace, so a pid recorded by one names the same process for the other.
+pub(crate) fn pid_namespace() -> u64 {
+    std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| std::os::unix::fs::MetadataExt::ino(&m))
 }
 
 /// The running kernel's release string (`uname -r`).
@@ -533,23 +555,25 @@ pub(crate) fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(first)
 }
 
-/// `/proc/<pid>/stat` field 22 (start time since boot, in clock ticks): with the pid, it
-/// identifies a process across pid reuse.
+/// The start time (field 22 of `/proc/<pid>/stat`, in clock ticks since boot) of `pid`.
 pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
-    proc_stat(pid).map(|(_, start)| start)
+    proc_stat(pid).ok().map(|(_, start)| start)
 }
 
-/// The state (field 3) and start time (field 22) from `/proc/<pid>/stat`.
-fn proc_stat(pid: i32) -> Option<(char, u64)> {
+/// The state (field 3) and start time (field 22) from `/proc/<pid>/stat`. The error keeps the
+/// OS error: `ENOENT` (no such process, or `/proc` hides it), `EMFILE` (no descriptor left to
+/// open the file), ...; a file that cannot be parsed is `InvalidData`.
+pub(crate) fn proc_stat(pid: i32) -> io::Result<(char, u64)> {
     if pid <= 0 {
-        return None;
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/<pid>/stat format");
     // The command name (field 2) is in parentheses and may contain spaces or ')': split after
     // the last ')'.
-    let mut fields = stat[stat.rfind(')')? + 1..].split_ascii_whitespace();
-    let state = fields.next()?.chars().next()?;
+    let mut fields = stat[stat.rfind(')').ok_or_else(bad)? + 1..].split_ascii_whitespace();
+    let state = fields.next().and_then(|f| f.chars().next()).ok_or_else(bad)?;
     // The state was field 3; the start time is field 22, 19 fields further on.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((state, start))
+    let start = fields.nth(18).and_then(|f| f.parse().ok()).ok_or_else(bad)?;
+    Ok((state, start))
 }

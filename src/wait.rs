@@ -3,8 +3,8 @@
 //! # The sleep protocol
 //!
 //! A side that cannot proceed first spins (crossbeam `Backoff`, then yields) for the spin
-//! budget, because a futex round trip costs ~50 µs on the machines this was tuned on while a
-//! spinning hand-over costs ~130 ns. Then it parks:
+//! budget, because a park-and-wake round trip costs hundreds of times a spinning hand-over
+//! (BENCHMARKS.md, "Round trip"). Then it parks:
 //!
 //! 1. store 1 into its waiter word (`data_waiter` for the consumer, `space_waiter` for the
 //!    producer);
@@ -25,35 +25,54 @@
 //! stores CLOSED, fences, clears the word and wakes unconditionally). The interleavings are
 //! model-checked in `loom-tests`.
 //!
-//! # Bounded sleeps and dead peers
+//! The flag stays raised for the whole park, across the bounded sleeps: as long as nobody
+//! has cleared it, every publish after our barrier sees it, so a timed wake-up (to watch the
+//! peer) rechecks and sleeps again without paying the heavy barrier again. Only a wake-up
+//! clears the flag; if the condition still does not hold (the peer published too little, or
+//! cleared the flag without publishing), the next park raises it again with a new barrier,
+//! at most one per [`REARM_INTERVAL`]: inside that interval the flag is raised with a local
+//! fence only and the sleep is cut to the rest of the interval, so a wake-up missed for want
+//! of the barrier costs at most that long. A peer that keeps clearing the flag therefore
+//! cannot drive this process (and, through a global barrier, every CPU) in a tight loop.
 //!
-//! A process can die without closing its end. Between processes every sleep is bounded by
-//! [`WATCH_INTERVAL`], after which the peer's liveness is checked (`shared.rs`), so a blocked
-//! call notices a dead peer well within 100 ms. A peer that has not claimed its role yet is not
-//! watched: the call simply keeps waiting (use a timeout variant).
+//! # Bounded sleeps
+//!
+//! Every sleep is bounded: by [`WATCH_INTERVAL`] between processes, after which the peer's
+//! liveness is checked (`peer.rs`; the story is in the crate docs, "Peer death"), and by
+//! [`SAFETY_INTERVAL`] between threads, so that a missed wake-up (a bug, or a hostile peer)
+//! delays but never hangs. Each end counts what its waits did (`stats.rs`), which is how the
+//! tests prove that no wake-up is lost: a sleep that ran to its bound while the condition
+//! already held is counted as a lost wake-up.
 
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
 
-use crate::header::{Header, Word};
+use crate::header::{Header, Role, PARK_FENCE};
 use crate::protocol::Stop;
-use crate::sync::{futex_wait, heavy_barrier, pause, Ordering};
+use crate::stats::Counters;
+use crate::sync::{fence, futex_wait, park_barrier, pause, FutexWake, Ordering};
 
 /// How often a sleeper that watches a peer process wakes to check that the peer lives.
 pub(crate) const WATCH_INTERVAL: Duration = Duration::from_millis(25);
 
-/// The default time to spin before sleeping. Measured (see BENCHMARKS.md): parking costs the
-/// waker a syscall and the sleeper ~50 µs of wake-up latency, so spinning for about as long as
-/// a park-and-wake round trip keeps the cost within 2x of the best choice in hindsight.
+/// The longest sleep between threads (no peer to watch): a missed wake-up costs at most this.
+pub(crate) const SAFETY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The shortest time between two heavy barriers of one blocked call (see the module docs).
+pub(crate) const REARM_INTERVAL: Duration = Duration::from_millis(1);
+
+/// The default time to spin before sleeping: about one park-and-wake round trip, which bounds
+/// the cost of either choice to twice the better one (BENCHMARKS.md, "Spin budget").
 pub(crate) const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
 /// Something that can tell whether the peer has died.
 pub(crate) trait PeerCheck {
-    /// Whether there is a peer process to watch (sleeps are then bounded).
+    /// Whether there is a peer process to watch (sleeps are then bounded by the watch
+    /// interval).
     fn active(&self) -> bool;
-    /// Whether the peer is known to be gone without having closed its end.
-    fn gone(&mut self, hdr: &Header) -> bool;
+    /// Whether the peer is proven gone without having closed its end (`peer.rs`).
+    fn gone(&mut self, hdr: &Header, counters: &Counters) -> bool;
 }
 
 /// No peer to watch: the other end lives in this process.
@@ -64,73 +83,148 @@ impl PeerCheck for NoPeer {
     fn active(&self) -> bool {
         false
     }
-    fn gone(&mut self, _hdr: &Header) -> bool {
+    fn gone(&mut self, _hdr: &Header, _counters: &Counters) -> bool {
         false
     }
 }
 
-/// Waits until `poll` returns `Some`, spinning for `spin` first and then sleeping on `word`.
-/// `poll` must re-read everything it depends on from the header on each call.
+/// Who is waiting, and how: the parts of an end that a wait uses.
+pub(crate) struct Waiter<'a> {
+    pub(crate) hdr: &'a Header,
+    /// The waiting role (it sleeps on its own word).
+    pub(crate) role: Role,
+    /// How this role parks (`header::PARK_*`); downgraded here if its barrier fails.
+    pub(crate) park: &'a mut u32,
+    pub(crate) spin: Duration,
+    pub(crate) peer: &'a mut dyn PeerCheck,
+    pub(crate) counters: &'a Counters,
+}
+
+/// Waits until `poll` returns `Some`, spinning for the spin budget first and then sleeping on
+/// the waiter's futex word. `poll` must re-read everything it depends on from the header on
+/// each call.
 pub(crate) fn wait_for<T>(
-    hdr: &Header,
-    word: Word,
-    spin: Duration,
+    w: Waiter<'_>,
     deadline: Option<Instant>,
-    peer: &mut dyn PeerCheck,
     mut poll: impl FnMut() -> Option<Result<T, Stop>>,
 ) -> Result<T, Stop> {
     if let Some(r) = poll() {
         return r;
     }
+    let Waiter { hdr, role, park, spin, peer, counters } = w;
     // A peer already known (or now found) dead: do not wait a watch interval to say so again.
     // `gone` is rate-limited, so a busy ring pays a clock read here, not a system call.
-    if peer.active() && peer.gone(hdr) {
+    if peer.active() && peer.gone(hdr, counters) {
         return poll().unwrap_or(Err(Stop::PeerDied));
     }
+    counters.spins.bump();
+    let word = hdr.word(role.own_word());
     let backoff = Backoff::new();
     let start = Instant::now();
     let mut last_check = start;
-    loop {
+    // Whether our flag is raised and has stayed raised since we raised it.
+    let mut armed = false;
+    // Whether the raising was covered by a heavy barrier (else sleeps are cut short).
+    let mut strong = false;
+    let mut last_barrier: Option<Instant> = None;
+    let result = loop {
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
-            return Err(Stop::TimedOut);
+            if armed {
+                counters.timed_out.bump();
+            }
+            break Err(Stop::TimedOut);
         }
         if peer.active() && now.duration_since(last_check) >= WATCH_INTERVAL {
             last_check = now;
-            if peer.gone(hdr) {
+            if peer.gone(hdr, counters) {
+                if armed {
+                    counters.peer_died.bump();
+                }
                 // Whatever it committed before dying is visible now: drain it first.
-                return poll().unwrap_or(Err(Stop::PeerDied));
+                break poll().unwrap_or(Err(Stop::PeerDied));
             }
         }
-        if cfg!(not(loom)) && now.duration_since(start) < spin {
+        if !armed && cfg!(not(loom)) && now.duration_since(start) < spin {
             pause(&backoff);
-        } else {
-            let w = hdr.word(word);
-            // Relaxed: the heavy barrier below orders this store before the recheck.
-            w.store(1, Ordering::Relaxed);
-            let strong = heavy_barrier();
             if let Some(r) = poll() {
-                w.store(0, Ordering::Relaxed);
-                return r;
+                break r;
             }
-            let mut timeout = deadline.map(|d| d.saturating_duration_since(now));
-            if peer.active() || !strong {
-                // Bounded: to watch the peer, or because without membarrier a publisher that
-                // uses the light barrier could be missed (only possible if this process cannot
-                // use membarrier while the peer can).
-                timeout = Some(timeout.map_or(WATCH_INTERVAL, |t| t.min(WATCH_INTERVAL)));
-            }
-            futex_wait(hdr, word, 1, timeout);
-            w.store(0, Ordering::Relaxed);
-            if peer.active() {
-                last_check = Instant::now();
-                if peer.gone(hdr) {
-                    return poll().unwrap_or(Err(Stop::PeerDied));
+            continue;
+        }
+        let mut recheck = false;
+        if !armed {
+            // Relaxed: the barrier below orders this store before the recheck.
+            word.store(1, Ordering::Relaxed);
+            counters.parks.bump();
+            (armed, strong, recheck) = (true, false, true);
+        }
+        if !strong {
+            if last_barrier.is_some_and(|t| now.duration_since(t) < REARM_INTERVAL) {
+                // Raised again soon after a wake-up that did not satisfy us: no heavy barrier
+                // yet (see the module docs); the sleep below is cut to the rest of the
+                // interval, after which the barrier is paid and the park becomes strong.
+                fence(Ordering::SeqCst);
+            } else {
+                last_barrier = Some(now);
+                counters.barriers.bump();
+                strong = park_barrier(*park);
+                if !strong {
+                    // Our membarrier failed: from now on we park with a full fence, and say so
+                    // to the publisher. This sleep stays short: a publisher may have read the
+                    // old record and used the light half.
+                    *park = PARK_FENCE;
+                    hdr.downgrade_park(role);
+                    fence(Ordering::SeqCst);
                 }
+                recheck = true;
             }
+        }
+        if recheck {
+            if let Some(r) = poll() {
+                break r;
+            }
+        }
+        let mut bound = if peer.active() { WATCH_INTERVAL } else { SAFETY_INTERVAL };
+        if !strong {
+            let since = last_barrier.map_or(Duration::ZERO, |t| now.duration_since(t));
+            bound = bound.min(REARM_INTERVAL.saturating_sub(since)).max(Duration::from_micros(20));
+        }
+        let timeout = deadline.map_or(bound, |d| d.saturating_duration_since(now).min(bound));
+        counters.sleeps.bump();
+        let timed_out = match futex_wait(hdr, role.own_word(), 1, timeout) {
+            FutexWake::Woken | FutexWake::Changed => {
+                armed = false;
+                false
+            }
+            outcome @ (FutexWake::TimedOut | FutexWake::Spurious) => {
+                // Still raised: nobody woke us, the park goes on. Cleared: a waker got to it
+                // just after our sleep ended.
+                // Relaxed: only our own store and the waker's swap write this word.
+                armed = word.load(Ordering::Relaxed) != 0;
+                armed && outcome == FutexWake::TimedOut
+            }
+        };
+        if !armed {
+            counters.woken.bump();
+        } else if timed_out {
+            counters.sleep_timeouts.bump();
         }
         if let Some(r) = poll() {
-            return r;
+            if armed {
+                if timed_out && strong {
+                    // The condition held and the flag was never cleared: a publish that
+                    // should have woken us did not.
+                    counters.lost_wakeups.bump();
+                }
+                word.store(0, Ordering::Relaxed);
+                armed = false;
+            }
+            break r;
         }
+    };
+    if armed {
+        word.store(0, Ordering::Relaxed);
     }
+    result
 }
