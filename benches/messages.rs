@@ -99,7 +99,7 @@ impl<const N: usize> Tx for Framed<N> {
         }
     }
     fn end(&mut self) {
-        self.0.flush();
+        self.0.flush().unwrap();
     }
 }
 struct FramedRx<const N: usize>(FramedConsumer);

@@ -275,7 +275,7 @@ fn batched_frames_wait_for_flush_and_drop_publishes_them() {
         tx.send(&[i; 3]).unwrap();
     }
     assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock, "published before the batch ended");
-    tx.flush();
+    tx.flush().unwrap();
     for i in 0..5u8 {
         assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[i; 3]);
     }
@@ -604,7 +604,7 @@ fn a_producer_dying_mid_batch_leaves_exactly_its_published_frames() {
         for i in 0..10u32 {
             tx.send(&i.to_le_bytes()).unwrap();
         }
-        tx.flush();
+        tx.flush().unwrap();
         for i in 10..15u32 {
             tx.send(&i.to_le_bytes()).unwrap();
         }

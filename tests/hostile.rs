@@ -33,8 +33,8 @@ const OFF_VERSION: usize = 8;
 const OFF_BACKEND: usize = 12;
 const OFF_CAPACITY: usize = 16;
 const OFF_DATA_OFFSET: usize = 24;
-const OFF_PRODUCER: usize = 32; // state u32, pid i32, start_time u64
-const OFF_CONSUMER: usize = 48;
+const OFF_PRODUCER: usize = 32; // state u32, pid i32, start_time u64, pid_ns u64, park u32, 0u32
+const OFF_CONSUMER: usize = 64;
 const OFF_HEAD: usize = 128;
 const OFF_TAIL: usize = 256;
 /// The header's size in bytes: the scribbler aims most of its writes here.
@@ -332,7 +332,7 @@ fn from_fd_refuses_every_bad_file_with_invalid_data_and_leaks_nothing() {
         // A faithful copy with one field broken.
         let fields: &[(&str, usize, &[u8])] = &[
             ("magic", OFF_MAGIC, b"MIRRRINH"),
-            ("version", OFF_VERSION, &2u32.to_le_bytes()),
+            ("version", OFF_VERSION, &3u32.to_le_bytes()),
             ("backend 0", OFF_BACKEND, &0u32.to_le_bytes()),
             ("backend 9", OFF_BACKEND, &9u32.to_le_bytes()),
             ("capacity 2x", OFF_CAPACITY, &(2 * cap as u64).to_le_bytes()),

@@ -619,7 +619,7 @@ impl FrameHarness {
                     assert_eq!(tx.batch(), b);
                     m.batch = b;
                 } else {
-                    tx.flush();
+                    tx.flush().unwrap();
                 }
                 m.publish();
             }

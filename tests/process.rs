@@ -150,7 +150,12 @@ fn consume(rx: &mut Consumer, pat: &Pattern, seed: u64) -> std::io::Result<Resul
             }
             1 => {
                 let min = 1 + rng.below(cap / 4);
-                let g = rx.read_grant_timeout(min, LONG)?;
+                // Fewer than `min` bytes left at the end of the stream is UnexpectedEof; take
+                // the rest (empty at the end) with min 0.
+                let g = match rx.read_grant_timeout(min, LONG) {
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => rx.read_grant_timeout(0, LONG)?,
+                    other => other?,
+                };
                 let n = g.len().min(1 + rng.below(Pattern::MAX_CHUNK - 1));
                 if !pat.matches(pos, &g[..n]) {
                     return Ok(Err(pos));

@@ -83,7 +83,7 @@ fn stream(backend: Backend, capacity: usize, spin: Duration, total: u64, seed: u
                 k
             }
             _ => {
-                let g = rx.read_grant_timeout(1, Duration::from_secs(30)).unwrap();
+                let g = rx.read_grant_timeout(0, Duration::from_secs(30)).unwrap();
                 let k = g.len().min(1 + rng.below(65_535));
                 same(&g[..k], pattern.at(pos, k), backend, "read_grant", pos);
                 let empty = g.is_empty();
@@ -151,8 +151,12 @@ fn try_calls_would_block_then_end_of_stream() {
     assert_eq!(rx.try_read(&mut buf).unwrap(), 0, "end of stream is Ok(0)");
     assert_eq!(rx.read(&mut buf).unwrap(), 0);
     assert!(rx.fill_buf().unwrap().is_empty());
-    let g = rx.read_grant(1).unwrap();
-    assert!(g.is_empty(), "an end-of-stream grant is empty");
+    let g = rx.read_grant(0).unwrap();
+    assert!(g.is_empty(), "an end-of-stream grant (min 0) is empty");
+    drop(g);
+    // Never a grant shorter than min: nothing more can come.
+    assert_eq!(rx.read_grant(1).unwrap_err().kind(), ErrorKind::UnexpectedEof);
+    assert_eq!(rx.read_grant_blocking(1).unwrap_err().kind(), ErrorKind::UnexpectedEof);
 }
 
 #[test]

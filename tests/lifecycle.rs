@@ -1,0 +1,388 @@
+//! Lifecycle defects found by reading the first release as a hostile user would: forked copies
+//! that still wrote the shared header, a framed `try_recv` that could never deliver, "could not
+//! check" taken for "dead", idle rings paying a heavy barrier per watch interval, and the
+//! framed producer's fast path after poisoning. Each test failed on the first release.
+
+mod common;
+
+use std::io::{BufRead, ErrorKind, Read, Write};
+use std::time::{Duration, Instant};
+
+use common::{in_child, spawn_child, wait_child, wait_child_within};
+use mirror_ring::{Backend, RingOptions};
+
+/// Exit codes of the forked children below: 0 fine, 1 the call did something it must not.
+const OK: i32 = 0;
+const WRONG: i32 = 1;
+
+/// A thread ring of 4096 bytes, inherited by children unless `dont_fork`.
+fn ring(dont_fork: bool) -> (mirror_ring::Producer, mirror_ring::Consumer) {
+    RingOptions::new().capacity(4096).dont_fork(dont_fork).build().unwrap()
+}
+
+fn unsupported<T>(r: std::io::Result<T>) -> bool {
+    matches!(r, Err(e) if e.kind() == ErrorKind::Unsupported)
+}
+
+/// `BufRead::consume` in a forked child must not release the parent's unread bytes (before the
+/// fix: a child's `consume(3)` let the parent's producer overwrite them; with `dont_fork` the
+/// child died of SIGSEGV storing into a page it does not have).
+#[test]
+fn a_forked_consume_releases_nothing() {
+    for dont_fork in [false, true] {
+        let (mut tx, mut rx) = ring(dont_fork);
+        tx.write_all(b"abc").unwrap();
+        assert_eq!(rx.fill_buf().unwrap(), b"abc");
+        let status = in_child(|| {
+            rx.consume(3);
+            OK
+        });
+        assert_eq!(status, OK, "dont_fork {dont_fork}: the child crashed (139: SIGSEGV)");
+        assert_eq!(tx.try_write(&[7; 4096]).unwrap(), 4093, "dont_fork {dont_fork}: the unread bytes were released");
+        let mut got = [0; 3];
+        rx.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"abc", "dont_fork {dont_fork}");
+    }
+}
+
+/// A `ReadGrant` held across `fork()` and released in the child.
+#[test]
+fn a_read_grant_released_in_a_forked_child_releases_nothing() {
+    for dont_fork in [false, true] {
+        let (mut tx, mut rx) = ring(dont_fork);
+        tx.write_all(b"abc").unwrap();
+        let grant = rx.read_grant(3).unwrap();
+        let status = in_child(|| if unsupported(grant.release(3)) { OK } else { WRONG });
+        assert_eq!(status, OK, "dont_fork {dont_fork}: 1: released, 139: SIGSEGV");
+        assert_eq!(tx.free(), 4093, "dont_fork {dont_fork}");
+    }
+}
+
+/// A `WriteGrant` held across `fork()` and committed in the child.
+#[test]
+fn a_write_grant_committed_in_a_forked_child_publishes_nothing() {
+    for dont_fork in [false, true] {
+        let (mut tx, rx) = ring(dont_fork);
+        let grant = tx.write_grant(3).unwrap();
+        let status = in_child(|| if unsupported(grant.commit(3)) { OK } else { WRONG });
+        assert_eq!(status, OK, "dont_fork {dont_fork}: 1: committed, 139: SIGSEGV");
+        assert_eq!(rx.len(), 0, "dont_fork {dont_fork}: bytes were published by the child");
+    }
+}
+
+/// The framed producer's flush, `set_batch` and `into_inner` (which publish pending frames)
+/// and a `FrameGrant` committed in a child: nothing reaches the parent's consumer, the ring is
+/// not closed, and nothing crashes.
+#[test]
+fn framed_producer_calls_in_a_forked_child_publish_nothing() {
+    type Op = fn(&mut Option<mirror_ring::FramedProducer>) -> bool;
+    let ops: [(&str, Op); 4] = [
+        ("flush", |tx| unsupported(tx.as_mut().unwrap().flush())),
+        ("set_batch", |tx| {
+            tx.as_mut().unwrap().set_batch(1);
+            true
+        }),
+        ("into_inner", |tx| {
+            drop(tx.take().unwrap().into_inner());
+            true
+        }),
+        ("FrameGrant::commit", |tx| {
+            let tx = tx.as_mut().unwrap();
+            tx.set_batch(1);
+            match tx.reserve(5) {
+                Err(e) => e.kind() == ErrorKind::Unsupported,
+                Ok(g) => unsupported(g.commit()),
+            }
+        }),
+    ];
+    for dont_fork in [false, true] {
+        for (what, op) in ops {
+            let (tx, rx) = ring(dont_fork);
+            let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+            tx.set_batch(8);
+            tx.send(b"pending").unwrap();
+            let mut tx = Some(tx);
+            let status = in_child(|| if op(&mut tx) { OK } else { WRONG });
+            assert_eq!(status, OK, "{what}, dont_fork {dont_fork}: 1: wrong result, 139: SIGSEGV");
+            let tx = tx.as_mut().unwrap();
+            assert_eq!(
+                rx.try_recv().map(|f| f.map(|f| f.len())).unwrap_err().kind(),
+                ErrorKind::WouldBlock,
+                "{what}, dont_fork {dont_fork}: the child published or closed"
+            );
+            tx.flush().unwrap();
+            assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"pending", "{what}, dont_fork {dont_fork}");
+        }
+    }
+}
+
+/// A received `Frame` dropped in a child, and `recv_batch` in a child: the parent's frames
+/// stay unreleased.
+#[test]
+fn framed_consumer_calls_in_a_forked_child_release_nothing() {
+    for dont_fork in [false, true] {
+        let (tx, rx) = ring(dont_fork);
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        tx.send(&[1; 100]).unwrap();
+        tx.send(&[2; 100]).unwrap();
+        let used = 2 * (8 + 104);
+        // ManuallyDrop: the closure only borrows the frame, so the parent does not drop (and
+        // release) it when `in_child` drops the unused closure.
+        let mut frame = std::mem::ManuallyDrop::new(rx.try_recv().unwrap().unwrap());
+        let status = in_child(|| {
+            // SAFETY: dropped once, in the child only.
+            unsafe { std::mem::ManuallyDrop::drop(&mut frame) };
+            OK
+        });
+        assert_eq!(status, OK, "dont_fork {dont_fork}: dropping a frame crashed the child");
+        let status = in_child(|| {
+            let mut seen = 0;
+            if unsupported(rx.try_recv_batch(|_| seen += 1)) && seen == 0 {
+                OK
+            } else {
+                WRONG
+            }
+        });
+        assert_eq!(status, OK, "dont_fork {dont_fork}: recv_batch in a child");
+        let raw = tx.into_inner();
+        assert_eq!(raw.free(), 4096 - used, "dont_fork {dont_fork}: a child released frames");
+        assert_eq!(rx.try_recv_batch(|_| {}).unwrap(), 2);
+        assert_eq!(raw.free(), 4096);
+    }
+}
+
+/// Framed ends converted at a position that is not a multiple of 8: the consumer's skip over
+/// the alignment gap must reach the producer on the non-blocking path too, or a frame that
+/// needs the whole ring never fits (before the fix, both sides waited for ever).
+#[test]
+fn framed_try_recv_after_an_unaligned_conversion_delivers_a_full_size_frame() {
+    let (mut tx, mut rx) = RingOptions::new().capacity(4096).build().unwrap();
+    tx.write_all(b"raw").unwrap();
+    let mut three = [0; 3];
+    rx.read_exact(&mut three).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    let max = tx.max_frame_len();
+    let sender = std::thread::spawn(move || {
+        // Bounded, so that a failure shows as an error instead of a hang.
+        tx.send_timeout(&vec![9; max], Duration::from_secs(10)).map_err(|e| e.kind())
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        match rx.try_recv() {
+            Ok(Some(frame)) => break Some(frame.len()),
+            Ok(None) => break None,
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => std::thread::yield_now(),
+            Err(e) => panic!("try_recv: {e}"),
+        }
+    };
+    assert_eq!(sender.join().unwrap(), Ok(()), "the producer never found room for the frame");
+    assert_eq!(got, Some(max));
+}
+
+/// Sets `RLIMIT_NOFILE` so that no descriptor can be opened (in the calling process: only
+/// call this in a forked child). Returns the old limit.
+fn exhaust_descriptors() -> libc::rlimit {
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid out-pointer.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) }, 0);
+    // The highest descriptor in use: a limit at or below it makes every open fail with EMFILE.
+    let lowest_free = {
+        // SAFETY: dup of stdin-or-anything; we close it right away.
+        let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 0) };
+        assert!(fd >= 0);
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(fd) };
+        fd as u64
+    };
+    let low = libc::rlimit { rlim_cur: lowest_free, rlim_max: old.rlim_max };
+    // SAFETY: valid pointer.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+    // SAFETY: an open that must now fail.
+    let probe = unsafe { libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    assert_eq!(probe, -1, "descriptors are not exhausted");
+    old
+}
+
+/// With every descriptor in use, the liveness check of a live, silent producer cannot open a
+/// pidfd or read `/proc`: that is "unknown", not "dead". A blocked read must time out (not
+/// report a dead producer), and the verdict must not stick once descriptors are back.
+#[test]
+fn descriptor_exhaustion_is_not_death_and_is_not_latched() {
+    for backend in [Backend::Auto, Backend::Memfd] {
+        let ring = RingOptions::new().capacity(4096).backend(backend).shared().unwrap();
+        // The producer: this process, alive and silent until told to write.
+        let mut tx = ring.clone().into_producer().unwrap();
+        let (go_r, go_w) = pipe();
+        let child = spawn_child(move || {
+            let mut rx = ring.into_consumer().unwrap();
+            let old = exhaust_descriptors();
+            let mut buf = [0u8; 8];
+            let first = rx.read_timeout(&mut buf, Duration::from_millis(200)).map_err(|e| e.kind());
+            let stats = rx.stats();
+            // SAFETY: restores the limit read above.
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };
+            let second = rx.read_timeout(&mut buf, Duration::from_millis(200)).map_err(|e| e.kind());
+            // Tell the parent to write, then read what it writes.
+            let _ = rustix_write(&go_w, b"g");
+            let third = rx.read_timeout(&mut buf, Duration::from_secs(20)).map_err(|e| e.kind());
+            let ok = first == Err(ErrorKind::TimedOut)
+                && stats.peer_unknown > 0
+                && second == Err(ErrorKind::TimedOut)
+                && third == Ok(5)
+                && &buf[..5] == b"hello";
+            if !ok {
+                eprintln!("{backend}: exhausted {first:?} ({stats:?}), restored {second:?}, then {third:?}");
+            }
+            if ok {
+                OK
+            } else {
+                WRONG
+            }
+        });
+        let mut g = [0u8; 1];
+        // Bounded by the child's own timeouts; a broken child closes the pipe (read 0).
+        let n = std::fs::File::from(go_r).read(&mut g).unwrap_or(0);
+        if n == 1 {
+            tx.write_all(b"hello").unwrap();
+        }
+        assert_eq!(wait_child_within(child, Duration::from_secs(60)), OK, "{backend}: see stderr");
+        drop(tx);
+    }
+}
+
+fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: two fresh descriptors that nothing else owns.
+    unsafe { (std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// A write of an already-open descriptor (needs no new descriptor).
+fn rustix_write(fd: &std::os::fd::OwnedFd, bytes: &[u8]) -> isize {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor and buffer.
+    unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) }
+}
+
+/// An idle reader between processes sleeps in bounded slices (to watch its peer) but pays the
+/// heavy barrier once per park, not once per slice: a global expedited membarrier interrupts
+/// every CPU running any registered process on the machine.
+#[test]
+fn an_idle_reader_between_processes_pays_one_barrier_per_park() {
+    let ring = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).shared().unwrap();
+    let _tx = ring.clone().into_producer().unwrap(); // alive and silent: this process
+    let status = in_child(move || {
+        let mut rx = ring.into_consumer().unwrap();
+        let r = rx.read_timeout(&mut [0u8; 8], Duration::from_millis(300)).map_err(|e| e.kind());
+        let s = rx.stats();
+        // 300 ms in slices of the 25 ms watch interval: about a dozen sleeps, one park.
+        let ok = r == Err(ErrorKind::TimedOut) && s.parks == 1 && s.barriers <= 1 && s.sleeps >= 5 && s.timed_out == 1;
+        if !ok {
+            eprintln!("{r:?} {s:?}");
+        }
+        if ok {
+            OK
+        } else {
+            WRONG
+        }
+    });
+    assert_eq!(status, OK, "see stderr");
+}
+
+/// A framed producer whose cursor was found poisoned keeps refusing, also on its batched fast
+/// path (before the fix, the fast path went on accepting frames into room it had checked
+/// before the poisoning).
+#[test]
+fn a_poisoned_framed_producer_refuses_every_send() {
+    let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
+    let fd = ring.as_fd().unwrap().try_clone_to_owned().unwrap();
+    let (tx, rx) = (ring.clone().into_producer().unwrap(), ring.into_consumer().unwrap());
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    tx.set_batch(64);
+    for _ in 0..8 {
+        tx.send(&[1; 100]).unwrap();
+    }
+    tx.flush().unwrap();
+    let mut got = 0;
+    while got < 8 {
+        got += rx.try_recv_batch(|_| {}).unwrap();
+    }
+    // A hostile consumer publishes a tail beyond the head (offset 256 in the header).
+    let bad = 1u64 << 40;
+    // SAFETY: a valid descriptor and buffer.
+    let n = unsafe {
+        use std::os::fd::AsRawFd;
+        libc::pwrite(fd.as_raw_fd(), bad.to_le_bytes().as_ptr().cast(), 8, 256)
+    };
+    assert_eq!(n, 8);
+    // Fill the room the producer knows of, so that it must look at the tail again.
+    let mut first_error = None;
+    for i in 0..100 {
+        if let Err(e) = tx.send(&[2; 100]) {
+            first_error = Some((i, e.kind()));
+            break;
+        }
+    }
+    let (i, kind) = first_error.expect("the poisoned tail was never noticed");
+    assert_eq!(kind, ErrorKind::InvalidData, "after {i} sends");
+    for _ in 0..100 {
+        assert_eq!(tx.send(&[3; 8]).unwrap_err().kind(), ErrorKind::InvalidData, "a send after the poisoning");
+    }
+    assert_eq!(tx.flush().unwrap_err().kind(), ErrorKind::InvalidData);
+    drop(rx);
+    let _ = wait_child; // (shared helpers: not every one is used here)
+}
+
+/// A stream between processes through a tiny ring with no spin budget, so that nearly every
+/// hand-over parks: every park must end by a wake-up, never by running to its bound while the
+/// data (or space) was already there. Sleeps are bounded by the watch interval, so a stream
+/// with every wake-up lost would still finish; the counters are what can tell.
+#[test]
+fn a_stream_between_processes_loses_no_wakeup() {
+    for backend in common::available() {
+        let ring = RingOptions::new().capacity(4096).backend(backend).spin_budget(Duration::ZERO).shared().unwrap();
+        let total = 4 << 20;
+        let child = spawn_child({
+            let ring = ring.clone();
+            move || {
+                let mut tx = ring.into_producer().unwrap();
+                let mut sent = 0usize;
+                let chunk: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+                while sent < total {
+                    let n = (total - sent).min(1000);
+                    let off = sent % 256;
+                    tx.write_all(&chunk[..n].iter().map(|&b| b.wrapping_add(off as u8)).collect::<Vec<_>>()).unwrap();
+                    sent += n;
+                }
+                let s = tx.stats();
+                drop(tx);
+                if s.lost_wakeups == 0 {
+                    OK
+                } else {
+                    eprintln!("{backend} producer: {s:?}");
+                    WRONG
+                }
+            }
+        });
+        let mut rx = ring.into_consumer().unwrap();
+        let mut buf = vec![0u8; 1500];
+        let mut got = 0usize;
+        loop {
+            let n = rx.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            for (i, &b) in buf[..n].iter().enumerate() {
+                assert_eq!(b, ((got + i) % 256) as u8, "{backend}: byte {}", got + i);
+            }
+            got += n;
+        }
+        assert_eq!(got, total);
+        let s = rx.stats();
+        assert_eq!(wait_child_within(child, Duration::from_secs(120)), OK, "{backend}: the producer lost wake-ups");
+        assert!(s.parks > 0, "{backend}: the consumer never parked, so nothing was tested: {s:?}");
+        assert_eq!(s.lost_wakeups, 0, "{backend}: the consumer lost wake-ups: {s:?}");
+    }
+}
