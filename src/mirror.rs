@@ -185,20 +185,19 @@ impl Backend {
         }
     }
 
-    /// After a creation with this backend was refused with `err` (a refusal errno at one of
+    /// After a creation with this backend was refused with `errno` (a refusal errno at one of
     /// its own steps): probes again, and marks the backend unavailable if the probe is
     /// refused too or does not mirror. Returns whether it did. A probe that still works means
     /// the refusal was about that one request; a probe failing otherwise (`ENOMEM`) proves
     /// nothing; in both cases the cache keeps its answer.
-    fn confirm_refusal(self, err: &io::Error) -> bool {
+    fn confirm_refusal(self, errno: i32) -> bool {
         let confirmed = match probe(self) {
             Probe::NoMirror => true,
             Probe::Failed(e) => is_refusal(&e),
             Probe::Mirrors => false,
         };
         if confirmed {
-            let errno = err.raw_os_error();
-            AVAILABILITY[self.index()].store(Availability::Fails(errno).to_raw(), Ordering::Relaxed);
+            AVAILABILITY[self.index()].store(Availability::Fails(Some(errno)).to_raw(), Ordering::Relaxed);
         }
         confirmed
     }
@@ -282,6 +281,44 @@ impl Availability {
             Availability::Fails(None) => "unavailable (its probe did not build a working mirror)".to_owned(),
             Availability::Unknown | Availability::Works => "available".to_owned(),
         }
+    }
+}
+
+/// Why an `Auto` creation passed over one backend.
+#[derive(Clone, Copy, Debug)]
+enum PassedOver {
+    /// Known not to work before this creation started.
+    Known(Availability),
+    /// Refused at this creation with `errno`; `marked`: the re-probe confirmed it and the
+    /// cache now says so.
+    Refused { errno: i32, marked: bool },
+}
+
+/// The `Unsupported` error of an `Auto` creation that passed over every backend (in
+/// `Backend::CONCRETE` order): each backend and why, with the last errno as `source()`.
+fn no_backend_works(passed_over: &[Option<PassedOver>; 3]) -> io::Error {
+    let mut why = Vec::new();
+    let mut last_errno = None;
+    for (backend, p) in Backend::CONCRETE.into_iter().zip(passed_over) {
+        match *p {
+            Some(PassedOver::Known(known)) => {
+                if let Availability::Fails(Some(e)) = known {
+                    last_errno = Some(e);
+                }
+                why.push(format!("{backend}: {}", known.reason()));
+            }
+            Some(PassedOver::Refused { errno, marked }) => {
+                last_errno = Some(errno);
+                let note = if marked { "marked unavailable" } else { "its probe still works" };
+                why.push(format!("{backend}: refused at creation ({}; {note})", io::Error::from_raw_os_error(errno)));
+            }
+            None => why.push(format!("{backend}: not tried")),
+        }
+    }
+    let msg = format!("no mirroring backend works in this process ({})", why.join("; "));
+    match last_errno {
+        Some(e) => io::Error::new(io::ErrorKind::Unsupported, Context { msg, source: io::Error::from_raw_os_error(e) }),
+        None => io::Error::new(io::ErrorKind::Unsupported, msg),
     }
 }
 
@@ -588,17 +625,14 @@ impl MirrorMap {
     }
 
     /// `Auto`: each available backend in `Backend::CONCRETE` order, handing over on a refusal
-    /// (see the module docs). `len` is already rounded.
+    /// (see the module docs). `len` is already rounded. Nothing is formatted or allocated for
+    /// the backends passed over unless every one fails.
     fn build_auto(len: usize) -> io::Result<MirrorMap> {
-        let mut why: Vec<String> = Vec::new();
-        let mut last_errno = None;
-        for backend in Backend::CONCRETE {
+        let mut passed_over = [None; 3];
+        for (slot, backend) in passed_over.iter_mut().zip(Backend::CONCRETE) {
             let known = backend.availability();
             if known != Availability::Works {
-                if let Availability::Fails(Some(e)) = known {
-                    last_errno = Some(e);
-                }
-                why.push(format!("{backend}: {}", known.reason()));
+                *slot = Some(PassedOver::Known(known));
                 continue;
             }
             // A failed reservation is nobody's refusal (it is the same for every backend):
@@ -606,22 +640,16 @@ impl MirrorMap {
             let res = Reservation::new(len)?;
             match MirrorMap::build_in(res, len, backend) {
                 Ok(map) => return Ok(map),
-                Err(e) if is_refusal(&e) => {
-                    let marked = backend.confirm_refusal(&e);
-                    let note = if marked { "marked unavailable" } else { "its probe still works" };
-                    why.push(format!("{backend}: refused at creation ({e}; {note})"));
-                    last_errno = e.raw_os_error();
+                Err(e) => {
+                    let Some(errno) = e.raw_os_error().filter(|&n| is_refusal_errno(n)) else {
+                        return Err(e);
+                    };
+                    let marked = backend.confirm_refusal(errno);
+                    *slot = Some(PassedOver::Refused { errno, marked });
                 }
-                Err(e) => return Err(e),
             }
         }
-        let msg = format!("no mirroring backend works in this process ({})", why.join("; "));
-        Err(match last_errno {
-            Some(e) => {
-                io::Error::new(io::ErrorKind::Unsupported, Context { msg, source: io::Error::from_raw_os_error(e) })
-            }
-            None => io::Error::new(io::ErrorKind::Unsupported, msg),
-        })
+        Err(no_backend_works(&passed_over))
     }
 
     /// One explicitly requested backend, without hand-over. `len` is already rounded.
@@ -649,8 +677,8 @@ impl MirrorMap {
             });
         }
         MirrorMap::build_in(Reservation::new(len)?, len, backend).inspect_err(|e| {
-            if is_refusal(e) {
-                backend.confirm_refusal(e);
+            if let Some(errno) = e.raw_os_error().filter(|&n| is_refusal_errno(n)) {
+                backend.confirm_refusal(errno);
             }
         })
     }
