@@ -30,17 +30,52 @@
 //!
 //! Any failure unmaps the whole reservation in one call (and closes the memfd); so does
 //! `Drop`. The mremap forms are only ever applied to `MAP_SHARED` memory.
+//!
+//! # Which backend: the probe, its cache, and `Auto`'s hand-over
+//!
+//! Whether a backend works is decided by a one-page probe (built, then written through each
+//! view and read through the other), run lazily once per process and cached per backend. The
+//! environment can change after the probe: a library that installs a seccomp filter at
+//! start-up, after something probed, may deny one form of `mremap` or `memfd_create`. So the
+//! cache can be downgraded (never upgraded: a seccomp filter cannot be removed):
+//!
+//! - `Auto` tries the available backends in [`Backend::CONCRETE`] order. A backend-specific
+//!   step (everything after the reservation) that fails with a *refusal* errno (`EINVAL`,
+//!   `ENOSYS`, `EPERM`, `EOPNOTSUPP`: what an older kernel or a sandbox answers for a form it
+//!   does not allow) hands over to the next backend. Any other error (`ENOMEM`, a failed
+//!   reservation, ...) is returned as it is: a fallback must not hide it.
+//! - Before a refused backend is marked unavailable, its one-page probe runs again. Only if
+//!   the probe is refused too (or builds something that does not mirror) is the cache
+//!   downgraded; if the probe still works, the refusal was specific to that request (a size a
+//!   filter rejects, say) and the backend stays available for the next one.
+//! - The next backend is *not* re-probed: its earlier probe proved that it mirrors on this
+//!   kernel, and a seccomp filter can only make a call fail, never change what a call that
+//!   runs does. A mapping call faked as successful without running (`SECCOMP_RET_ERRNO` with
+//!   errno 0) returns an address other than the target, which `sys::check_fixed` rejects; a
+//!   tracer that emulates calls (ptrace, `SECCOMP_RET_USER_NOTIF`) is trusted like a kernel.
+//! - An explicitly requested backend does not hand over: it returns its own error, after the
+//!   same confirmation may have downgraded the cache.
+//! - When every backend is refused or unavailable, `Auto` fails with `Unsupported`, naming each
+//!   backend and why, with the last OS error as `source()`.
 
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{compiler_fence, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{compiler_fence, AtomicU32, Ordering};
 
 use crate::sys;
 
 /// How the second view of a [`MirrorMap`] is made.
+///
+/// Kernel requirements: [`MirrorFlag`](Backend::MirrorFlag) Linux 5.13+,
+/// [`Duplicate`](Backend::Duplicate) any Linux since 2.6, [`Memfd`](Backend::Memfd) 3.17+.
+/// Emulators and sandboxes (qemu-user, gVisor, seccomp filters) may refuse any of them.
+///
+/// Which backends work is probed once per process and cached (see
+/// [`is_available`](Backend::is_available)). [`Auto`](Backend::Auto) uses the first that works
+/// and, if that one is refused at creation because the environment changed since the probe (a
+/// seccomp filter installed later), hands over to the next one and remembers the refusal.
 ///
 /// # Examples
 ///
@@ -57,6 +92,12 @@ pub enum Backend {
     /// The best backend this process can use: [`MirrorFlag`](Backend::MirrorFlag) where the
     /// probe proves it mirrors, else [`Duplicate`](Backend::Duplicate), else
     /// [`Memfd`](Backend::Memfd).
+    ///
+    /// A backend that the probe approved but that is refused at creation (`EINVAL`, `ENOSYS`,
+    /// `EPERM` or `EOPNOTSUPP` from one of its own steps: a sandbox installed after the probe)
+    /// hands over to the next one, and is marked unavailable once a fresh probe confirms the
+    /// refusal. So `Auto` never fails while one backend works; when none does, creation fails
+    /// with `Unsupported`. Other errors (`ENOMEM`, ...) are returned as they are.
     #[default]
     Auto,
     /// `mremap` with flag value 4 (the `MREMAP_MIRROR` of the 2017 RFC; mainline's
@@ -79,6 +120,11 @@ impl Backend {
     /// (written through each view, read through the other), run once per process per backend
     /// and cached. `Auto` is available when any backend is.
     ///
+    /// The cached answer can turn from `true` to `false` (never back): when a creation is later
+    /// refused with this backend (`EINVAL`, `ENOSYS`, `EPERM`, `EOPNOTSUPP`, as under a seccomp
+    /// filter installed after the probe) and a fresh probe is refused too. A forked child
+    /// inherits the answers its parent had.
+    ///
     /// # Examples
     ///
     /// ```
@@ -90,19 +136,26 @@ impl Backend {
     pub fn is_available(self) -> bool {
         match self {
             Backend::Auto => Backend::CONCRETE.iter().any(|b| b.is_available()),
-            concrete => {
-                static PROBED: [OnceLock<bool>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
-                *PROBED[concrete.index()].get_or_init(|| probe(concrete))
-            }
+            concrete => concrete.availability() == Availability::Works,
         }
     }
 
     /// The concrete backend this one stands for: itself, or for `Auto` the first available
-    /// backend.
+    /// backend (the one `Auto` tries first; a creation may still hand over to a later one, see
+    /// [`Backend::Auto`]).
     ///
     /// # Errors
     ///
     /// `Unsupported` when `Auto` finds no working backend.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mirror_ring::Backend;
+    /// assert_eq!(Backend::Memfd.resolve()?, Backend::Memfd);
+    /// assert!(Backend::CONCRETE.contains(&Backend::Auto.resolve()?));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn resolve(self) -> io::Result<Backend> {
         match self {
             Backend::Auto => Backend::CONCRETE.into_iter().find(|b| b.is_available()).ok_or_else(|| {
@@ -110,6 +163,44 @@ impl Backend {
             }),
             b => Ok(b),
         }
+    }
+
+    /// What this process knows about a concrete backend, probing it on first use.
+    fn availability(self) -> Availability {
+        debug_assert_ne!(self, Backend::Auto);
+        let cell = &AVAILABILITY[self.index()];
+        // Relaxed (here and below): the value only selects a backend; it publishes no memory.
+        // Every map is built and checked by the thread that uses it.
+        match Availability::from_raw(cell.load(Ordering::Relaxed)) {
+            Availability::Unknown => {
+                let found = probe(self).availability();
+                // From Unknown only: a downgrade stored meanwhile by another thread is newer
+                // news than this probe and wins. Two threads may both probe; both answers are
+                // the same and each probe frees its own map.
+                match cell.compare_exchange(0, found.to_raw(), Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => found,
+                    Err(now) => Availability::from_raw(now),
+                }
+            }
+            known => known,
+        }
+    }
+
+    /// After a creation with this backend was refused with `errno` (a refusal errno at one of
+    /// its own steps): probes again, and marks the backend unavailable if the probe is
+    /// refused too or does not mirror. Returns whether it did. A probe that still works means
+    /// the refusal was about that one request; a probe failing otherwise (`ENOMEM`) proves
+    /// nothing; in both cases the cache keeps its answer.
+    fn confirm_refusal(self, errno: i32) -> bool {
+        let confirmed = match probe(self) {
+            Probe::NoMirror => true,
+            Probe::Failed(e) => is_refusal(&e),
+            Probe::Mirrors => false,
+        };
+        if confirmed {
+            AVAILABILITY[self.index()].store(Availability::Fails(Some(errno)).to_raw(), Ordering::Relaxed);
+        }
+        confirmed
     }
 
     /// Short lowercase name, as [`Display`](fmt::Display) prints it.
@@ -149,6 +240,101 @@ impl Backend {
             _ => None,
         }
     }
+}
+
+/// What this process knows about one concrete backend (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Availability {
+    /// Not probed yet.
+    Unknown,
+    /// The probe built a one-page mirror and saw it mirror, both ways.
+    Works,
+    /// Does not work here: the probe failed, or a later creation and a fresh probe were refused.
+    /// With the errno when there was one (`None`: it built but did not mirror, or failed
+    /// without an errno).
+    Fails(Option<i32>),
+}
+
+impl Availability {
+    fn to_raw(self) -> u32 {
+        match self {
+            Availability::Unknown => 0,
+            Availability::Works => 1,
+            Availability::Fails(None) => 2,
+            // errno values are small and positive; anything else is stored as "no errno".
+            Availability::Fails(Some(e)) => u32::try_from(e).map_or(2, |e| e.saturating_add(3)),
+        }
+    }
+
+    fn from_raw(v: u32) -> Availability {
+        match v {
+            0 => Availability::Unknown,
+            1 => Availability::Works,
+            2 => Availability::Fails(None),
+            e => Availability::Fails(i32::try_from(e - 3).ok()),
+        }
+    }
+
+    /// Why a backend known not to work is unavailable, for error messages.
+    fn reason(self) -> String {
+        match self {
+            Availability::Fails(Some(e)) => format!("unavailable ({})", io::Error::from_raw_os_error(e)),
+            Availability::Fails(None) => "unavailable (its probe did not build a working mirror)".to_owned(),
+            Availability::Unknown | Availability::Works => "available".to_owned(),
+        }
+    }
+}
+
+/// Why an `Auto` creation passed over one backend.
+#[derive(Clone, Copy, Debug)]
+enum PassedOver {
+    /// Known not to work before this creation started.
+    Known(Availability),
+    /// Refused at this creation with `errno`; `marked`: the re-probe confirmed it and the
+    /// cache now says so.
+    Refused { errno: i32, marked: bool },
+}
+
+/// The `Unsupported` error of an `Auto` creation that passed over every backend (in
+/// `Backend::CONCRETE` order): each backend and why, with the last errno as `source()`.
+fn no_backend_works(passed_over: &[Option<PassedOver>; 3]) -> io::Error {
+    let mut why = Vec::new();
+    let mut last_errno = None;
+    for (backend, p) in Backend::CONCRETE.into_iter().zip(passed_over) {
+        match *p {
+            Some(PassedOver::Known(known)) => {
+                if let Availability::Fails(Some(e)) = known {
+                    last_errno = Some(e);
+                }
+                why.push(format!("{backend}: {}", known.reason()));
+            }
+            Some(PassedOver::Refused { errno, marked }) => {
+                last_errno = Some(errno);
+                let note = if marked { "marked unavailable" } else { "its probe still works" };
+                why.push(format!("{backend}: refused at creation ({}; {note})", io::Error::from_raw_os_error(errno)));
+            }
+            None => why.push(format!("{backend}: not tried")),
+        }
+    }
+    let msg = format!("no mirroring backend works in this process ({})", why.join("; "));
+    match last_errno {
+        Some(e) => io::Error::new(io::ErrorKind::Unsupported, Context { msg, source: io::Error::from_raw_os_error(e) }),
+        None => io::Error::new(io::ErrorKind::Unsupported, msg),
+    }
+}
+
+/// Per concrete backend (`Backend::index`): an `Availability` as `to_raw` encodes it.
+static AVAILABILITY: [AtomicU32; 3] = [AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)];
+
+/// The errnos with which a kernel or a sandbox refuses one form of a call: an unknown flag or
+/// form (`EINVAL`, as Linux 5.7-5.12 answers `mremap` flag 4 on shared memory), a missing call
+/// (`ENOSYS`), a policy (`EPERM`, `EOPNOTSUPP`). These make `Auto` hand over.
+fn is_refusal_errno(errno: i32) -> bool {
+    matches!(errno, libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP)
+}
+
+fn is_refusal(err: &io::Error) -> bool {
+    err.raw_os_error().is_some_and(is_refusal_errno)
 }
 
 impl fmt::Display for Backend {
@@ -263,19 +449,27 @@ impl MirrorOptions {
 
     /// Builds a map of at least `len` bytes (see [`MirrorMap::new`] for the rounding).
     ///
+    /// With [`Backend::Auto`], a backend refused at creation hands over to the next one (see
+    /// [`Backend::Auto`]); an explicit backend returns its own error.
+    ///
     /// # Errors
     ///
     /// As [`MirrorMap::with_backend`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mirror_ring::{Backend, MirrorOptions};
+    /// let map = MirrorOptions::new().backend(Backend::Duplicate).dont_fork(true).map(4096)?;
+    /// assert_eq!(map.backend(), Backend::Duplicate);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn map(&self, len: usize) -> io::Result<MirrorMap> {
         let len = round_len(len)?;
-        let backend = self.backend.resolve()?;
-        if !backend.is_available() {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("the {backend} backend does not mirror memory in this process (see Backend docs for kernel requirements)"),
-            ));
-        }
-        let map = MirrorMap::build(len, backend)?;
+        let map = match self.backend {
+            Backend::Auto => MirrorMap::build_auto(len)?,
+            backend => MirrorMap::build_explicit(len, backend)?,
+        };
         map.finish(self)
     }
 }
@@ -359,6 +553,10 @@ impl MirrorMap {
     /// - `InvalidInput` for `len == 0` or a length whose rounding or doubling overflows;
     /// - `OutOfMemory` when the address space, `RLIMIT_AS` (which counts both views) or
     ///   `vm.max_map_count` is exhausted, with the OS error as `source()`;
+    /// - `Unsupported` when no backend works in this process (each one refused by the kernel
+    ///   or a sandbox); the message names each backend and why, and the last OS error is the
+    ///   `source()`. A backend refused while another works is not an error: see
+    ///   [`Backend::Auto`];
     /// - any other OS error as-is (`raw_os_error()` gives the errno).
     ///
     /// # Examples
@@ -376,8 +574,11 @@ impl MirrorMap {
     ///
     /// # Errors
     ///
-    /// As [`new`](Self::new); a backend that does not work on this kernel fails with the
-    /// kernel's error (typically `EINVAL`), or `Unsupported` if its probe failed.
+    /// As [`new`](Self::new). An explicit backend never hands over to another one: if its probe
+    /// failed (or an earlier creation's refusal was confirmed), `Unsupported` with the recorded
+    /// OS error as `source()`; if it is refused now (a sandbox installed after the probe), the
+    /// kernel's error as-is (typically `EINVAL`, `ENOSYS` or `EPERM`), and the backend is
+    /// marked unavailable once a fresh probe confirms the refusal.
     ///
     /// # Examples
     ///
@@ -424,10 +625,75 @@ impl MirrorMap {
         self.base
     }
 
-    /// Builds the mirror over a fresh shared object. `len` is already rounded.
+    /// `Auto`: each available backend in `Backend::CONCRETE` order, handing over on a refusal
+    /// (see the module docs). `len` is already rounded. Nothing is formatted or allocated for
+    /// the backends passed over unless every one fails.
+    fn build_auto(len: usize) -> io::Result<MirrorMap> {
+        let mut passed_over = [None; 3];
+        for (slot, backend) in passed_over.iter_mut().zip(Backend::CONCRETE) {
+            let known = backend.availability();
+            if known != Availability::Works {
+                *slot = Some(PassedOver::Known(known));
+                continue;
+            }
+            // A failed reservation is nobody's refusal (it is the same for every backend):
+            // returned as is.
+            let res = Reservation::new(len)?;
+            match MirrorMap::build_in(res, len, backend) {
+                Ok(map) => return Ok(map),
+                Err(e) => {
+                    let Some(errno) = e.raw_os_error().filter(|&n| is_refusal_errno(n)) else {
+                        return Err(e);
+                    };
+                    let marked = backend.confirm_refusal(errno);
+                    *slot = Some(PassedOver::Refused { errno, marked });
+                }
+            }
+        }
+        Err(no_backend_works(&passed_over))
+    }
+
+    /// One explicitly requested backend, without hand-over. `len` is already rounded.
+    fn build_explicit(len: usize, backend: Backend) -> io::Result<MirrorMap> {
+        let known = backend.availability();
+        if known != Availability::Works {
+            return Err(match known {
+                Availability::Fails(Some(e)) => io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    Context {
+                        msg: format!(
+                            "the {backend} backend is refused in this process, by the kernel or a sandbox \
+                             (see Backend for kernel requirements)"
+                        ),
+                        source: io::Error::from_raw_os_error(e),
+                    },
+                ),
+                _ => io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "the {backend} backend does not work in this process: its probe did not build a \
+                         working mirror (see Backend for kernel requirements)"
+                    ),
+                ),
+            });
+        }
+        MirrorMap::build_in(Reservation::new(len)?, len, backend).inspect_err(|e| {
+            if let Some(errno) = e.raw_os_error().filter(|&n| is_refusal_errno(n)) {
+                backend.confirm_refusal(errno);
+            }
+        })
+    }
+
+    /// Builds the mirror over a fresh shared object, in a fresh reservation (the probe's way).
+    /// `len` is already rounded.
     fn build(len: usize, backend: Backend) -> io::Result<MirrorMap> {
+        MirrorMap::build_in(Reservation::new(len)?, len, backend)
+    }
+
+    /// Builds the mirror inside `res` (made for `len`, already rounded). Every error here comes
+    /// from a step of `backend` itself; on failure `res` drops and unmaps everything.
+    fn build_in(res: Reservation, len: usize, backend: Backend) -> io::Result<MirrorMap> {
         let h = sys::page_size();
-        let res = Reservation::new(len)?;
         let fd = match backend {
             Backend::MirrorFlag | Backend::Duplicate => {
                 step(Step::MapFirst, || {
@@ -629,11 +895,35 @@ thread_local! {
 
 /// Builds a one-page mirror with `backend` and checks, both ways, that a byte written through
 /// one view is read back through the other.
-fn probe(backend: Backend) -> bool {
-    let Ok(map) = MirrorMap::build(sys::page_size(), backend) else {
-        return false;
-    };
-    verify_mirror(&map)
+fn probe(backend: Backend) -> Probe {
+    match MirrorMap::build(sys::page_size(), backend) {
+        Ok(map) if verify_mirror(&map) => Probe::Mirrors,
+        Ok(_) => Probe::NoMirror,
+        Err(e) => Probe::Failed(e),
+    }
+}
+
+/// What a probe found.
+#[derive(Debug)]
+enum Probe {
+    Mirrors,
+    /// It built, but the views are not the same memory (value 4 on a kernel where it moves).
+    NoMirror,
+    Failed(io::Error),
+}
+
+impl Probe {
+    fn availability(&self) -> Availability {
+        match self {
+            Probe::Mirrors => Availability::Works,
+            Probe::NoMirror => Availability::Fails(None),
+            // The errno, also from under an explanation (an `OutOfMemory` keeps it as source).
+            Probe::Failed(e) => Availability::Fails(e.raw_os_error().or_else(|| {
+                let source = std::error::Error::source(e)?;
+                source.downcast_ref::<io::Error>()?.raw_os_error()
+            })),
+        }
+    }
 }
 
 /// Writes distinct values through each view at the first, a middle and the last byte and reads
@@ -749,6 +1039,71 @@ mod tests {
         let src = std::error::Error::source(&e).expect("errno kept as source");
         let os = src.downcast_ref::<io::Error>().expect("source is the OS error");
         assert_eq!(os.raw_os_error(), Some(libc::ENOMEM));
+    }
+
+    /// `Auto` with every backend refused at a step all three share (the first map, the second
+    /// view): each attempt is handed over, nothing leaks, the result is `Unsupported` with the
+    /// errno as `source()`, and the cache (probes run in the parent, before the fork) is
+    /// downgraded. A refused reservation and an ENOMEM are not handed over and downgrade nothing.
+    #[test]
+    fn auto_hands_over_only_refusals_and_leaks_nothing() {
+        let all = Backend::CONCRETE.into_iter().filter(|b| b.is_available()).count();
+        assert!(all > 0);
+        for (step, errno, handed_over) in [
+            (Step::MapFirst, libc::EPERM, true),
+            (Step::MapSecond, libc::EINVAL, true),
+            (Step::MapSecond, libc::ENOSYS, true),
+            (Step::MapSecond, libc::ENOMEM, false),
+            (Step::Reserve, libc::EINVAL, false),
+        ] {
+            let status = in_child(|| {
+                let maps_before = our_mappings();
+                let fds_before = open_fds();
+                FAIL_AT.with(|f| f.set(Some((step, errno))));
+                let r = MirrorOptions::new().map(1 << 16);
+                FAIL_AT.with(|f| f.set(None));
+                let Err(e) = r else { return 10 };
+                let os = e.raw_os_error().or_else(|| {
+                    let src = std::error::Error::source(&e)?;
+                    src.downcast_ref::<io::Error>()?.raw_os_error()
+                });
+                if os != Some(errno) {
+                    return 11;
+                }
+                let unsupported = e.kind() == io::ErrorKind::Unsupported;
+                if unsupported != handed_over {
+                    return 12;
+                }
+                let left = Backend::CONCRETE.into_iter().filter(|b| b.is_available()).count();
+                if left != if handed_over { 0 } else { all } {
+                    return 13;
+                }
+                if our_mappings() != maps_before || open_fds() != fds_before {
+                    return 14;
+                }
+                0
+            });
+            assert_eq!(
+                status, 0,
+                "{step:?} failing with errno {errno} (10: no error, 11: errno lost, 12: wrong hand-over, \
+                 13: wrong cache, 14: leak)"
+            );
+        }
+    }
+
+    #[test]
+    fn availability_round_trips_through_its_raw_value() {
+        for a in [
+            Availability::Unknown,
+            Availability::Works,
+            Availability::Fails(None),
+            Availability::Fails(Some(libc::EPERM)),
+            Availability::Fails(Some(libc::EINVAL)),
+            Availability::Fails(Some(4095)),
+        ] {
+            assert_eq!(Availability::from_raw(a.to_raw()), a);
+        }
+        assert_eq!(Availability::Fails(Some(-1)).to_raw(), Availability::Fails(None).to_raw());
     }
 
     #[test]

@@ -1,0 +1,626 @@
+//! Sandboxes installed after the probe: a process whose probe approved the mirror flag, then
+//! running under a seccomp filter that refuses one form of a call, must still get rings.
+//!
+//! Each case runs in a forked child that installs a seccomp BPF filter returning an errno for
+//! one form of `mremap` (flag value 4, or `old_len == 0`), for `memfd_create`, `membarrier` or
+//! `pidfd_open`, the way an older kernel or a sandboxing library answers, and allows every
+//! other call. The parent has probed every backend before forking, so the child inherits a
+//! cache that says they all work: the situation of a library that sandboxes itself at
+//! start-up, after something already probed. The child reports failures through a pipe and
+//! always leaves through `_exit`.
+
+#![cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+
+mod common;
+
+use std::error::Error as _;
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{compiler_fence, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{available, open_fds, our_mappings, page_size, spawn_child, wait_child, wait_child_within, Pattern};
+use mirror_ring::{Backend, MirrorMap, RingOptions};
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+/// The bound on a whole sandboxed case: far above any healthy run, so reaching it is a hang.
+const CASE_LIMIT: Duration = Duration::from_secs(120);
+/// The bound on one blocking call inside a case.
+const LONG: Duration = Duration::from_secs(20);
+
+/// A seccomp filter: a classic BPF program over `struct seccomp_data`, built from rules that
+/// each make one form of one system call fail with an errno.
+mod seccomp {
+    use std::io;
+
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
+
+    // Offsets in `struct seccomp_data { int nr; u32 arch; u64 instruction_pointer; u64 args[6]; }`.
+    const NR: u32 = 0;
+    const ARCH: u32 = 4;
+    /// The low 32 bits of argument `i` (both supported targets are little-endian).
+    const fn arg_lo(i: u32) -> u32 {
+        16 + 8 * i
+    }
+    const fn arg_hi(i: u32) -> u32 {
+        arg_lo(i) + 4
+    }
+
+    /// One thing to deny, and the errno to answer with.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Deny {
+        /// `mremap` whose flags (argument 3) have bit value 4 set: the mirror flag
+        /// (`MREMAP_DONTUNMAP`), refused as Linux 5.7-5.12 refuses it on shared memory.
+        MremapFlag4(i32),
+        /// As `MremapFlag4`, but only when `new_len` (argument 2) is larger than the given
+        /// number of bytes: a refusal that depends on the request, not on the form.
+        MremapFlag4Above(u32, i32),
+        /// `mremap` with `old_len == 0` (argument 1): the duplicate form.
+        MremapDuplicate(i32),
+        /// Every call of this system call number.
+        Call(libc::c_long, i32),
+    }
+
+    fn stmt(code: u32, k: u32) -> libc::sock_filter {
+        libc::sock_filter { code: code as u16, jt: 0, jf: 0, k }
+    }
+
+    fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+        libc::sock_filter { code: code as u16, jt, jf, k }
+    }
+
+    const LD: u32 = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    const JEQ: u32 = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+    const JGT: u32 = libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K;
+    const JSET: u32 = libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K;
+    const RET: u32 = libc::BPF_RET | libc::BPF_K;
+
+    fn errno(e: i32) -> u32 {
+        libc::SECCOMP_RET_ERRNO | (e as u32 & libc::SECCOMP_RET_DATA)
+    }
+
+    fn nr(n: libc::c_long) -> u32 {
+        u32::try_from(n).expect("syscall number")
+    }
+
+    /// The program: other architectures and every call not named are allowed. Each rule is a
+    /// self-contained block that reloads what it tests and either returns its errno or falls
+    /// through to the next block.
+    pub fn program(rules: &[Deny]) -> Vec<libc::sock_filter> {
+        let mut p = vec![
+            stmt(LD, ARCH),
+            jump(JEQ, AUDIT_ARCH, 1, 0),
+            stmt(RET, libc::SECCOMP_RET_ALLOW), // another ABI: its numbers mean other calls
+        ];
+        for &rule in rules {
+            match rule {
+                Deny::Call(n, e) => p.extend([stmt(LD, NR), jump(JEQ, nr(n), 0, 1), stmt(RET, errno(e))]),
+                Deny::MremapFlag4(e) => p.extend([
+                    stmt(LD, NR),
+                    jump(JEQ, nr(libc::SYS_mremap), 0, 3),
+                    stmt(LD, arg_lo(3)),
+                    jump(JSET, 4, 0, 1),
+                    stmt(RET, errno(e)),
+                ]),
+                Deny::MremapFlag4Above(limit, e) => p.extend([
+                    stmt(LD, NR),
+                    jump(JEQ, nr(libc::SYS_mremap), 0, 7),
+                    stmt(LD, arg_lo(3)),
+                    jump(JSET, 4, 0, 5),
+                    stmt(LD, arg_hi(2)),
+                    jump(JGT, 0, 2, 0), // new_len >= 4 GiB: above any limit
+                    stmt(LD, arg_lo(2)),
+                    jump(JGT, limit, 0, 1),
+                    stmt(RET, errno(e)),
+                ]),
+                Deny::MremapDuplicate(e) => p.extend([
+                    stmt(LD, NR),
+                    jump(JEQ, nr(libc::SYS_mremap), 0, 5),
+                    stmt(LD, arg_lo(1)),
+                    jump(JEQ, 0, 0, 3),
+                    stmt(LD, arg_hi(1)),
+                    jump(JEQ, 0, 0, 1),
+                    stmt(RET, errno(e)),
+                ]),
+            }
+        }
+        p.push(stmt(RET, libc::SECCOMP_RET_ALLOW));
+        p
+    }
+
+    /// Installs the filter on the calling thread (and so on every thread and child it
+    /// creates later). Irrevocable: call it only in a forked child.
+    pub fn install(rules: &[Deny]) -> io::Result<()> {
+        let prog = program(rules);
+        let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr().cast_mut() };
+        // SAFETY: prctl with integer arguments; no memory is passed.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fprog points at `prog`, which lives until the call returns; the kernel copies
+        // the program.
+        let r = unsafe {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                &fprog as *const libc::sock_fprog,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+use seccomp::Deny;
+
+/// A failed check inside a child: its message travels back to the parent.
+type Check = Result<(), String>;
+
+/// Fails the check with `msg` unless `cond`.
+fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Check {
+    if cond {
+        Ok(())
+    } else {
+        Err(msg())
+    }
+}
+
+/// Converts an I/O error into a check failure saying what was being done.
+fn io<T>(what: &str, r: std::io::Result<T>) -> Result<T, String> {
+    r.map_err(|e| format!("{what}: {e} (kind {:?}, errno {:?})", e.kind(), e.raw_os_error()))
+}
+
+/// Runs `body` in a forked child under a seccomp filter made of `rules`, and returns what it
+/// reported: `Ok` or the message of the first failed check (or panic). The child always
+/// `_exit`s; the whole case is bounded by [`CASE_LIMIT`].
+fn sandboxed(rules: &[Deny], body: impl FnOnce() -> Check) -> Check {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid out-array of two ints.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) }, 0);
+    // SAFETY: pipe2 just returned these two descriptors, owned by nobody else.
+    let (rd, wr) = unsafe { (File::from(OwnedFd::from_raw_fd(fds[0])), File::from(OwnedFd::from_raw_fd(fds[1]))) };
+    let pid = spawn_child(|| {
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            seccomp::install(rules).map_err(|e| format!("installing the seccomp filter: {e}"))?;
+            body()
+        }));
+        let msg = match outcome {
+            Ok(Ok(())) => return 0,
+            Ok(Err(msg)) => msg,
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+                format!("panic: {}", text.unwrap_or_default())
+            }
+        };
+        let _ = (&wr).write_all(msg.as_bytes());
+        1
+    });
+    drop(wr);
+    let status = wait_child_within(pid, CASE_LIMIT);
+    let mut msg = String::new();
+    let _ = (&rd).read_to_string(&mut msg); // non-blocking: what the child wrote
+    match status {
+        0 => Ok(()),
+        1 => Err(msg),
+        s => Err(format!("child ended with status {s}: {msg}")),
+    }
+}
+
+/// Runs the probe of every backend in this (unsandboxed) process, so that a forked child
+/// inherits a cache saying which work. Returns false, after saying why, if `needed` are not all
+/// available here: the scenario then cannot be set up on this machine.
+fn probed_in_parent(needed: &[Backend]) -> bool {
+    let here = available();
+    let missing: Vec<_> = needed.iter().filter(|b| !here.contains(b)).collect();
+    if !missing.is_empty() {
+        eprintln!("skipped: {missing:?} do not work on this machine, so no sandbox can take them away");
+    }
+    missing.is_empty()
+}
+
+/// Whether a byte written through each view is read back through the other, at the first, a
+/// middle and the last byte.
+fn mirrors(map: &MirrorMap) -> bool {
+    let n = map.len();
+    let p = map.as_ptr();
+    [0, n / 2, n - 1].into_iter().enumerate().all(|(i, off)| {
+        let tag = 0x3c ^ i as u8;
+        // SAFETY: off < n and the map is valid for 2n bytes; only this thread uses it.
+        // Volatile accesses and compiler fences: the compiler does not know the views alias.
+        unsafe {
+            p.add(off).write_volatile(tag);
+            compiler_fence(Ordering::SeqCst);
+            let b = p.add(n + off).read_volatile();
+            p.add(n + off).write_volatile(!tag);
+            compiler_fence(Ordering::SeqCst);
+            b == tag && p.add(off).read_volatile() == !tag
+        }
+    })
+}
+
+/// A 4 KiB thread ring: one read grant across the seam in one slice, then 1 MiB streamed from
+/// another thread in chunks that do not divide the capacity, every byte checked.
+fn stream_through_a_thread_ring(expect: Backend) -> Check {
+    let (mut tx, mut rx) = io("RingOptions::build", RingOptions::new().capacity(4096).build())?;
+    ensure(tx.backend() == expect && rx.backend() == expect, || {
+        format!("ring built with {}, not {expect}", tx.backend())
+    })?;
+    let pat = Pattern::new(0x5a4d);
+    // Across the seam: bytes [3000, 6000) of the stream sit at ring offsets 3000..4096, 0..1904.
+    io("write", tx.write_all(pat.at(0, 3000)))?;
+    let g = io("read grant", rx.read_grant(3000))?;
+    ensure(pat.matches(0, &g), || "wrong bytes before the seam".into())?;
+    io("release", g.release(3000))?;
+    io("write across the seam", tx.write_all(pat.at(3000, 3000)))?;
+    let g = io("read grant across the seam", rx.read_grant(3000))?;
+    ensure(g.len() == 3000 && pat.matches(3000, &g), || "the grant across the seam is not the stream".into())?;
+    io("release", g.release(3000))?;
+    let total = MIB as u64;
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let pat = Pattern::new(0x5a4d);
+        let mut pos = 6000u64;
+        while pos < total {
+            let n = 1000.min((total - pos) as usize);
+            tx.write_all(pat.at(pos, n))?;
+            pos += n as u64;
+        }
+        Ok(())
+    });
+    let mut pos = 6000u64;
+    while pos < total {
+        let g = io("read grant", rx.read_grant_timeout(1, LONG))?;
+        let n = g.len();
+        ensure(pat.matches(pos, &g), || format!("wrong byte in [{pos}, {})", pos + n as u64))?;
+        io("release", g.release(n))?;
+        pos += n as u64;
+    }
+    io("writer", writer.join().map_err(|_| "writer panicked".to_string())?)?;
+    let mut rest = [0u8; 1];
+    ensure(io("read after close", rx.read(&mut rest))? == 0, || "end of stream expected".into())
+}
+
+/// Auto under `rules` (installed after the parent's probe, which approved every backend)
+/// builds `expect` maps and rings that work, and downgrades exactly the refused backends.
+fn auto_hands_over(rules: &[Deny], refused: &[Backend], expect: Backend) -> Check {
+    sandboxed(rules, || {
+        ensure(refused.iter().all(|b| b.is_available()), || "the inherited cache should approve every backend".into())?;
+        let map = io("MirrorMap::new", MirrorMap::new(64 * KIB))?;
+        ensure(map.backend() == expect, || format!("Auto built {}, expected {expect}", map.backend()))?;
+        ensure(mirrors(&map), || format!("the {expect} map does not mirror"))?;
+        ensure(map.as_fd().is_some() == (expect == Backend::Memfd), || "descriptor does not match the backend".into())?;
+        for &b in refused {
+            ensure(!b.is_available(), || format!("{b} refused at creation but still cached as available"))?;
+        }
+        ensure(Backend::Auto.is_available(), || "Auto must stay available while one backend works".into())?;
+        ensure(Backend::Auto.resolve().ok() == Some(expect), || {
+            "resolve() should name the backend Auto now uses".into()
+        })?;
+        // Later creations: the cache already says which backends are refused.
+        let again = io("second MirrorMap::new", MirrorMap::new(4096))?;
+        ensure(again.backend() == expect && mirrors(&again), || format!("second map: {}", again.backend()))?;
+        stream_through_a_thread_ring(expect)?;
+        let shared = io("RingOptions::shared", RingOptions::new().capacity(4096).shared())?;
+        ensure(shared.backend() == expect, || format!("shared ring built with {}", shared.backend()))
+    })
+}
+
+/// The scenario: flag value 4 refused with EINVAL (as Linux 5.7-5.12 refuses it), after
+/// the probe approved it. Auto hands over to Duplicate.
+#[test]
+fn mirror_flag_refused_after_the_probe_hands_over_to_duplicate() {
+    if !probed_in_parent(&[Backend::MirrorFlag, Backend::Duplicate]) {
+        return;
+    }
+    auto_hands_over(&[Deny::MremapFlag4(libc::EINVAL)], &[Backend::MirrorFlag], Backend::Duplicate).unwrap();
+}
+
+/// The other refusal errnos a sandbox or kernel gives hand over too.
+#[test]
+fn mirror_flag_refused_with_eperm_eopnotsupp_or_enosys_hands_over_too() {
+    if !probed_in_parent(&[Backend::MirrorFlag, Backend::Duplicate]) {
+        return;
+    }
+    for errno in [libc::EPERM, libc::EOPNOTSUPP, libc::ENOSYS] {
+        auto_hands_over(&[Deny::MremapFlag4(errno)], &[Backend::MirrorFlag], Backend::Duplicate)
+            .unwrap_or_else(|e| panic!("errno {errno}: {e}"));
+    }
+}
+
+/// Both mremap forms refused: Memfd.
+#[test]
+fn both_mremap_forms_refused_hand_over_to_memfd() {
+    if !probed_in_parent(&Backend::CONCRETE) {
+        return;
+    }
+    let rules = [Deny::MremapFlag4(libc::EINVAL), Deny::MremapDuplicate(libc::EINVAL)];
+    auto_hands_over(&rules, &[Backend::MirrorFlag, Backend::Duplicate], Backend::Memfd).unwrap();
+}
+
+/// Every backend refused: `Unsupported` from every way of creating, naming each backend, with
+/// the last OS error kept; nothing leaked by the failed attempts; Auto then reports itself
+/// unavailable, and later creations fail the same way from the cache.
+#[test]
+fn every_backend_refused_is_unsupported_from_creation() {
+    if !probed_in_parent(&Backend::CONCRETE) {
+        return;
+    }
+    let rules = [
+        Deny::MremapFlag4(libc::EINVAL),
+        Deny::MremapDuplicate(libc::EINVAL),
+        Deny::Call(libc::SYS_memfd_create, libc::ENOSYS),
+    ];
+    sandboxed(&rules, || {
+        ensure(Backend::Auto.is_available(), || "the inherited cache should approve Auto".into())?;
+        let maps = our_mappings();
+        let fds = open_fds();
+        let check = |what: &str, r: std::io::Result<()>, errno: i32| -> Check {
+            let e = r.err().ok_or_else(|| format!("{what}: created something with every backend refused"))?;
+            ensure(e.kind() == ErrorKind::Unsupported, || format!("{what}: {e} ({:?})", e.kind()))?;
+            let msg = e.to_string();
+            let names = if what.contains("Duplicate") { vec![Backend::Duplicate] } else { Backend::CONCRETE.to_vec() };
+            ensure(names.iter().all(|b| msg.contains(b.name())), || {
+                format!("{what}: message should name {names:?}: {msg}")
+            })?;
+            let os = e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).and_then(|s| s.raw_os_error());
+            ensure(os == Some(errno), || format!("{what}: source() should be errno {errno}, is {os:?}: {msg}"))
+        };
+        check("MirrorMap::new", MirrorMap::new(64 * KIB).map(drop), libc::ENOSYS)?;
+        ensure(!Backend::Auto.is_available(), || "Auto still claims to be available".into())?;
+        ensure(Backend::CONCRETE.iter().all(|b| !b.is_available()), || {
+            "a refused backend is still cached as available".into()
+        })?;
+        ensure(Backend::Auto.resolve().map_err(|e| e.kind()) == Err(ErrorKind::Unsupported), || {
+            "resolve() should fail".into()
+        })?;
+        check("RingOptions::build", RingOptions::new().build().map(drop), libc::ENOSYS)?;
+        check("RingOptions::shared", RingOptions::new().shared().map(drop), libc::ENOSYS)?;
+        // An explicit backend says why, from the cache.
+        check(
+            "MirrorMap::with_backend(Duplicate)",
+            MirrorMap::with_backend(4096, Backend::Duplicate).map(drop),
+            libc::EINVAL,
+        )?;
+        ensure(our_mappings() == maps, || "a refused attempt left a mapping behind".into())?;
+        ensure(open_fds() == fds, || "a refused attempt left a descriptor open".into())
+    })
+    .unwrap();
+}
+
+/// An explicitly requested backend does not fall back: the kernel's error the first time, and
+/// `Unsupported` (with that errno as the source) once the refusal is cached. Auto then skips it.
+#[test]
+fn an_explicit_backend_refused_returns_its_own_error() {
+    if !probed_in_parent(&[Backend::MirrorFlag, Backend::Duplicate]) {
+        return;
+    }
+    sandboxed(&[Deny::MremapFlag4(libc::EINVAL)], || {
+        let first = MirrorMap::with_backend(64 * KIB, Backend::MirrorFlag);
+        let e = first.map(|m| format!("a {} map", m.backend())).err().ok_or("explicit MirrorFlag built something")?;
+        ensure(e.raw_os_error() == Some(libc::EINVAL), || format!("first refusal should be the kernel's EINVAL: {e}"))?;
+        let e =
+            MirrorMap::with_backend(64 * KIB, Backend::MirrorFlag).err().ok_or("second explicit MirrorFlag built")?;
+        ensure(e.kind() == ErrorKind::Unsupported, || format!("once cached: Unsupported expected, got {e}"))?;
+        let os = e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).and_then(|s| s.raw_os_error());
+        ensure(os == Some(libc::EINVAL), || format!("the cached errno should be the source: {e}"))?;
+        let map = io("Auto after the refusal", MirrorMap::new(4096))?;
+        ensure(map.backend() == Backend::Duplicate, || format!("Auto built {}", map.backend()))
+    })
+    .unwrap();
+}
+
+/// Errors that are not refusals (ENOMEM, EAGAIN from the flag-4 mremap) are returned as they
+/// are (ENOMEM explained, with the errno as the source), not hidden by a fallback; the cache
+/// keeps the backend.
+#[test]
+fn an_error_that_is_not_a_refusal_is_not_handed_over() {
+    if !probed_in_parent(&[Backend::MirrorFlag, Backend::Duplicate]) {
+        return;
+    }
+    sandboxed(&[Deny::MremapFlag4(libc::ENOMEM)], || {
+        let e = MirrorMap::new(64 * KIB).map(|m| m.backend()).err().ok_or("ENOMEM was masked by a fallback")?;
+        ensure(e.kind() == ErrorKind::OutOfMemory, || format!("OutOfMemory expected: {e}"))?;
+        let os = e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).and_then(|s| s.raw_os_error());
+        ensure(os == Some(libc::ENOMEM), || format!("errno lost: {e}"))?;
+        ensure(Backend::MirrorFlag.is_available(), || "an ENOMEM must not mark the backend unavailable".into())
+    })
+    .unwrap();
+    sandboxed(&[Deny::MremapFlag4(libc::EAGAIN)], || {
+        let e = MirrorMap::new(64 * KIB).map(|m| m.backend()).err().ok_or("EAGAIN was masked by a fallback")?;
+        ensure(e.raw_os_error() == Some(libc::EAGAIN), || format!("EAGAIN expected as is: {e}"))?;
+        ensure(Backend::MirrorFlag.is_available(), || "an EAGAIN must not mark the backend unavailable".into())
+    })
+    .unwrap();
+}
+
+/// A refusal that depends on the request (flag 4 refused only above one page) hands this
+/// request over, but the re-probe (one page) still works, so the backend stays available and a
+/// one-page map still gets it.
+#[test]
+fn a_refusal_the_probe_does_not_confirm_hands_over_without_downgrading() {
+    if !probed_in_parent(&[Backend::MirrorFlag, Backend::Duplicate]) {
+        return;
+    }
+    let page = u32::try_from(page_size()).unwrap();
+    sandboxed(&[Deny::MremapFlag4Above(page, libc::EINVAL)], || {
+        let big = io("64 KiB map", MirrorMap::new(64 * KIB))?;
+        ensure(big.backend() == Backend::Duplicate && mirrors(&big), || format!("64 KiB map: {}", big.backend()))?;
+        ensure(Backend::MirrorFlag.is_available(), || {
+            "one refused size must not disable the flag for every size".into()
+        })?;
+        let small = io("one-page map", MirrorMap::new(1))?;
+        ensure(small.backend() == Backend::MirrorFlag && mirrors(&small), || {
+            format!("one-page map: {}", small.backend())
+        })
+    })
+    .unwrap();
+    // The re-probe fails, but not with a refusal (ENOMEM for one page, EINVAL above): that
+    // proves nothing about the form, so the cache keeps the backend too.
+    let rules = [Deny::MremapFlag4Above(page, libc::EINVAL), Deny::MremapFlag4(libc::ENOMEM)];
+    sandboxed(&rules, || {
+        let big = io("64 KiB map", MirrorMap::new(64 * KIB))?;
+        ensure(big.backend() == Backend::Duplicate, || format!("64 KiB map: {}", big.backend()))?;
+        ensure(Backend::MirrorFlag.is_available(), || "a probe failing with ENOMEM confirmed a refusal".into())
+    })
+    .unwrap();
+}
+
+/// A child process that is killed and reaped if a failed check returns before it was waited
+/// for, so that no sleeping child outlives its test.
+struct Reaper(Option<libc::pid_t>);
+
+impl Reaper {
+    /// Waits for the child (at most [`LONG`]) and returns its status.
+    fn wait(mut self) -> i32 {
+        wait_child_within(self.0.take().expect("not yet waited for"), LONG)
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            // SAFETY: pid is our own child, not yet reaped, so the number names no one else.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            wait_child(pid);
+        }
+    }
+}
+
+/// Whether this process has a pidfd open.
+fn holds_a_pidfd() -> bool {
+    open_fds().iter().any(|fd| {
+        std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok_and(|l| l.to_string_lossy().contains("pidfd"))
+    })
+}
+
+/// The result of a raw system call that the filter should refuse: its errno.
+fn refused_errno(r: libc::c_long) -> Option<i32> {
+    (r == -1).then(|| std::io::Error::last_os_error().raw_os_error()).flatten()
+}
+
+/// membarrier and pidfd_open refused in both processes: a few MiB through a 4 KiB ring with no
+/// spin budget (nearly every hand-over parks on the futex, with full fences instead of the
+/// membarrier pair) arrive byte-exact, and a blocked reader notices a SIGKILLed producer
+/// through `/proc` within 1 s (10x the 100 ms design bound).
+#[test]
+fn without_membarrier_and_pidfd_open_blocking_and_death_detection_still_work() {
+    let rules = [Deny::Call(libc::SYS_membarrier, libc::ENOSYS), Deny::Call(libc::SYS_pidfd_open, libc::ENOSYS)];
+    sandboxed(&rules, || {
+        // The filter is in force here and in every child forked from here.
+        // SAFETY: membarrier(MEMBARRIER_CMD_QUERY) and pidfd_open(own pid) have no memory
+        // effects; each would return a number, or here an error.
+        let (mb, pidfd) = unsafe {
+            (libc::syscall(libc::SYS_membarrier, 0, 0, 0), libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0))
+        };
+        ensure(refused_errno(mb) == Some(libc::ENOSYS), || format!("membarrier not refused: {mb}"))?;
+        ensure(refused_errno(pidfd) == Some(libc::ENOSYS), || format!("pidfd_open not refused: {pidfd}"))?;
+
+        // Two threads of this process, parking at nearly every hand-over.
+        let total = 4 * MIB as u64;
+        let (mut tx, mut rx) =
+            io("thread ring", RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build())?;
+        let writer = std::thread::spawn(move || -> std::io::Result<()> {
+            let pat = Pattern::new(0xb10c);
+            let mut pos = 0u64;
+            while pos < total {
+                let n = 3000.min((total - pos) as usize);
+                let mut done = 0;
+                while done < n {
+                    done += tx.write_timeout(pat.at(pos + done as u64, n - done), LONG)?;
+                }
+                pos += n as u64;
+            }
+            Ok(())
+        });
+        let pat = Pattern::new(0xb10c);
+        let mut buf = vec![0u8; 8 * KIB];
+        let mut pos = 0u64;
+        loop {
+            let n = io("thread stream read", rx.read_timeout(&mut buf, LONG))?;
+            if n == 0 {
+                break;
+            }
+            ensure(pat.matches(pos, &buf[..n]), || format!("threads: wrong byte in [{pos}, {})", pos + n as u64))?;
+            pos += n as u64;
+        }
+        io("thread writer", writer.join().map_err(|_| "writer panicked".to_string())?)?;
+        ensure(pos == total, || format!("thread stream ended at {pos} of {total}"))?;
+
+        // A stream between two sandboxed processes, parking at nearly every hand-over.
+        let ring = io("shared ring", RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).shared())?;
+        let child_ring = ring.clone();
+        let producer = Reaper(Some(spawn_child(|| {
+            let Ok(mut tx) = child_ring.into_producer() else { return 2 };
+            let mut pos = 0u64;
+            while pos < total {
+                let n = 3000.min((total - pos) as usize);
+                if tx.write_all(pat.at(pos, n)).is_err() {
+                    return 3;
+                }
+                pos += n as u64;
+            }
+            0
+        })));
+        let mut rx = io("claim consumer", ring.into_consumer())?;
+        let mut pos = 0u64;
+        loop {
+            let n = io("stream read", rx.read_timeout(&mut buf, LONG))?;
+            if n == 0 {
+                break;
+            }
+            ensure(pat.matches(pos, &buf[..n]), || format!("wrong byte in [{pos}, {})", pos + n as u64))?;
+            pos += n as u64;
+        }
+        ensure(pos == total, || format!("stream ended at {pos} of {total}"))?;
+        let status = producer.wait();
+        ensure(status == 0, || format!("producer exited with {status}"))?;
+
+        // A reader blocked on an empty ring; its producer is SIGKILLed while it sleeps.
+        let ring = io("shared ring", RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).shared())?;
+        let child_ring = ring.clone();
+        let victim = spawn_child(|| {
+            let Ok(mut tx) = child_ring.into_producer() else { return 2 };
+            if tx.write_all(b"last words").is_err() {
+                return 3;
+            }
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        let reaper = Reaper(Some(victim));
+        let mut rx = io("claim consumer", ring.into_consumer())?;
+        let mut buf = [0u8; 64];
+        let n = io("first read", rx.read_timeout(&mut buf, LONG))?;
+        ensure(&buf[..n] == b"last words", || format!("read {:?}", &buf[..n]))?;
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(40));
+            // SAFETY: victim is our own unreaped child, so the pid names no one else.
+            unsafe { libc::kill(victim, libc::SIGKILL) };
+            Instant::now()
+        });
+        let err = rx.read_timeout(&mut buf, LONG).err();
+        let returned = Instant::now();
+        let killed_at = killer.join().map_err(|_| "killer thread panicked".to_string())?;
+        let status = reaper.wait();
+        let err = err.ok_or("the read returned data from a dead producer")?;
+        ensure(err.kind() == ErrorKind::UnexpectedEof, || format!("UnexpectedEof expected: {err}"))?;
+        let latency = returned.saturating_duration_since(killed_at);
+        ensure(latency < Duration::from_secs(1), || format!("death seen after {latency:?}"))?;
+        ensure(status == 128 + libc::SIGKILL, || format!("victim status {status}"))?;
+        // The watch could not have used a pidfd: the death was seen through /proc.
+        ensure(!holds_a_pidfd(), || "a pidfd is open although pidfd_open was refused".into())?;
+        drop(rx);
+        Ok(())
+    })
+    .unwrap();
+}
