@@ -529,7 +529,7 @@ fn without_membarrier_and_pidfd_open_blocking_and_death_detection_still_work() {
         let total = 4 * MIB as u64;
         let (mut tx, mut rx) =
             io("thread ring", RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build())?;
-        let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let writer = std::thread::spawn(move || -> std::io::Result<mirror_ring::Stats> {
             let pat = Pattern::new(0xb10c);
             let mut pos = 0u64;
             while pos < total {
@@ -540,7 +540,7 @@ fn without_membarrier_and_pidfd_open_blocking_and_death_detection_still_work() {
                 }
                 pos += n as u64;
             }
-            Ok(())
+            Ok(tx.stats())
         });
         let pat = Pattern::new(0xb10c);
         let mut buf = vec![0u8; 8 * KIB];
@@ -553,8 +553,11 @@ fn without_membarrier_and_pidfd_open_blocking_and_death_detection_still_work() {
             ensure(pat.matches(pos, &buf[..n]), || format!("threads: wrong byte in [{pos}, {})", pos + n as u64))?;
             pos += n as u64;
         }
-        io("thread writer", writer.join().map_err(|_| "writer panicked".to_string())?)?;
+        let wstats = io("thread writer", writer.join().map_err(|_| "writer panicked".to_string())?)?;
         ensure(pos == total, || format!("thread stream ended at {pos} of {total}"))?;
+        // Without membarrier both sides fence: every park must still end by a wake-up.
+        no_lost_wakeups("thread reader", rx.stats())?;
+        ensure(wstats.lost_wakeups == 0, || format!("thread writer lost wake-ups: {wstats:?}"))?;
 
         // A stream between two sandboxed processes, parking at nearly every hand-over.
         let ring = io("shared ring", RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).shared())?;
@@ -569,6 +572,9 @@ fn without_membarrier_and_pidfd_open_blocking_and_death_detection_still_work() {
                 }
                 pos += n as u64;
             }
+            if tx.stats().lost_wakeups != 0 {
+                return 4;
+            }
             0
         })));
         let mut rx = io("claim consumer", ring.into_consumer())?;
@@ -582,8 +588,9 @@ fn without_membarrier_and_pidfd_open_blocking_and_death_detection_still_work() {
             pos += n as u64;
         }
         ensure(pos == total, || format!("stream ended at {pos} of {total}"))?;
+        no_lost_wakeups("process reader", rx.stats())?;
         let status = producer.wait();
-        ensure(status == 0, || format!("producer exited with {status}"))?;
+        ensure(status == 0, || format!("producer exited with {status} (4: it lost wake-ups)"))?;
 
         // A reader blocked on an empty ring; its producer is SIGKILLed while it sleeps.
         let ring = io("shared ring", RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).shared())?;
@@ -623,4 +630,121 @@ fn without_membarrier_and_pidfd_open_blocking_and_death_detection_still_work() {
         Ok(())
     })
     .unwrap();
+}
+
+/// A stream's reader must have parked (or the stream tested nothing) and every park must have
+/// ended by a wake-up, never by its bound with the data already there.
+fn no_lost_wakeups(who: &str, s: mirror_ring::Stats) -> Check {
+    ensure(s.parks > 0, || format!("{who} never parked: {s:?}"))?;
+    ensure(s.lost_wakeups == 0, || format!("{who} lost wake-ups: {s:?}"))
+}
+
+/// The park mode a role records in a memfd ring's header (offset 24 of its 32-byte slot at
+/// 32 for the producer, 64 for the consumer): 0 fence, 1 private, 2 global.
+fn recorded_park(ring: &mirror_ring::SharedRing, slot: usize) -> u32 {
+    let mut b = [0u8; 4];
+    let fd = ring.as_fd().unwrap();
+    // SAFETY: a valid descriptor and a 4-byte buffer.
+    let n = unsafe { libc::pread(std::os::fd::AsRawFd::as_raw_fd(&fd), b.as_mut_ptr().cast(), 4, (slot + 24) as i64) };
+    assert_eq!(n, 4);
+    u32::from_le_bytes(b)
+}
+
+/// One process can use membarrier, its peer cannot (a sandbox). The sandboxed side parks with
+/// a fence and says so in its role slot, whether it found out at its claim or only when its
+/// first barrier failed; the other side then wakes it with a full fence. Streams both ways
+/// end byte-exact with no lost wake-up on either side.
+#[test]
+fn a_peer_without_membarrier_is_woken_with_full_fences() {
+    let deny = [Deny::Call(libc::SYS_membarrier, libc::ENOSYS)];
+    for sandboxed_consumer in [true, false] {
+        for claim_before_fork in [false, true] {
+            let ring =
+                RingOptions::new().capacity(4096).backend(Backend::Memfd).spin_budget(Duration::ZERO).shared().unwrap();
+            let total = 2 * MIB as u64;
+            let pat = Pattern::new(0xfe9ce);
+            // The unsandboxed side: this process. Claiming before the fork leaves the child a
+            // registration it inherits but cannot use.
+            let (mut tx, mut rx) = (None, None);
+            if claim_before_fork {
+                if sandboxed_consumer {
+                    tx = Some(ring.clone().into_producer().unwrap());
+                } else {
+                    rx = Some(ring.clone().into_consumer().unwrap());
+                }
+            }
+            let child_ring = ring.clone();
+            let pat_ = &pat;
+            let child = Reaper(Some(spawn_child(move || {
+                let pat = pat_;
+                if seccomp::install(&deny).is_err() {
+                    return 9;
+                }
+                let stats = if sandboxed_consumer {
+                    let Ok(mut rx) = child_ring.into_consumer() else { return 2 };
+                    let mut buf = vec![0u8; 3000];
+                    let mut pos = 0u64;
+                    loop {
+                        match rx.read_timeout(&mut buf, LONG) {
+                            Ok(0) => break,
+                            Ok(n) if pat.matches(pos, &buf[..n]) => pos += n as u64,
+                            _ => return 3,
+                        }
+                    }
+                    if pos != total {
+                        return 3;
+                    }
+                    rx.stats()
+                } else {
+                    let Ok(mut tx) = child_ring.into_producer() else { return 2 };
+                    let mut pos = 0u64;
+                    while pos < total {
+                        let n = 2500.min((total - pos) as usize);
+                        if tx.write_all(pat.at(pos, n)).is_err() {
+                            return 3;
+                        }
+                        pos += n as u64;
+                    }
+                    tx.stats()
+                };
+                if stats.parks == 0 || stats.lost_wakeups != 0 {
+                    return 4;
+                }
+                0
+            })));
+            let what = format!(
+                "sandboxed {}, claimed before fork {claim_before_fork}",
+                if sandboxed_consumer { "consumer" } else { "producer" }
+            );
+            let (slot, stats) = if sandboxed_consumer {
+                let mut tx = tx.unwrap_or_else(|| ring.clone().into_producer().unwrap());
+                let mut pos = 0u64;
+                while pos < total {
+                    let n = 2500.min((total - pos) as usize);
+                    tx.write_all(pat.at(pos, n)).unwrap();
+                    pos += n as u64;
+                }
+                let s = tx.stats();
+                drop(tx);
+                (64, s)
+            } else {
+                let mut rx = rx.unwrap_or_else(|| ring.clone().into_consumer().unwrap());
+                let mut buf = vec![0u8; 3000];
+                let mut pos = 0u64;
+                loop {
+                    let n = rx.read_timeout(&mut buf, LONG).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    assert!(pat.matches(pos, &buf[..n]), "{what}: wrong bytes at {pos}");
+                    pos += n as u64;
+                }
+                assert_eq!(pos, total, "{what}");
+                (32, rx.stats())
+            };
+            assert_eq!(child.wait(), 0, "{what}: 2 claim, 3 stream, 4 lost wake-ups or no park, 9 filter");
+            assert_eq!(stats.lost_wakeups, 0, "{what}: {stats:?}");
+            assert_eq!(recorded_park(&ring, slot), 0, "{what}: the sandboxed side does not record fence parking");
+        }
+    }
 }
