@@ -1,6 +1,6 @@
 //! The shared header: the ring's control page, a cross-process ABI.
 //!
-//! The header lives in the first page of the ring's shared object (see `mirror.rs`), so every
+//! The header lives in the first page of the ring's shared object (see `mirror`), so every
 //! process that maps the ring sees the same header. It holds only fixed-width atomics in a
 //! `#[repr(C)]` layout pinned by tests: a process built from the same crate version on the
 //! same architecture can attach to a ring another process created.
@@ -21,7 +21,10 @@
 //!
 //! A role slot (32 bytes): `state`, `pid`, `start_time`, `pid_ns` (the claimant's PID
 //! namespace), `park` (how the claimant parks, which tells its peer which barrier a publish
-//! needs; see `sync.rs`), and a reserved word that is zero.
+//! needs: [`docs::barriers`](crate::docs::barriers)), and a reserved word that is zero.
+//!
+//! The raw codes stored here (role states, park modes, backends) are part of the ABI and are
+//! defined in this module; the rest of the crate converts through it.
 //!
 //! The header spells out its own alignment: every line is a [`Line`], `#[repr(C, align(128))]`
 //! on every architecture, so the layout does not depend on any dependency's idea of a cache
@@ -37,7 +40,7 @@
 
 use std::ops::Deref;
 
-use crate::sync::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicI32, AtomicU32, AtomicU64, FutexWord, Ordering, Park};
 
 /// "MIRRRING" in little-endian bytes.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MIRRRING");
@@ -52,15 +55,37 @@ pub(crate) const ROLE_CLAIMED: u32 = 1;
 /// Role state: the claimant closed its end (dropped it). Final.
 pub(crate) const ROLE_CLOSED: u32 = 2;
 
-/// Park mode: the claimant's sleeper can only issue a full fence of its own, so a publisher
-/// must pay a full fence too (`sync.rs`). Also what any unknown value means.
-pub(crate) const PARK_FENCE: u32 = 0;
-/// Park mode: the claimant's sleeper issues `membarrier(PRIVATE_EXPEDITED)`, which orders the
-/// threads of its own process only: valid for a publisher in the same process.
-pub(crate) const PARK_PRIVATE: u32 = 1;
-/// Park mode: the claimant's sleeper issues `membarrier(GLOBAL_EXPEDITED)`, which orders every
-/// process registered for it: valid for a registered publisher in any process.
-pub(crate) const PARK_GLOBAL: u32 = 2;
+/// Park mode codes (`RoleSlot::park`); any other value reads as `PARK_FENCE`.
+const PARK_FENCE: u32 = 0;
+const PARK_PRIVATE: u32 = 1;
+const PARK_GLOBAL: u32 = 2;
+
+impl Park {
+    /// The code stored in a role slot.
+    pub(crate) fn to_raw(self) -> u32 {
+        match self {
+            Park::Fence => PARK_FENCE,
+            Park::Private => PARK_PRIVATE,
+            Park::Global => PARK_GLOBAL,
+        }
+    }
+
+    /// The mode a stored code stands for; an unknown code (a hostile peer) is the safe one,
+    /// `Fence`.
+    #[inline(always)]
+    pub(crate) fn from_raw(v: u32) -> Park {
+        match v {
+            PARK_GLOBAL => Park::Global,
+            PARK_PRIVATE => Park::Private,
+            _ => Park::Fence,
+        }
+    }
+}
+
+/// Backend codes (`Header::backend`): never 0, so a zeroed header is recognisably empty.
+pub(crate) const BACKEND_MIRROR_FLAG: u32 = 1;
+pub(crate) const BACKEND_DUPLICATE: u32 = 2;
+pub(crate) const BACKEND_MEMFD: u32 = 3;
 
 /// One end's claim: who holds it, whether they closed it, and how they park.
 #[repr(C)]
@@ -76,7 +101,7 @@ pub(crate) struct RoleSlot {
     /// The claimant's PID namespace (inode of `/proc/self/ns/pid`), 0 when unknown. A peer in
     /// another namespace cannot check this pid.
     pub(crate) pid_ns: AtomicU64,
-    /// How the claimant parks: `PARK_FENCE`, `PARK_PRIVATE` or `PARK_GLOBAL`.
+    /// How the claimant parks (`Park::to_raw`).
     pub(crate) park: AtomicU32,
     /// Zero; reserved.
     pub(crate) reserved: AtomicU32,
@@ -88,7 +113,7 @@ pub(crate) struct Claimant {
     pub(crate) pid: i32,
     pub(crate) start_time: u64,
     pub(crate) pid_ns: u64,
-    pub(crate) park: u32,
+    pub(crate) park: Park,
 }
 
 /// One line of the header: 128 bytes, aligned to 128 on every architecture (x86 moves lines
@@ -113,7 +138,7 @@ pub(crate) struct Header {
     pub(crate) magic: AtomicU64,
     /// [`VERSION`].
     pub(crate) version: AtomicU32,
-    /// The backend that created the ring (`Backend::to_raw`).
+    /// The backend that created the ring (`BACKEND_*`).
     pub(crate) backend: AtomicU32,
     /// `N`, the data capacity in bytes (a power of two, a multiple of the page size).
     pub(crate) capacity: AtomicU64,
@@ -130,12 +155,9 @@ pub(crate) struct Header {
     /// The consumer cursor: total bytes ever released (wrapping `u64`).
     pub(crate) tail: Line<AtomicU64>,
     /// Futex word: non-zero while the consumer sleeps waiting for data.
-    pub(crate) data_waiter: Line<AtomicU32>,
+    pub(crate) data_waiter: Line<FutexWord>,
     /// Futex word: non-zero while the producer sleeps waiting for space.
-    pub(crate) space_waiter: Line<AtomicU32>,
-    /// Under loom, the futex is emulated with a mutex and a condition variable.
-    #[cfg(loom)]
-    pub(crate) futex: crate::sync::FutexEmu,
+    pub(crate) space_waiter: Line<FutexWord>,
 }
 
 /// Which of the two futex words.
@@ -251,12 +273,7 @@ impl Header {
             return Err(BadHeader::DataOffset);
         }
         let backend = self.backend.load(Ordering::Relaxed);
-        // (Under loom there is no `mirror` module; the raw values are those of `Backend::to_raw`.)
-        #[cfg(not(loom))]
-        let known = crate::Backend::from_raw(backend).is_some();
-        #[cfg(loom)]
-        let known = (1..=3).contains(&backend);
-        if !known {
+        if !(BACKEND_MIRROR_FLAG..=BACKEND_MEMFD).contains(&backend) {
             return Err(BadHeader::Backend);
         }
         for slot in [&self.producer, &self.consumer] {
@@ -273,8 +290,8 @@ impl Header {
     }
 
     /// The futex word `w`.
-    #[inline]
-    pub(crate) fn word(&self, w: Word) -> &AtomicU32 {
+    #[inline(always)]
+    pub(crate) fn word(&self, w: Word) -> &FutexWord {
         match w {
             Word::Data => &self.data_waiter,
             Word::Space => &self.space_waiter,
@@ -321,7 +338,7 @@ impl Header {
             slot.pid_ns.store(who.pid_ns, Ordering::Relaxed);
             // Relaxed: the park mode is read on its own (see `sync::publish_barrier`); the
             // barrier argument does not need it ordered with anything else.
-            slot.park.store(who.park, Ordering::Relaxed);
+            slot.park.store(who.park.to_raw(), Ordering::Relaxed);
             // Release: start_time and pid_ns are visible before the pid. Pairs with the Acquire
             // load of pid in the peer's liveness check.
             slot.pid.store(who.pid, Ordering::Release);
@@ -329,11 +346,11 @@ impl Header {
         won
     }
 
-    /// How the claimant of `r` parks (any value out of range reads as `PARK_FENCE`).
+    /// How the claimant of `r` parks (an unknown code reads as `Park::Fence`).
     #[inline(always)]
-    pub(crate) fn park_mode(&self, r: Role) -> u32 {
+    pub(crate) fn park_mode(&self, r: Role) -> Park {
         // Relaxed: see `claim`.
-        self.slot(r).park.load(Ordering::Relaxed)
+        Park::from_raw(self.slot(r).park.load(Ordering::Relaxed))
     }
 
     /// Records that `r` now parks with a full fence only (its membarrier call failed).
@@ -342,9 +359,39 @@ impl Header {
         // that still uses the light barrier can delay it by at most that bound (`wait.rs`).
         self.slot(r).park.store(PARK_FENCE, Ordering::Relaxed);
     }
+
+    /// A header on the heap, initialised as a fresh ring's (for the loom models, which cannot
+    /// map memory).
+    #[cfg(all(test, mirror_ring_loom))]
+    pub(crate) fn for_model(capacity: u64, start: u64) -> Box<Header> {
+        let slot = || RoleSlot {
+            state: AtomicU32::new(ROLE_FREE),
+            pid: AtomicI32::new(0),
+            start_time: AtomicU64::new(0),
+            pid_ns: AtomicU64::new(0),
+            park: AtomicU32::new(PARK_FENCE),
+            reserved: AtomicU32::new(0),
+        };
+        let hdr = Box::new(Header {
+            magic: AtomicU64::new(0),
+            version: AtomicU32::new(0),
+            backend: AtomicU32::new(0),
+            capacity: AtomicU64::new(0),
+            data_offset: AtomicU64::new(0),
+            producer: slot(),
+            consumer: slot(),
+            poisoned: AtomicU32::new(0),
+            head: Line(AtomicU64::new(0)),
+            tail: Line(AtomicU64::new(0)),
+            data_waiter: Line(FutexWord::default()),
+            space_waiter: Line(FutexWord::default()),
+        });
+        hdr.init(capacity, 4096, BACKEND_MEMFD, start);
+        hdr
+    }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(mirror_ring_loom)))]
 mod tests {
     use super::*;
     use core::mem::{align_of, offset_of, size_of};
@@ -391,19 +438,19 @@ mod tests {
     fn claims_are_exclusive_and_identity_checks_fields() {
         let h: Header = unsafe_zeroed_header();
         assert_eq!(h.check_identity(4096, 4096), Err(BadHeader::Magic));
-        h.init(4096, 4096, 1, 0);
+        h.init(4096, 4096, BACKEND_MIRROR_FLAG, 0);
         assert_eq!(h.check_identity(4096, 4096), Ok(()));
         assert_eq!(h.check_identity(8192, 4096), Err(BadHeader::Capacity));
         assert_eq!(h.check_identity(4096, 8192), Err(BadHeader::DataOffset));
-        let who = |pid| Claimant { pid, start_time: 1, pid_ns: 2, park: PARK_GLOBAL };
+        let who = |pid| Claimant { pid, start_time: 1, pid_ns: 2, park: Park::Global };
         assert!(h.claim(Role::Producer, who(7)));
         assert!(!h.claim(Role::Producer, who(8)));
         assert!(h.claim(Role::Consumer, who(8)));
         assert_eq!(h.producer.pid.load(Ordering::Relaxed), 7);
         assert_eq!(h.consumer.pid_ns.load(Ordering::Relaxed), 2);
-        assert_eq!(h.park_mode(Role::Consumer), PARK_GLOBAL);
+        assert_eq!(h.park_mode(Role::Consumer), Park::Global);
         h.downgrade_park(Role::Consumer);
-        assert_eq!(h.park_mode(Role::Consumer), PARK_FENCE);
+        assert_eq!(h.park_mode(Role::Consumer), Park::Fence);
         h.consumer.park.store(7, Ordering::Relaxed);
         assert_eq!(h.check_identity(4096, 4096), Err(BadHeader::RoleState));
         h.consumer.park.store(PARK_GLOBAL, Ordering::Relaxed);

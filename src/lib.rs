@@ -83,83 +83,50 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! Fork caveats:
-//! - Until the roles are claimed, both processes hold the whole ring and either could claim
-//!   either role: claim right after the fork, and only the role each process is meant to have.
-//! - A claimed end belongs to the process that claimed it. A forked child inherits a copy that
-//!   refuses to work (`Unsupported`, checked on every call through a fork generation counter
-//!   bumped by a `pthread_atfork` handler: one relaxed load) and whose drop does not close the
-//!   parent's ring. Children made without `pthread_atfork` (a raw `clone` syscall) are not
-//!   detected: do not use an end there.
-//! - [`RingOptions::dont_fork`] (`MADV_DONTFORK` over the whole ring, never one view alone)
-//!   keeps the ring out of children altogether. The child's copies of the handles are inert:
-//!   claims fail with `Unsupported` and dropping them unmaps nothing (the range may hold other
-//!   memory there).
+//! A claimed end belongs to the process that claimed it: a forked child's copy of an end is
+//! inert (`Unsupported`), and its drop does not close the parent's ring.
+//! [`RingOptions::dont_fork`] keeps a ring out of children altogether. The whole story (roles,
+//! closing, a peer that dies without closing, PID namespaces): [`docs::lifecycle`].
 //!
 //! **To an unrelated process**, a [`Backend::Memfd`] ring travels as its sealed memfd over a
 //! Unix socket ([`SharedRing::send_to`] and [`SharedRing::recv_from`], `SCM_RIGHTS`), or any
-//! other way a descriptor can travel, into [`SharedRing::from_fd`]. `from_fd` treats the file
-//! as untrusted: it must be a memfd (shared memory) sealed with `F_SEAL_SHRINK | F_SEAL_GROW`
-//! (the crate adds `F_SEAL_SEAL`; a writable, unsealed or write-sealed file is refused), open
-//! read-write, sized exactly one page plus a power-of-two capacity, and its header (checked
-//! from a copy before anything is mapped, and again once mapped) must carry the right magic,
-//! version, capacity, backend, role states and cursors. Anything else is `InvalidData`, with
-//! the descriptor closed and nothing left mapped. Because of the seals, no holder of the file
-//! can shrink it under the mapping (the `SIGBUS` a truncated shared file would raise).
+//! other way a descriptor can travel, into [`SharedRing::from_fd`], which validates the file
+//! and its header before and after mapping it.
 //!
-//! **Peer death.** A process can die without running `Drop`. Between processes, every blocked
-//! call sleeps at most 25 ms at a time and then checks the peer through a pidfd (Linux 5.3+;
-//! `/proc/<pid>/stat` before), which reports a process as soon as it terminates, also while it
-//! is an unreaped zombie: a parent need not `waitpid` a dead child for its ring to notice. Pid
-//! reuse is caught by the start time each claimant records next to its pid: once the pidfd is
-//! open, the process it names must have that start time, or the claimant is gone. Limits: both
-//! processes must share a PID namespace, and where `/proc` hides the peer (`hidepid`) the pidfd
-//! alone decides. Measured from `SIGKILL` to the blocked call returning, over 150 kills on a
-//! 2-core VM: median 9–16 ms, at most 27.5 ms (the 25 ms interval plus scheduling). The
-//! consumer first reads every byte committed before the death, then gets `UnexpectedEof` (a
-//! crash is not a clean end of stream); the producer gets `BrokenPipe`. `try_*` calls (when
-//! they would otherwise say "empty" or "full") and `is_abandoned` report it too; a write that
-//! fits is not refused (like bytes written to a pipe nobody reads, it is lost). Until the peer
-//! has claimed its role there is no one to watch, so a blocking call just waits: the timeout
-//! variants exist for that.
+//! **Peer death.** A process killed without running `Drop` is noticed by a blocked call within
+//! the watch interval (25 ms) plus scheduling: the consumer reads every committed byte, then
+//! gets `UnexpectedEof`; the producer gets `BrokenPipe`. Only proof counts as death ("could not
+//! check" is retried): [`docs::lifecycle`].
 //!
-//! **Trust model.** The peer process and the ring file are untrusted. Validated: every value
-//! read from the shared header before it becomes an offset or a length (a cursor that moves
-//! backwards or further than the capacity poisons the ring: `InvalidData` from then on, for
-//! both ends); the file handed to `from_fd` (above); the peer's pid (only used to open a pidfd
-//! and read `/proc`, never to send a signal; non-positive values are ignored). So a hostile
-//! peer, even one writing random values over the header at full speed, cannot make this
-//! process read or write out of bounds, receive a slice longer than the capacity, crash, or
-//! spin forever in a bounded call. What it can still do:
-//! - change bytes in flight: shared memory is shared, and a grant's bytes can change while you
-//!   look at them. A consumer that must not trust its peer validates what it copies out
-//!   ([`Consumer::try_read`] and `Read` copy), never a grant it re-reads;
-//! - stall the ring (never publish, never release), or forge its own pid so that its death
-//!   goes unnoticed: use the timeout variants with an untrusted peer;
-//! - forge a close, a death (a pid that names no process) or corruption: the ends then report
-//!   `Ok(0)` / `UnexpectedEof` / `BrokenPipe` / `InvalidData` early;
-//! - punch holes in a memfd ring (allowed by the size seals): the bytes read as zeros, which is
-//!   one more way of changing bytes in flight.
+//! **Trust.** A peer process can write anything into the shared memory at any time; it cannot
+//! make this process read out of bounds, crash, or hang in a call with a timeout. With an
+//! untrusted peer only the copying calls are sound: [`docs::trust_model`].
 //!
-//! **Accounting.** RSS counts both views (2N once touched, in every process that maps the
-//! ring); PSS, `Shmem` in `/proc/meminfo` and memory cgroups count the pages once (N).
-//! `RLIMIT_AS` counts 2N per mapping process.
+//! # Counters
+//!
+//! Each end counts what its blocking calls did (spins, parks, wake-ups sent and received,
+//! sleeps that ran to their bound, lost wake-ups, peer deaths): [`Producer::stats`],
+//! [`Consumer::stats`] and [`StatsHandle`] for a monitoring thread.
 //!
 //! # Kernel requirements
 //!
 //! Linux only. [`Backend::MirrorFlag`]: 5.13+. [`Backend::Duplicate`]: any Linux since 2.6
-//! (shared memory). [`Backend::Memfd`]: 3.17+. Blocking uses `membarrier` (4.16+) when
-//! available and a full fence otherwise; peer watching uses pidfds (5.3+) or `/proc`.
+//! (shared memory). [`Backend::Memfd`]: 3.17+. [`Backend::Auto`] picks the first that works and
+//! hands over to the next if a sandbox refuses one later. Blocking uses `membarrier` (4.16+)
+//! when available and full fences otherwise ([`docs::barriers`]); peer watching uses pidfds
+//! (5.3+), `/proc` and `kill(pid, 0)`. Costs in memory and address space:
+//! [`docs::accounting`].
 //!
 //! # Errors
 //!
 //! Every error is an [`std::io::Error`]. OS failures keep their errno (`raw_os_error()`, or as
 //! `source()` where context is added: `OutOfMemory` from creation names `RLIMIT_AS` and
 //! `vm.max_map_count`). Full/empty on `try_*`: `WouldBlock`. Consumer gone: `BrokenPipe`.
-//! Producer died: `UnexpectedEof`. Poisoned ring or bad ring file: `InvalidData`. Oversized
-//! frame or grant: `InvalidInput`.
+//! Producer died: `UnexpectedEof`; fewer bytes left than a grant's minimum at the end of the
+//! stream: `UnexpectedEof`. Poisoned ring or bad ring file: `InvalidData`. Oversized frame or
+//! grant: `InvalidInput`. A forked child's copy of an end: `Unsupported`.
 
-#![cfg_attr(loom, allow(dead_code, unused_imports))]
+#![cfg_attr(mirror_ring_loom, allow(dead_code))] // the loom build runs the models only
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
@@ -167,55 +134,50 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("mirror-ring supports Linux only: it relies on mremap, memfd_create and futex");
 
+// Dependencies run one way: sys, sync -> header -> stats, protocol -> wait, peer -> mirror,
+// ring (and its children framed, producer, consumer) -> shared.
 mod header;
+mod mirror;
+mod peer;
 mod protocol;
+mod ring;
+mod shared;
 mod stats;
 mod sync;
+mod sys;
 mod wait;
 
-#[cfg(loom)]
-pub mod loom_api;
+pub mod docs;
 
-#[cfg(not(loom))]
-mod framed;
-#[cfg(not(loom))]
-mod io;
-#[cfg(not(loom))]
-mod mirror;
-#[cfg(not(loom))]
-mod peer;
-#[cfg(not(loom))]
-mod ring;
-#[cfg(not(loom))]
-mod shared;
-#[cfg(not(loom))]
-mod sys;
-
-#[cfg(not(loom))]
-pub use framed::{Frame, FrameGrant, FramedConsumer, FramedProducer};
-#[cfg(not(loom))]
 pub use mirror::{Backend, MirrorMap, MirrorOptions};
-#[cfg(not(loom))]
-pub use ring::{channel, Consumer, Producer, ReadGrant, RingOptions, WriteGrant, DEFAULT_CAPACITY};
-#[cfg(not(loom))]
+
+pub use ring::{
+    channel, Consumer, Frame, FrameGrant, FramedConsumer, FramedProducer, Producer, ReadGrant, RingOptions, WriteGrant,
+    DEFAULT_CAPACITY,
+};
 pub use shared::{recv_fd, send_fd, SharedRing};
 pub use stats::{Stats, StatsHandle};
 
 /// The kernel release this process runs on (`uname -r`), for reports.
-#[cfg(not(loom))]
 pub fn kernel_release() -> String {
     sys::kernel_release()
 }
 
 /// The README's examples, compiled and run as doctests so they stay true.
-#[cfg(all(doctest, not(loom)))]
+#[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
 /// Lets the shared test helpers (`tests/common`) name the crate as integration tests do.
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(mirror_ring_loom)))]
 extern crate self as mirror_ring;
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(mirror_ring_loom)))]
 #[path = "../tests/common/mod.rs"]
 mod test_util;
+
+/// The loom models of the protocol, kept in the top-level `loom-tests/` folder and compiled as
+/// this crate's own tests under `--cfg mirror_ring_loom` (see the README).
+#[cfg(all(test, mirror_ring_loom))]
+#[path = "../loom-tests/models.rs"]
+mod loom_models;

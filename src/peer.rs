@@ -61,10 +61,10 @@ pub(crate) struct ProcessWatch {
 
 /// The peer as its slot described it when we first looked.
 #[derive(Clone, Copy, Debug)]
-struct Peer {
-    pid: i32,
+pub(crate) struct Peer {
+    pub(crate) pid: i32,
     /// 0 when the claimant could not read it.
-    start_time: u64,
+    pub(crate) start_time: u64,
     /// The peer is this very process (both ends here): it cannot outlive itself.
     same_process: bool,
     /// The peer's pid belongs to another PID namespace: it names nothing we can check.
@@ -77,7 +77,7 @@ impl ProcessWatch {
     }
 
     /// Reads the peer's slot, once it shows a claim with a pid.
-    fn identify(&self, hdr: &Header) -> Option<Peer> {
+    pub(crate) fn identify(&self, hdr: &Header) -> Option<Peer> {
         let slot = hdr.slot(self.role.peer());
         // Acquire: pairs with the AcqRel compare-and-swap that claimed the slot.
         if slot.state.load(Ordering::Acquire) != ROLE_CLAIMED {
@@ -177,8 +177,18 @@ fn check_proc(peer: Peer) -> Liveness {
 
 /// This process's PID namespace (`sys::pid_namespace`), read once per process.
 fn own_pid_namespace() -> u64 {
-    static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *NS.get_or_init(sys::pid_namespace)
+    // An atomic, not a `OnceLock`, which a child forked during its initialisation would wait
+    // on for ever. u64::MAX: not read yet (a race reads it twice, harmlessly).
+    static NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+    // Relaxed: every thread reads the same value.
+    match NS.load(std::sync::atomic::Ordering::Relaxed) {
+        u64::MAX => {
+            let ns = sys::pid_namespace();
+            NS.store(ns, std::sync::atomic::Ordering::Relaxed);
+            ns
+        }
+        ns => ns,
+    }
 }
 
 /// What a claimant records about itself (its pid, start time and PID namespace).

@@ -26,7 +26,8 @@
 //! - `tail`: Release store in [`ConsumerCursor::release`] says "done reading
 //!   `[old tail, new tail)`"; paired with the Acquire load in [`ProducerCursor::refresh`], after
 //!   which the producer may overwrite those bytes.
-//! - Waiter words: see `sync.rs` (asymmetric barrier pair) and `wait.rs`.
+//! - Waiter words: the asymmetric barrier pair ([`docs::barriers`](crate::docs::barriers)) and
+//!   `wait.rs`.
 //! - Role state `CLOSED`: Release store in [`close`] after the closer's last publish; Acquire
 //!   load in `Header::is_closed`, after which one more refresh sees the final cursor.
 //!
@@ -43,7 +44,7 @@ use std::sync::Arc;
 
 use crate::header::{Header, Role, Word, ROLE_CLOSED};
 use crate::stats::Counters;
-use crate::sync::{fence, futex_wake, publish_barrier, Ordering};
+use crate::sync::{fence, publish_barrier, Ordering};
 
 /// A value read from the peer failed validation; the ring is poisoned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -416,7 +417,7 @@ fn wake(hdr: &Header, w: Word, counters: &Counters) {
     // once (the kernel compares the word); one that already sleeps is woken below.
     if hdr.word(w).swap(0, Ordering::Relaxed) != 0 {
         counters.wakes_sent.bump();
-        futex_wake(hdr, w);
+        hdr.word(w).wake();
     }
 }
 
@@ -444,5 +445,5 @@ fn wake_peer_after_flag(hdr: &Header, role: Role) {
     fence(Ordering::SeqCst);
     let w = role.peer().own_word();
     hdr.word(w).store(0, Ordering::Relaxed);
-    futex_wake(hdr, w);
+    hdr.word(w).wake();
 }

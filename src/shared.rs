@@ -61,9 +61,30 @@ use crate::header::{Claimant, Header, Role};
 use crate::mirror::{self, Backend, MirrorMap};
 use crate::peer::{self, ProcessWatch};
 use crate::protocol;
-use crate::ring::{Consumer, Producer, RingMem};
-use crate::sync;
+use crate::ring::{Consumer, Producer, RingMem, RingOptions};
+use crate::sync::{self, Park};
 use crate::sys;
+
+impl RingOptions {
+    /// Builds a ring to share between processes: an anonymous one survives `fork()`, and a
+    /// [`Backend::Memfd`] one can also be sent to an unrelated process. Each process then
+    /// claims one role ([`SharedRing::into_producer`], [`SharedRing::into_consumer`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](RingOptions::build).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ring = mirror_ring::RingOptions::new().capacity(1 << 16).shared()?;
+    /// assert_eq!(ring.capacity(), 1 << 16);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn shared(&self) -> io::Result<SharedRing> {
+        Ok(SharedRing { mem: RingMem::create(self)?, spin: self.spin })
+    }
+}
 
 /// A ring shared between processes, before this process has claimed its end.
 ///
@@ -104,10 +125,6 @@ pub struct SharedRing {
 }
 
 impl SharedRing {
-    pub(crate) fn from_mem(mem: Arc<RingMem>, spin: Duration) -> SharedRing {
-        SharedRing { mem, spin }
-    }
-
     /// The ring's capacity in bytes (the requested size rounded up to a power of two of at
     /// least a page).
     ///
@@ -204,7 +221,7 @@ impl SharedRing {
     }
 
     /// Claims `role` for this process; returns how it parks (recorded in its slot).
-    fn claim(&self, role: Role) -> io::Result<u32> {
+    fn claim(&self, role: Role) -> io::Result<Park> {
         if !self.mem.map().mapped_here() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,

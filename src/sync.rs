@@ -1,83 +1,141 @@
-//! The primitives the protocol is built from, swappable for loom's under `cfg(loom)`.
+//! The primitives the protocol is built from: atomics, the futex word, the two halves of the
+//! barrier pair, and the fork generation. Under `--cfg mirror_ring_loom` the atomics are loom's
+//! and the futex word emulates the kernel's compare-and-sleep with a loom mutex and condition
+//! variable of its own, so the models in `loom-tests/` check the crate's real protocol code.
 //!
-//! Normally: `core` atomics, the Linux futex (shared, never `FUTEX_PRIVATE_FLAG`) and an
-//! asymmetric barrier pair built on `membarrier(2)`. Under `--cfg loom`: loom's atomics, a
-//! futex emulated with loom's `Mutex` + `Condvar` (the kernel's futex compares the word under
-//! a lock too, so the emulation keeps its "no lost wake-up between check and sleep"
-//! guarantee), and both barriers modelled as `fence(SeqCst)`, which is what the asymmetric pair
-//! guarantees to each other.
-//!
-//! # The asymmetric barrier pair
-//!
-//! A sleeper must not miss the publish that should wake it. That is a store-buffering
-//! (Dekker) pattern: the sleeper stores "I sleep" then loads the cursor; the publisher stores
-//! the cursor then loads "anyone asleep?". Each side needs a StoreLoad barrier between its
-//! store and its load, or both can read the old values and the sleeper sleeps through the
-//! publish. A full fence on every commit drains the store buffer after the copy, which is
-//! enough to halve the 64-byte rate (BENCHMARKS.md, "Blocking").
-//!
-//! So the cost is moved to the sleeper, who is about to spend a system call anyway: the
-//! publisher uses [`publish_barrier`] (a compiler fence only, when allowed), the sleeper uses
-//! [`park_barrier`] (`membarrier(2)`), which runs a full barrier on every CPU currently running
-//! a thread of the processes it targets. Either the publisher's cursor store precedes that
-//! barrier in its program order (and is visible to the sleeper's recheck), or its waiter-flag
-//! load follows it (and sees the flag).
-//!
-//! Which halves pair is negotiated through the header, never assumed: each role records how
-//! it parks (`RoleSlot::park`):
-//! - `PARK_PRIVATE`: rings between threads. The sleeper issues
-//!   `MEMBARRIER_CMD_PRIVATE_EXPEDITED`, which interrupts only the CPUs running this process,
-//!   where the publisher lives (the ends of a thread ring belong to one process; a forked copy
-//!   is inert).
-//! - `PARK_GLOBAL`: rings between processes. The sleeper issues
-//!   `MEMBARRIER_CMD_GLOBAL_EXPEDITED`, which interrupts the CPUs running any process
-//!   registered for it; every process registers when it claims a role ([`register_process`]).
-//!   A publisher uses the light half only if its own registration succeeded.
-//! - `PARK_FENCE`: the sleeper could not register (old kernel, seccomp) and fences locally;
-//!   a publisher then pays a full fence too.
-//!
-//! The publisher reads its peer's record on every publish (line 0 of the header, read-mostly:
-//! an L1 hit). A sleeper whose membarrier call fails at park time downgrades its record to
-//! `PARK_FENCE` and bounds that one sleep, since a publisher may have read the old record
-//! (`wait.rs`). Every sleep is bounded in any case, so a missed wake-up delays, never hangs.
-//!
-//! membarrier registration is per process, inherited by `fork()` and cleared by `exec`
-//! (measured, KERNEL.md); a child re-registers when it claims a role, which is harmless. The
-//! heavy half is paid once per park, not once per timed wake-up (`wait.rs`): a global
-//! expedited barrier interrupts every CPU running any registered process on the machine, so
-//! an idle ring must not issue one per watch interval.
+//! Why the barrier pair has two unequal halves, and how each role says which one its peer
+//! must use: [`docs::barriers`](crate::docs::barriers).
 
-#[cfg(not(loom))]
+use std::ops::Deref;
+use std::time::Duration;
+
+#[cfg(not(mirror_ring_loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
-#[cfg(loom)]
+#[cfg(mirror_ring_loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
-#[cfg(not(loom))]
+/// How a sleeper issues its half of the barrier pair, which decides the half its publisher
+/// must use. Recorded in the sleeper's role slot (the raw codes live with the header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Park {
+    /// A full fence only: the publisher must fence too.
+    Fence,
+    /// `membarrier(PRIVATE_EXPEDITED)`: orders the threads of the sleeper's own process, so a
+    /// publisher in that process may use a compiler fence. Rings between threads.
+    Private,
+    /// `membarrier(GLOBAL_EXPEDITED)`: orders every process registered for it, so a registered
+    /// publisher in any process may use a compiler fence. Rings between processes.
+    Global,
+}
+
+/// How a futex wait ended. The caller always re-checks its condition; the outcome only tells
+/// it (and its counters) why it is awake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// A `FUTEX_WAKE` reached this waiter.
+    Woken,
+    /// The word no longer held the expected value when it was compared (`EAGAIN`).
+    Changed,
+    /// The timeout passed.
+    TimedOut,
+    /// A signal, or an error that cannot happen for a live, aligned word.
+    Spurious,
+}
+
+/// A futex word in the shared header: an `AtomicU32` that a thread can sleep on until another
+/// thread, in any process that maps it, wakes it. Always the shared futex ops (never
+/// `FUTEX_PRIVATE_FLAG`): private futexes key on the virtual address and do not work across
+/// processes or across the two views of the mirror.
+#[cfg(not(mirror_ring_loom))]
+#[repr(transparent)]
+#[derive(Debug, Default)]
+pub(crate) struct FutexWord(AtomicU32);
+
+#[cfg(not(mirror_ring_loom))]
+impl FutexWord {
+    /// Sleeps while the word holds `expected`, for at most `timeout`.
+    pub(crate) fn wait(&self, expected: u32, timeout: Duration) -> Woke {
+        use crate::sys::FutexWake;
+        match crate::sys::futex_wait(&self.0, expected, Some(timeout)) {
+            FutexWake::Woken => Woke::Woken,
+            FutexWake::Changed => Woke::Changed,
+            FutexWake::TimedOut => Woke::TimedOut,
+            FutexWake::Spurious => Woke::Spurious,
+        }
+    }
+
+    /// Wakes the (single) sleeper on the word.
+    pub(crate) fn wake(&self) {
+        crate::sys::futex_wake(&self.0, 1);
+    }
+}
+
+/// Under loom: the word plus an emulated futex of its own. `wait` compares the word under the
+/// lock and `wake` takes the lock before notifying, as the kernel does with its hash-bucket
+/// lock, so the emulation keeps the guarantee that matters (no lost wake-up between the
+/// comparison and the sleep). Each word has its own condition variable: a wake of the wrong
+/// word wakes nobody, as in the kernel. Timeouts are not modelled: a lost wake-up is a
+/// deadlock, which loom reports.
+#[cfg(mirror_ring_loom)]
+#[derive(Debug, Default)]
+pub(crate) struct FutexWord {
+    word: AtomicU32,
+    lock: loom::sync::Mutex<()>,
+    cv: loom::sync::Condvar,
+}
+
+#[cfg(mirror_ring_loom)]
+impl FutexWord {
+    pub(crate) fn wait(&self, expected: u32, _timeout: Duration) -> Woke {
+        let g = self.lock.lock().unwrap();
+        if self.word.load(Ordering::SeqCst) != expected {
+            return Woke::Changed;
+        }
+        drop(self.cv.wait(g).unwrap());
+        Woke::Woken
+    }
+
+    pub(crate) fn wake(&self) {
+        let _g = self.lock.lock().unwrap();
+        self.cv.notify_all();
+    }
+}
+
+impl Deref for FutexWord {
+    type Target = AtomicU32;
+    #[inline(always)]
+    fn deref(&self) -> &AtomicU32 {
+        #[cfg(not(mirror_ring_loom))]
+        return &self.0;
+        #[cfg(mirror_ring_loom)]
+        return &self.word;
+    }
+}
+
+#[cfg(not(mirror_ring_loom))]
 mod imp {
-    use super::{fence, Ordering};
-    use crate::header::{Header, Word, PARK_FENCE, PARK_GLOBAL, PARK_PRIVATE};
+    use super::{fence, Ordering, Park};
     use crate::sys;
-    pub(crate) use crate::sys::FutexWake;
     use std::sync::atomic::{compiler_fence, AtomicU8, AtomicUsize};
-    use std::sync::Once;
-    use std::time::Duration;
 
     const UNKNOWN: u8 = 0;
     const REGISTERED: u8 = 1;
     const UNAVAILABLE: u8 = 2;
 
     /// Whether this process is registered as a target of global expedited barriers (what lets
-    /// it publish with the light half to a `PARK_GLOBAL` sleeper in another process).
+    /// it publish with the light half to a `Park::Global` sleeper in another process).
     static GLOBAL: AtomicU8 = AtomicU8::new(UNKNOWN);
     /// Whether this process is registered for private expedited barriers (what lets a sleeper
-    /// of a thread ring park with `PARK_PRIVATE`).
+    /// of a thread ring park with `Park::Private`).
     static PRIVATE: AtomicU8 = AtomicU8::new(UNKNOWN);
     /// Incremented in every forked child: an end claimed at another generation belongs to the
     /// parent.
     static FORK_GENERATION: AtomicUsize = AtomicUsize::new(0);
 
     unsafe extern "C" fn after_fork_in_child() {
+        // Relaxed: read by this (single-threaded, just forked) process's own threads later,
+        // after thread creation, which orders it.
         FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -92,44 +150,50 @@ mod imp {
     }
 
     /// Prepares this process to use a ring end: installs the atfork handler (once) and
-    /// registers for the barriers a role of this kind needs. Returns the park mode to record
-    /// for the role: `PARK_GLOBAL` or `PARK_PRIVATE` when the registration succeeded,
-    /// `PARK_FENCE` otherwise. `between_processes`: the peer may live in another process.
-    pub(crate) fn register_process(between_processes: bool) -> u32 {
-        static ATFORK: Once = Once::new();
-        let mut atfork = true;
-        ATFORK.call_once(|| atfork = sys::at_fork_child(after_fork_in_child).is_ok());
-        if !atfork {
-            // Without the handler a forked child could not tell that its ends are copies. This
-            // cannot happen with glibc or musl (pthread_atfork fails only on ENOMEM); if it
-            // does, the ring still works, with full fences.
-            return PARK_FENCE;
+    /// registers for the barriers a role of this kind needs. Returns how the role parks:
+    /// `Global` or `Private` when the registration succeeded, `Fence` otherwise.
+    /// `between_processes`: the peer may live in another process.
+    pub(crate) fn register_process(between_processes: bool) -> Park {
+        // Not a `Once`: a process that forks while another thread runs a `Once` leaves its
+        // child a `Once` marked "running" that no thread will ever finish, and the child's
+        // first claim would hang. Two threads racing here both install the handler, which is
+        // harmless (a child then bumps the generation twice).
+        static ATFORK: AtomicU8 = AtomicU8::new(UNKNOWN);
+        if ATFORK.load(Ordering::Relaxed) == UNKNOWN {
+            let v = if sys::at_fork_child(after_fork_in_child).is_ok() { REGISTERED } else { UNAVAILABLE };
+            // Relaxed: only selects a barrier; any racing thread stores a value as good.
+            ATFORK.store(v, Ordering::Relaxed);
+        }
+        if ATFORK.load(Ordering::Relaxed) != REGISTERED {
+            // Without the handler a forked child could not tell that its ends are copies.
+            // pthread_atfork fails only on ENOMEM; the ring still works, with full fences.
+            return Park::Fence;
         }
         if between_processes {
             if register(&GLOBAL, sys::MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) {
-                return PARK_GLOBAL;
+                return Park::Global;
             }
         } else if register(&PRIVATE, sys::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) {
-            return PARK_PRIVATE;
+            return Park::Private;
         }
-        PARK_FENCE
+        Park::Fence
     }
 
     /// The current fork generation of this process.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn fork_generation() -> usize {
         FORK_GENERATION.load(Ordering::Relaxed)
     }
 
     /// The publisher's half of the pair: between the cursor store and the waiter-flag load.
-    /// `peer_park` is the sleeper's record (`Header::park_mode`).
+    /// `peer` is how the sleeper says it parks (its role slot).
     #[inline(always)]
-    pub(crate) fn publish_barrier(peer_park: u32) {
-        let light = match peer_park {
-            PARK_GLOBAL => GLOBAL.load(Ordering::Relaxed) == REGISTERED,
-            // Only a thread ring records PARK_PRIVATE, and its publisher is in this process.
-            PARK_PRIVATE => true,
-            _ => false,
+    pub(crate) fn publish_barrier(peer: Park) {
+        let light = match peer {
+            Park::Global => GLOBAL.load(Ordering::Relaxed) == REGISTERED,
+            // Only a thread ring records Private, and its publisher is in this process.
+            Park::Private => true,
+            Park::Fence => false,
         };
         if light {
             compiler_fence(Ordering::SeqCst);
@@ -138,97 +202,60 @@ mod imp {
         }
     }
 
-    /// The sleeper's half, for a sleeper that parks with `mode`: between setting the waiter
+    /// The sleeper's half, for a sleeper that parks with `mode`: between raising the waiter
     /// flag and rechecking the cursor. `false` if the membarrier call failed: then the caller
-    /// must downgrade its record to `PARK_FENCE` and bound this sleep (a publisher may have
-    /// read the old record and used the light half). In `PARK_FENCE` mode the local fence is
-    /// the whole half (the publisher fences too), so that is `true`.
-    pub(crate) fn park_barrier(mode: u32) -> bool {
+    /// must downgrade its record to `Fence` and bound this sleep (a publisher may have read the
+    /// old record and used the light half). In `Fence` mode the local fence is the whole half
+    /// (the publisher fences too), so that is `true`.
+    pub(crate) fn park_barrier(mode: Park) -> bool {
         fence(Ordering::SeqCst);
         let cmd = match mode {
-            PARK_GLOBAL => sys::MEMBARRIER_CMD_GLOBAL_EXPEDITED,
-            PARK_PRIVATE => sys::MEMBARRIER_CMD_PRIVATE_EXPEDITED,
-            _ => return true,
+            Park::Global => sys::MEMBARRIER_CMD_GLOBAL_EXPEDITED,
+            Park::Private => sys::MEMBARRIER_CMD_PRIVATE_EXPEDITED,
+            Park::Fence => return true,
         };
         sys::membarrier(cmd).is_ok()
     }
 
-    /// Sleeps on `w` while it holds `expected`, for at most `timeout`.
-    pub(crate) fn futex_wait(hdr: &Header, w: Word, expected: u32, timeout: Duration) -> FutexWake {
-        sys::futex_wait(hdr.word(w), expected, Some(timeout))
-    }
-
-    /// Wakes the (single) sleeper on `w`.
-    pub(crate) fn futex_wake(hdr: &Header, w: Word) {
-        sys::futex_wake(hdr.word(w), 1);
-    }
-
     /// Spins or yields once.
+    #[inline]
     pub(crate) fn pause(backoff: &crossbeam_utils::Backoff) {
         backoff.snooze();
     }
+
+    /// Whether blocking calls spin before they park (not under loom, which explores the
+    /// interleavings of the park itself).
+    pub(crate) const SPINS: bool = true;
 }
 
-#[cfg(loom)]
+#[cfg(mirror_ring_loom)]
 mod imp {
-    use super::{fence, Ordering};
-    use crate::header::{Header, Word, PARK_GLOBAL};
-    use std::time::Duration;
+    use super::{fence, Ordering, Park};
 
-    /// How a futex wait ended (the same type as `sys::FutexWake`).
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub(crate) enum FutexWake {
-        Woken,
-        Changed,
-        #[allow(dead_code)]
-        TimedOut,
-        #[allow(dead_code)]
-        Spurious,
-    }
-
-    /// A futex emulated for loom: `wait` re-checks the word under the lock, `wake` takes the
-    /// lock before notifying, as the kernel does with its hash-bucket lock.
-    #[derive(Debug, Default)]
-    pub(crate) struct FutexEmu {
-        lock: loom::sync::Mutex<()>,
-        cv: loom::sync::Condvar,
-    }
-
-    pub(crate) fn register_process(_between_processes: bool) -> u32 {
-        PARK_GLOBAL
+    pub(crate) fn register_process(_between_processes: bool) -> Park {
+        Park::Global
     }
 
     pub(crate) fn fork_generation() -> usize {
         0
     }
 
-    pub(crate) fn publish_barrier(_peer_park: u32) {
+    /// Both halves are full fences under loom: what the asymmetric pair guarantees to each
+    /// other, and what loom can model.
+    pub(crate) fn publish_barrier(_peer: Park) {
         fence(Ordering::SeqCst);
     }
 
-    pub(crate) fn park_barrier(_mode: u32) -> bool {
+    pub(crate) fn park_barrier(_mode: Park) -> bool {
         fence(Ordering::SeqCst);
         true
-    }
-
-    /// Timeouts are not modelled: a lost wake-up shows up as a deadlock, which loom reports.
-    pub(crate) fn futex_wait(hdr: &Header, w: Word, expected: u32, _timeout: Duration) -> FutexWake {
-        let g = hdr.futex.lock.lock().unwrap();
-        if hdr.word(w).load(Ordering::SeqCst) != expected {
-            return FutexWake::Changed;
-        }
-        drop(hdr.futex.cv.wait(g).unwrap());
-        FutexWake::Woken
-    }
-
-    pub(crate) fn futex_wake(hdr: &Header, _w: Word) {
-        let _g = hdr.futex.lock.lock().unwrap();
-        hdr.futex.cv.notify_all();
     }
 
     pub(crate) fn pause(_backoff: &crossbeam_utils::Backoff) {
         loom::thread::yield_now();
     }
+
+    pub(crate) const SPINS: bool = false;
 }
 
 pub(crate) use imp::*;

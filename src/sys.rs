@@ -14,7 +14,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU32;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// `mremap` flag value 4: the `MREMAP_MIRROR` of the 2017 linux-mm RFC; mainline ships the
@@ -25,18 +25,21 @@ pub(crate) const MREMAP_MIRROR: libc::c_int = 4;
 /// `madvise` advice that prefaults writable page tables (Linux 5.14+).
 const MADV_POPULATE_WRITE: libc::c_int = 23;
 
-/// The system page size, read once.
+/// The system page size, read once. (An atomic, not a `OnceLock`: a child forked while
+/// another thread initialises a `OnceLock` would wait for ever on it.)
 pub(crate) fn page_size() -> usize {
-    static PAGE: OnceLock<usize> = OnceLock::new();
-    *PAGE.get_or_init(|| {
-        // SAFETY: sysconf has no memory-safety preconditions.
-        let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        if v <= 0 {
-            4096
-        } else {
-            v as usize
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    // Relaxed: every thread computes the same value; a race only computes it twice.
+    match PAGE.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: sysconf has no memory-safety preconditions.
+            let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            let v = if v <= 0 { 4096 } else { v as usize };
+            PAGE.store(v, Ordering::Relaxed);
+            v
         }
-    })
+        v => v,
+    }
 }
 
 /// Reserves `len` bytes of address space that nothing else can be placed in:

@@ -48,10 +48,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
 
-use crate::header::{Header, Role, PARK_FENCE};
+use crate::header::{Header, Role};
 use crate::protocol::Stop;
 use crate::stats::Counters;
-use crate::sync::{fence, futex_wait, park_barrier, pause, FutexWake, Ordering};
+use crate::sync::{fence, park_barrier, pause, Ordering, Park, Woke, SPINS};
 
 /// How often a sleeper that watches a peer process wakes to check that the peer lives.
 pub(crate) const WATCH_INTERVAL: Duration = Duration::from_millis(25);
@@ -93,8 +93,8 @@ pub(crate) struct Waiter<'a> {
     pub(crate) hdr: &'a Header,
     /// The waiting role (it sleeps on its own word).
     pub(crate) role: Role,
-    /// How this role parks (`header::PARK_*`); downgraded here if its barrier fails.
-    pub(crate) park: &'a mut u32,
+    /// How this role parks; downgraded here if its barrier fails.
+    pub(crate) park: &'a mut Park,
     pub(crate) spin: Duration,
     pub(crate) peer: &'a mut dyn PeerCheck,
     pub(crate) counters: &'a Counters,
@@ -145,7 +145,7 @@ pub(crate) fn wait_for<T>(
                 break poll().unwrap_or(Err(Stop::PeerDied));
             }
         }
-        if !armed && cfg!(not(loom)) && now.duration_since(start) < spin {
+        if !armed && SPINS && now.duration_since(start) < spin {
             pause(&backoff);
             if let Some(r) = poll() {
                 break r;
@@ -173,7 +173,7 @@ pub(crate) fn wait_for<T>(
                     // Our membarrier failed: from now on we park with a full fence, and say so
                     // to the publisher. This sleep stays short: a publisher may have read the
                     // old record and used the light half.
-                    *park = PARK_FENCE;
+                    *park = Park::Fence;
                     hdr.downgrade_park(role);
                     fence(Ordering::SeqCst);
                 }
@@ -192,17 +192,17 @@ pub(crate) fn wait_for<T>(
         }
         let timeout = deadline.map_or(bound, |d| d.saturating_duration_since(now).min(bound));
         counters.sleeps.bump();
-        let timed_out = match futex_wait(hdr, role.own_word(), 1, timeout) {
-            FutexWake::Woken | FutexWake::Changed => {
+        let timed_out = match word.wait(1, timeout) {
+            Woke::Woken | Woke::Changed => {
                 armed = false;
                 false
             }
-            outcome @ (FutexWake::TimedOut | FutexWake::Spurious) => {
+            outcome @ (Woke::TimedOut | Woke::Spurious) => {
                 // Still raised: nobody woke us, the park goes on. Cleared: a waker got to it
                 // just after our sleep ended.
                 // Relaxed: only our own store and the waker's swap write this word.
                 armed = word.load(Ordering::Relaxed) != 0;
-                armed && outcome == FutexWake::TimedOut
+                armed && outcome == Woke::TimedOut
             }
         };
         if !armed {

@@ -1,0 +1,24 @@
+//! What a ring costs the system.
+//!
+//! A ring of capacity `N` is one shared object of `H + N` bytes (`H`, the control page holding
+//! the header, is one page), mapped as `H + 2N` bytes of address space: the data pages appear
+//! twice. The kernel counts the two views differently in different places:
+//!
+//! - **RSS** (`VmRSS`, `RssShmem`) counts both views once they are touched: `2N` in every
+//!   process that maps the ring.
+//! - **PSS**, `Shmem` in `/proc/meminfo` and memory cgroups count the pages once: `N`. Report
+//!   this one.
+//! - **`RLIMIT_AS`** counts `2N` per mapping process: the mirror step fails with `ENOMEM`
+//!   (reported as `OutOfMemory`, naming `RLIMIT_AS`) when only `N` fits.
+//! - **`vm.max_map_count`** (65530 by default): each ring uses 2 or 3 mapping entries, so a
+//!   process holds some tens of thousands of rings at most; creation then fails with
+//!   `OutOfMemory` naming the map count.
+//! - **Overcommit**: anonymous shared memory (the fd-less backends) is charged `N` to
+//!   `Committed_AS` when it is created (so strict overcommit fails at creation); a memfd ring
+//!   is charged as its pages are first touched.
+//! - **`RLIMIT_MEMLOCK`**: locking a ring charges each view, `2N`.
+//!
+//! Prefaulting ([`RingOptions::prefault`](crate::RingOptions::prefault)) touches both views at
+//! creation (each view has its own page tables, so each faults separately); the first lap of
+//! an unprefaulted ring pays those faults instead. Creation and first-touch costs:
+//! `BENCHMARKS.md`, "Creation".

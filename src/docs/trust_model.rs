@@ -1,0 +1,71 @@
+//! The trust model: what a peer process can do to this one.
+//!
+//! Between processes, the peer and the ring file are untrusted: a peer can write any value
+//! into any byte of the shared memory at any time, die at any instruction, or never run
+//! again. The promise is that it cannot make this process read or write out of bounds, crash,
+//! hang in a call with a timeout, or lose bytes already committed; it can still make the ring
+//! useless to this process, and tell it lies about the data.
+//!
+//! # What is validated
+//!
+//! - Every value read from the shared header before it becomes an offset or a length: a
+//!   cursor must lie between the last value seen and this side's own cursor (the consumer sees
+//!   at most `N` readable bytes, and the producer's cursor never moves backwards; the same for
+//!   the consumer's cursor as the producer sees it). Each side keeps its own cursor privately
+//!   and never reads it back from shared memory. An impossible value *poisons* the ring:
+//!   `InvalidData` from then on, for both ends, whose shared flag also wakes a sleeping peer.
+//! - Frame headers (the length and its complement, the frame's fit in the readable bytes) are
+//!   read once and checked before any slice is formed ([`framing`](super::framing)).
+//! - The file handed to [`SharedRing::from_fd`](crate::SharedRing::from_fd): a memfd sealed
+//!   against shrinking and growing (so no holder can truncate it under the mapping and raise
+//!   `SIGBUS`), open read-write, one page plus a power-of-two capacity long, with a header whose
+//!   magic, version, capacity, backend, role states and cursors are checked from a copy before
+//!   anything is mapped, and again once mapped.
+//! - The peer's pid and start time are only used to open a pidfd, read `/proc` and ask
+//!   `kill(pid, 0)` whether it exists (which sends no signal); a pid that is not positive is
+//!   never passed to the kernel.
+//!
+//! # What a hostile peer can still do
+//!
+//! - **Change bytes in flight.** Shared memory is shared: bytes can change while you look at
+//!   them (see the next section).
+//! - **Stall the ring**: never publish, never release, or keep its pid alive while doing
+//!   nothing. Use the timeout variants with an untrusted peer.
+//! - **Forge a close, a death or corruption**: the ends then report `Ok(0)`,
+//!   `UnexpectedEof`, `BrokenPipe` or `InvalidData` early. A peer that writes a pid of its
+//!   choice into its slot can also hide its own death (blocked calls then end only by their
+//!   timeouts).
+//! - **Clear this side's waiter flag** without publishing: the sleeper wakes, finds nothing,
+//!   and parks again; its heavy barrier is rate-limited, so this cannot drive a tight loop of
+//!   membarriers ([`barriers`](super::barriers)).
+//! - **Punch holes in a memfd ring** (`fallocate(PUNCH_HOLE)` is allowed by the size seals):
+//!   the bytes read as zeros, one more way of changing bytes in flight.
+//!
+//! # Which calls are sound with an untrusted peer
+//!
+//! Rust's rules make the lending calls unsound against a peer that writes the bytes it lent
+//! out: a `&[u8]` promises the bytes do not change while it lives, and the compiler may read a
+//! byte twice (once for your bounds check, again for your use) and see two values. So, with an
+//! untrusted peer:
+//!
+//! - **Sound**: the copying calls. [`Consumer::try_read`](crate::Consumer::try_read),
+//!   `Read::read`, [`Consumer::read_timeout`](crate::Consumer::read_timeout) and
+//!   [`FramedConsumer::recv_into`](crate::FramedConsumer::recv_into) copy the bytes into your
+//!   memory, reading each byte exactly once with volatile loads when the ring is shared
+//!   between processes (the copy is what you validate). The copying writes
+//!   ([`Producer::try_write`](crate::Producer::try_write), `Write::write`,
+//!   [`FramedProducer::send`](crate::FramedProducer::send)) only store into the free space and
+//!   never read it back, so nothing the peer does to that memory meanwhile changes what this
+//!   process computes.
+//! - **Not sound**: the lending calls, [`Consumer::read_grant`](crate::Consumer::read_grant),
+//!   `BufRead::fill_buf` (and the `BufRead` helpers built on it, such as `read_line`),
+//!   [`FramedConsumer::recv`](crate::FramedConsumer::recv)'s `Frame`, and on the writing side
+//!   [`Producer::write_grant`](crate::Producer::write_grant) and
+//!   [`FramedProducer::reserve`](crate::FramedProducer::reserve): they hand out a slice of
+//!   memory the peer can write. Use them with a peer you trust (your own process's threads, a
+//!   forked child running your code, a cooperating service), which is where their zero-copy
+//!   speed is meant to be used.
+//!
+//! Between threads of one process there is no such peer: the other end is safe Rust, and the
+//! protocol never lets it write the bytes it lent out, so every call is sound and the copies
+//! are plain `memcpy`s.

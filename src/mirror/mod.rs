@@ -1,0 +1,539 @@
+//! The mirrored mapping: one region of shared memory mapped twice, back to back.
+//!
+//! # Layout
+//!
+//! Every map, whatever its backend, lives inside one address-space reservation:
+//!
+//! ```text
+//! base            base+H               base+H+N              base+H+2N
+//! | control (H)   | data, view A (N)   | data, view B (N)     |
+//!   one page        the pages            the same pages again
+//! ```
+//!
+//! The control page (`H`, one page) belongs to the same shared object as the data and is
+//! mapped once. The ring keeps its shared header there (see `header.rs`), so a ring is one
+//! object: one anonymous shmem segment, or one memfd of `H + N` bytes whose first page is the
+//! header. [`MirrorMap::as_ptr`] points at view A; a plain `MirrorMap` leaves the control page
+//! unused.
+//!
+//! # Construction
+//!
+//! 1. Reserve `H + 2N` bytes `PROT_NONE` (private, anonymous, `MAP_NORESERVE`). Every later
+//!    step places memory with `MAP_FIXED`/`MREMAP_FIXED` strictly inside this reservation, so
+//!    nothing that belongs to someone else can be replaced.
+//! 2. Map the shared object over `[base, base+H+N)`.
+//! 3. Make view B at `base+H+N`, by backend:
+//!    - [`Backend::MirrorFlag`]: `mremap(base+H, N, N, MAYMOVE|FIXED|4, base+H+N)`;
+//!    - [`Backend::Duplicate`]: `mremap(base+H, 0, N, MAYMOVE|FIXED, base+H+N)`;
+//!    - [`Backend::Memfd`]: a second `mmap` of the memfd at offset `H`, then the seals.
+//! 4. Optionally prefault both views and mark the whole range `MADV_DONTFORK`.
+//!
+//! Any failure unmaps the whole reservation in one call (and closes the memfd); so does
+//! `Drop`. The mremap forms are only ever applied to `MAP_SHARED` memory.
+//!
+//!
+//! Which backend, the probe, its cache and `Auto`'s hand-over: `backend.rs`.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+
+use crate::sys;
+
+/// The construction steps, named so that tests can make each one fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    Reserve,
+    MemfdCreate,
+    Truncate,
+    MapFirst,
+    MapSecond,
+    Seal,
+    Prefault,
+    DontFork,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: make `Step` fail with this errno on this thread.
+    pub(crate) static FAIL_AT: std::cell::Cell<Option<(Step, i32)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs before every construction step; in tests it can inject a failure.
+#[inline(always)]
+fn checkpoint(_step: Step) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some((s, errno)) = FAIL_AT.with(|f| f.get()) {
+        if s == _step {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+    }
+    Ok(())
+}
+
+/// An error that adds an explanation to an OS error, which stays reachable as `source()`.
+#[derive(Debug)]
+pub(crate) struct Context {
+    msg: String,
+    source: io::Error,
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.msg, self.source)
+    }
+}
+
+impl std::error::Error for Context {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Wraps ENOMEM in an `OutOfMemory` error that says what usually causes it; every other errno
+/// is returned untouched, so `raw_os_error()` keeps working.
+fn explain_enomem(err: io::Error, what: impl FnOnce() -> String) -> io::Error {
+    if err.raw_os_error() == Some(libc::ENOMEM) {
+        io::Error::new(io::ErrorKind::OutOfMemory, Context { msg: what(), source: err })
+    } else {
+        err
+    }
+}
+
+/// Options for building a [`MirrorMap`], in the style of `memmap2::MmapOptions`.
+///
+/// # Examples
+///
+/// ```
+/// use mirror_ring::{Backend, MirrorOptions};
+///
+/// let map = MirrorOptions::new().backend(Backend::Auto).prefault(true).map(64 * 1024)?;
+/// assert_eq!(map.len(), 64 * 1024);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct MirrorOptions {
+    backend: Backend,
+    prefault: bool,
+    dont_fork: bool,
+}
+
+impl MirrorOptions {
+    /// Default options: `Backend::Auto`, no prefault, inherited by forked children.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Which backend makes the second view.
+    pub fn backend(&mut self, backend: Backend) -> &mut Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Fault in both views up front (`MADV_POPULATE_WRITE`, Linux 5.14+, else by touching
+    /// every page), so the first pass over the ring does not pay ~2 µs per page.
+    pub fn prefault(&mut self, yes: bool) -> &mut Self {
+        self.prefault = yes;
+        self
+    }
+
+    /// Keep the map out of forked children (`MADV_DONTFORK` over the whole range, both views
+    /// and the control page; never one view alone, which would leave a child half a ring).
+    pub fn dont_fork(&mut self, yes: bool) -> &mut Self {
+        self.dont_fork = yes;
+        self
+    }
+
+    /// Builds a map of at least `len` bytes (see [`MirrorMap::new`] for the rounding).
+    ///
+    /// With [`Backend::Auto`], a backend refused at creation hands over to the next one (see
+    /// [`Backend::Auto`]); an explicit backend returns its own error.
+    ///
+    /// # Errors
+    ///
+    /// As [`MirrorMap::with_backend`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mirror_ring::{Backend, MirrorOptions};
+    /// let map = MirrorOptions::new().backend(Backend::Duplicate).dont_fork(true).map(4096)?;
+    /// assert_eq!(map.backend(), Backend::Duplicate);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn map(&self, len: usize) -> io::Result<MirrorMap> {
+        let len = round_len(len)?;
+        let map = match self.backend {
+            Backend::Auto => MirrorMap::build_auto(len)?,
+            backend => MirrorMap::build_explicit(len, backend)?,
+        };
+        map.finish(self)
+    }
+}
+
+/// Rounds a requested length up to a power of two that is at least one page, checking that the
+/// whole reservation (`H + 2N`) is representable.
+pub(crate) fn round_len(len: usize) -> io::Result<usize> {
+    let invalid = |msg: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{msg} (requested {len} bytes)"));
+    if len == 0 {
+        return Err(invalid("a mirrored map cannot be empty"));
+    }
+    let n = len
+        .max(sys::page_size())
+        .checked_next_power_of_two()
+        .ok_or_else(|| invalid("length too large to round up to a power of two"))?;
+    total_len(n).ok_or_else(|| invalid("length too large: the two views do not fit the address space"))?;
+    Ok(n)
+}
+
+/// `H + 2N`, if it fits in `isize` (the largest object Rust allows).
+fn total_len(n: usize) -> Option<usize> {
+    let total = n.checked_mul(2)?.checked_add(sys::page_size())?;
+    (total <= isize::MAX as usize).then_some(total)
+}
+
+/// A region of `len()` bytes of shared memory mapped twice, back to back: the byte at
+/// `as_ptr() + i` and the byte at `as_ptr() + len() + i` are the same memory, for every
+/// `i < len()`. Any window of up to `len()` bytes starting inside the first view is therefore
+/// one contiguous slice, even where it wraps.
+///
+/// # Examples
+///
+/// ```
+/// use mirror_ring::MirrorMap;
+///
+/// let map = MirrorMap::new(4096)?;
+/// let n = map.len();
+/// // SAFETY (example): the map is valid for 2 * len() bytes and only this thread uses it.
+/// unsafe {
+///     map.as_ptr().add(n + 7).write_volatile(42); // through the second view
+///     std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+///     assert_eq!(map.as_ptr().add(7).read_volatile(), 42); // read back through the first
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Aliasing
+///
+/// The compiler does not know that the two views are the same memory: a write through one
+/// view followed by a read through the other can be miscompiled into a stale read. Never keep
+/// two live references covering the same bytes through both views, and separate a write
+/// through one view from a read through the other by a fence or an Acquire/Release pair (the
+/// ring does this for you).
+pub struct MirrorMap {
+    /// Start of the reservation (the control page).
+    base: NonNull<u8>,
+    /// `N`: the length of one view.
+    len: usize,
+    backend: Backend,
+    /// The memfd, for `Backend::Memfd`.
+    fd: Option<OwnedFd>,
+    /// For a `dont_fork` map: the process that made it. A forked child inherits this struct
+    /// but not the mapping (`MADV_DONTFORK`), so there the range is someone else's.
+    dont_fork_owner: Option<libc::pid_t>,
+}
+
+// SAFETY: MirrorMap owns a memory range, like a Box<[u8]> would; it hands out raw pointers
+// only, so moving it between threads or sharing &MirrorMap cannot by itself cause a data race.
+unsafe impl Send for MirrorMap {}
+// SAFETY: as above; every accessor takes &self and returns a raw pointer or plain data.
+unsafe impl Sync for MirrorMap {}
+
+impl MirrorMap {
+    /// Maps at least `len` bytes twice, with [`Backend::Auto`].
+    ///
+    /// `len` is rounded up to a power of two that is at least one page; [`len`](Self::len)
+    /// reports the real length.
+    ///
+    /// # Errors
+    ///
+    /// - `InvalidInput` for `len == 0` or a length whose rounding or doubling overflows;
+    /// - `OutOfMemory` when the address space, `RLIMIT_AS` (which counts both views) or
+    ///   `vm.max_map_count` is exhausted, with the OS error as `source()`;
+    /// - `Unsupported` when no backend works in this process (each one refused by the kernel
+    ///   or a sandbox); the message names each backend and why, and the last OS error is the
+    ///   `source()`. A backend refused while another works is not an error: see
+    ///   [`Backend::Auto`];
+    /// - any other OS error as-is (`raw_os_error()` gives the errno).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let map = mirror_ring::MirrorMap::new(10_000)?;
+    /// assert_eq!(map.len(), 16384);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn new(len: usize) -> io::Result<MirrorMap> {
+        Self::with_backend(len, Backend::Auto)
+    }
+
+    /// Maps at least `len` bytes twice with the given backend.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new). An explicit backend never hands over to another one: if its probe
+    /// failed (or an earlier creation's refusal was confirmed), `Unsupported` with the recorded
+    /// OS error as `source()`; if it is refused now (a sandbox installed after the probe), the
+    /// kernel's error as-is (typically `EINVAL`, `ENOSYS` or `EPERM`), and the backend is
+    /// marked unavailable once a fresh probe confirms the refusal.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mirror_ring::{Backend, MirrorMap};
+    /// let map = MirrorMap::with_backend(1 << 20, Backend::Memfd)?;
+    /// assert_eq!(map.backend(), Backend::Memfd);
+    /// assert!(map.as_fd().is_some());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_backend(len: usize, backend: Backend) -> io::Result<MirrorMap> {
+        MirrorOptions::new().backend(backend).map(len)
+    }
+
+    /// The length of one view. [`as_ptr`](Self::as_ptr) is valid for `2 * len()` bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always `false`: a map is at least one page. Present for API symmetry.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The start of the first view; valid for reads and writes of `2 * len()` bytes.
+    pub fn as_ptr(&self) -> *mut u8 {
+        // SAFETY: base + H is inside the reservation, which is H + 2N bytes long.
+        unsafe { self.base.as_ptr().add(sys::page_size()) }
+    }
+
+    /// The backend actually used (never `Auto`).
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The memfd behind a [`Backend::Memfd`] map (`None` for the fd-less backends). It holds
+    /// the control page and the data: its size is one page plus [`len`](Self::len).
+    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|fd| fd.as_fd())
+    }
+
+    /// The control page (one page, shared like the data) at the start of the reservation.
+    pub(crate) fn control_ptr(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    /// Builds the mirror over a fresh shared object, in a fresh reservation (the probe's way).
+    /// `len` is already rounded.
+    fn build(len: usize, backend: Backend) -> io::Result<MirrorMap> {
+        MirrorMap::build_in(Reservation::new(len)?, len, backend)
+    }
+
+    /// Builds the mirror inside `res` (made for `len`, already rounded). Every error here comes
+    /// from a step of `backend` itself; on failure `res` drops and unmaps everything.
+    fn build_in(res: Reservation, len: usize, backend: Backend) -> io::Result<MirrorMap> {
+        let h = sys::page_size();
+        let fd = match backend {
+            Backend::MirrorFlag | Backend::Duplicate => {
+                step(Step::MapFirst, || {
+                    // SAFETY: [base, base+H+N) is inside our reservation.
+                    unsafe { sys::map_shared_anon_fixed(res.base, h + len) }
+                })
+                .map_err(|e| {
+                    explain_enomem(e, || {
+                        format!(
+                            "cannot map {} bytes of shared memory (overcommit limit, RLIMIT_AS or vm.max_map_count)",
+                            h + len
+                        )
+                    })
+                })?;
+                let (old_len, flag) = if backend == Backend::MirrorFlag { (len, sys::MREMAP_MIRROR) } else { (0, 0) };
+                step(Step::MapSecond, || {
+                    // SAFETY: source and target are inside our reservation; the source is the
+                    // MAP_SHARED mapping made just above, never private memory.
+                    unsafe { sys::mremap_fixed(res.at(h), old_len, len, flag, res.at(h + len)) }
+                })
+                .map_err(|e| mirror_enomem(e, len))?;
+                None
+            }
+            Backend::Memfd => {
+                let fd = step(Step::MemfdCreate, || sys::memfd_create(c"mirror-ring"))?;
+                step(Step::Truncate, || sys::ftruncate(fd.as_fd(), h + len))?;
+                map_ring_file(&res, fd.as_fd(), len)?;
+                step(Step::Seal, || {
+                    sys::add_seals(fd.as_fd(), libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL)
+                })?;
+                Some(fd)
+            }
+            Backend::Auto => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "Backend::Auto must be resolved first"))
+            }
+        };
+        Ok(MirrorMap { base: res.into_raw(), len, backend, fd, dont_fork_owner: None })
+    }
+
+    /// Maps an existing memfd ring file (`H + len` bytes, already validated by the caller:
+    /// sealed against shrinking and growing, and of exactly this size).
+    pub(crate) fn from_ring_file(fd: OwnedFd, len: usize) -> io::Result<MirrorMap> {
+        let res = Reservation::new(len)?;
+        map_ring_file(&res, fd.as_fd(), len)?;
+        Ok(MirrorMap { base: res.into_raw(), len, backend: Backend::Memfd, fd: Some(fd), dont_fork_owner: None })
+    }
+
+    /// Whether the mapping exists in this process: false only in a forked child of the process
+    /// that made a `dont_fork` map (the child inherited the struct, not the memory).
+    pub(crate) fn mapped_here(&self) -> bool {
+        self.dont_fork_owner.map_or(true, |pid| pid == sys::getpid())
+    }
+
+    /// Applies the optional steps (prefault, DONTFORK); on failure `self` drops and unmaps.
+    fn finish(mut self, opts: &MirrorOptions) -> io::Result<MirrorMap> {
+        let total = self.total_len();
+        if opts.prefault {
+            // SAFETY: the whole range is mapped read-write by us.
+            match step(Step::Prefault, || unsafe { sys::madvise_populate_write(self.base, total) }) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.touch_all(),
+                Err(e) => {
+                    return Err(explain_enomem(e, || format!("cannot prefault a {}-byte mirror", self.len)));
+                }
+            }
+        }
+        if opts.dont_fork {
+            // SAFETY: advice over the whole range we own (never one view alone).
+            step(Step::DontFork, || unsafe { sys::madvise_dontfork(self.base, total) })?;
+            self.dont_fork_owner = Some(sys::getpid());
+        }
+        Ok(self)
+    }
+
+    /// Prefaults by writing a zero into every page of both views (fresh memory is zero).
+    fn touch_all(&self) {
+        let page = sys::page_size();
+        for off in (0..self.total_len()).step_by(page) {
+            // SAFETY: off < total, inside the mapping; the map is freshly created, so no one
+            // else can be using these bytes, and they already hold zero.
+            unsafe { self.base.as_ptr().add(off).write_volatile(0) };
+        }
+    }
+
+    fn total_len(&self) -> usize {
+        sys::page_size() + 2 * self.len
+    }
+}
+
+/// Runs one construction step (which a test may make fail instead).
+fn step<T>(s: Step, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    checkpoint(s)?;
+    f()
+}
+
+/// Maps a memfd of `H + len` bytes into `res`: all of it at the base, then the data part
+/// (offset `H`) again right after, as view B.
+fn map_ring_file(res: &Reservation, fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
+    let h = sys::page_size();
+    step(Step::MapFirst, || {
+        // SAFETY: [base, base+H+N) is inside our reservation; the file is H + N bytes long.
+        unsafe { sys::map_fd_fixed(res.base, h + len, fd, 0) }
+    })
+    .map_err(|e| {
+        explain_enomem(e, || format!("cannot map a {}-byte memfd (RLIMIT_AS or vm.max_map_count)", h + len))
+    })?;
+    step(Step::MapSecond, || {
+        // SAFETY: [base+H+N, base+H+2N) is inside our reservation; [H, H+N) is inside the file.
+        unsafe { sys::map_fd_fixed(res.at(h + len), len, fd, h) }
+    })
+    .map_err(|e| mirror_enomem(e, len))
+}
+
+fn mirror_enomem(e: io::Error, len: usize) -> io::Error {
+    explain_enomem(e, || {
+        format!(
+            "cannot create the second view of a {len}-byte mirror: RLIMIT_AS counts both views \
+             ({} bytes) and each ring uses 2-3 of the process's vm.max_map_count mappings (default 65530)",
+            2 * len
+        )
+    })
+}
+
+impl Drop for MirrorMap {
+    fn drop(&mut self) {
+        if !self.mapped_here() {
+            // A forked child's copy of a `dont_fork` map: the range was never mapped in this
+            // process and may since hold unrelated memory, which munmap would destroy.
+            return;
+        }
+        // SAFETY: we own the whole reservation; no reference into it outlives the map (the ring
+        // types keep the map alive for as long as they hand out slices).
+        // A failing munmap cannot be handled here; leaking the range is better than panicking.
+        let _ = unsafe { sys::unmap(self.base, self.total_len()) };
+    }
+}
+
+impl fmt::Debug for MirrorMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MirrorMap")
+            .field("ptr", &self.as_ptr())
+            .field("len", &self.len)
+            .field("backend", &self.backend)
+            .field("fd", &self.fd)
+            .finish()
+    }
+}
+
+/// The `PROT_NONE` reservation of `H + 2N` bytes; unmapped on drop unless handed over.
+struct Reservation {
+    base: NonNull<u8>,
+    total: usize,
+}
+
+impl Reservation {
+    fn new(len: usize) -> io::Result<Reservation> {
+        let total = total_len(len).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+        let base = step(Step::Reserve, || sys::reserve(total)).map_err(|e| {
+            explain_enomem(e, || {
+                format!(
+                    "cannot reserve {total} bytes of address space for a {len}-byte mirror \
+                     (RLIMIT_AS counts both views)"
+                )
+            })
+        })?;
+        #[cfg(test)]
+        LAST_RESERVATION.with(|r| r.set(Some((base.as_ptr() as usize, total))));
+        Ok(Reservation { base, total })
+    }
+
+    /// `base + off`, for `off <= total`.
+    fn at(&self, off: usize) -> NonNull<u8> {
+        debug_assert!(off <= self.total);
+        // SAFETY: off is within the reservation (or one past its end), so the pointer stays in
+        // bounds of the same mapping and is non-null.
+        unsafe { NonNull::new_unchecked(self.base.as_ptr().add(off)) }
+    }
+
+    fn into_raw(self) -> NonNull<u8> {
+        let base = self.base;
+        std::mem::forget(self);
+        base
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // SAFETY: construction failed; nothing refers into the range. One munmap removes the
+        // reservation and every mapping placed inside it. Ignored on failure (see MirrorMap).
+        let _ = unsafe { sys::unmap(self.base, self.total) };
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: the last reservation made on this thread, to check it is gone after a failure.
+    pub(crate) static LAST_RESERVATION: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
+}
+
+mod backend;
+#[cfg(all(test, not(mirror_ring_loom)))]
+mod tests;
+
+pub use backend::Backend;

@@ -1,0 +1,153 @@
+//! Construction failing at every step, the ENOMEM explanation, and the probe.
+use super::backend::verify_mirror;
+use super::*;
+use crate::test_util::{in_child, mapped_at, open_fds, our_mappings};
+
+#[test]
+fn rounding() {
+    let page = sys::page_size();
+    assert_eq!(round_len(1).unwrap(), page);
+    assert_eq!(round_len(page).unwrap(), page);
+    assert_eq!(round_len(page + 1).unwrap(), 2 * page);
+    assert_eq!(round_len(3 << 20).unwrap(), 4 << 20);
+    assert_eq!(round_len(0).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    assert_eq!(round_len(usize::MAX).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    assert_eq!(round_len(usize::MAX / 2).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    // 2^62: rounds fine, but twice that does not fit isize.
+    assert_eq!(round_len(1 << 62).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+}
+
+/// Every construction step, made to fail, leaves no mapping and no descriptor behind, and
+/// the error keeps its errno.
+#[test]
+fn failure_at_every_step_leaks_nothing() {
+    let cases: &[(Backend, &[Step])] = &[
+        (Backend::MirrorFlag, &[Step::Reserve, Step::MapFirst, Step::MapSecond, Step::Prefault, Step::DontFork]),
+        (Backend::Duplicate, &[Step::Reserve, Step::MapFirst, Step::MapSecond, Step::Prefault, Step::DontFork]),
+        (
+            Backend::Memfd,
+            &[
+                Step::Reserve,
+                Step::MemfdCreate,
+                Step::Truncate,
+                Step::MapFirst,
+                Step::MapSecond,
+                Step::Seal,
+                Step::Prefault,
+                Step::DontFork,
+            ],
+        ),
+    ];
+    let mut checked = 0;
+    for &(backend, steps) in cases {
+        if !backend.is_available() {
+            continue;
+        }
+        for &step in steps {
+            let status = in_child(|| {
+                let maps_before = our_mappings();
+                let fds_before = open_fds();
+                FAIL_AT.with(|f| f.set(Some((step, libc::EIO))));
+                LAST_RESERVATION.with(|r| r.set(None));
+                let r = MirrorOptions::new().backend(backend).prefault(true).dont_fork(true).map(1 << 16);
+                FAIL_AT.with(|f| f.set(None));
+                let Err(e) = r else { return 10 };
+                if e.raw_os_error() != Some(libc::EIO) {
+                    return 11;
+                }
+                if let Some((base, len)) = LAST_RESERVATION.with(|r| r.get()) {
+                    if mapped_at(base, len) {
+                        return 12;
+                    }
+                }
+                if our_mappings() != maps_before {
+                    return 13;
+                }
+                if open_fds() != fds_before {
+                    return 14;
+                }
+                0
+            });
+            assert_eq!(status, 0, "{backend} failing at {step:?} (10: no error, 11: errno lost, 12-14: leak)");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 8, "too few backends available to test ({checked} cases)");
+}
+
+/// ENOMEM from the mirror step becomes an explained `OutOfMemory` with the errno as source.
+#[test]
+fn enomem_at_mirror_step_is_explained() {
+    let backend = Backend::Auto.resolve().unwrap();
+    FAIL_AT.with(|f| f.set(Some((Step::MapSecond, libc::ENOMEM))));
+    let e = MirrorMap::with_backend(1 << 16, backend).unwrap_err();
+    FAIL_AT.with(|f| f.set(None));
+    assert_eq!(e.kind(), io::ErrorKind::OutOfMemory);
+    let msg = e.to_string();
+    assert!(msg.contains("RLIMIT_AS") && msg.contains("vm.max_map_count"), "{msg}");
+    let src = std::error::Error::source(&e).expect("errno kept as source");
+    let os = src.downcast_ref::<io::Error>().expect("source is the OS error");
+    assert_eq!(os.raw_os_error(), Some(libc::ENOMEM));
+}
+
+/// `Auto` with every backend refused at a step all three share (the first map, the second
+/// view): each attempt is handed over, nothing leaks, the result is `Unsupported` with the
+/// errno as `source()`, and the cache (probes run in the parent, before the fork) is
+/// downgraded. A refused reservation and an ENOMEM are not handed over and downgrade nothing.
+#[test]
+fn auto_hands_over_only_refusals_and_leaks_nothing() {
+    let all = Backend::CONCRETE.into_iter().filter(|b| b.is_available()).count();
+    assert!(all > 0);
+    for (step, errno, handed_over) in [
+        (Step::MapFirst, libc::EPERM, true),
+        (Step::MapSecond, libc::EINVAL, true),
+        (Step::MapSecond, libc::ENOSYS, true),
+        (Step::MapSecond, libc::ENOMEM, false),
+        (Step::Reserve, libc::EINVAL, false),
+    ] {
+        let status = in_child(|| {
+            let maps_before = our_mappings();
+            let fds_before = open_fds();
+            FAIL_AT.with(|f| f.set(Some((step, errno))));
+            let r = MirrorOptions::new().map(1 << 16);
+            FAIL_AT.with(|f| f.set(None));
+            let Err(e) = r else { return 10 };
+            let os = e.raw_os_error().or_else(|| {
+                let src = std::error::Error::source(&e)?;
+                src.downcast_ref::<io::Error>()?.raw_os_error()
+            });
+            if os != Some(errno) {
+                return 11;
+            }
+            let unsupported = e.kind() == io::ErrorKind::Unsupported;
+            if unsupported != handed_over {
+                return 12;
+            }
+            let left = Backend::CONCRETE.into_iter().filter(|b| b.is_available()).count();
+            if left != if handed_over { 0 } else { all } {
+                return 13;
+            }
+            if our_mappings() != maps_before || open_fds() != fds_before {
+                return 14;
+            }
+            0
+        });
+        assert_eq!(
+            status, 0,
+            "{step:?} failing with errno {errno} (10: no error, 11: errno lost, 12: wrong hand-over, \
+             13: wrong cache, 14: leak)"
+        );
+    }
+}
+
+#[test]
+fn probe_agrees_with_construction() {
+    for b in Backend::CONCRETE {
+        let built = MirrorMap::with_backend(4096, b);
+        assert_eq!(built.is_ok(), b.is_available(), "{b}: {:?}", built.err());
+        if let Ok(m) = built {
+            assert!(verify_mirror(&m));
+            assert_eq!(m.backend(), b);
+        }
+    }
+}

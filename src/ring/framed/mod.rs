@@ -1,0 +1,209 @@
+//! Framed messages: variable-size records that are always contiguous.
+//!
+//! [`Producer::into_framed`] and [`Consumer::into_framed`] turn the two ends of a byte ring
+//! into a message queue. Because the ring's pages are mirrored, a frame never splits at the
+//! wrap point: the producer writes each message in place, and the consumer gets each one as a
+//! single `&[u8]` straight out of the ring ([`Frame`]), with no reassembly and no copy. A
+//! frame's bytes go back to the producer when the [`Frame`] is dropped.
+//!
+//! ```
+//! let (tx, rx) = mirror_ring::channel(64 * 1024)?;
+//! let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+//! let writer = std::thread::spawn(move || -> std::io::Result<()> {
+//!     for i in 0..1000u32 {
+//!         tx.send(&i.to_le_bytes()[..(i % 5) as usize])?; // 0 to 4 bytes each
+//!     }
+//!     Ok(()) // dropping tx flushes and closes the ring
+//! });
+//! let mut frames = 0u32;
+//! while let Some(frame) = rx.recv()? {
+//!     assert_eq!(frame.len(), (frames % 5) as usize);
+//!     frames += 1;
+//! } // each frame's bytes are released when it drops
+//! writer.join().unwrap()?;
+//! assert_eq!(frames, 1000);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//!
+//! The wire format and the batching rules, for users: [`docs::framing`](crate::docs::framing).
+//! Here: the two framed end types, built by `into_framed`; the format as pure functions
+//! (`wire`), the sending side (`producer`) and the receiving side (`consumer`), which extend
+//! the byte ends directly.
+
+use super::{Consumer, Producer};
+use wire::{max_frame_len_for, misalignment, Known};
+
+mod consumer;
+mod producer;
+mod wire;
+
+pub use consumer::Frame;
+pub use producer::FrameGrant;
+
+impl Producer {
+    /// Turns this producer into the sending end of a message queue: frames of any size up to
+    /// [`max_frame_len`](FramedProducer::max_frame_len), each one contiguous in the ring. See
+    /// the [`FramedProducer`] docs for the wire format.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// tx.send(b"hello")?;
+    /// assert_eq!(&*rx.recv()?.unwrap(), b"hello");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn into_framed(self) -> FramedProducer {
+        let capacity = self.capacity();
+        let skip = misalignment(self.write_ptr());
+        let head = self.cur.head();
+        FramedProducer {
+            max_len: max_frame_len_for(capacity),
+            batch_bytes: capacity / 4,
+            frames_left: 1,
+            fast_until: head,
+            inner: self,
+            batch: 1,
+            skip,
+        }
+    }
+}
+
+impl Consumer {
+    /// Turns this consumer into the receiving end of a message queue (see
+    /// [`Producer::into_framed`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// tx.send(&[])?; // an empty frame is a frame
+    /// drop(tx);
+    /// assert_eq!(rx.recv()?.map(|f| f.len()), Some(0));
+    /// assert!(rx.recv()?.is_none()); // the producer is gone and every frame was read
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn into_framed(self) -> FramedConsumer {
+        let capacity = self.capacity();
+        let skip = misalignment(self.read_ptr());
+        FramedConsumer {
+            known: Known::NONE,
+            batch_limit: capacity / 8,
+            max_len: max_frame_len_for(capacity),
+            inner: self,
+            skip,
+        }
+    }
+}
+
+/// The sending end of a framed ring: whole messages, each one contiguous in the ring.
+///
+/// Made by [`Producer::into_framed`]. [`send`](Self::send) copies a message in;
+/// [`reserve`](Self::reserve) lends the space for one so it can be built in place. Dropping the
+/// producer publishes every pending frame and closes the ring.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = mirror_ring::channel(1 << 16)?;
+/// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+/// tx.set_batch(32); // up to 32 frames per cursor store
+/// for word in ["alpha", "beta", "gamma"] {
+///     tx.send(word.as_bytes())?;
+/// }
+/// tx.flush()?; // publish the pending frames now
+/// assert_eq!(&*rx.try_recv()?.unwrap(), b"alpha");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct FramedProducer {
+    inner: Producer,
+    max_len: usize,
+    /// As given to `set_batch` (1: publish every frame).
+    batch: usize,
+    /// With batching, publish once this many bytes are pending (a quarter of the ring).
+    batch_bytes: usize,
+    /// With batching, the frames still to go before the batch is published (the frame that
+    /// brings this to zero publishes).
+    frames_left: usize,
+    /// With batching, the position up to which frames may be written without a further check:
+    /// the free room known at the last check, cut at the end of the current batch (the head
+    /// itself while the alignment skip is pending).
+    fast_until: u64,
+    /// Bytes to skip before the first frame (0 unless converted at an unaligned position).
+    skip: usize,
+}
+
+/// The receiving end of a framed ring: whole messages, each lent as one contiguous slice
+/// straight out of the ring.
+///
+/// Made by [`Consumer::into_framed`]. [`recv`](Self::recv) returns a [`Frame`], which derefs
+/// to the message's bytes and gives them back to the producer when dropped.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = mirror_ring::channel(4096)?;
+/// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+/// tx.send(b"one")?;
+/// tx.send(b"two")?;
+/// drop(tx);
+/// let mut got = Vec::new();
+/// while let Some(frame) = rx.recv()? {
+///     got.push(frame.to_vec());
+/// }
+/// assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct FramedConsumer {
+    inner: Consumer,
+    /// The last header that passed the checks.
+    known: Known,
+    /// Bytes after which `recv_batch` stops and releases.
+    batch_limit: usize,
+    max_len: usize,
+    /// Bytes to skip before the first frame (0 unless converted at an unaligned position).
+    skip: usize,
+}
+
+#[cfg(all(test, not(mirror_ring_loom)))]
+mod tests {
+    use super::wire::encode_header;
+    use crate::RingOptions;
+    use std::io::ErrorKind;
+
+    /// Raw bytes before framing leave the cursors unaligned: both ends skip to the next
+    /// multiple of 8, and the largest frame still fits.
+    #[test]
+    fn ends_converted_at_an_unaligned_position_agree() {
+        for start in [0u64, 3, u64::MAX - 2] {
+            let (mut tx, mut rx) = RingOptions::new().capacity(4096).start_position(start).build().unwrap();
+            tx.try_write(b"raw").unwrap();
+            let mut buf = [0; 3];
+            rx.try_read(&mut buf).unwrap();
+            let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+            for round in 0..5u8 {
+                let msg = vec![round; if round == 2 { tx.max_frame_len() } else { round as usize * 5 }];
+                tx.try_send(&msg).unwrap();
+                let frame = rx.try_recv().unwrap().unwrap();
+                assert_eq!(&*frame, &msg[..], "start {start} round {round}");
+                assert_eq!(frame.as_ptr() as usize % 8, 0);
+            }
+            drop(tx);
+            assert!(rx.try_recv().unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn a_partial_frame_after_close_is_corrupt() {
+        let (mut tx, rx) = crate::channel(4096).unwrap();
+        // A producer that publishes half a header and closes.
+        tx.try_write(&encode_header(5).to_ne_bytes()[..4]).unwrap();
+        drop(tx);
+        let mut rx = rx.into_framed();
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData);
+        assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::InvalidData);
+    }
+}

@@ -1,0 +1,551 @@
+//! The sending end of a framed ring: `send` copies a message in, `reserve` lends its room;
+//! batching decides when the producer's cursor is published.
+
+use std::fmt;
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use super::wire::{encode_header, frame_size, too_long, write_frame, HEADER};
+use super::FramedProducer;
+use crate::header::{Role, Word};
+use crate::protocol::{self, Stop};
+use crate::ring::{poisoned_error, producer_error, Producer, Wait};
+
+impl FramedProducer {
+    /// The ring's capacity in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// assert_eq!(tx.into_framed().capacity(), 4096);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+
+    /// The longest message this ring can ever hold: `capacity - 8` (the frame header).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let mut tx = tx.into_framed();
+    /// assert_eq!(tx.max_frame_len(), 4088);
+    /// let err = tx.send(&[0; 4089]).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn max_frame_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Sends one message, blocking until there is room for it.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if `msg` is longer than [`max_frame_len`](Self::max_frame_len) (nothing is
+    /// written; the ring keeps working); `BrokenPipe` when the consumer is gone; `InvalidData`
+    /// when the ring is poisoned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// let reader = std::thread::spawn(move || {
+    ///     let mut total = 0;
+    ///     while let Some(frame) = rx.recv().unwrap() {
+    ///         total += frame.len();
+    ///     }
+    ///     total
+    /// });
+    /// for _ in 0..100 {
+    ///     tx.send(&[7; 1000])?; // waits while the 4 KiB ring is full
+    /// }
+    /// drop(tx);
+    /// assert_eq!(reader.join().unwrap(), 100_000);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[inline]
+    pub fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.send_with(msg, Wait::Until(None))
+    }
+
+    /// Sends one message if there is room for it now; never blocks.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when the ring has no room for the frame (pending frames are published
+    /// first); otherwise as [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let mut tx = tx.into_framed();
+    /// tx.try_send(&[1; 4000])?;
+    /// let err = tx.try_send(&[1; 100]).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[inline]
+    pub fn try_send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.send_with(msg, Wait::No)
+    }
+
+    /// Sends one message, waiting up to `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` when no room appeared in time; otherwise as [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let mut tx = tx.into_framed();
+    /// tx.send_timeout(&[1; 4000], Duration::from_millis(10))?;
+    /// let err = tx.send_timeout(&[1; 100], Duration::from_millis(10)).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> io::Result<()> {
+        self.send_with(msg, Wait::within(timeout))
+    }
+
+    #[inline(always)]
+    fn send_with(&mut self, msg: &[u8], wait: Wait) -> io::Result<()> {
+        let len = msg.len();
+        // Batched fast path: inside the room and the batch checked last time, in the process
+        // that owns the end. (frame_size cannot overflow: len <= max_len < 2^32.)
+        if self.frames_left > 1
+            && len <= self.max_len
+            && (self.inner.end.header().is_some() && !self.inner.cur.is_poisoned())
+            && self.fast_until.wrapping_sub(self.inner.cur.head()) >= frame_size(len) as u64
+        {
+            // SAFETY: as below: frame_size(len) bytes at write_ptr() are free room.
+            unsafe { write_frame(self.inner.write_ptr(), msg) };
+            self.inner.cur.advance(frame_size(len));
+            self.frames_left -= 1;
+            // A consumer that went to sleep gets what is pending now, not at the batch's end.
+            if self.consumer_sleeping() {
+                self.publish_pending();
+            }
+            return Ok(());
+        }
+        let header = self.claim(len, wait)?;
+        // SAFETY: `claim` reserved frame_size(len) = 8 + round_up(len, 8) free bytes from
+        // `header` (at most N of them, inside the two views), which the producer owns until it
+        // publishes them. `header` is 8-aligned (page-aligned data, aligned position). `msg`
+        // cannot overlap free space: the only ring memory a caller can hold is a frame being
+        // read, which covers unreleased bytes.
+        unsafe { write_frame(header, msg) };
+        self.finish(len);
+        Ok(())
+    }
+
+    /// Lends the space for one `len`-byte message, blocking until there is room: fill it, then
+    /// [`commit`](FrameGrant::commit). Dropping the grant uncommitted sends nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// let mut grant = tx.reserve(12)?;
+    /// grant[..4].copy_from_slice(&7u32.to_le_bytes());
+    /// grant[4..].copy_from_slice(&42u64.to_le_bytes());
+    /// grant.commit()?;
+    /// let frame = rx.recv()?.unwrap();
+    /// assert_eq!(u64::from_le_bytes(frame[4..].try_into().unwrap()), 42);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn reserve(&mut self, len: usize) -> io::Result<FrameGrant<'_>> {
+        self.grant_with(len, Wait::Until(None))
+    }
+
+    /// Like [`reserve`](Self::reserve), but never blocks.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when there is no room now; otherwise as [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let mut tx = tx.into_framed();
+    /// tx.try_reserve(4000)?.commit()?;
+    /// assert_eq!(tx.try_reserve(100).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_reserve(&mut self, len: usize) -> io::Result<FrameGrant<'_>> {
+        self.grant_with(len, Wait::No)
+    }
+
+    /// Like [`reserve`](Self::reserve), but waits at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` when no room appeared in time; otherwise as [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let mut tx = tx.into_framed();
+    /// let grant = tx.reserve_timeout(16, Duration::from_millis(10))?;
+    /// assert_eq!(grant.len(), 16);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn reserve_timeout(&mut self, len: usize, timeout: Duration) -> io::Result<FrameGrant<'_>> {
+        self.grant_with(len, Wait::within(timeout))
+    }
+
+    fn grant_with(&mut self, len: usize, wait: Wait) -> io::Result<FrameGrant<'_>> {
+        let header = self.claim(len, wait)?;
+        Ok(FrameGrant { header, len, producer: self })
+    }
+
+    /// Waits (per `wait`) for room for a frame of `len` payload bytes and returns where its
+    /// header goes; the whole frame's bytes from there are free and the producer's.
+    #[inline(always)]
+    fn claim(&mut self, len: usize, wait: Wait) -> io::Result<*mut u8> {
+        // Fast path: aligned already, room known from the ring's cached cursors, and the same
+        // checks `reserve` makes first (this process owns the end; the consumer is still
+        // there). frame_size cannot overflow: len <= max_len < 2^32.
+        if len <= self.max_len && self.skip == 0 && frame_size(len) <= self.inner.cur.free_cached() && self.may_write()
+        {
+            return Ok(self.inner.write_ptr());
+        }
+        self.claim_slow(len, wait)
+    }
+
+    /// Asks the ring for room (refreshing the consumer's cursor, waiting per `wait`).
+    #[inline(never)]
+    fn claim_slow(&mut self, len: usize, wait: Wait) -> io::Result<*mut u8> {
+        if len > self.max_len {
+            return Err(too_long(len, self.max_len));
+        }
+        if self.skip != 0 {
+            self.align(wait)?;
+        }
+        let size = frame_size(len);
+        match self.inner.reserve(size, size, wait) {
+            Ok(_) => Ok(self.inner.write_ptr()),
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// Skips to the first aligned position (once, before the first frame).
+    #[cold]
+    fn align(&mut self, wait: Wait) -> io::Result<()> {
+        match self.inner.reserve(self.skip, self.skip, wait) {
+            Ok(_) => {
+                self.inner.cur.advance(self.skip);
+                self.skip = 0;
+                Ok(())
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// No room (or worse): publish what is pending so the consumer is not left waiting for
+    /// frames we hold back while we wait for it (or give up).
+    #[cold]
+    #[inline(never)]
+    fn failed(&mut self, e: io::Error) -> io::Error {
+        self.publish_pending();
+        e
+    }
+
+    /// Counts a frame of `len` payload bytes, written at `write_ptr()`, and publishes per the
+    /// batching policy.
+    #[inline(always)]
+    fn finish(&mut self, len: usize) {
+        // The frame lies within the room claimed for it (a grant may have been truncated).
+        self.inner.cur.advance(frame_size(len));
+        if self.batch <= 1 {
+            // The frame was written by this process's own end (checked by the caller), so
+            // the only failure, a forked copy, cannot happen here.
+            let _ = self.publish();
+            return;
+        }
+        self.frames_left = self.frames_left.saturating_sub(1);
+        if self.frames_left == 0 || self.inner.cur.unpublished() >= self.batch_bytes || self.consumer_sleeping() {
+            self.publish_pending();
+        } else {
+            self.rearm();
+        }
+    }
+
+    /// Sets how far the batched fast path may write: the known free room, cut where the
+    /// current batch must be published.
+    #[inline]
+    fn rearm(&mut self) {
+        let head = self.inner.cur.head();
+        let budget = if self.batch <= 1 || self.skip != 0 {
+            0
+        } else {
+            // One byte short of the batch's end: the frame that completes a batch takes the
+            // general path, which publishes it.
+            (self.batch_bytes.saturating_sub(self.inner.cur.unpublished()).saturating_sub(1))
+                .min(self.inner.cur.free_cached())
+        };
+        self.fast_until = head.wrapping_add(budget as u64);
+    }
+
+    /// Publishes every pending frame now (and wakes the consumer if it sleeps), then reports
+    /// whether the ring can still take frames. Only needed with [`set_batch`](Self::set_batch);
+    /// cheap when nothing is pending.
+    ///
+    /// # Errors
+    ///
+    /// `Unsupported` in a forked child (nothing is published); `InvalidData` when the ring is
+    /// poisoned; `BrokenPipe` when the consumer closed or its process died (the frames are
+    /// published, but nobody will read them).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// tx.set_batch(8);
+    /// tx.send(b"held back")?;
+    /// assert_eq!(rx.try_recv().unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    /// tx.flush()?;
+    /// assert_eq!(&*rx.try_recv()?.unwrap(), b"held back");
+    /// drop(rx);
+    /// assert_eq!(tx.flush().unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.publish()?;
+        self.frames_left = self.batch;
+        self.rearm();
+        self.check_usable()
+    }
+
+    /// Publishes every pending frame (nothing in a forked copy) and starts a new batch.
+    #[inline]
+    fn publish_pending(&mut self) {
+        // A forked copy publishes nothing; its next send reports `Unsupported`.
+        let _ = self.publish();
+        self.frames_left = self.batch;
+        self.rearm();
+    }
+
+    /// Lets up to `frames` consecutive frames share one cursor store (at least 1; 1, the
+    /// default, publishes every frame as it is sent). Pending frames are also published when a
+    /// quarter of the ring is pending, when the ring is full, when the consumer sleeps, on
+    /// [`flush`](Self::flush) and on drop. Changing it publishes what is pending. See the
+    /// module docs, "Batching".
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = mirror_ring::channel(1 << 16)?;
+    /// let mut tx = tx.into_framed();
+    /// tx.set_batch(32);
+    /// assert_eq!(tx.batch(), 32);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_batch(&mut self, frames: usize) -> &mut Self {
+        self.batch = frames.max(1);
+        self.publish_pending();
+        self
+    }
+
+    /// The batch size set by [`set_batch`](Self::set_batch) (1 by default).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// assert_eq!(tx.into_framed().batch(), 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Whether the consumer is gone: it closed its end, or its process died.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let mut tx = tx.into_framed();
+    /// assert!(!tx.is_abandoned());
+    /// drop(rx);
+    /// assert!(tx.is_abandoned());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn is_abandoned(&self) -> bool {
+        self.inner.is_abandoned()
+    }
+
+    /// Publishes what is pending (not in a forked copy) and gives the byte-level producer back. Further bytes follow
+    /// the last frame directly (the consumer must know where framing stops).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let mut tx = tx.into_framed();
+    /// tx.send(b"frame")?;
+    /// let mut raw = tx.into_inner();
+    /// raw.write_all(b"raw bytes")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn into_inner(mut self) -> Producer {
+        self.publish_pending();
+        self.inner
+    }
+}
+
+impl FramedProducer {
+    /// Whether a frame may be written without asking the ring: this end belongs to this
+    /// process, its cursor is not poisoned and the consumer has not closed (the checks
+    /// `Producer::reserve` makes before it looks at the free space).
+    #[inline(always)]
+    fn may_write(&self) -> bool {
+        self.inner.end.header().is_some_and(|hdr| !hdr.is_closed(Role::Consumer)) && !self.inner.cur.is_poisoned()
+    }
+
+    /// Whether the consumer is asleep waiting for data (false in a forked copy).
+    #[inline]
+    fn consumer_sleeping(&self) -> bool {
+        self.inner.end.header().is_some_and(|hdr| protocol::peer_sleeping(hdr, Word::Data))
+    }
+
+    /// Publishes every advanced byte and wakes the consumer if it sleeps (`Unsupported` in a
+    /// forked copy, which publishes nothing).
+    #[inline]
+    fn publish(&mut self) -> io::Result<()> {
+        let hdr = self.inner.end.header_or_err()?;
+        self.inner.cur.publish(hdr);
+        Ok(())
+    }
+
+    /// The error a send reports now, if any: `Unsupported` in a forked copy, `InvalidData`
+    /// once the ring is poisoned, `BrokenPipe` once the consumer closed or died.
+    fn check_usable(&mut self) -> io::Result<()> {
+        let hdr = self.inner.end.header_or_err()?;
+        if self.inner.cur.is_poisoned() || hdr.is_poisoned() {
+            return Err(poisoned_error());
+        }
+        if hdr.is_closed(Role::Consumer) {
+            return Err(producer_error(Stop::Closed));
+        }
+        if self.inner.end.peer_gone(self.inner.cur.counters()) {
+            return Err(producer_error(Stop::PeerDied));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for FramedProducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FramedProducer")
+            .field("max_frame_len", &self.max_len)
+            .field("batch", &self.batch)
+            .field("unpublished_bytes", &self.inner.cur.unpublished())
+            .field("ring", &self.inner)
+            .finish()
+    }
+}
+
+/// The space for one message, lent by [`FramedProducer::reserve`]: one contiguous, 8-byte
+/// aligned `&mut [u8]` of exactly the requested length, inside the ring. Fill it, then
+/// [`commit`](FrameGrant::commit); dropping it uncommitted sends nothing.
+#[must_use = "a frame grant sends nothing until it is committed"]
+pub struct FrameGrant<'a> {
+    /// Where the frame's header goes; the payload follows.
+    header: *mut u8,
+    len: usize,
+    producer: &'a mut FramedProducer,
+}
+
+impl FrameGrant<'_> {
+    /// Sends the frame (published per the producer's batching, like
+    /// [`send`](FramedProducer::send)).
+    ///
+    /// # Errors
+    ///
+    /// `Unsupported` in a forked child (a grant held across `fork()`): nothing is written or
+    /// published. The room itself was taken when the grant was made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// let mut grant = tx.reserve(3)?;
+    /// grant.copy_from_slice(b"abc");
+    /// grant.commit()?;
+    /// assert_eq!(&*rx.recv()?.unwrap(), b"abc");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn commit(self) -> io::Result<()> {
+        // In a forked copy the ring's pages may not even exist (`dont_fork`): write nothing.
+        self.producer.inner.end.header_or_err()?;
+        // SAFETY: the grant holds frame_size(reserved len) >= frame_size(self.len) free bytes
+        // from `header`, 8-aligned, owned by the producer this grant borrows mutably.
+        unsafe { self.header.cast::<u64>().write(encode_header(self.len)) };
+        self.producer.finish(self.len);
+        Ok(())
+    }
+
+    /// Shortens the frame to `len` bytes (no effect if it is not longer), so a message can be
+    /// built in a grant of its largest possible size and sent at its real size.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// let mut grant = tx.reserve(64)?;
+    /// grant[..2].copy_from_slice(b"hi");
+    /// grant.truncate(2);
+    /// grant.commit()?;
+    /// assert_eq!(&*rx.recv()?.unwrap(), b"hi");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+}
+
+impl Deref for FrameGrant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: [header + 8, header + 8 + len) is reserved free space (inside the two views),
+        // initialised memory (zeroed at creation or written before), and no other reference to
+        // it exists while the grant borrows the producer mutably.
+        unsafe { std::slice::from_raw_parts(self.header.add(HEADER), self.len) }
+    }
+}
+
+impl DerefMut for FrameGrant<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in deref; the grant is the only reference to these bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.header.add(HEADER), self.len) }
+    }
+}
+
+impl fmt::Debug for FrameGrant<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameGrant").field("len", &self.len).finish()
+    }
+}

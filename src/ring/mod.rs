@@ -1,0 +1,488 @@
+//! The two ends of the ring and the options that build them.
+//!
+//! This module holds what both ends share: the options, the mapped ring, the `End` every end
+//! is made of (with the one checked place through which an end touches the shared header),
+//! the errors, and the two end types. Each side's behaviour is a child module (`producer`,
+//! `consumer`), and so is framing (`framed`): they extend the ends directly, reading their
+//! private fields, with no layer of accessors in between.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::header::{self, Claimant, Header, Role};
+use crate::mirror::{Backend, MirrorMap, MirrorOptions};
+use crate::peer::ProcessWatch;
+use crate::protocol::{ConsumerCursor, ProducerCursor, Stop};
+use crate::stats::Counters;
+use crate::sync::{self, Park};
+use crate::sys;
+use crate::wait::{self, NoPeer, PeerCheck, Waiter};
+
+/// The capacity [`RingOptions`] uses when none is given: 64 KiB (a Linux pipe's default).
+pub const DEFAULT_CAPACITY: usize = 64 * 1024;
+
+/// Options for building a ring, between threads ([`build`](RingOptions::build)) or between
+/// processes ([`shared`](RingOptions::shared)).
+///
+/// # Examples
+///
+/// ```
+/// use mirror_ring::{Backend, RingOptions};
+/// use std::time::Duration;
+///
+/// let (tx, rx) = RingOptions::new()
+///     .capacity(1 << 20)
+///     .backend(Backend::Auto)
+///     .prefault(true)
+///     .spin_budget(Duration::from_micros(20))
+///     .build()?;
+/// assert_eq!(tx.capacity(), 1 << 20);
+/// assert_eq!(rx.capacity(), 1 << 20);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RingOptions {
+    capacity: usize,
+    map: MirrorOptions,
+    pub(crate) spin: Duration,
+    start: u64,
+}
+
+impl Default for RingOptions {
+    fn default() -> Self {
+        RingOptions { capacity: DEFAULT_CAPACITY, map: MirrorOptions::new(), spin: wait::DEFAULT_SPIN, start: 0 }
+    }
+}
+
+impl RingOptions {
+    /// Default options: [`DEFAULT_CAPACITY`], [`Backend::Auto`], no prefault, a 50 µs spin
+    /// budget.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The capacity in bytes, rounded up to a power of two of at least one page (the ends
+    /// report the real capacity).
+    pub fn capacity(&mut self, bytes: usize) -> &mut Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// How the data pages are mirrored. Only [`Backend::Memfd`] rings can be handed to an
+    /// unrelated process; every backend works across `fork`.
+    pub fn backend(&mut self, backend: Backend) -> &mut Self {
+        self.map.backend(backend);
+        self
+    }
+
+    /// Fault in both views of the data at creation (see [`MirrorOptions::prefault`]).
+    pub fn prefault(&mut self, yes: bool) -> &mut Self {
+        self.map.prefault(yes);
+        self
+    }
+
+    /// Keep the ring out of forked children (`MADV_DONTFORK` over the whole ring).
+    pub fn dont_fork(&mut self, yes: bool) -> &mut Self {
+        self.map.dont_fork(yes);
+        self
+    }
+
+    /// How long a blocked call spins (then yields) before sleeping on a futex. Zero sleeps at
+    /// once. Default 50 µs: about one futex park-and-wake round trip on the machines it was
+    /// measured on, which bounds the cost of either choice to twice the better one.
+    pub fn spin_budget(&mut self, budget: Duration) -> &mut Self {
+        self.spin = budget;
+        self
+    }
+
+    /// Test-only: start both cursors at `pos` (to exercise wrapping near `u64::MAX`).
+    #[cfg(test)]
+    pub(crate) fn start_position(&mut self, pos: u64) -> &mut Self {
+        self.start = pos;
+        self
+    }
+
+    /// Builds a ring for two threads of this process.
+    ///
+    /// # Errors
+    ///
+    /// As [`MirrorMap::with_backend`]: `InvalidInput` for a zero or absurd capacity,
+    /// `OutOfMemory` (with the OS error as `source()`) when address space or mappings run out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// let (mut tx, mut rx) = mirror_ring::RingOptions::new().capacity(4096).build()?;
+    /// tx.write_all(b"hi")?;
+    /// let mut buf = [0; 2];
+    /// rx.read_exact(&mut buf)?;
+    /// assert_eq!(&buf, b"hi");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn build(&self) -> io::Result<(Producer, Consumer)> {
+        let ring = RingMem::create(self)?;
+        let hdr = ring.header();
+        let park = sync::register_process(false);
+        // Both roles are taken by this process at once; nobody else can reach a thread ring
+        // (unless it is forked, and then the ends belong to the parent). Nobody watches this
+        // pid, so the start time and namespace are not needed.
+        let me = Claimant { pid: sys::getpid(), start_time: 0, pid_ns: 0, park };
+        let claimed = hdr.claim(Role::Producer, me) && hdr.claim(Role::Consumer, me);
+        debug_assert!(claimed, "a fresh ring has free roles");
+        let producer = Producer::attach(ring.clone(), self.spin, park, None)?;
+        let consumer = Consumer::attach(ring, self.spin, park, None)?;
+        Ok((producer, consumer))
+    }
+}
+
+/// Creates a ring for threads with [`DEFAULT_CAPACITY`]'s defaults but the given capacity.
+/// Same as `RingOptions::new().capacity(capacity).build()`.
+///
+/// # Errors
+///
+/// As [`RingOptions::build`].
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{BufRead, Write};
+///
+/// let (mut tx, mut rx) = mirror_ring::channel(1 << 16)?;
+/// let writer = std::thread::spawn(move || tx.write_all(b"one line\n"));
+/// let mut line = String::new();
+/// rx.read_line(&mut line)?;
+/// assert_eq!(line, "one line\n");
+/// writer.join().unwrap()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn channel(capacity: usize) -> io::Result<(Producer, Consumer)> {
+    RingOptions::new().capacity(capacity).build()
+}
+
+/// The mapped ring: the mirror plus its header. Shared (`Arc`) by both ends and by
+/// `SharedRing`; unmapped when the last one drops.
+pub(crate) struct RingMem {
+    map: MirrorMap,
+}
+
+impl RingMem {
+    pub(crate) fn create(opts: &RingOptions) -> io::Result<Arc<RingMem>> {
+        let map = opts.map.map(opts.capacity)?;
+        let mem = RingMem { map };
+        mem.header().init(mem.capacity() as u64, sys::page_size() as u64, backend_code(mem.map.backend()), opts.start);
+        Ok(Arc::new(mem))
+    }
+
+    /// Wraps a mapping whose header the caller has validated.
+    pub(crate) fn from_validated(map: MirrorMap) -> Arc<RingMem> {
+        Arc::new(RingMem { map })
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: the control page is mapped read-write for as long as `map` lives, is
+        // page-aligned (so aligned for Header) and at least a page long (Header fits, pinned by
+        // a test). Header is only atomics, for which every bit pattern is valid, so a peer's
+        // writes cannot make this reference invalid.
+        unsafe { self.map.control_ptr().cast::<Header>().as_ref() }
+    }
+
+    pub(crate) fn map(&self) -> &MirrorMap {
+        &self.map
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// The code a ring header stores for `backend` (the codes are the header's).
+fn backend_code(backend: Backend) -> u32 {
+    match backend {
+        Backend::MirrorFlag => header::BACKEND_MIRROR_FLAG,
+        Backend::Duplicate => header::BACKEND_DUPLICATE,
+        // A map is never built with `Auto`; `Memfd` is the code's last value.
+        Backend::Memfd | Backend::Auto => header::BACKEND_MEMFD,
+    }
+}
+
+impl fmt::Debug for RingMem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingMem").field("map", &self.map).finish()
+    }
+}
+
+/// What every end needs, whichever role it plays.
+struct End {
+    ring: Arc<RingMem>,
+    hdr: NonNull<Header>,
+    data: NonNull<u8>,
+    spin: Duration,
+    role: Role,
+    /// How this end parks (`header::PARK_*`), as recorded in its role slot (downgraded if its
+    /// barrier fails).
+    park: Cell<Park>,
+    /// Watches the peer process (rings between processes only).
+    peer: Option<RefCell<ProcessWatch>>,
+    /// The fork generation this end was claimed in: a forked child must not use it.
+    generation: usize,
+}
+
+impl End {
+    fn new(ring: Arc<RingMem>, role: Role, spin: Duration, park: Park, peer: Option<ProcessWatch>) -> End {
+        let hdr = NonNull::from(ring.header());
+        // SAFETY: as_ptr() is the non-null start of view A.
+        let data = unsafe { NonNull::new_unchecked(ring.map().as_ptr()) };
+        End {
+            ring,
+            hdr,
+            data,
+            spin,
+            role,
+            park: Cell::new(park),
+            peer: peer.map(RefCell::new),
+            generation: sync::fork_generation(),
+        }
+    }
+
+    /// The shared header, if this end belongs to this process, else `None`: the one checked
+    /// place through which every use of the shared memory passes. A forked child's copy of an
+    /// end must not touch it: the parent owns the role, and with `dont_fork` the child does
+    /// not even have the page. One relaxed load of a process-wide counter.
+    #[inline(always)]
+    fn header(&self) -> Option<&Header> {
+        if self.generation == sync::fork_generation() {
+            // SAFETY: points into `ring`'s control page, which `self.ring` keeps mapped in the
+            // process that claimed the end (this one: the generation matches).
+            Some(unsafe { self.hdr.as_ref() })
+        } else {
+            None
+        }
+    }
+
+    /// [`header`](Self::header), or the error a call that returns a `Result` reports.
+    #[inline(always)]
+    fn header_or_err(&self) -> io::Result<&Header> {
+        self.header().ok_or_else(forked_error)
+    }
+
+    /// Waits (see `wait.rs`) until `poll` says the call can go on. `hdr` is this end's header,
+    /// from [`header`](Self::header).
+    fn wait<T>(
+        &self,
+        hdr: &Header,
+        counters: &Counters,
+        deadline: Option<Instant>,
+        mut poll: impl FnMut(&Header) -> Option<Result<T, Stop>>,
+    ) -> Result<T, Stop> {
+        let mut none = NoPeer;
+        let mut watch = self.peer.as_ref().map(RefCell::borrow_mut);
+        let peer: &mut dyn PeerCheck = match watch.as_deref_mut() {
+            Some(p) => p,
+            None => &mut none,
+        };
+        let mut park = self.park.get();
+        let waiter = Waiter { hdr, role: self.role, park: &mut park, spin: self.spin, peer, counters };
+        let r = wait::wait_for(waiter, deadline, || poll(hdr));
+        self.park.set(park);
+        r
+    }
+
+    /// Whether the peer's process is proven dead (rate-limited; see `peer.rs`).
+    fn peer_gone(&self, counters: &Counters) -> bool {
+        match (self.header(), &self.peer) {
+            (Some(hdr), Some(p)) => p.borrow_mut().gone(hdr, counters),
+            _ => false,
+        }
+    }
+
+    /// Whether the peer is gone: closed, or its process died. Always true in a forked copy.
+    fn abandoned(&self, counters: &Counters) -> bool {
+        match self.header() {
+            Some(hdr) => hdr.is_closed(self.role.peer()) || self.peer_gone(counters),
+            None => true,
+        }
+    }
+}
+
+#[cold]
+fn forked_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "this ring end belongs to the process that claimed it; a forked child cannot use it",
+    )
+}
+
+#[cold]
+fn poisoned_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "ring poisoned: the peer published an impossible cursor or corrupted the shared header",
+    )
+}
+
+#[cold]
+fn short_stream(left: usize, min: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("the producer closed the ring with {left} bytes left, fewer than the {min} asked for"),
+    )
+}
+
+/// Copies `n` bytes out of the ring. With `racy`, the source may be written by another
+/// process at the same time (a hostile peer): then every byte is read exactly once, with
+/// volatile loads, so the compiler cannot read a byte twice and hand the caller a value other
+/// than the one it copied (a plain `memcpy` from memory that changes underneath is a data
+/// race in Rust's model). Without `racy`, a plain `memcpy`.
+///
+/// # Safety
+///
+/// `src` is valid for `n` bytes of reads, `dst` for `n` bytes of writes, and they do not
+/// overlap.
+#[inline]
+unsafe fn copy_out(src: *const u8, dst: *mut u8, n: usize, racy: bool) {
+    if !racy {
+        // SAFETY: the caller vouches for both ranges.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, n) };
+        return;
+    }
+    /// The widest load that every target of this crate can do in one volatile instruction.
+    #[cfg(target_arch = "x86_64")]
+    type Chunk = std::arch::x86_64::__m128i;
+    #[cfg(not(target_arch = "x86_64"))]
+    type Chunk = u64;
+    const W: usize = std::mem::size_of::<Chunk>();
+    let mut i = 0;
+    // SAFETY: every access lies within the `n` bytes the caller vouches for; the chunk loads
+    // are aligned (the loop before them walks `src + i` to a multiple of W); the stores are
+    // unaligned writes to caller memory.
+    unsafe {
+        while i < n && (src.add(i) as usize) % W != 0 {
+            dst.add(i).write(src.add(i).read_volatile());
+            i += 1;
+        }
+        while i + W <= n {
+            let v = src.add(i).cast::<Chunk>().read_volatile();
+            dst.add(i).cast::<Chunk>().write_unaligned(v);
+            i += W;
+        }
+        while i < n {
+            dst.add(i).write(src.add(i).read_volatile());
+            i += 1;
+        }
+    }
+}
+
+fn too_big(min: usize, cap: usize) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("asked for {min} contiguous bytes; the ring holds {cap}"))
+}
+
+/// Whether and how long a call may block.
+#[derive(Clone, Copy, Debug)]
+enum Wait {
+    /// Never block: `WouldBlock` instead.
+    No,
+    /// Block until the deadline (`None`: forever).
+    Until(Option<Instant>),
+}
+
+impl Wait {
+    /// Block for at most `timeout` (one too large to represent is no deadline at all).
+    fn within(timeout: Duration) -> Wait {
+        Wait::Until(Instant::now().checked_add(timeout))
+    }
+}
+
+/// Turns a [`Stop`] into the error the producer reports.
+fn producer_error(stop: Stop) -> io::Error {
+    match stop {
+        Stop::Closed => io::Error::new(io::ErrorKind::BrokenPipe, "the consumer closed the ring"),
+        Stop::PeerDied => io::Error::new(io::ErrorKind::BrokenPipe, "the consumer's process died"),
+        Stop::Corrupt => poisoned_error(),
+        Stop::TimedOut => io::Error::new(io::ErrorKind::TimedOut, "timed out waiting for space in the ring"),
+    }
+}
+
+/// The writing end of a ring.
+///
+/// Writes go straight into the shared pages: [`write_grant`](Producer::write_grant) lends the
+/// free space as one `&mut [u8]` (contiguous even across the wrap), and
+/// [`commit`](WriteGrant::commit) publishes what was written. [`io::Write`] blocks until at
+/// least one byte fits; [`try_write`](Producer::try_write) never blocks.
+///
+/// Dropping the producer closes the ring: the consumer reads what is left, then sees end of
+/// stream.
+///
+/// `Producer` is [`Send`] but not [`Sync`]:
+///
+/// ```compile_fail
+/// fn needs_sync<T: Sync>() {}
+/// needs_sync::<mirror_ring::Producer>();
+/// ```
+pub struct Producer {
+    end: End,
+    cur: ProducerCursor,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+// SAFETY: the producer's private state is plain data, and the ring memory it points into is
+// kept alive by the Arc it owns; only one thread at a time can use it (it is not Sync), which
+// is all the single-producer protocol needs.
+unsafe impl Send for Producer {}
+
+/// Turns a [`Stop`] into the error the consumer reports. `Closed` is not an error for reads
+/// (it is `Ok(0)`); callers handle it before this.
+fn consumer_error(stop: Stop) -> io::Error {
+    match stop {
+        Stop::Closed => io::Error::new(io::ErrorKind::UnexpectedEof, "the producer closed the ring"),
+        Stop::PeerDied => io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the producer's process died without closing the ring (every committed byte was read)",
+        ),
+        Stop::Corrupt => poisoned_error(),
+        Stop::TimedOut => io::Error::new(io::ErrorKind::TimedOut, "timed out waiting for data in the ring"),
+    }
+}
+
+/// The reading end of a ring.
+///
+/// [`read_grant`](Consumer::read_grant) and [`fill_buf`](io::BufRead::fill_buf) lend the
+/// readable bytes as one `&[u8]` (contiguous even across the wrap), so a parser can take whole
+/// records straight from the ring. [`io::Read`] blocks until at least one byte is there;
+/// [`try_read`](Consumer::try_read) never blocks.
+///
+/// When the producer closes, the consumer reads what is left, then sees end of stream
+/// (`Ok(0)`). If the producer's process dies without closing, the consumer reads every
+/// committed byte, then gets `UnexpectedEof`.
+///
+/// `Consumer` is [`Send`] but not [`Sync`]:
+///
+/// ```compile_fail
+/// fn needs_sync<T: Sync>() {}
+/// needs_sync::<mirror_ring::Consumer>();
+/// ```
+pub struct Consumer {
+    end: End,
+    cur: ConsumerCursor,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+// SAFETY: as for Producer: private state plus an Arc-owned mapping, used by one thread at a
+// time.
+unsafe impl Send for Consumer {}
+
+mod consumer;
+mod framed;
+mod producer;
+#[cfg(all(test, not(mirror_ring_loom)))]
+mod tests;
+
+pub use consumer::ReadGrant;
+pub use framed::{Frame, FrameGrant, FramedConsumer, FramedProducer};
+pub use producer::WriteGrant;

@@ -1,0 +1,230 @@
+//! Unit tests of the ends: hostile cursors, wrapping, poisoning, aliasing across the seam.
+use super::*;
+use crate::test_util::Rng;
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read};
+use std::sync::atomic::Ordering;
+
+fn header_of(p: &Producer) -> &Header {
+    p.end.header().unwrap()
+}
+
+/// Random grants, commits, reads and releases against a `VecDeque` model, with both cursors
+/// starting just below `u64::MAX`, so the stream crosses the wrap of the `u64` cursors as
+/// well as the wrap of the ring, many times.
+#[test]
+fn cursors_wrap_around_u64_max() {
+    for backend in Backend::CONCRETE.into_iter().filter(|b| b.is_available()) {
+        let start = u64::MAX - 10_000;
+        let (mut tx, mut rx) =
+            RingOptions::new().capacity(4096).backend(backend).start_position(start).build().unwrap();
+        let cap = tx.capacity();
+        let mut model = VecDeque::new();
+        let mut rng = Rng::new(7);
+        let mut next = 0u8;
+        let mut moved = 0u64;
+        while moved < 200_000 {
+            if rng.below(1) == 0 {
+                let want = rng.below(cap);
+                match tx.write_grant(want) {
+                    Ok(mut g) => {
+                        assert!(g.len() >= want.max(1) && g.len() <= cap - model.len());
+                        let n = rng.below(g.len());
+                        for b in &mut g[..n] {
+                            *b = next;
+                            model.push_back(next);
+                            next = next.wrapping_add(1);
+                        }
+                        g.commit(n).unwrap();
+                    }
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::WouldBlock);
+                        assert!(cap - model.len() < want.max(1), "free {} want {want}", cap - model.len());
+                    }
+                }
+            } else {
+                let want = rng.below(cap);
+                match rx.read_grant(want) {
+                    Ok(g) => {
+                        assert!(g.len() >= want.max(1) && g.len() <= model.len());
+                        let n = rng.below(g.len());
+                        for (i, b) in g[..n].iter().enumerate() {
+                            assert_eq!(*b, model[i]);
+                        }
+                        g.release(n).unwrap();
+                        model.drain(..n);
+                        moved += n as u64;
+                    }
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::WouldBlock);
+                        assert!(model.len() < want.max(1));
+                    }
+                }
+            }
+        }
+        assert!(rx.cur.tail() < start, "{backend}: the cursor did not wrap past u64::MAX");
+    }
+}
+
+#[test]
+fn a_head_beyond_capacity_poisons_the_consumer_for_good() {
+    let (mut tx, mut rx) = channel(4096).unwrap();
+    tx.try_write(b"abc").unwrap();
+    let hdr = header_of(&tx);
+    // A "peer" publishes a head more than a capacity ahead of the tail.
+    hdr.head.store(3 + 4096 + 1, Ordering::Release);
+    let mut buf = [0; 8];
+    assert_eq!(rx.try_read(&mut buf).unwrap_err().kind(), ErrorKind::InvalidData);
+    assert_eq!(rx.read(&mut buf).unwrap_err().kind(), ErrorKind::InvalidData);
+    // Even a sane value afterwards does not un-poison it.
+    hdr.head.store(3, Ordering::Release);
+    assert_eq!(rx.try_read(&mut buf).unwrap_err().kind(), ErrorKind::InvalidData);
+    assert!(hdr.is_poisoned());
+    // The producer sees the shared flag once it has to look at the consumer's cursor.
+    tx.try_write(&[0; 4093]).unwrap();
+    assert_eq!(tx.try_write(b"x").unwrap_err().kind(), ErrorKind::InvalidData);
+    assert_eq!(tx.write_timeout(b"x", Duration::from_millis(1)).unwrap_err().kind(), ErrorKind::InvalidData);
+}
+
+#[test]
+fn a_head_moving_backwards_poisons_the_consumer() {
+    let (mut tx, mut rx) = channel(4096).unwrap();
+    tx.try_write(&[1; 100]).unwrap();
+    let mut buf = [0; 10];
+    assert_eq!(rx.try_read(&mut buf).unwrap(), 10);
+    // head goes back to 50: still >= tail (10) but behind what was already seen (100).
+    header_of(&tx).head.store(50, Ordering::Release);
+    // Cached bytes are still served (they were validated); the refresh then fails.
+    let mut big = [0; 200];
+    assert_eq!(rx.try_read(&mut big).unwrap(), 90);
+    assert_eq!(rx.try_read(&mut big).unwrap_err().kind(), ErrorKind::InvalidData);
+}
+
+#[test]
+fn a_tail_beyond_head_or_backwards_poisons_the_producer() {
+    for bad_tail in [111u64, u64::MAX] {
+        let (mut tx, rx) = channel(4096).unwrap();
+        tx.try_write(&[1; 100]).unwrap();
+        header_of(&tx).tail.store(bad_tail, Ordering::Release);
+        // (111 is one past the head after the next write; u64::MAX is behind the old tail.)
+        // The cached tail says 3996 bytes are free, so this fits without a refresh...
+        tx.try_write(&[1; 10]).unwrap();
+        // ...but needing more forces a refresh, which must refuse the value.
+        assert_eq!(tx.try_write(&[1; 4000]).unwrap_err().kind(), ErrorKind::InvalidData, "tail {bad_tail}");
+        assert_eq!(tx.try_write(&[1]).unwrap_err().kind(), ErrorKind::InvalidData);
+        drop(rx);
+    }
+}
+
+/// A consumer that finds the ring corrupt wakes a producer asleep on a full ring, which
+/// then fails with `InvalidData`. Every sleep is bounded, so the proof that it was woken
+/// (not rescued by its bound) is in its counters.
+#[test]
+fn poisoning_wakes_a_producer_asleep_on_a_full_ring() {
+    let (mut tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
+    tx.try_write(&[0; 4096]).unwrap();
+    let hdr: *const Header = header_of(&tx);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    // An unbounded blocking write: only a wake-up (or the sleep bound) can end it.
+    std::thread::spawn(move || {
+        let r = std::io::Write::write(&mut tx, b"x").map_err(|e| e.kind());
+        done_tx.send((r, tx.stats()))
+    });
+    // Let it fall asleep.
+    let t0 = Instant::now();
+    // SAFETY: the header lives as long as the consumer, which is alive here.
+    while unsafe { &*hdr }.space_waiter.load(Ordering::Relaxed) == 0 && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: the header lives as long as the consumer, which is alive here.
+    unsafe { &*hdr }.head.store(u64::MAX / 2, Ordering::Release);
+    let mut one = [0; 1];
+    assert_eq!(rx.try_read(&mut one).unwrap_err().kind(), ErrorKind::InvalidData); // finds the impossible head
+                                                                                   // Generous: this bounds a hang, not a speed.
+    let (result, stats) = done_rx.recv_timeout(Duration::from_secs(60)).expect("the sleeping producer never returned");
+    assert_eq!(result, Err(ErrorKind::InvalidData));
+    assert_eq!(stats.parks, 1, "{stats:?}");
+    assert_eq!(stats.woken, 1, "the poisoning did not wake the sleeping producer: {stats:?}");
+}
+
+/// How each end parks is recorded in its slot (header version 2): privately expedited
+/// barriers for a thread ring, global ones between processes, or fences where the kernel
+/// offers no membarrier.
+#[test]
+fn each_role_records_how_it_parks() {
+    use crate::sync::Park;
+    let membarrier = crate::sys::membarrier(crate::sys::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED).is_ok();
+    let (tx, _rx) = channel(4096).unwrap();
+    let want = if membarrier { Park::Private } else { Park::Fence };
+    assert_eq!(header_of(&tx).park_mode(Role::Producer), want);
+    assert_eq!(header_of(&tx).park_mode(Role::Consumer), want);
+    let ring = RingOptions::new().capacity(4096).shared().unwrap();
+    let tx = ring.clone().into_producer().unwrap();
+    let want = if membarrier { Park::Global } else { Park::Fence };
+    assert_eq!(header_of(&tx).park_mode(Role::Producer), want);
+    assert_eq!(header_of(&tx).park_mode(Role::Consumer), Park::Fence, "not claimed yet: the zeroed code");
+}
+
+/// A publish that wakes nobody (a bug, or a hostile peer) delays a sleeper between threads
+/// by at most the safety interval: every sleep is bounded. The counters call it what it is.
+#[test]
+fn a_lost_wakeup_between_threads_delays_but_never_hangs() {
+    let (tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
+    let hdr: *const Header = header_of(&tx);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 4];
+        let r = rx.read(&mut b).map_err(|e| e.kind());
+        let _ = done_tx.send((r, b, rx.stats()));
+    });
+    let t0 = Instant::now();
+    // SAFETY: the header lives as long as the ends; the reader holds the consumer.
+    while unsafe { &*hdr }.data_waiter.load(Ordering::Relaxed) == 0 && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Publish "ping" the way a producer does, but without looking for a sleeper.
+    // SAFETY: the producer's free space at offset 0, 4 bytes.
+    unsafe { tx.write_ptr().copy_from_nonoverlapping(b"ping".as_ptr(), 4) };
+    // SAFETY: as above.
+    unsafe { &*hdr }.head.store(4, Ordering::Release);
+    let published = Instant::now();
+    let (r, b, stats) = done_rx.recv_timeout(Duration::from_secs(60)).expect("the sleeping reader hangs");
+    let delay = published.elapsed();
+    assert_eq!((r, &b), (Ok(4), b"ping"));
+    // 10x the design bound: a liveness bound, not a speed.
+    assert!(delay < 10 * crate::wait::SAFETY_INTERVAL, "woke after {delay:?}");
+    assert_eq!(stats.lost_wakeups, 1, "{stats:?}");
+    drop(tx);
+}
+
+/// The aliasing hazard of KERNEL.md: bytes written through view B and read through view A
+/// (and the reverse) in one thread, with optimisations on. Run in release mode by CI.
+#[test]
+fn single_thread_writes_across_the_seam_read_back_exactly() {
+    for backend in Backend::CONCRETE.into_iter().filter(|b| b.is_available()) {
+        let (mut tx, mut rx) = RingOptions::new().capacity(4096).backend(backend).build().unwrap();
+        let mut rng = Rng::new(42);
+        let mut out = vec![0u8; 4096];
+        for round in 0..20_000u32 {
+            // Park the cursors a few bytes before the seam, then write across it.
+            let target = 4096 - 1 - rng.below(63);
+            let skip = (target + 4096 - tx.cur.offset()) % 4096;
+            if skip > 0 {
+                tx.write_grant(skip).unwrap().commit(skip).unwrap();
+                let g = rx.read_grant(skip).unwrap();
+                g.release(skip).unwrap();
+            }
+            let n = 2 + rng.below(120);
+            let mut g = tx.write_grant(n).unwrap();
+            for (i, b) in g[..n].iter_mut().enumerate() {
+                *b = (round as u8).wrapping_mul(31).wrapping_add(i as u8);
+            }
+            g.commit(n).unwrap();
+            let got = rx.try_read(&mut out[..n]).unwrap();
+            assert_eq!(got, n);
+            for (i, b) in out[..n].iter().enumerate() {
+                assert_eq!(*b, (round as u8).wrapping_mul(31).wrapping_add(i as u8), "{backend} round {round}");
+            }
+        }
+    }
+}
