@@ -1,13 +1,11 @@
 //! Role claims race safely: of two processes claiming the same role at once exactly one wins,
 //! and a peer that watches the slot never sees a pid without its start time.
-#![cfg(loom)]
 
+use super::{model, Ring};
+use crate::header::Role;
+use crate::peer::ProcessWatch;
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{model, Ring, Role};
-
-/// ROLE_CLAIMED in the shared header.
-const CLAIMED: u32 = 1;
 
 #[test]
 fn role_claims_race_safely() {
@@ -20,16 +18,16 @@ fn role_claims_race_safely() {
                 thread::spawn(move || r.claim(Role::Producer, pid, 1000 + pid as u64).then_some(pid))
             })
             .collect();
-        // The consumer's peer watcher (`ProcessWatch::check`) reads the producer's slot
-        // concurrently: a pid it sees must come with that claimant's start time.
-        let (state, pid, start) = ring.watch(Role::Producer);
-        if state == CLAIMED && pid > 0 {
-            assert_eq!(start, 1000 + pid as u64, "pid {pid} seen without its start time");
+        // The consumer's peer watcher (the real `ProcessWatch::identify`) reads the producer's
+        // slot concurrently: a pid it sees must come with that claimant's start time.
+        if let Some(peer) = ProcessWatch::new(Role::Consumer).identify(&ring) {
+            assert_eq!(peer.start_time, 1000 + peer.pid as u64, "pid {} seen without its start time", peer.pid);
         }
         let winners: Vec<i32> = claimers.into_iter().filter_map(|t| t.join().unwrap()).collect();
         assert_eq!(winners.len(), 1, "exactly one claim wins: {winners:?}");
         assert!(!ring.claim(Role::Producer, 12, 1012), "a later claim fails");
         assert!(ring.claim(Role::Consumer, 12, 1012), "the other role is still free");
-        assert_eq!(ring.watch(Role::Producer), (CLAIMED, winners[0], 1000 + winners[0] as u64));
+        let peer = ProcessWatch::new(Role::Consumer).identify(&ring).expect("the winner is watched");
+        assert_eq!((peer.pid, peer.start_time), (winners[0], 1000 + winners[0] as u64));
     });
 }

@@ -1,10 +1,11 @@
 //! Close while the peer sleeps: the sleeper is woken, a reader first drains every byte
 //! published before the close, and each side then reports `Closed`.
-#![cfg(loom)]
 
+use super::{model, value, Data, Ring};
+use crate::header::Role;
+use crate::protocol::Stop;
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{model, value, Data, Ring, Role, Stop};
 
 const N: u64 = 4;
 

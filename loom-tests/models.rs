@@ -1,29 +1,126 @@
-//! Model-checking support for `mirror-ring`'s protocol (see `tests/`). Everything here exists
-//! only under `--cfg loom`; without it the crate is empty.
+//! The loom models of `mirror-ring`'s protocol.
 //!
-//! Run the models with:
+//! This folder is compiled by the crate itself, as its own unit tests, under
+//! `--cfg mirror_ring_loom` (see `README.md` here): the models call the crate's real cursor,
+//! publish, wait, close, poison and claim code, with loom's atomics and a loom-visible futex
+//! per waiter word swapped in by `sync.rs`. Nothing public exists for them.
 //!
-//! ```sh
-//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p loom-tests
-//! ```
-//!
-//! The crate's real protocol code (`mirror_ring::loom_api`, thin wrappers over `protocol.rs`,
-//! `wait.rs` and `header.rs`) runs over a heap-allocated header, with loom's atomics and a
-//! loom-visible futex swapped in by the crate's `sync.rs` shim. The data bytes live in
-//! [`Data`]: loom `UnsafeCell`s indexed by `position & (N - 1)`, so loom's causality checker
-//! fails a model whenever a producer write and a consumer read of one byte are not ordered by
-//! the protocol (an overwrite of unread bytes, or a read of unpublished ones).
-#![cfg(loom)]
+//! Loom cannot model `mmap`, so a model's header lives on the heap (`Header::for_model`) and
+//! its data bytes are loom `UnsafeCell`s indexed by `position & (N - 1)` ([`Data`]): loom's
+//! causality checker fails a model whenever a producer write and a consumer read of one byte
+//! are not ordered by the protocol.
 
-pub use mirror_ring::loom_api::{ConsumerCursor, Corrupt, ProducerCursor, Ring, Role, Stop, Word};
-
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use crate::header::{Claimant, Header, Role, Word};
+use crate::protocol::{self, ConsumerCursor, ProducerCursor, Stop};
+use crate::stats::Counters;
+use crate::sync::{Ordering, Park};
+use crate::wait::{self, NoPeer, Waiter};
+
+#[path = "claims.rs"]
+mod claims;
+#[path = "close.rs"]
+mod close;
+#[path = "poison.rs"]
+mod poison;
+#[path = "stream.rs"]
+mod stream;
+#[path = "wakeup.rs"]
+mod wakeup;
+
+/// A ring's shared header on the heap, initialised like a real ring's. Derefs to the
+/// [`Header`], so the cursors' methods take `&ring` directly.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    hdr: Box<Header>,
+    cap: u64,
+}
+
+impl Deref for Ring {
+    type Target = Header;
+    fn deref(&self) -> &Header {
+        &self.hdr
+    }
+}
+
+impl Ring {
+    /// A fresh ring of `capacity` bytes (a power of two; tiny in models) with both cursors at
+    /// `start`. Must be called inside `loom::model`.
+    pub(crate) fn new(capacity: u64, start: u64) -> Ring {
+        Ring { hdr: Header::for_model(capacity, start), cap: capacity }
+    }
+
+    /// The real producer cursor, attached to the header's cursors.
+    pub(crate) fn producer(&self) -> ProducerCursor {
+        ProducerCursor::attach(&self.hdr, self.cap).expect("valid cursors")
+    }
+
+    /// The real consumer cursor, attached to the header's cursors.
+    pub(crate) fn consumer(&self) -> ConsumerCursor {
+        ConsumerCursor::attach(&self.hdr, self.cap).expect("valid cursors")
+    }
+
+    /// `protocol::close`, as dropping an end does.
+    pub(crate) fn close(&self, role: Role) {
+        protocol::close(&self.hdr, role);
+    }
+
+    /// `wait::wait_for` by the role that sleeps on `word`, with no spin, no deadline and no
+    /// peer process: raises the flag, rechecks with `poll`, sleeps on the word's futex.
+    pub(crate) fn wait_for<T>(&self, word: Word, poll: impl FnMut() -> Option<Result<T, Stop>>) -> Result<T, Stop> {
+        let mut park = Park::Global;
+        let counters = Counters::default();
+        let waiter = Waiter {
+            hdr: &self.hdr,
+            role: word.sleeper(),
+            park: &mut park,
+            spin: Duration::ZERO,
+            peer: &mut NoPeer,
+            counters: &counters,
+        };
+        wait::wait_for(waiter, None, poll)
+    }
+
+    /// What the producer's blocking path does: publish what was advanced, then wait until
+    /// `min` bytes are free.
+    pub(crate) fn wait_writable(&self, tx: &mut ProducerCursor, min: usize) -> Result<usize, Stop> {
+        tx.publish(&self.hdr);
+        self.wait_for(Word::Space, || tx.poll_writable(&self.hdr, min))
+    }
+
+    /// What the consumer's blocking path does: release what was advanced, then wait until
+    /// `min` bytes are readable.
+    pub(crate) fn wait_readable(&self, rx: &mut ConsumerCursor, min: usize) -> Result<usize, Stop> {
+        rx.publish(&self.hdr);
+        self.wait_for(Word::Data, || rx.poll_readable(&self.hdr, min))
+    }
+
+    /// `Header::claim` for `pid`, as a process claiming `role` does.
+    pub(crate) fn claim(&self, role: Role, pid: i32, start_time: u64) -> bool {
+        self.hdr.claim(role, Claimant { pid, start_time, pid_ns: 0, park: Park::Global })
+    }
+
+    /// A hostile producer: stores any head (Release, as a publish does) and wakes the consumer
+    /// the way a publish does.
+    pub(crate) fn hostile_publish_head(&self, head: u64) {
+        self.hdr.head.store(head, Ordering::Release);
+        protocol::notify(&self.hdr, Word::Data, &Counters::default());
+    }
+
+    /// A hostile consumer: stores any tail and wakes the producer the way a release does.
+    pub(crate) fn hostile_publish_tail(&self, tail: u64) {
+        self.hdr.tail.store(tail, Ordering::Release);
+        protocol::notify(&self.hdr, Word::Space, &Counters::default());
+    }
+}
 
 /// The data pages of a model ring: `N` loom-checked cells, addressed by byte position.
 #[derive(Debug)]
-pub struct Data {
+pub(crate) struct Data {
     cells: Box<[loom::cell::UnsafeCell<u8>]>,
     mask: u64,
 }
@@ -35,19 +132,19 @@ unsafe impl Sync for Data {}
 
 impl Data {
     /// `capacity` zeroed cells (a power of two).
-    pub fn new(capacity: u64) -> Data {
+    pub(crate) fn new(capacity: u64) -> Data {
         assert!(capacity.is_power_of_two());
         Data { cells: (0..capacity).map(|_| loom::cell::UnsafeCell::new(0)).collect(), mask: capacity - 1 }
     }
 
     /// The producer writes byte position `pos`.
-    pub fn write(&self, pos: u64, v: u8) {
+    pub(crate) fn write(&self, pos: u64, v: u8) {
         // SAFETY: loom's cell checks that no access by another thread races with this one.
         self.cells[(pos & self.mask) as usize].with_mut(|p| unsafe { *p = v });
     }
 
     /// The consumer reads byte position `pos`.
-    pub fn read(&self, pos: u64) -> u8 {
+    pub(crate) fn read(&self, pos: u64) -> u8 {
         // SAFETY: as in `write`.
         self.cells[(pos & self.mask) as usize].with(|p| unsafe { *p })
     }
@@ -55,13 +152,13 @@ impl Data {
 
 /// The value of the `k`-th byte of a model stream (counting from 0): never 0, so a byte that
 /// was never written shows, and distinct within 255 bytes, so a stale or misplaced byte shows.
-pub fn value(k: u64) -> u8 {
+pub(crate) fn value(k: u64) -> u8 {
     (k % 255) as u8 + 1
 }
 
 /// Runs `f` under loom (settings from the `LOOM_*` environment variables, as `loom::model`),
 /// and prints how many executions were explored and how long it took.
-pub fn model<F>(name: &str, f: F)
+pub(crate) fn model<F>(name: &str, f: F)
 where
     F: Fn() + Sync + Send + 'static,
 {
@@ -70,9 +167,9 @@ where
     let start = Instant::now();
     loom::model::Builder::new().check(move || {
         // Relaxed: a plain counter, read after the model has finished.
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.fetch_add(1, StdOrdering::Relaxed);
         f()
     });
-    let runs = runs.load(Ordering::Relaxed);
+    let runs = runs.load(StdOrdering::Relaxed);
     println!("model {name}: {runs} executions in {:.2?}", start.elapsed());
 }

@@ -3,11 +3,12 @@
 //! if the value later looks sane again; the shared flag makes the other side report `Corrupt`
 //! too as soon as it has to wait, never a clean end of stream or a grant formed from the bad
 //! value.
-#![cfg(loom)]
 
+use super::{model, value, Data, Ring};
+use crate::header::{Role, Word};
+use crate::protocol::Stop;
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{model, value, Data, Ring, Role, Stop, Word};
 
 const N: u64 = 4;
 

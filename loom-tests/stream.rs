@@ -3,11 +3,12 @@
 //! grants cross the wrap point (and the `u64` wrap of the cursors). Every byte lives in a loom
 //! `UnsafeCell`, so a write and a read of one byte that the protocol fails to order fail the
 //! model, whichever interleaving exposes it.
-#![cfg(loom)]
 
+use super::{model, value, Data, Ring};
+use crate::header::Role;
+use crate::protocol::Stop;
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{model, value, Data, Ring, Role, Stop};
 
 const N: u64 = 4;
 

@@ -1,11 +1,10 @@
 //! No lost wake-up: a reader that sleeps for data and a writer that sleeps for space are always
 //! woken by the publish that satisfies them. Loom reports a lost wake-up as a deadlock (every
 //! thread blocked on the emulated futex).
-#![cfg(loom)]
 
+use super::{model, value, Data, Ring};
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{model, value, Data, Ring};
 
 const N: u64 = 4;
 

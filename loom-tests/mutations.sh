@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Reproduces the mutation table of loom-tests/README.md: each mutation below breaks one
+# ordering, barrier or check of the protocol in a scratch copy of the crate, runs every loom
+# model in its own process (a loom deadlock aborts the test binary), and reports which models
+# fail. The working tree is never touched.
+#
+#   loom-tests/mutations.sh            # every mutation (about 5 minutes on 2 cores)
+#   loom-tests/mutations.sh 3 7        # only mutations 3 and 7
+#
+# Exit status: 0 when every mutation is caught by at least one model (and the unmutated crate
+# passes every model), 1 otherwise.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+export CARGO_TARGET_DIR="$top/target/loom-mutations"
+export RUSTFLAGS="--cfg mirror_ring_loom"
+export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
+
+# name | file | exact text to find (must occur) | replacement | which occurrence (1-based)
+mutations=(
+  "head publish Release -> Relaxed|src/protocol.rs|hdr.head.store(self.head, Ordering::Release);|hdr.head.store(self.head, Ordering::Relaxed);|1"
+  "tail publish Release -> Relaxed|src/protocol.rs|hdr.tail.store(self.tail, Ordering::Release);|hdr.tail.store(self.tail, Ordering::Relaxed);|1"
+  "consumer's head reload Acquire -> Relaxed|src/protocol.rs|let h = hdr.head.load(Ordering::Acquire);|let h = hdr.head.load(Ordering::Relaxed);|1"
+  "no recheck after raising the flag|src/wait.rs|if recheck {|if false \&\& recheck {|1"
+  "no publisher barrier|src/protocol.rs|publish_barrier(hdr.park_mode(w.sleeper()));|let _ = hdr.park_mode(w.sleeper());|1"
+  "no sleeper barrier|src/wait.rs|strong = park_barrier(*park);|strong = true;|1"
+  "the publisher wakes the other word|src/protocol.rs|        hdr.word(w).wake();|        hdr.word(match w { Word::Data => Word::Space, Word::Space => Word::Data }).wake();|1"
+  "the publisher clears the flag but never wakes|src/protocol.rs|        hdr.word(w).wake();|        let _ = w;|1"
+  "close: CLOSED Release -> Relaxed|src/protocol.rs|state.store(ROLE_CLOSED, Ordering::Release);|state.store(ROLE_CLOSED, Ordering::Relaxed);|1"
+  "close: no fence before clearing the peer's flag|src/protocol.rs|    fence(Ordering::SeqCst);\n    let w = role.peer().own_word();|    let w = role.peer().own_word();|1"
+  "claim: pid Release -> Relaxed|src/header.rs|slot.pid.store(who.pid, Ordering::Release);|slot.pid.store(who.pid, Ordering::Relaxed);|1"
+  "claim: compare-exchange -> load then store|src/header.rs|let won = slot.state.compare_exchange(ROLE_FREE, ROLE_CLAIMED, Ordering::AcqRel, Ordering::Relaxed).is_ok();|let won = slot.state.load(Ordering::Acquire) == ROLE_FREE; slot.state.store(ROLE_CLAIMED, Ordering::Release);|1"
+  "close of a poisoned ring reads as a clean end|src/protocol.rs|Ok(_) if hdr.is_poisoned() => {|Ok(_) if false \&\& hdr.is_poisoned() => {|1"
+)
+
+copy() {
+  rm -rf "$scratch/crate"
+  mkdir -p "$scratch/crate"
+  (cd "$top" && tar --exclude=./target --exclude=./.git -cf - .) | (cd "$scratch/crate" && tar -xf -)
+}
+
+# Applies mutation $1 to the scratch copy; fails if the text is not there.
+mutate() {
+  local IFS='|'
+  read -r name file find replace nth <<<"$1"
+  python3 - "$scratch/crate/$file" "$find" "$replace" "$nth" <<'PY'
+import sys
+path, find, replace, nth = sys.argv[1], sys.argv[2].replace("\\n", "\n"), sys.argv[3].replace("\\n", "\n"), int(sys.argv[4])
+replace = replace.replace("\\&", "&")
+find = find.replace("\\&", "&")
+text = open(path).read()
+at = -1
+for _ in range(nth):
+    at = text.find(find, at + 1)
+    if at < 0:
+        sys.exit(f"mutation text not found in {path}: {find!r}")
+open(path, "w").write(text[:at] + replace + text[at + len(find):])
+PY
+}
+
+models() {
+  (cd "$scratch/crate" && cargo test --release --lib -q -- --list 2>/dev/null) | sed -n 's/: test$//p' | grep '^loom_models::'
+}
+
+# Runs every model in its own process; prints the names of those that fail.
+failing() {
+  local m
+  (cd "$scratch/crate" && cargo test --release --lib --no-run -q 2>/dev/null) || { echo "(does not build)"; return; }
+  for m in $(models); do
+    if ! (cd "$scratch/crate" && timeout 600 cargo test --release --lib -q -- --exact "$m" >/dev/null 2>&1); then
+      echo "${m#loom_models::}"
+    fi
+  done
+}
+
+pick=("$@")
+status=0
+copy
+echo "| mutation | models that fail |"
+echo "|---|---|"
+base=$(failing | tr '\n' ' ')
+echo "| (none) | ${base:-none} |"
+[ -z "$base" ] || status=1
+i=0
+for m in "${mutations[@]}"; do
+  i=$((i + 1))
+  if [ ${#pick[@]} -gt 0 ] && [[ ! " ${pick[*]} " == *" $i "* ]]; then
+    continue
+  fi
+  copy
+  mutate "$m"
+  fails=$(failing | tr '\n' ' ')
+  echo "| $i. ${m%%|*} | ${fails:-NONE: not caught} |"
+  [ -n "$fails" ] || status=1
+done
+exit $status
