@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    available, in_child, open_fds, our_mappings, page_size, scale, seed, spawn_child, wait_child, wait_child_within,
-    Pattern, Rng,
+    available, in_child, open_fds, our_mappings, page_size, proc_state, scale, seed, spawn_child, wait_child,
+    wait_child_within, Pattern, Rng,
 };
 use mirror_ring::{Backend, Consumer, Producer, RingOptions, SharedRing};
 
@@ -83,12 +83,6 @@ impl Drop for SharedPage {
 fn sigkill(pid: libc::pid_t) {
     // SAFETY: pid is our own child, not yet reaped (so the pid cannot name anyone else).
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-}
-
-/// The state letter of `/proc/<pid>/stat` (`Z` for a zombie).
-fn proc_state(pid: libc::pid_t) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("child's /proc entry");
-    stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
 }
 
 /// No child processes left: `waitpid(-1, WNOHANG)` says there are none to wait for.
