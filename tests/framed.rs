@@ -535,11 +535,20 @@ fn timeouts_expire() {
     let _dog = watchdog("timeouts_expire", HANG);
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-    assert_eq!(rx.recv_timeout(Duration::from_millis(5)).unwrap_err().kind(), ErrorKind::TimedOut);
+    // Each call waits out its timeout (not less) and then gives up with TimedOut.
+    let t = Duration::from_millis(5);
+    let expires = |what: &str, started: Instant, kind: ErrorKind| {
+        assert_eq!(kind, ErrorKind::TimedOut, "{what}");
+        assert!(started.elapsed() >= t, "{what} gave up after {:?}, before its {t:?}", started.elapsed());
+    };
+    let started = Instant::now();
+    expires("recv_timeout", started, rx.recv_timeout(t).unwrap_err().kind());
     tx.send(&[0; 4000]).unwrap();
-    assert_eq!(tx.send_timeout(&[0; 100], Duration::from_millis(5)).unwrap_err().kind(), ErrorKind::TimedOut);
-    assert_eq!(tx.reserve_timeout(100, Duration::from_millis(5)).unwrap_err().kind(), ErrorKind::TimedOut);
-    assert_eq!(rx.recv_timeout(Duration::from_millis(5)).unwrap().unwrap().len(), 4000);
+    let started = Instant::now();
+    expires("send_timeout", started, tx.send_timeout(&[0; 100], t).unwrap_err().kind());
+    let started = Instant::now();
+    expires("reserve_timeout", started, tx.reserve_timeout(100, t).unwrap_err().kind());
+    assert_eq!(rx.recv_timeout(t).unwrap().unwrap().len(), 4000);
 }
 
 #[test]
@@ -552,12 +561,18 @@ fn a_truncated_grant_sends_its_real_size_and_a_dropped_grant_sends_nothing() {
     g.truncate(5);
     assert_eq!(g.len(), 5);
     g.commit().unwrap();
-    let g = tx.reserve(100).unwrap();
+    let g = tx.reserve_timeout(100, WAKE).unwrap();
     drop(g);
-    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"hello");
-    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
-    // A truncated frame takes only its real size: 16 bytes, so 4080 remain.
+    // While "hello" is still held, a truncated frame takes only its real size: 16 bytes, so
+    // exactly 4080 remain.
+    let hello = rx.try_recv().unwrap().unwrap();
+    assert_eq!(&*hello, b"hello");
     tx.try_send(&[1; 4072]).unwrap();
+    assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock, "the ring is full");
+    drop(hello);
+    // The dropped grant sent nothing: the next frame is the one sent after it.
+    assert_eq!(rx.try_recv().unwrap().unwrap().len(), 4072);
+    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
 }
 
 #[test]

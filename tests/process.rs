@@ -958,8 +958,8 @@ fn no_new_entries_under_dev_shm() {
     assert!(new.is_empty(), "new entries under /dev/shm: {new:?}");
 }
 
-/// A `send_fd` of an arbitrary descriptor keeps its number in the sender, so the raw fd is
-/// still ours; documenting that `recv_fd` hands back an owned, close-on-exec descriptor.
+/// `recv_fd` hands back a close-on-exec descriptor (a later exec must not leak the ring), and
+/// the ring it names attaches.
 #[test]
 fn received_descriptors_are_close_on_exec() {
     let (a, b) = UnixStream::pair().unwrap();
