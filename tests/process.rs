@@ -806,6 +806,63 @@ fn a_producer_that_closed_and_exited_is_a_clean_end_of_stream() {
     }
 }
 
+/// A process forked while another of its threads probes which backends work must still be
+/// able to create rings: the probe's once-per-process state must not stay "in progress" in the
+/// child, where the probing thread does not exist (a hang, seen in this suite as a child of a
+/// multi-threaded test process that never returned from its first ring creation).
+///
+/// Each attempt is a fresh process (the probe runs once per process): one thread probes every
+/// backend for the first time while the main thread forks children that each create a ring.
+#[test]
+fn a_child_forked_during_the_backend_probe_can_create_rings() {
+    let mut hung = 0;
+    let mut forked = 0;
+    for _ in 0..300 * scale() {
+        let page = SharedPage::new(); // word 0: children forked while the probe ran, 1: hung
+        let status = in_child(|| {
+            let done = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let _ = Backend::Auto.is_available(); // the first probe in this process
+                    done.store(true, Ordering::Release);
+                });
+                let mut pids = Vec::new();
+                while !done.load(Ordering::Acquire) && pids.len() < 64 {
+                    pids.push(spawn_child(|| i32::from(RingOptions::new().capacity(4096).shared().is_err())));
+                }
+                page.word(0).store(pids.len() as u64, Ordering::Relaxed);
+                for pid in pids {
+                    let end = Instant::now() + LONG / 4;
+                    loop {
+                        let mut st = 0;
+                        // SAFETY: st is a valid out-pointer; pid is our own child.
+                        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+                        if r == pid {
+                            break;
+                        }
+                        if Instant::now() > end {
+                            page.word(1).fetch_add(1, Ordering::Relaxed);
+                            sigkill(pid);
+                            wait_child(pid);
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            });
+            0
+        });
+        assert_eq!(status, 0);
+        forked += page.word(0).load(Ordering::Relaxed);
+        hung += page.word(1).load(Ordering::Relaxed);
+        if hung > 0 {
+            break;
+        }
+    }
+    assert!(forked > 0, "no child was forked while the probe ran");
+    assert_eq!(hung, 0, "{hung} of {forked} children forked during the backend probe hung creating a ring");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Leaks.
 
