@@ -806,18 +806,54 @@ fn a_producer_that_closed_and_exited_is_a_clean_end_of_stream() {
     }
 }
 
+/// Set in the copy of this test binary that [`a_child_forked_during_the_backend_probe_can_create_rings`]
+/// runs: that copy makes the attempts.
+const PROBE_RACE_WORKER: &str = "MIRROR_RING_PROBE_RACE_WORKER";
+
 /// A process forked while another of its threads probes which backends work must still be
 /// able to create rings: the probe's once-per-process state must not stay "in progress" in the
 /// child, where the probing thread does not exist (a hang, seen in this suite as a child of a
 /// multi-threaded test process that never returned from its first ring creation).
 ///
-/// Each attempt is a fresh process (the probe runs once per process): one thread probes every
-/// backend for the first time while the main thread forks children that each create a ring.
+/// The probe runs once per process and a fork inherits its result, so the attempts run in a
+/// freshly started copy of this test binary, where nothing has probed yet. Each attempt forks
+/// from it (so still unprobed); there one thread probes every backend for the first time while
+/// the main thread forks children that each create a ring.
 #[test]
 fn a_child_forked_during_the_backend_probe_can_create_rings() {
+    if std::env::var_os(PROBE_RACE_WORKER).is_some() {
+        return probe_race_attempts();
+    }
+    let mut worker = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "a_child_forked_during_the_backend_probe_can_create_rings", "--nocapture", "-q"])
+        .env(PROBE_RACE_WORKER, "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + 4 * LONG;
+    let status = loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > end {
+            worker.kill().unwrap();
+            worker.wait().unwrap();
+            panic!("the worker process ran for more than {:?}", 4 * LONG);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    worker.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "the worker failed ({status}):\n{err}");
+}
+
+/// The attempts of [`a_child_forked_during_the_backend_probe_can_create_rings`], in a process
+/// that has not probed the backends.
+fn probe_race_attempts() {
     let mut hung = 0;
     let mut forked = 0;
-    for _ in 0..300 * scale() {
+    for _ in 0..1000 * scale() {
         let page = SharedPage::new(); // word 0: children forked while the probe ran, 1: hung
         let status = in_child(|| {
             let done = std::sync::atomic::AtomicBool::new(false);
@@ -831,8 +867,8 @@ fn a_child_forked_during_the_backend_probe_can_create_rings() {
                     pids.push(spawn_child(|| i32::from(RingOptions::new().capacity(4096).shared().is_err())));
                 }
                 page.word(0).store(pids.len() as u64, Ordering::Relaxed);
+                let end = Instant::now() + LONG / 4;
                 for pid in pids {
-                    let end = Instant::now() + LONG / 4;
                     loop {
                         let mut st = 0;
                         // SAFETY: st is a valid out-pointer; pid is our own child.
