@@ -1,16 +1,30 @@
 //! Framed messages: whole frames in order between threads and across fork, oversize frames,
 //! corrupt headers, batching, frames crossing the seam.
+//!
+//! Blocking calls between threads sleep without a deadline, so a lost wake-up would hang: every
+//! test that can block runs under a [`watchdog`] that aborts the test process instead.
 
 mod common;
 
-use std::io::{ErrorKind, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{available, in_child, scale, seed, spawn_child, wait_child, Rng};
+use common::{
+    available, page_size, proc_state, scale, seed, spawn_child, wait_child, wait_child_within, watchdog, Rng,
+};
 use mirror_ring::{channel, FramedConsumer, FramedProducer, RingOptions};
+
+/// The watchdog's bound for one test: the slowest test here takes about a second (debug build).
+const HANG: Duration = Duration::from_secs(60);
+
+/// The bound on noticing a dead peer: 10x the 100 ms the design promises.
+const LIVE: Duration = Duration::from_secs(1);
+
+/// The bound on a wake-up between threads (healthy: microseconds); wide, for loaded machines.
+const WAKE: Duration = Duration::from_secs(5);
 
 /// The payload of frame `i`: `len` bytes of a fixed random pattern, starting at an offset that
 /// depends on `i`, so a frame delivered out of order, twice, or with foreign bytes is caught.
@@ -30,18 +44,22 @@ impl Payloads {
 }
 
 /// Frame `i`'s length: the same sequence on both sides (same seed).
-struct Sizes(Rng, usize);
+struct Sizes {
+    rng: Rng,
+    min: usize,
+    max: usize,
+}
 
 impl Sizes {
-    fn new(seed: u64, max: usize) -> Sizes {
-        Sizes(Rng::new(seed), max)
+    fn new(seed: u64, min: usize, max: usize) -> Sizes {
+        Sizes { rng: Rng::new(seed), min, max }
     }
     fn next(&mut self) -> usize {
-        // One in eight frames is empty or at the limit, the rest uniform in 0..=max.
-        match self.0.below(15) {
-            0 => 0,
-            1 => self.1,
-            _ => self.0.below(self.1),
+        // One in eight frames is at the lower or the upper limit, the rest uniform in between.
+        match self.rng.below(15) {
+            0 => self.min,
+            1 => self.max,
+            _ => self.min + self.rng.below(self.max - self.min),
         }
     }
 }
@@ -55,11 +73,16 @@ fn check_frame(got: &[u8], want: &[u8], i: u64) {
     }
 }
 
-/// Sends `count` frames of sizes from `Sizes(seed, max)`, mixing `send`, `try_send`,
+/// Sends `count` frames of sizes from `Sizes(seed, 0, max)`, mixing `send`, `try_send`,
 /// `send_timeout` and `reserve` + `commit`.
 fn send_frames(tx: &mut FramedProducer, count: u64, seed: u64, max: usize) {
+    send_sized(tx, count, seed, 0, max)
+}
+
+/// As [`send_frames`], with every frame at least `min` bytes long.
+fn send_sized(tx: &mut FramedProducer, count: u64, seed: u64, min: usize, max: usize) {
     let payloads = Payloads::new();
-    let mut sizes = Sizes::new(seed, max);
+    let mut sizes = Sizes::new(seed, min, max);
     let mut pick = Rng::new(seed ^ 0xabcd);
     for i in 0..count {
         let len = sizes.next();
@@ -86,8 +109,13 @@ fn send_frames(tx: &mut FramedProducer, count: u64, seed: u64, max: usize) {
 
 /// Receives `count` frames and checks each; then expects end of stream.
 fn recv_frames(rx: &mut FramedConsumer, count: u64, seed: u64, max: usize) {
+    recv_sized(rx, count, seed, 0, max)
+}
+
+/// As [`recv_frames`], for frames from [`send_sized`].
+fn recv_sized(rx: &mut FramedConsumer, count: u64, seed: u64, min: usize, max: usize) {
     let payloads = Payloads::new();
-    let mut sizes = Sizes::new(seed, max);
+    let mut sizes = Sizes::new(seed, min, max);
     let mut pick = Rng::new(seed ^ 0x1234);
     for i in 0..count {
         let want = payloads.of(i, sizes.next());
@@ -112,6 +140,7 @@ fn recv_frames(rx: &mut FramedConsumer, count: u64, seed: u64, max: usize) {
 
 #[test]
 fn random_frames_arrive_whole_and_in_order_between_threads() {
+    let _dog = watchdog("random_frames_arrive_whole_and_in_order_between_threads", HANG);
     let count = 200_000 * scale() as u64;
     let seed = seed();
     for (capacity, batch) in [(64 * 1024, 1), (16 * 1024, 32)] {
@@ -126,6 +155,7 @@ fn random_frames_arrive_whole_and_in_order_between_threads() {
 
 #[test]
 fn every_backend_carries_frames() {
+    let _dog = watchdog("every_backend_carries_frames", HANG);
     for backend in available() {
         let (tx, rx) = RingOptions::new().capacity(8192).backend(backend).build().unwrap();
         let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
@@ -138,18 +168,23 @@ fn every_backend_carries_frames() {
 
 #[test]
 fn a_tiny_ring_without_spinning_never_loses_a_wakeup() {
-    // Every frame fills most of the ring, so both sides sleep on every frame.
+    let _dog = watchdog("a_tiny_ring_without_spinning_never_loses_a_wakeup", HANG);
+    // Every frame takes more than half of the 4 KiB ring (2041 payload bytes make 2056), so
+    // only one fits at a time: the producer waits for each frame's release and the consumer for
+    // each send, and with no spin budget every wait parks on the futex. A lost wake-up hangs
+    // (the watchdog turns that into a failure).
     let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
     let seed = seed() ^ 77;
-    let max = tx.max_frame_len();
-    let writer = thread::spawn(move || send_frames(&mut tx, 3_000, seed, max));
-    recv_frames(&mut rx, 3_000, seed, max);
+    let (min, max) = (4096 / 2 - 8 + 1, tx.max_frame_len());
+    let writer = thread::spawn(move || send_sized(&mut tx, 3_000, seed, min, max));
+    recv_sized(&mut rx, 3_000, seed, min, max);
     writer.join().unwrap();
 }
 
 #[test]
 fn oversize_frames_are_refused_write_nothing_and_the_ring_keeps_working() {
+    let _dog = watchdog("oversize_frames_are_refused_write_nothing_and_the_ring_keeps_working", HANG);
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
     assert_eq!((tx.capacity(), tx.max_frame_len(), rx.max_frame_len()), (4096, 4088, 4088));
@@ -184,6 +219,7 @@ fn oversize_frames_are_refused_write_nothing_and_the_ring_keeps_working() {
 
 #[test]
 fn zero_length_frames_are_frames() {
+    let _dog = watchdog("zero_length_frames_are_frames", HANG);
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
     // 512 empty frames fill the ring exactly (8 bytes each).
@@ -255,6 +291,7 @@ fn frames_cross_the_seam_many_times_single_threaded() {
 
 #[test]
 fn frames_cross_the_seam_many_times_between_threads() {
+    let _dog = watchdog("frames_cross_the_seam_many_times_between_threads", HANG);
     // Sizes that do not divide the capacity, in a small ring, so frame after frame straddles
     // the seam, and many frames are in flight at once.
     let (tx, rx) = RingOptions::new().capacity(4096).build().unwrap();
@@ -268,6 +305,7 @@ fn frames_cross_the_seam_many_times_between_threads() {
 
 #[test]
 fn batched_frames_wait_for_flush_and_drop_publishes_them() {
+    let _dog = watchdog("batched_frames_wait_for_flush_and_drop_publishes_them", HANG);
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
     tx.set_batch(100);
@@ -279,15 +317,7 @@ fn batched_frames_wait_for_flush_and_drop_publishes_them() {
     for i in 0..5u8 {
         assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[i; 3]);
     }
-    // A full ring publishes what is pending, also on a try_send that fails.
-    let mut sent = 0u32;
-    while tx.try_send(&sent.to_le_bytes()).is_ok() {
-        sent += 1;
-    }
-    assert_eq!(sent, 4096 / 16);
-    for i in 0..sent {
-        assert_eq!(&*rx.try_recv().unwrap().unwrap(), &i.to_le_bytes());
-    }
+    // (A full ring publishing what is pending: `a_full_ring_publishes_pending_frames_...`.)
     // The batch limit publishes by itself, with the n-th frame.
     tx.set_batch(3);
     for i in 0..2u8 {
@@ -316,39 +346,171 @@ fn batched_frames_wait_for_flush_and_drop_publishes_them() {
     assert!(rx.recv().unwrap().is_none());
 }
 
+/// How a producer meets a full ring with frames pending in its batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum OnFull {
+    /// It does not try again: the control case, the pending frames stay invisible.
+    Nothing,
+    TrySend,
+    TryReserve,
+    SendTimeout,
+}
+
+/// A full ring publishes what is pending, also on a call that fails: frames held back by the
+/// batch would otherwise wait for a consumer that cannot make room before it sees them.
+#[test]
+fn a_full_ring_publishes_pending_frames_when_a_send_fails() {
+    for on_full in [OnFull::Nothing, OnFull::TrySend, OnFull::TryReserve, OnFull::SendTimeout] {
+        let (tx, rx) = channel(4096).unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        // 3200 bytes published (no batching yet) ...
+        tx.try_send(&[7; 3192]).unwrap();
+        // ... then 56 frames of 16 bytes batched: 896 bytes, under both the batch count (100)
+        // and a quarter of the ring (1024), so nothing publishes them, and the ring is full.
+        tx.set_batch(100);
+        for i in 0..56u32 {
+            tx.try_send(&i.to_le_bytes()).unwrap();
+        }
+        let failed = match on_full {
+            OnFull::Nothing => None,
+            OnFull::TrySend => Some(tx.try_send(&[0; 100]).unwrap_err()),
+            OnFull::TryReserve => Some(tx.try_reserve(100).unwrap_err()),
+            OnFull::SendTimeout => Some(tx.send_timeout(&[0; 100], Duration::from_millis(1)).unwrap_err()),
+        };
+        let want = if on_full == OnFull::SendTimeout { ErrorKind::TimedOut } else { ErrorKind::WouldBlock };
+        if let Some(e) = failed {
+            assert_eq!(e.kind(), want, "{on_full:?}: {e}");
+        }
+        assert_eq!(rx.try_recv().unwrap().unwrap().len(), 3192, "{on_full:?}");
+        if on_full == OnFull::Nothing {
+            let e = rx.try_recv().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::WouldBlock, "control: the 56 frames must still be pending");
+            continue;
+        }
+        for i in 0..56u32 {
+            match rx.try_recv() {
+                Ok(Some(f)) => assert_eq!(&*f, &i.to_le_bytes(), "{on_full:?}"),
+                other => panic!(
+                    "{on_full:?}: frame {i} of 56 pending was not published: {:?}",
+                    other.map(|f| f.map(|f| f.len()))
+                ),
+            }
+        }
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
+    }
+}
+
+/// A producer that blocks on a full ring publishes its pending frames before it sleeps (not
+/// only when a send gives up): once it has woken and sent, nothing else publishes them here,
+/// so the consumer sees them only if they went out before the sleep.
+#[test]
+fn a_producer_blocking_on_a_full_ring_publishes_its_pending_frames_first() {
+    let _dog = watchdog("a_producer_blocking_on_a_full_ring_publishes_its_pending_frames_first", HANG);
+    let (mut tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
+    let hdr = tx.write_grant(1).unwrap().as_ptr() as usize - page_size();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    // As in the test above: 3200 bytes published, then 56 frames (896 bytes) pending, and full.
+    tx.try_send(&[7; 3192]).unwrap();
+    tx.set_batch(100);
+    for i in 0..56u32 {
+        tx.try_send(&i.to_le_bytes()).unwrap();
+    }
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let writer = thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() }).unwrap();
+        // 112 bytes: only the big frame's release makes room. The frame it then writes stays
+        // pending too (1008 bytes in all, the consumer awake), so only a publish before the
+        // sleep makes the 56 visible.
+        tx.send(&[9; 100]).unwrap();
+        tx // handed back unflushed: dropping it would publish
+    });
+    wait_until_parked(tid_rx.recv().unwrap(), hdr);
+    assert_eq!(rx.try_recv().unwrap().unwrap().len(), 3192);
+    let mut tx = writer.join().unwrap();
+    for i in 0..56u32 {
+        match rx.try_recv() {
+            Ok(Some(f)) => assert_eq!(&*f, &i.to_le_bytes()),
+            other => panic!("frame {i} of 56 pending was not published: {:?}", other.map(|f| f.map(|f| f.len()))),
+        }
+    }
+    tx.flush().unwrap();
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[9; 100]);
+}
+
+/// Whether thread `tid` of this process is blocked in a futex system call on a word inside
+/// `[lo, lo + len)` (`/proc/self/task/<tid>/syscall`: the number, then the arguments).
+fn parked_on(tid: libc::pid_t, lo: usize, len: usize) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else { return false };
+    let mut f = s.split_whitespace();
+    let nr = f.next().and_then(|n| n.parse::<libc::c_long>().ok());
+    let addr = f.next().and_then(|a| usize::from_str_radix(a.trim_start_matches("0x"), 16).ok());
+    nr == Some(libc::SYS_futex) && addr.is_some_and(|a| (lo..lo + len).contains(&a))
+}
+
+/// Waits (boundedly) until thread `tid` has been parked on a futex word of the ring header at
+/// `hdr` for a while: seen there twice, 20 ms apart.
+fn wait_until_parked(tid: libc::pid_t, hdr: usize) {
+    let until = Instant::now() + WAKE;
+    loop {
+        if parked_on(tid, hdr, page_size()) {
+            thread::sleep(Duration::from_millis(20));
+            if parked_on(tid, hdr, page_size()) {
+                return;
+            }
+        }
+        assert!(Instant::now() < until, "thread {tid} never parked on the ring's futex word");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A consumer asleep in `recv` gets batched frames without a flush: the send that finds it
+/// asleep publishes. The ring is 64 KiB (a quarter is 16 KiB) and the batch a million frames,
+/// so for the one 16-byte frame sent per round neither the batch count nor the quarter-ring
+/// rule fires: without the "consumer is asleep" rule the frame stays pending and the consumer
+/// sleeps on (past the bound).
 #[test]
 fn a_sleeping_consumer_gets_batched_frames_without_flush() {
-    let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
+    let _dog = watchdog("a_sleeping_consumer_gets_batched_frames_without_flush", HANG);
+    let (mut tx, rx) = RingOptions::new().capacity(64 * 1024).spin_budget(Duration::ZERO).build().unwrap();
+    // Nothing written yet: the free space starts at view A, one page after the header.
+    let hdr = tx.write_grant(1).unwrap().as_ptr() as usize - page_size();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
     tx.set_batch(1_000_000);
-    let got = Arc::new(AtomicBool::new(false));
-    let seen = got.clone();
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let (got_tx, got_rx) = mpsc::channel();
     let reader = thread::spawn(move || {
-        let frame = rx.recv().unwrap().unwrap();
-        assert_eq!(frame[0], 0);
-        seen.store(true, Ordering::SeqCst);
-        drop(frame);
-        let mut n = 1;
-        while rx.recv().unwrap().is_some() {
-            n += 1;
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() }).unwrap();
+        while let Some(frame) = rx.recv().unwrap() {
+            if got_tx.send(frame.to_vec()).is_err() {
+                break;
+            }
         }
-        n
     });
-    // Keep sending, never flushing, until the reader has a frame: once it sleeps, the next
-    // send publishes. (Bounded, so a broken implementation fails instead of hanging.)
-    let mut sent = 0u32;
-    while !got.load(Ordering::SeqCst) && sent < 400 {
-        tx.send(&[0]).unwrap();
-        sent += 1;
-        thread::sleep(Duration::from_millis(25));
+    let tid = tid_rx.recv().unwrap();
+    // Round 0 takes the batched fast path of `send`, round 1 the general path (a grant's commit).
+    for round in 0..2u8 {
+        wait_until_parked(tid, hdr);
+        if round == 0 {
+            tx.send(&[round]).unwrap();
+        } else {
+            let mut g = tx.reserve(1).unwrap();
+            g[0] = round;
+            g.commit().unwrap();
+        }
+        match got_rx.recv_timeout(WAKE) {
+            Ok(frame) => assert_eq!(frame, [round]),
+            Err(_) => panic!("round {round}: the sleeping consumer did not get the batched frame within {WAKE:?}"),
+        }
     }
-    assert!(got.load(Ordering::SeqCst), "the sleeping reader never got a batched frame");
     drop(tx);
-    assert_eq!(reader.join().unwrap(), sent);
+    reader.join().unwrap();
 }
 
 #[test]
 fn send_after_the_consumer_left_is_broken_pipe_and_recv_after_close_is_none() {
+    let _dog = watchdog("send_after_the_consumer_left_is_broken_pipe_and_recv_after_close_is_none", HANG);
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
     tx.send(b"a").unwrap();
@@ -370,17 +532,28 @@ fn send_after_the_consumer_left_is_broken_pipe_and_recv_after_close_is_none() {
 
 #[test]
 fn timeouts_expire() {
+    let _dog = watchdog("timeouts_expire", HANG);
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-    assert_eq!(rx.recv_timeout(Duration::from_millis(5)).unwrap_err().kind(), ErrorKind::TimedOut);
+    // Each call waits out its timeout (not less) and then gives up with TimedOut.
+    let t = Duration::from_millis(5);
+    let expires = |what: &str, started: Instant, kind: ErrorKind| {
+        assert_eq!(kind, ErrorKind::TimedOut, "{what}");
+        assert!(started.elapsed() >= t, "{what} gave up after {:?}, before its {t:?}", started.elapsed());
+    };
+    let started = Instant::now();
+    expires("recv_timeout", started, rx.recv_timeout(t).unwrap_err().kind());
     tx.send(&[0; 4000]).unwrap();
-    assert_eq!(tx.send_timeout(&[0; 100], Duration::from_millis(5)).unwrap_err().kind(), ErrorKind::TimedOut);
-    assert_eq!(tx.reserve_timeout(100, Duration::from_millis(5)).unwrap_err().kind(), ErrorKind::TimedOut);
-    assert_eq!(rx.recv_timeout(Duration::from_millis(5)).unwrap().unwrap().len(), 4000);
+    let started = Instant::now();
+    expires("send_timeout", started, tx.send_timeout(&[0; 100], t).unwrap_err().kind());
+    let started = Instant::now();
+    expires("reserve_timeout", started, tx.reserve_timeout(100, t).unwrap_err().kind());
+    assert_eq!(rx.recv_timeout(t).unwrap().unwrap().len(), 4000);
 }
 
 #[test]
 fn a_truncated_grant_sends_its_real_size_and_a_dropped_grant_sends_nothing() {
+    let _dog = watchdog("a_truncated_grant_sends_its_real_size_and_a_dropped_grant_sends_nothing", HANG);
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
     let mut g = tx.reserve(4088).unwrap();
@@ -388,16 +561,23 @@ fn a_truncated_grant_sends_its_real_size_and_a_dropped_grant_sends_nothing() {
     g.truncate(5);
     assert_eq!(g.len(), 5);
     g.commit().unwrap();
-    let g = tx.reserve(100).unwrap();
+    let g = tx.reserve_timeout(100, WAKE).unwrap();
     drop(g);
-    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"hello");
-    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
-    // A truncated frame takes only its real size: 16 bytes, so 4080 remain.
+    // While "hello" is still held, a truncated frame takes only its real size: 16 bytes, so
+    // exactly 4080 remain.
+    let hello = rx.try_recv().unwrap().unwrap();
+    assert_eq!(&*hello, b"hello");
     tx.try_send(&[1; 4072]).unwrap();
+    assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock, "the ring is full");
+    drop(hello);
+    // The dropped grant sent nothing: the next frame is the one sent after it.
+    assert_eq!(rx.try_recv().unwrap().unwrap().len(), 4072);
+    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
 }
 
 #[test]
 fn ends_are_send_and_debug_shows_sizes_not_bytes() {
+    let _dog = watchdog("ends_are_send_and_debug_shows_sizes_not_bytes", HANG);
     fn send<T: Send>() {}
     send::<FramedProducer>();
     send::<FramedConsumer>();
@@ -415,6 +595,7 @@ fn ends_are_send_and_debug_shows_sizes_not_bytes() {
 
 #[test]
 fn into_inner_gives_the_byte_ends_back() {
+    let _dog = watchdog("into_inner_gives_the_byte_ends_back", HANG);
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
     tx.set_batch(10);
@@ -441,9 +622,11 @@ fn assert_poisons(bytes: &[u8], what: &str) {
     let mut rx = rx.into_framed();
     let err = rx.try_recv().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidData, "{what}: {err}");
-    // A good frame afterwards does not un-poison it.
+    // A good frame afterwards does not un-poison it. (It must really be in the ring: after
+    // it, a header that claimed more bytes than were published would fit, so a consumer that
+    // forgot the poison would hand out a frame.)
     let mut tx = raw.into_framed();
-    let _ = tx.try_send(b"good");
+    tx.try_send(b"good").unwrap_or_else(|e| panic!("{what}: the good frame was not sent: {e}"));
     for _ in 0..3 {
         assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData, "{what}");
         assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::InvalidData, "{what}");
@@ -475,6 +658,7 @@ fn header(len: u32, check: u32) -> [u8; 8] {
 
 #[test]
 fn a_corrupt_length_prefix_poisons_the_ring() {
+    let _dog = watchdog("a_corrupt_length_prefix_poisons_the_ring", HANG);
     let mut body = vec![0u8; 64];
     // Complement does not match.
     let mut bad = header(5, !5 ^ 1).to_vec();
@@ -509,6 +693,7 @@ fn a_corrupt_length_prefix_poisons_the_ring() {
 
 #[test]
 fn a_partial_frame_at_end_of_stream_is_invalid_data() {
+    let _dog = watchdog("a_partial_frame_at_end_of_stream_is_invalid_data", HANG);
     for cut in [1usize, 4, 7, 9, 15] {
         let (mut raw, rx) = channel(4096).unwrap();
         let mut stream = header(8, !8).to_vec();
@@ -523,6 +708,7 @@ fn a_partial_frame_at_end_of_stream_is_invalid_data() {
 
 #[test]
 fn random_garbage_never_panics() {
+    let _dog = watchdog("random_garbage_never_panics", HANG);
     let mut rng = Rng::new(seed() ^ 0xbad);
     for round in 0..500 {
         let (mut raw, rx) = channel(4096).unwrap();
@@ -557,6 +743,7 @@ fn random_garbage_never_panics() {
 
 #[test]
 fn frames_cross_fork_child_to_parent() {
+    let _dog = watchdog("frames_cross_fork_child_to_parent", HANG);
     for (backend, batch) in available().into_iter().flat_map(|b| [(b, 1), (b, 16)]) {
         let ring = RingOptions::new().capacity(16 * 1024).backend(backend).shared().unwrap();
         let count = 30_000 * scale() as u64;
@@ -569,14 +756,16 @@ fn frames_cross_fork_child_to_parent() {
             drop(tx); // flushes and closes
             0
         });
+        _dog.kill_on_expiry(pid);
         let mut rx = ring.into_consumer().unwrap().into_framed();
         recv_frames(&mut rx, count, seed, 3000);
-        assert_eq!(wait_child(pid), 0, "{backend} batch {batch}");
+        assert_eq!(wait_child_within(pid, HANG), 0, "{backend} batch {batch}");
     }
 }
 
 #[test]
 fn frames_cross_fork_parent_to_child() {
+    let _dog = watchdog("frames_cross_fork_parent_to_child", HANG);
     let ring = RingOptions::new().capacity(8192).shared().unwrap();
     let count = 30_000 * scale() as u64;
     let seed = seed() ^ 0x0f;
@@ -586,43 +775,70 @@ fn frames_cross_fork_parent_to_child() {
         recv_frames(&mut rx, count, seed, 5000);
         0
     });
+    _dog.kill_on_expiry(pid);
     let mut tx = ring.into_producer().unwrap().into_framed();
     send_frames(&mut tx, count, seed, 5000);
     drop(tx);
-    assert_eq!(wait_child(pid), 0);
+    assert_eq!(wait_child_within(pid, HANG), 0);
 }
 
-/// A producer process that dies mid-batch: the frames it published arrive, the rest are simply
-/// not there, and the reader then gets `UnexpectedEof` (a crash is not a clean end).
+/// A producer process killed mid-batch while the reader is blocked in `recv`: the frames it
+/// published arrive, the ones still pending in its batch are simply not there, and the blocked
+/// `recv` returns `UnexpectedEof` (a crash is not a clean end) within [`LIVE`] of the kill,
+/// while the dead producer is still an unreaped zombie.
 #[test]
 fn a_producer_dying_mid_batch_leaves_exactly_its_published_frames() {
+    let _dog = watchdog("a_producer_dying_mid_batch_leaves_exactly_its_published_frames", HANG);
     let ring = RingOptions::new().capacity(8192).shared().unwrap();
     let child = ring.clone();
-    let status = in_child(move || {
+    let (mut ready, ready_child) = UnixStream::pair().unwrap();
+    let pid = spawn_child(move || {
         let mut tx = child.into_producer().unwrap().into_framed();
         tx.set_batch(1000);
         for i in 0..10u32 {
             tx.send(&i.to_le_bytes()).unwrap();
         }
         tx.flush().unwrap();
+        // Pending: 5 frames of 16 bytes, under the batch count and a quarter of the ring, and
+        // the consumer has not even claimed its end yet (so it cannot be asleep).
         for i in 10..15u32 {
             tx.send(&i.to_le_bytes()).unwrap();
         }
-        // SAFETY: leaving without running any destructor, as a crash would.
-        unsafe { libc::_exit(0) }
+        (&ready_child).write_all(b"!").unwrap();
+        loop {
+            thread::sleep(Duration::from_secs(1)); // until killed
+        }
     });
-    assert_eq!(status, 0);
+    _dog.kill_on_expiry(pid); // (the closure, with the parent's copy of ready_child, is gone)
+    ready.set_read_timeout(Some(HANG)).unwrap();
+    let mut byte = [0u8; 1];
+    ready.read_exact(&mut byte).expect("the child never sent its frames");
     let mut rx = ring.into_consumer().unwrap().into_framed();
     for i in 0..10u32 {
         assert_eq!(&*rx.recv().unwrap().unwrap(), &i.to_le_bytes());
     }
-    assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::UnexpectedEof);
+    let killer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(40)); // the reader is asleep in recv by then
+                                                  // SAFETY: pid is our own child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        Instant::now()
+    });
+    let err = rx.recv().map(|f| f.map(|f| f.to_vec())).unwrap_err();
+    let returned = Instant::now();
+    let killed_at = killer.join().unwrap();
+    assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err}");
+    let latency = returned.saturating_duration_since(killed_at);
+    assert!(latency < LIVE, "the blocked recv noticed the killed producer only after {latency:?}");
+    assert_eq!(proc_state(pid), 'Z', "noticed through a zombie: not reaped yet");
+    assert_eq!(rx.try_recv().map(|f| f.map(|f| f.to_vec())).unwrap_err().kind(), ErrorKind::UnexpectedEof);
+    assert_eq!(wait_child(pid), 128 + libc::SIGKILL);
 }
 
 /// A framed consumer in a forked child reading a corrupt header: `InvalidData`, no crash, and
 /// the parent's producer sees the poison.
 #[test]
 fn a_corrupt_header_across_fork_poisons_both_processes() {
+    let _dog = watchdog("a_corrupt_header_across_fork_poisons_both_processes", HANG);
     let ring = RingOptions::new().capacity(4096).shared().unwrap();
     // The child keeps its end open until the parent has checked (it would otherwise close it,
     // and a closed consumer is BrokenPipe first): it waits for EOF on this pipe.
@@ -643,6 +859,7 @@ fn a_corrupt_header_across_fork_poisons_both_processes() {
         unsafe { libc::read(fds[0], (&mut byte as *mut u8).cast(), 1) };
         code
     });
+    _dog.kill_on_expiry(pid);
     // SAFETY: the parent does not use the read end.
     unsafe { libc::close(fds[0]) };
     let mut raw = ring.into_producer().unwrap();
@@ -651,7 +868,7 @@ fn a_corrupt_header_across_fork_poisons_both_processes() {
     let err = producer_error(&mut tx);
     // SAFETY: closing our write end lets the child finish.
     unsafe { libc::close(fds[1]) };
-    assert_eq!(wait_child(pid), 0);
+    assert_eq!(wait_child_within(pid, HANG), 0);
     assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
 }
 
@@ -663,7 +880,7 @@ fn a_corrupt_header_across_fork_poisons_both_processes() {
 /// end of stream.
 fn recv_frames_batched(rx: &mut FramedConsumer, count: u64, seed: u64, max: usize) {
     let payloads = Payloads::new();
-    let mut sizes = Sizes::new(seed, max);
+    let mut sizes = Sizes::new(seed, 0, max);
     let (mut i, mut batches) = (0u64, 0u64);
     while i < count {
         let got = if batches % 2 == 0 {
@@ -692,6 +909,7 @@ fn recv_frames_batched(rx: &mut FramedConsumer, count: u64, seed: u64, max: usiz
 
 #[test]
 fn recv_batch_delivers_every_frame_whole_and_in_order() {
+    let _dog = watchdog("recv_batch_delivers_every_frame_whole_and_in_order", HANG);
     let count = 200_000 * scale() as u64;
     let seed = seed() ^ 0xba7c;
     for (capacity, batch) in [(64 * 1024, 32), (4096, 1)] {
@@ -737,6 +955,7 @@ fn a_panicking_batch_callback_releases_the_frames_it_saw() {
 
 #[test]
 fn a_corrupt_header_mid_batch_delivers_the_good_frames_then_fails() {
+    let _dog = watchdog("a_corrupt_header_mid_batch_delivers_the_good_frames_then_fails", HANG);
     let (mut raw, rx) = channel(4096).unwrap();
     let mut stream = Vec::new();
     for i in 0..3u8 {
@@ -763,6 +982,7 @@ fn a_corrupt_header_mid_batch_delivers_the_good_frames_then_fails() {
 /// still apply to every frame: the same header word with too few bytes behind it is corrupt.
 #[test]
 fn a_repeated_header_without_its_payload_is_corrupt() {
+    let _dog = watchdog("a_repeated_header_without_its_payload_is_corrupt", HANG);
     for batched in [false, true] {
         let (mut raw, rx) = channel(4096).unwrap();
         let mut stream = Vec::new();
@@ -796,6 +1016,7 @@ fn a_repeated_header_without_its_payload_is_corrupt() {
 
 #[test]
 fn recv_batch_across_fork() {
+    let _dog = watchdog("recv_batch_across_fork", HANG);
     let ring = RingOptions::new().capacity(16 * 1024).shared().unwrap();
     let count = 30_000 * scale() as u64;
     let seed = seed() ^ 0xf05;
@@ -806,9 +1027,10 @@ fn recv_batch_across_fork() {
         send_frames(&mut tx, count, seed, 3000);
         0
     });
+    _dog.kill_on_expiry(pid);
     let mut rx = ring.into_consumer().unwrap().into_framed();
     recv_frames_batched(&mut rx, count, seed, 3000);
-    assert_eq!(wait_child(pid), 0);
+    assert_eq!(wait_child_within(pid, HANG), 0);
 }
 
 #[test]

@@ -189,3 +189,65 @@ impl Pattern {
         got.chunks(Self::MAX_CHUNK).enumerate().all(|(i, c)| c == self.at(pos + (i * Self::MAX_CHUNK) as u64, c.len()))
     }
 }
+
+/// A per-test bound for tests whose threads block without a deadline (a lost wake-up between
+/// threads sleeps for ever): if the guard is still alive after `limit`, it kills the children
+/// registered with [`Watchdog::kill_on_expiry`], names `what` on stderr and aborts the test
+/// process, so CI fails instead of hanging. Dropping the guard (also while a panic unwinds)
+/// disarms it.
+pub struct Watchdog {
+    done: Option<std::sync::mpsc::Sender<libc::pid_t>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Starts a [`Watchdog`] for `what`, scaled by [`scale`] like the loop counts.
+pub fn watchdog(what: &str, limit: Duration) -> Watchdog {
+    let limit = limit * scale() as u32;
+    let what = what.to_owned();
+    let (done, rx) = std::sync::mpsc::channel::<libc::pid_t>();
+    let thread = std::thread::spawn(move || {
+        let end = Instant::now() + limit;
+        let mut pids = Vec::new();
+        loop {
+            match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+                Ok(pid) => pids.push(pid),                                      // a child to kill on expiry
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return, // disarmed
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+            }
+        }
+        for pid in pids {
+            // SAFETY: a child the test registered; if it was reaped already the pid may have
+            // been reused, but the test process is about to abort on a hang anyway.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        // Straight to stderr: the harness captures eprintln! in test threads (and in threads
+        // they spawn) and would lose the message with the process.
+        let msg = format!("watchdog: {what} still running after {limit:?} (a lost wake-up?): aborting\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
+        std::process::abort();
+    });
+    Watchdog { done: Some(done), thread: Some(thread) }
+}
+
+impl Watchdog {
+    /// Kills `pid` (a forked child of this test) before aborting, so a hang leaves no process
+    /// behind.
+    pub fn kill_on_expiry(&self, pid: libc::pid_t) {
+        let _ = self.done.as_ref().map(|d| d.send(pid));
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.done.take()); // disconnects: the thread returns at once
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The state letter of `/proc/<pid>/stat` (`Z` for a zombie).
+pub fn proc_state(pid: libc::pid_t) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("child's /proc entry");
+    stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
+}
