@@ -18,16 +18,17 @@ export RUSTFLAGS="--cfg mirror_ring_loom"
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
 
 # name | file | exact text to find (must occur) | replacement | which occurrence (1-based)
+#   [| why no model can catch it: an expected escape, reported but not counted as a failure]
 mutations=(
   "head publish Release -> Relaxed|src/protocol.rs|hdr.head.store(self.head, Ordering::Release);|hdr.head.store(self.head, Ordering::Relaxed);|1"
   "tail publish Release -> Relaxed|src/protocol.rs|hdr.tail.store(self.tail, Ordering::Release);|hdr.tail.store(self.tail, Ordering::Relaxed);|1"
-  "consumer's head reload Acquire -> Relaxed|src/protocol.rs|let h = hdr.head.load(Ordering::Acquire);|let h = hdr.head.load(Ordering::Relaxed);|1"
+  "consumer's head reload (refresh) Acquire -> Relaxed|src/protocol.rs|let h = hdr.head.load(Ordering::Acquire);|let h = hdr.head.load(Ordering::Relaxed);|2"
   "no recheck after raising the flag|src/wait.rs|if recheck {|if false \&\& recheck {|1"
   "no publisher barrier|src/protocol.rs|publish_barrier(hdr.park_mode(w.sleeper()));|let _ = hdr.park_mode(w.sleeper());|1"
   "no sleeper barrier|src/wait.rs|strong = park_barrier(*park);|strong = true;|1"
   "the publisher wakes the other word|src/protocol.rs|        hdr.word(w).wake();|        hdr.word(match w { Word::Data => Word::Space, Word::Space => Word::Data }).wake();|1"
   "the publisher clears the flag but never wakes|src/protocol.rs|        hdr.word(w).wake();|        let _ = w;|1"
-  "close: CLOSED Release -> Relaxed|src/protocol.rs|state.store(ROLE_CLOSED, Ordering::Release);|state.store(ROLE_CLOSED, Ordering::Relaxed);|1"
+  "close: CLOSED Release -> Relaxed|src/protocol.rs|state.store(ROLE_CLOSED, Ordering::Release);|state.store(ROLE_CLOSED, Ordering::Relaxed);|1|masked under loom: every close follows a publish, whose barrier loom models as a full fence (on hardware it is a compiler fence when the peer parks with membarrier, which is why the Release stays)"
   "close: no fence before clearing the peer's flag|src/protocol.rs|    fence(Ordering::SeqCst);\n    let w = role.peer().own_word();|    let w = role.peer().own_word();|1"
   "claim: pid Release -> Relaxed|src/header.rs|slot.pid.store(who.pid, Ordering::Release);|slot.pid.store(who.pid, Ordering::Relaxed);|1"
   "claim: compare-exchange -> load then store|src/header.rs|let won = slot.state.compare_exchange(ROLE_FREE, ROLE_CLAIMED, Ordering::AcqRel, Ordering::Relaxed).is_ok();|let won = slot.state.load(Ordering::Acquire) == ROLE_FREE; slot.state.store(ROLE_CLAIMED, Ordering::Release);|1"
@@ -38,12 +39,14 @@ copy() {
   rm -rf "$scratch/crate"
   mkdir -p "$scratch/crate"
   (cd "$top" && tar --exclude=./target --exclude=./.git -cf - .) | (cd "$scratch/crate" && tar -xf -)
+  # tar keeps the files' old times, older than the last (mutated) build: cargo would reuse it.
+  find "$scratch/crate/src" "$scratch/crate/loom-tests" -type f -exec touch {} +
 }
 
 # Applies mutation $1 to the scratch copy; fails if the text is not there.
 mutate() {
   local IFS='|'
-  read -r name file find replace nth <<<"$1"
+  read -r name file find replace nth _ <<<"$1"
   python3 - "$scratch/crate/$file" "$find" "$replace" "$nth" <<'PY'
 import sys
 path, find, replace, nth = sys.argv[1], sys.argv[2].replace("\\n", "\n"), sys.argv[3].replace("\\n", "\n"), int(sys.argv[4])
@@ -91,7 +94,14 @@ for m in "${mutations[@]}"; do
   copy
   mutate "$m"
   fails=$(failing | tr '\n' ' ')
-  echo "| $i. ${m%%|*} | ${fails:-NONE: not caught} |"
-  [ -n "$fails" ] || status=1
+  why=$(awk -F'|' '{print $6}' <<<"$m")
+  if [ -n "$fails" ]; then
+    echo "| $i. ${m%%|*} | $fails |"
+  elif [ -n "$why" ]; then
+    echo "| $i. ${m%%|*} | none, as expected: $why |"
+  else
+    echo "| $i. ${m%%|*} | NONE: not caught |"
+    status=1
+  fi
 done
 exit $status

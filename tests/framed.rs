@@ -56,10 +56,10 @@ impl Sizes {
     }
     fn next(&mut self) -> usize {
         // One in eight frames is at the lower or the upper limit, the rest uniform in between.
-        match self.rng.below(15) {
+        match self.rng.up_to(15) {
             0 => self.min,
             1 => self.max,
-            _ => self.min + self.rng.below(self.max - self.min),
+            _ => self.min + self.rng.up_to(self.max - self.min),
         }
     }
 }
@@ -87,7 +87,7 @@ fn send_sized(tx: &mut FramedProducer, count: u64, seed: u64, min: usize, max: u
     for i in 0..count {
         let len = sizes.next();
         let msg = payloads.of(i, len);
-        match pick.below(3) {
+        match pick.up_to(3) {
             0 => tx.send(msg).unwrap(),
             1 => loop {
                 match tx.try_send(msg) {
@@ -119,7 +119,7 @@ fn recv_sized(rx: &mut FramedConsumer, count: u64, seed: u64, min: usize, max: u
     let mut pick = Rng::new(seed ^ 0x1234);
     for i in 0..count {
         let want = payloads.of(i, sizes.next());
-        let frame = match pick.below(2) {
+        let frame = match pick.up_to(2) {
             0 => rx.recv().unwrap(),
             1 => rx.recv_timeout(Duration::from_secs(600)).unwrap(),
             _ => loop {
@@ -268,7 +268,7 @@ fn frames_cross_the_seam_many_times_single_threaded() {
         let mut rng = Rng::new(seed() ^ 5);
         let (mut pos, mut crossings) = (0usize, 0u32);
         for i in 0..20_000u64 {
-            let len = rng.below(600);
+            let len = rng.up_to(600);
             let msg = payloads.of(i, len);
             if i % 2 == 0 {
                 tx.try_send(msg).unwrap();
@@ -712,11 +712,11 @@ fn random_garbage_never_panics() {
     let mut rng = Rng::new(seed() ^ 0xbad);
     for round in 0..500 {
         let (mut raw, rx) = channel(4096).unwrap();
-        let mut junk = vec![0u8; 8 + rng.below(4088)];
+        let mut junk = vec![0u8; 8 + rng.up_to(4088)];
         rng.fill(&mut junk);
         if round % 2 == 0 {
             // Plausible lengths make the check go further than the complement.
-            let len = rng.below(5000) as u32;
+            let len = rng.up_to(5000) as u32;
             junk[..8].copy_from_slice(&header(len, !len));
         }
         raw.write_all(&junk).unwrap();

@@ -180,8 +180,8 @@ fn punching_holes_in_a_ring_file_corrupts_nothing_but_the_stream() {
             s.spawn(|| {
                 let mut rng = Rng::new(seed());
                 while !stop.load(Ordering::Relaxed) {
-                    let off = rng.below(size as usize - 1) as i64;
-                    let len = 1 + rng.below((size - off) as usize - 1) as i64;
+                    let off = rng.up_to(size as usize - 1) as i64;
+                    let len = 1 + rng.up_to((size - off) as usize - 1) as i64;
                     // SAFETY: fallocate on an open descriptor.
                     let r = unsafe {
                         libc::fallocate(
@@ -581,7 +581,7 @@ fn scribble(hdr: usize, stop: &AtomicBool, writes: &AtomicU64, seed: u64, cap: u
             let v = match kind {
                 0 => rng.next_u64(),
                 1 => rng.next_u64() % 4,
-                _ => w.load(Ordering::Relaxed).wrapping_add(rng.below(4 * cap) as u64).wrapping_sub(2 * cap as u64),
+                _ => w.load(Ordering::Relaxed).wrapping_add(rng.up_to(4 * cap) as u64).wrapping_sub(2 * cap as u64),
             };
             w.store(v, Ordering::Relaxed);
         } else {
@@ -590,13 +590,13 @@ fn scribble(hdr: usize, stop: &AtomicBool, writes: &AtomicU64, seed: u64, cap: u
             let v = match kind {
                 0 => rng.next_u64() as u32,
                 1 => (rng.next_u64() % 4) as u32,
-                _ => w.load(Ordering::Relaxed).wrapping_add(rng.below(8) as u32).wrapping_sub(4),
+                _ => w.load(Ordering::Relaxed).wrapping_add(rng.up_to(8) as u32).wrapping_sub(4),
             };
             w.store(v, Ordering::Relaxed);
         }
         writes.fetch_add(1, Ordering::Relaxed);
         if mode == Mode::Plausible {
-            for _ in 0..rng.below(4000) {
+            for _ in 0..rng.up_to(4000) {
                 std::hint::spin_loop();
             }
         }
@@ -724,12 +724,12 @@ fn drive_producer(
     let wait = Duration::from_millis(5);
     while Instant::now() < deadline {
         let started = Instant::now();
-        let r: std::io::Result<usize> = match rng.below(5) {
-            0 => tx.write_timeout(pat.at(pos, 1 + rng.below(2 * cap - 1)), wait),
-            1 => tx.try_write(pat.at(pos, 1 + rng.below(cap - 1))),
+        let r: std::io::Result<usize> = match rng.up_to(5) {
+            0 => tx.write_timeout(pat.at(pos, 1 + rng.up_to(2 * cap - 1)), wait),
+            1 => tx.try_write(pat.at(pos, 1 + rng.up_to(cap - 1))),
             2 | 3 => {
-                let min = rng.below(cap);
-                let g = if rng.below(1) == 0 { tx.write_grant(min) } else { tx.write_grant_timeout(min, wait) };
+                let min = rng.up_to(cap);
+                let g = if rng.up_to(1) == 0 { tx.write_grant(min) } else { tx.write_grant_timeout(min, wait) };
                 match g {
                     Ok(mut g) => {
                         if g.len() > cap || g.len() < min.max(1) {
@@ -738,7 +738,7 @@ fn drive_producer(
                         // Write every byte: an out-of-bounds grant faults here.
                         let len = g.len();
                         g.copy_from_slice(pat.at(pos, len));
-                        let n = rng.below(len);
+                        let n = rng.up_to(len);
                         g.commit(n).map(|()| n)
                     }
                     Err(e) => Err(e),
@@ -786,13 +786,13 @@ fn drive_consumer(
     };
     while Instant::now() < deadline {
         let started = Instant::now();
-        let r: std::io::Result<usize> = match rng.below(5) {
+        let r: std::io::Result<usize> = match rng.up_to(5) {
             0 | 1 => {
-                let (want, r) = if rng.below(1) == 0 {
-                    let want = 1 + rng.below(buf.len() - 1);
+                let (want, r) = if rng.up_to(1) == 0 {
+                    let want = 1 + rng.up_to(buf.len() - 1);
                     (want, rx.read_timeout(&mut buf[..want], wait))
                 } else {
-                    let want = 1 + rng.below(cap - 1);
+                    let want = 1 + rng.up_to(cap - 1);
                     (want, rx.try_read(&mut buf[..want]))
                 };
                 match r {
@@ -807,8 +807,8 @@ fn drive_consumer(
                 }
             }
             2 | 3 => {
-                let min = rng.below(cap);
-                let g = if rng.below(1) == 0 { rx.read_grant(min) } else { rx.read_grant_timeout(min, wait) };
+                let min = rng.up_to(cap);
+                let g = if rng.up_to(1) == 0 { rx.read_grant(min) } else { rx.read_grant_timeout(min, wait) };
                 match g {
                     Ok(g) => {
                         if g.len() > cap {
@@ -816,7 +816,7 @@ fn drive_consumer(
                         }
                         // Read every byte: an out-of-bounds grant faults here.
                         sink = g.iter().fold(sink, |a, &b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
-                        let n = rng.below(g.len());
+                        let n = rng.up_to(g.len());
                         check(pos, &g[..n])?;
                         g.release(n).map(|()| n)
                     }

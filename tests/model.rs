@@ -23,13 +23,13 @@ const OPS: usize = 100_000;
 /// A random length in `0..=max`, biased towards the edges (0, 1, max - 1, max) and small
 /// values, where off-by-one errors live.
 fn len(rng: &mut Rng, max: usize) -> usize {
-    match rng.below(9) {
+    match rng.up_to(9) {
         0 => 0,
         1 => 1.min(max),
         2 => max,
         3 => max.saturating_sub(1),
-        4 | 5 => rng.below(max.min(64)),
-        _ => rng.below(max),
+        4 | 5 => rng.up_to(max.min(64)),
+        _ => rng.up_to(max),
     }
 }
 
@@ -94,10 +94,10 @@ impl Harness {
     fn step(&mut self, step: usize) {
         let cap = self.cap;
         let ctx = self.ctx.clone();
-        match self.rng.below(9) {
+        match self.rng.up_to(9) {
             // write_grant(min), then commit n (sometimes too many), or drop it.
             0 | 1 => {
-                let min = if self.rng.below(50) == 0 { cap + 1 + self.rng.below(cap) } else { len(&mut self.rng, cap) };
+                let min = if self.rng.up_to(50) == 0 { cap + 1 + self.rng.up_to(cap) } else { len(&mut self.rng, cap) };
                 let free = self.free();
                 match self.tx.write_grant(min) {
                     Ok(mut g) => {
@@ -107,10 +107,10 @@ impl Harness {
                         let n = len(&mut self.rng, g.len());
                         self.rng.fill(&mut g[..n]);
                         let bytes = g[..n].to_vec();
-                        match self.rng.below(8) {
+                        match self.rng.up_to(8) {
                             0 => drop(g), // nothing published
                             1 => {
-                                let too_many = g.len() + 1 + self.rng.below(3);
+                                let too_many = g.len() + 1 + self.rng.up_to(3);
                                 assert_eq!(g.commit(too_many).unwrap_err().kind(), ErrorKind::InvalidInput, "{ctx}");
                             }
                             _ => {
@@ -147,7 +147,7 @@ impl Harness {
             }
             // read_grant(min), then release n (sometimes too many), or drop it.
             3 | 4 => {
-                let min = if self.rng.below(50) == 0 { cap + 1 } else { len(&mut self.rng, cap) };
+                let min = if self.rng.up_to(50) == 0 { cap + 1 } else { len(&mut self.rng, cap) };
                 let avail = self.model.len();
                 match self.rx.read_grant(min) {
                     Ok(g) => {
@@ -155,7 +155,7 @@ impl Harness {
                         assert!(g.len() >= min.max(1), "{ctx}: step {step}: grant {} < min {min}", g.len());
                         check_prefix(&self.model, &ctx, &g, step, "read_grant");
                         let n = len(&mut self.rng, g.len());
-                        match self.rng.below(8) {
+                        match self.rng.up_to(8) {
                             0 => drop(g),
                             1 => {
                                 let too_many = g.len() + 1;
@@ -205,8 +205,8 @@ impl Harness {
                 assert_eq!(buf.len(), self.model.len(), "{ctx}: step {step}: fill_buf is not everything readable");
                 let got = buf.to_vec();
                 check_prefix(&self.model, &ctx, &got, step, "fill_buf");
-                let n = if self.rng.below(10) == 0 {
-                    got.len() + 1 + self.rng.below(10)
+                let n = if self.rng.up_to(10) == 0 {
+                    got.len() + 1 + self.rng.up_to(10)
                 } else {
                     len(&mut self.rng, got.len())
                 };
@@ -316,12 +316,12 @@ fn random_operations_from_two_threads_keep_the_stream_intact() {
             let mut buf = vec![0u8; cap + 64];
             while pos < total {
                 let left = (total - pos) as usize;
-                match rng.below(2) {
+                match rng.up_to(2) {
                     0 => {
-                        let min = (1 + rng.below(cap / 2)).min(left);
+                        let min = (1 + rng.up_to(cap / 2)).min(left);
                         let mut g = tx.write_grant_blocking(min).unwrap();
                         assert!(g.len() >= min && g.len() <= cap);
-                        let n = (1 + rng.below(g.len() - 1)).min(left);
+                        let n = (1 + rng.up_to(g.len() - 1)).min(left);
                         for (i, b) in g[..n].iter_mut().enumerate() {
                             *b = stream_byte(pos + i as u64);
                         }
@@ -329,7 +329,7 @@ fn random_operations_from_two_threads_keep_the_stream_intact() {
                         pos += n as u64;
                     }
                     _ => {
-                        let n = (1 + rng.below(cap + 63)).min(left);
+                        let n = (1 + rng.up_to(cap + 63)).min(left);
                         for (i, b) in buf[..n].iter_mut().enumerate() {
                             *b = stream_byte(pos + i as u64);
                         }
@@ -344,7 +344,7 @@ fn random_operations_from_two_threads_keep_the_stream_intact() {
         let mut pos = 0u64;
         let mut buf = vec![0u8; cap + 64];
         loop {
-            let n = match rng.below(2) {
+            let n = match rng.up_to(2) {
                 0 => {
                     let got = rx.fill_buf().unwrap();
                     if got.is_empty() {
@@ -354,12 +354,12 @@ fn random_operations_from_two_threads_keep_the_stream_intact() {
                     for (i, b) in got.iter().enumerate() {
                         assert_eq!(*b, stream_byte(pos + i as u64), "{backend} seed {s}: byte {}", pos + i as u64);
                     }
-                    let n = rng.below(got.len());
+                    let n = rng.up_to(got.len());
                     rx.consume(n);
                     n
                 }
                 _ => {
-                    let want = 1 + rng.below(cap + 63);
+                    let want = 1 + rng.up_to(cap + 63);
                     let n = rx.read(&mut buf[..want]).unwrap();
                     if n == 0 {
                         break;
@@ -423,12 +423,12 @@ impl FrameModel {
 
     /// A message length: edges, small, or anything up to a bit over the limit.
     fn msg_len(&mut self) -> usize {
-        match self.rng.below(40) {
-            0 => self.max + 1 + self.rng.below(100),
+        match self.rng.up_to(40) {
+            0 => self.max + 1 + self.rng.up_to(100),
             1 => self.max,
             2..=5 => 0,
-            6..=25 => self.rng.below(64),
-            _ => self.rng.below(self.max),
+            6..=25 => self.rng.up_to(64),
+            _ => self.rng.up_to(self.max),
         }
     }
 
@@ -494,7 +494,7 @@ impl FrameHarness {
         let mut rng = Rng::new(seed);
         let (mut tx, mut rx) = RingOptions::new().capacity(cap).backend(backend).build().unwrap();
         // Raw bytes first, usually, so both ends start unaligned and must agree on the skip.
-        let raw = rng.below(11);
+        let raw = rng.up_to(11);
         assert_eq!(tx.try_write(&vec![9; raw]).unwrap(), raw);
         assert_eq!(rx.try_read(&mut vec![0; raw]).unwrap(), raw);
         let (tx, rx) = (tx.into_framed(), rx.into_framed());
@@ -527,13 +527,13 @@ impl FrameHarness {
     fn step(&mut self, step: usize) {
         let (tx, rx, m) = (&mut self.tx, &mut self.rx, &mut self.m);
         let ctx = m.ctx.clone();
-        match m.rng.below(11) {
+        match m.rng.up_to(11) {
             // try_send, or a blocking send when the model says it fits.
             0..=2 => {
                 let len = m.msg_len();
                 let mut msg = vec![0; len];
                 m.rng.fill(&mut msg);
-                let blocking = m.rng.below(3) == 0;
+                let blocking = m.rng.up_to(3) == 0;
                 if blocking && (len > m.max || frame_size(len) + m.pad as usize > m.free()) {
                     return; // send would wait for good (or is refused: try_send covers that)
                 }
@@ -553,12 +553,12 @@ impl FrameHarness {
                         assert_eq!(g.len(), len, "{ctx}: step {step}");
                         assert_eq!(g.as_ptr() as usize % 8, 0, "{ctx}: step {step}: unaligned grant");
                         m.rng.fill(&mut g);
-                        if m.rng.below(4) == 0 {
-                            let short = m.rng.below(len);
+                        if m.rng.up_to(4) == 0 {
+                            let short = m.rng.up_to(len);
                             g.truncate(short);
                             assert_eq!(g.len(), short);
                         }
-                        if m.rng.below(6) == 0 {
+                        if m.rng.up_to(6) == 0 {
                             drop(g); // sends nothing
                         } else {
                             let msg = g.to_vec();
@@ -574,11 +574,11 @@ impl FrameHarness {
             // try_recv (or recv when a frame is there); sometimes hold the frame while the
             // producer fills all its room, which must not touch the frame.
             5..=8 => {
-                let blocking = m.rng.below(3) == 0;
+                let blocking = m.rng.up_to(3) == 0;
                 if blocking && m.published.is_empty() {
                     return;
                 }
-                let hold = m.rng.below(8) == 0;
+                let hold = m.rng.up_to(8) == 0;
                 let r = if blocking { rx.recv() } else { rx.try_recv() };
                 match r {
                     Ok(Some(frame)) => {
@@ -613,8 +613,8 @@ impl FrameHarness {
             }
             // Batching: change the batch (which publishes), or flush.
             9 => {
-                if m.rng.below(2) == 0 {
-                    let b = [1, 2, 3, 8, 100][m.rng.below(4)];
+                if m.rng.up_to(2) == 0 {
+                    let b = [1, 2, 3, 8, 100][m.rng.up_to(4)];
                     tx.set_batch(b);
                     assert_eq!(tx.batch(), b);
                     m.batch = b;

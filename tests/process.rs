@@ -105,11 +105,11 @@ fn produce(tx: &mut Producer, pat: &Pattern, total: u64, seed: u64) -> std::io::
     let mut pos = 0u64;
     let cap = tx.capacity();
     while pos < total {
-        let want = (1 + rng.below(Pattern::MAX_CHUNK.min(cap) - 1)).min((total - pos) as usize);
-        let n = match rng.below(2) {
+        let want = (1 + rng.up_to(Pattern::MAX_CHUNK.min(cap) - 1)).min((total - pos) as usize);
+        let n = match rng.up_to(2) {
             0 => tx.write_timeout(pat.at(pos, want), LONG)?,
             1 => {
-                let min = want.min(1 + rng.below(cap / 2));
+                let min = want.min(1 + rng.up_to(cap / 2));
                 let mut g = tx.write_grant_timeout(min, LONG)?;
                 let n = want.min(g.len());
                 g[..n].copy_from_slice(pat.at(pos, n));
@@ -137,9 +137,9 @@ fn consume(rx: &mut Consumer, pat: &Pattern, seed: u64) -> std::io::Result<Resul
     let mut buf = vec![0u8; Pattern::MAX_CHUNK];
     let cap = rx.capacity();
     loop {
-        let n = match rng.below(2) {
+        let n = match rng.up_to(2) {
             0 => {
-                let want = 1 + rng.below(buf.len() - 1);
+                let want = 1 + rng.up_to(buf.len() - 1);
                 let n = rx.read_timeout(&mut buf[..want], LONG)?;
                 if !pat.matches(pos, &buf[..n]) {
                     return Ok(Err(pos));
@@ -148,14 +148,14 @@ fn consume(rx: &mut Consumer, pat: &Pattern, seed: u64) -> std::io::Result<Resul
                 n
             }
             1 => {
-                let min = 1 + rng.below(cap / 4);
+                let min = 1 + rng.up_to(cap / 4);
                 // Fewer than `min` bytes left at the end of the stream is UnexpectedEof; take
                 // the rest (empty at the end) with min 0.
                 let g = match rx.read_grant_timeout(min, LONG) {
                     Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => rx.read_grant_timeout(0, LONG)?,
                     other => other?,
                 };
-                let n = g.len().min(1 + rng.below(Pattern::MAX_CHUNK - 1));
+                let n = g.len().min(1 + rng.up_to(Pattern::MAX_CHUNK - 1));
                 if !pat.matches(pos, &g[..n]) {
                     return Ok(Err(pos));
                 }
@@ -614,7 +614,7 @@ fn a_producer_killed_mid_stream_loses_no_committed_byte() {
                 let mut rng = Rng::new(round as u64 + 1);
                 let mut pos = 0u64;
                 loop {
-                    let want = 1 + rng.below(20 * KIB);
+                    let want = 1 + rng.up_to(20 * KIB);
                     let Ok(n) = tx.write_timeout(pat.at(pos, want), LONG) else { return 1 };
                     pos += n as u64;
                     // Release: counted only once committed (the commit happened above).

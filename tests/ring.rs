@@ -42,8 +42,8 @@ fn stream(backend: Backend, capacity: usize, spin: Duration, total: u64, seed: u
         let mut pos = 0u64;
         while pos < total {
             let left = (total - pos) as usize;
-            let n = (1 + rng.below(65_535)).min(left);
-            match rng.below(2) {
+            let n = (1 + rng.up_to(65_535)).min(left);
+            match rng.up_to(2) {
                 0 => tx.write_all(p2.at(pos, n)).unwrap(),
                 1 => {
                     let min = n.min(tx.capacity());
@@ -68,23 +68,23 @@ fn stream(backend: Backend, capacity: usize, spin: Duration, total: u64, seed: u
     let mut pos = 0u64;
     let mut buf = vec![0u8; 70_000];
     loop {
-        let got = match rng.below(3) {
+        let got = match rng.up_to(3) {
             0 => {
-                let n = 1 + rng.below(65_535);
+                let n = 1 + rng.up_to(65_535);
                 let k = rx.read(&mut buf[..n]).unwrap();
                 same(&buf[..k], pattern.at(pos, k), backend, "read", pos);
                 k
             }
             1 => {
                 let data = rx.fill_buf().unwrap();
-                let k = data.len().min(1 + rng.below(65_535));
+                let k = data.len().min(1 + rng.up_to(65_535));
                 same(&data[..k], pattern.at(pos, k), backend, "fill_buf", pos);
                 rx.consume(k);
                 k
             }
             _ => {
                 let g = rx.read_grant_timeout(0, Duration::from_secs(30)).unwrap();
-                let k = g.len().min(1 + rng.below(65_535));
+                let k = g.len().min(1 + rng.up_to(65_535));
                 same(&g[..k], pattern.at(pos, k), backend, "read_grant", pos);
                 let empty = g.is_empty();
                 g.release(k).unwrap();

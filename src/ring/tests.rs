@@ -24,12 +24,12 @@ fn cursors_wrap_around_u64_max() {
         let mut next = 0u8;
         let mut moved = 0u64;
         while moved < 200_000 {
-            if rng.below(1) == 0 {
-                let want = rng.below(cap);
+            if rng.up_to(1) == 0 {
+                let want = rng.up_to(cap);
                 match tx.write_grant(want) {
                     Ok(mut g) => {
                         assert!(g.len() >= want.max(1) && g.len() <= cap - model.len());
-                        let n = rng.below(g.len());
+                        let n = rng.up_to(g.len());
                         for b in &mut g[..n] {
                             *b = next;
                             model.push_back(next);
@@ -43,11 +43,11 @@ fn cursors_wrap_around_u64_max() {
                     }
                 }
             } else {
-                let want = rng.below(cap);
+                let want = rng.up_to(cap);
                 match rx.read_grant(want) {
                     Ok(g) => {
                         assert!(g.len() >= want.max(1) && g.len() <= model.len());
-                        let n = rng.below(g.len());
+                        let n = rng.up_to(g.len());
                         for (i, b) in g[..n].iter().enumerate() {
                             assert_eq!(*b, model[i]);
                         }
@@ -207,14 +207,14 @@ fn single_thread_writes_across_the_seam_read_back_exactly() {
         let mut out = vec![0u8; 4096];
         for round in 0..20_000u32 {
             // Park the cursors a few bytes before the seam, then write across it.
-            let target = 4096 - 1 - rng.below(63);
+            let target = 4096 - 1 - rng.up_to(63);
             let skip = (target + 4096 - tx.cur.offset()) % 4096;
             if skip > 0 {
                 tx.write_grant(skip).unwrap().commit(skip).unwrap();
                 let g = rx.read_grant(skip).unwrap();
                 g.release(skip).unwrap();
             }
-            let n = 2 + rng.below(120);
+            let n = 2 + rng.up_to(120);
             let mut g = tx.write_grant(n).unwrap();
             for (i, b) in g[..n].iter_mut().enumerate() {
                 *b = (round as u8).wrapping_mul(31).wrapping_add(i as u8);

@@ -120,8 +120,8 @@ impl Rng {
         self.0 = x;
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    /// Uniform-ish in `0..=max`.
-    pub fn below(&mut self, max: usize) -> usize {
+    /// Uniform-ish in `0..=max` (inclusive, as the name says).
+    pub fn up_to(&mut self, max: usize) -> usize {
         (self.next_u64() % (max as u64 + 1)) as usize
     }
     pub fn fill(&mut self, buf: &mut [u8]) {
