@@ -24,10 +24,12 @@
 
 use std::hint::{black_box, spin_loop};
 use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::CachePadded;
 use mirror_ring::{FramedConsumer, FramedProducer, RingOptions};
 
 use super::*;
@@ -343,33 +345,66 @@ fn expected_sum(from: u64, to: u64) -> u64 {
     (from..to).fold(0u64, |a, i| a.wrapping_add(i))
 }
 
+/// A two-party spinning barrier either side can call off: a side that failed aborts it instead
+/// of leaving the other spinning at it for ever.
+#[derive(Default)]
+struct Meet {
+    arrived: CachePadded<AtomicU32>,
+    aborted: CachePadded<AtomicU32>,
+}
+
+impl Meet {
+    /// Waits for the other side; false if it called the meeting off.
+    fn meet(&self) -> bool {
+        // AcqRel: each side's warm-up happens before the other leaves the barrier.
+        self.arrived.fetch_add(1, Ordering::AcqRel);
+        while self.arrived.load(Ordering::Acquire) < 2 {
+            // Acquire: pairs with the Release store in abort.
+            if self.aborted.load(Ordering::Acquire) != 0 {
+                return false;
+            }
+            spin_loop();
+        }
+        true
+    }
+
+    fn abort(&self) {
+        // Release: pairs with the Acquire load in meet.
+        self.aborted.store(1, Ordering::Release);
+    }
+}
+
 /// Runs `warm` messages untimed, then `count` timed, from this thread (pinned to the producer
 /// CPU) to a consumer thread on the consumer CPU.
 fn drive<T: MsgTx + Send, R: MsgRx + Send>(tx: T, rx: R, warm: u64, count: u64) -> io::Result<Sample> {
-    let ctl_mem = Shared::new(4096)?;
-    // SAFETY: Control is atomics only and fits in the page.
-    let ctl: &Control = unsafe { ctl_mem.at(0) };
+    let meet = Meet::default();
+    let meet = &meet;
+    let called_off = || io::Error::other("the other side failed before the timed part");
     pin_to(PRODUCER_CPU);
     std::thread::scope(|s| {
         let consumer = s.spawn(move || -> io::Result<(u64, u64, u64, u64)> {
             pin_to(CONSUMER_CPU);
-            // On this thread's stack, on lines of its own (see stream_threads). If a receive
-            // fails, the end is dropped on the way out, which closes a mirror-ring and so
-            // stops its producer (the other queues' producers cannot fail).
+            // On this thread's stack, on lines of its own (see stream_threads). On a failure
+            // the end is dropped on the way out, which closes a mirror-ring and so stops its
+            // producer (the other queues' producers cannot fail).
             let mut rx = Isolated(rx);
             let rx = &mut rx.0;
-            let warm_sum = rx.recv_n(warm)?;
+            let warm_sum = rx.recv_n(warm).inspect_err(|_| meet.abort())?;
             let sw = run_delay_ns();
-            ctl.meet();
+            if !meet.meet() {
+                return Err(called_off());
+            }
             let sum = rx.recv_n(count)?;
             let t1 = now_ns();
             Ok((t1, warm_sum, sum, run_delay_ns() - sw))
         });
         let mut tx = Isolated(tx);
         let sent = (|| {
-            tx.0.send_range(0, warm)?;
+            tx.0.send_range(0, warm).inspect_err(|_| meet.abort())?;
             let sw = run_delay_ns();
-            ctl.meet();
+            if !meet.meet() {
+                return Err(called_off());
+            }
             let t0 = now_ns();
             tx.0.send_range(warm, warm + count)?;
             Ok::<(u64, u64), io::Error>((t0, run_delay_ns() - sw))
