@@ -444,9 +444,13 @@ fn main() {
     );
     let rtt_start = core_round_trip();
     println!(
-        "- core-to-core round trip (bare atomic ping-pong, CPU {PRODUCER_CPU} <-> {CONSUMER_CPU}) at start: {} \
-         (the host's vCPU placement: ~60 ns near, 110-140 ns far, ~400 ns very far)\n",
-        fmt_ns(rtt_start)
+        "- core-to-core round trip (bare atomic ping-pong, CPU {PRODUCER_CPU} <-> {CONSUMER_CPU}) at start: {} ({}; \
+         the bands: near {}, far {}, very far {}); probed again around every repetition\n",
+        fmt_ns(rtt_start),
+        Placement::of(rtt_start).map(|p| p.name()).unwrap_or("probe failed"),
+        Placement::Near.range(),
+        Placement::Far.range(),
+        Placement::VeryFar.range()
     );
     let mut goals: Vec<Goal> = Vec::new();
 
@@ -627,11 +631,12 @@ fn verdict_line(probes: &[f64]) -> String {
     let range = Summary::of(probes).map(|s| format!("{:.0}-{:.0} ns", s.min, s.max)).unwrap_or_else(|| "-".into());
     match placement_verdict(probes) {
         Ok(band) => format!(
-            "Placement verdict: {} ({} probes, {range}, all in the {} band {}).",
+            "Placement verdict: {} ({} probes, {range}, all in the {} band, {} with {:.0}% slack).",
             band.name(),
             probes.len(),
             band.name(),
-            band.range()
+            band.range(),
+            100.0 * EDGE_SLACK
         ),
         Err((counts, failed)) => format!(
             "Placement verdict: moved ({} probes, {range}: {}); the host moved the vCPUs during the run, so ratios \
@@ -1003,11 +1008,13 @@ fn across(files: &[String]) -> ! {
     }
     println!("## Across placements: {} runs kept, {} left out\n", kept.len(), left_out.len());
     println!(
-        "Rule: a run counts for a placement when every round-trip probe it took fell in that band (near {}, far {}, \
-         very far {}); the cells give the median of the runs' values (min-max, runs that met the goal).\n",
+        "Rule: a run counts for a placement when every round-trip probe it took fits that band (near {}, far {}, \
+         very far {}, each edge with {:.0}% slack); the cells give the median of the runs' values (min-max, runs that \
+         met the goal).\n",
         Placement::Near.range(),
         Placement::Far.range(),
-        Placement::VeryFar.range()
+        Placement::VeryFar.range(),
+        100.0 * EDGE_SLACK
     );
     let mut head = vec!["goal".to_string()];
     head.extend(bands.iter().map(|b| format!("{} ({} runs)", b.name(), kept.iter().filter(|(k, _)| k == b).count())));
