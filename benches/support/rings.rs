@@ -637,14 +637,13 @@ pub fn ringbuf_cached(cap: usize) -> (RingbufCachedTx, RingbufCachedRx) {
 impl Tx for RingbufCachedTx {
     #[inline]
     fn send_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
-        use ringbuf::traits::Producer as _;
+        use ringbuf::traits::{Observer as _, Producer as _};
         while !buf.is_empty() {
-            let mut n = self.0.push_slice(buf);
-            if n < buf.len() {
-                // Short of room by the cached index: fetch the consumer's, try the rest.
+            if self.0.vacant_len() < buf.len() {
+                // Short of room by the cached index: fetch the consumer's.
                 self.0.fetch();
-                n += self.0.push_slice(&buf[n..]);
             }
+            let n = self.0.push_slice(buf);
             if n == 0 {
                 std::hint::spin_loop();
                 continue;
@@ -659,13 +658,13 @@ impl Tx for RingbufCachedTx {
 impl Rx for RingbufCachedRx {
     #[inline]
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use ringbuf::traits::Consumer as _;
+        use ringbuf::traits::{Consumer as _, Observer as _};
         loop {
-            let mut n = self.0.pop_slice(buf);
-            if n == 0 {
+            if self.0.is_empty() {
+                // Nothing left by the cached index: fetch the producer's.
                 self.0.fetch();
-                n = self.0.pop_slice(buf);
             }
+            let n = self.0.pop_slice(buf);
             if n > 0 {
                 self.0.commit();
                 return Ok(n);
