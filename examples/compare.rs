@@ -3,22 +3,25 @@
 //! run, interleaved, with medians.
 //!
 //! ```sh
-//! cargo run --release --example compare               # about a minute
-//! cargo run --release --example compare -- --quick    # CI-sized, well under 20 s
+//! cargo run --release --example compare               # about 30 s
+//! cargo run --release --example compare -- --quick    # CI-sized, about 9 s
 //! ```
 //!
 //! Options: `--reps N` (repetitions, default 7; 3 with `--quick`), `--target-ms N` (length of
 //! one timed run, default 10; 3 with `--quick`), `--svg PATH` (write the
 //! throughput-by-write-size chart, and next to it `-ratios` and `-ring-size` charts), `--spin-sweep` (blocking throughput, round trips and CPU use per spin budget),
 //! `--nt` (non-temporal stores in the producer, against ordinary copies), `--only SECTIONS`
-//! (comma-separated: check, threads, fork, sizes, single, create, latency), `--profile NAME WRITE
+//! (comma-separated: check, threads, fork, sizes, single, create, latency, messages), `--profile NAME WRITE
 //! OPS` (only a one-thread write/read loop of one competitor, to run under
-//! `valgrind --tool=callgrind`).
+//! `valgrind --tool=callgrind`), `--across FILE...` (the goals of several saved runs side by
+//! side per placement; runs whose placement moved are left out and counted).
 //!
 //! Numbers are GB/s = 1e9 bytes per second, each byte copied in by the producer and out by the
 //! consumer; the producer runs on CPU 0, the consumer on CPU 1. Absolute figures on virtual
 //! machines swing several-fold as the host moves the two vCPUs; compare the ratios, which are
-//! taken within one run.
+//! taken within one run. Every repetition runs the competitors in a rotated order, between two
+//! probes of the core-to-core round trip (`benches/support/interleave.rs`); the report says
+//! which placement each section ran under, and ends with the run's placement verdict.
 
 #[path = "../benches/support/mod.rs"]
 mod support;
@@ -55,6 +58,7 @@ impl Cfg {
                     cfg.target = Duration::from_millis(ms);
                 }
                 "--spin-sweep" => cfg.sweep = true,
+                "--across" => across(&args.collect::<Vec<_>>()),
                 "--nt" => cfg.nt = true,
                 "--only" => {
                     cfg.only = Some(args.next().unwrap_or_else(|| usage()).split(',').map(str::to_string).collect())
@@ -142,8 +146,9 @@ fn ab(names: &str, write: usize, ring: usize, reps: usize, target: Duration) -> 
     let runs: Vec<Run> =
         comps.iter().map(|&c| calibrate(c, Mode::Threads, ring, write, target).expect("calibrate")).collect();
     let mut samples = vec![Vec::new(); comps.len()];
-    for _ in 0..reps {
-        for (i, &c) in comps.iter().enumerate() {
+    for rep in 0..reps {
+        for i in rotation(comps.len(), rep) {
+            let c = comps[i];
             let mut t = stream(c, Mode::Threads, ring, &runs[i]).expect("stream");
             for _ in 0..2 {
                 if t.disturbed() {
@@ -163,10 +168,10 @@ fn ab(names: &str, write: usize, ring: usize, reps: usize, target: Duration) -> 
     std::process::exit(0)
 }
 
-/// The bare atomic round trip between the two CPUs right now (median of 5 batches): how near
-/// the host has placed them.
+/// The bare atomic round trip between the two CPUs right now: how near the host has placed
+/// them (recorded for the run's placement verdict).
 fn core_round_trip() -> f64 {
-    round_trips(Pinger::Atomic, Mode::Threads, 5, 2000, 1000).map(|v| median(&v)).unwrap_or(f64::NAN)
+    probe_and_record()
 }
 
 fn competitor(name: &str) -> Competitor {
@@ -178,6 +183,7 @@ fn competitor(name: &str) -> Competitor {
         Competitor::Minimal,
         Competitor::Rtrb,
         Competitor::Ringbuf,
+        Competitor::RingbufCached,
         Competitor::MinimalNt,
         Competitor::Pipe,
         Competitor::Socketpair,
@@ -201,7 +207,9 @@ fn profile(name: &str, write: usize, ops: u64) -> ! {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: compare [--quick] [--reps N] [--svg PATH] [--spin-sweep] [--nt] [--only check,threads,fork,sizes,single,create,latency]"
+        "usage: compare [--quick] [--reps N] [--target-ms N] [--svg PATH] [--spin-sweep] [--nt] \
+         [--only check,threads,fork,sizes,single,create,latency,messages]\n       \
+         compare --across FILE... (saved outputs: goals per placement, moved runs left out)"
     );
     std::process::exit(2)
 }
@@ -250,7 +258,9 @@ const WRITES: [usize; 4] = [64, KIB, 4 * KIB, 64 * KIB];
 const RING_SIZES: [usize; 9] = [64 * KIB, 128 * KIB, 256 * KIB, 512 * KIB, MIB, 2 * MIB, 4 * MIB, 8 * MIB, 16 * MIB];
 
 /// Median GB/s and its spread per (cell, competitor); cells are (ring size, write size). Within
-/// a cell every repetition runs each competitor once, in turn.
+/// a cell every repetition runs each competitor once, in rotated order, between two placement
+/// probes (`interleave`). Prints why a competitor has no numbers, and where the placement
+/// moved.
 fn measure_spread(
     cfg: &Cfg,
     p: &mut Progress,
@@ -258,55 +268,60 @@ fn measure_spread(
     mode: Mode,
     comps: &[Competitor],
     cells: &[(usize, usize)],
-) -> Vec<Vec<(f64, f64)>> {
+) -> (Vec<Vec<(f64, f64)>>, String) {
     let mut out = Vec::new();
+    let mut outcomes = Vec::new();
     for &(cap, write) in cells {
-        let mut runs = Vec::new();
-        for &c in comps {
-            p.step(section, &format!("{} ring, {} writes, calibrating {}", fmt_size(cap), fmt_size(write), c.name()));
-            runs.push(if c.available() { calibrate(c, mode, cap, write, cfg.target).ok() } else { None });
-        }
-        let mut samples = vec![Vec::new(); comps.len()];
-        for rep in 0..cfg.reps {
-            for (i, &c) in comps.iter().enumerate() {
-                let Some(run) = runs[i] else { continue };
-                p.step(
-                    section,
-                    &format!(
-                        "{} ring, {} writes, rep {}/{}: {}",
-                        fmt_size(cap),
-                        fmt_size(write),
-                        rep + 1,
-                        cfg.reps,
-                        c.name()
-                    ),
-                );
-                // A run during which other tasks took more than 1% of its time on our CPUs
-                // measures the machine, not the ring: repeat it (twice at most), and count what
-                // remains.
-                let mut result = stream(c, mode, cap, &run);
-                for _ in 0..2 {
-                    match &result {
-                        Ok(t) if t.disturbed() => result = stream(c, mode, cap, &run),
-                        _ => break,
-                    }
-                }
-                match result {
-                    Ok(t) => {
-                        samples[i].push(gbps(run.total, t.time));
-                        p.runs += 1;
-                        p.preempted += t.disturbed() as usize;
-                    }
-                    Err(e) => {
-                        p.clear();
-                        eprintln!("{} ({}) failed: {e}", c.name(), mode.name());
-                    }
-                }
-            }
-        }
-        out.push(samples.iter().map(|s| (median(s), spread(s))).collect());
+        let mut cases: Vec<Box<dyn Contender>> =
+            comps.iter().map(|&c| Box::new(StreamCase::new(c, mode, cap, write)) as Box<dyn Contender>).collect();
+        let where_ = format!("{} ring, {} writes", fmt_size(cap), fmt_size(write));
+        let o = interleave(&mut cases, cfg.reps, cfg.target, &mut |step| p.step(section, &format!("{where_}, {step}")));
+        p.runs += o.samples;
+        p.preempted += o.disturbed;
+        out.push((0..comps.len()).map(|i| (o.median_rate(i) / 1e9, spread(&o.all_rates(i)))).collect());
+        outcomes.push((where_, o));
     }
-    out
+    p.clear();
+    (out, report_cells(&outcomes))
+}
+
+/// After a section's tables: the placement its repetitions ran under (one line when every cell
+/// saw the same), and why any competitor has missing numbers.
+fn report_cells(outcomes: &[(String, Outcome)]) -> String {
+    let mut counts = [0usize; 3];
+    let mut moved = 0;
+    let mut probes = Vec::new();
+    for (_, o) in outcomes {
+        let (c, m) = o.placement_counts();
+        for k in 0..3 {
+            counts[k] += c[k];
+        }
+        moved += m;
+        probes.extend(o.probes.iter().copied());
+    }
+    let range =
+        Summary::of(&probes).map(|s| format!("{:.0}-{:.0} ns", s.min, s.max)).unwrap_or_else(|| "failed".into());
+    let mut line = format!(
+        "Placement of this section's {} repetitions: {} (round-trip probes {range})",
+        counts.iter().sum::<usize>() + moved,
+        fmt_band_counts(&counts, 0)
+    );
+    if moved > 0 || counts.iter().filter(|&&c| c > 0).count() > 1 {
+        line +=
+            &format!("; {moved} moved between their two probes. The medians below mix placements: read them with care");
+    }
+    let mut notes = Vec::new();
+    for (where_, o) in outcomes {
+        notes.extend(o.notes.iter().map(|n| format!("{where_}: {n}")));
+    }
+    let mut text = format!("{line}.\n\n");
+    for n in &notes {
+        text += &format!("- {n}\n");
+    }
+    if !notes.is_empty() {
+        text.push('\n');
+    }
+    text
 }
 
 /// Half the interquartile range relative to the median: the run-to-run noise of one cell.
@@ -328,11 +343,9 @@ fn measure(
     mode: Mode,
     comps: &[Competitor],
     cells: &[(usize, usize)],
-) -> Vec<Vec<f64>> {
-    measure_spread(cfg, p, section, mode, comps, cells)
-        .into_iter()
-        .map(|row| row.into_iter().map(|(m, _)| m).collect())
-        .collect()
+) -> (Vec<Vec<f64>>, String) {
+    let (stats, notes) = measure_spread(cfg, p, section, mode, comps, cells);
+    (stats.into_iter().map(|row| row.into_iter().map(|(m, _)| m).collect()).collect(), notes)
 }
 
 fn cell(v: f64) -> String {
@@ -353,31 +366,6 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-/// Prints a markdown table.
-fn table(head: &[String], rows: &[Vec<String>]) {
-    let widths: Vec<usize> =
-        (0..head.len()).map(|i| rows.iter().map(|r| r[i].len()).chain([head[i].len()]).max().unwrap_or(0)).collect();
-    let line = |cells: &[String]| {
-        let parts: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| if i == 0 { format!("{c:<w$}", w = widths[i]) } else { format!("{c:>w$}", w = widths[i]) })
-            .collect();
-        println!("| {} |", parts.join(" | "));
-    };
-    line(head);
-    let seps: Vec<String> = widths
-        .iter()
-        .enumerate()
-        .map(|(i, w)| if i == 0 { "-".repeat(w + 2) } else { format!("{}:", "-".repeat(w + 1)) })
-        .collect();
-    println!("|{}|", seps.join("|"));
-    for r in rows {
-        line(r);
-    }
-    println!();
-}
-
 /// The throughput table plus the ratio table (mirror-ring, column 0, against each other).
 fn print_stream_tables(label: &str, rows: &[String], comps: &[Competitor], data: &[Vec<f64>], ratio_cols: &[usize]) {
     let mut head = vec![label.to_string()];
@@ -388,7 +376,7 @@ fn print_stream_tables(label: &str, rows: &[String], comps: &[Competitor], data:
         .map(|(r, d)| std::iter::once(r.clone()).chain(d.iter().map(|&v| cell(v))).collect())
         .collect();
     println!("GB/s (median of the repetitions):\n");
-    table(&head, &body);
+    print_table(&head, &body);
     let mut head = vec![label.to_string()];
     head.extend(ratio_cols.iter().map(|&i| format!("vs {}", comps[i].name())));
     let body: Vec<Vec<String>> = rows
@@ -397,7 +385,7 @@ fn print_stream_tables(label: &str, rows: &[String], comps: &[Competitor], data:
         .map(|(r, d)| std::iter::once(r.clone()).chain(ratio_cols.iter().map(|&i| ratio(d[0], d[i]))).collect())
         .collect();
     println!("{} / each (higher is better for mirror-ring):\n", comps[0].name());
-    table(&head, &body);
+    print_table(&head, &body);
 }
 
 struct Goal {
@@ -456,9 +444,13 @@ fn main() {
     );
     let rtt_start = core_round_trip();
     println!(
-        "- core-to-core round trip (bare atomic ping-pong, CPU {PRODUCER_CPU} <-> {CONSUMER_CPU}) at start: {} \
-         (the host's vCPU placement: ~60 ns near, 110-140 ns far, ~400 ns very far)\n",
-        fmt_ns(rtt_start)
+        "- core-to-core round trip (bare atomic ping-pong, CPU {PRODUCER_CPU} <-> {CONSUMER_CPU}) at start: {} ({}; \
+         the bands: near {}, far {}, very far {}); probed again around every repetition\n",
+        fmt_ns(rtt_start),
+        Placement::of(rtt_start).map(|p| p.name()).unwrap_or("probe failed"),
+        Placement::Near.range(),
+        Placement::Far.range(),
+        Placement::VeryFar.range()
     );
     let mut goals: Vec<Goal> = Vec::new();
 
@@ -474,6 +466,7 @@ fn main() {
         Competitor::Minimal,
         Competitor::Rtrb,
         Competitor::Ringbuf,
+        Competitor::RingbufCached,
         Competitor::Pipe,
         Competitor::Socketpair,
     ];
@@ -481,18 +474,19 @@ fn main() {
     let mut svg_data: Option<Vec<Vec<f64>>> = None;
     if cfg.wants("threads") {
         let cells: Vec<(usize, usize)> = WRITES.iter().map(|&w| (MIB, w)).collect();
-        let stats = measure_spread(&cfg, &mut p, "threads", Mode::Threads, &threads, &cells);
+        let (stats, notes) = measure_spread(&cfg, &mut p, "threads", Mode::Threads, &threads, &cells);
         let data: Vec<Vec<f64>> = stats.iter().map(|row| row.iter().map(|&(m, _)| m).collect()).collect();
         p.clear();
         println!("## Streaming between two threads, 1 MiB ring, by write size\n");
-        print_stream_tables("write", &write_rows, &threads, &data, &[2, 3, 4, 5, 6, 7, 8]);
+        print_stream_tables("write", &write_rows, &threads, &data, &[2, 3, 4, 5, 6, 7, 8, 9]);
+        print!("{notes}");
         let at = |w: usize, c: usize| stats[WRITES.iter().position(|&x| x == w).unwrap()][c];
         let g = |goals: &mut Vec<Goal>, what: &str, a, b, min| goals.push(Goal::ratio_at_least(what, a, b, min));
         g(&mut goals, "threads, 64 B writes: >= 1.3x rtrb", at(64, 0), at(64, 5), 1.3);
         g(&mut goals, "threads, 4 KiB writes: >= 1.0x rtrb", at(4 * KIB, 0), at(4 * KIB, 5), 1.0);
         g(&mut goals, "threads, 64 KiB writes: >= 1.0x rtrb", at(64 * KIB, 0), at(64 * KIB, 5), 1.0);
-        g(&mut goals, "threads, 4 KiB writes: >= 2x pipe", at(4 * KIB, 0), at(4 * KIB, 7), 2.0);
-        g(&mut goals, "threads, 4 KiB writes: >= 3x socketpair", at(4 * KIB, 0), at(4 * KIB, 8), 3.0);
+        g(&mut goals, "threads, 4 KiB writes: >= 2x pipe", at(4 * KIB, 0), at(4 * KIB, 8), 2.0);
+        g(&mut goals, "threads, 4 KiB writes: >= 3x socketpair", at(4 * KIB, 0), at(4 * KIB, 9), 3.0);
         for &w in &WRITES {
             let what = format!("threads, {} writes: >= 0.95x minimal mirror", fmt_size(w));
             g(&mut goals, &what, at(w, 0), at(w, 4), 0.95);
@@ -511,10 +505,11 @@ fn main() {
             Competitor::Socketpair,
         ];
         let cells: Vec<(usize, usize)> = WRITES.iter().map(|&w| (MIB, w)).collect();
-        let data = measure(&cfg, &mut p, "fork", Mode::Fork, &fork, &cells);
+        let (data, notes) = measure(&cfg, &mut p, "fork", Mode::Fork, &fork, &cells);
         p.clear();
         println!("## Streaming from a parent to its forked child, 1 MiB ring, by write size\n");
         print_stream_tables("write", &write_rows, &fork, &data, &[2, 3, 4, 5, 6]);
+        print!("{notes}");
     }
 
     let mut svg_sizes: Option<Vec<Vec<f64>>> = None;
@@ -525,16 +520,18 @@ fn main() {
         Competitor::Minimal,
         Competitor::Rtrb,
         Competitor::Ringbuf,
+        Competitor::RingbufCached,
         Competitor::Pipe,
     ];
     if cfg.wants("sizes") {
         let cells: Vec<(usize, usize)> = RING_SIZES.iter().map(|&c| (c, 4 * KIB)).collect();
-        let data = measure(&cfg, &mut p, "ring sizes", Mode::Threads, &size_comps, &cells);
+        let (data, notes) = measure(&cfg, &mut p, "ring sizes", Mode::Threads, &size_comps, &cells);
         p.clear();
         println!("## Streaming between two threads, 4 KiB writes, by ring size\n");
         println!("(The pipe's buffer is capped at pipe-max-size = {}.)\n", fmt_size(pipe_max_size()));
         let rows: Vec<String> = RING_SIZES.iter().map(|&c| fmt_size(c)).collect();
-        print_stream_tables("ring", &rows, &size_comps, &data, &[1, 2, 3, 4, 5, 6]);
+        print_stream_tables("ring", &rows, &size_comps, &data, &[1, 2, 3, 4, 5, 6, 7]);
+        print!("{notes}");
         let best = RING_SIZES
             .iter()
             .zip(&data)
@@ -557,6 +554,10 @@ fn main() {
         latency(&cfg, &mut p, &mut goals);
     }
 
+    if cfg.wants("messages") {
+        messages(&cfg, &mut p, &mut goals);
+    }
+
     if cfg.sweep {
         spin_sweep(&cfg, &mut p);
     }
@@ -568,7 +569,7 @@ fn main() {
         println!("## Goals\n");
         let rows: Vec<Vec<String>> =
             goals.iter().map(|g| vec![g.what.clone(), g.value.clone(), g.status.to_string()]).collect();
-        table(&["goal".into(), "this run".into(), "".into()], &rows);
+        print_table(&["goal".into(), "this run".into(), "".into()], &rows);
     }
 
     if let Some(path) = &cfg.svg {
@@ -579,7 +580,7 @@ fn main() {
             write_svg(path, &svg_chart(title, "write size", "GB/s (log scale)", &write_rows, &series, true));
             // The other rings, most interesting first (pipe and socketpair are far below; see
             // the throughput chart).
-            let ratios: Vec<(String, Vec<f64>)> = [5, 6, 3, 4, 2]
+            let ratios: Vec<(String, Vec<f64>)> = [5, 7, 6, 3, 4, 2]
                 .iter()
                 .map(|&i| (format!("vs {}", threads[i].name()), data.iter().map(|row| row[0] / row[i]).collect()))
                 .collect();
@@ -612,12 +613,38 @@ fn main() {
             if p.preempted * 5 > p.runs { " (a busy machine: rerun when it is quiet)" } else { "" }
         );
     }
+    let rtt_end = core_round_trip();
+    println!("{}", verdict_line(&recorded_probes()));
     println!(
         "Done in {:.1} s (load average now {:.2}; core-to-core round trip now {}).",
         started.elapsed().as_secs_f64(),
         load_average(),
-        fmt_ns(core_round_trip())
+        fmt_ns(rtt_end)
     );
+}
+
+/// The run's placement from every round-trip probe it took (at the start and end, and around
+/// every repetition of the interleaved sections). The line starts with `Placement verdict:`;
+/// `compare --across` reads it: a run whose probes all fall in one band counts for that band,
+/// any other run is left out.
+fn verdict_line(probes: &[f64]) -> String {
+    let range = Summary::of(probes).map(|s| format!("{:.0}-{:.0} ns", s.min, s.max)).unwrap_or_else(|| "-".into());
+    match placement_verdict(probes) {
+        Ok(band) => format!(
+            "Placement verdict: {} ({} probes, {range}, all in the {} band, {} with {:.0}% slack).",
+            band.name(),
+            probes.len(),
+            band.name(),
+            band.range(),
+            100.0 * EDGE_SLACK
+        ),
+        Err((counts, failed)) => format!(
+            "Placement verdict: moved ({} probes, {range}: {}); the host moved the vCPUs during the run, so ratios \
+             between sections mix placements and `compare --across` leaves this run out.",
+            probes.len(),
+            fmt_band_counts(&counts, failed)
+        ),
+    }
 }
 
 /// `dir/name.svg` -> `dir/name{suffix}.svg`.
@@ -648,6 +675,7 @@ fn self_check(p: &mut Progress) {
         Competitor::MinimalNt,
         Competitor::Rtrb,
         Competitor::Ringbuf,
+        Competitor::RingbufCached,
         Competitor::Pipe,
         Competitor::Socketpair,
     ];
@@ -687,25 +715,37 @@ fn single(cfg: &Cfg, p: &mut Progress) {
         Competitor::Minimal,
         Competitor::Rtrb,
         Competitor::Ringbuf,
+        Competitor::RingbufCached,
         Competitor::Pipe,
         Competitor::Socketpair,
     ];
     let writes = [8, 64, KIB, 4 * KIB];
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
     for &w in &writes {
         let mut samples = vec![Vec::new(); comps.len()];
         let ops: Vec<u64> = comps
             .iter()
-            .map(|&c| {
-                let t = single_thread(c, w, 1000).map(|d| d.as_secs_f64() / 1000.0).unwrap_or(1e-3);
-                ((if cfg.quick { 2e-3 } else { 5e-3 } / t) as u64).max(100)
+            .map(|&c| match single_thread(c, w, 1000) {
+                Ok(d) => ((if cfg.quick { 2e-3 } else { 5e-3 } / (d.as_secs_f64() / 1000.0)) as u64).max(100),
+                Err(e) => {
+                    notes.push(format!("{} ({} writes): not measured, calibration failed: {e}", c.name(), fmt_size(w)));
+                    0
+                }
             })
             .collect();
         for rep in 0..cfg.reps {
-            for (i, &c) in comps.iter().enumerate() {
+            for i in rotation(comps.len(), rep) {
+                let c = comps[i];
+                if ops[i] == 0 {
+                    continue;
+                }
                 p.step("one thread", &format!("{} writes, rep {}/{}: {}", fmt_size(w), rep + 1, cfg.reps, c.name()));
-                if let Ok(d) = single_thread(c, w, ops[i]) {
-                    samples[i].push(d.as_nanos() as f64 / ops[i] as f64);
+                match single_thread(c, w, ops[i]) {
+                    Ok(d) => samples[i].push(d.as_nanos() as f64 / ops[i] as f64),
+                    Err(e) => {
+                        notes.push(format!("{} ({} writes): repetition {} failed: {e}", c.name(), fmt_size(w), rep + 1))
+                    }
                 }
             }
         }
@@ -717,7 +757,8 @@ fn single(cfg: &Cfg, p: &mut Progress) {
     println!("## One thread: write then read back, time per pair of operations (1 MiB ring)\n");
     let mut head = vec!["write".to_string()];
     head.extend(comps.iter().map(|c| c.name()));
-    table(&head, &rows);
+    print_table(&head, &rows);
+    print_list(&notes);
 }
 
 fn creation(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
@@ -748,7 +789,8 @@ fn creation(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
             // [map, ring] x backend
             let mut samples = vec![vec![Vec::new(); backends.len()]; 2];
             for rep in 0..reps {
-                for (i, &b) in backends.iter().enumerate() {
+                for i in rotation(backends.len(), rep) {
+                    let b = backends[i];
                     if !b.is_available() {
                         continue;
                     }
@@ -782,7 +824,7 @@ fn creation(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
         }
     }
     p.clear();
-    table(&head, &rows);
+    print_table(&head, &rows);
     for (k, what) in ["mapping", "ring"].iter().enumerate() {
         let (r, size) = worst[k];
         goals.push(Goal::new(
@@ -805,34 +847,43 @@ fn latency(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
     let reps = cfg.reps.max(5);
     let mut rows = Vec::new();
     let mut meds = Vec::new();
+    let mut notes = Vec::new();
     for mode in [Mode::Threads, Mode::Fork] {
         // Size each batch to about 2 ms (5 ms without --quick) from a short trial.
         let per_batch: Vec<u64> = kinds
             .iter()
             .map(|&k| {
                 p.step("round trips", &format!("{} calibrating {}", mode.name(), k.name()));
-                let t = round_trips(k, mode, 1, 200, 50).ok().map(|v| v[0]).unwrap_or(f64::NAN);
                 let budget = if cfg.quick { 2e6 } else { 5e6 };
-                if t.is_finite() {
-                    ((budget / t) as u64).clamp(20, 200_000)
-                } else {
-                    0
+                match round_trips(k, mode, 1, 200, 50) {
+                    Ok(v) if v[0].is_finite() && v[0] > 0.0 => ((budget / v[0]) as u64).clamp(20, 200_000),
+                    Ok(v) => {
+                        notes.push(format!(
+                            "{} ({}): not measured, calibration timed {} ns",
+                            k.name(),
+                            mode.name(),
+                            v[0]
+                        ));
+                        0
+                    }
+                    Err(e) => {
+                        notes.push(format!("{} ({}): not measured, calibration failed: {e}", k.name(), mode.name()));
+                        0
+                    }
                 }
             })
             .collect();
         let mut samples = vec![Vec::new(); kinds.len()];
         for rep in 0..reps {
-            for (i, &k) in kinds.iter().enumerate() {
+            for i in rotation(kinds.len(), rep) {
+                let k = kinds[i];
                 if per_batch[i] == 0 {
                     continue;
                 }
                 p.step("round trips", &format!("{} rep {}/{reps}: {}", mode.name(), rep + 1, k.name()));
                 match round_trips(k, mode, 1, per_batch[i], per_batch[i] / 10 + 10) {
                     Ok(v) => samples[i].push(v[0]),
-                    Err(e) => {
-                        p.clear();
-                        eprintln!("{} ({}) failed: {e}", k.name(), mode.name());
-                    }
+                    Err(e) => notes.push(format!("{} ({}): repetition {} failed: {e}", k.name(), mode.name(), rep + 1)),
                 }
             }
         }
@@ -855,7 +906,160 @@ fn latency(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
     head.extend(kinds.iter().map(|k| k.name()));
     head.push("spin / atomic".into());
     head.push("blocking / futex".into());
-    table(&head, &rows);
+    print_table(&head, &rows);
+    print_list(&notes);
+}
+
+/// Message sizes and the batch size of the messages section.
+const MSG_SIZES: [usize; 2] = [8, 64];
+const MSG_BATCH: usize = 128;
+
+/// Framed messages against rtrb, one at a time and batched, like with like
+/// (`benches/support/messages.rs`; `cargo bench --bench messages` prints the same table).
+fn messages(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
+    let out = msg_section(&MSG_SIZES, MSG_BATCH, cfg.reps, cfg.target, &mut |step| p.step("messages", step));
+    p.clear();
+    println!("## Messages between two threads, 1 MiB queues\n");
+    println!(
+        "One at a time: mirror-ring framed `try_send`/`try_recv` (a cursor store per message on each side) vs rtrb \
+         `push`/`pop`, crossbeam `ArrayQueue` for reference. Batches of {MSG_BATCH}: mirror-ring `set_batch({MSG_BATCH})` + \
+         `try_recv_batch` vs rtrb `write_chunk_uninit({MSG_BATCH})` + `read_chunk` of everything readable. 8 B messages \
+         are rtrb `u64`s, 64 B messages `[u8; 64]`s; every message is copied out.\n"
+    );
+    print_msg_section(&out, &MSG_SIZES, MSG_BATCH);
+    // The issue's goals: 8-byte frames at least as many per second as rtrb, 64-byte frames 1.5x.
+    for (pair, &size) in msg_pairs(&MSG_SIZES, MSG_BATCH).chunks(2).zip(&MSG_SIZES) {
+        let min = if size == 8 { 1.0 } else { 1.5 };
+        for pair in pair {
+            let what = format!("messages, {}: >= {min:.1}x {}", pair.label, out.names[pair.theirs]);
+            let mut parts = Vec::new();
+            let mut met = true;
+            for band in Placement::ALL {
+                if let Some(s) = Summary::of(&out.ratios_in(pair.ours, pair.theirs, band)) {
+                    parts.push(format!("{:.2}x {} ({} reps)", s.median, band.name(), s.n));
+                    met &= s.median >= min;
+                }
+            }
+            goals.push(if parts.is_empty() {
+                Goal { what, value: "-".into(), status: "no steady repetition" }
+            } else {
+                Goal::new(what, parts.join("; "), met)
+            });
+        }
+    }
+}
+
+/// `--across FILE...`: the goals of several saved demo outputs side by side per placement.
+/// The rule is mechanical: a run counts for a band when its `Placement verdict:` line names
+/// one (every round-trip probe of the run fell in that band); every other run (moved, no
+/// verdict, unreadable) is left out, and the list of what was left out, and why, is printed.
+fn across(files: &[String]) -> ! {
+    if files.is_empty() {
+        usage()
+    }
+    /// A goal row of a saved run: what, the ratio, met.
+    type GoalRow = (String, f64, bool);
+    let mut kept: Vec<(Placement, Vec<GoalRow>)> = Vec::new();
+    let mut left_out = Vec::new();
+    for f in files {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                left_out.push(format!("{f}: cannot read it: {e}"));
+                continue;
+            }
+        };
+        let Some(verdict) = text.lines().find_map(|l| l.strip_prefix("Placement verdict: ")) else {
+            left_out.push(format!("{f}: no placement verdict (an older demo, or a run cut short)"));
+            continue;
+        };
+        let Some(band) = Placement::ALL.into_iter().find(|p| verdict.starts_with(&format!("{} (", p.name()))) else {
+            left_out.push(format!("{f}: {verdict}"));
+            continue;
+        };
+        let mut goals = Vec::new();
+        let mut in_goals = false;
+        for l in text.lines() {
+            if l.starts_with("## ") || l.starts_with("# ") {
+                in_goals = l.trim() == "## Goals";
+                continue;
+            }
+            if !in_goals || !l.starts_with('|') || l.starts_with("|-") {
+                continue;
+            }
+            let cells: Vec<&str> = l.trim().trim_matches('|').split('|').map(str::trim).collect();
+            if cells.len() < 3 || cells[0] == "goal" {
+                continue;
+            }
+            if let Some(v) = cells[1].split('x').next().and_then(|v| v.trim().parse::<f64>().ok()) {
+                goals.push((cells[0].to_string(), v, cells[2] == "met"));
+            }
+        }
+        kept.push((band, goals));
+    }
+    let bands: Vec<Placement> = Placement::ALL.into_iter().filter(|b| kept.iter().any(|(k, _)| k == b)).collect();
+    let mut names: Vec<String> = Vec::new();
+    for (_, goals) in &kept {
+        for (g, _, _) in goals {
+            if !names.contains(g) {
+                names.push(g.clone());
+            }
+        }
+    }
+    println!("## Across placements: {} runs kept, {} left out\n", kept.len(), left_out.len());
+    println!(
+        "Rule: a run counts for a placement when every round-trip probe it took fits that band (near {}, far {}, \
+         very far {}, each edge with {:.0}% slack); the cells give the median of the runs' values (min-max, runs that \
+         met the goal).\n",
+        Placement::Near.range(),
+        Placement::Far.range(),
+        Placement::VeryFar.range(),
+        100.0 * EDGE_SLACK
+    );
+    let mut head = vec!["goal".to_string()];
+    head.extend(bands.iter().map(|b| format!("{} ({} runs)", b.name(), kept.iter().filter(|(k, _)| k == b).count())));
+    let rows: Vec<Vec<String>> = names
+        .iter()
+        .map(|name| {
+            let mut row = vec![name.clone()];
+            for b in &bands {
+                let vals: Vec<(f64, bool)> = kept
+                    .iter()
+                    .filter(|(k, _)| k == b)
+                    .flat_map(|(_, goals)| goals.iter().filter(|(g, _, _)| g == name).map(|(_, v, m)| (*v, *m)))
+                    .collect();
+                let xs: Vec<f64> = vals.iter().map(|v| v.0).collect();
+                row.push(match Summary::of(&xs) {
+                    Some(s) => format!(
+                        "{:.2}x ({:.2}-{:.2}, {}/{} met)",
+                        s.median,
+                        s.min,
+                        s.max,
+                        vals.iter().filter(|v| v.1).count(),
+                        vals.len()
+                    ),
+                    None => "-".into(),
+                });
+            }
+            row
+        })
+        .collect();
+    print_table(&head, &rows);
+    if !left_out.is_empty() {
+        println!("Left out ({}):\n", left_out.len());
+        print_list(&left_out);
+    }
+    std::process::exit(0)
+}
+
+/// A markdown list (and a blank line), if there is anything to say.
+fn print_list(items: &[String]) {
+    for n in items {
+        println!("- {n}");
+    }
+    if !items.is_empty() {
+        println!();
+    }
 }
 
 fn fmt_ns(ns: f64) -> String {
@@ -878,7 +1082,7 @@ fn spin_sweep(cfg: &Cfg, p: &mut Progress) {
         .collect();
     let cells: Vec<(usize, usize)> = [64, 4 * KIB, 64 * KIB].iter().map(|&w| (MIB, w)).collect();
     for mode in [Mode::Threads, Mode::Fork] {
-        let data = measure(cfg, p, "spin sweep (streaming)", mode, &comps, &cells);
+        let (data, notes) = measure(cfg, p, "spin sweep (streaming)", mode, &comps, &cells);
         p.clear();
         println!("Streaming, {}: GB/s (first column: spinning try_* loops)\n", mode.name());
         let mut head = vec!["write".to_string()];
@@ -891,7 +1095,8 @@ fn spin_sweep(cfg: &Cfg, p: &mut Progress) {
             .zip(&data)
             .map(|((_, w), d)| std::iter::once(fmt_size(*w)).chain(d.iter().map(|&v| cell(v))).collect())
             .collect();
-        table(&head, &rows);
+        print_table(&head, &rows);
+        print!("{notes}");
     }
     // Round trips.
     let reps = cfg.reps.max(5);
@@ -899,7 +1104,8 @@ fn spin_sweep(cfg: &Cfg, p: &mut Progress) {
     for mode in [Mode::Threads, Mode::Fork] {
         let mut samples = vec![Vec::new(); budgets.len()];
         for rep in 0..reps {
-            for (i, &b) in budgets.iter().enumerate() {
+            for i in rotation(budgets.len(), rep) {
+                let b = budgets[i];
                 p.step(
                     "spin sweep (round trips)",
                     &format!("{} rep {}/{reps}: {}", mode.name(), rep + 1, fmt_duration(b)),
@@ -918,7 +1124,7 @@ fn spin_sweep(cfg: &Cfg, p: &mut Progress) {
     println!("Round trip of an 8-byte message, back to back:\n");
     let mut head = vec!["between".to_string()];
     head.extend(budgets.iter().map(|&b| format!("spin {}", fmt_duration(b))));
-    table(&head, &rows);
+    print_table(&head, &rows);
     // Paced requests: the pinger thinks for a while between round trips, so the echo side waits
     // that long for each request: it either spins through the gap or sleeps.
     let gaps = [10u64, 30, 100, 1000].map(Duration::from_micros);
@@ -927,7 +1133,8 @@ fn spin_sweep(cfg: &Cfg, p: &mut Progress) {
         let mut lat = vec![Vec::new(); budgets.len()];
         let mut cpu = vec![Vec::new(); budgets.len()];
         for rep in 0..3 {
-            for (i, &b) in budgets.iter().enumerate() {
+            for i in rotation(budgets.len(), rep) {
+                let b = budgets[i];
                 p.step(
                     "spin sweep (paced)",
                     &format!("gap {} rep {}/3: spin {}", fmt_duration(gap), rep + 1, fmt_duration(b)),
@@ -951,7 +1158,7 @@ fn spin_sweep(cfg: &Cfg, p: &mut Progress) {
     );
     let mut head = vec!["gap".to_string()];
     head.extend(budgets.iter().map(|&b| format!("spin {}", fmt_duration(b))));
-    table(&head, &rows);
+    print_table(&head, &rows);
 }
 
 /// Non-temporal stores in the producer (minimal mirrored ring), against ordinary copies.
@@ -960,7 +1167,7 @@ fn nt_experiment(cfg: &Cfg, p: &mut Progress) {
     let cells: Vec<(usize, usize)> =
         [(MIB, KIB), (MIB, 4 * KIB), (MIB, 64 * KIB), (4 * MIB, 4 * KIB), (16 * MIB, 4 * KIB)].into_iter().collect();
     for mode in [Mode::Threads, Mode::Fork] {
-        let data = measure(cfg, p, "non-temporal stores", mode, &comps, &cells);
+        let (data, notes) = measure(cfg, p, "non-temporal stores", mode, &comps, &cells);
         p.clear();
         println!("## Non-temporal stores in the producer ({}), GB/s\n", mode.name());
         let head: Vec<String> = ["ring, write", "ordinary copy", "non-temporal", "nt / ordinary", "mirror-ring"]
@@ -980,6 +1187,7 @@ fn nt_experiment(cfg: &Cfg, p: &mut Progress) {
                 ]
             })
             .collect();
-        table(&head, &rows);
+        print_table(&head, &rows);
+        print!("{notes}");
     }
 }

@@ -1,7 +1,8 @@
 //! Code shared by the benches (`benches/*.rs`) and the comparison demo (`examples/compare.rs`,
 //! which includes this file with `#[path]`): system helpers (pinning, clocks, shared memory,
 //! fork), creation timing and statistics here; the competitors in `rings.rs`, the streaming
-//! drivers in `stream.rs`, round trips in `ping.rs`, the SVG chart in `chart.rs`.
+//! drivers in `stream.rs`, messages in `messages.rs`, round trips in `ping.rs`, the interleaved
+//! loop with placement probes in `interleave.rs`, the SVG chart in `chart.rs`.
 //!
 //! Method, in one place:
 //! - the producer (or pinger) runs on CPU 0, the consumer (or echo) on CPU 1;
@@ -24,6 +25,8 @@ use crossbeam_utils::CachePadded;
 use mirror_ring::{Backend, MirrorMap, RingOptions};
 
 mod chart;
+mod interleave;
+mod messages;
 mod ping;
 mod rings;
 mod stream;
@@ -31,6 +34,10 @@ mod stream;
 // Each bench uses a part; the demo uses all of it.
 #[allow(unused_imports)]
 pub use chart::*;
+#[allow(unused_imports)]
+pub use interleave::*;
+#[allow(unused_imports)]
+pub use messages::*;
 #[allow(unused_imports)]
 pub use ping::*;
 #[allow(unused_imports)]

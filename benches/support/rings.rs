@@ -580,9 +580,13 @@ impl Rx for RtrbRx {
     }
 }
 
-/// ringbuf 0.4's producer (`push_slice`), spinning when full.
+/// ringbuf 0.4's producer as `HeapRb::split()` hands it out (`HeapProd` = `CachingProd`),
+/// through `push_slice`, spinning when full. (Its caching covers `try_push`/`try_pop` only: the
+/// slice calls ask for the vacant room through `read_index()`, which `CachingProd` answers by
+/// loading the consumer's index every time, and publish after every call.)
 pub struct RingbufTx(pub ringbuf::HeapProd<u8>);
-/// ringbuf 0.4's consumer (`pop_slice`), spinning when empty.
+/// ringbuf 0.4's consumer as `split()` hands it out (`HeapCons` = `CachingCons`), through
+/// `pop_slice` (loads the producer's index on every call), spinning when empty.
 pub struct RingbufRx(pub ringbuf::HeapCons<u8>);
 
 impl Tx for RingbufTx {
@@ -607,6 +611,62 @@ impl Rx for RingbufRx {
         loop {
             let n = self.0.pop_slice(buf);
             if n > 0 {
+                return Ok(n);
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// ringbuf 0.4 at its best through slices: the frozen ends (`CachingProd::freeze`), which keep
+/// both indices in the end itself. Like mirror-ring, rtrb and the hand-written rings: the
+/// consumer's index is fetched (one Acquire load) only when the cached free room is too short,
+/// and every `push_slice` is published (`commit`, one Release store).
+pub struct RingbufCachedTx(pub ringbuf::wrap::FrozenProd<Arc<ringbuf::HeapRb<u8>>>);
+/// The consumer's frozen end: fetches the producer's index only when nothing cached is left,
+/// commits every `pop_slice`.
+pub struct RingbufCachedRx(pub ringbuf::wrap::FrozenCons<Arc<ringbuf::HeapRb<u8>>>);
+
+/// The frozen ends of a fresh `HeapRb` of `cap` bytes.
+pub fn ringbuf_cached(cap: usize) -> (RingbufCachedTx, RingbufCachedRx) {
+    use ringbuf::traits::Split as _;
+    let (p, c) = ringbuf::HeapRb::<u8>::new(cap).split();
+    (RingbufCachedTx(p.freeze()), RingbufCachedRx(c.freeze()))
+}
+
+impl Tx for RingbufCachedTx {
+    #[inline]
+    fn send_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        use ringbuf::traits::{Observer as _, Producer as _};
+        while !buf.is_empty() {
+            if self.0.vacant_len() < buf.len() {
+                // Short of room by the cached index: fetch the consumer's.
+                self.0.fetch();
+            }
+            let n = self.0.push_slice(buf);
+            if n == 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            self.0.commit();
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+}
+
+impl Rx for RingbufCachedRx {
+    #[inline]
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use ringbuf::traits::{Consumer as _, Observer as _};
+        loop {
+            if self.0.is_empty() {
+                // Nothing left by the cached index: fetch the producer's.
+                self.0.fetch();
+            }
+            let n = self.0.pop_slice(buf);
+            if n > 0 {
+                self.0.commit();
                 return Ok(n);
             }
             std::hint::spin_loop();

@@ -242,8 +242,10 @@ pub enum Competitor {
     MinimalNt,
     /// rtrb 0.3, chunk API.
     Rtrb,
-    /// ringbuf 0.4, slice API.
+    /// ringbuf 0.4, slice API, through the ends `HeapRb::split()` hands out (its default).
     Ringbuf,
+    /// ringbuf 0.4, slice API, through frozen ends driven like a caching ring (its best case).
+    RingbufCached,
     /// A pipe with `F_SETPIPE_SZ` = the ring size.
     Pipe,
     /// A Unix stream socketpair with `SO_SNDBUF`/`SO_RCVBUF` = the ring size.
@@ -263,7 +265,8 @@ impl Competitor {
             Competitor::Minimal => "minimal-mirror".into(),
             Competitor::MinimalNt => "minimal-mirror-nt".into(),
             Competitor::Rtrb => "rtrb".into(),
-            Competitor::Ringbuf => "ringbuf".into(),
+            Competitor::Ringbuf => "ringbuf/default".into(),
+            Competitor::RingbufCached => "ringbuf/cached".into(),
             Competitor::Pipe => "pipe".into(),
             Competitor::Socketpair => "socketpair".into(),
         }
@@ -271,7 +274,7 @@ impl Competitor {
 
     /// rtrb and ringbuf live on the heap of one process.
     pub fn supports(self, mode: Mode) -> bool {
-        mode == Mode::Threads || !matches!(self, Competitor::Rtrb | Competitor::Ringbuf)
+        mode == Mode::Threads || !matches!(self, Competitor::Rtrb | Competitor::Ringbuf | Competitor::RingbufCached)
     }
 
     /// Whether the backend (if any) works here.
@@ -335,6 +338,10 @@ pub fn stream(c: Competitor, mode: Mode, cap: usize, run: &Run) -> io::Result<Ti
             let (p, q) = ringbuf::HeapRb::<u8>::new(cap).split();
             stream_threads(RingbufTx(p), RingbufRx(q), run)
         }
+        (Competitor::RingbufCached, Mode::Threads) => {
+            let (p, q) = ringbuf_cached(cap);
+            stream_threads(p, q, run)
+        }
         (Competitor::Pipe, Mode::Threads) => {
             let (FdPair(w, r), _) = pipe_pair(cap)?;
             stream_threads(FdTx(w), FdRx(r), run)
@@ -345,7 +352,7 @@ pub fn stream(c: Competitor, mode: Mode, cap: usize, run: &Run) -> io::Result<Ti
         }
         (Competitor::Pipe, Mode::Fork) => stream_fork(pipe_pair(cap)?.0, run),
         (Competitor::Socketpair, Mode::Fork) => stream_fork(socket_pair(cap)?.0, run),
-        (Competitor::Rtrb | Competitor::Ringbuf, Mode::Fork) => {
+        (Competitor::Rtrb | Competitor::Ringbuf | Competitor::RingbufCached, Mode::Fork) => {
             Err(io::Error::new(io::ErrorKind::Unsupported, "heap rings do not cross fork"))
         }
     }
@@ -438,6 +445,10 @@ pub fn single_thread(c: Competitor, write: usize, ops: u64) -> io::Result<Durati
             use ringbuf::traits::Split as _;
             let (p, q) = ringbuf::HeapRb::<u8>::new(cap).split();
             ping_one_thread(RingbufTx(p), RingbufRx(q), write, ops)
+        }
+        Competitor::RingbufCached => {
+            let (p, q) = ringbuf_cached(cap);
+            ping_one_thread(p, q, write, ops)
         }
         Competitor::Pipe => {
             let (FdPair(w, r), _) = pipe_pair(cap)?;
