@@ -72,13 +72,26 @@ impl Park {
 
     /// The mode a stored code stands for; an unknown code (a hostile peer) is the safe one,
     /// `Fence`.
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn from_raw(v: u32) -> Park {
         match v {
             PARK_GLOBAL => Park::Global,
             PARK_PRIVATE => Park::Private,
             _ => Park::Fence,
         }
+    }
+}
+
+/// The park code a peer must record for this process to wake it after a compiler fence only
+/// ([`docs::barriers`](crate::docs::barriers)): `Private` for a ring between threads (the peer
+/// is this process, which registered when it built the ring), `Global` between processes if
+/// this process is registered as a target of global barriers; otherwise a code no slot holds,
+/// so every publish pays a full fence.
+pub(crate) fn light_peer_code(between_processes: bool) -> u32 {
+    match (between_processes, crate::sync::global_registered()) {
+        (false, _) => PARK_PRIVATE,
+        (true, true) => PARK_GLOBAL,
+        (true, false) => u32::MAX,
     }
 }
 
@@ -347,10 +360,18 @@ impl Header {
     }
 
     /// How the claimant of `r` parks (an unknown code reads as `Park::Fence`).
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn park_mode(&self, r: Role) -> Park {
         // Relaxed: see `claim`.
         Park::from_raw(self.slot(r).park.load(Ordering::Relaxed))
+    }
+
+    /// Whether `r` records the park code `light` (`light_peer_code`): then a publish to it
+    /// needs only a compiler fence. One load of the read-mostly line 0 and a comparison.
+    #[inline(always)]
+    pub(crate) fn parks_with(&self, r: Role, light: u32) -> bool {
+        // Relaxed: see `claim`.
+        self.slot(r).park.load(Ordering::Relaxed) == light
     }
 
     /// Records that `r` now parks with a full fence only (its membarrier call failed).

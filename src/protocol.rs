@@ -62,6 +62,9 @@ pub(crate) struct ProducerCursor {
     cached_tail: u64,
     cap: u64,
     poisoned: bool,
+    /// The peer's park code that lets a publish wake it after a compiler fence only
+    /// (`Header::light_peer_code`; a code no slot holds means a full fence every time).
+    light: u32,
     /// This end's counters (process-local; `stats.rs`).
     counters: Arc<Counters>,
 }
@@ -76,7 +79,15 @@ impl ProducerCursor {
         if !cap.is_power_of_two() || head.wrapping_sub(tail) > cap {
             return Err(Corrupt);
         }
-        Ok(ProducerCursor { head, published: head, cached_tail: tail, cap, poisoned: false, counters: Arc::default() })
+        Ok(ProducerCursor {
+            head,
+            published: head,
+            cached_tail: tail,
+            cap,
+            poisoned: false,
+            light: u32::MAX,
+            counters: Arc::default(),
+        })
     }
 
     /// Own cursor.
@@ -111,6 +122,18 @@ impl ProducerCursor {
     /// This end's counters.
     pub(crate) fn counters(&self) -> &Arc<Counters> {
         &self.counters
+    }
+
+    /// Sets the peer's park code that allows the light barrier (see the field).
+    pub(crate) fn with_light(mut self, light: u32) -> Self {
+        self.light = light;
+        self
+    }
+
+    /// The peer's park code that allows the light barrier.
+    #[inline(always)]
+    pub(crate) fn light(&self) -> u32 {
+        self.light
     }
 
     /// The free space the consumer's cursor in the header shows now, if it is valid; nothing
@@ -190,7 +213,7 @@ impl ProducerCursor {
         // Release: the bytes in [old head, new head) become visible before the new head.
         // Pairs with the Acquire load of head in `ConsumerCursor::refresh`.
         hdr.head.store(self.head, Ordering::Release);
-        notify(hdr, Word::Data, &self.counters);
+        notify(hdr, Word::Data, self.light, &self.counters);
     }
 
     /// Whether the consumer may still read: `Err(Closed)` once it closed.
@@ -229,6 +252,9 @@ pub(crate) struct ConsumerCursor {
     cached_head: u64,
     cap: u64,
     poisoned: bool,
+    /// The peer's park code that lets a publish wake it after a compiler fence only
+    /// (`Header::light_peer_code`; a code no slot holds means a full fence every time).
+    light: u32,
     /// This end's counters (process-local; `stats.rs`).
     counters: Arc<Counters>,
 }
@@ -242,7 +268,15 @@ impl ConsumerCursor {
         if !cap.is_power_of_two() || head.wrapping_sub(tail) > cap {
             return Err(Corrupt);
         }
-        Ok(ConsumerCursor { tail, published: tail, cached_head: head, cap, poisoned: false, counters: Arc::default() })
+        Ok(ConsumerCursor {
+            tail,
+            published: tail,
+            cached_head: head,
+            cap,
+            poisoned: false,
+            light: u32::MAX,
+            counters: Arc::default(),
+        })
     }
 
     /// Own cursor.
@@ -271,6 +305,12 @@ impl ConsumerCursor {
     /// This end's counters.
     pub(crate) fn counters(&self) -> &Arc<Counters> {
         &self.counters
+    }
+
+    /// Sets the peer's park code that allows the light barrier (see the field).
+    pub(crate) fn with_light(mut self, light: u32) -> Self {
+        self.light = light;
+        self
     }
 
     /// The readable bytes the producer's cursor in the header shows now, if it is valid;
@@ -345,7 +385,7 @@ impl ConsumerCursor {
         // Release: our reads of [old tail, new tail) happen before the producer reuses the
         // bytes. Pairs with the Acquire load of tail in `ProducerCursor::refresh`.
         hdr.tail.store(self.tail, Ordering::Release);
-        notify(hdr, Word::Space, &self.counters);
+        notify(hdr, Word::Space, self.light, &self.counters);
     }
 
     /// Readable once at least `min` bytes are there; `Err(Closed)` once the producer closed and
@@ -392,11 +432,14 @@ pub(crate) enum Stop {
 }
 
 /// After a publish: wake the peer if its waiter flag is up. The fast path is a compiler fence
-/// (or a full fence, as the sleeper's park record requires: see `sync.rs`), one load of the
-/// read-mostly line 0 and one load of a line nobody writes while both sides are busy.
+/// (or a full fence, as the sleeper's park record requires: [`docs::barriers`]), one load of
+/// the read-mostly line 0 and one load of a line nobody writes while both sides are busy.
+/// `light`: the peer's park code that allows the compiler fence alone.
+///
+/// [`docs::barriers`]: crate::docs::barriers
 #[inline(always)]
-pub(crate) fn notify(hdr: &Header, w: Word, counters: &Counters) {
-    if peer_sleeping(hdr, w) {
+pub(crate) fn notify(hdr: &Header, w: Word, light: u32, counters: &Counters) {
+    if peer_sleeping(hdr, w, light) {
         wake(hdr, w, counters);
     }
 }
@@ -404,8 +447,8 @@ pub(crate) fn notify(hdr: &Header, w: Word, counters: &Counters) {
 /// Whether the peer sleeping on `w` has raised its flag (used to end a batch early). The same
 /// barrier as [`notify`] orders it after our latest publish.
 #[inline(always)]
-pub(crate) fn peer_sleeping(hdr: &Header, w: Word) -> bool {
-    publish_barrier(hdr.park_mode(w.sleeper()));
+pub(crate) fn peer_sleeping(hdr: &Header, w: Word, light: u32) -> bool {
+    publish_barrier(hdr.parks_with(w.sleeper(), light));
     // Relaxed: ordering against the cursor store comes from the barrier pair.
     hdr.word(w).load(Ordering::Relaxed) != 0
 }

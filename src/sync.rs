@@ -185,16 +185,17 @@ mod imp {
         FORK_GENERATION.load(Ordering::Relaxed)
     }
 
+    /// Whether this process is registered as a target of global expedited barriers.
+    #[inline]
+    pub(crate) fn global_registered() -> bool {
+        GLOBAL.load(Ordering::Relaxed) == REGISTERED
+    }
+
     /// The publisher's half of the pair: between the cursor store and the waiter-flag load.
-    /// `peer` is how the sleeper says it parks (its role slot).
+    /// `light`: the sleeper's park record allows a compiler fence alone
+    /// (`Header::parks_with`); otherwise a full fence.
     #[inline(always)]
-    pub(crate) fn publish_barrier(peer: Park) {
-        let light = match peer {
-            Park::Global => GLOBAL.load(Ordering::Relaxed) == REGISTERED,
-            // Only a thread ring records Private, and its publisher is in this process.
-            Park::Private => true,
-            Park::Fence => false,
-        };
+    pub(crate) fn publish_barrier(light: bool) {
         if light {
             compiler_fence(Ordering::SeqCst);
         } else {
@@ -240,9 +241,13 @@ mod imp {
         0
     }
 
+    pub(crate) fn global_registered() -> bool {
+        true
+    }
+
     /// Both halves are full fences under loom: what the asymmetric pair guarantees to each
     /// other, and what loom can model.
-    pub(crate) fn publish_barrier(_peer: Park) {
+    pub(crate) fn publish_barrier(_light: bool) {
         fence(Ordering::SeqCst);
     }
 

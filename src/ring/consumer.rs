@@ -23,7 +23,9 @@ impl Consumer {
         peer: Option<ProcessWatch>,
     ) -> io::Result<Consumer> {
         let cap = ring.capacity() as u64;
-        let cur = ConsumerCursor::attach(ring.header(), cap).map_err(|_| poisoned_error())?;
+        let cur = ConsumerCursor::attach(ring.header(), cap)
+            .map_err(|_| poisoned_error())?
+            .with_light(crate::header::light_peer_code(peer.is_some()));
         Ok(Consumer { end: End::new(ring, Role::Consumer, spin, park, peer), cur, _not_sync: PhantomData })
     }
 
@@ -206,14 +208,14 @@ impl Consumer {
             return Ok(0);
         }
         let mut n = self.available(0, wait)?;
+        // `available` checked the ownership in this call.
+        let hdr = self.end.header_checked();
         if n < buf.len() && n > 0 {
             // `available` may have answered from the cached head: reload it once, as
             // `write_with` does for space, so a read takes every byte readable now. If the
             // reload finds the head corrupt, the bytes already validated are still served; the
             // next call reports the poisoning.
-            if let Some(hdr) = self.end.header() {
-                n = self.cur.readable(hdr, buf.len()).unwrap_or(n);
-            }
+            n = self.cur.readable(hdr, buf.len()).unwrap_or(n);
         }
         let n = buf.len().min(n);
         // SAFETY: read_ptr() is at offset < N and n <= readable <= N: inside the two views.
@@ -221,7 +223,7 @@ impl Consumer {
         // producer does not touch them until we release them. `buf` is caller memory, which
         // cannot be these unreleased bytes (a write grant covers only free space).
         unsafe { copy_out(self.read_ptr(), buf.as_mut_ptr(), n, self.end.peer.is_some()) };
-        self.release(n);
+        self.cur.release(hdr, n);
         Ok(n)
     }
 

@@ -266,6 +266,18 @@ impl End {
         }
     }
 
+    /// The shared header, for the rest of a call that has already passed
+    /// [`header`](Self::header): a `fork()` by another thread cannot carry a call that is
+    /// running into the child (only the forking thread exists there), so one check per call
+    /// is enough. Every call into an end makes that check first; a grant or frame that
+    /// outlives the call checks again.
+    #[inline(always)]
+    fn header_checked(&self) -> &Header {
+        debug_assert!(self.header().is_some(), "header_checked without a check in this call");
+        // SAFETY: as in `header`; the caller checked the generation earlier in this call.
+        unsafe { self.hdr.as_ref() }
+    }
+
     /// [`header`](Self::header), or the error a call that returns a `Result` reports.
     #[inline(always)]
     fn header_or_err(&self) -> io::Result<&Header> {

@@ -23,7 +23,9 @@ impl Producer {
         peer: Option<ProcessWatch>,
     ) -> io::Result<Producer> {
         let cap = ring.capacity() as u64;
-        let cur = ProducerCursor::attach(ring.header(), cap).map_err(|_| poisoned_error())?;
+        let cur = ProducerCursor::attach(ring.header(), cap)
+            .map_err(|_| poisoned_error())?
+            .with_light(crate::header::light_peer_code(peer.is_some()));
         Ok(Producer { end: End::new(ring, Role::Producer, spin, park, peer), cur, _not_sync: PhantomData })
     }
 
@@ -176,7 +178,8 @@ impl Producer {
         // `buf` cannot overlap them: the only ring memory a caller can hold is a read grant,
         // which covers unreleased bytes, physically disjoint from free space.
         unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.write_ptr(), n) };
-        self.commit(n)?;
+        // `reserve` checked the ownership in this call.
+        self.cur.commit(self.end.header_checked(), n);
         Ok(n)
     }
 

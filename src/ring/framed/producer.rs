@@ -275,9 +275,8 @@ impl FramedProducer {
         // The frame lies within the room claimed for it (a grant may have been truncated).
         self.inner.cur.advance(frame_size(len));
         if self.batch <= 1 {
-            // The frame was written by this process's own end (checked by the caller), so
-            // the only failure, a forked copy, cannot happen here.
-            let _ = self.publish();
+            // Every caller (a send, a grant's commit) checked the ownership in this call.
+            self.inner.cur.publish(self.inner.end.header_checked());
             return;
         }
         self.frames_left = self.frames_left.saturating_sub(1);
@@ -426,7 +425,7 @@ impl FramedProducer {
     /// Whether the consumer is asleep waiting for data (false in a forked copy).
     #[inline]
     fn consumer_sleeping(&self) -> bool {
-        self.inner.end.header().is_some_and(|hdr| protocol::peer_sleeping(hdr, Word::Data))
+        self.inner.end.header().is_some_and(|hdr| protocol::peer_sleeping(hdr, Word::Data, self.inner.cur.light()))
     }
 
     /// Publishes every advanced byte and wakes the consumer if it sleeps (`Unsupported` in a
