@@ -46,7 +46,9 @@ use crate::sync::{AtomicI32, AtomicU32, AtomicU64, FutexWord, Ordering, Park};
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MIRRRING");
 /// Bumped whenever the layout or the meaning of a field changes. 2: role slots of 32 bytes
 /// with the claimant's PID namespace and park mode; lines of 128 bytes on every architecture.
-pub(crate) const VERSION: u32 = 2;
+/// 3: framed rings stamp each frame header with its position and release lazily
+/// ([`docs::framing`](crate::docs::framing)).
+pub(crate) const VERSION: u32 = 3;
 
 /// Role state: nobody has claimed this end yet.
 pub(crate) const ROLE_FREE: u32 = 0;

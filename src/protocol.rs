@@ -216,6 +216,22 @@ impl ProducerCursor {
         notify(hdr, Word::Data, self.light, &self.counters);
     }
 
+    /// Stores the head (everything advanced so far) without the wake-up check, for framing:
+    /// the frame stamp goes between this store and [`notify`] (`ring/framed/link.rs`).
+    #[inline]
+    pub(crate) fn store_head(&mut self, hdr: &Header) {
+        self.published = self.head;
+        // Release: as in `publish`; pairs with the Acquire load of head in
+        // `ConsumerCursor::refresh`.
+        hdr.head.store(self.head, Ordering::Release);
+    }
+
+    /// The last validated consumer cursor.
+    #[inline]
+    pub(crate) fn cached_tail(&self) -> u64 {
+        self.cached_tail
+    }
+
     /// Whether the consumer may still read: `Err(Closed)` once it closed.
     pub(crate) fn poll_writable(&mut self, hdr: &Header, min: usize) -> Option<Result<usize, Stop>> {
         if hdr.is_closed(Role::Consumer) {
@@ -373,6 +389,38 @@ impl ConsumerCursor {
     pub(crate) fn advance(&mut self, n: usize) {
         debug_assert!(n <= self.readable_cached());
         self.tail = self.tail.wrapping_add(n as u64);
+    }
+
+    /// Counts `n` more bytes as consumed that the consumer found committed by a frame's stamp
+    /// rather than by a load of head (framing, `ring/framed/link.rs`). No check against the
+    /// cached head, which may now lag the tail: [`catch_up_head`](Self::catch_up_head) brings it
+    /// level before anything uses it.
+    #[inline(always)]
+    pub(crate) fn advance_stamped(&mut self, n: usize) {
+        self.tail = self.tail.wrapping_add(n as u64);
+    }
+
+    /// Raises the cached head to the tail if stamped frames took the tail past it. Sound for an
+    /// honest producer: it stores head before it stamps a frame, so the head is at least the end
+    /// of every stamped frame read. A producer that stamps past its head is caught by the next
+    /// `refresh` (head moved backwards).
+    #[inline]
+    pub(crate) fn catch_up_head(&mut self) {
+        if self.cached_head.wrapping_sub(self.tail) > self.cap {
+            self.cached_head = self.tail;
+        }
+    }
+
+    /// The last tail stored into the header.
+    #[inline(always)]
+    pub(crate) fn published(&self) -> u64 {
+        self.published
+    }
+
+    /// Bytes consumed and not yet released to the producer.
+    #[inline(always)]
+    pub(crate) fn unpublished(&self) -> usize {
+        self.tail.wrapping_sub(self.published) as usize
     }
 
     /// Stores the tail (if it moved) and wakes the producer if it sleeps.

@@ -649,11 +649,22 @@ fn producer_error(tx: &mut FramedProducer) -> std::io::Error {
     panic!("the producer never noticed the poisoned ring");
 }
 
-fn header(len: u32, check: u32) -> [u8; 8] {
-    let mut h = [0u8; 8];
-    h[..4].copy_from_slice(&len.to_le_bytes());
-    h[4..].copy_from_slice(&check.to_le_bytes());
-    h
+/// The header word of a `len`-byte frame at ring position `pos`, stamped, for rings of up to
+/// 4 GiB, exactly as `docs::framing` specifies it (bytes, little-endian): the length; its
+/// complement XOR the position stamp `pos >> 3`, 30 bits; state `10`.
+fn stamped_word(pos: u64, len: u32) -> u64 {
+    let check = u64::from(!len ^ (pos >> 3) as u32) & 0x3FFF_FFFF;
+    u64::from(len) | check << 32 | 1 << 63
+}
+
+/// [`stamped_word`] as bytes.
+fn stamped(pos: u64, len: u32) -> [u8; 8] {
+    stamped_word(pos, len).to_le_bytes()
+}
+
+/// The same frame's header before its stamp (state `01`): what a producer writes first.
+fn unstamped(pos: u64, len: u32) -> [u8; 8] {
+    (stamped_word(pos, len) ^ (3 << 62)).to_le_bytes()
 }
 
 #[test]
@@ -661,30 +672,36 @@ fn a_corrupt_length_prefix_poisons_the_ring() {
     let _dog = watchdog("a_corrupt_length_prefix_poisons_the_ring", HANG);
     let mut body = vec![0u8; 64];
     // Complement does not match.
-    let mut bad = header(5, !5 ^ 1).to_vec();
+    let mut bad = (stamped_word(0, 5) ^ 1 << 32).to_le_bytes().to_vec();
     bad.extend_from_slice(&body[..8]);
     assert_poisons(&bad, "complement mismatch");
     // All zeros (a producer that published memory it never wrote).
     assert_poisons(&[0; 16], "zero header");
     assert_poisons(&[0xff; 16], "all ones");
-    // Longer than any frame this ring can hold, with a valid complement.
+    // Longer than any frame this ring can hold, with a valid check and stamp.
     for len in [4089u32, 1 << 20, u32::MAX] {
-        let mut bad = header(len, !len).to_vec();
+        let mut bad = stamped(0, len).to_vec();
         bad.extend_from_slice(&body);
         assert_poisons(&bad, &format!("len {len}"));
     }
     // Well formed, but claims more bytes than were published.
     for (len, published) in [(100u32, 64usize), (57, 56), (1, 0)] {
-        let mut bad = header(len, !len).to_vec();
+        let mut bad = stamped(0, len).to_vec();
         body.resize(published, 0);
         bad.extend_from_slice(&body);
         assert_poisons(&bad, &format!("len {len} with {published} published"));
     }
+    // A header stamped for another position: the lap before, the next word.
+    for pos in [4096u64, 8] {
+        let mut bad = stamped(pos, 8).to_vec();
+        bad.extend_from_slice(&[0; 8]);
+        assert_poisons(&bad, &format!("stamped for {pos}"));
+    }
     // A good frame, then garbage: the good one is delivered, the garbage poisons.
     let (mut raw, rx) = channel(4096).unwrap();
-    let mut stream = header(3, !3).to_vec();
+    let mut stream = stamped(0, 3).to_vec();
     stream.extend_from_slice(b"abc\0\0\0\0\0");
-    stream.extend_from_slice(&header(3, 3));
+    stream.extend_from_slice(&(stamped_word(16, 3) ^ 1).to_le_bytes());
     raw.write_all(&stream).unwrap();
     let mut rx = rx.into_framed();
     assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"abc");
@@ -696,7 +713,7 @@ fn a_partial_frame_at_end_of_stream_is_invalid_data() {
     let _dog = watchdog("a_partial_frame_at_end_of_stream_is_invalid_data", HANG);
     for cut in [1usize, 4, 7, 9, 15] {
         let (mut raw, rx) = channel(4096).unwrap();
-        let mut stream = header(8, !8).to_vec();
+        let mut stream = stamped(0, 8).to_vec();
         stream.extend_from_slice(b"12345678");
         raw.write_all(&stream[..cut]).unwrap();
         drop(raw);
@@ -717,7 +734,7 @@ fn random_garbage_never_panics() {
         if round % 2 == 0 {
             // Plausible lengths make the check go further than the complement.
             let len = rng.up_to(5000) as u32;
-            junk[..8].copy_from_slice(&header(len, !len));
+            junk[..8].copy_from_slice(&stamped(0, len));
         }
         raw.write_all(&junk).unwrap();
         drop(raw);
@@ -863,7 +880,7 @@ fn a_corrupt_header_across_fork_poisons_both_processes() {
     // SAFETY: the parent does not use the read end.
     unsafe { libc::close(fds[0]) };
     let mut raw = ring.into_producer().unwrap();
-    raw.write_all(&header(100_000, !100_000)).unwrap();
+    raw.write_all(&stamped(0, 100_000)).unwrap();
     let mut tx = raw.into_framed();
     let err = producer_error(&mut tx);
     // SAFETY: closing our write end lets the child finish.
@@ -959,10 +976,10 @@ fn a_corrupt_header_mid_batch_delivers_the_good_frames_then_fails() {
     let (mut raw, rx) = channel(4096).unwrap();
     let mut stream = Vec::new();
     for i in 0..3u8 {
-        stream.extend_from_slice(&header(8, !8));
+        stream.extend_from_slice(&stamped(16 * u64::from(i), 8));
         stream.extend_from_slice(&[i; 8]);
     }
-    stream.extend_from_slice(&header(8, 8)); // complement wrong
+    stream.extend_from_slice(&(stamped_word(48, 8) ^ 1).to_le_bytes()); // complement wrong
     stream.extend_from_slice(&[9; 8]);
     raw.write_all(&stream).unwrap();
     let mut rx = rx.into_framed();
@@ -978,8 +995,9 @@ fn a_corrupt_header_mid_batch_delivers_the_good_frames_then_fails() {
     }
 }
 
-/// A run of identical headers is recognised without decoding each one; the bounds check must
-/// still apply to every frame: the same header word with too few bytes behind it is corrupt.
+/// A run of headers of one length is recognised without decoding each one; the bounds check
+/// must still apply to every frame: a header of that length below the published head with too
+/// few bytes behind it is corrupt (unstamped, as a producer writes it before the head store).
 #[test]
 fn a_repeated_header_without_its_payload_is_corrupt() {
     let _dog = watchdog("a_repeated_header_without_its_payload_is_corrupt", HANG);
@@ -987,10 +1005,10 @@ fn a_repeated_header_without_its_payload_is_corrupt() {
         let (mut raw, rx) = channel(4096).unwrap();
         let mut stream = Vec::new();
         for i in 0..5u8 {
-            stream.extend_from_slice(&header(16, !16));
+            stream.extend_from_slice(&stamped(24 * u64::from(i), 16));
             stream.extend_from_slice(&[i; 16]);
         }
-        stream.extend_from_slice(&header(16, !16)); // and then the stream ends
+        stream.extend_from_slice(&unstamped(120, 16)); // and then the stream ends
         raw.write_all(&stream).unwrap();
         drop(raw);
         let mut rx = rx.into_framed();

@@ -334,7 +334,7 @@ fn from_fd_refuses_every_bad_file_with_invalid_data_and_leaks_nothing() {
         // A faithful copy with one field broken.
         let fields: &[(&str, usize, &[u8])] = &[
             ("magic", OFF_MAGIC, b"MIRRRINH"),
-            ("version", OFF_VERSION, &3u32.to_le_bytes()),
+            ("version 2 (frames without stamps)", OFF_VERSION, &2u32.to_le_bytes()),
             ("backend 0", OFF_BACKEND, &0u32.to_le_bytes()),
             ("backend 9", OFF_BACKEND, &9u32.to_le_bytes()),
             ("capacity 2x", OFF_CAPACITY, &(2 * cap as u64).to_le_bytes()),

@@ -393,13 +393,21 @@ struct FrameModel {
     pending: VecDeque<(u64, Vec<u8>)>,
     rng: Rng,
     ctx: String,
-    /// Producer position (advanced), its last published value, and the consumer's released
-    /// position, as byte counts from ring creation.
+    /// Producer position (advanced), its last published value, the consumer's position as the
+    /// producer sees it (released), and its own (consumed), as byte counts from ring creation.
     p_pos: u64,
     p_published: u64,
     c_released: u64,
+    c_consumed: u64,
     /// The alignment padding before the first frame (raw bytes went first), not yet skipped.
     pad: u64,
+    /// Where the first frame goes; whether the consumer has skipped to it, and taken a frame
+    /// (its first frame goes through the published head, which releases what it consumed).
+    start: u64,
+    c_aligned: bool,
+    armed: bool,
+    /// The consumer releases once this many bytes are consumed (`docs::framing`).
+    release_every: u64,
     batch: usize,
     seams: usize,
     /// Counters, to show what a run covered: frames received, refusals for room, refusals
@@ -414,6 +422,29 @@ struct FrameModel {
 impl FrameModel {
     fn free(&self) -> usize {
         self.cap - (self.p_pos - self.c_released) as usize
+    }
+
+    /// Whether a frame of `size` bytes fits: with 8 bytes to spare (the mark after it), or
+    /// exactly when the consumer's released position is a frame boundary of this stream.
+    fn fits(&self, size: usize) -> bool {
+        size + 8 <= self.free() || (size == self.free() && self.c_released >= self.start)
+    }
+
+    /// What a receive does first: skip the padding once the producer has, releasing it.
+    fn align(&mut self) {
+        if !self.c_aligned && self.pad == 0 {
+            self.c_consumed = self.start;
+            self.c_released = self.start;
+            self.c_aligned = true;
+        }
+    }
+
+    /// A frame of `size` bytes at the consumer's position was dropped.
+    fn consumed(&mut self, size: usize) {
+        self.c_consumed += size as u64;
+        if self.c_consumed - self.c_released >= self.release_every {
+            self.c_released = self.c_consumed;
+        }
     }
 
     fn publish(&mut self) {
@@ -441,9 +472,10 @@ impl FrameModel {
         }
         if self.pad != 0 {
             self.p_pos += self.pad; // the ring is empty at the first claim: the padding fits
+            self.p_published = self.p_pos; // and is published at once
             self.pad = 0;
         }
-        if frame_size(len) <= self.free() {
+        if self.fits(frame_size(len)) {
             Some(true)
         } else {
             self.publish();
@@ -512,7 +544,12 @@ impl FrameHarness {
             p_pos: raw,
             p_published: raw,
             c_released: raw,
+            c_consumed: raw,
             pad: raw.wrapping_neg() % 8,
+            start: raw + raw.wrapping_neg() % 8,
+            c_aligned: raw % 8 == 0,
+            armed: false,
+            release_every: (64 * 1024).min(cap as u64 / 4),
             batch: 1,
             seams: 0,
             received: 0,
@@ -534,7 +571,7 @@ impl FrameHarness {
                 let mut msg = vec![0; len];
                 m.rng.fill(&mut msg);
                 let blocking = m.rng.up_to(3) == 0;
-                if blocking && (len > m.max || frame_size(len) + m.pad as usize > m.free()) {
+                if blocking && (len > m.max || !m.fits(frame_size(len) + m.pad as usize)) {
                     return; // send would wait for good (or is refused: try_send covers that)
                 }
                 let fits = m.claim(len);
@@ -580,8 +617,14 @@ impl FrameHarness {
                 }
                 let hold = m.rng.up_to(8) == 0;
                 let r = if blocking { rx.recv() } else { rx.try_recv() };
+                m.align();
                 match r {
                     Ok(Some(frame)) => {
+                        if !m.armed {
+                            // Through the head, releasing first.
+                            m.c_released = m.c_consumed;
+                            m.armed = true;
+                        }
                         let (pos, want) = m
                             .published
                             .pop_front()
@@ -601,12 +644,15 @@ impl FrameHarness {
                         }
                         m.received += 1;
                         drop(frame);
-                        m.c_released = pos + frame_size(want.len()) as u64;
+                        assert_eq!(m.c_consumed, pos, "{ctx}: step {step}");
+                        m.consumed(frame_size(want.len()));
                     }
                     Ok(None) => panic!("{ctx}: step {step}: end of stream while the producer lives"),
                     Err(e) => {
                         assert_eq!(e.kind(), ErrorKind::WouldBlock, "{ctx}: step {step}: {e}");
                         assert!(m.published.is_empty(), "{ctx}: step {step}: WouldBlock with frames published");
+                        // Before it answers WouldBlock the consumer releases what it consumed.
+                        m.c_released = m.c_consumed;
                         m.empty += 1;
                     }
                 }

@@ -490,7 +490,7 @@ pub struct Consumer {
 unsafe impl Send for Consumer {}
 
 mod consumer;
-mod framed;
+pub(crate) mod framed;
 mod producer;
 #[cfg(all(test, not(mirror_ring_loom)))]
 mod tests;

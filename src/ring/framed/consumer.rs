@@ -6,9 +6,11 @@ use std::io;
 use std::ops::Deref;
 use std::time::Duration;
 
+use super::link::Receiver;
 use super::wire::HEADER;
 use super::FramedConsumer;
-use crate::ring::{Consumer, Wait};
+use crate::protocol::Stop;
+use crate::ring::{consumer_error, Consumer, Wait};
 
 impl FramedConsumer {
     /// The ring's capacity in bytes.
@@ -199,29 +201,70 @@ impl FramedConsumer {
 
     #[inline(always)]
     fn recv_with(&mut self, wait: Wait) -> io::Result<Option<Frame<'_>>> {
-        // Fast path: a header's worth known readable, and this process owns the end (the first
-        // check `available` makes).
-        if self.inner.cur.readable_cached() < HEADER || self.skip != 0 || self.inner.end.header().is_none() {
-            match self.refill(wait) {
-                Ok(true) => {}
-                Ok(false) => return Ok(None),
-                Err(e) => return Err(e),
+        // Fast path: this process owns the end (the first check every call makes) and the
+        // frame at the cursor is stamped.
+        let hit = match self.inner.end.header() {
+            Some(hdr) => {
+                if Receiver::producer_waits(hdr) && self.inner.cur.unpublished() != 0 {
+                    self.release_now();
+                }
+                self.link.poll(&self.inner.cur, &self.words)
             }
-        }
-        let readable = self.inner.cur.readable_cached();
-        let header = self.inner.read_ptr();
-        // SAFETY: header is at offset < N with at least 8 readable bytes from it (inside the
-        // two views), 8-aligned (page-aligned data, aligned position). Volatile: the word is
-        // read exactly once, so the value checked is the value used even if a hostile producer
-        // rewrites it meanwhile.
-        let raw = unsafe { header.cast::<u64>().read_volatile() };
-        let Some((len, size)) = self.known.parse(raw, self.max_len, readable) else {
-            return Err(self.corrupt());
+            None => None,
         };
-        // SAFETY: size = frame_size(len) <= readable (checked), so the payload is inside the
-        // readable bytes and inside the two views.
-        let payload = unsafe { header.add(HEADER) };
+        let (len, size) = match hit {
+            Some(frame) => frame,
+            None => match self.recv_slow(wait)? {
+                Some(frame) => frame,
+                None => return Ok(None),
+            },
+        };
+        // SAFETY: the frame's header is at read_ptr() (offset < N) and size = frame_size(len)
+        // <= N bytes from it are the frame's (checked against the producer's room or the
+        // published head): the payload lies inside the two views.
+        let payload = unsafe { self.inner.read_ptr().add(HEADER) };
         Ok(Some(Frame { payload, len, size, consumer: self }))
+    }
+
+    /// No stamped frame at the cursor (or a forked copy): releases what was consumed, then
+    /// looks again, at the published head if need be, and waits per `wait`. `Ok(None)` at the
+    /// end of the stream.
+    #[inline(never)]
+    fn recv_slow(&mut self, wait: Wait) -> io::Result<Option<(usize, usize)>> {
+        self.inner.end.header_or_err()?;
+        if self.skip != 0 && !self.align(wait)? {
+            return Ok(None);
+        }
+        let hdr = self.inner.end.header_checked();
+        // Before waiting, or answering WouldBlock: a producer waiting for room needs it.
+        self.link.publish(hdr, &mut self.inner.cur);
+        let (link, cur, end, words) = (&mut self.link, &mut self.inner.cur, &self.inner.end, &self.words);
+        let looked = match link.look(hdr, cur, words) {
+            Some(r) => r,
+            None => match wait {
+                Wait::No if end.peer_gone(cur.counters()) => link.look(hdr, cur, words).unwrap_or(Err(Stop::PeerDied)),
+                Wait::No => return Err(io::ErrorKind::WouldBlock.into()),
+                Wait::Until(deadline) => {
+                    let counters = cur.counters().clone();
+                    end.wait(hdr, &counters, deadline, |hdr| link.look(hdr, cur, words))
+                }
+            },
+        };
+        match looked {
+            Ok(frame) => Ok(Some(frame)),
+            Err(Stop::Closed) => Ok(None),
+            Err(Stop::Corrupt) => Err(self.corrupt()),
+            Err(stop) => Err(consumer_error(stop)),
+        }
+    }
+
+    /// Releases what was consumed now (the producer is waiting for room).
+    #[cold]
+    #[inline(never)]
+    fn release_now(&mut self) {
+        if let Some(hdr) = self.inner.end.header() {
+            self.link.publish(hdr, &mut self.inner.cur);
+        }
     }
 
     /// Hands every frame readable now to `f`, in order, each as one contiguous `&[u8]`, then
@@ -306,74 +349,57 @@ impl FramedConsumer {
 
     #[inline(always)]
     fn batch_with(&mut self, wait: Wait, mut f: impl FnMut(&[u8])) -> io::Result<usize> {
-        if self.inner.cur.readable_cached() < HEADER || self.skip != 0 || self.inner.end.header().is_none() {
-            match self.refill(wait) {
-                Ok(true) => {}
-                Ok(false) => return Ok(0),
-                Err(e) => return Err(e),
-            }
-        }
-        let max_len = self.max_len;
-        let mut known = self.known;
-        let start = self.inner.read_ptr();
+        let hit = match self.inner.end.header() {
+            Some(_) => self.link.poll(&self.inner.cur, &self.words),
+            None => None,
+        };
+        let (mut len, mut size) = match hit {
+            Some(frame) => frame,
+            None => match self.recv_slow(wait)? {
+                Some(frame) => frame,
+                None => return Ok(0),
+            },
+        };
+        let words = self.words;
+        let limit = self.batch_limit;
         // Releases what `f` has seen, also if it panics.
-        let mut done = Release { consumer: self, used: 0 };
-        let mut left = done.consumer.inner.cur.readable_cached();
+        let done = Release { consumer: self };
         let mut frames = 0;
+        let mut used = 0;
         // At most about an eighth of the ring per call (at least one frame): a batch releases
         // nothing until it ends, and a producer waiting on a full ring should not wait for a
         // whole ring's worth of frames.
-        let limit = done.consumer.batch_limit;
         let corrupt = loop {
-            if left < HEADER || done.used >= limit {
-                // Whatever is left (a partial header from a broken producer) is judged by the
-                // next call, as `recv` would.
+            let header = done.consumer.inner.read_ptr();
+            // Counted before `f` runs, so a panic in `f` releases this frame too.
+            done.consumer.inner.cur.advance_stamped(size);
+            used += size;
+            frames += 1;
+            // SAFETY: the frame's header is at `header` (offset < N) with size = frame_size(len)
+            // bytes (checked against the producer's room or the head), inside the two views;
+            // the producer does not write them until they are released, after `f` returns.
+            f(unsafe { std::slice::from_raw_parts(header.add(HEADER), len) });
+            if used >= limit {
                 break false;
             }
-            // SAFETY: start + used is at offset < 2N with `left` >= 8 readable bytes from it,
-            // inside the two views (start is at offset < N and used + left <= N), 8-aligned.
-            // Read once (volatile), as in `recv_with`.
-            let (header, raw) = unsafe {
-                let header = start.add(done.used);
-                (header, header.cast::<u64>().read_volatile())
+            let c = &mut *done.consumer;
+            (len, size) = match c.link.poll(&c.inner.cur, &words) {
+                Some(frame) => frame,
+                // This call owns the end (checked above or in `recv_slow`).
+                None => match c.link.committed(c.inner.end.header_checked(), &mut c.inner.cur, &words) {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(_)) => break true,
+                    None => break false,
+                },
             };
-            let Some((len, size)) = known.parse(raw, max_len, left) else { break true };
-            // Counted before `f` runs, so a panic in `f` releases this frame too.
-            done.used += size;
-            left -= size;
-            frames += 1;
-            // SAFETY: the payload lies within the readable bytes (checked against `left`); the
-            // producer does not write them until they are released, after `f` returns.
-            f(unsafe { std::slice::from_raw_parts(header.add(HEADER), len) });
         };
         drop(done);
-        self.known = known;
-        if corrupt && frames == 0 {
-            return Err(self.corrupt());
-        }
         if corrupt {
-            // Deliver the good frames now; the next call reports the corruption.
+            // Deliver the good frames now; the next call reports the corruption (the ring is
+            // poisoned already).
             let _ = self.corrupt();
         }
         Ok(frames)
-    }
-
-    /// Asks the ring for readable bytes (refreshing the producer's cursor, waiting per `wait`).
-    /// `Ok(false)` at end of stream.
-    #[inline(never)]
-    fn refill(&mut self, wait: Wait) -> io::Result<bool> {
-        if self.skip != 0 && !self.align(wait)? {
-            return Ok(false);
-        }
-        // Every readable byte was published before the Acquire load of head that reported it
-        // (the ring never counts a byte readable otherwise), so reading it is the hand-over the
-        // aliasing rules require.
-        let readable = self.inner.available_or_rest(HEADER, wait, true)?;
-        if readable < HEADER {
-            // Only after a clean close: whatever is left. Whole frames only, or nothing.
-            return if readable == 0 { Ok(false) } else { Err(self.corrupt()) };
-        }
-        Ok(true)
     }
 
     /// Skips to the first aligned position (once, before the first frame). `Ok(false)` at end
@@ -388,16 +414,19 @@ impl FramedConsumer {
         // a frame of the whole ring needs these bytes back.
         self.inner.release(self.skip);
         self.skip = 0;
+        self.link.disarm(&self.inner.cur);
         Ok(true)
     }
 
     #[cold]
     #[inline(never)]
     fn corrupt(&mut self) -> io::Error {
+        // No frame is taken by its stamp any more either.
+        self.link.disarm(&self.inner.cur);
         let _ = self.inner.poison();
         io::Error::new(
             io::ErrorKind::InvalidData,
-            "corrupt frame header from the producer: the ring is poisoned for good",
+            "corrupt frame header from the producer, or a poisoned ring: the ring is poisoned for good",
         )
     }
 
@@ -432,30 +461,36 @@ impl FramedConsumer {
     /// assert_eq!(&grant[8..11], b"abc");
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn into_inner(self) -> Consumer {
+    pub fn into_inner(mut self) -> Consumer {
+        // The byte API counts on the cached head again, and the producer gets the releases.
+        self.inner.cur.catch_up_head();
+        self.release_now();
         self.inner
     }
 }
 
-/// Releases the frames a batch has handed out, when the batch ends or unwinds.
+/// Releases the frames a batch has handed out (one store), when the batch ends or unwinds.
 struct Release<'a> {
     consumer: &'a mut FramedConsumer,
-    used: usize,
 }
 
 impl Drop for Release<'_> {
     #[inline]
     fn drop(&mut self) {
-        if self.used != 0 {
-            // Does nothing in a forked copy (which could not have read the frames anyway).
-            self.consumer.inner.release(self.used);
-        }
+        // Does nothing in a forked copy (which could not have read the frames anyway).
+        self.consumer.release_now();
     }
 }
 
 impl fmt::Debug for FramedConsumer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FramedConsumer").field("max_frame_len", &self.max_len).field("ring", &self.inner).finish()
+        f.debug_struct("FramedConsumer")
+            .field("max_frame_len", &self.max_len)
+            .field("capacity", &self.capacity())
+            .field("position", &self.inner.cur.tail())
+            .field("unreleased_bytes", &self.inner.cur.unpublished())
+            .field("poisoned", &self.inner.cur.is_poisoned())
+            .finish()
     }
 }
 
@@ -499,9 +534,13 @@ impl Deref for Frame<'_> {
 impl Drop for Frame<'_> {
     #[inline]
     fn drop(&mut self) {
-        // The frame lies within the readable bytes (checked when it was handed out). Does
-        // nothing in a forked copy (a frame held across `fork()`).
-        self.consumer.inner.release(self.size);
+        // The frame lies within what the producer published (checked when it was handed out).
+        // The release reaches the producer with the next batch of releases (nothing in a
+        // forked copy, a frame held across `fork()`).
+        let c = &mut *self.consumer;
+        if c.link.consumed(&mut c.inner.cur, self.size) {
+            c.release_now();
+        }
     }
 }
 

@@ -32,11 +32,17 @@
 //! the byte ends directly.
 
 use super::{Consumer, Producer};
-use wire::{max_frame_len_for, misalignment, Known};
+use link::{Receiver, RingWords, Sender};
+use wire::{max_frame_len_for, misalignment};
 
 mod consumer;
+pub(crate) mod link;
 mod producer;
-mod wire;
+pub(crate) mod wire;
+
+/// The consumer releases what it consumed once this many bytes are pending (or a quarter of a
+/// smaller ring; see `link.rs`, "Releases").
+const RELEASE_EVERY: usize = 64 * 1024;
 
 pub use consumer::Frame;
 pub use producer::FrameGrant;
@@ -59,11 +65,16 @@ impl Producer {
         let capacity = self.capacity();
         let skip = misalignment(self.write_ptr());
         let head = self.cur.head();
+        // SAFETY: view A of this ring, `capacity` bytes, mapped as long as `self` (moved into the
+        // framed end with it) lives.
+        let words = unsafe { RingWords::new(self.end.data.as_ptr(), capacity) };
         FramedProducer {
             max_len: max_frame_len_for(capacity),
             batch_bytes: capacity / 4,
             frames_left: 1,
             fast_until: head,
+            link: Sender::new(capacity, head.wrapping_add(skip as u64)),
+            words,
             inner: self,
             batch: 1,
             skip,
@@ -89,10 +100,14 @@ impl Consumer {
     pub fn into_framed(self) -> FramedConsumer {
         let capacity = self.capacity();
         let skip = misalignment(self.read_ptr());
+        let max_len = max_frame_len_for(capacity);
+        // SAFETY: as in `Producer::into_framed`.
+        let words = unsafe { RingWords::new(self.end.data.as_ptr(), capacity) };
         FramedConsumer {
-            known: Known::NONE,
+            link: Receiver::new(capacity, max_len, RELEASE_EVERY.min(capacity / 4), self.cur.tail()),
+            words,
             batch_limit: capacity / 8,
-            max_len: max_frame_len_for(capacity),
+            max_len,
             inner: self,
             skip,
         }
@@ -120,6 +135,9 @@ impl Consumer {
 /// ```
 pub struct FramedProducer {
     inner: Producer,
+    /// The hand-over: stamps and the pending batch's first frame.
+    link: Sender,
+    words: RingWords,
     max_len: usize,
     /// As given to `set_batch` (1: publish every frame).
     batch: usize,
@@ -129,8 +147,8 @@ pub struct FramedProducer {
     /// brings this to zero publishes).
     frames_left: usize,
     /// With batching, the position up to which frames may be written without a further check:
-    /// the free room known at the last check, cut at the end of the current batch (the head
-    /// itself while the alignment skip is pending).
+    /// the free room known at the last check less the clear mark, cut at the end of the current
+    /// batch (the head itself while the alignment skip is pending or no frame is pending).
     fast_until: u64,
     /// Bytes to skip before the first frame (0 unless converted at an unaligned position).
     skip: usize,
@@ -159,8 +177,9 @@ pub struct FramedProducer {
 /// ```
 pub struct FramedConsumer {
     inner: Consumer,
-    /// The last header that passed the checks.
-    known: Known,
+    /// The hand-over: stamps, the fast path's bound, the batched releases.
+    link: Receiver,
+    words: RingWords,
     /// Bytes after which `recv_batch` stops and releases.
     batch_limit: usize,
     max_len: usize,
@@ -170,7 +189,7 @@ pub struct FramedConsumer {
 
 #[cfg(all(test, not(mirror_ring_loom)))]
 mod tests {
-    use super::wire::encode_header;
+    use super::wire::Stamp;
     use crate::RingOptions;
     use std::io::ErrorKind;
 
@@ -190,6 +209,10 @@ mod tests {
                 let frame = rx.try_recv().unwrap().unwrap();
                 assert_eq!(&*frame, &msg[..], "start {start} round {round}");
                 assert_eq!(frame.as_ptr() as usize % 8, 0);
+                drop(frame);
+                // Nothing more: and that call hands the released bytes to the producer, which
+                // needs all of them for the largest frame.
+                assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
             }
             drop(tx);
             assert!(rx.try_recv().unwrap().is_none());
@@ -200,7 +223,7 @@ mod tests {
     fn a_partial_frame_after_close_is_corrupt() {
         let (mut tx, rx) = crate::channel(4096).unwrap();
         // A producer that publishes half a header and closes.
-        tx.try_write(&encode_header(5).to_ne_bytes()[..4]).unwrap();
+        tx.try_write(&Stamp::for_capacity(4096).stamped(5, 0).to_le_bytes()[..4]).unwrap();
         drop(tx);
         let mut rx = rx.into_framed();
         assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData);

@@ -6,11 +6,13 @@ use std::io;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use super::wire::{encode_header, frame_size, too_long, write_frame, HEADER};
+use super::link::{Room, Words};
+use super::wire::{frame_size, too_long, write_frame, write_payload, CLEAR, HEADER};
 use super::FramedProducer;
 use crate::header::{Role, Word};
 use crate::protocol::{self, Stop};
 use crate::ring::{poisoned_error, producer_error, Producer, Wait};
+use crate::sync::Ordering;
 
 impl FramedProducer {
     /// The ring's capacity in bytes.
@@ -120,16 +122,23 @@ impl FramedProducer {
     #[inline(always)]
     fn send_with(&mut self, msg: &[u8], wait: Wait) -> io::Result<()> {
         let len = msg.len();
-        // Batched fast path: inside the room and the batch checked last time, in the process
-        // that owns the end. (frame_size cannot overflow: len <= max_len < 2^32.)
+        // Batched fast path: a frame after the first of its batch, inside the room (with the
+        // clear mark after it) and the batch checked last time, in the process that owns the
+        // end. (frame_size cannot overflow: len <= max_len < 2^32.)
         if self.frames_left > 1
             && len <= self.max_len
             && (self.inner.end.header().is_some() && !self.inner.cur.is_poisoned())
             && self.fast_until.wrapping_sub(self.inner.cur.head()) >= frame_size(len) as u64
         {
-            // SAFETY: as below: frame_size(len) bytes at write_ptr() are free room.
-            unsafe { write_frame(self.inner.write_ptr(), msg) };
-            self.inner.cur.advance(frame_size(len));
+            let (head, size) = (self.inner.cur.head(), frame_size(len));
+            // SAFETY: `rearm` keeps size + 8 bytes from write_ptr() inside the free room (at
+            // most N, inside the two views), owned by the producer until it publishes them;
+            // 8-aligned. No consumer reads them before the batch's first frame is stamped, so
+            // plain stores will do. `msg` cannot overlap free space (see below).
+            unsafe { write_frame(self.inner.write_ptr(), self.link.stamp().stamped(len, head), msg) };
+            // Relaxed: published with the batch (`link.rs`, step 3).
+            self.words.store(head.wrapping_add(size as u64), CLEAR, Ordering::Relaxed);
+            self.inner.cur.advance(size);
             self.frames_left -= 1;
             // A consumer that went to sleep gets what is pending now, not at the batch's end.
             if self.consumer_sleeping() {
@@ -143,7 +152,7 @@ impl FramedProducer {
         // publishes them. `header` is 8-aligned (page-aligned data, aligned position). `msg`
         // cannot overlap free space: the only ring memory a caller can hold is a frame being
         // read, which covers unreleased bytes.
-        unsafe { write_frame(header, msg) };
+        unsafe { write_payload(header, msg) };
         self.finish(len);
         Ok(())
     }
@@ -217,13 +226,17 @@ impl FramedProducer {
     }
 
     /// Waits (per `wait`) for room for a frame of `len` payload bytes and returns where its
-    /// header goes; the whole frame's bytes from there are free and the producer's.
+    /// header goes; the whole frame's bytes from there are free and the producer's, and so are
+    /// the 8 bytes after it unless the frame fills the ring (`link::Sender::room`).
     #[inline(always)]
     fn claim(&mut self, len: usize, wait: Wait) -> io::Result<*mut u8> {
-        // Fast path: aligned already, room known from the ring's cached cursors, and the same
-        // checks `reserve` makes first (this process owns the end; the consumer is still
-        // there). frame_size cannot overflow: len <= max_len < 2^32.
-        if len <= self.max_len && self.skip == 0 && frame_size(len) <= self.inner.cur.free_cached() && self.may_write()
+        // Fast path: aligned already, room for the frame and the clear mark known from the
+        // cached cursors, and the same checks `reserve` makes first (this process owns the end;
+        // the consumer is still there). frame_size cannot overflow: len <= max_len < 2^32.
+        if len <= self.max_len
+            && self.skip == 0
+            && frame_size(len) + HEADER <= self.inner.cur.free_cached()
+            && self.may_write()
         {
             return Ok(self.inner.write_ptr());
         }
@@ -240,9 +253,19 @@ impl FramedProducer {
             self.align(wait)?;
         }
         let size = frame_size(len);
-        match self.inner.reserve(size, size, wait) {
-            Ok(_) => Ok(self.inner.write_ptr()),
-            Err(e) => Err(self.failed(e)),
+        // Pending frames are published if this fails (`failed`), or before it sleeps (by
+        // `reserve`: head only, the consumer takes the unstamped first frame through it).
+        let want = (size + HEADER).min(self.capacity());
+        let mut need = size;
+        loop {
+            if let Err(e) = self.inner.reserve(need, want, wait) {
+                return Err(self.failed(e));
+            }
+            // At most twice: the second time there are size + 8 bytes free.
+            match self.link.room(&self.inner.cur, size) {
+                Room::Fits => return Ok(self.inner.write_ptr()),
+                Room::Short(more) => need = more,
+            }
         }
     }
 
@@ -251,7 +274,10 @@ impl FramedProducer {
     fn align(&mut self, wait: Wait) -> io::Result<()> {
         match self.inner.reserve(self.skip, self.skip, wait) {
             Ok(_) => {
-                self.inner.cur.advance(self.skip);
+                // Published at once, so the first frame is the first of a batch (`link::Sender`
+                // tells by the unpublished bytes); the consumer skips the same bytes.
+                // `reserve` checked the ownership in this call.
+                self.inner.cur.commit(self.inner.end.header_checked(), self.skip);
                 self.skip = 0;
                 Ok(())
             }
@@ -268,15 +294,16 @@ impl FramedProducer {
         e
     }
 
-    /// Counts a frame of `len` payload bytes, written at `write_ptr()`, and publishes per the
-    /// batching policy.
+    /// Writes the header of the frame of `len` payload bytes whose payload is at
+    /// `write_ptr() + 8`, counts it, and publishes per the batching policy.
     #[inline(always)]
     fn finish(&mut self, len: usize) {
+        let words = self.words;
         // The frame lies within the room claimed for it (a grant may have been truncated).
-        self.inner.cur.advance(frame_size(len));
+        self.link.put(&mut self.inner.cur, &words, len);
         if self.batch <= 1 {
             // Every caller (a send, a grant's commit) checked the ownership in this call.
-            self.inner.cur.publish(self.inner.end.header_checked());
+            self.link.publish(self.inner.end.header_checked(), &mut self.inner.cur, &words);
             return;
         }
         self.frames_left = self.frames_left.saturating_sub(1);
@@ -287,18 +314,20 @@ impl FramedProducer {
         }
     }
 
-    /// Sets how far the batched fast path may write: the known free room, cut where the
-    /// current batch must be published.
+    /// Sets how far the batched fast path may write: the known free room less the clear mark,
+    /// cut where the current batch must be published; nothing while no frame is pending (the
+    /// first frame of a batch takes the general path, which writes it unstamped).
     #[inline]
     fn rearm(&mut self) {
         let head = self.inner.cur.head();
-        let budget = if self.batch <= 1 || self.skip != 0 {
+        let pending = self.inner.cur.unpublished();
+        let budget = if self.batch <= 1 || self.skip != 0 || pending == 0 {
             0
         } else {
             // One byte short of the batch's end: the frame that completes a batch takes the
             // general path, which publishes it.
-            (self.batch_bytes.saturating_sub(self.inner.cur.unpublished()).saturating_sub(1))
-                .min(self.inner.cur.free_cached())
+            (self.batch_bytes.saturating_sub(pending).saturating_sub(1))
+                .min(self.inner.cur.free_cached().saturating_sub(HEADER))
         };
         self.fast_until = head.wrapping_add(budget as u64);
     }
@@ -328,7 +357,9 @@ impl FramedProducer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn flush(&mut self) -> io::Result<()> {
-        self.publish()?;
+        let hdr = self.inner.end.header_or_err()?;
+        let words = self.words;
+        self.link.publish(hdr, &mut self.inner.cur, &words);
         self.frames_left = self.batch;
         self.rearm();
         self.check_usable()
@@ -338,7 +369,10 @@ impl FramedProducer {
     #[inline]
     fn publish_pending(&mut self) {
         // A forked copy publishes nothing; its next send reports `Unsupported`.
-        let _ = self.publish();
+        if let Some(hdr) = self.inner.end.header() {
+            let words = self.words;
+            self.link.publish(hdr, &mut self.inner.cur, &words);
+        }
         self.frames_left = self.batch;
         self.rearm();
     }
@@ -428,15 +462,6 @@ impl FramedProducer {
         self.inner.end.header().is_some_and(|hdr| protocol::peer_sleeping(hdr, Word::Data, self.inner.cur.light()))
     }
 
-    /// Publishes every advanced byte and wakes the consumer if it sleeps (`Unsupported` in a
-    /// forked copy, which publishes nothing).
-    #[inline]
-    fn publish(&mut self) -> io::Result<()> {
-        let hdr = self.inner.end.header_or_err()?;
-        self.inner.cur.publish(hdr);
-        Ok(())
-    }
-
     /// The error a send reports now, if any: `Unsupported` in a forked copy, `InvalidData`
     /// once the ring is poisoned, `BrokenPipe` once the consumer closed or died.
     fn check_usable(&mut self) -> io::Result<()> {
@@ -499,9 +524,8 @@ impl FrameGrant<'_> {
     pub fn commit(self) -> io::Result<()> {
         // In a forked copy the ring's pages may not even exist (`dont_fork`): write nothing.
         self.producer.inner.end.header_or_err()?;
-        // SAFETY: the grant holds frame_size(reserved len) >= frame_size(self.len) free bytes
-        // from `header`, 8-aligned, owned by the producer this grant borrows mutably.
-        unsafe { self.header.cast::<u64>().write(encode_header(self.len)) };
+        // The grant holds frame_size(reserved len) >= frame_size(self.len) free bytes from
+        // `header` (and the clear mark's 8 after the shorter frame): `finish` writes the header.
         self.producer.finish(self.len);
         Ok(())
     }

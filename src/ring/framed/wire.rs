@@ -4,7 +4,7 @@
 
 use std::io;
 
-/// Bytes in a frame header: `u32` length, `u32` complement.
+/// Bytes in a frame header: one little-endian `u64` word (see [`Stamp`]).
 pub(super) const HEADER: usize = 8;
 
 /// Every frame starts at a multiple of this.
@@ -19,28 +19,101 @@ pub(super) fn frame_size(len: usize) -> usize {
     HEADER + ((len + (ALIGN - 1)) & !(ALIGN - 1))
 }
 
-/// The header word for a payload of `len` bytes (`len <= u32::MAX`), as stored (little-endian).
-#[inline(always)]
-pub(super) fn encode_header(len: usize) -> u64 {
-    let len = len as u32;
-    (u64::from(!len) << 32 | u64::from(len)).to_le()
+/// State bits 63-62 of a header word: `10`, the frame is stamped (visible to the consumer on
+/// its own).
+pub(super) const STAMPED: u64 = 1 << 63;
+/// State bits 63-62 of a header word: `01`, the frame is written but not stamped (the consumer
+/// takes it only below the published head).
+pub(super) const UNSTAMPED: u64 = 1 << 62;
+/// Flips a stamped header word into the unstamped one for the same frame, and back.
+pub(super) const RESTAMP: u64 = STAMPED | UNSTAMPED;
+/// The check field, bits 61-32: the length's complement XOR the position stamp, 30 bits.
+const CHECK_MASK: u64 = 0x3FFF_FFFF << 32;
+/// What the producer writes where the next frame's header will go ("nothing here yet"): state
+/// `00`, which no header has. Zeroed memory reads the same.
+pub(super) const CLEAR: u64 = 0;
+
+/// The position stamp of a ring: which bits of a frame's position go into its header word.
+///
+/// The stamp of position `pos` is `S(pos) = (pos >> shift) mod 2^30`, with
+/// `shift = max(3, log2(N) - 29)`: consecutive 8-byte positions for rings of up to 4 GiB, and
+/// always different for two positions one lap apart (`N >> shift` is at most `2^29`), so a
+/// header left from the previous lap never matches. A header word for a frame of `len` bytes
+/// at `pos` is (bit 0 is the least significant; stored little-endian):
+///
+/// ```text
+/// bits  0-31  len
+/// bits 32-61  (!len XOR S(pos)) & 0x3FFF_FFFF
+/// bits 62-63  01 unstamped, 10 stamped (00 and 11 are never a header: zeroed memory and
+///             all-ones never match)
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stamp {
+    /// `32 - shift`: `S(pos) << 32 == (pos << shl) & CHECK_MASK`.
+    shl: u32,
 }
 
-/// The payload length in a header word as read from the ring, if the header is well formed and
-/// the frame fits in `readable` bytes and in a `max_len` payload.
+impl Stamp {
+    /// The stamp of a ring of `capacity` bytes (a power of two).
+    pub(crate) fn for_capacity(capacity: usize) -> Stamp {
+        let log = capacity.trailing_zeros();
+        let shift = log.saturating_sub(29).clamp(3, 32);
+        Stamp { shl: 32 - shift }
+    }
+
+    /// `S(pos)` in place (bits 32-61), to XOR into a header word.
+    #[inline(always)]
+    pub(crate) fn bits(self, pos: u64) -> u64 {
+        (pos << self.shl) & CHECK_MASK
+    }
+
+    /// The stamped header word for a frame of `len` bytes at `pos` (`len <= u32::MAX`), as a
+    /// number (store it with `to_le`).
+    #[inline(always)]
+    pub(crate) fn stamped(self, len: usize, pos: u64) -> u64 {
+        unstamped_base(len) ^ RESTAMP ^ self.bits(pos)
+    }
+
+    /// The unstamped header word for a frame of `len` bytes at `pos`.
+    #[inline(always)]
+    pub(crate) fn unstamped(self, len: usize, pos: u64) -> u64 {
+        unstamped_base(len) ^ self.bits(pos)
+    }
+
+    /// The payload length in `word` (a number, from `from_le`) if it is the stamped header of
+    /// a frame at `pos` of at most `max_len` bytes.
+    #[inline(always)]
+    pub(crate) fn stamped_len(self, word: u64, pos: u64, max_len: usize) -> Option<usize> {
+        let len = word as u32 as usize;
+        (word == self.stamped(len, pos) && len <= max_len).then_some(len)
+    }
+
+    /// The payload length in `word` if it is a header of a frame at `pos`, stamped or not, of at
+    /// most `max_len` bytes whose frame fits in `room` bytes: what a frame below the published
+    /// head must be.
+    #[inline]
+    pub(crate) fn committed_len(self, word: u64, pos: u64, max_len: usize, room: usize) -> Option<usize> {
+        let len = word as u32 as usize;
+        let expect = self.unstamped(len, pos);
+        // Checked in this order, no arithmetic can overflow: len <= max_len < 2^32.
+        ((word == expect || word == expect ^ RESTAMP) && len <= max_len && frame_size(len) <= room).then_some(len)
+    }
+
+    /// Whether `word`, found where a frame at `pos` will go, says "not yet": the clear mark, or
+    /// a header from exactly one lap (`capacity` bytes) before (what a full ring leaves there).
+    #[inline]
+    pub(crate) fn not_yet(self, word: u64, pos: u64, capacity: u64) -> bool {
+        let len = word as u32 as usize;
+        let earlier = self.unstamped(len, pos.wrapping_sub(capacity));
+        word == CLEAR || word == earlier || word == earlier ^ RESTAMP
+    }
+}
+
+/// The unstamped header word for `len` at a position whose stamp is 0.
 #[inline(always)]
-pub(super) fn decode_header(raw: u64, max_len: usize, readable: usize) -> Option<usize> {
-    let word = u64::from_le(raw);
-    let len = word as u32;
-    if (word >> 32) as u32 != !len {
-        return None;
-    }
-    let len = len as usize;
-    // Checked in this order, no arithmetic can overflow: len <= max_len < 2^32.
-    if len > max_len || frame_size(len) > readable {
-        return None;
-    }
-    Some(len)
+fn unstamped_base(len: usize) -> u64 {
+    let len = len as u32;
+    (u64::from(!len) << 32) & CHECK_MASK | UNSTAMPED | u64::from(len)
 }
 
 /// The longest payload for a ring of `capacity` bytes.
@@ -94,23 +167,43 @@ pub(super) unsafe fn copy_payload(src: *const u8, dst: *mut u8, len: usize) {
     }
 }
 
-/// Writes the frame for `msg`: header, payload, padding (zeros for frames of 1 to 8 bytes,
-/// which go out as one 16-byte store; unspecified otherwise).
+/// Writes the payload of the frame whose header is at `header`: for 1 to 8 bytes one 8-byte
+/// store, with zeros for padding; otherwise `copy_payload` (padding unspecified).
 ///
 /// # Safety
 ///
 /// `header` is 8-aligned and valid for `frame_size(msg.len())` bytes of writes, which `msg`
-/// does not overlap; `msg.len() <= u32::MAX`.
+/// does not overlap.
 #[inline(always)]
-pub(super) unsafe fn write_frame(header: *mut u8, msg: &[u8]) {
+pub(super) unsafe fn write_payload(header: *mut u8, msg: &[u8]) {
     let len = msg.len();
-    // SAFETY: the caller vouches for the frame's bytes; each branch writes within them.
+    // SAFETY: the caller vouches for the frame's bytes; each branch writes within them (a frame
+    // of 1 to 8 bytes has 8 payload bytes).
     unsafe {
         if len.wrapping_sub(1) < 8 {
-            // 1 to 8 bytes: a 16-byte frame. (An empty frame is only its 8-byte header.)
-            store_pair(header, encode_header(len), load_small(msg.as_ptr(), len));
+            header.add(HEADER).cast::<u64>().write(load_small(msg.as_ptr(), len));
         } else {
-            header.cast::<u64>().write(encode_header(len));
+            copy_payload(msg.as_ptr(), header.add(HEADER), len);
+        }
+    }
+}
+
+/// Writes a whole frame with plain stores, header word `word` (a number) first: for frames the
+/// consumer cannot be reading yet (not the first of a batch). 1 to 8 bytes go out as one
+/// 16-byte store.
+///
+/// # Safety
+///
+/// As [`write_payload`]; and no other thread accesses the header word meanwhile.
+#[inline(always)]
+pub(super) unsafe fn write_frame(header: *mut u8, word: u64, msg: &[u8]) {
+    let len = msg.len();
+    // SAFETY: as in write_payload; the header word is ours alone (the caller vouches).
+    unsafe {
+        if len.wrapping_sub(1) < 8 {
+            store_pair(header, word.to_le(), load_small(msg.as_ptr(), len));
+        } else {
+            header.cast::<u64>().write(word.to_le());
             copy_payload(msg.as_ptr(), header.add(HEADER), len);
         }
     }
@@ -176,36 +269,28 @@ pub(super) fn too_long(len: usize, max: usize) -> io::Error {
     )
 }
 
-/// The last frame header that passed the checks, with its length and frame size.
+/// The last stamped frame header that passed the checks, with its length and frame size.
 ///
-/// Streams often carry runs of frames of one size. Recognising a repeat by comparing the raw
-/// header word with the last valid one (rather than decoding it) makes the next frame's
-/// position independent of the value just loaded: with the comparison's branch predicted, the
-/// CPU issues the next header load without waiting for this one, which takes the reader off
-/// the load-latency chain that variable-size records otherwise impose.
+/// Streams often carry runs of frames of one size. Recognising a repeat by comparing the
+/// header word with the one a frame of the last length would have here (one XOR of the
+/// position stamp) rather than decoding it keeps the length off the path from the load to the
+/// next position.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Known {
-    raw: u64,
-    len: usize,
-    size: usize,
+pub(crate) struct Known {
+    /// The stamped header word of a frame of `len` bytes at a position whose stamp is 0.
+    pub(crate) base: u64,
+    pub(crate) len: usize,
+    pub(crate) size: usize,
 }
 
 impl Known {
-    /// Matches nothing: its size exceeds any readable count.
-    pub(super) const NONE: Known = Known { raw: 0, len: 0, size: usize::MAX };
+    /// Matches nothing: its state bits are `11`, which no header has.
+    pub(crate) const NONE: Known = Known { base: u64::MAX, len: 0, size: usize::MAX };
 
-    /// The payload length and frame size for header word `raw` with `readable` bytes from its
-    /// start, or `None` if the header is corrupt or the frame does not fit.
+    /// The frame of `len` bytes.
     #[inline(always)]
-    pub(super) fn parse(&mut self, raw: u64, max_len: usize, readable: usize) -> Option<(usize, usize)> {
-        // The same word as a header that passed decode_header: the same length, so only the
-        // fit needs checking again.
-        if raw == self.raw && self.size <= readable {
-            return Some((self.len, self.size));
-        }
-        let len = decode_header(raw, max_len, readable)?;
-        *self = Known { raw, len, size: frame_size(len) };
-        Some((len, self.size))
+    pub(crate) fn of(stamp: Stamp, len: usize) -> Known {
+        Known { base: stamp.stamped(len, 0), len, size: frame_size(len) }
     }
 }
 
@@ -215,25 +300,76 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_rejects_every_corruption() {
-        for len in [0usize, 1, 7, 8, 9, 4087, 4088] {
-            assert_eq!(decode_header(encode_header(len), 4088, 4096), Some(len));
-            // The frame must fit in what is readable.
-            assert_eq!(decode_header(encode_header(len), 4088, frame_size(len)), Some(len));
-            assert_eq!(decode_header(encode_header(len), 4088, frame_size(len) - 1), None);
+        let st = Stamp::for_capacity(4096);
+        for pos in [0u64, 8, 4096, 4104, u64::MAX - 7] {
+            for len in [0usize, 1, 7, 8, 9, 4087, 4088] {
+                let w = st.stamped(len, pos);
+                assert_eq!(st.stamped_len(w, pos, 4088), Some(len));
+                assert_eq!(st.committed_len(w, pos, 4088, 4096), Some(len));
+                assert_eq!(st.committed_len(w ^ RESTAMP, pos, 4088, 4096), Some(len), "unstamped");
+                assert_eq!(st.stamped_len(w ^ RESTAMP, pos, 4088), None, "unstamped is not stamped");
+                // The frame must fit in what is committed.
+                assert_eq!(st.committed_len(w, pos, 4088, frame_size(len)), Some(len));
+                assert_eq!(st.committed_len(w, pos, 4088, frame_size(len) - 1), None);
+                // Not for any other position: the next, the previous, one lap on or back.
+                for other in [pos.wrapping_add(8), pos.wrapping_sub(8), pos.wrapping_add(4096), pos.wrapping_sub(4096)]
+                {
+                    assert_eq!(st.stamped_len(w, other, 4088), None, "{len} at {pos} read at {other}");
+                    assert_eq!(st.committed_len(w, other, 4088, 4096), None);
+                }
+            }
         }
-        // Over the limit, even with a valid complement.
-        assert_eq!(decode_header(encode_header(4089), 4088, 4096), None);
+        // Over the limit, even with a valid check field.
+        assert_eq!(st.stamped_len(st.stamped(4089, 0), 0, 4088), None);
         let huge = max_frame_len_for(1 << 40);
-        assert_eq!(decode_header(encode_header(LEN_FIELD_MAX + 7), huge, 1 << 40), None);
-        assert_eq!(decode_header(encode_header(LEN_FIELD_MAX), huge, 1 << 40), Some(LEN_FIELD_MAX));
-        // Complement mismatch: every single-bit flip of a valid header is refused.
-        let good = u64::from_le(encode_header(100));
+        let big = Stamp::for_capacity(1 << 40);
+        assert_eq!(big.committed_len(big.stamped(LEN_FIELD_MAX + 7, 0), 0, huge, 1 << 40), None);
+        assert_eq!(big.committed_len(big.stamped(LEN_FIELD_MAX, 0), 0, huge, 1 << 40), Some(LEN_FIELD_MAX));
+        // Every single-bit flip of a valid header is refused, stamped or not.
+        let good = st.stamped(100, 4096 * 3 + 64);
         for bit in 0..64 {
-            assert_eq!(decode_header((good ^ (1 << bit)).to_le(), 4088, 4096), None, "bit {bit}");
+            let bad = good ^ (1 << bit);
+            assert_eq!(st.committed_len(bad, 4096 * 3 + 64, 4088, 4096), None, "bit {bit}");
         }
-        // Patterns a crashed or hostile producer might leave.
-        for raw in [0u64, u64::MAX, 0xFFFF_FFFF, 0x0000_0001_0000_0001, 0xDEAD_BEEF_DEAD_BEEF] {
-            assert_eq!(decode_header(raw, 4088, 4096), None, "{raw:#x}");
+        // Patterns a crashed or hostile producer might leave, and zeroed memory, at any position.
+        for pos in (0..1u64 << 36).step_by(1 << 20).chain([0, 8, (1 << 33) - 8, u64::MAX - 7]) {
+            for raw in [0u64, u64::MAX, 0xFFFF_FFFF, 0x0000_0001_0000_0001, 0xDEAD_BEEF_DEAD_BEEF] {
+                assert_eq!(st.committed_len(raw, pos, 4088, 4096), None, "{raw:#x} at {pos}");
+            }
+        }
+    }
+
+    /// A header from the lap before is "not yet", never a frame, for every ring size (the
+    /// stamp keeps at least one bit of the lap count); so is the clear mark.
+    #[test]
+    fn one_lap_stale_headers_never_match() {
+        for log in 12..=61u32 {
+            let cap = 1u64 << log;
+            let st = Stamp::for_capacity(cap as usize);
+            let max = max_frame_len_for(cap as usize);
+            for pos in [0u64, cap, 5 * cap + 8, u64::MAX - 7, (1 << 40) + 64] {
+                for len in [0usize, 8, 100] {
+                    let old = st.stamped(len, pos.wrapping_sub(cap));
+                    assert_eq!(st.stamped_len(old, pos, max), None, "cap 2^{log}, pos {pos}");
+                    assert_eq!(st.committed_len(old, pos, max, cap as usize), None);
+                    assert_eq!(st.committed_len(old ^ RESTAMP, pos, max, cap as usize), None);
+                    assert!(st.not_yet(old, pos, cap) && st.not_yet(old ^ RESTAMP, pos, cap));
+                    assert!(!st.not_yet(st.stamped(len, pos), pos, cap));
+                }
+                assert!(st.not_yet(CLEAR, pos, cap));
+            }
+        }
+    }
+
+    #[test]
+    fn known_matches_exactly_the_stamped_word_of_its_length() {
+        let st = Stamp::for_capacity(1 << 20);
+        let k = Known::of(st, 8);
+        assert_eq!(k.size, 16);
+        for pos in [0u64, 16, 1 << 20, u64::MAX - 15] {
+            assert_eq!(k.base ^ st.bits(pos), st.stamped(8, pos));
+            assert_ne!(k.base ^ st.bits(pos), st.stamped(9, pos));
+            assert_ne!(Known::NONE.base ^ st.bits(pos), CLEAR);
         }
     }
 
@@ -245,9 +381,10 @@ mod tests {
             // SAFETY: src has 8 >= len bytes; dst has 16 writable, 8-aligned bytes at 8.
             unsafe {
                 let at = dst.as_mut_ptr().add(8 - dst.as_ptr() as usize % 8);
-                store_pair(at, encode_header(len), load_small(src.as_ptr(), len));
+                let word = Stamp::for_capacity(4096).stamped(len, 0);
+                write_frame(at, word, &src[..len]);
                 let got = std::slice::from_raw_parts(at, 16);
-                assert_eq!(got[..8], encode_header(len).to_ne_bytes(), "len {len}");
+                assert_eq!(got[..8], word.to_le_bytes(), "len {len}");
                 assert_eq!(&got[8..8 + len], &src[..len], "len {len}");
                 assert!(got[8 + len..].iter().all(|&b| b == 0), "len {len}: padding not zero");
             }

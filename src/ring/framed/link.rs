@@ -1,0 +1,389 @@
+//! The hand-over of frames between the two sides: what each side stores and loads, in which
+//! order, to pass a frame on without the consumer loading the producer's cursor per message.
+//! Written over any storage of header words ([`Words`]): the ring's mapped pages for the
+//! framed ends, loom's atomics in the models (`loom-tests/frames.rs`), so the models check this
+//! code itself.
+//!
+//! # The producer ([`Sender`])
+//!
+//! For each frame at position `p` (room checked first with [`Sender::room`]):
+//!
+//! 1. the payload (the caller writes it);
+//! 2. the header word at `p`: *unstamped* if this frame is the first since the last publish,
+//!    *stamped* otherwise (see `wire::Stamp` for the word); a Relaxed store;
+//! 3. the clear mark at `p + size`, where the next frame's header will go (a Relaxed store),
+//!    unless the frame fills the ring to the byte: the word there is then the header of the
+//!    consumer's oldest unreleased frame, exactly one lap old, which the stamp tells apart;
+//!
+//! and to publish everything written since the last publish ([`Sender::publish`]):
+//!
+//! 4. head, Release (the commit: what the byte API, a closing consumer and a newcomer see);
+//! 5. the stamped header word of the first unpublished frame, Release (what the consumer
+//!    polls);
+//! 6. the publisher's half of the barrier pair, then the consumer's waiter flag (`notify`).
+//!
+//! Unbatched, every frame is a publish of its own. Batched, the frames after the first of a
+//! batch are stamped as they are written, but no consumer can reach them before it has passed
+//! the first, which is stamped last.
+//!
+//! # The consumer ([`Receiver`])
+//!
+//! [`Receiver::poll`] loads the header word at its cursor with Acquire: a stamped header for
+//! exactly that position, whose frame lies within the producer's room, is a frame (the Acquire
+//! pairs with step 5, so the payload is visible). It loads nothing else per frame.
+//!
+//! Otherwise [`Receiver::look`] decides, and it is the only place that reads the producer's
+//! cursor: the clear mark or a header from one lap back means "not yet" while the producer has
+//! not closed (no load of head, so a consumer that has caught up spins on the data line
+//! only); anything else sends it to the published head (Acquire, pairing with step 4). Below
+//! the head every frame has been written, so the word there must be this position's header,
+//! stamped or not (a crash between steps 4 and 5, or a publish by the byte end, leaves it
+//! unstamped), or the ring is poisoned. The first frame after a conversion is always taken this
+//! way: until then the words ahead were not written by this stream and are not trusted.
+//!
+//! # Sleeping
+//!
+//! The consumer parks with the usual protocol (`wait.rs`): flag, its barrier, then a recheck
+//! that polls the stamp ([`Receiver::look`]). The Dekker pair is the stamp store (step 5) and
+//! the flag: the producer's barrier sits between its stamp store and its flag load. A recheck
+//! that sees "not yet" therefore means the producer will see the flag after its next stamp.
+//! Head is stored before the stamp, so a recheck that goes to head sees it too.
+//!
+//! # Releases
+//!
+//! The consumer moves its cursor privately per frame and stores it (with its own wake-up
+//! check, `ConsumerCursor::publish`) only every `release_every` bytes, when the producer is
+//! parked for space ([`Receiver::producer_waits`], checked per receive), before it waits or
+//! answers `WouldBlock`, and when the byte API needs the cursor (conversion, drop). So the
+//! producer reloads the consumer's cursor about once per lap, not per message.
+
+use crate::header::{Header, Role, Word};
+use crate::protocol::{notify, ConsumerCursor, ProducerCursor, Stop};
+use crate::sync::Ordering;
+
+use super::wire::{frame_size, Known, Stamp, CLEAR, HEADER, RESTAMP};
+
+/// Storage of frame header words: 8-byte words addressed by ring position, loaded and stored
+/// atomically (the consumer polls a word the producer may be writing).
+pub(crate) trait Words {
+    /// The header word at ring position `pos` (a multiple of 8), as a number.
+    fn load(&self, pos: u64, order: Ordering) -> u64;
+    /// Stores header word `word` (a number) at ring position `pos` (a multiple of 8).
+    fn store(&self, pos: u64, word: u64, order: Ordering);
+}
+
+/// The header words of a mapped ring: view A of its data, words stored little-endian.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RingWords {
+    data: *mut u8,
+    mask: u64,
+}
+
+// SAFETY: a `RingWords` is a view of a mapping owned (through its `Arc`) by the ring end that
+// holds it, which is `Send`; every access through it is atomic.
+unsafe impl Send for RingWords {}
+
+impl RingWords {
+    /// The words of the ring whose view A starts at `data` (page-aligned), `capacity` bytes.
+    ///
+    /// # Safety
+    ///
+    /// `data` stays mapped, readable and writable for `capacity` bytes while the value is used.
+    #[inline(always)]
+    pub(crate) unsafe fn new(data: *mut u8, capacity: usize) -> RingWords {
+        // Rounded down to a word: a position that is not a multiple of 8 (a cursor before the
+        // alignment skip) reads the word it lies in, never a misaligned one.
+        RingWords { data, mask: (capacity as u64 - 1) & !7 }
+    }
+
+    #[inline(always)]
+    fn word(&self, pos: u64) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: `pos & mask` is a multiple of 8 below N (N is a multiple of the page size), so
+        // the 8 bytes lie inside view A, which `new`'s caller
+        // keeps mapped; `data` is page-aligned, so the word is 8-aligned. Every access to a
+        // header word that can race with another thread is atomic, and the other accesses
+        // (payload copies) are ordered against them by the protocol (see the module docs).
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.data.add((pos & self.mask) as usize).cast()) }
+    }
+}
+
+impl Words for RingWords {
+    #[inline(always)]
+    fn load(&self, pos: u64, order: Ordering) -> u64 {
+        u64::from_le(self.word(pos).load(order))
+    }
+
+    #[inline(always)]
+    fn store(&self, pos: u64, word: u64, order: Ordering) {
+        self.word(pos).store(word.to_le(), order);
+    }
+}
+
+/// Whether a frame fits at the producer's head now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Room {
+    /// It fits, with the clear mark after it (or needing none).
+    Fits,
+    /// Wait until this many bytes are free, then ask again.
+    Short(usize),
+}
+
+/// The producer's side of the hand-over (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sender {
+    stamp: Stamp,
+    /// Where this stream's first frame went: a consumer cursor at or past it sits on a frame
+    /// boundary whose header this producer wrote.
+    start: u64,
+    /// The first frame written since the last publish and its stamped header word (valid while
+    /// the cursor has unpublished bytes).
+    first_at: u64,
+    first_word: u64,
+}
+
+impl Sender {
+    /// The sending side of a ring of `capacity` bytes whose first frame goes at `start`.
+    pub(crate) fn new(capacity: usize, start: u64) -> Sender {
+        Sender { stamp: Stamp::for_capacity(capacity), start, first_at: start, first_word: 0 }
+    }
+
+    /// The stamp of this ring.
+    #[inline(always)]
+    pub(crate) fn stamp(&self) -> Stamp {
+        self.stamp
+    }
+
+    /// Whether a frame of `size` bytes fits at the head by the cached tail: with 8 bytes to
+    /// spare for the clear mark after it, or exactly, when the word after it is the header of
+    /// a frame of this stream one lap back (the consumer's oldest unreleased frame).
+    #[inline(always)]
+    pub(crate) fn room(&self, cur: &ProducerCursor, size: usize) -> Room {
+        let free = cur.free_cached();
+        if size + HEADER <= free {
+            return Room::Fits;
+        }
+        if size > free {
+            return Room::Short(size);
+        }
+        // The tail lies in [start, head]: a frame boundary of this stream, with its header.
+        let framed = cur.cached_tail().wrapping_sub(self.start) <= cur.head().wrapping_sub(self.start);
+        if size == free && framed {
+            Room::Fits
+        } else {
+            // Unreleased bytes from before the first frame (raw bytes) lie after the frame:
+            // they could hold anything, so the clear mark must be written.
+            Room::Short(size + HEADER)
+        }
+    }
+
+    /// Writes the header of the frame of `len` bytes at the head, and the clear mark after it
+    /// if there is room for one (as [`room`](Self::room) found), and counts the frame. Its
+    /// payload is written before the publish, by the caller.
+    #[inline(always)]
+    pub(crate) fn put<W: Words>(&mut self, cur: &mut ProducerCursor, words: &W, len: usize) {
+        let p = cur.head();
+        let size = frame_size(len);
+        let stamped = self.stamp.stamped(len, p);
+        if cur.unpublished() == 0 {
+            self.first_at = p;
+            self.first_word = stamped;
+            // Relaxed: the consumer may be polling this word now; it takes the frame only when
+            // the head store (Release) or the stamp (Release, below) publishes it.
+            words.store(p, stamped ^ RESTAMP, Ordering::Relaxed);
+        } else {
+            // Relaxed: no consumer reads this word before the batch's first frame is stamped
+            // (Release) or covered by the head (Release).
+            words.store(p, stamped, Ordering::Relaxed);
+        }
+        if size + HEADER <= cur.free_cached() {
+            // Relaxed: published with this frame, before anyone can look for a frame there.
+            words.store(p.wrapping_add(size as u64), CLEAR, Ordering::Relaxed);
+        }
+        cur.advance(size);
+    }
+
+    /// Publishes every frame written since the last publish: head, then the stamp of the
+    /// first of them, then the wake-up check. Nothing if nothing is pending.
+    #[inline(always)]
+    pub(crate) fn publish<W: Words>(&mut self, hdr: &Header, cur: &mut ProducerCursor, words: &W) {
+        if cur.unpublished() == 0 {
+            return;
+        }
+        cur.store_head(hdr);
+        // Release: every frame written since the last publish (payloads, headers, the clear
+        // mark) is visible before the stamp. Pairs with the Acquire load in `Receiver::poll`.
+        words.store(self.first_at, self.first_word, Ordering::Release);
+        // The barrier pair orders this stamp store before the load of the consumer's flag,
+        // against the consumer's flag store and its recheck of the stamp (`Receiver::look`).
+        notify(hdr, Word::Data, cur.light(), cur.counters());
+    }
+}
+
+/// The consumer's side of the hand-over (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Receiver {
+    stamp: Stamp,
+    cap: u64,
+    max_len: usize,
+    /// The last stamped header taken.
+    known: Known,
+    /// A frame taken by its stamp must end at or before this position: one ring past the
+    /// published tail (the producer's room), or the tail itself while stamps are not trusted
+    /// (since the conversion, no frame taken through the head yet; or poisoned).
+    limit: u64,
+    armed: bool,
+    /// Releases are stored once this many bytes are consumed.
+    release_every: usize,
+}
+
+impl Receiver {
+    /// The receiving side of a ring of `capacity` bytes, its cursor at `tail`; stamps are
+    /// trusted only after the first frame taken through the head.
+    pub(crate) fn new(capacity: usize, max_len: usize, release_every: usize, tail: u64) -> Receiver {
+        Receiver {
+            stamp: Stamp::for_capacity(capacity),
+            cap: capacity as u64,
+            max_len,
+            known: Known::NONE,
+            limit: tail,
+            armed: false,
+            release_every: release_every.max(1),
+        }
+    }
+
+    /// The frame at the cursor if its stamp is there: `(len, size)`.
+    #[inline(always)]
+    pub(crate) fn poll<W: Words>(&mut self, cur: &ConsumerCursor, words: &W) -> Option<(usize, usize)> {
+        let q = cur.tail();
+        // Acquire: pairs with the Release store of the stamp in `Sender::publish`; the frame's
+        // bytes, written before it, are visible after this load.
+        let word = words.load(q, Ordering::Acquire);
+        let room = self.limit.wrapping_sub(q);
+        if word == self.known.base ^ self.stamp.bits(q) {
+            return (self.known.size as u64 <= room).then_some((self.known.len, self.known.size));
+        }
+        self.poll_other(word, q, room)
+    }
+
+    /// [`poll`](Self::poll) for a header other than the last one's.
+    #[inline]
+    fn poll_other(&mut self, word: u64, q: u64, room: u64) -> Option<(usize, usize)> {
+        let len = self.stamp.stamped_len(word, q, self.max_len)?;
+        let known = Known::of(self.stamp, len);
+        if known.size as u64 > room {
+            return None;
+        }
+        self.known = known;
+        Some((len, known.size))
+    }
+
+    /// One look at the cursor for a call that found no stamped frame there: the stamp again,
+    /// then, unless the word there says "not yet", the published head (which also notices a
+    /// close and the poison flag). `None`: nothing yet. A frame below the head whose header is
+    /// not this position's poisons the ring.
+    pub(crate) fn look<W: Words>(
+        &mut self,
+        hdr: &Header,
+        cur: &mut ConsumerCursor,
+        words: &W,
+    ) -> Option<Result<(usize, usize), Stop>> {
+        if cur.is_poisoned() {
+            return Some(Err(Stop::Corrupt));
+        }
+        if let Some(frame) = self.poll(cur, words) {
+            return Some(Ok(frame));
+        }
+        let q = cur.tail();
+        // Relaxed: only decides whether to look at head; nothing is read on its strength.
+        if self.armed
+            && self.stamp.not_yet(words.load(q, Ordering::Relaxed), q, self.cap)
+            && !hdr.is_closed(Role::Producer)
+            && !hdr.is_poisoned()
+        {
+            return None;
+        }
+        cur.catch_up_head();
+        match cur.poll_readable(hdr, HEADER)? {
+            Ok(readable) => Some(self.committed_in(hdr, cur, words, readable)),
+            // Closed: whatever remains is all there will be; nothing, or a piece of a frame.
+            Err(Stop::Closed) if cur.readable_cached() == 0 => Some(Err(Stop::Closed)),
+            Err(Stop::Closed) => Some(Err(self.corrupt(hdr, cur))),
+            Err(stop) => Some(Err(stop)),
+        }
+    }
+
+    /// The frame at the cursor, known to lie below the head by the cached head, for a batch
+    /// that found no stamp there: `None` when the cached head does not cover a header.
+    pub(crate) fn committed<W: Words>(
+        &mut self,
+        hdr: &Header,
+        cur: &mut ConsumerCursor,
+        words: &W,
+    ) -> Option<Result<(usize, usize), Stop>> {
+        cur.catch_up_head();
+        let readable = cur.readable_cached();
+        (readable >= HEADER).then(|| self.committed_in(hdr, cur, words, readable))
+    }
+
+    /// The frame at the cursor, with `readable` bytes below the head from it.
+    fn committed_in<W: Words>(
+        &mut self,
+        hdr: &Header,
+        cur: &mut ConsumerCursor,
+        words: &W,
+        readable: usize,
+    ) -> Result<(usize, usize), Stop> {
+        let q = cur.tail();
+        // Acquire: the head load that reported these bytes ordered the frame's writes; Acquire
+        // also for the stamp that may have replaced the unstamped word since.
+        let word = words.load(q, Ordering::Acquire);
+        match self.stamp.committed_len(word, q, self.max_len, readable) {
+            Some(len) => {
+                self.armed = true;
+                self.limit = cur.published().wrapping_add(self.cap);
+                Ok((len, frame_size(len)))
+            }
+            None => Err(self.corrupt(hdr, cur)),
+        }
+    }
+
+    /// Stops taking frames by their stamp until one is taken through the head (after the
+    /// cursor moved without a frame: the alignment skip).
+    pub(crate) fn disarm(&mut self, cur: &ConsumerCursor) {
+        self.armed = false;
+        self.limit = cur.tail();
+    }
+
+    /// Poisons the ring (a header that is not this position's below the head): this side fails
+    /// from now on, and the producer sees the shared flag.
+    fn corrupt(&mut self, hdr: &Header, cur: &mut ConsumerCursor) -> Stop {
+        self.disarm(cur);
+        let _ = cur.poison(hdr);
+        Stop::Corrupt
+    }
+
+    /// Counts a frame of `size` bytes as consumed; true when the releases are due.
+    #[inline(always)]
+    pub(crate) fn consumed(&self, cur: &mut ConsumerCursor, size: usize) -> bool {
+        cur.advance_stamped(size);
+        cur.unpublished() >= self.release_every
+    }
+
+    /// Releases everything consumed to the producer: one store of the tail, and its wake-up
+    /// check.
+    pub(crate) fn publish(&mut self, hdr: &Header, cur: &mut ConsumerCursor) {
+        cur.catch_up_head();
+        cur.publish(hdr);
+        if self.armed {
+            self.limit = cur.published().wrapping_add(self.cap);
+        }
+    }
+
+    /// Whether the producer is parked waiting for space (its waiter flag is raised): releases
+    /// then go out at once.
+    #[inline(always)]
+    pub(crate) fn producer_waits(hdr: &Header) -> bool {
+        // Relaxed: a hint. The wake-up itself is `publish`'s (barrier pair on the tail store).
+        hdr.word(Word::Space).load(Ordering::Relaxed) != 0
+    }
+}
