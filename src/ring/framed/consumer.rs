@@ -205,7 +205,7 @@ impl FramedConsumer {
         // frame at the cursor is stamped.
         let hit = match self.inner.end.header() {
             Some(hdr) => {
-                if Receiver::producer_waits(hdr) && self.inner.cur.unpublished() != 0 {
+                if Receiver::producer_waits(hdr) {
                     self.release_now();
                 }
                 self.link.poll(&self.inner.cur, &self.words)
@@ -219,10 +219,10 @@ impl FramedConsumer {
                 None => return Ok(None),
             },
         };
-        // SAFETY: the frame's header is at read_ptr() (offset < N) and size = frame_size(len)
+        // SAFETY: the frame's header is at the cursor (offset < N) and size = frame_size(len)
         // <= N bytes from it are the frame's (checked against the producer's room or the
         // published head): the payload lies inside the two views.
-        let payload = unsafe { self.inner.read_ptr().add(HEADER) };
+        let payload = unsafe { self.words.at(self.inner.cur.tail()).add(HEADER) };
         Ok(Some(Frame { payload, len, size, consumer: self }))
     }
 
@@ -361,29 +361,30 @@ impl FramedConsumer {
             },
         };
         let words = self.words;
+        let start = self.inner.cur.tail();
+        // At most about an eighth of the ring per call (at least one frame): a batch releases
+        // nothing until it ends, and a producer waiting on a full ring should not wait for a
+        // whole ring's worth of frames. Frames past the bound are left to the next call.
         let limit = self.batch_limit;
+        let bound = self.link.batch_bound(start, limit);
         // Releases what `f` has seen, also if it panics.
         let done = Release { consumer: self };
         let mut frames = 0;
-        let mut used = 0;
-        // At most about an eighth of the ring per call (at least one frame): a batch releases
-        // nothing until it ends, and a producer waiting on a full ring should not wait for a
-        // whole ring's worth of frames.
         let corrupt = loop {
-            let header = done.consumer.inner.read_ptr();
+            let c = &mut *done.consumer;
+            let q = c.inner.cur.tail();
             // Counted before `f` runs, so a panic in `f` releases this frame too.
-            done.consumer.inner.cur.advance_stamped(size);
-            used += size;
+            c.inner.cur.advance_stamped(size);
             frames += 1;
-            // SAFETY: the frame's header is at `header` (offset < N) with size = frame_size(len)
+            // SAFETY: the frame's header is at `q` (offset < N) with size = frame_size(len)
             // bytes (checked against the producer's room or the head), inside the two views;
             // the producer does not write them until they are released, after `f` returns.
-            f(unsafe { std::slice::from_raw_parts(header.add(HEADER), len) });
-            if used >= limit {
+            f(unsafe { std::slice::from_raw_parts(words.at(q).add(HEADER), len) });
+            let q = q.wrapping_add(size as u64);
+            if q.wrapping_sub(start) >= limit as u64 {
                 break false;
             }
-            let c = &mut *done.consumer;
-            (len, size) = match c.link.poll(&c.inner.cur, &words) {
+            (len, size) = match c.link.poll_within(q, bound, &words) {
                 Some(frame) => frame,
                 // This call owns the end (checked above or in `recv_slow`).
                 None => match c.link.committed(c.inner.end.header_checked(), &mut c.inner.cur, &words) {

@@ -13,7 +13,8 @@
 //!    *stamped* otherwise (see `wire::Stamp` for the word); a Relaxed store;
 //! 3. the clear mark at `p + size`, where the next frame's header will go (a Relaxed store),
 //!    unless the frame fills the ring to the byte: the word there is then the header of the
-//!    consumer's oldest unreleased frame, exactly one lap old, which the stamp tells apart;
+//!    consumer's oldest unreleased frame, exactly one lap old, which the stamp tells apart
+//!    (rings of up to 4 GiB; larger ones always keep the 8 bytes for the mark);
 //!
 //! and to publish everything written since the last publish ([`Sender::publish`]):
 //!
@@ -61,7 +62,7 @@ use crate::header::{Header, Role, Word};
 use crate::protocol::{notify, ConsumerCursor, ProducerCursor, Stop};
 use crate::sync::Ordering;
 
-use super::wire::{frame_size, Known, Stamp, CLEAR, HEADER, RESTAMP};
+use super::wire::{frame_size, laps_apart, Known, Stamp, CLEAR, HEADER, RESTAMP};
 
 /// Storage of frame header words: 8-byte words addressed by ring position, loaded and stored
 /// atomically (the consumer polls a word the producer may be writing).
@@ -96,6 +97,13 @@ impl RingWords {
         RingWords { data, mask: (capacity as u64 - 1) & !7 }
     }
 
+    /// Where ring position `pos` (a multiple of 8) lies in view A.
+    #[inline(always)]
+    pub(crate) fn at(&self, pos: u64) -> *mut u8 {
+        // SAFETY: an offset below N, inside view A (see `word`).
+        unsafe { self.data.add((pos & self.mask) as usize) }
+    }
+
     #[inline(always)]
     fn word(&self, pos: u64) -> &std::sync::atomic::AtomicU64 {
         // SAFETY: `pos & mask` is a multiple of 8 below N (N is a multiple of the page size), so
@@ -103,7 +111,7 @@ impl RingWords {
         // keeps mapped; `data` is page-aligned, so the word is 8-aligned. Every access to a
         // header word that can race with another thread is atomic, and the other accesses
         // (payload copies) are ordered against them by the protocol (see the module docs).
-        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.data.add((pos & self.mask) as usize).cast()) }
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.at(pos).cast()) }
     }
 }
 
@@ -132,6 +140,9 @@ pub(crate) enum Room {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Sender {
     stamp: Stamp,
+    /// Whether a frame may fill the ring to the byte (no clear mark after it): only when a
+    /// header one lap old differs from an awaited one (`wire::laps_apart`).
+    brim: bool,
     /// Where this stream's first frame went: a consumer cursor at or past it sits on a frame
     /// boundary whose header this producer wrote.
     start: u64,
@@ -144,7 +155,7 @@ pub(crate) struct Sender {
 impl Sender {
     /// The sending side of a ring of `capacity` bytes whose first frame goes at `start`.
     pub(crate) fn new(capacity: usize, start: u64) -> Sender {
-        Sender { stamp: Stamp::for_capacity(capacity), start, first_at: start, first_word: 0 }
+        Sender { stamp: Stamp, brim: laps_apart(capacity), start, first_at: start, first_word: 0 }
     }
 
     /// The stamp of this ring.
@@ -167,7 +178,7 @@ impl Sender {
         }
         // The tail lies in [start, head]: a frame boundary of this stream, with its header.
         let framed = cur.cached_tail().wrapping_sub(self.start) <= cur.head().wrapping_sub(self.start);
-        if size == free && framed {
+        if size == free && framed && self.brim {
             Room::Fits
         } else {
             // Unreleased bytes from before the first frame (raw bytes) lie after the frame:
@@ -182,41 +193,69 @@ impl Sender {
     #[inline(always)]
     pub(crate) fn put<W: Words>(&mut self, cur: &mut ProducerCursor, words: &W, len: usize) {
         let p = cur.head();
-        let size = frame_size(len);
         let stamped = self.stamp.stamped(len, p);
         if cur.unpublished() == 0 {
             self.first_at = p;
             self.first_word = stamped;
-            // Relaxed: the consumer may be polling this word now; it takes the frame only when
-            // the head store (Release) or the stamp (Release, below) publishes it.
-            words.store(p, stamped ^ RESTAMP, Ordering::Relaxed);
+            write_header(cur, words, len, stamped ^ RESTAMP);
         } else {
-            // Relaxed: no consumer reads this word before the batch's first frame is stamped
-            // (Release) or covered by the head (Release).
-            words.store(p, stamped, Ordering::Relaxed);
+            // No consumer reads this word before the batch's first frame is stamped (Release)
+            // or covered by the head (Release): it may be stamped at once.
+            write_header(cur, words, len, stamped);
         }
-        if size + HEADER <= cur.free_cached() {
-            // Relaxed: published with this frame, before anyone can look for a frame there.
-            words.store(p.wrapping_add(size as u64), CLEAR, Ordering::Relaxed);
-        }
-        cur.advance(size);
     }
 
     /// Publishes every frame written since the last publish: head, then the stamp of the
     /// first of them, then the wake-up check. Nothing if nothing is pending.
     #[inline(always)]
     pub(crate) fn publish<W: Words>(&mut self, hdr: &Header, cur: &mut ProducerCursor, words: &W) {
-        if cur.unpublished() == 0 {
+        if cur.unpublished() != 0 {
+            commit(hdr, cur, words, self.first_at, self.first_word);
+        }
+    }
+
+    /// [`put`](Self::put) then [`publish`](Self::publish), for a frame sent on its own.
+    #[inline(always)]
+    pub(crate) fn put_and_publish<W: Words>(&mut self, hdr: &Header, cur: &mut ProducerCursor, words: &W, len: usize) {
+        if cur.unpublished() != 0 {
+            self.put(cur, words, len);
+            self.publish(hdr, cur, words);
             return;
         }
-        cur.store_head(hdr);
-        // Release: every frame written since the last publish (payloads, headers, the clear
-        // mark) is visible before the stamp. Pairs with the Acquire load in `Receiver::poll`.
-        words.store(self.first_at, self.first_word, Ordering::Release);
-        // The barrier pair orders this stamp store before the load of the consumer's flag,
-        // against the consumer's flag store and its recheck of the stamp (`Receiver::look`).
-        notify(hdr, Word::Data, cur.light(), cur.counters());
+        let p = cur.head();
+        let stamped = self.stamp.stamped(len, p);
+        write_header(cur, words, len, stamped ^ RESTAMP);
+        commit(hdr, cur, words, p, stamped);
     }
+}
+
+/// Steps 2 and 3 of the module docs for the frame of `len` bytes at the head, whose header word
+/// is `word`, and counts it.
+#[inline(always)]
+fn write_header<W: Words>(cur: &mut ProducerCursor, words: &W, len: usize, word: u64) {
+    let p = cur.head();
+    let size = frame_size(len);
+    // Relaxed: the consumer may be polling this word now (an unstamped header); it takes the
+    // frame only once the head store or the stamp (both Release, in `commit`) publishes it.
+    words.store(p, word, Ordering::Relaxed);
+    if size + HEADER <= cur.free_cached() {
+        // Relaxed: published with this frame, before anyone can look for a frame there.
+        words.store(p.wrapping_add(size as u64), CLEAR, Ordering::Relaxed);
+    }
+    cur.advance(size);
+}
+
+/// Steps 4 to 6 of the module docs: head, the stamped header word `stamped` of the first
+/// unpublished frame (at `first`), the wake-up check.
+#[inline(always)]
+fn commit<W: Words>(hdr: &Header, cur: &mut ProducerCursor, words: &W, first: u64, stamped: u64) {
+    cur.store_head(hdr);
+    // Release: every frame written since the last publish (payloads, headers, the clear mark)
+    // is visible before the stamp. Pairs with the Acquire load in `Receiver::poll`.
+    words.store(first, stamped, Ordering::Release);
+    // The barrier pair orders this stamp store before the load of the consumer's flag, against
+    // the consumer's flag store and its recheck of the stamp (`Receiver::look`).
+    notify(hdr, Word::Data, cur.light(), cur.counters());
 }
 
 /// The consumer's side of the hand-over (see the module docs).
@@ -241,7 +280,7 @@ impl Receiver {
     /// trusted only after the first frame taken through the head.
     pub(crate) fn new(capacity: usize, max_len: usize, release_every: usize, tail: u64) -> Receiver {
         Receiver {
-            stamp: Stamp::for_capacity(capacity),
+            stamp: Stamp,
             cap: capacity as u64,
             max_len,
             known: Known::NONE,
@@ -263,6 +302,27 @@ impl Receiver {
             return (self.known.size as u64 <= room).then_some((self.known.len, self.known.size));
         }
         self.poll_other(word, q, room)
+    }
+
+    /// The next frame of a batch: stamped at `q`, ending at or before `bound` (which the caller
+    /// keeps within the producer's room, [`batch_bound`](Self::batch_bound)). `(len, size)`.
+    #[inline(always)]
+    pub(crate) fn poll_within<W: Words>(&mut self, q: u64, bound: u64, words: &W) -> Option<(usize, usize)> {
+        // Acquire: as in `poll`.
+        let word = words.load(q, Ordering::Acquire);
+        let room = bound.wrapping_sub(q);
+        if word == self.known.base ^ self.stamp.bits(q) {
+            return (self.known.size as u64 <= room).then_some((self.known.len, self.known.size));
+        }
+        self.poll_other(word, q, room)
+    }
+
+    /// Where a batch that starts at `start` and may take `limit` bytes must end: no further,
+    /// and not past the producer's room.
+    #[inline(always)]
+    pub(crate) fn batch_bound(&self, start: u64, limit: usize) -> u64 {
+        let room = self.limit.wrapping_sub(start);
+        start.wrapping_add(room.min(limit as u64))
     }
 
     /// [`poll`](Self::poll) for a header other than the last one's.

@@ -148,7 +148,8 @@ pub struct FramedProducer {
     frames_left: usize,
     /// With batching, the position up to which frames may be written without a further check:
     /// the free room known at the last check less the clear mark, cut at the end of the current
-    /// batch (the head itself while the alignment skip is pending or no frame is pending).
+    /// batch (the head itself while the alignment skip is pending or no frame is pending; behind
+    /// the head once it has moved on without batching).
     fast_until: u64,
     /// Bytes to skip before the first frame (0 unless converted at an unaligned position).
     skip: usize,
@@ -223,7 +224,7 @@ mod tests {
     fn a_partial_frame_after_close_is_corrupt() {
         let (mut tx, rx) = crate::channel(4096).unwrap();
         // A producer that publishes half a header and closes.
-        tx.try_write(&Stamp::for_capacity(4096).stamped(5, 0).to_le_bytes()[..4]).unwrap();
+        tx.try_write(&Stamp.stamped(5, 0).to_le_bytes()[..4]).unwrap();
         drop(tx);
         let mut rx = rx.into_framed();
         assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData);

@@ -10,7 +10,7 @@ use super::link::{Room, Words};
 use super::wire::{frame_size, too_long, write_frame, write_payload, CLEAR, HEADER};
 use super::FramedProducer;
 use crate::header::{Role, Word};
-use crate::protocol::{self, Stop};
+use crate::protocol::Stop;
 use crate::ring::{poisoned_error, producer_error, Producer, Wait};
 use crate::sync::Ordering;
 
@@ -125,21 +125,27 @@ impl FramedProducer {
         // Batched fast path: a frame after the first of its batch, inside the room (with the
         // clear mark after it) and the batch checked last time, in the process that owns the
         // end. (frame_size cannot overflow: len <= max_len < 2^32.)
-        if self.frames_left > 1
-            && len <= self.max_len
-            && (self.inner.end.header().is_some() && !self.inner.cur.is_poisoned())
-            && self.fast_until.wrapping_sub(self.inner.cur.head()) >= frame_size(len) as u64
+        // (`rearm` leaves no room here while no frame is pending, on the batch's last frame and
+        // once the cursor is poisoned; a head that moved on without it, as every unbatched
+        // frame does, is past `fast_until`: the signed difference is negative.)
+        if len <= self.max_len
+            && self.inner.end.header().is_some()
+            && self.fast_until.wrapping_sub(self.inner.cur.head()) as i64 >= frame_size(len) as i64
         {
             let (head, size) = (self.inner.cur.head(), frame_size(len));
-            // SAFETY: `rearm` keeps size + 8 bytes from write_ptr() inside the free room (at
+            // SAFETY: `rearm` keeps size + 8 bytes from the head inside the free room (at
             // most N, inside the two views), owned by the producer until it publishes them;
             // 8-aligned. No consumer reads them before the batch's first frame is stamped, so
             // plain stores will do. `msg` cannot overlap free space (see below).
-            unsafe { write_frame(self.inner.write_ptr(), self.link.stamp().stamped(len, head), msg) };
+            unsafe { write_frame(self.words.at(head), self.link.stamp().stamped(len, head), msg) };
             // Relaxed: published with the batch (`link.rs`, step 3).
             self.words.store(head.wrapping_add(size as u64), CLEAR, Ordering::Relaxed);
             self.inner.cur.advance(size);
             self.frames_left -= 1;
+            if self.frames_left <= 1 {
+                // The batch's last frame takes the general path, which publishes.
+                self.fast_until = head;
+            }
             // A consumer that went to sleep gets what is pending now, not at the batch's end.
             if self.consumer_sleeping() {
                 self.publish_pending();
@@ -238,7 +244,7 @@ impl FramedProducer {
             && frame_size(len) + HEADER <= self.inner.cur.free_cached()
             && self.may_write()
         {
-            return Ok(self.inner.write_ptr());
+            return Ok(self.words.at(self.inner.cur.head()));
         }
         self.claim_slow(len, wait)
     }
@@ -263,7 +269,7 @@ impl FramedProducer {
             }
             // At most twice: the second time there are size + 8 bytes free.
             match self.link.room(&self.inner.cur, size) {
-                Room::Fits => return Ok(self.inner.write_ptr()),
+                Room::Fits => return Ok(self.words.at(self.inner.cur.head())),
                 Room::Short(more) => need = more,
             }
         }
@@ -295,17 +301,17 @@ impl FramedProducer {
     }
 
     /// Writes the header of the frame of `len` payload bytes whose payload is at
-    /// `write_ptr() + 8`, counts it, and publishes per the batching policy.
+    /// the head + 8, counts it, and publishes per the batching policy.
     #[inline(always)]
     fn finish(&mut self, len: usize) {
         let words = self.words;
         // The frame lies within the room claimed for it (a grant may have been truncated).
-        self.link.put(&mut self.inner.cur, &words, len);
         if self.batch <= 1 {
             // Every caller (a send, a grant's commit) checked the ownership in this call.
-            self.link.publish(self.inner.end.header_checked(), &mut self.inner.cur, &words);
+            self.link.put_and_publish(self.inner.end.header_checked(), &mut self.inner.cur, &words, len);
             return;
         }
+        self.link.put(&mut self.inner.cur, &words, len);
         self.frames_left = self.frames_left.saturating_sub(1);
         if self.frames_left == 0 || self.inner.cur.unpublished() >= self.batch_bytes || self.consumer_sleeping() {
             self.publish_pending();
@@ -321,7 +327,12 @@ impl FramedProducer {
     fn rearm(&mut self) {
         let head = self.inner.cur.head();
         let pending = self.inner.cur.unpublished();
-        let budget = if self.batch <= 1 || self.skip != 0 || pending == 0 {
+        let budget = if self.batch <= 1
+            || self.frames_left <= 1
+            || self.skip != 0
+            || pending == 0
+            || self.inner.cur.is_poisoned()
+        {
             0
         } else {
             // One byte short of the batch's end: the frame that completes a batch takes the
@@ -456,10 +467,14 @@ impl FramedProducer {
         self.inner.end.header().is_some_and(|hdr| !hdr.is_closed(Role::Consumer)) && !self.inner.cur.is_poisoned()
     }
 
-    /// Whether the consumer is asleep waiting for data (false in a forked copy).
-    #[inline]
+    /// Whether the consumer is asleep waiting for data, for a call that has checked the
+    /// ownership. A hint only, so no barrier: the frames it is about are not published yet, so
+    /// no store of ours needs ordering before it; the wake-up itself comes with the publish
+    /// (`link::Sender::publish`).
+    #[inline(always)]
     fn consumer_sleeping(&self) -> bool {
-        self.inner.end.header().is_some_and(|hdr| protocol::peer_sleeping(hdr, Word::Data, self.inner.cur.light()))
+        // Relaxed: a hint (see above).
+        self.inner.end.header_checked().word(Word::Data).load(Ordering::Relaxed) != 0
     }
 
     /// The error a send reports now, if any: `Unsupported` in a forked copy, `InvalidData`

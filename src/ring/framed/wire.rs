@@ -33,13 +33,11 @@ const CHECK_MASK: u64 = 0x3FFF_FFFF << 32;
 /// `00`, which no header has. Zeroed memory reads the same.
 pub(super) const CLEAR: u64 = 0;
 
-/// The position stamp of a ring: which bits of a frame's position go into its header word.
+/// The position stamp: which bits of a frame's position go into its header word.
 ///
-/// The stamp of position `pos` is `S(pos) = (pos >> shift) mod 2^30`, with
-/// `shift = max(3, log2(N) - 29)`: consecutive 8-byte positions for rings of up to 4 GiB, and
-/// always different for two positions one lap apart (`N >> shift` is at most `2^29`), so a
-/// header left from the previous lap never matches. A header word for a frame of `len` bytes
-/// at `pos` is (bit 0 is the least significant; stored little-endian):
+/// The stamp of position `pos` is `S(pos) = (pos >> 3) mod 2^30`: consecutive 8-byte positions
+/// share no stamp within 8 GiB of stream. A header word for a frame of `len` bytes at `pos` is
+/// (bit 0 is the least significant; stored little-endian):
 ///
 /// ```text
 /// bits  0-31  len
@@ -47,24 +45,26 @@ pub(super) const CLEAR: u64 = 0;
 /// bits 62-63  01 unstamped, 10 stamped (00 and 11 are never a header: zeroed memory and
 ///             all-ones never match)
 /// ```
+///
+/// A header one lap old (`pos - N`) has another stamp when the ring is at most 4 GiB
+/// ([`laps_apart`]); larger rings never leave one where a frame is awaited (`link.rs`).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Stamp {
-    /// `32 - shift`: `S(pos) << 32 == (pos << shl) & CHECK_MASK`.
-    shl: u32,
+pub(crate) struct Stamp;
+
+/// `S(pos) << 32 == (pos << STAMP_SHL) & CHECK_MASK` for positions that are multiples of 8.
+const STAMP_SHL: u32 = 29;
+
+/// Whether the stamps of two positions one lap of a `capacity`-byte ring apart differ
+/// (`capacity >> 3` is not a multiple of `2^30`).
+pub(crate) fn laps_apart(capacity: usize) -> bool {
+    capacity <= 1 << 32
 }
 
 impl Stamp {
-    /// The stamp of a ring of `capacity` bytes (a power of two).
-    pub(crate) fn for_capacity(capacity: usize) -> Stamp {
-        let log = capacity.trailing_zeros();
-        let shift = log.saturating_sub(29).clamp(3, 32);
-        Stamp { shl: 32 - shift }
-    }
-
     /// `S(pos)` in place (bits 32-61), to XOR into a header word.
     #[inline(always)]
     pub(crate) fn bits(self, pos: u64) -> u64 {
-        (pos << self.shl) & CHECK_MASK
+        (pos << STAMP_SHL) & CHECK_MASK
     }
 
     /// The stamped header word for a frame of `len` bytes at `pos` (`len <= u32::MAX`), as a
@@ -300,7 +300,7 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_rejects_every_corruption() {
-        let st = Stamp::for_capacity(4096);
+        let st = Stamp;
         for pos in [0u64, 8, 4096, 4104, u64::MAX - 7] {
             for len in [0usize, 1, 7, 8, 9, 4087, 4088] {
                 let w = st.stamped(len, pos);
@@ -322,7 +322,7 @@ mod tests {
         // Over the limit, even with a valid check field.
         assert_eq!(st.stamped_len(st.stamped(4089, 0), 0, 4088), None);
         let huge = max_frame_len_for(1 << 40);
-        let big = Stamp::for_capacity(1 << 40);
+        let big = Stamp;
         assert_eq!(big.committed_len(big.stamped(LEN_FIELD_MAX + 7, 0), 0, huge, 1 << 40), None);
         assert_eq!(big.committed_len(big.stamped(LEN_FIELD_MAX, 0), 0, huge, 1 << 40), Some(LEN_FIELD_MAX));
         // Every single-bit flip of a valid header is refused, stamped or not.
@@ -339,13 +339,14 @@ mod tests {
         }
     }
 
-    /// A header from the lap before is "not yet", never a frame, for every ring size (the
-    /// stamp keeps at least one bit of the lap count); so is the clear mark.
+    /// A header from the lap before is "not yet", never a frame, for every ring size that can
+    /// leave one where a frame is awaited (up to 4 GiB); so is the clear mark.
     #[test]
     fn one_lap_stale_headers_never_match() {
-        for log in 12..=61u32 {
+        let st = Stamp;
+        for log in 12..=32u32 {
             let cap = 1u64 << log;
-            let st = Stamp::for_capacity(cap as usize);
+            assert!(laps_apart(cap as usize));
             let max = max_frame_len_for(cap as usize);
             for pos in [0u64, cap, 5 * cap + 8, u64::MAX - 7, (1 << 40) + 64] {
                 for len in [0usize, 8, 100] {
@@ -359,11 +360,14 @@ mod tests {
                 assert!(st.not_yet(CLEAR, pos, cap));
             }
         }
+        // From 8 GiB on, one lap is a multiple of 2^30 words: the stamp cannot tell.
+        assert!(!laps_apart(1 << 33));
+        assert_eq!(st.stamped(8, 1 << 33), st.stamped(8, 0));
     }
 
     #[test]
     fn known_matches_exactly_the_stamped_word_of_its_length() {
-        let st = Stamp::for_capacity(1 << 20);
+        let st = Stamp;
         let k = Known::of(st, 8);
         assert_eq!(k.size, 16);
         for pos in [0u64, 16, 1 << 20, u64::MAX - 15] {
@@ -381,7 +385,7 @@ mod tests {
             // SAFETY: src has 8 >= len bytes; dst has 16 writable, 8-aligned bytes at 8.
             unsafe {
                 let at = dst.as_mut_ptr().add(8 - dst.as_ptr() as usize % 8);
-                let word = Stamp::for_capacity(4096).stamped(len, 0);
+                let word = Stamp.stamped(len, 0);
                 write_frame(at, word, &src[..len]);
                 let got = std::slice::from_raw_parts(at, 16);
                 assert_eq!(got[..8], word.to_le_bytes(), "len {len}");
