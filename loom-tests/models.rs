@@ -25,6 +25,8 @@ use crate::wait::{self, NoPeer, Waiter};
 mod claims;
 #[path = "close.rs"]
 mod close;
+#[path = "frames.rs"]
+mod frames;
 #[path = "poison.rs"]
 mod poison;
 #[path = "stream.rs"]

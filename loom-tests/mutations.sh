@@ -19,6 +19,8 @@ export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
 
 # name | file | exact text to find (must occur) | replacement | which occurrence (1-based)
 #   [| why no model can catch it: an expected escape, reported but not counted as a failure]
+# Texts may hold \n (a newline); several edits of one file: texts and replacements joined
+# with " %% ", applied in turn (each at the given occurrence).
 mutations=(
   "head publish Release -> Relaxed|src/protocol.rs|hdr.head.store(self.head, Ordering::Release);|hdr.head.store(self.head, Ordering::Relaxed);|1"
   "tail publish Release -> Relaxed|src/protocol.rs|hdr.tail.store(self.tail, Ordering::Release);|hdr.tail.store(self.tail, Ordering::Relaxed);|1"
@@ -33,6 +35,16 @@ mutations=(
   "claim: pid Release -> Relaxed|src/header.rs|slot.pid.store(who.pid, Ordering::Release);|slot.pid.store(who.pid, Ordering::Relaxed);|1"
   "claim: compare-exchange -> load then store|src/header.rs|let won = slot.state.compare_exchange(ROLE_FREE, ROLE_CLAIMED, Ordering::AcqRel, Ordering::Relaxed).is_ok();|let won = slot.state.load(Ordering::Acquire) == ROLE_FREE; slot.state.store(ROLE_CLAIMED, Ordering::Release);|1"
   "close of a poisoned ring reads as a clean end|src/protocol.rs|Ok(_) if hdr.is_poisoned() => {|Ok(_) if false \&\& hdr.is_poisoned() => {|1"
+  "frames: the stamp store Release -> Relaxed|src/ring/framed/link.rs|words.store(first, stamped, Ordering::Release);|words.store(first, stamped, Ordering::Relaxed);|1"
+  "frames: the consumer's stamp poll Acquire -> Relaxed|src/ring/framed/link.rs|        let word = words.load(q, Ordering::Acquire);\n        let room = self.limit.wrapping_sub(q);|        let word = words.load(q, Ordering::Relaxed);\n        let room = self.limit.wrapping_sub(q);|1"
+  "frames: no wake-up check after the stamp store|src/ring/framed/link.rs|    notify(hdr, Word::Data, cur.light(), cur.counters());|    let _ = (cur.light(), cur.counters());|1"
+  "frames: the stamp ignores the lap (offset in a 32-byte ring only)|src/ring/framed/wire.rs|        (pos << STAMP_SHL) \& CHECK_MASK|        ((pos \& 31) << STAMP_SHL) \& CHECK_MASK|1"
+  "frames: no clear mark after a frame|src/ring/framed/link.rs|        words.store(p.wrapping_add(size as u64), CLEAR, Ordering::Relaxed);|        let _ = (p, size);|1"
+  "frames: the consumer looks (and may sleep) without releasing first|src/ring/framed/link.rs|        self.publish(hdr, cur);\n        if cur.is_poisoned() {|        if cur.is_poisoned() {|1"
+  "frames: the stamp is stored before head|src/ring/framed/link.rs|    cur.store_head(hdr);\n %% words.store(first, stamped, Ordering::Release);| %% words.store(first, stamped, Ordering::Release);\n    cur.store_head(hdr);|1"
+  "frames: head store (before the stamp) Release -> Relaxed|src/protocol.rs|hdr.head.store(self.head, Ordering::Release);|hdr.head.store(self.head, Ordering::Relaxed);|2"
+  "frames: a frame sent on its own is written stamped before its publish|src/ring/framed/link.rs|write_header(cur, words, len, stamped ^ RESTAMP);|write_header(cur, words, len, stamped);|2"
+  "frames: a batch's first frame is written stamped before its publish|src/ring/framed/link.rs|write_header(cur, words, len, stamped ^ RESTAMP);|write_header(cur, words, len, stamped);|1"
 )
 
 copy() {
@@ -53,12 +65,14 @@ path, find, replace, nth = sys.argv[1], sys.argv[2].replace("\\n", "\n"), sys.ar
 replace = replace.replace("\\&", "&")
 find = find.replace("\\&", "&")
 text = open(path).read()
-at = -1
-for _ in range(nth):
-    at = text.find(find, at + 1)
-    if at < 0:
-        sys.exit(f"mutation text not found in {path}: {find!r}")
-open(path, "w").write(text[:at] + replace + text[at + len(find):])
+for find, replace in zip(find.split(" %% "), replace.split(" %% ")):
+    at = -1
+    for _ in range(nth):
+        at = text.find(find, at + 1)
+        if at < 0:
+            sys.exit(f"mutation text not found in {path}: {find!r}")
+    text = text[:at] + replace + text[at + len(find):]
+open(path, "w").write(text)
 PY
 }
 

@@ -1079,3 +1079,187 @@ fn one_batch_takes_at_most_an_eighth_of_the_ring() {
     {}
     assert_eq!(next, 200 + first as u32);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Position stamps and lazy releases (docs::framing)
+// ---------------------------------------------------------------------------------------------
+
+/// Random streams of frames, each header stamped or not (below the head both are frames), then
+/// one bad chunk (a header with a wrong check, stamped for another position or lap, too long,
+/// running past what was published, zeros, random bytes), then random bytes: the consumer
+/// delivers exactly the good frames, byte for byte, then `InvalidData`, and never panics. When
+/// the producer stays open, a bad chunk that reads as "nothing yet" (zeros, a header one lap
+/// old) may leave the consumer waiting instead; it must not deliver anything else.
+#[test]
+fn random_streams_deliver_exactly_their_good_prefix() {
+    let _dog = watchdog("random_streams_deliver_exactly_their_good_prefix", HANG);
+    let mut rng = Rng::new(seed() ^ 0x5747);
+    let cap = 4096u64;
+    for round in 0..2000 {
+        let (mut raw, rx) = channel(cap as usize).unwrap();
+        let (mut stream, mut good) = (Vec::new(), Vec::new());
+        // Good frames, up to about half the ring.
+        while stream.len() < 2048 && rng.up_to(9) != 0 {
+            let (pos, len) = (stream.len() as u64, rng.up_to(100));
+            let mut payload = vec![0u8; len];
+            rng.fill(&mut payload);
+            let header = if rng.up_to(3) == 0 { unstamped(pos, len as u32) } else { stamped(pos, len as u32) };
+            stream.extend_from_slice(&header);
+            stream.extend_from_slice(&payload);
+            stream.resize(stream.len().next_multiple_of(8), 0);
+            good.push(payload);
+        }
+        let pos = stream.len() as u64;
+        let len = 8 + rng.up_to(40) as u32;
+        let kind = rng.up_to(7);
+        let bad: u64 = match kind {
+            0 => stamped_word(pos, len) ^ (1 << (32 + rng.up_to(29))), // check bit flipped
+            1 => stamped_word(pos + 8 * (1 + rng.up_to(3) as u64), len), // another position
+            2 => stamped_word(pos.wrapping_sub(cap), len),             // one lap back
+            3 => stamped_word(pos, 4089 + rng.up_to(1 << 20) as u32),  // longer than the ring
+            4 => u64::from_le_bytes(unstamped(pos, len)),              // payload not all there
+            5 => 0,                                                    // never written
+            _ => rng.next_u64(),                                       // anything
+        };
+        stream.extend_from_slice(&bad.to_le_bytes());
+        if kind != 4 {
+            let mut junk = vec![0u8; rng.up_to(200)];
+            rng.fill(&mut junk);
+            stream.extend_from_slice(&junk);
+        }
+        raw.write_all(&stream).unwrap();
+        let closed = round % 2 == 0;
+        if closed {
+            drop(raw);
+        }
+        let mut rx = rx.into_framed();
+        let mut got = 0;
+        let end = loop {
+            match rx.try_recv() {
+                Ok(Some(f)) => {
+                    assert!(got < good.len(), "round {round} kind {kind}: a frame past the good ones");
+                    assert_eq!(&*f, &good[got][..], "round {round} kind {kind}: frame {got}");
+                    got += 1;
+                }
+                Ok(None) => panic!("round {round} kind {kind}: a clean end after a bad chunk"),
+                Err(e) => break e.kind(),
+            }
+        };
+        assert_eq!(got, good.len(), "round {round} kind {kind}: good frames lost");
+        let waits = !closed && (kind == 5 || kind == 2);
+        if waits && end == ErrorKind::WouldBlock {
+            continue;
+        }
+        assert_eq!(end, ErrorKind::InvalidData, "round {round} kind {kind} closed {closed}");
+        assert_eq!(rx.recv().map(|f| f.is_some()).unwrap_err().kind(), ErrorKind::InvalidData);
+    }
+}
+
+/// Bytes the producer wrote in an earlier lap, where a frame is awaited now, are never taken
+/// for a frame: here a payload holds exactly the stamped header of the frame that will follow
+/// at that place one lap later. The producer's clear mark replaces it before the frame before
+/// it is published.
+#[test]
+fn a_payload_that_looks_like_the_next_header_is_not_a_frame() {
+    let _dog = watchdog("a_payload_that_looks_like_the_next_header_is_not_a_frame", HANG);
+    let (tx, rx) = channel(4096).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    // Lap 0: one frame of the whole ring. Its payload covers offset 16, where the second frame
+    // of lap 1 (position 4096 + 16) will start: put that frame's own header there.
+    let mut big = vec![0xAB; 4088];
+    big[8..16].copy_from_slice(&stamped(4096 + 16, 8));
+    tx.try_send(&big).unwrap();
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), &big[..]);
+    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock); // releases the room
+                                                                          // Lap 1: one 8-byte frame at 4096; the next goes at 4112, where the forged header lies.
+    tx.try_send(b"genuine!").unwrap();
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"genuine!");
+    for _ in 0..3 {
+        let e = rx.try_recv().map(|f| f.map(|f| f.to_vec())).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "a frame the producer never sent");
+    }
+    tx.try_send(b"second!!").unwrap();
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"second!!");
+}
+
+/// The consumer gives released bytes back to the producer in batches: not per frame, but once
+/// a quarter of the ring (at most 64 KiB) is released, or when it finds no frame.
+#[test]
+fn releases_reach_the_producer_every_quarter_ring_or_when_the_consumer_waits() {
+    let _dog = watchdog("releases_reach_the_producer_every_quarter_ring_or_when_the_consumer_waits", HANG);
+    let (tx, rx) = channel(4096).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    let mut sent = 0u32;
+    while tx.try_send(&sent.to_le_bytes()).is_ok() {
+        sent += 1; // 16 bytes each
+    }
+    assert_eq!(sent, 256, "the ring holds 256 frames of 16 bytes, the last one to the byte");
+    let mut next = 0u32;
+    let recv = |rx: &mut FramedConsumer, next: &mut u32| {
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), &next.to_le_bytes());
+        *next += 1;
+    };
+    // 63 frames (1008 bytes) released: under a quarter of the ring, still the consumer's.
+    for _ in 0..63 {
+        recv(&mut rx, &mut next);
+    }
+    assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock, "released before a quarter ring");
+    // The 64th makes 1024 bytes: released with it.
+    recv(&mut rx, &mut next);
+    for _ in 0..64 {
+        tx.try_send(&sent.to_le_bytes()).unwrap();
+        sent += 1;
+    }
+    assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock);
+    // Ten more, then a look that finds... frames still there: nothing released yet.
+    for _ in 0..10 {
+        recv(&mut rx, &mut next);
+    }
+    assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock);
+    // Drain: the consumer that finds no frame releases everything (160 bytes here) at once.
+    while next < sent {
+        recv(&mut rx, &mut next);
+    }
+    assert_eq!(rx.try_recv().map(|f| f.is_some()).unwrap_err().kind(), ErrorKind::WouldBlock);
+    for _ in 0..256 {
+        tx.try_send(&sent.to_le_bytes()).unwrap();
+        sent += 1;
+    }
+    assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock, "the whole ring was released");
+}
+
+/// A producer parked on a full ring gets the room of the frames the consumer has dropped with
+/// the consumer's next receive, not a quarter of a ring later: the consumer checks the
+/// producer's waiter flag on every receive.
+#[test]
+fn a_parked_producer_gets_released_room_on_the_next_receive() {
+    let _dog = watchdog("a_parked_producer_gets_released_room_on_the_next_receive", HANG);
+    let (mut tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
+    let hdr = tx.write_grant(1).unwrap().as_ptr() as usize - page_size();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    for i in 0..256u32 {
+        tx.try_send(&i.to_le_bytes()).unwrap(); // 16 bytes each: full
+    }
+    drop(rx.try_recv().unwrap().unwrap()); // frame 0: 16 bytes released, not given back yet
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    let writer = thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() }).unwrap();
+        tx.send(&256u32.to_le_bytes()).unwrap(); // needs frame 0's 16 bytes
+        done_tx.send(()).unwrap();
+        tx
+    });
+    wait_until_parked(tid_rx.recv().unwrap(), hdr);
+    assert!(done_rx.try_recv().is_err(), "sent without room");
+    let frame = rx.try_recv().unwrap().unwrap(); // frame 1, held
+    assert_eq!(&*frame, &1u32.to_le_bytes());
+    if done_rx.recv_timeout(WAKE).is_err() {
+        panic!("the parked producer did not get frame 0's room within {WAKE:?} of the next receive");
+    }
+    drop(frame);
+    let _tx = writer.join().unwrap();
+    for i in 2..257u32 {
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), &i.to_le_bytes());
+    }
+}

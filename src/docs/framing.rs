@@ -1,4 +1,4 @@
-//! Framed messages: the wire format and the batching rules.
+//! Framed messages: the wire format, the hand-over and the batching rules.
 //!
 //! [`Producer::into_framed`](crate::Producer::into_framed) and
 //! [`Consumer::into_framed`](crate::Consumer::into_framed) turn the two ends of a byte ring
@@ -11,38 +11,125 @@
 //! 8 (so the payload handed out is 8-byte aligned too):
 //!
 //! ```text
-//! offset 0     4      8                8 + len          8 + round_up(len, 8)
-//!        | len | !len | payload (len)  | padding (0-7)  | next frame ...
+//! offset 0        8                8 + len          8 + round_up(len, 8)
+//!        | header | payload (len)  | padding (0-7)  | next frame ...
 //! ```
 //!
-//! - `len`: the payload length, `u32` little-endian. Zero is a valid frame.
-//! - `!len`: its bitwise complement, `u32` little-endian. A header whose two halves disagree
-//!   cannot have been written by this module: it marks a corrupt or hostile producer.
+//! The header is one little-endian `u64`, for a frame of `len` bytes at stream position `pos`
+//! (bit 0 is the least significant):
+//!
+//! ```text
+//! bits  0-31  len
+//! bits 32-61  (!len XOR S(pos)) & 0x3FFF_FFFF     S(pos) = (pos >> 3) mod 2^30, the stamp
+//! bits 62-63  state: 10 stamped, 01 unstamped (00 and 11 are never a header)
+//! ```
+//!
+//! - `len`: the payload length. Zero is a valid frame.
+//! - The check field is the length's complement XOR the frame's **position stamp**: a header
+//!   is only ever valid at the one position it was written for. Two positions one lap of the
+//!   ring apart have different stamps for every ring of up to 4 GiB (one lap is `N / 8 < 2^30`
+//!   words), so a header left from the previous lap never passes for the next one.
+//! - The state says whether the producer has *stamped* the frame (told the consumer it is
+//!   there) or only written it (*unstamped*: committed once the producer's cursor covers it).
+//!   A word of all zeros (fresh pages, and the clear mark below) or all ones is never a header,
+//!   at any position.
 //! - The padding bytes have unspecified contents.
 //!
 //! A frame therefore occupies `8 + round_up(len, 8)` bytes, and at most the whole ring: the
-//! longest frame is [`max_frame_len`](crate::FramedProducer::max_frame_len) `= capacity - 8` bytes
-//! (capped at `u32::MAX - 7` for rings of 4 GiB and more). Thanks to the mirror no frame ever
-//! needs padding at the wrap point. If the ends were converted at a position that is not a
-//! multiple of 8 (raw bytes went through the ring first), both skip to the next multiple of 8
-//! before the first frame; convert both ends at the same stream position.
+//! longest frame is [`max_frame_len`](crate::FramedProducer::max_frame_len) `= capacity - 8`
+//! bytes (capped at `u32::MAX - 7` for rings of 4 GiB and more). Thanks to the mirror no frame
+//! ever needs padding at the wrap point. If the ends were converted at a position that is not
+//! a multiple of 8 (raw bytes went through the ring first), both skip to the next multiple of
+//! 8 before the first frame; convert both ends at the same stream position.
 //!
-//! The producer only ever publishes whole frames, so every frame whose header lies below the
-//! published head lies entirely below it. The consumer checks each header before it forms any
-//! slice: the halves must agree, `len <= max_frame_len`, and the whole frame must lie within
-//! the bytes the ring reports readable (which are at most the capacity). A header that fails
-//! poisons the ring: this and every later call fail with `InvalidData`, and the producer sees
-//! the poison flag too. A hostile producer can still change payload bytes while they are lent
-//! out (shared memory is shared): with an untrusted producer, receive with
-//! [`recv_into`](crate::FramedConsumer::recv_into) and validate the copy
-//! ([`trust_model`](super::trust_model)).
+//! # The hand-over: one cache line per message
 //!
-//! # Batching
+//! A frame says itself that it is there, so the consumer does not load the producer's cursor
+//! per message (which would move that cursor's cache line between the cores on every frame,
+//! on top of the frame's own line). For each frame the producer:
 //!
-//! By default every [`send`](crate::FramedProducer::send) (and every [`FrameGrant::commit`](crate::FrameGrant::commit))
-//! publishes the producer's cursor, so the frame is visible to the consumer when the call
-//! returns. [`set_batch(n)`](crate::FramedProducer::set_batch) lets up to `n` consecutive frames share
-//! one cursor store instead. The pending frames are published
+//! 1. writes the payload and the *unstamped* header;
+//! 2. writes the **clear mark** (a zero word) where the next frame's header will go, unless
+//!    the frame fills the ring to the byte (then that word is the header of the consumer's
+//!    oldest unreleased frame, one lap old, which the stamp tells apart; rings over 4 GiB
+//!    never fill to the byte);
+//! 3. stores its cursor, head (Release): the commit, as in the byte API;
+//! 4. stores the *stamped* header over the unstamped one (Release);
+//! 5. checks the consumer's waiter flag (the barrier pair of [`barriers`](super::barriers)).
+//!
+//! The consumer polls the header word at its cursor (Acquire, pairing with step 4): a stamped
+//! header for exactly that position, of at most `max_frame_len` bytes, is a frame whose bytes
+//! are all visible. Nothing else is loaded per message. Otherwise it decides in its slow path:
+//!
+//! - the clear mark, or a header for the position one lap back: nothing yet (no load of the
+//!   producer's cursor, so a consumer that has caught up waits on the data line alone), unless
+//!   the producer has closed;
+//! - anything else, or a closed producer: it loads head (Acquire, pairing with step 3). Below
+//!   head every frame has been written in full, so the word there must be this position's
+//!   header, stamped or not, fitting below head; anything else **poisons the ring** (this and
+//!   every later call fail with `InvalidData`, and the producer sees the poison flag too).
+//!
+//! An unstamped frame below head is still a frame: a producer that died between steps 3 and 4,
+//! or a byte-level publish of framed bytes, leaves one. The first frame after a conversion is
+//! always taken through head: until then the words ahead were not written by this stream
+//! (raw bytes could hold anything), and from then on every word the consumer looks at was
+//! written by the producer in this lap (step 2) or is a header one lap old.
+//!
+//! A consumer that sleeps raises its waiter flag, runs its half of the barrier pair, then
+//! rechecks the stamp: the Dekker pair is the stamp store and the flag, with the producer's
+//! barrier between its stamp store and its flag load (step 5), so either the recheck sees the
+//! stamp or the producer sees the flag. (Head is stored before the stamp, so a recheck that
+//! goes on to head sees it too.) The interleavings are model-checked with loom
+//! (`loom-tests/frames.rs`): streaming through a ring of two frames with both sides sleeping,
+//! headers one lap old where the consumer waits, batches, and a newcomer after a producer that
+//! died with a batch unpublished.
+//!
+//! Head remains the committed cursor, and always a frame boundary: the byte API, a closing or
+//! dead producer's last frames, and a newcomer that takes over the role (it resumes at head,
+//! where step 2 left the clear mark) all rely on it.
+//!
+//! # Releases
+//!
+//! The consumer moves its own cursor per frame, privately, and stores it for the producer
+//! (one store, and the wake-up check for a producer waiting for space):
+//!
+//! - once a quarter of the ring (at most 64 KiB) is released;
+//! - at once when the producer is parked waiting for space (its waiter flag, checked on every
+//!   receive);
+//! - before it waits for a frame, and before a `try_*` call answers `WouldBlock`;
+//! - at the end of every [`recv_batch`](crate::FramedConsumer::recv_batch);
+//! - on [`into_inner`](crate::FramedConsumer::into_inner) and when the consumer is dropped.
+//!
+//! So the producer reloads the consumer's cursor about once per lap rather than per frame.
+//! The price: a dropped [`Frame`](crate::Frame)'s bytes reach the producer with the next
+//! release, not at once, so a producer that polls with `try_send` (and never parks) can see
+//! `WouldBlock` while up to a quarter of the ring waits to be released by a consumer that is
+//! busy elsewhere. A blocking `send` parks, which the consumer's next receive notices.
+//!
+//! # Hostile producers
+//!
+//! Every header is read once and checked before any slice is formed: the check field against
+//! the length and the exact position, the length against `max_frame_len` (so a frame never
+//! spans more than the ring, inside the two views), and below head the frame's fit under head.
+//! A peer cannot make the consumer read out of bounds, take a frame written for another
+//! position or lap, or loop: a batch stops after an eighth of the ring, a `try_*` call after
+//! one look, a blocking call waits with bounded sleeps. A stamped header is taken as committed:
+//! a hostile producer can stamp a frame it never covered with head (the consumer then poisons
+//! the ring when it next loads head and finds it behind), or write headers the consumer takes
+//! for "nothing yet" (it then waits, as for a producer that never sends). A hostile producer
+//! can also change payload bytes while they are lent out (shared memory is shared): with an
+//! untrusted producer, receive with [`recv_into`](crate::FramedConsumer::recv_into) and
+//! validate the copy ([`trust_model`](super::trust_model)).
+//!
+//! # Batching on the producer side
+//!
+//! By default every [`send`](crate::FramedProducer::send) (and every
+//! [`FrameGrant::commit`](crate::FrameGrant::commit)) publishes its frame (steps 3 to 5), so
+//! the frame is visible to the consumer when the call returns.
+//! [`set_batch(n)`](crate::FramedProducer::set_batch) lets up to `n` consecutive frames share
+//! one publish instead: the frames after the first of a batch are written stamped, and the
+//! first is stamped last, so the consumer sees none of them before the publish. The pending
+//! frames are published
 //! - when `n` frames are pending, or a quarter of the ring is;
 //! - when the ring is full (before a blocking call sleeps or a `try_*` call returns
 //!   `WouldBlock`);
@@ -59,12 +146,10 @@
 //! Frames not yet published when a producer process dies are not there: only published frames
 //! count.
 //!
-//! On the other side the consumer reloads the producer's cursor only when every frame it knows
-//! of has been read, so it takes a whole batch (or whatever was published meanwhile) from one
-//! cursor load. Each [`Frame`](crate::Frame) releases its bytes when dropped (one cursor store per frame, so
-//! the producer sees the room at once). [`recv_batch`](crate::FramedConsumer::recv_batch) goes further:
-//! it hands every readable frame to a closure in one tight loop and releases them all with one
-//! cursor store.
-//!
-//! Batching on both sides is what makes small frames fast: a cursor store per message makes the
-//! two cores trade the cursor's cache line on every frame (`BENCHMARKS.md`, "Messages").
+//! With stamps, one frame at a time already costs the consumer no cursor load and the producer
+//! no cursor load per frame; what batching still saves is the publish itself (a head store,
+//! the stamp's Release and the wake-up check per frame) and, between cores, the consumer's
+//! polling of lines the producer is still filling. `BENCHMARKS.md` ("Messages") measures where
+//! it wins. [`recv_batch`](crate::FramedConsumer::recv_batch) is the consumer's counterpart:
+//! it hands every readable frame to a closure in one tight loop (at most an eighth of the ring
+//! per call) and releases them with one store.

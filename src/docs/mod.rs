@@ -9,7 +9,8 @@
 //!   with one.
 //! - [`barriers`]: blocking without a fence per commit: the asymmetric barrier pair, how the
 //!   two sides agree on it, and why no wake-up is lost.
-//! - [`framing`]: the framed wire format and its batching rules.
+//! - [`framing`]: the framed wire format (position-stamped headers), the hand-over of a frame
+//!   without a cursor load per message, and the batching rules.
 //! - [`accounting`]: what the two views cost in RSS, address space, map count and locked
 //!   memory.
 

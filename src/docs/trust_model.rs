@@ -14,8 +14,10 @@
 //!   the consumer's cursor as the producer sees it). Each side keeps its own cursor privately
 //!   and never reads it back from shared memory. An impossible value *poisons* the ring:
 //!   `InvalidData` from then on, for both ends, whose shared flag also wakes a sleeping peer.
-//! - Frame headers (the length and its complement, the frame's fit in the readable bytes) are
-//!   read once and checked before any slice is formed ([`framing`](super::framing)).
+//! - Frame headers (the length against its complement and the frame's position stamp, the
+//!   frame's fit in the ring, and below the published head its fit under it) are read once
+//!   and checked before any slice is formed ([`framing`](super::framing), "Hostile
+//!   producers").
 //! - The file handed to [`SharedRing::from_fd`](crate::SharedRing::from_fd): a memfd sealed
 //!   against shrinking and growing (so no holder can truncate it under the mapping and raise
 //!   `SIGBUS`), open read-write, one page plus a power-of-two capacity long, with a header whose

@@ -236,8 +236,7 @@ impl FramedConsumer {
             return Ok(None);
         }
         let hdr = self.inner.end.header_checked();
-        // Before waiting, or answering WouldBlock: a producer waiting for room needs it.
-        self.link.publish(hdr, &mut self.inner.cur);
+        // (`look` releases what was consumed first: a producer waiting for room needs it.)
         let (link, cur, end, words) = (&mut self.link, &mut self.inner.cur, &self.inner.end, &self.words);
         let looked = match link.look(hdr, cur, words) {
             Some(r) => r,

@@ -337,16 +337,18 @@ impl Receiver {
         Some((len, known.size))
     }
 
-    /// One look at the cursor for a call that found no stamped frame there: the stamp again,
-    /// then, unless the word there says "not yet", the published head (which also notices a
-    /// close and the poison flag). `None`: nothing yet. A frame below the head whose header is
-    /// not this position's poisons the ring.
+    /// One look at the cursor for a call that found no stamped frame there: first the releases
+    /// (a call that may wait or answer `WouldBlock` must not keep room from a producer that may
+    /// be waiting for it), then the stamp again, then, unless the word there says "not yet", the
+    /// published head (which also notices a close and the poison flag). `None`: nothing yet. A
+    /// frame below the head whose header is not this position's poisons the ring.
     pub(crate) fn look<W: Words>(
         &mut self,
         hdr: &Header,
         cur: &mut ConsumerCursor,
         words: &W,
     ) -> Option<Result<(usize, usize), Stop>> {
+        self.publish(hdr, cur);
         if cur.is_poisoned() {
             return Some(Err(Stop::Corrupt));
         }

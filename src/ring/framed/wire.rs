@@ -15,7 +15,7 @@ pub(super) const LEN_FIELD_MAX: usize = (u32::MAX as usize) & !(ALIGN - 1);
 
 /// The bytes a frame of `len` payload bytes occupies in the ring.
 #[inline(always)]
-pub(super) fn frame_size(len: usize) -> usize {
+pub(crate) fn frame_size(len: usize) -> usize {
     HEADER + ((len + (ALIGN - 1)) & !(ALIGN - 1))
 }
 
@@ -117,7 +117,7 @@ fn unstamped_base(len: usize) -> u64 {
 }
 
 /// The longest payload for a ring of `capacity` bytes.
-pub(super) fn max_frame_len_for(capacity: usize) -> usize {
+pub(crate) fn max_frame_len_for(capacity: usize) -> usize {
     (capacity - HEADER).min(LEN_FIELD_MAX)
 }
 

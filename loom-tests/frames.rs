@@ -1,0 +1,216 @@
+//! Position-stamped frames (`src/ring/framed/link.rs`): a producer and a consumer stream frames
+//! through a 32-byte ring (two 16-byte frames fill it), with the crate's real hand-over code:
+//! `Sender` (room, the header and clear-mark stores, head then stamp then wake-up) and
+//! `Receiver` (the stamp poll, the look at head, the lazy releases), both sides sleeping on the
+//! real `wait_for`. The header words are loom atomics; the payload bytes are loom cells, so a
+//! frame read before its stamp (or its head) was published is a causality failure.
+//!
+//! Each model follows the framed ends' call sequence (`ring/framed/{producer,consumer}.rs`):
+//! - send: `room`, else wait for space (`Ring::wait_writable`, as `Producer::reserve` does);
+//!   write the payload; `put_and_publish` (unbatched) or `put` ... `publish` (batched);
+//! - receive: the producer-parked hint (release at once), `poll`; else `look`, else sleep on
+//!   the data word with `look` as the recheck; after a frame, `consumed` (release when due).
+//!
+//! The consumer releases only when it must (`release_every` is the whole ring): when it looks at
+//! the ring without finding a frame, and when the producer is parked. So the producer often
+//! fills the ring to the byte, which leaves the previous lap's header where the next frame goes.
+
+use super::{model, value, Data, Ring};
+use crate::header::{Role, Word};
+use crate::protocol::{ConsumerCursor, Stop};
+use crate::ring::framed::link::{Receiver, Room, Sender, Words};
+use crate::ring::framed::wire::{frame_size, max_frame_len_for};
+use crate::sync::Ordering;
+use loom::sync::atomic::AtomicU64;
+use loom::sync::Arc;
+use loom::thread;
+
+/// A ring of two 16-byte frames.
+const N: u64 = 32;
+
+/// The header words of a model ring: one loom atomic per 8-byte word, zeroed like fresh pages.
+struct ModelWords {
+    words: Box<[AtomicU64]>,
+    mask: u64,
+}
+
+impl ModelWords {
+    fn new(capacity: u64) -> ModelWords {
+        ModelWords { words: (0..capacity / 8).map(|_| AtomicU64::new(0)).collect(), mask: capacity - 1 }
+    }
+
+    fn word(&self, pos: u64) -> &AtomicU64 {
+        &self.words[((pos & self.mask) >> 3) as usize]
+    }
+}
+
+impl Words for ModelWords {
+    fn load(&self, pos: u64, order: Ordering) -> u64 {
+        self.word(pos).load(order)
+    }
+
+    fn store(&self, pos: u64, word: u64, order: Ordering) {
+        self.word(pos).store(word, order);
+    }
+}
+
+/// One model ring: header, header words, payload cells.
+struct Framed {
+    ring: Ring,
+    words: ModelWords,
+    data: Data,
+}
+
+impl Framed {
+    fn new() -> Arc<Framed> {
+        Arc::new(Framed { ring: Ring::new(N, 0), words: ModelWords::new(N), data: Data::new(N) })
+    }
+
+    /// Waits (as the producer's blocking send does) until a frame of `size` bytes fits.
+    fn room(&self, link: &Sender, tx: &mut crate::protocol::ProducerCursor, size: usize) {
+        while let Room::Short(need) = link.room(tx, size) {
+            self.ring.wait_writable(tx, need).expect("the consumer is alive");
+        }
+    }
+
+    /// Writes a one-byte payload `v` for the frame at the producer's head.
+    fn payload(&self, tx: &crate::protocol::ProducerCursor, v: u8) {
+        self.data.write(tx.head() + 8, v);
+    }
+
+    /// Receives one frame as `recv` does; `Ok(payload byte)`, or the stop.
+    fn recv(&self, link: &mut Receiver, rx: &mut ConsumerCursor) -> Result<u8, Stop> {
+        let (len, size) = match self.fast(link, rx) {
+            Some(frame) => frame,
+            None => match link.look(&self.ring, rx, &self.words) {
+                Some(r) => r?,
+                None => self.ring.wait_for(Word::Data, || link.look(&self.ring, rx, &self.words))?,
+            },
+        };
+        assert_eq!((len, size), (1, 16), "frame at {}", rx.tail());
+        let v = self.data.read(rx.tail() + 8);
+        if link.consumed(rx, size) {
+            link.publish(&self.ring, rx);
+        }
+        Ok(v)
+    }
+
+    /// The fast path of `recv`: the producer-parked hint, then the stamp poll.
+    fn fast(&self, link: &mut Receiver, rx: &mut ConsumerCursor) -> Option<(usize, usize)> {
+        if Receiver::producer_waits(&self.ring) {
+            link.publish(&self.ring, rx);
+        }
+        link.poll(rx, &self.words)
+    }
+}
+
+/// The consumer's side, lazy: it releases only when it must.
+fn receiver(rx: &ConsumerCursor) -> Receiver {
+    Receiver::new(N as usize, max_frame_len_for(N as usize), N as usize, rx.tail())
+}
+
+/// Three one-byte frames, one publish each, through a ring that holds two: both sides sleep
+/// (no spinning under loom), the producer on a full ring until the consumer looks for a frame
+/// that is not there and releases, and when the ring was filled to the byte the consumer first
+/// finds the header of the frame one lap back where it waits (the stamp must tell it apart).
+/// Then the producer closes: the consumer gets every frame, in order, then `Closed`.
+#[test]
+fn stamped_frames_stream_with_both_sides_sleeping() {
+    model("stamped_frames_stream_with_both_sides_sleeping", || {
+        const FRAMES: u64 = 3;
+        let f = Framed::new();
+        let g = f.clone();
+        let producer = thread::spawn(move || {
+            let mut tx = g.ring.producer();
+            let mut link = Sender::new(N as usize, 0);
+            for k in 0..FRAMES {
+                g.room(&link, &mut tx, frame_size(1));
+                g.payload(&tx, value(k));
+                link.put_and_publish(&g.ring, &mut tx, &g.words, 1);
+            }
+            g.ring.close(Role::Producer);
+        });
+        let mut rx = f.ring.consumer();
+        let mut link = receiver(&rx);
+        for k in 0..FRAMES {
+            assert_eq!(f.recv(&mut link, &mut rx), Ok(value(k)), "frame {k}");
+        }
+        assert_eq!(f.recv(&mut link, &mut rx), Err(Stop::Closed));
+        producer.join().unwrap();
+    });
+}
+
+/// Batches of two (`put`, `put`, `publish`): the second frame of a batch is stamped when it is
+/// written, before the batch is published; the consumer must not take it before the first
+/// frame's stamp (or head) says so.
+#[test]
+fn batched_frames_are_taken_only_after_the_batch_is_published() {
+    model("batched_frames_are_taken_only_after_the_batch_is_published", || {
+        const FRAMES: u64 = 4;
+        let f = Framed::new();
+        let g = f.clone();
+        let producer = thread::spawn(move || {
+            let mut tx = g.ring.producer();
+            let mut link = Sender::new(N as usize, 0);
+            for k in 0..FRAMES {
+                if k % 2 == 0 {
+                    // The whole batch must fit: room for two frames, as `rearm` keeps it.
+                    while let Room::Short(_) = link.room(&tx, 2 * frame_size(1)) {
+                        g.ring.wait_writable(&mut tx, 2 * frame_size(1)).expect("the consumer is alive");
+                    }
+                }
+                g.payload(&tx, value(k));
+                link.put(&mut tx, &g.words, 1);
+                if k % 2 == 1 {
+                    link.publish(&g.ring, &mut tx, &g.words);
+                }
+            }
+            g.ring.close(Role::Producer);
+        });
+        let mut rx = f.ring.consumer();
+        let mut link = receiver(&rx);
+        for k in 0..FRAMES {
+            assert_eq!(f.recv(&mut link, &mut rx), Ok(value(k)), "frame {k}");
+        }
+        assert_eq!(f.recv(&mut link, &mut rx), Err(Stop::Closed));
+        producer.join().unwrap();
+    });
+}
+
+/// A producer that died with a batch written but never published (its second frame already
+/// stamped), and a newcomer that resumes at the committed head with frames of the same size:
+/// the consumer gets the newcomer's frames only, never the dead one's stamped frame (the
+/// newcomer's clear mark replaces it before the newcomer publishes).
+#[test]
+fn a_newcomer_overwrites_a_dead_producers_unpublished_batch() {
+    model("a_newcomer_overwrites_a_dead_producers_unpublished_batch", || {
+        let f = Framed::new();
+        {
+            // The dead producer: two frames written (the ring is full), nothing published.
+            let mut tx = f.ring.producer();
+            let mut link = Sender::new(N as usize, 0);
+            for k in 0..2 {
+                f.payload(&tx, 100 + k);
+                link.put(&mut tx, &f.words, 1);
+            }
+        }
+        let g = f.clone();
+        let newcomer = thread::spawn(move || {
+            let mut tx = g.ring.producer(); // at the committed head: 0
+            let mut link = Sender::new(N as usize, tx.head());
+            for k in 0..2 {
+                g.room(&link, &mut tx, frame_size(1));
+                g.payload(&tx, value(k));
+                link.put_and_publish(&g.ring, &mut tx, &g.words, 1);
+            }
+            g.ring.close(Role::Producer);
+        });
+        let mut rx = f.ring.consumer();
+        let mut link = receiver(&rx);
+        for k in 0..2 {
+            assert_eq!(f.recv(&mut link, &mut rx), Ok(value(k)), "frame {k}");
+        }
+        assert_eq!(f.recv(&mut link, &mut rx), Err(Stop::Closed));
+        newcomer.join().unwrap();
+    });
+}
