@@ -1263,3 +1263,27 @@ fn a_parked_producer_gets_released_room_on_the_next_receive() {
         assert_eq!(&*rx.try_recv().unwrap().unwrap(), &i.to_le_bytes());
     }
 }
+
+/// Raw bytes that went through the ring before it was framed are never taken for a frame, even
+/// when they hold exactly the stamped header the first frame will have: the consumer takes its
+/// first frame after a conversion through the producer's cursor, not by a stamp.
+#[test]
+fn raw_bytes_before_framing_are_never_taken_for_a_frame() {
+    let _dog = watchdog("raw_bytes_before_framing_are_never_taken_for_a_frame", HANG);
+    let (mut tx, mut rx) = channel(4096).unwrap();
+    // One lap of raw bytes whose start is the header and payload a frame at 4096 would have.
+    let mut lap = vec![0x33u8; 4096];
+    lap[..8].copy_from_slice(&stamped(4096, 6));
+    lap[8..14].copy_from_slice(b"forged");
+    tx.write_all(&lap).unwrap();
+    let mut back = vec![0u8; 4096];
+    rx.read_exact(&mut back).unwrap();
+    let (tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    for _ in 0..3 {
+        let e = rx.try_recv().map(|f| f.map(|f| f.to_vec())).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "a frame nobody sent");
+    }
+    let mut tx = tx;
+    tx.try_send(b"real").unwrap();
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"real");
+}
