@@ -39,12 +39,12 @@ mutations=(
   "frames: the consumer's stamp poll Acquire -> Relaxed|src/ring/framed/link.rs|        let word = words.load(q, Ordering::Acquire);\n        let room = self.limit.wrapping_sub(q);|        let word = words.load(q, Ordering::Relaxed);\n        let room = self.limit.wrapping_sub(q);|1"
   "frames: no wake-up check after the stamp store|src/ring/framed/link.rs|    notify(hdr, Word::Data, cur.light(), cur.counters());|    let _ = (cur.light(), cur.counters());|1"
   "frames: the stamp ignores the lap (offset in a 32-byte ring only)|src/ring/framed/wire.rs|        (pos << STAMP_SHL) \& CHECK_MASK|        ((pos \& 31) << STAMP_SHL) \& CHECK_MASK|1"
-  "frames: no clear mark after a frame|src/ring/framed/link.rs|        words.store(p.wrapping_add(size as u64), CLEAR, Ordering::Relaxed);|        let _ = (p, size);|1"
+  "frames: no clear mark after the published frames|src/ring/framed/link.rs|            words.store(cur.head(), CLEAR, Ordering::Relaxed);|            let _ = cur;|1"
   "frames: the consumer looks (and may sleep) without releasing first|src/ring/framed/link.rs|        self.publish(hdr, cur);\n        if cur.is_poisoned() {|        if cur.is_poisoned() {|1"
   "frames: the stamp is stored before head|src/ring/framed/link.rs|    cur.store_head(hdr);\n %% words.store(first, stamped, Ordering::Release);| %% words.store(first, stamped, Ordering::Release);\n    cur.store_head(hdr);|1"
   "frames: head store (before the stamp) Release -> Relaxed|src/protocol.rs|hdr.head.store(self.head, Ordering::Release);|hdr.head.store(self.head, Ordering::Relaxed);|2"
-  "frames: a frame sent on its own is written stamped before its publish|src/ring/framed/link.rs|write_header(cur, words, len, stamped ^ RESTAMP);|write_header(cur, words, len, stamped);|2"
-  "frames: a batch's first frame is written stamped before its publish|src/ring/framed/link.rs|write_header(cur, words, len, stamped ^ RESTAMP);|write_header(cur, words, len, stamped);|1"
+  "frames: a frame sent on its own is written stamped before its publish|src/ring/framed/link.rs|words.store(p, stamped ^ RESTAMP, Ordering::Relaxed);|words.store(p, stamped, Ordering::Relaxed);|2"
+  "frames: a batch's first frame is written stamped before its publish|src/ring/framed/link.rs|words.store(p, stamped ^ RESTAMP, Ordering::Relaxed);|words.store(p, stamped, Ordering::Relaxed);|1"
 )
 
 copy() {

@@ -380,11 +380,9 @@ impl FramedConsumer {
             // the producer does not write them until they are released, after `f` returns.
             f(unsafe { std::slice::from_raw_parts(words.at(q).add(HEADER), len) });
             let q = q.wrapping_add(size as u64);
-            if q.wrapping_sub(start) >= limit as u64 {
-                break false;
-            }
             (len, size) = match c.link.poll_within(q, bound, &words) {
                 Some(frame) => frame,
+                None if q.wrapping_sub(start) >= limit as u64 => break false,
                 // This call owns the end (checked above or in `recv_slow`).
                 None => match c.link.committed(c.inner.end.header_checked(), &mut c.inner.cur, &words) {
                     Some(Ok(frame)) => frame,

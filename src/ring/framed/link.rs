@@ -11,13 +11,13 @@
 //! 1. the payload (the caller writes it);
 //! 2. the header word at `p`: *unstamped* if this frame is the first since the last publish,
 //!    *stamped* otherwise (see `wire::Stamp` for the word); a Relaxed store;
-//! 3. the clear mark at `p + size`, where the next frame's header will go (a Relaxed store),
-//!    unless the frame fills the ring to the byte: the word there is then the header of the
-//!    consumer's oldest unreleased frame, exactly one lap old, which the stamp tells apart
-//!    (rings of up to 4 GiB; larger ones always keep the 8 bytes for the mark);
 //!
 //! and to publish everything written since the last publish ([`Sender::publish`]):
 //!
+//! 3. the clear mark at the head, where the next frame's header will go (a Relaxed store),
+//!    unless the last frame filled the ring to the byte: the word there is then the header of
+//!    the consumer's oldest unreleased frame, exactly one lap old, which the stamp tells apart
+//!    (rings of up to 4 GiB; larger ones always keep the 8 bytes for the mark);
 //! 4. head, Release (the commit: what the byte API, a closing consumer and a newcomer see);
 //! 5. the stamped header word of the first unpublished frame, Release (what the consumer
 //!    polls);
@@ -187,9 +187,9 @@ impl Sender {
         }
     }
 
-    /// Writes the header of the frame of `len` bytes at the head, and the clear mark after it
-    /// if there is room for one (as [`room`](Self::room) found), and counts the frame. Its
-    /// payload is written before the publish, by the caller.
+    /// Writes the header of the frame of `len` bytes at the head and counts the frame. Its
+    /// payload is written before the publish, by the caller; the clear mark after the last
+    /// frame of a batch is written by the publish ([`clear_after`](Self::clear_after)).
     #[inline(always)]
     pub(crate) fn put<W: Words>(&mut self, cur: &mut ProducerCursor, words: &W, len: usize) {
         let p = cur.head();
@@ -197,19 +197,25 @@ impl Sender {
         if cur.unpublished() == 0 {
             self.first_at = p;
             self.first_word = stamped;
-            write_header(cur, words, len, stamped ^ RESTAMP);
+            // Relaxed: the consumer may be polling this word now (an unstamped header); it
+            // takes the frame only once the head store or the stamp (both Release, in
+            // `commit`) publishes it.
+            words.store(p, stamped ^ RESTAMP, Ordering::Relaxed);
         } else {
-            // No consumer reads this word before the batch's first frame is stamped (Release)
-            // or covered by the head (Release): it may be stamped at once.
-            write_header(cur, words, len, stamped);
+            // Relaxed: no consumer reads this word before the batch's first frame is stamped
+            // (Release) or covered by the head (Release), so it may be stamped at once.
+            words.store(p, stamped, Ordering::Relaxed);
         }
+        cur.advance(frame_size(len));
     }
 
-    /// Publishes every frame written since the last publish: head, then the stamp of the
-    /// first of them, then the wake-up check. Nothing if nothing is pending.
+    /// Publishes every frame written since the last publish: the clear mark after them, head,
+    /// then the stamp of the first of them, then the wake-up check. Nothing if nothing is
+    /// pending.
     #[inline(always)]
     pub(crate) fn publish<W: Words>(&mut self, hdr: &Header, cur: &mut ProducerCursor, words: &W) {
         if cur.unpublished() != 0 {
+            Self::clear_after(cur, words);
             commit(hdr, cur, words, self.first_at, self.first_word);
         }
     }
@@ -224,25 +230,26 @@ impl Sender {
         }
         let p = cur.head();
         let stamped = self.stamp.stamped(len, p);
-        write_header(cur, words, len, stamped ^ RESTAMP);
+        cur.advance(frame_size(len));
+        Self::clear_after(cur, words);
+        // Relaxed: as in `put`. Last before the head store and the stamp, so a consumer
+        // polling this line rarely takes it from the producer between the two stores to it.
+        words.store(p, stamped ^ RESTAMP, Ordering::Relaxed);
         commit(hdr, cur, words, p, stamped);
     }
-}
 
-/// Steps 2 and 3 of the module docs for the frame of `len` bytes at the head, whose header word
-/// is `word`, and counts it.
-#[inline(always)]
-fn write_header<W: Words>(cur: &mut ProducerCursor, words: &W, len: usize, word: u64) {
-    let p = cur.head();
-    let size = frame_size(len);
-    // Relaxed: the consumer may be polling this word now (an unstamped header); it takes the
-    // frame only once the head store or the stamp (both Release, in `commit`) publishes it.
-    words.store(p, word, Ordering::Relaxed);
-    if size + HEADER <= cur.free_cached() {
-        // Relaxed: published with this frame, before anyone can look for a frame there.
-        words.store(p.wrapping_add(size as u64), CLEAR, Ordering::Relaxed);
+    /// Writes the clear mark at the head, where the next frame's header will go, if the room
+    /// reaches that far (a frame that filled the ring to the byte needs none, see
+    /// [`room`](Self::room)). Every publish does this first; so must anything else that
+    /// publishes head with frames pending (the byte end before it sleeps).
+    #[inline(always)]
+    pub(crate) fn clear_after<W: Words>(cur: &ProducerCursor, words: &W) {
+        if cur.free_cached() >= HEADER {
+            // Relaxed: published by the head store and the stamp that follow (Release), before
+            // anyone can look for a frame there.
+            words.store(cur.head(), CLEAR, Ordering::Relaxed);
+        }
     }
-    cur.advance(size);
 }
 
 /// Steps 4 to 6 of the module docs: head, the stamped header word `stamped` of the first
@@ -297,7 +304,13 @@ impl Receiver {
         // Acquire: pairs with the Release store of the stamp in `Sender::publish`; the frame's
         // bytes, written before it, are visible after this load.
         let word = words.load(q, Ordering::Acquire);
-        let room = self.limit.wrapping_sub(q);
+        self.take(word, q, self.limit.wrapping_sub(q))
+    }
+
+    /// The frame whose header `word` was loaded (Acquire) at `q`, if it is stamped for `q` and
+    /// fits in `room` bytes.
+    #[inline(always)]
+    fn take(&mut self, word: u64, q: u64, room: u64) -> Option<(usize, usize)> {
         if word == self.known.base ^ self.stamp.bits(q) {
             return (self.known.size as u64 <= room).then_some((self.known.len, self.known.size));
         }
@@ -310,11 +323,7 @@ impl Receiver {
     pub(crate) fn poll_within<W: Words>(&mut self, q: u64, bound: u64, words: &W) -> Option<(usize, usize)> {
         // Acquire: as in `poll`.
         let word = words.load(q, Ordering::Acquire);
-        let room = bound.wrapping_sub(q);
-        if word == self.known.base ^ self.stamp.bits(q) {
-            return (self.known.size as u64 <= room).then_some((self.known.len, self.known.size));
-        }
-        self.poll_other(word, q, room)
+        self.take(word, q, bound.wrapping_sub(q))
     }
 
     /// Where a batch that starts at `start` and may take `limit` bytes must end: no further,
@@ -352,16 +361,13 @@ impl Receiver {
         if cur.is_poisoned() {
             return Some(Err(Stop::Corrupt));
         }
-        if let Some(frame) = self.poll(cur, words) {
+        let q = cur.tail();
+        // Acquire: as in `poll`.
+        let word = words.load(q, Ordering::Acquire);
+        if let Some(frame) = self.take(word, q, self.limit.wrapping_sub(q)) {
             return Some(Ok(frame));
         }
-        let q = cur.tail();
-        // Relaxed: only decides whether to look at head; nothing is read on its strength.
-        if self.armed
-            && self.stamp.not_yet(words.load(q, Ordering::Relaxed), q, self.cap)
-            && !hdr.is_closed(Role::Producer)
-            && !hdr.is_poisoned()
-        {
+        if self.armed && self.stamp.not_yet(word, q, self.cap) && !hdr.is_closed(Role::Producer) && !hdr.is_poisoned() {
             return None;
         }
         cur.catch_up_head();

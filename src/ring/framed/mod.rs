@@ -75,7 +75,7 @@ impl Producer {
             fast_until: head,
             link: Sender::new(capacity, head.wrapping_add(skip as u64)),
             words,
-            inner: self,
+            inner: std::mem::ManuallyDrop::new(self),
             batch: 1,
             skip,
         }
@@ -134,7 +134,8 @@ impl Consumer {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct FramedProducer {
-    inner: Producer,
+    /// Dropped by `Drop` after the pending frames are published (or taken by `into_inner`).
+    inner: std::mem::ManuallyDrop<Producer>,
     /// The hand-over: stamps and the pending batch's first frame.
     link: Sender,
     words: RingWords,

@@ -3,11 +3,12 @@
 
 use std::fmt;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use super::link::{Room, Words};
-use super::wire::{frame_size, too_long, write_frame, write_payload, CLEAR, HEADER};
+use super::link::{Room, Sender};
+use super::wire::{frame_size, too_long, write_frame, write_payload, HEADER};
 use super::FramedProducer;
 use crate::header::{Role, Word};
 use crate::protocol::Stop;
@@ -136,10 +137,9 @@ impl FramedProducer {
             // SAFETY: `rearm` keeps size + 8 bytes from the head inside the free room (at
             // most N, inside the two views), owned by the producer until it publishes them;
             // 8-aligned. No consumer reads them before the batch's first frame is stamped, so
-            // plain stores will do. `msg` cannot overlap free space (see below).
+            // plain stores will do (the clear mark after the batch comes with its publish).
+            // `msg` cannot overlap free space (see below).
             unsafe { write_frame(self.words.at(head), self.link.stamp().stamped(len, head), msg) };
-            // Relaxed: published with the batch (`link.rs`, step 3).
-            self.words.store(head.wrapping_add(size as u64), CLEAR, Ordering::Relaxed);
             self.inner.cur.advance(size);
             self.frames_left -= 1;
             if self.frames_left <= 1 {
@@ -263,6 +263,10 @@ impl FramedProducer {
         // `reserve`: head only, the consumer takes the unstamped first frame through it).
         let want = (size + HEADER).min(self.capacity());
         let mut need = size;
+        // `reserve` publishes head before it sleeps: the pending frames need their clear mark.
+        if self.inner.cur.unpublished() != 0 {
+            Sender::clear_after(&self.inner.cur, &self.words);
+        }
         loop {
             if let Err(e) = self.inner.reserve(need, want, wait) {
                 return Err(self.failed(e));
@@ -283,7 +287,8 @@ impl FramedProducer {
                 // Published at once, so the first frame is the first of a batch (`link::Sender`
                 // tells by the unpublished bytes); the consumer skips the same bytes.
                 // `reserve` checked the ownership in this call.
-                self.inner.cur.commit(self.inner.end.header_checked(), self.skip);
+                let inner = &mut *self.inner;
+                inner.cur.commit(inner.end.header_checked(), self.skip);
                 self.skip = 0;
                 Ok(())
             }
@@ -308,7 +313,8 @@ impl FramedProducer {
         // The frame lies within the room claimed for it (a grant may have been truncated).
         if self.batch <= 1 {
             // Every caller (a send, a grant's commit) checked the ownership in this call.
-            self.link.put_and_publish(self.inner.end.header_checked(), &mut self.inner.cur, &words, len);
+            let inner = &mut *self.inner;
+            self.link.put_and_publish(inner.end.header_checked(), &mut inner.cur, &words, len);
             return;
         }
         self.link.put(&mut self.inner.cur, &words, len);
@@ -368,9 +374,9 @@ impl FramedProducer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn flush(&mut self) -> io::Result<()> {
-        let hdr = self.inner.end.header_or_err()?;
-        let words = self.words;
-        self.link.publish(hdr, &mut self.inner.cur, &words);
+        let inner = &mut *self.inner;
+        let hdr = inner.end.header_or_err()?;
+        self.link.publish(hdr, &mut inner.cur, &self.words);
         self.frames_left = self.batch;
         self.rearm();
         self.check_usable()
@@ -380,9 +386,9 @@ impl FramedProducer {
     #[inline]
     fn publish_pending(&mut self) {
         // A forked copy publishes nothing; its next send reports `Unsupported`.
-        if let Some(hdr) = self.inner.end.header() {
-            let words = self.words;
-            self.link.publish(hdr, &mut self.inner.cur, &words);
+        let inner = &mut *self.inner;
+        if let Some(hdr) = inner.end.header() {
+            self.link.publish(hdr, &mut inner.cur, &self.words);
         }
         self.frames_left = self.batch;
         self.rearm();
@@ -452,9 +458,21 @@ impl FramedProducer {
     /// raw.write_all(b"raw bytes")?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn into_inner(mut self) -> Producer {
+    pub fn into_inner(self) -> Producer {
+        let mut me = ManuallyDrop::new(self);
+        me.publish_pending();
+        // SAFETY: `me` is never used or dropped again; the other fields need no drop.
+        unsafe { ManuallyDrop::take(&mut me.inner) }
+    }
+}
+
+impl Drop for FramedProducer {
+    /// Publishes what is pending (the byte end's drop would publish head, but not the stamp
+    /// and the clear mark a frame needs), then drops the byte end, which closes the ring.
+    fn drop(&mut self) {
         self.publish_pending();
-        self.inner
+        // SAFETY: dropped once, here; `into_inner` takes the field out without running this.
+        unsafe { ManuallyDrop::drop(&mut self.inner) };
     }
 }
 
