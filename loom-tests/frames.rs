@@ -126,7 +126,7 @@ fn stamped_frames_stream_with_both_sides_sleeping() {
             for k in 0..FRAMES {
                 g.room(&link, &mut tx, frame_size(1));
                 g.payload(&tx, value(k));
-                link.put_and_publish(&g.ring, &mut tx, &g.words, 1);
+                link.put_and_publish(&g.ring, &mut tx, &g.words, 1, false);
             }
             g.ring.close(Role::Producer);
         });
@@ -201,7 +201,7 @@ fn a_newcomer_overwrites_a_dead_producers_unpublished_batch() {
             for k in 0..2 {
                 g.room(&link, &mut tx, frame_size(1));
                 g.payload(&tx, value(k));
-                link.put_and_publish(&g.ring, &mut tx, &g.words, 1);
+                link.put_and_publish(&g.ring, &mut tx, &g.words, 1, false);
             }
             g.ring.close(Role::Producer);
         });

@@ -1158,28 +1158,46 @@ fn random_streams_deliver_exactly_their_good_prefix() {
 /// Bytes the producer wrote in an earlier lap, where a frame is awaited now, are never taken
 /// for a frame: here a payload holds exactly the stamped header of the frame that will follow
 /// at that place one lap later. The producer's clear mark replaces it before the frame before
-/// it is published.
+/// it is published (sent with the payload for frames of up to 8 bytes, by the publish for
+/// longer ones and for batches).
 #[test]
 fn a_payload_that_looks_like_the_next_header_is_not_a_frame() {
     let _dog = watchdog("a_payload_that_looks_like_the_next_header_is_not_a_frame", HANG);
-    let (tx, rx) = channel(4096).unwrap();
-    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-    // Lap 0: one frame of the whole ring. Its payload covers offset 16, where the second frame
-    // of lap 1 (position 4096 + 16) will start: put that frame's own header there.
-    let mut big = vec![0xAB; 4088];
-    big[8..16].copy_from_slice(&stamped(4096 + 16, 8));
-    tx.try_send(&big).unwrap();
-    assert_eq!(&*rx.try_recv().unwrap().unwrap(), &big[..]);
-    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock); // releases the room
-                                                                          // Lap 1: one 8-byte frame at 4096; the next goes at 4112, where the forged header lies.
-    tx.try_send(b"genuine!").unwrap();
-    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"genuine!");
-    for _ in 0..3 {
-        let e = rx.try_recv().map(|f| f.map(|f| f.to_vec())).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::WouldBlock, "a frame the producer never sent");
+    for (first, batch) in [(8usize, 1usize), (20, 1), (8, 4)] {
+        let (tx, rx) = channel(4096).unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        // Lap 0: one frame of the whole ring. Its payload covers the place where the second
+        // frame of lap 1 will start: put that frame's own header there.
+        let next = 4096 + frame_len(first) as u64;
+        let mut big = vec![0xAB; 4088];
+        let at = next as usize - 4096 - 8;
+        big[at..at + 8].copy_from_slice(&stamped(next, 8));
+        tx.try_send(&big).unwrap();
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), &big[..]);
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock); // releases the room
+                                                                              // Lap 1: one frame at 4096; the next goes where the forged header lies.
+        tx.set_batch(batch);
+        let genuine = vec![b'g'; first];
+        tx.try_send(&genuine).unwrap();
+        tx.flush().unwrap();
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), &genuine[..], "{first} bytes, batch {batch}");
+        for _ in 0..3 {
+            let e = rx.try_recv().map(|f| f.map(|f| f.to_vec())).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                ErrorKind::WouldBlock,
+                "{first} bytes, batch {batch}: a frame the producer never sent"
+            );
+        }
+        tx.try_send(b"second!!").unwrap();
+        tx.flush().unwrap();
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"second!!");
     }
-    tx.try_send(b"second!!").unwrap();
-    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"second!!");
+}
+
+/// The bytes a frame of `len` payload bytes takes in the ring.
+fn frame_len(len: usize) -> usize {
+    8 + len.div_ceil(8) * 8
 }
 
 /// The consumer gives released bytes back to the producer in batches: not per frame, but once

@@ -221,8 +221,17 @@ impl Sender {
     }
 
     /// [`put`](Self::put) then [`publish`](Self::publish), for a frame sent on its own.
+    /// `cleared`: the caller has written the clear mark after the frame with its payload
+    /// (plain stores are fine there: no consumer reads that word before this frame's stamp).
     #[inline(always)]
-    pub(crate) fn put_and_publish<W: Words>(&mut self, hdr: &Header, cur: &mut ProducerCursor, words: &W, len: usize) {
+    pub(crate) fn put_and_publish<W: Words>(
+        &mut self,
+        hdr: &Header,
+        cur: &mut ProducerCursor,
+        words: &W,
+        len: usize,
+        cleared: bool,
+    ) {
         if cur.unpublished() != 0 {
             self.put(cur, words, len);
             self.publish(hdr, cur, words);
@@ -231,7 +240,9 @@ impl Sender {
         let p = cur.head();
         let stamped = self.stamp.stamped(len, p);
         cur.advance(frame_size(len));
-        Self::clear_after(cur, words);
+        if !cleared {
+            Self::clear_after(cur, words);
+        }
         // Relaxed: as in `put`. Last before the head store and the stamp, so a consumer
         // polling this line rarely takes it from the producer between the two stores to it.
         words.store(p, stamped ^ RESTAMP, Ordering::Relaxed);
