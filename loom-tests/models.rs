@@ -108,13 +108,13 @@ impl Ring {
     /// the way a publish does.
     pub(crate) fn hostile_publish_head(&self, head: u64) {
         self.hdr.head.store(head, Ordering::Release);
-        protocol::notify(&self.hdr, Word::Data, &Counters::default());
+        protocol::notify(&self.hdr, Word::Data, u32::MAX, &Counters::default());
     }
 
     /// A hostile consumer: stores any tail and wakes the producer the way a release does.
     pub(crate) fn hostile_publish_tail(&self, tail: u64) {
         self.hdr.tail.store(tail, Ordering::Release);
-        protocol::notify(&self.hdr, Word::Space, &Counters::default());
+        protocol::notify(&self.hdr, Word::Space, u32::MAX, &Counters::default());
     }
 }
 
