@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{consumer_error, copy_out, poisoned_error, short_stream, too_big, Consumer, End, RingMem, Wait};
-use crate::header::Role;
+use crate::header::{Claim, Role};
 use crate::mirror::Backend;
 use crate::peer::ProcessWatch;
-use crate::protocol::{self, ConsumerCursor, Stop};
+use crate::protocol::{ConsumerCursor, Stop};
 use crate::stats::{Stats, StatsHandle};
 use crate::sync::Park;
 
@@ -21,10 +21,11 @@ impl Consumer {
         spin: Duration,
         park: Park,
         peer: Option<ProcessWatch>,
+        token: Claim,
     ) -> io::Result<Consumer> {
         let cap = ring.capacity() as u64;
         let cur = ConsumerCursor::attach(ring.header(), cap).map_err(|_| poisoned_error())?;
-        Ok(Consumer { end: End::new(ring, Role::Consumer, spin, park, peer), cur, _not_sync: PhantomData })
+        Ok(Consumer { end: End::new(ring, Role::Consumer, spin, park, peer, token), cur, _not_sync: PhantomData })
     }
 
     /// The ring's capacity in bytes (the requested size rounded up).
@@ -321,7 +322,7 @@ impl Drop for Consumer {
         // A copy inherited by a forked child must not close the parent's ring.
         if let Some(hdr) = self.end.header() {
             self.cur.publish(hdr);
-            protocol::close(hdr, Role::Consumer);
+            self.end.close(hdr);
         }
     }
 }

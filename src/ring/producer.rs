@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{poisoned_error, producer_error, too_big, End, Producer, RingMem, Wait};
-use crate::header::Role;
+use crate::header::{Claim, Role};
 use crate::mirror::Backend;
 use crate::peer::ProcessWatch;
-use crate::protocol::{self, ProducerCursor, Stop};
+use crate::protocol::{ProducerCursor, Stop};
 use crate::stats::{Stats, StatsHandle};
 use crate::sync::Park;
 
@@ -21,10 +21,11 @@ impl Producer {
         spin: Duration,
         park: Park,
         peer: Option<ProcessWatch>,
+        token: Claim,
     ) -> io::Result<Producer> {
         let cap = ring.capacity() as u64;
         let cur = ProducerCursor::attach(ring.header(), cap).map_err(|_| poisoned_error())?;
-        Ok(Producer { end: End::new(ring, Role::Producer, spin, park, peer), cur, _not_sync: PhantomData })
+        Ok(Producer { end: End::new(ring, Role::Producer, spin, park, peer, token), cur, _not_sync: PhantomData })
     }
 
     /// The ring's capacity in bytes (the requested size rounded up).
@@ -244,7 +245,7 @@ impl Drop for Producer {
         // A copy inherited by a forked child must not close the parent's ring.
         if let Some(hdr) = self.end.header() {
             self.cur.publish(hdr);
-            protocol::close(hdr, Role::Producer);
+            self.end.close(hdr);
         }
     }
 }
