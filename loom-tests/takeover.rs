@@ -60,26 +60,50 @@ fn racing_takers_have_exactly_one_winner() {
 }
 
 /// A peer forged the death of a living holder, and a taker believes it while the holder closes
-/// its end: the close and the take-over exclude each other. Either the role is closed (final:
-/// the take-over is refused) or it is the taker's (the holder's close stored nothing, and the
-/// holder's token no longer owns the role, which is what stops it touching the ring).
+/// its end; the producer (the survivor) waits on the full ring meanwhile, watching its peer.
+/// The close and the take-over exclude each other. Either the role is closed (final: the
+/// take-over is refused, and the waiting producer is woken with `Closed`), or it is the
+/// taker's (the holder's close stored nothing and woke nobody, the holder's token no longer
+/// owns the role, which is what stops it touching the ring, and the producer goes on when the
+/// new consumer releases a byte).
 #[test]
 fn a_takeover_and_the_holders_close_exclude_each_other() {
     model("a_takeover_and_the_holders_close_exclude_each_other", || {
         let ring = Arc::new(Ring::new(N, 0));
         let token = ring.claim_token(Role::Consumer, 10);
+        assert!(ring.claim(Role::Producer, 1, 1001));
+        let mut tx = ring.producer();
+        tx.commit(&ring, N as usize);
         let r = ring.clone();
         let holder = thread::spawn(move || {
             let closed = r.close_holding(Role::Consumer, token);
             (closed, r.owns(Role::Consumer, token))
         });
+        let r = ring.clone();
+        let survivor = thread::spawn(move || {
+            let mut watch = ModelWatch::new(Role::Producer, &[10]);
+            loop {
+                tx.publish(&r);
+                match r.wait_watching(Word::Space, watch.rearm(), || tx.poll_writable(&r, 1)) {
+                    // The forged death, seen before the take-over or the close: not final.
+                    Err(Stop::PeerDied) => thread::yield_now(),
+                    other => return other,
+                }
+            }
+        });
         let taken = ring.take_over(Role::Consumer, 20, &[10]);
+        if taken.is_ok() {
+            let mut rx = ring.consumer();
+            rx.release(&ring, 1);
+        }
         let (closed, still_owns) = holder.join().unwrap();
+        let got = survivor.join().unwrap();
         let word = ring.claim_word(Role::Consumer);
         match (closed, taken) {
             (true, Err(Refusal::Closed)) => {
                 assert_eq!((word.state(), word.epoch(), word.pid()), (ROLE_CLOSED, 1, 10));
                 assert!(ring.is_closed(Role::Consumer));
+                assert_eq!(got, Err(Stop::Closed), "the survivor sees the close");
             }
             (false, Ok(new)) => {
                 assert_eq!(word, new);
@@ -87,6 +111,7 @@ fn a_takeover_and_the_holders_close_exclude_each_other() {
                 assert_eq!(ring.holder(Role::Consumer).map(|h| h.start_time), Some(1020));
                 assert!(!still_owns && !ring.owns(Role::Consumer, token), "the old holder still owns the role");
                 assert!(!ring.is_closed(Role::Consumer));
+                assert_eq!(got, Ok(1), "the survivor goes on with the new consumer");
             }
             other => panic!("close and take-over must exclude each other: {other:?}, slot {word:?}"),
         }

@@ -98,6 +98,12 @@
 //! gets `UnexpectedEof`; the producer gets `BrokenPipe`. Only proof counts as death ("could not
 //! check" is retried): [`docs::lifecycle`].
 //!
+//! **Restart.** Those errors are not final: another process (a supervisor that inherited the
+//! ring, or one that attached with `from_fd`) may take the dead role over with
+//! [`SharedRing::take_over_producer`] or [`SharedRing::take_over_consumer`] and resume at the
+//! committed cursor (a dead consumer's unreleased bytes come again), and the survivor goes on:
+//! [`docs::lifecycle`], "Restart".
+//!
 //! **Trust.** A peer process can write anything into the shared memory at any time; it cannot
 //! make this process read out of bounds, crash, or hang in a call with a timeout. With an
 //! untrusted peer only the copying calls are sound: [`docs::trust_model`].
