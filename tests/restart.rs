@@ -428,7 +428,7 @@ fn a_killed_producer_is_replaced_and_the_consumer_reads_on_after_seeing_the_deat
     let mut gaps = Vec::new();
     for round in 0..3 * scale() as u64 {
         const TOTAL: u64 = 1 << 20;
-        let page = SharedPage::new(); // 0: committed, 1: BrokenPipes, 2: take-over ns
+        let page = SharedPage::new(); // 0: committed, 1: BrokenPipes, 2: take-over ns, 3: taken over
         let ring = RingOptions::new().capacity(64 * KIB).backend(Backend::Memfd).dont_fork(true).shared().unwrap();
         let (ours, theirs) = UnixStream::pair().unwrap();
         let p1 = spawn_child(|| {
@@ -478,6 +478,10 @@ fn a_killed_producer_is_replaced_and_the_consumer_reads_on_after_seeing_the_deat
                 }
             };
             page.word(2).store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            page.word(3).store(1, Ordering::Release);
+            // Let the consumer block on the empty ring first: its wait must not end with
+            // the death it reported before the take-over.
+            std::thread::sleep(Duration::from_millis(30));
             match produce_counters(tx, resume, TOTAL, page.word(0), page.word(1), false) {
                 Ok(()) => 0,
                 Err(msg) => {
@@ -488,19 +492,14 @@ fn a_killed_producer_is_replaced_and_the_consumer_reads_on_after_seeing_the_deat
         });
         ring.send_to(&ours).unwrap();
         // The consumer reads on: after the take-over its next call goes on.
-        let stamp = AtomicU64::new(0);
-        let progress = AtomicU64::new(0);
-        let mut again = 0;
-        let r = loop {
-            match consume_counters(&mut rx, &mut run, &progress, &stamp, false, u64::MAX) {
-                // Until the take-over, the death is still the answer.
-                Err(msg) if msg.contains("died") && again < 100_000 => {
-                    again += 1;
-                    std::thread::sleep(Duration::from_micros(100));
-                }
-                other => break other,
-            }
-        };
+        // Until the take-over, the death is still the answer.
+        let mut buf = [0u8; 8];
+        while page.word(3).load(Ordering::Acquire) == 0 {
+            assert_eq!(kind(rx.try_read(&mut buf)), Some(ErrorKind::UnexpectedEof), "round {round}: before the take-over");
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let (stamp, progress) = (AtomicU64::new(0), AtomicU64::new(0));
+        let r = consume_counters(&mut rx, &mut run, &progress, &stamp, false, u64::MAX);
         assert_eq!(r, Ok(()), "round {round}: the consumer after the take-over");
         assert_eq!(run.next, TOTAL, "round {round}");
         assert_eq!(wait_child_within(p2, 3 * LONG), 0, "round {round}: producer 2");
@@ -633,7 +632,7 @@ fn framed_rings_stay_frame_aligned_across_takeovers_on_both_sides() {
     }
 
     // The producer side.
-    let page = SharedPage::new(); // 0: sent
+    let page = SharedPage::new(); // 0: sent, 1: taken over
     let ring = RingOptions::new().capacity(16 * KIB).backend(Backend::Memfd).shared().unwrap();
     let fd = ring.as_fd().unwrap().try_clone_to_owned().unwrap();
     let p1 = spawn_child(|| {
@@ -665,6 +664,8 @@ fn framed_rings_stay_frame_aligned_across_takeovers_on_both_sides() {
     let p2 = spawn_child(|| {
         let ring = SharedRing::from_fd(fd).unwrap();
         let mut tx = ring.take_over_producer().unwrap().into_framed();
+        page.word(1).store(1, Ordering::Release);
+        std::thread::sleep(Duration::from_millis(30)); // the consumer blocks first
         tx.set_batch(4);
         match send_all(&mut tx, resume, &AtomicU64::new(0)) {
             Ok(()) => 0,
@@ -674,16 +675,8 @@ fn framed_rings_stay_frame_aligned_across_takeovers_on_both_sides() {
             }
         }
     });
-    let mut again = 0;
-    let r = loop {
-        match recv_all(&mut rx, &mut run, &progress, false) {
-            Err(msg) if msg.contains("died") && again < 100_000 => {
-                again += 1;
-                std::thread::sleep(Duration::from_micros(100));
-            }
-            other => break other,
-        }
-    };
+    wait_until("the producer's take-over", || page.word(1).load(Ordering::Acquire) == 1);
+    let r = recv_all(&mut rx, &mut run, &progress, false);
     assert_eq!(r, Ok(()), "the framed consumer after the producer's take-over");
     assert_eq!(run.next, TOTAL);
     assert_eq!(wait_child_within(p2, 3 * LONG), 0);
