@@ -131,6 +131,13 @@ impl Claim {
         matches!(self.state(), ROLE_CLAIMED | ROLE_TAKING)
     }
 
+    /// Whether the word names a holding other than `token`'s: CLAIMED or TAKING, in another
+    /// epoch.
+    #[inline(always)]
+    pub(crate) fn is_other_holding(self, token: Claim) -> bool {
+        self.is_holding() && self.epoch() != token.epoch()
+    }
+
     /// The word of the next holding, by `pid`, while it stores its fields.
     fn next_taking(self, pid: i32) -> Claim {
         Claim::new(ROLE_TAKING, self.epoch().wrapping_add(1), pid)
@@ -421,16 +428,16 @@ impl Header {
     }
 
     /// Whether the holding `token` (the word an end claimed with) still holds role `r`: false
-    /// once the slot names another holding (a take-over, or a claim after a peer rewrote the
-    /// slot). A slot a peer rewrote to FREE, CLOSED or an invalid state names no other holder:
-    /// the end goes on (such a rewrite is a forged close or corruption, which the ends handle
-    /// as such). One load of the read-mostly line 0. Relaxed: a hint that orders nothing; a
-    /// take-over that lands just after this check lets the one store in flight through (see
-    /// `docs::trust_model`).
+    /// once the slot names another holding, CLAIMED or TAKING in another epoch (a take-over
+    /// always moves to the next epoch). A word a peer rewrote within this end's epoch, or to
+    /// FREE, CLOSED or an invalid state, names no other holding: the end goes on (such a
+    /// rewrite is a forged close or corruption, which the ends handle as such). One load of
+    /// the read-mostly line 0. Relaxed: a hint that orders nothing; a take-over that lands just
+    /// after this check lets the one store in flight through (see `docs::trust_model`).
     #[inline(always)]
     pub(crate) fn owns(&self, r: Role, token: Claim) -> bool {
         let now = Claim(self.slot(r).claim.load(Ordering::Relaxed));
-        now == token || !now.is_holding()
+        now == token || !now.is_other_holding(token)
     }
 
     /// The holding `r`'s slot describes, read consistently: the claim word and, for a CLAIMED
@@ -526,14 +533,14 @@ impl Header {
 
     /// Closes the holding `token` of role `r`: CLOSED, final. `false` (and nothing stored) if
     /// the slot names another holding: a take-over and the holder's own close race, and
-    /// exactly one of them wins. (A slot a peer rewrote to a state that names no holder is
+    /// exactly one of them wins. (A slot a peer rewrote without naming another holding is
     /// closed all the same, as [`owns`](Self::owns) lets the end go on.)
     pub(crate) fn close(&self, r: Role, token: Claim) -> bool {
         let slot = self.slot(r);
         let closed = token.with_state(ROLE_CLOSED);
         // Relaxed: only compared; the compare-and-swap below decides.
         let mut now = Claim(slot.claim.load(Ordering::Relaxed));
-        while now == token || !now.is_holding() {
+        while now == token || !now.is_other_holding(token) {
             // Release on success: this end's last cursor publish is visible to a peer that
             // sees CLOSED (Acquire in `claim_word`).
             match slot.claim.compare_exchange(now.0, closed.0, Ordering::Release, Ordering::Relaxed) {
@@ -691,7 +698,12 @@ mod tests {
         // The same pid taking again: a new epoch, so the word differs.
         let third = h.take(Role::Consumer, second, who(20)).unwrap();
         assert_ne!(third, second);
-        // A slot rewritten to a state that names no holder: still ours, and closed by us.
+        // A slot rewritten without naming another holding (another pid in the same epoch, a
+        // state that names no holder): still ours, and closed by us.
+        h.consumer.claim.store(Claim::new(ROLE_TAKING, 3, 99).raw(), Ordering::Relaxed);
+        assert!(h.owns(Role::Consumer, third));
+        h.consumer.claim.store(Claim::new(ROLE_CLAIMED, 4, 20).raw(), Ordering::Relaxed);
+        assert!(!h.owns(Role::Consumer, third), "another epoch is another holding");
         h.consumer.claim.store(0, Ordering::Relaxed);
         assert!(h.owns(Role::Consumer, third));
         assert!(h.close(Role::Consumer, third));

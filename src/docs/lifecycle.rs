@@ -144,9 +144,9 @@
 //! at all.
 //!
 //! **The old holder**, if it was in fact alive (a peer forged its death), notices at its next
-//! call: the role's slot no longer holds the claim word it claimed with, which the one checked
-//! place through which every end touches the header compares (one load of the read-mostly
-//! first line). From then on every call returns `ConnectionAborted` and nothing it does,
+//! call: the role's slot names another holding (a new epoch) instead of the claim word it
+//! claimed with, which the one checked place through which every end touches the header
+//! compares (one load of the read-mostly first line). From then on every call returns `ConnectionAborted` and nothing it does,
 //! dropping included, reaches the header ([`trust_model`](super::trust_model) has the
 //! limits).
 //!

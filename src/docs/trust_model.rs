@@ -51,15 +51,17 @@
 //! - **Forge a death** (a start time that is not the holder's, a pid of a dead process) and
 //!   so let a taker take the role of a holder that is alive. The holder notices at its next
 //!   call (every call passes the one checked place, which compares the slot's claim word with
-//!   the one the end claimed with: one relaxed load of the read-mostly first line) and from
+//!   the one the end claimed with, and stops at a new epoch: one relaxed load of the
+//!   read-mostly first line) and from
 //!   then on returns `ConnectionAborted`, and touches the header no more: no publish, no
 //!   release, no close when dropped. Not earlier: a store already past that check when the
 //!   take-over lands (one cursor publish) still reaches the header. The peer validates it
 //!   like any cursor: an impossible one poisons the ring (`InvalidData`), a possible one can
 //!   hand the new holder bytes that change in flight, as any hostile peer can.
-//! - **Rewrite the claim word.** A word that names another holding of this end's role stops
-//!   the end as a take-over does; a word rewritten to free, closed or an invalid state names
-//!   no other holder, and the end goes on (the peer then sees a forged close, or corruption).
+//! - **Rewrite the claim word.** A word that names another holding of this end's role (a
+//!   claimed or taking state in another epoch) stops the end as a take-over does; a word
+//!   rewritten within the end's own epoch, or to free, closed or an invalid state, names no
+//!   other holding, and the end goes on (the peer then sees a forged close, or corruption).
 //!   A closed role is final against every honest process; a writer of the header can undo
 //!   the close (and could as well forge the cursors).
 //! - **Make the survivor watch a process of its choice.** A death, once proven, is dropped

@@ -268,8 +268,9 @@ impl End {
     /// must not touch it: the parent owns the role, and with `dont_fork` the child does not
     /// even have the page (one relaxed load of a process-wide counter). An end whose role was
     /// taken over by another process (its death was forged, see `docs::trust_model`) must not
-    /// touch it either: the role's slot no longer holds this end's claim word (one relaxed
-    /// load of the read-mostly line 0, which the ends read on their paths anyway).
+    /// touch it either: the role's slot names another holding than this end's claim word
+    /// (`Header::owns`: one relaxed load of the read-mostly line 0, which the ends read on
+    /// their paths anyway).
     #[inline(always)]
     fn header(&self) -> Option<&Header> {
         if self.generation != sync::fork_generation() {
