@@ -329,12 +329,13 @@ impl SharedRing {
     /// if pid == 0 {
     ///     let mut rx = ring.into_consumer().unwrap();
     ///     let grant = rx.read_grant(5).unwrap(); // read, never released
-    ///     assert_eq!(&*grant, b"hello");
-    ///     unsafe { libc::_exit(0) }; // dies without releasing or closing
+    ///     let code = i32::from(&*grant != b"hello");
+    ///     unsafe { libc::_exit(code) }; // dies without releasing or closing
     /// }
-    /// // While the worker lives its role is its own: AlreadyExists (not shown: it may be gone
-    /// // already). Once it is dead:
-    /// unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    /// // While the worker lives its role is its own (AlreadyExists). Once it is dead:
+    /// let mut status = 0;
+    /// unsafe { libc::waitpid(pid, &mut status, 0) };
+    /// assert_eq!(status, 0);
     /// let mut rx = ring.take_over_consumer()?;
     /// tx.write_all(b", again")?; // the producer writes on
     /// drop(tx);
