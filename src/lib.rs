@@ -130,7 +130,10 @@
 //! `vm.max_map_count`). Full/empty on `try_*`: `WouldBlock`. Consumer gone: `BrokenPipe`.
 //! Producer died: `UnexpectedEof`; fewer bytes left than a grant's minimum at the end of the
 //! stream: `UnexpectedEof`. Poisoned ring or bad ring file: `InvalidData`. Oversized frame or
-//! grant: `InvalidInput`. A forked child's copy of an end: `Unsupported`.
+//! grant: `InvalidInput`. A forked child's copy of an end: `Unsupported`. An end whose role
+//! another process took over (a forged death): `ConnectionAborted`. A take-over refused:
+//! `AlreadyExists` (the holder lives, or closed), `NotFound` (never claimed), `WouldBlock`
+//! (cannot tell now).
 
 #![cfg_attr(mirror_ring_loom, allow(dead_code))] // the loom build runs the models only
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -60,9 +60,10 @@ impl Consumer {
         self.len() == 0
     }
 
-    /// Whether the producer is gone: it closed its end, or its process is proven dead. Bytes
-    /// it committed may still be readable. Always true in a forked child, where this end
-    /// cannot be used.
+    /// Whether the producer is gone: it closed its end, or its process is proven dead (until
+    /// another process takes its role over). Bytes it committed may still be readable. Always
+    /// true in a forked child, where this end cannot be used, and once another process took
+    /// this end's own role over.
     pub fn is_abandoned(&self) -> bool {
         self.end.abandoned(self.cur.counters())
     }
@@ -169,8 +170,11 @@ impl Consumer {
     ///
     /// `WouldBlock` when nothing is readable (and `buf` is not empty). `Ok(0)` means end of
     /// stream: the producer closed and everything was read. `UnexpectedEof` when the producer's
-    /// process died and everything it committed was read; `InvalidData` when the ring is
-    /// poisoned; `Unsupported` in a forked child.
+    /// process died and everything it committed was read (not final: see
+    /// [`SharedRing::take_over_producer`](crate::SharedRing::take_over_producer));
+    /// `InvalidData` when the ring is poisoned; `Unsupported` in a forked child;
+    /// `ConnectionAborted` once another process took this end's role over (its death was
+    /// forged: [`docs::trust_model`](crate::docs::trust_model)).
     ///
     /// # Examples
     ///

@@ -66,8 +66,9 @@ impl Producer {
         self.end.header().and_then(|hdr| self.cur.peek_free(hdr)).unwrap_or_else(|| self.cur.free_cached())
     }
 
-    /// Whether the consumer is gone: it closed its end, or its process is proven dead. Always
-    /// true in a forked child, where this end cannot be used.
+    /// Whether the consumer is gone: it closed its end, or its process is proven dead (until
+    /// another process takes its role over). Always true in a forked child, where this end
+    /// cannot be used, and once another process took this end's own role over.
     pub fn is_abandoned(&self) -> bool {
         self.end.abandoned(self.cur.counters())
     }
@@ -138,8 +139,11 @@ impl Producer {
     /// # Errors
     ///
     /// `WouldBlock` when the ring is full (and `buf` is not empty); `BrokenPipe` when the
-    /// consumer is gone; `InvalidData` when the ring is poisoned; `Unsupported` in a forked
-    /// child.
+    /// consumer is gone (not final after a death: see
+    /// [`SharedRing::take_over_consumer`](crate::SharedRing::take_over_consumer));
+    /// `InvalidData` when the ring is poisoned; `Unsupported` in a forked child;
+    /// `ConnectionAborted` once another process took this end's role over (its death was
+    /// forged: [`docs::trust_model`](crate::docs::trust_model)).
     ///
     /// # Examples
     ///
