@@ -929,7 +929,9 @@ fn racing_takeovers_from_many_processes_have_exactly_one_winner() {
         wait_until("the consumer read", || page.word(1).load(Ordering::Acquire) == 1);
         sigkill(dead);
         if round % 4 < 2 {
-            wait_child(dead); // reaped (ESRCH) or left a zombie (a readable pidfd)
+            wait_child(dead); // reaped (ESRCH)
+        } else {
+            wait_dead_unreaped(dead); // a zombie (a readable pidfd)
         }
         let fds: Vec<OwnedFd> =
             (0..RACERS).map(|_| ring.as_fd().map_or_else(dup_null, |fd| fd.try_clone_to_owned().unwrap())).collect();
@@ -975,6 +977,16 @@ fn racing_takeovers_from_many_processes_have_exactly_one_winner() {
     fn dup_null() -> OwnedFd {
         std::fs::File::open("/dev/null").unwrap().into()
     }
+}
+
+/// Waits until our child `pid` has died (a SIGKILL takes effect asynchronously), leaving it
+/// unreaped: a zombie.
+fn wait_dead_unreaped(pid: libc::pid_t) {
+    // SAFETY: an all-zero siginfo_t is a valid out-buffer.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: our own child; WNOWAIT leaves it waitable (unreaped).
+    let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
+    assert_eq!(r, 0, "waitid: {}", std::io::Error::last_os_error());
 }
 
 /// A taker killed in the middle of its take-over (between winning the slot and publishing its
