@@ -100,7 +100,9 @@
 //! makes (above): a holder that lives, including the calling process itself, is
 //! `AlreadyExists`; one that cannot be checked (unknown) is `WouldBlock`, nothing changed,
 //! try again (in another PID namespace the answer stays unknown); only a death goes on. So a
-//! forked copy of a living holder cannot take its role (the holder lives). A role that was
+//! forked copy of a living holder cannot take its role (the holder lives). A supervisor that
+//! has just sent SIGKILL should reap the child (or wait for its death) before it takes over:
+//! a kill takes effect asynchronously, and until it has, the holder lives. A role that was
 //! closed cleanly is never taken over (`AlreadyExists`: a close is final), and a role never
 //! claimed has nothing to take over (`NotFound`: claim it with `into_producer` or
 //! `into_consumer`).
