@@ -28,11 +28,19 @@ mutations=(
   "no sleeper barrier|src/wait.rs|strong = park_barrier(*park);|strong = true;|1"
   "the publisher wakes the other word|src/protocol.rs|        hdr.word(w).wake();|        hdr.word(match w { Word::Data => Word::Space, Word::Space => Word::Data }).wake();|1"
   "the publisher clears the flag but never wakes|src/protocol.rs|        hdr.word(w).wake();|        let _ = w;|1"
-  "close: CLOSED Release -> Relaxed|src/protocol.rs|state.store(ROLE_CLOSED, Ordering::Release);|state.store(ROLE_CLOSED, Ordering::Relaxed);|1|masked under loom: every close follows a publish, whose barrier loom models as a full fence (on hardware it is a compiler fence when the peer parks with membarrier, which is why the Release stays)"
+  "close: CLOSED Release -> Relaxed|src/header.rs|slot.claim.compare_exchange(now.0, closed.0, Ordering::Release, Ordering::Relaxed)|slot.claim.compare_exchange(now.0, closed.0, Ordering::Relaxed, Ordering::Relaxed)|1|masked under loom: every close follows a publish, whose barrier loom models as a full fence (on hardware it is a compiler fence when the peer parks with membarrier, which is why the Release stays)"
   "close: no fence before clearing the peer's flag|src/protocol.rs|    fence(Ordering::SeqCst);\n    let w = role.peer().own_word();|    let w = role.peer().own_word();|1"
-  "claim: pid Release -> Relaxed|src/header.rs|slot.pid.store(who.pid, Ordering::Release);|slot.pid.store(who.pid, Ordering::Relaxed);|1"
-  "claim: compare-exchange -> load then store|src/header.rs|let won = slot.state.compare_exchange(ROLE_FREE, ROLE_CLAIMED, Ordering::AcqRel, Ordering::Relaxed).is_ok();|let won = slot.state.load(Ordering::Acquire) == ROLE_FREE; slot.state.store(ROLE_CLAIMED, Ordering::Release);|1"
+  "claim/take-over: CLAIMED Release -> Relaxed|src/header.rs|.compare_exchange(taking.0, claimed.0, Ordering::Release, Ordering::Acquire)|.compare_exchange(taking.0, claimed.0, Ordering::Relaxed, Ordering::Acquire)|1"
+  "claim/take-over: compare-exchange -> load then store|src/header.rs|slot.claim.compare_exchange(expected.0, taking.0, Ordering::AcqRel, Ordering::Acquire).map_err(Claim)?;|if slot.claim.load(Ordering::Acquire) != expected.0 { return Err(Claim(slot.claim.load(Ordering::Acquire))); } slot.claim.store(taking.0, Ordering::Release);|1"
   "close of a poisoned ring reads as a clean end|src/protocol.rs|Ok(_) if hdr.is_poisoned() => {|Ok(_) if false \&\& hdr.is_poisoned() => {|1"
+  "take-over: no Release fence before the taker's fields|src/header.rs|        fence(Ordering::Release);|        // (no fence)|1"
+  "slot read: no second look at the claim word (seqlock)|src/header.rs|if slot.claim.load(Ordering::Relaxed) == claim.0 {|if true {|1"
+  "take-over without a proven death|src/peer.rs|let answer = watch.check_with(hdr, \&mut probe);|let answer = { let _ = watch.check_with(hdr, \&mut probe); Liveness::Dead };|1"
+  "take-over: the epoch is not bumped|src/header.rs|Claim::new(ROLE_TAKING, self.epoch().wrapping_add(1), pid)|Claim::new(ROLE_TAKING, self.epoch(), pid)|1"
+  "watcher: a latched death outlives a take-over|src/peer.rs|Some(seen) if self.dead \&\& seen.epoch() == now.epoch() => {}|Some(_) if self.dead => {}|1"
+  "watcher: follows the slot but keeps the old identity|src/peer.rs|self.peer = None;\n                self.pidfd = None;|self.pidfd = None;|1"
+  "old holder: ownership ignores a take-over|src/header.rs|let now = Claim(self.slot(r).claim.load(Ordering::Relaxed));|let now = token;|1"
+  "close: not a compare-and-swap against the holding (always closes)|src/header.rs|        while now == token|        while now == now|1"
 )
 
 copy() {

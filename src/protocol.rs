@@ -28,8 +28,9 @@
 //!   which the producer may overwrite those bytes.
 //! - Waiter words: the asymmetric barrier pair ([`docs::barriers`](crate::docs::barriers)) and
 //!   `wait.rs`.
-//! - Role state `CLOSED`: Release store in [`close`] after the closer's last publish; Acquire
-//!   load in `Header::is_closed`, after which one more refresh sees the final cursor.
+//! - Role state `CLOSED`: Release compare-and-swap in [`close`] (`Header::close`) after the
+//!   closer's last publish; Acquire load in `Header::is_closed`, after which one more refresh
+//!   sees the final cursor.
 //!
 //! # Aliasing
 //!
@@ -42,7 +43,7 @@
 
 use std::sync::Arc;
 
-use crate::header::{Header, Role, Word, ROLE_CLOSED};
+use crate::header::{Claim, Header, Role, Word};
 use crate::stats::Counters;
 use crate::sync::{fence, publish_barrier, Ordering};
 
@@ -464,13 +465,16 @@ fn wake(hdr: &Header, w: Word, counters: &Counters) {
     }
 }
 
-/// Closes `role`'s end: marks it closed after every earlier publish, then wakes the peer
-/// unconditionally (a full fence here, not the light barrier: this runs once).
-pub(crate) fn close(hdr: &Header, role: Role) {
-    // Release: our last cursor publish is visible to a peer that sees CLOSED (Acquire in
-    // `Header::is_closed`).
-    hdr.slot(role).state.store(ROLE_CLOSED, Ordering::Release);
-    wake_peer_after_flag(hdr, role);
+/// Closes the holding `token` of `role`: marks it closed after every earlier publish (a
+/// Release compare-and-swap, `Header::close`), then wakes the peer unconditionally (a full
+/// fence here, not the light barrier: this runs once). Does nothing if the role was taken
+/// over meanwhile: the new holder's role is not ours to close. Returns whether it closed.
+pub(crate) fn close(hdr: &Header, role: Role, token: Claim) -> bool {
+    let closed = hdr.close(role, token);
+    if closed {
+        wake_peer_after_flag(hdr, role);
+    }
+    closed
 }
 
 /// Sets the shared poisoned flag (found by `role`) and wakes the peer, which may sleep waiting

@@ -10,10 +10,10 @@ use std::ops::Deref;
 use std::time::Duration;
 
 #[cfg(not(mirror_ring_loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 #[cfg(mirror_ring_loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// How a sleeper issues its half of the barrier pair, which decides the half its publisher
 /// must use. Recorded in the sleeper's role slot (the raw codes live with the header).

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{consumer_error, copy_out, poisoned_error, short_stream, too_big, Consumer, End, RingMem, Wait};
-use crate::header::Role;
+use crate::header::{Claim, Role};
 use crate::mirror::Backend;
 use crate::peer::ProcessWatch;
-use crate::protocol::{self, ConsumerCursor, Stop};
+use crate::protocol::{ConsumerCursor, Stop};
 use crate::stats::{Stats, StatsHandle};
 use crate::sync::Park;
 
@@ -21,12 +21,13 @@ impl Consumer {
         spin: Duration,
         park: Park,
         peer: Option<ProcessWatch>,
+        token: Claim,
     ) -> io::Result<Consumer> {
         let cap = ring.capacity() as u64;
         let cur = ConsumerCursor::attach(ring.header(), cap)
             .map_err(|_| poisoned_error())?
             .with_light(crate::header::light_peer_code(peer.is_some()));
-        Ok(Consumer { end: End::new(ring, Role::Consumer, spin, park, peer), cur, _not_sync: PhantomData })
+        Ok(Consumer { end: End::new(ring, Role::Consumer, spin, park, peer, token), cur, _not_sync: PhantomData })
     }
 
     /// The ring's capacity in bytes (the requested size rounded up).
@@ -61,9 +62,10 @@ impl Consumer {
         self.len() == 0
     }
 
-    /// Whether the producer is gone: it closed its end, or its process is proven dead. Bytes
-    /// it committed may still be readable. Always true in a forked child, where this end
-    /// cannot be used.
+    /// Whether the producer is gone: it closed its end, or its process is proven dead (until
+    /// another process takes its role over). Bytes it committed may still be readable. Always
+    /// true in a forked child, where this end cannot be used, and once another process took
+    /// this end's own role over.
     pub fn is_abandoned(&self) -> bool {
         self.end.abandoned(self.cur.counters())
     }
@@ -83,14 +85,14 @@ impl Consumer {
     /// fewer (and nothing more can come) is `UnexpectedEof`, except that an empty ring at the
     /// end of the stream returns 0 when `min` is 0 (the end-of-stream answer). The bytes start
     /// at [`read_ptr`](Self::read_ptr).
-    #[inline]
+    #[inline(always)]
     pub(super) fn available(&mut self, min: usize, wait: Wait) -> io::Result<usize> {
         self.available_or_rest(min, wait, false)
     }
 
     /// As [`available`](Self::available), but after a clean close whatever remains is returned
     /// even if it is fewer than `min` (for framing, which judges a short rest itself).
-    #[inline]
+    #[inline(always)]
     pub(super) fn available_or_rest(&mut self, min: usize, wait: Wait, rest: bool) -> io::Result<usize> {
         let hdr = self.end.header_or_err()?;
         if min > self.capacity() {
@@ -170,8 +172,11 @@ impl Consumer {
     ///
     /// `WouldBlock` when nothing is readable (and `buf` is not empty). `Ok(0)` means end of
     /// stream: the producer closed and everything was read. `UnexpectedEof` when the producer's
-    /// process died and everything it committed was read; `InvalidData` when the ring is
-    /// poisoned; `Unsupported` in a forked child.
+    /// process died and everything it committed was read (not final: see
+    /// [`SharedRing::take_over_producer`](crate::SharedRing::take_over_producer));
+    /// `InvalidData` when the ring is poisoned; `Unsupported` in a forked child;
+    /// `ConnectionAborted` once another process took this end's role over (its death was
+    /// forged: [`docs::trust_model`](crate::docs::trust_model)).
     ///
     /// # Examples
     ///
@@ -323,7 +328,7 @@ impl Drop for Consumer {
         // A copy inherited by a forked child must not close the parent's ring.
         if let Some(hdr) = self.end.header() {
             self.cur.publish(hdr);
-            protocol::close(hdr, Role::Consumer);
+            self.end.close(hdr);
         }
     }
 }
@@ -357,6 +362,7 @@ impl ReadGrant<'_> {
     ///
     /// `InvalidInput` if `n` exceeds the grant; `Unsupported` in a forked child (a grant held
     /// across `fork()`); nothing is released then.
+    #[inline]
     pub fn release(self, n: usize) -> io::Result<()> {
         if n > self.len {
             return Err(io::Error::new(

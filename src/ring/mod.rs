@@ -15,10 +15,10 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::header::{self, Claimant, Header, Role};
+use crate::header::{self, Claim, Claimant, Header, Role};
 use crate::mirror::{Backend, MirrorMap, MirrorOptions};
 use crate::peer::ProcessWatch;
-use crate::protocol::{ConsumerCursor, ProducerCursor, Stop};
+use crate::protocol::{self, ConsumerCursor, ProducerCursor, Stop};
 use crate::stats::Counters;
 use crate::sync::{self, Park};
 use crate::sys;
@@ -134,10 +134,11 @@ impl RingOptions {
         // (unless it is forked, and then the ends belong to the parent). Nobody watches this
         // pid, so the start time and namespace are not needed.
         let me = Claimant { pid: sys::getpid(), start_time: 0, pid_ns: 0, park };
-        let claimed = hdr.claim(Role::Producer, me) && hdr.claim(Role::Consumer, me);
-        debug_assert!(claimed, "a fresh ring has free roles");
-        let producer = Producer::attach(ring.clone(), self.spin, park, None)?;
-        let consumer = Consumer::attach(ring, self.spin, park, None)?;
+        let (Some(p), Some(c)) = (hdr.claim(Role::Producer, me), hdr.claim(Role::Consumer, me)) else {
+            unreachable!("a fresh ring has free roles")
+        };
+        let producer = Producer::attach(ring.clone(), self.spin, park, None, p)?;
+        let consumer = Consumer::attach(ring, self.spin, park, None, c)?;
         Ok((producer, consumer))
     }
 }
@@ -232,10 +233,20 @@ struct End {
     peer: Option<RefCell<ProcessWatch>>,
     /// The fork generation this end was claimed in: a forked child must not use it.
     generation: usize,
+    /// The claim word this end claimed (or took over) its role with: while the role's slot
+    /// still holds it, the role is this end's.
+    token: Claim,
 }
 
 impl End {
-    fn new(ring: Arc<RingMem>, role: Role, spin: Duration, park: Park, peer: Option<ProcessWatch>) -> End {
+    fn new(
+        ring: Arc<RingMem>,
+        role: Role,
+        spin: Duration,
+        park: Park,
+        peer: Option<ProcessWatch>,
+        token: Claim,
+    ) -> End {
         let hdr = NonNull::from(ring.header());
         // SAFETY: as_ptr() is the non-null start of view A.
         let data = unsafe { NonNull::new_unchecked(ring.map().as_ptr()) };
@@ -248,22 +259,27 @@ impl End {
             park: Cell::new(park),
             peer: peer.map(RefCell::new),
             generation: sync::fork_generation(),
+            token,
         }
     }
 
-    /// The shared header, if this end belongs to this process, else `None`: the one checked
-    /// place through which every use of the shared memory passes. A forked child's copy of an
-    /// end must not touch it: the parent owns the role, and with `dont_fork` the child does
-    /// not even have the page. One relaxed load of a process-wide counter.
+    /// The shared header, if the role is still this end's, else `None`: the one checked place
+    /// through which every use of the shared memory passes. A forked child's copy of an end
+    /// must not touch it: the parent owns the role, and with `dont_fork` the child does not
+    /// even have the page (one relaxed load of a process-wide counter). An end whose role was
+    /// taken over by another process (its death was forged, see `docs::trust_model`) must not
+    /// touch it either: the role's slot names another holding than this end's claim word
+    /// (`Header::owns`: one relaxed load of the read-mostly line 0, which the ends read on
+    /// their paths anyway).
     #[inline(always)]
     fn header(&self) -> Option<&Header> {
-        if self.generation == sync::fork_generation() {
-            // SAFETY: points into `ring`'s control page, which `self.ring` keeps mapped in the
-            // process that claimed the end (this one: the generation matches).
-            Some(unsafe { self.hdr.as_ref() })
-        } else {
-            None
+        if self.generation != sync::fork_generation() {
+            return None;
         }
+        // SAFETY: points into `ring`'s control page, which `self.ring` keeps mapped in the
+        // process that claimed the end (this one: the generation matches).
+        let hdr = unsafe { self.hdr.as_ref() };
+        hdr.owns(self.role, self.token).then_some(hdr)
     }
 
     /// The shared header, for the rest of a call that has already passed
@@ -281,7 +297,22 @@ impl End {
     /// [`header`](Self::header), or the error a call that returns a `Result` reports.
     #[inline(always)]
     fn header_or_err(&self) -> io::Result<&Header> {
-        self.header().ok_or_else(forked_error)
+        self.header().ok_or_else(|| self.lost())
+    }
+
+    /// Why [`header`](Self::header) said no.
+    #[cold]
+    fn lost(&self) -> io::Error {
+        if self.generation != sync::fork_generation() {
+            forked_error()
+        } else {
+            taken_error(self.role)
+        }
+    }
+
+    /// Closes this end's role (if it is still this end's) and wakes the peer.
+    fn close(&self, hdr: &Header) {
+        let _ = protocol::close(hdr, self.role, self.token);
     }
 
     /// Waits (see `wait.rs`) until `poll` says the call can go on. `hdr` is this end's header,
@@ -328,6 +359,18 @@ fn forked_error() -> io::Error {
     io::Error::new(
         io::ErrorKind::Unsupported,
         "this ring end belongs to the process that claimed it; a forked child cannot use it",
+    )
+}
+
+#[cold]
+fn taken_error(role: Role) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        format!(
+            "another process took the {} role of this ring over (this end's death was forged or \
+             its claim overwritten); this end no longer touches the ring",
+            role.name()
+        ),
     )
 }
 
