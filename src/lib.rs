@@ -155,6 +155,8 @@ pub use ring::{
     channel, Consumer, Frame, FrameGrant, FramedConsumer, FramedProducer, Producer, ReadGrant, RingOptions, WriteGrant,
     DEFAULT_CAPACITY,
 };
+#[cfg(feature = "tokio")]
+pub use ring::{AsyncConsumer, AsyncFramedConsumer, AsyncFramedProducer, AsyncProducer};
 pub use shared::{recv_fd, send_fd, SharedRing};
 pub use stats::{Stats, StatsHandle};
 
