@@ -21,6 +21,8 @@ use crate::stats::Counters;
 use crate::sync::{Ordering, Park};
 use crate::wait::{self, NoPeer, Waiter};
 
+#[path = "asyncpark.rs"]
+mod asyncpark;
 #[path = "claims.rs"]
 mod claims;
 #[path = "close.rs"]

@@ -18,7 +18,7 @@ use loom::sync::Mutex;
 use crate::header::{Header, Role};
 use crate::ring::RingMem;
 use crate::stats::Counters;
-use crate::sync::{fence, park_barrier, Ordering, Park};
+use crate::sync::{fence, park_barrier, FutexWord, Ordering, Park};
 use crate::wait::{REARM_INTERVAL, SAFETY_INTERVAL, WATCH_INTERVAL};
 
 /// What a parking end lends the machinery while it parks: its header, role, park mode and
@@ -135,6 +135,7 @@ impl Parking {
             }
         }
         let Some(site) = end.site() else { return Poll::Ready(Err(forked())) };
+        let word = site.hdr.word(site.role.own_word());
         let deadline = if !self.strong {
             self.last_barrier.map_or(now, |t| t + REARM_INTERVAL)
         } else if site.watch {
@@ -153,6 +154,7 @@ impl Parking {
             (site.role, cursor.load(Ordering::Relaxed))
         });
         let entry = Entry {
+            word: WordPtr(word),
             waker: cx.waker().clone(),
             direct: site.direct,
             deadline,
@@ -160,13 +162,27 @@ impl Parking {
             ring: site.ring.cloned(),
             helper: 0,
         };
-        if let Err(e) = registry().register(key, entry) {
-            self.settle(end);
-            return Poll::Ready(Err(e));
+        match registry().register(key, entry) {
+            Err(e) => {
+                self.settle(end);
+                Poll::Ready(Err(e))
+            }
+            Ok(Registered::Yes) => {
+                self.key = Some(key);
+                site.counters.sleeps.bump();
+                Poll::Pending
+            }
+            Ok(Registered::AlreadyWoken) => {
+                // The flag was cleared between our recheck and the registration (the
+                // registry's lock orders the two, as the kernel's compare does for a futex
+                // wait): that wake-up was for us. Be polled again at once, through the
+                // runtime, so that a peer that keeps clearing the flag cannot hold this
+                // thread in a loop.
+                self.key = None;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
         }
-        self.key = Some(key);
-        site.counters.sleeps.bump();
-        Poll::Pending
     }
 
     /// Ends a park: lowers our flag if it is still raised and drops our registration. Counts
@@ -218,8 +234,37 @@ fn forked() -> io::Error {
     )
 }
 
+/// The futex word an entry parks on.
+struct WordPtr(*const FutexWord);
+
+// SAFETY: a pointer into a ring header, which is shared memory made of atomics; it is only
+// dereferenced while the header is mapped (see `WordPtr::get`).
+unsafe impl Send for WordPtr {}
+
+impl WordPtr {
+    /// The word.
+    ///
+    /// # Safety
+    ///
+    /// The header must still be mapped: the entry holds its mapping (`Entry::ring`), or, in a
+    /// loom model, the model's ring outlives its registrations.
+    unsafe fn get(&self) -> &FutexWord {
+        // SAFETY: per the contract, the word is live and aligned.
+        unsafe { &*self.0 }
+    }
+}
+
+/// Whether a registration went through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Registered {
+    Yes,
+    /// The flag was no longer raised: the wake-up already happened.
+    AlreadyWoken,
+}
+
 /// One parked end in the registry.
 struct Entry {
+    word: WordPtr,
     waker: Waker,
     /// Woken by the publisher through [`direct_wake`]; otherwise by a helper's futex wait.
     direct: bool,
@@ -239,14 +284,13 @@ struct Entry {
 
 impl Entry {
     /// Whether the helper must wake the task now.
-    fn due(&self, key: usize, now: Instant) -> bool {
-        let word = key as *const crate::sync::AtomicU32;
-        if !self.direct && self.ring.is_some() {
-            // SAFETY: `key` is the address of the end's futex word inside the header that
-            // `self.ring` keeps mapped.
-            if unsafe { &*word }.load(Ordering::Relaxed) != 1 {
-                return true;
-            }
+    fn due(&self, now: Instant) -> bool {
+        // SAFETY: the entry keeps the header mapped (`WordPtr::get`).
+        let word = unsafe { self.word.get() };
+        // Relaxed: the value decides only whether to poll the task; the task's poll orders
+        // what it reads.
+        if !self.direct && word.load(Ordering::Relaxed) != 1 {
+            return true;
         }
         if now < self.deadline {
             return false;
@@ -258,8 +302,7 @@ impl Entry {
             Role::Consumer => hdr.head.load(Ordering::Relaxed),
             Role::Producer => hdr.tail.load(Ordering::Relaxed),
         };
-        // SAFETY: as above.
-        let lowered = unsafe { &*word }.load(Ordering::Relaxed) != 1;
+        let lowered = word.load(Ordering::Relaxed) != 1;
         lowered || cursor != seen || hdr.is_closed(role.peer()) || hdr.is_poisoned()
     }
 }
@@ -297,15 +340,25 @@ impl Registry {
     }
 
     /// Registers (or refreshes the waker of) the entry for `key`.
-    fn register(&'static self, key: usize, mut entry: Entry) -> io::Result<()> {
+    fn register(&'static self, key: usize, mut entry: Entry) -> io::Result<Registered> {
+        #[cfg(not(mirror_ring_loom))]
         crate::sync::set_direct_wake(direct_wake);
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        // Under the lock, as the kernel compares a futex word under its bucket lock: a waker
+        // clears the flag before it takes this lock to look for us, so either it finds the
+        // entry below, or we see the cleared flag here.
+        // SAFETY: the caller's end holds the header mapped for the duration of this call.
+        // Relaxed: the lock orders it against the waker's clear.
+        if unsafe { entry.word.get() }.load(Ordering::Relaxed) != 1 {
+            t.entries.remove(&key);
+            return Ok(Registered::AlreadyWoken);
+        }
         if let Some(old) = t.entries.get_mut(&key) {
             // Still registered (a poll that was not a wake-up): keep its deadline.
             if !old.waker.will_wake(&entry.waker) {
                 old.waker = entry.waker;
             }
-            return Ok(());
+            return Ok(Registered::Yes);
         }
         #[cfg(not(mirror_ring_loom))]
         {
@@ -321,7 +374,7 @@ impl Registry {
             entry.helper = 0;
             t.entries.insert(key, entry);
         }
-        Ok(())
+        Ok(Registered::Yes)
     }
 
     /// Removes the entry for `key`; whether it was there.
@@ -360,7 +413,7 @@ impl Registry {
     fn fire(&self, helper: usize, now: Instant) -> Vec<Waker> {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let due: Vec<usize> =
-            t.entries.iter().filter(|(k, e)| e.helper == helper && e.due(**k, now)).map(|(k, _)| *k).collect();
+            t.entries.iter().filter(|(_, e)| e.helper == helper && e.due(now)).map(|(k, _)| *k).collect();
         let mut wakers = Vec::with_capacity(due.len());
         for k in due {
             if let Some(e) = t.entries.remove(&k) {
@@ -379,7 +432,7 @@ impl Registry {
 
 /// The function `FutexWord::wake` calls first (`sync::set_direct_wake`): wakes a thread
 /// ring's async end parked on the word at `key`, with no system call of ours.
-fn direct_wake(key: usize) -> bool {
+pub(crate) fn direct_wake(key: usize) -> bool {
     match registry().take_direct(key) {
         Some(w) => {
             w.wake();
@@ -534,11 +587,14 @@ mod helper {
                 let control = shared.control.load(Ordering::Relaxed);
                 let mut deadline: Option<Instant> = None;
                 let mut futex = 0;
-                for (&key, e) in t.entries.iter().filter(|(_, e)| e.helper == index) {
+                for e in t.entries.values().filter(|e| e.helper == index) {
                     deadline = Some(deadline.map_or(e.deadline, |d| d.min(e.deadline)));
                     if !e.direct {
                         futex += 1;
-                        waiters.push(FutexWaitv::new(key as *const AtomicU32, 1, true));
+                        // SAFETY: the entry keeps the header mapped (and `hold` keeps it mapped
+                        // through the wait below).
+                        let word: &AtomicU32 = unsafe { e.word.get() };
+                        waiters.push(FutexWaitv::new(word, 1, true));
                         if let Some(r) = &e.ring {
                             hold.push(r.clone());
                         }
