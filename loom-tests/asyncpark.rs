@@ -42,6 +42,7 @@ impl ParkEnd for AsyncReader {
             direct: self.direct,
             watch: false,
             ring: None,
+            spin: std::time::Duration::ZERO,
         })
     }
 }

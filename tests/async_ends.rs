@@ -42,66 +42,72 @@ fn both_ends_on_one_current_thread_runtime() {
     let _dog = watchdog("both_ends_on_one_current_thread_runtime", Duration::from_secs(60));
     let pattern = Pattern::new(1);
     let total: u64 = 4 << 20;
-    current_thread().block_on(async {
-        let (tx, rx) = RingOptions::new().capacity(4096).build().unwrap();
-        let (mut tx, mut rx) = (tx.into_async().unwrap(), rx.into_async().unwrap());
-        let writer = async {
-            let mut pos = 0u64;
-            let mut size = 1;
-            while pos < total {
-                let n = (size % 3001 + 1).min((total - pos) as usize);
-                tx.write_all(pattern.at(pos, n)).await.unwrap();
-                pos += n as u64;
-                size = size * 7 + 13;
-            }
-            tx.shutdown().await.unwrap();
-            tx.stats()
-        };
-        let reader = async {
-            let mut pos = 0u64;
-            let mut buf = vec![0u8; 1777];
-            loop {
-                let n = rx.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    break;
+    // Spin budget zero: every wait parks at once. The default budget: a wait first retries
+    // after the other task has run (which on one thread usually makes parking unnecessary).
+    for spin in [Duration::ZERO, Duration::from_micros(50)] {
+        current_thread().block_on(async {
+            let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(spin).build().unwrap();
+            let (mut tx, mut rx) = (tx.into_async().unwrap(), rx.into_async().unwrap());
+            let writer = async {
+                let mut pos = 0u64;
+                let mut size = 1;
+                while pos < total {
+                    let n = (size % 3001 + 1).min((total - pos) as usize);
+                    tx.write_all(pattern.at(pos, n)).await.unwrap();
+                    pos += n as u64;
+                    size = size * 7 + 13;
                 }
-                assert!(pattern.matches(pos, &buf[..n]), "wrong bytes at {pos}");
-                pos += n as u64;
+                tx.shutdown().await.unwrap();
+                tx.stats()
+            };
+            let reader = async {
+                let mut pos = 0u64;
+                let mut buf = vec![0u8; 1777];
+                loop {
+                    let n = rx.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    assert!(pattern.matches(pos, &buf[..n]), "wrong bytes at {pos}");
+                    pos += n as u64;
+                }
+                (pos, rx.stats())
+            };
+            let (ws, (got, rs)) = tokio::join!(writer, reader);
+            assert_eq!(got, total);
+            if spin.is_zero() {
+                // Each side had to wait for the other many times (a 4 KiB ring), and every wait
+                // was ended by the other side's wake-up, never by a timer finding it missed.
+                assert!(rs.parks > 0 && ws.parks > 0, "no async park happened: {rs:?} {ws:?}");
+                assert!(rs.woken > 0 && ws.woken > 0, "{rs:?} {ws:?}");
             }
-            (pos, rx.stats())
-        };
-        let (ws, (got, rs)) = tokio::join!(writer, reader);
-        assert_eq!(got, total);
-        // Each side had to wait for the other many times (a 4 KiB ring), and every wait was
-        // ended by the other side's wake-up, never by a timer finding it missed.
-        assert!(rs.parks > 0 && ws.parks > 0, "no async park happened: {rs:?} {ws:?}");
-        assert!(rs.woken > 0 && ws.woken > 0, "{rs:?} {ws:?}");
-        assert_eq!(rs.lost_wakeups + ws.lost_wakeups, 0, "{rs:?} {ws:?}");
+            assert_eq!(rs.lost_wakeups + ws.lost_wakeups, 0, "{rs:?} {ws:?}");
 
-        let (tx, rx) = RingOptions::new().capacity(4096).build().unwrap();
-        let mut tx = tx.into_framed().into_async().unwrap();
-        let mut rx = rx.into_framed().into_async().unwrap();
-        let sender = async {
-            for i in 0..10_000u32 {
-                let len = (i % 700) as usize;
-                let msg: Vec<u8> = (0..len).map(|k| (k as u32 ^ i) as u8).collect();
-                tx.send(&msg).await.unwrap();
-            }
-            drop(tx);
-        };
-        let receiver = async {
-            let mut i = 0u32;
-            while let Some(frame) = rx.recv().await.unwrap() {
-                let len = (i % 700) as usize;
-                assert_eq!(frame.len(), len, "frame {i}");
-                assert!(frame.iter().enumerate().all(|(k, &b)| b == (k as u32 ^ i) as u8), "frame {i}");
-                i += 1;
-            }
-            i
-        };
-        let ((), n) = tokio::join!(sender, receiver);
-        assert_eq!(n, 10_000);
-    });
+            let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(spin).build().unwrap();
+            let mut tx = tx.into_framed().into_async().unwrap();
+            let mut rx = rx.into_framed().into_async().unwrap();
+            let sender = async {
+                for i in 0..10_000u32 {
+                    let len = (i % 700) as usize;
+                    let msg: Vec<u8> = (0..len).map(|k| (k as u32 ^ i) as u8).collect();
+                    tx.send(&msg).await.unwrap();
+                }
+                drop(tx);
+            };
+            let receiver = async {
+                let mut i = 0u32;
+                while let Some(frame) = rx.recv().await.unwrap() {
+                    let len = (i % 700) as usize;
+                    assert_eq!(frame.len(), len, "frame {i}");
+                    assert!(frame.iter().enumerate().all(|(k, &b)| b == (k as u32 ^ i) as u8), "frame {i}");
+                    i += 1;
+                }
+                i
+            };
+            let ((), n) = tokio::join!(sender, receiver);
+            assert_eq!(n, 10_000);
+        });
+    }
 }
 
 /// An async reader against a blocking writer thread, and an async writer against a blocking

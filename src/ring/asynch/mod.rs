@@ -29,6 +29,7 @@ mod sites {
                 direct: self.end.peer.is_none(),
                 watch: self.end.peer.as_ref().is_some_and(|p| p.borrow().active()),
                 ring: Some(&self.end.ring),
+                spin: self.end.spin,
             })
         }
     }
@@ -43,6 +44,7 @@ mod sites {
                 direct: self.end.peer.is_none(),
                 watch: self.end.peer.as_ref().is_some_and(|p| p.borrow().active()),
                 ring: Some(&self.end.ring),
+                spin: self.end.spin,
             })
         }
     }

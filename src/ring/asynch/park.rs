@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[cfg(not(mirror_ring_loom))]
 use std::sync::Mutex;
@@ -18,7 +18,7 @@ use loom::sync::Mutex;
 use crate::header::{Header, Role};
 use crate::ring::RingMem;
 use crate::stats::Counters;
-use crate::sync::{fence, park_barrier, FutexWord, Ordering, Park};
+use crate::sync::{fence, park_barrier, FutexWord, Ordering, Park, SPINS};
 use crate::wait::{REARM_INTERVAL, SAFETY_INTERVAL, WATCH_INTERVAL};
 
 /// What a parking end lends the machinery while it parks: its header, role, park mode and
@@ -39,6 +39,9 @@ pub(crate) struct Site<'a> {
     pub(crate) watch: bool,
     /// The mapping, kept alive by a helper that reads the header (`None` in loom models).
     pub(crate) ring: Option<&'a Arc<RingMem>>,
+    /// How long to keep trying before parking (the ring's spin budget), by rescheduling the
+    /// task (it yields to the runtime between attempts, so other tasks run).
+    pub(crate) spin: Duration,
 }
 
 /// An end that can park: it lends a [`Site`] (`None` in a forked copy, which must not touch
@@ -59,6 +62,8 @@ pub(crate) struct Parking {
     last_barrier: Option<Instant>,
     /// The word we registered under, while an entry may be in the registry.
     key: Option<usize>,
+    /// When the current wait started trying again before parking (the spin phase).
+    spin_since: Option<Instant>,
 }
 
 impl Parking {
@@ -79,6 +84,23 @@ impl Parking {
             }
         }
         let Some(site) = end.site() else { return Poll::Ready(Err(forked())) };
+        if SPINS && !self.armed && self.key.is_none() && !site.spin.is_zero() {
+            // The spin phase, as a blocking end spins before it parks: try again after the
+            // runtime's other ready tasks, for at most the spin budget. (A start older than the
+            // budget plus a millisecond is a leftover of a cancelled call: start again.)
+            let now = Instant::now();
+            let since = match self.spin_since {
+                Some(t) if now.duration_since(t) <= site.spin + REARM_INTERVAL => t,
+                _ => {
+                    site.counters.spins.bump();
+                    *self.spin_since.insert(now)
+                }
+            };
+            if now.duration_since(since) < site.spin {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
         let word = site.hdr.word(site.role.own_word());
         let key = word as *const _ as usize;
         if self.armed {
@@ -188,6 +210,7 @@ impl Parking {
     /// Ends a park: lowers our flag if it is still raised and drops our registration. Counts
     /// how the park ended (woken by the peer, or a lost wake-up found by a timer).
     pub(crate) fn settle<E: ParkEnd + ?Sized>(&mut self, end: &E) {
+        self.spin_since = None;
         if !self.armed && self.key.is_none() {
             return;
         }
