@@ -137,10 +137,15 @@ fn file_relay_through_the_ring() {
     assert!(copy == data, "the copy differs ({} bytes of {})", copy.len(), data.len());
 }
 
+/// What a scripted reader does with the buffer it is lent.
+type ReadAnswer = fn(&mut [u8]) -> io::Result<usize>;
+/// What a scripted writer does with the buffer it is given.
+type WriteAnswer = fn(&[u8]) -> io::Result<usize>;
+
 /// A reader that records the buffers it is lent and answers with a scripted result.
 struct Scripted {
     lent: Vec<usize>,
-    answer: fn(&mut [u8]) -> io::Result<usize>,
+    answer: ReadAnswer,
 }
 
 impl Read for Scripted {
@@ -178,7 +183,7 @@ fn read_from_lends_all_free_space_in_one_read() {
 fn failing_and_lying_readers_commit_nothing() {
     let (mut tx, rx) = ring(4096);
     tx.write_all(b"kept").unwrap();
-    let cases: [(fn(&mut [u8]) -> io::Result<usize>, Option<ErrorKind>); 5] = [
+    let cases: [(ReadAnswer, Option<ErrorKind>); 5] = [
         (
             |buf| {
                 buf.fill(1);
@@ -222,7 +227,7 @@ fn failing_and_lying_readers_commit_nothing() {
 struct Sink {
     given: Vec<usize>,
     taken: Vec<u8>,
-    answer: fn(&[u8]) -> io::Result<usize>,
+    answer: WriteAnswer,
 }
 
 impl Write for Sink {
@@ -264,7 +269,7 @@ fn write_to_gives_every_readable_byte_in_one_write() {
 fn failing_and_lying_writers_release_nothing() {
     let (mut tx, mut rx) = ring(4096);
     tx.write_all(b"precious bytes").unwrap();
-    let cases: [(fn(&[u8]) -> io::Result<usize>, ErrorKind); 5] = [
+    let cases: [(WriteAnswer, ErrorKind); 5] = [
         (|_| Err(io::Error::from_raw_os_error(libc::EPIPE)), ErrorKind::BrokenPipe),
         (|buf| Ok(buf.len() + 1), ErrorKind::InvalidData),
         (|_| Ok(usize::MAX), ErrorKind::InvalidData),
