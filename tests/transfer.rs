@@ -256,9 +256,14 @@ fn write_to_gives_every_readable_byte_in_one_write() {
     assert_eq!(rx.write_to(&mut w).unwrap(), 100);
     assert_eq!(w.given, [300], "one write of every readable byte");
     assert_eq!(rx.len(), 200, "exactly what the writer took was released");
+    // More arrives after the consumer last looked: the next write_to sees it too.
+    let more: Vec<u8> = (0..50u8).map(|i| i ^ 0x55).collect();
+    tx.write_all(&more).unwrap();
     w.answer = |buf| Ok(buf.len());
-    assert_eq!(rx.write_to(&mut w).unwrap(), 200);
-    assert_eq!(w.taken, msg);
+    assert_eq!(rx.write_to(&mut w).unwrap(), 250);
+    assert_eq!(w.given, [300, 250], "every byte readable now, in one write");
+    assert_eq!(&w.taken[..300], &msg[..]);
+    assert_eq!(&w.taken[300..], &more[..]);
     drop(tx);
     assert_eq!(rx.write_to(&mut w).unwrap(), 0, "end of stream");
 }
