@@ -3,7 +3,7 @@
 //! the parent module's docs; this file is the code.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -104,15 +104,18 @@ impl Parking {
         let word = site.hdr.word(site.role.own_word());
         let key = word as *const _ as usize;
         if self.armed {
+            let status = self.key.map_or(Status::Gone, |k| registry().status(k));
+            if status != Status::Registered {
+                self.key = None;
+            }
             // Relaxed: only our own store and the waker's swap write this word.
             if word.load(Ordering::Relaxed) == 0 {
                 // A wake that did not satisfy us (too little, or a hostile clear).
-                site.counters.woken.bump();
+                count_wake(site.counters, status);
                 self.armed = false;
-            } else if self.key.is_some() && !registry().contains(key) {
+            } else if status == Status::Timer {
                 // A helper's timer ended this sleep; the flag stays raised, the park goes on.
                 site.counters.sleep_timeouts.bump();
-                self.key = None;
             }
         }
         let mut recheck = false;
@@ -221,15 +224,14 @@ impl Parking {
         let word = site.hdr.word(site.role.own_word());
         // `key` is None when no registration of this park can be outstanding (settled after a
         // recheck, or after the timer that removed it was counted): then no lost wake-up.
-        let registered = self.key.is_some();
-        let present = self.key.take().is_some_and(|key| registry().deregister(key));
+        let status = self.key.take().map_or(Status::Gone, |key| registry().deregister(key));
         if self.armed {
             self.armed = false;
             // Relaxed: as in `poll`.
             if word.load(Ordering::Relaxed) == 0 {
-                site.counters.woken.bump();
+                count_wake(site.counters, status);
             } else {
-                if registered && !present && self.strong {
+                if status == Status::Timer && self.strong {
                     // A timer ended the sleep, the flag was never cleared, and the condition
                     // held: a publish that should have woken us did not.
                     site.counters.lost_wakeups.bump();
@@ -247,6 +249,28 @@ impl Drop for Parking {
             registry().deregister(key);
         }
     }
+}
+
+/// Counts how a park whose flag was found cleared ended: by the peer's wake-up, or by a timer
+/// of the helper (which found the flag cleared at its deadline: the wake-up did not reach the
+/// task by itself).
+fn count_wake(counters: &Counters, status: Status) {
+    if status == Status::Timer {
+        counters.sleep_timeouts.bump();
+    } else {
+        counters.woken.bump();
+    }
+}
+
+/// What became of a registration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    /// Still in the registry.
+    Registered,
+    /// Removed by a helper because its deadline passed.
+    Timer,
+    /// Removed by a wake-up (or never there).
+    Gone,
 }
 
 #[cold]
@@ -306,19 +330,20 @@ struct Entry {
 }
 
 impl Entry {
-    /// Whether the helper must wake the task now.
-    fn due(&self, now: Instant) -> bool {
+    /// Whether the helper must wake the task now: `Some(false)` for a wake-up (the flag was
+    /// cleared), `Some(true)` for its deadline, `None` not yet.
+    fn due(&self, now: Instant) -> Option<bool> {
         // SAFETY: the entry keeps the header mapped (`WordPtr::get`).
         let word = unsafe { self.word.get() };
         // Relaxed: the value decides only whether to poll the task; the task's poll orders
         // what it reads.
         if !self.direct && word.load(Ordering::Relaxed) != 1 {
-            return true;
+            return Some(false);
         }
         if now < self.deadline {
-            return false;
+            return None;
         }
-        let (Some((role, seen)), Some(ring)) = (self.check, &self.ring) else { return true };
+        let (Some((role, seen)), Some(ring)) = (self.check, &self.ring) else { return Some(true) };
         let hdr = ring.header();
         // Relaxed: a safety net that only decides whether to poll the task again.
         let cursor = match role {
@@ -326,7 +351,7 @@ impl Entry {
             Role::Producer => hdr.tail.load(Ordering::Relaxed),
         };
         let lowered = word.load(Ordering::Relaxed) != 1;
-        lowered || cursor != seen || hdr.is_closed(role.peer()) || hdr.is_poisoned()
+        (lowered || cursor != seen || hdr.is_closed(role.peer()) || hdr.is_poisoned()).then_some(true)
     }
 }
 
@@ -343,6 +368,8 @@ pub(crate) struct Registry {
 
 struct Table {
     entries: HashMap<usize, Entry>,
+    /// Keys whose entry a helper removed at its deadline, until the end looks (`status`).
+    timed: HashSet<usize>,
     #[cfg(not(mirror_ring_loom))]
     helpers: Vec<helper::Slot>,
 }
@@ -354,6 +381,7 @@ impl Registry {
             generation: _generation,
             table: Mutex::new(Table {
                 entries: HashMap::new(),
+                timed: HashSet::new(),
                 #[cfg(not(mirror_ring_loom))]
                 helpers: Vec::new(),
             }),
@@ -372,6 +400,7 @@ impl Registry {
         // entry below, or we see the cleared flag here.
         // SAFETY: the caller's end holds the header mapped for the duration of this call.
         // Relaxed: the lock orders it against the waker's clear.
+        t.timed.remove(&key);
         if unsafe { entry.word.get() }.load(Ordering::Relaxed) != 1 {
             t.entries.remove(&key);
             return Ok(Registered::AlreadyWoken);
@@ -400,11 +429,12 @@ impl Registry {
         Ok(Registered::Yes)
     }
 
-    /// Removes the entry for `key`; whether it was there.
-    fn deregister(&self, key: usize) -> bool {
+    /// Removes the entry for `key`; what had become of it.
+    fn deregister(&self, key: usize) -> Status {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         match t.entries.remove(&key) {
-            None => false,
+            None if t.timed.remove(&key) => Status::Timer,
+            None => Status::Gone,
             Some(_e) => {
                 #[cfg(not(mirror_ring_loom))]
                 if !_e.direct {
@@ -413,13 +443,21 @@ impl Registry {
                     drop(t);
                     slot.notify();
                 }
-                true
+                Status::Registered
             }
         }
     }
 
-    fn contains(&self, key: usize) -> bool {
-        self.table.lock().unwrap_or_else(|e| e.into_inner()).entries.contains_key(&key)
+    /// What became of the registration for `key` (a timer's mark is read once).
+    fn status(&self, key: usize) -> Status {
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if t.entries.contains_key(&key) {
+            Status::Registered
+        } else if t.timed.remove(&key) {
+            Status::Timer
+        } else {
+            Status::Gone
+        }
     }
 
     /// The publisher's side of a thread ring: takes the direct entry for `key`, if any.
@@ -435,12 +473,19 @@ impl Registry {
     /// Used by the helper threads and, for one word, by the loom model of the helper path.
     fn fire(&self, helper: usize, now: Instant) -> Vec<Waker> {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        let due: Vec<usize> =
-            t.entries.iter().filter(|(_, e)| e.helper == helper && e.due(now)).map(|(k, _)| *k).collect();
+        let due: Vec<(usize, bool)> = t
+            .entries
+            .iter()
+            .filter(|(_, e)| e.helper == helper)
+            .filter_map(|(k, e)| e.due(now).map(|timed| (*k, timed)))
+            .collect();
         let mut wakers = Vec::with_capacity(due.len());
-        for k in due {
+        for (k, timed) in due {
             if let Some(e) = t.entries.remove(&k) {
                 wakers.push(e.waker);
+                if timed {
+                    t.timed.insert(k);
+                }
             }
         }
         // Thread-ring entries whose deadline passed with nothing to do wait another interval.
