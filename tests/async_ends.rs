@@ -432,6 +432,21 @@ fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
 
+/// Each thread of this process with its CPU time so far (`/proc/self/task/*/schedstat`), for
+/// the diagnostics of a failure.
+fn threads_cpu() -> String {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim().to_string();
+        let ns: u64 = std::fs::read_to_string(t.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+            .unwrap_or(0);
+        out.push(format!("{name}: {:.2} ms", ns as f64 / 1e6));
+    }
+    out.join(", ")
+}
+
 /// CPU time (user + system) of this whole process, from getrusage.
 fn process_cpu() -> Duration {
     // SAFETY: all-zero is a valid rusage; getrusage fills it.
@@ -476,10 +491,12 @@ fn hundreds_of_parked_ends_cost_no_thread_and_no_cpu() {
         rt.block_on(local.run_until(async { tokio::time::sleep(Duration::from_millis(200)).await }));
         let parked_threads = thread_count();
         let cpu0 = process_cpu();
+        let threads0 = threads_cpu();
         let t0 = Instant::now();
         rt.block_on(local.run_until(async { tokio::time::sleep(Duration::from_secs(1)).await }));
         let idle_cpu = process_cpu() - cpu0;
         let idle = t0.elapsed();
+        let threads1 = threads_cpu();
         // Wake them all from another thread.
         let writer = std::thread::spawn(move || {
             for (i, tx) in producers.iter_mut().enumerate() {
@@ -496,7 +513,8 @@ fn hundreds_of_parked_ends_cost_no_thread_and_no_cpu() {
         }));
         let _producers = writer.join().unwrap();
         eprintln!(
-            "{} parked ends: threads {before_threads} -> {parked_threads}; {idle_cpu:?} CPU over an idle {idle:?}",
+            "{} parked ends: threads {before_threads} -> {parked_threads}; {idle_cpu:?} CPU over an idle {idle:?} \
+             (per thread, before: {threads0}; after: {threads1})",
             DIRECT + HELPED
         );
         let mut failures = Vec::new();
@@ -506,7 +524,9 @@ fn hundreds_of_parked_ends_cost_no_thread_and_no_cpu() {
         // A busy poller would use the whole second; a wake-up per end per watch interval, a
         // few tens of milliseconds. Bound: 2% of the idle time.
         if idle_cpu > idle / 50 {
-            failures.push(format!("{idle_cpu:?} of CPU over an idle {idle:?}"));
+            failures.push(format!(
+                "{idle_cpu:?} of CPU over an idle {idle:?} (threads before: {threads0}; after: {threads1})"
+            ));
         }
         for (i, r) in results.into_iter().enumerate() {
             match r {

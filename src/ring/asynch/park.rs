@@ -181,6 +181,8 @@ impl Parking {
         let entry = Entry {
             word: WordPtr(word),
             waker: cx.waker().clone(),
+            bound: self.strong,
+            suspect: false,
             direct: site.direct,
             deadline,
             check,
@@ -315,6 +317,11 @@ struct Entry {
     waker: Waker,
     /// Woken by the publisher through [`direct_wake`]; otherwise by a helper's futex wait.
     direct: bool,
+    /// The deadline bounds the sleep (the watch or safety interval), rather than ending a
+    /// park raised without the heavy barrier: a wake-up first seen at it counts as a timeout.
+    bound: bool,
+    /// A safety check found the cursor moved with the flag still raised (see `due`).
+    suspect: bool,
     /// When a helper wakes the task anyway (to watch the peer, to pay a deferred barrier), or
     /// for a thread ring's entry with a `check`, looks whether it missed a wake-up.
     deadline: Instant,
@@ -332,16 +339,19 @@ struct Entry {
 impl Entry {
     /// Whether the helper must wake the task now: `Some(false)` for a wake-up (the flag was
     /// cleared), `Some(true)` for its deadline, `None` not yet.
-    fn due(&self, now: Instant) -> Option<bool> {
+    fn due(&mut self, now: Instant) -> Option<bool> {
         // SAFETY: the entry keeps the header mapped (`WordPtr::get`).
         let word = unsafe { self.word.get() };
         // Relaxed: the value decides only whether to poll the task; the task's poll orders
         // what it reads.
-        if !self.direct && word.load(Ordering::Relaxed) != 1 {
-            return Some(false);
-        }
-        if now < self.deadline {
-            return None;
+        let cleared = !self.direct && word.load(Ordering::Relaxed) != 1;
+        // A sleep's bound may be reached a little early, so that the helper's checks of many
+        // entries fall together instead of one wake-up per entry (`fire`).
+        let at = if self.bound { now + SLACK } else { now };
+        if at < self.deadline || (cleared && !self.bound) {
+            // Before the deadline, or at a deferred barrier's deadline (not a sleep bound): a
+            // cleared flag is the peer's wake-up.
+            return cleared.then_some(false);
         }
         let (Some((role, seen)), Some(ring)) = (self.check, &self.ring) else { return Some(true) };
         let hdr = ring.header();
@@ -351,9 +361,22 @@ impl Entry {
             Role::Producer => hdr.tail.load(Ordering::Relaxed),
         };
         let lowered = word.load(Ordering::Relaxed) != 1;
-        (lowered || cursor != seen || hdr.is_closed(role.peer()) || hdr.is_poisoned()).then_some(true)
+        if !(lowered || cursor != seen || hdr.is_closed(role.peer()) || hdr.is_poisoned()) {
+            return None;
+        }
+        // Something happened and the task was not woken. The publisher may be between its
+        // store and its wake-up right now: only if the same is still true a whole interval
+        // later is it a missed wake-up.
+        if !self.suspect {
+            self.suspect = true;
+            return None;
+        }
+        Some(true)
     }
 }
+
+/// How early a sleep's bound may be reached (see `Entry::due`).
+const SLACK: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The process's parked async ends, keyed by the address of the futex word each one parked
 /// on (one end per word per mapping).
@@ -398,9 +421,9 @@ impl Registry {
         // Under the lock, as the kernel compares a futex word under its bucket lock: a waker
         // clears the flag before it takes this lock to look for us, so either it finds the
         // entry below, or we see the cleared flag here.
+        t.timed.remove(&key);
         // SAFETY: the caller's end holds the header mapped for the duration of this call.
         // Relaxed: the lock orders it against the waker's clear.
-        t.timed.remove(&key);
         if unsafe { entry.word.get() }.load(Ordering::Relaxed) != 1 {
             t.entries.remove(&key);
             return Ok(Registered::AlreadyWoken);
@@ -475,7 +498,7 @@ impl Registry {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let due: Vec<(usize, bool)> = t
             .entries
-            .iter()
+            .iter_mut()
             .filter(|(_, e)| e.helper == helper)
             .filter_map(|(k, e)| e.due(now).map(|timed| (*k, timed)))
             .collect();
@@ -488,9 +511,10 @@ impl Registry {
                 }
             }
         }
-        // Thread-ring entries whose deadline passed with nothing to do wait another interval.
+        // Entries whose deadline passed (or nearly) with nothing to do wait another interval,
+        // all from now: after one round their checks fall together.
         for e in t.entries.values_mut() {
-            if e.helper == helper && e.deadline <= now {
+            if e.helper == helper && e.bound && e.deadline <= now + SLACK {
                 e.deadline = now + SAFETY_INTERVAL;
             }
         }
