@@ -55,7 +55,7 @@ fn both_ends_on_one_current_thread_runtime() {
                     let n = (size % 3001 + 1).min((total - pos) as usize);
                     tx.write_all(pattern.at(pos, n)).await.unwrap();
                     pos += n as u64;
-                    size = size * 7 + 13;
+                    size = (size * 7 + 13) % 100_003;
                 }
                 tx.shutdown().await.unwrap();
                 tx.stats()

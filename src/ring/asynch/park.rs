@@ -1,6 +1,6 @@
 //! Parking an async end: the waiter flag, the `Waker` registry, and the helper threads that
-//! turn a `FUTEX_WAKE` into `Waker::wake()`. The design and the measurements behind it are in
-//! the parent module's docs; this file is the code.
+//! turn a `FUTEX_WAKE` into `Waker::wake()`. The design and the measurements behind it:
+//! `docs::async_ends` (`src/docs/async_ends.rs`); this file is the code.
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
