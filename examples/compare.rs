@@ -11,7 +11,7 @@
 //! one timed run, default 10; 3 with `--quick`), `--svg PATH` (write the
 //! throughput-by-write-size chart, and next to it `-ratios` and `-ring-size` charts), `--spin-sweep` (blocking throughput, round trips and CPU use per spin budget),
 //! `--nt` (non-temporal stores in the producer, against ordinary copies), `--only SECTIONS`
-//! (comma-separated: check, threads, fork, sizes, single, create, latency, messages), `--profile NAME WRITE
+//! (comma-separated: check, threads, fork, sizes, single, create, latency, messages, async), `--profile NAME WRITE
 //! OPS` (only a one-thread write/read loop of one competitor, to run under
 //! `valgrind --tool=callgrind`), `--across FILE...` (the goals of several saved runs side by
 //! side per placement; runs whose placement moved are left out and counted).
@@ -604,6 +604,26 @@ fn main() {
             );
         }
     }
+    // ---- async ends and read_from/write_to (issue 12; rows from benches/support/async_rows.rs) ----
+    #[cfg(feature = "tokio")]
+    if cfg.wants("async") {
+        p.step("async", "async ends, relays");
+        let rows = async_rows(cfg.quick);
+        p.clear();
+        println!(
+            "\n## Async ends and relays (feature tokio; core-to-core round trip now {})\n",
+            fmt_ns(core_round_trip())
+        );
+        let mut last = String::new();
+        for (section, who, value) in rows {
+            if section != last {
+                println!("{section}:");
+                last = section;
+            }
+            println!("  {who:>28}: {value}");
+        }
+    }
+    // ---- end of the async block ----
     p.clear();
     if p.runs > 0 {
         println!(

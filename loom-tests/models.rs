@@ -22,6 +22,8 @@ use crate::stats::Counters;
 use crate::sync::{Ordering, Park};
 use crate::wait::{self, NoPeer, PeerCheck, Waiter};
 
+#[path = "asyncpark.rs"]
+mod asyncpark;
 #[path = "claims.rs"]
 mod claims;
 #[path = "close.rs"]

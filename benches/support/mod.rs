@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 use mirror_ring::{Backend, MirrorMap, RingOptions};
 
+#[cfg(feature = "tokio")]
+mod async_rows;
 mod chart;
 mod interleave;
 mod messages;
@@ -32,6 +34,9 @@ mod rings;
 mod stream;
 
 // Each bench uses a part; the demo uses all of it.
+#[cfg(feature = "tokio")]
+#[allow(unused_imports)]
+pub use async_rows::*;
 #[allow(unused_imports)]
 pub use chart::*;
 #[allow(unused_imports)]

@@ -10,10 +10,13 @@
 //! - [`barriers`]: blocking without a fence per commit: the asymmetric barrier pair, how the
 //!   two sides agree on it, and why no wake-up is lost.
 //! - [`framing`]: the framed wire format and its batching rules.
+//! - [`async_ends`]: async ends (feature `tokio`): how a `FUTEX_WAKE` from any peer becomes a
+//!   `Waker::wake()`, what a parked end costs, and the alternatives that were measured.
 //! - [`accounting`]: what the two views cost in RSS, address space, map count and locked
 //!   memory.
 
 pub mod accounting;
+pub mod async_ends;
 pub mod barriers;
 pub mod framing;
 pub mod lifecycle;

@@ -104,6 +104,17 @@
 //!   forked child running your code, a cooperating service), which is where their zero-copy
 //!   speed is meant to be used.
 //!
+//! **The kernel on the other side** ([`Producer::read_from`](crate::Producer::read_from),
+//! [`Consumer::write_to`](crate::Consumer::write_to) and their async forms) lends ring memory
+//! to a reader or writer of your choosing: `read_from` passes the free space as the `&mut
+//! [u8]` of one `read()`, `write_to` the readable bytes as the `&[u8]` of one `write()`. Both
+//! are lending calls in the sense above: with an untrusted peer only a reader or writer that
+//! does not look at the bytes twice is safe (a socket or a file is: the kernel copies them
+//! once). The free space `read_from` lends still holds bytes the consumer has read: a reader
+//! that looks at its buffer before filling it sees earlier data of the stream. A reader that
+//! claims more bytes than it was lent, or a writer more than it was given, is refused
+//! (`InvalidData`) and nothing is committed or released.
+//!
 //! Between threads of one process there is no such peer: the other end is safe Rust, and the
 //! protocol never lets it write the bytes it lent out, so every call is sound and the copies
 //! are plain `memcpy`s.

@@ -545,12 +545,17 @@ pub struct Consumer {
 // time.
 unsafe impl Send for Consumer {}
 
+#[cfg(any(feature = "tokio", mirror_ring_loom))]
+pub(crate) mod asynch;
 mod consumer;
 mod framed;
 mod producer;
 #[cfg(all(test, not(mirror_ring_loom)))]
 mod tests;
+mod transfer;
 
+#[cfg(feature = "tokio")]
+pub use asynch::{AsyncConsumer, AsyncFramedConsumer, AsyncFramedProducer, AsyncProducer};
 pub use consumer::ReadGrant;
 pub use framed::{Frame, FrameGrant, FramedConsumer, FramedProducer};
 pub use producer::WriteGrant;
