@@ -41,6 +41,9 @@ mutations=(
   "watcher: follows the slot but keeps the old identity|src/peer.rs|self.peer = None;\n                self.pidfd = None;|self.pidfd = None;|1"
   "old holder: ownership ignores a take-over|src/header.rs|let now = Claim(self.slot(r).claim.load(Ordering::Relaxed));|let now = token;|1"
   "close: not a compare-and-swap against the holding (always closes)|src/header.rs|        while now == token|        while now == now|1"
+  "async park: no recheck after raising the flag|src/ring/asynch/park.rs|        if recheck {|        if false \&\& recheck {|1"
+  "async park: registration does not compare the flag under the lock|src/ring/asynch/park.rs|if unsafe { entry.word.get() }.load(Ordering::Relaxed) != 1 {|if false {|1"
+  "async park: the direct wake takes the waker but never wakes it|src/ring/asynch/park.rs|            w.wake();\n            true|            drop(w);\n            true|1"
 )
 
 copy() {
