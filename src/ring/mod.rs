@@ -87,6 +87,28 @@ impl RingOptions {
         self
     }
 
+    /// Back the ring's data with 2 MiB huge pages (see [`MirrorOptions::huge_pages`]): the
+    /// capacity is rounded up to a power of two of at least 2 MiB, the pages are taken from the
+    /// kernel's reserved pool at creation, and without enough free huge pages creation fails
+    /// with `OutOfMemory` and a message naming huge pages. With [`Backend::Auto`] only; works
+    /// between threads and across `fork` (no descriptor is kept, so not through
+    /// [`SharedRing::from_fd`](crate::SharedRing::from_fd)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mirror_ring::RingOptions;
+    ///
+    /// match RingOptions::new().capacity(4 << 20).huge_pages(true).build() {
+    ///     Ok((tx, _rx)) => assert_eq!(tx.capacity(), 4 << 20),
+    ///     Err(e) => assert!(e.to_string().contains("huge page"), "{e}"),
+    /// }
+    /// ```
+    pub fn huge_pages(&mut self, yes: bool) -> &mut Self {
+        self.map.huge_pages(yes);
+        self
+    }
+
     /// Keep the ring out of forked children (`MADV_DONTFORK` over the whole ring).
     pub fn dont_fork(&mut self, yes: bool) -> &mut Self {
         self.map.dont_fork(yes);
