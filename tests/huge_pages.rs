@@ -143,6 +143,19 @@ fn a_huge_page_map_mirrors_in_2_mib_pages_and_gives_them_back() {
     }
     let a = map.as_ptr() as usize;
     assert_eq!(kernel_page_kb(a), Some(2048), "view A is not in 2 MiB pages");
+    // The address space reserved to align view A is given back: no reserved (PROT_NONE)
+    // mapping right below the control page or right after view B.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let slack: Vec<&str> = maps
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("---p"))
+        .filter(|l| {
+            let (x, y) = l.split_whitespace().next().unwrap().split_once('-').unwrap();
+            let (x, y) = (usize::from_str_radix(x, 16).unwrap(), usize::from_str_radix(y, 16).unwrap());
+            y == a - common::page_size() || x == a + 2 * map.len()
+        })
+        .collect();
+    assert!(slack.is_empty(), "alignment slack left reserved: {slack:?}");
     assert_eq!(kernel_page_kb(a + map.len()), Some(2048), "view B is not in 2 MiB pages");
     // Both views are the same two pages: the pool lost two, not four.
     assert_eq!(free_before - free_pages(), 2, "pages taken by one 4 MiB mirror");

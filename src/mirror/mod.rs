@@ -532,6 +532,8 @@ impl MirrorMap {
                     ),
                     _ => explain_huge(e, len, "cannot create the second view of a huge-page mirror"),
                 })?;
+                let mut res = res;
+                res.trim(len);
                 let map = res.into_map(len, true, backend, None);
                 if !check_and_clear(&map) {
                     return Err(io::Error::new(
@@ -559,6 +561,8 @@ impl MirrorMap {
                 .map_err(|e| explain_huge(e, len, "cannot map the second view of a huge-page memfd"))?;
                 // Both views hold the file now; nothing else needs the descriptor.
                 drop(fd);
+                let mut res = res;
+                res.trim(len);
                 Ok(res.into_map(len, true, Backend::Memfd, None))
             }
         }
@@ -741,6 +745,26 @@ impl Reservation {
         // SAFETY: off is within the reservation (or one past its end), so the pointer stays in
         // bounds of the same mapping and is non-null.
         unsafe { NonNull::new_unchecked(self.ctrl.as_ptr().add(off)) }
+    }
+
+    /// Gives back the alignment slack around `[ctrl, ctrl + H + 2N)` (two mapping entries and
+    /// up to 2 MiB of address space per huge-page map), leaving a reservation of exactly that
+    /// range. The slack is reserved `PROT_NONE` memory of ours; nothing else is mapped there.
+    fn trim(&mut self, len: usize) {
+        let used = sys::page_size() + 2 * len;
+        let (base, ctrl) = (self.base.as_ptr() as usize, self.ctrl.as_ptr() as usize);
+        let (before, after) = (ctrl - base, base + self.total - (ctrl + used));
+        // SAFETY: [base, ctrl) is slack of our own reservation; nothing refers into it. If the
+        // unmap fails, it stays reserved and goes with the rest on drop.
+        if before > 0 && unsafe { sys::unmap(self.base, before) }.is_ok() {
+            (self.base, self.total) = (self.ctrl, self.total - before);
+        }
+        // SAFETY: as above, for the slack past the views; ctrl + used is inside the reservation.
+        if after > 0 && unsafe { sys::unmap(NonNull::new_unchecked((ctrl + used) as *mut u8), after) }.is_ok() {
+            self.total -= after;
+        }
+        #[cfg(test)]
+        LAST_RESERVATION.with(|r| r.set(Some((self.base.as_ptr() as usize, self.total))));
     }
 
     /// Hands the reservation, now holding a complete mirror of `len` bytes, to a `MirrorMap`.
