@@ -24,8 +24,16 @@ use crate::sync::{self, Park};
 use crate::sys;
 use crate::wait::{self, NoPeer, PeerCheck, Waiter};
 
-/// The capacity [`RingOptions`] uses when none is given: 64 KiB (a Linux pipe's default).
-pub const DEFAULT_CAPACITY: usize = 64 * 1024;
+/// The capacity [`RingOptions`] uses when none is given: 1 MiB.
+///
+/// Chosen from measurements (`BENCHMARKS.md`, "Ring size and the default capacity"): with
+/// 4 KiB writes between two threads a 64 KiB ring (a pipe's default) ran at a quarter to a third
+/// of a 1 MiB ring on an Intel Xeon host and level on an AMD EPYC host; 2-4 MiB ran faster
+/// still (up to 1.6x) when the two cores were near or on the Intel host, but cost two to four
+/// times the memory per ring (RSS counts both views: `2N`). For bulk streaming set a bigger
+/// capacity: `cargo run --release --example compare` prints the size that is fastest on your
+/// machine next to this default.
+pub const DEFAULT_CAPACITY: usize = 1024 * 1024;
 
 /// Options for building a ring, between threads ([`build`](RingOptions::build)) or between
 /// processes ([`shared`](RingOptions::shared)).
