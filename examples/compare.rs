@@ -1,27 +1,41 @@
-//! The comparison demo: mirror-ring side by side with a memfd ring, a split-copy ring, the
-//! minimal mirrored ring it must stay close to, rtrb, ringbuf, a pipe and a socketpair, in one
-//! run, interleaved, with medians.
+//! The comparison demo: which ring, what size, for my workload, on this machine. mirror-ring as
+//! users call it (`write_all`, `read`, `fill_buf`) and spinning, side by side with rtrb,
+//! ringbuf, a pipe and a socketpair (and the rings built to explain its numbers: a split-copy
+//! ring and a minimal mirrored ring), in one run, interleaved, with medians, ending with what to
+//! use on this machine.
 //!
 //! ```sh
 //! cargo run --release --example compare               # about 30 s
-//! cargo run --release --example compare -- --quick    # CI-sized, about 9 s
+//! cargo run --release --example compare -- --quick    # CI-sized, about 10 s
+//! cargo run --release --example compare -- --goals    # also the goals table
 //! ```
 //!
-//! Options: `--reps N` (repetitions, default 7; 3 with `--quick`), `--target-ms N` (length of
-//! one timed run, default 10; 3 with `--quick`), `--svg PATH` (write the
-//! throughput-by-write-size chart, and next to it `-ratios` and `-ring-size` charts), `--spin-sweep` (blocking throughput, round trips and CPU use per spin budget),
-//! `--nt` (non-temporal stores in the producer, against ordinary copies), `--only SECTIONS`
-//! (comma-separated: check, threads, fork, sizes, single, create, latency, messages), `--profile NAME WRITE
-//! OPS` (only a one-thread write/read loop of one competitor, to run under
-//! `valgrind --tool=callgrind`), `--across FILE...` (the goals of several saved runs side by
-//! side per placement; runs whose placement moved are left out and counted).
+//! Sections, in order: a self-check; 64-byte records one per call (a parser loop) against
+//! rtrb's chunk API; bulk 4 KiB writes through 1 and 4 MiB rings, with the regime (how far
+//! behind the producer the reader runs); round trips against rtrb and the floors; the ring size
+//! per write size, with the recommended size next to the default capacity; streaming by write
+//! size between threads and across fork; huge pages (when some are free); creation; framed
+//! messages; then "On this machine", the answers.
 //!
-//! Numbers are GB/s = 1e9 bytes per second, each byte copied in by the producer and out by the
-//! consumer; the producer runs on CPU 0, the consumer on CPU 1. Absolute figures on virtual
-//! machines swing several-fold as the host moves the two vCPUs; compare the ratios, which are
-//! taken within one run. Every repetition runs the competitors in a rotated order, between two
-//! probes of the core-to-core round trip (`benches/support/interleave.rs`); the report says
-//! which placement each section ran under, and ends with the run's placement verdict.
+//! Options: `--reps N` (repetitions, default 7; 3 with `--quick`), `--target-ms N` (length of
+//! one timed run, default 10; 3 with `--quick`), `--goals` (print the goals table),
+//! `--svg PATH` (the throughput-by-write-size chart, and next to it `-ratios` and `-ring-size`
+//! charts), `--spin-sweep` (blocking throughput, round trips and CPU use per spin budget),
+//! `--nt` (non-temporal stores in the producer, against ordinary copies), `--only SECTIONS`
+//! (comma-separated: check, records, bulk, latency, sizes, threads, fork, huge, single, create,
+//! messages), `--across FILE...` (the goals of several saved `--goals` runs side by side per
+//! placement; runs whose placement moved are left out and counted). Tools: `--rec NAME,...
+//! RING REPS` (records only), `--rtt REPS` (round trips only), `--ab NAME,... WRITE RING REPS`
+//! and `--repeat NAME WRITE RING N` (streaming only), `--profile NAME WRITE OPS` and
+//! `--rec-profile NAME OPS` (one thread, to run under `valgrind --tool=callgrind`).
+//!
+//! Numbers are GB/s = 1e9 bytes per second (records: records per second), each byte copied in
+//! by the producer and out by the consumer; the producer runs on CPU 0, the consumer on CPU 1.
+//! Absolute figures on virtual machines swing several-fold as the host moves the two vCPUs;
+//! compare the ratios, which are taken within one run. Every repetition runs the competitors in
+//! a rotated order, between two probes of the core-to-core round trip
+//! (`benches/support/interleave.rs`); the report says which placement each section ran under,
+//! and ends with the run's placement verdict.
 
 #[path = "../benches/support/mod.rs"]
 mod support;
@@ -638,7 +652,8 @@ fn main() {
         println!(
             "Each write copied in, at most one write's worth copied out per read. mirror-ring/io: `write_all` / `read`, \
              blocking, default options; mirror-ring/try: `try_write` / `try_read`, spinning (as every other ring here \
-             spins), also on the memfd backend.\n"
+             spins). split-copy-ring: the same protocol over memory that is not mirrored (copies split at the \
+             wrap); minimal-mirror: a hand-written mirrored ring with no checks (the floor).\n"
         );
         let others: Vec<usize> = (1..threads.len()).collect();
         print_stream_tables("write", &write_rows, threads, &data, &others);
