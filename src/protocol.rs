@@ -251,6 +251,8 @@ pub(crate) struct ConsumerCursor {
     published: u64,
     /// The last validated producer cursor.
     cached_head: u64,
+    /// Where the last [`view`](Self::view) started (`tail` then), if there was one.
+    viewed_at: Option<u64>,
     cap: u64,
     poisoned: bool,
     /// The peer's park code that lets a publish wake it after a compiler fence only
@@ -273,6 +275,7 @@ impl ConsumerCursor {
             tail,
             published: tail,
             cached_head: head,
+            viewed_at: None,
             cap,
             poisoned: false,
             light: u32::MAX,
@@ -359,6 +362,24 @@ impl ConsumerCursor {
             return Ok(r);
         }
         self.refresh(hdr)
+    }
+
+    /// The readable bytes `fill_buf` shows (0: nothing, the caller waits): the rest of the
+    /// previous view when the caller has consumed part of it since (it is still working
+    /// through bytes it has seen, and loading the head now would take the producer's cursor
+    /// line from it for nothing), otherwise a refresh: on the first call, once everything seen
+    /// was consumed, and when the caller asks again without consuming anything (a parser that
+    /// found an incomplete record). Bytes in a view were validated when they were first loaded.
+    #[inline]
+    pub(crate) fn view(&mut self, hdr: &Header) -> Result<usize, Corrupt> {
+        let cached = self.readable_cached();
+        let n = if cached > 0 && self.viewed_at.is_some_and(|at| at != self.tail) && !self.poisoned {
+            cached
+        } else {
+            self.refresh(hdr)?
+        };
+        self.viewed_at = Some(self.tail);
+        Ok(n)
     }
 
     /// Frees `n` bytes at `offset()` for the producer, then wakes it if it sleeps. `n` must

@@ -200,6 +200,40 @@ pub(crate) fn memfd_create(name: &CStr) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `memfd_create(name, MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB)`: a file on the kernel's
+/// hugetlbfs whose pages are 2 MiB (its size and every mapping offset must be multiples of
+/// that). Mapping it `MAP_SHARED` reserves its huge pages at `mmap` time (`ENOMEM` when too few
+/// are free), so a later fault cannot fail.
+pub(crate) fn memfd_create_huge(name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: name is a valid NUL-terminated string.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_HUGETLB | libc::MFD_HUGE_2MB) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a freshly created descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Places `len` bytes of new anonymous shared memory backed by 2 MiB huge pages
+/// (`MAP_HUGETLB | MAP_HUGE_2MB`) at exactly `addr`, which must be 2 MiB aligned.
+///
+/// # Safety
+/// As [`map_shared_anon_fixed`]: the range must be inside the caller's reservation.
+pub(crate) unsafe fn map_shared_anon_huge_fixed(addr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: the caller guarantees the target range is its own reservation.
+    let p = unsafe {
+        libc::mmap(
+            addr.as_ptr().cast(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_HUGETLB | libc::MAP_HUGE_2MB,
+            -1,
+            0,
+        )
+    };
+    check_fixed(p, addr)
+}
+
 /// `ftruncate(fd, len)`.
 pub(crate) fn ftruncate(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
     let len =
