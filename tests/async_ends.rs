@@ -460,7 +460,8 @@ fn process_cpu() -> Duration {
 /// 200 async consumers of thread rings and 150 of rings whose producers are claimed through
 /// a `SharedRing` (woken through the helper threads' `futex_waitv`, more than one helper's 127
 /// words), all parked on one current-thread runtime: they add at most a few threads in all
-/// (none per end) and, over an idle second, almost no CPU (no polling). Then every producer
+/// (none per end) and, over an idle second, only the CPU of one peer check per end per bounded
+/// sleep (no polling). Then every producer
 /// writes, from another thread: every end is woken and reads its byte. Runs in a forked child
 /// so that the process's threads and CPU time are this test's alone.
 #[test]
@@ -487,6 +488,7 @@ fn hundreds_of_parked_ends_cost_no_thread_and_no_cpu() {
             }));
         }
         let before_threads = thread_count();
+        let started = Instant::now();
         // Let every task park.
         rt.block_on(local.run_until(async { tokio::time::sleep(Duration::from_millis(200)).await }));
         let parked_threads = thread_count();
@@ -521,18 +523,32 @@ fn hundreds_of_parked_ends_cost_no_thread_and_no_cpu() {
         if parked_threads > before_threads + 4 {
             failures.push(format!("{} threads before parking, {parked_threads} with every end parked", before_threads));
         }
-        // A busy poller would use the whole second; a wake-up per end per watch interval, a
-        // few tens of milliseconds. Bound: 2% of the idle time.
-        if idle_cpu > idle / 50 {
+        // By design a parked end's task is polled again only at its sleep's bound: every
+        // 25 ms (the watch interval) for a ring between processes, every 100 ms (the safety
+        // interval) for one between threads; 150 * 40 + 200 * 10 = 8,000 polls a second, each
+        // a peer check of a few microseconds: 3-5% of a core on this machine (measured
+        // 35-55 ms over the idle second). A busy poller would use the whole core. Bound: a
+        // quarter of the idle time, five times the design figure.
+        if idle_cpu > idle / 4 {
             failures.push(format!(
                 "{idle_cpu:?} of CPU over an idle {idle:?} (threads before: {threads0}; after: {threads1})"
             ));
         }
+        // The same design, counted per end: at most one bounded sleep per interval (twice that,
+        // for scheduling slack) over the whole time the end was parked.
+        let parked = started.elapsed();
         for (i, r) in results.into_iter().enumerate() {
             match r {
                 Ok(Ok(Ok((b, stats)))) => {
-                    if b != i as u8 || stats.parks == 0 || stats.woken == 0 || stats.lost_wakeups != 0 {
-                        failures.push(format!("end {i}: byte {b}, {stats:?}"));
+                    let interval = if i < DIRECT { Duration::from_millis(100) } else { Duration::from_millis(25) };
+                    let budget = 2 * (parked.as_millis() / interval.as_millis()) as u64 + 2;
+                    if b != i as u8
+                        || stats.parks == 0
+                        || stats.woken == 0
+                        || stats.lost_wakeups != 0
+                        || stats.sleep_timeouts > budget
+                    {
+                        failures.push(format!("end {i}: byte {b}, {stats:?} (timed-out sleeps allowed: {budget})"));
                     }
                 }
                 other => failures.push(format!("end {i}: {other:?}")),
