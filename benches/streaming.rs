@@ -1,11 +1,14 @@
 //! Streaming throughput, bytes copied in by a producer on CPU 0 and out by a consumer on CPU 1:
-//! mirror-ring on each backend against the split-copy ring (same protocol, no mirror), the
-//! minimal mirrored ring (the floor), rtrb, ringbuf, a pipe and a socketpair; between threads
-//! and between a parent and its forked child; by write size (1 MiB ring) and by ring size
-//! (4 KiB writes). Reports read in GB/s (`Throughput::Bytes`).
+//! mirror-ring through `std::io` (blocking, default options) and spinning on each backend,
+//! against the split-copy ring (same protocol, no mirror), the minimal mirrored ring (the
+//! floor), rtrb, ringbuf, a pipe and a socketpair; between threads and between a parent and its
+//! forked child; by write size (1 MiB ring) and by ring size (4 KiB writes); 64-byte records
+//! one per call (a parser loop) against rtrb's chunk API; 4 KiB writes through 1 MiB and 4 MiB
+//! rings with a watermark reader; huge pages where some are free. Reports read in GB/s or
+//! records/s (`Throughput`).
 //!
-//! `cargo bench --bench streaming -- threads/write` runs one group. For the side-by-side
-//! table with ratios, run `cargo run --release --example compare`.
+//! `cargo bench --bench streaming -- records` runs one group. For the side-by-side table with
+//! per-repetition ratios and the placement, run `cargo run --release --example compare`.
 
 mod support;
 
@@ -18,7 +21,8 @@ use support::*;
 const WRITES: [usize; 4] = [64, KIB, 4 * KIB, 64 * KIB];
 const RING_SIZES: [usize; 9] = [64 * KIB, 128 * KIB, 256 * KIB, 512 * KIB, MIB, 2 * MIB, 4 * MIB, 8 * MIB, 16 * MIB];
 
-const ALL: [Competitor; 10] = [
+const ALL: [Competitor; 11] = [
+    Competitor::MirrorIo,
     Competitor::Mirror(Backend::MirrorFlag),
     Competitor::Mirror(Backend::Duplicate),
     Competitor::Mirror(Backend::Memfd),
@@ -86,5 +90,52 @@ fn non_temporal(c: &mut Criterion) {
     group(c, "stream/threads/non-temporal", Mode::Threads, &[Competitor::Minimal, Competitor::MinimalNt], &cells);
 }
 
-criterion_group!(benches, by_write_size, by_ring_size, non_temporal);
+/// 64-byte records, one per call on each side, 1 MiB ring (`benches/support/records.rs`).
+fn records(c: &mut Criterion) {
+    let mut g = c.benchmark_group("records/threads/64B(1MiB-ring)");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    let per_iter = 16 * 1024u64;
+    g.throughput(Throughput::Elements(per_iter));
+    for q in RecQueue::ALL {
+        g.bench_function(BenchmarkId::from_parameter(q.name()), |b| {
+            b.iter_custom(|iters| {
+                rec_run(q, MIB, rec_warm_up(MIB), iters * per_iter).unwrap_or_else(|e| panic!("{}: {e}", q.name())).time
+            })
+        });
+    }
+    g.finish();
+}
+
+/// 4 KiB writes through 1 MiB and 4 MiB rings: mirror-ring through `std::io`, with a 64 KiB
+/// watermark reader, rtrb and a pipe.
+fn bulk(c: &mut Criterion) {
+    let comps = [
+        Competitor::MirrorIo,
+        Competitor::MirrorWatermark(64 * KIB),
+        Competitor::Mirror(Backend::Auto),
+        Competitor::Rtrb,
+        Competitor::Pipe,
+    ];
+    let cells: Vec<(usize, usize, String)> =
+        [MIB, 4 * MIB].iter().map(|&r| (r, 4 * KIB, fmt_size(r).replace(' ', ""))).collect();
+    group(c, "stream/threads/bulk(4KiB-writes)", Mode::Threads, &comps, &cells);
+}
+
+/// Huge pages against 4 KiB pages, 4 KiB writes, at the ring sizes the free huge pages allow
+/// (nothing when none are free).
+fn huge_pages(c: &mut Criterion) {
+    let free = huge_pages_free();
+    let cells: Vec<(usize, usize, String)> = [4 * MIB, 64 * MIB]
+        .iter()
+        .filter(|&&r| (r / (2 * MIB)) as u64 <= free)
+        .map(|&r| (r, 4 * KIB, fmt_size(r).replace(' ', "")))
+        .collect();
+    if cells.is_empty() {
+        eprintln!("stream/threads/huge-pages: no free huge pages, skipped");
+        return;
+    }
+    group(c, "stream/threads/huge-pages", Mode::Threads, &[Competitor::MirrorHuge, Competitor::MirrorIo], &cells);
+}
+
+criterion_group!(benches, records, bulk, by_write_size, by_ring_size, huge_pages, non_temporal);
 criterion_main!(benches);

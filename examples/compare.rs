@@ -1,27 +1,41 @@
-//! The comparison demo: mirror-ring side by side with a memfd ring, a split-copy ring, the
-//! minimal mirrored ring it must stay close to, rtrb, ringbuf, a pipe and a socketpair, in one
-//! run, interleaved, with medians.
+//! The comparison demo: which ring, what size, for my workload, on this machine. mirror-ring as
+//! users call it (`write_all`, `read`, `fill_buf`) and spinning, side by side with rtrb,
+//! ringbuf, a pipe and a socketpair (and the rings built to explain its numbers: a split-copy
+//! ring and a minimal mirrored ring), in one run, interleaved, with medians, ending with what to
+//! use on this machine.
 //!
 //! ```sh
-//! cargo run --release --example compare               # about 30 s
-//! cargo run --release --example compare -- --quick    # CI-sized, about 9 s
+//! cargo run --release --all-features --example compare               # about 30 s
+//! cargo run --release --all-features --example compare -- --quick    # CI-sized, about 10 s
+//! cargo run --release --all-features --example compare -- --goals    # also the goals table
 //! ```
 //!
-//! Options: `--reps N` (repetitions, default 7; 3 with `--quick`), `--target-ms N` (length of
-//! one timed run, default 10; 3 with `--quick`), `--svg PATH` (write the
-//! throughput-by-write-size chart, and next to it `-ratios` and `-ring-size` charts), `--spin-sweep` (blocking throughput, round trips and CPU use per spin budget),
-//! `--nt` (non-temporal stores in the producer, against ordinary copies), `--only SECTIONS`
-//! (comma-separated: check, threads, fork, sizes, single, create, latency, messages), `--profile NAME WRITE
-//! OPS` (only a one-thread write/read loop of one competitor, to run under
-//! `valgrind --tool=callgrind`), `--across FILE...` (the goals of several saved runs side by
-//! side per placement; runs whose placement moved are left out and counted).
+//! Sections, in order: a self-check; 64-byte records one per call (a parser loop) against
+//! rtrb's chunk API; bulk 4 KiB writes through 1 and 4 MiB rings, with the regime (how far
+//! behind the producer the reader runs); round trips against rtrb and the floors; the ring size
+//! per write size, with the recommended size next to the default capacity; streaming by write
+//! size between threads and across fork; huge pages (when some are free); creation; framed
+//! messages; async ends and relays (feature `tokio`); then "On this machine", the answers.
 //!
-//! Numbers are GB/s = 1e9 bytes per second, each byte copied in by the producer and out by the
-//! consumer; the producer runs on CPU 0, the consumer on CPU 1. Absolute figures on virtual
-//! machines swing several-fold as the host moves the two vCPUs; compare the ratios, which are
-//! taken within one run. Every repetition runs the competitors in a rotated order, between two
-//! probes of the core-to-core round trip (`benches/support/interleave.rs`); the report says
-//! which placement each section ran under, and ends with the run's placement verdict.
+//! Options: `--reps N` (repetitions, default 7; 3 with `--quick`), `--target-ms N` (length of
+//! one timed run, default 10; 3 with `--quick`), `--goals` (print the goals table),
+//! `--svg PATH` (the throughput-by-write-size chart, and next to it `-ratios` and `-ring-size`
+//! charts), `--spin-sweep` (blocking throughput, round trips and CPU use per spin budget),
+//! `--nt` (non-temporal stores in the producer, against ordinary copies), `--only SECTIONS`
+//! (comma-separated: check, records, bulk, latency, sizes, threads, fork, huge, single, create,
+//! messages, async), `--across FILE...` (the goals of several saved `--goals` runs side by side per
+//! placement; runs whose placement moved are left out and counted). Tools: `--rec NAME,...
+//! RING REPS` (records only), `--rtt REPS` (round trips only), `--ab NAME,... WRITE RING REPS`
+//! and `--repeat NAME WRITE RING N` (streaming only), `--profile NAME WRITE OPS` and
+//! `--rec-profile NAME OPS` (one thread, to run under `valgrind --tool=callgrind`).
+//!
+//! Numbers are GB/s = 1e9 bytes per second (records: records per second), each byte copied in
+//! by the producer and out by the consumer; the producer runs on CPU 0, the consumer on CPU 1.
+//! Absolute figures on virtual machines swing several-fold as the host moves the two vCPUs;
+//! compare the ratios, which are taken within one run. Every repetition runs the competitors in
+//! a rotated order, between two probes of the core-to-core round trip
+//! (`benches/support/interleave.rs`); the report says which placement each section ran under,
+//! and ends with the run's placement verdict.
 
 #[path = "../benches/support/mod.rs"]
 mod support;
@@ -32,6 +46,9 @@ use std::time::{Duration, Instant};
 use mirror_ring::Backend;
 use support::*;
 
+/// The spin budget `RingOptions` uses by default (`src/wait.rs`, `DEFAULT_SPIN`).
+const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
 struct Cfg {
     quick: bool,
     reps: usize,
@@ -41,13 +58,23 @@ struct Cfg {
     sweep: bool,
     nt: bool,
     only: Option<Vec<String>>,
+    /// Print the goals table of issue 14 (and the older goals) at the end.
+    goals: bool,
 }
 
 impl Cfg {
     fn from_args() -> Cfg {
         let mut args = std::env::args().skip(1);
-        let mut cfg =
-            Cfg { quick: false, reps: 0, target: Duration::ZERO, svg: None, sweep: false, nt: false, only: None };
+        let mut cfg = Cfg {
+            quick: false,
+            reps: 0,
+            target: Duration::ZERO,
+            svg: None,
+            sweep: false,
+            nt: false,
+            only: None,
+            goals: false,
+        };
         while let Some(a) = args.next() {
             match a.as_str() {
                 "--quick" => cfg.quick = true,
@@ -58,6 +85,7 @@ impl Cfg {
                     cfg.target = Duration::from_millis(ms);
                 }
                 "--spin-sweep" => cfg.sweep = true,
+                "--goals" => cfg.goals = true,
                 "--across" => across(&args.collect::<Vec<_>>()),
                 "--nt" => cfg.nt = true,
                 "--only" => {
@@ -72,6 +100,57 @@ impl Cfg {
                     let reps = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage());
                     let target = if cfg.target.is_zero() { Duration::from_millis(12) } else { cfg.target };
                     ab(&names, write, ring, reps, target)
+                }
+                "--rec" => {
+                    // --rec NAME,NAME,... RING REPS: 64-byte records, those queues only,
+                    // interleaved; per-repetition ratios to the first, per placement.
+                    let names = args.next().unwrap_or_else(|| usage());
+                    let ring = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage());
+                    let reps = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage());
+                    let target = if cfg.target.is_zero() { Duration::from_millis(10) } else { cfg.target };
+                    rec_ab(&names, ring, reps, target)
+                }
+                "--rtt" => {
+                    // --rtt REPS: spinning round trips, mirror-ring against rtrb, interleaved.
+                    let reps = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage());
+                    let kinds = [
+                        Pinger::MirrorSpin,
+                        Pinger::Rtrb,
+                        Pinger::MirrorBlocking(Duration::from_micros(50)),
+                        Pinger::Atomic,
+                    ];
+                    let mut cases: Vec<Box<dyn Contender>> =
+                        kinds.iter().map(|&k| Box::new(RttCase::new(k, Mode::Threads)) as Box<dyn Contender>).collect();
+                    let out = interleave(&mut cases, reps, Duration::from_millis(10), &mut |_| {});
+                    println!("{}", out.placement_line());
+                    for (i, name) in out.names.iter().enumerate() {
+                        let all: Vec<String> = out.all_rates(i).iter().map(|v| format!("{:.0}", 1e9 / v)).collect();
+                        let mut ratios = String::new();
+                        for band in Placement::ALL {
+                            if let Some(s) = Summary::of(&out.ratios_in(1, i, band)) {
+                                ratios += &format!(" {} {:.2}x ({:.2}-{:.2})", band.name(), s.median, s.min, s.max);
+                            }
+                        }
+                        println!(
+                            "{name:>32}: median {:5.0} ns [{}] / rtrb:{ratios}",
+                            1e9 / out.median_rate(i),
+                            all.join(" ")
+                        );
+                    }
+                    std::process::exit(0)
+                }
+                "--rec-profile" => {
+                    // --rec-profile NAME OPS: one thread writing and reading back OPS 64-byte
+                    // records, for `valgrind --tool=callgrind` (instructions per record).
+                    let name = args.next().unwrap_or_else(|| usage());
+                    let ops = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage());
+                    let q = RecQueue::from_name(&name).unwrap_or_else(|| usage());
+                    let t = Instant::now();
+                    match rec_single(q, MIB, ops) {
+                        Ok(sum) => println!("{name}: {ops} records in {:?} (checksum {sum})", t.elapsed()),
+                        Err(e) => println!("{name}: {e}"),
+                    }
+                    std::process::exit(0)
                 }
                 "--profile" => {
                     // --profile NAME WRITE OPS: one single-thread loop of one competitor, nothing
@@ -113,7 +192,8 @@ impl Cfg {
     fn wants(&self, section: &str) -> bool {
         match &self.only {
             Some(list) => list.iter().any(|s| s == section),
-            None => !(self.sweep || self.nt) || section == "check",
+            // The one-thread table is for profiling, not for choosing a ring: asked for only.
+            None => (!(self.sweep || self.nt) && section != "single") || section == "check",
         }
     }
 }
@@ -146,6 +226,7 @@ fn ab(names: &str, write: usize, ring: usize, reps: usize, target: Duration) -> 
     let runs: Vec<Run> =
         comps.iter().map(|&c| calibrate(c, Mode::Threads, ring, write, target).expect("calibrate")).collect();
     let mut samples = vec![Vec::new(); comps.len()];
+    let mut waits = vec![Vec::new(); comps.len()];
     for rep in 0..reps {
         for i in rotation(comps.len(), rep) {
             let c = comps[i];
@@ -156,6 +237,11 @@ fn ab(names: &str, write: usize, ring: usize, reps: usize, target: Duration) -> 
                 }
             }
             samples[i].push(gbps(runs[i].total, t.time));
+            if let Some((wp, wc)) = t.waits {
+                let mib = runs[i].total as f64 / MIB as f64;
+                let lag = t.lag.map(|l| fmt_size(l as usize / KIB * KIB)).unwrap_or_default();
+                waits[i].push(format!("{:.1}/{:.1} lag {lag}", wp as f64 / mib, wc as f64 / mib));
+            }
         }
     }
     let base = median(&samples[0]);
@@ -163,8 +249,42 @@ fn ab(names: &str, write: usize, ring: usize, reps: usize, target: Duration) -> 
         let m = median(&samples[i]);
         let all: Vec<String> = samples[i].iter().map(|v| format!("{v:.2}")).collect();
         println!("{:>22}: median {m:6.2} GB/s ({})  [{}]", c.name(), ratio(m, base), all.join(" "));
+        if !waits[i].is_empty() {
+            println!("{:>22}  waits per MiB, producer/consumer: [{}]", "", waits[i].join(" "));
+        }
     }
     println!("core-to-core round trip now {}", fmt_ns(core_round_trip()));
+    std::process::exit(0)
+}
+
+fn rec_ab(names: &str, ring: usize, reps: usize, target: Duration) -> ! {
+    let queues: Vec<RecQueue> = names
+        .split(',')
+        .map(|n| {
+            RecQueue::from_name(n).unwrap_or_else(|| {
+                let all: Vec<String> = RecQueue::ALL.iter().map(|q| q.name()).collect();
+                eprintln!("unknown record queue {n}; one of: {}", all.join(", "));
+                std::process::exit(2)
+            })
+        })
+        .collect();
+    let mut cases: Vec<Box<dyn Contender>> =
+        queues.iter().map(|&q| Box::new(RecCase::new(q, ring)) as Box<dyn Contender>).collect();
+    let out = interleave(&mut cases, reps, target, &mut |_| {});
+    println!("{}", out.placement_line());
+    for (i, name) in out.names.iter().enumerate() {
+        let all: Vec<String> = out.all_rates(i).iter().map(|v| format!("{:.1}", v / 1e6)).collect();
+        let mut ratios = String::new();
+        for band in Placement::ALL {
+            if let Some(s) = Summary::of(&out.ratios_in(i, 0, band)) {
+                ratios += &format!(" {} {:.2}x ({:.2}-{:.2})", band.name(), s.median, s.min, s.max);
+            }
+        }
+        println!("{name:>16}: median {:7.1} M rec/s [{}] vs first:{ratios}", out.median_rate(i) / 1e6, all.join(" "));
+    }
+    for n in &out.notes {
+        println!("- {n}");
+    }
     std::process::exit(0)
 }
 
@@ -176,6 +296,8 @@ fn core_round_trip() -> f64 {
 
 fn competitor(name: &str) -> Competitor {
     let all = [
+        Competitor::MirrorIo,
+        Competitor::MirrorHuge,
         Competitor::Mirror(Backend::Auto),
         Competitor::Mirror(Backend::Memfd),
         Competitor::MirrorBlocking(Backend::Auto, Duration::from_micros(50)),
@@ -187,6 +309,10 @@ fn competitor(name: &str) -> Competitor {
         Competitor::MinimalNt,
         Competitor::Pipe,
         Competitor::Socketpair,
+        Competitor::MirrorWatermark(16 * KIB),
+        Competitor::MirrorWatermark(64 * KIB),
+        Competitor::MirrorWatermark(256 * KIB),
+        Competitor::MirrorWatermark(MIB),
     ];
     let Some(c) = all.into_iter().find(|c| c.name() == name) else {
         let names: Vec<String> = all.iter().map(|c| c.name()).collect();
@@ -207,9 +333,11 @@ fn profile(name: &str, write: usize, ops: u64) -> ! {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: compare [--quick] [--reps N] [--target-ms N] [--svg PATH] [--spin-sweep] [--nt] \
-         [--only check,threads,fork,sizes,single,create,latency,messages]\n       \
-         compare --across FILE... (saved outputs: goals per placement, moved runs left out)"
+        "usage: compare [--quick] [--reps N] [--target-ms N] [--goals] [--svg PATH] [--spin-sweep] [--nt] \
+         [--only check,records,bulk,latency,sizes,threads,fork,huge,single,create,messages,async]\n       \
+         compare --across FILE... (saved outputs: goals per placement, moved runs left out)\n       \
+         compare --rec NAME,... RING REPS | --rtt REPS | --ab NAME,... WRITE RING REPS | --repeat NAME WRITE RING N\n       \
+         compare --profile NAME WRITE OPS | --rec-profile NAME OPS (one thread, for callgrind)"
     );
     std::process::exit(2)
 }
@@ -255,7 +383,8 @@ impl Progress {
 }
 
 const WRITES: [usize; 4] = [64, KIB, 4 * KIB, 64 * KIB];
-const RING_SIZES: [usize; 9] = [64 * KIB, 128 * KIB, 256 * KIB, 512 * KIB, MIB, 2 * MIB, 4 * MIB, 8 * MIB, 16 * MIB];
+const RING_SIZES: [usize; 6] = [64 * KIB, 256 * KIB, MIB, 2 * MIB, 4 * MIB, 16 * MIB];
+const QUICK_RING_SIZES: [usize; 4] = [64 * KIB, MIB, 4 * MIB, 16 * MIB];
 
 /// Median GB/s and its spread per (cell, competitor); cells are (ring size, write size). Within
 /// a cell every repetition runs each competitor once, in rotated order, between two placement
@@ -269,6 +398,22 @@ fn measure_spread(
     comps: &[Competitor],
     cells: &[(usize, usize)],
 ) -> (Vec<Vec<(f64, f64)>>, String) {
+    let (out, outcomes) = measure_cells(cfg, p, section, mode, comps, cells);
+    (out, report_cells(&outcomes))
+}
+
+/// Things with a name each ("1 MiB ring, 4 KiB writes", "mirror-ring/io").
+type Named<T> = Vec<(String, T)>;
+
+/// As [`measure_spread`], with each cell's outcome (named) instead of the report.
+fn measure_cells(
+    cfg: &Cfg,
+    p: &mut Progress,
+    section: &str,
+    mode: Mode,
+    comps: &[Competitor],
+    cells: &[(usize, usize)],
+) -> (Vec<Vec<(f64, f64)>>, Named<Outcome>) {
     let mut out = Vec::new();
     let mut outcomes = Vec::new();
     for &(cap, write) in cells {
@@ -282,7 +427,7 @@ fn measure_spread(
         outcomes.push((where_, o));
     }
     p.clear();
-    (out, report_cells(&outcomes))
+    (out, outcomes)
 }
 
 /// After a section's tables: the placement its repetitions ran under (one line when every cell
@@ -453,93 +598,106 @@ fn main() {
         Placement::VeryFar.range()
     );
     let mut goals: Vec<Goal> = Vec::new();
+    let mut advice: Vec<String> = Vec::new();
 
     if cfg.wants("check") {
         self_check(&mut p);
     }
 
-    let threads = [
+    if cfg.wants("records") {
+        records_section(&cfg, &mut p, &mut goals, &mut advice);
+    }
+
+    if cfg.wants("bulk") {
+        bulk_section(&cfg, &mut p, &mut goals, &mut advice);
+    }
+
+    if cfg.wants("latency") {
+        latency(&cfg, &mut p, &mut goals, &mut advice);
+    }
+
+    let mut svg_sizes: Option<(Vec<String>, Named<Vec<f64>>)> = None;
+    if cfg.wants("sizes") {
+        svg_sizes = Some(sizes_section(&cfg, &mut p, &mut advice));
+    }
+
+    let all_threads = [
+        Competitor::MirrorIo,
         Competitor::Mirror(Backend::Auto),
-        Competitor::Mirror(Backend::Duplicate),
-        Competitor::Mirror(Backend::Memfd),
         Competitor::Split,
         Competitor::Minimal,
         Competitor::Rtrb,
-        Competitor::Ringbuf,
         Competitor::RingbufCached,
         Competitor::Pipe,
         Competitor::Socketpair,
     ];
+    let quick_threads = [
+        Competitor::MirrorIo,
+        Competitor::Mirror(Backend::Auto),
+        Competitor::Minimal,
+        Competitor::Rtrb,
+        Competitor::Pipe,
+        Competitor::Socketpair,
+    ];
+    let threads: &[Competitor] = if cfg.quick { &quick_threads } else { &all_threads };
+    let col = |c: Competitor| threads.iter().position(|&x| x == c);
     let write_rows: Vec<String> = WRITES.iter().map(|&w| fmt_size(w)).collect();
     let mut svg_data: Option<Vec<Vec<f64>>> = None;
     if cfg.wants("threads") {
         let cells: Vec<(usize, usize)> = WRITES.iter().map(|&w| (MIB, w)).collect();
-        let (stats, notes) = measure_spread(&cfg, &mut p, "threads", Mode::Threads, &threads, &cells);
+        let (stats, notes) = measure_spread(&cfg, &mut p, "threads", Mode::Threads, threads, &cells);
         let data: Vec<Vec<f64>> = stats.iter().map(|row| row.iter().map(|&(m, _)| m).collect()).collect();
         p.clear();
         println!("## Streaming between two threads, 1 MiB ring, by write size\n");
-        print_stream_tables("write", &write_rows, &threads, &data, &[2, 3, 4, 5, 6, 7, 8, 9]);
+        println!(
+            "Each write copied in, at most one write's worth copied out per read. mirror-ring/io: `write_all` / `read`, \
+             blocking, default options; mirror-ring/try: `try_write` / `try_read`, spinning (as every other ring here \
+             spins). split-copy-ring: the same protocol over memory that is not mirrored (copies split at the \
+             wrap); minimal-mirror: a hand-written mirrored ring with no checks (the floor).\n"
+        );
+        let others: Vec<usize> = (1..threads.len()).collect();
+        print_stream_tables("write", &write_rows, threads, &data, &others);
         print!("{notes}");
         let at = |w: usize, c: usize| stats[WRITES.iter().position(|&x| x == w).unwrap()][c];
         let g = |goals: &mut Vec<Goal>, what: &str, a, b, min| goals.push(Goal::ratio_at_least(what, a, b, min));
-        g(&mut goals, "threads, 64 B writes: >= 1.3x rtrb", at(64, 0), at(64, 5), 1.3);
-        g(&mut goals, "threads, 4 KiB writes: >= 1.0x rtrb", at(4 * KIB, 0), at(4 * KIB, 5), 1.0);
-        g(&mut goals, "threads, 64 KiB writes: >= 1.0x rtrb", at(64 * KIB, 0), at(64 * KIB, 5), 1.0);
-        g(&mut goals, "threads, 4 KiB writes: >= 2x pipe", at(4 * KIB, 0), at(4 * KIB, 8), 2.0);
-        g(&mut goals, "threads, 4 KiB writes: >= 3x socketpair", at(4 * KIB, 0), at(4 * KIB, 9), 3.0);
-        for &w in &WRITES {
-            let what = format!("threads, {} writes: >= 0.95x minimal mirror", fmt_size(w));
-            g(&mut goals, &what, at(w, 0), at(w, 4), 0.95);
+        let (io, tr, rt, min, sock) =
+            (0, 1, col(Competitor::Rtrb), col(Competitor::Minimal), col(Competitor::Socketpair));
+        if let Some(rt) = rt {
+            g(&mut goals, "threads, 64 KiB writes (io): >= 1.0x rtrb", at(64 * KIB, io), at(64 * KIB, rt), 1.0);
+        }
+        if let Some(sock) = sock {
+            g(&mut goals, "threads, 4 KiB writes (io): >= 3x socketpair", at(4 * KIB, io), at(4 * KIB, sock), 3.0);
+        }
+        if let Some(min) = min {
+            for &w in &WRITES {
+                let what = format!("threads, {} writes (try): >= 0.95x minimal mirror", fmt_size(w));
+                g(&mut goals, &what, at(w, tr), at(w, min), 0.95);
+            }
         }
         svg_data = Some(data);
     }
 
     if cfg.wants("fork") {
-        let fork = [
+        let all_fork = [
+            Competitor::MirrorIo,
             Competitor::Mirror(Backend::Auto),
-            Competitor::Mirror(Backend::Duplicate),
-            Competitor::Mirror(Backend::Memfd),
-            Competitor::Split,
             Competitor::Minimal,
             Competitor::Pipe,
             Competitor::Socketpair,
         ];
+        let quick_fork = [Competitor::MirrorIo, Competitor::Minimal, Competitor::Pipe];
+        let fork: &[Competitor] = if cfg.quick { &quick_fork } else { &all_fork };
         let cells: Vec<(usize, usize)> = WRITES.iter().map(|&w| (MIB, w)).collect();
-        let (data, notes) = measure(&cfg, &mut p, "fork", Mode::Fork, &fork, &cells);
+        let (data, notes) = measure(&cfg, &mut p, "fork", Mode::Fork, fork, &cells);
         p.clear();
         println!("## Streaming from a parent to its forked child, 1 MiB ring, by write size\n");
-        print_stream_tables("write", &write_rows, &fork, &data, &[2, 3, 4, 5, 6]);
+        let others: Vec<usize> = (1..fork.len()).collect();
+        print_stream_tables("write", &write_rows, fork, &data, &others);
         print!("{notes}");
     }
 
-    let mut svg_sizes: Option<Vec<Vec<f64>>> = None;
-    let size_comps = [
-        Competitor::Mirror(Backend::Auto),
-        Competitor::Mirror(Backend::Memfd),
-        Competitor::Split,
-        Competitor::Minimal,
-        Competitor::Rtrb,
-        Competitor::Ringbuf,
-        Competitor::RingbufCached,
-        Competitor::Pipe,
-    ];
-    if cfg.wants("sizes") {
-        let cells: Vec<(usize, usize)> = RING_SIZES.iter().map(|&c| (c, 4 * KIB)).collect();
-        let (data, notes) = measure(&cfg, &mut p, "ring sizes", Mode::Threads, &size_comps, &cells);
-        p.clear();
-        println!("## Streaming between two threads, 4 KiB writes, by ring size\n");
-        println!("(The pipe's buffer is capped at pipe-max-size = {}.)\n", fmt_size(pipe_max_size()));
-        let rows: Vec<String> = RING_SIZES.iter().map(|&c| fmt_size(c)).collect();
-        print_stream_tables("ring", &rows, &size_comps, &data, &[1, 2, 3, 4, 5, 6, 7]);
-        print!("{notes}");
-        let best = RING_SIZES
-            .iter()
-            .zip(&data)
-            .max_by(|a, b| a.1[0].total_cmp(&b.1[0]))
-            .map(|(c, d)| format!("{} ({} GB/s)", fmt_size(*c), cell(d[0])))
-            .unwrap_or_default();
-        println!("Fastest ring size for mirror-ring at 4 KiB writes in this run: {best}.\n");
-        svg_sizes = Some(data);
+    if cfg.wants("huge") {
+        huge_section(&cfg, &mut p, &mut advice);
     }
 
     if cfg.wants("single") {
@@ -550,13 +708,32 @@ fn main() {
         creation(&cfg, &mut p, &mut goals);
     }
 
-    if cfg.wants("latency") {
-        latency(&cfg, &mut p, &mut goals);
-    }
-
+    // ---- Plug-in point: messages (framed), from `benches/support/messages.rs` (the framed
+    // ---- helper's rows; `cargo bench --bench messages` prints the same table).
     if cfg.wants("messages") {
         messages(&cfg, &mut p, &mut goals);
     }
+
+    // ---- async ends and read_from/write_to (issue 12; rows from benches/support/async_rows.rs) ----
+    #[cfg(feature = "tokio")]
+    if cfg.wants("async") {
+        p.step("async", "async ends, relays");
+        let rows = async_rows(cfg.quick);
+        p.clear();
+        println!(
+            "\n## Async ends and relays (feature tokio; core-to-core round trip now {})\n",
+            fmt_ns(core_round_trip())
+        );
+        let mut last = String::new();
+        for (section, who, value) in rows {
+            if section != last {
+                println!("{section}:");
+                last = section;
+            }
+            println!("  {who:>28}: {value}");
+        }
+    }
+    // ---- end of the async block ----
 
     if cfg.sweep {
         spin_sweep(&cfg, &mut p);
@@ -565,7 +742,17 @@ fn main() {
         nt_experiment(&cfg, &mut p);
     }
 
-    if !goals.is_empty() {
+    if !advice.is_empty() {
+        p.clear();
+        println!("## On this machine, in this placement\n");
+        println!(
+            "(Placement: where the host put the two vCPUs during this run; see the verdict below. Absolute figures \
+             move several-fold between placements; the rankings within one run hold.)\n"
+        );
+        print_list(&advice);
+    }
+
+    if cfg.goals && !goals.is_empty() {
         println!("## Goals\n");
         let rows: Vec<Vec<String>> =
             goals.iter().map(|g| vec![g.what.clone(), g.value.clone(), g.status.to_string()]).collect();
@@ -573,14 +760,15 @@ fn main() {
     }
 
     if let Some(path) = &cfg.svg {
-        if let Some(data) = &svg_data {
+        if let Some(data) = svg_data.as_ref().filter(|_| !cfg.quick) {
+            let threads = &all_threads;
             let series: Vec<(String, Vec<f64>)> =
                 threads.iter().enumerate().map(|(i, c)| (c.name(), data.iter().map(|row| row[i]).collect())).collect();
             let title = "Streaming between two threads, 1 MiB ring (median GB/s, bytes in and out)";
             write_svg(path, &svg_chart(title, "write size", "GB/s (log scale)", &write_rows, &series, true));
             // The other rings, most interesting first (pipe and socketpair are far below; see
             // the throughput chart).
-            let ratios: Vec<(String, Vec<f64>)> = [5, 7, 6, 3, 4, 2]
+            let ratios: Vec<(String, Vec<f64>)> = [4, 5, 1, 2, 3]
                 .iter()
                 .map(|&i| (format!("vs {}", threads[i].name()), data.iter().map(|row| row[0] / row[i]).collect()))
                 .collect();
@@ -590,17 +778,11 @@ fn main() {
                 &svg_chart(title, "write size", "ratio of medians", &write_rows, &ratios, false),
             );
         }
-        if let Some(data) = &svg_sizes {
-            let rows: Vec<String> = RING_SIZES.iter().map(|&c| fmt_size(c)).collect();
-            let series: Vec<(String, Vec<f64>)> = size_comps
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.name(), data.iter().map(|row| row[i]).collect()))
-                .collect();
-            let title = "Streaming between two threads, 4 KiB writes (median GB/s)";
+        if let Some((rows, series)) = &svg_sizes {
+            let title = "Streaming between two threads by ring size (median GB/s)";
             write_svg(
                 &sibling(path, "-ring-size"),
-                &svg_chart(title, "ring size", "GB/s (log scale)", &rows, &series, true),
+                &svg_chart(title, "ring size", "GB/s (log scale)", rows, series, true),
             );
         }
     }
@@ -666,6 +848,9 @@ fn write_svg(path: &str, svg: &str) {
 /// that do not divide it (so the wrap is crossed at every offset).
 fn self_check(p: &mut Progress) {
     let comps = [
+        Competitor::MirrorIo,
+        Competitor::MirrorWatermark(16 * KIB),
+        Competitor::MirrorHuge,
         Competitor::Mirror(Backend::MirrorFlag),
         Competitor::Mirror(Backend::Duplicate),
         Competitor::Mirror(Backend::Memfd),
@@ -776,13 +961,8 @@ fn creation(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
     for prefault in [false, true] {
         for &size in &sizes {
             let reps = match (size, prefault) {
-                (s, true) if s >= GIB => {
-                    if cfg.quick {
-                        0
-                    } else {
-                        3
-                    }
-                }
+                // Populating 1 GiB twice over takes ~1 s a ring: not in the demo's budget.
+                (s, true) if s >= GIB => 0,
                 (s, true) if s >= 64 * MIB => 3,
                 _ => 10 * cfg.reps,
             };
@@ -835,79 +1015,438 @@ fn creation(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
     }
 }
 
-fn latency(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
-    let kinds = [
-        Pinger::MirrorSpin,
-        Pinger::Atomic,
-        Pinger::MirrorBlocking(Duration::ZERO),
-        Pinger::Futex,
-        Pinger::Pipe,
-        Pinger::MirrorBlocking(Duration::from_micros(50)),
-    ];
+/// Round trips of one 8-byte message between the two CPUs (median of per-repetition means),
+/// interleaved with the placement probes: mirror-ring spinning (`try_*`) and blocking (`io`,
+/// default spin budget; and with budget 0, which sleeps at once), rtrb's chunk API spinning,
+/// and the floors (a bare atomic ping-pong, a bare futex ping-pong), and a pipe.
+fn latency(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &mut Vec<String>) {
     let reps = cfg.reps.max(5);
+    let target = if cfg.quick { Duration::from_millis(4) } else { Duration::from_millis(10) };
     let mut rows = Vec::new();
-    let mut meds = Vec::new();
     let mut notes = Vec::new();
+    let mut lines = Vec::new();
     for mode in [Mode::Threads, Mode::Fork] {
-        // Size each batch to about 2 ms (5 ms without --quick) from a short trial.
-        let per_batch: Vec<u64> = kinds
+        let mut kinds = vec![Pinger::MirrorSpin];
+        if mode == Mode::Threads {
+            kinds.push(Pinger::Rtrb);
+        }
+        kinds.extend([
+            Pinger::MirrorBlocking(DEFAULT_SPIN),
+            Pinger::Atomic,
+            Pinger::MirrorBlocking(Duration::ZERO),
+            Pinger::Futex,
+            Pinger::Pipe,
+        ]);
+        let mut cases: Vec<Box<dyn Contender>> =
+            kinds.iter().map(|&k| Box::new(RttCase::new(k, mode)) as Box<dyn Contender>).collect();
+        let out = interleave(&mut cases, reps, target, &mut |step| {
+            p.step("round trips", &format!("{}: {step}", mode.name()))
+        });
+        notes.extend(out.notes.iter().map(|n| format!("{}: {n}", mode.name())));
+        let rtt = |i: usize| fmt_ns(1e9 / out.median_rate(i));
+        let at = |k: Pinger| kinds.iter().position(|&x| x == k);
+        let mut row = vec![mode.name().to_string()];
+        for k in [
+            Pinger::MirrorSpin,
+            Pinger::Rtrb,
+            Pinger::MirrorBlocking(DEFAULT_SPIN),
+            Pinger::Atomic,
+            Pinger::MirrorBlocking(Duration::ZERO),
+            Pinger::Futex,
+            Pinger::Pipe,
+        ] {
+            row.push(at(k).map_or("-".into(), rtt));
+        }
+        // Ratios of round trips (time), per repetition: rate(theirs) / rate(ours).
+        let time_ratio = |ours: usize, theirs: usize| -> String {
+            Placement::ALL
+                .iter()
+                .filter_map(|&b| Summary::of(&out.ratios_in(theirs, ours, b)).map(|s| (b, s)))
+                .max_by_key(|(_, s)| s.n)
+                .map(|(b, s)| format!("{:.2}x ({}, {} reps)", s.median, b.name(), s.n))
+                .unwrap_or_else(|| "-".into())
+        };
+        let spin = 0;
+        let atomic = at(Pinger::Atomic).unwrap_or(0);
+        row.push(at(Pinger::Rtrb).map_or("-".into(), |r| time_ratio(spin, r)));
+        row.push(time_ratio(spin, atomic));
+        rows.push(row);
+        lines.push(format!("{}: {}", mode.name(), out.placement_line()));
+        if let Some(r) = at(Pinger::Rtrb) {
+            // rate(mirror) >= rate(rtrb)  <=>  round trip <= rtrb's.
+            let mut g = pair_goal("threads: spinning round trip <= rtrb's (chunks, spinning)", &out, spin, r, 1.0);
+            g.value = g.value.replace('x', "x faster");
+            goals.push(g);
+            advice.push(format!(
+                "Request/response between threads: {} spinning (`try_*`), {} blocking with the default spin budget, \
+                 against {} for rtrb spinning and {} for a bare atomic ping-pong.",
+                rtt(spin),
+                at(Pinger::MirrorBlocking(DEFAULT_SPIN)).map_or("-".into(), rtt),
+                rtt(r),
+                rtt(atomic)
+            ));
+        }
+        goals.push(Goal::new(
+            format!("{}: spinning round trip <= 1.5x bare atomic", mode.name()),
+            format!("{:.2}x", out.median_rate(atomic) / out.median_rate(spin)),
+            out.median_rate(atomic) / out.median_rate(spin) <= 1.5,
+        ));
+    }
+    p.clear();
+    println!("## Round trip of one 8-byte message (median of the repetitions' means)\n");
+    let head: Vec<String> = [
+        "between",
+        "mirror-ring/spin",
+        "rtrb/chunks",
+        "mirror-ring/blocking (default)",
+        "bare-atomic",
+        "mirror-ring/blocking-spin-0",
+        "bare-futex",
+        "pipe",
+        "spin round trip: mirror-ring / rtrb",
+        "mirror-ring spin / bare atomic",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    print_table(&head, &rows);
+    println!("Placement: {}.\n", lines.join("; "));
+    print_list(&notes);
+}
+
+/// A goal on per-repetition ratios `ours / theirs` of an interleaved outcome: met when the
+/// median ratio is at least `min` in every placement band the run saw (moved repetitions left
+/// out), with the value per band.
+fn pair_goal(what: impl Into<String>, out: &Outcome, ours: usize, theirs: usize, min: f64) -> Goal {
+    pair_goal_by_band(what, out, ours, theirs, |_| min)
+}
+
+/// As [`pair_goal`], with the minimum depending on the placement band.
+fn pair_goal_by_band(
+    what: impl Into<String>,
+    out: &Outcome,
+    ours: usize,
+    theirs: usize,
+    min: impl Fn(Placement) -> f64,
+) -> Goal {
+    let what = what.into();
+    let mut parts = Vec::new();
+    let mut met = true;
+    for band in Placement::ALL {
+        if let Some(s) = Summary::of(&out.ratios_in(ours, theirs, band)) {
+            parts.push(format!("{:.2}x {} ({} reps)", s.median, band.name(), s.n));
+            met &= s.median >= min(band);
+        }
+    }
+    if parts.is_empty() {
+        Goal { what, value: "-".into(), status: "no steady repetition" }
+    } else {
+        Goal::new(what, parts.join("; "), met)
+    }
+}
+
+/// "1.35x (very far)": the per-repetition ratio in the band with the most repetitions.
+fn ratio_here(out: &Outcome, ours: usize, theirs: usize) -> String {
+    Placement::ALL
+        .iter()
+        .filter_map(|&b| Summary::of(&out.ratios_in(ours, theirs, b)).map(|s| (b, s)))
+        .max_by_key(|(_, s)| s.n)
+        .map(|(b, s)| format!("{:.2}x ({})", s.median, b.name()))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// 64-byte records, one per call on each side (a parser loop), through a 1 MiB ring:
+/// mirror-ring as users write it (`write_all`; `fill_buf` + `consume`) against rtrb's chunk API,
+/// its faster shape (`benches/support/records.rs`).
+fn records_section(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &mut Vec<String>) {
+    let queues = [RecQueue::MirrorIo, RecQueue::MirrorTry, RecQueue::RtrbChunks, RecQueue::RtrbSlices];
+    let mut cases: Vec<Box<dyn Contender>> =
+        queues.iter().map(|&q| Box::new(RecCase::new(q, MIB)) as Box<dyn Contender>).collect();
+    let out = interleave(&mut cases, cfg.reps, cfg.target, &mut |step| p.step("64-byte records", step));
+    p.runs += out.samples;
+    p.preempted += out.disturbed;
+    p.clear();
+    println!("## 64-byte records, one per call (a parser loop), 1 MiB ring, two threads\n");
+    println!(
+        "The producer writes one 64-byte record per call; the consumer takes one whole record per call and gives \
+         it back. mirror-ring/io: `write_all` / `fill_buf` + `consume(64)`, blocking, default options (the parser \
+         loop users write). mirror-ring/try: `try_write` / `read_grant(64)` + `release`, spinning. rtrb/chunks: \
+         `write_chunk_uninit(64)` + `commit_all` / `read_chunk(64)` + `commit_all`, spinning (rtrb's faster \
+         shape); rtrb/slices: `push_partial_slice` / `pop_partial_slice` (what its `io::Write`/`io::Read` do). \
+         Every record is copied in and out and checksummed.\n"
+    );
+    println!("Placement: {}.\n", out.placement_line());
+    let pairs = [
+        Pair { label: "io vs rtrb chunks".into(), ours: 0, theirs: 2, also: vec![3] },
+        Pair { label: "try vs rtrb chunks".into(), ours: 1, theirs: 2, also: vec![] },
+    ];
+    let (head, rows) = pairs_table(&out, &pairs, 1e-6, "64 B records");
+    println!("M records/s (median of the repetitions in that placement; x 64 B = MB/s); ratio: median (min-max) of the per-repetition ratios:\n");
+    print_table(&head, &rows);
+    print_list(&out.notes);
+    goals.push(pair_goal("64 B records, io (fill_buf/consume): >= 1.0x rtrb chunks", &out, 0, 2, 1.0));
+    goals.push(pair_goal("64 B records, io (fill_buf/consume): >= 1.3x rtrb chunks (stretch)", &out, 0, 2, 1.3));
+    advice.push(format!(
+        "Parsing 64-byte records in place (`fill_buf` / `consume`): {} M records/s, {} rtrb's chunk API.",
+        fmt_rate(out.median_rate(0) / 1e6),
+        ratio_here(&out, 0, 2)
+    ));
+}
+
+/// 4 KiB writes through 1 MiB and 4 MiB rings: mirror-ring as users call it (and with a reader
+/// that waits for a 64 KiB watermark), spinning, rtrb, and a pipe; with the regime (how far
+/// behind the producer the reader ran).
+fn bulk_section(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &mut Vec<String>) {
+    let comps = [
+        Competitor::MirrorIo,
+        Competitor::MirrorWatermark(64 * KIB),
+        Competitor::Mirror(Backend::Auto),
+        Competitor::Rtrb,
+        Competitor::Pipe,
+    ];
+    println!("## Bulk: 4 KiB writes through 1 MiB and 4 MiB rings, two threads\n");
+    println!(
+        "mirror-ring/io: `write_all` / `read` into a 4 KiB buffer, blocking, default options. \
+         mirror-ring/watermark-64KiB: the same producer; the reader waits (`read_grant_blocking`) until 64 KiB are \
+         readable, copies them out 4 KiB at a time, and releases them with one store. mirror-ring/try: `try_write` / \
+         `try_read`, spinning. rtrb: chunk API, spinning. The pipe is {} (`F_SETPIPE_SZ`, capped at pipe-max-size).\n",
+        fmt_size(pipe_pair(MIB).map(|(_, n)| n).unwrap_or(0))
+    );
+    for cap in [MIB, 4 * MIB] {
+        let mut cases: Vec<Box<dyn Contender>> = comps
             .iter()
-            .map(|&k| {
-                p.step("round trips", &format!("{} calibrating {}", mode.name(), k.name()));
-                let budget = if cfg.quick { 2e6 } else { 5e6 };
-                match round_trips(k, mode, 1, 200, 50) {
-                    Ok(v) if v[0].is_finite() && v[0] > 0.0 => ((budget / v[0]) as u64).clamp(20, 200_000),
-                    Ok(v) => {
-                        notes.push(format!(
-                            "{} ({}): not measured, calibration timed {} ns",
-                            k.name(),
-                            mode.name(),
-                            v[0]
-                        ));
-                        0
-                    }
-                    Err(e) => {
-                        notes.push(format!("{} ({}): not measured, calibration failed: {e}", k.name(), mode.name()));
-                        0
-                    }
-                }
-            })
+            .map(|&c| Box::new(StreamCase::new(c, Mode::Threads, cap, 4 * KIB)) as Box<dyn Contender>)
             .collect();
-        let mut samples = vec![Vec::new(); kinds.len()];
+        let where_ = format!("{} ring", fmt_size(cap));
+        let out =
+            interleave(&mut cases, cfg.reps, cfg.target, &mut |step| p.step("bulk", &format!("{where_}, {step}")));
+        p.runs += out.samples;
+        p.preempted += out.disturbed;
+        p.clear();
+        println!("### {} ring\n", fmt_size(cap));
+        println!("Placement: {}.\n", out.placement_line());
+        let pairs = [
+            Pair { label: "io vs rtrb".into(), ours: 0, theirs: 3, also: vec![] },
+            Pair { label: "io vs pipe".into(), ours: 0, theirs: 4, also: vec![] },
+            Pair { label: "watermark vs rtrb".into(), ours: 1, theirs: 3, also: vec![2] },
+        ];
+        let (head, rows) = pairs_table(&out, &pairs, 1e-9, "4 KiB writes");
+        println!("GB/s (median in that placement); ratio: median (min-max) of the per-repetition ratios:\n");
+        print_table(&head, &rows);
+        let regimes: Vec<String> =
+            out.names.iter().zip(&out.details).filter_map(|(n, d)| d.as_ref().map(|d| format!("{n}: {d}"))).collect();
+        if !regimes.is_empty() {
+            println!(
+                "Regime (sampled by the reader every 256 reads): {}. A reader more than a core's L2 behind reads bytes \
+                 that have left the writing core's cache; close behind, it takes lines out of that cache one hand-over \
+                 at a time.\n",
+                regimes.join("; ")
+            );
+        }
+        print_list(&out.notes);
+        if cap == 4 * MIB {
+            // Issue 14: 2x rtrb near and far; where the link between the cores caps every ring
+            // (very far), at least level.
+            let min = |b: Placement| if b == Placement::VeryFar { 1.0 } else { 2.0 };
+            goals.push(pair_goal_by_band(
+                "4 KiB writes, 4 MiB ring (io): >= 2x rtrb (very far: >= 1.0x)",
+                &out,
+                0,
+                3,
+                min,
+            ));
+            goals.push(pair_goal("4 KiB writes, 4 MiB ring (io): >= 5x pipe", &out, 0, 4, 5.0));
+            goals.push(pair_goal_by_band(
+                "4 KiB writes, 4 MiB ring (watermark reader): >= 2x rtrb (very far: >= 1.0x)",
+                &out,
+                1,
+                3,
+                min,
+            ));
+        }
+        if cap == 4 * MIB {
+            advice.push(format!(
+                "Bulk 4 KiB writes through a 4 MiB ring with `write_all` / `read`: {} GB/s, {} rtrb, {} a pipe; \
+                 with a reader that waits for 64 KiB: {} GB/s.",
+                fmt_rate(out.median_rate(0) / 1e9),
+                ratio_here(&out, 0, 3),
+                ratio_here(&out, 0, 4),
+                fmt_rate(out.median_rate(1) / 1e9)
+            ));
+        }
+    }
+}
+
+/// Which ring size, for which write size: mirror-ring as users call it (`write_all` / `read`,
+/// default options) at 64-byte, 4 KiB and 64 KiB writes, and rtrb and a pipe at 4 KiB, by ring
+/// size; the recommended size per write size next to the default capacity. Returns the chart's
+/// rows and series.
+fn sizes_section(cfg: &Cfg, p: &mut Progress, advice: &mut Vec<String>) -> (Vec<String>, Named<Vec<f64>>) {
+    let sizes: &[usize] = if cfg.quick { &QUICK_RING_SIZES } else { &RING_SIZES };
+    let writes = [64, 4 * KIB, 64 * KIB];
+    // Columns: (label, competitor, write size).
+    let mut cols: Vec<(String, Competitor, usize)> =
+        writes.iter().map(|&w| (format!("mirror-ring/io, {} writes", fmt_size(w)), Competitor::MirrorIo, w)).collect();
+    cols.push(("rtrb, 4 KiB writes".into(), Competitor::Rtrb, 4 * KIB));
+    let mut data = vec![vec![f64::NAN; cols.len()]; sizes.len()];
+    let mut outcomes = Vec::new();
+    for &w in &writes {
+        let idx: Vec<usize> = (0..cols.len()).filter(|&i| cols[i].2 == w).collect();
+        let comps: Vec<Competitor> = idx.iter().map(|&i| cols[i].1).collect();
+        let cells: Vec<(usize, usize)> = sizes.iter().map(|&c| (c, w)).collect();
+        let (d, o) =
+            measure_cells(cfg, p, &format!("ring sizes, {} writes", fmt_size(w)), Mode::Threads, &comps, &cells);
+        for (r, row) in d.iter().enumerate() {
+            for (k, &i) in idx.iter().enumerate() {
+                data[r][i] = row[k].0;
+            }
+        }
+        outcomes.extend(o);
+    }
+    let notes = report_cells(&outcomes);
+    p.clear();
+    println!("## Which ring size: by write size, two threads\n");
+    println!(
+        "GB/s (median of the repetitions); mirror-ring/io is `write_all` / `read` with default options but the \
+         capacity.\n"
+    );
+    let mut head = vec!["ring".to_string()];
+    head.extend(cols.iter().map(|c| c.0.clone()));
+    let rows: Vec<Vec<String>> = sizes
+        .iter()
+        .zip(&data)
+        .map(|(s, d)| std::iter::once(fmt_size(*s)).chain(d.iter().map(|&v| cell(v))).collect())
+        .collect();
+    print_table(&head, &rows);
+    print!("{notes}");
+    let mut picks = Vec::new();
+    for (i, &w) in writes.iter().enumerate() {
+        let col: Vec<f64> = data.iter().map(|r| r[i]).collect();
+        if let Some((pick, best)) = recommend(sizes, &col) {
+            picks.push(format!(
+                "{} writes: {} ({} GB/s; fastest {} GB/s)",
+                fmt_size(w),
+                fmt_size(sizes[pick]),
+                cell(col[pick]),
+                cell(best)
+            ));
+        }
+    }
+    let default = mirror_ring::DEFAULT_CAPACITY;
+    let line = format!(
+        "Ring size: the smallest within 5% of the fastest, per write size: {}. The default capacity is {} \
+         (`mirror_ring::DEFAULT_CAPACITY`).",
+        picks.join("; "),
+        fmt_size(default)
+    );
+    println!("{line}\n");
+    advice.push(line);
+    let labels: Vec<String> = sizes.iter().map(|&s| fmt_size(s)).collect();
+    let series = cols.iter().enumerate().map(|(i, c)| (c.0.clone(), data.iter().map(|r| r[i]).collect())).collect();
+    (labels, series)
+}
+
+/// The smallest size whose rate is within 5% of the best, and the best rate.
+fn recommend(sizes: &[usize], col: &[f64]) -> Option<(usize, f64)> {
+    let best = col.iter().copied().filter(|v| v.is_finite()).fold(f64::NAN, f64::max);
+    let pick = (0..sizes.len()).find(|&i| col[i].is_finite() && col[i] >= 0.95 * best)?;
+    Some((pick, best))
+}
+
+/// Ring sizes of the huge-page section.
+const HUGE_SIZES: [usize; 4] = [4 * MIB, 16 * MIB, 64 * MIB, 256 * MIB];
+
+/// Huge pages against 4 KiB pages: creation with prefault, the first lap over a fresh ring,
+/// and streaming (4 KiB writes, threads) at ring sizes that fit in the free huge pages. Skipped
+/// (with a note saying how to reserve pages) when none are free: the demo never changes the
+/// system's huge-page pool itself.
+fn huge_section(cfg: &Cfg, p: &mut Progress, advice: &mut Vec<String>) {
+    println!("## Huge pages (2 MiB) against 4 KiB pages\n");
+    let free = huge_pages_free();
+    let sizes: Vec<usize> = HUGE_SIZES
+        .iter()
+        .copied()
+        .filter(|&s| (s / (2 * MIB)) as u64 <= free)
+        .take(if cfg.quick { 2 } else { HUGE_SIZES.len() })
+        .collect();
+    if sizes.is_empty() {
+        println!(
+            "No free huge pages (free: {free}): skipped. Reserve some to see this section, for example \
+             `echo 160 | sudo tee /proc/sys/vm/nr_hugepages` (320 MiB; put the old value back afterwards).\n"
+        );
+        advice.push("Huge pages: none free here (`/proc/sys/vm/nr_hugepages`), not measured.".into());
+        return;
+    }
+    println!(
+        "Free 2 MiB huge pages: {free}; sizes measured: {}.\n",
+        sizes.iter().map(|&s| fmt_size(s)).collect::<Vec<_>>().join(", ")
+    );
+    // Creation with prefault and the first lap, interleaved 4 KiB / huge, medians.
+    let reps = if cfg.quick { 3 } else { 5 };
+    let mut rows = Vec::new();
+    for &size in &sizes {
+        let mut create = [Vec::new(), Vec::new()];
+        let mut lap1 = [Vec::new(), Vec::new()];
+        let mut lap2 = [Vec::new(), Vec::new()];
         for rep in 0..reps {
-            for i in rotation(kinds.len(), rep) {
-                let k = kinds[i];
-                if per_batch[i] == 0 {
-                    continue;
+            for i in rotation(2, rep) {
+                let huge = i == 1;
+                p.step(
+                    "huge pages",
+                    &format!("{} rep {}/{reps}: {}", fmt_size(size), rep + 1, if huge { "huge" } else { "4 KiB" }),
+                );
+                if let Ok(d) = create_ring_paged(size, true, huge) {
+                    create[i].push(d.as_secs_f64() * 1e6);
                 }
-                p.step("round trips", &format!("{} rep {}/{reps}: {}", mode.name(), rep + 1, k.name()));
-                match round_trips(k, mode, 1, per_batch[i], per_batch[i] / 10 + 10) {
-                    Ok(v) => samples[i].push(v[0]),
-                    Err(e) => notes.push(format!("{} ({}): repetition {} failed: {e}", k.name(), mode.name(), rep + 1)),
+                if let Ok((a, b)) = first_lap(size, huge) {
+                    lap1[i].push(a.as_secs_f64() * 1e6);
+                    lap2[i].push(b.as_secs_f64() * 1e6);
                 }
             }
         }
-        let med: Vec<f64> = samples.iter().map(|s| median(s)).collect();
-        let mut row = vec![mode.name().to_string()];
-        row.extend(med.iter().map(|&v| fmt_ns(v)));
-        row.push(ratio(med[0], med[1]));
-        row.push(ratio(med[2], med[3]));
-        rows.push(row);
-        goals.push(Goal::new(
-            format!("{}: spinning round trip <= 1.5x bare atomic", mode.name()),
-            ratio(med[0], med[1]),
-            med[0] <= 1.5 * med[1],
-        ));
-        meds.push(med);
+        let m = |v: &Vec<f64>| median(v);
+        rows.push(vec![
+            fmt_size(size),
+            format!("{:.0}", m(&create[0])),
+            format!("{:.0}", m(&create[1])),
+            ratio(m(&create[1]), m(&create[0])),
+            format!("{:.0}", m(&lap1[0])),
+            format!("{:.0}", m(&lap1[1])),
+            format!("{:.0}", m(&lap2[0])),
+            format!("{:.0}", m(&lap2[1])),
+        ]);
     }
     p.clear();
-    println!("## Round trip of one 8-byte message (median of per-batch means)\n");
-    let mut head = vec!["between".to_string()];
-    head.extend(kinds.iter().map(|k| k.name()));
-    head.push("spin / atomic".into());
-    head.push("blocking / futex".into());
+    println!("Creation with `prefault(true)` (both views populated) and one lap of 4 KiB writes then reads in one thread, µs (median of {reps}):\n");
+    let head: Vec<String> = [
+        "ring",
+        "create, 4 KiB pages",
+        "create, huge",
+        "huge / 4 KiB",
+        "first lap, 4 KiB pages",
+        "first lap, huge",
+        "second lap, 4 KiB pages",
+        "second lap, huge",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     print_table(&head, &rows);
-    print_list(&notes);
+    let comps = [Competitor::MirrorHuge, Competitor::MirrorBlocking(Backend::Auto, DEFAULT_SPIN), Competitor::Rtrb];
+    let cells: Vec<(usize, usize)> = sizes.iter().map(|&s| (s, 4 * KIB)).collect();
+    let (data, notes) = measure(cfg, p, "huge pages (streaming)", Mode::Threads, &comps, &cells);
+    p.clear();
+    println!("Streaming between two threads, 4 KiB writes, `io::Write` / `io::Read`, by ring size:\n");
+    let rows: Vec<String> = sizes.iter().map(|&c| fmt_size(c)).collect();
+    print_stream_tables("ring", &rows, &comps, &data, &[1, 2]);
+    print!("{notes}");
+    let per: Vec<String> =
+        sizes.iter().zip(&data).map(|(s, d)| format!("{} {}", fmt_size(*s), ratio(d[0], d[1]))).collect();
+    advice.push(format!(
+        "Huge pages (`RingOptions::huge_pages(true)`), streaming against 4 KiB pages: {}; creation with prefault \
+         and the first lap: see the huge-page table.",
+        per.join(", ")
+    ));
 }
 
 /// Message sizes and the batch size of the messages section.

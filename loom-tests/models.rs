@@ -15,12 +15,15 @@ use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::header::{Claimant, Header, Role, Word};
+use crate::header::{Claim, Claimant, Header, Role, Word, ROLE_TAKING};
+use crate::peer::{self, Liveness, Peer, ProcessWatch, Refusal};
 use crate::protocol::{self, ConsumerCursor, ProducerCursor, Stop};
 use crate::stats::Counters;
 use crate::sync::{Ordering, Park};
-use crate::wait::{self, NoPeer, Waiter};
+use crate::wait::{self, NoPeer, PeerCheck, Waiter};
 
+#[path = "asyncpark.rs"]
+mod asyncpark;
 #[path = "claims.rs"]
 mod claims;
 #[path = "close.rs"]
@@ -31,6 +34,8 @@ mod frames;
 mod poison;
 #[path = "stream.rs"]
 mod stream;
+#[path = "takeover.rs"]
+mod takeover;
 #[path = "wakeup.rs"]
 mod wakeup;
 
@@ -66,14 +71,26 @@ impl Ring {
         ConsumerCursor::attach(&self.hdr, self.cap).expect("valid cursors")
     }
 
-    /// `protocol::close`, as dropping an end does.
+    /// `protocol::close`, as dropping an end does, with the role's current claim word as the
+    /// closer's token (in these models only the closer's thread writes its slot, so this load
+    /// adds no ordering an end's own copy of its token would not have).
     pub(crate) fn close(&self, role: Role) {
-        protocol::close(&self.hdr, role);
+        protocol::close(&self.hdr, role, self.hdr.claim_word(role));
     }
 
     /// `wait::wait_for` by the role that sleeps on `word`, with no spin, no deadline and no
     /// peer process: raises the flag, rechecks with `poll`, sleeps on the word's futex.
     pub(crate) fn wait_for<T>(&self, word: Word, poll: impl FnMut() -> Option<Result<T, Stop>>) -> Result<T, Stop> {
+        self.wait_watching(word, &mut NoPeer, poll)
+    }
+
+    /// `wait::wait_for` as above, watching the peer with `peer`.
+    pub(crate) fn wait_watching<T>(
+        &self,
+        word: Word,
+        peer: &mut dyn PeerCheck,
+        poll: impl FnMut() -> Option<Result<T, Stop>>,
+    ) -> Result<T, Stop> {
         let mut park = Park::Global;
         let counters = Counters::default();
         let waiter = Waiter {
@@ -81,7 +98,7 @@ impl Ring {
             role: word.sleeper(),
             park: &mut park,
             spin: Duration::ZERO,
-            peer: &mut NoPeer,
+            peer,
             counters: &counters,
         };
         wait::wait_for(waiter, None, poll)
@@ -101,9 +118,26 @@ impl Ring {
         self.wait_for(Word::Data, || rx.poll_readable(&self.hdr, min))
     }
 
+    /// The take-over a process `pid` (start time `1000 + pid`) makes of `role`: the real
+    /// `peer::take_over`, with the processes in `dead` proven dead and every other one alive
+    /// ([`liveness`]).
+    pub(crate) fn take_over(&self, role: Role, pid: i32, dead: &'static [i32]) -> Result<Claim, Refusal> {
+        peer::take_over(&self.hdr, role, claimant(pid, 1000 + pid as u64), liveness(dead))
+    }
+
+    /// `Header::claim` for `pid` (start time `1000 + pid`); the claimant's token.
+    pub(crate) fn claim_token(&self, role: Role, pid: i32) -> Claim {
+        self.hdr.claim(role, claimant(pid, 1000 + pid as u64)).expect("a free role")
+    }
+
+    /// `protocol::close` of the holding `token`, as the holder's drop does; whether it closed.
+    pub(crate) fn close_holding(&self, role: Role, token: Claim) -> bool {
+        protocol::close(&self.hdr, role, token)
+    }
+
     /// `Header::claim` for `pid`, as a process claiming `role` does.
     pub(crate) fn claim(&self, role: Role, pid: i32, start_time: u64) -> bool {
-        self.hdr.claim(role, Claimant { pid, start_time, pid_ns: 0, park: Park::Global })
+        self.hdr.claim(role, claimant(pid, start_time)).is_some()
     }
 
     /// A hostile producer: stores any head (Release, as a publish does) and wakes the consumer
@@ -118,6 +152,70 @@ impl Ring {
         self.hdr.tail.store(tail, Ordering::Release);
         protocol::notify(&self.hdr, Word::Space, u32::MAX, &Counters::default());
     }
+}
+
+/// The liveness oracle of the take-over models, in place of the pidfd and `/proc` checks
+/// (which loom cannot run): the pids in `dead` are dead, every other one lives. It also checks
+/// what the watcher read from the slot: a CLAIMED holder always comes with its own start time
+/// (`1000 + pid` in these models), a TAKING one with none; anything else is a torn read of
+/// the slot.
+pub(crate) fn liveness(dead: &'static [i32]) -> impl FnMut(&mut ProcessWatch, Peer) -> Liveness {
+    move |_, peer| {
+        let consistent = if peer.claim.state() == ROLE_TAKING { 0 } else { 1000 + peer.pid as u64 };
+        assert_eq!(peer.start_time, consistent, "pid {} read with another holder's start time", peer.pid);
+        if dead.contains(&peer.pid) {
+            Liveness::Dead
+        } else {
+            Liveness::Alive
+        }
+    }
+}
+
+/// The real peer watcher (`ProcessWatch::check_with`, which follows take-overs) with the
+/// [`liveness`] oracle, as a waiting end's `PeerCheck`. The real wait asks it once when it
+/// starts, then again every watch interval of real time; only the first is modelled (later
+/// answers are `false` without touching the ring), so the model does not depend on the clock.
+pub(crate) struct ModelWatch {
+    watch: ProcessWatch,
+    dead: &'static [i32],
+    asked: bool,
+}
+
+impl ModelWatch {
+    /// The watcher of the end playing `role`.
+    pub(crate) fn new(role: Role, dead: &'static [i32]) -> ModelWatch {
+        ModelWatch { watch: ProcessWatch::new(role), dead, asked: false }
+    }
+
+    /// Before each wait: the next `gone` is the wait's first check.
+    pub(crate) fn rearm(&mut self) -> &mut Self {
+        self.asked = false;
+        self
+    }
+
+    /// The watcher itself.
+    pub(crate) fn watch(&mut self) -> &mut ProcessWatch {
+        &mut self.watch
+    }
+}
+
+impl PeerCheck for ModelWatch {
+    fn active(&self) -> bool {
+        true
+    }
+
+    fn gone(&mut self, hdr: &Header, _counters: &Counters) -> bool {
+        if std::mem::replace(&mut self.asked, true) {
+            return false;
+        }
+        self.watch.check_with(hdr, liveness(self.dead)) == Liveness::Dead
+    }
+}
+
+/// What process `pid` with start time `start_time` records when it claims or takes over a
+/// role in a model.
+pub(crate) fn claimant(pid: i32, start_time: u64) -> Claimant {
+    Claimant { pid, start_time, pid_ns: 0, park: Park::Global }
 }
 
 /// The data pages of a model ring: `N` loom-checked cells, addressed by byte position.

@@ -9,9 +9,11 @@
 //! offset  line  field                       written by            read by
 //!      0     0  magic, version, backend,     creator (once)        from_fd, attach
 //!               capacity, data_offset
-//!     32     0  producer role slot           claimant, at close    consumer (slow path),
-//!                                                                  per publish (`park`)
-//!     64     0  consumer role slot           claimant, at close    producer (every write)
+//!     32     0  producer role slot           claimant, taker,      consumer (slow path),
+//!                                            at close              per publish (`park`),
+//!                                                                  producer (ownership)
+//!     64     0  consumer role slot           as above              producer (every write),
+//!                                                                  consumer (ownership)
 //!     96     0  poisoned                     whoever detects it    both (slow path)
 //!    128     1  head (producer cursor)       producer, per commit  consumer, on refresh
 //!    256     2  tail (consumer cursor)       consumer, per release producer, on refresh
@@ -19,20 +21,42 @@
 //!    512     4  space_waiter (futex word)    producer sleeps here  consumer, per release
 //! ```
 //!
-//! A role slot (32 bytes): `state`, `pid`, `start_time`, `pid_ns` (the claimant's PID
-//! namespace), `park` (how the claimant parks, which tells its peer which barrier a publish
-//! needs: [`docs::barriers`](crate::docs::barriers)), and a reserved word that is zero.
+//! # A role slot (32 bytes)
+//!
+//! ```text
+//! offset  field       meaning
+//!      0  claim       one 64-bit word, so that claiming, taking over and closing are each
+//!                     one compare-and-swap ([`Claim`]):
+//!                       bits  0..8   state: FREE 0, CLAIMED 1, CLOSED 2, TAKING 3
+//!                       bits  8..32  epoch: 0 while free, +1 (wrapping) at every claim and
+//!                                    take-over, so the word names one holding of the role
+//!                       bits 32..64  pid of the holder (of the taker while TAKING)
+//!      8  start_time  the holder's start time (`/proc/<pid>/stat` field 22), 0 if unknown
+//!     16  pid_ns      the holder's PID namespace (inode of `/proc/self/ns/pid`), 0 if unknown
+//!     24  park        how the holder parks (`Park::to_raw`), which tells its peer which
+//!                     barrier a publish needs ([`docs::barriers`](crate::docs::barriers))
+//!     28  reserved    zero
+//! ```
+//!
+//! The states: FREE until the first claim; CLAIMED while a holder owns the role; CLOSED once
+//! it dropped its end (final: never claimed or taken over again); TAKING for the few stores
+//! between winning a claim or a take-over and publishing the winner's start time, namespace
+//! and park mode (the pid is already in the word). The fields after the word belong to the
+//! holding the word names: a reader takes them as a seqlock reader does ([`Header::holder`]),
+//! and a TAKING word names its taker by pid alone. How the states are used, and what a
+//! hostile peer can do with them: [`docs::lifecycle`](crate::docs::lifecycle), "Restart",
+//! and [`docs::trust_model`](crate::docs::trust_model).
 //!
 //! The raw codes stored here (role states, park modes, backends) are part of the ABI and are
 //! defined in this module; the rest of the crate converts through it.
 //!
 //! The header spells out its own alignment: every line is a [`Line`], `#[repr(C, align(128))]`
 //! on every architecture, so the layout does not depend on any dependency's idea of a cache
-//! line. Line 0 is read-mostly: it changes only when a role is claimed or closed (or a sleeper
-//! downgrades its `park` mode), so reading it on the hot path costs an L1 hit. The cursors
-//! each own a line; the two waiter words each own a line too, so the per-commit check "is the
-//! reader asleep?" reads a line that nobody writes while both sides are busy. (128 bytes, not
-//! 64: x86 prefetches lines in adjacent pairs.)
+//! line. Line 0 is read-mostly: it changes only when a role is claimed, taken over or closed
+//! (or a sleeper downgrades its `park` mode), so reading it on the hot path costs an L1 hit.
+//! The cursors each own a line; the two waiter words each own a line too, so the per-commit
+//! check "is the reader asleep?" reads a line that nobody writes while both sides are busy.
+//! (128 bytes, not 64: x86 prefetches lines in adjacent pairs.)
 //!
 //! Nothing in the header is trusted: a peer process can write any value into any field at any
 //! time. Every value read from it is validated before it becomes an offset or a length
@@ -40,22 +64,102 @@
 
 use std::ops::Deref;
 
-use crate::sync::{AtomicI32, AtomicU32, AtomicU64, FutexWord, Ordering, Park};
+use crate::sync::{fence, AtomicU32, AtomicU64, FutexWord, Ordering, Park};
 
 /// "MIRRRING" in little-endian bytes.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MIRRRING");
 /// Bumped whenever the layout or the meaning of a field changes. 2: role slots of 32 bytes
 /// with the claimant's PID namespace and park mode; lines of 128 bytes on every architecture.
-/// 3: framed rings stamp each frame header with its position and release lazily
+/// 3: a role slot starts with one 64-bit claim word (state, epoch, pid; [`Claim`]) and has a
+/// TAKING state, so that a dead holder's role can be taken over by one compare-and-swap.
+/// 4: framed rings stamp each frame header with its position and release lazily
 /// ([`docs::framing`](crate::docs::framing)).
-pub(crate) const VERSION: u32 = 3;
+pub(crate) const VERSION: u32 = 4;
 
 /// Role state: nobody has claimed this end yet.
 pub(crate) const ROLE_FREE: u32 = 0;
-/// Role state: claimed by the process in `pid`, in use.
+/// Role state: held by the process whose pid the claim word carries, in use.
 pub(crate) const ROLE_CLAIMED: u32 = 1;
-/// Role state: the claimant closed its end (dropped it). Final.
+/// Role state: the holder closed its end (dropped it). Final.
 pub(crate) const ROLE_CLOSED: u32 = 2;
+/// Role state: the process whose pid the claim word carries has just won a claim or a
+/// take-over and is storing its start time, namespace and park mode; CLAIMED follows.
+pub(crate) const ROLE_TAKING: u32 = 3;
+
+/// Bits of the claim word that hold the state.
+const STATE_BITS: u32 = 8;
+/// The epoch wraps at this many holdings (24 bits): a taker whose compare-and-swap waited
+/// through 2^24 take-overs could succeed by accident; each take-over needs a proven death.
+const EPOCH_MASK: u32 = (1 << (32 - STATE_BITS)) - 1;
+
+/// A role slot's claim word, unpacked: who holds the role, in which state, in which holding
+/// (epoch). Two claim words are equal only for the same holding of the role, so an end keeps
+/// the word it claimed with as its token of ownership ([`Header::owns`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Claim(u64);
+
+impl Claim {
+    /// The word for `state` in holding `epoch` (taken modulo 2^24) by `pid`.
+    pub(crate) fn new(state: u32, epoch: u32, pid: i32) -> Claim {
+        let low = (state & ((1 << STATE_BITS) - 1)) | (epoch & EPOCH_MASK) << STATE_BITS;
+        Claim(u64::from(pid as u32) << 32 | u64::from(low))
+    }
+
+    /// `ROLE_FREE`, `ROLE_CLAIMED`, `ROLE_CLOSED`, `ROLE_TAKING`, or (from a hostile peer)
+    /// anything else below 256.
+    pub(crate) fn state(self) -> u32 {
+        self.0 as u32 & ((1 << STATE_BITS) - 1)
+    }
+
+    /// Which holding of the role this is (0 while free).
+    pub(crate) fn epoch(self) -> u32 {
+        (self.0 as u32) >> STATE_BITS
+    }
+
+    /// The holder's (or, while TAKING, the taker's) pid.
+    pub(crate) fn pid(self) -> i32 {
+        (self.0 >> 32) as u32 as i32
+    }
+
+    /// The raw word (for tests and models).
+    #[cfg(test)]
+    pub(crate) fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// Whether the word names a holding of the role (CLAIMED or TAKING).
+    #[inline(always)]
+    pub(crate) fn is_holding(self) -> bool {
+        matches!(self.state(), ROLE_CLAIMED | ROLE_TAKING)
+    }
+
+    /// Whether the word names a holding other than `token`'s: CLAIMED or TAKING, in another
+    /// epoch.
+    #[inline(always)]
+    pub(crate) fn is_other_holding(self, token: Claim) -> bool {
+        self.is_holding() && self.epoch() != token.epoch()
+    }
+
+    /// The word of the next holding, by `pid`, while it stores its fields.
+    fn next_taking(self, pid: i32) -> Claim {
+        Claim::new(ROLE_TAKING, self.epoch().wrapping_add(1), pid)
+    }
+
+    /// This holding, in `state`.
+    fn with_state(self, state: u32) -> Claim {
+        Claim::new(state, self.epoch(), self.pid())
+    }
+}
+
+/// The holding a role slot describes, read consistently ([`Header::holder`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Holder {
+    pub(crate) claim: Claim,
+    /// The holder's start time; 0 when unknown (always while TAKING).
+    pub(crate) start_time: u64,
+    /// The holder's PID namespace; 0 when unknown (always while TAKING).
+    pub(crate) pid_ns: u64,
+}
 
 /// Park mode codes (`RoleSlot::park`); any other value reads as `PARK_FENCE`.
 const PARK_FENCE: u32 = 0;
@@ -102,27 +206,26 @@ pub(crate) const BACKEND_MIRROR_FLAG: u32 = 1;
 pub(crate) const BACKEND_DUPLICATE: u32 = 2;
 pub(crate) const BACKEND_MEMFD: u32 = 3;
 
-/// One end's claim: who holds it, whether they closed it, and how they park.
+/// One end's claim: who holds it, whether they closed it, and how they park. See the module
+/// docs for the layout.
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct RoleSlot {
-    /// `ROLE_FREE`, `ROLE_CLAIMED` or `ROLE_CLOSED`.
-    pub(crate) state: AtomicU32,
-    /// The claimant's process id (in its PID namespace, `pid_ns`).
-    pub(crate) pid: AtomicI32,
-    /// The claimant's start time (`/proc/<pid>/stat` field 22), to tell it apart from a later
+    /// The claim word ([`Claim`]): state, epoch, pid.
+    pub(crate) claim: AtomicU64,
+    /// The holder's start time (`/proc/<pid>/stat` field 22), to tell it apart from a later
     /// process that reuses the pid. 0 when unknown.
     pub(crate) start_time: AtomicU64,
-    /// The claimant's PID namespace (inode of `/proc/self/ns/pid`), 0 when unknown. A peer in
-    /// another namespace cannot check this pid.
+    /// The holder's PID namespace (inode of `/proc/self/ns/pid`), 0 when unknown. A peer in
+    /// another namespace cannot check its pid.
     pub(crate) pid_ns: AtomicU64,
-    /// How the claimant parks (`Park::to_raw`).
+    /// How the holder parks (`Park::to_raw`).
     pub(crate) park: AtomicU32,
     /// Zero; reserved.
     pub(crate) reserved: AtomicU32,
 }
 
-/// Who claims a role: the values recorded in its slot.
+/// Who claims (or takes over) a role: the values recorded in its slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Claimant {
     pub(crate) pid: i32,
@@ -292,7 +395,8 @@ impl Header {
             return Err(BadHeader::Backend);
         }
         for slot in [&self.producer, &self.consumer] {
-            if slot.state.load(Ordering::Relaxed) > ROLE_CLOSED || slot.park.load(Ordering::Relaxed) > PARK_GLOBAL {
+            let state = Claim(slot.claim.load(Ordering::Relaxed)).state();
+            if state > ROLE_TAKING || slot.park.load(Ordering::Relaxed) > PARK_GLOBAL {
                 return Err(BadHeader::RoleState);
             }
         }
@@ -322,11 +426,64 @@ impl Header {
         }
     }
 
-    /// Whether `r` has closed its end. Acquire: pairs with the Release store in `close`, so the
-    /// closer's last cursor publish is visible after this returns true.
+    /// The claim word of `r`'s slot. Acquire: pairs with the Release compare-and-swap that
+    /// published a CLAIMED or CLOSED word ([`take`](Self::take), [`close`](Self::close)), so a
+    /// caller that sees CLAIMED sees that holder's fields, and one that sees CLOSED sees the
+    /// closer's last cursor publish.
+    #[inline]
+    pub(crate) fn claim_word(&self, r: Role) -> Claim {
+        Claim(self.slot(r).claim.load(Ordering::Acquire))
+    }
+
+    /// Whether `r` has closed its end. Acquire: see [`claim_word`](Self::claim_word); after
+    /// this returns true, one more refresh sees the closer's final cursor.
     #[inline]
     pub(crate) fn is_closed(&self, r: Role) -> bool {
-        self.slot(r).state.load(Ordering::Acquire) == ROLE_CLOSED
+        self.claim_word(r).state() == ROLE_CLOSED
+    }
+
+    /// Whether the holding `token` (the word an end claimed with) still holds role `r`: false
+    /// once the slot names another holding, CLAIMED or TAKING in another epoch (a take-over
+    /// always moves to the next epoch). A word a peer rewrote within this end's epoch, or to
+    /// FREE, CLOSED or an invalid state, names no other holding: the end goes on (such a
+    /// rewrite is a forged close or corruption, which the ends handle as such). One load of
+    /// the read-mostly line 0. Relaxed: a hint that orders nothing; a take-over that lands just
+    /// after this check lets the one store in flight through (see `docs::trust_model`).
+    #[inline(always)]
+    pub(crate) fn owns(&self, r: Role, token: Claim) -> bool {
+        let now = Claim(self.slot(r).claim.load(Ordering::Relaxed));
+        now == token || !now.is_other_holding(token)
+    }
+
+    /// The holding `r`'s slot describes, read consistently: the claim word and, for a CLAIMED
+    /// word, the fields its holder stored before publishing it (start time, namespace). A
+    /// TAKING word names its taker by pid only (its fields are being written). `None` if the
+    /// word kept changing while it was read (a take-over in progress, or a scribbler).
+    ///
+    /// A seqlock read: load the word (Acquire), the fields, an Acquire fence, the word again.
+    /// If a field load saw a store a later taker made after its TAKING compare-and-swap (and
+    /// its Release fence), the fences synchronise and the second load sees that word or a
+    /// later one: the two loads differ and the read is retried. If the word did not change,
+    /// the fields are the ones its holder published with it (the first load's Acquire pairs
+    /// with the Release that published CLAIMED).
+    pub(crate) fn holder(&self, r: Role) -> Option<Holder> {
+        let slot = self.slot(r);
+        for _ in 0..4 {
+            let claim = self.claim_word(r);
+            if claim.state() != ROLE_CLAIMED {
+                return Some(Holder { claim, start_time: 0, pid_ns: 0 });
+            }
+            // Relaxed: ordered by the fence below (see above).
+            let start_time = slot.start_time.load(Ordering::Relaxed);
+            let pid_ns = slot.pid_ns.load(Ordering::Relaxed);
+            // Acquire fence: pairs with the Release fence in `take`.
+            fence(Ordering::Acquire);
+            // Relaxed: the fence above orders the field loads before it.
+            if slot.claim.load(Ordering::Relaxed) == claim.0 {
+                return Some(Holder { claim, start_time, pid_ns });
+            }
+        }
+        None
     }
 
     /// Marks the ring poisoned for both sides.
@@ -340,31 +497,79 @@ impl Header {
         self.poisoned.load(Ordering::Relaxed) != 0
     }
 
-    /// Claims role `r` for `who`. Exactly one claim of each role ever succeeds, across every
-    /// process that maps the ring.
-    pub(crate) fn claim(&self, r: Role, who: Claimant) -> bool {
-        let slot = self.slot(r);
-        // AcqRel on success: Acquire sees the creator's initialisation (and, for an attaching
-        // process, the cursors); Release publishes nothing yet, the fields follow. The peer
-        // reads pid after seeing ROLE_CLAIMED, and treats pid 0 as "not known yet".
-        let won = slot.state.compare_exchange(ROLE_FREE, ROLE_CLAIMED, Ordering::AcqRel, Ordering::Relaxed).is_ok();
-        if won {
-            slot.start_time.store(who.start_time, Ordering::Relaxed);
-            slot.pid_ns.store(who.pid_ns, Ordering::Relaxed);
-            // Relaxed: the park mode is read on its own (see `sync::publish_barrier`); the
-            // barrier argument does not need it ordered with anything else.
-            slot.park.store(who.park.to_raw(), Ordering::Relaxed);
-            // Release: start_time and pid_ns are visible before the pid. Pairs with the Acquire
-            // load of pid in the peer's liveness check.
-            slot.pid.store(who.pid, Ordering::Release);
+    /// Claims role `r`, never claimed before, for `who`: exactly one claim of each role ever
+    /// succeeds, across every process that maps the ring. Returns the new claim word (the
+    /// claimant's token of ownership).
+    pub(crate) fn claim(&self, r: Role, who: Claimant) -> Option<Claim> {
+        let free = self.claim_word(r);
+        if free.state() != ROLE_FREE {
+            return None;
         }
-        won
+        self.take(r, free, who).ok()
     }
 
-    /// How the claimant of `r` parks (an unknown code reads as `Park::Fence`).
+    /// The one atomic step of a claim or a take-over: if `r`'s claim word is still `expected`
+    /// (the free word, or the word of a holding proven dead), replaces it with the next
+    /// holding by `who`, TAKING; stores `who`'s fields; then publishes the holding as CLAIMED.
+    /// Of any number of processes that race with the same `expected`, exactly one wins the
+    /// first compare-and-swap; the epoch in the word makes a stale `expected` (a holding that
+    /// was already replaced) fail even if the new holding has the same pid. Returns the
+    /// CLAIMED word, or the word found instead.
+    ///
+    /// A taker that dies between the two compare-and-swaps leaves a TAKING word naming its
+    /// pid: its death is proven like a holder's, and the role taken over from it.
+    pub(crate) fn take(&self, r: Role, expected: Claim, who: Claimant) -> Result<Claim, Claim> {
+        let slot = self.slot(r);
+        let taking = expected.next_taking(who.pid);
+        // AcqRel on success: Acquire sees everything published with `expected` (the creator's
+        // initialisation, a dead holder's last cursor publishes before its claim); Release is
+        // not needed for what follows (the fence is). Acquire on failure: the word returned
+        // is looked at.
+        slot.claim.compare_exchange(expected.0, taking.0, Ordering::AcqRel, Ordering::Acquire).map_err(Claim)?;
+        // Release fence: the field stores below are not seen by a reader that has not seen
+        // `taking` (pairs with the Acquire fence in `holder`).
+        fence(Ordering::Release);
+        // Relaxed: published by the Release below; guarded by the seqlock read in `holder`.
+        slot.start_time.store(who.start_time, Ordering::Relaxed);
+        slot.pid_ns.store(who.pid_ns, Ordering::Relaxed);
+        // Relaxed: the park mode is read on its own (see `sync::publish_barrier`); a peer that
+        // reads a previous holder's mode for a while can only miss a wake-up for one bounded
+        // sleep, as after a downgrade (`wait.rs`).
+        slot.park.store(who.park.to_raw(), Ordering::Relaxed);
+        let claimed = taking.with_state(ROLE_CLAIMED);
+        // Release: the fields above are visible to whoever sees CLAIMED (Acquire in
+        // `claim_word`). A compare-and-swap, not a store: only a peer that proved this taker
+        // dead (a forgery) can have replaced `taking`, and its holding must stand.
+        slot.claim
+            .compare_exchange(taking.0, claimed.0, Ordering::Release, Ordering::Acquire)
+            .map(|_| claimed)
+            .map_err(Claim)
+    }
+
+    /// Closes the holding `token` of role `r`: CLOSED, final. `false` (and nothing stored) if
+    /// the slot names another holding: a take-over and the holder's own close race, and
+    /// exactly one of them wins. (A slot a peer rewrote without naming another holding is
+    /// closed all the same, as [`owns`](Self::owns) lets the end go on.)
+    pub(crate) fn close(&self, r: Role, token: Claim) -> bool {
+        let slot = self.slot(r);
+        let closed = token.with_state(ROLE_CLOSED);
+        // Relaxed: only compared; the compare-and-swap below decides.
+        let mut now = Claim(slot.claim.load(Ordering::Relaxed));
+        while now == token || !now.is_other_holding(token) {
+            // Release on success: this end's last cursor publish is visible to a peer that
+            // sees CLOSED (Acquire in `claim_word`).
+            match slot.claim.compare_exchange(now.0, closed.0, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(w) => now = Claim(w),
+            }
+        }
+        false
+    }
+
+    /// How the holder of `r` parks (an unknown code reads as `Park::Fence`).
     #[cfg(test)]
     pub(crate) fn park_mode(&self, r: Role) -> Park {
-        // Relaxed: see `claim`.
+        // Relaxed: see `take`.
         Park::from_raw(self.slot(r).park.load(Ordering::Relaxed))
     }
 
@@ -388,8 +593,7 @@ impl Header {
     #[cfg(all(test, mirror_ring_loom))]
     pub(crate) fn for_model(capacity: u64, start: u64) -> Box<Header> {
         let slot = || RoleSlot {
-            state: AtomicU32::new(ROLE_FREE),
-            pid: AtomicI32::new(0),
+            claim: AtomicU64::new(0),
             start_time: AtomicU64::new(0),
             pid_ns: AtomicU64::new(0),
             park: AtomicU32::new(PARK_FENCE),
@@ -436,8 +640,7 @@ mod tests {
         assert_eq!(offset_of!(Header, consumer), 64);
         assert_eq!(offset_of!(Header, poisoned), 96);
         assert_eq!(size_of::<RoleSlot>(), 32);
-        assert_eq!(offset_of!(RoleSlot, state), 0);
-        assert_eq!(offset_of!(RoleSlot, pid), 4);
+        assert_eq!(offset_of!(RoleSlot, claim), 0);
         assert_eq!(offset_of!(RoleSlot, start_time), 8);
         assert_eq!(offset_of!(RoleSlot, pid_ns), 16);
         assert_eq!(offset_of!(RoleSlot, park), 24);
@@ -455,6 +658,14 @@ mod tests {
         assert_eq!(align_of::<Header>(), line);
         assert!(size_of::<Header>() <= 4096, "the header must fit the control page");
         assert_eq!(MAGIC.to_le_bytes(), *b"MIRRRING");
+        // The claim word: state in bits 0..8, epoch in 8..32, pid in 32..64.
+        let c = Claim::new(ROLE_TAKING, 0x12_3456, -2);
+        assert_eq!(c.raw(), 0xffff_fffe_1234_5603);
+        assert_eq!((c.state(), c.epoch(), c.pid()), (ROLE_TAKING, 0x12_3456, -2));
+        assert_eq!(Claim::new(ROLE_CLAIMED, 1 << 24, 5).epoch(), 0, "the epoch wraps at 2^24");
+        assert_eq!(Claim::new(ROLE_CLAIMED, EPOCH_MASK, 5).next_taking(6), Claim::new(ROLE_TAKING, 0, 6));
+        assert_eq!([ROLE_FREE, ROLE_CLAIMED, ROLE_CLOSED, ROLE_TAKING], [0, 1, 2, 3]);
+        assert_eq!(VERSION, 4);
     }
 
     #[test]
@@ -466,10 +677,11 @@ mod tests {
         assert_eq!(h.check_identity(8192, 4096), Err(BadHeader::Capacity));
         assert_eq!(h.check_identity(4096, 8192), Err(BadHeader::DataOffset));
         let who = |pid| Claimant { pid, start_time: 1, pid_ns: 2, park: Park::Global };
-        assert!(h.claim(Role::Producer, who(7)));
-        assert!(!h.claim(Role::Producer, who(8)));
-        assert!(h.claim(Role::Consumer, who(8)));
-        assert_eq!(h.producer.pid.load(Ordering::Relaxed), 7);
+        let p = h.claim(Role::Producer, who(7)).expect("a fresh ring's role is free");
+        assert_eq!(p, Claim::new(ROLE_CLAIMED, 1, 7));
+        assert!(h.claim(Role::Producer, who(8)).is_none());
+        assert!(h.claim(Role::Consumer, who(8)).is_some());
+        assert_eq!(h.holder(Role::Producer), Some(Holder { claim: p, start_time: 1, pid_ns: 2 }));
         assert_eq!(h.consumer.pid_ns.load(Ordering::Relaxed), 2);
         assert_eq!(h.park_mode(Role::Consumer), Park::Global);
         h.downgrade_park(Role::Consumer);
@@ -483,8 +695,49 @@ mod tests {
         h.backend.store(9, Ordering::Relaxed);
         assert_eq!(h.check_identity(4096, 4096), Err(BadHeader::Backend));
         h.backend.store(1, Ordering::Relaxed);
-        h.consumer.state.store(3, Ordering::Relaxed);
+        h.consumer.claim.store(Claim::new(ROLE_TAKING, 9, 8).raw(), Ordering::Relaxed);
+        assert_eq!(h.check_identity(4096, 4096), Ok(()));
+        h.consumer.claim.store(Claim::new(4, 9, 8).raw(), Ordering::Relaxed);
         assert_eq!(h.check_identity(4096, 4096), Err(BadHeader::RoleState));
+    }
+
+    /// A take-over replaces exactly the holding it names, bumps the epoch, and stores the
+    /// taker's fields; a stale holding, a closed role and a second taker all fail; close and
+    /// take-over exclude each other; the old token stops owning the role.
+    #[test]
+    fn take_over_replaces_one_holding_and_close_excludes_it() {
+        let h: Header = unsafe_zeroed_header();
+        h.init(4096, 4096, BACKEND_MEMFD, 0);
+        let who = |pid: i32| Claimant { pid, start_time: 1000 + pid as u64, pid_ns: 5, park: Park::Fence };
+        let first = h.claim(Role::Consumer, who(10)).unwrap();
+        assert!(h.owns(Role::Consumer, first));
+        let second = h.take(Role::Consumer, first, who(20)).expect("the named holding is replaced");
+        assert_eq!((second.state(), second.epoch(), second.pid()), (ROLE_CLAIMED, 2, 20));
+        assert_eq!(h.holder(Role::Consumer), Some(Holder { claim: second, start_time: 1020, pid_ns: 5 }));
+        assert!(!h.owns(Role::Consumer, first), "the old holder's token no longer owns the role");
+        assert_eq!(h.take(Role::Consumer, first, who(21)), Err(second), "a stale holding cannot be taken");
+        assert!(!h.close(Role::Consumer, first), "the old holder cannot close the new holding");
+        assert!(!h.is_closed(Role::Consumer));
+        // The same pid taking again: a new epoch, so the word differs.
+        let third = h.take(Role::Consumer, second, who(20)).unwrap();
+        assert_ne!(third, second);
+        // A slot rewritten without naming another holding (another pid in the same epoch, a
+        // state that names no holder): still ours, and closed by us.
+        h.consumer.claim.store(Claim::new(ROLE_TAKING, 3, 99).raw(), Ordering::Relaxed);
+        assert!(h.owns(Role::Consumer, third));
+        h.consumer.claim.store(Claim::new(ROLE_CLAIMED, 4, 20).raw(), Ordering::Relaxed);
+        assert!(!h.owns(Role::Consumer, third), "another epoch is another holding");
+        h.consumer.claim.store(0, Ordering::Relaxed);
+        assert!(h.owns(Role::Consumer, third));
+        assert!(h.close(Role::Consumer, third));
+        assert!(h.is_closed(Role::Consumer));
+        assert_eq!(h.claim_word(Role::Consumer), Claim::new(ROLE_CLOSED, 3, 20));
+        assert!(h.take(Role::Consumer, third, who(30)).is_err(), "a closed role is never taken");
+        // A TAKING word (a taker that died mid-way) names the taker, without fields.
+        let dead_taker = Claim::new(ROLE_TAKING, 4, 40);
+        h.producer.claim.store(dead_taker.raw(), Ordering::Relaxed);
+        assert_eq!(h.holder(Role::Producer), Some(Holder { claim: dead_taker, start_time: 0, pid_ns: 0 }));
+        assert_eq!(h.take(Role::Producer, dead_taker, who(50)).map(|c| c.epoch()), Ok(5));
     }
 
     fn unsafe_zeroed_header() -> Header {

@@ -98,6 +98,12 @@
 //! gets `UnexpectedEof`; the producer gets `BrokenPipe`. Only proof counts as death ("could not
 //! check" is retried): [`docs::lifecycle`].
 //!
+//! **Restart.** Those errors are not final: another process (a supervisor that inherited the
+//! ring, or one that attached with `from_fd`) may take the dead role over with
+//! [`SharedRing::take_over_producer`] or [`SharedRing::take_over_consumer`] and resume at the
+//! committed cursor (a dead consumer's unreleased bytes come again), and the survivor goes on:
+//! [`docs::lifecycle`], "Restart".
+//!
 //! **Trust.** A peer process can write anything into the shared memory at any time; it cannot
 //! make this process read out of bounds, crash, or hang in a call with a timeout. With an
 //! untrusted peer only the copying calls are sound: [`docs::trust_model`].
@@ -124,7 +130,10 @@
 //! `vm.max_map_count`). Full/empty on `try_*`: `WouldBlock`. Consumer gone: `BrokenPipe`.
 //! Producer died: `UnexpectedEof`; fewer bytes left than a grant's minimum at the end of the
 //! stream: `UnexpectedEof`. Poisoned ring or bad ring file: `InvalidData`. Oversized frame or
-//! grant: `InvalidInput`. A forked child's copy of an end: `Unsupported`.
+//! grant: `InvalidInput`. A forked child's copy of an end: `Unsupported`. An end whose role
+//! another process took over (a forged death): `ConnectionAborted`. A take-over refused:
+//! `AlreadyExists` (the holder lives, or closed), `NotFound` (never claimed), `WouldBlock`
+//! (cannot tell now).
 
 #![cfg_attr(mirror_ring_loom, allow(dead_code))] // the loom build runs the models only
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -155,6 +164,8 @@ pub use ring::{
     channel, Consumer, Frame, FrameGrant, FramedConsumer, FramedProducer, Producer, ReadGrant, RingOptions, WriteGrant,
     DEFAULT_CAPACITY,
 };
+#[cfg(feature = "tokio")]
+pub use ring::{AsyncConsumer, AsyncFramedConsumer, AsyncFramedProducer, AsyncProducer};
 pub use shared::{recv_fd, send_fd, SharedRing};
 pub use stats::{Stats, StatsHandle};
 
@@ -163,8 +174,9 @@ pub fn kernel_release() -> String {
     sys::kernel_release()
 }
 
-/// The README's examples, compiled and run as doctests so they stay true.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doctests so they stay true. Its async example
+/// needs the feature `tokio`, so they run with it (`.ci/run` tests with `--all-features`).
+#[cfg(all(doctest, feature = "tokio"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 

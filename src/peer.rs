@@ -14,14 +14,18 @@
 //! Everything else that prevents an answer ("no descriptor left" (`EMFILE`), `/proc`
 //! unreadable or hiding the process, a peer in another PID namespace) is
 //! [`Liveness::Unknown`]: retried at the next check, never latched, never taken for a death.
-//! A death, once proven, is latched: a dead process does not come back.
+//! A death, once proven, is latched for that holding of the role: a dead process does not
+//! come back. Only a new holding (a take-over, which bumps the epoch in the peer's claim word)
+//! makes the watcher look again, at the new holder ([`ProcessWatch::check_with`]).
+//!
+//! [`take_over`] is the other use of the check: a process may take a role over only from a
+//! holder proven dead.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
-use crate::header::{Header, Role, ROLE_CLAIMED};
+use crate::header::{Claim, Claimant, Header, Role, ROLE_CLAIMED, ROLE_CLOSED, ROLE_FREE, ROLE_TAKING};
 use crate::stats::Counters;
-use crate::sync::Ordering;
 use crate::sys;
 use crate::wait::PeerCheck;
 
@@ -47,24 +51,28 @@ const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(1);
 pub(crate) struct ProcessWatch {
     /// Our role; the peer is the other one.
     role: Role,
-    /// The peer's identity, once its slot showed a claim.
+    /// The peer's claim word when we last looked (`None`: not looked yet).
+    seen: Option<Claim>,
+    /// The peer's identity, once its slot showed a holding.
     peer: Option<Peer>,
     /// The pidfd on the peer, once opened.
     pidfd: Option<OwnedFd>,
     /// `pidfd_open` is not available here (ENOSYS, EPERM from a sandbox): use `/proc` only.
     no_pidfd: bool,
-    /// A death, once proven.
+    /// The death of the holding in `seen`, once proven.
     dead: bool,
     /// When the last check ran (coarse clock).
     last_check: Option<Duration>,
 }
 
-/// The peer as its slot described it when we first looked.
+/// The peer as its slot described it when we looked.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Peer {
     pub(crate) pid: i32,
-    /// 0 when the claimant could not read it.
+    /// 0 when unknown (the holder could not read it, or it is still TAKING).
     pub(crate) start_time: u64,
+    /// The claim word this identity was read with (the holding it describes).
+    pub(crate) claim: Claim,
     /// The peer is this very process (both ends here): it cannot outlive itself.
     same_process: bool,
     /// The peer's pid belongs to another PID namespace: it names nothing we can check.
@@ -72,39 +80,74 @@ pub(crate) struct Peer {
 }
 
 impl ProcessWatch {
+    /// A watcher for the end playing `role`: it watches the other role's holder.
     pub(crate) fn new(role: Role) -> ProcessWatch {
-        ProcessWatch { role, peer: None, pidfd: None, no_pidfd: false, dead: false, last_check: None }
+        ProcessWatch { role, seen: None, peer: None, pidfd: None, no_pidfd: false, dead: false, last_check: None }
     }
 
-    /// Reads the peer's slot, once it shows a claim with a pid.
+    /// The peer identified at the last check, if any.
+    pub(crate) fn peer(&self) -> Option<Peer> {
+        self.peer
+    }
+
+    /// Reads the peer's slot, once it shows a holding (CLAIMED, or TAKING: a taker named by
+    /// its pid alone) with a pid that can name a process.
     pub(crate) fn identify(&self, hdr: &Header) -> Option<Peer> {
-        let slot = hdr.slot(self.role.peer());
-        // Acquire: pairs with the AcqRel compare-and-swap that claimed the slot.
-        if slot.state.load(Ordering::Acquire) != ROLE_CLAIMED {
-            // Not claimed yet: nobody to watch. Closed: the close flag speaks for itself.
+        let holder = hdr.holder(self.role.peer())?;
+        let pid = holder.claim.pid();
+        if !matches!(holder.claim.state(), ROLE_CLAIMED | ROLE_TAKING) || pid <= 0 {
+            // Free: nobody to watch. Closed: the close flag speaks for itself. A pid that is
+            // not positive (a hostile value) names no process.
             return None;
         }
-        // Acquire: pairs with the Release store of pid in `Header::claim`; start_time and
-        // pid_ns are visible once pid is.
-        let pid = slot.pid.load(Ordering::Acquire);
-        if pid <= 0 {
-            // Claimed, pid not stored yet (or a hostile value that names no process).
-            return None;
-        }
-        let start_time = slot.start_time.load(Ordering::Relaxed);
-        let (theirs, ours) = (slot.pid_ns.load(Ordering::Relaxed), own_pid_namespace());
+        let (theirs, ours) = (holder.pid_ns, own_pid_namespace());
         let foreign = theirs != 0 && ours != 0 && theirs != ours;
         let same_process = !foreign && pid == sys::getpid();
-        Some(Peer { pid, start_time, same_process, foreign })
+        Some(Peer { pid, start_time: holder.start_time, claim: holder.claim, same_process, foreign })
+    }
+
+    /// Notices a new holding of the peer's role: if the claim word changed since we looked,
+    /// forget the identity (and the pidfd) so the next check identifies the holder afresh. A
+    /// proven death stays latched unless the epoch changed: only a new holding, not a rewrite
+    /// of the dead one's word, makes us look again. One load of the read-mostly line 0.
+    fn follow(&mut self, hdr: &Header) {
+        let now = hdr.claim_word(self.role.peer());
+        match self.seen {
+            Some(seen) if seen == now => {}
+            Some(seen) if self.dead && seen.epoch() == now.epoch() => {}
+            _ => {
+                self.seen = Some(now);
+                self.peer = None;
+                self.pidfd = None;
+                self.dead = false;
+            }
+        }
     }
 
     /// One check of the peer, without rate limiting.
     pub(crate) fn check(&mut self, hdr: &Header) -> Liveness {
+        self.check_with(hdr, ProcessWatch::check_process)
+    }
+
+    /// One check of the peer's current holding, asking `probe` whether a process lives (the
+    /// system calls of [`check`](Self::check); the loom models pass an oracle). Follows a
+    /// take-over: a new holding is identified and checked afresh, a latched death is dropped
+    /// with the holding it belonged to.
+    pub(crate) fn check_with(
+        &mut self,
+        hdr: &Header,
+        probe: impl FnOnce(&mut ProcessWatch, Peer) -> Liveness,
+    ) -> Liveness {
+        self.follow(hdr);
         if self.dead {
             return Liveness::Dead;
         }
         if self.peer.is_none() {
             self.peer = self.identify(hdr);
+            if let Some(p) = self.peer {
+                // The word identify read may be newer than the one `follow` saw.
+                self.seen = Some(p.claim);
+            }
         }
         let Some(peer) = self.peer else { return Liveness::Alive };
         if peer.same_process {
@@ -113,7 +156,7 @@ impl ProcessWatch {
         if peer.foreign {
             return Liveness::Unknown;
         }
-        let answer = self.check_process(peer);
+        let answer = probe(self, peer);
         self.dead = answer == Liveness::Dead;
         answer
     }
@@ -203,14 +246,15 @@ impl PeerCheck for ProcessWatch {
     }
 
     fn gone(&mut self, hdr: &Header, counters: &Counters) -> bool {
-        if self.dead {
-            return true;
+        // A latched death is answered from the slot alone (one load: has the role been taken
+        // over since?), never rate-limited, so a survivor's next call sees a take-over at once.
+        if !self.dead {
+            let now = sys::monotonic_coarse();
+            if self.last_check.is_some_and(|t| now.saturating_sub(t) < MIN_CHECK_INTERVAL) {
+                return false;
+            }
+            self.last_check = Some(now);
         }
-        let now = sys::monotonic_coarse();
-        if self.last_check.is_some_and(|t| now.saturating_sub(t) < MIN_CHECK_INTERVAL) {
-            return false;
-        }
-        self.last_check = Some(now);
         match self.check(hdr) {
             Liveness::Dead => true,
             Liveness::Alive => false,
@@ -220,4 +264,61 @@ impl PeerCheck for ProcessWatch {
             }
         }
     }
+}
+
+/// Why a take-over was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The role was never claimed: there is no holder to take it from.
+    NeverClaimed,
+    /// The holder closed the role cleanly: final.
+    Closed,
+    /// The holder (pid) lives.
+    Alive(i32),
+    /// Whether the holder (pid) lives cannot be told now.
+    Unknown(i32),
+    /// The slot kept changing, or names no process (a hostile value): nothing to prove dead.
+    Unsettled,
+    /// The slot holds a state that no version of this crate writes.
+    Corrupt,
+}
+
+/// Takes role `role` over for `who`, if its holder is proven dead: the identity in the slot is
+/// checked by `probe` (as the peer watcher checks it), and only a `Dead` answer lets the one
+/// atomic step (`Header::take`) try to replace exactly that holding. A racing taker that won
+/// first, a holder that closed meanwhile, or a new holding is seen at the next look. Returns the
+/// new claim word, the taker's token.
+pub(crate) fn take_over(
+    hdr: &Header,
+    role: Role,
+    who: Claimant,
+    mut probe: impl FnMut(&mut ProcessWatch, Peer) -> Liveness,
+) -> Result<Claim, Refusal> {
+    // The watcher of the other role watches `role`'s slot.
+    let mut watch = ProcessWatch::new(role.peer());
+    for _ in 0..8 {
+        match hdr.claim_word(role).state() {
+            ROLE_FREE => return Err(Refusal::NeverClaimed),
+            ROLE_CLOSED => return Err(Refusal::Closed),
+            ROLE_CLAIMED | ROLE_TAKING => {}
+            _ => return Err(Refusal::Corrupt),
+        }
+        let answer = watch.check_with(hdr, &mut probe);
+        let Some(holder) = watch.peer() else { continue };
+        match answer {
+            Liveness::Alive => return Err(Refusal::Alive(holder.pid)),
+            Liveness::Unknown => return Err(Refusal::Unknown(holder.pid)),
+            Liveness::Dead => match hdr.take(role, holder.claim, who) {
+                Ok(token) => return Ok(token),
+                // Someone else moved first (a racing taker, a close): look again.
+                Err(_) => continue,
+            },
+        }
+    }
+    Err(Refusal::Unsettled)
+}
+
+/// [`take_over`] with the real liveness check (pidfd, `/proc`, `kill(pid, 0)`).
+pub(crate) fn take_over_dead(hdr: &Header, role: Role, who: Claimant) -> Result<Claim, Refusal> {
+    take_over(hdr, role, who, ProcessWatch::check_process)
 }

@@ -28,8 +28,9 @@
 //!   which the producer may overwrite those bytes.
 //! - Waiter words: the asymmetric barrier pair ([`docs::barriers`](crate::docs::barriers)) and
 //!   `wait.rs`.
-//! - Role state `CLOSED`: Release store in [`close`] after the closer's last publish; Acquire
-//!   load in `Header::is_closed`, after which one more refresh sees the final cursor.
+//! - Role state `CLOSED`: Release compare-and-swap in [`close`] (`Header::close`) after the
+//!   closer's last publish; Acquire load in `Header::is_closed`, after which one more refresh
+//!   sees the final cursor.
 //!
 //! # Aliasing
 //!
@@ -42,7 +43,7 @@
 
 use std::sync::Arc;
 
-use crate::header::{Header, Role, Word, ROLE_CLOSED};
+use crate::header::{Claim, Header, Role, Word};
 use crate::stats::Counters;
 use crate::sync::{fence, publish_barrier, Ordering};
 
@@ -266,6 +267,8 @@ pub(crate) struct ConsumerCursor {
     published: u64,
     /// The last validated producer cursor.
     cached_head: u64,
+    /// Where the last [`view`](Self::view) started (`tail` then), if there was one.
+    viewed_at: Option<u64>,
     cap: u64,
     poisoned: bool,
     /// The peer's park code that lets a publish wake it after a compiler fence only
@@ -288,6 +291,7 @@ impl ConsumerCursor {
             tail,
             published: tail,
             cached_head: head,
+            viewed_at: None,
             cap,
             poisoned: false,
             light: u32::MAX,
@@ -374,6 +378,24 @@ impl ConsumerCursor {
             return Ok(r);
         }
         self.refresh(hdr)
+    }
+
+    /// The readable bytes `fill_buf` shows (0: nothing, the caller waits): the rest of the
+    /// previous view when the caller has consumed part of it since (it is still working
+    /// through bytes it has seen, and loading the head now would take the producer's cursor
+    /// line from it for nothing), otherwise a refresh: on the first call, once everything seen
+    /// was consumed, and when the caller asks again without consuming anything (a parser that
+    /// found an incomplete record). Bytes in a view were validated when they were first loaded.
+    #[inline]
+    pub(crate) fn view(&mut self, hdr: &Header) -> Result<usize, Corrupt> {
+        let cached = self.readable_cached();
+        let n = if cached > 0 && self.viewed_at.is_some_and(|at| at != self.tail) && !self.poisoned {
+            cached
+        } else {
+            self.refresh(hdr)?
+        };
+        self.viewed_at = Some(self.tail);
+        Ok(n)
     }
 
     /// Frees `n` bytes at `offset()` for the producer, then wakes it if it sleeps. `n` must
@@ -512,13 +534,16 @@ fn wake(hdr: &Header, w: Word, counters: &Counters) {
     }
 }
 
-/// Closes `role`'s end: marks it closed after every earlier publish, then wakes the peer
-/// unconditionally (a full fence here, not the light barrier: this runs once).
-pub(crate) fn close(hdr: &Header, role: Role) {
-    // Release: our last cursor publish is visible to a peer that sees CLOSED (Acquire in
-    // `Header::is_closed`).
-    hdr.slot(role).state.store(ROLE_CLOSED, Ordering::Release);
-    wake_peer_after_flag(hdr, role);
+/// Closes the holding `token` of `role`: marks it closed after every earlier publish (a
+/// Release compare-and-swap, `Header::close`), then wakes the peer unconditionally (a full
+/// fence here, not the light barrier: this runs once). Does nothing if the role was taken
+/// over meanwhile: the new holder's role is not ours to close. Returns whether it closed.
+pub(crate) fn close(hdr: &Header, role: Role, token: Claim) -> bool {
+    let closed = hdr.close(role, token);
+    if closed {
+        wake_peer_after_flag(hdr, role);
+    }
+    closed
 }
 
 /// Sets the shared poisoned flag (found by `role`) and wakes the peer, which may sleep waiting

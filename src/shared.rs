@@ -5,7 +5,9 @@
 //!
 //! Each role (producer, consumer) is claimed once for the life of the ring, by a
 //! compare-and-swap on its slot in the shared header; a second claim of the same role, from any
-//! process, fails with `AlreadyExists`, also after the first claimant closed or died. The
+//! process, fails with `AlreadyExists`, also after the first claimant closed or died (a role
+//! whose holder died is *taken over* instead: [`SharedRing::take_over_producer`],
+//! [`SharedRing::take_over_consumer`], and `docs::lifecycle`, "Restart"). The
 //! claimant records its pid and start time next to the claim, which is how the peer watches it.
 //! A claimed end belongs to the process that claimed it: after `fork()` the child's copy
 //! refuses to work (`Unsupported`: a per-process fork generation, bumped by a
@@ -17,9 +19,10 @@
 //!
 //! # Peer death
 //!
-//! A process can die without running `Drop`, leaving its role claimed forever. Every blocked
-//! call on a ring between processes sleeps at most 25 ms at a time (`wait.rs`) and then checks
-//! the peer, so a dead peer is noticed within about 25 ms (measured: see `tests/process.rs`).
+//! A process can die without running `Drop`, leaving its role claimed until another process
+//! takes it over (`docs::lifecycle`, "Restart"). Every blocked call on a ring between
+//! processes sleeps at most 25 ms at a time (`wait.rs`) and then checks the peer, so a dead
+//! peer is noticed within about 25 ms (measured: see `tests/process.rs`).
 //! The check uses a pidfd (Linux 5.3+) opened on the pid in the peer's slot, which becomes
 //! readable when the process terminates, **also while it is an unreaped zombie**: a parent
 //! does not have to `waitpid` a dead child before its ring notices.
@@ -57,9 +60,9 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::header::{Claimant, Header, Role};
+use crate::header::{Claim, Claimant, Header, Role};
 use crate::mirror::{self, Backend, MirrorMap};
-use crate::peer::{self, ProcessWatch};
+use crate::peer::{self, ProcessWatch, Refusal};
 use crate::protocol;
 use crate::ring::{Consumer, Producer, RingMem, RingOptions};
 use crate::sync::{self, Park};
@@ -188,9 +191,9 @@ impl SharedRing {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn into_producer(self) -> io::Result<Producer> {
-        let park = self.claim(Role::Producer)?;
-        Producer::attach(self.mem.clone(), self.spin, park, Some(ProcessWatch::new(Role::Producer)))
-            .map_err(|e| self.abandon(Role::Producer, e))
+        let (park, token) = self.claim(Role::Producer)?;
+        Producer::attach(self.mem.clone(), self.spin, park, Some(ProcessWatch::new(Role::Producer)), token)
+            .map_err(|e| self.abandon(Role::Producer, token, e))
     }
 
     /// Claims the consumer role for this process.
@@ -215,13 +218,191 @@ impl SharedRing {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn into_consumer(self) -> io::Result<Consumer> {
-        let park = self.claim(Role::Consumer)?;
-        Consumer::attach(self.mem.clone(), self.spin, park, Some(ProcessWatch::new(Role::Consumer)))
-            .map_err(|e| self.abandon(Role::Consumer, e))
+        let (park, token) = self.claim(Role::Consumer)?;
+        Consumer::attach(self.mem.clone(), self.spin, park, Some(ProcessWatch::new(Role::Consumer)), token)
+            .map_err(|e| self.abandon(Role::Consumer, token, e))
     }
 
-    /// Claims `role` for this process; returns how it parks (recorded in its slot).
-    fn claim(&self, role: Role) -> io::Result<Park> {
+    /// Takes the producer role over from a process that died holding it, and resumes where
+    /// the dead producer's committed cursor stands: bytes it wrote and did not commit (or
+    /// committed in a batch it never published) vanish; the consumer reads on from the last
+    /// committed byte. A consumer that got `UnexpectedEof` after the death reads on too.
+    ///
+    /// The holder must be *proven* dead (a pidfd that became readable, no such process, a
+    /// zombie, a start time that changed: the same check the peer watcher makes, see
+    /// [`docs::lifecycle`](crate::docs::lifecycle), "Restart"). Of any number of processes
+    /// racing to take the role over, exactly one succeeds; the others see the winner alive.
+    /// Any process that maps the ring may take over: a supervisor that inherited the ring
+    /// across `fork()` without ever claiming a role, or an unrelated process that attached
+    /// with [`from_fd`](Self::from_fd). A forked copy of the living holder cannot (the holder
+    /// lives).
+    ///
+    /// If the holder was in fact alive (a peer forged its death), it notices on its next call
+    /// and stops touching the ring (`ConnectionAborted`): see
+    /// [`docs::trust_model`](crate::docs::trust_model).
+    ///
+    /// # Errors
+    ///
+    /// - `AlreadyExists` while the holder lives (including when the holder is this process),
+    ///   and for a role that was closed cleanly: a close is final, never taken over (the
+    ///   message says which).
+    /// - `NotFound` if the role was never claimed: there is nothing to take over; claim it
+    ///   with [`into_producer`](Self::into_producer).
+    /// - `WouldBlock` if it cannot be told now whether the holder lives (no descriptor left,
+    ///   `/proc` unreadable, a holder in another PID namespace, or a slot that kept changing
+    ///   while it was read): nothing was changed; try again later (in another PID namespace
+    ///   the answer stays unknown).
+    /// - `InvalidData` if the ring is corrupt (a role state no version of the crate writes, or
+    ///   impossible cursors; then the role is closed and the ring poisoned, as for a claim).
+    /// - `Unsupported` in a forked child of a [`dont_fork`](crate::RingOptions::dont_fork)
+    ///   ring (the child has no such memory).
+    ///
+    /// # Examples
+    ///
+    /// A producer process dies in the middle of a write; another process (here the parent)
+    /// takes the role over and the consumer reads on.
+    ///
+    /// ```
+    /// use std::io::{ErrorKind, Read, Write};
+    ///
+    /// let ring = mirror_ring::RingOptions::new().capacity(4096).shared()?;
+    /// let mut rx = ring.clone().into_consumer()?;
+    /// // SAFETY (example): the child uses only its own end, then leaves through _exit.
+    /// let pid = unsafe { libc::fork() };
+    /// if pid == 0 {
+    ///     let mut tx = ring.into_producer().unwrap();
+    ///     tx.write_all(b"committed ").unwrap();
+    ///     let mut grant = tx.write_grant(5).unwrap();
+    ///     grant[..5].copy_from_slice(b"never"); // written, not committed: lost with the child
+    ///     unsafe { libc::_exit(0) }; // dies without closing its end
+    /// }
+    /// unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    /// let mut buf = [0u8; 64];
+    /// let n = rx.read(&mut buf)?;
+    /// assert_eq!(&buf[..n], b"committed ");
+    /// assert_eq!(rx.read(&mut buf).unwrap_err().kind(), ErrorKind::UnexpectedEof);
+    ///
+    /// let mut tx = ring.take_over_producer()?; // the dead child's role
+    /// tx.write_all(b"resumed")?;
+    /// drop(tx);
+    /// let mut rest = String::new();
+    /// rx.read_to_string(&mut rest)?; // the consumer reads on
+    /// assert_eq!(rest, "resumed");
+    /// // Closed cleanly now: final.
+    /// assert_eq!(ring.take_over_producer().unwrap_err().kind(), ErrorKind::AlreadyExists);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn take_over_producer(&self) -> io::Result<Producer> {
+        let (park, token) = self.take_over(Role::Producer)?;
+        Producer::attach(self.mem.clone(), self.spin, park, Some(ProcessWatch::new(Role::Producer)), token)
+            .map_err(|e| self.abandon(Role::Producer, token, e))
+    }
+
+    /// Takes the consumer role over from a process that died holding it, and resumes at the
+    /// dead consumer's released cursor: every byte it had not released (read or not) is
+    /// delivered again, so nothing committed is lost (at least once). A producer that got
+    /// `BrokenPipe` after the death writes on, and one blocked on the full ring continues
+    /// when the new consumer releases space.
+    ///
+    /// The rules are those of [`take_over_producer`](Self::take_over_producer): only from a
+    /// holder proven dead, exactly one winner among racing takers, any process that maps the
+    /// ring, never a cleanly closed role.
+    ///
+    /// # Errors
+    ///
+    /// As [`take_over_producer`](Self::take_over_producer), for the consumer role (claim a
+    /// never-claimed one with [`into_consumer`](Self::into_consumer)).
+    ///
+    /// # Examples
+    ///
+    /// A consumer process dies holding a read grant it never released; a supervisor that never
+    /// claimed a role takes the role over and gets those bytes again.
+    ///
+    /// ```
+    /// use std::io::{ErrorKind, Read, Write};
+    ///
+    /// let ring = mirror_ring::RingOptions::new().capacity(4096).shared()?;
+    /// let mut tx = ring.clone().into_producer()?;
+    /// tx.write_all(b"hello")?;
+    /// // SAFETY (example): the child uses only its own end, then leaves through _exit.
+    /// let pid = unsafe { libc::fork() };
+    /// if pid == 0 {
+    ///     let mut rx = ring.into_consumer().unwrap();
+    ///     let grant = rx.read_grant(5).unwrap(); // read, never released
+    ///     let code = i32::from(&*grant != b"hello");
+    ///     unsafe { libc::_exit(code) }; // dies without releasing or closing
+    /// }
+    /// // While the worker lives its role is its own (AlreadyExists). Once it is dead:
+    /// let mut status = 0;
+    /// unsafe { libc::waitpid(pid, &mut status, 0) };
+    /// assert_eq!(status, 0);
+    /// let mut rx = ring.take_over_consumer()?;
+    /// tx.write_all(b", again")?; // the producer writes on
+    /// drop(tx);
+    /// let mut got = String::new();
+    /// rx.read_to_string(&mut got)?;
+    /// assert_eq!(got, "hello, again"); // the unreleased bytes were delivered again
+    /// assert_eq!(ring.take_over_consumer().unwrap_err().kind(), ErrorKind::AlreadyExists);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn take_over_consumer(&self) -> io::Result<Consumer> {
+        let (park, token) = self.take_over(Role::Consumer)?;
+        Consumer::attach(self.mem.clone(), self.spin, park, Some(ProcessWatch::new(Role::Consumer)), token)
+            .map_err(|e| self.abandon(Role::Consumer, token, e))
+    }
+
+    /// Claims `role` for this process; returns how it parks (recorded in its slot) and the
+    /// claim word (the end's token of ownership).
+    fn claim(&self, role: Role) -> io::Result<(Park, Claim)> {
+        let (park, who) = self.claimant()?;
+        match self.mem.header().claim(role, who) {
+            Some(token) => Ok((park, token)),
+            None => Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("the {} role of this ring was already claimed", role.name()),
+            )),
+        }
+    }
+
+    /// Takes `role` over for this process from a holder proven dead (see `peer::take_over`).
+    fn take_over(&self, role: Role) -> io::Result<(Park, Claim)> {
+        let (park, who) = self.claimant()?;
+        let name = role.name();
+        let err = |kind, msg: String| Err(io::Error::new(kind, msg));
+        match peer::take_over_dead(self.mem.header(), role, who) {
+            Ok(token) => Ok((park, token)),
+            Err(Refusal::Alive(pid)) => err(
+                io::ErrorKind::AlreadyExists,
+                format!("the {name} role of this ring is held by process {pid}, which is alive"),
+            ),
+            Err(Refusal::Closed) => err(
+                io::ErrorKind::AlreadyExists,
+                format!("the {name} role of this ring was closed cleanly: a close is final, never taken over"),
+            ),
+            Err(Refusal::NeverClaimed) => err(
+                io::ErrorKind::NotFound,
+                format!("the {name} role of this ring was never claimed: there is nothing to take over; claim it with into_{name}"),
+            ),
+            Err(Refusal::Unknown(pid)) => err(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "cannot tell now whether process {pid}, which holds the {name} role, is alive (no descriptor \
+                     left, /proc unreadable, or another PID namespace); nothing was changed: try again later"
+                ),
+            ),
+            Err(Refusal::Unsettled) => err(
+                io::ErrorKind::WouldBlock,
+                format!("the {name} role's slot kept changing or names no process; nothing was changed: try again later"),
+            ),
+            Err(Refusal::Corrupt) => err(
+                io::ErrorKind::InvalidData,
+                format!("the {name} role's slot holds an invalid state: the ring is corrupt"),
+            ),
+        }
+    }
+
+    /// What a claim or a take-over by this process records, and how it parks.
+    fn claimant(&self) -> io::Result<(Park, Claimant)> {
         if !self.mem.map().mapped_here() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -230,21 +411,15 @@ impl SharedRing {
         }
         let park = sync::register_process(true);
         let (pid, start_time, pid_ns) = peer::this_process();
-        if !self.mem.header().claim(role, Claimant { pid, start_time, pid_ns, park }) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("the {} role of this ring was already claimed", role.name()),
-            ));
-        }
-        Ok(park)
+        Ok((park, Claimant { pid, start_time, pid_ns, park }))
     }
 
     /// A role was claimed but its end could not be built (corrupt cursors): close the role and
     /// poison the ring, so the peer is not left waiting for an end that will never act.
-    fn abandon(&self, role: Role, err: io::Error) -> io::Error {
+    fn abandon(&self, role: Role, token: Claim, err: io::Error) -> io::Error {
         let hdr = self.mem.header();
         hdr.poison();
-        protocol::close(hdr, role);
+        let _ = protocol::close(hdr, role, token);
         err
     }
 

@@ -10,10 +10,10 @@ use std::ops::Deref;
 use std::time::Duration;
 
 #[cfg(not(mirror_ring_loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 #[cfg(mirror_ring_loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// How a sleeper issues its half of the barrier pair, which decides the half its publisher
 /// must use. Recorded in the sleeper's role slot (the raw codes live with the header).
@@ -65,8 +65,12 @@ impl FutexWord {
         }
     }
 
-    /// Wakes the (single) sleeper on the word.
+    /// Wakes the (single) sleeper on the word: a parked async end of this process directly
+    /// (no system call, see [`direct_wake`]), else a `FUTEX_WAKE`.
     pub(crate) fn wake(&self) {
+        if direct_wake(self) {
+            return;
+        }
         crate::sys::futex_wake(&self.0, 1);
     }
 }
@@ -97,9 +101,53 @@ impl FutexWord {
     }
 
     pub(crate) fn wake(&self) {
+        if direct_wake(self) {
+            return;
+        }
         let _g = self.lock.lock().unwrap();
         self.cv.notify_all();
     }
+}
+
+/// The process-local shortcut behind [`FutexWord::wake`]: a function that, given a word's
+/// address, wakes the async end of this process parked on it (if one is, without a helper
+/// thread in between) and says whether it did. Installed by the async parking machinery
+/// (`ring::asynch::park`) the first time an end parks; until then (and in processes that
+/// never park an async end) a wake costs one more relaxed load, on the slow path only (a
+/// wake happens only when the sleeper's flag was raised). A plain function pointer, not a
+/// call into that module, so that dependencies keep running one way (`lib.rs`).
+#[cfg(not(mirror_ring_loom))]
+static DIRECT_WAKE: std::sync::atomic::AtomicPtr<()> = std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// Installs the direct-wake function (idempotent: always the same function).
+#[cfg(all(feature = "tokio", not(mirror_ring_loom)))]
+pub(crate) fn set_direct_wake(f: fn(usize) -> bool) {
+    // Release: pairs with the Acquire load in `direct_wake` (the function pointer is all that
+    // is published; the registry it reads has its own lock).
+    DIRECT_WAKE.store(f as *mut (), std::sync::atomic::Ordering::Release);
+}
+
+/// Under loom: the registry is always asked (a model must make the same synchronising calls
+/// in every execution, so the wake path cannot depend on whether some earlier execution
+/// installed the function).
+#[cfg(mirror_ring_loom)]
+fn direct_wake(word: &FutexWord) -> bool {
+    crate::ring::asynch::park::direct_wake(word as *const FutexWord as usize)
+}
+
+/// Runs the direct-wake function for `word`, if one is installed.
+#[cfg(not(mirror_ring_loom))]
+#[inline]
+fn direct_wake(word: &FutexWord) -> bool {
+    // Acquire: pairs with the Release store in `set_direct_wake`.
+    let f = DIRECT_WAKE.load(std::sync::atomic::Ordering::Acquire);
+    if f.is_null() {
+        return false;
+    }
+    // SAFETY: the only non-null value ever stored is a `fn(usize) -> bool` cast to a pointer
+    // (`set_direct_wake`); function pointers and data pointers have the same size here.
+    let f = unsafe { std::mem::transmute::<*mut (), fn(usize) -> bool>(f) };
+    f(word as *const FutexWord as usize)
 }
 
 impl Deref for FutexWord {

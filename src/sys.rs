@@ -200,6 +200,40 @@ pub(crate) fn memfd_create(name: &CStr) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `memfd_create(name, MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB)`: a file on the kernel's
+/// hugetlbfs whose pages are 2 MiB (its size and every mapping offset must be multiples of
+/// that). Mapping it `MAP_SHARED` reserves its huge pages at `mmap` time (`ENOMEM` when too few
+/// are free), so a later fault cannot fail.
+pub(crate) fn memfd_create_huge(name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: name is a valid NUL-terminated string.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_HUGETLB | libc::MFD_HUGE_2MB) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a freshly created descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Places `len` bytes of new anonymous shared memory backed by 2 MiB huge pages
+/// (`MAP_HUGETLB | MAP_HUGE_2MB`) at exactly `addr`, which must be 2 MiB aligned.
+///
+/// # Safety
+/// As [`map_shared_anon_fixed`]: the range must be inside the caller's reservation.
+pub(crate) unsafe fn map_shared_anon_huge_fixed(addr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: the caller guarantees the target range is its own reservation.
+    let p = unsafe {
+        libc::mmap(
+            addr.as_ptr().cast(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_HUGETLB | libc::MAP_HUGE_2MB,
+            -1,
+            0,
+        )
+    };
+    check_fixed(p, addr)
+}
+
 /// `ftruncate(fd, len)`.
 pub(crate) fn ftruncate(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
     let len =
@@ -348,6 +382,148 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
     // A failing wake (EFAULT cannot happen on a live word) just means nobody was woken.
     usize::try_from(r).unwrap_or(0)
 }
+
+/// The system calls behind the async ends' helper threads (`ring::asynch::park`).
+#[cfg(all(feature = "tokio", not(mirror_ring_loom)))]
+mod futex2 {
+    use std::io;
+    use std::sync::atomic::AtomicU32;
+    use std::time::Duration;
+
+    /// `futex_waitv(2)` (Linux 5.16+): the system call number, the same on every architecture
+    /// (the generic table).
+    const SYS_FUTEX_WAITV: libc::c_long = 449;
+    /// `FUTEX2_SIZE_U32`: a waiter entry names a 32-bit word. Without `FUTEX2_PRIVATE` the wait
+    /// is shared (keyed on the backing object, so it works across processes and views).
+    const FUTEX2_SIZE_U32: u32 = 0x02;
+    /// `FUTEX2_PRIVATE`: a process-local word (the helper's own control word).
+    const FUTEX2_PRIVATE: u32 = 128;
+    /// The most words one `futex_waitv` call can wait on (`FUTEX_WAITV_MAX`).
+    pub(crate) const FUTEX_WAITV_MAX: usize = 128;
+
+    /// One entry of a [`futex_waitv`] call (`struct futex_waitv`).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct FutexWaitv {
+        val: u64,
+        uaddr: u64,
+        flags: u32,
+        reserved: u32,
+    }
+
+    impl FutexWaitv {
+        /// Wait while the word at `word` holds `expected`; `shared`: the word may be mapped by
+        /// other processes (a ring header), else it is process-local.
+        pub(crate) fn new(word: *const AtomicU32, expected: u32, shared: bool) -> FutexWaitv {
+            let flags = if shared { FUTEX2_SIZE_U32 } else { FUTEX2_SIZE_U32 | FUTEX2_PRIVATE };
+            FutexWaitv { val: u64::from(expected), uaddr: word as u64, flags, reserved: 0 }
+        }
+    }
+
+    /// How a [`futex_waitv`] call ended.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum WaitvOutcome {
+        /// A `FUTEX_WAKE` reached the waiter on entry `i`.
+        Woken(usize),
+        /// One of the words no longer held its expected value (`EAGAIN`).
+        Changed,
+        /// The deadline passed.
+        TimedOut,
+        /// A signal (`EINTR`) or another transient failure: look again.
+        Spurious,
+    }
+
+    /// `futex_waitv(waiters, n, 0, deadline, CLOCK_MONOTONIC)`: sleeps until one of the words is
+    /// woken or no longer holds its value, or until `deadline` (absolute, `CLOCK_MONOTONIC`; `None`:
+    /// no deadline). `Err` with the errno when the call itself is refused (`ENOSYS` before 5.16,
+    /// or a sandbox's answer): the caller then falls back to something else.
+    ///
+    /// # Safety
+    ///
+    /// Every entry's address must stay a valid, aligned `u32` for the duration of the call (the
+    /// kernel reads it; a word of shared memory must stay mapped).
+    pub(crate) unsafe fn futex_waitv(waiters: &[FutexWaitv], deadline: Option<Duration>) -> io::Result<WaitvOutcome> {
+        let ts = deadline.map(|d| libc::timespec {
+            tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        });
+        let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `waiters` is a live array of `len` entries in the kernel's layout, every address
+        // in it is valid per the caller; ts_ptr is null or points to a live timespec.
+        let r = unsafe {
+            libc::syscall(
+                SYS_FUTEX_WAITV,
+                waiters.as_ptr(),
+                waiters.len() as libc::c_uint,
+                0u32,
+                ts_ptr,
+                libc::CLOCK_MONOTONIC,
+            )
+        };
+        if r >= 0 {
+            return Ok(WaitvOutcome::Woken(r as usize));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(WaitvOutcome::Changed),
+            Some(libc::ETIMEDOUT) => Ok(WaitvOutcome::TimedOut),
+            Some(libc::EINTR) => Ok(WaitvOutcome::Spurious),
+            _ => Err(e),
+        }
+    }
+
+    /// `FUTEX_WAIT_PRIVATE` with a relative timeout: for a process-local word (a helper thread's
+    /// control word). Returns when woken, when the word differs, on a signal, or after `timeout`.
+    pub(crate) fn futex_wait_private(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+        let ts = timeout.map(|d| libc::timespec {
+            tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        });
+        let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: word is a valid, aligned u32 for the duration of the call; ts_ptr is null or
+        // points to a live timespec.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                expected,
+                ts_ptr,
+                0usize,
+                0u32,
+            )
+        };
+    }
+
+    /// `FUTEX_WAKE_PRIVATE`: wakes the waiters on a process-local word (a `futex_waitv` entry with
+    /// `FUTEX2_PRIVATE` is woken by it too).
+    pub(crate) fn futex_wake_private(word: &AtomicU32) {
+        // SAFETY: word is a valid, aligned u32; FUTEX_WAKE does not access it.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                i32::MAX,
+                0usize,
+                0usize,
+                0u32,
+            )
+        };
+    }
+
+    /// `CLOCK_MONOTONIC` now, as a duration since its (boot-time) origin: the clock the deadlines
+    /// of [`futex_waitv`] are given on.
+    pub(crate) fn monotonic_now() -> Duration {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: ts is a valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+}
+
+#[cfg(all(feature = "tokio", not(mirror_ring_loom)))]
+pub(crate) use futex2::*;
 
 /// `membarrier(2)` commands (linux/membarrier.h).
 pub(crate) const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;

@@ -34,7 +34,10 @@ const OFF_VERSION: usize = 8;
 const OFF_BACKEND: usize = 12;
 const OFF_CAPACITY: usize = 16;
 const OFF_DATA_OFFSET: usize = 24;
-const OFF_PRODUCER: usize = 32; // state u32, pid i32, start_time u64, pid_ns u64, park u32, 0u32
+// A role slot: claim word u64 (state in bits 0..8, epoch in 8..32, pid in 32..64, so on a
+// little-endian machine a u32 state+epoch at +0 and the pid at +4), start_time u64, pid_ns
+// u64, park u32, 0u32.
+const OFF_PRODUCER: usize = 32;
 const OFF_CONSUMER: usize = 64;
 const OFF_POISONED: usize = 96;
 const OFF_HEAD: usize = 128;
@@ -334,7 +337,8 @@ fn from_fd_refuses_every_bad_file_with_invalid_data_and_leaks_nothing() {
         // A faithful copy with one field broken.
         let fields: &[(&str, usize, &[u8])] = &[
             ("magic", OFF_MAGIC, b"MIRRRINH"),
-            ("version 2 (frames without stamps)", OFF_VERSION, &2u32.to_le_bytes()),
+            ("version 3 (frames without stamps)", OFF_VERSION, &3u32.to_le_bytes()),
+            ("version 99", OFF_VERSION, &99u32.to_le_bytes()),
             ("backend 0", OFF_BACKEND, &0u32.to_le_bytes()),
             ("backend 9", OFF_BACKEND, &9u32.to_le_bytes()),
             ("capacity 2x", OFF_CAPACITY, &(2 * cap as u64).to_le_bytes()),
@@ -344,7 +348,7 @@ fn from_fd_refuses_every_bad_file_with_invalid_data_and_leaks_nothing() {
             ("capacity u64::MAX", OFF_CAPACITY, &u64::MAX.to_le_bytes()),
             ("data offset 0", OFF_DATA_OFFSET, &0u64.to_le_bytes()),
             ("data offset 2 pages", OFF_DATA_OFFSET, &(2 * page as u64).to_le_bytes()),
-            ("producer state 3", OFF_PRODUCER, &3u32.to_le_bytes()),
+            ("producer state 4", OFF_PRODUCER, &4u32.to_le_bytes()),
             ("consumer state u32::MAX", OFF_CONSUMER, &u32::MAX.to_le_bytes()),
             ("head > tail + capacity", OFF_HEAD, &(cap as u64 + 1).to_le_bytes()),
             ("tail ahead of head", OFF_TAIL, &1u64.to_le_bytes()),
@@ -624,7 +628,8 @@ struct Tally {
     /// Bytes written (committed) or read (released) by the calls that returned `Ok`.
     moved: u64,
     invalid: u64,
-    /// `BrokenPipe`, `UnexpectedEof` or a read's end of stream (`Ok(0)`).
+    /// `BrokenPipe`, `UnexpectedEof`, a read's end of stream (`Ok(0)`), or `ConnectionAborted`
+    /// (this end's role taken over).
     closed: u64,
     other_allowed: u64,
     /// The longest single call.
@@ -669,7 +674,9 @@ impl Tally {
             }
             Err(e) => match e.kind() {
                 ErrorKind::InvalidData => self.invalid += 1,
-                ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof => self.closed += 1,
+                // ConnectionAborted: the scribbler wrote a claim word naming another holding
+                // of this end's role (a forged take-over); the end stops touching the ring.
+                ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof | ErrorKind::ConnectionAborted => self.closed += 1,
                 ErrorKind::WouldBlock | ErrorKind::TimedOut => self.other_allowed += 1,
                 k => return Err(format!("{side}: {k:?}: {e}")),
             },
@@ -855,7 +862,8 @@ fn control(tx: &mut mirror_ring::Producer, rx: &mut mirror_ring::Consumer) -> Re
 
 /// Acceptable under a scribbler: `Ok`, `InvalidData` (corruption detected), `BrokenPipe` /
 /// `UnexpectedEof` / end of stream (a forged close flag, or a forged pid that names a dead
-/// process), and `WouldBlock` / `TimedOut` (forged cursors that say "full" or "empty"). Not
+/// process), `ConnectionAborted` (a forged claim word that names another holding of the
+/// end's own role), and `WouldBlock` / `TimedOut` (forged cursors that say "full" or "empty"). Not
 /// acceptable: any other error, a grant or length beyond the capacity, a crash, a hang, a call
 /// over [`CALL_BOUND`], and what [`judge`] refuses for each [`Mode`].
 #[test]

@@ -196,13 +196,27 @@ impl Harness {
                     }
                 }
             }
-            // fill_buf returns every readable byte (it refreshes), then consume (clamped).
+            // fill_buf returns readable bytes (the rest of its last view, if partly consumed
+            // since); asked again without a consume it returns every readable byte (it
+            // refreshes). Then consume (clamped).
             6 => {
                 if self.model.is_empty() {
                     return; // fill_buf would block: the producer is still there
                 }
+                let first = self.rx.fill_buf().unwrap().to_vec();
+                assert!(
+                    !first.is_empty() && first.len() <= self.model.len(),
+                    "{ctx}: step {step}: fill_buf returned {} of {} readable",
+                    first.len(),
+                    self.model.len()
+                );
+                check_prefix(&self.model, &ctx, &first, step, "fill_buf");
                 let buf = self.rx.fill_buf().unwrap();
-                assert_eq!(buf.len(), self.model.len(), "{ctx}: step {step}: fill_buf is not everything readable");
+                assert_eq!(
+                    buf.len(),
+                    self.model.len(),
+                    "{ctx}: step {step}: fill_buf asked again is not everything readable"
+                );
                 let got = buf.to_vec();
                 check_prefix(&self.model, &ctx, &got, step, "fill_buf");
                 let n = if self.rng.up_to(10) == 0 {

@@ -199,6 +199,11 @@ pub trait Contender {
     fn calibrate(&mut self, target: Duration) -> io::Result<()>;
     /// One timed sample (setup and warm-up outside the timed part).
     fn sample(&mut self) -> io::Result<Sample>;
+    /// Anything worth reporting about the samples taken so far besides their rates (the
+    /// streaming regime, say), one short phrase.
+    fn detail(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What one interleaved measurement saw.
@@ -214,6 +219,8 @@ pub struct Outcome {
     /// Samples kept, and how many of them were still disturbed after two repeats.
     pub samples: usize,
     pub disturbed: usize,
+    /// Each contender's [`Contender::detail`] after the last repetition.
+    pub details: Vec<Option<String>>,
 }
 
 /// The position of each contender in repetition `rep`: `order(n, rep)[k]` is the contender
@@ -269,6 +276,7 @@ pub fn interleave(
         out.rates.push(row);
         out.probes.push(probe_and_record());
     }
+    out.details = contenders.iter().map(|c| c.detail()).collect();
     out
 }
 
@@ -460,11 +468,13 @@ pub struct StreamCase {
     pub cap: usize,
     pub write: usize,
     run: Option<Run>,
+    /// The reader's mean lag behind the producer in each sample, where the reader samples it.
+    lags: Vec<f64>,
 }
 
 impl StreamCase {
     pub fn new(comp: Competitor, mode: Mode, cap: usize, write: usize) -> StreamCase {
-        StreamCase { comp, mode, cap, write, run: None }
+        StreamCase { comp, mode, cap, write, run: None, lags: Vec::new() }
     }
 }
 
@@ -490,6 +500,24 @@ impl Contender for StreamCase {
     fn sample(&mut self) -> io::Result<Sample> {
         let run = self.run.ok_or_else(|| io::Error::other("not calibrated"))?;
         let t = stream(self.comp, self.mode, self.cap, &run)?;
+        if let Some(l) = t.lag {
+            self.lags.push(l);
+        }
         Ok(Sample { units: run.total, time: t.time, preempted: t.preempted })
+    }
+
+    /// How far behind the producer the reader ran: the regime. Close behind, the reader takes
+    /// lines still in the writing core's cache, one hand-over at a time; far behind (more than
+    /// a core's L2), it reads what has already left that cache.
+    fn detail(&self) -> Option<String> {
+        let s = Summary::of(&self.lags)?;
+        let f = |b: f64| {
+            if b >= MIB as f64 {
+                format!("{:.1} MiB", b / MIB as f64)
+            } else {
+                format!("{:.0} KiB", b / KIB as f64)
+            }
+        };
+        Some(format!("reader behind by {} (median; {}-{})", f(s.median), f(s.min), f(s.max)))
     }
 }

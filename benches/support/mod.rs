@@ -24,14 +24,20 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 use mirror_ring::{Backend, MirrorMap, RingOptions};
 
+#[cfg(feature = "tokio")]
+mod async_rows;
 mod chart;
 mod interleave;
 mod messages;
 mod ping;
+mod records;
 mod rings;
 mod stream;
 
 // Each bench uses a part; the demo uses all of it.
+#[cfg(feature = "tokio")]
+#[allow(unused_imports)]
+pub use async_rows::*;
 #[allow(unused_imports)]
 pub use chart::*;
 #[allow(unused_imports)]
@@ -40,6 +46,8 @@ pub use interleave::*;
 pub use messages::*;
 #[allow(unused_imports)]
 pub use ping::*;
+#[allow(unused_imports)]
+pub use records::*;
 #[allow(unused_imports)]
 pub use rings::*;
 #[allow(unused_imports)]
@@ -248,6 +256,52 @@ pub fn create_map(backend: Backend, cap: usize, prefault: bool) -> io::Result<Du
     let d = t.elapsed();
     drop(map);
     Ok(d)
+}
+
+/// Free 2 MiB huge pages right now (0 when the kernel does not say).
+pub fn huge_pages_free() -> u64 {
+    std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Time to build a thread ring of `cap` bytes with default options, optionally prefaulted and
+/// optionally on huge pages; the drop is not timed.
+pub fn create_ring_paged(cap: usize, prefault: bool, huge: bool) -> io::Result<Duration> {
+    let mut o = RingOptions::new();
+    o.capacity(cap).prefault(prefault).huge_pages(huge);
+    let t = Instant::now();
+    let ring = o.build()?;
+    let d = t.elapsed();
+    drop(ring);
+    Ok(d)
+}
+
+/// The first lap over a fresh ring against the second, in one thread: `cap` bytes written with
+/// 4 KiB `write_all`s then read back with 4 KiB `read`s, twice. The first lap pays every page
+/// fault of both views (4 KiB pages: one per 4 KiB per view; huge pages: one per 2 MiB per
+/// view). Returns (first lap, second lap); creation is not timed.
+pub fn first_lap(cap: usize, huge: bool) -> io::Result<(Duration, Duration)> {
+    use std::io::{Read, Write};
+    let (mut tx, mut rx) = RingOptions::new().capacity(cap).huge_pages(huge).build()?;
+    let cap = tx.capacity();
+    let src = vec![0x5Au8; 4 * KIB];
+    let mut dst = vec![0u8; 4 * KIB];
+    let mut lap = || -> io::Result<Duration> {
+        let t = Instant::now();
+        for _ in 0..cap / (4 * KIB) {
+            tx.write_all(&src)?;
+        }
+        for _ in 0..cap / (4 * KIB) {
+            rx.read_exact(&mut dst)?;
+        }
+        Ok(t.elapsed())
+    };
+    let first = lap()?;
+    let second = lap()?;
+    std::hint::black_box(&dst);
+    Ok((first, second))
 }
 
 /// Time to build a thread ring (`RingOptions::build`: the mapping, plus the header, whose first

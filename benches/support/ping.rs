@@ -30,6 +30,9 @@ pub enum Pinger {
     Futex,
     /// Two atomic words in their own cache lines, spinning.
     Atomic,
+    /// Two rtrb byte rings (threads only), chunk API (`write_chunk_uninit` / `read_chunk`),
+    /// spinning: rtrb's faster shape.
+    Rtrb,
 }
 
 impl Pinger {
@@ -40,6 +43,7 @@ impl Pinger {
             Pinger::Pipe => "pipe".into(),
             Pinger::Futex => "bare-futex".into(),
             Pinger::Atomic => "bare-atomic".into(),
+            Pinger::Rtrb => "rtrb/chunks".into(),
         }
     }
 }
@@ -56,6 +60,7 @@ pub enum PingEnd {
     Fd { w: OwnedFd, r: OwnedFd },
     Futex { mem: Arc<Shared>, mine: usize, theirs: usize, last: u32 },
     Atomic { mem: Arc<Shared>, mine: usize, theirs: usize, last: u64 },
+    Rtrb { tx: rtrb::Producer<u8>, rx: rtrb::Consumer<u8> },
 }
 
 fn futex_op(word: &AtomicU32, op: libc::c_int, val: u32) {
@@ -85,6 +90,26 @@ impl PingEnd {
                 let w: &AtomicU64 = unsafe { mem.at(*mine) };
                 // Release: pairs with the peer's Acquire load in recv.
                 w.store(v, Ordering::Release);
+                Ok(())
+            }
+            PingEnd::Rtrb { tx, .. } => {
+                let b = v.to_ne_bytes();
+                let mut chunk = loop {
+                    match tx.write_chunk_uninit(8) {
+                        Ok(c) => break c,
+                        Err(_) => std::hint::spin_loop(),
+                    }
+                };
+                let (x, y) = chunk.as_mut_slices();
+                let k = x.len();
+                for (d, s) in x.iter_mut().zip(&b[..k]) {
+                    d.write(*s);
+                }
+                for (d, s) in y.iter_mut().zip(&b[k..]) {
+                    d.write(*s);
+                }
+                // SAFETY: all 8 slots were written just above.
+                unsafe { chunk.commit_all() };
                 Ok(())
             }
         }
@@ -131,6 +156,18 @@ impl PingEnd {
                     }
                     std::hint::spin_loop();
                 }
+            }
+            PingEnd::Rtrb { rx, .. } => {
+                let chunk = loop {
+                    match rx.read_chunk(8) {
+                        Ok(c) => break c,
+                        Err(_) => std::hint::spin_loop(),
+                    }
+                };
+                let (x, y) = chunk.as_slices();
+                b[..x.len()].copy_from_slice(x);
+                b[x.len()..].copy_from_slice(y);
+                chunk.commit_all();
             }
         }
         Ok(u64::from_ne_bytes(b))
@@ -183,6 +220,7 @@ impl PingSetup {
             Pinger::Pipe => PingSetup::Fd { ab: pipe_pair(4096)?.0, ba: pipe_pair(4096)?.0 },
             Pinger::Futex => PingSetup::Futex(Arc::new(Shared::new(4096)?)),
             Pinger::Atomic => PingSetup::Atomic(Arc::new(Shared::new(4096)?)),
+            Pinger::Rtrb => return Err(io::Error::new(io::ErrorKind::Unsupported, "rtrb does not cross fork")),
         })
     }
 
@@ -229,6 +267,11 @@ fn ping_thread_ends(kind: Pinger) -> io::Result<(PingEnd, PingEnd)> {
             let (ab, _) = pipe_pair(4096)?;
             let (ba, _) = pipe_pair(4096)?;
             Ok((PingEnd::Fd { w: ab.0, r: ba.1 }, PingEnd::Fd { w: ba.0, r: ab.1 }))
+        }
+        Pinger::Rtrb => {
+            let (p1, c1) = rtrb::RingBuffer::<u8>::new(4096);
+            let (p2, c2) = rtrb::RingBuffer::<u8>::new(4096);
+            Ok((PingEnd::Rtrb { tx: p1, rx: c2 }, PingEnd::Rtrb { tx: p2, rx: c1 }))
         }
         Pinger::Futex | Pinger::Atomic => {
             let mem = Arc::new(Shared::new(4096)?);
@@ -367,4 +410,43 @@ pub fn paced_round_trips(budget: Duration, gap: Duration, n: u64) -> io::Result<
         r?;
         Ok((median(&lat[1..]), cpu?))
     })
+}
+
+/// Round trips of one pinger as a [`Contender`]: units are round trips, so the rate is
+/// 1 / (mean round trip); [`Outcome::ratios_in`] of two of them is the inverse ratio of their
+/// round trips.
+pub struct RttCase {
+    pub kind: Pinger,
+    pub mode: Mode,
+    per_batch: u64,
+}
+
+impl RttCase {
+    pub fn new(kind: Pinger, mode: Mode) -> RttCase {
+        RttCase { kind, mode, per_batch: 0 }
+    }
+}
+
+impl Contender for RttCase {
+    fn name(&self) -> String {
+        self.kind.name()
+    }
+
+    /// A trial of 200 round trips, then a batch that takes about `target / 2`.
+    fn calibrate(&mut self, target: Duration) -> io::Result<()> {
+        let v = round_trips(self.kind, self.mode, 1, 200, 50)?;
+        if !(v[0].is_finite() && v[0] > 0.0) {
+            return Err(io::Error::other(format!("calibration timed {} ns", v[0])));
+        }
+        self.per_batch = ((target.as_secs_f64() * 0.5e9 / v[0]) as u64).clamp(20, 200_000);
+        Ok(())
+    }
+
+    fn sample(&mut self) -> io::Result<Sample> {
+        let n = self.per_batch;
+        let d0 = run_delay_ns();
+        let v = round_trips(self.kind, self.mode, 1, n, n / 10 + 10)?;
+        let time = Duration::from_nanos((v[0] * n as f64) as u64);
+        Ok(Sample { units: n, time, preempted: Duration::from_nanos(run_delay_ns() - d0) })
+    }
 }

@@ -20,11 +20,27 @@ use super::*;
 /// The sending half of a byte stream: `send_all` returns once all of `buf` is in.
 pub trait Tx {
     fn send_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// How many times this side has had to wait so far (a mirror-ring end's `stats().spins`:
+    /// the producer found the ring full), where it can tell; the regime indicator.
+    fn waits(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The receiving half: `recv` copies out at least one byte and at most `buf.len()`.
 pub trait Rx {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Told before each phase of a run (warm-up, timed part) how many bytes it will receive,
+    /// for receivers that wait for a watermark and must not wait past the end.
+    fn expect(&mut self, _bytes: u64) {}
+    /// As [`Tx::waits`]: the consumer found the ring empty.
+    fn waits(&self) -> Option<u64> {
+        None
+    }
+    /// How far behind the producer this reader runs, sampled (mirror-ring's blocking reader).
+    fn lag(&self) -> Option<Lag> {
+        None
+    }
 }
 
 /// A pair created before `fork()`: the parent keeps the sender, the child the receiver.
@@ -77,23 +93,115 @@ impl Rx for MirrorRx {
 
 /// mirror-ring through `std::io` (blocking: spin for the budget, then sleep on the futex).
 pub struct MirrorBlockingTx(pub Producer);
-/// mirror-ring through `std::io::Read` (blocking).
-pub struct MirrorBlockingRx(pub Consumer);
+/// mirror-ring through `std::io::Read` (blocking), with a sample of how far behind the producer
+/// it reads (`Consumer::len`, every 256th read).
+pub struct MirrorBlockingRx(pub Consumer, pub Lag);
+
+impl MirrorBlockingRx {
+    pub fn new(c: Consumer) -> MirrorBlockingRx {
+        MirrorBlockingRx(c, Lag::default())
+    }
+}
+
+/// Samples of the bytes readable when a reader takes more (how far behind the producer it
+/// runs).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Lag {
+    pub calls: u64,
+    pub sum: u64,
+    pub n: u64,
+}
+
+impl Lag {
+    #[inline]
+    fn tick(&mut self, c: &Consumer) {
+        self.calls += 1;
+        if self.calls % 256 == 0 {
+            self.sum += c.len() as u64;
+            self.n += 1;
+        }
+    }
+}
 
 impl Tx for MirrorBlockingTx {
     #[inline]
     fn send_all(&mut self, buf: &[u8]) -> io::Result<()> {
         self.0.write_all(buf)
     }
+
+    fn waits(&self) -> Option<u64> {
+        Some(self.0.stats().spins)
+    }
 }
 
 impl Rx for MirrorBlockingRx {
     #[inline]
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.1.tick(&self.0);
         match self.0.read(buf)? {
             0 => Err(io::ErrorKind::UnexpectedEof.into()),
             n => Ok(n),
         }
+    }
+
+    fn waits(&self) -> Option<u64> {
+        Some(self.0.stats().spins)
+    }
+
+    fn lag(&self) -> Option<Lag> {
+        Some(self.1)
+    }
+}
+
+/// mirror-ring's reader with a watermark: it waits (`read_grant_blocking`) until at least `w`
+/// bytes are readable (fewer at the end of a phase), then copies them out one `recv` at a time
+/// and releases them in one store; the producer writes through `io::Write`. Hand-overs then
+/// move at least `w` bytes at a time.
+pub struct MirrorWatermarkRx {
+    pub rx: Consumer,
+    pub w: usize,
+    /// Bytes lent by the last grant and not yet copied out.
+    have: usize,
+    /// Bytes copied out of it so far (released together when it is used up).
+    taken: usize,
+    /// Bytes still to come in this phase.
+    left: u64,
+}
+
+impl MirrorWatermarkRx {
+    pub fn new(rx: Consumer, w: usize) -> MirrorWatermarkRx {
+        MirrorWatermarkRx { rx, w, have: 0, taken: 0, left: u64::MAX }
+    }
+}
+
+impl Rx for MirrorWatermarkRx {
+    #[inline]
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.have == 0 {
+            let min = (self.w as u64).min(self.left).max(1) as usize;
+            let g = self.rx.read_grant_blocking(min)?;
+            // Take what the grant shows, at most the rest of the phase.
+            self.have = (g.len() as u64).min(self.left) as usize;
+            self.taken = 0;
+        }
+        let n = buf.len().min(self.have);
+        let g = self.rx.read_grant(self.taken + n)?;
+        buf[..n].copy_from_slice(&g[self.taken..self.taken + n]);
+        self.taken += n;
+        self.have -= n;
+        self.left -= n as u64;
+        if self.have == 0 {
+            g.release(self.taken)?;
+        }
+        Ok(n)
+    }
+
+    fn expect(&mut self, bytes: u64) {
+        self.left = bytes;
+    }
+
+    fn waits(&self) -> Option<u64> {
+        Some(self.rx.stats().spins)
     }
 }
 
@@ -122,6 +230,13 @@ impl Tx for MirrorAnyTx {
             MirrorAnyTx::Blocking(t) => t.send_all(buf),
         }
     }
+
+    fn waits(&self) -> Option<u64> {
+        match self {
+            MirrorAnyTx::Spin(_) => None,
+            MirrorAnyTx::Blocking(t) => t.waits(),
+        }
+    }
 }
 
 impl Rx for MirrorAnyRx {
@@ -130,6 +245,20 @@ impl Rx for MirrorAnyRx {
         match self {
             MirrorAnyRx::Spin(r) => r.recv(buf),
             MirrorAnyRx::Blocking(r) => r.recv(buf),
+        }
+    }
+
+    fn waits(&self) -> Option<u64> {
+        match self {
+            MirrorAnyRx::Spin(_) => None,
+            MirrorAnyRx::Blocking(r) => r.waits(),
+        }
+    }
+
+    fn lag(&self) -> Option<Lag> {
+        match self {
+            MirrorAnyRx::Spin(_) => None,
+            MirrorAnyRx::Blocking(r) => r.lag(),
         }
     }
 }
@@ -143,7 +272,7 @@ impl ForkPair for MirrorFork {
     }
     fn into_rx(self) -> io::Result<MirrorAnyRx> {
         let c = self.ring.into_consumer()?;
-        Ok(if self.blocking { MirrorAnyRx::Blocking(MirrorBlockingRx(c)) } else { MirrorAnyRx::Spin(MirrorRx(c)) })
+        Ok(if self.blocking { MirrorAnyRx::Blocking(MirrorBlockingRx::new(c)) } else { MirrorAnyRx::Spin(MirrorRx(c)) })
     }
 }
 

@@ -76,6 +76,7 @@ fn consume<R: Rx>(rx: &mut R, start: u64, bytes: u64, pat: Option<&[u8]>, buf: &
     let mut pos = start;
     let end = start + bytes;
     let mut bad = 0u64;
+    rx.expect(bytes);
     while pos < end {
         let want = ((end - pos) as usize).min(buf.len());
         let n = rx.recv(&mut buf[..want])?;
@@ -103,6 +104,11 @@ fn check_verified(bad: u64) -> io::Result<()> {
 pub struct Timed {
     pub time: Duration,
     pub preempted: Duration,
+    /// Times the producer found the ring full and the consumer found it empty during the
+    /// timed part (mirror-ring's blocking ends only): which side waited for the other.
+    pub waits: Option<(u64, u64)>,
+    /// The reader's mean lag behind the producer in the timed part, bytes (sampled).
+    pub lag: Option<f64>,
 }
 
 impl Timed {
@@ -111,6 +117,10 @@ impl Timed {
         self.preempted.as_nanos() * 100 > self.time.as_nanos()
     }
 }
+
+/// What the consumer thread of [`stream_threads`] reports: its end time, the mismatches, its
+/// run-queue delay, how often it waited, and its mean lag behind the producer.
+type Received = (u64, u64, u64, Option<u64>, Option<f64>);
 
 /// Streams `run` from a producer on CPU 0 (this thread) to a consumer thread on CPU 1.
 pub fn stream_threads<T: Tx, R: Rx + Send>(tx: T, rx: R, run: &Run) -> io::Result<Timed> {
@@ -121,7 +131,7 @@ pub fn stream_threads<T: Tx, R: Rx + Send>(tx: T, rx: R, run: &Run) -> io::Resul
     let pat = pat.as_deref();
     pin_to(PRODUCER_CPU);
     std::thread::scope(|s| {
-        let consumer = s.spawn(move || -> io::Result<(u64, u64, u64)> {
+        let consumer = s.spawn(move || -> io::Result<Received> {
             pin_to(CONSUMER_CPU);
             // Move the receiver out of the spawned closure (a heap block next to whatever the
             // producer allocates next) onto this thread's stack, and give the buffer lines of
@@ -134,10 +144,15 @@ pub fn stream_threads<T: Tx, R: Rx + Send>(tx: T, rx: R, run: &Run) -> io::Resul
             let mut bad = consume(rx, 0, run.warm, pat, buf)?;
             // (The run-queue delay is read outside the timed part: reading it is a syscall.)
             let sw = run_delay_ns();
+            let w0 = rx.waits();
+            let l0 = rx.lag();
             ctl.meet();
             bad += consume(rx, run.warm, run.total, pat, buf)?;
             let t1 = now_ns();
-            Ok((t1, bad, run_delay_ns() - sw))
+            let w = w0.zip(rx.waits()).map(|(a, b)| b - a);
+            let lag =
+                l0.zip(rx.lag()).and_then(|(a, b)| (b.n > a.n).then(|| (b.sum - a.sum) as f64 / (b.n - a.n) as f64));
+            Ok((t1, bad, run_delay_ns() - sw, w, lag))
         });
         let mut tx = Isolated(tx);
         let tx = &mut tx.0;
@@ -147,16 +162,23 @@ pub fn stream_threads<T: Tx, R: Rx + Send>(tx: T, rx: R, run: &Run) -> io::Resul
         let sent = (|| {
             produce(tx, run, 0, run.warm, pat, src)?;
             let sw = run_delay_ns();
+            let w0 = tx.waits();
             ctl.meet();
             let t0 = now_ns();
             produce(tx, run, run.warm, run.total, pat, src)?;
-            Ok::<(u64, u64), io::Error>((t0, run_delay_ns() - sw))
+            let w = w0.zip(tx.waits()).map(|(a, b)| b - a);
+            Ok::<(u64, u64, Option<u64>), io::Error>((t0, run_delay_ns() - sw, w))
         })();
         let received = consumer.join().map_err(|_| io::Error::other("consumer thread panicked"))?;
-        let (t0, sw0) = sent?;
-        let (t1, bad, sw1) = received?;
+        let (t0, sw0, w_tx) = sent?;
+        let (t1, bad, sw1, w_rx, lag) = received?;
         check_verified(bad)?;
-        Ok(Timed { time: Duration::from_nanos(t1.saturating_sub(t0)), preempted: Duration::from_nanos(sw0 + sw1) })
+        Ok(Timed {
+            time: Duration::from_nanos(t1.saturating_sub(t0)),
+            preempted: Duration::from_nanos(sw0 + sw1),
+            waits: w_tx.zip(w_rx),
+            lag,
+        })
     })
 }
 
@@ -204,6 +226,8 @@ pub fn stream_fork<P: ForkPair>(pair: P, run: &Run) -> io::Result<Timed> {
     Ok(Timed {
         time: Duration::from_nanos(ctl.t1.load(Ordering::Acquire).saturating_sub(t0)),
         preempted: Duration::from_nanos(sw + ctl.preempted.load(Ordering::Acquire)),
+        waits: None,
+        lag: None,
     })
 }
 
@@ -230,10 +254,19 @@ impl Mode {
 /// Everything the streaming benches compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Competitor {
+    /// mirror-ring as users call it: `io::Write::write_all` / `io::Read::read`, blocking,
+    /// default options (`RingOptions::new().capacity(..)`).
+    MirrorIo,
     /// mirror-ring on a backend, spinning on `try_write` / `try_read`.
     Mirror(Backend),
     /// mirror-ring through `io::Write` / `io::Read` (blocking) with this spin budget.
     MirrorBlocking(Backend, Duration),
+    /// mirror-ring, `io::Write` producer and a reader that waits for this many bytes
+    /// (`read_grant_blocking`) before it takes them ([`MirrorWatermarkRx`]); default options.
+    MirrorWatermark(usize),
+    /// mirror-ring through `io::Write` / `io::Read` (blocking, default options) over 2 MiB
+    /// huge pages (`RingOptions::huge_pages`).
+    MirrorHuge,
     /// The same protocol over a non-mirrored buffer: copies split at the wrap.
     Split,
     /// The floor: a minimal hand-written mirrored ring.
@@ -255,12 +288,15 @@ pub enum Competitor {
 impl Competitor {
     pub fn name(self) -> String {
         match self {
-            Competitor::Mirror(Backend::Auto) => "mirror-ring".into(),
-            Competitor::Mirror(b) => format!("mirror-ring/{b}"),
+            Competitor::MirrorIo => "mirror-ring/io".into(),
+            Competitor::Mirror(Backend::Auto) => "mirror-ring/try".into(),
+            Competitor::Mirror(b) => format!("mirror-ring/try/{b}"),
             Competitor::MirrorBlocking(b, spin) => {
                 let b = if b == Backend::Auto { String::new() } else { format!("/{b}") };
                 format!("mirror-ring{b}/blocking-spin-{}", fmt_duration(spin))
             }
+            Competitor::MirrorWatermark(w) => format!("mirror-ring/watermark-{}", fmt_size(w).replace(' ', "")),
+            Competitor::MirrorHuge => "mirror-ring/huge-pages".into(),
             Competitor::Split => "split-copy-ring".into(),
             Competitor::Minimal => "minimal-mirror".into(),
             Competitor::MinimalNt => "minimal-mirror-nt".into(),
@@ -274,13 +310,19 @@ impl Competitor {
 
     /// rtrb and ringbuf live on the heap of one process.
     pub fn supports(self, mode: Mode) -> bool {
-        mode == Mode::Threads || !matches!(self, Competitor::Rtrb | Competitor::Ringbuf | Competitor::RingbufCached)
+        mode == Mode::Threads
+            || !matches!(
+                self,
+                Competitor::Rtrb | Competitor::Ringbuf | Competitor::RingbufCached | Competitor::MirrorWatermark(_)
+            )
     }
 
     /// Whether the backend (if any) works here.
     pub fn available(self) -> bool {
         match self {
             Competitor::Mirror(b) | Competitor::MirrorBlocking(b, _) => b.is_available(),
+            Competitor::MirrorWatermark(_) | Competitor::MirrorIo => Backend::Auto.is_available(),
+            Competitor::MirrorHuge => huge_pages_free() > 0,
             _ => true,
         }
     }
@@ -298,13 +340,35 @@ pub fn mirror_options(b: Backend, cap: usize, spin: Option<Duration>) -> RingOpt
 /// One streaming run of `c` with a ring (or pipe, or socket buffer) of `cap` bytes.
 pub fn stream(c: Competitor, mode: Mode, cap: usize, run: &Run) -> io::Result<Timed> {
     match (c, mode) {
+        (Competitor::MirrorIo, Mode::Threads) => {
+            let (p, q) = RingOptions::new().capacity(cap).build()?;
+            stream_threads(MirrorBlockingTx(p), MirrorBlockingRx::new(q), run)
+        }
+        (Competitor::MirrorIo, Mode::Fork) => {
+            stream_fork(MirrorFork { ring: RingOptions::new().capacity(cap).shared()?, blocking: true }, run)
+        }
         (Competitor::Mirror(b), Mode::Threads) => {
             let (p, q) = mirror_options(b, cap, None).build()?;
             stream_threads(MirrorTx(p), MirrorRx(q), run)
         }
         (Competitor::MirrorBlocking(b, spin), Mode::Threads) => {
             let (p, q) = mirror_options(b, cap, Some(spin)).build()?;
-            stream_threads(MirrorBlockingTx(p), MirrorBlockingRx(q), run)
+            stream_threads(MirrorBlockingTx(p), MirrorBlockingRx::new(q), run)
+        }
+        (Competitor::MirrorWatermark(w), Mode::Threads) => {
+            let (p, q) = mirror_options(Backend::Auto, cap, None).build()?;
+            stream_threads(MirrorBlockingTx(p), MirrorWatermarkRx::new(q, w), run)
+        }
+        (Competitor::MirrorHuge, Mode::Threads) => {
+            let (p, q) = RingOptions::new().capacity(cap).huge_pages(true).build()?;
+            stream_threads(MirrorBlockingTx(p), MirrorBlockingRx::new(q), run)
+        }
+        (Competitor::MirrorHuge, Mode::Fork) => stream_fork(
+            MirrorFork { ring: RingOptions::new().capacity(cap).huge_pages(true).shared()?, blocking: true },
+            run,
+        ),
+        (Competitor::MirrorWatermark(_), Mode::Fork) => {
+            Err(io::Error::new(io::ErrorKind::Unsupported, "the watermark reader runs between threads only"))
         }
         (Competitor::Mirror(b), Mode::Fork) => {
             stream_fork(MirrorFork { ring: mirror_options(b, cap, None).shared()?, blocking: false }, run)
@@ -375,12 +439,15 @@ pub fn warm_up(cap: usize, write: usize, total: u64) -> u64 {
 /// short trial run, then bytes = rate x target (at least 64 writes, at most 8 GiB), after the
 /// warm-up of [`warm_up`].
 pub fn calibrate(c: Competitor, mode: Mode, cap: usize, write: usize, target: Duration) -> io::Result<Run> {
+    // A pipe or a socket has no ring of pages to fault in (the kernel allocates a page per
+    // write as it goes), and small writes through them are slow: a short warm-up does.
+    let warm_cap = if matches!(c, Competitor::Pipe | Competitor::Socketpair) { cap.min(256 * KIB) } else { cap };
     let trial_bytes = whole_writes((2 * MIB as u64).max(64 * write as u64) / if write < KIB { 8 } else { 1 }, write);
-    let trial = Run { write, warm: warm_up(cap, write, 0), total: trial_bytes, verify: false };
+    let trial = Run { write, warm: warm_up(warm_cap, write, 0), total: trial_bytes, verify: false };
     let took = stream(c, mode, cap, &trial)?.time.max(Duration::from_micros(1));
     let rate = trial.total as f64 / took.as_secs_f64();
     let total = whole_writes(((rate * target.as_secs_f64()) as u64).clamp(64 * write as u64, 8 << 30), write);
-    Ok(Run { write, warm: warm_up(cap, write, total), total, verify: false })
+    Ok(Run { write, warm: warm_up(warm_cap, write, total), total, verify: false })
 }
 
 /// GB/s (1e9 bytes per second) for `bytes` in `d`.
@@ -421,13 +488,25 @@ fn ping_one_thread<T: Tx, R: Rx>(mut tx: T, mut rx: R, write: usize, ops: u64) -
 pub fn single_thread(c: Competitor, write: usize, ops: u64) -> io::Result<Duration> {
     let cap = MIB;
     match c {
+        Competitor::MirrorIo => {
+            let (p, q) = RingOptions::new().capacity(cap).build()?;
+            ping_one_thread(MirrorBlockingTx(p), MirrorBlockingRx::new(q), write, ops)
+        }
         Competitor::Mirror(b) => {
             let (p, q) = mirror_options(b, cap, None).build()?;
             ping_one_thread(MirrorTx(p), MirrorRx(q), write, ops)
         }
         Competitor::MirrorBlocking(b, spin) => {
             let (p, q) = mirror_options(b, cap, Some(spin)).build()?;
-            ping_one_thread(MirrorBlockingTx(p), MirrorBlockingRx(q), write, ops)
+            ping_one_thread(MirrorBlockingTx(p), MirrorBlockingRx::new(q), write, ops)
+        }
+        Competitor::MirrorWatermark(w) => {
+            let (p, q) = mirror_options(Backend::Auto, cap, None).build()?;
+            ping_one_thread(MirrorBlockingTx(p), MirrorWatermarkRx::new(q, w.min(write)), write, ops)
+        }
+        Competitor::MirrorHuge => {
+            let (p, q) = RingOptions::new().capacity(cap).huge_pages(true).build()?;
+            ping_one_thread(MirrorBlockingTx(p), MirrorBlockingRx::new(q), write, ops)
         }
         Competitor::Split => {
             let r = HandRing::new(cap)?;

@@ -22,3 +22,25 @@
 //! creation (each view has its own page tables, so each faults separately); the first lap of
 //! an unprefaulted ring pays those faults instead. Creation and first-touch costs:
 //! `BENCHMARKS.md`, "Creation".
+//!
+//! # Huge pages
+//!
+//! A ring built with [`RingOptions::huge_pages`](crate::RingOptions::huge_pages) takes its data
+//! pages from the kernel's hugetlb pool (`/proc/sys/vm/nr_hugepages`, 2 MiB pages), not from
+//! ordinary memory, and the accounting moves with them:
+//!
+//! - the pages are **reserved at creation** (`mmap` of the hugetlb file): `HugePages_Rsvd`
+//!   rises by `N / 2 MiB`, and creation fails with `OutOfMemory` when too few are free; they
+//!   are taken from `HugePages_Free` as they are first touched (or at creation with
+//!   `prefault`), so a hugetlb ring never fails later at a page fault;
+//! - both views map the same pages: the pool pays `N`, not `2N`;
+//! - they show in `/proc/<pid>/smaps` as `KernelPageSize: 2048 kB` and in `Hugetlb`
+//!   (`/proc/meminfo`) and a cgroup's `hugetlb` controller, not in RSS, `Shmem` or the memory
+//!   controller;
+//! - they are never swapped and need no `RLIMIT_MEMLOCK`;
+//! - the control page stays one ordinary page of shared memory; each ring uses 3 mapping
+//!   entries (the control page and the two views; the address space reserved to align view A
+//!   to 2 MiB is given back once the views are in place).
+//!
+//! The pages go back to the pool when the last mapping of the ring is gone (in every process
+//! that has it, after `fork`).

@@ -63,6 +63,14 @@
 //! raised with a local fence only and the sleep is cut to the rest of the interval, so a
 //! wake-up missed for want of the barrier costs at most that long.
 //!
+//! # Async ends
+//!
+//! An async end (feature `tokio`) parks on the same flag with the same heavy half, once per
+//! park, and registers a `Waker` instead of calling `FUTEX_WAIT`; the publisher's half does not
+//! change. How the wake reaches the `Waker` (directly within a process, through a helper
+//! thread in `futex_waitv` across processes), and why no wake-up is lost between the recheck
+//! and the registration: [`async_ends`](super::async_ends).
+//!
 //! # Every sleep is bounded
 //!
 //! A sleep lasts at most the watch interval (25 ms) between processes, after which the peer's

@@ -9,7 +9,9 @@
 //! compare-and-swap on the role's slot in the shared header, once for the life of the ring. A
 //! second claim of the same role, from any process, fails with `AlreadyExists`, also after the
 //! first claimant closed or died. The claimant records its pid, its start time and its PID
-//! namespace next to the claim; that is how its peer watches it.
+//! namespace next to the claim; that is how its peer watches it. A role whose holder died
+//! without closing can be *taken over* by another process ([Restart](#restart)); a closed
+//! role is final.
 //!
 //! # `fork()`
 //!
@@ -63,7 +65,8 @@
 //! `/proc` unreadable or hiding the process (`hidepid`), a peer in another PID namespace. An
 //! unknown answer is counted ([`Stats::peer_unknown`](crate::Stats::peer_unknown)), retried at
 //! the next check and never latched: a blocked call keeps waiting, and its timeout (if it has
-//! one) decides. A proven death is latched.
+//! one) decides. A proven death is latched, for that holding of the role: only a take-over
+//! ([Restart](#restart)) makes the watcher look again, at the new holder.
 //!
 //! **PID namespaces.** A pid means something only inside its PID namespace. Each claimant
 //! records its namespace; a peer in another one is never checked by pid (the answer is
@@ -75,9 +78,79 @@
 //!
 //! **Writes to a dead consumer.** Unlike a pipe, whose writer gets `EPIPE` as soon as the last
 //! reader is gone, a write that fits is accepted after the consumer's process died (watching the
-//! peer on every write would put a system call on the fast path): those bytes are lost, and the
-//! next write that has to wait for space gets `BrokenPipe`. A consumer that closes cleanly is
+//! peer on every write would put a system call on the fast path): those bytes stay in the ring
+//! for a consumer that takes the role over, or are lost with the ring, and the next write that
+//! has to wait for space gets `BrokenPipe`. A consumer that closes cleanly is
 //! seen by the very next write. `is_abandoned` asks at any time.
 //!
 //! **No peer yet.** Until the peer has claimed its role there is no one to watch, so a
 //! blocking call just waits: the timeout variants exist for that.
+//!
+//! # Restart
+//!
+//! A process that dies without closing leaves its role claimed, and its peer (the survivor)
+//! reports the death. Another process can then take the dead role over and resume where the
+//! dead one stopped, without a new ring and without the survivor starting again:
+//! [`SharedRing::take_over_producer`](crate::SharedRing::take_over_producer) and
+//! [`SharedRing::take_over_consumer`](crate::SharedRing::take_over_consumer).
+//!
+//! **Who may.** Any process that maps the ring: an unrelated process that attached with
+//! `from_fd` (a memfd ring), or a supervisor that inherited the ring across `fork()` and never
+//! claimed a role itself. The holder must be *proven* dead, by the check the peer watcher
+//! makes (above): a holder that lives, including the calling process itself, is
+//! `AlreadyExists`; one that cannot be checked (unknown) is `WouldBlock`, nothing changed,
+//! try again (in another PID namespace the answer stays unknown); only a death goes on. So a
+//! forked copy of a living holder cannot take its role (the holder lives). A supervisor that
+//! has just sent SIGKILL should reap the child (or wait for its death) before it takes over:
+//! a kill takes effect asynchronously, and until it has, the holder lives. A role that was
+//! closed cleanly is never taken over (`AlreadyExists`: a close is final), and a role never
+//! claimed has nothing to take over (`NotFound`: claim it with `into_producer` or
+//! `into_consumer`).
+//!
+//! **One atomic step.** A role slot starts with one 64-bit claim word: the state, an epoch
+//! that counts the holdings of the role, and the holder's pid (`header.rs`). A take-over is a
+//! compare-and-swap from the dead holding's exact word to the next epoch's TAKING word naming
+//! the taker; the taker then stores its start time, namespace and park mode and publishes the
+//! holding as CLAIMED. Of any number of racing takers exactly one compare-and-swap succeeds,
+//! and the others then find the winner alive; a holder's close is a compare-and-swap on the
+//! same word, so a take-over racing the holder's own close has one winner, never both (this
+//! matters only when the holder was not in fact dead, see
+//! [`trust_model`](super::trust_model)). Readers take the fields after the word as a seqlock
+//! reader does, so a pid is never paired with another holder's start time. All of it is
+//! model-checked (`loom-tests/takeover.rs`).
+//!
+//! **A taker that dies in the middle** (between its two compare-and-swaps, a few stores) leaves
+//! a TAKING word that names it by pid, with no start time yet. It is checked by pid alone (its
+//! pidfd, a zombie, no such process) and, once dead, its take-over is taken over in turn. The
+//! limit: if it was reaped and its pid reused by an unrelated process before anyone looked,
+//! the pid-only check finds that process alive, and the role waits until it exits.
+//!
+//! **Where the newcomer resumes**: at the committed cursors in the header. A new producer
+//! starts at the last published head: bytes the dead producer wrote and did not commit (or
+//! committed in a batch it never published, such as pending frames) vanish. A new consumer
+//! starts at the last released tail: every byte the dead consumer had not released is
+//! delivered again, read or not, so nothing committed is lost (at least once, not exactly
+//! once). Commit and release whole records, and the committed cursors are record boundaries;
+//! framed rings do (whole frames are published and released), so both sides of a framed ring
+//! stay frame-aligned across a take-over. What the cursors cannot say (which counter a new
+//! producer should send next, which records a new consumer has seen) is the application's:
+//! the example `examples/supervisor.rs` keeps it in shared memory.
+//!
+//! **The survivor goes on.** Its peer watcher notices a new holding of the peer's role (the
+//! epoch in the claim word changed), forgets the dead holder, and watches the new one, so
+//! `BrokenPipe` and `UnexpectedEof` after a death are not final: once the role is taken
+//! over, the survivor's next call goes on, and a blocked call whose check finds the newcomer
+//! does not end (a producer blocked on the full ring of a dead consumer continues when the
+//! new consumer releases space). A death is dropped only by a new epoch, never by a rewrite
+//! of the dead holding's own fields. With a fast restart the survivor may never see the death
+//! at all.
+//!
+//! **The old holder**, if it was in fact alive (a peer forged its death), notices at its next
+//! call: the role's slot names another holding (a new epoch) instead of the claim word it
+//! claimed with, which the one checked place through which every end touches the header
+//! compares (one load of the read-mostly first line). From then on every call returns `ConnectionAborted` and nothing it does,
+//! dropping included, reaches the header ([`trust_model`](super::trust_model) has the
+//! limits).
+//!
+//! Times (restart gap from SIGKILL to the replacement's first byte, the take-over call
+//! itself) are printed by `tests/restart.rs` and `examples/supervisor.rs`.

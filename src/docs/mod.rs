@@ -11,10 +11,13 @@
 //!   two sides agree on it, and why no wake-up is lost.
 //! - [`framing`]: the framed wire format (position-stamped headers), the hand-over of a frame
 //!   without a cursor load per message, and the batching rules.
+//! - [`async_ends`]: async ends (feature `tokio`): how a `FUTEX_WAKE` from any peer becomes a
+//!   `Waker::wake()`, what a parked end costs, and the alternatives that were measured.
 //! - [`accounting`]: what the two views cost in RSS, address space, map count and locked
 //!   memory.
 
 pub mod accounting;
+pub mod async_ends;
 pub mod barriers;
 pub mod framing;
 pub mod lifecycle;

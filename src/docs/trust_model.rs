@@ -42,6 +42,44 @@
 //!   membarriers ([`barriers`](super::barriers)).
 //! - **Punch holes in a memfd ring** (`fallocate(PUNCH_HOLE)` is allowed by the size seals):
 //!   the bytes read as zeros, one more way of changing bytes in flight.
+//! - **Take a living holder's role away**, by forging its death (see the next section).
+//!
+//! # Forged deaths and take-overs
+//!
+//! A take-over ([`lifecycle`](super::lifecycle), "Restart") trusts the role slot to name the
+//! holder, and takes the role from a holder the slot shows dead. A process that can write the
+//! header (any holder of the memfd, any forked copy of the ring) can therefore:
+//!
+//! - **Forge a death** (a start time that is not the holder's, a pid of a dead process) and
+//!   so let a taker take the role of a holder that is alive. The holder notices at its next
+//!   call (every call passes the one checked place, which compares the slot's claim word with
+//!   the one the end claimed with, and stops at a new epoch: one relaxed load of the
+//!   read-mostly first line) and from
+//!   then on returns `ConnectionAborted`, and touches the header no more: no publish, no
+//!   release, no close when dropped. Not earlier: a store already past that check when the
+//!   take-over lands (one cursor publish) still reaches the header. The peer validates it
+//!   like any cursor: an impossible one poisons the ring (`InvalidData`), a possible one can
+//!   hand the new holder bytes that change in flight, as any hostile peer can.
+//! - **Rewrite the claim word.** A word that names another holding of this end's role (a
+//!   claimed or taking state in another epoch) stops the end as a take-over does; a word
+//!   rewritten within the end's own epoch, or to free, closed or an invalid state, names no
+//!   other holding, and the end goes on (the peer then sees a forged close, or corruption).
+//!   A closed role is final against every honest process; a writer of the header can undo
+//!   the close (and could as well forge the cursors).
+//! - **Make the survivor watch a process of its choice.** A death, once proven, is dropped
+//!   only when the claim word shows a new holding (a new epoch), which a writer of the header
+//!   can fake, naming a living process: the survivor then waits for that process instead of
+//!   reporting the death. That gains nothing it could not do before: it could have named a
+//!   living process from the start (hiding a death, above). Calls with a timeout still end.
+//!
+//! What it cannot do: make two takers both win (the take-over is one compare-and-swap of the
+//! whole claim word), make a holder and a taker both own a role (every end compares the word
+//! before it touches the header, and a close is a compare-and-swap against the end's own
+//! word), take over a role whose slot names a living process with its own start time (a
+//! death needs the kernel's proof about the process the slot names), or make the newcomer go
+//! out of bounds: the
+//! cursors it resumes at are validated when it attaches (`InvalidData`, the role closed and
+//! the ring poisoned, as for a claim) and at every refresh after.
 //!
 //! # Which calls are sound with an untrusted peer
 //!
@@ -67,6 +105,17 @@
 //!   memory the peer can write. Use them with a peer you trust (your own process's threads, a
 //!   forked child running your code, a cooperating service), which is where their zero-copy
 //!   speed is meant to be used.
+//!
+//! **The kernel on the other side** ([`Producer::read_from`](crate::Producer::read_from),
+//! [`Consumer::write_to`](crate::Consumer::write_to) and their async forms) lends ring memory
+//! to a reader or writer of your choosing: `read_from` passes the free space as the `&mut
+//! [u8]` of one `read()`, `write_to` the readable bytes as the `&[u8]` of one `write()`. Both
+//! are lending calls in the sense above: with an untrusted peer only a reader or writer that
+//! does not look at the bytes twice is safe (a socket or a file is: the kernel copies them
+//! once). The free space `read_from` lends still holds bytes the consumer has read: a reader
+//! that looks at its buffer before filling it sees earlier data of the stream. A reader that
+//! claims more bytes than it was lent, or a writer more than it was given, is refused
+//! (`InvalidData`) and nothing is committed or released.
 //!
 //! Between threads of one process there is no such peer: the other end is safe Rust, and the
 //! protocol never lets it write the bytes it lent out, so every call is sound and the copies

@@ -31,6 +31,29 @@
 //! Any failure unmaps the whole reservation in one call (and closes the memfd); so does
 //! `Drop`. The mremap forms are only ever applied to `MAP_SHARED` memory.
 //!
+//! # Huge pages
+//!
+//! With [`MirrorOptions::huge_pages`], the data is 2 MiB hugetlb pages, and the layout moves
+//! inside a reservation one huge page longer, so that view A starts on a 2 MiB boundary:
+//!
+//! ```text
+//! base     ctrl    ctrl+H = data (2 MiB aligned)   data+N                data+2N
+//! | slack  | H     | view A (N, huge pages)        | view B (same pages)  | slack |
+//! ```
+//!
+//! `mremap` cannot mirror hugetlb memory: both forms (`old_len == 0` and flag 4) fail with
+//! `EINVAL` on anonymous `MAP_SHARED | MAP_HUGETLB` mappings and on hugetlb memfd mappings
+//! alike (measured on Linux 6.18). What works is a `memfd_create(MFD_HUGETLB | MFD_HUGE_2MB)`
+//! file of `N` bytes mapped twice, so `Auto` builds that (and [`MirrorMap::backend`] reports
+//! `Memfd`); the descriptor is closed once both views are mapped (the mappings keep the file),
+//! which keeps a huge-page ring as fd-less as the mremap backends. The control page is one
+//! ordinary page of anonymous shared memory just below view A: a huge page for a header of a
+//! few hundred bytes would cost 2 MiB per ring. Explicit `MirrorFlag` or `Duplicate` requests
+//! really try their `mremap` form on a hugetlb mapping (a later kernel may accept it; the
+//! result is then checked to mirror) and fail with `Unsupported` naming huge pages, the
+//! kernel's errno as `source()`. An explicit `Memfd` request fails with `Unsupported`: a
+//! huge-page map keeps no descriptor to hand over (and `SharedRing::from_fd` accepts shmem
+//! memfds only).
 //!
 //! Which backend, the probe, its cache and `Auto`'s hand-over: `backend.rs`.
 
@@ -45,6 +68,8 @@ use crate::sys;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Step {
     Reserve,
+    /// The control page of a huge-page map (ordinary shared memory, mapped on its own).
+    MapControl,
     MemfdCreate,
     Truncate,
     MapFirst,
@@ -101,6 +126,33 @@ fn explain_enomem(err: io::Error, what: impl FnOnce() -> String) -> io::Error {
     }
 }
 
+/// The size of the huge pages a huge-page map is made of: 2 MiB.
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
+
+/// Free 2 MiB huge pages right now, if the kernel says.
+pub(crate) fn free_huge_pages() -> Option<u64> {
+    std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").ok()?.trim().parse().ok()
+}
+
+/// An error of a huge-page construction step, explained: the message names huge pages and
+/// what to do, the kind is `OutOfMemory` for ENOMEM (else the errno's own kind), and the OS
+/// error stays reachable as `source()`. Errors without an errno (injected or made up by the
+/// crate) pass through.
+fn explain_huge(err: io::Error, len: usize, what: &str) -> io::Error {
+    let Some(errno) = err.raw_os_error() else { return err };
+    let msg = if errno == libc::ENOMEM {
+        let free = free_huge_pages().map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+        format!(
+            "{what}: not enough free 2 MiB huge pages for a {len}-byte huge-page mirror, which needs {}              (free now: {free}; reserve them with /proc/sys/vm/nr_hugepages; RLIMIT_AS and vm.max_map_count              can also say ENOMEM)",
+            len / HUGE_PAGE
+        )
+    } else {
+        format!("{what} (huge pages: the kernel needs hugetlbfs with 2 MiB pages)")
+    };
+    let kind = if errno == libc::ENOMEM { io::ErrorKind::OutOfMemory } else { err.kind() };
+    io::Error::new(kind, Context { msg, source: err })
+}
+
 /// Options for building a [`MirrorMap`], in the style of `memmap2::MmapOptions`.
 ///
 /// # Examples
@@ -117,6 +169,7 @@ pub struct MirrorOptions {
     backend: Backend,
     prefault: bool,
     dont_fork: bool,
+    huge: bool,
 }
 
 impl MirrorOptions {
@@ -145,6 +198,33 @@ impl MirrorOptions {
         self
     }
 
+    /// Back the data with 2 MiB huge pages (hugetlb): fewer TLB misses and one page fault per
+    /// 2 MiB instead of per 4 KiB. The length is rounded up to a power of two of at least
+    /// 2 MiB (so a multiple of 2 MiB). The pages come from the kernel's reserved pool
+    /// (`/proc/sys/vm/nr_hugepages`), taken at creation: when too few are free, creation fails
+    /// with `OutOfMemory`, a message naming huge pages, and the OS error (`ENOMEM`) as
+    /// `source()`. Only [`Backend::Auto`] can build a huge-page mirror (a hugetlb memfd mapped
+    /// twice, its descriptor closed once both views are mapped; [`MirrorMap::backend`] then
+    /// reports `Memfd` and [`MirrorMap::as_fd`] `None`); `mremap` refuses hugetlb memory, so
+    /// `MirrorFlag` and `Duplicate` fail with `Unsupported`, and so does `Memfd`, whose point is
+    /// a descriptor to hand over. Works between threads and across `fork`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mirror_ring::MirrorOptions;
+    ///
+    /// match MirrorOptions::new().huge_pages(true).map(3 << 20) {
+    ///     Ok(map) => assert_eq!(map.len(), 4 << 20), // rounded up to a power of two
+    ///     // No huge pages reserved on this machine (or no hugetlbfs): the error says so.
+    ///     Err(e) => assert!(e.to_string().contains("huge page"), "{e}"),
+    /// }
+    /// ```
+    pub fn huge_pages(&mut self, yes: bool) -> &mut Self {
+        self.huge = yes;
+        self
+    }
+
     /// Builds a map of at least `len` bytes (see [`MirrorMap::new`] for the rounding).
     ///
     /// With [`Backend::Auto`], a backend refused at creation hands over to the next one (see
@@ -163,6 +243,10 @@ impl MirrorOptions {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn map(&self, len: usize) -> io::Result<MirrorMap> {
+        if self.huge {
+            let len = round_len_huge(len)?;
+            return MirrorMap::build_huge(len, self.backend)?.finish(self);
+        }
         let len = round_len(len)?;
         let map = match self.backend {
             Backend::Auto => MirrorMap::build_auto(len)?,
@@ -187,9 +271,30 @@ pub(crate) fn round_len(len: usize) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Rounds a requested length up to a power of two of at least [`HUGE_PAGE`], checking that
+/// the whole reservation (`H + 2N` plus a huge page of alignment slack) is representable.
+pub(crate) fn round_len_huge(len: usize) -> io::Result<usize> {
+    let invalid = |msg: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{msg} (requested {len} bytes)"));
+    if len == 0 {
+        return Err(invalid("a mirrored map cannot be empty"));
+    }
+    let n = len
+        .max(HUGE_PAGE)
+        .checked_next_power_of_two()
+        .ok_or_else(|| invalid("length too large to round up to a power of two"))?;
+    total_len_huge(n).ok_or_else(|| invalid("length too large: the two views do not fit the address space"))?;
+    Ok(n)
+}
+
 /// `H + 2N`, if it fits in `isize` (the largest object Rust allows).
 fn total_len(n: usize) -> Option<usize> {
     let total = n.checked_mul(2)?.checked_add(sys::page_size())?;
+    (total <= isize::MAX as usize).then_some(total)
+}
+
+/// `H + 2N` plus a huge page of slack (to align view A to 2 MiB), if it fits in `isize`.
+fn total_len_huge(n: usize) -> Option<usize> {
+    let total = total_len(n)?.checked_add(HUGE_PAGE)?;
     (total <= isize::MAX as usize).then_some(total)
 }
 
@@ -222,10 +327,16 @@ fn total_len(n: usize) -> Option<usize> {
 /// through one view from a read through the other by a fence or an Acquire/Release pair (the
 /// ring does this for you).
 pub struct MirrorMap {
-    /// Start of the reservation (the control page).
+    /// Start of the reservation.
     base: NonNull<u8>,
+    /// Length of the reservation (`H + 2N`, plus a huge page of slack for huge pages).
+    res_len: usize,
+    /// The control page; view A starts one page after it. `base` except for huge pages.
+    ctrl: NonNull<u8>,
     /// `N`: the length of one view.
     len: usize,
+    /// Whether the data is 2 MiB huge pages.
+    huge: bool,
     backend: Backend,
     /// The memfd, for `Backend::Memfd`.
     fd: Option<OwnedFd>,
@@ -303,8 +414,8 @@ impl MirrorMap {
 
     /// The start of the first view; valid for reads and writes of `2 * len()` bytes.
     pub fn as_ptr(&self) -> *mut u8 {
-        // SAFETY: base + H is inside the reservation, which is H + 2N bytes long.
-        unsafe { self.base.as_ptr().add(sys::page_size()) }
+        // SAFETY: ctrl + H is inside the reservation, which holds [ctrl, ctrl + H + 2N).
+        unsafe { self.ctrl.as_ptr().add(sys::page_size()) }
     }
 
     /// The backend actually used (never `Auto`).
@@ -312,15 +423,21 @@ impl MirrorMap {
         self.backend
     }
 
-    /// The memfd behind a [`Backend::Memfd`] map (`None` for the fd-less backends). It holds
-    /// the control page and the data: its size is one page plus [`len`](Self::len).
+    /// The memfd behind a [`Backend::Memfd`] map (`None` for the fd-less backends, and for a
+    /// huge-page map, whose descriptor is closed once both views are mapped). It holds the
+    /// control page and the data: its size is one page plus [`len`](Self::len).
     pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
         self.fd.as_ref().map(|fd| fd.as_fd())
     }
 
-    /// The control page (one page, shared like the data) at the start of the reservation.
+    /// Whether the data is 2 MiB huge pages ([`MirrorOptions::huge_pages`]).
+    pub fn huge_pages(&self) -> bool {
+        self.huge
+    }
+
+    /// The control page (one page, shared like the data) right below view A.
     pub(crate) fn control_ptr(&self) -> NonNull<u8> {
-        self.base
+        self.ctrl
     }
 
     /// Builds the mirror over a fresh shared object, in a fresh reservation (the probe's way).
@@ -336,8 +453,8 @@ impl MirrorMap {
         let fd = match backend {
             Backend::MirrorFlag | Backend::Duplicate => {
                 step(Step::MapFirst, || {
-                    // SAFETY: [base, base+H+N) is inside our reservation.
-                    unsafe { sys::map_shared_anon_fixed(res.base, h + len) }
+                    // SAFETY: [ctrl, ctrl+H+N) is inside our reservation.
+                    unsafe { sys::map_shared_anon_fixed(res.ctrl, h + len) }
                 })
                 .map_err(|e| {
                     explain_enomem(e, || {
@@ -369,7 +486,86 @@ impl MirrorMap {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "Backend::Auto must be resolved first"))
             }
         };
-        Ok(MirrorMap { base: res.into_raw(), len, backend, fd, dont_fork_owner: None })
+        Ok(res.into_map(len, false, backend, fd))
+    }
+
+    /// Builds a huge-page mirror of `len` bytes (already rounded by [`round_len_huge`]); see
+    /// the module docs, "Huge pages".
+    fn build_huge(len: usize, backend: Backend) -> io::Result<MirrorMap> {
+        if backend == Backend::Memfd {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a huge-page map keeps no descriptor to hand to another process (SharedRing::from_fd takes \
+                 shmem memfds only): ask for huge pages with Backend::Auto, between threads or across fork",
+            ));
+        }
+        let h = sys::page_size();
+        let res = Reservation::new_huge(len)?;
+        step(Step::MapControl, || {
+            // SAFETY: [ctrl, ctrl+H) is inside our reservation.
+            unsafe { sys::map_shared_anon_fixed(res.ctrl, h) }
+        })
+        .map_err(|e| explain_enomem(e, || "cannot map the control page of a huge-page mirror".to_owned()))?;
+        match backend {
+            Backend::MirrorFlag | Backend::Duplicate => {
+                step(Step::MapFirst, || {
+                    // SAFETY: [ctrl+H, ctrl+H+N) is inside our reservation, 2 MiB aligned.
+                    unsafe { sys::map_shared_anon_huge_fixed(res.at(h), len) }
+                })
+                .map_err(|e| explain_huge(e, len, "cannot map anonymous shared huge pages"))?;
+                let (old_len, flag) = if backend == Backend::MirrorFlag { (len, sys::MREMAP_MIRROR) } else { (0, 0) };
+                step(Step::MapSecond, || {
+                    // SAFETY: source and target are inside our reservation; the source is the
+                    // MAP_SHARED hugetlb mapping made just above.
+                    unsafe { sys::mremap_fixed(res.at(h), old_len, len, flag, res.at(h + len)) }
+                })
+                .map_err(|e| match e.raw_os_error() {
+                    Some(errno) if errno != libc::ENOMEM => io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        Context {
+                            msg: format!(
+                                "the {backend} backend cannot mirror huge pages: mremap refuses hugetlb mappings \
+                                 (Backend::Auto maps a huge-page memfd twice instead)"
+                            ),
+                            source: e,
+                        },
+                    ),
+                    _ => explain_huge(e, len, "cannot create the second view of a huge-page mirror"),
+                })?;
+                let mut res = res;
+                res.trim(len);
+                let map = res.into_map(len, true, backend, None);
+                if !check_and_clear(&map) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!("the {backend} backend accepted a hugetlb mapping but did not mirror it"),
+                    ));
+                }
+                Ok(map)
+            }
+            Backend::Auto | Backend::Memfd => {
+                let fd = step(Step::MemfdCreate, || sys::memfd_create_huge(c"mirror-ring-huge"))
+                    .map_err(|e| explain_huge(e, len, "cannot create a huge-page memfd"))?;
+                step(Step::Truncate, || sys::ftruncate(fd.as_fd(), len))
+                    .map_err(|e| explain_huge(e, len, "cannot size a huge-page memfd"))?;
+                step(Step::MapFirst, || {
+                    // SAFETY: [ctrl+H, ctrl+H+N) is inside our reservation, 2 MiB aligned; the
+                    // file is N bytes long.
+                    unsafe { sys::map_fd_fixed(res.at(h), len, fd.as_fd(), 0) }
+                })
+                .map_err(|e| explain_huge(e, len, "cannot map a huge-page memfd"))?;
+                step(Step::MapSecond, || {
+                    // SAFETY: [ctrl+H+N, ctrl+H+2N) is inside our reservation, 2 MiB aligned.
+                    unsafe { sys::map_fd_fixed(res.at(h + len), len, fd.as_fd(), 0) }
+                })
+                .map_err(|e| explain_huge(e, len, "cannot map the second view of a huge-page memfd"))?;
+                // Both views hold the file now; nothing else needs the descriptor.
+                drop(fd);
+                let mut res = res;
+                res.trim(len);
+                Ok(res.into_map(len, true, Backend::Memfd, None))
+            }
+        }
     }
 
     /// Maps an existing memfd ring file (`H + len` bytes, already validated by the caller:
@@ -377,7 +573,7 @@ impl MirrorMap {
     pub(crate) fn from_ring_file(fd: OwnedFd, len: usize) -> io::Result<MirrorMap> {
         let res = Reservation::new(len)?;
         map_ring_file(&res, fd.as_fd(), len)?;
-        Ok(MirrorMap { base: res.into_raw(), len, backend: Backend::Memfd, fd: Some(fd), dont_fork_owner: None })
+        Ok(res.into_map(len, false, Backend::Memfd, Some(fd)))
     }
 
     /// Whether the mapping exists in this process: false only in a forked child of the process
@@ -391,7 +587,7 @@ impl MirrorMap {
         let total = self.total_len();
         if opts.prefault {
             // SAFETY: the whole range is mapped read-write by us.
-            match step(Step::Prefault, || unsafe { sys::madvise_populate_write(self.base, total) }) {
+            match step(Step::Prefault, || unsafe { sys::madvise_populate_write(self.ctrl, total) }) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.touch_all(),
                 Err(e) => {
@@ -401,7 +597,7 @@ impl MirrorMap {
         }
         if opts.dont_fork {
             // SAFETY: advice over the whole range we own (never one view alone).
-            step(Step::DontFork, || unsafe { sys::madvise_dontfork(self.base, total) })?;
+            step(Step::DontFork, || unsafe { sys::madvise_dontfork(self.ctrl, total) })?;
             self.dont_fork_owner = Some(sys::getpid());
         }
         Ok(self)
@@ -410,16 +606,31 @@ impl MirrorMap {
     /// Prefaults by writing a zero into every page of both views (fresh memory is zero).
     fn touch_all(&self) {
         let page = sys::page_size();
-        for off in (0..self.total_len()).step_by(page) {
+        let data_page = if self.huge { HUGE_PAGE } else { page };
+        let offsets = std::iter::once(0).chain((page..self.total_len()).step_by(data_page));
+        for off in offsets {
             // SAFETY: off < total, inside the mapping; the map is freshly created, so no one
             // else can be using these bytes, and they already hold zero.
-            unsafe { self.base.as_ptr().add(off).write_volatile(0) };
+            unsafe { self.ctrl.as_ptr().add(off).write_volatile(0) };
         }
     }
 
+    /// `H + 2N`: the part of the reservation that is mapped, from the control page on.
     fn total_len(&self) -> usize {
         sys::page_size() + 2 * self.len
     }
+}
+
+/// Whether a freshly built map mirrors (as the probe checks it), leaving the bytes it wrote
+/// zero again, as fresh memory is.
+fn check_and_clear(map: &MirrorMap) -> bool {
+    let ok = backend::verify_mirror(map);
+    let n = map.len();
+    for off in [0, n / 2, n - 1] {
+        // SAFETY: off < n, inside view A; the map is fresh and private to the caller.
+        unsafe { map.as_ptr().add(off).write_volatile(0) };
+    }
+    ok
 }
 
 /// Runs one construction step (which a test may make fail instead).
@@ -433,8 +644,8 @@ fn step<T>(s: Step, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
 fn map_ring_file(res: &Reservation, fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
     let h = sys::page_size();
     step(Step::MapFirst, || {
-        // SAFETY: [base, base+H+N) is inside our reservation; the file is H + N bytes long.
-        unsafe { sys::map_fd_fixed(res.base, h + len, fd, 0) }
+        // SAFETY: [ctrl, ctrl+H+N) is inside our reservation; the file is H + N bytes long.
+        unsafe { sys::map_fd_fixed(res.ctrl, h + len, fd, 0) }
     })
     .map_err(|e| {
         explain_enomem(e, || format!("cannot map a {}-byte memfd (RLIMIT_AS or vm.max_map_count)", h + len))
@@ -466,7 +677,7 @@ impl Drop for MirrorMap {
         // SAFETY: we own the whole reservation; no reference into it outlives the map (the ring
         // types keep the map alive for as long as they hand out slices).
         // A failing munmap cannot be handled here; leaking the range is better than panicking.
-        let _ = unsafe { sys::unmap(self.base, self.total_len()) };
+        let _ = unsafe { sys::unmap(self.base, self.res_len) };
     }
 }
 
@@ -476,20 +687,45 @@ impl fmt::Debug for MirrorMap {
             .field("ptr", &self.as_ptr())
             .field("len", &self.len)
             .field("backend", &self.backend)
+            .field("huge_pages", &self.huge)
             .field("fd", &self.fd)
             .finish()
     }
 }
 
-/// The `PROT_NONE` reservation of `H + 2N` bytes; unmapped on drop unless handed over.
+/// The `PROT_NONE` reservation of `H + 2N` bytes (plus alignment slack for huge pages);
+/// unmapped on drop unless handed over.
 struct Reservation {
     base: NonNull<u8>,
     total: usize,
+    /// Where the control page goes: `base`, or for huge pages the page below the first 2 MiB
+    /// boundary past `base + H`.
+    ctrl: NonNull<u8>,
 }
 
 impl Reservation {
     fn new(len: usize) -> io::Result<Reservation> {
         let total = total_len(len).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+        let base = Self::reserve(total, len)?;
+        Ok(Reservation { base, total, ctrl: base })
+    }
+
+    /// A reservation in which `ctrl + H` (view A) is 2 MiB aligned, with room for `H + 2N`
+    /// from `ctrl`.
+    fn new_huge(len: usize) -> io::Result<Reservation> {
+        let total =
+            total_len_huge(len).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+        let base = Self::reserve(total, len)?;
+        let h = sys::page_size();
+        let data = (base.as_ptr() as usize + h).next_multiple_of(HUGE_PAGE);
+        let skip = data - h - base.as_ptr() as usize;
+        debug_assert!(skip + h + 2 * len <= total);
+        // SAFETY: skip < HUGE_PAGE, the slack at the end of the reservation; in bounds, non-null.
+        let ctrl = unsafe { NonNull::new_unchecked(base.as_ptr().add(skip)) };
+        Ok(Reservation { base, total, ctrl })
+    }
+
+    fn reserve(total: usize, len: usize) -> io::Result<NonNull<u8>> {
         let base = step(Step::Reserve, || sys::reserve(total)).map_err(|e| {
             explain_enomem(e, || {
                 format!(
@@ -500,21 +736,51 @@ impl Reservation {
         })?;
         #[cfg(test)]
         LAST_RESERVATION.with(|r| r.set(Some((base.as_ptr() as usize, total))));
-        Ok(Reservation { base, total })
+        Ok(base)
     }
 
-    /// `base + off`, for `off <= total`.
+    /// `ctrl + off`, for `off <= H + 2N`.
     fn at(&self, off: usize) -> NonNull<u8> {
-        debug_assert!(off <= self.total);
+        debug_assert!(self.ctrl.as_ptr() as usize + off <= self.base.as_ptr() as usize + self.total);
         // SAFETY: off is within the reservation (or one past its end), so the pointer stays in
         // bounds of the same mapping and is non-null.
-        unsafe { NonNull::new_unchecked(self.base.as_ptr().add(off)) }
+        unsafe { NonNull::new_unchecked(self.ctrl.as_ptr().add(off)) }
     }
 
-    fn into_raw(self) -> NonNull<u8> {
-        let base = self.base;
+    /// Gives back the alignment slack around `[ctrl, ctrl + H + 2N)` (two mapping entries and
+    /// up to 2 MiB of address space per huge-page map), leaving a reservation of exactly that
+    /// range. The slack is reserved `PROT_NONE` memory of ours; nothing else is mapped there.
+    fn trim(&mut self, len: usize) {
+        let used = sys::page_size() + 2 * len;
+        let (base, ctrl) = (self.base.as_ptr() as usize, self.ctrl.as_ptr() as usize);
+        let (before, after) = (ctrl - base, base + self.total - (ctrl + used));
+        // SAFETY: [base, ctrl) is slack of our own reservation; nothing refers into it. If the
+        // unmap fails, it stays reserved and goes with the rest on drop.
+        if before > 0 && unsafe { sys::unmap(self.base, before) }.is_ok() {
+            (self.base, self.total) = (self.ctrl, self.total - before);
+        }
+        // SAFETY: as above, for the slack past the views; ctrl + used is inside the reservation.
+        if after > 0 && unsafe { sys::unmap(NonNull::new_unchecked((ctrl + used) as *mut u8), after) }.is_ok() {
+            self.total -= after;
+        }
+        #[cfg(test)]
+        LAST_RESERVATION.with(|r| r.set(Some((self.base.as_ptr() as usize, self.total))));
+    }
+
+    /// Hands the reservation, now holding a complete mirror of `len` bytes, to a `MirrorMap`.
+    fn into_map(self, len: usize, huge: bool, backend: Backend, fd: Option<OwnedFd>) -> MirrorMap {
+        let map = MirrorMap {
+            base: self.base,
+            res_len: self.total,
+            ctrl: self.ctrl,
+            len,
+            huge,
+            backend,
+            fd,
+            dont_fork_owner: None,
+        };
         std::mem::forget(self);
-        base
+        map
     }
 }
 

@@ -151,3 +151,110 @@ fn probe_agrees_with_construction() {
         }
     }
 }
+
+#[test]
+fn huge_rounding() {
+    assert_eq!(round_len_huge(1).unwrap(), HUGE_PAGE);
+    assert_eq!(round_len_huge(HUGE_PAGE).unwrap(), HUGE_PAGE);
+    assert_eq!(round_len_huge(HUGE_PAGE + 1).unwrap(), 2 * HUGE_PAGE);
+    assert_eq!(round_len_huge(3 << 20).unwrap(), 4 << 20);
+    assert_eq!(round_len_huge(0).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    assert_eq!(round_len_huge(usize::MAX).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    assert_eq!(round_len_huge(1 << 62).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+}
+
+/// Makes sure `pages` free 2 MiB huge pages exist while it lives (as root, by raising
+/// `vm.nr_hugepages`, put back on drop, also when the test fails). `None` when they cannot be
+/// had here (not root, no hugetlbfs, or no memory).
+struct HugePages {
+    restore: Option<u64>,
+}
+
+impl HugePages {
+    const KNOB: &'static str = "/proc/sys/vm/nr_hugepages";
+
+    fn reserve(pages: u64) -> Option<HugePages> {
+        let free = || free_huge_pages().unwrap_or(0);
+        if free() >= pages {
+            return Some(HugePages { restore: None });
+        }
+        let now: u64 = std::fs::read_to_string(Self::KNOB).ok()?.trim().parse().ok()?;
+        std::fs::write(Self::KNOB, (now + pages - free()).to_string()).ok()?;
+        let guard = HugePages { restore: Some(now) };
+        (free() >= pages).then_some(guard)
+    }
+}
+
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        if let Some(old) = self.restore {
+            let _ = std::fs::write(Self::KNOB, old.to_string());
+        }
+    }
+}
+
+/// The huge-page path made to fail at each of its steps: no mapping and no descriptor left,
+/// the errno kept (as `raw_os_error` or as the `source()` of the explanation), and an ENOMEM
+/// explained as `OutOfMemory` naming huge pages. Each case runs in a child, so the knob is
+/// changed once, here, with every child's mappings its own.
+#[test]
+fn huge_page_failure_at_every_step_leaks_nothing() {
+    let Some(_pages) = HugePages::reserve(2) else {
+        eprintln!("no huge pages can be reserved here: the huge-page steps are checked by tests/huge_pages.rs");
+        return;
+    };
+    let steps = [
+        Step::Reserve,
+        Step::MapControl,
+        Step::MemfdCreate,
+        Step::Truncate,
+        Step::MapFirst,
+        Step::MapSecond,
+        Step::Prefault,
+        Step::DontFork,
+    ];
+    for errno in [libc::EIO, libc::ENOMEM] {
+        for step in steps {
+            let status = in_child(|| {
+                let maps_before = our_mappings();
+                let fds_before = open_fds();
+                FAIL_AT.with(|f| f.set(Some((step, errno))));
+                LAST_RESERVATION.with(|r| r.set(None));
+                let r = MirrorOptions::new().huge_pages(true).prefault(true).dont_fork(true).map(4 << 20);
+                FAIL_AT.with(|f| f.set(None));
+                let Err(e) = r else { return 10 };
+                let os = e
+                    .raw_os_error()
+                    .or_else(|| std::error::Error::source(&e)?.downcast_ref::<io::Error>()?.raw_os_error());
+                if os != Some(errno) {
+                    return 11;
+                }
+                if errno == libc::ENOMEM && e.kind() != io::ErrorKind::OutOfMemory {
+                    return 15;
+                }
+                let names_huge = e.to_string().contains("huge page");
+                let huge_step = matches!(step, Step::MemfdCreate | Step::Truncate | Step::MapFirst | Step::MapSecond);
+                if huge_step && !names_huge {
+                    return 16;
+                }
+                if let Some((base, len)) = LAST_RESERVATION.with(|r| r.get()) {
+                    if mapped_at(base, len) {
+                        return 12;
+                    }
+                }
+                if our_mappings() != maps_before {
+                    return 13;
+                }
+                if open_fds() != fds_before {
+                    return 14;
+                }
+                0
+            });
+            assert_eq!(
+                status, 0,
+                "huge pages failing at {step:?} with errno {errno} (10: no error, 11: errno lost, 12-14: leak, \
+                 15: ENOMEM not OutOfMemory, 16: huge pages not named)"
+            );
+        }
+    }
+}

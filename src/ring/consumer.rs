@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{consumer_error, copy_out, poisoned_error, short_stream, too_big, Consumer, End, RingMem, Wait};
-use crate::header::Role;
+use crate::header::{Claim, Role};
 use crate::mirror::Backend;
 use crate::peer::ProcessWatch;
-use crate::protocol::{self, ConsumerCursor, Stop};
+use crate::protocol::{ConsumerCursor, Stop};
 use crate::stats::{Stats, StatsHandle};
 use crate::sync::Park;
 
@@ -21,12 +21,13 @@ impl Consumer {
         spin: Duration,
         park: Park,
         peer: Option<ProcessWatch>,
+        token: Claim,
     ) -> io::Result<Consumer> {
         let cap = ring.capacity() as u64;
         let cur = ConsumerCursor::attach(ring.header(), cap)
             .map_err(|_| poisoned_error())?
             .with_light(crate::header::light_peer_code(peer.is_some()));
-        Ok(Consumer { end: End::new(ring, Role::Consumer, spin, park, peer), cur, _not_sync: PhantomData })
+        Ok(Consumer { end: End::new(ring, Role::Consumer, spin, park, peer, token), cur, _not_sync: PhantomData })
     }
 
     /// The ring's capacity in bytes (the requested size rounded up).
@@ -61,9 +62,10 @@ impl Consumer {
         self.len() == 0
     }
 
-    /// Whether the producer is gone: it closed its end, or its process is proven dead. Bytes
-    /// it committed may still be readable. Always true in a forked child, where this end
-    /// cannot be used.
+    /// Whether the producer is gone: it closed its end, or its process is proven dead (until
+    /// another process takes its role over). Bytes it committed may still be readable. Always
+    /// true in a forked child, where this end cannot be used, and once another process took
+    /// this end's own role over.
     pub fn is_abandoned(&self) -> bool {
         self.end.abandoned(self.cur.counters())
     }
@@ -83,14 +85,14 @@ impl Consumer {
     /// fewer (and nothing more can come) is `UnexpectedEof`, except that an empty ring at the
     /// end of the stream returns 0 when `min` is 0 (the end-of-stream answer). The bytes start
     /// at [`read_ptr`](Self::read_ptr).
-    #[inline]
+    #[inline(always)]
     pub(super) fn available(&mut self, min: usize, wait: Wait) -> io::Result<usize> {
         self.available_or_rest(min, wait, false)
     }
 
     /// As [`available`](Self::available), but after a clean close whatever remains is returned
     /// even if it is fewer than `min` (for framing, which judges a short rest itself).
-    #[inline]
+    #[inline(always)]
     pub(super) fn available_or_rest(&mut self, min: usize, wait: Wait, rest: bool) -> io::Result<usize> {
         let hdr = self.end.header_or_err()?;
         if min > self.capacity() {
@@ -170,8 +172,11 @@ impl Consumer {
     ///
     /// `WouldBlock` when nothing is readable (and `buf` is not empty). `Ok(0)` means end of
     /// stream: the producer closed and everything was read. `UnexpectedEof` when the producer's
-    /// process died and everything it committed was read; `InvalidData` when the ring is
-    /// poisoned; `Unsupported` in a forked child.
+    /// process died and everything it committed was read (not final: see
+    /// [`SharedRing::take_over_producer`](crate::SharedRing::take_over_producer));
+    /// `InvalidData` when the ring is poisoned; `Unsupported` in a forked child;
+    /// `ConnectionAborted` once another process took this end's role over (its death was
+    /// forged: [`docs::trust_model`](crate::docs::trust_model)).
     ///
     /// # Examples
     ///
@@ -291,11 +296,12 @@ impl Consumer {
         Ok(ReadGrant { ptr: self.read_ptr(), len, consumer: self })
     }
 
-    /// Every byte readable now, refreshing the producer's cursor; blocks only while nothing is
-    /// readable. Backs `BufRead::fill_buf`.
+    /// The readable bytes (see [`ConsumerCursor::view`] for when the producer's cursor is
+    /// reloaded); blocks only while nothing is readable. Backs `BufRead::fill_buf`.
+    #[inline]
     fn fill(&mut self) -> io::Result<&[u8]> {
         let hdr = self.end.header_or_err()?;
-        let n = match self.cur.refresh(hdr) {
+        let n = match self.cur.view(hdr) {
             Ok(0) => self.available(0, Wait::Until(None))?,
             Ok(n) => n,
             Err(_) => return Err(poisoned_error()),
@@ -323,7 +329,7 @@ impl Drop for Consumer {
         // A copy inherited by a forked child must not close the parent's ring.
         if let Some(hdr) = self.end.header() {
             self.cur.publish(hdr);
-            protocol::close(hdr, Role::Consumer);
+            self.end.close(hdr);
         }
     }
 }
@@ -357,6 +363,7 @@ impl ReadGrant<'_> {
     ///
     /// `InvalidInput` if `n` exceeds the grant; `Unsupported` in a forked child (a grant held
     /// across `fork()`); nothing is released then.
+    #[inline]
     pub fn release(self, n: usize) -> io::Result<()> {
         if n > self.len {
             return Err(io::Error::new(
@@ -407,11 +414,19 @@ impl Read for Consumer {
     }
 }
 
-/// `fill_buf` returns every byte readable at the moment of the call, as one slice (contiguous
-/// across the wrap), reloading the producer's cursor on every call: a parser that found an
-/// incomplete record can simply call it again. It blocks only while nothing is readable, and
-/// returns an empty slice at end of stream. `consume` releases bytes to the producer (clamped
-/// to what `fill_buf` returned).
+/// `fill_buf` returns the readable bytes as one slice (contiguous across the wrap). It blocks
+/// only while nothing is readable, and returns an empty slice at end of stream. `consume`
+/// releases bytes to the producer (clamped to what `fill_buf` returned).
+///
+/// When it looks for new bytes: like `std::io::BufReader`, `fill_buf` first hands out what it
+/// already holds. After a `consume` of part of the bytes it returned, the next `fill_buf`
+/// returns the rest of them without reloading the producer's cursor; it reloads it (and shows
+/// every byte readable at that moment) on the first call, once everything it showed has been
+/// consumed, and whenever it is called again without a `consume` in between. So a parser that
+/// found an incomplete record simply calls it again, and a parser that takes one record per
+/// call works through what it has without pulling the producer's cursor line away from the
+/// producer at every record (between cores that share no cache, that reload cost a parser loop
+/// of 64-byte records three quarters of its speed: `BENCHMARKS.md`, "64-byte records").
 impl BufRead for Consumer {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         self.fill()
@@ -419,5 +434,65 @@ impl BufRead for Consumer {
 
     fn consume(&mut self, amt: usize) {
         self.consume_clamped(amt)
+    }
+}
+
+#[cfg(all(test, not(mirror_ring_loom)))]
+mod tests {
+    use std::io::{BufRead, Write};
+
+    /// `fill_buf` after a partial `consume` shows the rest of its last view without reloading
+    /// the producer's cursor; asked again without a `consume` (a parser that found an
+    /// incomplete record), and once everything it showed is consumed, it shows everything.
+    #[test]
+    fn fill_buf_reloads_when_asked_again_or_used_up_not_after_a_partial_consume() {
+        let (mut tx, mut rx) = crate::channel(4096).unwrap();
+        tx.write_all(b"0123456789").unwrap();
+        assert_eq!(rx.fill_buf().unwrap(), b"0123456789");
+        rx.consume(4);
+        tx.write_all(b"abc").unwrap();
+        // Partly consumed since: the rest of the view, no reload.
+        assert_eq!(rx.fill_buf().unwrap(), b"456789");
+        // Asked again without a consume: a reload shows the new bytes.
+        assert_eq!(rx.fill_buf().unwrap(), b"456789abc");
+        rx.consume(9);
+        tx.write_all(b"xy").unwrap();
+        // Everything shown was consumed: a reload.
+        assert_eq!(rx.fill_buf().unwrap(), b"xy");
+        rx.consume(1);
+        drop(tx);
+        assert_eq!(rx.fill_buf().unwrap(), b"y");
+        rx.consume(1);
+        assert_eq!(rx.fill_buf().unwrap(), b"", "end of stream");
+    }
+
+    /// A parser loop that takes one record per `fill_buf` and calls again when a record is
+    /// incomplete sees every record, with records split over the producer's writes.
+    #[test]
+    fn a_parser_loop_sees_records_completed_after_its_view() {
+        let (mut tx, mut rx) = crate::channel(4096).unwrap();
+        let writer = std::thread::spawn(move || {
+            for i in 0..20_000u32 {
+                let rec = format!("{i:08}\n");
+                let (a, b) = rec.as_bytes().split_at(3);
+                tx.write_all(a).unwrap();
+                tx.write_all(b).unwrap();
+            }
+        });
+        let mut next = 0u32;
+        loop {
+            let buf = rx.fill_buf().unwrap();
+            if buf.is_empty() {
+                break;
+            }
+            if buf.len() < 9 {
+                continue; // incomplete: ask again
+            }
+            assert_eq!(&buf[..9], format!("{next:08}\n").as_bytes());
+            rx.consume(9);
+            next += 1;
+        }
+        assert_eq!(next, 20_000);
+        writer.join().unwrap();
     }
 }

@@ -15,17 +15,25 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::header::{self, Claimant, Header, Role};
+use crate::header::{self, Claim, Claimant, Header, Role};
 use crate::mirror::{Backend, MirrorMap, MirrorOptions};
 use crate::peer::ProcessWatch;
-use crate::protocol::{ConsumerCursor, ProducerCursor, Stop};
+use crate::protocol::{self, ConsumerCursor, ProducerCursor, Stop};
 use crate::stats::Counters;
 use crate::sync::{self, Park};
 use crate::sys;
 use crate::wait::{self, NoPeer, PeerCheck, Waiter};
 
-/// The capacity [`RingOptions`] uses when none is given: 64 KiB (a Linux pipe's default).
-pub const DEFAULT_CAPACITY: usize = 64 * 1024;
+/// The capacity [`RingOptions`] uses when none is given: 1 MiB.
+///
+/// Chosen from measurements (`BENCHMARKS.md`, "Ring size and the default capacity"): with
+/// 4 KiB writes between two threads a 64 KiB ring (a pipe's default) ran at a quarter to a third
+/// of a 1 MiB ring on an Intel Xeon host and level on an AMD EPYC host; 2-4 MiB ran faster
+/// still (up to 1.6x) when the two cores were near or on the Intel host, but cost two to four
+/// times the memory per ring (RSS counts both views: `2N`). For bulk streaming set a bigger
+/// capacity: `cargo run --release --all-features --example compare` prints the size that is fastest on your
+/// machine next to this default.
+pub const DEFAULT_CAPACITY: usize = 1024 * 1024;
 
 /// Options for building a ring, between threads ([`build`](RingOptions::build)) or between
 /// processes ([`shared`](RingOptions::shared)).
@@ -87,6 +95,28 @@ impl RingOptions {
         self
     }
 
+    /// Back the ring's data with 2 MiB huge pages (see [`MirrorOptions::huge_pages`]): the
+    /// capacity is rounded up to a power of two of at least 2 MiB, the pages are taken from the
+    /// kernel's reserved pool at creation, and without enough free huge pages creation fails
+    /// with `OutOfMemory` and a message naming huge pages. With [`Backend::Auto`] only; works
+    /// between threads and across `fork` (no descriptor is kept, so not through
+    /// [`SharedRing::from_fd`](crate::SharedRing::from_fd)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mirror_ring::RingOptions;
+    ///
+    /// match RingOptions::new().capacity(4 << 20).huge_pages(true).build() {
+    ///     Ok((tx, _rx)) => assert_eq!(tx.capacity(), 4 << 20),
+    ///     Err(e) => assert!(e.to_string().contains("huge page"), "{e}"),
+    /// }
+    /// ```
+    pub fn huge_pages(&mut self, yes: bool) -> &mut Self {
+        self.map.huge_pages(yes);
+        self
+    }
+
     /// Keep the ring out of forked children (`MADV_DONTFORK` over the whole ring).
     pub fn dont_fork(&mut self, yes: bool) -> &mut Self {
         self.map.dont_fork(yes);
@@ -134,10 +164,11 @@ impl RingOptions {
         // (unless it is forked, and then the ends belong to the parent). Nobody watches this
         // pid, so the start time and namespace are not needed.
         let me = Claimant { pid: sys::getpid(), start_time: 0, pid_ns: 0, park };
-        let claimed = hdr.claim(Role::Producer, me) && hdr.claim(Role::Consumer, me);
-        debug_assert!(claimed, "a fresh ring has free roles");
-        let producer = Producer::attach(ring.clone(), self.spin, park, None)?;
-        let consumer = Consumer::attach(ring, self.spin, park, None)?;
+        let (Some(p), Some(c)) = (hdr.claim(Role::Producer, me), hdr.claim(Role::Consumer, me)) else {
+            unreachable!("a fresh ring has free roles")
+        };
+        let producer = Producer::attach(ring.clone(), self.spin, park, None, p)?;
+        let consumer = Consumer::attach(ring, self.spin, park, None, c)?;
         Ok((producer, consumer))
     }
 }
@@ -232,10 +263,20 @@ struct End {
     peer: Option<RefCell<ProcessWatch>>,
     /// The fork generation this end was claimed in: a forked child must not use it.
     generation: usize,
+    /// The claim word this end claimed (or took over) its role with: while the role's slot
+    /// still holds it, the role is this end's.
+    token: Claim,
 }
 
 impl End {
-    fn new(ring: Arc<RingMem>, role: Role, spin: Duration, park: Park, peer: Option<ProcessWatch>) -> End {
+    fn new(
+        ring: Arc<RingMem>,
+        role: Role,
+        spin: Duration,
+        park: Park,
+        peer: Option<ProcessWatch>,
+        token: Claim,
+    ) -> End {
         let hdr = NonNull::from(ring.header());
         // SAFETY: as_ptr() is the non-null start of view A.
         let data = unsafe { NonNull::new_unchecked(ring.map().as_ptr()) };
@@ -248,22 +289,27 @@ impl End {
             park: Cell::new(park),
             peer: peer.map(RefCell::new),
             generation: sync::fork_generation(),
+            token,
         }
     }
 
-    /// The shared header, if this end belongs to this process, else `None`: the one checked
-    /// place through which every use of the shared memory passes. A forked child's copy of an
-    /// end must not touch it: the parent owns the role, and with `dont_fork` the child does
-    /// not even have the page. One relaxed load of a process-wide counter.
+    /// The shared header, if the role is still this end's, else `None`: the one checked place
+    /// through which every use of the shared memory passes. A forked child's copy of an end
+    /// must not touch it: the parent owns the role, and with `dont_fork` the child does not
+    /// even have the page (one relaxed load of a process-wide counter). An end whose role was
+    /// taken over by another process (its death was forged, see `docs::trust_model`) must not
+    /// touch it either: the role's slot names another holding than this end's claim word
+    /// (`Header::owns`: one relaxed load of the read-mostly line 0, which the ends read on
+    /// their paths anyway).
     #[inline(always)]
     fn header(&self) -> Option<&Header> {
-        if self.generation == sync::fork_generation() {
-            // SAFETY: points into `ring`'s control page, which `self.ring` keeps mapped in the
-            // process that claimed the end (this one: the generation matches).
-            Some(unsafe { self.hdr.as_ref() })
-        } else {
-            None
+        if self.generation != sync::fork_generation() {
+            return None;
         }
+        // SAFETY: points into `ring`'s control page, which `self.ring` keeps mapped in the
+        // process that claimed the end (this one: the generation matches).
+        let hdr = unsafe { self.hdr.as_ref() };
+        hdr.owns(self.role, self.token).then_some(hdr)
     }
 
     /// The shared header, for the rest of a call that has already passed
@@ -281,7 +327,22 @@ impl End {
     /// [`header`](Self::header), or the error a call that returns a `Result` reports.
     #[inline(always)]
     fn header_or_err(&self) -> io::Result<&Header> {
-        self.header().ok_or_else(forked_error)
+        self.header().ok_or_else(|| self.lost())
+    }
+
+    /// Why [`header`](Self::header) said no.
+    #[cold]
+    fn lost(&self) -> io::Error {
+        if self.generation != sync::fork_generation() {
+            forked_error()
+        } else {
+            taken_error(self.role)
+        }
+    }
+
+    /// Closes this end's role (if it is still this end's) and wakes the peer.
+    fn close(&self, hdr: &Header) {
+        let _ = protocol::close(hdr, self.role, self.token);
     }
 
     /// Waits (see `wait.rs`) until `poll` says the call can go on. `hdr` is this end's header,
@@ -332,6 +393,18 @@ fn forked_error() -> io::Error {
 }
 
 #[cold]
+fn taken_error(role: Role) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        format!(
+            "another process took the {} role of this ring over (this end's death was forged or \
+             its claim overwritten); this end no longer touches the ring",
+            role.name()
+        ),
+    )
+}
+
+#[cold]
 fn poisoned_error() -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -378,6 +451,19 @@ unsafe fn copy_out(src: *const u8, dst: *mut u8, n: usize, racy: bool) {
         while i < n && (src.add(i) as usize) % W != 0 {
             dst.add(i).write(src.add(i).read_volatile());
             i += 1;
+        }
+        // Four chunks per round: independent loads, so the loop is not bound by its own
+        // overhead.
+        while i + 4 * W <= n {
+            let s = src.add(i).cast::<Chunk>();
+            let (a, b, c, e) =
+                (s.read_volatile(), s.add(1).read_volatile(), s.add(2).read_volatile(), s.add(3).read_volatile());
+            let d = dst.add(i).cast::<Chunk>();
+            d.write_unaligned(a);
+            d.add(1).write_unaligned(b);
+            d.add(2).write_unaligned(c);
+            d.add(3).write_unaligned(e);
+            i += 4 * W;
         }
         while i + W <= n {
             let v = src.add(i).cast::<Chunk>().read_volatile();
@@ -489,12 +575,17 @@ pub struct Consumer {
 // time.
 unsafe impl Send for Consumer {}
 
+#[cfg(any(feature = "tokio", mirror_ring_loom))]
+pub(crate) mod asynch;
 mod consumer;
 pub(crate) mod framed;
 mod producer;
 #[cfg(all(test, not(mirror_ring_loom)))]
 mod tests;
+mod transfer;
 
+#[cfg(feature = "tokio")]
+pub use asynch::{AsyncConsumer, AsyncFramedConsumer, AsyncFramedProducer, AsyncProducer};
 pub use consumer::ReadGrant;
 pub use framed::{Frame, FrameGrant, FramedConsumer, FramedProducer};
 pub use producer::WriteGrant;

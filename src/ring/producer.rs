@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{poisoned_error, producer_error, too_big, End, Producer, RingMem, Wait};
-use crate::header::Role;
+use crate::header::{Claim, Role};
 use crate::mirror::Backend;
 use crate::peer::ProcessWatch;
-use crate::protocol::{self, ProducerCursor, Stop};
+use crate::protocol::{ProducerCursor, Stop};
 use crate::stats::{Stats, StatsHandle};
 use crate::sync::Park;
 
@@ -21,12 +21,13 @@ impl Producer {
         spin: Duration,
         park: Park,
         peer: Option<ProcessWatch>,
+        token: Claim,
     ) -> io::Result<Producer> {
         let cap = ring.capacity() as u64;
         let cur = ProducerCursor::attach(ring.header(), cap)
             .map_err(|_| poisoned_error())?
             .with_light(crate::header::light_peer_code(peer.is_some()));
-        Ok(Producer { end: End::new(ring, Role::Producer, spin, park, peer), cur, _not_sync: PhantomData })
+        Ok(Producer { end: End::new(ring, Role::Producer, spin, park, peer, token), cur, _not_sync: PhantomData })
     }
 
     /// The ring's capacity in bytes (the requested size rounded up).
@@ -67,8 +68,9 @@ impl Producer {
         self.end.header().and_then(|hdr| self.cur.peek_free(hdr)).unwrap_or_else(|| self.cur.free_cached())
     }
 
-    /// Whether the consumer is gone: it closed its end, or its process is proven dead. Always
-    /// true in a forked child, where this end cannot be used.
+    /// Whether the consumer is gone: it closed its end, or its process is proven dead (until
+    /// another process takes its role over). Always true in a forked child, where this end
+    /// cannot be used, and once another process took this end's own role over.
     pub fn is_abandoned(&self) -> bool {
         self.end.abandoned(self.cur.counters())
     }
@@ -86,7 +88,7 @@ impl Producer {
     /// Waits (per `wait`) until at least `min` bytes are free, and returns the free byte
     /// count. The cached tail is refreshed first if it shows fewer than `want` free bytes.
     /// The free space starts at [`write_ptr`](Self::write_ptr).
-    #[inline]
+    #[inline(always)]
     pub(super) fn reserve(&mut self, min: usize, want: usize, wait: Wait) -> io::Result<usize> {
         let hdr = self.end.header_or_err()?;
         if min > self.capacity() {
@@ -139,8 +141,11 @@ impl Producer {
     /// # Errors
     ///
     /// `WouldBlock` when the ring is full (and `buf` is not empty); `BrokenPipe` when the
-    /// consumer is gone; `InvalidData` when the ring is poisoned; `Unsupported` in a forked
-    /// child.
+    /// consumer is gone (not final after a death: see
+    /// [`SharedRing::take_over_consumer`](crate::SharedRing::take_over_consumer));
+    /// `InvalidData` when the ring is poisoned; `Unsupported` in a forked child;
+    /// `ConnectionAborted` once another process took this end's role over (its death was
+    /// forged: [`docs::trust_model`](crate::docs::trust_model)).
     ///
     /// # Examples
     ///
@@ -247,7 +252,7 @@ impl Drop for Producer {
         // A copy inherited by a forked child must not close the parent's ring.
         if let Some(hdr) = self.end.header() {
             self.cur.publish(hdr);
-            protocol::close(hdr, Role::Producer);
+            self.end.close(hdr);
         }
     }
 }
@@ -281,6 +286,7 @@ impl WriteGrant<'_> {
     ///
     /// `InvalidInput` if `n` exceeds the grant; `Unsupported` in a forked child (a grant held
     /// across `fork()`); nothing is committed then.
+    #[inline]
     pub fn commit(self, n: usize) -> io::Result<()> {
         if n > self.len {
             return Err(io::Error::new(

@@ -189,6 +189,22 @@ pub struct FramedConsumer {
     skip: usize,
 }
 
+// The one hook the async ends (`ring::asynch`) need: the byte end underneath, to park on its
+// waiter word. Read-only; the framed state stays this module's.
+#[cfg(feature = "tokio")]
+impl FramedProducer {
+    pub(in crate::ring) fn byte_end(&self) -> &Producer {
+        &self.inner
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl FramedConsumer {
+    pub(in crate::ring) fn byte_end(&self) -> &Consumer {
+        &self.inner
+    }
+}
+
 #[cfg(all(test, not(mirror_ring_loom)))]
 mod tests {
     use super::wire::Stamp;

@@ -1,0 +1,153 @@
+//! A parked async end against a publisher: the task raises the same waiter flag as a blocking
+//! end (the real `ring::asynch::park::Parking::poll`: flag, barrier, recheck, registration of
+//! its `Waker`), and the publisher's unchanged `notify` wakes it, either directly through the
+//! registry (a thread ring) or through a helper that sleeps on the word's futex and fires the
+//! registry's entries (a ring between processes). The task runs under
+//! `loom::future::block_on`, which sleeps until its waker is woken: a lost wake-up is a
+//! deadlock, which loom reports.
+
+use std::cell::Cell;
+use std::io;
+
+use loom::sync::atomic::AtomicBool;
+use loom::sync::Arc;
+use loom::thread;
+
+use super::{model, value, Data, Ring};
+use crate::header::{Header, Role, Word};
+use crate::protocol::{ConsumerCursor, Stop};
+use crate::ring::asynch::park::{self, ParkEnd, Parking, Site};
+use crate::stats::Counters;
+use crate::sync::{Ordering, Park};
+
+const N: u64 = 4;
+
+/// The consumer side of a model ring as an async end would hold it.
+struct AsyncReader {
+    ring: Arc<Ring>,
+    rx: ConsumerCursor,
+    park: Cell<Park>,
+    counters: Counters,
+    direct: bool,
+}
+
+impl ParkEnd for AsyncReader {
+    fn site(&self) -> Option<Site<'_>> {
+        let hdr: &Header = &self.ring;
+        Some(Site {
+            hdr,
+            role: Role::Consumer,
+            park: &self.park,
+            counters: &self.counters,
+            direct: self.direct,
+            watch: false,
+            ring: None,
+            spin: std::time::Duration::ZERO,
+        })
+    }
+}
+
+impl AsyncReader {
+    fn new(ring: &Arc<Ring>, direct: bool) -> AsyncReader {
+        AsyncReader {
+            rx: ring.consumer(),
+            ring: ring.clone(),
+            park: Cell::new(Park::Global),
+            counters: Counters::default(),
+            direct,
+        }
+    }
+
+    /// What an async read does: a non-blocking attempt (`WouldBlock` while fewer than `min`
+    /// bytes are readable), parked between attempts. `Closed` ends it with the bytes left.
+    fn read(&mut self, min: usize) -> Result<usize, Stop> {
+        let mut parking = Parking::default();
+        let r = loom::future::block_on(std::future::poll_fn(|cx| {
+            parking.poll(cx, self, |end| match end.rx.poll_readable(&end.ring, min) {
+                Some(Ok(n)) => Ok(Ok(n)),
+                Some(Err(stop)) => Ok(Err(stop)),
+                None => Err(io::ErrorKind::WouldBlock.into()),
+            })
+        }));
+        match r {
+            Ok(r) => r,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+}
+
+/// A thread ring: the publisher's wake finds the parked task in the registry and wakes it
+/// directly. The consumer waits for two bytes published one at a time, so it may park, be
+/// woken for one byte, and park again.
+#[test]
+fn parked_async_reader_is_woken_directly() {
+    model("parked_async_reader_is_woken_directly", || {
+        let ring = Arc::new(Ring::new(N, 0));
+        let data = Arc::new(Data::new(N));
+        let (r, d) = (ring.clone(), data.clone());
+        let producer = thread::spawn(move || {
+            let mut tx = r.producer();
+            for k in 0..2 {
+                d.write(tx.head(), value(k));
+                tx.commit(&r, 1);
+            }
+        });
+        let mut reader = AsyncReader::new(&ring, true);
+        assert_eq!(reader.read(2), Ok(2));
+        assert_eq!([data.read(0), data.read(1)], [value(0), value(1)]);
+        producer.join().unwrap();
+        assert!(!park::registered_for_model(), "a registration outlived the read");
+    });
+}
+
+/// A ring between processes: nothing is woken directly; a helper thread sleeps on the word's
+/// (emulated) futex while an entry is registered, and fires the due entries when it wakes.
+#[test]
+fn parked_async_reader_is_woken_by_the_helper() {
+    model("parked_async_reader_is_woken_by_the_helper", || {
+        let ring = Arc::new(Ring::new(N, 0));
+        let data = Arc::new(Data::new(N));
+        let done = Arc::new(AtomicBool::new(false));
+        let (r, d) = (ring.clone(), data.clone());
+        let producer = thread::spawn(move || {
+            let mut tx = r.producer();
+            d.write(tx.head(), value(0));
+            tx.commit(&r, 1);
+        });
+        let (r, stop) = (ring.clone(), done.clone());
+        let helper = thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if park::registered_for_model() {
+                    r.word(Word::Data).wait(1, std::time::Duration::ZERO);
+                    for w in park::fire_for_model() {
+                        w.wake();
+                    }
+                } else {
+                    thread::yield_now();
+                }
+            }
+        });
+        let mut reader = AsyncReader::new(&ring, false);
+        assert_eq!(reader.read(1), Ok(1));
+        assert_eq!(data.read(0), value(0));
+        producer.join().unwrap();
+        // What deregistering does in the crate: tell the helper to look again.
+        done.store(true, Ordering::SeqCst);
+        ring.word(Word::Data).wake();
+        helper.join().unwrap();
+    });
+}
+
+/// The producer closes without publishing: the close wakes the parked task (directly), which
+/// then sees the end of the stream.
+#[test]
+fn close_wakes_parked_async_reader() {
+    model("close_wakes_parked_async_reader", || {
+        let ring = Arc::new(Ring::new(N, 0));
+        let r = ring.clone();
+        let producer = thread::spawn(move || r.close(Role::Producer));
+        let mut reader = AsyncReader::new(&ring, true);
+        assert_eq!(reader.read(1), Err(Stop::Closed));
+        producer.join().unwrap();
+    });
+}

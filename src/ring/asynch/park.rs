@@ -1,0 +1,729 @@
+//! Parking an async end: the waiter flag, the `Waker` registry, and the helper threads that
+//! turn a `FUTEX_WAKE` into `Waker::wake()`. The design and the measurements behind it:
+//! `docs::async_ends` (`src/docs/async_ends.rs`); this file is the code.
+
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+#[cfg(not(mirror_ring_loom))]
+use std::sync::Mutex;
+
+#[cfg(mirror_ring_loom)]
+use loom::sync::Mutex;
+
+use crate::header::{Header, Role};
+use crate::ring::RingMem;
+use crate::stats::Counters;
+use crate::sync::{fence, park_barrier, FutexWord, Ordering, Park, SPINS};
+use crate::wait::{REARM_INTERVAL, SAFETY_INTERVAL, WATCH_INTERVAL};
+
+/// What a parking end lends the machinery while it parks: its header, role, park mode and
+/// counters, and how its peer can wake it.
+pub(crate) struct Site<'a> {
+    pub(crate) hdr: &'a Header,
+    pub(crate) role: Role,
+    /// How this end parks (downgraded here if its barrier fails).
+    pub(crate) park: &'a Cell<Park>,
+    pub(crate) counters: &'a Counters,
+    /// The peer lives in this process and publishes through this very mapping (a thread ring):
+    /// its wake reaches the registry directly. Otherwise a helper thread sleeps on the word.
+    pub(crate) direct: bool,
+    /// The peer may be another process whose death must be noticed: the helper then wakes
+    /// the task every watch interval, so that its own liveness check runs (as a blocking
+    /// end's does). Otherwise the helper checks for a missed wake-up itself, every safety
+    /// interval, without waking the task.
+    pub(crate) watch: bool,
+    /// The mapping, kept alive by a helper that reads the header (`None` in loom models).
+    pub(crate) ring: Option<&'a Arc<RingMem>>,
+    /// How long to keep trying before parking (the ring's spin budget), by rescheduling the
+    /// task (it yields to the runtime between attempts, so other tasks run).
+    pub(crate) spin: Duration,
+}
+
+/// An end that can park: it lends a [`Site`] (`None` in a forked copy, which must not touch
+/// the header).
+pub(crate) trait ParkEnd {
+    fn site(&self) -> Option<Site<'_>>;
+}
+
+/// One end's parking state, kept between polls (a pending future keeps nothing: dropping it
+/// leaves this state, which the next poll or the end's drop settles).
+#[derive(Debug, Default)]
+pub(crate) struct Parking {
+    /// Our waiter flag is raised (by us) and nobody has cleared it since, as far as we know.
+    armed: bool,
+    /// The raising was covered by a heavy barrier (else the registration carries a short
+    /// deadline after which the barrier is paid).
+    strong: bool,
+    last_barrier: Option<Instant>,
+    /// The word we registered under, while an entry may be in the registry.
+    key: Option<usize>,
+    /// When the current wait started trying again before parking (the spin phase).
+    spin_since: Option<Instant>,
+}
+
+impl Parking {
+    /// Runs `attempt` (a non-blocking call that answers `WouldBlock` while the end must wait)
+    /// and parks the task while it would block: raises the waiter flag, pays the heavy
+    /// barrier once per park, runs `attempt` again (the recheck), and registers the waker.
+    pub(crate) fn poll<E: ParkEnd + ?Sized, T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        end: &mut E,
+        mut attempt: impl FnMut(&mut E) -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        match attempt(end) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            r => {
+                self.settle(end);
+                return Poll::Ready(r);
+            }
+        }
+        let Some(site) = end.site() else { return Poll::Ready(Err(forked())) };
+        if SPINS && !self.armed && self.key.is_none() && !site.spin.is_zero() {
+            // The spin phase, as a blocking end spins before it parks: try again after the
+            // runtime's other ready tasks, for at most the spin budget. (A start older than the
+            // budget plus a millisecond is a leftover of a cancelled call: start again.)
+            let now = Instant::now();
+            let since = match self.spin_since {
+                Some(t) if now.duration_since(t) <= site.spin + REARM_INTERVAL => t,
+                _ => {
+                    site.counters.spins.bump();
+                    *self.spin_since.insert(now)
+                }
+            };
+            if now.duration_since(since) < site.spin {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+        let word = site.hdr.word(site.role.own_word());
+        let key = word as *const _ as usize;
+        if self.armed {
+            let status = self.key.map_or(Status::Gone, |k| registry().status(k));
+            if status != Status::Registered {
+                self.key = None;
+            }
+            // Relaxed: only our own store and the waker's swap write this word.
+            if word.load(Ordering::Relaxed) == 0 {
+                // A wake that did not satisfy us (too little, or a hostile clear).
+                count_wake(site.counters, status);
+                self.armed = false;
+            } else if status == Status::Timer {
+                // A helper's timer ended this sleep; the flag stays raised, the park goes on.
+                site.counters.sleep_timeouts.bump();
+            }
+        }
+        let mut recheck = false;
+        if !self.armed {
+            // Relaxed: the barrier below orders this store before the recheck.
+            word.store(1, Ordering::Relaxed);
+            site.counters.parks.bump();
+            (self.armed, self.strong, recheck) = (true, false, true);
+        }
+        let now = Instant::now();
+        if !self.strong {
+            if self.last_barrier.is_some_and(|t| now.duration_since(t) < REARM_INTERVAL) {
+                // Raised again soon after a wake-up that did not satisfy us: a local fence
+                // only, and a registration that ends when the interval does (wait.rs).
+                fence(Ordering::SeqCst);
+            } else {
+                self.last_barrier = Some(now);
+                site.counters.barriers.bump();
+                self.strong = park_barrier(site.park.get());
+                if !self.strong {
+                    // As in wait.rs: park with full fences from now on, say so to the
+                    // publisher, and keep this registration short.
+                    site.park.set(Park::Fence);
+                    site.hdr.downgrade_park(site.role);
+                    fence(Ordering::SeqCst);
+                }
+                recheck = true;
+            }
+        }
+        if recheck {
+            match attempt(end) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => {
+                    // Found by the recheck after raising the flag (or paying the barrier): no
+                    // wake-up was due yet, so none was lost.
+                    if let Some(key) = self.key.take() {
+                        registry().deregister(key);
+                    }
+                    self.settle(end);
+                    return Poll::Ready(r);
+                }
+            }
+        }
+        let Some(site) = end.site() else { return Poll::Ready(Err(forked())) };
+        let word = site.hdr.word(site.role.own_word());
+        let deadline = if !self.strong {
+            self.last_barrier.map_or(now, |t| t + REARM_INTERVAL)
+        } else if site.watch {
+            now + WATCH_INTERVAL
+        } else {
+            now + SAFETY_INTERVAL
+        };
+        // The safety check of an entry whose peer lives in this process: the cursor this end
+        // waits on, as now.
+        let check = (!site.watch && self.strong).then(|| {
+            let cursor = match site.role {
+                Role::Consumer => &site.hdr.head,
+                Role::Producer => &site.hdr.tail,
+            };
+            // Relaxed: a snapshot compared by the helper later, ordering nothing.
+            (site.role, cursor.load(Ordering::Relaxed))
+        });
+        let entry = Entry {
+            word: WordPtr(word),
+            waker: cx.waker().clone(),
+            bound: self.strong,
+            suspect: false,
+            direct: site.direct,
+            deadline,
+            check,
+            ring: site.ring.cloned(),
+            helper: 0,
+        };
+        match registry().register(key, entry) {
+            Err(e) => {
+                self.settle(end);
+                Poll::Ready(Err(e))
+            }
+            Ok(Registered::Yes) => {
+                self.key = Some(key);
+                site.counters.sleeps.bump();
+                Poll::Pending
+            }
+            Ok(Registered::AlreadyWoken) => {
+                // The flag was cleared between our recheck and the registration (the
+                // registry's lock orders the two, as the kernel's compare does for a futex
+                // wait): that wake-up was for us. Be polled again at once, through the
+                // runtime, so that a peer that keeps clearing the flag cannot hold this
+                // thread in a loop.
+                self.key = None;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Ends a park: lowers our flag if it is still raised and drops our registration. Counts
+    /// how the park ended (woken by the peer, or a lost wake-up found by a timer).
+    pub(crate) fn settle<E: ParkEnd + ?Sized>(&mut self, end: &E) {
+        self.spin_since = None;
+        if !self.armed && self.key.is_none() {
+            return;
+        }
+        let Some(site) = end.site() else {
+            (self.armed, self.key) = (false, None);
+            return;
+        };
+        let word = site.hdr.word(site.role.own_word());
+        // `key` is None when no registration of this park can be outstanding (settled after a
+        // recheck, or after the timer that removed it was counted): then no lost wake-up.
+        let status = self.key.take().map_or(Status::Gone, |key| registry().deregister(key));
+        if self.armed {
+            self.armed = false;
+            // Relaxed: as in `poll`.
+            if word.load(Ordering::Relaxed) == 0 {
+                count_wake(site.counters, status);
+            } else {
+                if status == Status::Timer && self.strong {
+                    // A timer ended the sleep, the flag was never cleared, and the condition
+                    // held: a publish that should have woken us did not.
+                    site.counters.lost_wakeups.bump();
+                }
+                word.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for Parking {
+    fn drop(&mut self) {
+        // An end dropped while parked: its entry must not keep the mapping or the waker.
+        if let Some(key) = self.key.take() {
+            registry().deregister(key);
+        }
+    }
+}
+
+/// Counts how a park whose flag was found cleared ended: by the peer's wake-up, or by a timer
+/// of the helper (which found the flag cleared at its deadline: the wake-up did not reach the
+/// task by itself).
+fn count_wake(counters: &Counters, status: Status) {
+    if status == Status::Timer {
+        counters.sleep_timeouts.bump();
+    } else {
+        counters.woken.bump();
+    }
+}
+
+/// What became of a registration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    /// Still in the registry.
+    Registered,
+    /// Removed by a helper because its deadline passed.
+    Timer,
+    /// Removed by a wake-up (or never there).
+    Gone,
+}
+
+#[cold]
+fn forked() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "this ring end belongs to the process that claimed it; a forked child cannot use it",
+    )
+}
+
+/// The futex word an entry parks on.
+struct WordPtr(*const FutexWord);
+
+// SAFETY: a pointer into a ring header, which is shared memory made of atomics; it is only
+// dereferenced while the header is mapped (see `WordPtr::get`).
+unsafe impl Send for WordPtr {}
+
+impl WordPtr {
+    /// The word.
+    ///
+    /// # Safety
+    ///
+    /// The header must still be mapped: the entry holds its mapping (`Entry::ring`), or, in a
+    /// loom model, the model's ring outlives its registrations.
+    unsafe fn get(&self) -> &FutexWord {
+        // SAFETY: per the contract, the word is live and aligned.
+        unsafe { &*self.0 }
+    }
+}
+
+/// Whether a registration went through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Registered {
+    Yes,
+    /// The flag was no longer raised: the wake-up already happened.
+    AlreadyWoken,
+}
+
+/// One parked end in the registry.
+struct Entry {
+    word: WordPtr,
+    waker: Waker,
+    /// Woken by the publisher through [`direct_wake`]; otherwise by a helper's futex wait.
+    direct: bool,
+    /// The deadline bounds the sleep (the watch or safety interval), rather than ending a
+    /// park raised without the heavy barrier: a wake-up first seen at it counts as a timeout.
+    bound: bool,
+    /// A safety check found the cursor moved with the flag still raised (see `due`).
+    suspect: bool,
+    /// When a helper wakes the task anyway (to watch the peer, to pay a deferred barrier), or
+    /// for a thread ring's entry with a `check`, looks whether it missed a wake-up.
+    deadline: Instant,
+    /// A thread ring's entry: the role and the peer's cursor when it parked. At the deadline
+    /// the helper wakes the task only if the cursor moved, or the peer closed, or the ring was
+    /// poisoned, with the flag still raised (a lost wake-up); otherwise it waits another
+    /// safety interval, with no work for the task.
+    check: Option<(Role, u64)>,
+    /// Keeps the header mapped while a helper may read it.
+    ring: Option<Arc<RingMem>>,
+    /// The helper thread that watches this entry.
+    helper: usize,
+}
+
+impl Entry {
+    /// Whether the helper must wake the task now: `Some(false)` for a wake-up (the flag was
+    /// cleared), `Some(true)` for its deadline, `None` not yet.
+    fn due(&mut self, now: Instant) -> Option<bool> {
+        // SAFETY: the entry keeps the header mapped (`WordPtr::get`).
+        let word = unsafe { self.word.get() };
+        // Relaxed: the value decides only whether to poll the task; the task's poll orders
+        // what it reads.
+        let cleared = !self.direct && word.load(Ordering::Relaxed) != 1;
+        // A sleep's bound may be reached a little early, so that the helper's checks of many
+        // entries fall together instead of one wake-up per entry (`fire`).
+        let at = if self.bound { now + SLACK } else { now };
+        if at < self.deadline || (cleared && !self.bound) {
+            // Before the deadline, or at a deferred barrier's deadline (not a sleep bound): a
+            // cleared flag is the peer's wake-up.
+            return cleared.then_some(false);
+        }
+        let (Some((role, seen)), Some(ring)) = (self.check, &self.ring) else { return Some(true) };
+        let hdr = ring.header();
+        // Relaxed: a safety net that only decides whether to poll the task again.
+        let cursor = match role {
+            Role::Consumer => hdr.head.load(Ordering::Relaxed),
+            Role::Producer => hdr.tail.load(Ordering::Relaxed),
+        };
+        let lowered = word.load(Ordering::Relaxed) != 1;
+        if !(lowered || cursor != seen || hdr.is_closed(role.peer()) || hdr.is_poisoned()) {
+            return None;
+        }
+        // Something happened and the task was not woken. The publisher may be between its
+        // store and its wake-up right now: only if the same is still true a whole interval
+        // later is it a missed wake-up.
+        if !self.suspect {
+            self.suspect = true;
+            return None;
+        }
+        Some(true)
+    }
+}
+
+/// How early a sleep's bound may be reached (see `Entry::due`).
+const SLACK: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The process's parked async ends, keyed by the address of the futex word each one parked
+/// on (one end per word per mapping).
+pub(crate) struct Registry {
+    #[cfg(not(mirror_ring_loom))]
+    generation: usize,
+    table: Mutex<Table>,
+    /// `futex_waitv` was refused here: the helpers poll (see the module docs).
+    #[cfg(not(mirror_ring_loom))]
+    fallback: std::sync::atomic::AtomicBool,
+}
+
+struct Table {
+    entries: HashMap<usize, Entry>,
+    /// Keys whose entry a helper removed at its deadline, until the end looks (`status`).
+    timed: HashSet<usize>,
+    #[cfg(not(mirror_ring_loom))]
+    helpers: Vec<helper::Slot>,
+}
+
+impl Registry {
+    fn new(_generation: usize) -> Registry {
+        Registry {
+            #[cfg(not(mirror_ring_loom))]
+            generation: _generation,
+            table: Mutex::new(Table {
+                entries: HashMap::new(),
+                timed: HashSet::new(),
+                #[cfg(not(mirror_ring_loom))]
+                helpers: Vec::new(),
+            }),
+            #[cfg(not(mirror_ring_loom))]
+            fallback: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Registers (or refreshes the waker of) the entry for `key`.
+    fn register(&'static self, key: usize, mut entry: Entry) -> io::Result<Registered> {
+        #[cfg(not(mirror_ring_loom))]
+        crate::sync::set_direct_wake(direct_wake);
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        // Under the lock, as the kernel compares a futex word under its bucket lock: a waker
+        // clears the flag before it takes this lock to look for us, so either it finds the
+        // entry below, or we see the cleared flag here.
+        t.timed.remove(&key);
+        // SAFETY: the caller's end holds the header mapped for the duration of this call.
+        // Relaxed: the lock orders it against the waker's clear.
+        if unsafe { entry.word.get() }.load(Ordering::Relaxed) != 1 {
+            t.entries.remove(&key);
+            return Ok(Registered::AlreadyWoken);
+        }
+        if let Some(old) = t.entries.get_mut(&key) {
+            // Still registered (a poll that was not a wake-up): keep its deadline.
+            if !old.waker.will_wake(&entry.waker) {
+                old.waker = entry.waker;
+            }
+            return Ok(Registered::Yes);
+        }
+        #[cfg(not(mirror_ring_loom))]
+        {
+            let notify = helper::assign(self, &mut t, &mut entry)?;
+            t.entries.insert(key, entry);
+            drop(t);
+            if let Some(slot) = notify {
+                slot.notify();
+            }
+        }
+        #[cfg(mirror_ring_loom)]
+        {
+            entry.helper = 0;
+            t.entries.insert(key, entry);
+        }
+        Ok(Registered::Yes)
+    }
+
+    /// Removes the entry for `key`; what had become of it.
+    fn deregister(&self, key: usize) -> Status {
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        match t.entries.remove(&key) {
+            None if t.timed.remove(&key) => Status::Timer,
+            None => Status::Gone,
+            Some(_e) => {
+                #[cfg(not(mirror_ring_loom))]
+                if !_e.direct {
+                    // Let its helper drop the mapping it holds for the wait, now.
+                    let slot = t.helpers[_e.helper].clone();
+                    drop(t);
+                    slot.notify();
+                }
+                Status::Registered
+            }
+        }
+    }
+
+    /// What became of the registration for `key` (a timer's mark is read once).
+    fn status(&self, key: usize) -> Status {
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if t.entries.contains_key(&key) {
+            Status::Registered
+        } else if t.timed.remove(&key) {
+            Status::Timer
+        } else {
+            Status::Gone
+        }
+    }
+
+    /// The publisher's side of a thread ring: takes the direct entry for `key`, if any.
+    fn take_direct(&self, key: usize) -> Option<Waker> {
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if t.entries.get(&key).is_some_and(|e| e.direct) {
+            return t.entries.remove(&key).map(|e| e.waker);
+        }
+        None
+    }
+
+    /// Removes and returns the wakers of `helper`'s entries that are due (see [`Entry::due`]).
+    /// Used by the helper threads and, for one word, by the loom model of the helper path.
+    fn fire(&self, helper: usize, now: Instant) -> Vec<Waker> {
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let due: Vec<(usize, bool)> = t
+            .entries
+            .iter_mut()
+            .filter(|(_, e)| e.helper == helper)
+            .filter_map(|(k, e)| e.due(now).map(|timed| (*k, timed)))
+            .collect();
+        let mut wakers = Vec::with_capacity(due.len());
+        for (k, timed) in due {
+            if let Some(e) = t.entries.remove(&k) {
+                wakers.push(e.waker);
+                if timed {
+                    t.timed.insert(k);
+                }
+            }
+        }
+        // Entries whose deadline passed (or nearly) with nothing to do wait another interval,
+        // all from now: after one round their checks fall together.
+        for e in t.entries.values_mut() {
+            if e.helper == helper && e.bound && e.deadline <= now + SLACK {
+                e.deadline = now + SAFETY_INTERVAL;
+            }
+        }
+        wakers
+    }
+}
+
+/// The function `FutexWord::wake` calls first (`sync::set_direct_wake`): wakes a thread
+/// ring's async end parked on the word at `key`, with no system call of ours.
+pub(crate) fn direct_wake(key: usize) -> bool {
+    match registry().take_direct(key) {
+        Some(w) => {
+            w.wake();
+            true
+        }
+        None => false,
+    }
+}
+
+/// This process's registry. A forked child gets a fresh one: the parent's may be locked by a
+/// thread that does not exist in the child, and its helper threads are not there either (the
+/// parent's registry is left as it was, a small leak per forked child that parks).
+#[cfg(not(mirror_ring_loom))]
+pub(crate) fn registry() -> &'static Registry {
+    use std::sync::atomic::AtomicPtr;
+    static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(std::ptr::null_mut());
+    let generation = crate::sync::fork_generation();
+    loop {
+        // Acquire: pairs with the AcqRel exchange below, which published the registry.
+        let p = REGISTRY.load(std::sync::atomic::Ordering::Acquire);
+        // SAFETY: a non-null pointer here came from `Box::into_raw` below and is never freed
+        // (registries live for the rest of the process).
+        if let Some(r) = unsafe { p.as_ref() } {
+            if r.generation == generation {
+                return r;
+            }
+        }
+        let new = Box::into_raw(Box::new(Registry::new(generation)));
+        match REGISTRY.compare_exchange(
+            p,
+            new,
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+        ) {
+            // SAFETY: just published; never freed.
+            Ok(_) => return unsafe { &*new },
+            // Another thread installed one first: free ours (nobody else saw it) and look again.
+            // SAFETY: `new` came from Box::into_raw above and was never shared.
+            Err(_) => drop(unsafe { Box::from_raw(new) }),
+        }
+    }
+}
+
+#[cfg(mirror_ring_loom)]
+loom::lazy_static! {
+    static ref REGISTRY: Registry = Registry::new(0);
+}
+
+/// Under loom: one registry per model execution.
+#[cfg(mirror_ring_loom)]
+pub(crate) fn registry() -> &'static Registry {
+    &REGISTRY
+}
+
+/// For the loom model of the helper path: what a helper does after its wait on one word.
+#[cfg(mirror_ring_loom)]
+pub(crate) fn fire_for_model() -> Vec<Waker> {
+    registry().fire(0, Instant::now())
+}
+
+/// For the loom models: whether any entry is registered.
+#[cfg(mirror_ring_loom)]
+pub(crate) fn registered_for_model() -> bool {
+    !registry().table.lock().unwrap().entries.is_empty()
+}
+
+#[cfg(not(mirror_ring_loom))]
+mod helper {
+    //! The helper threads: each sleeps in `futex_waitv` on the words of up to 127 parked ends
+    //! of rings between processes, plus its own control word, bounded by the nearest
+    //! deadline of its entries.
+
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::{Entry, Registry, Table};
+    use crate::ring::RingMem;
+    use crate::sys::{self, FutexWaitv, WaitvOutcome, FUTEX_WAITV_MAX};
+
+    /// How often a helper looks at its words when `futex_waitv` is refused (before Linux
+    /// 5.16, or a sandbox): the longest delay a wake of a ring between processes then takes.
+    pub(super) const FALLBACK_POLL: Duration = Duration::from_millis(1);
+
+    /// One helper thread, as the registry sees it.
+    #[derive(Clone)]
+    pub(super) struct Slot {
+        shared: Arc<Shared>,
+        /// Entries of rings between processes it waits on (at most `FUTEX_WAITV_MAX - 1`).
+        futex_entries: usize,
+        /// When it will wake at the latest (`None`: only when notified).
+        wake_at: Option<Instant>,
+    }
+
+    struct Shared {
+        /// Bumped (and woken) to make the helper look at the table again.
+        control: AtomicU32,
+    }
+
+    impl Slot {
+        pub(super) fn notify(&self) {
+            // Relaxed: the table's lock orders what the helper reads; this only ends its sleep
+            // (the kernel compares the word, so a bump before it sleeps is not lost).
+            self.shared.control.fetch_add(1, Ordering::Relaxed);
+            sys::futex_wake_private(&self.shared.control);
+        }
+    }
+
+    /// Chooses the helper for a new entry (starting one if needed) and says which helper must
+    /// be told to look again.
+    pub(super) fn assign(reg: &'static Registry, t: &mut Table, e: &mut Entry) -> std::io::Result<Option<Slot>> {
+        let idx = if e.direct {
+            0
+        } else {
+            match t.helpers.iter().position(|h| h.futex_entries < FUTEX_WAITV_MAX - 1) {
+                Some(i) => i,
+                None => t.helpers.len(),
+            }
+        };
+        while t.helpers.len() <= idx {
+            let shared = Arc::new(Shared { control: AtomicU32::new(0) });
+            let index = t.helpers.len();
+            let s = shared.clone();
+            std::thread::Builder::new().name(format!("mirror-ring-park-{index}")).spawn(move || run(reg, index, s))?;
+            t.helpers.push(Slot { shared, futex_entries: 0, wake_at: None });
+        }
+        e.helper = idx;
+        let slot = &mut t.helpers[idx];
+        let notify = if !e.direct {
+            slot.futex_entries += 1;
+            true
+        } else {
+            slot.wake_at.map_or(true, |w| e.deadline < w)
+        };
+        if notify {
+            slot.wake_at = Some(slot.wake_at.map_or(e.deadline, |w| w.min(e.deadline)));
+            return Ok(Some(slot.clone()));
+        }
+        Ok(None)
+    }
+
+    /// The helper thread's loop.
+    fn run(reg: &'static Registry, index: usize, shared: Arc<Shared>) {
+        let mut waiters: Vec<FutexWaitv> = Vec::with_capacity(FUTEX_WAITV_MAX);
+        let mut hold: Vec<Arc<RingMem>> = Vec::new();
+        loop {
+            waiters.clear();
+            hold.clear();
+            let (deadline, polling, control) = {
+                let mut t = reg.table.lock().unwrap_or_else(|e| e.into_inner());
+                // Relaxed: read under the lock; a later bump ends the futex wait below.
+                let control = shared.control.load(Ordering::Relaxed);
+                let mut deadline: Option<Instant> = None;
+                let mut futex = 0;
+                for e in t.entries.values().filter(|e| e.helper == index) {
+                    deadline = Some(deadline.map_or(e.deadline, |d| d.min(e.deadline)));
+                    if !e.direct {
+                        futex += 1;
+                        // SAFETY: the entry keeps the header mapped (and `hold` keeps it mapped
+                        // through the wait below).
+                        let word: &AtomicU32 = unsafe { e.word.get() };
+                        waiters.push(FutexWaitv::new(word, 1, true));
+                        if let Some(r) = &e.ring {
+                            hold.push(r.clone());
+                        }
+                    }
+                }
+                t.helpers[index].futex_entries = futex;
+                t.helpers[index].wake_at = deadline;
+                waiters.push(FutexWaitv::new(&shared.control, control, false));
+                (deadline, futex > 0 && reg.fallback.load(Ordering::Relaxed), control)
+            };
+            let now = Instant::now();
+            let mut timeout = deadline.map(|d| d.saturating_duration_since(now));
+            if polling {
+                timeout = Some(timeout.map_or(FALLBACK_POLL, |t| t.min(FALLBACK_POLL)));
+            }
+            if polling || waiters.len() == 1 {
+                // Only the control word (or no futex_waitv here): a plain private wait.
+                sys::futex_wait_private(&shared.control, control, timeout);
+            } else {
+                let abs = timeout.map(|t| sys::monotonic_now() + t);
+                // SAFETY: every word is inside a header kept mapped by `hold` for the call;
+                // the control word lives in `shared`, which this thread owns a share of.
+                match unsafe { sys::futex_waitv(&waiters, abs) } {
+                    Ok(WaitvOutcome::Woken(_) | WaitvOutcome::Changed | WaitvOutcome::TimedOut) => {}
+                    Ok(WaitvOutcome::Spurious) => {}
+                    Err(_) => {
+                        // Refused (ENOSYS before 5.16, EPERM or ENOSYS from a sandbox): poll
+                        // from now on, in every helper of this process.
+                        reg.fallback.store(true, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+            }
+            hold.clear();
+            for w in reg.fire(index, Instant::now()) {
+                w.wake();
+            }
+        }
+    }
+}
