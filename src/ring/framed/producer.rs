@@ -263,6 +263,9 @@ impl FramedProducer {
     /// Asks the ring for room (refreshing the consumer's cursor, waiting per `wait`).
     #[inline(never)]
     fn claim_slow(&mut self, len: usize, wait: Wait) -> io::Result<*mut u8> {
+        // Before anything below stores into the ring (the clear mark): in a forked copy its
+        // pages may not even exist (`dont_fork`).
+        self.inner.end.header_or_err()?;
         if len > self.max_len {
             return Err(too_long(len, self.max_len));
         }
