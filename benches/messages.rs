@@ -56,15 +56,16 @@ fn criterion_groups(c: &mut Criterion) {
 
 /// `profile QUEUE SIZE OPS`: `ops` messages through one queue in one thread
 /// (`msg_single_thread`). QUEUE: `framed`, `framed_batch`, `rtrb_push_pop`, `rtrb_chunks`,
-/// `arrayqueue` (the batched ones in batches of [`BATCH`]).
+/// `arrayqueue`, `minimal` (the batched ones in batches of [`BATCH`]).
 fn profile(args: &[String]) {
-    let usage = "usage: messages profile framed|framed_batch|rtrb_push_pop|rtrb_chunks|arrayqueue SIZE OPS";
+    let usage = "usage: messages profile framed|framed_batch|rtrb_push_pop|rtrb_chunks|arrayqueue|minimal SIZE OPS";
     let queue = match args.first().map(String::as_str) {
         Some("framed") => MsgQueue::Framed,
         Some("framed_batch") => MsgQueue::FramedBatched(BATCH),
         Some("rtrb_push_pop") => MsgQueue::RtrbPushPop,
         Some("rtrb_chunks") => MsgQueue::RtrbChunks(BATCH),
         Some("arrayqueue") => MsgQueue::ArrayQueue,
+        Some("minimal") => MsgQueue::Minimal,
         _ => panic!("{usage}"),
     };
     let size: usize = args.get(1).and_then(|s| s.parse().ok()).expect(usage);
@@ -74,6 +75,19 @@ fn profile(args: &[String]) {
             println!("{}: {ops} x {size} B in {d:?} ({:.2} ns each)", queue.name(), d.as_nanos() as f64 / ops as f64)
         }
         Err(e) => panic!("{}: {e}", queue.name()),
+    }
+}
+
+/// The hand-written minimal stamped-frame queue against mirror-ring and rtrb, interleaved, per
+/// size (`cargo bench --bench messages -- minimal`).
+fn minimal((reps, target): (usize, Duration)) {
+    for &size in &SIZES {
+        let out = msg_minimal_section(size, BATCH, reps, target, &mut |_| {});
+        println!("\n## Minimal stamped frames, {size} B messages, interleaved ({reps} repetitions)\n");
+        print_msg_minimal_section(&out, size);
+        let missing: Vec<&String> =
+            out.names.iter().enumerate().filter(|&(i, _)| out.all_rates(i).is_empty()).map(|(_, n)| n).collect();
+        assert!(missing.is_empty(), "no rate for {missing:?}: {:?}", out.notes);
     }
 }
 
@@ -89,6 +103,11 @@ fn main() {
     let listing = args.iter().any(|a| a == "--list");
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     let only_interleaved = filters.iter().any(|f| f.as_str() == "interleaved");
+    if filters.iter().any(|f| f.as_str() == "minimal") {
+        // `minimal`: only the floor comparison (the hand-written stamped-frame queue).
+        minimal(if test_mode { (1, Duration::from_millis(1)) } else { (7, Duration::from_millis(10)) });
+        return;
+    }
 
     if !only_interleaved {
         let mut c = Criterion::default()

@@ -54,6 +54,9 @@ pub enum MsgQueue {
     FramedBatchedSend(usize),
     /// mirror-ring framed, `try_send` + `try_recv_batch`: batching on the consumer only.
     FramedRecvBatch,
+    /// The hand-written minimal stamped-frame queue (`MinShared`): the floor for framed
+    /// messages, one at a time.
+    Minimal,
 }
 
 impl MsgQueue {
@@ -66,6 +69,7 @@ impl MsgQueue {
             MsgQueue::ArrayQueue => "ArrayQueue".into(),
             MsgQueue::FramedBatchedSend(n) => format!("set_batch({n}) + try_recv"),
             MsgQueue::FramedRecvBatch => "try_send + try_recv_batch".into(),
+            MsgQueue::Minimal => "minimal stamped".into(),
         }
     }
 
@@ -79,6 +83,7 @@ impl MsgQueue {
             MsgQueue::ArrayQueue => "crossbeam_arrayqueue".into(),
             MsgQueue::FramedBatchedSend(n) => format!("mirror_framed_send_batch{n}"),
             MsgQueue::FramedRecvBatch => "mirror_framed_recv_batch".into(),
+            MsgQueue::Minimal => "minimal_stamped".into(),
         }
     }
 }
@@ -311,6 +316,177 @@ impl<M: Message> MsgRx for RtrbChunkRx<M> {
     }
 }
 
+// --- the minimum: a hand-written stamped-frame queue ------------------------------------------
+
+/// The least a variable-size ring with position-stamped frames does per message, as a yardstick
+/// for mirror-ring's framed ends (issue 15): a plain heap buffer (no mirror, no shared header,
+/// no waiting, no validation beyond the stamp), frames of an 8-byte header word and the payload
+/// rounded up to 8 bytes. The producer writes the payload, then the header word with Release;
+/// the consumer polls the header word at its cursor with Acquire. The consumer publishes its
+/// cursor lazily (every 64 KiB or a quarter of the ring); the producer reloads it only when
+/// its cached copy leaves it short of room. A frame that runs past the end of the buffer
+/// continues into a slack area after it (the mirror's job, for frames of at most `SLACK`
+/// bytes), so every frame is contiguous.
+///
+/// Header word: bits 0-31 the length with bit 31 set (zeroed memory is never a header), bits
+/// 32-63 the frame's position / 8 (a header from an earlier lap has another stamp). A bench
+/// simplification: nothing clears the word where the next frame will go, so a payload word
+/// from an earlier lap could pass for a header if it held exactly that stamp and length (this
+/// bench's payloads never do; mirror-ring writes a clear mark there).
+struct MinShared {
+    /// `words` u64s, zeroed: the ring's `cap` bytes, then `SLACK` bytes.
+    buf: *mut u64,
+    words: usize,
+    cap: u64,
+    /// The consumer's published cursor (bytes consumed, ever).
+    tail: CachePadded<std::sync::atomic::AtomicU64>,
+}
+
+// SAFETY: the buffer is only accessed through the SPSC protocol below (the producer writes
+// free room, the consumer reads frames it saw stamped with Acquire), and freed once, on drop.
+unsafe impl Send for MinShared {}
+// SAFETY: as above.
+unsafe impl Sync for MinShared {}
+
+impl MinShared {
+    const SLACK: usize = 128;
+
+    /// `cap`: a power of two.
+    fn new(cap: usize) -> MinShared {
+        assert!(cap.is_power_of_two());
+        let words = (cap + Self::SLACK) / 8;
+        let buf = Box::into_raw(vec![0u64; words].into_boxed_slice()).cast::<u64>();
+        MinShared { buf, words, cap: cap as u64, tail: CachePadded::new(Default::default()) }
+    }
+
+    /// The header word of the frame at `pos` (8-aligned).
+    #[inline(always)]
+    fn word(&self, pos: u64) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: (pos mod cap) / 8 < words; the word is 8-aligned and lives as long as self; all
+        // concurrent accesses to a header word are atomic.
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.buf.add(((pos & (self.cap - 1)) / 8) as usize)) }
+    }
+
+    /// Where the bytes of a frame at `pos` start.
+    #[inline(always)]
+    fn at(&self, pos: u64) -> *mut u8 {
+        // SAFETY: pos mod cap < cap, inside the buffer.
+        unsafe { self.buf.cast::<u8>().add((pos & (self.cap - 1)) as usize) }
+    }
+
+    #[inline(always)]
+    fn header(pos: u64, len: usize) -> u64 {
+        (pos >> 3) << 32 | (len as u64 | 1 << 31)
+    }
+}
+
+impl Drop for MinShared {
+    fn drop(&mut self) {
+        // SAFETY: made by Box::into_raw of a boxed slice of `words` u64s in `new`, freed once.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.buf, self.words)) });
+    }
+}
+
+struct MinTx<M> {
+    q: Arc<MinShared>,
+    head: u64,
+    /// The consumer's cursor as last loaded.
+    tail: u64,
+    _m: std::marker::PhantomData<M>,
+}
+
+impl<M: Message> MinTx<M> {
+    /// Sends one message, spinning while there is no room.
+    #[inline(always)]
+    fn send_one(&mut self, m: &[u8]) {
+        let q = &*self.q;
+        let size = 8 + m.len().next_multiple_of(8) as u64;
+        while self.head + size > self.tail + q.cap {
+            // Acquire: pairs with the consumer's Release store of its cursor; the frames it
+            // read are done with before we overwrite them.
+            self.tail = q.tail.load(Ordering::Acquire);
+            if self.head + size > self.tail + q.cap {
+                spin_loop();
+            }
+        }
+        let p = q.at(self.head);
+        // SAFETY: [head, head + size) is free room (checked above), inside the buffer and its
+        // slack (size <= SLACK); no one reads it before the header's Release store.
+        unsafe { std::ptr::copy_nonoverlapping(m.as_ptr(), p.add(8), m.len()) };
+        // Release: the payload before the header; pairs with the consumer's Acquire poll.
+        q.word(self.head).store(MinShared::header(self.head, m.len()), Ordering::Release);
+        self.head += size;
+    }
+}
+
+impl<M: Message> MsgTx for MinTx<M> {
+    fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
+        for i in from..to {
+            self.send_one(M::make(i).to_bytes().as_ref());
+        }
+        Ok(())
+    }
+}
+
+struct MinRx<M> {
+    q: Arc<MinShared>,
+    tail: u64,
+    published: u64,
+    release_every: u64,
+    _m: std::marker::PhantomData<M>,
+}
+
+impl<M: Message> MinRx<M> {
+    /// Receives one message (spinning until it is there) and returns its first word.
+    #[inline(always)]
+    fn recv_one(&mut self) -> u64 {
+        let q = &*self.q;
+        let len = std::mem::size_of::<M>();
+        let size = 8 + len.next_multiple_of(8) as u64;
+        let want = MinShared::header(self.tail, len);
+        // Acquire: pairs with the producer's Release store of the header; the payload is
+        // visible after it.
+        while q.word(self.tail).load(Ordering::Acquire) != want {
+            spin_loop();
+        }
+        // SAFETY: the frame at tail is stamped (its payload written before the stamp), and the
+        // producer does not overwrite it before we publish a cursor past it.
+        let b = unsafe { std::slice::from_raw_parts(q.at(self.tail).add(8), len) };
+        let m = M::from_bytes(b);
+        self.tail += size;
+        if self.tail - self.published >= self.release_every {
+            // Release: we are done with the frames before tail; pairs with the producer's
+            // Acquire load.
+            q.tail.store(self.tail, Ordering::Release);
+            self.published = self.tail;
+        }
+        black_box(&m).first_word()
+    }
+}
+
+impl<M: Message> MsgRx for MinRx<M> {
+    fn recv_n(&mut self, n: u64) -> io::Result<u64> {
+        let mut sum = 0u64;
+        for _ in 0..n {
+            sum = sum.wrapping_add(self.recv_one());
+        }
+        // The last frames go back before the consumer leaves (no producer waits on them in
+        // this bench; it keeps the queue's state whole between the warm-up and the timed part).
+        self.q.tail.store(self.tail, Ordering::Release);
+        self.published = self.tail;
+        Ok(sum)
+    }
+}
+
+fn minimal<M: Message>() -> (MinTx<M>, MinRx<M>) {
+    let q = Arc::new(MinShared::new(MSG_QUEUE_BYTES));
+    let every = (64 * 1024).min(MSG_QUEUE_BYTES / 4) as u64;
+    (
+        MinTx { q: q.clone(), head: 0, tail: 0, _m: std::marker::PhantomData },
+        MinRx { q, tail: 0, published: 0, release_every: every, _m: std::marker::PhantomData },
+    )
+}
+
 // --- crossbeam ArrayQueue ---------------------------------------------------------------------
 
 struct QueueTx<M>(Arc<ArrayQueue<M>>);
@@ -485,6 +661,10 @@ fn msg_run_typed<M: Message>(queue: MsgQueue, warm: u64, count: u64) -> io::Resu
         MsgQueue::ArrayQueue => {
             let q = Arc::new(ArrayQueue::<M>::new(slots));
             drive(QueueTx(q.clone()), QueueRx(q), warm, count)
+        }
+        MsgQueue::Minimal => {
+            let (tx, rx) = minimal::<M>();
+            drive(tx, rx, warm, count)
         }
     }
 }
@@ -700,6 +880,14 @@ fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
                 Ok(n as u64)
             })?
         }
+        MsgQueue::Minimal => {
+            let (mut tx, mut rx) = minimal::<M>();
+            steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
+                tx.send_one(M::make(i).to_bytes().as_ref());
+                *sum = sum.wrapping_add(rx.recv_one());
+                Ok(1)
+            })?
+        }
         MsgQueue::FramedBatchedSend(_) | MsgQueue::FramedRecvBatch => {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -751,4 +939,46 @@ fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "messages were lost, reordered or corrupted"));
     }
     Ok(took)
+}
+
+/// The floor for framed messages (issue 15): the hand-written minimal stamped-frame queue
+/// ([`MsgQueue::Minimal`]) against mirror-ring one at a time and batched, rtrb push/pop and
+/// chunks, for one message size, interleaved like [`msg_section`]. Cases in this order:
+/// minimal, mirror-ring send/recv, rtrb push/pop, mirror-ring batch, rtrb chunks.
+pub fn msg_minimal_section(
+    size: usize,
+    batch: usize,
+    reps: usize,
+    target: Duration,
+    progress: &mut dyn FnMut(&str),
+) -> Outcome {
+    let mut cases: Vec<Box<dyn Contender>> = [
+        MsgQueue::Minimal,
+        MsgQueue::Framed,
+        MsgQueue::RtrbPushPop,
+        MsgQueue::FramedBatched(batch),
+        MsgQueue::RtrbChunks(batch),
+    ]
+    .into_iter()
+    .map(|q| Box::new(MsgCase::new(q, size)) as Box<dyn Contender>)
+    .collect();
+    interleave(&mut cases, reps, target, progress)
+}
+
+/// Prints [`msg_minimal_section`]'s outcome: every case against rtrb push/pop.
+pub fn print_msg_minimal_section(out: &Outcome, size: usize) {
+    println!("Placement: {}.\n", out.placement_line());
+    let pairs: Vec<Pair> = [0, 1, 3, 4]
+        .into_iter()
+        .map(|k| Pair { label: format!("{}, {}", fmt_size(size), out.names[k]), ours: k, theirs: 2, also: vec![] })
+        .collect();
+    let (head, rows) = pairs_table(out, &pairs, 1e-6, "messages");
+    println!("M messages/s; ratio against rtrb push/pop, per repetition:\n");
+    print_table(&head, &rows);
+    for n in &out.notes {
+        println!("- {n}");
+    }
+    if !out.notes.is_empty() {
+        println!();
+    }
 }
