@@ -289,6 +289,11 @@ pub(crate) struct Receiver {
     /// (since the conversion, no frame taken through the head yet; or poisoned).
     limit: u64,
     armed: bool,
+    /// The word at the cursor was last seen holding the unstamped header of this position: the
+    /// producer is writing a batch there. Until the published head covers the cursor, polls
+    /// look at head (one store per batch) instead of that frame's line, which the producer is
+    /// still writing the batch's next frames into (each poll would take the line from it).
+    behind: bool,
     /// Releases are stored once this many bytes are consumed.
     release_every: usize,
 }
@@ -304,13 +309,18 @@ impl Receiver {
             known: Known::NONE,
             limit: tail,
             armed: false,
+            behind: false,
             release_every: release_every.max(1),
         }
     }
 
-    /// The frame at the cursor if its stamp is there: `(len, size)`.
+    /// The frame at the cursor if its stamp is there: `(len, size)`. Nothing (without a look)
+    /// while the producer is known to be writing a batch there (`behind`).
     #[inline(always)]
     pub(crate) fn poll<W: Words>(&mut self, cur: &ConsumerCursor, words: &W) -> Option<(usize, usize)> {
+        if self.behind {
+            return None;
+        }
         let q = cur.tail();
         // Acquire: pairs with the Release store of the stamp in `Sender::publish`; the frame's
         // bytes, written before it, are visible after this load.
@@ -348,7 +358,11 @@ impl Receiver {
     /// [`poll`](Self::poll) for a header other than the last one's.
     #[inline]
     fn poll_other(&mut self, word: u64, q: u64, room: u64) -> Option<(usize, usize)> {
-        let len = self.stamp.stamped_len(word, q, self.max_len)?;
+        let Some(len) = self.stamp.stamped_len(word, q, self.max_len) else {
+            // The first frame of a batch, written and not stamped yet: watch head instead.
+            self.behind = self.stamp.is_unstamped(word, q);
+            return None;
+        };
         let known = Known::of(self.stamp, len);
         if known.size as u64 > room {
             return None;
@@ -372,15 +386,23 @@ impl Receiver {
         if cur.is_poisoned() {
             return Some(Err(Stop::Corrupt));
         }
-        let q = cur.tail();
-        // Acquire: as in `poll`.
-        let word = words.load(q, Ordering::Acquire);
-        if let Some(frame) = self.take(word, q, self.limit.wrapping_sub(q)) {
-            return Some(Ok(frame));
+        if !self.behind {
+            let q = cur.tail();
+            // Acquire: as in `poll`.
+            let word = words.load(q, Ordering::Acquire);
+            if let Some(frame) = self.take(word, q, self.limit.wrapping_sub(q)) {
+                return Some(Ok(frame));
+            }
+            if self.armed
+                && self.stamp.not_yet(word, q, self.cap)
+                && !hdr.is_closed(Role::Producer)
+                && !hdr.is_poisoned()
+            {
+                return None;
+            }
         }
-        if self.armed && self.stamp.not_yet(word, q, self.cap) && !hdr.is_closed(Role::Producer) && !hdr.is_poisoned() {
-            return None;
-        }
+        // Behind a batch being written: head alone tells when it is published (stored before
+        // the stamp, so a recheck after raising the waiter flag sees it as it would the stamp).
         cur.catch_up_head();
         match cur.poll_readable(hdr, HEADER)? {
             Ok(readable) => Some(self.committed_in(hdr, cur, words, readable)),
@@ -419,6 +441,7 @@ impl Receiver {
         match self.stamp.committed_len(word, q, self.max_len, readable) {
             Some(len) => {
                 self.armed = true;
+                self.behind = false;
                 self.limit = cur.published().wrapping_add(self.cap);
                 Ok((len, frame_size(len)))
             }
@@ -430,6 +453,7 @@ impl Receiver {
     /// cursor moved without a frame: the alignment skip).
     pub(crate) fn disarm(&mut self, cur: &ConsumerCursor) {
         self.armed = false;
+        self.behind = false;
         self.limit = cur.tail();
     }
 

@@ -99,6 +99,12 @@ impl Stamp {
         ((word == expect || word == expect ^ RESTAMP) && len <= max_len && frame_size(len) <= room).then_some(len)
     }
 
+    /// Whether `word` is the unstamped header of a frame at `pos` (of any length).
+    #[inline]
+    pub(crate) fn is_unstamped(self, word: u64, pos: u64) -> bool {
+        word == self.unstamped(word as u32 as usize, pos)
+    }
+
     /// Whether `word`, found where a frame at `pos` will go, says "not yet": the clear mark, or
     /// a header from exactly one lap (`capacity` bytes) before (what a full ring leaves there).
     #[inline]
