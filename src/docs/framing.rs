@@ -68,6 +68,9 @@
 //!   head every frame has been written in full, so the word there must be this position's
 //!   header, stamped or not, fitting below head; anything else **poisons the ring** (this and
 //!   every later call fail with `InvalidData`, and the producer sees the poison flag too).
+//!   An unstamped header for this position means the producer is writing a batch from here:
+//!   until head covers it the consumer polls head only, leaving the frame's line to the
+//!   producer.
 //!
 //! An unstamped frame below head is still a frame: a producer that died between steps 3 and 4,
 //! or a byte-level publish of framed bytes, leaves one. The first frame after a conversion is

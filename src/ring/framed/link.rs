@@ -42,6 +42,12 @@
 //! unstamped), or the ring is poisoned. The first frame after a conversion is always taken this
 //! way: until then the words ahead were not written by this stream and are not trusted.
 //!
+//! A consumer that finds the *unstamped* header of its own position has caught up with a batch
+//! being written (step 2 of its first frame is done, step 5 is not): it then watches head alone
+//! until head covers the cursor (`Receiver::behind`), rather than polling that frame's line,
+//! into which the producer is still writing the batch's next frames (each poll would take the
+//! line from the producer, which must fetch it back for its next store).
+//!
 //! # Sleeping
 //!
 //! The consumer parks with the usual protocol (`wait.rs`): flag, its barrier, then a recheck
