@@ -47,7 +47,7 @@ mutations=(
   "async park: registration does not compare the flag under the lock|src/ring/asynch/park.rs|if unsafe { entry.word.get() }.load(Ordering::Relaxed) != 1 {|if false {|1"
   "async park: the direct wake takes the waker but never wakes it|src/ring/asynch/park.rs|            w.wake();\n            true|            drop(w);\n            true|1"
   "frames: the stamp store Release -> Relaxed|src/ring/framed/link.rs|words.store(first, stamped, Ordering::Release);|words.store(first, stamped, Ordering::Relaxed);|1"
-  "frames: the consumer's stamp poll Acquire -> Relaxed|src/ring/framed/link.rs|        let word = words.load(q, Ordering::Acquire);\n        let room = self.limit.wrapping_sub(q);|        let word = words.load(q, Ordering::Relaxed);\n        let room = self.limit.wrapping_sub(q);|1"
+  "frames: the consumer's stamp poll Acquire -> Relaxed|src/ring/framed/link.rs|        let word = words.load(q, Ordering::Acquire);\n        self.take(word, q, self.limit.wrapping_sub(q))|        let word = words.load(q, Ordering::Relaxed);\n        self.take(word, q, self.limit.wrapping_sub(q))|1"
   "frames: no wake-up check after the stamp store|src/ring/framed/link.rs|    notify(hdr, Word::Data, cur.light(), cur.counters());|    let _ = (cur.light(), cur.counters());|1"
   "frames: the stamp ignores the lap (offset in a 32-byte ring only)|src/ring/framed/wire.rs|        (pos << STAMP_SHL) \& CHECK_MASK|        ((pos \& 31) << STAMP_SHL) \& CHECK_MASK|1"
   "frames: no clear mark after the published frames|src/ring/framed/link.rs|            words.store(cur.head(), CLEAR, Ordering::Relaxed);|            let _ = cur;|1"
@@ -56,6 +56,7 @@ mutations=(
   "frames: head store (before the stamp) Release -> Relaxed|src/protocol.rs|hdr.head.store(self.head, Ordering::Release);|hdr.head.store(self.head, Ordering::Relaxed);|2"
   "frames: a frame sent on its own is written stamped before its publish|src/ring/framed/link.rs|words.store(p, stamped ^ RESTAMP, Ordering::Relaxed);|words.store(p, stamped, Ordering::Relaxed);|2"
   "frames: a batch's first frame is written stamped before its publish|src/ring/framed/link.rs|words.store(p, stamped ^ RESTAMP, Ordering::Relaxed);|words.store(p, stamped, Ordering::Relaxed);|1"
+  "frames: behind a batch being written, the consumer never looks at head|src/ring/framed/link.rs|        cur.catch_up_head();\n        match cur.poll_readable(hdr, HEADER)? {|        if self.behind {\n            return None;\n        }\n        cur.catch_up_head();\n        match cur.poll_readable(hdr, HEADER)? {|1"
 )
 
 copy() {
