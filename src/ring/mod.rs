@@ -303,13 +303,21 @@ impl End {
     /// their paths anyway).
     #[inline(always)]
     fn header(&self) -> Option<&Header> {
+        self.header_as(self.role)
+    }
+
+    /// [`header`](Self::header), the same check, for a caller that knows this end's role at
+    /// compile time (the framed ends' hot paths): the role slot's offset is then a constant.
+    #[inline(always)]
+    fn header_as(&self, role: Role) -> Option<&Header> {
+        debug_assert_eq!(role, self.role, "header_as with another end's role");
         if self.generation != sync::fork_generation() {
             return None;
         }
         // SAFETY: points into `ring`'s control page, which `self.ring` keeps mapped in the
         // process that claimed the end (this one: the generation matches).
         let hdr = unsafe { self.hdr.as_ref() };
-        hdr.owns(self.role, self.token).then_some(hdr)
+        hdr.owns(role, self.token).then_some(hdr)
     }
 
     /// The shared header, for the rest of a call that has already passed

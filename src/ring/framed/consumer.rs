@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::link::Receiver;
 use super::wire::HEADER;
 use super::FramedConsumer;
+use crate::header::Role;
 use crate::protocol::Stop;
 use crate::ring::{consumer_error, Consumer, Wait};
 
@@ -203,7 +204,7 @@ impl FramedConsumer {
     fn recv_with(&mut self, wait: Wait) -> io::Result<Option<Frame<'_>>> {
         // Fast path: this process owns the end (the first check every call makes) and the
         // frame at the cursor is stamped.
-        let hit = match self.inner.end.header() {
+        let hit = match self.inner.end.header_as(Role::Consumer) {
             Some(hdr) => {
                 if Receiver::producer_waits(hdr) {
                     self.release_now();
@@ -261,7 +262,7 @@ impl FramedConsumer {
     #[cold]
     #[inline(never)]
     fn release_now(&mut self) {
-        if let Some(hdr) = self.inner.end.header() {
+        if let Some(hdr) = self.inner.end.header_as(Role::Consumer) {
             self.link.publish(hdr, &mut self.inner.cur);
         }
     }
@@ -348,7 +349,7 @@ impl FramedConsumer {
 
     #[inline(always)]
     fn batch_with(&mut self, wait: Wait, mut f: impl FnMut(&[u8])) -> io::Result<usize> {
-        let hit = match self.inner.end.header() {
+        let hit = match self.inner.end.header_as(Role::Consumer) {
             Some(_) => self.link.poll(&self.inner.cur, &self.words),
             None => None,
         };

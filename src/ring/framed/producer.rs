@@ -123,46 +123,78 @@ impl FramedProducer {
     #[inline(always)]
     fn send_with(&mut self, msg: &[u8], wait: Wait) -> io::Result<()> {
         let len = msg.len();
-        // Batched fast path: a frame after the first of its batch, inside the room (with the
-        // clear mark after it) and the batch checked last time, in the process that owns the
-        // end. (frame_size cannot overflow: len <= max_len < 2^32.)
-        // (`rearm` leaves no room here while no frame is pending, on the batch's last frame and
-        // once the cursor is poisoned; a head that moved on without it, as every unbatched
-        // frame does, is past `fast_until`: the signed difference is negative.)
-        if len <= self.max_len
-            && self.inner.end.header().is_some()
-            && self.fast_until.wrapping_sub(self.inner.cur.head()) as i64 >= frame_size(len) as i64
-        {
+        // One ownership check for the whole call (`End::header`), before anything is stored;
+        // the rest of the call uses `header_checked`. (frame_size cannot overflow: len <=
+        // max_len < 2^32.)
+        if len <= self.max_len && self.inner.end.header_as(Role::Producer).is_some() {
             let (head, size) = (self.inner.cur.head(), frame_size(len));
-            // SAFETY: `rearm` keeps size + 8 bytes from the head inside the free room (at
-            // most N, inside the two views), owned by the producer until it publishes them;
-            // 8-aligned. No consumer reads them before the batch's first frame is stamped, so
-            // plain stores will do (the clear mark after the batch comes with its publish).
-            // `msg` cannot overlap free space (see below).
-            unsafe { write_frame(self.words.at(head), self.link.stamp().stamped(len, head), msg) };
-            self.inner.cur.advance(size);
-            self.frames_left -= 1;
-            if self.frames_left <= 1 {
-                // The batch's last frame takes the general path, which publishes.
-                self.fast_until = head;
+            // Batched fast path: a frame after the first of its batch, inside the room (with
+            // the clear mark after it) and the batch checked last time. (`rearm` leaves no
+            // room here while no frame is pending, on the batch's last frame and once the
+            // cursor is poisoned; a head that moved on without it, as every unbatched frame
+            // does, is past `fast_until`: the signed difference is negative.)
+            if self.fast_until.wrapping_sub(head) as i64 >= size as i64 {
+                // SAFETY: `rearm` keeps size + 8 bytes from the head inside the free room (at
+                // most N, inside the two views), owned by the producer until it publishes them;
+                // 8-aligned. No consumer reads them before the batch's first frame is stamped,
+                // so plain stores will do (the clear mark after the batch comes with its
+                // publish). `msg` cannot overlap free space (see `send_general`).
+                unsafe { write_frame(self.words.at(head), self.link.stamp().stamped(len, head), msg) };
+                self.inner.cur.advance(size);
+                self.frames_left -= 1;
+                if self.frames_left <= 1 {
+                    // The batch's last frame takes the general path, which publishes.
+                    self.fast_until = head;
+                }
+                // A consumer that went to sleep gets what is pending now, not at the batch's
+                // end.
+                if self.consumer_sleeping() {
+                    self.publish_pending();
+                }
+                return Ok(());
             }
-            // A consumer that went to sleep gets what is pending now, not at the batch's end.
-            if self.consumer_sleeping() {
-                self.publish_pending();
+            // The general path's fast case: aligned already, room for the frame and the clear
+            // mark known from the cached cursors, the consumer still there, not poisoned (the
+            // checks `reserve` makes first).
+            if self.skip == 0
+                && size + HEADER <= self.inner.cur.free_cached()
+                && !self.inner.end.header_checked().is_closed(Role::Consumer)
+                && !self.inner.cur.is_poisoned()
+            {
+                self.send_at(self.words.at(head), msg, true);
+                return Ok(());
             }
-            return Ok(());
         }
-        let header = self.claim(len, wait)?;
-        if self.batch <= 1 && len.wrapping_sub(1) < HEADER && frame_size(len) + HEADER <= self.inner.cur.free_cached() {
+        self.send_slow(msg, wait)
+    }
+
+    /// [`send_with`](Self::send_with) when the cached cursors show no room, the ring needs a
+    /// look, or the call fails: asks the ring (waiting per `wait`), then sends.
+    #[inline(never)]
+    fn send_slow(&mut self, msg: &[u8], wait: Wait) -> io::Result<()> {
+        let header = self.claim_slow(msg.len(), wait)?;
+        let marked = frame_size(msg.len()) + HEADER <= self.inner.cur.free_cached();
+        self.send_at(header, msg, marked);
+        Ok(())
+    }
+
+    /// Writes `msg` as the frame whose header goes at `header` (the head), and counts and
+    /// publishes it per the batching policy, for a call that has checked the ownership and
+    /// claimed the room (`claim`: the whole frame, and the 8 bytes after it unless the frame
+    /// fills the ring). `marked`: the free room also holds the 8 bytes after the frame.
+    #[inline(always)]
+    fn send_at(&mut self, header: *mut u8, msg: &[u8], marked: bool) {
+        let len = msg.len();
+        if self.batch <= 1 && len.wrapping_sub(1) < HEADER && marked {
             // 1 to 8 bytes sent on their own, with room for the clear mark after them: payload
             // and mark in one 16-byte store, one store fewer to the line the consumer polls.
             // SAFETY: as below, and the 8 bytes after the frame are free room too (checked);
             // no consumer reads the mark's word before this frame is stamped.
             unsafe { store_pair(header.add(HEADER), load_small(msg.as_ptr(), len), CLEAR) };
             let inner = &mut *self.inner;
-            // `claim` checked the ownership in this call.
+            // The caller checked the ownership in this call.
             self.link.put_and_publish(inner.end.header_checked(), &mut inner.cur, &self.words, len, true);
-            return Ok(());
+            return;
         }
         // SAFETY: `claim` reserved frame_size(len) = 8 + round_up(len, 8) free bytes from
         // `header` (at most N of them, inside the two views), which the producer owns until it
@@ -171,7 +203,6 @@ impl FramedProducer {
         // read, which covers unreleased bytes.
         unsafe { write_payload(header, msg) };
         self.finish(len);
-        Ok(())
     }
 
     /// Lends the space for one `len`-byte message, blocking until there is room: fill it, then
@@ -496,7 +527,8 @@ impl FramedProducer {
     /// `Producer::reserve` makes before it looks at the free space).
     #[inline(always)]
     fn may_write(&self) -> bool {
-        self.inner.end.header().is_some_and(|hdr| !hdr.is_closed(Role::Consumer)) && !self.inner.cur.is_poisoned()
+        self.inner.end.header_as(Role::Producer).is_some_and(|hdr| !hdr.is_closed(Role::Consumer))
+            && !self.inner.cur.is_poisoned()
     }
 
     /// Whether the consumer is asleep waiting for data, for a call that has checked the
