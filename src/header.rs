@@ -493,6 +493,7 @@ impl Header {
     }
 
     /// Whether either side has poisoned the ring.
+    #[inline]
     pub(crate) fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Relaxed) != 0
     }

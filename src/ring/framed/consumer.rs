@@ -203,16 +203,26 @@ impl FramedConsumer {
     #[inline(always)]
     fn recv_with(&mut self, wait: Wait) -> io::Result<Option<Frame<'_>>> {
         // Fast path: this process owns the end (the first check every call makes) and the
-        // frame at the cursor is stamped.
-        let hit = match self.inner.end.header_as(Role::Consumer) {
-            Some(hdr) => {
-                if Receiver::producer_waits(hdr) {
-                    self.release_now();
-                }
-                self.link.poll(&self.inner.cur, &self.words)
+        // frame at the cursor is stamped; or, for a call that does not wait, between threads
+        // (no peer process to watch), the word there says "not yet" and nothing else needs a
+        // look (`link::Receiver::idle`).
+        let mut hit = None;
+        if let Some(hdr) = self.inner.end.header_as(Role::Consumer) {
+            if Receiver::producer_waits(hdr) {
+                self.release_now();
             }
-            None => None,
-        };
+            match self.link.poll_word(&self.inner.cur, &self.words) {
+                Ok(frame) => hit = Some(frame),
+                Err(word) if matches!(wait, Wait::No) && self.inner.end.peer.is_none() => {
+                    let inner = &mut self.inner;
+                    // This call checked the ownership above.
+                    if self.link.idle(inner.end.header_checked(), &mut inner.cur, word) {
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                }
+                Err(_) => {}
+            }
+        }
         let (len, size) = match hit {
             Some(frame) => frame,
             None => match self.recv_slow(wait)? {

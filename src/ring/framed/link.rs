@@ -324,14 +324,41 @@ impl Receiver {
     /// while the producer is known to be writing a batch there (`behind`).
     #[inline(always)]
     pub(crate) fn poll<W: Words>(&mut self, cur: &ConsumerCursor, words: &W) -> Option<(usize, usize)> {
+        self.poll_word(cur, words).ok()
+    }
+
+    /// [`poll`](Self::poll), or the word it found at the cursor instead of a frame (`u64::MAX`,
+    /// which is never a header, when it looked at nothing: `behind`), for [`idle`](Self::idle).
+    #[inline(always)]
+    pub(crate) fn poll_word<W: Words>(&mut self, cur: &ConsumerCursor, words: &W) -> Result<(usize, usize), u64> {
         if self.behind {
-            return None;
+            return Err(u64::MAX);
         }
         let q = cur.tail();
         // Acquire: pairs with the Release store of the stamp in `Sender::publish`; the frame's
         // bytes, written before it, are visible after this load.
         let word = words.load(q, Ordering::Acquire);
-        self.take(word, q, self.limit.wrapping_sub(q))
+        self.take(word, q, self.limit.wrapping_sub(q)).ok_or(word)
+    }
+
+    /// For a call that answers `WouldBlock` rather than wait, after a [`poll_word`]
+    /// (Self::poll_word) that found `word` at the cursor and no frame: true when that is all
+    /// [`look`](Self::look) would find, so the call may answer at once: the word says "not
+    /// yet" (as in `look`), stamps are trusted, the producer has not closed and the ring is
+    /// not poisoned. Then it releases what was consumed, as `look` does first (a producer may
+    /// be waiting for the room). False: the caller takes `look`.
+    #[inline(always)]
+    pub(crate) fn idle(&mut self, hdr: &Header, cur: &mut ConsumerCursor, word: u64) -> bool {
+        let quiet = self.armed
+            && !self.behind
+            && !cur.is_poisoned()
+            && self.stamp.not_yet(word, cur.tail(), self.cap)
+            && !hdr.is_closed(Role::Producer)
+            && !hdr.is_poisoned();
+        if quiet && cur.unpublished() != 0 {
+            self.publish(hdr, cur);
+        }
+        quiet
     }
 
     /// The frame whose header `word` was loaded (Acquire) at `q`, if it is stamped for `q` and
@@ -340,6 +367,12 @@ impl Receiver {
     fn take(&mut self, word: u64, q: u64, room: u64) -> Option<(usize, usize)> {
         if word == self.known.base ^ self.stamp.bits(q) {
             return (self.known.size as u64 <= room).then_some((self.known.len, self.known.size));
+        }
+        if word == CLEAR {
+            // The commonest miss, "not yet": nothing to decode (and no batch being written
+            // here, see `poll_other`).
+            self.behind = false;
+            return None;
         }
         self.poll_other(word, q, room)
     }

@@ -210,6 +210,7 @@ mod tests {
     use super::wire::Stamp;
     use crate::RingOptions;
     use std::io::ErrorKind;
+    use std::sync::atomic::Ordering;
 
     /// Raw bytes before framing leave the cursors unaligned: both ends skip to the next
     /// multiple of 8, and the largest frame still fits.
@@ -235,6 +236,23 @@ mod tests {
             drop(tx);
             assert!(rx.try_recv().unwrap().is_none());
         }
+    }
+
+    /// A consumer with nothing to read (the word at its cursor says "not yet") still learns at
+    /// once that the producer found the ring poisoned: `try_recv` fails, not `WouldBlock`.
+    #[test]
+    fn an_idle_consumer_sees_a_poison_the_producer_found() {
+        let (tx, rx) = crate::channel(4096).unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        tx.try_send(b"one").unwrap();
+        drop(rx.try_recv().unwrap().unwrap());
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
+        // An impossible tail (past everything published), which the producer finds when it
+        // next needs room: it poisons the ring.
+        let hdr = tx.inner.end.header().unwrap();
+        hdr.tail.store(hdr.head.load(Ordering::Relaxed) + 8, Ordering::Relaxed);
+        assert_eq!(tx.try_send(&[0; 4088]).unwrap_err().kind(), ErrorKind::InvalidData);
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData);
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl Stamp {
 
     /// Whether `word`, found where a frame at `pos` will go, says "not yet": the clear mark, or
     /// a header from exactly one lap (`capacity` bytes) before (what a full ring leaves there).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn not_yet(self, word: u64, pos: u64, capacity: u64) -> bool {
         let len = word as u32 as usize;
         let earlier = self.unstamped(len, pos.wrapping_sub(capacity));
