@@ -68,7 +68,7 @@ impl Producer {
         // SAFETY: view A of this ring, `capacity` bytes, mapped as long as `self` (moved into the
         // framed end with it) lives.
         let words = unsafe { RingWords::new(self.end.data.as_ptr(), capacity) };
-        FramedProducer {
+        let mut framed = FramedProducer {
             max_len: max_frame_len_for(capacity),
             batch_bytes: capacity / 4,
             frames_left: 1,
@@ -78,7 +78,10 @@ impl Producer {
             inner: std::mem::ManuallyDrop::new(self),
             batch: 1,
             skip,
-        }
+            room_end: head,
+        };
+        framed.sync_room();
+        framed
     }
 }
 
@@ -154,6 +157,11 @@ pub struct FramedProducer {
     fast_until: u64,
     /// Bytes to skip before the first frame (0 unless converted at an unaligned position).
     skip: usize,
+    /// The fast paths' bound: a frame of `size` bytes fits at the head, with the clear mark
+    /// after it, by the cached cursors, when `room_end - head >= size + 8` (the cached tail
+    /// plus the capacity; the head itself, no room, while the skip is pending or the cursor is
+    /// poisoned). Kept by `sync_room`.
+    room_end: u64,
 }
 
 /// The receiving end of a framed ring: whole messages, each lent as one contiguous slice
@@ -253,6 +261,21 @@ mod tests {
         hdr.tail.store(hdr.head.load(Ordering::Relaxed) + 8, Ordering::Relaxed);
         assert_eq!(tx.try_send(&[0; 4088]).unwrap_err().kind(), ErrorKind::InvalidData);
         assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData);
+    }
+
+    /// A producer that found an impossible consumer cursor sends nothing more, not even a frame
+    /// its cached cursors still show room for.
+    #[test]
+    fn a_producer_that_found_the_ring_poisoned_sends_nothing_more() {
+        let (tx, rx) = crate::channel(4096).unwrap();
+        let (mut tx, _rx) = (tx.into_framed(), rx.into_framed());
+        tx.try_send(b"one").unwrap();
+        let hdr = tx.inner.end.header().unwrap();
+        hdr.tail.store(hdr.head.load(Ordering::Relaxed) + 8, Ordering::Relaxed);
+        assert_eq!(tx.try_send(&[0; 4088]).unwrap_err().kind(), ErrorKind::InvalidData);
+        assert_eq!(tx.try_send(b"x").unwrap_err().kind(), ErrorKind::InvalidData);
+        tx.set_batch(4);
+        assert_eq!(tx.try_send(b"x").unwrap_err().kind(), ErrorKind::InvalidData);
     }
 
     #[test]

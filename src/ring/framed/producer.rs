@@ -128,17 +128,27 @@ impl FramedProducer {
         // max_len < 2^32.)
         if len <= self.max_len && self.inner.end.header_as(Role::Producer).is_some() {
             let (head, size) = (self.inner.cur.head(), frame_size(len));
-            // Batched fast path: a frame after the first of its batch, inside the room (with
-            // the clear mark after it) and the batch checked last time. (`rearm` leaves no
-            // room here while no frame is pending, on the batch's last frame and once the
-            // cursor is poisoned; a head that moved on without it, as every unbatched frame
-            // does, is past `fast_until`: the signed difference is negative.)
-            if self.fast_until.wrapping_sub(head) as i64 >= size as i64 {
+            if self.batch <= 1 {
+                // Unbatched: room for the frame and the clear mark known from the cached
+                // cursors (`room_end`: none while the alignment skip is pending or the cursor
+                // is poisoned), and the consumer still there (the checks `reserve` makes).
+                if self.room_end.wrapping_sub(head) >= (size + HEADER) as u64
+                    && !self.inner.end.header_checked().is_closed(Role::Consumer)
+                {
+                    self.send_at(self.words.at(head), msg, true);
+                    return Ok(());
+                }
+            } else if self.fast_until.wrapping_sub(head) as i64 >= size as i64 {
+                // Batched fast path: a frame after the first of its batch, inside the room
+                // (with the clear mark after it) and the batch checked last time. (`rearm`
+                // leaves no room here while no frame is pending, on the batch's last frame and
+                // once the cursor is poisoned; a head that moved on without it is past
+                // `fast_until`: the signed difference is negative.)
                 // SAFETY: `rearm` keeps size + 8 bytes from the head inside the free room (at
                 // most N, inside the two views), owned by the producer until it publishes them;
                 // 8-aligned. No consumer reads them before the batch's first frame is stamped,
                 // so plain stores will do (the clear mark after the batch comes with its
-                // publish). `msg` cannot overlap free space (see `send_general`).
+                // publish). `msg` cannot overlap free space (see `send_at`).
                 unsafe { write_frame(self.words.at(head), self.link.stamp().stamped(len, head), msg) };
                 self.inner.cur.advance(size);
                 self.frames_left -= 1;
@@ -152,15 +162,10 @@ impl FramedProducer {
                     self.publish_pending();
                 }
                 return Ok(());
-            }
-            // The general path's fast case: aligned already, room for the frame and the clear
-            // mark known from the cached cursors, the consumer still there, not poisoned (the
-            // checks `reserve` makes first).
-            if self.skip == 0
-                && size + HEADER <= self.inner.cur.free_cached()
+            } else if self.room_end.wrapping_sub(head) >= (size + HEADER) as u64
                 && !self.inner.end.header_checked().is_closed(Role::Consumer)
-                && !self.inner.cur.is_poisoned()
             {
+                // The first or the last frame of a batch, with room.
                 self.send_at(self.words.at(head), msg, true);
                 return Ok(());
             }
@@ -282,8 +287,7 @@ impl FramedProducer {
         // cached cursors, and the same checks `reserve` makes first (this process owns the end;
         // the consumer is still there). frame_size cannot overflow: len <= max_len < 2^32.
         if len <= self.max_len
-            && self.skip == 0
-            && frame_size(len) + HEADER <= self.inner.cur.free_cached()
+            && self.room_end.wrapping_sub(self.inner.cur.head()) >= (frame_size(len) + HEADER) as u64
             && self.may_write()
         {
             return Ok(self.words.at(self.inner.cur.head()));
@@ -294,6 +298,27 @@ impl FramedProducer {
     /// Asks the ring for room (refreshing the consumer's cursor, waiting per `wait`).
     #[inline(never)]
     fn claim_slow(&mut self, len: usize, wait: Wait) -> io::Result<*mut u8> {
+        let claimed = self.ask(len, wait);
+        // Whatever happened (the cached tail moved, the skip was made, the cursor poisoned).
+        self.sync_room();
+        claimed
+    }
+
+    /// The fast paths' bound on the head, `room_end`, from the state it sums up: the cached
+    /// tail plus the capacity (the head may go up to there), or the head itself (no room) while
+    /// the alignment skip is pending or the cursor is poisoned. Called wherever any of them
+    /// may change: after every call to `reserve` (`claim_slow`) and at the start.
+    pub(super) fn sync_room(&mut self) {
+        let cur = &self.inner.cur;
+        self.room_end = if self.skip != 0 || cur.is_poisoned() {
+            cur.head()
+        } else {
+            cur.cached_tail().wrapping_add(self.capacity() as u64)
+        };
+    }
+
+    /// [`claim_slow`](Self::claim_slow)'s work.
+    fn ask(&mut self, len: usize, wait: Wait) -> io::Result<*mut u8> {
         // Before anything below stores into the ring (the clear mark): in a forked copy its
         // pages may not even exist (`dont_fork`).
         self.inner.end.header_or_err()?;
