@@ -245,13 +245,17 @@ impl Sender {
         }
         let p = cur.head();
         let stamped = self.stamp.stamped(len, p);
-        cur.advance(frame_size(len));
         if !cleared {
+            cur.advance(frame_size(len));
             Self::clear_after(cur, words);
         }
         // Relaxed: as in `put`. Last before the head store and the stamp, so a consumer
         // polling this line rarely takes it from the producer between the two stores to it.
         words.store(p, stamped ^ RESTAMP, Ordering::Relaxed);
+        if cleared {
+            // (Counted after the store, so the head store below needs no reload of it.)
+            cur.advance(frame_size(len));
+        }
         commit(hdr, cur, words, p, stamped);
     }
 

@@ -196,9 +196,9 @@ impl FramedProducer {
             // SAFETY: as below, and the 8 bytes after the frame are free room too (checked);
             // no consumer reads the mark's word before this frame is stamped.
             unsafe { store_pair(header.add(HEADER), load_small(msg.as_ptr(), len), CLEAR) };
-            let inner = &mut *self.inner;
+            let (inner, words) = (&mut *self.inner, self.words);
             // The caller checked the ownership in this call.
-            self.link.put_and_publish(inner.end.header_checked(), &mut inner.cur, &self.words, len, true);
+            self.link.put_and_publish(inner.end.header_checked(), &mut inner.cur, &words, len, true);
             return;
         }
         // SAFETY: `claim` reserved frame_size(len) = 8 + round_up(len, 8) free bytes from
