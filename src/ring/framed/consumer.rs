@@ -359,10 +359,22 @@ impl FramedConsumer {
 
     #[inline(always)]
     fn batch_with(&mut self, wait: Wait, mut f: impl FnMut(&[u8])) -> io::Result<usize> {
-        let hit = match self.inner.end.header_as(Role::Consumer) {
-            Some(_) => self.link.poll(&self.inner.cur, &self.words),
-            None => None,
-        };
+        // As in `recv_with`: a stamped frame at the cursor, or, for a call that does not wait
+        // between threads, a "not yet" answered at once.
+        let mut hit = None;
+        if self.inner.end.header_as(Role::Consumer).is_some() {
+            match self.link.poll_word(&self.inner.cur, &self.words) {
+                Ok(frame) => hit = Some(frame),
+                Err(word) if matches!(wait, Wait::No) && self.inner.end.peer.is_none() => {
+                    let inner = &mut self.inner;
+                    // This call checked the ownership above.
+                    if self.link.idle(inner.end.header_checked(), &mut inner.cur, word) {
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                }
+                Err(_) => {}
+            }
+        }
         let (mut len, mut size) = match hit {
             Some(frame) => frame,
             None => match self.recv_slow(wait)? {

@@ -326,6 +326,7 @@ impl Receiver {
 
     /// The frame at the cursor if its stamp is there: `(len, size)`. Nothing (without a look)
     /// while the producer is known to be writing a batch there (`behind`).
+    #[cfg(mirror_ring_loom)]
     #[inline(always)]
     pub(crate) fn poll<W: Words>(&mut self, cur: &ConsumerCursor, words: &W) -> Option<(usize, usize)> {
         self.poll_word(cur, words).ok()
