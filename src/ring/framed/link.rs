@@ -29,7 +29,7 @@
 //!
 //! # The consumer ([`Receiver`])
 //!
-//! [`Receiver::poll`] loads the header word at its cursor with Acquire: a stamped header for
+//! [`Receiver::poll_word`] loads the header word at its cursor with Acquire: a stamped header for
 //! exactly that position, whose frame lies within the producer's room, is a frame (the Acquire
 //! pairs with step 5, so the payload is visible). It loads nothing else per frame.
 //!
@@ -279,7 +279,7 @@ impl Sender {
 fn commit<W: Words>(hdr: &Header, cur: &mut ProducerCursor, words: &W, first: u64, stamped: u64) {
     cur.store_head(hdr);
     // Release: every frame written since the last publish (payloads, headers, the clear mark)
-    // is visible before the stamp. Pairs with the Acquire load in `Receiver::poll`.
+    // is visible before the stamp. Pairs with the Acquire load in `Receiver::poll_word`.
     words.store(first, stamped, Ordering::Release);
     // The barrier pair orders this stamp store before the load of the consumer's flag, against
     // the consumer's flag store and its recheck of the stamp (`Receiver::look`).
@@ -324,16 +324,16 @@ impl Receiver {
         }
     }
 
-    /// The frame at the cursor if its stamp is there: `(len, size)`. Nothing (without a look)
-    /// while the producer is known to be writing a batch there (`behind`).
+    /// [`poll_word`](Self::poll_word)'s frame, if any (what the loom models poll).
     #[cfg(mirror_ring_loom)]
     #[inline(always)]
     pub(crate) fn poll<W: Words>(&mut self, cur: &ConsumerCursor, words: &W) -> Option<(usize, usize)> {
         self.poll_word(cur, words).ok()
     }
 
-    /// [`poll`](Self::poll), or the word it found at the cursor instead of a frame (`u64::MAX`,
-    /// which is never a header, when it looked at nothing: `behind`), for [`idle`](Self::idle).
+    /// The frame at the cursor if its stamp is there: `Ok((len, size))`. Otherwise the word it
+    /// found there, for [`idle`](Self::idle); `u64::MAX`, which is never a header, when it looked
+    /// at nothing, because the producer is known to be writing a batch there (`behind`).
     #[inline(always)]
     pub(crate) fn poll_word<W: Words>(&mut self, cur: &ConsumerCursor, words: &W) -> Result<(usize, usize), u64> {
         if self.behind {
@@ -346,8 +346,8 @@ impl Receiver {
         self.take(word, q, self.limit.wrapping_sub(q)).ok_or(word)
     }
 
-    /// For a call that answers `WouldBlock` rather than wait, after a [`poll_word`]
-    /// (Self::poll_word) that found `word` at the cursor and no frame: true when that is all
+    /// For a call that answers `WouldBlock` rather than wait, after a
+    /// [`poll_word`](Self::poll_word) that found `word` at the cursor and no frame: true when that is all
     /// [`look`](Self::look) would find, so the call may answer at once: the word says "not
     /// yet" (as in `look`), stamps are trusted, the producer has not closed and the ring is
     /// not poisoned. Then it releases what was consumed, as `look` does first (a producer may
@@ -386,7 +386,7 @@ impl Receiver {
     /// keeps within the producer's room, [`batch_bound`](Self::batch_bound)). `(len, size)`.
     #[inline(always)]
     pub(crate) fn poll_within<W: Words>(&mut self, q: u64, bound: u64, words: &W) -> Option<(usize, usize)> {
-        // Acquire: as in `poll`.
+        // Acquire: as in `poll_word`.
         let word = words.load(q, Ordering::Acquire);
         self.take(word, q, bound.wrapping_sub(q))
     }
@@ -399,7 +399,7 @@ impl Receiver {
         start.wrapping_add(room.min(limit as u64))
     }
 
-    /// [`poll`](Self::poll) for a header other than the last one's.
+    /// [`poll_word`](Self::poll_word) for a header other than the last one's.
     #[inline]
     fn poll_other(&mut self, word: u64, q: u64, room: u64) -> Option<(usize, usize)> {
         let Some(len) = self.stamp.stamped_len(word, q, self.max_len) else {
@@ -432,7 +432,7 @@ impl Receiver {
         }
         if !self.behind {
             let q = cur.tail();
-            // Acquire: as in `poll`.
+            // Acquire: as in `poll_word`.
             let word = words.load(q, Ordering::Acquire);
             if let Some(frame) = self.take(word, q, self.limit.wrapping_sub(q)) {
                 return Some(Ok(frame));
