@@ -128,17 +128,7 @@ impl FramedProducer {
         // max_len < 2^32.)
         if len <= self.max_len && self.inner.end.header_as(Role::Producer).is_some() {
             let (head, size) = (self.inner.cur.head(), frame_size(len));
-            if self.batch <= 1 {
-                // Unbatched: room for the frame and the clear mark known from the cached
-                // cursors (`room_end`: none while the alignment skip is pending or the cursor
-                // is poisoned), and the consumer still there (the checks `reserve` makes).
-                if self.room_end.wrapping_sub(head) >= (size + HEADER) as u64
-                    && !self.inner.end.header_checked().is_closed(Role::Consumer)
-                {
-                    self.send_at(self.words.at(head), msg, true);
-                    return Ok(());
-                }
-            } else if self.fast_until.wrapping_sub(head) as i64 >= size as i64 {
+            if self.fast_until.wrapping_sub(head) as i64 >= size as i64 {
                 // Batched fast path: a frame after the first of its batch, inside the room
                 // (with the clear mark after it) and the batch checked last time. (`rearm`
                 // leaves no room here while no frame is pending, on the batch's last frame and
@@ -162,7 +152,8 @@ impl FramedProducer {
                     self.publish_pending();
                 }
                 return Ok(());
-            } else if self.room_end.wrapping_sub(head) >= (size + HEADER) as u64
+            }
+            if self.room_end.wrapping_sub(head) >= (size + HEADER) as u64
                 && !self.inner.end.header_checked().is_closed(Role::Consumer)
             {
                 // The first or the last frame of a batch, with room.
