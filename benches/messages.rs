@@ -54,8 +54,37 @@ fn criterion_groups(c: &mut Criterion) {
     }
 }
 
+/// `profile QUEUE SIZE OPS`: `ops` messages through one queue in one thread
+/// (`msg_single_thread`). QUEUE: `framed`, `framed_batch`, `rtrb_push_pop`, `rtrb_chunks`,
+/// `arrayqueue` (the batched ones in batches of [`BATCH`]).
+fn profile(args: &[String]) {
+    let usage = "usage: messages profile framed|framed_batch|rtrb_push_pop|rtrb_chunks|arrayqueue SIZE OPS";
+    let queue = match args.first().map(String::as_str) {
+        Some("framed") => MsgQueue::Framed,
+        Some("framed_batch") => MsgQueue::FramedBatched(BATCH),
+        Some("rtrb_push_pop") => MsgQueue::RtrbPushPop,
+        Some("rtrb_chunks") => MsgQueue::RtrbChunks(BATCH),
+        Some("arrayqueue") => MsgQueue::ArrayQueue,
+        _ => panic!("{usage}"),
+    };
+    let size: usize = args.get(1).and_then(|s| s.parse().ok()).expect(usage);
+    let ops: u64 = args.get(2).and_then(|s| s.parse().ok()).expect(usage);
+    match msg_single_thread(queue, size, ops) {
+        Ok(d) => {
+            println!("{}: {ops} x {size} B in {d:?} ({:.2} ns each)", queue.name(), d.as_nanos() as f64 / ops as f64)
+        }
+        Err(e) => panic!("{}: {e}", queue.name()),
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a == "profile") {
+        // profile QUEUE SIZE OPS: one single-thread loop, nothing else, for
+        // `valgrind --tool=callgrind` (instructions per message).
+        profile(&args[at + 1..]);
+        return;
+    }
     let test_mode = !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test");
     let listing = args.iter().any(|a| a == "--list");
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();

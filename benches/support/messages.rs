@@ -573,3 +573,121 @@ pub fn print_msg_section(out: &Outcome, sizes: &[usize], batch: usize) {
         println!();
     }
 }
+
+// --- one thread: the instructions per message ---------------------------------------------------
+
+/// `ops` messages of `size` bytes (8 or 64) through `queue` in one thread, after a warm-up of
+/// two laps of the queue: one at a time (send, then receive it) for the one-at-a-time shapes,
+/// in rounds of the batch size for the batched ones. No second core is involved, so this is the
+/// cost of the operations themselves; it is the loop to run under `valgrind --tool=callgrind`
+/// (`cargo bench --bench messages -- profile QUEUE SIZE OPS`; instructions per message = the
+/// difference of two runs with different `ops`, divided by the difference in `ops`).
+pub fn msg_single_thread(queue: MsgQueue, size: usize, ops: u64) -> io::Result<Duration> {
+    match size {
+        8 => single_typed::<u64>(queue, ops),
+        64 => single_typed::<[u8; 64]>(queue, ops),
+        _ => Err(io::Error::new(io::ErrorKind::Unsupported, format!("{size}-byte messages: only 8 and 64"))),
+    }
+}
+
+fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
+    let slots = MSG_QUEUE_BYTES / std::mem::size_of::<M>();
+    let warm = msg_warm_up(std::mem::size_of::<M>());
+    let mut sum = 0u64;
+    let mut t = std::time::Instant::now();
+    // Runs `step(i)` (messages i, i + 1, ...: returns how many it took) until `warm + ops`
+    // messages went through, timing from the first step at or after `warm`. Generic, so the
+    // steps are inlined into the loop.
+    fn steps<F: FnMut(u64, &mut u64) -> io::Result<u64>>(
+        warm: u64,
+        ops: u64,
+        sum: &mut u64,
+        t: &mut std::time::Instant,
+        mut step: F,
+    ) -> io::Result<u64> {
+        let mut i = 0;
+        let mut timing = false;
+        while i < warm + ops {
+            if !timing && i >= warm {
+                *t = std::time::Instant::now();
+                timing = true;
+            }
+            i += step(i, sum)?;
+        }
+        Ok(i)
+    }
+    let sent = match queue {
+        MsgQueue::Framed => {
+            let (mut tx, mut rx) = framed(1)?;
+            steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
+                tx.try_send(M::make(i).to_bytes().as_ref()).map_err(|e| err("try_send", e))?;
+                let frame = rx.try_recv().map_err(|e| err("try_recv", e))?.ok_or(io::ErrorKind::UnexpectedEof)?;
+                let m = M::from_bytes(&frame);
+                *sum = sum.wrapping_add(black_box(&m).first_word());
+                Ok(1)
+            })?
+        }
+        MsgQueue::FramedBatched(n) => {
+            let (mut tx, mut rx) = framed(n)?;
+            steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
+                for j in i..i + n as u64 {
+                    tx.try_send(M::make(j).to_bytes().as_ref()).map_err(|e| err("try_send", e))?;
+                }
+                let mut got = 0;
+                while got < n {
+                    got += rx
+                        .try_recv_batch(|frame| {
+                            let m = M::from_bytes(frame);
+                            *sum = sum.wrapping_add(black_box(&m).first_word());
+                        })
+                        .map_err(|e| err("try_recv_batch", e))?;
+                }
+                Ok(n as u64)
+            })?
+        }
+        MsgQueue::RtrbPushPop => {
+            let (mut tx, mut rx) = rtrb::RingBuffer::<M>::new(slots);
+            steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
+                tx.push(M::make(i)).map_err(|_| io::Error::other("push: full"))?;
+                let v = rx.pop().map_err(|_| io::Error::other("pop: empty"))?;
+                *sum = sum.wrapping_add(black_box(&v).first_word());
+                Ok(1)
+            })?
+        }
+        MsgQueue::RtrbChunks(n) => {
+            let (mut tx, mut rx) = rtrb::RingBuffer::<M>::new(slots);
+            steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
+                let mut chunk = tx.write_chunk_uninit(n).map_err(|e| io::Error::other(format!("write_chunk: {e}")))?;
+                let (a, b) = chunk.as_mut_slices();
+                for (j, slot) in (i..).zip(a.iter_mut().chain(b.iter_mut())) {
+                    slot.write(M::make(j));
+                }
+                // SAFETY: every one of the chunk's n slots was written just above.
+                unsafe { chunk.commit_all() };
+                let k = rx.slots().min(slots / 8);
+                let chunk = rx.read_chunk(k).map_err(|e| io::Error::other(format!("read_chunk: {e}")))?;
+                let (a, b) = chunk.as_slices();
+                for v in a.iter().chain(b) {
+                    let m = *v;
+                    *sum = sum.wrapping_add(black_box(&m).first_word());
+                }
+                chunk.commit_all();
+                Ok(k as u64)
+            })?
+        }
+        MsgQueue::ArrayQueue => {
+            let q = ArrayQueue::<M>::new(slots);
+            steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
+                q.push(M::make(i)).map_err(|_| io::Error::other("push: full"))?;
+                let v = q.pop().ok_or_else(|| io::Error::other("pop: empty"))?;
+                *sum = sum.wrapping_add(black_box(&v).first_word());
+                Ok(1)
+            })?
+        }
+    };
+    let took = t.elapsed();
+    if sum != expected_sum(0, sent) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "messages were lost, reordered or corrupted"));
+    }
+    Ok(took)
+}
