@@ -115,10 +115,30 @@ fn main() {
     }
     println!("\n## Messages, interleaved ({reps} repetitions of ~{} ms per case)\n", target.as_millis());
     print_msg_section(&out, &SIZES, BATCH);
+    // Where batching still pays now that one frame at a time loads no cursor per message.
+    let mut batching = Vec::new();
+    for &size in &SIZES {
+        let b = msg_batching_section(size, BATCH, reps, target, &mut |step| {
+            if tty {
+                eprint!("\r\x1b[Kbatching, {size} B: {step}");
+            }
+        });
+        if tty {
+            eprint!("\r\x1b[K");
+        }
+        println!("\n## Batching, {size} B messages, interleaved ({reps} repetitions)\n");
+        print_msg_batching_section(&b, size);
+        batching.push(b);
+    }
     if test_mode {
         // Every case must have produced a number (a failure is a bug in a queue or the harness).
         let missing: Vec<&String> =
             out.names.iter().enumerate().filter(|&(i, _)| out.all_rates(i).is_empty()).map(|(_, n)| n).collect();
         assert!(missing.is_empty(), "no rate for {missing:?}: {:?}", out.notes);
+        for b in &batching {
+            let missing: Vec<&String> =
+                b.names.iter().enumerate().filter(|&(i, _)| b.all_rates(i).is_empty()).map(|(_, n)| n).collect();
+            assert!(missing.is_empty(), "no rate for {missing:?}: {:?}", b.notes);
+        }
     }
 }

@@ -50,6 +50,10 @@ pub enum MsgQueue {
     RtrbChunks(usize),
     /// crossbeam `ArrayQueue` `push` / `pop` (a reference: it has no batch API).
     ArrayQueue,
+    /// mirror-ring framed, `set_batch(n)` + `try_recv`: batching on the producer only.
+    FramedBatchedSend(usize),
+    /// mirror-ring framed, `try_send` + `try_recv_batch`: batching on the consumer only.
+    FramedRecvBatch,
 }
 
 impl MsgQueue {
@@ -60,6 +64,8 @@ impl MsgQueue {
             MsgQueue::RtrbPushPop => "rtrb push/pop".into(),
             MsgQueue::RtrbChunks(n) => format!("rtrb chunks {n}"),
             MsgQueue::ArrayQueue => "ArrayQueue".into(),
+            MsgQueue::FramedBatchedSend(n) => format!("set_batch({n}) + try_recv"),
+            MsgQueue::FramedRecvBatch => "try_send + try_recv_batch".into(),
         }
     }
 
@@ -71,6 +77,8 @@ impl MsgQueue {
             MsgQueue::RtrbPushPop => "rtrb_push_pop".into(),
             MsgQueue::RtrbChunks(n) => format!("rtrb_chunks{n}"),
             MsgQueue::ArrayQueue => "crossbeam_arrayqueue".into(),
+            MsgQueue::FramedBatchedSend(n) => format!("mirror_framed_send_batch{n}"),
+            MsgQueue::FramedRecvBatch => "mirror_framed_recv_batch".into(),
         }
     }
 }
@@ -458,6 +466,14 @@ fn msg_run_typed<M: Message>(queue: MsgQueue, warm: u64, count: u64) -> io::Resu
             let (tx, rx) = framed(n)?;
             drive(FramedTx::<M>(tx, P), FramedBatchRx::<M>(rx, P), warm, count)
         }
+        MsgQueue::FramedBatchedSend(n) => {
+            let (tx, rx) = framed(n)?;
+            drive(FramedTx::<M>(tx, P), FramedRx::<M>(rx, P), warm, count)
+        }
+        MsgQueue::FramedRecvBatch => {
+            let (tx, rx) = framed(1)?;
+            drive(FramedTx::<M>(tx, P), FramedBatchRx::<M>(rx, P), warm, count)
+        }
         MsgQueue::RtrbPushPop => {
             let (tx, rx) = rtrb::RingBuffer::<M>::new(slots);
             drive(RtrbPushTx(tx), RtrbPopRx(rx), warm, count)
@@ -560,6 +576,45 @@ pub fn msg_section(
     interleave(&mut cases, reps, target, progress)
 }
 
+/// Where batching pays, for one message size: mirror-ring framed one at a time against
+/// batching on the producer (`set_batch(batch)`), on the consumer (`try_recv_batch`), and on
+/// both; the ratios are against one at a time. Interleaved like [`msg_section`].
+pub fn msg_batching_section(
+    size: usize,
+    batch: usize,
+    reps: usize,
+    target: Duration,
+    progress: &mut dyn FnMut(&str),
+) -> Outcome {
+    let mut cases: Vec<Box<dyn Contender>> = [
+        MsgQueue::Framed,
+        MsgQueue::FramedBatchedSend(batch),
+        MsgQueue::FramedRecvBatch,
+        MsgQueue::FramedBatched(batch),
+    ]
+    .into_iter()
+    .map(|q| Box::new(MsgCase::new(q, size)) as Box<dyn Contender>)
+    .collect();
+    interleave(&mut cases, reps, target, progress)
+}
+
+/// Prints [`msg_batching_section`]'s outcome.
+pub fn print_msg_batching_section(out: &Outcome, size: usize) {
+    println!("Placement: {}.\n", out.placement_line());
+    let pairs: Vec<Pair> = (1..4)
+        .map(|k| Pair { label: format!("{}, {}", fmt_size(size), out.names[k]), ours: k, theirs: 0, also: vec![] })
+        .collect();
+    let (head, rows) = pairs_table(out, &pairs, 1e-6, "messages");
+    println!("M messages/s; ratio against one at a time (try_send / try_recv), per repetition:\n");
+    print_table(&head, &rows);
+    for n in &out.notes {
+        println!("- {n}");
+    }
+    if !out.notes.is_empty() {
+        println!();
+    }
+}
+
 /// Prints [`msg_section`]'s outcome.
 pub fn print_msg_section(out: &Outcome, sizes: &[usize], batch: usize) {
     println!("Placement: {}.\n", out.placement_line());
@@ -644,6 +699,12 @@ fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
                 }
                 Ok(n as u64)
             })?
+        }
+        MsgQueue::FramedBatchedSend(_) | MsgQueue::FramedRecvBatch => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "profile: framed, framed_batch, rtrb_* or arrayqueue",
+            ))
         }
         MsgQueue::RtrbPushPop => {
             let (mut tx, mut rx) = rtrb::RingBuffer::<M>::new(slots);
