@@ -24,7 +24,7 @@ mutations=(
   "tail publish Release -> Relaxed|src/protocol.rs|hdr.tail.store(self.tail, Ordering::Release);|hdr.tail.store(self.tail, Ordering::Relaxed);|1"
   "consumer's head reload (refresh) Acquire -> Relaxed|src/protocol.rs|let h = hdr.head.load(Ordering::Acquire);|let h = hdr.head.load(Ordering::Relaxed);|2"
   "no recheck after raising the flag|src/wait.rs|if recheck {|if false \&\& recheck {|1"
-  "no publisher barrier|src/protocol.rs|publish_barrier(hdr.park_mode(w.sleeper()));|let _ = hdr.park_mode(w.sleeper());|1"
+  "no publisher barrier|src/protocol.rs|publish_barrier(hdr.parks_with(w.sleeper(), light));|let _ = hdr.parks_with(w.sleeper(), light);|1"
   "no sleeper barrier|src/wait.rs|strong = park_barrier(*park);|strong = true;|1"
   "the publisher wakes the other word|src/protocol.rs|        hdr.word(w).wake();|        hdr.word(match w { Word::Data => Word::Space, Word::Space => Word::Data }).wake();|1"
   "the publisher clears the flag but never wakes|src/protocol.rs|        hdr.word(w).wake();|        let _ = w;|1"
