@@ -43,7 +43,7 @@ pub(crate) enum Liveness {
 /// Checks closer together than this reuse the previous answer, so a polling `try_*` loop does
 /// not make a system call per call. Read on `CLOCK_MONOTONIC_COARSE` (one timer tick, 1-4 ms),
 /// which is much cheaper than `Instant::now` on the hot failing-`try_*` path
-/// (BENCHMARKS.md, "Round trip between processes").
+/// (BENCHMARKS.md, "Profile and hot-path changes (AMD, first release)").
 const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(1);
 
 /// Watches the peer process of one end.

@@ -38,6 +38,17 @@ fn stream(pos: u64) -> u8 {
     (pos % 251) as u8 ^ ((pos / 4096) as u8).rotate_left(3)
 }
 
+/// What the next `fill_buf` must return, by what the consumer did last.
+#[derive(Clone, Copy)]
+enum View {
+    /// Exactly this many bytes: the rest of the last view, partly consumed since.
+    Rest(usize),
+    /// Every readable byte: nothing was consumed since the last view.
+    Everything,
+    /// Some non-empty prefix of the readable bytes.
+    Unknown,
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut inp = Input(data);
     let sel = inp.byte();
@@ -50,10 +61,16 @@ fuzz_target!(|data: &[u8]| {
     let mut wpos = 0u64;
     let mut buf = vec![0u8; cap + 64];
     let mut ops = 0;
+    let mut view = View::Unknown;
     while !inp.done() && ops < 2000 {
         ops += 1;
         let free = cap - model.len();
-        match inp.byte() % 8 {
+        let op = inp.byte() % 8;
+        if matches!(op, 2 | 3 | 5 | 6) {
+            // Other consumer calls move the tail or reload the producer's cursor.
+            view = View::Unknown;
+        }
+        match op {
             0 => {
                 let min = inp.len(cap + 8);
                 match tx.write_grant(min) {
@@ -140,12 +157,32 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             4 if !model.is_empty() => {
+                // fill_buf hands out what it holds first (as `std::io::BufReader` does): right
+                // after a partial consume of its view, exactly the rest of that view; right
+                // after a consume of nothing, everything; after other consumer calls, some
+                // readable prefix. Asked again without a consume, every readable byte.
                 let got = rx.fill_buf().unwrap();
-                assert_eq!(got.len(), model.len());
+                match view {
+                    View::Rest(r) => assert_eq!(got.len(), r, "the rest of the view"),
+                    View::Everything => assert_eq!(got.len(), model.len()),
+                    View::Unknown => assert!(!got.is_empty() && got.len() <= model.len()),
+                }
                 assert!(got.iter().zip(model.iter()).all(|(a, b)| a == b));
-                let n = inp.len(got.len() + 4);
+                let got = rx.fill_buf().unwrap();
+                assert_eq!(got.len(), model.len(), "asked again: everything readable");
+                assert!(got.iter().zip(model.iter()).all(|(a, b)| a == b));
+                let shown = got.len();
+                let n = inp.len(shown + 4);
                 rx.consume(n);
                 model.drain(..n.min(model.len()));
+                view = match n {
+                    // Nothing consumed, or exactly everything shown: the next call reloads.
+                    0 => View::Everything,
+                    n if n == shown => View::Everything,
+                    n if n < shown => View::Rest(shown - n),
+                    // More than shown: consume looked again and kept what it saw.
+                    _ => View::Unknown,
+                };
             }
             5 => {
                 assert_eq!(tx.len(), model.len());

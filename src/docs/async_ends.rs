@@ -81,9 +81,12 @@
 //!
 //! Parked ends cost no CPU. Measured by `tests/async_ends.rs`: 350 ends parked on one
 //! current-thread runtime (200 thread rings, 150 rings woken through two helpers) added two
-//! threads to the process and used 3–7 ms of CPU over an idle second, most of it a helper
-//! entering `futex_waitv` on 127 words ten times a second (before the helpers' checks were
-//! made to fall together it was 13 ms: one wake-up per entry).
+//! threads to the process and used 3–7 ms of CPU over an idle second when first measured, and
+//! 4–55 ms in later runs on the same VM (November 30th; it varies from run to run), almost all
+//! of it the first helper waking at the entries' deadlines, walking the table and re-entering
+//! `futex_waitv` on 127 words (before the helpers' checks were made to fall together it was
+//! 13 ms more: one wake-up per entry). No task is polled while parked: the helper answers the
+//! deadlines itself (each end's `Stats::sleep_timeouts` stays 0 over the idle second).
 //!
 //! The async ends against tokio's own transports (`benches/async.rs`, also printed by the
 //! comparison demo; two current-thread runtimes on two pinned vCPUs; preliminary, on the

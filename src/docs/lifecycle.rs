@@ -153,4 +153,5 @@
 //! limits).
 //!
 //! Times (restart gap from SIGKILL to the replacement's first byte, the take-over call
-//! itself) are printed by `tests/restart.rs` and `examples/supervisor.rs`.
+//! itself) are printed by `tests/restart.rs` and `examples/supervisor.rs`; measured figures:
+//! `BENCHMARKS.md`, "Take-over".

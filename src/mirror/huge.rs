@@ -1,0 +1,156 @@
+//! Huge-page mirrors (see the parent module's docs, "Huge pages"): a hugetlb memfd mapped
+//! twice, or for the explicit mremap backends an attempt that the kernel refuses. Kept apart
+//! from the 4 KiB path, which is what almost every ring takes.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::ptr::NonNull;
+
+use super::{check_and_clear, explain_enomem, step, total_len, Backend, Context, MirrorMap, Reservation, Step};
+use crate::sys;
+
+/// The size of the huge pages a huge-page map is made of: 2 MiB.
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
+
+/// Free 2 MiB huge pages right now, if the kernel says.
+pub(crate) fn free_huge_pages() -> Option<u64> {
+    std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").ok()?.trim().parse().ok()
+}
+
+/// An error of a huge-page construction step, explained: the message names huge pages and
+/// what to do, the kind is `OutOfMemory` for ENOMEM (else the errno's own kind), and the OS
+/// error stays reachable as `source()`. Errors without an errno (injected or made up by the
+/// crate) pass through.
+fn explain_huge(err: io::Error, len: usize, what: &str) -> io::Error {
+    let Some(errno) = err.raw_os_error() else { return err };
+    let msg = if errno == libc::ENOMEM {
+        let free = free_huge_pages().map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+        format!(
+            "{what}: not enough free 2 MiB huge pages for a {len}-byte huge-page mirror, which needs {}              (free now: {free}; reserve them with /proc/sys/vm/nr_hugepages; RLIMIT_AS and vm.max_map_count              can also say ENOMEM)",
+            len / HUGE_PAGE
+        )
+    } else {
+        format!("{what} (huge pages: the kernel needs hugetlbfs with 2 MiB pages)")
+    };
+    let kind = if errno == libc::ENOMEM { io::ErrorKind::OutOfMemory } else { err.kind() };
+    io::Error::new(kind, Context { msg, source: err })
+}
+
+/// Rounds a requested length up to a power of two of at least [`HUGE_PAGE`], checking that
+/// the whole reservation (`H + 2N` plus a huge page of alignment slack) is representable.
+pub(crate) fn round_len_huge(len: usize) -> io::Result<usize> {
+    let invalid = |msg: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{msg} (requested {len} bytes)"));
+    if len == 0 {
+        return Err(invalid("a mirrored map cannot be empty"));
+    }
+    let n = len
+        .max(HUGE_PAGE)
+        .checked_next_power_of_two()
+        .ok_or_else(|| invalid("length too large to round up to a power of two"))?;
+    total_len_huge(n).ok_or_else(|| invalid("length too large: the two views do not fit the address space"))?;
+    Ok(n)
+}
+
+/// `H + 2N` plus a huge page of slack (to align view A to 2 MiB), if it fits in `isize`.
+fn total_len_huge(n: usize) -> Option<usize> {
+    let total = total_len(n)?.checked_add(HUGE_PAGE)?;
+    (total <= isize::MAX as usize).then_some(total)
+}
+
+impl MirrorMap {
+    /// Builds a huge-page mirror of `len` bytes (already rounded by [`round_len_huge`]); see
+    /// the module docs, "Huge pages".
+    pub(super) fn build_huge(len: usize, backend: Backend) -> io::Result<MirrorMap> {
+        if backend == Backend::Memfd {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a huge-page map keeps no descriptor to hand to another process (SharedRing::from_fd takes \
+                 shmem memfds only): ask for huge pages with Backend::Auto, between threads or across fork",
+            ));
+        }
+        let h = sys::page_size();
+        let res = Reservation::new_huge(len)?;
+        step(Step::MapControl, || {
+            // SAFETY: [ctrl, ctrl+H) is inside our reservation.
+            unsafe { sys::map_shared_anon_fixed(res.ctrl, h) }
+        })
+        .map_err(|e| explain_enomem(e, || "cannot map the control page of a huge-page mirror".to_owned()))?;
+        match backend {
+            Backend::MirrorFlag | Backend::Duplicate => {
+                step(Step::MapFirst, || {
+                    // SAFETY: [ctrl+H, ctrl+H+N) is inside our reservation, 2 MiB aligned.
+                    unsafe { sys::map_shared_anon_huge_fixed(res.at(h), len) }
+                })
+                .map_err(|e| explain_huge(e, len, "cannot map anonymous shared huge pages"))?;
+                let (old_len, flag) = if backend == Backend::MirrorFlag { (len, sys::MREMAP_MIRROR) } else { (0, 0) };
+                step(Step::MapSecond, || {
+                    // SAFETY: source and target are inside our reservation; the source is the
+                    // MAP_SHARED hugetlb mapping made just above.
+                    unsafe { sys::mremap_fixed(res.at(h), old_len, len, flag, res.at(h + len)) }
+                })
+                .map_err(|e| match e.raw_os_error() {
+                    Some(errno) if errno != libc::ENOMEM => io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        Context {
+                            msg: format!(
+                                "the {backend} backend cannot mirror huge pages: mremap refuses hugetlb mappings \
+                                 (Backend::Auto maps a huge-page memfd twice instead)"
+                            ),
+                            source: e,
+                        },
+                    ),
+                    _ => explain_huge(e, len, "cannot create the second view of a huge-page mirror"),
+                })?;
+                let mut res = res;
+                res.trim(len);
+                let map = res.into_map(len, true, backend, None);
+                if !check_and_clear(&map) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!("the {backend} backend accepted a hugetlb mapping but did not mirror it"),
+                    ));
+                }
+                Ok(map)
+            }
+            Backend::Auto | Backend::Memfd => {
+                let fd = step(Step::MemfdCreate, || sys::memfd_create_huge(c"mirror-ring-huge"))
+                    .map_err(|e| explain_huge(e, len, "cannot create a huge-page memfd"))?;
+                step(Step::Truncate, || sys::ftruncate(fd.as_fd(), len))
+                    .map_err(|e| explain_huge(e, len, "cannot size a huge-page memfd"))?;
+                step(Step::MapFirst, || {
+                    // SAFETY: [ctrl+H, ctrl+H+N) is inside our reservation, 2 MiB aligned; the
+                    // file is N bytes long.
+                    unsafe { sys::map_fd_fixed(res.at(h), len, fd.as_fd(), 0) }
+                })
+                .map_err(|e| explain_huge(e, len, "cannot map a huge-page memfd"))?;
+                step(Step::MapSecond, || {
+                    // SAFETY: [ctrl+H+N, ctrl+H+2N) is inside our reservation, 2 MiB aligned.
+                    unsafe { sys::map_fd_fixed(res.at(h + len), len, fd.as_fd(), 0) }
+                })
+                .map_err(|e| explain_huge(e, len, "cannot map the second view of a huge-page memfd"))?;
+                // Both views hold the file now; nothing else needs the descriptor.
+                drop(fd);
+                let mut res = res;
+                res.trim(len);
+                Ok(res.into_map(len, true, Backend::Memfd, None))
+            }
+        }
+    }
+}
+
+impl Reservation {
+    /// A reservation in which `ctrl + H` (view A) is 2 MiB aligned, with room for `H + 2N`
+    /// from `ctrl`.
+    pub(super) fn new_huge(len: usize) -> io::Result<Reservation> {
+        let total =
+            total_len_huge(len).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+        let base = Self::reserve(total, len)?;
+        let h = sys::page_size();
+        let data = (base.as_ptr() as usize + h).next_multiple_of(HUGE_PAGE);
+        let skip = data - h - base.as_ptr() as usize;
+        debug_assert!(skip + h + 2 * len <= total);
+        // SAFETY: skip < HUGE_PAGE, the slack at the end of the reservation; in bounds, non-null.
+        let ctrl = unsafe { NonNull::new_unchecked(base.as_ptr().add(skip)) };
+        Ok(Reservation { base, total, ctrl })
+    }
+}
