@@ -88,7 +88,7 @@ impl Parking {
             // The spin phase, as a blocking end spins before it parks: try again after the
             // runtime's other ready tasks, for at most the spin budget. (A start older than the
             // budget plus a millisecond is a leftover of a cancelled call: start again.)
-            let now = Instant::now();
+            let now = clock_now();
             let since = match self.spin_since {
                 Some(t) if now.duration_since(t) <= site.spin + REARM_INTERVAL => t,
                 _ => {
@@ -125,7 +125,7 @@ impl Parking {
             site.counters.parks.bump();
             (self.armed, self.strong, recheck) = (true, false, true);
         }
-        let now = Instant::now();
+        let now = clock_now();
         if !self.strong {
             if self.last_barrier.is_some_and(|t| now.duration_since(t) < REARM_INTERVAL) {
                 // Raised again soon after a wake-up that did not satisfy us: a local fence
@@ -375,6 +375,25 @@ impl Entry {
     }
 }
 
+/// The clock the parking decisions read (the spin phase, the re-arm interval, the entries'
+/// deadlines): real time.
+#[cfg(not(mirror_ring_loom))]
+#[inline]
+fn clock_now() -> Instant {
+    Instant::now()
+}
+
+/// Under loom, a clock that never moves: loom replays each model many times and requires every
+/// execution to take the same branches given the same schedule, which a real clock breaks when
+/// a slow (loaded) execution crosses the 1 ms re-arm interval or a deadline. Frozen, a re-park
+/// always takes the re-arm branch (as a fast execution does) and no deadline passes, so the
+/// models check the wake-ups, not timers.
+#[cfg(mirror_ring_loom)]
+fn clock_now() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
 /// How early a sleep's bound may be reached (see `Entry::due`).
 const SLACK: std::time::Duration = std::time::Duration::from_millis(10);
 
@@ -582,7 +601,7 @@ pub(crate) fn registry() -> &'static Registry {
 /// For the loom model of the helper path: what a helper does after its wait on one word.
 #[cfg(mirror_ring_loom)]
 pub(crate) fn fire_for_model() -> Vec<Waker> {
-    registry().fire(0, Instant::now())
+    registry().fire(0, clock_now())
 }
 
 /// For the loom models: whether any entry is registered.
