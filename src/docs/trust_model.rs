@@ -32,7 +32,11 @@
 //! - **Change bytes in flight.** Shared memory is shared: bytes can change while you look at
 //!   them (see the next section).
 //! - **Stall the ring**: never publish, never release, or keep its pid alive while doing
-//!   nothing. Use the timeout variants with an untrusted peer.
+//!   nothing. A framed producer can also leave the clear mark (or a header one lap old) where
+//!   the next frame's header belongs, below its published head: the consumer, which learns of
+//!   frames from their headers, keeps waiting there instead of poisoning the ring, until the
+//!   producer closes or dies (then it looks at head and poisons). Use the timeout variants
+//!   with an untrusted peer.
 //! - **Forge a close, a death or corruption**: the ends then report `Ok(0)`,
 //!   `UnexpectedEof`, `BrokenPipe` or `InvalidData` early. A peer that writes a pid of its
 //!   choice into its slot can also hide its own death (blocked calls then end only by their
