@@ -62,7 +62,7 @@ mutations=(
 copy() {
   rm -rf "$scratch/crate"
   mkdir -p "$scratch/crate"
-  (cd "$top" && tar --exclude=./target --exclude=./.git -cf - .) | (cd "$scratch/crate" && tar -xf -)
+  (cd "$top" && tar --exclude=./target --exclude=./.git --exclude=./fuzz/target --exclude=./fuzz/corpus --exclude=./fuzz/artifacts -cf - .) | (cd "$scratch/crate" && tar -xf -)
   # tar keeps the files' old times, older than the last (mutated) build: cargo would reuse it.
   find "$scratch/crate/src" "$scratch/crate/loom-tests" -type f -exec touch {} +
 }
