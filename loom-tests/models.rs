@@ -58,6 +58,10 @@ impl Ring {
     /// A fresh ring of `capacity` bytes (a power of two; tiny in models) with both cursors at
     /// `start`. Must be called inside `loom::model`.
     pub(crate) fn new(capacity: u64, start: u64) -> Ring {
+        // The wake path asks the async registry through a function pointer (so that `sync`
+        // does not name the ring module); install it before anything in this execution can
+        // wake, so every execution of every model takes the same path.
+        crate::sync::set_direct_wake(crate::ring::asynch::park::direct_wake);
         Ring { hdr: Header::for_model(capacity, start), cap: capacity }
     }
 

@@ -116,27 +116,19 @@ impl FutexWord {
 /// never park an async end) a wake costs one more relaxed load, on the slow path only (a
 /// wake happens only when the sleeper's flag was raised). A plain function pointer, not a
 /// call into that module, so that dependencies keep running one way (`lib.rs`).
-#[cfg(not(mirror_ring_loom))]
 static DIRECT_WAKE: std::sync::atomic::AtomicPtr<()> = std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
 
-/// Installs the direct-wake function (idempotent: always the same function).
-#[cfg(all(feature = "tokio", not(mirror_ring_loom)))]
+/// Installs the direct-wake function (idempotent: always the same function). The loom models
+/// install it in every execution before anything wakes (`loom-tests/models.rs`, `Ring::new`),
+/// so every execution of a model makes the same synchronising calls on the wake path.
+#[cfg(any(feature = "tokio", mirror_ring_loom))]
 pub(crate) fn set_direct_wake(f: fn(usize) -> bool) {
     // Release: pairs with the Acquire load in `direct_wake` (the function pointer is all that
     // is published; the registry it reads has its own lock).
     DIRECT_WAKE.store(f as *mut (), std::sync::atomic::Ordering::Release);
 }
 
-/// Under loom: the registry is always asked (a model must make the same synchronising calls
-/// in every execution, so the wake path cannot depend on whether some earlier execution
-/// installed the function).
-#[cfg(mirror_ring_loom)]
-fn direct_wake(word: &FutexWord) -> bool {
-    crate::ring::asynch::park::direct_wake(word as *const FutexWord as usize)
-}
-
 /// Runs the direct-wake function for `word`, if one is installed.
-#[cfg(not(mirror_ring_loom))]
 #[inline]
 fn direct_wake(word: &FutexWord) -> bool {
     // Acquire: pairs with the Release store in `set_direct_wake`.
