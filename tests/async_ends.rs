@@ -229,44 +229,55 @@ fn async_against_blocking_across_fork_both_ways() {
         assert!(rs.parks > 0 && rs.woken > 0 && rs.lost_wakeups == 0, "{backend:?}: {rs:?}");
 
         let ring = RingOptions::new().capacity(4096).backend(backend).spin_budget(Duration::ZERO).shared().unwrap();
-        let pid = spawn_child(|| {
-            let mut rx = ring.clone().into_consumer().unwrap();
-            let mut buf = vec![0; 1500];
-            let mut pos = 0u64;
-            loop {
-                let n = rx.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                if !pattern.matches(pos, &buf[..n]) {
-                    return 2;
-                }
-                pos += n as u64;
-                if pos % (128 << 10) < 1500 {
-                    std::thread::sleep(Duration::from_millis(3));
-                }
-            }
-            if pos == total {
-                0
-            } else {
-                3
-            }
-        });
+        let pid = spawn_child(|| read_pattern_blocking(&mut ring.clone().into_consumer().unwrap(), &pattern, total));
         dog.kill_on_expiry(pid);
-        let ws = current_thread().block_on(async {
-            let mut tx = ring.into_producer().unwrap().into_async().unwrap();
-            let mut pos = 0;
-            while pos < total {
-                let n = 2500.min(total - pos) as usize;
-                tx.write_all(pattern.at(pos, n)).await.unwrap();
-                pos += n as u64;
-            }
-            tx.shutdown().await.unwrap();
-            tx.stats()
-        });
-        assert_eq!(wait_child(pid), 0, "{backend:?}: 2 wrong bytes, 3 short stream");
+        let ws = write_pattern_async(ring.into_producer().unwrap(), &pattern, total);
+        assert_eq!(wait_child(pid), 0, "{backend:?}: 3 read error, 4 wrong bytes, 5 short stream");
         assert!(ws.parks > 0 && ws.woken > 0 && ws.lost_wakeups == 0, "{backend:?}: {ws:?}");
     }
+}
+
+/// A forked child's blocking reader of `total` bytes of `pattern`, pausing every 128 KiB so
+/// that the async writer fills the ring and parks: 0, or 3 a read error, 4 wrong bytes, 5 a
+/// short stream (the child's exit status).
+fn read_pattern_blocking(rx: &mut mirror_ring::Consumer, pattern: &Pattern, total: u64) -> i32 {
+    let mut buf = vec![0; 1500];
+    let mut pos = 0u64;
+    loop {
+        let n = match rx.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(_) => return 3,
+        };
+        if !pattern.matches(pos, &buf[..n]) {
+            return 4;
+        }
+        pos += n as u64;
+        if pos % (128 << 10) < 1500 {
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    }
+    if pos == total {
+        0
+    } else {
+        5
+    }
+}
+
+/// Writes `total` bytes of `pattern` through an async producer on a current-thread runtime,
+/// then shuts it down; its counters.
+fn write_pattern_async(tx: mirror_ring::Producer, pattern: &Pattern, total: u64) -> mirror_ring::Stats {
+    current_thread().block_on(async {
+        let mut tx = tx.into_async().unwrap();
+        let mut pos = 0;
+        while pos < total {
+            let n = 2500.min(total - pos) as usize;
+            tx.write_all(pattern.at(pos, n)).await.unwrap();
+            pos += n as u64;
+        }
+        tx.shutdown().await.unwrap();
+        tx.stats()
+    })
 }
 
 /// A memfd ring handed over a Unix socket to a process that never had it (forked before the
@@ -323,46 +334,13 @@ fn async_ends_against_a_process_that_received_the_ring_over_a_socket() {
     let (ours, theirs) = UnixStream::pair().unwrap();
     let pid = spawn_child(|| {
         let Ok(ring) = SharedRing::recv_from(&theirs) else { return 2 };
-        let mut rx = ring.into_consumer().unwrap();
-        let mut buf = vec![0; 1500];
-        let mut pos = 0u64;
-        loop {
-            let n = match rx.read(&mut buf) {
-                Ok(n) => n,
-                Err(_) => return 3,
-            };
-            if n == 0 {
-                break;
-            }
-            if !pattern.matches(pos, &buf[..n]) {
-                return 4;
-            }
-            pos += n as u64;
-            if pos % (128 << 10) < 1500 {
-                std::thread::sleep(Duration::from_millis(3));
-            }
-        }
-        if pos == total {
-            0
-        } else {
-            5
-        }
+        read_pattern_blocking(&mut ring.into_consumer().unwrap(), &pattern, total)
     });
     dog.kill_on_expiry(pid);
     drop(theirs);
     let ring = RingOptions::new().capacity(4096).backend(mirror_ring::Backend::Memfd).shared().unwrap();
     ring.send_to(&ours).unwrap();
-    let ws = current_thread().block_on(async {
-        let mut tx = ring.into_producer().unwrap().into_async().unwrap();
-        let mut pos = 0;
-        while pos < total {
-            let n = 2500.min(total - pos) as usize;
-            tx.write_all(pattern.at(pos, n)).await.unwrap();
-            pos += n as u64;
-        }
-        tx.shutdown().await.unwrap();
-        tx.stats()
-    });
+    let ws = write_pattern_async(ring.into_producer().unwrap(), &pattern, total);
     assert_eq!(wait_child(pid), 0, "2: recv_from, 3: read error, 4: wrong bytes, 5: short stream");
     assert!(ws.parks > 0 && ws.woken > 0 && ws.lost_wakeups == 0, "{ws:?}");
 }
