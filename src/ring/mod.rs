@@ -327,7 +327,10 @@ impl End {
     /// outlives the call checks again.
     #[inline(always)]
     fn header_checked(&self) -> &Header {
-        debug_assert!(self.header().is_some(), "header_checked without a check in this call");
+        // Only the fork generation can be asserted here: the claim word that `header` also
+        // compares lives in shared memory, and a hostile peer may change it during the call
+        // (the next call sees it).
+        debug_assert!(self.generation == sync::fork_generation(), "header_checked in a forked copy");
         // SAFETY: as in `header`; the caller checked the generation earlier in this call.
         unsafe { self.hdr.as_ref() }
     }
