@@ -607,6 +607,15 @@ fn scribble(hdr: usize, stop: &AtomicBool, writes: &AtomicU64, seed: u64, cap: u
     }
 }
 
+/// Sets the flag when dropped (also while unwinding).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Waits (boundedly) until the scribbler has written at least once, so that everything the
 /// ends do afterwards happens on a scribbled header.
 fn wait_for_first_scribble(writes: &AtomicU64) {
@@ -899,6 +908,9 @@ fn a_header_scribbler_thread_cannot_crash_or_hang_either_end() {
                 // writes into unmapped memory even after both ends dropped.
                 let result = std::thread::scope(|s| {
                     let scribbler = s.spawn(|| scribble(hdr, &stop, &writes, seed, cap, mode));
+                    // A panic below (a crate panic is a failure) must stop the scribbler, or the
+                    // scope waits for it for ever and the failure shows as a hang.
+                    let _stop_on_unwind = StopOnDrop(&stop);
                     wait_for_first_scribble(&writes);
                     // Borrowed, not moved: neither end closes while the other still runs.
                     let p = s.spawn(|| drive_producer(&mut tx, deadline, seed ^ 1, &pat));
@@ -998,6 +1010,9 @@ fn a_header_scribbler_cannot_crash_or_hang_ends_in_two_processes() {
                 let writes = AtomicU64::new(0);
                 let produced = std::thread::scope(|s| {
                     let scribbler = s.spawn(|| scribble(hdr, &stop, &writes, seed, cap, mode));
+                    // A panic below (a crate panic is a failure) must stop the scribbler, or the
+                    // scope waits for it for ever and the failure shows as a hang.
+                    let _stop_on_unwind = StopOnDrop(&stop);
                     wait_for_first_scribble(&writes);
                     let _ = ours.write_all(b"!"); // (a consumer that died shows in its exit status)
                     let p = drive_producer(&mut tx, deadline, seed ^ 1, &pat);
