@@ -214,3 +214,72 @@ fn a_newcomer_overwrites_a_dead_producers_unpublished_batch() {
         newcomer.join().unwrap();
     });
 }
+
+/// A consumer that took a frame by its stamp, then turns into a byte end (what
+/// `FramedConsumer::into_inner` does: the cached head caught up with the cursor, the releases
+/// stored), and the byte end's first read, which loads the published head: that head must
+/// already cover every frame taken, since the producer stores head before the stamp. Were the
+/// stamp stored first, the byte end could find the head behind its own cursor and poison a
+/// healthy ring; a newcomer resuming at that head would overwrite frames already read.
+#[test]
+fn a_frame_taken_by_its_stamp_lies_below_the_published_head() {
+    model("a_frame_taken_by_its_stamp_lies_below_the_published_head", || {
+        let f = Framed::new();
+        let g = f.clone();
+        let producer = thread::spawn(move || {
+            let mut tx = g.ring.producer();
+            let mut link = Sender::new(N as usize, 0);
+            for k in 0..2 {
+                g.room(&link, &mut tx, frame_size(1));
+                g.payload(&tx, value(k));
+                link.put_and_publish(&g.ring, &mut tx, &g.words, 1, false);
+            }
+        });
+        let mut rx = f.ring.consumer();
+        let mut link = receiver(&rx);
+        // The first frame goes through the head (stamps are trusted after it); the second may
+        // be taken by its stamp while the producer is between its last two stores.
+        for k in 0..2 {
+            assert_eq!(f.recv(&mut link, &mut rx), Ok(value(k)), "frame {k}");
+        }
+        rx.catch_up_head();
+        link.publish(&f.ring, &mut rx);
+        assert_eq!(rx.readable(&f.ring, 1), Ok(0), "the byte end's first look at the head");
+        producer.join().unwrap();
+    });
+}
+
+/// A producer that dies between its last two stores of a frame: head covers the frame, its
+/// header is still the unstamped one, and the death is seen (here as the close a death
+/// amounts to for the consumer). The consumer, asleep or not, takes that frame through the head
+/// after the first, then gets the end of the stream: a frame below the head counts whether its
+/// stamp came or not, and nothing was read out of order.
+#[test]
+fn a_frame_below_the_head_is_read_though_its_stamp_never_came() {
+    model("a_frame_below_the_head_is_read_though_its_stamp_never_came", || {
+        let f = Framed::new();
+        let g = f.clone();
+        let producer = thread::spawn(move || {
+            let mut tx = g.ring.producer();
+            let mut link = Sender::new(N as usize, 0);
+            g.room(&link, &mut tx, frame_size(1));
+            g.payload(&tx, value(0));
+            link.put_and_publish(&g.ring, &mut tx, &g.words, 1, false);
+            // The second frame, published as `Sender::publish` does up to the head store
+            // (the clear mark, then head), and no further: the stamp store never happens.
+            g.room(&link, &mut tx, frame_size(1));
+            g.payload(&tx, value(1));
+            link.put(&mut tx, &g.words, 1);
+            Sender::clear_after(&tx, &g.words);
+            tx.store_head(&g.ring);
+            g.ring.close(Role::Producer);
+        });
+        let mut rx = f.ring.consumer();
+        let mut link = receiver(&rx);
+        for k in 0..2 {
+            assert_eq!(f.recv(&mut link, &mut rx), Ok(value(k)), "frame {k}");
+        }
+        assert_eq!(f.recv(&mut link, &mut rx), Err(Stop::Closed));
+        producer.join().unwrap();
+    });
+}
