@@ -91,6 +91,23 @@ fn minimal((reps, target): (usize, Duration)) {
     }
 }
 
+/// Busy steps per message on the slower side in the regime comparison: about 12 ns on the Xeon
+/// host (`busy` in `support/messages.rs`, timed alone), enough to make that side the slower one
+/// at 64 B in both the bench and the demo builds (12 steps, 2-5 ns, was not in the demo's).
+const REGIME_STEPS: u32 = 24;
+
+/// mirror-ring, the minimal stamped queue and rtrb with no work per message, with `steps` busy
+/// steps per message on the sending side and on the receiving side, 64 B messages
+/// (`cargo bench --bench messages -- regime [STEPS]`).
+fn regime(steps: u32, (reps, target): (usize, Duration)) {
+    let out = msg_regime_section(64, steps, reps, target, &mut |_| {});
+    println!("\n## Which side sets the pace, 64 B messages, {steps} busy steps per message, interleaved ({reps} repetitions)\n");
+    print_msg_regime_section(&out);
+    let missing: Vec<&String> =
+        out.names.iter().enumerate().filter(|&(i, _)| out.all_rates(i).is_empty()).map(|(_, n)| n).collect();
+    assert!(missing.is_empty(), "no rate for {missing:?}: {:?}", out.notes);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(at) = args.iter().position(|a| a == "profile") {
@@ -103,6 +120,12 @@ fn main() {
     let listing = args.iter().any(|a| a == "--list");
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     let only_interleaved = filters.iter().any(|f| f.as_str() == "interleaved");
+    if let Some(at) = filters.iter().position(|f| f.as_str() == "regime") {
+        // `regime [STEPS]`: which side sets the pace (busy work per message on one side).
+        let steps = filters.get(at + 1).and_then(|s| s.parse().ok()).unwrap_or(REGIME_STEPS);
+        regime(steps, if test_mode { (1, Duration::from_millis(1)) } else { (7, Duration::from_millis(10)) });
+        return;
+    }
     if filters.iter().any(|f| f.as_str() == "minimal") {
         // `minimal`: only the floor comparison (the hand-written stamped-frame queue).
         minimal(if test_mode { (1, Duration::from_millis(1)) } else { (7, Duration::from_millis(10)) });

@@ -162,13 +162,37 @@ fn err(what: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// Busy work per message, in steps, on the sending and the receiving side of the one-at-a-time
+/// queues (mirror-ring `try_send` / `try_recv`, rtrb `push` / `pop`, `ArrayQueue`, the minimal
+/// queue): what [`msg_regime_section`] varies to show which side sets the pace. Zero everywhere
+/// else. Set per run by [`MsgCase`] (the cases of one comparison run one after another).
+static WORK: [AtomicU32; 2] = [AtomicU32::new(0), AtomicU32::new(0)];
+
+/// The work per message of the sending side (`0`) or the receiving side (`1`) for this run.
+fn work_steps(side: usize) -> u32 {
+    // Relaxed: set before the run's threads are spawned (the spawn orders it).
+    WORK[side].load(Ordering::Relaxed)
+}
+
+/// `steps` dependent steps the optimiser cannot remove (about one cycle each): a stand-in for
+/// building or handling a message.
+#[inline(always)]
+fn busy(steps: u32) {
+    let mut x = 0u32;
+    for _ in 0..steps {
+        x = black_box(x.wrapping_add(1));
+    }
+}
+
 // --- mirror-ring ------------------------------------------------------------------------------
 
 struct FramedTx<M>(FramedProducer, std::marker::PhantomData<M>);
 
 impl<M: Message> MsgTx for FramedTx<M> {
     fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
+        let steps = work_steps(0);
         for i in from..to {
+            busy(steps);
             let m = M::make(i).to_bytes();
             loop {
                 match self.0.try_send(m.as_ref()) {
@@ -188,13 +212,15 @@ struct FramedRx<M>(FramedConsumer, std::marker::PhantomData<M>);
 
 impl<M: Message> MsgRx for FramedRx<M> {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
-        let mut sum = 0u64;
+        let (mut sum, steps) = (0u64, work_steps(1));
         for _ in 0..n {
             loop {
                 match self.0.try_recv() {
                     Ok(Some(frame)) => {
                         let m = M::from_bytes(&frame);
                         sum = sum.wrapping_add(black_box(&m).first_word());
+                        drop(frame);
+                        busy(steps);
                         break;
                     }
                     Ok(None) => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -237,7 +263,9 @@ struct RtrbPushTx<M>(rtrb::Producer<M>);
 
 impl<M: Message> MsgTx for RtrbPushTx<M> {
     fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
+        let steps = work_steps(0);
         for i in from..to {
+            busy(steps);
             let mut v = M::make(i);
             while let Err(rtrb::PushError::Full(back)) = self.0.push(v) {
                 v = back;
@@ -252,11 +280,12 @@ struct RtrbPopRx<M>(rtrb::Consumer<M>);
 
 impl<M: Message> MsgRx for RtrbPopRx<M> {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
-        let mut sum = 0u64;
+        let (mut sum, steps) = (0u64, work_steps(1));
         for _ in 0..n {
             loop {
                 if let Ok(v) = self.0.pop() {
                     sum = sum.wrapping_add(black_box(&v).first_word());
+                    busy(steps);
                     break;
                 }
                 spin_loop();
@@ -421,7 +450,9 @@ impl<M: Message> MinTx<M> {
 
 impl<M: Message> MsgTx for MinTx<M> {
     fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
+        let steps = work_steps(0);
         for i in from..to {
+            busy(steps);
             self.send_one(M::make(i).to_bytes().as_ref());
         }
         Ok(())
@@ -466,9 +497,10 @@ impl<M: Message> MinRx<M> {
 
 impl<M: Message> MsgRx for MinRx<M> {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
-        let mut sum = 0u64;
+        let (mut sum, steps) = (0u64, work_steps(1));
         for _ in 0..n {
             sum = sum.wrapping_add(self.recv_one());
+            busy(steps);
         }
         // The last frames go back before the consumer leaves (no producer waits on them in
         // this bench; it keeps the queue's state whole between the warm-up and the timed part).
@@ -493,7 +525,9 @@ struct QueueTx<M>(Arc<ArrayQueue<M>>);
 
 impl<M: Message> MsgTx for QueueTx<M> {
     fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
+        let steps = work_steps(0);
         for i in from..to {
+            busy(steps);
             let mut v = M::make(i);
             while let Err(back) = self.0.push(v) {
                 v = back;
@@ -508,11 +542,12 @@ struct QueueRx<M>(Arc<ArrayQueue<M>>);
 
 impl<M: Message> MsgRx for QueueRx<M> {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
-        let mut sum = 0u64;
+        let (mut sum, steps) = (0u64, work_steps(1));
         for _ in 0..n {
             loop {
                 if let Some(v) = self.0.pop() {
                     sum = sum.wrapping_add(black_box(&v).first_word());
+                    busy(steps);
                     break;
                 }
                 spin_loop();
@@ -679,25 +714,45 @@ pub fn msg_warm_up(size: usize) -> u64 {
 pub struct MsgCase {
     pub queue: MsgQueue,
     pub size: usize,
+    /// Busy steps per message on the sending and the receiving side ([`busy`]).
+    pub work: [u32; 2],
     count: u64,
 }
 
 impl MsgCase {
     pub fn new(queue: MsgQueue, size: usize) -> MsgCase {
-        MsgCase { queue, size, count: 0 }
+        MsgCase { queue, size, work: [0, 0], count: 0 }
+    }
+
+    /// One run with this case's work per message (and none afterwards).
+    fn run(&self, count: u64) -> io::Result<Sample> {
+        for (w, &steps) in WORK.iter().zip(&self.work) {
+            // Relaxed: read by the run's threads, spawned after this.
+            w.store(steps, Ordering::Relaxed);
+        }
+        let s = msg_run(self.queue, self.size, msg_warm_up(self.size), count);
+        for w in &WORK {
+            w.store(0, Ordering::Relaxed);
+        }
+        s
     }
 }
 
 impl Contender for MsgCase {
     fn name(&self) -> String {
-        self.queue.name()
+        match self.work {
+            [0, 0] => self.queue.name(),
+            [p, 0] => format!("{}, sender +{p}", self.queue.name()),
+            [0, c] => format!("{}, receiver +{c}", self.queue.name()),
+            [p, c] => format!("{}, sender +{p}, receiver +{c}", self.queue.name()),
+        }
     }
 
     /// A trial of 100 000 messages, then as many as take `target` at that rate (at least
     /// 10 000).
     fn calibrate(&mut self, target: Duration) -> io::Result<()> {
         let trial = 100_000;
-        let s = msg_run(self.queue, self.size, msg_warm_up(self.size), trial)?;
+        let s = self.run(trial)?;
         self.count = ((s.rate() * target.as_secs_f64()) as u64).clamp(10_000, 1 << 32);
         Ok(())
     }
@@ -706,7 +761,7 @@ impl Contender for MsgCase {
         if self.count == 0 {
             return Err(io::Error::other("not calibrated"));
         }
-        msg_run(self.queue, self.size, msg_warm_up(self.size), self.count)
+        self.run(self.count)
     }
 }
 
@@ -786,6 +841,53 @@ pub fn print_msg_batching_section(out: &Outcome, size: usize) {
         .collect();
     let (head, rows) = pairs_table(out, &pairs, 1e-6, "messages");
     println!("M messages/s; ratio against one at a time (try_send / try_recv), per repetition:\n");
+    print_table(&head, &rows);
+    for n in &out.notes {
+        println!("- {n}");
+    }
+    if !out.notes.is_empty() {
+        println!();
+    }
+}
+
+/// Which side sets the pace, for one message size: mirror-ring `try_send` / `try_recv`, the
+/// minimal stamped queue and rtrb `push` / `pop`, each with no work per message, with `steps`
+/// busy steps per message on the sending side (the sender is the slower side), and with them
+/// on the receiving side (the receiver is). Interleaved like [`msg_section`]; the cases come in
+/// threes (mirror-ring, minimal, rtrb) per work setting.
+pub fn msg_regime_section(
+    size: usize,
+    steps: u32,
+    reps: usize,
+    target: Duration,
+    progress: &mut dyn FnMut(&str),
+) -> Outcome {
+    let mut cases: Vec<Box<dyn Contender>> = Vec::new();
+    for work in [[0, 0], [steps, 0], [0, steps]] {
+        for q in [MsgQueue::Framed, MsgQueue::Minimal, MsgQueue::RtrbPushPop] {
+            let mut case = MsgCase::new(q, size);
+            case.work = work;
+            cases.push(Box::new(case));
+        }
+    }
+    interleave(&mut cases, reps, target, progress)
+}
+
+/// Prints [`msg_regime_section`]'s outcome: mirror-ring and the minimal queue against rtrb with
+/// the same work per message.
+pub fn print_msg_regime_section(out: &Outcome) {
+    println!("Placement: {}.\n", out.placement_line());
+    let pairs: Vec<Pair> = (0..3)
+        .flat_map(|k| {
+            let b = 3 * k;
+            [
+                Pair { label: out.names[b].clone(), ours: b, theirs: b + 2, also: vec![] },
+                Pair { label: out.names[b + 1].clone(), ours: b + 1, theirs: b + 2, also: vec![] },
+            ]
+        })
+        .collect();
+    let (head, rows) = pairs_table(out, &pairs, 1e-6, "messages");
+    println!("M messages/s; ratio against rtrb push/pop with the same work per message, per repetition:\n");
     print_table(&head, &rows);
     for n in &out.notes {
         println!("- {n}");

@@ -84,8 +84,9 @@
 //! stamp or the producer sees the flag. (Head is stored before the stamp, so a recheck that
 //! goes on to head sees it too.) The interleavings are model-checked with loom
 //! (`loom-tests/frames.rs`): streaming through a ring of two frames with both sides sleeping,
-//! headers one lap old where the consumer waits, batches, and a newcomer after a producer that
-//! died with a batch unpublished.
+//! headers one lap old where the consumer waits, batches, a newcomer after a producer that
+//! died with a batch unpublished, a producer that dies between steps 3 and 4, and a consumer
+//! that looks at head right after taking a frame by its stamp (head must already cover it).
 //!
 //! Head remains the committed cursor, and always a frame boundary: the byte API, a closing or
 //! dead producer's last frames, and a newcomer that takes over the role (it resumes at head,
@@ -156,3 +157,19 @@
 //! it wins. [`recv_batch`](crate::FramedConsumer::recv_batch) is the consumer's counterpart:
 //! it hands every readable frame to a closure in one tight loop (at most an eighth of the ring
 //! per call) and releases them with one store.
+//!
+//! # Which side sets the pace
+//!
+//! Between two cores, one message at a time, the throughput depends on which side is slower
+//! per message. When the consumer is (it does some work with each message, as real consumers
+//! do), the ring fills, the producer waits for releases, and the consumer reads lines the
+//! producer finished long ago: the stamped hand-over then runs close to its floor. When the
+//! consumer does less per message than the producer, it catches up and reads each frame right
+//! after it is stamped, from the line the producer is still writing the next frame into; both
+//! sides then wait on that line, message after message, at the speed of the core-to-core
+//! round trip rather than of either side's code. Every queue that the consumer polls right
+//! behind the producer does this; `BENCHMARKS.md` ("Which side sets the pace") measures it on
+//! mirror-ring, a minimal stamped queue and rtrb with about ten nanoseconds of work added to one
+//! side. With a consumer that does almost nothing per message, batch on the producer side
+//! ([`set_batch`](crate::FramedProducer::set_batch)): the consumer then finds whole batches of
+//! finished lines.
