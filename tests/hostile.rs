@@ -975,6 +975,10 @@ fn a_header_scribbler_cannot_crash_or_hang_ends_in_two_processes() {
                 tx.write_all(b"control").unwrap();
                 let pid = spawn_child(|| {
                     let mut theirs = theirs;
+                    // This process holds a copy of `ours` too (fork), so a parent that dies never
+                    // shows as an end of file here: bound every wait for it instead, or a failed
+                    // parent would leave this process blocked for ever.
+                    theirs.set_read_timeout(Some(LONG)).unwrap();
                     let mut rx = consumer_ring.into_consumer().unwrap();
                     // The control round trip, then "claimed": now the scribbler may start (it
                     // could forge the claim otherwise). Then wait for its first write.
