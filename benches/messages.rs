@@ -6,6 +6,8 @@
 //!   side, the default) against rtrb `push` / `pop`.
 //! - Batched: mirror-ring `set_batch(128)` + `try_recv_batch` against rtrb
 //!   `write_chunk_uninit(128)` + `read_chunk` (everything readable).
+//! - One at a time, blocking: mirror-ring `send` / `recv` (the crate's own spin, and its slip
+//!   after a run of frames) against the same rtrb `push` / `pop`.
 //! - 8-byte messages (rtrb `u64`) and 64-byte messages (rtrb `[u8; 64]`); 1 MiB of queue each.
 //!
 //! The queues, the work each side does and the timing are in `benches/support/messages.rs`.
@@ -55,12 +57,14 @@ fn criterion_groups(c: &mut Criterion) {
 }
 
 /// `profile QUEUE SIZE OPS`: `ops` messages through one queue in one thread
-/// (`msg_single_thread`). QUEUE: `framed`, `framed_batch`, `rtrb_push_pop`, `rtrb_chunks`,
+/// (`msg_single_thread`). QUEUE: `framed`, `framed_blocking`, `framed_batch`, `rtrb_push_pop`, `rtrb_chunks`,
 /// `arrayqueue`, `minimal` (the batched ones in batches of [`BATCH`]).
 fn profile(args: &[String]) {
-    let usage = "usage: messages profile framed|framed_batch|rtrb_push_pop|rtrb_chunks|arrayqueue|minimal SIZE OPS";
+    let usage =
+        "usage: messages profile framed|framed_blocking|framed_batch|rtrb_push_pop|rtrb_chunks|arrayqueue|minimal SIZE OPS";
     let queue = match args.first().map(String::as_str) {
         Some("framed") => MsgQueue::Framed,
+        Some("framed_blocking") => MsgQueue::FramedBlocking,
         Some("framed_batch") => MsgQueue::FramedBatched(BATCH),
         Some("rtrb_push_pop") => MsgQueue::RtrbPushPop,
         Some("rtrb_chunks") => MsgQueue::RtrbChunks(BATCH),

@@ -153,6 +153,55 @@ fn random_frames_arrive_whole_and_in_order_between_threads() {
     }
 }
 
+/// A blocking receive that runs dry after a run of frames slips (waits about a microsecond
+/// without looking at the ring, `docs::framing`): bursts longer than the run that triggers it,
+/// separated by pauses shorter than the slip, longer, and none, lose nothing and end with the
+/// stream; a timed receive that slips still keeps its deadline.
+#[test]
+fn bursts_around_the_slip_lose_nothing() {
+    let _dog = watchdog("bursts_around_the_slip_lose_nothing", HANG);
+    let (tx, rx) = RingOptions::new().capacity(64 * 1024).build().unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    let pauses = [Duration::ZERO, Duration::from_nanos(300), Duration::from_micros(3), Duration::from_micros(200)];
+    let bursts = 400 * scale() as u64;
+    let writer = thread::spawn(move || {
+        let mut i = 0u64;
+        for b in 0..bursts {
+            for _ in 0..40 {
+                tx.send(&i.to_le_bytes()).unwrap();
+                i += 1;
+            }
+            let until = Instant::now() + pauses[b as usize % pauses.len()];
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
+        i
+    });
+    let mut want = 0u64;
+    while let Some(frame) = rx.recv().unwrap() {
+        assert_eq!(frame[..], want.to_le_bytes(), "frame {want}");
+        want += 1;
+    }
+    assert_eq!(want, writer.join().unwrap());
+
+    // A run, then a timed receive with nothing coming: it times out on time (the slip is cut
+    // to the deadline), and the next frame still arrives.
+    let (tx, rx) = RingOptions::new().capacity(64 * 1024).build().unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    for i in 0..64u64 {
+        tx.send(&i.to_le_bytes()).unwrap();
+    }
+    for i in 0..64u64 {
+        assert_eq!(rx.recv().unwrap().unwrap()[..], i.to_le_bytes());
+    }
+    let started = Instant::now();
+    assert_eq!(rx.recv_timeout(Duration::from_nanos(1)).unwrap_err().kind(), ErrorKind::TimedOut);
+    assert!(started.elapsed() < WAKE, "a 1 ns timeout took {:?}", started.elapsed());
+    tx.send(b"after").unwrap();
+    assert_eq!(&*rx.recv_timeout(WAKE).unwrap().unwrap(), b"after");
+}
+
 #[test]
 fn every_backend_carries_frames() {
     let _dog = watchdog("every_backend_carries_frames", HANG);

@@ -57,6 +57,9 @@ pub enum MsgQueue {
     /// The hand-written minimal stamped-frame queue (`MinShared`): the floor for framed
     /// messages, one at a time.
     Minimal,
+    /// mirror-ring framed, blocking `send` / `recv`: one at a time, the crate's own waiting
+    /// (its spin, and the slip after a run of frames, `docs::framing`).
+    FramedBlocking,
 }
 
 impl MsgQueue {
@@ -70,6 +73,7 @@ impl MsgQueue {
             MsgQueue::FramedBatchedSend(n) => format!("set_batch({n}) + try_recv"),
             MsgQueue::FramedRecvBatch => "try_send + try_recv_batch".into(),
             MsgQueue::Minimal => "minimal stamped".into(),
+            MsgQueue::FramedBlocking => "mirror-ring send/recv, blocking".into(),
         }
     }
 
@@ -84,6 +88,7 @@ impl MsgQueue {
             MsgQueue::FramedBatchedSend(n) => format!("mirror_framed_send_batch{n}"),
             MsgQueue::FramedRecvBatch => "mirror_framed_recv_batch".into(),
             MsgQueue::Minimal => "minimal_stamped".into(),
+            MsgQueue::FramedBlocking => "mirror_framed_blocking".into(),
         }
     }
 }
@@ -228,6 +233,35 @@ impl<M: Message> MsgRx for FramedRx<M> {
                     Err(e) => return Err(err("try_recv", e)),
                 }
             }
+        }
+        Ok(sum)
+    }
+}
+
+struct FramedBlockingTx<M>(FramedProducer, std::marker::PhantomData<M>);
+
+impl<M: Message> MsgTx for FramedBlockingTx<M> {
+    fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
+        let steps = work_steps(0);
+        for i in from..to {
+            busy(steps);
+            self.0.send(M::make(i).to_bytes().as_ref()).map_err(|e| err("send", e))?;
+        }
+        Ok(())
+    }
+}
+
+struct FramedBlockingRx<M>(FramedConsumer, std::marker::PhantomData<M>);
+
+impl<M: Message> MsgRx for FramedBlockingRx<M> {
+    fn recv_n(&mut self, n: u64) -> io::Result<u64> {
+        let (mut sum, steps) = (0u64, work_steps(1));
+        for _ in 0..n {
+            let frame = self.0.recv().map_err(|e| err("recv", e))?.ok_or(io::ErrorKind::UnexpectedEof)?;
+            let m = M::from_bytes(&frame);
+            sum = sum.wrapping_add(black_box(&m).first_word());
+            drop(frame);
+            busy(steps);
         }
         Ok(sum)
     }
@@ -701,6 +735,10 @@ fn msg_run_typed<M: Message>(queue: MsgQueue, warm: u64, count: u64) -> io::Resu
             let (tx, rx) = minimal::<M>();
             drive(tx, rx, warm, count)
         }
+        MsgQueue::FramedBlocking => {
+            let (tx, rx) = framed(1)?;
+            drive(FramedBlockingTx::<M>(tx, P), FramedBlockingRx::<M>(rx, P), warm, count)
+        }
     }
 }
 
@@ -766,8 +804,9 @@ impl Contender for MsgCase {
 }
 
 /// The message comparison the bench and the demo both print: for each size, one at a time
-/// (mirror-ring send/recv vs rtrb push/pop) and batched by `batch` (mirror-ring set_batch +
-/// try_recv_batch vs rtrb chunks), ArrayQueue alongside the first. Returns the contenders in
+/// (mirror-ring try_send/try_recv vs rtrb push/pop), batched by `batch` (mirror-ring set_batch +
+/// try_recv_batch vs rtrb chunks), and one at a time with mirror-ring's blocking send/recv
+/// (against the same rtrb push/pop), ArrayQueue alongside the first. Returns the contenders in
 /// the order [`msg_pairs`] indexes them.
 pub fn msg_contenders(sizes: &[usize], batch: usize) -> Vec<MsgCase> {
     let mut v = Vec::new();
@@ -777,6 +816,7 @@ pub fn msg_contenders(sizes: &[usize], batch: usize) -> Vec<MsgCase> {
         v.push(MsgCase::new(MsgQueue::ArrayQueue, size));
         v.push(MsgCase::new(MsgQueue::FramedBatched(batch), size));
         v.push(MsgCase::new(MsgQueue::RtrbChunks(batch), size));
+        v.push(MsgCase::new(MsgQueue::FramedBlocking, size));
     }
     v
 }
@@ -785,12 +825,18 @@ pub fn msg_contenders(sizes: &[usize], batch: usize) -> Vec<MsgCase> {
 pub fn msg_pairs(sizes: &[usize], batch: usize) -> Vec<Pair> {
     let mut v = Vec::new();
     for (k, &size) in sizes.iter().enumerate() {
-        let b = 5 * k;
+        let b = 6 * k;
         v.push(Pair { label: format!("{}, one at a time", fmt_size(size)), ours: b, theirs: b + 1, also: vec![b + 2] });
         v.push(Pair {
             label: format!("{}, batches of {batch}", fmt_size(size)),
             ours: b + 3,
             theirs: b + 4,
+            also: vec![],
+        });
+        v.push(Pair {
+            label: format!("{}, one at a time, blocking", fmt_size(size)),
+            ours: b + 5,
+            theirs: b + 1,
             also: vec![],
         });
     }
@@ -954,6 +1000,16 @@ fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
         Ok(i)
     }
     let sent = match queue {
+        MsgQueue::FramedBlocking => {
+            let (mut tx, mut rx) = framed(1)?;
+            steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
+                tx.send(M::make(i).to_bytes().as_ref()).map_err(|e| err("send", e))?;
+                let frame = rx.recv().map_err(|e| err("recv", e))?.ok_or(io::ErrorKind::UnexpectedEof)?;
+                let m = M::from_bytes(&frame);
+                *sum = sum.wrapping_add(black_box(&m).first_word());
+                Ok(1)
+            })?
+        }
         MsgQueue::Framed => {
             let (mut tx, mut rx) = framed(1)?;
             steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {

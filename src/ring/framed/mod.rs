@@ -113,6 +113,7 @@ impl Consumer {
             max_len,
             inner: self,
             skip,
+            streak: 0,
         }
     }
 }
@@ -195,6 +196,10 @@ pub struct FramedConsumer {
     max_len: usize,
     /// Bytes to skip before the first frame (0 unless converted at an unaligned position).
     skip: usize,
+    /// Frames taken by their stamp in a row since the last receive that found none: a
+    /// blocking receive that runs dry after a long run slips (`docs::framing`, "Which side
+    /// sets the pace").
+    streak: u32,
 }
 
 // The one hook the async ends (`ring::asynch`) need: the byte end underneath, to park on its
@@ -219,6 +224,38 @@ mod tests {
     use crate::RingOptions;
     use std::io::ErrorKind;
     use std::sync::atomic::Ordering;
+
+    /// The slip's trigger (`consumer::SLIP_AFTER`): frames found stamped at once count up, and
+    /// any receive that finds none (blocking or not, timed out or answered later) starts the
+    /// count again; a batch receive counts nothing.
+    #[test]
+    fn the_run_counts_frames_taken_at_once_and_a_miss_ends_it() {
+        use super::consumer::SLIP_AFTER;
+        let (tx, rx) = RingOptions::new().capacity(1 << 16).build().unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        let n = SLIP_AFTER + 4;
+        for i in 0..n {
+            tx.send(&i.to_le_bytes()).unwrap();
+        }
+        // The first frame after the conversion is taken through head, not by its stamp.
+        for i in 0..n {
+            assert_eq!(rx.recv().unwrap().unwrap()[..], i.to_le_bytes());
+        }
+        assert_eq!(rx.streak(), n - 1);
+        let started = std::time::Instant::now();
+        let err = rx.recv_timeout(std::time::Duration::from_millis(5)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TimedOut);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "the slip outlived the deadline");
+        assert_eq!(rx.streak(), 0);
+        for i in 0..3u32 {
+            tx.send(&i.to_le_bytes()).unwrap();
+        }
+        assert_eq!(rx.try_recv().unwrap().unwrap()[..], 0u32.to_le_bytes());
+        assert_eq!(rx.try_recv_batch(|_| {}).unwrap(), 2);
+        assert_eq!(rx.streak(), 1);
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
+        assert_eq!(rx.streak(), 0);
+    }
 
     /// Raw bytes before framing leave the cursors unaligned: both ends skip to the next
     /// multiple of 8, and the largest frame still fits.
