@@ -60,6 +60,9 @@ pub enum MsgQueue {
     /// mirror-ring framed, blocking `send` / `recv`: one at a time, the crate's own waiting
     /// (its spin, and the slip after a run of frames, `docs::framing`).
     FramedBlocking,
+    /// mirror-ring framed, `try_send` + blocking `recv_batch`: batching on the consumer only,
+    /// with the crate's own waiting.
+    FramedRecvBatchBlocking,
 }
 
 impl MsgQueue {
@@ -74,6 +77,7 @@ impl MsgQueue {
             MsgQueue::FramedRecvBatch => "try_send + try_recv_batch".into(),
             MsgQueue::Minimal => "minimal stamped".into(),
             MsgQueue::FramedBlocking => "mirror-ring send/recv, blocking".into(),
+            MsgQueue::FramedRecvBatchBlocking => "try_send + recv_batch (blocking)".into(),
         }
     }
 
@@ -89,6 +93,7 @@ impl MsgQueue {
             MsgQueue::FramedRecvBatch => "mirror_framed_recv_batch".into(),
             MsgQueue::Minimal => "minimal_stamped".into(),
             MsgQueue::FramedBlocking => "mirror_framed_blocking".into(),
+            MsgQueue::FramedRecvBatchBlocking => "mirror_framed_recv_batch_blocking".into(),
         }
     }
 }
@@ -262,6 +267,31 @@ impl<M: Message> MsgRx for FramedBlockingRx<M> {
             sum = sum.wrapping_add(black_box(&m).first_word());
             drop(frame);
             busy(steps);
+        }
+        Ok(sum)
+    }
+}
+
+struct FramedBlockingBatchRx<M>(FramedConsumer, std::marker::PhantomData<M>);
+
+impl<M: Message> MsgRx for FramedBlockingBatchRx<M> {
+    fn recv_n(&mut self, n: u64) -> io::Result<u64> {
+        let (mut sum, mut got) = (0u64, 0u64);
+        while got < n {
+            let k = self
+                .0
+                .recv_batch(|frame| {
+                    let m = M::from_bytes(frame);
+                    sum = sum.wrapping_add(black_box(&m).first_word());
+                })
+                .map_err(|e| err("recv_batch", e))?;
+            if k == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            got += k as u64;
+        }
+        if got != n {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("received {got} messages, {n} were sent")));
         }
         Ok(sum)
     }
@@ -739,6 +769,10 @@ fn msg_run_typed<M: Message>(queue: MsgQueue, warm: u64, count: u64) -> io::Resu
             let (tx, rx) = framed(1)?;
             drive(FramedBlockingTx::<M>(tx, P), FramedBlockingRx::<M>(rx, P), warm, count)
         }
+        MsgQueue::FramedRecvBatchBlocking => {
+            let (tx, rx) = framed(1)?;
+            drive(FramedTx::<M>(tx, P), FramedBlockingBatchRx::<M>(rx, P), warm, count)
+        }
     }
 }
 
@@ -858,8 +892,9 @@ pub fn msg_section(
 }
 
 /// Where batching pays, for one message size: mirror-ring framed one at a time against
-/// batching on the producer (`set_batch(batch)`), on the consumer (`try_recv_batch`), and on
-/// both; the ratios are against one at a time. Interleaved like [`msg_section`].
+/// batching on the producer (`set_batch(batch)`), on the consumer (`try_recv_batch`), on both,
+/// and on the consumer with the blocking `recv_batch` (which slips after a run, `docs::framing`);
+/// the ratios are against one at a time. Interleaved like [`msg_section`].
 pub fn msg_batching_section(
     size: usize,
     batch: usize,
@@ -872,6 +907,7 @@ pub fn msg_batching_section(
         MsgQueue::FramedBatchedSend(batch),
         MsgQueue::FramedRecvBatch,
         MsgQueue::FramedBatched(batch),
+        MsgQueue::FramedRecvBatchBlocking,
     ]
     .into_iter()
     .map(|q| Box::new(MsgCase::new(q, size)) as Box<dyn Contender>)
@@ -882,7 +918,7 @@ pub fn msg_batching_section(
 /// Prints [`msg_batching_section`]'s outcome.
 pub fn print_msg_batching_section(out: &Outcome, size: usize) {
     println!("Placement: {}.\n", out.placement_line());
-    let pairs: Vec<Pair> = (1..4)
+    let pairs: Vec<Pair> = (1..5)
         .map(|k| Pair { label: format!("{}, {}", fmt_size(size), out.names[k]), ours: k, theirs: 0, also: vec![] })
         .collect();
     let (head, rows) = pairs_table(out, &pairs, 1e-6, "messages");
@@ -1000,6 +1036,18 @@ fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
         Ok(i)
     }
     let sent = match queue {
+        MsgQueue::FramedRecvBatchBlocking => {
+            let (mut tx, mut rx) = framed(1)?;
+            steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
+                tx.try_send(M::make(i).to_bytes().as_ref()).map_err(|e| err("try_send", e))?;
+                rx.recv_batch(|frame| {
+                    let m = M::from_bytes(frame);
+                    *sum = sum.wrapping_add(black_box(&m).first_word());
+                })
+                .map_err(|e| err("recv_batch", e))
+                .map(|k| k as u64)
+            })?
+        }
         MsgQueue::FramedBlocking => {
             let (mut tx, mut rx) = framed(1)?;
             steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {

@@ -305,6 +305,9 @@ impl FramedConsumer {
     ///
     /// One call takes at most about an eighth of the ring (and at least one frame), so that
     /// working off a large backlog gives the producer room back as it goes; call it in a loop.
+    /// Like [`recv`](Self::recv), a call that finds nothing right after a run of frames waits
+    /// 1 µs before it looks again ([`docs::framing`](crate::docs::framing), "Which side sets
+    /// the pace").
     ///
     /// If `f` panics, the frames it has already seen (including the one it panicked on) are
     /// released. A corrupt header after some good frames ends the batch: the good frames are
@@ -389,6 +392,7 @@ impl FramedConsumer {
                     let inner = &mut self.inner;
                     // This call checked the ownership above.
                     if self.link.idle(inner.end.header_checked(), &mut inner.cur, word) {
+                        self.streak = 0;
                         return Err(io::ErrorKind::WouldBlock.into());
                     }
                 }
@@ -435,6 +439,8 @@ impl FramedConsumer {
             };
         };
         drop(done);
+        // A batch's frames count towards the run that makes a blocking call slip.
+        self.streak = self.streak.saturating_add(u32::try_from(frames).unwrap_or(u32::MAX));
         if corrupt {
             // Deliver the good frames now; the next call reports the corruption (the ring is
             // poisoned already).

@@ -225,9 +225,9 @@ mod tests {
     use std::io::ErrorKind;
     use std::sync::atomic::Ordering;
 
-    /// The slip's trigger (`consumer::SLIP_AFTER`): frames found stamped at once count up, and
-    /// any receive that finds none (blocking or not, timed out or answered later) starts the
-    /// count again; a batch receive counts nothing.
+    /// The slip's trigger (`consumer::SLIP_AFTER`): frames found stamped at once count up, a
+    /// batch's frames too, and any receive that finds none (blocking or not, timed out or
+    /// answered later) starts the count again.
     #[test]
     fn the_run_counts_frames_taken_at_once_and_a_miss_ends_it() {
         use super::consumer::SLIP_AFTER;
@@ -252,7 +252,7 @@ mod tests {
         }
         assert_eq!(rx.try_recv().unwrap().unwrap()[..], 0u32.to_le_bytes());
         assert_eq!(rx.try_recv_batch(|_| {}).unwrap(), 2);
-        assert_eq!(rx.streak(), 1);
+        assert_eq!(rx.streak(), 3);
         assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
         assert_eq!(rx.streak(), 0);
     }
