@@ -282,7 +282,7 @@ impl FramedConsumer {
         }
     }
 
-    /// The current run of frames taken by their stamp (tests of the slip).
+    /// The current run of frames taken without a miss (tests of the slip).
     #[cfg(test)]
     pub(crate) fn streak(&self) -> u32 {
         self.streak
@@ -516,8 +516,8 @@ impl FramedConsumer {
     }
 }
 
-/// Frames taken in a row, each found stamped at once, after which a blocking receive that finds
-/// none slips: the consumer has caught up with a producer that is streaming.
+/// Frames taken in a row (each found at once, or in batches) after which a blocking receive
+/// that finds none slips: the consumer has caught up with a producer that is streaming.
 pub(super) const SLIP_AFTER: u32 = 16;
 
 /// How long a slip lasts. Long enough for a streaming producer to fill some kilobytes of ring

@@ -196,9 +196,9 @@ pub struct FramedConsumer {
     max_len: usize,
     /// Bytes to skip before the first frame (0 unless converted at an unaligned position).
     skip: usize,
-    /// Frames taken by their stamp in a row since the last receive that found none: a
-    /// blocking receive that runs dry after a long run slips (`docs::framing`, "Which side
-    /// sets the pace").
+    /// Frames taken since the last receive that found none (each found at once, or in
+    /// batches): a blocking receive that runs dry after a long run slips (`docs::framing`,
+    /// "Which side sets the pace").
     streak: u32,
 }
 
