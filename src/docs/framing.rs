@@ -178,13 +178,14 @@
 //! [`recv_batch`](crate::FramedConsumer::recv_batch) and their timed forms) get out of that
 //! state by themselves: one that finds no frame right after taking 16 or more in a row (each
 //! found at once, or in batches) has caught up with a streaming producer, and **slips**: it
-//! waits 1 µs (or until its deadline, if sooner) without touching the ring before it looks
-//! again, so the producer writes ahead on lines nobody is reading, and the consumer then takes
-//! them as finished lines. On the Intel host this took blocking 64-byte frames from 25 to about
-//! 80-90 M/s, and a blocking `recv_batch` behind an unbatched producer from 17-20 to about 80
-//! M/s at 64 bytes and from 65-75 to about 230-270 at 8 bytes (`BENCHMARKS.md`). The price is
-//! at most 1 µs of delay for a frame that arrives during a slip: only after a run of 16 frames,
-//! so a request/response exchange (one frame, then a wait) never slips. The `try_*` receives
-//! never wait, so they never slip; a caller that polls them in a loop can slip itself, or batch
-//! on the producer side ([`set_batch`](crate::FramedProducer::set_batch)), after which the
+//! waits 1 µs (or until its deadline, if sooner; never longer than the ring's spin budget, and
+//! not at all with a zero budget) without touching the ring before it looks again, so the
+//! producer writes ahead on lines nobody is reading, and the consumer then takes them as
+//! finished lines. On the Intel host this took blocking 64-byte frames from 25 to about 80-90
+//! M/s, and a blocking `recv_batch` behind an unbatched producer from 17-20 to about 80 M/s at
+//! 64 bytes and from 65-75 to about 230-270 at 8 bytes (`BENCHMARKS.md`). The price is at most
+//! 1 µs of delay for a frame that arrives during a slip: only after a run of 16 frames, so a
+//! request/response exchange (one frame, then a wait) never slips. The `try_*` receives never
+//! wait, so they never slip; a caller that polls them in a loop can slip itself, or batch on
+//! the producer side ([`set_batch`](crate::FramedProducer::set_batch)), after which the
 //! consumer finds whole batches of finished lines.

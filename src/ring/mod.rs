@@ -124,7 +124,7 @@ impl RingOptions {
     }
 
     /// How long a blocked call spins (then yields) before sleeping on a futex. Zero sleeps at
-    /// once. Default 50 µs: about one futex park-and-wake round trip on the machines it was
+    /// once (and a framed receive then never slips, `docs::framing`). Default 50 µs: about one futex park-and-wake round trip on the machines it was
     /// measured on, which bounds the cost of either choice to twice the better one.
     pub fn spin_budget(&mut self, budget: Duration) -> &mut Self {
         self.spin = budget;

@@ -253,7 +253,7 @@ impl FramedConsumer {
         self.inner.end.header_or_err()?;
         if let Wait::Until(deadline) = wait {
             if self.streak >= SLIP_AFTER {
-                slip(deadline);
+                slip(deadline, self.inner.end.spin);
             }
         }
         self.streak = 0;
@@ -526,16 +526,18 @@ pub(super) const SLIP_AFTER: u32 = 16;
 /// of a sleep and wake-up (tens of µs).
 pub(super) const SLIP: Duration = Duration::from_micros(1);
 
-/// Waits [`SLIP`] (or until `deadline`, if sooner) without touching the ring, so the producer
-/// can write ahead on lines nobody else is reading (`docs::framing`, "Which side sets the
-/// pace"). Nothing under loom, whose models do not spin.
+/// Waits [`SLIP`] without touching the ring, so the producer can write ahead on lines nobody
+/// else is reading (`docs::framing`, "Which side sets the pace"); no longer than the end's spin
+/// budget (nothing with a zero budget: such an end sleeps at once, it does not spin) or than
+/// the call's `deadline`. Nothing under loom, whose models do not spin.
 #[cold]
-fn slip(deadline: Option<std::time::Instant>) {
-    if !crate::sync::SPINS {
+fn slip(deadline: Option<std::time::Instant>, spin_budget: Duration) {
+    let length = SLIP.min(spin_budget);
+    if !crate::sync::SPINS || length.is_zero() {
         return;
     }
     let start = std::time::Instant::now();
-    let until = deadline.map_or(start + SLIP, |d| d.min(start + SLIP));
+    let until = deadline.map_or(start + length, |d| d.min(start + length));
     while std::time::Instant::now() < until {
         std::hint::spin_loop();
     }
