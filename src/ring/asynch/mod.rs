@@ -16,36 +16,33 @@ pub use ends::{AsyncConsumer, AsyncFramedConsumer, AsyncFramedProducer, AsyncPro
 #[cfg(feature = "tokio")]
 mod sites {
     use super::park::{ParkEnd, Site};
-    use crate::ring::{Consumer, FramedConsumer, FramedProducer, Producer};
+    use crate::ring::{Consumer, End, FramedConsumer, FramedProducer, Producer};
+    use crate::stats::Counters;
     use crate::wait::PeerCheck;
+
+    /// The site of a byte end: `end` with the counters of its cursor.
+    fn site_of<'a>(end: &'a End, counters: &'a Counters) -> Option<Site<'a>> {
+        Some(Site {
+            hdr: end.header()?,
+            role: end.role,
+            park: &end.park,
+            counters,
+            direct: end.peer.is_none(),
+            watch: end.peer.as_ref().is_some_and(|p| p.borrow().active()),
+            ring: Some(&end.ring),
+            spin: end.spin,
+        })
+    }
 
     impl ParkEnd for Producer {
         fn site(&self) -> Option<Site<'_>> {
-            Some(Site {
-                hdr: self.end.header()?,
-                role: self.end.role,
-                park: &self.end.park,
-                counters: self.cur.counters(),
-                direct: self.end.peer.is_none(),
-                watch: self.end.peer.as_ref().is_some_and(|p| p.borrow().active()),
-                ring: Some(&self.end.ring),
-                spin: self.end.spin,
-            })
+            site_of(&self.end, self.cur.counters())
         }
     }
 
     impl ParkEnd for Consumer {
         fn site(&self) -> Option<Site<'_>> {
-            Some(Site {
-                hdr: self.end.header()?,
-                role: self.end.role,
-                park: &self.end.park,
-                counters: self.cur.counters(),
-                direct: self.end.peer.is_none(),
-                watch: self.end.peer.as_ref().is_some_and(|p| p.borrow().active()),
-                ring: Some(&self.end.ring),
-                spin: self.end.spin,
-            })
+            site_of(&self.end, self.cur.counters())
         }
     }
 
