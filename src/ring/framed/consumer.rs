@@ -206,31 +206,10 @@ impl FramedConsumer {
 
     #[inline(always)]
     fn recv_with(&mut self, wait: Wait) -> io::Result<Option<Frame<'_>>> {
-        // Fast path: this process owns the end (the first check every call makes) and the
-        // frame at the cursor is stamped; or, for a call that does not wait, between threads
-        // (no peer process to watch), the word there says "not yet" and nothing else needs a
-        // look (`link::Receiver::idle`).
-        let mut hit = None;
-        if let Some(hdr) = self.inner.end.header_as(Role::Consumer) {
-            if Receiver::producer_waits(hdr) {
-                self.release_now();
-            }
-            match self.link.poll_word(&self.inner.cur, &self.words) {
-                Ok(frame) => hit = Some(frame),
-                Err(word) if matches!(wait, Wait::No) && self.inner.end.peer.is_none() => {
-                    let inner = &mut self.inner;
-                    // This call checked the ownership above.
-                    if self.link.idle(inner.end.header_checked(), &mut inner.cur, word) {
-                        self.streak = 0;
-                        return Err(io::ErrorKind::WouldBlock.into());
-                    }
-                }
-                Err(_) => {}
-            }
-        }
-        let (len, size) = match hit {
+        let (len, size) = match self.poll_fast(wait, true)? {
             Some(frame) => {
-                self.streak = self.streak.saturating_add(1);
+                // (A u64 never wraps here: one add, no saturation on the hot path.)
+                self.streak += 1;
                 frame
             }
             None => match self.recv_slow(wait)? {
@@ -245,6 +224,33 @@ impl FramedConsumer {
         Ok(Some(Frame { payload, len, size, consumer: self }))
     }
 
+    /// The fast path of every receive: this process owns the end (the first check every call
+    /// makes) and the frame at the cursor is stamped: `Ok(Some((len, size)))`. Or, for a call
+    /// that does not wait, between threads (no peer process to watch), the word there says "not
+    /// yet" and nothing else needs a look (`link::Receiver::idle`): `WouldBlock` at once.
+    /// `Ok(None)`: the slow path decides. `release_early`: first release what was consumed if
+    /// the producer is parked waiting for room.
+    #[inline(always)]
+    fn poll_fast(&mut self, wait: Wait, release_early: bool) -> io::Result<Option<(usize, usize)>> {
+        let Some(hdr) = self.inner.end.header_as(Role::Consumer) else { return Ok(None) };
+        if release_early && Receiver::producer_waits(hdr) {
+            self.release_now();
+        }
+        match self.link.poll_word(&self.inner.cur, &self.words) {
+            Ok(frame) => Ok(Some(frame)),
+            Err(word) if matches!(wait, Wait::No) && self.inner.end.peer.is_none() => {
+                let inner = &mut self.inner;
+                // This call checked the ownership above.
+                if self.link.idle(inner.end.header_checked(), &mut inner.cur, word) {
+                    self.streak = 0;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(None)
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
     /// No stamped frame at the cursor (or a forked copy): releases what was consumed, then
     /// looks again, at the published head if need be, and waits per `wait`. `Ok(None)` at the
     /// end of the stream.
@@ -252,7 +258,7 @@ impl FramedConsumer {
     fn recv_slow(&mut self, wait: Wait) -> io::Result<Option<(usize, usize)>> {
         self.inner.end.header_or_err()?;
         if let Wait::Until(deadline) = wait {
-            if self.streak >= SLIP_AFTER {
+            if self.streak >= u64::from(SLIP_AFTER) {
                 slip(deadline, self.inner.end.spin);
             }
         }
@@ -284,7 +290,7 @@ impl FramedConsumer {
 
     /// The current run of frames taken without a miss (tests of the slip).
     #[cfg(test)]
-    pub(crate) fn streak(&self) -> u32 {
+    pub(crate) fn streak(&self) -> u64 {
         self.streak
     }
 
@@ -382,24 +388,8 @@ impl FramedConsumer {
 
     #[inline(always)]
     fn batch_with(&mut self, wait: Wait, mut f: impl FnMut(&[u8])) -> io::Result<usize> {
-        // As in `recv_with`: a stamped frame at the cursor, or, for a call that does not wait
-        // between threads, a "not yet" answered at once.
-        let mut hit = None;
-        if self.inner.end.header_as(Role::Consumer).is_some() {
-            match self.link.poll_word(&self.inner.cur, &self.words) {
-                Ok(frame) => hit = Some(frame),
-                Err(word) if matches!(wait, Wait::No) && self.inner.end.peer.is_none() => {
-                    let inner = &mut self.inner;
-                    // This call checked the ownership above.
-                    if self.link.idle(inner.end.header_checked(), &mut inner.cur, word) {
-                        self.streak = 0;
-                        return Err(io::ErrorKind::WouldBlock.into());
-                    }
-                }
-                Err(_) => {}
-            }
-        }
-        let (mut len, mut size) = match hit {
+        // (No early release here: the batch releases everything when it ends.)
+        let (mut len, mut size) = match self.poll_fast(wait, false)? {
             Some(frame) => frame,
             None => match self.recv_slow(wait)? {
                 Some(frame) => frame,
@@ -440,7 +430,7 @@ impl FramedConsumer {
         };
         drop(done);
         // A batch's frames count towards the run that makes a blocking call slip.
-        self.streak = self.streak.saturating_add(u32::try_from(frames).unwrap_or(u32::MAX));
+        self.streak += frames as u64;
         if corrupt {
             // Deliver the good frames now; the next call reports the corruption (the ring is
             // poisoned already).

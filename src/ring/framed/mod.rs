@@ -199,7 +199,7 @@ pub struct FramedConsumer {
     /// Frames taken since the last receive that found none (each found at once, or in
     /// batches): a blocking receive that runs dry after a long run slips (`docs::framing`,
     /// "Which side sets the pace").
-    streak: u32,
+    streak: u64,
 }
 
 // The one hook the async ends (`ring::asynch`) need: the byte end underneath, to park on its
@@ -233,7 +233,7 @@ mod tests {
         use super::consumer::SLIP_AFTER;
         let (tx, rx) = RingOptions::new().capacity(1 << 16).build().unwrap();
         let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-        let n = SLIP_AFTER + 4;
+        let n = u64::from(SLIP_AFTER) + 4;
         for i in 0..n {
             tx.send(&i.to_le_bytes()).unwrap();
         }
