@@ -196,19 +196,21 @@ fn busy(steps: u32) {
 
 // --- mirror-ring ------------------------------------------------------------------------------
 
-struct FramedTx<M>(FramedProducer, std::marker::PhantomData<M>);
+/// mirror-ring's sending end: `try_send`, spinning on `WouldBlock` (`BLOCKING` false), or the
+/// blocking `send` (true).
+struct FramedTx<M, const BLOCKING: bool>(FramedProducer, std::marker::PhantomData<M>);
 
-impl<M: Message> MsgTx for FramedTx<M> {
+impl<M: Message, const BLOCKING: bool> MsgTx for FramedTx<M, BLOCKING> {
     fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
         let steps = work_steps(0);
         for i in from..to {
             busy(steps);
             let m = M::make(i).to_bytes();
             loop {
-                match self.0.try_send(m.as_ref()) {
+                match if BLOCKING { self.0.send(m.as_ref()) } else { self.0.try_send(m.as_ref()) } {
                     Ok(()) => break,
-                    Err(e) if would_block(&e) => spin_loop(),
-                    Err(e) => return Err(err("try_send", e)),
+                    Err(e) if !BLOCKING && would_block(&e) => spin_loop(),
+                    Err(e) => return Err(err(if BLOCKING { "send" } else { "try_send" }, e)),
                 }
             }
         }
@@ -218,14 +220,16 @@ impl<M: Message> MsgTx for FramedTx<M> {
     }
 }
 
-struct FramedRx<M>(FramedConsumer, std::marker::PhantomData<M>);
+/// mirror-ring's receiving end, one frame per call: `try_recv`, spinning on `WouldBlock`
+/// (`BLOCKING` false), or the blocking `recv` (true).
+struct FramedRx<M, const BLOCKING: bool>(FramedConsumer, std::marker::PhantomData<M>);
 
-impl<M: Message> MsgRx for FramedRx<M> {
+impl<M: Message, const BLOCKING: bool> MsgRx for FramedRx<M, BLOCKING> {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
         let (mut sum, steps) = (0u64, work_steps(1));
         for _ in 0..n {
             loop {
-                match self.0.try_recv() {
+                match if BLOCKING { self.0.recv() } else { self.0.try_recv() } {
                     Ok(Some(frame)) => {
                         let m = M::from_bytes(&frame);
                         sum = sum.wrapping_add(black_box(&m).first_word());
@@ -234,8 +238,8 @@ impl<M: Message> MsgRx for FramedRx<M> {
                         break;
                     }
                     Ok(None) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                    Err(e) if would_block(&e) => spin_loop(),
-                    Err(e) => return Err(err("try_recv", e)),
+                    Err(e) if !BLOCKING && would_block(&e) => spin_loop(),
+                    Err(e) => return Err(err(if BLOCKING { "recv" } else { "try_recv" }, e)),
                 }
             }
         }
@@ -243,75 +247,23 @@ impl<M: Message> MsgRx for FramedRx<M> {
     }
 }
 
-struct FramedBlockingTx<M>(FramedProducer, std::marker::PhantomData<M>);
+/// mirror-ring's receiving end, a batch per call: `try_recv_batch`, spinning on `WouldBlock`
+/// (`BLOCKING` false), or the blocking `recv_batch` (true).
+struct FramedBatchRx<M, const BLOCKING: bool>(FramedConsumer, std::marker::PhantomData<M>);
 
-impl<M: Message> MsgTx for FramedBlockingTx<M> {
-    fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
-        let steps = work_steps(0);
-        for i in from..to {
-            busy(steps);
-            self.0.send(M::make(i).to_bytes().as_ref()).map_err(|e| err("send", e))?;
-        }
-        Ok(())
-    }
-}
-
-struct FramedBlockingRx<M>(FramedConsumer, std::marker::PhantomData<M>);
-
-impl<M: Message> MsgRx for FramedBlockingRx<M> {
-    fn recv_n(&mut self, n: u64) -> io::Result<u64> {
-        let (mut sum, steps) = (0u64, work_steps(1));
-        for _ in 0..n {
-            let frame = self.0.recv().map_err(|e| err("recv", e))?.ok_or(io::ErrorKind::UnexpectedEof)?;
-            let m = M::from_bytes(&frame);
-            sum = sum.wrapping_add(black_box(&m).first_word());
-            drop(frame);
-            busy(steps);
-        }
-        Ok(sum)
-    }
-}
-
-struct FramedBlockingBatchRx<M>(FramedConsumer, std::marker::PhantomData<M>);
-
-impl<M: Message> MsgRx for FramedBlockingBatchRx<M> {
+impl<M: Message, const BLOCKING: bool> MsgRx for FramedBatchRx<M, BLOCKING> {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
         let (mut sum, mut got) = (0u64, 0u64);
         while got < n {
-            let k = self
-                .0
-                .recv_batch(|frame| {
-                    let m = M::from_bytes(frame);
-                    sum = sum.wrapping_add(black_box(&m).first_word());
-                })
-                .map_err(|e| err("recv_batch", e))?;
-            if k == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            got += k as u64;
-        }
-        if got != n {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("received {got} messages, {n} were sent")));
-        }
-        Ok(sum)
-    }
-}
-
-struct FramedBatchRx<M>(FramedConsumer, std::marker::PhantomData<M>);
-
-impl<M: Message> MsgRx for FramedBatchRx<M> {
-    fn recv_n(&mut self, n: u64) -> io::Result<u64> {
-        let (mut sum, mut got) = (0u64, 0u64);
-        while got < n {
-            let batch = self.0.try_recv_batch(|frame| {
+            let each = |frame: &[u8]| {
                 let m = M::from_bytes(frame);
                 sum = sum.wrapping_add(black_box(&m).first_word());
-            });
-            match batch {
+            };
+            match if BLOCKING { self.0.recv_batch(each) } else { self.0.try_recv_batch(each) } {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(k) => got += k as u64,
-                Err(e) if would_block(&e) => spin_loop(),
-                Err(e) => return Err(err("try_recv_batch", e)),
+                Err(e) if !BLOCKING && would_block(&e) => spin_loop(),
+                Err(e) => return Err(err(if BLOCKING { "recv_batch" } else { "try_recv_batch" }, e)),
             }
         }
         if got != n {
@@ -735,19 +687,19 @@ fn msg_run_typed<M: Message>(queue: MsgQueue, warm: u64, count: u64) -> io::Resu
     match queue {
         MsgQueue::Framed => {
             let (tx, rx) = framed(1)?;
-            drive(FramedTx::<M>(tx, P), FramedRx::<M>(rx, P), warm, count)
+            drive(FramedTx::<M, false>(tx, P), FramedRx::<M, false>(rx, P), warm, count)
         }
         MsgQueue::FramedBatched(n) => {
             let (tx, rx) = framed(n)?;
-            drive(FramedTx::<M>(tx, P), FramedBatchRx::<M>(rx, P), warm, count)
+            drive(FramedTx::<M, false>(tx, P), FramedBatchRx::<M, false>(rx, P), warm, count)
         }
         MsgQueue::FramedBatchedSend(n) => {
             let (tx, rx) = framed(n)?;
-            drive(FramedTx::<M>(tx, P), FramedRx::<M>(rx, P), warm, count)
+            drive(FramedTx::<M, false>(tx, P), FramedRx::<M, false>(rx, P), warm, count)
         }
         MsgQueue::FramedRecvBatch => {
             let (tx, rx) = framed(1)?;
-            drive(FramedTx::<M>(tx, P), FramedBatchRx::<M>(rx, P), warm, count)
+            drive(FramedTx::<M, false>(tx, P), FramedBatchRx::<M, false>(rx, P), warm, count)
         }
         MsgQueue::RtrbPushPop => {
             let (tx, rx) = rtrb::RingBuffer::<M>::new(slots);
@@ -767,11 +719,11 @@ fn msg_run_typed<M: Message>(queue: MsgQueue, warm: u64, count: u64) -> io::Resu
         }
         MsgQueue::FramedBlocking => {
             let (tx, rx) = framed(1)?;
-            drive(FramedBlockingTx::<M>(tx, P), FramedBlockingRx::<M>(rx, P), warm, count)
+            drive(FramedTx::<M, true>(tx, P), FramedRx::<M, true>(rx, P), warm, count)
         }
         MsgQueue::FramedRecvBatchBlocking => {
             let (tx, rx) = framed(1)?;
-            drive(FramedTx::<M>(tx, P), FramedBlockingBatchRx::<M>(rx, P), warm, count)
+            drive(FramedTx::<M, false>(tx, P), FramedBatchRx::<M, true>(rx, P), warm, count)
         }
     }
 }
@@ -1009,6 +961,32 @@ pub fn msg_single_thread(queue: MsgQueue, size: usize, ops: u64) -> io::Result<D
     }
 }
 
+/// One message through a framed pair in one thread: `try_send` / `try_recv` (`BLOCKING`
+/// false) or `send` / `recv` (true). Returns 1, the messages it took.
+#[inline(always)]
+fn framed_step<M: Message, const BLOCKING: bool>(
+    tx: &mut FramedProducer,
+    rx: &mut FramedConsumer,
+    i: u64,
+    sum: &mut u64,
+) -> io::Result<u64> {
+    let m = M::make(i).to_bytes();
+    if BLOCKING {
+        tx.send(m.as_ref()).map_err(|e| err("send", e))?;
+    } else {
+        tx.try_send(m.as_ref()).map_err(|e| err("try_send", e))?;
+    }
+    let frame = if BLOCKING {
+        rx.recv().map_err(|e| err("recv", e))?
+    } else {
+        rx.try_recv().map_err(|e| err("try_recv", e))?
+    };
+    let frame = frame.ok_or(io::ErrorKind::UnexpectedEof)?;
+    let m = M::from_bytes(&frame);
+    *sum = sum.wrapping_add(black_box(&m).first_word());
+    Ok(1)
+}
+
 fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
     let slots = MSG_QUEUE_BYTES / std::mem::size_of::<M>();
     let warm = msg_warm_up(std::mem::size_of::<M>());
@@ -1050,23 +1028,11 @@ fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
         }
         MsgQueue::FramedBlocking => {
             let (mut tx, mut rx) = framed(1)?;
-            steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
-                tx.send(M::make(i).to_bytes().as_ref()).map_err(|e| err("send", e))?;
-                let frame = rx.recv().map_err(|e| err("recv", e))?.ok_or(io::ErrorKind::UnexpectedEof)?;
-                let m = M::from_bytes(&frame);
-                *sum = sum.wrapping_add(black_box(&m).first_word());
-                Ok(1)
-            })?
+            steps(warm, ops, &mut sum, &mut t, |i, sum| framed_step::<M, true>(&mut tx, &mut rx, i, sum))?
         }
         MsgQueue::Framed => {
             let (mut tx, mut rx) = framed(1)?;
-            steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
-                tx.try_send(M::make(i).to_bytes().as_ref()).map_err(|e| err("try_send", e))?;
-                let frame = rx.try_recv().map_err(|e| err("try_recv", e))?.ok_or(io::ErrorKind::UnexpectedEof)?;
-                let m = M::from_bytes(&frame);
-                *sum = sum.wrapping_add(black_box(&m).first_word());
-                Ok(1)
-            })?
+            steps(warm, ops, &mut sum, &mut t, |i, sum| framed_step::<M, false>(&mut tx, &mut rx, i, sum))?
         }
         MsgQueue::FramedBatched(n) => {
             let (mut tx, mut rx) = framed(n)?;
