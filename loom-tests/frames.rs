@@ -78,6 +78,14 @@ impl Framed {
         self.data.write(tx.head() + 8, v);
     }
 
+    /// Sends frame `k` (one byte, `value(k)`) as an unbatched `send` does: waits for room,
+    /// writes the payload, then `put_and_publish`.
+    fn send(&self, link: &mut Sender, tx: &mut crate::protocol::ProducerCursor, k: u64) {
+        self.room(link, tx, frame_size(1));
+        self.payload(tx, value(k));
+        link.put_and_publish(&self.ring, tx, &self.words, 1, false);
+    }
+
     /// Receives one frame as `recv` does; `Ok(payload byte)`, or the stop.
     fn recv(&self, link: &mut Receiver, rx: &mut ConsumerCursor) -> Result<u8, Stop> {
         let (len, size) = match self.fast(link, rx) {
@@ -124,9 +132,7 @@ fn stamped_frames_stream_with_both_sides_sleeping() {
             let mut tx = g.ring.producer();
             let mut link = Sender::new(N as usize, 0);
             for k in 0..FRAMES {
-                g.room(&link, &mut tx, frame_size(1));
-                g.payload(&tx, value(k));
-                link.put_and_publish(&g.ring, &mut tx, &g.words, 1, false);
+                g.send(&mut link, &mut tx, k);
             }
             g.ring.close(Role::Producer);
         });
@@ -199,9 +205,7 @@ fn a_newcomer_overwrites_a_dead_producers_unpublished_batch() {
             let mut tx = g.ring.producer(); // at the committed head: 0
             let mut link = Sender::new(N as usize, tx.head());
             for k in 0..2 {
-                g.room(&link, &mut tx, frame_size(1));
-                g.payload(&tx, value(k));
-                link.put_and_publish(&g.ring, &mut tx, &g.words, 1, false);
+                g.send(&mut link, &mut tx, k);
             }
             g.ring.close(Role::Producer);
         });
@@ -230,9 +234,7 @@ fn a_frame_taken_by_its_stamp_lies_below_the_published_head() {
             let mut tx = g.ring.producer();
             let mut link = Sender::new(N as usize, 0);
             for k in 0..2 {
-                g.room(&link, &mut tx, frame_size(1));
-                g.payload(&tx, value(k));
-                link.put_and_publish(&g.ring, &mut tx, &g.words, 1, false);
+                g.send(&mut link, &mut tx, k);
             }
         });
         let mut rx = f.ring.consumer();
@@ -262,9 +264,7 @@ fn a_frame_below_the_head_is_read_though_its_stamp_never_came() {
         let producer = thread::spawn(move || {
             let mut tx = g.ring.producer();
             let mut link = Sender::new(N as usize, 0);
-            g.room(&link, &mut tx, frame_size(1));
-            g.payload(&tx, value(0));
-            link.put_and_publish(&g.ring, &mut tx, &g.words, 1, false);
+            g.send(&mut link, &mut tx, 0);
             // The second frame, published as `Sender::publish` does up to the head store
             // (the clear mark, then head), and no further: the stamp store never happens.
             g.room(&link, &mut tx, frame_size(1));
