@@ -32,6 +32,7 @@ use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 use mirror_ring::{FramedConsumer, FramedProducer, RingOptions};
 
+use super::pair::{drive, expected_sum, SeqRx, SeqTx};
 use super::*;
 
 /// Bytes of messages each queue holds.
@@ -158,16 +159,6 @@ impl Message for [u8; 64] {
     }
 }
 
-/// The sending side: sends messages `from .. to`.
-trait MsgTx {
-    fn send_range(&mut self, from: u64, to: u64) -> io::Result<()>;
-}
-
-/// The receiving side: receives `n` messages, returns the wrapping sum of their first words.
-trait MsgRx {
-    fn recv_n(&mut self, n: u64) -> io::Result<u64>;
-}
-
 fn err(what: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
@@ -200,7 +191,7 @@ fn busy(steps: u32) {
 /// blocking `send` (true).
 struct FramedTx<M, const BLOCKING: bool>(FramedProducer, std::marker::PhantomData<M>);
 
-impl<M: Message, const BLOCKING: bool> MsgTx for FramedTx<M, BLOCKING> {
+impl<M: Message, const BLOCKING: bool> SeqTx for FramedTx<M, BLOCKING> {
     fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
         let steps = work_steps(0);
         for i in from..to {
@@ -224,7 +215,7 @@ impl<M: Message, const BLOCKING: bool> MsgTx for FramedTx<M, BLOCKING> {
 /// (`BLOCKING` false), or the blocking `recv` (true).
 struct FramedRx<M, const BLOCKING: bool>(FramedConsumer, std::marker::PhantomData<M>);
 
-impl<M: Message, const BLOCKING: bool> MsgRx for FramedRx<M, BLOCKING> {
+impl<M: Message, const BLOCKING: bool> SeqRx for FramedRx<M, BLOCKING> {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
         let (mut sum, steps) = (0u64, work_steps(1));
         for _ in 0..n {
@@ -251,7 +242,7 @@ impl<M: Message, const BLOCKING: bool> MsgRx for FramedRx<M, BLOCKING> {
 /// (`BLOCKING` false), or the blocking `recv_batch` (true).
 struct FramedBatchRx<M, const BLOCKING: bool>(FramedConsumer, std::marker::PhantomData<M>);
 
-impl<M: Message, const BLOCKING: bool> MsgRx for FramedBatchRx<M, BLOCKING> {
+impl<M: Message, const BLOCKING: bool> SeqRx for FramedBatchRx<M, BLOCKING> {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
         let (mut sum, mut got) = (0u64, 0u64);
         while got < n {
@@ -277,7 +268,7 @@ impl<M: Message, const BLOCKING: bool> MsgRx for FramedBatchRx<M, BLOCKING> {
 
 struct RtrbPushTx<M>(rtrb::Producer<M>);
 
-impl<M: Message> MsgTx for RtrbPushTx<M> {
+impl<M: Message> SeqTx for RtrbPushTx<M> {
     fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
         let steps = work_steps(0);
         for i in from..to {
@@ -294,7 +285,7 @@ impl<M: Message> MsgTx for RtrbPushTx<M> {
 
 struct RtrbPopRx<M>(rtrb::Consumer<M>);
 
-impl<M: Message> MsgRx for RtrbPopRx<M> {
+impl<M: Message> SeqRx for RtrbPopRx<M> {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
         let (mut sum, steps) = (0u64, work_steps(1));
         for _ in 0..n {
@@ -313,7 +304,7 @@ impl<M: Message> MsgRx for RtrbPopRx<M> {
 
 struct RtrbChunkTx<M>(rtrb::Producer<M>, usize);
 
-impl<M: Message> MsgTx for RtrbChunkTx<M> {
+impl<M: Message> SeqTx for RtrbChunkTx<M> {
     fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
         let mut i = from;
         while i < to {
@@ -338,7 +329,7 @@ impl<M: Message> MsgTx for RtrbChunkTx<M> {
 
 struct RtrbChunkRx<M>(rtrb::Consumer<M>, usize);
 
-impl<M: Message> MsgRx for RtrbChunkRx<M> {
+impl<M: Message> SeqRx for RtrbChunkRx<M> {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
         let (mut sum, mut got) = (0u64, 0u64);
         while got < n {
@@ -464,7 +455,7 @@ impl<M: Message> MinTx<M> {
     }
 }
 
-impl<M: Message> MsgTx for MinTx<M> {
+impl<M: Message> SeqTx for MinTx<M> {
     fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
         let steps = work_steps(0);
         for i in from..to {
@@ -511,7 +502,7 @@ impl<M: Message> MinRx<M> {
     }
 }
 
-impl<M: Message> MsgRx for MinRx<M> {
+impl<M: Message> SeqRx for MinRx<M> {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
         let (mut sum, steps) = (0u64, work_steps(1));
         for _ in 0..n {
@@ -539,7 +530,7 @@ fn minimal<M: Message>() -> (MinTx<M>, MinRx<M>) {
 
 struct QueueTx<M>(Arc<ArrayQueue<M>>);
 
-impl<M: Message> MsgTx for QueueTx<M> {
+impl<M: Message> SeqTx for QueueTx<M> {
     fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
         let steps = work_steps(0);
         for i in from..to {
@@ -556,7 +547,7 @@ impl<M: Message> MsgTx for QueueTx<M> {
 
 struct QueueRx<M>(Arc<ArrayQueue<M>>);
 
-impl<M: Message> MsgRx for QueueRx<M> {
+impl<M: Message> SeqRx for QueueRx<M> {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
         let (mut sum, steps) = (0u64, work_steps(1));
         for _ in 0..n {
@@ -574,92 +565,6 @@ impl<M: Message> MsgRx for QueueRx<M> {
 }
 
 // --- the driver -------------------------------------------------------------------------------
-
-/// The wrapping sum of `from .. to`: what the consumer's checksum must come to.
-fn expected_sum(from: u64, to: u64) -> u64 {
-    (from..to).fold(0u64, |a, i| a.wrapping_add(i))
-}
-
-/// A two-party spinning barrier either side can call off: a side that failed aborts it instead
-/// of leaving the other spinning at it for ever.
-#[derive(Default)]
-struct Meet {
-    arrived: CachePadded<AtomicU32>,
-    aborted: CachePadded<AtomicU32>,
-}
-
-impl Meet {
-    /// Waits for the other side; false if it called the meeting off.
-    fn meet(&self) -> bool {
-        // AcqRel: each side's warm-up happens before the other leaves the barrier.
-        self.arrived.fetch_add(1, Ordering::AcqRel);
-        while self.arrived.load(Ordering::Acquire) < 2 {
-            // Acquire: pairs with the Release store in abort.
-            if self.aborted.load(Ordering::Acquire) != 0 {
-                return false;
-            }
-            spin_loop();
-        }
-        true
-    }
-
-    fn abort(&self) {
-        // Release: pairs with the Acquire load in meet.
-        self.aborted.store(1, Ordering::Release);
-    }
-}
-
-/// Runs `warm` messages untimed, then `count` timed, from this thread (pinned to the producer
-/// CPU) to a consumer thread on the consumer CPU.
-fn drive<T: MsgTx + Send, R: MsgRx + Send>(tx: T, rx: R, warm: u64, count: u64) -> io::Result<Sample> {
-    let meet = Meet::default();
-    let meet = &meet;
-    let called_off = || io::Error::other("the other side failed before the timed part");
-    pin_to(PRODUCER_CPU);
-    std::thread::scope(|s| {
-        let consumer = s.spawn(move || -> io::Result<(u64, u64, u64, u64)> {
-            pin_to(CONSUMER_CPU);
-            // On this thread's stack, on lines of its own (see stream_threads). On a failure
-            // the end is dropped on the way out, which closes a mirror-ring and so stops its
-            // producer (the other queues' producers cannot fail).
-            let mut rx = Isolated(rx);
-            let rx = &mut rx.0;
-            let warm_sum = rx.recv_n(warm).inspect_err(|_| meet.abort())?;
-            let sw = run_delay_ns();
-            if !meet.meet() {
-                return Err(called_off());
-            }
-            let sum = rx.recv_n(count)?;
-            let t1 = now_ns();
-            Ok((t1, warm_sum, sum, run_delay_ns() - sw))
-        });
-        let mut tx = Isolated(tx);
-        let sent = (|| {
-            tx.0.send_range(0, warm).inspect_err(|_| meet.abort())?;
-            let sw = run_delay_ns();
-            if !meet.meet() {
-                return Err(called_off());
-            }
-            let t0 = now_ns();
-            tx.0.send_range(warm, warm + count)?;
-            Ok::<(u64, u64), io::Error>((t0, run_delay_ns() - sw))
-        })();
-        // Dropping the sending end closes a mirror-ring: a consumer still waiting for messages
-        // a failed producer will never send sees the end of the stream instead of spinning.
-        drop(tx);
-        let received = consumer.join().map_err(|_| io::Error::other("message consumer panicked"))?;
-        let (t0, sw0) = sent?;
-        let (t1, warm_sum, sum, sw1) = received?;
-        if warm_sum != expected_sum(0, warm) || sum != expected_sum(warm, warm + count) {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "messages were lost, reordered or corrupted"));
-        }
-        Ok(Sample {
-            units: count,
-            time: Duration::from_nanos(t1.saturating_sub(t0)),
-            preempted: Duration::from_nanos(sw0 + sw1),
-        })
-    })
-}
 
 /// One run of `queue` with `size`-byte messages (8 or 64): `warm` untimed, `count` timed.
 pub fn msg_run(queue: MsgQueue, size: usize, warm: u64, count: u64) -> io::Result<Sample> {
@@ -687,43 +592,43 @@ fn msg_run_typed<M: Message>(queue: MsgQueue, warm: u64, count: u64) -> io::Resu
     match queue {
         MsgQueue::Framed => {
             let (tx, rx) = framed(1)?;
-            drive(FramedTx::<M, false>(tx, P), FramedRx::<M, false>(rx, P), warm, count)
+            drive(FramedTx::<M, false>(tx, P), FramedRx::<M, false>(rx, P), warm, count, "messages")
         }
         MsgQueue::FramedBatched(n) => {
             let (tx, rx) = framed(n)?;
-            drive(FramedTx::<M, false>(tx, P), FramedBatchRx::<M, false>(rx, P), warm, count)
+            drive(FramedTx::<M, false>(tx, P), FramedBatchRx::<M, false>(rx, P), warm, count, "messages")
         }
         MsgQueue::FramedBatchedSend(n) => {
             let (tx, rx) = framed(n)?;
-            drive(FramedTx::<M, false>(tx, P), FramedRx::<M, false>(rx, P), warm, count)
+            drive(FramedTx::<M, false>(tx, P), FramedRx::<M, false>(rx, P), warm, count, "messages")
         }
         MsgQueue::FramedRecvBatch => {
             let (tx, rx) = framed(1)?;
-            drive(FramedTx::<M, false>(tx, P), FramedBatchRx::<M, false>(rx, P), warm, count)
+            drive(FramedTx::<M, false>(tx, P), FramedBatchRx::<M, false>(rx, P), warm, count, "messages")
         }
         MsgQueue::RtrbPushPop => {
             let (tx, rx) = rtrb::RingBuffer::<M>::new(slots);
-            drive(RtrbPushTx(tx), RtrbPopRx(rx), warm, count)
+            drive(RtrbPushTx(tx), RtrbPopRx(rx), warm, count, "messages")
         }
         MsgQueue::RtrbChunks(n) => {
             let (tx, rx) = rtrb::RingBuffer::<M>::new(slots);
-            drive(RtrbChunkTx(tx, n.clamp(1, slots)), RtrbChunkRx(rx, eighth), warm, count)
+            drive(RtrbChunkTx(tx, n.clamp(1, slots)), RtrbChunkRx(rx, eighth), warm, count, "messages")
         }
         MsgQueue::ArrayQueue => {
             let q = Arc::new(ArrayQueue::<M>::new(slots));
-            drive(QueueTx(q.clone()), QueueRx(q), warm, count)
+            drive(QueueTx(q.clone()), QueueRx(q), warm, count, "messages")
         }
         MsgQueue::Minimal => {
             let (tx, rx) = minimal::<M>();
-            drive(tx, rx, warm, count)
+            drive(tx, rx, warm, count, "messages")
         }
         MsgQueue::FramedBlocking => {
             let (tx, rx) = framed(1)?;
-            drive(FramedTx::<M, true>(tx, P), FramedRx::<M, true>(rx, P), warm, count)
+            drive(FramedTx::<M, true>(tx, P), FramedRx::<M, true>(rx, P), warm, count, "messages")
         }
         MsgQueue::FramedRecvBatchBlocking => {
             let (tx, rx) = framed(1)?;
-            drive(FramedTx::<M, false>(tx, P), FramedBatchRx::<M, true>(rx, P), warm, count)
+            drive(FramedTx::<M, false>(tx, P), FramedBatchRx::<M, true>(rx, P), warm, count, "messages")
         }
     }
 }

@@ -29,6 +29,7 @@ mod async_rows;
 mod chart;
 mod interleave;
 mod messages;
+mod pair;
 mod ping;
 mod records;
 mod rings;

@@ -18,12 +18,11 @@
 
 use std::hint::spin_loop;
 use std::io::{self, BufRead, Write};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crossbeam_utils::CachePadded;
 use mirror_ring::{Consumer, Producer, RingOptions};
 
+use super::pair::{drive, SeqRx, SeqTx};
 use super::*;
 
 /// Bytes per record.
@@ -60,16 +59,6 @@ impl RecQueue {
     }
 }
 
-/// The sending side: records `from .. to`.
-trait RecTx {
-    fn send_range(&mut self, from: u64, to: u64) -> io::Result<()>;
-}
-
-/// The receiving side: `n` records; returns the wrapping sum of their first words.
-trait RecRx {
-    fn recv_n(&mut self, n: u64) -> io::Result<u64>;
-}
-
 /// A record with sequence number `i`.
 #[inline(always)]
 fn stamp(rec: &mut [u8; REC], i: u64) {
@@ -99,7 +88,7 @@ fn take(src: &[u8]) -> u64 {
 struct MirrorIoTx(Producer);
 struct MirrorIoRx(Consumer);
 
-impl RecTx for MirrorIoTx {
+impl SeqTx for MirrorIoTx {
     fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
         let mut rec = template();
         for i in from..to {
@@ -110,7 +99,7 @@ impl RecTx for MirrorIoTx {
     }
 }
 
-impl RecRx for MirrorIoRx {
+impl SeqRx for MirrorIoRx {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
         let mut sum = 0u64;
         let mut got = 0;
@@ -134,7 +123,7 @@ impl RecRx for MirrorIoRx {
 struct MirrorTryTx(Producer);
 struct MirrorTryRx(Consumer);
 
-impl RecTx for MirrorTryTx {
+impl SeqTx for MirrorTryTx {
     fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
         let mut rec = template();
         for i in from..to {
@@ -152,7 +141,7 @@ impl RecTx for MirrorTryTx {
     }
 }
 
-impl RecRx for MirrorTryRx {
+impl SeqRx for MirrorTryRx {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
         let mut sum = 0u64;
         let mut got = 0;
@@ -176,7 +165,7 @@ impl RecRx for MirrorTryRx {
 struct RtrbChunkTx(rtrb::Producer<u8>);
 struct RtrbChunkRx(rtrb::Consumer<u8>);
 
-impl RecTx for RtrbChunkTx {
+impl SeqTx for RtrbChunkTx {
     fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
         let mut rec = template();
         for i in from..to {
@@ -202,7 +191,7 @@ impl RecTx for RtrbChunkTx {
     }
 }
 
-impl RecRx for RtrbChunkRx {
+impl SeqRx for RtrbChunkRx {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
         let mut sum = 0u64;
         let mut got = 0;
@@ -230,7 +219,7 @@ impl RecRx for RtrbChunkRx {
 struct RtrbSliceTx(rtrb::Producer<u8>);
 struct RtrbSliceRx(rtrb::Consumer<u8>);
 
-impl RecTx for RtrbSliceTx {
+impl SeqTx for RtrbSliceTx {
     fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
         let mut rec = template();
         for i in from..to {
@@ -248,7 +237,7 @@ impl RecTx for RtrbSliceTx {
     }
 }
 
-impl RecRx for RtrbSliceRx {
+impl SeqRx for RtrbSliceRx {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
         let mut sum = 0u64;
         let mut got = 0;
@@ -272,108 +261,24 @@ impl RecRx for RtrbSliceRx {
     }
 }
 
-// --- the driver -------------------------------------------------------------------------------
-
-/// The wrapping sum of `from .. to`.
-fn expected_sum(from: u64, to: u64) -> u64 {
-    (from..to).fold(0u64, |a, i| a.wrapping_add(i))
-}
-
-/// A two-party spinning barrier either side can call off.
-#[derive(Default)]
-struct Meet {
-    arrived: CachePadded<AtomicU32>,
-    aborted: CachePadded<AtomicU32>,
-}
-
-impl Meet {
-    fn meet(&self) -> bool {
-        // AcqRel: each side's warm-up happens before the other leaves the barrier.
-        self.arrived.fetch_add(1, Ordering::AcqRel);
-        while self.arrived.load(Ordering::Acquire) < 2 {
-            // Acquire: pairs with the Release store in abort.
-            if self.aborted.load(Ordering::Acquire) != 0 {
-                return false;
-            }
-            spin_loop();
-        }
-        true
-    }
-
-    fn abort(&self) {
-        // Release: pairs with the Acquire load in meet.
-        self.aborted.store(1, Ordering::Release);
-    }
-}
-
-/// `warm` records untimed, then `count` timed, from this thread (producer CPU) to a consumer
-/// thread (consumer CPU). Units: records.
-fn drive<T: RecTx + Send, R: RecRx + Send>(tx: T, rx: R, warm: u64, count: u64) -> io::Result<Sample> {
-    let meet = Meet::default();
-    let meet = &meet;
-    let called_off = || io::Error::other("the other side failed before the timed part");
-    pin_to(PRODUCER_CPU);
-    std::thread::scope(|s| {
-        let consumer = s.spawn(move || -> io::Result<(u64, u64, u64, u64)> {
-            pin_to(CONSUMER_CPU);
-            // On this thread's stack, on lines of its own (see stream_threads).
-            let mut rx = Isolated(rx);
-            let rx = &mut rx.0;
-            let warm_sum = rx.recv_n(warm).inspect_err(|_| meet.abort())?;
-            let sw = run_delay_ns();
-            if !meet.meet() {
-                return Err(called_off());
-            }
-            let sum = rx.recv_n(count)?;
-            let t1 = now_ns();
-            Ok((t1, warm_sum, sum, run_delay_ns() - sw))
-        });
-        let mut tx = Isolated(tx);
-        let sent = (|| {
-            tx.0.send_range(0, warm).inspect_err(|_| meet.abort())?;
-            let sw = run_delay_ns();
-            if !meet.meet() {
-                return Err(called_off());
-            }
-            let t0 = now_ns();
-            tx.0.send_range(warm, warm + count)?;
-            Ok::<(u64, u64), io::Error>((t0, run_delay_ns() - sw))
-        })();
-        // Dropping a mirror-ring producer closes the ring: a consumer waiting for records a
-        // failed producer will never send sees the end of the stream.
-        drop(tx);
-        let received = consumer.join().map_err(|_| io::Error::other("record consumer panicked"))?;
-        let (t0, sw0) = sent?;
-        let (t1, warm_sum, sum, sw1) = received?;
-        if warm_sum != expected_sum(0, warm) || sum != expected_sum(warm, warm + count) {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "records were lost, reordered or corrupted"));
-        }
-        Ok(Sample {
-            units: count,
-            time: Duration::from_nanos(t1.saturating_sub(t0)),
-            preempted: Duration::from_nanos(sw0 + sw1),
-        })
-    })
-}
-
 /// One run of `queue` through a ring of `cap` bytes: `warm` records untimed, `count` timed.
 pub fn rec_run(queue: RecQueue, cap: usize, warm: u64, count: u64) -> io::Result<Sample> {
     match queue {
         RecQueue::MirrorIo => {
             let (tx, rx) = RingOptions::new().capacity(cap).build()?;
-            drive(MirrorIoTx(tx), MirrorIoRx(rx), warm, count)
+            drive(MirrorIoTx(tx), MirrorIoRx(rx), warm, count, "records")
         }
         RecQueue::MirrorTry => {
             let (tx, rx) = RingOptions::new().capacity(cap).build()?;
-            drive(MirrorTryTx(tx), MirrorTryRx(rx), warm, count)
+            drive(MirrorTryTx(tx), MirrorTryRx(rx), warm, count, "records")
         }
         RecQueue::RtrbChunks => {
             let (tx, rx) = rtrb::RingBuffer::<u8>::new(cap);
-            drive(RtrbChunkTx(tx), RtrbChunkRx(rx), warm, count)
+            drive(RtrbChunkTx(tx), RtrbChunkRx(rx), warm, count, "records")
         }
         RecQueue::RtrbSlices => {
             let (tx, rx) = rtrb::RingBuffer::<u8>::new(cap);
-            drive(RtrbSliceTx(tx), RtrbSliceRx(rx), warm, count)
+            drive(RtrbSliceTx(tx), RtrbSliceRx(rx), warm, count, "records")
         }
     }
 }
