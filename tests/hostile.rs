@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    available, open_fds, our_mappings, page_size, scale, seed, spawn_child, wait_child, wait_child_within, Pattern, Rng,
+    available, open_fds, our_mappings, page_size, scale, seed, spawn_child, wait_child, wait_child_within, HeaderView,
+    Pattern, Rng,
 };
 use mirror_ring::{Backend, RingOptions, SharedRing};
 
@@ -52,50 +53,12 @@ fn in_child_within(limit: Duration, f: impl FnOnce() -> i32) -> i32 {
     wait_child_within(pid, limit)
 }
 
-/// A shared, writable mapping of the first page of a ring file: the hostile peer's own view
-/// of the header.
-struct HeaderView {
-    ptr: *mut u8,
-}
-
 impl HeaderView {
-    fn map(fd: std::os::fd::BorrowedFd<'_>) -> HeaderView {
-        // SAFETY: a fresh mapping at an address of the kernel's choice.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                page_size(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
-        HeaderView { ptr: p.cast() }
-    }
-    fn u32_at(&self, off: usize) -> &AtomicU32 {
-        assert!(off % 4 == 0 && off + 4 <= page_size());
-        // SAFETY: aligned, inside the mapped page, which lives as long as self.
-        unsafe { &*self.ptr.add(off).cast::<AtomicU32>() }
-    }
-    fn u64_at(&self, off: usize) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off + 8 <= page_size());
-        // SAFETY: as above.
-        unsafe { &*self.ptr.add(off).cast::<AtomicU64>() }
-    }
     /// Forges a role slot: start time, then pid, then state, as a claimant would write them.
     fn forge_slot(&self, off: usize, state: u32, pid: i32, start: u64) {
         self.u64_at(off + 8).store(start, Ordering::SeqCst);
         self.u32_at(off + 4).store(pid as u32, Ordering::SeqCst);
         self.u32_at(off).store(state, Ordering::SeqCst);
-    }
-}
-
-impl Drop for HeaderView {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping; nothing refers into it after drop.
-        unsafe { libc::munmap(self.ptr.cast(), page_size()) };
     }
 }
 

@@ -16,12 +16,12 @@ mod common;
 use std::io::{BufRead, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{
-    available, in_child, open_fds, our_mappings, page_size, proc_state, scale, seed, spawn_child, wait_child,
-    wait_child_within, Pattern, Rng,
+    available, in_child, open_fds, our_mappings, page_size, proc_state, scale, seed, sigkill, spawn_child, wait_child,
+    wait_child_within, Pattern, Rng, SharedPage,
 };
 use mirror_ring::{Backend, Consumer, Producer, RingOptions, SharedRing};
 
@@ -48,46 +48,6 @@ impl Checksum {
         }
         self.1 += bytes.len() as u64;
     }
-}
-
-/// One page of anonymous shared memory that survives fork: counters the tests read after a
-/// child died.
-struct SharedPage(*mut AtomicU64);
-
-impl SharedPage {
-    fn new() -> SharedPage {
-        // SAFETY: a fresh anonymous mapping at an address of the kernel's choice.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
-        SharedPage(p.cast())
-    }
-    fn word(&self, i: usize) -> &AtomicU64 {
-        assert!(i < 512);
-        // SAFETY: the page holds 512 aligned u64 words, zero-initialised, accessed only
-        // atomically, and mapped until drop.
-        unsafe { &*self.0.add(i) }
-    }
-}
-
-impl Drop for SharedPage {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping; no reference into it outlives self.
-        unsafe { libc::munmap(self.0.cast(), 4096) };
-    }
-}
-
-fn sigkill(pid: libc::pid_t) {
-    // SAFETY: pid is our own child, not yet reaped (so the pid cannot name anyone else).
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
 }
 
 /// No child processes left: `waitpid(-1, WNOHANG)` says there are none to wait for.

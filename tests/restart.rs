@@ -10,18 +10,15 @@
 //! Every child leaves through `_exit` (`tests/common`), every wait on a child is bounded, and
 //! the restart gaps and take-over times are printed (`--nocapture`), never judged.
 
-// The tests play the hostile peer: they map the ring file themselves to forge a role slot.
-#![allow(clippy::disallowed_methods)]
-
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{available, page_size, scale, spawn_child, wait_child, wait_child_within};
+use common::{available, scale, sigkill, spawn_child, wait_child, wait_child_within, HeaderView, SharedPage};
 use mirror_ring::{Backend, Consumer, FramedConsumer, FramedProducer, Producer, RingOptions, SharedRing};
 
 const KIB: usize = 1024;
@@ -46,65 +43,8 @@ const TAKING: u64 = 3;
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-/// One page of anonymous shared memory that survives fork: counters the processes report in.
-struct SharedPage(*mut AtomicU64);
-
-impl SharedPage {
-    fn new() -> SharedPage {
-        // SAFETY: a fresh anonymous mapping at an address of the kernel's choice.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
-        SharedPage(p.cast())
-    }
-    fn word(&self, i: usize) -> &AtomicU64 {
-        assert!(i < 512);
-        // SAFETY: 512 aligned u64 words, zero-initialised, accessed only atomically, mapped
-        // until drop.
-        unsafe { &*self.0.add(i) }
-    }
-}
-
-impl Drop for SharedPage {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping; no reference into it outlives self.
-        unsafe { libc::munmap(self.0.cast(), 4096) };
-    }
-}
-
-/// A writable view of a ring file's header page, as a hostile holder of the memfd makes.
-struct HeaderView(*mut u8);
-
+/// Claim words of a ring file's header, as a hostile holder of the memfd forges them.
 impl HeaderView {
-    fn map(fd: std::os::fd::BorrowedFd<'_>) -> HeaderView {
-        // SAFETY: a fresh mapping at an address of the kernel's choice.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                page_size(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
-        HeaderView(p.cast())
-    }
-    fn u64_at(&self, off: usize) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off + 8 <= page_size());
-        // SAFETY: aligned, inside the mapped page, which lives as long as self; every access
-        // to the header is atomic, in the ring and here.
-        unsafe { &*self.0.add(off).cast::<AtomicU64>() }
-    }
     /// The claim word of the slot at `slot`: (state, epoch, pid).
     fn claim(&self, slot: usize) -> (u64, u64, i32) {
         let w = self.u64_at(slot + SLOT_CLAIM).load(Ordering::SeqCst);
@@ -113,18 +53,6 @@ impl HeaderView {
     fn set_claim(&self, slot: usize, state: u64, epoch: u64, pid: i32) {
         self.u64_at(slot + SLOT_CLAIM).store(u64::from(pid as u32) << 32 | epoch << 8 | state, Ordering::SeqCst);
     }
-}
-
-impl Drop for HeaderView {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping; nothing refers into it after drop.
-        unsafe { libc::munmap(self.0.cast(), page_size()) };
-    }
-}
-
-fn sigkill(pid: libc::pid_t) {
-    // SAFETY: pid is our own child, not yet reaped (so the pid cannot name anyone else).
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the machine.

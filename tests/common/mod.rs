@@ -2,7 +2,9 @@
 //! `#[path]`): forking a child that `_exit`s, and looking at this process's mappings and fds.
 #![allow(dead_code, unreachable_pub)]
 
+use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
 use mirror_ring::Backend;
@@ -250,4 +252,97 @@ impl Drop for Watchdog {
 pub fn proc_state(pid: libc::pid_t) -> char {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("child's /proc entry");
     stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
+}
+
+/// Sends SIGKILL to `pid`, a child of ours not yet reaped.
+pub fn sigkill(pid: libc::pid_t) {
+    // SAFETY: pid is our own child, not yet reaped (so the pid cannot name anyone else).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+}
+
+/// One page of anonymous shared memory that survives fork: counters the processes of a test
+/// report in, readable after a child died.
+pub struct SharedPage(*mut AtomicU64);
+
+// The tests map their own pages (a test's shared counters, a hostile view of a ring's header)
+// with the raw calls: the crate's wrappers in `src/sys.rs` are private to it.
+#[allow(clippy::disallowed_methods)]
+impl SharedPage {
+    pub fn new() -> SharedPage {
+        // SAFETY: a fresh anonymous mapping at an address of the kernel's choice.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        SharedPage(p.cast())
+    }
+
+    pub fn word(&self, i: usize) -> &AtomicU64 {
+        assert!(i < 512);
+        // SAFETY: the page holds 512 aligned u64 words, zero-initialised, accessed only
+        // atomically, and mapped until drop.
+        unsafe { &*self.0.add(i) }
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // (see `impl SharedPage`)
+impl Drop for SharedPage {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping; no reference into it outlives self.
+        unsafe { libc::munmap(self.0.cast(), 4096) };
+    }
+}
+
+/// A shared, writable mapping of the first page of a ring file: the header as another holder
+/// of the memfd (a hostile peer, a supervisor) sees it. Each test file adds the accessors its
+/// forgeries need.
+pub struct HeaderView {
+    ptr: *mut u8,
+}
+
+#[allow(clippy::disallowed_methods)] // (see `impl SharedPage`)
+impl HeaderView {
+    pub fn map(fd: std::os::fd::BorrowedFd<'_>) -> HeaderView {
+        // SAFETY: a fresh mapping at an address of the kernel's choice.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                page_size(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        HeaderView { ptr: p.cast() }
+    }
+
+    pub fn u32_at(&self, off: usize) -> &AtomicU32 {
+        assert!(off % 4 == 0 && off + 4 <= page_size());
+        // SAFETY: aligned, inside the mapped page, which lives as long as self; every access
+        // to the header is atomic, in the ring and here.
+        unsafe { &*self.ptr.add(off).cast::<AtomicU32>() }
+    }
+
+    pub fn u64_at(&self, off: usize) -> &AtomicU64 {
+        assert!(off % 8 == 0 && off + 8 <= page_size());
+        // SAFETY: as in `u32_at`.
+        unsafe { &*self.ptr.add(off).cast::<AtomicU64>() }
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // (see `impl SharedPage`)
+impl Drop for HeaderView {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping; nothing refers into it after drop.
+        unsafe { libc::munmap(self.ptr.cast(), page_size()) };
+    }
 }
