@@ -774,19 +774,10 @@ pub fn msg_batching_section(
 
 /// Prints [`msg_batching_section`]'s outcome.
 pub fn print_msg_batching_section(out: &Outcome, size: usize) {
-    println!("Placement: {}.\n", out.placement_line());
     let pairs: Vec<Pair> = (1..5)
         .map(|k| Pair { label: format!("{}, {}", fmt_size(size), out.names[k]), ours: k, theirs: 0, also: vec![] })
         .collect();
-    let (head, rows) = pairs_table(out, &pairs, 1e-6, "messages");
-    println!("M messages/s; ratio against one at a time (try_send / try_recv), per repetition:\n");
-    print_table(&head, &rows);
-    for n in &out.notes {
-        println!("- {n}");
-    }
-    if !out.notes.is_empty() {
-        println!();
-    }
+    print_pairs(out, &pairs, "M messages/s; ratio against one at a time (try_send / try_recv), per repetition:");
 }
 
 /// Which side sets the pace, for one message size: mirror-ring `try_send` / `try_recv`, the
@@ -815,7 +806,6 @@ pub fn msg_regime_section(
 /// Prints [`msg_regime_section`]'s outcome: mirror-ring and the minimal queue against rtrb with
 /// the same work per message.
 pub fn print_msg_regime_section(out: &Outcome) {
-    println!("Placement: {}.\n", out.placement_line());
     let pairs: Vec<Pair> = (0..3)
         .flat_map(|k| {
             let b = 3 * k;
@@ -825,22 +815,28 @@ pub fn print_msg_regime_section(out: &Outcome) {
             ]
         })
         .collect();
-    let (head, rows) = pairs_table(out, &pairs, 1e-6, "messages");
-    println!("M messages/s; ratio against rtrb push/pop with the same work per message, per repetition:\n");
-    print_table(&head, &rows);
-    for n in &out.notes {
-        println!("- {n}");
-    }
-    if !out.notes.is_empty() {
-        println!();
-    }
+    print_pairs(
+        out,
+        &pairs,
+        "M messages/s; ratio against rtrb push/pop with the same work per message, per repetition:",
+    );
 }
 
 /// Prints [`msg_section`]'s outcome.
 pub fn print_msg_section(out: &Outcome, sizes: &[usize], batch: usize) {
+    print_pairs(
+        out,
+        &msg_pairs(sizes, batch),
+        "M messages/s (median of the repetitions in that placement); ratio: median (min-max) of the per-repetition ratios:",
+    );
+}
+
+/// Prints a section's placement line, its pairs table (M messages/s) under `heading`, and why
+/// anything is missing.
+fn print_pairs(out: &Outcome, pairs: &[Pair], heading: &str) {
     println!("Placement: {}.\n", out.placement_line());
-    let (head, rows) = pairs_table(out, &msg_pairs(sizes, batch), 1e-6, "messages");
-    println!("M messages/s (median of the repetitions in that placement); ratio: median (min-max) of the per-repetition ratios:\n");
+    let (head, rows) = pairs_table(out, pairs, 1e-6, "messages");
+    println!("{heading}\n");
     print_table(&head, &rows);
     for n in &out.notes {
         println!("- {n}");
@@ -1044,18 +1040,9 @@ pub fn msg_minimal_section(
 
 /// Prints [`msg_minimal_section`]'s outcome: every case against rtrb push/pop.
 pub fn print_msg_minimal_section(out: &Outcome, size: usize) {
-    println!("Placement: {}.\n", out.placement_line());
     let pairs: Vec<Pair> = [0, 1, 3, 4]
         .into_iter()
         .map(|k| Pair { label: format!("{}, {}", fmt_size(size), out.names[k]), ours: k, theirs: 2, also: vec![] })
         .collect();
-    let (head, rows) = pairs_table(out, &pairs, 1e-6, "messages");
-    println!("M messages/s; ratio against rtrb push/pop, per repetition:\n");
-    print_table(&head, &rows);
-    for n in &out.notes {
-        println!("- {n}");
-    }
-    if !out.notes.is_empty() {
-        println!();
-    }
+    print_pairs(out, &pairs, "M messages/s; ratio against rtrb push/pop, per repetition:");
 }
