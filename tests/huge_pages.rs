@@ -11,11 +11,10 @@
 mod common;
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::sync::atomic::{compiler_fence, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use common::{in_child, mapped_at, open_fds, our_mappings, Pattern};
-use mirror_ring::{Backend, MirrorMap, MirrorOptions, RingOptions};
+use common::{in_child, mapped_at, mirrors_at, open_fds, our_mappings, Pattern};
+use mirror_ring::{Backend, MirrorOptions, RingOptions};
 
 const HUGE: usize = 2 << 20;
 const KNOB: &str = "/proc/sys/vm/nr_hugepages";
@@ -82,22 +81,6 @@ fn assert_names_huge_pages(e: &io::Error) {
     let errno = errno_of(e).unwrap_or_else(|| panic!("the OS error must stay reachable as source(): {e:?}"));
     if errno == libc::ENOMEM {
         assert_eq!(e.kind(), ErrorKind::OutOfMemory, "{e}");
-    }
-}
-
-/// Writes through one view and reads through the other at `off`, both ways.
-fn mirrors_at(map: &MirrorMap, off: usize, tag: u8) -> bool {
-    let n = map.len();
-    let p = map.as_ptr();
-    // SAFETY: off < n and the map is valid for 2n bytes; only this thread uses it.
-    unsafe {
-        p.add(off).write_volatile(tag);
-        compiler_fence(Ordering::SeqCst);
-        let seen_b = p.add(n + off).read_volatile();
-        p.add(n + off).write_volatile(!tag);
-        compiler_fence(Ordering::SeqCst);
-        let seen_a = p.add(off).read_volatile();
-        seen_b == tag && seen_a == !tag
     }
 }
 

@@ -6,25 +6,8 @@ mod common;
 use std::io::ErrorKind;
 use std::sync::atomic::{compiler_fence, Ordering};
 
-use common::{available, in_child, mapped_at, open_fds, our_mappings, page_size};
+use common::{available, in_child, mapped_at, mirrors_at, open_fds, our_mappings, page_size};
 use mirror_ring::{Backend, MirrorMap, MirrorOptions};
-
-/// Writes through one view at `off` and reads through the other, both ways. Volatile accesses
-/// and compiler fences: the compiler must not assume the two views are different memory.
-fn mirrors_at(map: &MirrorMap, off: usize, tag: u8) -> bool {
-    let n = map.len();
-    let p = map.as_ptr();
-    // SAFETY: off < n and the map is valid for 2n bytes; only this thread uses it.
-    unsafe {
-        p.add(off).write_volatile(tag);
-        compiler_fence(Ordering::SeqCst);
-        let seen_b = p.add(n + off).read_volatile();
-        p.add(n + off).write_volatile(!tag);
-        compiler_fence(Ordering::SeqCst);
-        let seen_a = p.add(off).read_volatile();
-        seen_b == tag && seen_a == !tag
-    }
-}
 
 #[test]
 fn every_backend_mirrors_both_ways_at_first_middle_last_byte() {

@@ -4,10 +4,10 @@
 
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{compiler_fence, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mirror_ring::Backend;
+use mirror_ring::{Backend, MirrorMap};
 
 /// The backends that work on this machine (at least one must).
 pub fn available() -> Vec<Backend> {
@@ -344,5 +344,22 @@ impl Drop for HeaderView {
     fn drop(&mut self) {
         // SAFETY: our own mapping; nothing refers into it after drop.
         unsafe { libc::munmap(self.ptr.cast(), page_size()) };
+    }
+}
+
+/// Writes through one view at `off` and reads through the other, both ways. Volatile accesses
+/// and compiler fences: the compiler must not assume the two views are different memory.
+pub fn mirrors_at(map: &MirrorMap, off: usize, tag: u8) -> bool {
+    let n = map.len();
+    let p = map.as_ptr();
+    // SAFETY: off < n and the map is valid for 2n bytes; only this thread uses it.
+    unsafe {
+        p.add(off).write_volatile(tag);
+        compiler_fence(Ordering::SeqCst);
+        let seen_b = p.add(n + off).read_volatile();
+        p.add(n + off).write_volatile(!tag);
+        compiler_fence(Ordering::SeqCst);
+        let seen_a = p.add(off).read_volatile();
+        seen_b == tag && seen_a == !tag
     }
 }
