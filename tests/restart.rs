@@ -55,6 +55,21 @@ impl HeaderView {
     }
 }
 
+/// Forks a consumer of `ring` that claims the role and then idles until it is killed; returns
+/// its pid once it holds the role.
+fn idle_consumer(ring: &SharedRing) -> libc::pid_t {
+    let page = SharedPage::new();
+    let pid = spawn_child(|| {
+        let _rx = ring.clone().into_consumer().unwrap();
+        page.word(0).store(1, Ordering::Release);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    wait_until("the consumer claimed", || page.word(0).load(Ordering::Acquire) == 1);
+    pid
+}
+
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the machine.
 fn mono_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -926,18 +941,9 @@ fn wait_dead_unreaped(pid: libc::pid_t) {
 fn a_taker_killed_mid_takeover_does_not_wedge_the_role() {
     let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
     let view = HeaderView::map(ring.as_fd().unwrap());
-    let page = SharedPage::new();
     let mut tx = ring.clone().into_producer().unwrap();
     tx.write_all(&[7u8; 4096]).unwrap(); // full
-    let child_ring = ring.clone();
-    let holder = spawn_child(|| {
-        let _rx = child_ring.into_consumer().unwrap();
-        page.word(0).store(1, Ordering::Release);
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    });
-    wait_until("the consumer claimed", || page.word(0).load(Ordering::Acquire) == 1);
+    let holder = idle_consumer(&ring);
     assert!(!tx.is_abandoned());
     sigkill(holder);
     wait_child(holder);
@@ -980,17 +986,9 @@ fn the_survivor_goes_on_after_a_takeover() {
     for reported in [false, true] {
         let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
         let fd = ring.as_fd().unwrap().try_clone_to_owned().unwrap();
-        let page = SharedPage::new(); // 0: claimed, 1: the newcomer may read
+        let page = SharedPage::new(); // 1: the producer blocks, 2: the take-over is done
         let mut tx = ring.clone().into_producer().unwrap();
-        let child_ring = ring.clone();
-        let first = spawn_child(|| {
-            let _rx = child_ring.into_consumer().unwrap();
-            page.word(0).store(1, Ordering::Release);
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        });
-        wait_until("the consumer claimed", || page.word(0).load(Ordering::Acquire) == 1);
+        let first = idle_consumer(&ring);
         // The producer's watcher identifies the first consumer, alive.
         assert!(!tx.is_abandoned());
         tx.write_all(&[1u8; 4096]).unwrap(); // full
