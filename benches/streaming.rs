@@ -109,13 +109,7 @@ fn records(c: &mut Criterion) {
 /// 4 KiB writes through 1 MiB and 4 MiB rings: mirror-ring through `std::io`, with a 64 KiB
 /// watermark reader, rtrb and a pipe.
 fn bulk(c: &mut Criterion) {
-    let comps = [
-        Competitor::MirrorIo,
-        Competitor::MirrorWatermark(64 * KIB),
-        Competitor::Mirror(Backend::Auto),
-        Competitor::Rtrb,
-        Competitor::Pipe,
-    ];
+    let comps = BULK_COMPETITORS;
     let cells: Vec<(usize, usize, String)> =
         [MIB, 4 * MIB].iter().map(|&r| (r, 4 * KIB, fmt_size(r).replace(' ', ""))).collect();
     group(c, "stream/threads/bulk(4KiB-writes)", Mode::Threads, &comps, &cells);

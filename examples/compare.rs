@@ -1198,13 +1198,7 @@ fn records_section(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &
 /// that waits for a 64 KiB watermark), spinning, rtrb, and a pipe; with the regime (how far
 /// behind the producer the reader ran).
 fn bulk_section(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &mut Vec<String>) {
-    let comps = [
-        Competitor::MirrorIo,
-        Competitor::MirrorWatermark(64 * KIB),
-        Competitor::Mirror(Backend::Auto),
-        Competitor::Rtrb,
-        Competitor::Pipe,
-    ];
+    let comps = BULK_COMPETITORS;
     println!("## Bulk: 4 KiB writes through 1 MiB and 4 MiB rings, two threads\n");
     println!(
         "mirror-ring/io: `write_all` / `read` into a 4 KiB buffer, blocking, default options. \

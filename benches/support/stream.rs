@@ -251,6 +251,17 @@ impl Mode {
     }
 }
 
+/// The bulk comparison (4 KiB writes through 1 and 4 MiB rings), the same in the streaming
+/// bench and the demo: mirror-ring through `std::io`, with a 64 KiB watermark reader, spinning
+/// (`try_*`), rtrb and a pipe.
+pub const BULK_COMPETITORS: [Competitor; 5] = [
+    Competitor::MirrorIo,
+    Competitor::MirrorWatermark(64 * KIB),
+    Competitor::Mirror(Backend::Auto),
+    Competitor::Rtrb,
+    Competitor::Pipe,
+];
+
 /// Everything the streaming benches compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Competitor {
