@@ -13,7 +13,7 @@ use loom::sync::atomic::AtomicBool;
 use loom::sync::Arc;
 use loom::thread;
 
-use super::{model, value, Data, Ring};
+use super::{model, publish_two_bytes, value, Data, Ring};
 use crate::header::{Header, Role, Word};
 use crate::protocol::{ConsumerCursor, Stop};
 use crate::ring::asynch::park::{self, ParkEnd, Parking, Site};
@@ -84,14 +84,7 @@ fn parked_async_reader_is_woken_directly() {
     model("parked_async_reader_is_woken_directly", || {
         let ring = Arc::new(Ring::new(N, 0));
         let data = Arc::new(Data::new(N));
-        let (r, d) = (ring.clone(), data.clone());
-        let producer = thread::spawn(move || {
-            let mut tx = r.producer();
-            for k in 0..2 {
-                d.write(tx.head(), value(k));
-                tx.commit(&r, 1);
-            }
-        });
+        let producer = publish_two_bytes(&ring, &data);
         let mut reader = AsyncReader::new(&ring, true);
         assert_eq!(reader.read(2), Ok(2));
         assert_eq!([data.read(0), data.read(1)], [value(0), value(1)]);

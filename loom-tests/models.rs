@@ -255,6 +255,22 @@ impl Data {
 }
 
 /// The value of the `k`-th byte of a model stream (counting from 0): never 0, so a byte that
+
+/// A producer thread that publishes two bytes, `value(0)` then `value(1)`, one commit each, so
+/// a reader waiting for both may sleep, be woken for one, and sleep again.
+pub(crate) fn publish_two_bytes(
+    ring: &loom::sync::Arc<Ring>,
+    data: &loom::sync::Arc<Data>,
+) -> loom::thread::JoinHandle<()> {
+    let (r, d) = (ring.clone(), data.clone());
+    loom::thread::spawn(move || {
+        let mut tx = r.producer();
+        for k in 0..2 {
+            d.write(tx.head(), value(k));
+            tx.commit(&r, 1);
+        }
+    })
+}
 /// was never written shows, and distinct within 255 bytes, so a stale or misplaced byte shows.
 pub(crate) fn value(k: u64) -> u8 {
     (k % 255) as u8 + 1
