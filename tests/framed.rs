@@ -74,7 +74,8 @@ fn check_frame(got: &[u8], want: &[u8], i: u64) {
 }
 
 /// Sends `count` frames of sizes from `Sizes(seed, 0, max)`, mixing `send`, `try_send`,
-/// `send_timeout` and `reserve` + `commit`.
+/// `send_timeout`, `reserve` + `commit`, and the three `send_batch` calls on runs of up to 16
+/// messages (passing again what a call left over).
 fn send_frames(tx: &mut FramedProducer, count: u64, seed: u64, max: usize) {
     send_sized(tx, count, seed, 0, max)
 }
@@ -84,9 +85,36 @@ fn send_sized(tx: &mut FramedProducer, count: u64, seed: u64, min: usize, max: u
     let payloads = Payloads::new();
     let mut sizes = Sizes::new(seed, min, max);
     let mut pick = Rng::new(seed ^ 0xabcd);
-    for i in 0..count {
+    let mut i = 0;
+    while i < count {
         let len = sizes.next();
         let msg = payloads.of(i, len);
+        if pick.up_to(4) == 4 {
+            let k = (1 + pick.up_to(15) as u64).min(count - i);
+            let mut batch = vec![msg];
+            batch.extend((i + 1..i + k).map(|j| payloads.of(j, sizes.next())));
+            let mut rest = &batch[..];
+            while !rest.is_empty() {
+                let sent = match pick.up_to(2) {
+                    // The blocking calls send at least one.
+                    0 => at_least_one(tx.send_batch(rest).unwrap()),
+                    1 => at_least_one(tx.send_batch_timeout(rest, Duration::from_secs(600)).unwrap()),
+                    _ => match tx.try_send_batch(rest) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            thread::yield_now();
+                            0
+                        }
+                        Err(e) => panic!("try_send_batch: {e}"),
+                    },
+                };
+                assert!(sent <= rest.len(), "send_batch sent {sent} of {}", rest.len());
+                rest = &rest[sent..];
+            }
+            i += k;
+            continue;
+        }
+        i += 1;
         match pick.up_to(3) {
             0 => tx.send(msg).unwrap(),
             1 => loop {
@@ -105,6 +133,11 @@ fn send_sized(tx: &mut FramedProducer, count: u64, seed: u64, min: usize, max: u
             }
         }
     }
+}
+
+fn at_least_one(sent: usize) -> usize {
+    assert!(sent >= 1, "a blocking send_batch returned without sending");
+    sent
 }
 
 /// Receives `count` frames and checks each; then expects end of stream.
@@ -264,6 +297,66 @@ fn oversize_frames_are_refused_write_nothing_and_the_ring_keeps_working() {
     drop(tx);
     assert_eq!(&*rx.recv().unwrap().unwrap(), b"after");
     assert!(rx.recv().unwrap().is_none());
+}
+
+/// `send_batch` stops before a message that is too long, at a full ring and at a closed
+/// consumer; the next call, starting with that message, reports why; nothing sent is lost and
+/// nothing unsent goes out.
+#[test]
+fn send_batch_stops_where_a_message_cannot_go_and_the_next_call_says_why() {
+    let (tx, rx) = channel(4096).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    let long = vec![9u8; 4089];
+    let msgs: [&[u8]; 5] = [b"one", b"", b"three", &long, b"five"];
+    assert_eq!(tx.try_send_batch(&msgs).unwrap(), 3);
+    assert_eq!(tx.try_send_batch(&msgs[3..]).unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(tx.send_batch(&msgs[4..]).unwrap(), 1);
+    assert_eq!(tx.send_batch::<&[u8]>(&[]).unwrap(), 0);
+    let mut got = Vec::new();
+    assert_eq!(rx.try_recv_batch(|f| got.push(f.to_vec())).unwrap(), 4);
+    assert_eq!(got, [&b"one"[..], b"", b"three", b"five"]);
+
+    // A full ring (everything above was received and released): 100-byte messages take 112
+    // bytes with their header, and the last needs the 8-byte mark after it: 36 * 112 + 8 =
+    // 4040 bytes fit in 4096, 37 would not.
+    let msgs = vec![[7u8; 100]; 60];
+    let sent = tx.try_send_batch(&msgs).unwrap();
+    assert_eq!(sent, 36);
+    assert_eq!(tx.try_send_batch(&msgs[sent..]).unwrap_err().kind(), ErrorKind::WouldBlock);
+    let err = tx.send_batch_timeout(&msgs[sent..], Duration::from_millis(5)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TimedOut);
+    let mut n = 0;
+    while n < sent {
+        n += rx.try_recv_batch(|f| assert_eq!(f, &[7u8; 100][..])).unwrap();
+    }
+    assert_eq!(n, sent);
+    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
+
+    drop(rx);
+    assert_eq!(tx.send_batch(&[b"late"]).unwrap_err().kind(), ErrorKind::BrokenPipe);
+    assert_eq!(tx.try_send_batch(&[b"late"]).unwrap_err().kind(), ErrorKind::BrokenPipe);
+}
+
+/// Frames of `set_batch` held back go out with a `send_batch`, first, in order.
+#[test]
+fn send_batch_publishes_the_frames_set_batch_held_back_first() {
+    let (tx, rx) = channel(1 << 16).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    tx.set_batch(100);
+    tx.send(b"held 1").unwrap();
+    tx.send(b"held 2").unwrap();
+    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert_eq!(tx.send_batch(&[b"batch 1", b"batch 2"]).unwrap(), 2);
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        rx.try_recv_batch(|f| got.push(String::from_utf8(f.to_vec()).unwrap())).unwrap();
+    }
+    assert_eq!(got, ["held 1", "held 2", "batch 1", "batch 2"]);
+    // The batch setting is kept: the next send is held back again.
+    tx.send(b"held 3").unwrap();
+    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
+    tx.flush().unwrap();
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"held 3");
 }
 
 #[test]

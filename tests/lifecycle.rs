@@ -70,14 +70,16 @@ fn a_write_grant_committed_in_a_forked_child_publishes_nothing() {
     }
 }
 
-/// The framed producer's flush, `set_batch` and `into_inner` (which publish pending frames)
-/// and a `FrameGrant` committed in a child: nothing reaches the parent's consumer, the ring is
+/// The framed producer's flush, `send_batch`, `set_batch` and `into_inner` (which publish
+/// pending frames) and a `FrameGrant` committed in a child: nothing reaches the parent's consumer, the ring is
 /// not closed, and nothing crashes.
 #[test]
 fn framed_producer_calls_in_a_forked_child_publish_nothing() {
     type Op = fn(&mut Option<mirror_ring::FramedProducer>) -> bool;
-    let ops: [(&str, Op); 4] = [
+    let ops: [(&str, Op); 5] = [
         ("flush", |tx| unsupported(tx.as_mut().unwrap().flush())),
+        // Would publish the pending frame with its own, and the ring has room for both.
+        ("send_batch", |tx| unsupported(tx.as_mut().unwrap().send_batch(&[b"from the child"]))),
         ("set_batch", |tx| {
             tx.as_mut().unwrap().set_batch(1);
             true

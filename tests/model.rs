@@ -431,6 +431,9 @@ struct FrameModel {
     too_long: usize,
     empty: usize,
     held: usize,
+    /// `send_batch` calls that sent something, and those that left messages over.
+    batches: usize,
+    batches_cut: usize,
 }
 
 impl FrameModel {
@@ -571,6 +574,8 @@ impl FrameHarness {
             too_long: 0,
             empty: 0,
             held: 0,
+            batches: 0,
+            batches_cut: 0,
         };
         FrameHarness { tx, rx, m }
     }
@@ -578,7 +583,7 @@ impl FrameHarness {
     fn step(&mut self, step: usize) {
         let (tx, rx, m) = (&mut self.tx, &mut self.rx, &mut self.m);
         let ctx = m.ctx.clone();
-        match m.rng.up_to(11) {
+        match m.rng.up_to(12) {
             // try_send, or a blocking send when the model says it fits.
             0..=2 => {
                 let len = m.msg_len();
@@ -683,6 +688,58 @@ impl FrameHarness {
                 }
                 m.publish();
             }
+            // try_send_batch of up to 6 messages (or a blocking send_batch when the model says
+            // the first fits): the leading ones that fit, published, the rest left over.
+            11 => {
+                let msgs: Vec<Vec<u8>> = (0..m.rng.up_to(6))
+                    .map(|_| {
+                        let mut msg = vec![0; m.msg_len()];
+                        m.rng.fill(&mut msg);
+                        msg
+                    })
+                    .collect();
+                let blocking = m.rng.up_to(3) == 0;
+                if blocking
+                    && msgs
+                        .first()
+                        .is_some_and(|msg| msg.len() > m.max || !m.fits(frame_size(msg.len()) + m.pad as usize))
+                {
+                    return;
+                }
+                let r = if blocking { tx.send_batch(&msgs) } else { tx.try_send_batch(&msgs) };
+                // The model: the first message as a single send would go; then each one while
+                // it is not too long and fits; then a publish.
+                let mut sent = 0;
+                for msg in &msgs {
+                    if sent == 0 {
+                        let fits = m.claim(msg.len());
+                        if fits != Some(true) {
+                            m.check(r.as_ref().map(|_| ()).map_err(|e| std::io::Error::from(e.kind())), fits, step);
+                            return;
+                        }
+                    } else if msg.len() > m.max || !m.fits(frame_size(msg.len())) {
+                        break;
+                    }
+                    m.sent(msg.clone());
+                    sent += 1;
+                }
+                match r {
+                    Ok(n) => assert_eq!(
+                        n,
+                        sent,
+                        "{ctx}: step {step}: send_batch of {} sent {n}, the model says {sent}",
+                        msgs.len()
+                    ),
+                    Err(e) => panic!("{ctx}: step {step}: send_batch: {e}; the model says {sent} sent"),
+                }
+                if sent > 0 {
+                    m.publish();
+                    m.batches += 1;
+                    if sent < msgs.len() {
+                        m.batches_cut += 1;
+                    }
+                }
+            }
             _ => {
                 assert!(!tx.is_abandoned(), "{ctx}");
                 assert!(!rx.is_abandoned(), "{ctx}");
@@ -717,11 +774,15 @@ fn random_frame_operations_match_a_vecdeque_model() {
             }
             let m = &h.m;
             assert!(m.seams > ops / 200, "{}: only {} frames crossed the seam", m.ctx, m.seams);
-            assert!(m.full > 0 && m.too_long > 0 && m.empty > 0 && m.held > 0, "{}: a case never came up", m.ctx);
+            assert!(
+                m.full > 0 && m.too_long > 0 && m.empty > 0 && m.held > 0 && m.batches_cut > 0,
+                "{}: a case never came up",
+                m.ctx
+            );
             println!(
                 "{}: {ops} operations: {} frames received, {} crossed the seam; refused: {} full, {} too long; \
-                 {} empty receives; {} frames held while the producer filled the ring",
-                m.ctx, m.received, m.seams, m.full, m.too_long, m.empty, m.held
+                 {} empty receives; {} frames held while the producer filled the ring; {} batches sent, {} cut short",
+                m.ctx, m.received, m.seams, m.full, m.too_long, m.empty, m.held, m.batches, m.batches_cut
             );
             h.finish();
         }

@@ -64,6 +64,9 @@ pub enum MsgQueue {
     /// mirror-ring framed, `try_send` + blocking `recv_batch`: batching on the consumer only,
     /// with the crate's own waiting.
     FramedRecvBatchBlocking,
+    /// mirror-ring framed, `try_send_batch` of `n` messages + `try_recv_batch`: the batch APIs
+    /// on both sides, like rtrb's chunks.
+    FramedSendBatch(usize),
 }
 
 impl MsgQueue {
@@ -79,6 +82,7 @@ impl MsgQueue {
             MsgQueue::Minimal => "minimal stamped".into(),
             MsgQueue::FramedBlocking => "mirror-ring send/recv, blocking".into(),
             MsgQueue::FramedRecvBatchBlocking => "try_send + recv_batch (blocking)".into(),
+            MsgQueue::FramedSendBatch(n) => format!("mirror-ring send_batch {n}"),
         }
     }
 
@@ -95,13 +99,14 @@ impl MsgQueue {
             MsgQueue::Minimal => "minimal_stamped".into(),
             MsgQueue::FramedBlocking => "mirror_framed_blocking".into(),
             MsgQueue::FramedRecvBatchBlocking => "mirror_framed_recv_batch_blocking".into(),
+            MsgQueue::FramedSendBatch(n) => format!("mirror_framed_send_batch_api{n}"),
         }
     }
 }
 
 /// A message type: `u64` for 8 bytes, `[u8; 64]` for 64.
 pub trait Message: Copy + Send + 'static {
-    type Bytes: AsRef<[u8]>;
+    type Bytes: AsRef<[u8]> + Send;
     /// The message with counter `i` in its first word.
     fn make(i: u64) -> Self;
     fn first_word(&self) -> u64;
@@ -207,6 +212,32 @@ impl<M: Message, const BLOCKING: bool> SeqTx for FramedTx<M, BLOCKING> {
         }
         // Publishes what a batching producer holds back (nothing otherwise).
         self.0.flush().unwrap();
+        Ok(())
+    }
+}
+
+/// mirror-ring's sending end, `n` messages per call: `try_send_batch`, spinning on
+/// `WouldBlock`, passing again what did not fit. The messages are built into a buffer first
+/// (what a caller of a slice API does; rtrb's chunks are written in place).
+struct FramedBatchTx<M: Message>(FramedProducer, usize, Vec<M::Bytes>);
+
+impl<M: Message> SeqTx for FramedBatchTx<M> {
+    fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
+        let mut i = from;
+        while i < to {
+            let k = ((to - i) as usize).min(self.1);
+            self.2.clear();
+            self.2.extend((i..i + k as u64).map(|j| M::make(j).to_bytes()));
+            let mut rest = &self.2[..];
+            while !rest.is_empty() {
+                match self.0.try_send_batch(rest) {
+                    Ok(sent) => rest = &rest[sent..],
+                    Err(e) if would_block(&e) => spin_loop(),
+                    Err(e) => return Err(err("try_send_batch", e)),
+                }
+            }
+            i += k as u64;
+        }
         Ok(())
     }
 }
@@ -630,6 +661,17 @@ fn msg_run_typed<M: Message>(queue: MsgQueue, warm: u64, count: u64) -> io::Resu
             let (tx, rx) = framed(1)?;
             drive(FramedTx::<M, false>(tx, P), FramedBatchRx::<M, true>(rx, P), warm, count, "messages")
         }
+        MsgQueue::FramedSendBatch(n) => {
+            let (tx, rx) = framed(1)?;
+            let n = n.max(1);
+            drive(
+                FramedBatchTx::<M>(tx, n, Vec::with_capacity(n)),
+                FramedBatchRx::<M, false>(rx, P),
+                warm,
+                count,
+                "messages",
+            )
+        }
     }
 }
 
@@ -705,7 +747,7 @@ pub fn msg_contenders(sizes: &[usize], batch: usize) -> Vec<MsgCase> {
         v.push(MsgCase::new(MsgQueue::Framed, size));
         v.push(MsgCase::new(MsgQueue::RtrbPushPop, size));
         v.push(MsgCase::new(MsgQueue::ArrayQueue, size));
-        v.push(MsgCase::new(MsgQueue::FramedBatched(batch), size));
+        v.push(MsgCase::new(MsgQueue::FramedSendBatch(batch), size));
         v.push(MsgCase::new(MsgQueue::RtrbChunks(batch), size));
         v.push(MsgCase::new(MsgQueue::FramedBlocking, size));
     }
@@ -765,6 +807,7 @@ pub fn msg_batching_section(
         MsgQueue::FramedRecvBatch,
         MsgQueue::FramedBatched(batch),
         MsgQueue::FramedRecvBatchBlocking,
+        MsgQueue::FramedSendBatch(batch),
     ]
     .into_iter()
     .map(|q| Box::new(MsgCase::new(q, size)) as Box<dyn Contender>)
@@ -774,7 +817,7 @@ pub fn msg_batching_section(
 
 /// Prints [`msg_batching_section`]'s outcome.
 pub fn print_msg_batching_section(out: &Outcome, size: usize) {
-    let pairs: Vec<Pair> = (1..5)
+    let pairs: Vec<Pair> = (1..out.names.len())
         .map(|k| Pair { label: format!("{}, {}", fmt_size(size), out.names[k]), ours: k, theirs: 0, also: vec![] })
         .collect();
     print_pairs(out, &pairs, "M messages/s; ratio against one at a time (try_send / try_recv), per repetition:");
@@ -940,6 +983,28 @@ fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
             steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
                 for j in i..i + n as u64 {
                     tx.try_send(M::make(j).to_bytes().as_ref()).map_err(|e| err("try_send", e))?;
+                }
+                let mut got = 0;
+                while got < n {
+                    got += rx
+                        .try_recv_batch(|frame| {
+                            let m = M::from_bytes(frame);
+                            *sum = sum.wrapping_add(black_box(&m).first_word());
+                        })
+                        .map_err(|e| err("try_recv_batch", e))?;
+                }
+                Ok(n as u64)
+            })?
+        }
+        MsgQueue::FramedSendBatch(n) => {
+            let (mut tx, mut rx) = framed(1)?;
+            let mut buf = Vec::with_capacity(n);
+            steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
+                buf.clear();
+                buf.extend((i..i + n as u64).map(|j| M::make(j).to_bytes()));
+                let sent = tx.try_send_batch(&buf).map_err(|e| err("try_send_batch", e))?;
+                if sent != n {
+                    return Err(io::Error::other(format!("try_send_batch: {sent} of {n} sent")));
                 }
                 let mut got = 0;
                 while got < n {

@@ -120,6 +120,152 @@ impl FramedProducer {
         self.send_with(msg, Wait::within(timeout))
     }
 
+    /// Sends the leading messages of `msgs` that fit, in order, one frame each, and returns
+    /// how many it sent: at least one, blocking until the first fits (`Ok(0)` only for an
+    /// empty slice). The batch costs one ownership check, one look at the room and one
+    /// publish (one head store, one stamp and one wake-up check) per eighth of the ring, not
+    /// per message; each frame is two plain stores for messages of up to 8 bytes. Any frames
+    /// held back by [`set_batch`](Self::set_batch) are published with it.
+    ///
+    /// It stops early, and the next call reports why, at a message longer than
+    /// [`max_frame_len`](Self::max_frame_len) or when the ring is full, closed or poisoned.
+    /// So nothing is lost: the unsent messages are `msgs[sent..]`, to pass again. The
+    /// consumer's counterpart is [`FramedConsumer::recv_batch`](crate::FramedConsumer::recv_batch).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send), for the first message only.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// let readings: Vec<[u8; 8]> = (0..1000u64).map(u64::to_le_bytes).collect();
+    /// let reader = std::thread::spawn(move || {
+    ///     let mut sum = 0;
+    ///     while rx.recv_batch(|frame| sum += u64::from_le_bytes(frame.try_into().unwrap()))? > 0 {}
+    ///     Ok::<u64, std::io::Error>(sum)
+    /// });
+    /// let mut rest = &readings[..];
+    /// while !rest.is_empty() {
+    ///     let sent = tx.send_batch(rest)?; // as many as the 4 KiB ring takes now
+    ///     rest = &rest[sent..];
+    /// }
+    /// drop(tx);
+    /// assert_eq!(reader.join().unwrap()?, 999 * 1000 / 2);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn send_batch<M: AsRef<[u8]>>(&mut self, msgs: &[M]) -> io::Result<usize> {
+        self.batch_send_with(msgs, Wait::Until(None))
+    }
+
+    /// Like [`send_batch`](Self::send_batch), but never blocks.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when the first message does not fit now; otherwise as
+    /// [`send_batch`](Self::send_batch).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let mut tx = tx.into_framed();
+    /// // 200-byte frames take 208 bytes each: 19 fit in 4096, with the 8-byte mark after them.
+    /// let msgs = vec![[0u8; 200]; 30];
+    /// assert_eq!(tx.try_send_batch(&msgs)?, 19);
+    /// let err = tx.try_send_batch(&msgs[19..]).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_send_batch<M: AsRef<[u8]>>(&mut self, msgs: &[M]) -> io::Result<usize> {
+        self.batch_send_with(msgs, Wait::No)
+    }
+
+    /// Like [`send_batch`](Self::send_batch), but waits at most `timeout` for room for the
+    /// first message.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` when no room appeared in time; otherwise as [`send_batch`](Self::send_batch).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let mut tx = tx.into_framed();
+    /// tx.send(&[0; 4000])?;
+    /// let err = tx.send_batch_timeout(&[[1u8; 100]], Duration::from_millis(5)).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn send_batch_timeout<M: AsRef<[u8]>>(&mut self, msgs: &[M], timeout: Duration) -> io::Result<usize> {
+        self.batch_send_with(msgs, Wait::within(timeout))
+    }
+
+    #[inline(always)]
+    fn batch_send_with<M: AsRef<[u8]>>(&mut self, msgs: &[M], wait: Wait) -> io::Result<usize> {
+        let Some(first) = msgs.first() else { return Ok(0) };
+        // Every check `send` makes (ownership, length, closed, poisoned), and the wait for room.
+        let mut header = self.claim(first.as_ref().len(), wait)?;
+        let mut sent = 0;
+        loop {
+            sent += self.put_run(header, &msgs[sent..]);
+            self.publish_pending();
+            let Some(next) = msgs.get(sent) else { break };
+            // A further run if there is room now (a reason to stop is reported by the next
+            // call, which starts with this message).
+            match self.claim(next.as_ref().len(), Wait::No) {
+                Ok(at) => header = at,
+                Err(_) => break,
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Writes the leading messages of `msgs` as frames from the head, which is at `header` and
+    /// has room for the first (claimed in this call), while each fits with the clear mark
+    /// after it, up to an eighth of the ring; counts them as pending, to be published by the
+    /// caller. Returns how many it wrote (at least one).
+    #[inline(always)]
+    fn put_run<M: AsRef<[u8]>>(&mut self, header: *mut u8, msgs: &[M]) -> usize {
+        let (words, stamp, max_len) = (self.words, self.link.stamp(), self.max_len);
+        let first = msgs[0].as_ref();
+        // SAFETY: `claim` reserved frame_size(first.len()) free bytes from `header` (the head,
+        // 8-aligned, inside the two views), the producer's until it publishes them; `first`
+        // cannot overlap free space (see `send_at`).
+        unsafe { write_payload(header, first) };
+        // Its header: unstamped if it opens the batch (the consumer may be polling that word),
+        // with the pending frames' bookkeeping.
+        self.link.put(&mut self.inner.cur, &words, first.len());
+        let start = self.inner.cur.head();
+        // The run ends where the room known from the cached tail does, or an eighth of the ring
+        // on, whichever comes first: the consumer sees nothing of it before the publish.
+        let end = start.wrapping_add((self.room_end.wrapping_sub(start)).min(self.capacity() as u64 / 8));
+        let mut head = start;
+        let mut n = 1;
+        for m in &msgs[1..] {
+            let msg = m.as_ref();
+            let len = msg.len();
+            // (frame_size cannot overflow: len <= max_len < 2^32.)
+            if len > max_len || end.wrapping_sub(head) < (frame_size(len) + HEADER) as u64 {
+                break;
+            }
+            // SAFETY: [head, head + size + 8) lies below `end`, inside the free room (at most N
+            // bytes, inside the two views), the producer's until it publishes; 8-aligned. No
+            // consumer reads these words before the run's first frame is stamped or covered by
+            // the head (both at the publish), so plain stores will do. `msg` cannot overlap
+            // free space (see `send_at`).
+            unsafe { write_frame(words.at(head), stamp.stamped(len, head), msg) };
+            head = head.wrapping_add(frame_size(len) as u64);
+            n += 1;
+        }
+        self.inner.cur.advance(head.wrapping_sub(start) as usize);
+        n
+    }
+
     #[inline(always)]
     fn send_with(&mut self, msg: &[u8], wait: Wait) -> io::Result<()> {
         let len = msg.len();
