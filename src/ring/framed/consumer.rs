@@ -6,12 +6,13 @@ use std::io;
 use std::ops::Deref;
 use std::time::Duration;
 
-use super::link::Receiver;
-use super::wire::HEADER;
+use super::link::{Receiver, Words};
+use super::wire::{Stamp, HEADER};
 use super::FramedConsumer;
 use crate::header::Role;
 use crate::protocol::Stop;
 use crate::ring::{consumer_error, Consumer, Wait};
+use crate::sync::Ordering;
 
 impl FramedConsumer {
     /// The ring's capacity in bytes.
@@ -404,21 +405,33 @@ impl FramedConsumer {
         let limit = self.batch_limit;
         let bound = self.link.batch_bound(start, limit);
         // Releases what `f` has seen, also if it panics.
-        let done = Release { consumer: self };
+        let mut done = Release { consumer: self, seen: start };
+        // The loop keeps the cursor (`done.seen`) and the last header (`known`) in locals: `f`
+        // may be opaque code, after which fields would have to be loaded again.
+        let mut known = done.consumer.link.known();
         let mut frames = 0;
         let corrupt = loop {
-            let c = &mut *done.consumer;
-            let q = c.inner.cur.tail();
+            let q = done.seen;
             // Counted before `f` runs, so a panic in `f` releases this frame too.
-            c.inner.cur.advance_stamped(size);
+            done.seen = q.wrapping_add(size as u64);
             frames += 1;
             // SAFETY: the frame's header is at `q` (offset < N) with size = frame_size(len)
             // bytes (checked against the producer's room or the head), inside the two views;
             // the producer does not write them until they are released, after `f` returns.
             f(unsafe { std::slice::from_raw_parts(words.at(q).add(HEADER), len) });
-            let q = q.wrapping_add(size as u64);
+            let q = done.seen;
+            // Acquire: as in `link::Receiver::poll_word` (pairs with the stamp's Release).
+            let word = words.load(q, Ordering::Acquire);
+            if let Some(frame) = known.repeat(Stamp, word, q, bound.wrapping_sub(q)) {
+                (len, size) = frame;
+                continue;
+            }
+            let c = done.sync();
             (len, size) = match c.link.poll_within(q, bound, &words) {
-                Some(frame) => frame,
+                Some(frame) => {
+                    known = c.link.known();
+                    frame
+                }
                 None if q.wrapping_sub(start) >= limit as u64 => break false,
                 // This call owns the end (checked above or in `recv_slow`).
                 None => match c.link.committed(c.inner.end.header_checked(), &mut c.inner.cur, &words) {
@@ -536,13 +549,25 @@ fn slip(deadline: Option<std::time::Instant>, spin_budget: Duration) {
 /// Releases the frames a batch has handed out (one store), when the batch ends or unwinds.
 struct Release<'a> {
     consumer: &'a mut FramedConsumer,
+    /// The end of the last frame handed out: where the consumer's cursor goes.
+    seen: u64,
+}
+
+impl Release<'_> {
+    /// The consumer, with its cursor moved to `seen`.
+    #[inline(always)]
+    fn sync(&mut self) -> &mut FramedConsumer {
+        let cur = &mut self.consumer.inner.cur;
+        cur.advance_stamped(self.seen.wrapping_sub(cur.tail()) as usize);
+        self.consumer
+    }
 }
 
 impl Drop for Release<'_> {
     #[inline]
     fn drop(&mut self) {
         // Does nothing in a forked copy (which could not have read the frames anyway).
-        self.consumer.release_now();
+        self.sync().release_now();
     }
 }
 

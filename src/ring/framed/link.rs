@@ -371,7 +371,7 @@ impl Receiver {
     #[inline(always)]
     fn take(&mut self, word: u64, q: u64, room: u64) -> Option<(usize, usize)> {
         if word == self.known.base ^ self.stamp.bits(q) {
-            return (self.known.size as u64 <= room).then_some((self.known.len, self.known.size));
+            return self.known.repeat(self.stamp, word, q, room);
         }
         if word == CLEAR {
             // The commonest miss, "not yet": nothing to decode (and no batch being written
@@ -389,6 +389,13 @@ impl Receiver {
         // Acquire: as in `poll_word`.
         let word = words.load(q, Ordering::Acquire);
         self.take(word, q, bound.wrapping_sub(q))
+    }
+
+    /// The last stamped header taken: a batch keeps a copy at hand to recognise repeats
+    /// ([`Known::repeat`]), and asks [`poll_within`](Self::poll_within) about anything else.
+    #[inline(always)]
+    pub(crate) fn known(&self) -> Known {
+        self.known
     }
 
     /// Where a batch that starts at `start` and may take `limit` bytes must end: no further,

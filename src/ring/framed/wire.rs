@@ -298,6 +298,13 @@ impl Known {
     pub(crate) fn of(stamp: Stamp, len: usize) -> Known {
         Known { base: stamp.stamped(len, 0), len, size: frame_size(len) }
     }
+
+    /// `(len, size)` if `word`, loaded at `q`, is this frame's stamped header for `q` and the
+    /// frame fits in `room` bytes.
+    #[inline(always)]
+    pub(crate) fn repeat(&self, stamp: Stamp, word: u64, q: u64, room: u64) -> Option<(usize, usize)> {
+        (word == self.base ^ stamp.bits(q) && self.size as u64 <= room).then_some((self.len, self.size))
+    }
 }
 
 #[cfg(all(test, not(mirror_ring_loom)))]
