@@ -3,8 +3,9 @@
 //!
 //! - One at a time: mirror-ring `try_send` / `try_recv` (a cursor store per message on each
 //!   side, the default) against rtrb `push` / `pop` of one element per message.
-//! - Batched by `n`: mirror-ring with `set_batch(n)` on the producer (one cursor store per `n`
-//!   frames) and `try_recv_batch` on the consumer (everything readable, at most an eighth of the
+//! - Batched by `n`: mirror-ring with `try_send_batch` of `n` messages on the producer (one
+//!   check of the ring and one publish per `n` frames; `set_batch(n)` + `try_send`, one call
+//!   per message, is in the batching tables) and `try_recv_batch` on the consumer (everything readable, at most an eighth of the
 //!   ring, one cursor load and one store per call) against rtrb with `write_chunk_uninit(n)` +
 //!   `commit_all` on the producer (one store per `n` elements) and `read_chunk(slots)` +
 //!   `commit_all` on the consumer (everything readable, at most an eighth of the ring, one load
@@ -737,8 +738,8 @@ impl Contender for MsgCase {
 }
 
 /// The message comparison the bench and the demo both print: for each size, one at a time
-/// (mirror-ring try_send/try_recv vs rtrb push/pop), batched by `batch` (mirror-ring set_batch +
-/// try_recv_batch vs rtrb chunks), and one at a time with mirror-ring's blocking send/recv
+/// (mirror-ring try_send/try_recv vs rtrb push/pop), batched by `batch` (mirror-ring
+/// try_send_batch + try_recv_batch vs rtrb chunks), and one at a time with mirror-ring's blocking send/recv
 /// (against the same rtrb push/pop), ArrayQueue alongside the first. Returns the contenders in
 /// the order [`msg_pairs`] indexes them.
 pub fn msg_contenders(sizes: &[usize], batch: usize) -> Vec<MsgCase> {
@@ -792,7 +793,8 @@ pub fn msg_section(
 
 /// Where batching pays, for one message size: mirror-ring framed one at a time against
 /// batching on the producer (`set_batch(batch)`), on the consumer (`try_recv_batch`), on both,
-/// and on the consumer with the blocking `recv_batch` (which slips after a run, `docs::framing`);
+/// on the consumer with the blocking `recv_batch` (which slips after a run, `docs::framing`),
+/// and with the batch calls on both sides (`try_send_batch` + `try_recv_batch`);
 /// the ratios are against one at a time. Interleaved like [`msg_section`].
 pub fn msg_batching_section(
     size: usize,

@@ -158,6 +158,21 @@
 //! it hands every readable frame to a closure in one tight loop (at most an eighth of the ring
 //! per call) and releases them with one store.
 //!
+//! # Batch sends
+//!
+//! `set_batch` still makes one call per message, and every call checks the ownership, the
+//! room and the batch. When the messages are at hand together,
+//! [`send_batch`](crate::FramedProducer::send_batch) (and `try_send_batch`,
+//! `send_batch_timeout`) takes a slice of them: one ownership check and one look at the room
+//! for the call, then a tight loop that writes each frame (for up to 8 bytes, the header and
+//! the payload in one 16-byte store), and one publish per eighth of the ring. It is the same
+//! hand-over as a batch of `set_batch`: the first frame is written unstamped and stamped last,
+//! the others stamped as they are written. The call sends the leading messages that fit and
+//! returns how many; a message that is too long, or a full, closed or poisoned ring, ends the
+//! call early, and the next call (which starts with that message) reports it. Frames held back
+//! by `set_batch` are published with it. With `recv_batch` on the other side, this is the
+//! fastest way to move small messages (`BENCHMARKS.md`, "Batch sends").
+//!
 //! # Which side sets the pace
 //!
 //! Between two cores, one message at a time, the throughput depends on which side is slower
