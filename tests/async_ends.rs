@@ -107,6 +107,51 @@ fn both_ends_on_one_current_thread_runtime() {
             };
             let ((), n) = tokio::join!(sender, receiver);
             assert_eq!(n, 10_000);
+
+            // The same messages in slices of 1 to 40 through `send_batch`, taken by
+            // `recv_batch`.
+            let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(spin).build().unwrap();
+            let mut tx = tx.into_framed().into_async().unwrap();
+            let mut rx = rx.into_framed().into_async().unwrap();
+            let msgs: Vec<Vec<u8>> =
+                (0..10_000u32).map(|i| (0..(i % 700) as usize).map(|k| (k as u32 ^ i) as u8).collect()).collect();
+            let sender = async {
+                let (mut i, mut calls) = (0, 0u64);
+                while i < msgs.len() {
+                    let end = (i + 1 + (i * 7) % 40).min(msgs.len());
+                    let sent = tx.send_batch(&msgs[i..end]).await.unwrap();
+                    assert!((1..=end - i).contains(&sent), "send_batch of {} sent {sent}", end - i);
+                    i += sent;
+                    calls += 1;
+                }
+                drop(tx);
+                calls
+            };
+            let receiver = async {
+                let (mut i, mut calls) = (0usize, 0u64);
+                loop {
+                    let n = rx
+                        .recv_batch(|frame| {
+                            assert!(frame == &msgs[i][..], "frame {i}");
+                            i += 1;
+                        })
+                        .await
+                        .unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    calls += 1;
+                }
+                (i, calls, rx.stats())
+            };
+            let (sends, (n, recvs, rs)) = tokio::join!(sender, receiver);
+            assert_eq!(n, 10_000);
+            // Batches, not one frame per call (a 4 KiB ring holds about ten 350-byte frames).
+            assert!(sends < 10_000 && recvs < 10_000, "{sends} send_batch and {recvs} recv_batch calls");
+            if spin.is_zero() {
+                assert!(rs.parks > 0, "the receiver never parked: {rs:?}");
+            }
+            assert_eq!(rs.lost_wakeups, 0, "{rs:?}");
         });
     }
 }
@@ -495,12 +540,29 @@ fn cancelled_futures_lose_nothing() {
         let mut pending = pin!(tx.send(&[2; 100]));
         assert!(pending.as_mut().poll(&mut cx).is_pending());
     }
+    {
+        let mut pending = pin!(tx.send_batch(&[[3u8; 100], [4u8; 100]]));
+        assert!(pending.as_mut().poll(&mut cx).is_pending());
+    }
     rt.block_on(async {
         let frame = rx.recv().await.unwrap().unwrap();
         assert_eq!(frame.len(), 4000);
         drop(frame);
         tx.send(b"next").await.unwrap();
-        assert_eq!(&*rx.recv().await.unwrap().unwrap(), b"next", "the cancelled send was sent");
+        assert_eq!(&*rx.recv().await.unwrap().unwrap(), b"next", "a cancelled send was sent");
+    });
+    // A pending recv_batch, dropped, saw nothing and released nothing.
+    let mut seen = 0;
+    {
+        let mut batch = pin!(rx.recv_batch(|_| seen += 1));
+        assert!(batch.as_mut().poll(&mut cx).is_pending());
+    }
+    assert_eq!(seen, 0);
+    rt.block_on(async {
+        assert_eq!(tx.send_batch(&[b"one", b"two"]).await.unwrap(), 2);
+        let mut got = Vec::new();
+        assert_eq!(rx.recv_batch(|f| got.push(f.to_vec())).await.unwrap(), 2);
+        assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
     });
 }
 

@@ -550,8 +550,46 @@ impl AsyncFramedProducer {
         poll_fn(|cx| self.parking.poll(cx, &mut self.inner, |p| p.try_send(msg))).await
     }
 
+    /// Sends the leading messages of `msgs` that fit, parking the task until the first does,
+    /// and returns how many it sent (`Ok(0)` only for an empty slice): the async
+    /// [`FramedProducer::send_batch`]. Dropping a pending call sends nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send), for the first message; a later message that cannot go ends the
+    /// batch, and the next call (which starts with it) reports why.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    /// rt.block_on(async {
+    ///     let (tx, rx) = mirror_ring::channel(4096)?;
+    ///     let mut tx = tx.into_framed().into_async()?;
+    ///     let mut rx = rx.into_framed().into_async()?;
+    ///     let msgs: Vec<[u8; 8]> = (0..1000u64).map(u64::to_le_bytes).collect();
+    ///     let sender = tokio::spawn(async move {
+    ///         let mut rest = &msgs[..];
+    ///         while !rest.is_empty() {
+    ///             let sent = tx.send_batch(rest).await?;
+    ///             rest = &rest[sent..];
+    ///         }
+    ///         Ok::<(), std::io::Error>(())
+    ///     });
+    ///     let mut sum = 0;
+    ///     while rx.recv_batch(|frame| sum += u64::from_le_bytes(frame.try_into().unwrap())).await? > 0 {}
+    ///     sender.await??;
+    ///     assert_eq!(sum, 999 * 1000 / 2);
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub async fn send_batch<M: AsRef<[u8]>>(&mut self, msgs: &[M]) -> io::Result<usize> {
+        poll_fn(|cx| self.parking.poll(cx, &mut self.inner, |p| p.try_send_batch(msgs))).await
+    }
+
     /// The framed producer underneath, for its non-blocking calls (`try_send`, `try_reserve`,
-    /// `flush`, `set_batch`).
+    /// `try_send_batch`, `flush`, `set_batch`).
     pub fn get_mut(&mut self) -> &mut FramedProducer {
         &mut self.inner
     }
@@ -629,6 +667,22 @@ impl AsyncFramedConsumer {
         })
         .await?;
         self.inner.try_recv()
+    }
+
+    /// Hands every frame readable now to `f`, in order, parking the task until there is at
+    /// least one, and returns how many `f` saw; `Ok(0)` means end of stream: the async
+    /// [`FramedConsumer::recv_batch`]. Dropping a pending call loses nothing (`f` runs only
+    /// in the poll that takes the frames, and they are released when it returns).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// See [`send_batch`](AsyncFramedProducer::send_batch).
+    pub async fn recv_batch(&mut self, mut f: impl FnMut(&[u8])) -> io::Result<usize> {
+        poll_fn(|cx| self.parking.poll(cx, &mut self.inner, |c| c.try_recv_batch(&mut f))).await
     }
 
     /// The framed consumer underneath, for its non-blocking calls (`try_recv`,
