@@ -933,6 +933,22 @@ fn framed_step<M: Message, const BLOCKING: bool>(
     Ok(1)
 }
 
+/// Takes `n` frames (all there already) with `try_recv_batch` in one thread, folding each into
+/// `sum`. Returns `n`.
+#[inline(always)]
+fn recv_batches<M: Message>(rx: &mut FramedConsumer, n: usize, sum: &mut u64) -> io::Result<u64> {
+    let mut got = 0;
+    while got < n {
+        got += rx
+            .try_recv_batch(|frame| {
+                let m = M::from_bytes(frame);
+                *sum = sum.wrapping_add(black_box(&m).first_word());
+            })
+            .map_err(|e| err("try_recv_batch", e))?;
+    }
+    Ok(n as u64)
+}
+
 fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
     let slots = MSG_QUEUE_BYTES / std::mem::size_of::<M>();
     let warm = msg_warm_up(std::mem::size_of::<M>());
@@ -986,16 +1002,7 @@ fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
                 for j in i..i + n as u64 {
                     tx.try_send(M::make(j).to_bytes().as_ref()).map_err(|e| err("try_send", e))?;
                 }
-                let mut got = 0;
-                while got < n {
-                    got += rx
-                        .try_recv_batch(|frame| {
-                            let m = M::from_bytes(frame);
-                            *sum = sum.wrapping_add(black_box(&m).first_word());
-                        })
-                        .map_err(|e| err("try_recv_batch", e))?;
-                }
-                Ok(n as u64)
+                recv_batches::<M>(&mut rx, n, sum)
             })?
         }
         MsgQueue::FramedSendBatch(n) => {
@@ -1008,16 +1015,7 @@ fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
                 if sent != n {
                     return Err(io::Error::other(format!("try_send_batch: {sent} of {n} sent")));
                 }
-                let mut got = 0;
-                while got < n {
-                    got += rx
-                        .try_recv_batch(|frame| {
-                            let m = M::from_bytes(frame);
-                            *sum = sum.wrapping_add(black_box(&m).first_word());
-                        })
-                        .map_err(|e| err("try_recv_batch", e))?;
-                }
-                Ok(n as u64)
+                recv_batches::<M>(&mut rx, n, sum)
             })?
         }
         MsgQueue::Minimal => {
