@@ -1,5 +1,6 @@
 //! Frame parsing from a corrupt peer: a producer writes arbitrary bytes (not frames) into the
-//! ring in arbitrary chunks; the framed consumer must hand out frames that are exactly the
+//! ring in arbitrary chunks; the framed consumer (`try_recv`, or `try_recv_batch` when the top
+//! bit of the input's second byte is set) must hand out frames that are exactly the
 //! bytes the stream holds at their position, or fail with `InvalidData` for good, and never
 //! panic, read out of bounds or hang.
 #![no_main]
@@ -80,6 +81,7 @@ fuzz_target!(|data: &[u8]| {
     let mut written = 0usize;
     let mut chunks = sel[0] as usize | 1;
     let mut stuck = false;
+    let batched = sel[1] & 0x80 != 0;
     loop {
         // A chunk of the hostile stream (sizes vary with the input), as much as fits.
         if let Some(t) = tx.as_mut() {
@@ -100,30 +102,37 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         let closed = tx.is_none();
-        // Take every frame the consumer can parse now.
+        // Take every frame the consumer can parse now: one at a time, or in batches when the
+        // input says so (`recv_batch` has a loop of its own).
         let kind = loop {
-            match rx.try_recv() {
-                Ok(Some(frame)) => {
-                    let len = frame.len();
-                    assert!(len <= max);
-                    let p = (origin + pos) as u64;
-                    let (hlen, stamped) = header_at(data, written, pos, p, max).expect("a frame without its header");
-                    assert_eq!(hlen, len, "a frame whose length is not its header's");
-                    let body = pos + 8;
-                    // An unstamped frame is taken through the published head: all written. A
-                    // stamped one is taken by its stamp, once stamps are trusted (after the
-                    // first frame), and a hostile producer may stamp before the payload: the
-                    // rest is whatever the ring held there (in bounds, never past one lap).
-                    assert!(body + len <= written || (stamped && delivered > 0), "a frame beyond the written bytes");
-                    assert!(
-                        frame.iter().enumerate().all(|(i, &b)| b == ring_byte(data, written, body + i)),
-                        "frame bytes differ from the ring"
-                    );
-                    assert_eq!(frame.as_ptr() as usize % 8, 0);
-                    pos = body + len.div_ceil(8) * 8;
-                    delivered += 1;
-                }
-                Ok(None) => {
+            let mut take = |frame: &[u8]| {
+                let len = frame.len();
+                assert!(len <= max);
+                let p = (origin + pos) as u64;
+                let (hlen, stamped) = header_at(data, written, pos, p, max).expect("a frame without its header");
+                assert_eq!(hlen, len, "a frame whose length is not its header's");
+                let body = pos + 8;
+                // An unstamped frame is taken through the published head: all written. A
+                // stamped one is taken by its stamp, once stamps are trusted (after the
+                // first frame), and a hostile producer may stamp before the payload: the
+                // rest is whatever the ring held there (in bounds, never past one lap).
+                assert!(body + len <= written || (stamped && delivered > 0), "a frame beyond the written bytes");
+                assert!(
+                    frame.iter().enumerate().all(|(i, &b)| b == ring_byte(data, written, body + i)),
+                    "frame bytes differ from the ring"
+                );
+                assert_eq!(frame.as_ptr() as usize % 8, 0);
+                pos = body + len.div_ceil(8) * 8;
+                delivered += 1;
+            };
+            let got = if batched {
+                rx.try_recv_batch(&mut take).map(|n| n > 0)
+            } else {
+                rx.try_recv().map(|frame| frame.map(|frame| take(&frame)).is_some())
+            };
+            match got {
+                Ok(true) => {}
+                Ok(false) => {
                     assert!(closed, "end of stream while the producer lives");
                     assert!(pos == written || written == 0, "end of stream before the last byte");
                     return;
