@@ -241,9 +241,11 @@ impl FramedProducer {
         // with the pending frames' bookkeeping.
         self.link.put(&mut self.inner.cur, &words, first.len());
         let start = self.inner.cur.head();
-        // The run ends where the room known from the cached tail does, or an eighth of the ring
-        // on, whichever comes first: the consumer sees nothing of it before the publish.
-        let end = start.wrapping_add((self.room_end.wrapping_sub(start)).min(self.capacity() as u64 / 8));
+        // The run ends where the room known from the cached tail does (`free_cached`: at most
+        // N, from the validated cursors), or an eighth of the ring on, whichever comes first:
+        // the consumer sees nothing of it before the publish.
+        let room = self.inner.cur.free_cached().min(self.capacity() / 8);
+        let end = start.wrapping_add(room as u64);
         let mut head = start;
         let mut n = 1;
         for m in &msgs[1..] {
