@@ -711,7 +711,7 @@ fn main() {
     // ---- Plug-in point: messages (framed), from `benches/support/messages.rs` (the framed
     // ---- helper's rows; `cargo bench --bench messages` prints the same table).
     if cfg.wants("messages") {
-        messages(&cfg, &mut p, &mut goals);
+        messages(&cfg, &mut p, &mut goals, &mut advice);
         regime(&cfg, &mut p);
     }
 
@@ -1450,7 +1450,7 @@ const MSG_BATCH: usize = 128;
 
 /// Framed messages against rtrb, one at a time and batched, like with like
 /// (`benches/support/messages.rs`; `cargo bench --bench messages` prints the same table).
-fn messages(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
+fn messages(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &mut Vec<String>) {
     let out = msg_section(&MSG_SIZES, MSG_BATCH, cfg.reps, cfg.target, &mut |step| p.step("messages", step));
     p.clear();
     println!("## Messages between two threads, 1 MiB queues\n");
@@ -1462,6 +1462,20 @@ fn messages(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
          64 B messages `[u8; 64]`s; every message is copied out.\n"
     );
     print_msg_section(&out, &MSG_SIZES, MSG_BATCH);
+    // The contenders per size, in `msg_contenders` order: one at a time, rtrb push/pop,
+    // ArrayQueue, send_batch, rtrb chunks, blocking one at a time.
+    for (k, &size) in MSG_SIZES.iter().enumerate() {
+        let b = 6 * k;
+        advice.push(format!(
+            "Framed {size}-byte messages: in batches (`send_batch` + `recv_batch`) {} M/s, {} rtrb's push/pop and {} \
+             its chunks; one at a time (`send` / `recv`) {} M/s, {} rtrb's push/pop.",
+            fmt_rate(out.median_rate(b + 3) / 1e6),
+            ratio_here(&out, b + 3, b + 1),
+            ratio_here(&out, b + 3, b + 4),
+            fmt_rate(out.median_rate(b + 5) / 1e6),
+            ratio_here(&out, b + 5, b + 1)
+        ));
+    }
     // Issue 15's goals: one at a time, 8-byte frames 1.5x rtrb's push/pop, 64-byte frames 3x;
     // batched 8-byte frames 3x "rtrb", read both ways: against rtrb's push/pop (the baseline of
     // the other goals) and against rtrb's chunks (like with like). No goal for batched 64-byte
