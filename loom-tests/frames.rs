@@ -103,6 +103,13 @@ impl Framed {
         Ok(v)
     }
 
+    /// Receives frames `0..count` in order, each with its payload `value(k)`.
+    fn recv_in_order(&self, link: &mut Receiver, rx: &mut ConsumerCursor, count: u64) {
+        for k in 0..count {
+            assert_eq!(self.recv(link, rx), Ok(value(k)), "frame {k}");
+        }
+    }
+
     /// The fast path of `recv`: the producer-parked hint, then the stamp poll.
     fn fast(&self, link: &mut Receiver, rx: &mut ConsumerCursor) -> Option<(usize, usize)> {
         if Receiver::producer_waits(&self.ring) {
@@ -138,9 +145,7 @@ fn stamped_frames_stream_with_both_sides_sleeping() {
         });
         let mut rx = f.ring.consumer();
         let mut link = receiver(&rx);
-        for k in 0..FRAMES {
-            assert_eq!(f.recv(&mut link, &mut rx), Ok(value(k)), "frame {k}");
-        }
+        f.recv_in_order(&mut link, &mut rx, FRAMES);
         assert_eq!(f.recv(&mut link, &mut rx), Err(Stop::Closed));
         producer.join().unwrap();
     });
@@ -175,9 +180,7 @@ fn batched_frames_are_taken_only_after_the_batch_is_published() {
         });
         let mut rx = f.ring.consumer();
         let mut link = receiver(&rx);
-        for k in 0..FRAMES {
-            assert_eq!(f.recv(&mut link, &mut rx), Ok(value(k)), "frame {k}");
-        }
+        f.recv_in_order(&mut link, &mut rx, FRAMES);
         assert_eq!(f.recv(&mut link, &mut rx), Err(Stop::Closed));
         producer.join().unwrap();
     });
@@ -211,9 +214,7 @@ fn a_newcomer_overwrites_a_dead_producers_unpublished_batch() {
         });
         let mut rx = f.ring.consumer();
         let mut link = receiver(&rx);
-        for k in 0..2 {
-            assert_eq!(f.recv(&mut link, &mut rx), Ok(value(k)), "frame {k}");
-        }
+        f.recv_in_order(&mut link, &mut rx, 2);
         assert_eq!(f.recv(&mut link, &mut rx), Err(Stop::Closed));
         newcomer.join().unwrap();
     });
@@ -241,9 +242,7 @@ fn a_frame_taken_by_its_stamp_lies_below_the_published_head() {
         let mut link = receiver(&rx);
         // The first frame goes through the head (stamps are trusted after it); the second may
         // be taken by its stamp while the producer is between its last two stores.
-        for k in 0..2 {
-            assert_eq!(f.recv(&mut link, &mut rx), Ok(value(k)), "frame {k}");
-        }
+        f.recv_in_order(&mut link, &mut rx, 2);
         rx.catch_up_head();
         link.publish(&f.ring, &mut rx);
         assert_eq!(rx.readable(&f.ring, 1), Ok(0), "the byte end's first look at the head");
@@ -276,9 +275,7 @@ fn a_frame_below_the_head_is_read_though_its_stamp_never_came() {
         });
         let mut rx = f.ring.consumer();
         let mut link = receiver(&rx);
-        for k in 0..2 {
-            assert_eq!(f.recv(&mut link, &mut rx), Ok(value(k)), "frame {k}");
-        }
+        f.recv_in_order(&mut link, &mut rx, 2);
         assert_eq!(f.recv(&mut link, &mut rx), Err(Stop::Closed));
         producer.join().unwrap();
     });

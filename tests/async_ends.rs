@@ -215,16 +215,7 @@ fn async_against_blocking_threads_both_ways() {
             }
         }
     });
-    let ws = current_thread().block_on(async {
-        let mut tx = tx.into_async().unwrap();
-        let mut pos = 0;
-        while pos < total {
-            let n = 7000.min(total - pos) as usize;
-            tx.write_all(pattern.at(pos, n)).await.unwrap();
-            pos += n as u64;
-        }
-        tx.stats()
-    });
+    let ws = write_pattern_async(tx, &pattern, total, 7000);
     let (got, _) = reader.join().unwrap();
     assert_eq!(got, total);
     assert!(ws.parks > 0 && ws.woken > 0 && ws.lost_wakeups == 0, "{ws:?}");
@@ -276,7 +267,7 @@ fn async_against_blocking_across_fork_both_ways() {
         let ring = RingOptions::new().capacity(4096).backend(backend).spin_budget(Duration::ZERO).shared().unwrap();
         let pid = spawn_child(|| read_pattern_blocking(&mut ring.clone().into_consumer().unwrap(), &pattern, total));
         dog.kill_on_expiry(pid);
-        let ws = write_pattern_async(ring.into_producer().unwrap(), &pattern, total);
+        let ws = write_pattern_async(ring.into_producer().unwrap(), &pattern, total, 2500);
         assert_eq!(wait_child(pid), 0, "{backend:?}: 3 read error, 4 wrong bytes, 5 short stream");
         assert!(ws.parks > 0 && ws.woken > 0 && ws.lost_wakeups == 0, "{backend:?}: {ws:?}");
     }
@@ -310,13 +301,13 @@ fn read_pattern_blocking(rx: &mut mirror_ring::Consumer, pattern: &Pattern, tota
 }
 
 /// Writes `total` bytes of `pattern` through an async producer on a current-thread runtime,
-/// then shuts it down; its counters.
-fn write_pattern_async(tx: mirror_ring::Producer, pattern: &Pattern, total: u64) -> mirror_ring::Stats {
+/// `chunk` bytes per `write_all`, then shuts it down; its counters.
+fn write_pattern_async(tx: mirror_ring::Producer, pattern: &Pattern, total: u64, chunk: u64) -> mirror_ring::Stats {
     current_thread().block_on(async {
         let mut tx = tx.into_async().unwrap();
         let mut pos = 0;
         while pos < total {
-            let n = 2500.min(total - pos) as usize;
+            let n = chunk.min(total - pos) as usize;
             tx.write_all(pattern.at(pos, n)).await.unwrap();
             pos += n as u64;
         }
@@ -385,7 +376,7 @@ fn async_ends_against_a_process_that_received_the_ring_over_a_socket() {
     drop(theirs);
     let ring = RingOptions::new().capacity(4096).backend(mirror_ring::Backend::Memfd).shared().unwrap();
     ring.send_to(&ours).unwrap();
-    let ws = write_pattern_async(ring.into_producer().unwrap(), &pattern, total);
+    let ws = write_pattern_async(ring.into_producer().unwrap(), &pattern, total, 2500);
     assert_eq!(wait_child(pid), 0, "2: recv_from, 3: read error, 4: wrong bytes, 5: short stream");
     assert!(ws.parks > 0 && ws.woken > 0 && ws.lost_wakeups == 0, "{ws:?}");
 }
