@@ -502,15 +502,18 @@ fn framed_rings_stay_frame_aligned_across_takeovers_on_both_sides() {
         loop {
             if batches {
                 let mut err = Ok(());
+                // Progress per frame, inside the callback: the batch releases its frames when
+                // the call returns, and a kill between that release and a store after the
+                // call would leave the progress behind what was released.
                 let n = rx
                     .recv_batch_timeout(LONG, |f| {
                         if err.is_ok() {
                             err = check(f, run);
+                            progress.store(run.next, Ordering::Release);
                         }
                     })
                     .map_err(|e| format!("recv_batch after {}: {e}", run.next))?;
                 err?;
-                progress.store(run.next, Ordering::Release);
                 if n == 0 {
                     return Ok(());
                 }
