@@ -369,6 +369,7 @@ impl FramedProducer {
     /// assert_eq!(u64::from_le_bytes(frame[4..].try_into().unwrap()), 42);
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[inline]
     pub fn reserve(&mut self, len: usize) -> io::Result<FrameGrant<'_>> {
         self.grant_with(len, Wait::Until(None))
     }
@@ -388,6 +389,7 @@ impl FramedProducer {
     /// assert_eq!(tx.try_reserve(100).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[inline]
     pub fn try_reserve(&mut self, len: usize) -> io::Result<FrameGrant<'_>> {
         self.grant_with(len, Wait::No)
     }
@@ -412,6 +414,7 @@ impl FramedProducer {
         self.grant_with(len, Wait::within(timeout))
     }
 
+    #[inline(always)]
     fn grant_with(&mut self, len: usize, wait: Wait) -> io::Result<FrameGrant<'_>> {
         let header = self.claim(len, wait)?;
         Ok(FrameGrant { header, len, producer: self })
@@ -764,6 +767,7 @@ impl FrameGrant<'_> {
     /// assert_eq!(&*rx.recv()?.unwrap(), b"abc");
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[inline]
     pub fn commit(self) -> io::Result<()> {
         // In a forked copy the ring's pages may not even exist (`dont_fork`): write nothing.
         self.producer.inner.end.header_or_err()?;
