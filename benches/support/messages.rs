@@ -68,6 +68,9 @@ pub enum MsgQueue {
     /// mirror-ring framed, `try_send_batch` of `n` messages + `try_recv_batch`: the batch APIs
     /// on both sides, like rtrb's chunks.
     FramedSendBatch(usize),
+    /// mirror-ring framed, one at a time, each message built in place: blocking `reserve` +
+    /// [`Message::write_to`] + `commit` on the producer, blocking `recv` on the consumer.
+    FramedInPlaceBlocking,
 }
 
 impl MsgQueue {
@@ -84,6 +87,7 @@ impl MsgQueue {
             MsgQueue::FramedBlocking => "mirror-ring send/recv, blocking".into(),
             MsgQueue::FramedRecvBatchBlocking => "try_send + recv_batch (blocking)".into(),
             MsgQueue::FramedSendBatch(n) => format!("mirror-ring send_batch {n}"),
+            MsgQueue::FramedInPlaceBlocking => "mirror-ring reserve/recv, blocking".into(),
         }
     }
 
@@ -101,6 +105,7 @@ impl MsgQueue {
             MsgQueue::FramedBlocking => "mirror_framed_blocking".into(),
             MsgQueue::FramedRecvBatchBlocking => "mirror_framed_recv_batch_blocking".into(),
             MsgQueue::FramedSendBatch(n) => format!("mirror_framed_send_batch_api{n}"),
+            MsgQueue::FramedInPlaceBlocking => "mirror_framed_in_place_blocking".into(),
         }
     }
 }
@@ -115,6 +120,9 @@ pub trait Message: Copy + Send + 'static {
     fn to_bytes(self) -> Self::Bytes;
     /// A copy of a frame's payload.
     fn from_bytes(b: &[u8]) -> Self;
+    /// Writes the bytes of message `i` (`make(i).to_bytes()`) straight into `dst`, a frame's
+    /// payload of exactly that size: the message is built in place, never on the stack.
+    fn write_to(i: u64, dst: &mut [u8]);
 }
 
 impl Message for u64 {
@@ -136,6 +144,10 @@ impl Message for u64 {
         let mut m = [0u8; 8];
         m.copy_from_slice(b);
         u64::from_le_bytes(m)
+    }
+    #[inline(always)]
+    fn write_to(i: u64, dst: &mut [u8]) {
+        dst.copy_from_slice(&i.to_le_bytes());
     }
 }
 
@@ -162,6 +174,12 @@ impl Message for [u8; 64] {
         let mut m = [0u8; 64];
         m.copy_from_slice(b);
         m
+    }
+    #[inline(always)]
+    fn write_to(i: u64, dst: &mut [u8]) {
+        let (word, rest) = dst.split_at_mut(8);
+        word.copy_from_slice(&i.to_le_bytes());
+        rest.fill(0x5a);
     }
 }
 
@@ -238,6 +256,26 @@ impl<M: Message> SeqTx for FramedBatchTx<M> {
                 }
             }
             i += k as u64;
+        }
+        Ok(())
+    }
+}
+
+/// mirror-ring's sending end, each message built in place: the blocking `reserve` of the
+/// message's size, [`Message::write_to`] into the grant, `commit`. Nothing is built on the stack
+/// and copied (what `send` of a freshly built message does; `docs::framing`, "Build large
+/// messages in place").
+struct FramedInPlaceTx<M>(FramedProducer, std::marker::PhantomData<M>);
+
+impl<M: Message> SeqTx for FramedInPlaceTx<M> {
+    fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
+        let steps = work_steps(0);
+        let len = std::mem::size_of::<M>();
+        for i in from..to {
+            busy(steps);
+            let mut grant = self.0.reserve(len).map_err(|e| err("reserve", e))?;
+            M::write_to(i, &mut grant);
+            grant.commit().map_err(|e| err("commit", e))?;
         }
         Ok(())
     }
@@ -662,6 +700,10 @@ fn msg_run_typed<M: Message>(queue: MsgQueue, warm: u64, count: u64) -> io::Resu
             let (tx, rx) = framed(1)?;
             drive(FramedTx::<M, false>(tx, P), FramedBatchRx::<M, true>(rx, P), warm, count, "messages")
         }
+        MsgQueue::FramedInPlaceBlocking => {
+            let (tx, rx) = framed(1)?;
+            drive(FramedInPlaceTx::<M>(tx, P), FramedRx::<M, true>(rx, P), warm, count, "messages")
+        }
         MsgQueue::FramedSendBatch(n) => {
             let (tx, rx) = framed(1)?;
             let n = n.max(1);
@@ -739,9 +781,10 @@ impl Contender for MsgCase {
 
 /// The message comparison the bench and the demo both print: for each size, one at a time
 /// (mirror-ring try_send/try_recv vs rtrb push/pop), batched by `batch` (mirror-ring
-/// try_send_batch + try_recv_batch vs rtrb chunks), and one at a time with mirror-ring's blocking send/recv
-/// (against the same rtrb push/pop), ArrayQueue alongside the first. Returns the contenders in
-/// the order [`msg_pairs`] indexes them.
+/// try_send_batch + try_recv_batch vs rtrb chunks), one at a time with mirror-ring's blocking
+/// send/recv, and the same with each message built in place (`reserve` + `commit`; both against
+/// the same rtrb push/pop), ArrayQueue alongside the first. Returns the contenders in the order
+/// [`msg_pairs`] indexes them: [`MSG_PER_SIZE`] per size.
 pub fn msg_contenders(sizes: &[usize], batch: usize) -> Vec<MsgCase> {
     let mut v = Vec::new();
     for &size in sizes {
@@ -751,15 +794,22 @@ pub fn msg_contenders(sizes: &[usize], batch: usize) -> Vec<MsgCase> {
         v.push(MsgCase::new(MsgQueue::FramedSendBatch(batch), size));
         v.push(MsgCase::new(MsgQueue::RtrbChunks(batch), size));
         v.push(MsgCase::new(MsgQueue::FramedBlocking, size));
+        v.push(MsgCase::new(MsgQueue::FramedInPlaceBlocking, size));
     }
     v
 }
 
-/// The pairs of [`msg_contenders`]`(sizes, batch)`.
+/// Contenders per message size in [`msg_contenders`]: mirror-ring one at a time, rtrb
+/// push/pop, ArrayQueue, mirror-ring send_batch, rtrb chunks, mirror-ring blocking, mirror-ring
+/// blocking built in place.
+pub const MSG_PER_SIZE: usize = 7;
+
+/// The pairs of [`msg_contenders`]`(sizes, batch)`: per size one at a time, batched, blocking,
+/// blocking built in place.
 pub fn msg_pairs(sizes: &[usize], batch: usize) -> Vec<Pair> {
     let mut v = Vec::new();
     for (k, &size) in sizes.iter().enumerate() {
-        let b = 6 * k;
+        let b = MSG_PER_SIZE * k;
         v.push(Pair { label: format!("{}, one at a time", fmt_size(size)), ours: b, theirs: b + 1, also: vec![b + 2] });
         v.push(Pair {
             label: format!("{}, batches of {batch}", fmt_size(size)),
@@ -770,6 +820,12 @@ pub fn msg_pairs(sizes: &[usize], batch: usize) -> Vec<Pair> {
         v.push(Pair {
             label: format!("{}, one at a time, blocking", fmt_size(size)),
             ours: b + 5,
+            theirs: b + 1,
+            also: vec![],
+        });
+        v.push(Pair {
+            label: format!("{}, one at a time, blocking, built in place", fmt_size(size)),
+            ours: b + 6,
             theirs: b + 1,
             also: vec![],
         });
@@ -991,6 +1047,19 @@ fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
         MsgQueue::FramedBlocking => {
             let (mut tx, mut rx) = framed(1)?;
             steps(warm, ops, &mut sum, &mut t, |i, sum| framed_step::<M, true>(&mut tx, &mut rx, i, sum))?
+        }
+        MsgQueue::FramedInPlaceBlocking => {
+            let (mut tx, mut rx) = framed(1)?;
+            let len = std::mem::size_of::<M>();
+            steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
+                let mut grant = tx.reserve(len).map_err(|e| err("reserve", e))?;
+                M::write_to(i, &mut grant);
+                grant.commit().map_err(|e| err("commit", e))?;
+                let frame = rx.recv().map_err(|e| err("recv", e))?.ok_or(io::ErrorKind::UnexpectedEof)?;
+                let m = M::from_bytes(&frame);
+                *sum = sum.wrapping_add(black_box(&m).first_word());
+                Ok(1)
+            })?
         }
         MsgQueue::Framed => {
             let (mut tx, mut rx) = framed(1)?;
