@@ -352,6 +352,11 @@ impl FramedProducer {
     /// Lends the space for one `len`-byte message, blocking until there is room: fill it, then
     /// [`commit`](FrameGrant::commit). Dropping the grant uncommitted sends nothing.
     ///
+    /// Building a message here, rather than in a buffer that [`send`](Self::send) then copies,
+    /// stores each byte once: for messages of more than a few words built per message it is
+    /// the fast way (about twice `send`'s rate at 64 bytes between two cores; see
+    /// [`docs::framing`](crate::docs::framing), "Build large messages in place").
+    ///
     /// # Errors
     ///
     /// As [`send`](Self::send).
