@@ -152,6 +152,42 @@ fn both_ends_on_one_current_thread_runtime() {
                 assert!(rs.parks > 0, "the receiver never parked: {rs:?}");
             }
             assert_eq!(rs.lost_wakeups, 0, "{rs:?}");
+
+            // The same messages built in place: `reserve` (every third one larger than the
+            // message, then truncated), filled, committed.
+            let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(spin).build().unwrap();
+            let mut tx = tx.into_framed().into_async().unwrap();
+            let mut rx = rx.into_framed().into_async().unwrap();
+            let sender = async {
+                for i in 0..10_000u32 {
+                    let len = (i % 700) as usize;
+                    let mut grant = tx.reserve(len + (i % 3) as usize * 100).await.unwrap();
+                    for (k, b) in grant[..len].iter_mut().enumerate() {
+                        *b = (k as u32 ^ i) as u8;
+                    }
+                    grant.truncate(len);
+                    grant.commit().unwrap();
+                }
+                let ws = tx.stats();
+                drop(tx);
+                ws
+            };
+            let receiver = async {
+                let mut i = 0u32;
+                while let Some(frame) = rx.recv().await.unwrap() {
+                    assert!(frame.len() == (i % 700) as usize, "frame {i}: {} bytes", frame.len());
+                    assert!(frame.iter().enumerate().all(|(k, &b)| b == (k as u32 ^ i) as u8), "frame {i}");
+                    i += 1;
+                }
+                (i, rx.stats())
+            };
+            let (ws, (n, rs)) = tokio::join!(sender, receiver);
+            assert_eq!(n, 10_000);
+            if spin.is_zero() {
+                // A 4 KiB ring holds about ten of these frames: the sender waited for room.
+                assert!(ws.parks > 0 && rs.parks > 0, "no park: {ws:?} {rs:?}");
+            }
+            assert_eq!(ws.lost_wakeups + rs.lost_wakeups, 0, "{ws:?} {rs:?}");
         });
     }
 }
@@ -534,6 +570,15 @@ fn cancelled_futures_lose_nothing() {
     {
         let mut pending = pin!(tx.send_batch(&[[3u8; 100], [4u8; 100]]));
         assert!(pending.as_mut().poll(&mut cx).is_pending());
+    }
+    {
+        let mut pending = pin!(tx.reserve(100));
+        assert!(pending.as_mut().poll(&mut cx).is_pending());
+    }
+    {
+        // Too long for any frame: refused at once, whatever the room.
+        let mut huge = pin!(tx.reserve(1 << 20));
+        assert!(matches!(huge.as_mut().poll(&mut cx), Poll::Ready(Err(e)) if e.kind() == ErrorKind::InvalidInput));
     }
     rt.block_on(async {
         let frame = rx.recv().await.unwrap().unwrap();

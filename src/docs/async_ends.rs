@@ -2,8 +2,9 @@
 //!
 //! With the cargo feature `tokio`, `Producer::into_async`, `Consumer::into_async` and the two
 //! framed `into_async` give ends that implement tokio's `AsyncWrite`, `AsyncRead` and
-//! `AsyncBufRead` (the buffer is the ring itself), and async `send`/`recv` and
-//! `send_batch`/`recv_batch`. Underneath, the parking is runtime-agnostic: a
+//! `AsyncBufRead` (the buffer is the ring itself), and async `send`/`recv`,
+//! `send_batch`/`recv_batch` and `reserve` (a `FrameGrant` to build a message in place).
+//! Underneath, the parking is runtime-agnostic: a
 //! `std::task::Waker`, nothing else from the runtime.
 //!
 //! # The rule: park the way a blocking end parks

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 
 use super::park::Parking;
-use crate::ring::{poisoned_error, Consumer, Frame, FramedConsumer, FramedProducer, Producer, Wait};
+use crate::ring::{poisoned_error, Consumer, Frame, FrameGrant, FramedConsumer, FramedProducer, Producer, Wait};
 use crate::stats::Stats;
 
 impl Producer {
@@ -586,6 +586,45 @@ impl AsyncFramedProducer {
     /// ```
     pub async fn send_batch<M: AsRef<[u8]>>(&mut self, msgs: &[M]) -> io::Result<usize> {
         poll_fn(|cx| self.parking.poll(cx, &mut self.inner, |p| p.try_send_batch(msgs))).await
+    }
+
+    /// Lends the space for one `len`-byte message, parking the task until there is room: the
+    /// async [`FramedProducer::reserve`]. Fill the grant, then
+    /// [`commit`](FrameGrant::commit) it; dropping the grant, or the pending call, sends
+    /// nothing. For messages of more than a few words built per message this is faster than
+    /// building them in a buffer for [`send`](Self::send) (see
+    /// [`docs::framing`](crate::docs::framing), "Build large messages in place").
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    /// rt.block_on(async {
+    ///     let (tx, rx) = mirror_ring::channel(4096)?;
+    ///     let mut tx = tx.into_framed().into_async()?;
+    ///     let mut rx = rx.into_framed().into_async()?;
+    ///     let mut grant = tx.reserve(16).await?;
+    ///     grant[..8].copy_from_slice(&7u64.to_le_bytes());
+    ///     grant[8..].copy_from_slice(&42u64.to_le_bytes());
+    ///     grant.commit()?;
+    ///     let frame = rx.recv().await?.unwrap();
+    ///     assert_eq!(frame[8..], 42u64.to_le_bytes());
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub async fn reserve(&mut self, len: usize) -> io::Result<FrameGrant<'_>> {
+        // Wait until a reserve would not block. The grant the readiness check gets is dropped
+        // uncommitted, which writes and sends nothing, and the room it found can only grow
+        // meanwhile (the producer is the only one that takes room), so the reserve below gets
+        // it again, and is the one whose borrow is returned (or an error that came since: a
+        // close, the poison flag).
+        poll_fn(|cx| self.parking.poll(cx, &mut self.inner, |p| p.try_reserve(len).map(drop))).await?;
+        self.inner.try_reserve(len)
     }
 
     /// The framed producer underneath, for its non-blocking calls (`try_send`, `try_reserve`,
