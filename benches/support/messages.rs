@@ -71,6 +71,9 @@ pub enum MsgQueue {
     /// mirror-ring framed, one at a time, each message built in place: blocking `reserve` +
     /// [`Message::write_to`] + `commit` on the producer, blocking `recv` on the consumer.
     FramedInPlaceBlocking,
+    /// mirror-ring framed, `set_batch(n)`, each message built in place (`try_reserve` +
+    /// [`Message::write_to`] + `commit`), `try_recv_batch` on the consumer.
+    FramedInPlaceBatched(usize),
 }
 
 impl MsgQueue {
@@ -88,6 +91,7 @@ impl MsgQueue {
             MsgQueue::FramedRecvBatchBlocking => "try_send + recv_batch (blocking)".into(),
             MsgQueue::FramedSendBatch(n) => format!("mirror-ring send_batch {n}"),
             MsgQueue::FramedInPlaceBlocking => "mirror-ring reserve/recv, blocking".into(),
+            MsgQueue::FramedInPlaceBatched(n) => format!("set_batch({n}) + reserve + try_recv_batch"),
         }
     }
 
@@ -106,6 +110,7 @@ impl MsgQueue {
             MsgQueue::FramedRecvBatchBlocking => "mirror_framed_recv_batch_blocking".into(),
             MsgQueue::FramedSendBatch(n) => format!("mirror_framed_send_batch_api{n}"),
             MsgQueue::FramedInPlaceBlocking => "mirror_framed_in_place_blocking".into(),
+            MsgQueue::FramedInPlaceBatched(n) => format!("mirror_framed_in_place_batch{n}"),
         }
     }
 }
@@ -265,18 +270,28 @@ impl<M: Message> SeqTx for FramedBatchTx<M> {
 /// message's size, [`Message::write_to`] into the grant, `commit`. Nothing is built on the stack
 /// and copied (what `send` of a freshly built message does; `docs::framing`, "Build large
 /// messages in place").
-struct FramedInPlaceTx<M>(FramedProducer, std::marker::PhantomData<M>);
+/// `BLOCKING` false: `try_reserve`, spinning on `WouldBlock`, for a producer batching with
+/// `set_batch` (whose frames then go out per batch; `flush` at the end).
+struct FramedInPlaceTx<M, const BLOCKING: bool>(FramedProducer, std::marker::PhantomData<M>);
 
-impl<M: Message> SeqTx for FramedInPlaceTx<M> {
+impl<M: Message, const BLOCKING: bool> SeqTx for FramedInPlaceTx<M, BLOCKING> {
     fn send_range(&mut self, from: u64, to: u64) -> io::Result<()> {
         let steps = work_steps(0);
         let len = std::mem::size_of::<M>();
         for i in from..to {
             busy(steps);
-            let mut grant = self.0.reserve(len).map_err(|e| err("reserve", e))?;
+            let mut grant = loop {
+                match if BLOCKING { self.0.reserve(len) } else { self.0.try_reserve(len) } {
+                    Ok(grant) => break grant,
+                    Err(e) if !BLOCKING && would_block(&e) => spin_loop(),
+                    Err(e) => return Err(err(if BLOCKING { "reserve" } else { "try_reserve" }, e)),
+                }
+            };
             M::write_to(i, &mut grant);
             grant.commit().map_err(|e| err("commit", e))?;
         }
+        // Publishes what a batching producer holds back (nothing otherwise).
+        self.0.flush().map_err(|e| err("flush", e))?;
         Ok(())
     }
 }
@@ -702,7 +717,11 @@ fn msg_run_typed<M: Message>(queue: MsgQueue, warm: u64, count: u64) -> io::Resu
         }
         MsgQueue::FramedInPlaceBlocking => {
             let (tx, rx) = framed(1)?;
-            drive(FramedInPlaceTx::<M>(tx, P), FramedRx::<M, true>(rx, P), warm, count, "messages")
+            drive(FramedInPlaceTx::<M, true>(tx, P), FramedRx::<M, true>(rx, P), warm, count, "messages")
+        }
+        MsgQueue::FramedInPlaceBatched(n) => {
+            let (tx, rx) = framed(n)?;
+            drive(FramedInPlaceTx::<M, false>(tx, P), FramedBatchRx::<M, false>(rx, P), warm, count, "messages")
         }
         MsgQueue::FramedSendBatch(n) => {
             let (tx, rx) = framed(1)?;
@@ -866,6 +885,7 @@ pub fn msg_batching_section(
         MsgQueue::FramedBatched(batch),
         MsgQueue::FramedRecvBatchBlocking,
         MsgQueue::FramedSendBatch(batch),
+        MsgQueue::FramedInPlaceBatched(batch),
     ]
     .into_iter()
     .map(|q| Box::new(MsgCase::new(q, size)) as Box<dyn Contender>)
@@ -1070,6 +1090,18 @@ fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
             steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
                 for j in i..i + n as u64 {
                     tx.try_send(M::make(j).to_bytes().as_ref()).map_err(|e| err("try_send", e))?;
+                }
+                recv_batches::<M>(&mut rx, n, sum)
+            })?
+        }
+        MsgQueue::FramedInPlaceBatched(n) => {
+            let (mut tx, mut rx) = framed(n)?;
+            let len = std::mem::size_of::<M>();
+            steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
+                for j in i..i + n as u64 {
+                    let mut grant = tx.try_reserve(len).map_err(|e| err("try_reserve", e))?;
+                    M::write_to(j, &mut grant);
+                    grant.commit().map_err(|e| err("commit", e))?;
                 }
                 recv_batches::<M>(&mut rx, n, sum)
             })?
