@@ -38,6 +38,17 @@ const FNV0: u64 = 0xcbf2_9ce4_8422_2325;
 /// 4 MiB through a 4 KiB ring, both ends async tasks on one current-thread runtime (so every
 /// wait parks a task and the other task must run to wake it), in odd-sized writes and reads
 /// that cross the seam; then 10,000 framed messages the same way.
+/// A framed async pair over a fresh 4 KiB ring with spin budget `spin`.
+fn framed_async_pair(spin: Duration) -> (mirror_ring::AsyncFramedProducer, mirror_ring::AsyncFramedConsumer) {
+    let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(spin).build().unwrap();
+    (tx.into_framed().into_async().unwrap(), rx.into_framed().into_async().unwrap())
+}
+
+/// Byte `k` of framed test message `i` (which has `i % 700` bytes).
+fn msg_byte(i: u32, k: usize) -> u8 {
+    (k as u32 ^ i) as u8
+}
+
 #[test]
 fn both_ends_on_one_current_thread_runtime() {
     let _dog = watchdog("both_ends_on_one_current_thread_runtime", Duration::from_secs(60));
@@ -84,13 +95,11 @@ fn both_ends_on_one_current_thread_runtime() {
             }
             assert_eq!(rs.lost_wakeups + ws.lost_wakeups, 0, "{rs:?} {ws:?}");
 
-            let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(spin).build().unwrap();
-            let mut tx = tx.into_framed().into_async().unwrap();
-            let mut rx = rx.into_framed().into_async().unwrap();
+            let (mut tx, mut rx) = framed_async_pair(spin);
             let sender = async {
                 for i in 0..10_000u32 {
                     let len = (i % 700) as usize;
-                    let msg: Vec<u8> = (0..len).map(|k| (k as u32 ^ i) as u8).collect();
+                    let msg: Vec<u8> = (0..len).map(|k| msg_byte(i, k)).collect();
                     tx.send(&msg).await.unwrap();
                 }
                 drop(tx);
@@ -100,7 +109,7 @@ fn both_ends_on_one_current_thread_runtime() {
                 while let Some(frame) = rx.recv().await.unwrap() {
                     let len = (i % 700) as usize;
                     assert_eq!(frame.len(), len, "frame {i}");
-                    assert!(frame.iter().enumerate().all(|(k, &b)| b == (k as u32 ^ i) as u8), "frame {i}");
+                    assert!(frame.iter().enumerate().all(|(k, &b)| b == msg_byte(i, k)), "frame {i}");
                     i += 1;
                 }
                 i
@@ -110,11 +119,9 @@ fn both_ends_on_one_current_thread_runtime() {
 
             // The same messages in slices of 1 to 40 through `send_batch`, taken by
             // `recv_batch`.
-            let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(spin).build().unwrap();
-            let mut tx = tx.into_framed().into_async().unwrap();
-            let mut rx = rx.into_framed().into_async().unwrap();
+            let (mut tx, mut rx) = framed_async_pair(spin);
             let msgs: Vec<Vec<u8>> =
-                (0..10_000u32).map(|i| (0..(i % 700) as usize).map(|k| (k as u32 ^ i) as u8).collect()).collect();
+                (0..10_000u32).map(|i| (0..(i % 700) as usize).map(|k| msg_byte(i, k)).collect()).collect();
             let sender = async {
                 let (mut i, mut calls) = (0, 0u64);
                 while i < msgs.len() {
@@ -155,15 +162,13 @@ fn both_ends_on_one_current_thread_runtime() {
 
             // The same messages built in place: `reserve` (every third one larger than the
             // message, then truncated), filled, committed.
-            let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(spin).build().unwrap();
-            let mut tx = tx.into_framed().into_async().unwrap();
-            let mut rx = rx.into_framed().into_async().unwrap();
+            let (mut tx, mut rx) = framed_async_pair(spin);
             let sender = async {
                 for i in 0..10_000u32 {
                     let len = (i % 700) as usize;
                     let mut grant = tx.reserve(len + (i % 3) as usize * 100).await.unwrap();
                     for (k, b) in grant[..len].iter_mut().enumerate() {
-                        *b = (k as u32 ^ i) as u8;
+                        *b = msg_byte(i, k);
                     }
                     grant.truncate(len);
                     grant.commit().unwrap();
@@ -176,7 +181,7 @@ fn both_ends_on_one_current_thread_runtime() {
                 let mut i = 0u32;
                 while let Some(frame) = rx.recv().await.unwrap() {
                     assert!(frame.len() == (i % 700) as usize, "frame {i}: {} bytes", frame.len());
-                    assert!(frame.iter().enumerate().all(|(k, &b)| b == (k as u32 ^ i) as u8), "frame {i}");
+                    assert!(frame.iter().enumerate().all(|(k, &b)| b == msg_byte(i, k)), "frame {i}");
                     i += 1;
                 }
                 (i, rx.stats())
