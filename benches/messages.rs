@@ -57,15 +57,16 @@ fn criterion_groups(c: &mut Criterion) {
 }
 
 /// `profile QUEUE SIZE OPS`: `ops` messages through one queue in one thread
-/// (`msg_single_thread`). QUEUE: `framed`, `framed_blocking`, `framed_in_place`, `framed_in_place_batch`, `framed_batch`, `framed_send_batch`, `rtrb_push_pop`, `rtrb_chunks`,
+/// (`msg_single_thread`). QUEUE: `framed`, `framed_blocking`, `framed_in_place`, `framed_in_place_blocking`, `framed_in_place_batch`, `framed_batch`, `framed_send_batch`, `rtrb_push_pop`, `rtrb_chunks`,
 /// `arrayqueue`, `minimal` (the batched ones in batches of [`BATCH`]).
 fn profile(args: &[String]) {
     let usage =
-        "usage: messages profile framed|framed_blocking|framed_in_place|framed_in_place_batch|framed_batch|framed_send_batch|rtrb_push_pop|rtrb_chunks|arrayqueue|minimal SIZE OPS";
+        "usage: messages profile framed|framed_blocking|framed_in_place|framed_in_place_blocking|framed_in_place_batch|framed_batch|framed_send_batch|rtrb_push_pop|rtrb_chunks|arrayqueue|minimal SIZE OPS";
     let queue = match args.first().map(String::as_str) {
         Some("framed") => MsgQueue::Framed,
         Some("framed_blocking") => MsgQueue::FramedBlocking,
-        Some("framed_in_place") => MsgQueue::FramedInPlaceBlocking,
+        Some("framed_in_place") => MsgQueue::FramedInPlace,
+        Some("framed_in_place_blocking") => MsgQueue::FramedInPlaceBlocking,
         Some("framed_in_place_batch") => MsgQueue::FramedInPlaceBatched(BATCH),
         Some("framed_batch") => MsgQueue::FramedBatched(BATCH),
         Some("framed_send_batch") => MsgQueue::FramedSendBatch(BATCH),

@@ -71,6 +71,9 @@ pub enum MsgQueue {
     /// mirror-ring framed, one at a time, each message built in place: blocking `reserve` +
     /// [`Message::write_to`] + `commit` on the producer, blocking `recv` on the consumer.
     FramedInPlaceBlocking,
+    /// mirror-ring framed, one at a time, each message built in place: `try_reserve` +
+    /// [`Message::write_to`] + `commit`, `try_recv`, spinning on `WouldBlock` on both sides.
+    FramedInPlace,
     /// mirror-ring framed, `set_batch(n)`, each message built in place (`try_reserve` +
     /// [`Message::write_to`] + `commit`), `try_recv_batch` on the consumer.
     FramedInPlaceBatched(usize),
@@ -91,6 +94,7 @@ impl MsgQueue {
             MsgQueue::FramedRecvBatchBlocking => "try_send + recv_batch (blocking)".into(),
             MsgQueue::FramedSendBatch(n) => format!("mirror-ring send_batch {n}"),
             MsgQueue::FramedInPlaceBlocking => "mirror-ring reserve/recv, blocking".into(),
+            MsgQueue::FramedInPlace => "mirror-ring reserve/recv".into(),
             MsgQueue::FramedInPlaceBatched(n) => format!("set_batch({n}) + reserve + try_recv_batch"),
         }
     }
@@ -110,6 +114,7 @@ impl MsgQueue {
             MsgQueue::FramedRecvBatchBlocking => "mirror_framed_recv_batch_blocking".into(),
             MsgQueue::FramedSendBatch(n) => format!("mirror_framed_send_batch_api{n}"),
             MsgQueue::FramedInPlaceBlocking => "mirror_framed_in_place_blocking".into(),
+            MsgQueue::FramedInPlace => "mirror_framed_in_place".into(),
             MsgQueue::FramedInPlaceBatched(n) => format!("mirror_framed_in_place_batch{n}"),
         }
     }
@@ -719,6 +724,10 @@ fn msg_run_typed<M: Message>(queue: MsgQueue, warm: u64, count: u64) -> io::Resu
             let (tx, rx) = framed(1)?;
             drive(FramedInPlaceTx::<M, true>(tx, P), FramedRx::<M, true>(rx, P), warm, count, "messages")
         }
+        MsgQueue::FramedInPlace => {
+            let (tx, rx) = framed(1)?;
+            drive(FramedInPlaceTx::<M, false>(tx, P), FramedRx::<M, false>(rx, P), warm, count, "messages")
+        }
         MsgQueue::FramedInPlaceBatched(n) => {
             let (tx, rx) = framed(n)?;
             drive(FramedInPlaceTx::<M, false>(tx, P), FramedBatchRx::<M, false>(rx, P), warm, count, "messages")
@@ -801,8 +810,8 @@ impl Contender for MsgCase {
 /// The message comparison the bench and the demo both print: for each size, one at a time
 /// (mirror-ring try_send/try_recv vs rtrb push/pop), batched by `batch` (mirror-ring
 /// try_send_batch + try_recv_batch vs rtrb chunks), one at a time with mirror-ring's blocking
-/// send/recv, and the same with each message built in place (`reserve` + `commit`; both against
-/// the same rtrb push/pop), ArrayQueue alongside the first. Returns the contenders in the order
+/// send/recv, and both one-at-a-time forms with each message built in place (`try_reserve` or
+/// `reserve` + `commit`; all against the same rtrb push/pop), ArrayQueue alongside the first. Returns the contenders in the order
 /// [`msg_pairs`] indexes them: [`MSG_PER_SIZE`] per size.
 pub fn msg_contenders(sizes: &[usize], batch: usize) -> Vec<MsgCase> {
     let mut v = Vec::new();
@@ -814,22 +823,29 @@ pub fn msg_contenders(sizes: &[usize], batch: usize) -> Vec<MsgCase> {
         v.push(MsgCase::new(MsgQueue::RtrbChunks(batch), size));
         v.push(MsgCase::new(MsgQueue::FramedBlocking, size));
         v.push(MsgCase::new(MsgQueue::FramedInPlaceBlocking, size));
+        v.push(MsgCase::new(MsgQueue::FramedInPlace, size));
     }
     v
 }
 
 /// Contenders per message size in [`msg_contenders`]: mirror-ring one at a time, rtrb
 /// push/pop, ArrayQueue, mirror-ring send_batch, rtrb chunks, mirror-ring blocking, mirror-ring
-/// blocking built in place.
-pub const MSG_PER_SIZE: usize = 7;
+/// blocking built in place, mirror-ring built in place (`try_*`).
+pub const MSG_PER_SIZE: usize = 8;
 
-/// The pairs of [`msg_contenders`]`(sizes, batch)`: per size one at a time, batched, blocking,
-/// blocking built in place.
+/// The pairs of [`msg_contenders`]`(sizes, batch)`: per size one at a time, one at a time
+/// built in place, batched, blocking, blocking built in place.
 pub fn msg_pairs(sizes: &[usize], batch: usize) -> Vec<Pair> {
     let mut v = Vec::new();
     for (k, &size) in sizes.iter().enumerate() {
         let b = MSG_PER_SIZE * k;
         v.push(Pair { label: format!("{}, one at a time", fmt_size(size)), ours: b, theirs: b + 1, also: vec![b + 2] });
+        v.push(Pair {
+            label: format!("{}, one at a time, built in place", fmt_size(size)),
+            ours: b + 7,
+            theirs: b + 1,
+            also: vec![],
+        });
         v.push(Pair {
             label: format!("{}, batches of {batch}", fmt_size(size)),
             ours: b + 3,
@@ -1009,6 +1025,34 @@ fn framed_step<M: Message, const BLOCKING: bool>(
     Ok(1)
 }
 
+/// One message built in place (`reserve` or `try_reserve`, [`Message::write_to`], `commit`)
+/// and received (`recv` or `try_recv`) in one thread, folded into `sum`. Returns 1.
+#[inline(always)]
+fn in_place_step<M: Message, const BLOCKING: bool>(
+    tx: &mut FramedProducer,
+    rx: &mut FramedConsumer,
+    i: u64,
+    sum: &mut u64,
+) -> io::Result<u64> {
+    let len = std::mem::size_of::<M>();
+    let mut grant = if BLOCKING {
+        tx.reserve(len).map_err(|e| err("reserve", e))?
+    } else {
+        tx.try_reserve(len).map_err(|e| err("try_reserve", e))?
+    };
+    M::write_to(i, &mut grant);
+    grant.commit().map_err(|e| err("commit", e))?;
+    let frame = if BLOCKING {
+        rx.recv().map_err(|e| err("recv", e))?
+    } else {
+        rx.try_recv().map_err(|e| err("try_recv", e))?
+    };
+    let frame = frame.ok_or(io::ErrorKind::UnexpectedEof)?;
+    let m = M::from_bytes(&frame);
+    *sum = sum.wrapping_add(black_box(&m).first_word());
+    Ok(1)
+}
+
 /// Takes `n` frames (all there already) with `try_recv_batch` in one thread, folding each into
 /// `sum`. Returns `n`.
 #[inline(always)]
@@ -1070,16 +1114,11 @@ fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
         }
         MsgQueue::FramedInPlaceBlocking => {
             let (mut tx, mut rx) = framed(1)?;
-            let len = std::mem::size_of::<M>();
-            steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
-                let mut grant = tx.reserve(len).map_err(|e| err("reserve", e))?;
-                M::write_to(i, &mut grant);
-                grant.commit().map_err(|e| err("commit", e))?;
-                let frame = rx.recv().map_err(|e| err("recv", e))?.ok_or(io::ErrorKind::UnexpectedEof)?;
-                let m = M::from_bytes(&frame);
-                *sum = sum.wrapping_add(black_box(&m).first_word());
-                Ok(1)
-            })?
+            steps(warm, ops, &mut sum, &mut t, |i, sum| in_place_step::<M, true>(&mut tx, &mut rx, i, sum))?
+        }
+        MsgQueue::FramedInPlace => {
+            let (mut tx, mut rx) = framed(1)?;
+            steps(warm, ops, &mut sum, &mut t, |i, sum| in_place_step::<M, false>(&mut tx, &mut rx, i, sum))?
         }
         MsgQueue::Framed => {
             let (mut tx, mut rx) = framed(1)?;

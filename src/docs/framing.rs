@@ -183,7 +183,11 @@
 //! each blocking `send` ran at 82-102 M/s, and the same messages written straight into the
 //! ring, with [`reserve`](crate::FramedProducer::reserve), the writes into the grant and
 //! [`commit`](crate::FrameGrant::commit), at 165-172 M/s (3.0-3.5x rtrb's `push`/`pop` of
-//! `[u8; 64]` in the demo's build, 2.3x with LTO, where rtrb is faster). Sending from a buffer
+//! `[u8; 64]` in the demo's build, 2.3x with LTO, where rtrb is faster); with `try_reserve`
+//! and `try_recv`, which never wait, at 155-159 M/s where `try_send` of the rebuilt messages
+//! ran at 24-28 (the consumer then no longer catches up with the producer: see the next
+//! section). rtrb's `push` takes the message by value and the compiler writes it into the
+//! slot, so writing in place is the like-for-like comparison. Sending from a buffer
 //! that is not rewritten per message (a message received or built earlier) is as fast as
 //! writing in place. In one thread writing in place is only a fifth cheaper (7.9 against 9.5
 //! ns per 64-byte message sent and received), so most of the difference comes from the other
@@ -226,6 +230,11 @@
 //! behind the producer does this; `BENCHMARKS.md` ("Which side sets the pace") measures it on
 //! mirror-ring, a minimal stamped queue and rtrb with about ten nanoseconds of work added to one
 //! side.
+//!
+//! At 64 bytes what made mirror-ring's producer the slower side in the first place was mostly
+//! the way the benchmark built its messages: rebuilt in a buffer and copied by `send` (see
+//! "Build large messages in place" above). Written in place, the producer keeps ahead and even
+//! a `try_recv` loop with nothing to do runs at 155-159 M/s instead of 24-28.
 //!
 //! The blocking receives ([`recv`](crate::FramedConsumer::recv),
 //! [`recv_timeout`](crate::FramedConsumer::recv_timeout),
