@@ -772,7 +772,7 @@ impl FrameGrant<'_> {
     /// assert_eq!(&*rx.recv()?.unwrap(), b"abc");
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn commit(self) -> io::Result<()> {
         // In a forked copy the ring's pages may not even exist (`dont_fork`): write nothing.
         self.producer.inner.end.header_or_err()?;
