@@ -180,12 +180,12 @@
 //! sends it), every byte is stored twice, once into the buffer and once into the ring, and the
 //! copy reads bytes stored a moment before. Between two cores that costs far more than the
 //! extra instructions: on the Intel host, 64-byte messages rebuilt in a stack buffer before
-//! each blocking `send` ran at 82-102 M/s, and the same messages written straight into the
+//! each blocking `send` ran at 83-102 M/s, and the same messages written straight into the
 //! ring, with [`reserve`](crate::FramedProducer::reserve), the writes into the grant and
-//! [`commit`](crate::FrameGrant::commit), at 165-172 M/s (3.0-3.5x rtrb's `push`/`pop` of
-//! `[u8; 64]` in the demo's build, 2.3x with LTO, where rtrb is faster); with `try_reserve`
-//! and `try_recv`, which never wait, at 155-159 M/s where `try_send` of the rebuilt messages
-//! ran at 24-28 (the consumer then no longer catches up with the producer: see the next
+//! [`commit`](crate::FrameGrant::commit), at 178-186 M/s (2.95-3.46x rtrb's `push`/`pop` of
+//! `[u8; 64]` in the demo's build, 2.6x with LTO, where rtrb is faster); with `try_reserve`
+//! and `try_recv`, which never wait, at 171-179 M/s where `try_send` of the rebuilt messages
+//! ran at 18-28 (the consumer then no longer catches up with the producer: see the next
 //! section). rtrb's `push` takes the message by value and the compiler writes it into the
 //! slot, so writing in place is the like-for-like comparison. Sending from a buffer
 //! that is not rewritten per message (a message received or built earlier) is as fast as
@@ -213,9 +213,9 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! Messages of up to 8 bytes are the exception: `send` writes each with its header's
-//! neighbour (the clear mark) in one 16-byte store, and beat the grant by 1.6-1.7x there
-//! (263-299 against 159-174 M/s, blocking).
+//! Messages of up to 8 bytes are the exception: `send` writes each together with the clear
+//! mark after it in one 16-byte store, and is never slower than the grant there (blocking,
+//! both ran at 272-296 M/s; with `try_*`, `send` at 216-286 and the grant at 131-201).
 //!
 //! # Which side sets the pace
 //!
@@ -234,7 +234,7 @@
 //! At 64 bytes what made mirror-ring's producer the slower side in the first place was mostly
 //! the way the benchmark built its messages: rebuilt in a buffer and copied by `send` (see
 //! "Build large messages in place" above). Written in place, the producer keeps ahead and even
-//! a `try_recv` loop with nothing to do runs at 155-159 M/s instead of 24-28.
+//! a `try_recv` loop with nothing to do runs at 171-179 M/s instead of 18-28.
 //!
 //! The blocking receives ([`recv`](crate::FramedConsumer::recv),
 //! [`recv_timeout`](crate::FramedConsumer::recv_timeout),
