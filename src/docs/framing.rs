@@ -189,7 +189,7 @@
 //! section). rtrb's `push` takes the message by value and the compiler writes it into the
 //! slot, so writing in place is the like-for-like comparison. Sending from a buffer
 //! that is not rewritten per message (a message received or built earlier) is as fast as
-//! writing in place. In one thread writing in place is only a fifth cheaper (7.9 against 9.5
+//! writing in place. In one thread writing in place is only a sixth cheaper (7.6 against 9.1
 //! ns per 64-byte message sent and received), so most of the difference comes from the other
 //! core: most likely the copy's loads wait behind stores into ring lines that the consumer
 //! still holds (not verified: the host exposes no performance counters).
