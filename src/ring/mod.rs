@@ -341,6 +341,13 @@ impl End {
         self.header().ok_or_else(|| self.lost())
     }
 
+    /// [`header_or_err`](Self::header_or_err) for a caller that knows this end's role at
+    /// compile time, as [`header_as`](Self::header_as).
+    #[inline(always)]
+    fn header_or_err_as(&self, role: Role) -> io::Result<&Header> {
+        self.header_as(role).ok_or_else(|| self.lost())
+    }
+
     /// Why [`header`](Self::header) said no.
     #[cold]
     fn lost(&self) -> io::Error {

@@ -775,7 +775,7 @@ impl FrameGrant<'_> {
     #[inline(always)]
     pub fn commit(self) -> io::Result<()> {
         // In a forked copy the ring's pages may not even exist (`dont_fork`): write nothing.
-        self.producer.inner.end.header_or_err()?;
+        self.producer.inner.end.header_or_err_as(Role::Producer)?;
         // The grant holds frame_size(reserved len) >= frame_size(self.len) free bytes from
         // `header` (and the clear mark's 8 after the shorter frame): `finish` writes the header.
         self.producer.finish(self.len);
