@@ -1014,6 +1014,13 @@ fn framed_step<M: Message, const BLOCKING: bool>(
     } else {
         tx.try_send(m.as_ref()).map_err(|e| err("try_send", e))?;
     }
+    recv_one::<M, BLOCKING>(rx, sum)
+}
+
+/// Receives one message (`recv` or `try_recv`; it is there already) in one thread and folds it
+/// into `sum`. Returns 1.
+#[inline(always)]
+fn recv_one<M: Message, const BLOCKING: bool>(rx: &mut FramedConsumer, sum: &mut u64) -> io::Result<u64> {
     let frame = if BLOCKING {
         rx.recv().map_err(|e| err("recv", e))?
     } else {
@@ -1042,15 +1049,7 @@ fn in_place_step<M: Message, const BLOCKING: bool>(
     };
     M::write_to(i, &mut grant);
     grant.commit().map_err(|e| err("commit", e))?;
-    let frame = if BLOCKING {
-        rx.recv().map_err(|e| err("recv", e))?
-    } else {
-        rx.try_recv().map_err(|e| err("try_recv", e))?
-    };
-    let frame = frame.ok_or(io::ErrorKind::UnexpectedEof)?;
-    let m = M::from_bytes(&frame);
-    *sum = sum.wrapping_add(black_box(&m).first_word());
-    Ok(1)
+    recv_one::<M, BLOCKING>(rx, sum)
 }
 
 /// Takes `n` frames (all there already) with `try_recv_batch` in one thread, folding each into
