@@ -271,12 +271,12 @@ impl<M: Message> SeqTx for FramedBatchTx<M> {
     }
 }
 
-/// mirror-ring's sending end, each message built in place: the blocking `reserve` of the
-/// message's size, [`Message::write_to`] into the grant, `commit`. Nothing is built on the stack
-/// and copied (what `send` of a freshly built message does; `docs::framing`, "Build large
-/// messages in place").
-/// `BLOCKING` false: `try_reserve`, spinning on `WouldBlock`, for a producer batching with
-/// `set_batch` (whose frames then go out per batch; `flush` at the end).
+/// mirror-ring's sending end, each message built in place: `reserve` (`BLOCKING` true) or
+/// `try_reserve`, spinning on `WouldBlock` (false), of the message's size, then
+/// [`Message::write_to`] into the grant and `commit`. Nothing is built on the stack and copied
+/// (what `send` of a freshly built message does; `docs::framing`, "Build large messages in
+/// place"). A producer batching with `set_batch` publishes its last frames with `flush` at the
+/// end.
 struct FramedInPlaceTx<M, const BLOCKING: bool>(FramedProducer, std::marker::PhantomData<M>);
 
 impl<M: Message, const BLOCKING: bool> SeqTx for FramedInPlaceTx<M, BLOCKING> {
@@ -811,8 +811,8 @@ impl Contender for MsgCase {
 /// (mirror-ring try_send/try_recv vs rtrb push/pop), batched by `batch` (mirror-ring
 /// try_send_batch + try_recv_batch vs rtrb chunks), one at a time with mirror-ring's blocking
 /// send/recv, and both one-at-a-time forms with each message built in place (`try_reserve` or
-/// `reserve` + `commit`; all against the same rtrb push/pop), ArrayQueue alongside the first. Returns the contenders in the order
-/// [`msg_pairs`] indexes them: [`MSG_PER_SIZE`] per size.
+/// `reserve` + `commit`; all against the same rtrb push/pop), ArrayQueue alongside the first.
+/// Returns the contenders in the order [`msg_pairs`] indexes them: [`MSG_PER_SIZE`] per size.
 pub fn msg_contenders(sizes: &[usize], batch: usize) -> Vec<MsgCase> {
     let mut v = Vec::new();
     for &size in sizes {
@@ -1041,6 +1041,14 @@ fn in_place_step<M: Message, const BLOCKING: bool>(
     i: u64,
     sum: &mut u64,
 ) -> io::Result<u64> {
+    put_in_place::<M, BLOCKING>(tx, i)?;
+    recv_one::<M, BLOCKING>(rx, sum)
+}
+
+/// Sends message `i` built in place: `reserve` (`BLOCKING`) or `try_reserve` of its size,
+/// [`Message::write_to`] into the grant, `commit`. For one thread: no retry on `WouldBlock`.
+#[inline(always)]
+fn put_in_place<M: Message, const BLOCKING: bool>(tx: &mut FramedProducer, i: u64) -> io::Result<()> {
     let len = std::mem::size_of::<M>();
     let mut grant = if BLOCKING {
         tx.reserve(len).map_err(|e| err("reserve", e))?
@@ -1048,8 +1056,7 @@ fn in_place_step<M: Message, const BLOCKING: bool>(
         tx.try_reserve(len).map_err(|e| err("try_reserve", e))?
     };
     M::write_to(i, &mut grant);
-    grant.commit().map_err(|e| err("commit", e))?;
-    recv_one::<M, BLOCKING>(rx, sum)
+    grant.commit().map_err(|e| err("commit", e))
 }
 
 /// Takes `n` frames (all there already) with `try_recv_batch` in one thread, folding each into
@@ -1134,12 +1141,9 @@ fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
         }
         MsgQueue::FramedInPlaceBatched(n) => {
             let (mut tx, mut rx) = framed(n)?;
-            let len = std::mem::size_of::<M>();
             steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
                 for j in i..i + n as u64 {
-                    let mut grant = tx.try_reserve(len).map_err(|e| err("try_reserve", e))?;
-                    M::write_to(j, &mut grant);
-                    grant.commit().map_err(|e| err("commit", e))?;
+                    put_in_place::<M, false>(&mut tx, j)?;
                 }
                 recv_batches::<M>(&mut rx, n, sum)
             })?
