@@ -438,63 +438,6 @@ fn short_stream(left: usize, min: usize) -> io::Error {
     )
 }
 
-/// Copies `n` bytes out of the ring. With `racy`, the source may be written by another
-/// process at the same time (a hostile peer): then every byte is read exactly once, with
-/// volatile loads, so the compiler cannot read a byte twice and hand the caller a value other
-/// than the one it copied (a plain `memcpy` from memory that changes underneath is a data
-/// race in Rust's model). Without `racy`, a plain `memcpy`.
-///
-/// # Safety
-///
-/// `src` is valid for `n` bytes of reads, `dst` for `n` bytes of writes, and they do not
-/// overlap.
-#[inline]
-unsafe fn copy_out(src: *const u8, dst: *mut u8, n: usize, racy: bool) {
-    if !racy {
-        // SAFETY: the caller vouches for both ranges.
-        unsafe { std::ptr::copy_nonoverlapping(src, dst, n) };
-        return;
-    }
-    /// The widest load that every target of this crate can do in one volatile instruction.
-    #[cfg(target_arch = "x86_64")]
-    type Chunk = std::arch::x86_64::__m128i;
-    #[cfg(not(target_arch = "x86_64"))]
-    type Chunk = u64;
-    const W: usize = std::mem::size_of::<Chunk>();
-    let mut i = 0;
-    // SAFETY: every access lies within the `n` bytes the caller vouches for; the chunk loads
-    // are aligned (the loop before them walks `src + i` to a multiple of W); the stores are
-    // unaligned writes to caller memory.
-    unsafe {
-        while i < n && (src.add(i) as usize) % W != 0 {
-            dst.add(i).write(src.add(i).read_volatile());
-            i += 1;
-        }
-        // Four chunks per round: independent loads, so the loop is not bound by its own
-        // overhead.
-        while i + 4 * W <= n {
-            let s = src.add(i).cast::<Chunk>();
-            let (a, b, c, e) =
-                (s.read_volatile(), s.add(1).read_volatile(), s.add(2).read_volatile(), s.add(3).read_volatile());
-            let d = dst.add(i).cast::<Chunk>();
-            d.write_unaligned(a);
-            d.add(1).write_unaligned(b);
-            d.add(2).write_unaligned(c);
-            d.add(3).write_unaligned(e);
-            i += 4 * W;
-        }
-        while i + W <= n {
-            let v = src.add(i).cast::<Chunk>().read_volatile();
-            dst.add(i).cast::<Chunk>().write_unaligned(v);
-            i += W;
-        }
-        while i < n {
-            dst.add(i).write(src.add(i).read_volatile());
-            i += 1;
-        }
-    }
-}
-
 fn too_big(min: usize, cap: usize) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, format!("asked for {min} contiguous bytes; the ring holds {cap}"))
 }
@@ -596,6 +539,8 @@ unsafe impl Send for Consumer {}
 #[cfg(any(feature = "tokio", mirror_ring_loom))]
 pub(crate) mod asynch;
 mod consumer;
+mod copy;
+use copy::{copy_in, copy_out};
 pub(crate) mod framed;
 mod producer;
 #[cfg(all(test, not(mirror_ring_loom)))]

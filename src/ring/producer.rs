@@ -7,7 +7,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{poisoned_error, producer_error, too_big, End, Producer, RingMem, Wait};
+use super::{copy_in, poisoned_error, producer_error, too_big, End, Producer, RingMem, Wait};
 use crate::header::{Claim, Role};
 use crate::mirror::Backend;
 use crate::peer::ProcessWatch;
@@ -182,7 +182,7 @@ impl Producer {
         // within the two views (2N bytes); the producer owns those free bytes until it commits.
         // `buf` cannot overlap them: the only ring memory a caller can hold is a read grant,
         // which covers unreleased bytes, physically disjoint from free space.
-        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.write_ptr(), n) };
+        unsafe { copy_in(buf.as_ptr(), self.write_ptr(), n) };
         // `reserve` checked the ownership in this call.
         self.cur.commit(self.end.header_checked(), n);
         Ok(n)

@@ -4,6 +4,8 @@
 
 use std::io;
 
+use crate::ring::copy_in;
+
 /// Bytes in a frame header: one little-endian `u64` word (see [`Stamp`]).
 pub(super) const HEADER: usize = 8;
 
@@ -133,101 +135,8 @@ pub(super) fn misalignment(ptr: *const u8) -> usize {
     (ptr as usize).wrapping_neg() & (ALIGN - 1)
 }
 
-/// Copies a payload into the ring; messages of up to 64 bytes without a call into `memcpy`:
-/// up to 16 bytes as two overlapping loads and stores of the widest size that fits, 17 to 64
-/// as 16-byte stores each fed by two 8-byte loads ([`copy_16`]).
-///
-/// # Safety
-///
-/// `src` is valid for `len` bytes of reads, `dst` for `len` bytes of writes, and they do not
-/// overlap.
-#[inline(always)]
-pub(super) unsafe fn copy_payload(src: *const u8, dst: *mut u8, len: usize) {
-    /// Copies `[0, W)` and `[len - W, len)`, which together cover `len` bytes for
-    /// `W <= len <= 2W`.
-    #[inline(always)]
-    unsafe fn two<T: Copy>(src: *const u8, dst: *mut u8, len: usize) {
-        let w = std::mem::size_of::<T>();
-        // SAFETY: W <= len, so both windows lie within the `len` bytes the caller vouches for.
-        unsafe {
-            let head = src.cast::<T>().read_unaligned();
-            let tail = src.add(len - w).cast::<T>().read_unaligned();
-            dst.cast::<T>().write_unaligned(head);
-            dst.add(len - w).cast::<T>().write_unaligned(tail);
-        }
-    }
-    // SAFETY: each branch copies exactly the `len` bytes the caller vouches for.
-    unsafe {
-        match len {
-            0 => {}
-            1..=3 => {
-                *dst = *src;
-                *dst.add(len / 2) = *src.add(len / 2);
-                *dst.add(len - 1) = *src.add(len - 1);
-            }
-            4..=7 => two::<u32>(src, dst, len),
-            8..=16 => two::<u64>(src, dst, len),
-            17..=64 => {
-                // 16-byte pieces from the start, and the last 16 bytes (overlapping the one
-                // before unless len is a multiple of 16).
-                let mut at = 0;
-                while at + 16 < len {
-                    copy_16(src.add(at), dst.add(at));
-                    at += 16;
-                }
-                copy_16(src.add(len - 16), dst.add(len - 16));
-            }
-            _ => std::ptr::copy_nonoverlapping(src, dst, len),
-        }
-    }
-}
-
-/// Copies 16 bytes with two 8-byte loads and one 16-byte store.
-///
-/// Why not one 16-byte load: the message is often written just before the call, and those
-/// stores may still be in flight. A load is served from in-flight stores only when one store
-/// covers it (store-to-load forwarding); a 16-byte load of bytes written as two 8-byte words,
-/// a common way to build a message, is not. It then waits until those stores reach the cache,
-/// and stores reach it in order, behind this producer's earlier stores into ring lines that
-/// the consumer's core is reading. Between two cores that halved the rate of 64-byte messages
-/// rebuilt for each `send` (92-101 against 172-177 M/s, x86-64, see BENCHMARKS.md). An 8-byte
-/// load is covered by any store of 8 or more bytes that contains it.
-///
-/// LLVM merges two adjacent loads into one wide load, so on x86-64 the loads are written in
-/// assembly; elsewhere this is a plain 16-byte copy (the effect is unmeasured there).
-///
-/// # Safety
-///
-/// `src` is valid for 16 bytes of reads, `dst` for 16 bytes of writes, and they do not
-/// overlap.
-#[inline(always)]
-unsafe fn copy_16(src: *const u8, dst: *mut u8) {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    // SAFETY: `movq` and `movhps` read the 16 bytes at `src` that the caller vouches for, with
-    // no alignment requirement; they write only the output register and leave the flags and
-    // the stack alone (`pure, readonly, nostack, preserves_flags`). The store writes the 16
-    // bytes at `dst` that the caller vouches for; `movups` needs no alignment.
-    unsafe {
-        use std::arch::x86_64::{__m128i, _mm_storeu_si128};
-        let words: __m128i;
-        std::arch::asm!(
-            "movq {w}, qword ptr [{src}]",
-            "movhps {w}, qword ptr [{src} + 8]",
-            src = in(reg) src,
-            w = out(xmm_reg) words,
-            options(pure, readonly, nostack, preserves_flags),
-        );
-        _mm_storeu_si128(dst.cast(), words);
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    // SAFETY: as the caller vouches; unaligned reads and writes.
-    unsafe {
-        dst.cast::<[u64; 2]>().write_unaligned(src.cast::<[u64; 2]>().read_unaligned());
-    }
-}
-
 /// Writes the payload of the frame whose header is at `header`: for 1 to 8 bytes one 8-byte
-/// store, with zeros for padding; otherwise `copy_payload` (padding unspecified).
+/// store, with zeros for padding; otherwise [`copy_in`] (padding unspecified).
 ///
 /// # Safety
 ///
@@ -242,7 +151,7 @@ pub(super) unsafe fn write_payload(header: *mut u8, msg: &[u8]) {
         if len.wrapping_sub(1) < 8 {
             header.add(HEADER).cast::<u64>().write(load_small(msg.as_ptr(), len));
         } else {
-            copy_payload(msg.as_ptr(), header.add(HEADER), len);
+            copy_in(msg.as_ptr(), header.add(HEADER), len);
         }
     }
 }
@@ -263,7 +172,7 @@ pub(super) unsafe fn write_frame(header: *mut u8, word: u64, msg: &[u8]) {
             store_pair(header, word.to_le(), load_small(msg.as_ptr(), len));
         } else {
             header.cast::<u64>().write(word.to_le());
-            copy_payload(msg.as_ptr(), header.add(HEADER), len);
+            copy_in(msg.as_ptr(), header.add(HEADER), len);
         }
     }
 }
@@ -458,20 +367,6 @@ mod tests {
                 assert_eq!(&got[8..8 + len], &src[..len], "len {len}");
                 assert!(got[8 + len..].iter().all(|&b| b == 0), "len {len}: padding not zero");
             }
-        }
-    }
-
-    #[test]
-    fn small_copies_copy_exactly_len_bytes() {
-        let src: Vec<u8> = (1..=108).collect();
-        // Every length through the word copies into memcpy's range, from and to addresses at
-        // every offset from 8-byte alignment.
-        for (len, from, to) in (0..=100).flat_map(|len| (0..8).flat_map(move |f| (0..8).map(move |t| (len, f, t)))) {
-            let mut dst = [0u8; 120];
-            // SAFETY: src has 108 >= from + len bytes, dst 120 >= to + len; distinct buffers.
-            unsafe { copy_payload(src[from..].as_ptr(), dst[to..].as_mut_ptr(), len) };
-            assert_eq!(&dst[to..to + len], &src[from..from + len], "len {len}, offsets {from} {to}");
-            assert!(dst[..to].iter().chain(&dst[to + len..]).all(|&b| b == 0), "len {len}: wrote outside");
         }
     }
 
