@@ -173,27 +173,35 @@
 //! by `set_batch` are published with it. With `recv_batch` on the other side, this is the
 //! fastest way to move small messages (`BENCHMARKS.md`, "Batch sends").
 //!
-//! # Build large messages in place
+//! # Messages built for the call: `send` or a grant
 //!
-//! [`send`](crate::FramedProducer::send) copies a message that is already somewhere in memory.
-//! When the caller builds each message just for the call (fills a buffer on the stack, then
-//! sends it), every byte is stored twice, once into the buffer and once into the ring, and the
-//! copy reads bytes stored a moment before. Between two cores that costs far more than the
-//! extra instructions: on the Intel host, 64-byte messages rebuilt in a stack buffer before
-//! each blocking `send` ran at 83-102 M/s, and the same messages written straight into the
-//! ring, with [`reserve`](crate::FramedProducer::reserve), the writes into the grant and
-//! [`commit`](crate::FrameGrant::commit), at 178-186 M/s (2.95-3.46x rtrb's `push`/`pop` of
-//! `[u8; 64]` in the demo's build, 2.6x with LTO, where rtrb is faster); with `try_reserve`
-//! and `try_recv`, which never wait, at 171-179 M/s where `try_send` of the rebuilt messages
-//! ran at 18-28 (the consumer then no longer catches up with the producer: see the next
-//! section). rtrb's `push` takes the message by value and the compiler writes it into the
-//! slot, so writing in place is the like-for-like comparison. Sending from a buffer
-//! that is not rewritten per message (a message received or built earlier) is as fast as
-//! writing in place. In one thread writing in place is only a sixth cheaper (7.6 against 9.1
-//! ns per 64-byte message sent and received), so most of the difference comes from the other
-//! core: most likely the copy's loads wait behind stores into ring lines that the consumer
-//! still holds (not verified: the host exposes no performance counters).
-//! `BENCHMARKS.md` ("Messages built in place") has the measurements.
+//! [`send`](crate::FramedProducer::send) copies a message that is already in memory. Most
+//! callers build each message just for the call, in a buffer on the stack, so the copy reads
+//! bytes stored a moment before, which may still be in the core's store buffer. On x86-64 a
+//! load is served from there only when one earlier store covers it (store-to-load
+//! forwarding); otherwise it waits until those stores reach the cache. Stores reach the cache
+//! in order, so between two cores the wait is likely behind the producer's earlier stores into
+//! ring lines that the consumer's core is reading: in one thread the same copy costs little.
+//! When `send` copied with 16-byte loads, 64-byte messages written as 8-byte words ran at half
+//! the rate of the same messages written straight into the ring.
+//!
+//! So `send` (and `send_batch`, and the byte end's writes) copy up to 256 bytes with 8-byte
+//! loads, which any store of 8 bytes or more that contains them can serve. On the Intel host,
+//! 64-byte messages rebuilt before each `send` now run as fast as the same messages written
+//! straight into the ring (172-182 M/s, about 3x rtrb's `push`/`pop` of `[u8; 64]`, blocking
+//! or with `try_*`; 83-102 with the 16-byte copy). Two cases still favour writing in place
+//! with [`reserve`](crate::FramedProducer::reserve) (or `try_reserve`), the writes into the
+//! grant, and [`commit`](crate::FrameGrant::commit):
+//!
+//! - a message built from stores narrower than 8 bytes (`u32` fields, byte by byte): an
+//!   8-byte load then spans two stores and waits as before (64 bytes built as sixteen `u32`
+//!   stores: 90 M/s through `send`, 192 written into a grant; byte by byte: 43 against 60);
+//! - messages longer than 256 bytes, which `send` copies with `memcpy`: in place, each byte
+//!   is stored once rather than twice.
+//!
+//! `BENCHMARKS.md` ("Copies the store buffer can serve") has the measurements. Note that
+//! rtrb's `push` takes its message by value and the compiler writes it into the slot, so it
+//! always writes in place.
 //!
 //! ```
 //! let (tx, rx) = mirror_ring::channel(1 << 16)?;
@@ -213,8 +221,8 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! Messages of up to 8 bytes are the exception: `send` writes each together with the clear
-//! mark after it in one 16-byte store, and is never slower than the grant there (blocking,
+//! For messages of up to 8 bytes `send` is the call to use: it writes each together with the
+//! clear mark after it in one 16-byte store, and is never slower than the grant (blocking,
 //! both ran at 272-296 M/s; with `try_*`, `send` at 216-286 and the grant at 131-201).
 //!
 //! # Which side sets the pace
@@ -232,9 +240,9 @@
 //! side.
 //!
 //! At 64 bytes what made mirror-ring's producer the slower side in the first place was mostly
-//! the way the benchmark built its messages: rebuilt in a buffer and copied by `send` (see
-//! "Build large messages in place" above). Written in place, the producer keeps ahead and even
-//! a `try_recv` loop with nothing to do runs at 171-179 M/s instead of 18-28.
+//! `send`'s copy of messages built just before the call (see "Messages built for the call"
+//! above). With the copy that forwarding can serve, the producer keeps ahead and even a
+//! `try_recv` loop with nothing to do runs at 171-179 M/s instead of 18-28.
 //!
 //! The blocking receives ([`recv`](crate::FramedConsumer::recv),
 //! [`recv_timeout`](crate::FramedConsumer::recv_timeout),

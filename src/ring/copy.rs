@@ -55,10 +55,11 @@ pub(crate) unsafe fn copy_in(src: *const u8, dst: *mut u8, len: usize) {
 /// stores may still be in flight. A load is served from in-flight stores only when one store
 /// covers it (store-to-load forwarding); a 16-byte load of bytes written as two 8-byte words,
 /// a common way to build a message, is not. It then waits until those stores reach the cache,
-/// and stores reach it in order, behind this producer's earlier stores into ring lines that
-/// the consumer's core is reading. Between two cores that halved the rate of 64-byte messages
-/// rebuilt for each `send` (92-101 against 172-177 M/s, x86-64, see BENCHMARKS.md). An 8-byte
-/// load is covered by any store of 8 or more bytes that contains it.
+/// and stores reach it in order, likely behind this producer's earlier stores into ring lines
+/// that the consumer's core is reading. Between two cores that halved the rate of 64-byte
+/// messages rebuilt for each `send` (88-89 against 144-178 M/s with this copy, x86-64;
+/// `BENCHMARKS.md`, "Copies the store buffer can serve"). An 8-byte load is served by any
+/// store of 8 or more bytes that contains it.
 ///
 /// LLVM merges two adjacent loads into one wide load, so on x86-64 the loads are written in
 /// assembly; elsewhere this is a plain 16-byte copy (the effect is unmeasured there).

@@ -591,9 +591,9 @@ impl AsyncFramedProducer {
     /// Lends the space for one `len`-byte message, parking the task until there is room: the
     /// async [`FramedProducer::reserve`]. Fill the grant, then
     /// [`commit`](FrameGrant::commit) it; dropping the grant, or the pending call, sends
-    /// nothing. For messages of more than a few words built per message this is faster than
-    /// building them in a buffer for [`send`](Self::send) (see
-    /// [`docs::framing`](crate::docs::framing), "Build large messages in place").
+    /// nothing. For messages built from stores narrower than 8 bytes, or longer than 256 bytes,
+    /// this is faster than building them in a buffer for [`send`](Self::send) (see
+    /// [`docs::framing`](crate::docs::framing), "Messages built for the call").
     ///
     /// # Errors
     ///
