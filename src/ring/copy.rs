@@ -57,7 +57,7 @@ pub(crate) unsafe fn copy_in(src: *const u8, dst: *mut u8, len: usize) {
 /// a common way to build a message, is not. It then waits until those stores reach the cache,
 /// and stores reach it in order, likely behind this producer's earlier stores into ring lines
 /// that the consumer's core is reading. Between two cores that halved the rate of 64-byte
-/// messages rebuilt for each `send` (88-89 against 144-178 M/s with this copy, x86-64;
+/// messages rebuilt for each `send` (median 87 against 172 M/s with this copy, x86-64;
 /// `BENCHMARKS.md`, "Copies the store buffer can serve"). An 8-byte load is served by any
 /// store of 8 or more bytes that contains it.
 ///
@@ -66,11 +66,11 @@ pub(crate) unsafe fn copy_in(src: *const u8, dst: *mut u8, len: usize) {
 /// come out of an `asm!` block that LLVM cannot see into: it then knows nothing about where
 /// the loads are relative to each other, and emits them as written. The loads, the combining
 /// and the store stay ordinary code, so the compiler encodes them for the caller's target
-/// features. (A first version loaded with `movq` and `movhps` inside the `asm!` block: legacy
-/// SSE encodings, which in a caller built with AVX, its registers' upper halves in use, ran
-/// ninety times slower.) (`_mm_loadh_pd` would name the instruction, but it dereferences an
-/// `f64` pointer, which must be aligned.) Elsewhere this is a plain 16-byte copy (the effect is unmeasured
-/// there).
+/// features. A first version loaded with `movq` and `movhps` inside the `asm!` block, legacy
+/// SSE encodings: inlined into a caller built with AVX, whose registers' upper halves were in
+/// use, it sent 64-byte messages at 2 M/s instead of 172. (`_mm_loadh_pd` would name `movhps`,
+/// but it dereferences an `f64` pointer, which must be aligned.) Elsewhere this is a plain
+/// 16-byte copy (the effect is unmeasured there).
 ///
 /// # Safety
 ///
