@@ -124,8 +124,10 @@ impl RingOptions {
     }
 
     /// How long a blocked call spins (then yields) before sleeping on a futex. Zero sleeps at
-    /// once (and a framed receive then never slips, `docs::framing`). Default 50 µs: about one futex park-and-wake round trip on the machines it was
-    /// measured on, which bounds the cost of either choice to twice the better one.
+    /// once (and then neither a framed receive nor a write to a full ring slips first: see
+    /// `docs::framing` and the crate docs, "Between threads"). Default 50 µs: about one
+    /// futex park-and-wake round trip on the machines it was measured on, which bounds the cost
+    /// of either choice to twice the better one.
     pub fn spin_budget(&mut self, budget: Duration) -> &mut Self {
         self.spin = budget;
         self

@@ -13,6 +13,7 @@ use crate::header::Role;
 use crate::protocol::Stop;
 use crate::ring::{consumer_error, Consumer, Wait};
 use crate::sync::Ordering;
+use crate::wait::slip;
 
 impl FramedConsumer {
     /// The ring's capacity in bytes.
@@ -522,29 +523,6 @@ impl FramedConsumer {
 /// Frames taken in a row (each found at once, or in batches) after which a blocking receive
 /// that finds none slips: the consumer has caught up with a producer that is streaming.
 pub(super) const SLIP_AFTER: u32 = 16;
-
-/// How long a slip lasts. Long enough for a streaming producer to fill some kilobytes of ring
-/// ahead of the consumer (on the Intel host, 64 B frames went from 25 to 45, 89 and 95-98 M/s
-/// with slips of 0.5, 1 and 2 µs); short against the spin budget (50 µs by default) and the cost
-/// of a sleep and wake-up (tens of µs).
-pub(super) const SLIP: Duration = Duration::from_micros(1);
-
-/// Waits [`SLIP`] without touching the ring, so the producer can write ahead on lines nobody
-/// else is reading (`docs::framing`, "Which side sets the pace"); no longer than the end's spin
-/// budget (nothing with a zero budget: such an end sleeps at once, it does not spin) or than
-/// the call's `deadline`. Nothing under loom, whose models do not spin.
-#[cold]
-fn slip(deadline: Option<std::time::Instant>, spin_budget: Duration) {
-    let length = SLIP.min(spin_budget);
-    if !crate::sync::SPINS || length.is_zero() {
-        return;
-    }
-    let start = std::time::Instant::now();
-    let until = deadline.map_or(start + length, |d| d.min(start + length));
-    while std::time::Instant::now() < until {
-        std::hint::spin_loop();
-    }
-}
 
 /// Releases the frames a batch has handed out (one store), when the batch ends or unwinds.
 struct Release<'a> {
