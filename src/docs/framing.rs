@@ -260,4 +260,7 @@
 //! request/response exchange (one frame, then a wait) never slips. The `try_*` receives never
 //! wait, so they never slip; a caller that polls them in a loop can slip itself, or batch on
 //! the producer side ([`set_batch`](crate::FramedProducer::set_batch)), after which the
-//! consumer finds whole batches of finished lines.
+//! consumer finds whole batches of finished lines. (Since the copy that store-to-load
+//! forwarding can serve, the slip matters at 8 bytes, not at 64: `BENCHMARKS.md`.) The other
+//! way round, a blocking `send` that finds the ring full slips the same way before it waits,
+//! as every blocking write does (crate docs, "Between threads").
