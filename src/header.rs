@@ -73,8 +73,10 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MIRRRING");
 /// 3: a role slot starts with one 64-bit claim word (state, epoch, pid; [`Claim`]) and has a
 /// TAKING state, so that a dead holder's role can be taken over by one compare-and-swap.
 /// 4: framed rings stamp each frame header with its position and release lazily
-/// ([`docs::framing`](crate::docs::framing)).
-pub(crate) const VERSION: u32 = 4;
+/// ([`docs::framing`](crate::docs::framing)). 5: a frame sent on its own is stamped before
+/// head is stored, so the consumer's cursor (and the tail it releases) may be ahead of the
+/// published head by that frame.
+pub(crate) const VERSION: u32 = 5;
 
 /// Role state: nobody has claimed this end yet.
 pub(crate) const ROLE_FREE: u32 = 0;
@@ -374,7 +376,7 @@ impl Header {
     /// Validates the identity fields of a header found in memory that may have been written
     /// by anyone: magic, version, backend, a power-of-two capacity equal to `expected_capacity`
     /// (derived from the file size), the data offset, the role states, and cursors no further
-    /// apart than the capacity.
+    /// apart than the capacity (either way round: see `protocol::resume_at`).
     pub(crate) fn check_identity(&self, expected_capacity: u64, data_offset: u64) -> Result<(), BadHeader> {
         // Acquire: pairs with the Release store of the magic in `init`.
         if self.magic.load(Ordering::Acquire) != MAGIC {
@@ -402,7 +404,8 @@ impl Header {
         }
         let head = self.head.load(Ordering::Acquire);
         let tail = self.tail.load(Ordering::Acquire);
-        if head.wrapping_sub(tail) > cap {
+        // (The tail may be ahead of the head by a frame taken by its stamp: `resume_at`.)
+        if crate::protocol::resume_at(head, tail, cap).is_none() {
             return Err(BadHeader::Cursors);
         }
         Ok(())
@@ -666,7 +669,7 @@ mod tests {
         assert_eq!(Claim::new(ROLE_CLAIMED, 1 << 24, 5).epoch(), 0, "the epoch wraps at 2^24");
         assert_eq!(Claim::new(ROLE_CLAIMED, EPOCH_MASK, 5).next_taking(6), Claim::new(ROLE_TAKING, 0, 6));
         assert_eq!([ROLE_FREE, ROLE_CLAIMED, ROLE_CLOSED, ROLE_TAKING], [0, 1, 2, 3]);
-        assert_eq!(VERSION, 4);
+        assert_eq!(VERSION, 5);
     }
 
     #[test]
@@ -692,7 +695,14 @@ mod tests {
         h.consumer.park.store(PARK_GLOBAL, Ordering::Relaxed);
         h.head.store(4097, Ordering::Relaxed);
         assert_eq!(h.check_identity(4096, 4096), Err(BadHeader::Cursors));
+        // A tail ahead of the head: by a frame a consumer took by its stamp, or by more than
+        // the ring.
         h.head.store(0, Ordering::Relaxed);
+        h.tail.store(24, Ordering::Relaxed);
+        assert_eq!(h.check_identity(4096, 4096), Ok(()));
+        h.tail.store(4097, Ordering::Relaxed);
+        assert_eq!(h.check_identity(4096, 4096), Err(BadHeader::Cursors));
+        h.tail.store(0, Ordering::Relaxed);
         h.backend.store(9, Ordering::Relaxed);
         assert_eq!(h.check_identity(4096, 4096), Err(BadHeader::Backend));
         h.backend.store(1, Ordering::Relaxed);

@@ -51,6 +51,25 @@ use crate::sync::{fence, publish_barrier, Ordering};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Corrupt;
 
+/// Checks the cursors an end finds in the header when it attaches, and returns the producer's
+/// position to go on from: `head` when it is at most `cap` bytes ahead of `tail`; `tail` when
+/// the consumer's cursor is ahead of the published head, by at most `cap` bytes. That happens:
+/// a framed frame sent on its own is stamped before head is stored (`ring/framed/link.rs`), so
+/// a producer that died between the two stores leaves a head behind the frames the consumer
+/// took and may have released. `None`: the cursors are further apart (or `cap` is not a power
+/// of two).
+pub(crate) fn resume_at(head: u64, tail: u64, cap: u64) -> Option<u64> {
+    if !cap.is_power_of_two() {
+        None
+    } else if head.wrapping_sub(tail) <= cap {
+        Some(head)
+    } else if tail.wrapping_sub(head) <= cap {
+        Some(tail)
+    } else {
+        None
+    }
+}
+
 /// The producer's private state.
 #[derive(Debug)]
 pub(crate) struct ProducerCursor {
@@ -61,6 +80,9 @@ pub(crate) struct ProducerCursor {
     published: u64,
     /// The last validated consumer cursor.
     cached_tail: u64,
+    /// The head this end started from (`attach`): while the head is still there, this end has
+    /// written nothing (a framed newcomer checks for a frame stamped past it, `link::Sender::resume`).
+    attached_at: u64,
     cap: u64,
     poisoned: bool,
     /// The peer's park code that lets a publish wake it after a compiler fence only
@@ -77,13 +99,12 @@ impl ProducerCursor {
         // visible to us by the role claim.
         let head = hdr.head.load(Ordering::Acquire);
         let tail = hdr.tail.load(Ordering::Acquire);
-        if !cap.is_power_of_two() || head.wrapping_sub(tail) > cap {
-            return Err(Corrupt);
-        }
+        let Some(head) = resume_at(head, tail, cap) else { return Err(Corrupt) };
         Ok(ProducerCursor {
             head,
             published: head,
             cached_tail: tail,
+            attached_at: head,
             cap,
             poisoned: false,
             light: u32::MAX,
@@ -95,6 +116,18 @@ impl ProducerCursor {
     #[inline]
     pub(crate) fn head(&self) -> u64 {
         self.head
+    }
+
+    /// The ring's capacity in bytes.
+    #[inline]
+    pub(crate) fn capacity(&self) -> u64 {
+        self.cap
+    }
+
+    /// Whether this end has written nothing since it attached (its head is still where it
+    /// started).
+    pub(crate) fn fresh(&self) -> bool {
+        self.head == self.attached_at
     }
 
     /// Where the next byte goes: `head & (N - 1)`.
@@ -163,7 +196,10 @@ impl ProducerCursor {
         let used = self.head.wrapping_sub(t);
         let advanced = t.wrapping_sub(self.cached_tail);
         // tail must lie in [cached_tail, published head]: never past what we published, never
-        // backwards. (used <= cap follows, since head - cached_tail <= cap.)
+        // backwards. (used <= cap follows, since head - cached_tail <= cap.) A framed frame sent
+        // on its own is stamped just before its head is stored, so the consumer may release it
+        // before that store (`ring/framed/link.rs`); but this end never loads the tail between
+        // the two stores, so the bound holds.
         if used > self.cap || advanced > self.published.wrapping_sub(self.cached_tail) {
             return Err(self.poison(hdr));
         }
@@ -265,8 +301,13 @@ pub(crate) struct ConsumerCursor {
     tail: u64,
     /// The last tail stored into the header.
     published: u64,
-    /// The last validated producer cursor.
+    /// The readable limit: the last validated producer cursor, raised to `tail` when frames
+    /// taken by their stamps took the tail past it (`catch_up_head`); never below `tail`.
     cached_head: u64,
+    /// The last producer cursor loaded from the header and validated: the next one must not be
+    /// behind it. It may lag `tail` by the frames taken by their stamps before their head
+    /// came (`ring/framed/link.rs`).
+    loaded_head: u64,
     /// Where the last [`view`](Self::view) started (`tail` then), if there was one.
     viewed_at: Option<u64>,
     cap: u64,
@@ -284,13 +325,12 @@ impl ConsumerCursor {
         // Acquire: as in `ProducerCursor::attach`.
         let tail = hdr.tail.load(Ordering::Acquire);
         let head = hdr.head.load(Ordering::Acquire);
-        if !cap.is_power_of_two() || head.wrapping_sub(tail) > cap {
-            return Err(Corrupt);
-        }
+        let Some(level) = resume_at(head, tail, cap) else { return Err(Corrupt) };
         Ok(ConsumerCursor {
             tail,
             published: tail,
-            cached_head: head,
+            cached_head: level,
+            loaded_head: head,
             viewed_at: None,
             cap,
             poisoned: false,
@@ -341,8 +381,20 @@ impl ConsumerCursor {
         }
         // Acquire: as in `refresh`.
         let h = hdr.head.load(Ordering::Acquire);
+        self.check_head(h)
+    }
+
+    /// The readable bytes head `h`, just loaded, shows: 0 while it lags the tail (see
+    /// `loaded_head`); `None` if it is invalid: behind the last head loaded, or more than `N`
+    /// ahead of the tail.
+    #[inline]
+    fn check_head(&self, h: u64) -> Option<usize> {
+        let bound = self.tail.wrapping_add(self.cap).wrapping_sub(self.loaded_head);
+        if h.wrapping_sub(self.loaded_head) > bound {
+            return None;
+        }
         let avail = h.wrapping_sub(self.tail);
-        (avail <= self.cap && avail >= self.cached_head.wrapping_sub(self.tail)).then_some(avail as usize)
+        Some(if avail <= self.cap { avail as usize } else { 0 })
     }
 
     /// Reloads and validates the producer's cursor; returns the readable byte count.
@@ -353,13 +405,14 @@ impl ConsumerCursor {
         // Acquire: pairs with the Release store of head in `ProducerCursor::commit`; the bytes
         // below `h` are visible after this load.
         let h = hdr.head.load(Ordering::Acquire);
-        let avail = h.wrapping_sub(self.tail);
-        // head must lie in [cached_head, tail + N]: never backwards, never more than N ahead.
-        if avail > self.cap || avail < self.cached_head.wrapping_sub(self.tail) {
-            return Err(self.poison(hdr));
-        }
-        self.cached_head = h;
-        Ok(avail as usize)
+        // head must lie in [loaded_head, tail + N]: never backwards, never more than N ahead.
+        // Behind the tail it shows nothing readable: frames were taken by their stamps before
+        // their head was stored (`ring/framed/link.rs`); such a head can only mislead this
+        // side into waiting, never into reading.
+        let Some(avail) = self.check_head(h) else { return Err(self.poison(hdr)) };
+        self.loaded_head = h;
+        self.cached_head = self.tail.wrapping_add(avail as u64);
+        Ok(avail)
     }
 
     /// Poisons the ring for good: this side fails from now on, and the shared flag tells the
@@ -422,10 +475,10 @@ impl ConsumerCursor {
         self.tail = self.tail.wrapping_add(n as u64);
     }
 
-    /// Raises the cached head to the tail if stamped frames took the tail past it. Sound for an
-    /// honest producer: it stores head before it stamps a frame, so the head is at least the end
-    /// of every stamped frame read. A producer that stamps past its head is caught by the next
-    /// `refresh` (head moved backwards).
+    /// Raises the cached head to the tail if stamped frames took the tail past it. The head in
+    /// the header may stay behind the tail for a moment (a frame sent on its own is stamped
+    /// before its head is stored): `refresh` then reports nothing readable, and checks the next
+    /// head against the last one loaded, not against this.
     #[inline]
     pub(crate) fn catch_up_head(&mut self) {
         if self.cached_head.wrapping_sub(self.tail) > self.cap {

@@ -301,6 +301,7 @@ fn from_fd_refuses_every_bad_file_with_invalid_data_and_leaks_nothing() {
         let fields: &[(&str, usize, &[u8])] = &[
             ("magic", OFF_MAGIC, b"MIRRRINH"),
             ("version 3 (frames without stamps)", OFF_VERSION, &3u32.to_le_bytes()),
+            ("version 4 (frames stamped after head)", OFF_VERSION, &4u32.to_le_bytes()),
             ("version 99", OFF_VERSION, &99u32.to_le_bytes()),
             ("backend 0", OFF_BACKEND, &0u32.to_le_bytes()),
             ("backend 9", OFF_BACKEND, &9u32.to_le_bytes()),
@@ -314,7 +315,9 @@ fn from_fd_refuses_every_bad_file_with_invalid_data_and_leaks_nothing() {
             ("producer state 4", OFF_PRODUCER, &4u32.to_le_bytes()),
             ("consumer state u32::MAX", OFF_CONSUMER, &u32::MAX.to_le_bytes()),
             ("head > tail + capacity", OFF_HEAD, &(cap as u64 + 1).to_le_bytes()),
-            ("tail ahead of head", OFF_TAIL, &1u64.to_le_bytes()),
+            // (A tail ahead of the head by up to the capacity is valid: a consumer can take and
+            // release a frame stamped before its head was stored.)
+            ("tail > head + capacity", OFF_TAIL, &(cap as u64 + 1).to_le_bytes()),
         ];
         for (what, off, value) in fields {
             check(&format!("copy with bad {what}"), good(&patched(&img, *off, value)));
