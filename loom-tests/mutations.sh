@@ -52,12 +52,16 @@ mutations=(
   "frames: the stamp ignores the lap (offset in a 32-byte ring only)|src/ring/framed/wire.rs|        (pos << STAMP_SHL) \& CHECK_MASK|        ((pos \& 31) << STAMP_SHL) \& CHECK_MASK|1"
   "frames: no clear mark after the published frames|src/ring/framed/link.rs|            words.store(cur.head(), CLEAR, Ordering::Relaxed);|            let _ = cur;|1"
   "frames: the consumer looks (and may sleep) without releasing first|src/ring/framed/link.rs|        self.publish(hdr, cur);\n        if cur.is_poisoned() {|        if cur.is_poisoned() {|1"
-  "frames: the stamp is stored before head|src/ring/framed/link.rs|    cur.store_head(hdr);\n %% words.store(first, stamped, Ordering::Release);| %% words.store(first, stamped, Ordering::Release);\n    cur.store_head(hdr);|1"
+  "frames: a batch's stamp is stored before head|src/ring/framed/link.rs|stamped: u64) {\n    cur.store_head(hdr);\n %% words.store(first, stamped, Ordering::Release);|stamped: u64) {\n %% words.store(first, stamped, Ordering::Release);\n    cur.store_head(hdr);|1|no model kills a producer inside a batch's publish: the consumer allows a head behind its cursor now, and the order is kept so that a producer that dies there leaves no frame above the head (a newcomer covers at most the one frame a send on its own can leave, Sender::resume)"
   "frames: head store (before the stamp) Release -> Relaxed|src/protocol.rs|hdr.head.store(self.head, Ordering::Release);|hdr.head.store(self.head, Ordering::Relaxed);|2"
-  "frames: a frame sent on its own is written stamped before its publish|src/ring/framed/link.rs|words.store(p, stamped ^ RESTAMP, Ordering::Relaxed);|words.store(p, stamped, Ordering::Relaxed);|2"
+  "frames: a frame sent on its own: head stored before its stamp|src/ring/framed/link.rs|        words.store(p, self.stamp.stamped(len, p), Ordering::Release);\n        cur.store_head(hdr);|        cur.store_head(hdr);\n        words.store(p, self.stamp.stamped(len, p), Ordering::Release);|1"
   "frames: a batch's first frame is written stamped before its publish|src/ring/framed/link.rs|words.store(p, stamped ^ RESTAMP, Ordering::Relaxed);|words.store(p, stamped, Ordering::Relaxed);|1"
   "frames: behind a batch being written, the consumer never looks at head|src/ring/framed/link.rs|        cur.catch_up_head();\n        match cur.poll_readable(hdr, HEADER)? {|        if self.behind {\n            return None;\n        }\n        cur.catch_up_head();\n        match cur.poll_readable(hdr, HEADER)? {|1"
   "frames: a frame below the head counts only once stamped|src/ring/framed/wire.rs|        let expect = self.unstamped(len, pos);\n        // Checked|        let expect = self.unstamped(len, pos);\n        let word = if word == expect { !word } else { word };\n        // Checked|1"
+  "frames: a frame sent on its own: the stamp store Release -> Relaxed|src/ring/framed/link.rs|words.store(p, self.stamp.stamped(len, p), Ordering::Release);|words.store(p, self.stamp.stamped(len, p), Ordering::Relaxed);|1"
+  "frames: the newcomer does not cover a frame stamped above the head|src/ring/framed/link.rs|        cur.advance(size);\n        cur.publish(hdr);\n        true|        let _ = size;\n        false|1"
+  "consumer: a head behind its cursor is taken for corruption|src/protocol.rs|Some(if avail <= self.cap { avail as usize } else { 0 })|(avail <= self.cap).then_some(avail as usize)|1"
+  "attach: a tail ahead of the head is taken for corruption|src/protocol.rs|    } else if tail.wrapping_sub(head) <= cap {|    } else if false {|1"
 )
 
 copy() {

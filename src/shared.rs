@@ -226,7 +226,9 @@ impl SharedRing {
     /// Takes the producer role over from a process that died holding it, and resumes where
     /// the dead producer's committed cursor stands: bytes it wrote and did not commit (or
     /// committed in a batch it never published) vanish; the consumer reads on from the last
-    /// committed byte. A consumer that got `UnexpectedEof` after the death reads on too.
+    /// committed byte. A consumer that got `UnexpectedEof` after the death reads on too. (For
+    /// a framed ring the committed position may be one frame past the published head: see
+    /// [`docs::lifecycle`](crate::docs::lifecycle), "Where the newcomer resumes".)
     ///
     /// The holder must be *proven* dead (a pidfd that became readable, no such process, a
     /// zombie, a start time that changed: the same check the peer watcher makes, see

@@ -46,25 +46,30 @@
 //!
 //! A frame says itself that it is there, so the consumer does not load the producer's cursor
 //! per message (which would move that cursor's cache line between the cores on every frame,
-//! on top of the frame's own line). For each frame the producer:
+//! on top of the frame's own line). For each frame sent on its own the producer:
 //!
-//! 1. writes the payload and the *unstamped* header;
+//! 1. writes the payload;
 //! 2. writes the **clear mark** (a zero word) where the next frame's header will go, unless
 //!    the frame fills the ring to the byte (then that word is the header of the consumer's
 //!    oldest unreleased frame, one lap old, which the stamp tells apart; rings over 4 GiB
 //!    never fill to the byte);
-//! 3. stores its cursor, head (Release): the commit, as in the byte API;
-//! 4. stores the *stamped* header over the unstamped one (Release);
+//! 3. stores the *stamped* header (Release): the one store to the word the consumer polls;
+//! 4. stores its cursor, head (Release): the commit, as in the byte API;
 //! 5. checks the consumer's waiter flag (the barrier pair of [`barriers`](super::barriers)).
 //!
-//! The consumer polls the header word at its cursor (Acquire, pairing with step 4): a stamped
+//! A batch (below) is written before anything is published, so it goes the other way round:
+//! each frame's payload and header, the first frame's header *unstamped*, the others stamped;
+//! then the clear mark after the batch, head, and last the first frame's stamp. No consumer
+//! reaches the later frames before it has passed the first.
+//!
+//! The consumer polls the header word at its cursor (Acquire, pairing with step 3): a stamped
 //! header for exactly that position, of at most `max_frame_len` bytes, is a frame whose bytes
 //! are all visible. Nothing else is loaded per message. Otherwise it decides in its slow path:
 //!
 //! - the clear mark, or a header for the position one lap back: nothing yet (no load of the
 //!   producer's cursor, so a consumer that has caught up waits on the data line alone), unless
 //!   the producer has closed;
-//! - anything else, or a closed producer: it loads head (Acquire, pairing with step 3). Below
+//! - anything else, or a closed producer: it loads head (Acquire, pairing with step 4). Below
 //!   head every frame has been written in full, so the word there must be this position's
 //!   header, stamped or not, fitting below head; anything else **poisons the ring** (this and
 //!   every later call fail with `InvalidData`, and the producer sees the poison flag too).
@@ -72,25 +77,34 @@
 //!   until head covers it the consumer polls head only, leaving the frame's line to the
 //!   producer.
 //!
-//! An unstamped frame below head is still a frame: a producer that died between steps 3 and 4,
-//! or a byte-level publish of framed bytes, leaves one. The first frame after a conversion is
+//! An unstamped frame below head is still a frame: a producer that died in a batch's publish
+//! between head and the stamp, or a byte-level publish of framed bytes, leaves one. The
+//! other way round, a frame sent on its own may be stamped, and taken by the consumer, before
+//! head covers it: for a moment the consumer's cursor, and the tail it releases, may be one
+//! frame ahead of the published head. Every reader of the cursors allows for that (a head
+//! behind the consumer's cursor shows nothing readable), and a producer that takes the role
+//! over from one that died between steps 3 and 4 first covers that frame with head (it
+//! recognises it exactly: the stamped header of the head's position, and the clear mark after
+//! it), since the consumer may have taken it. The first frame after a conversion is
 //! always taken through head: until then the words ahead were not written by this stream
 //! (raw bytes could hold anything), and from then on every word the consumer looks at was
 //! written by the producer in this lap (step 2) or is a header one lap old.
 //!
 //! A consumer that sleeps raises its waiter flag, runs its half of the barrier pair, then
 //! rechecks the stamp: the Dekker pair is the stamp store and the flag, with the producer's
-//! barrier between its stamp store and its flag load (step 5), so either the recheck sees the
-//! stamp or the producer sees the flag. (Head is stored before the stamp, so a recheck that
-//! goes on to head sees it too.) The interleavings are model-checked with loom
+//! barrier after its stamp and head stores and before its flag load (step 5), so either the
+//! recheck sees the stamp or the producer sees the flag. (A recheck that goes on to head pairs
+//! with the head store the same way.) The interleavings are model-checked with loom
 //! (`loom-tests/frames.rs`): streaming through a ring of two frames with both sides sleeping,
 //! headers one lap old where the consumer waits, batches, a newcomer after a producer that
-//! died with a batch unpublished, a producer that dies between steps 3 and 4, and a consumer
-//! that looks at head right after taking a frame by its stamp (head must already cover it).
+//! died with a batch unpublished, a producer that dies in a batch's publish between head and
+//! the stamp, one that dies between a frame's stamp and its head (the newcomer goes on after
+//! that frame), and a consumer that looks at head right after taking a frame by its stamp
+//! (it waits for the head, and never takes it for corruption).
 //!
 //! Head remains the committed cursor, and always a frame boundary: the byte API, a closing or
 //! dead producer's last frames, and a newcomer that takes over the role (it resumes at head,
-//! where step 2 left the clear mark) all rely on it.
+//! where step 2 left the clear mark, or after the one frame stamped above it) all rely on it.
 //!
 //! # Releases
 //!
@@ -118,9 +132,11 @@
 //! A peer cannot make the consumer read out of bounds, take a frame written for another
 //! position or lap, or loop: a batch stops after an eighth of the ring, a `try_*` call after
 //! one look, a blocking call waits with bounded sleeps. A stamped header is taken as committed:
-//! a hostile producer can stamp a frame it never covered with head (the consumer then poisons
-//! the ring when it next loads head and finds it behind), or write headers the consumer takes
-//! for "nothing yet" (it then waits, as for a producer that never sends). A hostile producer
+//! a hostile producer can stamp frames it never covers with head (the consumer takes them, up
+//! to a ring ahead of its last release, as it would from an honest producer; a head that then
+//! stays behind shows nothing readable, and a head that moves backwards poisons the ring), or
+//! write headers the consumer takes for "nothing yet" (it then waits, as for a producer that
+//! never sends). A hostile producer
 //! can also change payload bytes while they are lent out (shared memory is shared): with an
 //! untrusted producer, receive with [`recv_into`](crate::FramedConsumer::recv_into) and
 //! validate the copy ([`trust_model`](super::trust_model)).

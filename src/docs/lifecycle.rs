@@ -132,7 +132,12 @@
 //! delivered again, read or not, so nothing committed is lost (at least once, not exactly
 //! once). Commit and release whole records, and the committed cursors are record boundaries;
 //! framed rings do (whole frames are published and released), so both sides of a framed ring
-//! stay frame-aligned across a take-over. What the cursors cannot say (which counter a new
+//! stay frame-aligned across a take-over. One refinement for framed rings: a frame sent on its
+//! own is stamped a moment before its head is stored, and the consumer may take it (and
+//! release it) in between, so a producer that died there leaves the consumer's cursor one
+//! frame past the published head. The new producer goes on after that frame: from the
+//! released tail if it is ahead of head, and `into_framed` covers a complete frame stamped
+//! just above the head before anything else ([`framing`](super::framing)). What the cursors cannot say (which counter a new
 //! producer should send next, which records a new consumer has seen) is the application's:
 //! the example `examples/supervisor.rs` keeps it in shared memory.
 //!

@@ -6,26 +6,41 @@
 //!
 //! # The producer ([`Sender`])
 //!
-//! For each frame at position `p` (room checked first with [`Sender::room`]):
+//! A frame at position `p` sent on its own ([`Sender::put_and_publish`], room checked first
+//! with [`Sender::room`]):
 //!
 //! 1. the payload (the caller writes it);
-//! 2. the header word at `p`: *unstamped* if this frame is the first since the last publish,
-//!    *stamped* otherwise (see `wire::Stamp` for the word); a Relaxed store;
-//!
-//! and to publish everything written since the last publish ([`Sender::publish`]):
-//!
-//! 3. the clear mark at the head, where the next frame's header will go (a Relaxed store),
-//!    unless the last frame filled the ring to the byte: the word there is then the header of
-//!    the consumer's oldest unreleased frame, exactly one lap old, which the stamp tells apart
-//!    (rings of up to 4 GiB; larger ones always keep the 8 bytes for the mark);
+//! 2. the clear mark after the frame, where the next frame's header will go (a Relaxed store,
+//!    or one store with a short payload), unless the frame filled the ring to the byte: the
+//!    word there is then the header of the consumer's oldest unreleased frame, exactly one lap
+//!    old, which the stamp tells apart (rings of up to 4 GiB; larger ones always keep the 8
+//!    bytes for the mark);
+//! 3. the stamped header word at `p` (see `wire::Stamp` for the word), Release: what the
+//!    consumer polls, and the only store to that word;
 //! 4. head, Release (the commit: what the byte API, a closing consumer and a newcomer see);
-//! 5. the stamped header word of the first unpublished frame, Release (what the consumer
-//!    polls);
-//! 6. the publisher's half of the barrier pair, then the consumer's waiter flag (`notify`).
+//! 5. the publisher's half of the barrier pair, then the consumer's waiter flag (`notify`).
 //!
-//! Unbatched, every frame is a publish of its own. Batched, the frames after the first of a
-//! batch are stamped as they are written, but no consumer can reach them before it has passed
-//! the first, which is stamped last.
+//! So for a moment a frame may be stamped and not yet below the head, and the consumer may
+//! take it (and even release it) before head comes: its cursor, and the tail it stores, may
+//! be one frame ahead of the published head. Everything that reads the cursors allows that
+//! (`protocol::resume_at`, `ConsumerCursor::refresh`, `ProducerCursor::refresh`). A producer
+//! that dies between steps 3 and 4 leaves a complete frame above the head: a newcomer covers
+//! it before it writes ([`Sender::resume`]), since the consumer may have taken it.
+//!
+//! A batch (frames held back by `set_batch`, `send_batch`; [`Sender::put`] per frame, then
+//! [`Sender::publish`]) is published the other way round, because its frames are written
+//! before anything is published:
+//!
+//! 1. per frame, the payload, then the header word: *unstamped* for the batch's first frame,
+//!    *stamped* for the others (Relaxed);
+//! 2. at the publish, the clear mark after the last frame, as above;
+//! 3. head, Release;
+//! 4. the stamp of the batch's first frame, Release;
+//! 5. the wake-up check, as above.
+//!
+//! No consumer can reach the batch's later frames before it has passed the first, which is
+//! stamped last; until then the first is below the head with its unstamped header, which the
+//! consumer takes through the head (a producer that dies between steps 3 and 4 leaves it so).
 //!
 //! # The consumer ([`Receiver`])
 //!
@@ -51,10 +66,11 @@
 //! # Sleeping
 //!
 //! The consumer parks with the usual protocol (`wait.rs`): flag, its barrier, then a recheck
-//! that polls the stamp ([`Receiver::look`]). The Dekker pair is the stamp store (step 5) and
-//! the flag: the producer's barrier sits between its stamp store and its flag load. A recheck
-//! that sees "not yet" therefore means the producer will see the flag after its next stamp.
-//! Head is stored before the stamp, so a recheck that goes to head sees it too.
+//! that polls the stamp ([`Receiver::look`]). The Dekker pair is the stamp store and the flag:
+//! the producer's barrier sits after both its stamp and head stores and before its flag load.
+//! A recheck that sees "not yet" therefore means the producer will see the flag after its next
+//! publish; a recheck that goes to head (behind a batch) pairs with the head store the same
+//! way.
 //!
 //! # Releases
 //!
@@ -244,19 +260,55 @@ impl Sender {
             return;
         }
         let p = cur.head();
-        let stamped = self.stamp.stamped(len, p);
+        cur.advance(frame_size(len));
         if !cleared {
-            cur.advance(frame_size(len));
             Self::clear_after(cur, words);
         }
-        // Relaxed: as in `put`. Last before the head store and the stamp, so a consumer
-        // polling this line rarely takes it from the producer between the two stores to it.
-        words.store(p, stamped ^ RESTAMP, Ordering::Relaxed);
-        if cleared {
-            // (Counted after the store, so the head store below needs no reload of it.)
-            cur.advance(frame_size(len));
+        // Release: the payload and the clear mark after it are visible before the stamp. Pairs
+        // with the Acquire load in `Receiver::poll_word`. No unstamped header first: the stamp
+        // is stored before head, so nothing below the head ever lacks its header, and the
+        // consumer polling this line sees one store to it fewer (see the module docs).
+        words.store(p, self.stamp.stamped(len, p), Ordering::Release);
+        cur.store_head(hdr);
+        // The barrier pair orders the stamp and head stores before the load of the consumer's
+        // flag, against the consumer's flag store and its recheck (`Receiver::look`).
+        notify(hdr, Word::Data, cur.light(), cur.counters());
+    }
+
+    /// For a producer that has just attached ([`ProducerCursor::fresh`], after a take-over):
+    /// if the one it replaces died between its last two stores of a frame sent on its own (the
+    /// stamp stored, head not), that frame is complete and the consumer may have taken it.
+    /// Covers it with the head (published, with the wake-up check) so that this producer's
+    /// first frame goes after it, where the consumer waits. True if it did.
+    ///
+    /// The frame is recognised exactly: the stamped header of the head's position, a length
+    /// of at most `max_len`, a frame inside the free room, and after it the clear mark that
+    /// was stored before the stamp (or, for a frame that filled the ring, the header one lap
+    /// back), so stale bytes from an earlier lap are not taken for it (they would have to
+    /// hold both words of this stream at this position). At most one frame: the
+    /// next one's stamp would have come after a head store.
+    pub(crate) fn resume<W: Words>(hdr: &Header, cur: &mut ProducerCursor, words: &W, max_len: usize) -> bool {
+        let p = cur.head();
+        if !cur.fresh() || p % HEADER as u64 != 0 {
+            return false;
         }
-        commit(hdr, cur, words, p, stamped);
+        // Acquire: pairs with the dead producer's Release store of the stamp; its payload and
+        // clear mark, stored before, are visible after this load.
+        let Some(len) = Stamp.stamped_len(words.load(p, Ordering::Acquire), p, max_len) else { return false };
+        let (size, free) = (frame_size(len), cur.free_cached());
+        if size > free {
+            return false;
+        }
+        let after = p.wrapping_add(size as u64);
+        // Acquire: as above (the mark after the frame was stored before the stamp). The clear
+        // mark, or a header one lap back where the frame filled the ring to the byte (when it
+        // was sent: the consumer may have released room since).
+        if !Stamp.not_yet(words.load(after, Ordering::Acquire), after, cur.capacity()) {
+            return false;
+        }
+        cur.advance(size);
+        cur.publish(hdr);
+        true
     }
 
     /// Writes the clear mark at the head, where the next frame's header will go, if the room

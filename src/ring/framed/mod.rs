@@ -61,13 +61,18 @@ impl Producer {
     /// assert_eq!(&*rx.recv()?.unwrap(), b"hello");
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn into_framed(self) -> FramedProducer {
+    pub fn into_framed(mut self) -> FramedProducer {
         let capacity = self.capacity();
-        let skip = misalignment(self.write_ptr());
-        let head = self.cur.head();
         // SAFETY: view A of this ring, `capacity` bytes, mapped as long as `self` (moved into the
         // framed end with it) lives.
         let words = unsafe { RingWords::new(self.end.data.as_ptr(), capacity) };
+        if let Some(hdr) = self.end.header() {
+            // A producer that has written nothing since it took the role over goes on after a
+            // frame its predecessor stamped but died before publishing with head.
+            Sender::resume(hdr, &mut self.cur, &words, max_frame_len_for(capacity));
+        }
+        let skip = misalignment(self.write_ptr());
+        let head = self.cur.head();
         let mut framed = FramedProducer {
             max_len: max_frame_len_for(capacity),
             batch_bytes: capacity / 4,
@@ -280,6 +285,105 @@ mod tests {
             }
             drop(tx);
             assert!(rx.try_recv().unwrap().is_none());
+        }
+    }
+
+    /// Leaves at the producer's head what a producer that died between the stamp and the head
+    /// store of a frame sent on its own leaves: the payload, the clear mark after it, the
+    /// stamped header; head not moved. Returns the frame's position.
+    fn stamp_above_head(tx: &super::FramedProducer, msg: &[u8]) -> u64 {
+        use super::link::Words;
+        use super::wire::{frame_size, CLEAR};
+        let p = tx.inner.cur.head();
+        // SAFETY: the free room at the head (the tests leave plenty), inside view A; nothing
+        // else writes there.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), tx.words.at(p).add(8), msg.len()) };
+        tx.words.store(p + frame_size(msg.len()) as u64, CLEAR, Ordering::Relaxed);
+        tx.words.store(p, Stamp.stamped(msg.len(), p), Ordering::Release);
+        p
+    }
+
+    /// A newcomer's producer: the byte end, re-attached to the header's cursors as a take-over
+    /// does (the take-over itself is tested in `tests/restart.rs`).
+    fn newcomer(tx: super::FramedProducer) -> super::FramedProducer {
+        newcomer_writing(tx, &[])
+    }
+
+    /// [`newcomer`], which writes `raw` bytes before it turns framed.
+    fn newcomer_writing(tx: super::FramedProducer, raw: &[u8]) -> super::FramedProducer {
+        let mut bytes = tx.into_inner();
+        let hdr = bytes.end.header().unwrap();
+        bytes.cur = crate::protocol::ProducerCursor::attach(hdr, bytes.capacity() as u64).unwrap();
+        bytes.try_write(raw).unwrap();
+        bytes.into_framed()
+    }
+
+    /// A producer that died between a frame's stamp and its head store left a complete frame
+    /// above the head, which the consumer may have taken (and released) or not: a newcomer
+    /// goes on after it in every case, and the consumer gets every frame once, in order,
+    /// never a poisoned ring.
+    #[test]
+    fn a_newcomer_goes_on_after_a_frame_stamped_above_the_head() {
+        for (taken, released) in [(false, false), (true, false), (true, true)] {
+            let case = format!("taken {taken}, released {released}");
+            let (tx, rx) = crate::channel(4096).unwrap();
+            let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+            tx.send(b"zero").unwrap();
+            assert_eq!(&*rx.recv().unwrap().unwrap(), b"zero", "{case}");
+            let p = stamp_above_head(&tx, b"one");
+            if taken {
+                assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"one", "{case}");
+            }
+            if released {
+                // Nothing more: the consumer releases its cursor, past the published head.
+                assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock, "{case}");
+                let hdr = tx.inner.end.header().unwrap();
+                assert_eq!(hdr.tail.load(Ordering::Relaxed), p + 16, "{case}");
+                assert_eq!(hdr.head.load(Ordering::Relaxed), p, "{case}");
+            }
+            let mut tx = newcomer(tx);
+            assert_eq!(tx.inner.cur.head(), p + 16, "{case}: the newcomer starts after the frame");
+            tx.send(b"two").unwrap();
+            if !taken {
+                assert_eq!(&*rx.recv().unwrap().unwrap(), b"one", "{case}");
+            }
+            assert_eq!(&*rx.recv().unwrap().unwrap(), b"two", "{case}");
+            drop(tx);
+            assert!(rx.recv().unwrap().is_none(), "{case}");
+        }
+    }
+
+    /// The newcomer covers only what a predecessor's frame sent on its own can leave above the
+    /// head: the stamped header of that position, of a valid length, inside the room, with the
+    /// clear mark (or a header one lap back) after it; nothing else, and only before it wrote
+    /// anything.
+    #[test]
+    fn a_newcomer_covers_nothing_else() {
+        use super::link::Words;
+        use super::wire::RESTAMP;
+        type Spoil = fn(&super::FramedProducer, u64);
+        let cases: [(&str, Spoil); 6] = [
+            ("unstamped header", |tx, p| tx.words.store(p, Stamp.stamped(3, p) ^ RESTAMP, Ordering::Relaxed)),
+            ("stamped for the position one lap back", |tx, p| {
+                tx.words.store(p, Stamp.stamped(3, p.wrapping_sub(4096)), Ordering::Relaxed)
+            }),
+            ("no clear mark after it", |tx, p| tx.words.store(p + 16, u64::MAX, Ordering::Relaxed)),
+            ("longer than the largest frame", |tx, p| tx.words.store(p, Stamp.stamped(4089, p), Ordering::Relaxed)),
+            ("longer than the free room", |tx, p| tx.words.store(p, Stamp.stamped(4080, p), Ordering::Relaxed)),
+            ("after the newcomer wrote", |_, _| {}),
+        ];
+        for (what, spoil) in cases {
+            let (tx, rx) = crate::channel(4096).unwrap();
+            let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+            tx.send(b"zero").unwrap();
+            assert_eq!(&*rx.recv().unwrap().unwrap(), b"zero");
+            // The consumer holds "zero" unreleased: 24 bytes of the room are taken.
+            let p = stamp_above_head(&tx, b"one");
+            spoil(&tx, p);
+            let wrote = what == "after the newcomer wrote";
+            let tx = newcomer_writing(tx, if wrote { &[7; 8] } else { &[] });
+            let expect = if wrote { p + 8 } else { p };
+            assert_eq!(tx.inner.cur.head(), expect, "{what}: nothing covered");
         }
     }
 
