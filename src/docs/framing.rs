@@ -255,6 +255,13 @@
 //! mirror-ring, a minimal stamped queue and rtrb with about ten nanoseconds of work added to one
 //! side.
 //!
+//! In that caught-up state every store to the line the consumer polls costs a trip between the
+//! cores, so a frame sent on its own makes as few as it can: the payload (with the clear mark,
+//! in the same line for short frames) and the stamped header, once. (Until 2026-11-30 the
+//! header was written twice, unstamped first, and a consumer that saw the unstamped word went
+//! to watch head, one more line: with 24 busy steps per 64-byte message on the sending side
+//! that ran at 12-14 M/s; now 18-21, level with the minimal stamped queue, `BENCHMARKS.md`.)
+//!
 //! At 64 bytes what made mirror-ring's producer the slower side in the first place was mostly
 //! `send`'s copy of messages built just before the call (see "Messages built for the call"
 //! above). With the copy that forwarding can serve, the producer keeps ahead and even a
