@@ -23,7 +23,8 @@
 //! So for a moment a frame may be stamped and not yet below the head, and the consumer may
 //! take it (and even release it) before head comes: its cursor, and the tail it stores, may
 //! be one frame ahead of the published head. Everything that reads the cursors allows that
-//! (`protocol::resume_at`, `ConsumerCursor::refresh`, `ProducerCursor::refresh`). A producer
+//! (`protocol::resume_at`, `ConsumerCursor::refresh`; the producer itself never loads the
+//! tail between the two stores, so `ProducerCursor::refresh` keeps its bound). A producer
 //! that dies between steps 3 and 4 leaves a complete frame above the head: a newcomer covers
 //! it before it writes ([`Sender::resume`]), since the consumer may have taken it.
 //!
@@ -46,19 +47,22 @@
 //!
 //! [`Receiver::poll_word`] loads the header word at its cursor with Acquire: a stamped header for
 //! exactly that position, whose frame lies within the producer's room, is a frame (the Acquire
-//! pairs with step 5, so the payload is visible). It loads nothing else per frame.
+//! pairs with the stamp's Release store, so the payload is visible). It loads nothing else per
+//! frame.
 //!
 //! Otherwise [`Receiver::look`] decides, and it is the only place that reads the producer's
 //! cursor: the clear mark or a header from one lap back means "not yet" while the producer has
 //! not closed (no load of head, so a consumer that has caught up spins on the data line
-//! only); anything else sends it to the published head (Acquire, pairing with step 4). Below
-//! the head every frame has been written, so the word there must be this position's header,
-//! stamped or not (a crash between steps 4 and 5, or a publish by the byte end, leaves it
-//! unstamped), or the ring is poisoned. The first frame after a conversion is always taken this
+//! only); anything else sends it to the published head (Acquire, pairing with the head's
+//! Release store). Below the head every frame has been written, so the word there must be this
+//! position's header, stamped or not (a producer that dies in a batch's publish between head
+//! and the stamp, or a publish by the byte end, leaves it unstamped), or the ring is poisoned.
+//! A head behind the cursor shows nothing (frames taken by their stamps before their head
+//! came). The first frame after a conversion is always taken this
 //! way: until then the words ahead were not written by this stream and are not trusted.
 //!
 //! A consumer that finds the *unstamped* header of its own position has caught up with a batch
-//! being written (step 2 of its first frame is done, step 5 is not): it then watches head alone
+//! being written (step 1 of its first frame is done, step 4 is not): it then watches head alone
 //! until head covers the cursor (`Receiver::behind`), rather than polling that frame's line,
 //! into which the producer is still writing the batch's next frames (each poll would take the
 //! line from the producer, which must fetch it back for its next store).
@@ -325,8 +329,8 @@ impl Sender {
     }
 }
 
-/// Steps 4 to 6 of the module docs: head, the stamped header word `stamped` of the first
-/// unpublished frame (at `first`), the wake-up check.
+/// Steps 3 to 5 of a batch's publish (module docs): head, the stamped header word `stamped`
+/// of the first unpublished frame (at `first`), the wake-up check.
 #[inline(always)]
 fn commit<W: Words>(hdr: &Header, cur: &mut ProducerCursor, words: &W, first: u64, stamped: u64) {
     cur.store_head(hdr);
