@@ -353,6 +353,32 @@ mod tests {
         }
     }
 
+    /// The consumer's look at a head behind its cursor (frames taken by their stamps before
+    /// their head came, or a producer that never stores head): nothing readable, no poison,
+    /// the releases still go out; a head that moves back behind the last one loaded poisons.
+    #[test]
+    fn a_head_behind_the_cursor_shows_nothing_and_one_moving_back_poisons() {
+        use super::link::Words;
+        let (tx, rx) = crate::channel(4096).unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        tx.send(b"zero").unwrap();
+        // Through head (the first frame after the conversion): head 16 is loaded.
+        assert_eq!(&*rx.recv().unwrap().unwrap(), b"zero");
+        let p = stamp_above_head(&tx, b"one");
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"one");
+        // Neither "not yet" nor a header where the consumer waits: it looks at head, which is
+        // behind its cursor.
+        tx.words.store(p + 16, u64::MAX, Ordering::Relaxed);
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
+        let hdr = tx.inner.end.header().unwrap();
+        assert_eq!((hdr.head.load(Ordering::Relaxed), hdr.tail.load(Ordering::Relaxed)), (p, p + 16));
+        assert!(!hdr.is_poisoned());
+        // Behind the head loaded before: impossible for any producer.
+        hdr.head.store(p - 8, Ordering::Relaxed);
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData);
+        assert!(hdr.is_poisoned());
+    }
+
     /// The newcomer covers only what a predecessor's frame sent on its own can leave above the
     /// head: the stamped header of that position, of a valid length, inside the room, with the
     /// clear mark (or a header one lap back) after it; nothing else, and only before it wrote
