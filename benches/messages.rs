@@ -24,7 +24,12 @@
 //!    (`cargo run --release --example compare`) prints the same table.
 //!
 //! `cargo bench --bench messages` runs both; `cargo bench --bench messages -- interleaved`
-//! only the second; any other filter only criterion's matching cases. Under `cargo test`
+//! only the second; `-- regime`, `-- minimal` and `-- read` one comparison of their own (which
+//! side sets the pace; the hand-written floor; the receiver copying each message out, as every
+//! other table has it, against reading it in place); any other filter only criterion's
+//! matching cases. Every receiver here copies each message out unless `-- read` says otherwise:
+//! rtrb's `push`/`pop` of 64-byte messages is three to four times faster when its receiver only
+//! reads the message where it lies (BENCHMARKS.md, "How the receiver uses a message"). Under `cargo test`
 //! (criterion's test mode) every case runs once and the interleaved table once, small.
 
 mod support;
@@ -116,6 +121,19 @@ fn regime(steps: u32, (reps, target): (usize, Duration)) {
     assert!(missing.is_empty(), "no rate for {missing:?}: {:?}", out.notes);
 }
 
+/// mirror-ring (`try_*` and blocking) and rtrb `push` / `pop`, the receiver copying each message
+/// out, then reading it in place, 8 and 64 B (`cargo bench --bench messages -- read`).
+fn read((reps, target): (usize, Duration)) {
+    let out = msg_read_section(&SIZES, reps, target, &mut |_| {});
+    println!(
+        "\n## How the receiver uses each message: copied out or read in place, interleaved ({reps} repetitions)\n"
+    );
+    print_msg_read_section(&out, &SIZES);
+    let missing: Vec<&String> =
+        out.names.iter().enumerate().filter(|&(i, _)| out.all_rates(i).is_empty()).map(|(_, n)| n).collect();
+    assert!(missing.is_empty(), "no rate for {missing:?}: {:?}", out.notes);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(at) = args.iter().position(|a| a == "profile") {
@@ -132,6 +150,11 @@ fn main() {
         // `regime [STEPS]`: which side sets the pace (busy work per message on one side).
         let steps = filters.get(at + 1).and_then(|s| s.parse().ok()).unwrap_or(REGIME_STEPS);
         regime(steps, if test_mode { (1, Duration::from_millis(1)) } else { (7, Duration::from_millis(10)) });
+        return;
+    }
+    if filters.iter().any(|f| f.as_str() == "read") {
+        // `read`: the receiver copying each message out against reading it in place.
+        read(if test_mode { (1, Duration::from_millis(1)) } else { (7, Duration::from_millis(10)) });
         return;
     }
     if filters.iter().any(|f| f.as_str() == "minimal") {

@@ -713,6 +713,7 @@ fn main() {
     if cfg.wants("messages") {
         messages(&cfg, &mut p, &mut goals, &mut advice);
         regime(&cfg, &mut p);
+        read_modes(&cfg, &mut p, &mut goals);
     }
 
     // ---- async ends and read_from/write_to (issue 12; rows from benches/support/async_rows.rs) ----
@@ -1548,6 +1549,44 @@ fn regime(cfg: &Cfg, p: &mut Progress) {
          stamped queue (a hand-written floor) shows the same switch when its sender is the slower side.\n"
     );
     print_msg_regime_section(&out);
+}
+
+/// How the receiver uses each message, 8 and 64 B one at a time: copied out (as in every other
+/// messages table) or read where it lies, mirror-ring against rtrb read the same way
+/// (`cargo bench --bench messages -- read`). Issue 15's one-at-a-time goals are checked on the
+/// in-place reading too: it is what a harness that only checks each message's counter measures.
+fn read_modes(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
+    let out = msg_read_section(&MSG_SIZES, cfg.reps, cfg.target, &mut |step| p.step("read", step));
+    p.clear();
+    println!("### How the receiver uses each message: copied out or read in place\n");
+    println!(
+        "The tables above copy every received message out (into a value the optimiser must keep). Here the same \
+         one-at-a-time queues also run with the receiver reading only the counter and the last byte where the \
+         message lies. mirror-ring's frames are read in place either way and its rate hardly moves; rtrb's `pop` moves \
+         the message out of its slot, and how long its receiver takes decides its regime: a receiver slower than \
+         the sender fills the ring, and then every `push` reloads the receiver's index, taking that line from it on \
+         every message; a faster one keeps a few hundred messages in flight and both sides work from cached \
+         indices. At 64 B the copy is enough to tip rtrb from the second regime into the first.\n"
+    );
+    print_msg_read_section(&out, &MSG_SIZES);
+    for pair in msg_read_pairs(&out, &MSG_SIZES).into_iter().filter(|pair| pair.label.ends_with("read in place")) {
+        let size = if pair.label.starts_with("8 B") { 8 } else { 64 };
+        let min = if size == 8 { 1.5 } else { 3.0 };
+        let what = format!("messages, {}: >= {min:.1}x {}", pair.label, out.names[pair.theirs]);
+        let mut parts = Vec::new();
+        let mut met = true;
+        for band in Placement::ALL {
+            if let Some(s) = Summary::of(&out.ratios_in(pair.ours, pair.theirs, band)) {
+                parts.push(format!("{:.2}x {} ({} reps)", s.median, band.name(), s.n));
+                met &= s.median >= min;
+            }
+        }
+        goals.push(if parts.is_empty() {
+            Goal { what, value: "-".into(), status: "no steady repetition" }
+        } else {
+            Goal::new(what, parts.join("; "), met)
+        });
+    }
 }
 
 /// `--across FILE...`: the goals of several saved demo outputs side by side per placement.

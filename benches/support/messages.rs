@@ -25,7 +25,7 @@
 
 use std::hint::{black_box, spin_loop};
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,6 +133,12 @@ pub trait Message: Copy + Send + 'static {
     /// Writes the bytes of message `i` (`make(i).to_bytes()`) straight into `dst`, a frame's
     /// payload of exactly that size: the message is built in place, never on the stack.
     fn write_to(i: u64, dst: &mut [u8]);
+    /// What a receiver that reads the message where it lies takes from it: its counter, after
+    /// a check of its last byte (two loads, no copy; a wrong last byte changes the value, so the
+    /// driver's sum check catches it).
+    fn glance(&self) -> u64;
+    /// [`glance`](Self::glance) of a frame's payload.
+    fn glance_bytes(b: &[u8]) -> u64;
 }
 
 impl Message for u64 {
@@ -158,6 +164,14 @@ impl Message for u64 {
     #[inline(always)]
     fn write_to(i: u64, dst: &mut [u8]) {
         dst.copy_from_slice(&i.to_le_bytes());
+    }
+    #[inline(always)]
+    fn glance(&self) -> u64 {
+        *self
+    }
+    #[inline(always)]
+    fn glance_bytes(b: &[u8]) -> u64 {
+        Self::from_bytes(b)
     }
 }
 
@@ -191,6 +205,16 @@ impl Message for [u8; 64] {
         word.copy_from_slice(&i.to_le_bytes());
         rest.fill(0x5a);
     }
+    #[inline(always)]
+    fn glance(&self) -> u64 {
+        self.first_word().wrapping_add(u64::from(self[63] != 0x5a))
+    }
+    #[inline(always)]
+    fn glance_bytes(b: &[u8]) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[..8]);
+        u64::from_le_bytes(w).wrapping_add(u64::from(b[b.len() - 1] != 0x5a))
+    }
 }
 
 fn err(what: &str, e: io::Error) -> io::Error {
@@ -202,6 +226,18 @@ fn err(what: &str, e: io::Error) -> io::Error {
 /// queue): what [`msg_regime_section`] varies to show which side sets the pace. Zero everywhere
 /// else. Set per run by [`MsgCase`] (the cases of one comparison run one after another).
 static WORK: [AtomicU32; 2] = [AtomicU32::new(0), AtomicU32::new(0)];
+
+/// How the receivers of the one-at-a-time queues use each message in this run: false (the
+/// default), copy it out of the queue into a value the optimiser must keep (`black_box`: all
+/// its bytes read and stored); true, read its counter and last byte where it lies
+/// ([`Message::glance`]). Set per run by [`MsgCase`], like [`WORK`].
+static IN_PLACE: AtomicBool = AtomicBool::new(false);
+
+/// Whether this run's receivers read each message in place ([`IN_PLACE`]).
+fn in_place() -> bool {
+    // Relaxed: set before the run's threads are spawned (the spawn orders it).
+    IN_PLACE.load(Ordering::Relaxed)
+}
 
 /// The work per message of the sending side (`0`) or the receiving side (`1`) for this run.
 fn work_steps(side: usize) -> u32 {
@@ -307,13 +343,18 @@ struct FramedRx<M, const BLOCKING: bool>(FramedConsumer, std::marker::PhantomDat
 
 impl<M: Message, const BLOCKING: bool> SeqRx for FramedRx<M, BLOCKING> {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
-        let (mut sum, steps) = (0u64, work_steps(1));
+        let (mut sum, steps, glance) = (0u64, work_steps(1), in_place());
         for _ in 0..n {
             loop {
                 match if BLOCKING { self.0.recv() } else { self.0.try_recv() } {
                     Ok(Some(frame)) => {
-                        let m = M::from_bytes(&frame);
-                        sum = sum.wrapping_add(black_box(&m).first_word());
+                        let v = if glance {
+                            M::glance_bytes(&frame)
+                        } else {
+                            let m = M::from_bytes(&frame);
+                            black_box(&m).first_word()
+                        };
+                        sum = sum.wrapping_add(v);
                         drop(frame);
                         busy(steps);
                         break;
@@ -377,11 +418,11 @@ struct RtrbPopRx<M>(rtrb::Consumer<M>);
 
 impl<M: Message> SeqRx for RtrbPopRx<M> {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
-        let (mut sum, steps) = (0u64, work_steps(1));
+        let (mut sum, steps, glance) = (0u64, work_steps(1), in_place());
         for _ in 0..n {
             loop {
                 if let Ok(v) = self.0.pop() {
-                    sum = sum.wrapping_add(black_box(&v).first_word());
+                    sum = sum.wrapping_add(if glance { v.glance() } else { black_box(&v).first_word() });
                     busy(steps);
                     break;
                 }
@@ -567,7 +608,7 @@ struct MinRx<M> {
 impl<M: Message> MinRx<M> {
     /// Receives one message (spinning until it is there) and returns its first word.
     #[inline(always)]
-    fn recv_one(&mut self) -> u64 {
+    fn recv_one(&mut self, glance: bool) -> u64 {
         let q = &*self.q;
         let len = std::mem::size_of::<M>();
         let size = 8 + len.next_multiple_of(8) as u64;
@@ -580,7 +621,12 @@ impl<M: Message> MinRx<M> {
         // SAFETY: the frame at tail is stamped (its payload written before the stamp), and the
         // producer does not overwrite it before we publish a cursor past it.
         let b = unsafe { std::slice::from_raw_parts(q.at(self.tail).add(8), len) };
-        let m = M::from_bytes(b);
+        let v = if glance {
+            M::glance_bytes(b)
+        } else {
+            let m = M::from_bytes(b);
+            black_box(&m).first_word()
+        };
         self.tail += size;
         if self.tail - self.published >= self.release_every {
             // Release: we are done with the frames before tail; pairs with the producer's
@@ -588,15 +634,15 @@ impl<M: Message> MinRx<M> {
             q.tail.store(self.tail, Ordering::Release);
             self.published = self.tail;
         }
-        black_box(&m).first_word()
+        v
     }
 }
 
 impl<M: Message> SeqRx for MinRx<M> {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
-        let (mut sum, steps) = (0u64, work_steps(1));
+        let (mut sum, steps, glance) = (0u64, work_steps(1), in_place());
         for _ in 0..n {
-            sum = sum.wrapping_add(self.recv_one());
+            sum = sum.wrapping_add(self.recv_one(glance));
             busy(steps);
         }
         // The last frames go back before the consumer leaves (no producer waits on them in
@@ -639,11 +685,11 @@ struct QueueRx<M>(Arc<ArrayQueue<M>>);
 
 impl<M: Message> SeqRx for QueueRx<M> {
     fn recv_n(&mut self, n: u64) -> io::Result<u64> {
-        let (mut sum, steps) = (0u64, work_steps(1));
+        let (mut sum, steps, glance) = (0u64, work_steps(1), in_place());
         for _ in 0..n {
             loop {
                 if let Some(v) = self.0.pop() {
-                    sum = sum.wrapping_add(black_box(&v).first_word());
+                    sum = sum.wrapping_add(if glance { v.glance() } else { black_box(&v).first_word() });
                     busy(steps);
                     break;
                 }
@@ -758,12 +804,14 @@ pub struct MsgCase {
     pub size: usize,
     /// Busy steps per message on the sending and the receiving side ([`busy`]).
     pub work: [u32; 2],
+    /// The receiver reads each message in place instead of copying it out ([`IN_PLACE`]).
+    pub in_place: bool,
     count: u64,
 }
 
 impl MsgCase {
     pub fn new(queue: MsgQueue, size: usize) -> MsgCase {
-        MsgCase { queue, size, work: [0, 0], count: 0 }
+        MsgCase { queue, size, work: [0, 0], in_place: false, count: 0 }
     }
 
     /// One run with this case's work per message (and none afterwards).
@@ -772,21 +820,28 @@ impl MsgCase {
             // Relaxed: read by the run's threads, spawned after this.
             w.store(steps, Ordering::Relaxed);
         }
+        IN_PLACE.store(self.in_place, Ordering::Relaxed);
         let s = msg_run(self.queue, self.size, msg_warm_up(self.size), count);
         for w in &WORK {
             w.store(0, Ordering::Relaxed);
         }
+        IN_PLACE.store(false, Ordering::Relaxed);
         s
     }
 }
 
 impl Contender for MsgCase {
     fn name(&self) -> String {
-        match self.work {
+        let name = match self.work {
             [0, 0] => self.queue.name(),
             [p, 0] => format!("{}, sender +{p}", self.queue.name()),
             [0, c] => format!("{}, receiver +{c}", self.queue.name()),
             [p, c] => format!("{}, sender +{p}, receiver +{c}", self.queue.name()),
+        };
+        if self.in_place {
+            format!("{name}, read in place")
+        } else {
+            name
         }
     }
 
@@ -956,6 +1011,48 @@ pub fn print_msg_regime_section(out: &Outcome) {
         out,
         &pairs,
         "M messages/s; ratio against rtrb push/pop with the same work per message, per repetition:",
+    );
+}
+
+/// How the receiver uses each message, per size in `sizes`: mirror-ring `try_send` /
+/// `try_recv`, its blocking `send` / `recv`, and rtrb `push` / `pop`, first with the receiver
+/// copying each message out (what every other table does), then with it reading the counter
+/// and the last byte where the message lies. Interleaved like [`msg_section`]; the cases come
+/// in threes (mirror-ring, mirror-ring blocking, rtrb) per size and reading.
+pub fn msg_read_section(sizes: &[usize], reps: usize, target: Duration, progress: &mut dyn FnMut(&str)) -> Outcome {
+    let mut cases: Vec<Box<dyn Contender>> = Vec::new();
+    for &size in sizes {
+        for in_place in [false, true] {
+            for q in [MsgQueue::Framed, MsgQueue::FramedBlocking, MsgQueue::RtrbPushPop] {
+                let mut case = MsgCase::new(q, size);
+                case.in_place = in_place;
+                cases.push(Box::new(case));
+            }
+        }
+    }
+    interleave(&mut cases, reps, target, progress)
+}
+
+/// The pairs of [`msg_read_section`]`(sizes, ..)`: mirror-ring (`try_*`, then blocking)
+/// against rtrb read the same way, per size and reading; labelled with the size.
+pub fn msg_read_pairs(out: &Outcome, sizes: &[usize]) -> Vec<Pair> {
+    (0..out.names.len() / 3)
+        .flat_map(|k| {
+            let (b, size) = (3 * k, fmt_size(sizes[k / 2]));
+            [
+                Pair { label: format!("{size}, {}", out.names[b]), ours: b, theirs: b + 2, also: vec![] },
+                Pair { label: format!("{size}, {}", out.names[b + 1]), ours: b + 1, theirs: b + 2, also: vec![] },
+            ]
+        })
+        .collect()
+}
+
+/// Prints [`msg_read_section`]`(sizes, ..)`'s outcome.
+pub fn print_msg_read_section(out: &Outcome, sizes: &[usize]) {
+    print_pairs(
+        out,
+        &msg_read_pairs(out, sizes),
+        "M messages/s; ratio against rtrb push/pop with the receiver reading the same way, per repetition:",
     );
 }
 
@@ -1165,7 +1262,7 @@ fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
             let (mut tx, mut rx) = minimal::<M>();
             steps(warm, ops, &mut sum, &mut t, |i: u64, sum: &mut u64| {
                 tx.send_one(M::make(i).to_bytes().as_ref());
-                *sum = sum.wrapping_add(rx.recv_one());
+                *sum = sum.wrapping_add(rx.recv_one(false));
                 Ok(1)
             })?
         }
