@@ -1511,22 +1511,27 @@ fn messages(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &mut Vec
             }
         }
         for (ours, theirs, label, min) in with_min {
-            let pair = Pair { label, ours, theirs, also: vec![] };
-            let what = format!("messages, {}: >= {min:.1}x {}", pair.label, out.names[pair.theirs]);
-            let mut parts = Vec::new();
-            let mut met = true;
-            for band in Placement::ALL {
-                if let Some(s) = Summary::of(&out.ratios_in(pair.ours, pair.theirs, band)) {
-                    parts.push(format!("{:.2}x {} ({} reps)", s.median, band.name(), s.n));
-                    met &= s.median >= min;
-                }
-            }
-            goals.push(if parts.is_empty() {
-                Goal { what, value: "-".into(), status: "no steady repetition" }
-            } else {
-                Goal::new(what, parts.join("; "), met)
-            });
+            goals.push(message_goal(&out, &Pair { label, ours, theirs, also: vec![] }, min));
         }
+    }
+}
+
+/// The goal "`pair`'s ratio >= `min`" from a messages outcome: met when the median ratio
+/// reaches it in every placement band the run saw.
+fn message_goal(out: &Outcome, pair: &Pair, min: f64) -> Goal {
+    let what = format!("messages, {}: >= {min:.1}x {}", pair.label, out.names[pair.theirs]);
+    let mut parts = Vec::new();
+    let mut met = true;
+    for band in Placement::ALL {
+        if let Some(s) = Summary::of(&out.ratios_in(pair.ours, pair.theirs, band)) {
+            parts.push(format!("{:.2}x {} ({} reps)", s.median, band.name(), s.n));
+            met &= s.median >= min;
+        }
+    }
+    if parts.is_empty() {
+        Goal { what, value: "-".into(), status: "no steady repetition" }
+    } else {
+        Goal::new(what, parts.join("; "), met)
     }
 }
 
@@ -1570,22 +1575,8 @@ fn read_modes(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
     );
     print_msg_read_section(&out, &MSG_SIZES);
     for pair in msg_read_pairs(&out, &MSG_SIZES).into_iter().filter(|pair| pair.label.ends_with("read in place")) {
-        let size = if pair.label.starts_with("8 B") { 8 } else { 64 };
-        let min = if size == 8 { 1.5 } else { 3.0 };
-        let what = format!("messages, {}: >= {min:.1}x {}", pair.label, out.names[pair.theirs]);
-        let mut parts = Vec::new();
-        let mut met = true;
-        for band in Placement::ALL {
-            if let Some(s) = Summary::of(&out.ratios_in(pair.ours, pair.theirs, band)) {
-                parts.push(format!("{:.2}x {} ({} reps)", s.median, band.name(), s.n));
-                met &= s.median >= min;
-            }
-        }
-        goals.push(if parts.is_empty() {
-            Goal { what, value: "-".into(), status: "no steady repetition" }
-        } else {
-            Goal::new(what, parts.join("; "), met)
-        });
+        let min = if pair.label.starts_with("8 B") { 1.5 } else { 3.0 };
+        goals.push(message_goal(&out, &pair, min));
     }
 }
 

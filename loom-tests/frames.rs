@@ -87,6 +87,18 @@ impl Framed {
         link.put_and_publish(&self.ring, tx, &self.words, 1, false);
     }
 
+    /// A producer about to die in the middle of frame 1: frame 0 sent in full, then room for
+    /// frame 1 and its payload written, nothing else of it. Returns its cursor and its side of
+    /// the hand-over, for the model to take frame 1 as far as the death it models.
+    fn frame_1_written(&self) -> (crate::protocol::ProducerCursor, Sender) {
+        let mut tx = self.ring.producer();
+        let mut link = Sender::new(N as usize, 0);
+        self.send(&mut link, &mut tx, 0);
+        self.room(&link, &mut tx, frame_size(1));
+        self.payload(&tx, value(1));
+        (tx, link)
+    }
+
     /// Receives one frame as `recv` does; `Ok(payload byte)`, or the stop.
     fn recv(&self, link: &mut Receiver, rx: &mut ConsumerCursor) -> Result<u8, Stop> {
         let (len, size) = match self.fast(link, rx) {
@@ -268,12 +280,8 @@ fn a_newcomer_goes_on_after_a_frame_stamped_above_the_head() {
         let dead_then_newcomer = thread::spawn(move || {
             {
                 // The dead producer: frame 0 in full, frame 1 up to its stamp.
-                let mut tx = g.ring.producer();
-                let mut link = Sender::new(N as usize, 0);
-                g.send(&mut link, &mut tx, 0);
-                g.room(&link, &mut tx, frame_size(1));
+                let (tx, link) = g.frame_1_written();
                 let p = tx.head();
-                g.payload(&tx, value(1));
                 g.words.store(p, link.stamp().stamped(1, p), Ordering::Release);
             }
             // The newcomer (the take-over itself is modelled in `takeover.rs`).
@@ -296,23 +304,19 @@ fn a_newcomer_goes_on_after_a_frame_stamped_above_the_head() {
 
 /// A producer that dies in the publish of a batch (here a batch of one frame), between its
 /// head store and its stamp store: head covers the frame, its header is still the unstamped
-/// one, and the death is seen (here as the close a death
-/// amounts to for the consumer). The consumer, asleep or not, takes that frame through the head
-/// after the first, then gets the end of the stream: a frame below the head counts whether its
-/// stamp came or not, and nothing was read out of order.
+/// one, and the death is seen (here as the close a death amounts to for the consumer). The
+/// consumer, asleep or not, takes that frame through the head after the first, then gets the
+/// end of the stream: a frame below the head counts whether its stamp came or not, and nothing
+/// was read out of order.
 #[test]
 fn a_frame_below_the_head_is_read_though_its_stamp_never_came() {
     model("a_frame_below_the_head_is_read_though_its_stamp_never_came", || {
         let f = Framed::new();
         let g = f.clone();
         let producer = thread::spawn(move || {
-            let mut tx = g.ring.producer();
-            let mut link = Sender::new(N as usize, 0);
-            g.send(&mut link, &mut tx, 0);
             // The second frame, published as `Sender::publish` does up to the head store
             // (the clear mark, then head), and no further: the stamp store never happens.
-            g.room(&link, &mut tx, frame_size(1));
-            g.payload(&tx, value(1));
+            let (mut tx, mut link) = g.frame_1_written();
             link.put(&mut tx, &g.words, 1);
             Sender::clear_after(&tx, &g.words);
             tx.store_head(&g.ring);
