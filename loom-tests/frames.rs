@@ -19,7 +19,7 @@
 use super::{model, value, Data, Ring};
 use crate::header::{Role, Word};
 use crate::protocol::{ConsumerCursor, Stop};
-use crate::ring::framed::link::{Receiver, Room, Sender, Words};
+use crate::ring::framed::link::{Mark, Receiver, Room, Sender, Words};
 use crate::ring::framed::wire::{frame_size, max_frame_len_for};
 use crate::sync::Ordering;
 use loom::sync::atomic::AtomicU64;
@@ -84,7 +84,7 @@ impl Framed {
     fn send(&self, link: &mut Sender, tx: &mut crate::protocol::ProducerCursor, k: u64) {
         self.room(link, tx, frame_size(1));
         self.payload(tx, value(k));
-        link.put_and_publish(&self.ring, tx, &self.words, 1, false);
+        link.put_and_publish(&self.ring, tx, &self.words, 1, Mark::Check);
     }
 
     /// A producer about to die in the middle of frame 1: frame 0 sent in full, then room for

@@ -162,6 +162,18 @@ pub(crate) enum Room {
     Short(usize),
 }
 
+/// What a caller of [`Sender::put_and_publish`] knows about the clear mark after its frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mark {
+    /// It wrote the mark itself, with the payload.
+    Written,
+    /// The free room reaches 8 bytes past the frame (it checked, against the same cached tail):
+    /// the mark is stored without looking again.
+    Fits,
+    /// Unknown: the mark is stored if the room reaches that far ([`Sender::clear_after`]).
+    Check,
+}
+
 /// The producer's side of the hand-over (see the module docs).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Sender {
@@ -246,9 +258,10 @@ impl Sender {
         }
     }
 
-    /// [`put`](Self::put) then [`publish`](Self::publish), for a frame sent on its own.
-    /// `cleared`: the caller has written the clear mark after the frame with its payload
-    /// (plain stores are fine there: no consumer reads that word before this frame's stamp).
+    /// [`put`](Self::put) then [`publish`](Self::publish), for a frame sent on its own; `mark`
+    /// says what the caller knows of the clear mark after it (a caller may write it with the
+    /// payload: plain stores are fine there, no consumer reads that word before this frame's
+    /// stamp).
     #[inline(always)]
     pub(crate) fn put_and_publish<W: Words>(
         &mut self,
@@ -256,7 +269,7 @@ impl Sender {
         cur: &mut ProducerCursor,
         words: &W,
         len: usize,
-        cleared: bool,
+        mark: Mark,
     ) {
         if cur.unpublished() != 0 {
             self.put(cur, words, len);
@@ -265,8 +278,11 @@ impl Sender {
         }
         let p = cur.head();
         cur.advance(frame_size(len));
-        if !cleared {
-            Self::clear_after(cur, words);
+        match mark {
+            Mark::Written => {}
+            // Relaxed: as in `clear_after`.
+            Mark::Fits => words.store(cur.head(), CLEAR, Ordering::Relaxed),
+            Mark::Check => Self::clear_after(cur, words),
         }
         // Release: the payload and the clear mark after it are visible before the stamp. Pairs
         // with the Acquire load in `Receiver::poll_word`. No unstamped header first: the stamp

@@ -7,7 +7,7 @@ use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use super::link::{Room, Sender};
+use super::link::{Mark, Room, Sender};
 use super::wire::{frame_size, load_small, store_pair, too_long, write_frame, write_payload, CLEAR, HEADER};
 use super::FramedProducer;
 use crate::header::{Role, Word};
@@ -337,7 +337,7 @@ impl FramedProducer {
             unsafe { store_pair(header.add(HEADER), load_small(msg.as_ptr(), len), CLEAR) };
             let (inner, words) = (&mut *self.inner, self.words);
             // The caller checked the ownership in this call.
-            self.link.put_and_publish(inner.end.header_checked(), &mut inner.cur, &words, len, true);
+            self.link.put_and_publish(inner.end.header_checked(), &mut inner.cur, &words, len, Mark::Written);
             return;
         }
         // SAFETY: `claim` reserved frame_size(len) = 8 + round_up(len, 8) free bytes from
@@ -346,7 +346,7 @@ impl FramedProducer {
         // cannot overlap free space: the only ring memory a caller can hold is a frame being
         // read, which covers unreleased bytes.
         unsafe { write_payload(header, msg) };
-        self.finish(len);
+        self.finish(len, if marked { Mark::Fits } else { Mark::Check });
     }
 
     /// Lends the space for one `len`-byte message, blocking until there is room: fill it, then
@@ -525,15 +525,16 @@ impl FramedProducer {
     }
 
     /// Writes the header of the frame of `len` payload bytes whose payload is at
-    /// the head + 8, counts it, and publishes per the batching policy.
+    /// the head + 8, counts it, and publishes per the batching policy. `mark`: what the caller
+    /// knows of the room for the clear mark after the frame.
     #[inline(always)]
-    fn finish(&mut self, len: usize) {
+    fn finish(&mut self, len: usize, mark: Mark) {
         let words = self.words;
         // The frame lies within the room claimed for it (a grant may have been truncated).
         if self.batch <= 1 {
             // Every caller (a send, a grant's commit) checked the ownership in this call.
             let inner = &mut *self.inner;
-            self.link.put_and_publish(inner.end.header_checked(), &mut inner.cur, &words, len, false);
+            self.link.put_and_publish(inner.end.header_checked(), &mut inner.cur, &words, len, mark);
             return;
         }
         self.link.put(&mut self.inner.cur, &words, len);
@@ -780,7 +781,8 @@ impl FrameGrant<'_> {
         self.producer.inner.end.header_or_err_as(Role::Producer)?;
         // The grant holds frame_size(reserved len) >= frame_size(self.len) free bytes from
         // `header` (and the clear mark's 8 after the shorter frame): `finish` writes the header.
-        self.producer.finish(self.len);
+        // (A grant may have been truncated: the room for the mark is checked.)
+        self.producer.finish(self.len, Mark::Check);
         Ok(())
     }
 
