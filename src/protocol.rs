@@ -529,6 +529,13 @@ impl ConsumerCursor {
                     self.poisoned = true;
                     Err(Stop::Corrupt)
                 }
+                // A final head behind this side's cursor: the producer stamped frames (which
+                // were taken) that it never covered with head before it closed. An honest one
+                // stores head right after each stamp, and before its close.
+                Ok(_) if self.loaded_head.wrapping_sub(self.tail) > self.cap => {
+                    self.poison(hdr);
+                    Err(Stop::Corrupt)
+                }
                 Ok(_) => Err(Stop::Closed),
                 Err(Corrupt) => Err(Stop::Corrupt),
             });

@@ -134,7 +134,8 @@
 //! one look, a blocking call waits with bounded sleeps. A stamped header is taken as committed:
 //! a hostile producer can stamp frames it never covers with head (the consumer takes them, up
 //! to a ring ahead of its last release, as it would from an honest producer; a head that then
-//! stays behind shows nothing readable, and a head that moves backwards poisons the ring), or
+//! stays behind shows nothing readable, a head that moves backwards poisons the ring, and so
+//! does a close with the head still behind them: not a clean end of the stream), or
 //! write headers the consumer takes for "nothing yet" (it then waits, as for a producer that
 //! never sends). A hostile producer
 //! can also change payload bytes while they are lent out (shared memory is shared): with an

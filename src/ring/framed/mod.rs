@@ -379,6 +379,21 @@ mod tests {
         assert!(hdr.is_poisoned());
     }
 
+    /// A producer that closes with its head behind a frame it stamped (and the consumer took)
+    /// did not close cleanly: the end of the stream is `InvalidData`, not `None`.
+    #[test]
+    fn a_close_with_the_head_behind_a_frame_taken_is_corrupt() {
+        let (tx, rx) = crate::channel(4096).unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        tx.send(b"zero").unwrap();
+        assert_eq!(&*rx.recv().unwrap().unwrap(), b"zero");
+        stamp_above_head(&tx, b"one");
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"one");
+        drop(tx);
+        assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::InvalidData);
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData);
+    }
+
     /// The newcomer covers only what a predecessor's frame sent on its own can leave above the
     /// head: the stamped header of that position, of a valid length, inside the room, with the
     /// clear mark (or a header one lap back) after it; nothing else, and only before it wrote
