@@ -97,9 +97,16 @@ impl ProducerCursor {
     pub(crate) fn attach(hdr: &Header, cap: u64) -> Result<Self, Corrupt> {
         // Acquire: pairs with the Release in `Header::init` / a previous owner's publishes, made
         // visible to us by the role claim.
-        let head = hdr.head.load(Ordering::Acquire);
+        let published = hdr.head.load(Ordering::Acquire);
         let tail = hdr.tail.load(Ordering::Acquire);
-        let Some(head) = resume_at(head, tail, cap) else { return Err(Corrupt) };
+        let Some(head) = resume_at(published, tail, cap) else { return Err(Corrupt) };
+        if head != published {
+            // The consumer released past the published head (a frame stamped by a producer that
+            // died before its head store): bring head level with it now, so that a close with
+            // nothing written is a clean end, not a head behind the consumer. Release: pairs
+            // with the consumer's Acquire load of head, as a publish does.
+            hdr.head.store(head, Ordering::Release);
+        }
         Ok(ProducerCursor {
             head,
             published: head,

@@ -136,7 +136,8 @@
 //! own is stamped a moment before its head is stored, and the consumer may take it (and
 //! release it) in between, so a producer that died there leaves the consumer's cursor one
 //! frame past the published head. The new producer goes on after that frame: from the
-//! released tail if it is ahead of head, and `into_framed` covers a complete frame stamped
+//! released tail if it is ahead of head (it stores head there at once, so that a close with
+//! nothing sent is still a clean end), and `into_framed` covers a complete frame stamped
 //! just above the head before anything else ([`framing`](super::framing)). What the cursors cannot say (which counter a new
 //! producer should send next, which records a new consumer has seen) is the application's:
 //! the example `examples/supervisor.rs` keeps it in shared memory.

@@ -353,6 +353,32 @@ mod tests {
         }
     }
 
+    /// A newcomer that closes without sending anything, after a predecessor died between a
+    /// frame's stamp and its head store: a clean end of the stream in every case (its close
+    /// must not leave the head behind the consumer).
+    #[test]
+    fn a_newcomer_that_sends_nothing_ends_the_stream_cleanly() {
+        for (taken, released) in [(false, false), (true, false), (true, true)] {
+            let case = format!("taken {taken}, released {released}");
+            let (tx, rx) = crate::channel(4096).unwrap();
+            let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+            tx.send(b"zero").unwrap();
+            assert_eq!(&*rx.recv().unwrap().unwrap(), b"zero", "{case}");
+            stamp_above_head(&tx, b"one");
+            if taken {
+                assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"one", "{case}");
+            }
+            if released {
+                assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock, "{case}");
+            }
+            drop(newcomer(tx));
+            if !taken {
+                assert_eq!(&*rx.recv().unwrap().unwrap(), b"one", "{case}");
+            }
+            assert!(rx.recv().unwrap().is_none(), "{case}");
+        }
+    }
+
     /// The consumer's look at a head behind its cursor (frames taken by their stamps before
     /// their head came, or a producer that never stores head): nothing readable, no poison,
     /// the releases still go out; a head that moves back behind the last one loaded poisons.
