@@ -28,9 +28,9 @@
 //! side sets the pace; the hand-written floor; the receiver copying each message out, as every
 //! other table has it, against reading it in place); any other filter only criterion's
 //! matching cases. Every receiver here copies each message out unless `-- read` says otherwise:
-//! rtrb's `push`/`pop` of 64-byte messages is three to four times faster when its receiver only
-//! reads the message where it lies (BENCHMARKS.md, "How the receiver uses a message"). Under `cargo test`
-//! (criterion's test mode) every case runs once and the interleaved table once, small.
+//! rtrb's `push`/`pop` can be three to four times faster when its receiver only reads the
+//! message where it lies (BENCHMARKS.md, "How the receiver uses a message"). Under `cargo
+//! test` (criterion's test mode) every case runs once and the interleaved table once, small.
 
 mod support;
 

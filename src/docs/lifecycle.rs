@@ -138,9 +138,10 @@
 //! frame past the published head. The new producer goes on after that frame: from the
 //! released tail if it is ahead of head (it stores head there at once, so that a close with
 //! nothing sent is still a clean end), and `into_framed` covers a complete frame stamped
-//! just above the head before anything else ([`framing`](super::framing)). What the cursors cannot say (which counter a new
-//! producer should send next, which records a new consumer has seen) is the application's:
-//! the example `examples/supervisor.rs` keeps it in shared memory.
+//! just above the head before anything else ([`framing`](super::framing)). What the cursors
+//! cannot say (which counter a new producer should send next, which records a new consumer
+//! has seen) is the application's: the example `examples/supervisor.rs` keeps it in shared
+//! memory.
 //!
 //! **The survivor goes on.** Its peer watcher notices a new holding of the peer's role (the
 //! epoch in the claim word changed), forgets the dead holder, and watches the new one, so
