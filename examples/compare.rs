@@ -1567,11 +1567,10 @@ fn read_modes(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
     println!(
         "The tables above copy every received message out (into a value the optimiser must keep). Here the same \
          one-at-a-time queues also run with the receiver reading only the counter and the last byte where the \
-         message lies. mirror-ring's frames are read in place either way and its rate hardly moves; rtrb's `pop` moves \
-         the message out of its slot, and how long its receiver takes decides its regime: a receiver slower than \
-         the sender fills the ring, and then every `push` reloads the receiver's index, taking that line from it on \
-         every message; a faster one keeps a few hundred messages in flight and both sides work from cached \
-         indices. At 64 B the copy is enough to tip rtrb from the second regime into the first.\n"
+         message lies. mirror-ring's frames are read in place either way and its rate hardly moves. rtrb's \
+         `push`/`pop` has two rates here (at 64 B, 55-80 or ~215 M/s; at 8 B, ~200 or up to ~490), and a few \
+         nanoseconds of difference in the two loops decide which: this harness and an outside one land on \
+         different sides (BENCHMARKS.md, \"How the receiver uses a message\").\n"
     );
     print_msg_read_section(&out, &MSG_SIZES);
     for pair in msg_read_pairs(&out, &MSG_SIZES).into_iter().filter(|pair| pair.label.ends_with("read in place")) {

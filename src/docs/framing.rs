@@ -206,8 +206,8 @@
 //! loads, which any store of 8 bytes or more that contains them can serve. On the Intel host,
 //! 64-byte messages rebuilt before each `send` now run as fast as the same messages written
 //! straight into the ring (158-182 M/s, blocking or with `try_*`; 83-102 with the 16-byte
-//! copy: against rtrb's `push`/`pop` of `[u8; 64]` that is 2.7-3.3x when rtrb's ring runs full,
-//! 0.8x when it does not, `BENCHMARKS.md`, "How the receiver uses a message"). Two cases still favour writing in place
+//! copy: against rtrb's `push`/`pop` of `[u8; 64]` that is 2.7-3.3x in rtrb's slow mode, 0.8x in
+//! its fast one, `BENCHMARKS.md`, "How the receiver uses a message"). Two cases still favour writing in place
 //! with [`reserve`](crate::FramedProducer::reserve) (or `try_reserve`), the writes into the
 //! grant, and [`commit`](crate::FrameGrant::commit):
 //!
