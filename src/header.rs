@@ -376,7 +376,7 @@ impl Header {
     /// Validates the identity fields of a header found in memory that may have been written
     /// by anyone: magic, version, backend, a power-of-two capacity equal to `expected_capacity`
     /// (derived from the file size), the data offset, the role states, and cursors no further
-    /// apart than the capacity (either way round: see `protocol::resume_at`).
+    /// apart than the capacity (either way round: see [`resume_at`]).
     pub(crate) fn check_identity(&self, expected_capacity: u64, data_offset: u64) -> Result<(), BadHeader> {
         // Acquire: pairs with the Release store of the magic in `init`.
         if self.magic.load(Ordering::Acquire) != MAGIC {
@@ -405,7 +405,7 @@ impl Header {
         let head = self.head.load(Ordering::Acquire);
         let tail = self.tail.load(Ordering::Acquire);
         // (The tail may be ahead of the head by a frame taken by its stamp: `resume_at`.)
-        if crate::protocol::resume_at(head, tail, cap).is_none() {
+        if resume_at(head, tail, cap).is_none() {
             return Err(BadHeader::Cursors);
         }
         Ok(())
@@ -619,6 +619,25 @@ impl Header {
         });
         hdr.init(capacity, 4096, BACKEND_MEMFD, start);
         hdr
+    }
+}
+
+/// Checks the cursors an end finds in the header when it attaches, and returns the producer's
+/// position to go on from: `head` when it is at most `cap` bytes ahead of `tail`; `tail` when
+/// the consumer's cursor is ahead of the published head, by at most `cap` bytes. That happens:
+/// a framed frame sent on its own is stamped before head is stored (`ring/framed/link.rs`), so
+/// a producer that died between the two stores leaves a head behind the frames the consumer
+/// took and may have released. `None`: the cursors are further apart (or `cap` is not a power
+/// of two).
+pub(crate) fn resume_at(head: u64, tail: u64, cap: u64) -> Option<u64> {
+    if !cap.is_power_of_two() {
+        None
+    } else if head.wrapping_sub(tail) <= cap {
+        Some(head)
+    } else if tail.wrapping_sub(head) <= cap {
+        Some(tail)
+    } else {
+        None
     }
 }
 

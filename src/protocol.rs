@@ -43,32 +43,13 @@
 
 use std::sync::Arc;
 
-use crate::header::{Claim, Header, Role, Word};
+use crate::header::{resume_at, Claim, Header, Role, Word};
 use crate::stats::Counters;
 use crate::sync::{fence, publish_barrier, Ordering};
 
 /// A value read from the peer failed validation; the ring is poisoned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Corrupt;
-
-/// Checks the cursors an end finds in the header when it attaches, and returns the producer's
-/// position to go on from: `head` when it is at most `cap` bytes ahead of `tail`; `tail` when
-/// the consumer's cursor is ahead of the published head, by at most `cap` bytes. That happens:
-/// a framed frame sent on its own is stamped before head is stored (`ring/framed/link.rs`), so
-/// a producer that died between the two stores leaves a head behind the frames the consumer
-/// took and may have released. `None`: the cursors are further apart (or `cap` is not a power
-/// of two).
-pub(crate) fn resume_at(head: u64, tail: u64, cap: u64) -> Option<u64> {
-    if !cap.is_power_of_two() {
-        None
-    } else if head.wrapping_sub(tail) <= cap {
-        Some(head)
-    } else if tail.wrapping_sub(head) <= cap {
-        Some(tail)
-    } else {
-        None
-    }
-}
 
 /// The producer's private state.
 #[derive(Debug)]

@@ -23,7 +23,7 @@
 //! So for a moment a frame may be stamped and not yet below the head, and the consumer may
 //! take it (and even release it) before head comes: its cursor, and the tail it stores, may
 //! be one frame ahead of the published head. Everything that reads the cursors allows that
-//! (`protocol::resume_at`, `ConsumerCursor::refresh`; the producer itself never loads the
+//! (`header::resume_at`, `ConsumerCursor::refresh`; the producer itself never loads the
 //! tail between the two stores, so `ProducerCursor::refresh` keeps its bound). A producer
 //! that dies between steps 3 and 4 leaves a complete frame above the head: a newcomer covers
 //! it before it writes ([`Sender::resume`]), since the consumer may have taken it.

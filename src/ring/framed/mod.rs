@@ -318,29 +318,42 @@ mod tests {
         bytes.into_framed()
     }
 
+    /// The three ways a producer that died between a frame's stamp and its head store can
+    /// leave the consumer: the frame not taken, taken, taken and released past the published
+    /// head. Per way: its name, the framed ends (the producer to be replaced by a newcomer),
+    /// the frame's position, and whether the consumer took it.
+    fn died_between_stamp_and_head() -> Vec<(String, super::FramedProducer, super::FramedConsumer, u64, bool)> {
+        [(false, false), (true, false), (true, true)]
+            .into_iter()
+            .map(|(taken, released)| {
+                let case = format!("taken {taken}, released {released}");
+                let (tx, rx) = crate::channel(4096).unwrap();
+                let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+                tx.send(b"zero").unwrap();
+                assert_eq!(&*rx.recv().unwrap().unwrap(), b"zero", "{case}");
+                let p = stamp_above_head(&tx, b"one");
+                if taken {
+                    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"one", "{case}");
+                }
+                if released {
+                    // Nothing more: the consumer releases its cursor, past the published head.
+                    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock, "{case}");
+                    let hdr = tx.inner.end.header().unwrap();
+                    assert_eq!(hdr.tail.load(Ordering::Relaxed), p + 16, "{case}");
+                    assert_eq!(hdr.head.load(Ordering::Relaxed), p, "{case}");
+                }
+                (case, tx, rx, p, taken)
+            })
+            .collect()
+    }
+
     /// A producer that died between a frame's stamp and its head store left a complete frame
     /// above the head, which the consumer may have taken (and released) or not: a newcomer
     /// goes on after it in every case, and the consumer gets every frame once, in order,
     /// never a poisoned ring.
     #[test]
     fn a_newcomer_goes_on_after_a_frame_stamped_above_the_head() {
-        for (taken, released) in [(false, false), (true, false), (true, true)] {
-            let case = format!("taken {taken}, released {released}");
-            let (tx, rx) = crate::channel(4096).unwrap();
-            let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-            tx.send(b"zero").unwrap();
-            assert_eq!(&*rx.recv().unwrap().unwrap(), b"zero", "{case}");
-            let p = stamp_above_head(&tx, b"one");
-            if taken {
-                assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"one", "{case}");
-            }
-            if released {
-                // Nothing more: the consumer releases its cursor, past the published head.
-                assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock, "{case}");
-                let hdr = tx.inner.end.header().unwrap();
-                assert_eq!(hdr.tail.load(Ordering::Relaxed), p + 16, "{case}");
-                assert_eq!(hdr.head.load(Ordering::Relaxed), p, "{case}");
-            }
+        for (case, tx, mut rx, p, taken) in died_between_stamp_and_head() {
             let mut tx = newcomer(tx);
             assert_eq!(tx.inner.cur.head(), p + 16, "{case}: the newcomer starts after the frame");
             tx.send(b"two").unwrap();
@@ -358,19 +371,7 @@ mod tests {
     /// must not leave the head behind the consumer).
     #[test]
     fn a_newcomer_that_sends_nothing_ends_the_stream_cleanly() {
-        for (taken, released) in [(false, false), (true, false), (true, true)] {
-            let case = format!("taken {taken}, released {released}");
-            let (tx, rx) = crate::channel(4096).unwrap();
-            let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-            tx.send(b"zero").unwrap();
-            assert_eq!(&*rx.recv().unwrap().unwrap(), b"zero", "{case}");
-            stamp_above_head(&tx, b"one");
-            if taken {
-                assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"one", "{case}");
-            }
-            if released {
-                assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock, "{case}");
-            }
+        for (case, tx, mut rx, _, taken) in died_between_stamp_and_head() {
             drop(newcomer(tx));
             if !taken {
                 assert_eq!(&*rx.recv().unwrap().unwrap(), b"one", "{case}");
