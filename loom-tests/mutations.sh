@@ -59,7 +59,7 @@ mutations=(
   "frames: behind a batch being written, the consumer never looks at head|src/ring/framed/link.rs|        cur.catch_up_head();\n        match cur.poll_readable(hdr, HEADER)? {|        if self.behind {\n            return None;\n        }\n        cur.catch_up_head();\n        match cur.poll_readable(hdr, HEADER)? {|1"
   "frames: a frame below the head counts only once stamped|src/ring/framed/wire.rs|        let expect = self.unstamped(len, pos);\n        // Checked|        let expect = self.unstamped(len, pos);\n        let word = if word == expect { !word } else { word };\n        // Checked|1"
   "frames: a frame sent on its own: the stamp store Release -> Relaxed|src/ring/framed/link.rs|words.store(p, self.stamp.stamped(len, p), Ordering::Release);|words.store(p, self.stamp.stamped(len, p), Ordering::Relaxed);|1"
-  "frames: the newcomer does not cover a frame stamped above the head|src/ring/framed/link.rs|        cur.advance(size);\n        cur.publish(hdr);\n        true|        let _ = size;\n        false|1"
+  "frames: the newcomer does not cover a frame stamped above the head|src/ring/framed/link.rs|        cur.advance(size);\n        cur.publish(hdr);|        let _ = size;|1"
   "consumer: a head behind its cursor is taken for corruption|src/protocol.rs|Some(if avail <= self.cap { avail as usize } else { 0 })|(avail <= self.cap).then_some(avail as usize)|1"
   "attach: a tail ahead of the head is taken for corruption|src/header.rs|    } else if tail.wrapping_sub(head) <= cap {|    } else if false {|1"
 )

@@ -299,7 +299,7 @@ impl Sender {
     /// if the one it replaces died between its last two stores of a frame sent on its own (the
     /// stamp stored, head not), that frame is complete and the consumer may have taken it.
     /// Covers it with the head (published, with the wake-up check) so that this producer's
-    /// first frame goes after it, where the consumer waits. True if it did.
+    /// first frame goes after it, where the consumer waits.
     ///
     /// The frame is recognised exactly: the stamped header of the head's position, a length
     /// of at most `max_len`, a frame inside the free room, and after it the clear mark that
@@ -307,28 +307,27 @@ impl Sender {
     /// back), so stale bytes from an earlier lap are not taken for it (they would have to
     /// hold both words of this stream at this position). At most one frame: the
     /// next one's stamp would have come after a head store.
-    pub(crate) fn resume<W: Words>(hdr: &Header, cur: &mut ProducerCursor, words: &W, max_len: usize) -> bool {
+    pub(crate) fn resume<W: Words>(hdr: &Header, cur: &mut ProducerCursor, words: &W, max_len: usize) {
         let p = cur.head();
         if !cur.fresh() || p % HEADER as u64 != 0 {
-            return false;
+            return;
         }
         // Acquire: pairs with the dead producer's Release store of the stamp; its payload and
         // clear mark, stored before, are visible after this load.
-        let Some(len) = Stamp.stamped_len(words.load(p, Ordering::Acquire), p, max_len) else { return false };
+        let Some(len) = Stamp.stamped_len(words.load(p, Ordering::Acquire), p, max_len) else { return };
         let (size, free) = (frame_size(len), cur.free_cached());
         if size > free {
-            return false;
+            return;
         }
         let after = p.wrapping_add(size as u64);
         // Acquire: as above (the mark after the frame was stored before the stamp). The clear
         // mark, or a header one lap back where the frame filled the ring to the byte (when it
         // was sent: the consumer may have released room since).
         if !Stamp.not_yet(words.load(after, Ordering::Acquire), after, cur.capacity()) {
-            return false;
+            return;
         }
         cur.advance(size);
         cur.publish(hdr);
-        true
     }
 
     /// Writes the clear mark at the head, where the next frame's header will go, if the room
