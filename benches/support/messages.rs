@@ -998,18 +998,9 @@ pub fn msg_regime_section(
 /// Prints [`msg_regime_section`]'s outcome: mirror-ring and the minimal queue against rtrb with
 /// the same work per message.
 pub fn print_msg_regime_section(out: &Outcome) {
-    let pairs: Vec<Pair> = (0..3)
-        .flat_map(|k| {
-            let b = 3 * k;
-            [
-                Pair { label: out.names[b].clone(), ours: b, theirs: b + 2, also: vec![] },
-                Pair { label: out.names[b + 1].clone(), ours: b + 1, theirs: b + 2, also: vec![] },
-            ]
-        })
-        .collect();
     print_pairs(
         out,
-        &pairs,
+        &pairs_in_threes(out, |_, name| name.to_string()),
         "M messages/s; ratio against rtrb push/pop with the same work per message, per repetition:",
     );
 }
@@ -1036,13 +1027,17 @@ pub fn msg_read_section(sizes: &[usize], reps: usize, target: Duration, progress
 /// The pairs of [`msg_read_section`]`(sizes, ..)`: mirror-ring (`try_*`, then blocking)
 /// against rtrb read the same way, per size and reading; labelled with the size.
 pub fn msg_read_pairs(out: &Outcome, sizes: &[usize]) -> Vec<Pair> {
+    pairs_in_threes(out, |k, name| format!("{}, {name}", fmt_size(sizes[k / 2])))
+}
+
+/// For an outcome whose cases come in threes (two contenders, then the reference they are both
+/// measured against): the two pairs of each three, labelled by `label(k, name)` for the `k`-th
+/// three and the contender's case name.
+fn pairs_in_threes(out: &Outcome, label: impl Fn(usize, &str) -> String) -> Vec<Pair> {
     (0..out.names.len() / 3)
         .flat_map(|k| {
-            let (b, size) = (3 * k, fmt_size(sizes[k / 2]));
-            [
-                Pair { label: format!("{size}, {}", out.names[b]), ours: b, theirs: b + 2, also: vec![] },
-                Pair { label: format!("{size}, {}", out.names[b + 1]), ours: b + 1, theirs: b + 2, also: vec![] },
-            ]
+            let b = 3 * k;
+            [b, b + 1].map(|ours| Pair { label: label(k, &out.names[ours]), ours, theirs: b + 2, also: vec![] })
         })
         .collect()
 }
