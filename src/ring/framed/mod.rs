@@ -318,6 +318,22 @@ mod tests {
         bytes.into_framed()
     }
 
+    /// A 4 KiB framed ring where frame "zero" went through head and frame "one" is stamped
+    /// above it ([`stamp_above_head`]), taken by the consumer if `taken`. Returns the ends and
+    /// the position of "one".
+    fn one_stamped_above_head(taken: bool) -> (super::FramedProducer, super::FramedConsumer, u64) {
+        let (tx, rx) = crate::channel(4096).unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        tx.send(b"zero").unwrap();
+        // Through head (the first frame after the conversion): head 16 is loaded.
+        assert_eq!(&*rx.recv().unwrap().unwrap(), b"zero");
+        let p = stamp_above_head(&tx, b"one");
+        if taken {
+            assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"one");
+        }
+        (tx, rx, p)
+    }
+
     /// The three ways a producer that died between a frame's stamp and its head store can
     /// leave the consumer: the frame not taken, taken, taken and released past the published
     /// head. Per way: its name, the framed ends (the producer to be replaced by a newcomer),
@@ -327,14 +343,7 @@ mod tests {
             .into_iter()
             .map(|(taken, released)| {
                 let case = format!("taken {taken}, released {released}");
-                let (tx, rx) = crate::channel(4096).unwrap();
-                let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-                tx.send(b"zero").unwrap();
-                assert_eq!(&*rx.recv().unwrap().unwrap(), b"zero", "{case}");
-                let p = stamp_above_head(&tx, b"one");
-                if taken {
-                    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"one", "{case}");
-                }
+                let (tx, mut rx, p) = one_stamped_above_head(taken);
                 if released {
                     // Nothing more: the consumer releases its cursor, past the published head.
                     assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock, "{case}");
@@ -386,13 +395,7 @@ mod tests {
     #[test]
     fn a_head_behind_the_cursor_shows_nothing_and_one_moving_back_poisons() {
         use super::link::Words;
-        let (tx, rx) = crate::channel(4096).unwrap();
-        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-        tx.send(b"zero").unwrap();
-        // Through head (the first frame after the conversion): head 16 is loaded.
-        assert_eq!(&*rx.recv().unwrap().unwrap(), b"zero");
-        let p = stamp_above_head(&tx, b"one");
-        assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"one");
+        let (tx, mut rx, p) = one_stamped_above_head(true);
         // Neither "not yet" nor a header where the consumer waits: it looks at head, which is
         // behind its cursor.
         tx.words.store(p + 16, u64::MAX, Ordering::Relaxed);
@@ -410,12 +413,7 @@ mod tests {
     /// did not close cleanly: the end of the stream is `InvalidData`, not `None`.
     #[test]
     fn a_close_with_the_head_behind_a_frame_taken_is_corrupt() {
-        let (tx, rx) = crate::channel(4096).unwrap();
-        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-        tx.send(b"zero").unwrap();
-        assert_eq!(&*rx.recv().unwrap().unwrap(), b"zero");
-        stamp_above_head(&tx, b"one");
-        assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"one");
+        let (tx, mut rx, _) = one_stamped_above_head(true);
         drop(tx);
         assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::InvalidData);
         assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData);
@@ -441,12 +439,8 @@ mod tests {
             ("after the newcomer wrote", |_, _| {}),
         ];
         for (what, spoil) in cases {
-            let (tx, rx) = crate::channel(4096).unwrap();
-            let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-            tx.send(b"zero").unwrap();
-            assert_eq!(&*rx.recv().unwrap().unwrap(), b"zero");
-            // The consumer holds "zero" unreleased: 24 bytes of the room are taken.
-            let p = stamp_above_head(&tx, b"one");
+            // The consumer (kept) holds "zero" unreleased: 16 bytes of the room are taken.
+            let (tx, _rx, p) = one_stamped_above_head(false);
             spoil(&tx, p);
             let wrote = what == "after the newcomer wrote";
             let tx = newcomer_writing(tx, if wrote { &[7; 8] } else { &[] });
