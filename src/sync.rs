@@ -156,6 +156,7 @@ impl Deref for FutexWord {
 #[cfg(not(mirror_ring_loom))]
 mod imp {
     use super::{fence, Ordering, Park};
+    use crate::header::Line;
     use crate::sys;
     use std::sync::atomic::{compiler_fence, AtomicU8, AtomicUsize};
 
@@ -171,7 +172,14 @@ mod imp {
     static PRIVATE: AtomicU8 = AtomicU8::new(UNKNOWN);
     /// Incremented in every forked child: an end claimed at another generation belongs to the
     /// parent.
-    static FORK_GENERATION: AtomicUsize = AtomicUsize::new(0);
+    ///
+    /// Every call into an end loads it (`End::header`), so it sits alone in a 128-byte line
+    /// pair of its own. Otherwise the linker may put it beside the program's own statics: an
+    /// application counter bumped by the consumer thread for each message, placed by the
+    /// linker in the same line, took the producer's rate from 223-244 to 67-75 M msg/s
+    /// (8-byte frames, pinned threads); alone, 122-136 (BENCHMARKS.md, "A line of its own
+    /// for the fork generation").
+    static FORK_GENERATION: Line<AtomicUsize> = Line(AtomicUsize::new(0));
 
     unsafe extern "C" fn after_fork_in_child() {
         // Relaxed: read by this (single-threaded, just forked) process's own threads later,
@@ -267,6 +275,19 @@ mod imp {
     /// Whether blocking calls spin before they park (not under loom, which explores the
     /// interleavings of the park itself).
     pub(crate) const SPINS: bool = true;
+
+    #[cfg(test)]
+    mod tests {
+        use super::FORK_GENERATION;
+
+        #[test]
+        fn the_fork_generation_has_a_line_pair_of_its_own() {
+            // Aligned to 128 and 128 bytes long: no other static can share its pair of lines.
+            let at = std::ptr::addr_of!(FORK_GENERATION) as usize;
+            assert_eq!(at % 128, 0, "at {at:#x}");
+            assert_eq!(std::mem::size_of_val(&FORK_GENERATION), 128);
+        }
+    }
 }
 
 #[cfg(mirror_ring_loom)]
