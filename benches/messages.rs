@@ -24,13 +24,15 @@
 //!    (`cargo run --release --example compare`) prints the same table.
 //!
 //! `cargo bench --bench messages` runs both; `cargo bench --bench messages -- interleaved`
-//! only the second; `-- regime`, `-- minimal` and `-- read` one comparison of their own (which
-//! side sets the pace; the hand-written floor; the receiver copying each message out, as every
-//! other table has it, against reading it in place); any other filter only criterion's
+//! only the second; `-- regime`, `-- minimal`, `-- read` and `-- sizes` one comparison of their
+//! own (which side sets the pace; the hand-written floor; the receiver copying each message
+//! out, as every other table has it, against reading it in place; queues of 64 KiB to 4 MiB,
+//! with the receiver blocking or spinning); any other filter only criterion's
 //! matching cases. Every receiver here copies each message out unless `-- read` says otherwise:
 //! rtrb's `push`/`pop` can be three to four times faster when its receiver only reads the
 //! message where it lies (BENCHMARKS.md, "How the receiver uses a message"). Under `cargo
-//! test` (criterion's test mode) every case runs once and the interleaved table once, small.
+//! test` (criterion's test mode) every case runs once and the interleaved table and the
+//! queue-size comparison once, small.
 
 mod support;
 
@@ -134,6 +136,27 @@ fn read((reps, target): (usize, Duration)) {
     assert!(missing.is_empty(), "no rate for {missing:?}: {:?}", out.notes);
 }
 
+/// The queue sizes of the queue-size comparison.
+const QUEUE_SIZES: [usize; 4] = [64 * KIB, 256 * KIB, MIB, 4 * MIB];
+
+/// mirror-ring blocking and spinning, the minimal stamped queue and rtrb at each of
+/// [`QUEUE_SIZES`], 8 and 64 B, the receivers copying each message out, then reading it in
+/// place (`cargo bench --bench messages -- sizes`).
+fn sizes((reps, target): (usize, Duration)) {
+    for (in_place, reading) in [(false, "copied out"), (true, "read in place")] {
+        for &size in &SIZES {
+            let out = msg_queue_size_section(size, &QUEUE_SIZES, in_place, reps, target, &mut |_| {});
+            println!(
+                "\n## Queue size and how the receiver waits, {size} B messages {reading}, interleaved ({reps} repetitions)\n"
+            );
+            print_msg_queue_size_section(&out);
+            let missing: Vec<&String> =
+                out.names.iter().enumerate().filter(|&(i, _)| out.all_rates(i).is_empty()).map(|(_, n)| n).collect();
+            assert!(missing.is_empty(), "no rate for {missing:?}: {:?}", out.notes);
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(at) = args.iter().position(|a| a == "profile") {
@@ -155,6 +178,11 @@ fn main() {
     if filters.iter().any(|f| f.as_str() == "read") {
         // `read`: the receiver copying each message out against reading it in place.
         read(if test_mode { (1, Duration::from_millis(1)) } else { (7, Duration::from_millis(10)) });
+        return;
+    }
+    if filters.iter().any(|f| f.as_str() == "sizes") {
+        // `sizes`: the queue's size and how the receiver waits.
+        sizes(if test_mode { (1, Duration::from_millis(1)) } else { (7, Duration::from_millis(10)) });
         return;
     }
     if filters.iter().any(|f| f.as_str() == "minimal") {
@@ -213,5 +241,7 @@ fn main() {
                 b.names.iter().enumerate().filter(|&(i, _)| b.all_rates(i).is_empty()).map(|(_, n)| n).collect();
             assert!(missing.is_empty(), "no rate for {missing:?}: {:?}", b.notes);
         }
+        // The queue-size comparison too (the demo runs the other comparisons).
+        sizes((reps, target));
     }
 }

@@ -25,7 +25,7 @@
 
 use std::hint::{black_box, spin_loop};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ use mirror_ring::{FramedConsumer, FramedProducer, RingOptions};
 use super::pair::{drive, expected_sum, SeqRx, SeqTx};
 use super::*;
 
-/// Bytes of messages each queue holds.
+/// Bytes of messages each queue holds, unless a case says otherwise ([`MsgCase::queue_bytes`]).
 pub const MSG_QUEUE_BYTES: usize = MIB;
 
 /// The queue and API shape under test.
@@ -232,6 +232,19 @@ static WORK: [AtomicU32; 2] = [AtomicU32::new(0), AtomicU32::new(0)];
 /// its bytes read and stored); true, read its counter and last byte where it lies
 /// ([`Message::glance`]). Set per run by [`MsgCase`], like [`WORK`].
 static IN_PLACE: AtomicBool = AtomicBool::new(false);
+
+/// Bytes of messages the queues of this run hold; 0 for [`MSG_QUEUE_BYTES`]. Set per run by
+/// [`MsgCase`], like [`WORK`].
+static QUEUE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// The bytes of messages this run's queues hold ([`QUEUE_BYTES`]).
+fn queue_bytes() -> usize {
+    // Relaxed: set before the run's threads are spawned (the spawn orders it).
+    match QUEUE_BYTES.load(Ordering::Relaxed) {
+        0 => MSG_QUEUE_BYTES,
+        n => n,
+    }
+}
 
 /// Whether this run's receivers read each message in place ([`IN_PLACE`]).
 fn in_place() -> bool {
@@ -654,8 +667,9 @@ impl<M: Message> SeqRx for MinRx<M> {
 }
 
 fn minimal<M: Message>() -> (MinTx<M>, MinRx<M>) {
-    let q = Arc::new(MinShared::new(MSG_QUEUE_BYTES));
-    let every = (64 * 1024).min(MSG_QUEUE_BYTES / 4) as u64;
+    let bytes = queue_bytes();
+    let q = Arc::new(MinShared::new(bytes));
+    let every = (64 * 1024).min(bytes / 4) as u64;
     (
         MinTx { q: q.clone(), head: 0, tail: 0, _m: std::marker::PhantomData },
         MinRx { q, tail: 0, published: 0, release_every: every, _m: std::marker::PhantomData },
@@ -712,7 +726,7 @@ pub fn msg_run(queue: MsgQueue, size: usize, warm: u64, count: u64) -> io::Resul
 }
 
 fn framed(batch: usize) -> io::Result<(FramedProducer, FramedConsumer)> {
-    let (tx, rx) = RingOptions::new().capacity(MSG_QUEUE_BYTES).prefault(true).build()?;
+    let (tx, rx) = RingOptions::new().capacity(queue_bytes()).prefault(true).build()?;
     let mut tx = tx.into_framed();
     if batch > 1 {
         tx.set_batch(batch);
@@ -722,7 +736,7 @@ fn framed(batch: usize) -> io::Result<(FramedProducer, FramedConsumer)> {
 
 fn msg_run_typed<M: Message>(queue: MsgQueue, warm: u64, count: u64) -> io::Result<Sample> {
     use std::marker::PhantomData as P;
-    let slots = MSG_QUEUE_BYTES / std::mem::size_of::<M>();
+    let slots = queue_bytes() / std::mem::size_of::<M>();
     // Readers take at most an eighth of the queue per call (what try_recv_batch does).
     let eighth = slots / 8;
     match queue {
@@ -795,7 +809,7 @@ fn msg_run_typed<M: Message>(queue: MsgQueue, warm: u64, count: u64) -> io::Resu
 /// Untimed messages before each sample: two laps of the queue (every page touched, caches
 /// warm).
 pub fn msg_warm_up(size: usize) -> u64 {
-    (2 * MSG_QUEUE_BYTES / size) as u64
+    (2 * queue_bytes() / size) as u64
 }
 
 /// One queue and message size as a [`Contender`]; rates in messages per second.
@@ -806,12 +820,14 @@ pub struct MsgCase {
     pub work: [u32; 2],
     /// The receiver reads each message in place instead of copying it out ([`IN_PLACE`]).
     pub in_place: bool,
+    /// Bytes of messages the queue holds; 0 for [`MSG_QUEUE_BYTES`] ([`QUEUE_BYTES`]).
+    pub queue_bytes: usize,
     count: u64,
 }
 
 impl MsgCase {
     pub fn new(queue: MsgQueue, size: usize) -> MsgCase {
-        MsgCase { queue, size, work: [0, 0], in_place: false, count: 0 }
+        MsgCase { queue, size, work: [0, 0], in_place: false, queue_bytes: 0, count: 0 }
     }
 
     /// One run with this case's work per message (and none afterwards).
@@ -821,11 +837,13 @@ impl MsgCase {
             w.store(steps, Ordering::Relaxed);
         }
         IN_PLACE.store(self.in_place, Ordering::Relaxed);
+        QUEUE_BYTES.store(self.queue_bytes, Ordering::Relaxed);
         let s = msg_run(self.queue, self.size, msg_warm_up(self.size), count);
         for w in &WORK {
             w.store(0, Ordering::Relaxed);
         }
         IN_PLACE.store(false, Ordering::Relaxed);
+        QUEUE_BYTES.store(0, Ordering::Relaxed);
         s
     }
 }
@@ -838,10 +856,10 @@ impl Contender for MsgCase {
             [0, c] => format!("{}, receiver +{c}", self.queue.name()),
             [p, c] => format!("{}, sender +{p}, receiver +{c}", self.queue.name()),
         };
-        if self.in_place {
-            format!("{name}, read in place")
-        } else {
-            name
+        let name = if self.in_place { format!("{name}, read in place") } else { name };
+        match self.queue_bytes {
+            0 => name,
+            n => format!("{name}, {} queue", fmt_size(n)),
         }
     }
 
@@ -1000,7 +1018,7 @@ pub fn msg_regime_section(
 pub fn print_msg_regime_section(out: &Outcome) {
     print_pairs(
         out,
-        &pairs_in_threes(out, |_, name| name.to_string()),
+        &pairs_in_groups(out, 3, |_, name| name.to_string()),
         "M messages/s; ratio against rtrb push/pop with the same work per message, per repetition:",
     );
 }
@@ -1027,17 +1045,23 @@ pub fn msg_read_section(sizes: &[usize], reps: usize, target: Duration, progress
 /// The pairs of [`msg_read_section`]`(sizes, ..)`: mirror-ring (`try_*`, then blocking)
 /// against rtrb read the same way, per size and reading; labelled with the size.
 pub fn msg_read_pairs(out: &Outcome, sizes: &[usize]) -> Vec<Pair> {
-    pairs_in_threes(out, |k, name| format!("{}, {name}", fmt_size(sizes[k / 2])))
+    pairs_in_groups(out, 3, |k, name| format!("{}, {name}", fmt_size(sizes[k / 2])))
 }
 
-/// For an outcome whose cases come in threes (two contenders, then the reference they are both
-/// measured against): the two pairs of each three, labelled by `label(k, name)` for the `k`-th
-/// three and the contender's case name.
-fn pairs_in_threes(out: &Outcome, label: impl Fn(usize, &str) -> String) -> Vec<Pair> {
-    (0..out.names.len() / 3)
+/// For an outcome whose cases come in groups of `n` (contenders, then the reference they are
+/// all measured against): the `n - 1` pairs of each group, labelled by `label(k, name)` for the
+/// `k`-th group and the contender's case name.
+fn pairs_in_groups(out: &Outcome, n: usize, label: impl Fn(usize, &str) -> String) -> Vec<Pair> {
+    (0..out.names.len() / n)
         .flat_map(|k| {
-            let b = 3 * k;
-            [b, b + 1].map(|ours| Pair { label: label(k, &out.names[ours]), ours, theirs: b + 2, also: vec![] })
+            let b = n * k;
+            let label = &label;
+            (b..b + n - 1).map(move |ours| Pair {
+                label: label(k, &out.names[ours]),
+                ours,
+                theirs: b + n - 1,
+                also: vec![],
+            })
         })
         .collect()
 }
@@ -1048,6 +1072,46 @@ pub fn print_msg_read_section(out: &Outcome, sizes: &[usize]) {
         out,
         &msg_read_pairs(out, sizes),
         "M messages/s; ratio against rtrb push/pop with the receiver reading the same way, per repetition:",
+    );
+}
+
+/// The contenders of [`msg_queue_size_section`], per queue size, in this order; rtrb last,
+/// the reference.
+const QUEUE_SIZE_CASES: [MsgQueue; 4] =
+    [MsgQueue::FramedBlocking, MsgQueue::Framed, MsgQueue::Minimal, MsgQueue::RtrbPushPop];
+
+/// The queue's size and how the receiver waits, for one message size: per queue size in
+/// `queue_bytes`, mirror-ring's blocking `send` / `recv` (which slips 1 µs when it catches
+/// up, `docs::framing`), its `try_send` / `try_recv` spinning on `WouldBlock` (no slip), the
+/// minimal stamped queue and rtrb `push` / `pop`, each holding that many bytes of messages,
+/// every receiver copying each message out or, with `in_place`, reading it where it lies.
+/// Interleaved like [`msg_section`]; the cases come in fours per queue size.
+pub fn msg_queue_size_section(
+    size: usize,
+    queue_bytes: &[usize],
+    in_place: bool,
+    reps: usize,
+    target: Duration,
+    progress: &mut dyn FnMut(&str),
+) -> Outcome {
+    let mut cases: Vec<Box<dyn Contender>> = Vec::new();
+    for &bytes in queue_bytes {
+        for q in QUEUE_SIZE_CASES {
+            let mut case = MsgCase::new(q, size);
+            case.queue_bytes = bytes;
+            case.in_place = in_place;
+            cases.push(Box::new(case));
+        }
+    }
+    interleave(&mut cases, reps, target, progress)
+}
+
+/// Prints [`msg_queue_size_section`]'s outcome: each queue against rtrb holding as many bytes.
+pub fn print_msg_queue_size_section(out: &Outcome) {
+    print_pairs(
+        out,
+        &pairs_in_groups(out, QUEUE_SIZE_CASES.len(), |_, name| name.to_string()),
+        "M messages/s; ratio against rtrb push/pop holding as many bytes, per repetition:",
     );
 }
 
@@ -1168,7 +1232,7 @@ fn recv_batches<M: Message>(rx: &mut FramedConsumer, n: usize, sum: &mut u64) ->
 }
 
 fn single_typed<M: Message>(queue: MsgQueue, ops: u64) -> io::Result<Duration> {
-    let slots = MSG_QUEUE_BYTES / std::mem::size_of::<M>();
+    let slots = queue_bytes() / std::mem::size_of::<M>();
     let warm = msg_warm_up(std::mem::size_of::<M>());
     let mut sum = 0u64;
     let mut t = std::time::Instant::now();
