@@ -266,8 +266,9 @@
 //!
 //! At 64 bytes what made mirror-ring's producer the slower side in the first place was mostly
 //! `send`'s copy of messages built just before the call (see "Messages built for the call"
-//! above). With the copy that forwarding can serve, the producer keeps ahead and even a
-//! `try_recv` loop with nothing to do runs at 171-179 M/s instead of 18-28.
+//! above). With the copy that forwarding can serve, the producer keeps ahead through a 1 MiB
+//! ring and even a `try_recv` loop with nothing to do runs at 171-179 M/s instead of 18-28 (a
+//! small ring is another matter: below).
 //!
 //! The blocking receives ([`recv`](crate::FramedConsumer::recv),
 //! [`recv_timeout`](crate::FramedConsumer::recv_timeout),
