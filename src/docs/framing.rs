@@ -296,6 +296,7 @@
 //! 64 KiB ring ran at 55-65 M/s with a spinning `try_send` / `try_recv` pair and 146-152 with
 //! `send` / `recv`; through 1 MiB the spinning pair ran at 186-220 in one run and 68-117 in
 //! another, whichever state it fell into. The bench's queue-size table and the measurements
-//! behind this are in `BENCHMARKS.md`, "Queue size and the receiver's loop". Rings of 256 KiB
-//! or more, and `recv` (or a back-off of about a microsecond after a `WouldBlock` that follows
-//! a run of frames) keep a fast consumer out of it.
+//! behind this are in `BENCHMARKS.md`, "Queue size and the receiver's loop" (with a third loop
+//! shape, `examples/lean.rs`, and what the clear mark costs in that state: up to half the rate
+//! at 8 bytes). Rings of 256 KiB or more, and `recv` (or a back-off of about a microsecond
+//! after a `WouldBlock` that follows a run of frames) keep a fast consumer out of it.
