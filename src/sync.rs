@@ -176,8 +176,8 @@ mod imp {
     /// Every call into an end loads it (`End::header`), so it sits alone in a 128-byte line
     /// pair of its own. Otherwise the linker may put it beside the program's own statics: an
     /// application counter bumped by the consumer thread for each message, placed by the
-    /// linker in the same line, took the producer's rate from 223-244 to 67-75 M msg/s
-    /// (8-byte frames, pinned threads); alone, 122-136 (BENCHMARKS.md, "A line of its own
+    /// linker in the same line, took 8-byte frames between two pinned threads from 223-244 to
+    /// 67-75 M msg/s; with the generation alone, 122-136 (BENCHMARKS.md, "A line of its own
     /// for the fork generation").
     static FORK_GENERATION: Line<AtomicUsize> = Line(AtomicUsize::new(0));
 
