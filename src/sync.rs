@@ -156,7 +156,6 @@ impl Deref for FutexWord {
 #[cfg(not(mirror_ring_loom))]
 mod imp {
     use super::{fence, Ordering, Park};
-    use crate::header::Line;
     use crate::sys;
     use std::sync::atomic::{compiler_fence, AtomicU8, AtomicUsize};
 
@@ -179,12 +178,17 @@ mod imp {
     /// linker in the same line, took 8-byte frames between two pinned threads from 223-244 to
     /// 67-75 M msg/s; with the generation alone, 122-136 (BENCHMARKS.md, "A line of its own
     /// for the fork generation").
-    static FORK_GENERATION: Line<AtomicUsize> = Line(AtomicUsize::new(0));
+    static FORK_GENERATION: Alone = Alone(AtomicUsize::new(0));
+
+    /// A process-local word alone in its 128-byte line pair (not shared memory: the header's
+    /// lines are `header::Line`).
+    #[repr(align(128))]
+    struct Alone(AtomicUsize);
 
     unsafe extern "C" fn after_fork_in_child() {
         // Relaxed: read by this (single-threaded, just forked) process's own threads later,
         // after thread creation, which orders it.
-        FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+        FORK_GENERATION.0.fetch_add(1, Ordering::Relaxed);
     }
 
     fn register(state: &AtomicU8, cmd: libc::c_int) -> bool {
@@ -230,7 +234,7 @@ mod imp {
     /// The current fork generation of this process.
     #[inline(always)]
     pub(crate) fn fork_generation() -> usize {
-        FORK_GENERATION.load(Ordering::Relaxed)
+        FORK_GENERATION.0.load(Ordering::Relaxed)
     }
 
     /// Whether this process is registered as a target of global expedited barriers.
