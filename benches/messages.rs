@@ -93,6 +93,13 @@ fn profile(args: &[String]) {
     }
 }
 
+/// Every case of `out` must have produced a rate (a failure is a bug in a queue or the harness).
+fn assert_every_case_rated(out: &Outcome) {
+    let missing: Vec<&String> =
+        out.names.iter().enumerate().filter(|&(i, _)| out.all_rates(i).is_empty()).map(|(_, n)| n).collect();
+    assert!(missing.is_empty(), "no rate for {missing:?}: {:?}", out.notes);
+}
+
 /// The hand-written minimal stamped-frame queue against mirror-ring and rtrb, interleaved, per
 /// size (`cargo bench --bench messages -- minimal`).
 fn minimal((reps, target): (usize, Duration)) {
@@ -100,9 +107,7 @@ fn minimal((reps, target): (usize, Duration)) {
         let out = msg_minimal_section(size, BATCH, reps, target, &mut |_| {});
         println!("\n## Minimal stamped frames, {size} B messages, interleaved ({reps} repetitions)\n");
         print_msg_minimal_section(&out, size);
-        let missing: Vec<&String> =
-            out.names.iter().enumerate().filter(|&(i, _)| out.all_rates(i).is_empty()).map(|(_, n)| n).collect();
-        assert!(missing.is_empty(), "no rate for {missing:?}: {:?}", out.notes);
+        assert_every_case_rated(&out);
     }
 }
 
@@ -118,9 +123,7 @@ fn regime(steps: u32, (reps, target): (usize, Duration)) {
     let out = msg_regime_section(64, steps, reps, target, &mut |_| {});
     println!("\n## Which side sets the pace, 64 B messages, {steps} busy steps per message, interleaved ({reps} repetitions)\n");
     print_msg_regime_section(&out);
-    let missing: Vec<&String> =
-        out.names.iter().enumerate().filter(|&(i, _)| out.all_rates(i).is_empty()).map(|(_, n)| n).collect();
-    assert!(missing.is_empty(), "no rate for {missing:?}: {:?}", out.notes);
+    assert_every_case_rated(&out);
 }
 
 /// mirror-ring (`try_*` and blocking) and rtrb `push` / `pop`, the receiver copying each message
@@ -131,9 +134,7 @@ fn read((reps, target): (usize, Duration)) {
         "\n## How the receiver uses each message: copied out or read in place, interleaved ({reps} repetitions)\n"
     );
     print_msg_read_section(&out, &SIZES);
-    let missing: Vec<&String> =
-        out.names.iter().enumerate().filter(|&(i, _)| out.all_rates(i).is_empty()).map(|(_, n)| n).collect();
-    assert!(missing.is_empty(), "no rate for {missing:?}: {:?}", out.notes);
+    assert_every_case_rated(&out);
 }
 
 /// The queue sizes of the queue-size comparison.
@@ -150,9 +151,7 @@ fn sizes((reps, target): (usize, Duration)) {
                 "\n## Queue size and how the receiver waits, {size} B messages {reading}, interleaved ({reps} repetitions)\n"
             );
             print_msg_queue_size_section(&out);
-            let missing: Vec<&String> =
-                out.names.iter().enumerate().filter(|&(i, _)| out.all_rates(i).is_empty()).map(|(_, n)| n).collect();
-            assert!(missing.is_empty(), "no rate for {missing:?}: {:?}", out.notes);
+            assert_every_case_rated(&out);
         }
     }
 }
@@ -233,13 +232,9 @@ fn main() {
     }
     if test_mode {
         // Every case must have produced a number (a failure is a bug in a queue or the harness).
-        let missing: Vec<&String> =
-            out.names.iter().enumerate().filter(|&(i, _)| out.all_rates(i).is_empty()).map(|(_, n)| n).collect();
-        assert!(missing.is_empty(), "no rate for {missing:?}: {:?}", out.notes);
+        assert_every_case_rated(&out);
         for b in &batching {
-            let missing: Vec<&String> =
-                b.names.iter().enumerate().filter(|&(i, _)| b.all_rates(i).is_empty()).map(|(_, n)| n).collect();
-            assert!(missing.is_empty(), "no rate for {missing:?}: {:?}", b.notes);
+            assert_every_case_rated(b);
         }
         // The queue-size comparison too (the demo runs the other comparisons).
         sizes((reps, target));
