@@ -156,6 +156,11 @@ fn parse_bytes(s: &str) -> Option<usize> {
     n.checked_mul(unit)
 }
 
+/// The smallest and the largest of `xs`.
+fn span(xs: &[f64]) -> (f64, f64) {
+    xs.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)))
+}
+
 fn usage() -> ! {
     eprintln!("usage: lean QUEUE_BYTES (e.g. 64K, 1M) MESSAGE_BYTES (8 or 64) [--reps N] [--messages N]");
     std::process::exit(2)
@@ -201,11 +206,11 @@ fn main() {
     println!("\nM messages/s, median (min-max) of {reps}; ratio against rtrb per repetition:");
     for (k, name) in names.iter().enumerate() {
         let r = &rates[k];
-        let (lo, hi) = r.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        let (lo, hi) = span(r);
         let mut line = format!("  {name:30} {:7.1} ({lo:.1}-{hi:.1})", median(r));
         if k + 1 < names.len() {
             let ratios: Vec<f64> = r.iter().zip(&rates[2]).map(|(a, b)| a / b).collect();
-            let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+            let (lo, hi) = span(&ratios);
             line += &format!("   {:.2}x ({lo:.2}-{hi:.2})", median(&ratios));
         }
         println!("{line}");
