@@ -219,11 +219,21 @@ impl FramedConsumer {
                 None => return Ok(None),
             },
         };
-        // SAFETY: the frame's header is at the cursor (offset < N) and size = frame_size(len)
-        // <= N bytes from it are the frame's (checked against the producer's room or the
-        // published head): the payload lies inside the two views.
+        // SAFETY: the frame was just checked at the cursor.
+        Ok(Some(unsafe { self.frame_at_cursor(len, size) }))
+    }
+
+    /// The frame of `len` bytes, `size` in the ring, at the cursor.
+    ///
+    /// # Safety
+    ///
+    /// Its header is at the cursor (offset < N) and `size = frame_size(len) <= N` bytes from it
+    /// are the frame's, checked against the producer's room or the published head.
+    #[inline(always)]
+    unsafe fn frame_at_cursor(&mut self, len: usize, size: usize) -> Frame<'_> {
+        // SAFETY: per the caller, the payload lies inside the two views.
         let payload = unsafe { self.words.at(self.inner.cur.tail()).add(HEADER) };
-        Ok(Some(Frame { payload, len, size, consumer: self }))
+        Frame { payload, len, size, consumer: self }
     }
 
     /// The fast path of every receive: this process owns the end (the first check every call
@@ -403,8 +413,9 @@ impl FramedConsumer {
         // At most about an eighth of the ring per call (at least one frame): a batch releases
         // nothing until it ends, and a producer waiting on a full ring should not wait for a
         // whole ring's worth of frames. Frames past the bound are left to the next call.
-        let limit = self.batch_limit;
-        let bound = self.link.batch_bound(start, limit);
+        let bound = self.link.batch_bound(start, self.batch_limit);
+        // The bound as a distance from the start, never more than the batch limit.
+        let span = bound.wrapping_sub(start);
         // Releases what `f` has seen, also if it panics.
         let mut done = Release { consumer: self, seen: start };
         // The loop keeps the cursor (`done.seen`) and the last header (`known`) in locals: `f`
@@ -421,6 +432,13 @@ impl FramedConsumer {
             // the producer does not write them until they are released, after `f` returns.
             f(unsafe { std::slice::from_raw_parts(words.at(q).add(HEADER), len) });
             let q = done.seen;
+            // At or past the bound: the batch ends. A first frame larger than the batch limit,
+            // or one taken through head below, can end past it; from there `bound - q` would
+            // wrap and admit a frame of any size by its stamp (and no limit would end the
+            // call). Past the check, `q < bound`: every room below is exact.
+            if q.wrapping_sub(start) >= span {
+                break false;
+            }
             // Acquire: as in `link::Receiver::poll_word` (pairs with the stamp's Release).
             let word = words.load(q, Ordering::Acquire);
             if let Some(frame) = known.repeat(Stamp, word, q, bound.wrapping_sub(q)) {
@@ -433,7 +451,6 @@ impl FramedConsumer {
                     known = c.link.known();
                     frame
                 }
-                None if q.wrapping_sub(start) >= limit as u64 => break false,
                 // This call owns the end (checked above or in `recv_slow`).
                 None => match c.link.committed(c.inner.end.header_checked(), &mut c.inner.cur, &words) {
                     Some(Ok(frame)) => frame,

@@ -491,4 +491,101 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData);
         assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::InvalidData);
     }
+
+    /// Stamps a hostile frame of `len` bytes (payload `fill`) at `p` without moving head, as a
+    /// producer may: the consumer can take it by its stamp.
+    fn forge_stamped(tx: &super::FramedProducer, p: u64, len: usize, fill: u8) {
+        // SAFETY: the tests aim only inside the ring's two views (`at` masks the position).
+        unsafe { std::ptr::write_bytes(tx.words.at(p).add(8), fill, len) };
+        forge_header(tx, p, len);
+    }
+
+    /// Only the stamped header of a hostile `len`-byte frame at `p`.
+    fn forge_header(tx: &super::FramedProducer, p: u64, len: usize) {
+        use super::link::Words;
+        tx.words.store(p, Stamp.stamped(len, p), Ordering::Release);
+    }
+
+    /// A batch takes at most its limit (an eighth of the ring) past its first frame, however
+    /// the frames come: a first frame larger than the limit ends the call, and so does a
+    /// frame taken through head that ends past the bound. Every frame still arrives, in order.
+    #[test]
+    fn a_batch_stops_at_its_limit() {
+        use super::wire::frame_size;
+        // 64 KiB: a limit of 8 KiB, 1000-byte frames; 4 KiB: a limit of 512, a 600-byte
+        // first frame, then 8-byte ones.
+        for (cap, sizes) in [(1usize << 16, vec![1000usize; 60]), (4096, [600].into_iter().chain([8; 20]).collect())] {
+            let (tx, rx) = crate::channel(cap).unwrap();
+            let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+            for (i, &len) in sizes.iter().enumerate() {
+                tx.send(&vec![i as u8; len]).unwrap();
+            }
+            let (limit, mut next) = (rx.batch_limit, 0);
+            while next < sizes.len() {
+                let mut bytes = 0;
+                let got = rx
+                    .try_recv_batch(|f| {
+                        assert_eq!(f.len(), sizes[next], "cap {cap}: frame {next}");
+                        assert!(f.iter().all(|&b| b == next as u8), "cap {cap}: frame {next}");
+                        bytes += frame_size(f.len());
+                        next += 1;
+                    })
+                    .unwrap();
+                assert!(got >= 1);
+                let last = frame_size(sizes[next - 1]);
+                assert!(bytes - last < limit, "cap {cap}: one batch took {got} frames, {bytes} bytes");
+            }
+            assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
+        }
+    }
+
+    /// A hostile producer stamps frames past its room, the last one reaching over bytes the
+    /// consumer has not released: one batch takes only what its bound allows, and never a
+    /// frame outside the producer's room.
+    #[test]
+    fn a_batch_takes_no_frame_outside_the_producers_room() {
+        let (tx, rx) = crate::channel(4096).unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        tx.send(b"zero").unwrap();
+        // Through head; the consumer's cursor is at 16, with nothing released yet.
+        drop(rx.recv().unwrap().unwrap());
+        tx.send(&[0xAA; 1000]).unwrap();
+        for p in [1024u64, 2032, 3040] {
+            forge_stamped(&tx, p, 1000, 0xBB);
+        }
+        // Its frame ends at 5056, past the released tail (0) plus the ring: over "zero" and A.
+        forge_header(&tx, 4048, 1000);
+        let base = tx.words.at(0) as usize;
+        let mut seen = Vec::new();
+        let got = rx.try_recv_batch(|f| seen.push((f.as_ptr() as usize - base, f.len(), f[0]))).unwrap();
+        assert_eq!(got, 1, "{seen:?}");
+        assert_eq!(seen, [(24, 1000, 0xAA)]);
+    }
+
+    /// A hostile producer that stamps the next lap's frame each time the consumer passes
+    /// cannot hold a timed batch call: it returns after its limit, and the header's cursors
+    /// stay ones a newcomer can resume from.
+    #[test]
+    fn a_producer_restamping_each_lap_cannot_hold_a_batch() {
+        let (tx, rx) = crate::channel(4096).unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        tx.send(&[1; 4088]).unwrap();
+        let mut lap = 0u64;
+        let started = std::time::Instant::now();
+        let got = rx
+            .recv_batch_timeout(std::time::Duration::from_millis(1), |_| {
+                // The hostile producer's store, made while the consumer reads.
+                lap += 1;
+                if lap < 100_000 {
+                    forge_stamped(&tx, lap * 4096, 4088, 2);
+                }
+            })
+            .unwrap();
+        assert_eq!(got, 1);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        let hdr = tx.inner.end.header().unwrap();
+        let (head, tail) = (hdr.head.load(Ordering::Relaxed), hdr.tail.load(Ordering::Relaxed));
+        assert_eq!((head, tail), (4096, 4096));
+        assert!(crate::header::resume_at(head, tail, 4096).is_some());
+    }
 }
