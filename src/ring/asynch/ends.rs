@@ -698,14 +698,25 @@ impl AsyncFramedConsumer {
     ///
     /// See [`AsyncFramedConsumer`].
     pub async fn recv(&mut self) -> io::Result<Option<Frame<'_>>> {
-        // Wait until a receive would not block. The frame the readiness check finds is not
-        // released (a forgotten `Frame` gives nothing back), so the receive below finds it
-        // again, and is the one whose borrow is returned.
-        poll_fn(|cx| {
-            self.parking.poll(cx, &mut self.inner, |c| c.try_recv().map(|frame| frame.map(std::mem::forget).is_some()))
+        // Wait until a receive finds a frame. It is forgotten there (nothing released) and
+        // handed out again below, in a borrow of its own, from its length: a second receive
+        // would read the header again, which a hostile producer may have taken back by then
+        // (and `recv` would answer `WouldBlock`).
+        let found = poll_fn(|cx| {
+            self.parking.poll(cx, &mut self.inner, |c| {
+                c.try_recv().map(|frame| {
+                    frame.map(|frame| {
+                        let len = frame.len();
+                        std::mem::forget(frame);
+                        len
+                    })
+                })
+            })
         })
         .await?;
-        self.inner.try_recv()
+        // SAFETY: the last call on the consumer was that receive, which returned this frame
+        // and forgot it (the parking's `settle` after it sees the end only by reference).
+        Ok(found.map(|len| unsafe { self.inner.frame_found(len) }))
     }
 
     /// Hands every frame readable now to `f`, in order, parking the task until there is at

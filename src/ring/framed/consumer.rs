@@ -223,6 +223,22 @@ impl FramedConsumer {
         Ok(Some(unsafe { self.frame_at_cursor(len, size) }))
     }
 
+    /// The frame a receive in this poll found and forgot (`mem::forget`: nothing released),
+    /// handed out again from its length without a second look at the ring, where a hostile
+    /// producer could have changed the header meanwhile: for the async `recv`, which finds
+    /// the frame in one borrow and returns it in another.
+    ///
+    /// # Safety
+    ///
+    /// The last call on this consumer was a receive that returned a frame of `len` bytes, and
+    /// that frame was forgotten.
+    #[cfg(feature = "tokio")]
+    pub(crate) unsafe fn frame_found(&mut self, len: usize) -> Frame<'_> {
+        // SAFETY: the caller vouches that the frame at the cursor was checked, and nothing
+        // moved the cursor since.
+        unsafe { self.frame_at_cursor(len, super::wire::frame_size(len)) }
+    }
+
     /// The frame of `len` bytes, `size` in the ring, at the cursor.
     ///
     /// # Safety

@@ -588,4 +588,72 @@ mod tests {
         assert_eq!((head, tail), (4096, 4096));
         assert!(crate::header::resume_at(head, tail, 4096).is_some());
     }
+
+    /// The async `recv` hands out the frame its readiness check found, without a second look
+    /// at the ring: a producer that takes the stamp back at that moment cannot turn the
+    /// receive into a `WouldBlock`, which `recv` never answers.
+    #[test]
+    #[cfg(feature = "tokio")]
+    fn an_async_recv_never_answers_would_block() {
+        use std::future::Future;
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        use std::task::{Context, Poll, Wake, Waker};
+        struct Noop;
+        impl Wake for Noop {
+            fn wake(self: Arc<Self>) {}
+        }
+        let (tx, rx) = crate::channel(4096).unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        tx.send(b"zero").unwrap();
+        // Through head: from here the consumer takes frames by their stamps.
+        drop(rx.recv().unwrap().unwrap());
+        let mut rx = rx.into_async().unwrap();
+        let p = tx.inner.cur.head();
+        forge_stamped(&tx, p, 5, 7);
+        /// The producer's view of the ring, for the hostile thread.
+        struct Hostile(super::RingWords);
+        // SAFETY: the words are atomics in a mapping that outlives the scope (`tx` is kept).
+        unsafe impl Send for Hostile {}
+        let (stop, words) = (&AtomicBool::new(false), Hostile(tx.words));
+        std::thread::scope(|s| {
+            // The hostile producer: the stamp of a 5-byte frame at `p`, then the clear mark,
+            // over and over; head never moves.
+            s.spawn(move || {
+                use super::link::Words;
+                use super::wire::CLEAR;
+                let Hostile(words) = words;
+                while !stop.load(Ordering::Relaxed) {
+                    words.store(p, Stamp.stamped(5, p), Ordering::Release);
+                    words.store(p, CLEAR, Ordering::Relaxed);
+                }
+            });
+            let waker = Waker::from(Arc::new(Noop));
+            let mut cx = Context::from_waker(&waker);
+            let mut found = 0;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while std::time::Instant::now() < deadline {
+                let mut recv = std::pin::pin!(rx.recv());
+                let result = loop {
+                    if let Poll::Ready(r) = recv.as_mut().poll(&mut cx) {
+                        break r;
+                    }
+                };
+                match result {
+                    // Not released: the next receive finds the same frame (or its absence).
+                    Ok(Some(frame)) => {
+                        assert_eq!(&*frame, &[7; 5]);
+                        std::mem::forget(frame);
+                        found += 1;
+                    }
+                    other => {
+                        stop.store(true, Ordering::Relaxed);
+                        panic!("after {found} frames: {:?}", other.map(|f| f.map(|f| f.len())));
+                    }
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            assert!(found > 0);
+        });
+    }
 }
