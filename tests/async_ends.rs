@@ -949,6 +949,48 @@ fn async_write_to_refuses_failing_and_lying_writers() {
     });
 }
 
+/// A reader that replaces the `ReadBuf` it is lent with one of its own (safe code can) cannot
+/// make the async `read_from` commit bytes that are not in the ring, more than the free space
+/// or fewer: nothing is committed, and the ring goes on as before.
+#[test]
+fn async_read_from_refuses_a_reader_that_swaps_its_buffer() {
+    struct Swapper {
+        own: *mut [u8],
+        fill: usize,
+    }
+    impl tokio::io::AsyncRead for Swapper {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            // SAFETY: `own` is a live boxed slice, freed after the last poll; this is the only
+            // reference to it while the call lasts.
+            let own: &mut [u8] = unsafe { &mut *{ self.own } };
+            *buf = tokio::io::ReadBuf::new(own);
+            buf.advance(self.fill);
+            Poll::Ready(Ok(()))
+        }
+    }
+    let own = Box::into_raw(vec![0xAA; 8192].into_boxed_slice());
+    current_thread().block_on(async {
+        let (tx, rx) = RingOptions::new().capacity(4096).build().unwrap();
+        let (mut tx, mut rx) = (tx.into_async().unwrap(), rx.into_async().unwrap());
+        for fill in [8, 8192] {
+            let e = tx.read_from(&mut Swapper { own, fill }).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidData, "{fill} bytes: {e}");
+            assert_eq!(tx.get_ref().free(), 4096, "{fill} bytes: something was committed");
+        }
+        tx.write_all(b"after").await.unwrap();
+        drop(tx);
+        let mut got = Vec::new();
+        rx.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"after");
+    });
+    // SAFETY: made by Box::into_raw above; no reference to it is left.
+    drop(unsafe { Box::from_raw(own) });
+}
+
 /// `Read` still works on the byte end after `into_inner`: the async wrapper leaves no flag
 /// raised and no registration behind (a later blocking park is woken normally).
 #[test]

@@ -227,7 +227,8 @@ impl AsyncProducer {
     /// # Errors
     ///
     /// The reader's errors, with nothing committed; `BrokenPipe` when the consumer is gone;
-    /// `InvalidData` when the ring is poisoned.
+    /// `InvalidData` when the ring is poisoned, or when the reader replaced the [`ReadBuf`]
+    /// it was lent with one of its own (nothing committed: its bytes are not in the ring).
     ///
     /// # Examples
     ///
@@ -258,13 +259,24 @@ impl AsyncProducer {
             // producer's free space, inside the two views, initialised memory (zeroed at
             // creation or written before); nothing else refers to them until we commit.
             let space = unsafe { std::slice::from_raw_parts_mut(self.inner.write_ptr(), free) };
+            let lent = space.as_ptr();
             let mut buf = ReadBuf::new(space);
             match Pin::new(&mut *r).poll_read(cx, &mut buf) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {
-                    // ReadBuf never lets a reader report more than it was lent.
+                    // A `ReadBuf` never reports more than it holds, but safe code can replace
+                    // the one it is lent with its own (`*buf = ReadBuf::new(leaked)`): then
+                    // the bytes are not in the ring, and may be more than the free space.
+                    // Commit nothing then, as the blocking `read_from` for a reader that
+                    // claims too much.
                     let n = buf.filled().len();
+                    if buf.filled().as_ptr() != lent || n > free {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "the reader replaced the buffer it was lent; nothing committed",
+                        )));
+                    }
                     if n > 0 {
                         let hdr = self.inner.end.header_or_err()?;
                         self.inner.cur.commit(hdr, n);
