@@ -991,6 +991,52 @@ fn async_read_from_refuses_a_reader_that_swaps_its_buffer() {
     drop(unsafe { Box::from_raw(own) });
 }
 
+/// A blocking call made through `get_mut` after a cancelled async call parked: the async
+/// park's registration is gone, so the producer's wake-up reaches the blocking sleeper (it
+/// used to be taken by the stale registration, and the sleeper woke at its 100 ms bound).
+#[test]
+fn a_blocking_call_through_get_mut_after_a_cancelled_park_is_woken() {
+    let _dog = watchdog("a_blocking_call_through_get_mut_after_a_cancelled_park_is_woken", Duration::from_secs(30));
+    let waker = noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    // The time from the producer's publish to the blocking call's return: a wake-up takes
+    // microseconds; the sleep bound that a lost one waits for ends 90 ms after the publish.
+    // (The producer is kept open until then: its close would wake the sleeper too.)
+    let latency =
+        |tx: std::thread::JoinHandle<(Instant, Box<dyn Send>)>, returned: Instant| returned - tx.join().unwrap().0;
+    let wake_bound = Duration::from_millis(50);
+    let spin = Duration::ZERO;
+    {
+        let (mut tx, rx) = RingOptions::new().capacity(4096).spin_budget(spin).build().unwrap();
+        let mut rx = rx.into_async().unwrap();
+        let mut buf = [0; 4];
+        assert!(pin!(rx.read(&mut buf)).as_mut().poll(&mut cx).is_pending());
+        let tx = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            tx.write_all(b"late").unwrap();
+            (Instant::now(), Box::new(tx) as Box<dyn Send>)
+        });
+        rx.get_mut().read_exact(&mut buf).unwrap();
+        let took = latency(tx, Instant::now());
+        assert_eq!(&buf, b"late");
+        assert!(took < wake_bound, "bytes: the blocking read woke {took:?} after the publish");
+    }
+    {
+        let (tx, rx) = framed_async_pair(spin);
+        let (mut tx, mut rx) = (tx.into_inner(), rx);
+        assert!(pin!(rx.recv()).as_mut().poll(&mut cx).is_pending());
+        let tx = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            tx.send(b"late").unwrap();
+            (Instant::now(), Box::new(tx) as Box<dyn Send>)
+        });
+        let got = rx.get_mut().recv().unwrap().unwrap().to_vec();
+        let took = latency(tx, Instant::now());
+        assert_eq!(got, b"late");
+        assert!(took < wake_bound, "frames: the blocking recv woke {took:?} after the publish");
+    }
+}
+
 /// `Read` still works on the byte end after `into_inner`: the async wrapper leaves no flag
 /// raised and no registration behind (a later blocking park is woken normally).
 #[test]

@@ -185,6 +185,9 @@ impl AsyncProducer {
 
     /// The byte-level producer, mutably (its `try_*` calls and grants never block).
     pub fn get_mut(&mut self) -> &mut Producer {
+        // A park a cancelled call left behind ends here: a blocking call on the inner end
+        // parks on the same waiter word, and the leftover registration would take its wake-up.
+        self.parking.settle(&self.inner);
         &mut self.inner
     }
 
@@ -371,6 +374,9 @@ impl AsyncConsumer {
 
     /// The byte-level consumer, mutably (its `try_*` calls and grants never block).
     pub fn get_mut(&mut self) -> &mut Consumer {
+        // A park a cancelled call left behind ends here: a blocking call on the inner end
+        // parks on the same waiter word, and the leftover registration would take its wake-up.
+        self.parking.settle(&self.inner);
         &mut self.inner
     }
 
@@ -642,6 +648,9 @@ impl AsyncFramedProducer {
     /// The framed producer underneath, for its non-blocking calls (`try_send`, `try_reserve`,
     /// `try_send_batch`, `flush`, `set_batch`).
     pub fn get_mut(&mut self) -> &mut FramedProducer {
+        // A park a cancelled call left behind ends here: a blocking call on the inner end
+        // parks on the same waiter word, and the leftover registration would take its wake-up.
+        self.parking.settle(&self.inner);
         &mut self.inner
     }
 
@@ -750,6 +759,9 @@ impl AsyncFramedConsumer {
     /// The framed consumer underneath, for its non-blocking calls (`try_recv`,
     /// `try_recv_batch`, `try_recv_into`).
     pub fn get_mut(&mut self) -> &mut FramedConsumer {
+        // A park a cancelled call left behind ends here: a blocking call on the inner end
+        // parks on the same waiter word, and the leftover registration would take its wake-up.
+        self.parking.settle(&self.inner);
         &mut self.inner
     }
 
