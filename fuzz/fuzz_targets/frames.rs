@@ -82,6 +82,10 @@ fuzz_target!(|data: &[u8]| {
     let mut chunks = sel[0] as usize | 1;
     let mut stuck = false;
     let batched = sel[1] & 0x80 != 0;
+    // Whether the consumer took a frame stamped ahead of the bytes written (the stream's
+    // header came before its payload), and whether the producer then poisoned the ring.
+    let mut ran_ahead = false;
+    let mut producer_poisoned = false;
     loop {
         // A chunk of the hostile stream (sizes vary with the input), as much as fits.
         if let Some(t) = tx.as_mut() {
@@ -90,6 +94,16 @@ fuzz_target!(|data: &[u8]| {
             stuck = match t.try_write(&data[written..written + n]) {
                 Ok(w) => {
                     written += w;
+                    false
+                }
+                Err(e) if e.kind() == ErrorKind::InvalidData => {
+                    // The consumer released past the bytes written (a frame stamped ahead of
+                    // its payload): a byte producer takes a consumer's cursor ahead of its own
+                    // for corruption and poisons the ring (a framed producer allows one frame
+                    // ahead). The consumer must then fail too.
+                    assert!(ran_ahead, "{e:?}");
+                    producer_poisoned = true;
+                    tx = None;
                     false
                 }
                 Err(e) => {
@@ -105,6 +119,10 @@ fuzz_target!(|data: &[u8]| {
         // Take every frame the consumer can parse now: one at a time, or in batches when the
         // input says so (`recv_batch` has a loop of its own).
         let kind = loop {
+            // Where this call starts, and what its frames take: a call never takes a frame
+            // beyond a ring ahead of its start (the consumer has released no further), and a
+            // batch stops after an eighth of the ring past its first frame.
+            let call_start = pos;
             let mut take = |frame: &[u8]| {
                 let len = frame.len();
                 assert!(len <= max);
@@ -117,12 +135,16 @@ fuzz_target!(|data: &[u8]| {
                 // first frame), and a hostile producer may stamp before the payload: the
                 // rest is whatever the ring held there (in bounds, never past one lap).
                 assert!(body + len <= written || (stamped && delivered > 0), "a frame beyond the written bytes");
+                ran_ahead |= body + len > written;
                 assert!(
                     frame.iter().enumerate().all(|(i, &b)| b == ring_byte(data, written, body + i)),
                     "frame bytes differ from the ring"
                 );
                 assert_eq!(frame.as_ptr() as usize % 8, 0);
-                pos = body + len.div_ceil(8) * 8;
+                assert!(pos - call_start < CAP / 8 || pos == call_start, "a batch past its bound at {pos}");
+                let end = body + len.div_ceil(8) * 8;
+                assert!(end <= call_start + CAP, "a frame beyond a ring from the call's start");
+                pos = end;
                 delivered += 1;
             };
             let got = if batched {
@@ -133,6 +155,7 @@ fuzz_target!(|data: &[u8]| {
             match got {
                 Ok(true) => {}
                 Ok(false) => {
+                    assert!(!producer_poisoned, "end of stream from a poisoned ring");
                     assert!(closed, "end of stream while the producer lives");
                     assert!(pos == written || written == 0, "end of stream before the last byte");
                     return;
@@ -161,8 +184,12 @@ fuzz_target!(|data: &[u8]| {
             continue;
         }
         assert_eq!(kind, ErrorKind::InvalidData);
-        // The header at `pos` really is bad, or the stream ended inside a frame.
-        assert!(!whole_frame_at(data, pos, (origin + pos) as u64, written, max), "a valid frame refused at {pos}");
+        // The header at `pos` really is bad, or the stream ended inside a frame (or the
+        // producer poisoned the ring).
+        assert!(
+            producer_poisoned || !whole_frame_at(data, pos, (origin + pos) as u64, written, max),
+            "a valid frame refused at {pos}"
+        );
         // Poisoned for good.
         assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData);
         if closed {
