@@ -113,6 +113,13 @@ impl Parking {
                 // A wake that did not satisfy us (too little, or a hostile clear).
                 count_wake(site.counters, status);
                 self.armed = false;
+                // An entry still registered (its waker clears the flag before it takes the
+                // registry's lock, or nobody is coming) belongs to the park that just ended:
+                // drop it, so that the park raised below registers with its own deadline (a
+                // short one when it raises the flag with a fence only).
+                if let Some(k) = self.key.take() {
+                    registry().deregister(k);
+                }
             } else if status == Status::Timer {
                 // A helper's timer ended this sleep; the flag stays raised, the park goes on.
                 site.counters.sleep_timeouts.bump();
@@ -744,5 +751,69 @@ mod helper {
                 w.wake();
             }
         }
+    }
+}
+
+#[cfg(all(test, not(mirror_ring_loom)))]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicUsize, Ordering as O};
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+    use std::time::{Duration, Instant};
+
+    use tokio::io::AsyncReadExt;
+
+    use super::{registry, REARM_INTERVAL};
+    use crate::header::Word;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, O::SeqCst);
+        }
+    }
+
+    /// A park whose flag was cleared without a wake-up reaching it (a waker between its swap
+    /// and its look at the registry, or a hostile clear), polled again within the re-arm
+    /// interval: it raises the flag with a fence only, so it must register with the short
+    /// deadline and be woken when the interval ends, not keep the old entry's 100 ms.
+    #[test]
+    fn a_park_raised_again_with_a_fence_gets_the_short_deadline() {
+        for _ in 0..20 {
+            let (_tx, rx) = crate::RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
+            let mut rx = rx.into_async().unwrap();
+            let hdr: *const crate::header::Header = rx.get_ref().end.header().unwrap();
+            // SAFETY: `_tx` and `rx` keep the header mapped until the end of this iteration.
+            let word = unsafe { &*hdr }.word(Word::Data);
+            let key = word as *const _ as usize;
+            let count = Arc::new(Count(AtomicUsize::new(0)));
+            let waker = Waker::from(count.clone());
+            let mut cx = Context::from_waker(&waker);
+            let mut buf = [0u8; 4];
+            let mut read = pin!(rx.read(&mut buf));
+            let first = Instant::now();
+            assert!(read.as_mut().poll(&mut cx).is_pending());
+            // The flag cleared, as a waker's swap does before it takes the registry's lock.
+            word.store(0, crate::sync::Ordering::Relaxed);
+            assert!(read.as_mut().poll(&mut cx).is_pending());
+            if first.elapsed() >= REARM_INTERVAL / 2 {
+                continue; // Too slow to land inside the interval: the second park was strong.
+            }
+            let (bound, left) = {
+                let t = registry().table.lock().unwrap();
+                let e = t.entries.get(&key).expect("registered");
+                (e.bound, e.deadline.saturating_duration_since(Instant::now()))
+            };
+            assert!(!bound && left <= REARM_INTERVAL, "kept the old entry: bound {bound}, {left:?} left");
+            let woken = Instant::now() + Duration::from_secs(5);
+            while count.0.load(O::SeqCst) == 0 {
+                assert!(Instant::now() < woken, "the short registration was never woken");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            return;
+        }
+        panic!("no second poll landed within the re-arm interval in 20 tries");
     }
 }
