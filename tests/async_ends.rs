@@ -1037,6 +1037,31 @@ fn a_blocking_call_through_get_mut_after_a_cancelled_park_is_woken() {
     }
 }
 
+/// After `shutdown` the end writes nothing more, through any handle: the consumer that saw
+/// the end of the stream never gets bytes after it.
+#[test]
+fn a_shut_down_producer_writes_nothing_more() {
+    current_thread().block_on(async {
+        let (tx, rx) = RingOptions::new().capacity(4096).build().unwrap();
+        let (mut tx, mut rx) = (tx.into_async().unwrap(), rx.into_async().unwrap());
+        tx.write_all(b"hi").await.unwrap();
+        tx.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        rx.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"hi");
+        assert_eq!(tx.get_mut().try_write(b"after").unwrap_err().kind(), ErrorKind::BrokenPipe);
+        assert_eq!(tx.write(b"after").await.unwrap_err().kind(), ErrorKind::BrokenPipe);
+        tx.flush().await.unwrap();
+        tx.shutdown().await.unwrap();
+        let mut inner = tx.into_inner();
+        assert_eq!(inner.try_write(b"after").unwrap_err().kind(), ErrorKind::BrokenPipe);
+        assert_eq!(inner.write(b"after").unwrap_err().kind(), ErrorKind::BrokenPipe);
+        drop(inner);
+        assert_eq!(rx.read_to_end(&mut got).await.unwrap(), 0);
+        assert_eq!(got, b"hi");
+    });
+}
+
 /// `Read` still works on the byte end after `into_inner`: the async wrapper leaves no flag
 /// raised and no registration behind (a later blocking park is woken normally).
 #[test]

@@ -263,7 +263,8 @@ struct End {
     park: Cell<Park>,
     /// Watches the peer process (rings between processes only).
     peer: Option<RefCell<ProcessWatch>>,
-    /// The fork generation this end was claimed in: a forked child must not use it.
+    /// The fork generation this end was claimed in: a forked child must not use it. [`SHUT`]
+    /// once the end closed its role and lives on.
     generation: usize,
     /// The claim word this end claimed (or took over) its role with: while the role's slot
     /// still holds it, the role is this end's.
@@ -353,7 +354,9 @@ impl End {
     /// Why [`header`](Self::header) said no.
     #[cold]
     fn lost(&self) -> io::Error {
-        if self.generation != sync::fork_generation() {
+        if self.generation == SHUT {
+            shut_error()
+        } else if self.generation != sync::fork_generation() {
             forked_error()
         } else {
             taken_error(self.role)
@@ -363,6 +366,18 @@ impl End {
     /// Closes this end's role (if it is still this end's) and wakes the peer.
     fn close(&self, hdr: &Header) {
         let _ = protocol::close(hdr, self.role, self.token);
+    }
+
+    /// Closes this end's role for good while the end lives on (the async producer's
+    /// `shutdown`): from here the end passes no check, so every call fails with `BrokenPipe`
+    /// (nothing reaches a consumer that has seen the end of the stream), and the drop does
+    /// nothing more.
+    #[cfg(feature = "tokio")]
+    fn shut(&mut self) {
+        if let Some(hdr) = self.header() {
+            self.close(hdr);
+        }
+        self.generation = SHUT;
     }
 
     /// Waits (see `wait.rs`) until `poll` says the call can go on. `hdr` is this end's header,
@@ -410,6 +425,15 @@ fn forked_error() -> io::Error {
         io::ErrorKind::Unsupported,
         "this ring end belongs to the process that claimed it; a forked child cannot use it",
     )
+}
+
+/// [`End::generation`] of an end that closed its role and lives on ([`End::shut`]): no fork
+/// generation reaches it (one per `fork()` from 0).
+const SHUT: usize = usize::MAX;
+
+#[cold]
+pub(crate) fn shut_error() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "this producer shut the ring down; it writes nothing more")
 }
 
 #[cold]

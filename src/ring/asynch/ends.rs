@@ -10,7 +10,9 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 
 use super::park::Parking;
-use crate::ring::{poisoned_error, Consumer, Frame, FrameGrant, FramedConsumer, FramedProducer, Producer, Wait};
+use crate::ring::{
+    poisoned_error, shut_error, Consumer, Frame, FrameGrant, FramedConsumer, FramedProducer, Producer, Wait,
+};
 use crate::stats::Stats;
 
 impl Producer {
@@ -148,7 +150,9 @@ impl FramedConsumer {
 /// Made by [`Producer::into_async`]. A write that finds the ring full parks its task (no
 /// thread, no polling) until the consumer releases space. `poll_flush` does nothing (every
 /// write is published when it returns); `poll_shutdown` closes the ring, so the consumer reads
-/// what is left and then sees end of stream (dropping the end does the same). Dropping a
+/// what is left and then sees end of stream (dropping the end does the same). After it the end
+/// writes nothing more: writes, through this end or the producer under it (`get_mut`,
+/// `into_inner`), fail with `BrokenPipe`; `poll_flush` and `poll_shutdown` succeed. Dropping a
 /// pending write loses nothing: a write commits only what it copied, and parking only
 /// registers interest.
 ///
@@ -302,27 +306,26 @@ impl AsyncWrite for AsyncProducer {
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.inner.end.header_or_err().map(|_| ()))
+        // Every write is published; after a shutdown there is nothing left to flush.
+        Poll::Ready(if self.shut { Ok(()) } else { self.inner.end.header_or_err().map(|_| ()) })
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.shut {
+            return Poll::Ready(Ok(()));
+        }
         let hdr = match this.inner.end.header_or_err() {
             Ok(hdr) => hdr,
             Err(e) => return Poll::Ready(Err(e)),
         };
-        if !this.shut {
-            this.shut = true;
-            this.inner.cur.publish(hdr);
-            this.inner.end.close(hdr);
-        }
+        this.inner.cur.publish(hdr);
+        this.parking.settle(&this.inner);
+        // The end stays (get_ref, get_mut, into_inner) but refuses every write from here.
+        this.inner.end.shut();
+        this.shut = true;
         Poll::Ready(Ok(()))
     }
-}
-
-#[cold]
-fn shut_error() -> io::Error {
-    io::Error::new(io::ErrorKind::BrokenPipe, "the ring was shut down by this producer")
 }
 
 impl fmt::Debug for AsyncProducer {
