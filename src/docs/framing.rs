@@ -90,6 +90,16 @@
 //! (raw bytes could hold anything), and from then on every word the consumer looks at was
 //! written by the producer in this lap (step 2) or is a header one lap old.
 //!
+//! **Frames written through the byte API** (a stream built by hand, or relayed from elsewhere
+//! into a byte producer while the consumer is framed) must go in whole, each write ending
+//! where a frame ends (head is always a frame boundary: part of a frame below it poisons the
+//! ring), with *unstamped* headers: they are frames once the byte cursor covers them. A
+//! stamped header says "the payload is all there", and a consumer takes it as soon as its 8
+//! bytes land, perhaps before the payload's own bytes do; its release then runs ahead of the
+//! byte producer's cursor, which the byte producer takes for corruption. So a relay that
+//! copies another ring's framed bytes verbatim (stamped, and cut wherever its reads end) does
+//! not work: relay whole messages, with `recv` and `send`.
+//!
 //! A consumer that sleeps raises its waiter flag, runs its half of the barrier pair, then
 //! rechecks the stamp: the Dekker pair is the stamp store and the flag, with the producer's
 //! barrier after its stamp and head stores and before its flag load (step 5), so either the

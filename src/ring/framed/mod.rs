@@ -492,6 +492,40 @@ mod tests {
         assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::InvalidData);
     }
 
+    /// Frames written through the byte API (`docs::framing`): whole frames with unstamped
+    /// headers arrive whole; a stamped header is taken as soon as its 8 bytes land, before
+    /// the payload; part of a frame below the byte cursor is corruption.
+    #[test]
+    fn frames_written_through_the_byte_api_need_unstamped_headers() {
+        use super::wire::RESTAMP;
+        let frame = |len: usize, p: u64, stamped: bool, fill: u8| {
+            let word = Stamp.stamped(len, p) ^ if stamped { 0 } else { RESTAMP };
+            let mut f = word.to_le_bytes().to_vec();
+            f.resize(8 + len, fill);
+            f
+        };
+        // Whole, unstamped frames arrive whole; then the next frame's header alone, `stamped`
+        // or not, and what the consumer makes of it.
+        for stamped in [false, true] {
+            let (mut tx, rx) = crate::channel(4096).unwrap();
+            let mut rx = rx.into_framed();
+            for (i, p) in [0u64, 16].into_iter().enumerate() {
+                let fill = i as u8 + 1;
+                tx.try_write(&frame(8, p, false, fill)).unwrap();
+                assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[fill; 8]);
+                assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
+            }
+            tx.try_write(&frame(8, 32, stamped, 3)[..8]).unwrap();
+            if stamped {
+                // Taken from its header alone, with whatever the payload's bytes held.
+                assert_ne!(&*rx.try_recv().unwrap().unwrap(), &[3; 8]);
+            } else {
+                // Below the cursor and not a whole frame.
+                assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData);
+            }
+        }
+    }
+
     /// Stamps a hostile frame of `len` bytes (payload `fill`) at `p` without moving head, as a
     /// producer may: the consumer can take it by its stamp.
     fn forge_stamped(tx: &super::FramedProducer, p: u64, len: usize, fill: u8) {
