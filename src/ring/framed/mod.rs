@@ -526,6 +526,67 @@ mod tests {
         }
     }
 
+    /// A batching producer whose blocking `reserve` waited (publishing head first: the
+    /// pending frame "a" goes out) and whose grant was then dropped; the consumer has taken
+    /// both frames and released them. Returns the ends.
+    fn after_a_dropped_grant_that_waited() -> (super::FramedProducer, super::FramedConsumer) {
+        let (tx, rx) = crate::channel(4096).unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        tx.send(&[1; 2000]).unwrap();
+        tx.set_batch(8);
+        tx.send(&[2; 16]).unwrap(); // "a": pending, unstamped
+        std::thread::scope(|s| {
+            let rx = &mut rx;
+            s.spawn(move || {
+                let (mut got, deadline) = (Vec::new(), std::time::Instant::now() + std::time::Duration::from_secs(10));
+                // Until "a" is taken, then one more look: that answer releases both frames.
+                loop {
+                    match rx.try_recv() {
+                        Ok(Some(f)) => got.push(f.len()),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock && got.len() == 2 => break,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            assert!(std::time::Instant::now() < deadline, "the wait never published");
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                        other => panic!("{:?}", other.map(|f| f.map(|f| f.len()))),
+                    }
+                }
+                assert_eq!(got, [2000, 16]);
+            });
+            drop(tx.reserve(3000).unwrap());
+        });
+        assert_eq!(tx.inner.cur.unpublished(), 0);
+        (tx, rx)
+    }
+
+    /// After a dropped grant whose wait published the batch, the next frame opens a new batch:
+    /// a later publish stamps that frame, not the old one's position (which by then lies inside
+    /// the payload of a frame one lap on).
+    #[test]
+    fn a_dropped_grant_after_a_wait_leaves_later_frames_whole() {
+        let (mut tx, mut rx) = after_a_dropped_grant_that_waited();
+        tx.send(&[3; 100]).unwrap();
+        // Over the slot of "a"'s header, one lap on; completes the batch's bytes.
+        tx.send(&[9; 3968]).unwrap();
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[3; 100]);
+        let big = rx.try_recv().unwrap().unwrap();
+        let bad = big.iter().filter(|&&b| b != 9).count();
+        assert_eq!(bad, 0, "{bad} payload bytes overwritten");
+    }
+
+    /// ... and the consumer cannot take that frame above the published head, so its release
+    /// never passes the head (which the producer would take for corruption).
+    #[test]
+    fn a_dropped_grant_after_a_wait_cannot_poison_an_honest_ring() {
+        let (mut tx, mut rx) = after_a_dropped_grant_that_waited();
+        tx.send(&[3; 100]).unwrap();
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
+        tx.try_send(&[4; 3960]).unwrap();
+        tx.flush().unwrap();
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[3; 100]);
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[4; 3960]);
+    }
+
     /// Stamps a hostile frame of `len` bytes (payload `fill`) at `p` without moving head, as a
     /// producer may: the consumer can take it by its stamp.
     fn forge_stamped(tx: &super::FramedProducer, p: u64, len: usize, fill: u8) {

@@ -450,6 +450,10 @@ impl FramedProducer {
         let claimed = self.ask(len, wait);
         // Whatever happened (the cached tail moved, the skip was made, the cursor poisoned).
         self.sync_room();
+        // A wait publishes head first, after which no frame is pending: the batched fast path
+        // must not go on writing stamped frames after a first frame that is no longer held
+        // back (a grant dropped uncommitted would leave it armed).
+        self.rearm();
         claimed
     }
 
