@@ -135,11 +135,12 @@ impl Claim {
         matches!(self.state(), ROLE_CLAIMED | ROLE_TAKING)
     }
 
-    /// Whether the word names a holding other than `token`'s: CLAIMED or TAKING, in another
-    /// epoch.
+    /// Whether the word names a holding other than `token`'s: CLAIMED, TAKING or CLOSED in
+    /// another epoch (only a take-over moves to another epoch, so CLOSED there is a taker that
+    /// has since closed: the role was taken from `token` all the same).
     #[inline(always)]
     pub(crate) fn is_other_holding(self, token: Claim) -> bool {
-        self.is_holding() && self.epoch() != token.epoch()
+        (self.is_holding() || self.state() == ROLE_CLOSED) && self.epoch() != token.epoch()
     }
 
     /// The word of the next holding, by `pid`, while it stores its fields.
@@ -446,10 +447,11 @@ impl Header {
     }
 
     /// Whether the holding `token` (the word an end claimed with) still holds role `r`: false
-    /// once the slot names another holding, CLAIMED or TAKING in another epoch (a take-over
-    /// always moves to the next epoch). A word a peer rewrote within this end's epoch, or to
-    /// FREE, CLOSED or an invalid state, names no other holding: the end goes on (such a
-    /// rewrite is a forged close or corruption, which the ends handle as such). One load of
+    /// once the slot names another holding, CLAIMED, TAKING or CLOSED in another epoch (a
+    /// take-over always moves to the next epoch, and a taker that has closed since took the
+    /// role all the same). A word a peer rewrote within this end's epoch, or to FREE or an
+    /// invalid state, names no other holding: the end goes on (such a rewrite is a forged
+    /// close or corruption, which the ends handle as such). One load of
     /// the read-mostly line 0. Relaxed: a hint that orders nothing; a take-over that lands just
     /// after this check lets the one store in flight through (see `docs::trust_model`).
     #[inline(always)]

@@ -753,6 +753,48 @@ fn a_forged_death_moves_the_role_and_the_old_holder_stops_touching_the_ring() {
     assert_eq!(&got, b"third");
 }
 
+/// A holder whose death was forged stays stopped after its taker has closed the role too: the
+/// slot then reads CLOSED in the taker's epoch, still another holding than the old one's. The
+/// old producer's writes fail, its drop leaves the slot as the taker closed it, and the
+/// consumer reads exactly what the two holders wrote while they held the role.
+#[test]
+fn a_taken_over_holder_stays_stopped_after_the_taker_closes() {
+    let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
+    let view = HeaderView::map(ring.as_fd().unwrap());
+    let page = SharedPage::new(); // 0: claimed and written, 1: taken over and closed
+    let mut rx = ring.clone().into_consumer().unwrap();
+    let child_ring = ring.clone();
+    let old = spawn_child(|| {
+        let mut tx = child_ring.into_producer().unwrap();
+        tx.write_all(b"old;").unwrap();
+        page.word(0).store(1, Ordering::Release);
+        wait_until("the take-over and close", || page.word(1).load(Ordering::Acquire) == 1);
+        let checks = [
+            kind(tx.write(b"stale")) == Some(ErrorKind::ConnectionAborted),
+            kind(tx.try_write(b"stale")) == Some(ErrorKind::ConnectionAborted),
+        ];
+        drop(tx);
+        match checks.iter().position(|ok| !ok) {
+            None => 0,
+            Some(i) => 10 + i as i32,
+        }
+    });
+    wait_until("the old producer wrote", || page.word(0).load(Ordering::Acquire) == 1);
+    let start = view.u64_at(OFF_PRODUCER + SLOT_START);
+    start.store(start.load(Ordering::SeqCst) + 1, Ordering::SeqCst); // the forgery
+    let mut tx = ring.take_over_producer().expect("a forged death is believed");
+    tx.write_all(b"new;").unwrap();
+    drop(tx);
+    let closed = view.claim(OFF_PRODUCER);
+    assert_eq!(closed, (CLOSED, 2, std::process::id() as i32));
+    page.word(1).store(1, Ordering::Release);
+    assert_eq!(wait_child_within(old, LONG), 0, "10+i: the old holder's check i failed");
+    assert_eq!(view.claim(OFF_PRODUCER), closed, "the old holder rewrote the closed slot");
+    let mut got = Vec::new();
+    rx.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"old;new;");
+}
+
 /// A take-over races the holder's own close (the holder's death forged, so the take-over is
 /// allowed to try): either the close wins (the take-over is refused, the role is closed) or
 /// the take-over wins (the close stored nothing: the role is the taker's, the producer sees

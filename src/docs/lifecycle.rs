@@ -155,8 +155,9 @@
 //! **The old holder**, if it was in fact alive (a peer forged its death), notices at its next
 //! call: the role's slot names another holding (a new epoch) instead of the claim word it
 //! claimed with, which the one checked place through which every end touches the header
-//! compares (one load of the read-mostly first line). From then on every call returns `ConnectionAborted` and nothing it does,
-//! dropping included, reaches the header ([`trust_model`](super::trust_model) has the
+//! compares (one load of the read-mostly first line). From then on every call returns
+//! `ConnectionAborted` and nothing it does, dropping included, reaches the header, also once
+//! the taker has closed the role in its turn ([`trust_model`](super::trust_model) has the
 //! limits).
 //!
 //! Times (restart gap from SIGKILL to the replacement's first byte, the take-over call

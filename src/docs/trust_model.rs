@@ -65,9 +65,10 @@
 //!   like any cursor: an impossible one poisons the ring (`InvalidData`), a possible one can
 //!   hand the new holder bytes that change in flight, as any hostile peer can.
 //! - **Rewrite the claim word.** A word that names another holding of this end's role (a
-//!   claimed or taking state in another epoch) stops the end as a take-over does; a word
-//!   rewritten within the end's own epoch, or to free, closed or an invalid state, names no
-//!   other holding, and the end goes on (the peer then sees a forged close, or corruption).
+//!   claimed, taking or closed state in another epoch: closed there is a taker that has
+//!   closed since) stops the end as a take-over does; a word rewritten within the end's own
+//!   epoch, or to free or an invalid state, names no other holding, and the end goes on (the
+//!   peer then sees a forged close, or corruption).
 //!   A closed role is final against every honest process; a writer of the header can undo
 //!   the close (and could as well forge the cursors).
 //! - **Make the survivor watch a process of its choice.** A death, once proven, is dropped
