@@ -201,6 +201,16 @@ impl ProcessWatch {
 fn check_proc(peer: Peer) -> Liveness {
     match sys::proc_stat(peer.pid) {
         Ok((state, start)) => {
+            // A process whose first thread has exited while others run shows `Z` too, and
+            // lives: only a zombie with no other thread left is dead.
+            let state = match state {
+                'Z' => match sys::proc_threads(peer.pid) {
+                    Ok(n) if n > 1 => 'S',
+                    Ok(_) => 'Z',
+                    Err(_) => return Liveness::Unknown,
+                },
+                s => s,
+            };
             if matches!(state, 'Z' | 'X' | 'x') || (peer.start_time != 0 && start != peer.start_time) {
                 Liveness::Dead
             } else {

@@ -756,3 +756,17 @@ pub(crate) fn proc_stat(pid: i32) -> io::Result<(char, u64)> {
     let start = fields.nth(18).and_then(|f| f.parse().ok()).ok_or_else(bad)?;
     Ok((state, start))
 }
+
+/// The number of threads of `pid` (`Threads:` in `/proc/<pid>/status`). The error keeps the
+/// OS error; a file that cannot be parsed is `InvalidData`.
+pub(crate) fn proc_threads(pid: i32) -> io::Result<u64> {
+    if pid <= 0 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/<pid>/status format"))
+}

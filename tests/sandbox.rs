@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{compiler_fence, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{available, open_fds, our_mappings, page_size, spawn_child, wait_child, wait_child_within, Pattern};
@@ -757,4 +757,61 @@ fn a_peer_without_membarrier_is_woken_with_full_fences() {
             assert_eq!(recorded_park(&ring, slot), 0, "{what}: the sandboxed side does not record fence parking");
         }
     }
+}
+
+/// A process whose first thread has exited while another thread holds the producer shows
+/// state `Z` in `/proc/<pid>/stat`, and lives. With `pidfd_open` refused (older kernels,
+/// sandboxes) the watcher checks `/proc`: it must not take that for a death, so a take-over
+/// of the role is refused.
+#[test]
+fn a_holder_whose_first_thread_exited_is_not_taken_for_dead_through_proc() {
+    let ring = RingOptions::new().capacity(1 << 16).shared().unwrap();
+    let page = common::SharedPage::new(); // 0: the holder claimed, 1: the check is done
+    let holder_ring = ring.clone();
+    let holder = spawn_child(|| {
+        // The page's two words, for the writer thread (the page is not `Sync`).
+        let words = (page.word(0) as *const AtomicU64 as usize, page.word(1) as *const AtomicU64 as usize);
+        let writer = std::thread::spawn(move || {
+            // SAFETY: the page stays mapped for as long as this process lives (it leaves
+            // through _exit, never unmapping it); the words are atomics.
+            let (claimed, done) = unsafe { (&*(words.0 as *const AtomicU64), &*(words.1 as *const AtomicU64)) };
+            let mut tx = holder_ring.into_producer().unwrap();
+            claimed.store(1, Ordering::SeqCst);
+            // Write until the check is done: the role is in use all along.
+            while done.load(Ordering::SeqCst) == 0 {
+                if tx.try_write(b"x").is_err_and(|e| e.kind() != ErrorKind::WouldBlock) {
+                    // SAFETY: _exit ends the process at once, as a child must.
+                    unsafe { libc::_exit(7) };
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) };
+        });
+        std::mem::forget(writer);
+        while page.word(0).load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // SAFETY: ends only this thread (the thread group's leader); the writer goes on.
+        unsafe { libc::syscall(libc::SYS_exit, 0) };
+        unreachable!()
+    });
+    let deadline = Instant::now() + CASE_LIMIT;
+    while common::proc_state(holder) != 'Z' {
+        assert!(Instant::now() < deadline, "the holder's first thread never exited");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let verdict = sandboxed(&[Deny::Call(libc::SYS_pidfd_open, libc::ENOSYS)], || {
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(holder, 0) } == 0;
+        ensure(alive, || "the holder is gone".into())?;
+        match ring.take_over_producer() {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+            Ok(_) => Err("a live holder's role was taken over".into()),
+            Err(e) => Err(format!("take_over_producer: {e}")),
+        }
+    });
+    page.word(1).store(1, Ordering::SeqCst);
+    assert_eq!(wait_child_within(holder, CASE_LIMIT), 0, "7: the holder's write failed");
+    verdict.unwrap();
 }
