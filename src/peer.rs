@@ -228,20 +228,13 @@ fn check_proc(peer: Peer) -> Liveness {
     }
 }
 
-/// This process's PID namespace (`sys::pid_namespace`), read once per process.
+/// This process's PID namespace (`sys::pid_namespace`), read afresh each time: a value kept
+/// from earlier would be inherited by a child forked into a new PID namespace
+/// (`unshare(CLONE_NEWPID)` then `fork`, or `clone(CLONE_NEWPID)`), which would then record
+/// its parent's namespace and be checked by a pid that means nothing there. Called per claim
+/// and per new holding watched, never on a data path.
 fn own_pid_namespace() -> u64 {
-    // An atomic, not a `OnceLock`, which a child forked during its initialisation would wait
-    // on for ever. u64::MAX: not read yet (a race reads it twice, harmlessly).
-    static NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
-    // Relaxed: every thread reads the same value.
-    match NS.load(std::sync::atomic::Ordering::Relaxed) {
-        u64::MAX => {
-            let ns = sys::pid_namespace();
-            NS.store(ns, std::sync::atomic::Ordering::Relaxed);
-            ns
-        }
-        ns => ns,
-    }
+    sys::pid_namespace()
 }
 
 /// What a claimant records about itself (its pid, start time and PID namespace).

@@ -795,6 +795,39 @@ fn a_taken_over_holder_stays_stopped_after_the_taker_closes() {
     assert_eq!(got, b"old;new;");
 }
 
+/// A claimant forked into a new PID namespace records that namespace, not the one of the
+/// process it was forked from (which had claimed a role first): a watcher in the old
+/// namespace must never check its pid, which means nothing there. Needs the right to make a
+/// PID namespace (skipped, saying so, without it).
+#[test]
+fn a_claimant_in_a_new_pid_namespace_records_its_own() {
+    use std::os::unix::fs::MetadataExt;
+    let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
+    let view = HeaderView::map(ring.as_fd().unwrap());
+    // This process claims first, so that anything it keeps about itself is in place.
+    let _rx = ring.clone().into_consumer().unwrap();
+    let ours = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
+    assert_eq!(view.u64_at(OFF_CONSUMER + SLOT_PID_NS).load(Ordering::SeqCst), ours);
+    let child_ring = ring.clone();
+    let child = spawn_child(|| {
+        // SAFETY: unshare has no memory effects; CLONE_NEWPID applies to later children.
+        if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+            return 90;
+        }
+        let claimant = spawn_child(|| {
+            let _tx = child_ring.into_producer().unwrap();
+            let own = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
+            let recorded = view.u64_at(OFF_PRODUCER + SLOT_PID_NS).load(Ordering::SeqCst);
+            i32::from(recorded != own || own == ours)
+        });
+        wait_child_within(claimant, LONG)
+    });
+    match wait_child_within(child, LONG) {
+        90 => eprintln!("skipped: no right to make a PID namespace here"),
+        code => assert_eq!(code, 0, "the claimant recorded another namespace than its own"),
+    }
+}
+
 /// A take-over races the holder's own close (the holder's death forged, so the take-over is
 /// allowed to try): either the close wins (the take-over is refused, the role is closed) or
 /// the take-over wins (the close stored nothing: the role is the taker's, the producer sees

@@ -57,7 +57,9 @@
 //!   terminates, also while it is an unreaped zombie, so a parent need not `waitpid` a dead
 //!   child for its ring to notice;
 //! - `pidfd_open` or `kill(pid, 0)` failing with `ESRCH` (no such process);
-//! - `/proc/<pid>/stat` showing state `Z` or `X`, or a start time other than the recorded one
+//! - `/proc/<pid>/stat` showing state `X`, or `Z` with no other thread left (a process whose
+//!   first thread has exited while others run shows `Z` too, and lives), or a start time
+//!   other than the recorded one
 //!   (the pid was reused by a later process; from the moment the pidfd is open it names that
 //!   one process, whatever happens to the number).
 //!
@@ -74,7 +76,11 @@
 //! variants, or have the two processes agree on liveness some other way. (The peer credentials
 //! of the Unix socket that carried the ring, `SO_PEERCRED`, give the sender's pid translated
 //! into the receiver's namespace, but the sender need not be the process that claims the role,
-//! so the crate does not use them.)
+//! so the crate does not use them.) A claimant that cannot read its own namespace (no `/proc`
+//! in its sandbox) records none, and a watcher takes that, or its own namespace unreadable,
+//! for the same namespace: it then checks the pid, which is right for a sandbox that shares
+//! the PID namespace and wrong for one in a namespace of its own. Give such a sandbox
+//! `/proc`, or treat its deaths as unknown yourself (timeouts).
 //!
 //! **Writes to a dead consumer.** Unlike a pipe, whose writer gets `EPIPE` as soon as the last
 //! reader is gone, a write that fits is accepted after the consumer's process died (watching the
