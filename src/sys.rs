@@ -753,8 +753,31 @@ pub(crate) fn proc_stat(pid: i32) -> io::Result<(char, u64)> {
     let mut fields = stat[stat.rfind(')').ok_or_else(bad)? + 1..].split_ascii_whitespace();
     let state = fields.next().and_then(|f| f.chars().next()).ok_or_else(bad)?;
     // The state was field 3; the start time is field 22, 19 fields further on.
-    let start = fields.nth(18).and_then(|f| f.parse().ok()).ok_or_else(bad)?;
-    Ok((state, start))
+    let start: u64 = fields.nth(18).and_then(|f| f.parse().ok()).ok_or_else(bad)?;
+    // The kernel shows the start time moved by the *reader's* time namespace (its boottime
+    // offset): take that out, so that processes in different time namespaces agree on it.
+    Ok((state, start.wrapping_sub(boottime_offset_ticks())))
+}
+
+/// The boottime offset of this process's time namespace in clock ticks (0 outside one, or
+/// when it cannot be read), rounded down: an offset that is not a whole number of ticks can
+/// leave the start times two such namespaces see one tick apart. Read each time: a process
+/// forked after `unshare(CLONE_NEWTIME)` lives in another namespace than its parent.
+fn boottime_offset_ticks() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/timens_offsets") else { return 0 };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as i64;
+    text.lines()
+        .find_map(|line| {
+            let mut f = line.split_ascii_whitespace();
+            // The clock by name, or by number (CLOCK_BOOTTIME is 7) on older kernels.
+            matches!(f.next(), Some("boottime" | "7")).then(|| {
+                let secs: i64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                let nanos: i64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                secs.wrapping_mul(hz).wrapping_add(nanos / (1_000_000_000 / hz).max(1)) as u64
+            })
+        })
+        .unwrap_or(0)
 }
 
 /// The number of threads of `pid` (`Threads:` in `/proc/<pid>/status`). The error keeps the

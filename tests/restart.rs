@@ -828,6 +828,52 @@ fn a_claimant_in_a_new_pid_namespace_records_its_own() {
     }
 }
 
+/// A holder in another time namespace, whose boottime is offset: the start time it records
+/// and the one its watcher reads are the same process's, so the watcher sees it alive and a
+/// take-over is refused. Needs the right to make a time namespace (skipped, saying so,
+/// without it).
+#[test]
+fn a_holder_in_another_time_namespace_is_not_taken_for_dead() {
+    let ring = RingOptions::new().capacity(1 << 16).backend(Backend::Memfd).shared().unwrap();
+    let page = SharedPage::new(); // 0: the holder's pid once it claimed, 1: the checks are done
+    let rx = ring.clone().into_consumer().unwrap();
+    let child_ring = ring.clone();
+    let child = spawn_child(|| {
+        // SAFETY: unshare has no memory effects; CLONE_NEWTIME applies to later children.
+        if unsafe { libc::unshare(libc::CLONE_NEWTIME) } != 0
+            || std::fs::write("/proc/self/timens_offsets", "boottime 100000 0\n").is_err()
+        {
+            page.word(0).store(u64::MAX, Ordering::SeqCst);
+            return 90;
+        }
+        let holder = spawn_child(|| {
+            let mut tx = child_ring.into_producer().unwrap();
+            page.word(0).store(std::process::id().into(), Ordering::SeqCst);
+            while page.word(1).load(Ordering::SeqCst) == 0 {
+                if kind(tx.try_write(b"x")).is_some_and(|k| k != ErrorKind::WouldBlock) {
+                    return 7;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            0
+        });
+        wait_child_within(holder, LONG)
+    });
+    wait_until("the holder's claim", || page.word(0).load(Ordering::SeqCst) != 0);
+    if page.word(0).load(Ordering::SeqCst) == u64::MAX {
+        assert_eq!(wait_child_within(child, LONG), 90);
+        eprintln!("skipped: no right to make a time namespace here");
+        return;
+    }
+    std::thread::sleep(Duration::from_millis(5)); // past the watcher's rate limit
+    let abandoned = rx.is_abandoned();
+    let took = kind(ring.take_over_producer());
+    page.word(1).store(1, Ordering::SeqCst);
+    assert_eq!(wait_child_within(child, LONG), 0, "7: the holder's write failed");
+    assert!(!abandoned, "a live holder was reported dead");
+    assert_eq!(took, Some(ErrorKind::AlreadyExists), "a live holder's role was taken over");
+}
+
 /// A take-over races the holder's own close (the holder's death forged, so the take-over is
 /// allowed to try): either the close wins (the take-over is refused, the role is closed) or
 /// the take-over wins (the close stored nothing: the role is the taker's, the producer sees

@@ -59,7 +59,8 @@
 //! - `pidfd_open` or `kill(pid, 0)` failing with `ESRCH` (no such process);
 //! - `/proc/<pid>/stat` showing state `X`, or `Z` with no other thread left (a process whose
 //!   first thread has exited while others run shows `Z` too, and lives), or a start time
-//!   other than the recorded one
+//!   other than the recorded one (each side takes its own time namespace's boottime offset
+//!   out of what it reads, so the two agree across time namespaces)
 //!   (the pid was reused by a later process; from the moment the pidfd is open it names that
 //!   one process, whatever happens to the number).
 //!
