@@ -59,10 +59,10 @@
 //! - `pidfd_open` or `kill(pid, 0)` failing with `ESRCH` (no such process);
 //! - `/proc/<pid>/stat` showing state `X`, or `Z` with no other thread left (a process whose
 //!   first thread has exited while others run shows `Z` too, and lives), or a start time
-//!   other than the recorded one (each side takes its own time namespace's boottime offset
-//!   out of what it reads, so the two agree across time namespaces)
-//!   (the pid was reused by a later process; from the moment the pidfd is open it names that
-//!   one process, whatever happens to the number).
+//!   other than the recorded one: the pid was reused by a later process (from the moment the
+//!   pidfd is open it names that one process, whatever happens to the number). Each side
+//!   takes its own time namespace's boottime offset out of the start time it reads, so the
+//!   two agree across time namespaces.
 //!
 //! Everything else is *unknown*: no descriptor left to open a pidfd or `/proc` (`EMFILE`),
 //! `/proc` unreadable or hiding the process (`hidepid`), a peer in another PID namespace. An
