@@ -93,6 +93,11 @@
 //! **No peer yet.** Until the peer has claimed its role there is no one to watch, so a
 //! blocking call just waits: the timeout variants exist for that.
 //!
+//! **`exec` while holding an end.** `exec` keeps the process's pid and start time but drops
+//! its memory, the end with it, without a close. To its peer the holder is still alive, and
+//! nobody can take the role over until the process exits: drop ends (or close them) before
+//! `exec`.
+//!
 //! # Restart
 //!
 //! A process that dies without closing leaves its role claimed, and its peer (the survivor)
