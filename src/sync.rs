@@ -210,13 +210,7 @@ mod imp {
         // child a `Once` marked "running" that no thread will ever finish, and the child's
         // first claim would hang. Two threads racing here both install the handler, which is
         // harmless (a child then bumps the generation twice).
-        static ATFORK: AtomicU8 = AtomicU8::new(UNKNOWN);
-        if ATFORK.load(Ordering::Relaxed) == UNKNOWN {
-            let v = if sys::at_fork_child(after_fork_in_child).is_ok() { REGISTERED } else { UNAVAILABLE };
-            // Relaxed: only selects a barrier; any racing thread stores a value as good.
-            ATFORK.store(v, Ordering::Relaxed);
-        }
-        if ATFORK.load(Ordering::Relaxed) != REGISTERED {
+        if !track_forks() {
             // Without the handler a forked child could not tell that its ends are copies.
             // pthread_atfork fails only on ENOMEM; the ring still works, with full fences.
             return Park::Fence;
@@ -235,6 +229,20 @@ mod imp {
     #[inline(always)]
     pub(crate) fn fork_generation() -> usize {
         FORK_GENERATION.0.load(Ordering::Relaxed)
+    }
+
+    /// Installs (once) the atfork handler that moves a forked child to the next fork
+    /// generation; whether it is installed (`pthread_atfork` fails only on ENOMEM).
+    pub(crate) fn track_forks() -> bool {
+        // Not a `Once`: see `register_process`. Two threads racing here both install the
+        // handler, which is harmless (a child then moves on by two generations).
+        static ATFORK: AtomicU8 = AtomicU8::new(UNKNOWN);
+        if ATFORK.load(Ordering::Relaxed) == UNKNOWN {
+            let v = if sys::at_fork_child(after_fork_in_child).is_ok() { REGISTERED } else { UNAVAILABLE };
+            // Relaxed: any racing thread stores a value as good.
+            ATFORK.store(v, Ordering::Relaxed);
+        }
+        ATFORK.load(Ordering::Relaxed) == REGISTERED
     }
 
     /// Whether this process is registered as a target of global expedited barriers.
@@ -304,6 +312,10 @@ mod imp {
 
     pub(crate) fn fork_generation() -> usize {
         0
+    }
+
+    pub(crate) fn track_forks() -> bool {
+        true
     }
 
     pub(crate) fn global_registered() -> bool {

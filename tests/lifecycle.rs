@@ -388,3 +388,69 @@ fn a_stream_between_processes_loses_no_wakeup() {
         assert_eq!(s.lost_wakeups, 0, "{backend}: the consumer lost wake-ups: {s:?}");
     }
 }
+
+/// A `dont_fork` ring is not in a forked child, even one with its maker's pid: pid 1 of a
+/// PID namespace forks pid 1 of a nested one. That child's own memory where the ring was
+/// (taken here as any allocation could take it) is neither read as a header by a claim, which
+/// fails with `Unsupported`, nor unmapped by a drop. Needs the right to make PID namespaces
+/// (skipped, saying so, without it).
+#[test]
+// The child maps the ring's range itself, as an allocation could.
+#[allow(clippy::disallowed_methods)]
+fn a_dont_fork_ring_is_not_in_a_child_that_has_its_makers_pid() {
+    let page = common::page_size();
+    let status = in_child(|| {
+        // SAFETY: unshare has no memory effects; CLONE_NEWPID applies to later children.
+        if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+            return 77;
+        }
+        in_child(|| {
+            // SAFETY: getpid cannot fail.
+            assert_eq!(unsafe { libc::getpid() }, 1);
+            let ring = RingOptions::new().capacity(4096).dont_fork(true).shared().unwrap();
+            // The range: the control page, then the two views.
+            let base = ring.clone().into_producer().unwrap().write_grant(1).unwrap().as_ptr() as usize - page;
+            let total = page + 2 * 4096;
+            // SAFETY: as above.
+            if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+                return 78;
+            }
+            in_child(move || {
+                // SAFETY: getpid cannot fail.
+                assert_eq!(unsafe { libc::getpid() }, 1, "the child has its maker's pid");
+                // SAFETY: MAP_FIXED_NOREPLACE fails rather than replace anything: the range is
+                // free here (MADV_DONTFORK), so this is the child's own fresh memory.
+                let p = unsafe {
+                    libc::mmap(
+                        base as *mut libc::c_void,
+                        total,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                        -1,
+                        0,
+                    )
+                };
+                if p as usize != base {
+                    return 20;
+                }
+                // SAFETY: the child's own mapping of `total` bytes.
+                let mine = unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), total) };
+                mine.fill(0x5a);
+                let claimed = ring.clone().into_consumer();
+                if !matches!(&claimed, Err(e) if e.kind() == ErrorKind::Unsupported) {
+                    return 21;
+                }
+                drop(claimed);
+                drop(ring);
+                if !common::mapped_at(base, total) {
+                    return 22;
+                }
+                i32::from(mine.iter().any(|&b| b != 0x5a)) * 23
+            })
+        })
+    });
+    match status {
+        77 => eprintln!("skipped: no right to make a PID namespace here"),
+        s => assert_eq!(s, OK, "21: a claim did not fail, 22: a drop unmapped the child's memory, 23: changed it"),
+    }
+}

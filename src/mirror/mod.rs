@@ -292,9 +292,12 @@ pub struct MirrorMap {
     backend: Backend,
     /// The memfd, for `Backend::Memfd`.
     fd: Option<OwnedFd>,
-    /// For a `dont_fork` map: the process that made it. A forked child inherits this struct
-    /// but not the mapping (`MADV_DONTFORK`), so there the range is someone else's.
-    dont_fork_owner: Option<libc::pid_t>,
+    /// For a `dont_fork` map: the process that made it, as its pid and fork generation. A
+    /// forked child inherits this struct but not the mapping (`MADV_DONTFORK`), so there the
+    /// range is someone else's. The pid alone does not tell: a child forked into a new PID
+    /// namespace, or a descendant after the maker died and its pid was reused, can have it;
+    /// every forked child has moved on to another fork generation.
+    dont_fork_owner: Option<(libc::pid_t, usize)>,
 }
 
 // SAFETY: MirrorMap owns a memory range, like a Box<[u8]> would; it hands out raw pointers
@@ -452,7 +455,8 @@ impl MirrorMap {
     /// Whether the mapping exists in this process: false only in a forked child of the process
     /// that made a `dont_fork` map (the child inherited the struct, not the memory).
     pub(crate) fn mapped_here(&self) -> bool {
-        self.dont_fork_owner.map_or(true, |pid| pid == sys::getpid())
+        self.dont_fork_owner
+            .map_or(true, |(pid, generation)| generation == crate::sync::fork_generation() && pid == sys::getpid())
     }
 
     /// Applies the optional steps (prefault, DONTFORK); on failure `self` drops and unmaps.
@@ -471,7 +475,15 @@ impl MirrorMap {
         if opts.dont_fork {
             // SAFETY: advice over the whole range we own (never one view alone).
             step(Step::DontFork, || unsafe { sys::madvise_dontfork(self.ctrl, total) })?;
-            self.dont_fork_owner = Some(sys::getpid());
+            // Before the map is handed out, so that every later fork moves the generation.
+            if !crate::sync::track_forks() {
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "cannot install the fork handler a dont_fork map needs to tell a forked child \
+                     (pthread_atfork: out of memory)",
+                ));
+            }
+            self.dont_fork_owner = Some((sys::getpid(), crate::sync::fork_generation()));
         }
         Ok(self)
     }
