@@ -126,8 +126,11 @@ fn check_fixed(p: *mut libc::c_void, want: NonNull<u8>) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     if p.cast::<u8>() != want.as_ptr() {
-        // Impossible with MAP_FIXED; refuse rather than trust a mapping we did not ask for.
-        return Err(io::Error::other("kernel placed a MAP_FIXED mapping elsewhere"));
+        // Impossible with MAP_FIXED unless the call never ran: a sandbox answering "success"
+        // without running it (SECCOMP_RET_ERRNO with errno 0). Refuse rather than trust a
+        // mapping we did not ask for, with a refusal errno, so that `Auto` hands over to the
+        // next backend (and its check of the refusal finds this one refused too).
+        return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
     }
     Ok(())
 }

@@ -325,6 +325,17 @@ fn mirror_flag_refused_after_the_probe_hands_over_to_duplicate() {
     auto_hands_over(&[Deny::MremapFlag4(libc::EINVAL)], &[Backend::MirrorFlag], Backend::Duplicate).unwrap();
 }
 
+/// A sandbox that answers flag value 4 with "success" without running the call (errno 0):
+/// the address that comes back is not the target, which counts as a refusal, so Auto hands
+/// over to Duplicate and stops offering the faked backend.
+#[test]
+fn mirror_flag_faked_as_successful_hands_over_to_duplicate() {
+    if !probed_in_parent(&[Backend::MirrorFlag, Backend::Duplicate]) {
+        return;
+    }
+    auto_hands_over(&[Deny::MremapFlag4(0)], &[Backend::MirrorFlag], Backend::Duplicate).unwrap();
+}
+
 /// The other refusal errnos a sandbox or kernel gives hand over too.
 #[test]
 fn mirror_flag_refused_with_eperm_eopnotsupp_or_enosys_hands_over_too() {

@@ -18,8 +18,9 @@
 //! - The next backend is *not* re-probed: its earlier probe proved that it mirrors on this
 //!   kernel, and a seccomp filter can only make a call fail, never change what a call that
 //!   runs does. A mapping call faked as successful without running (`SECCOMP_RET_ERRNO` with
-//!   errno 0) returns an address other than the target, which `sys::check_fixed` rejects; a
-//!   tracer that emulates calls (ptrace, `SECCOMP_RET_USER_NOTIF`) is trusted like a kernel.
+//!   errno 0) returns an address other than the target, which `sys::check_fixed` rejects as a
+//!   refusal (`EOPNOTSUPP`), so `Auto` hands over; a tracer that emulates calls (ptrace,
+//!   `SECCOMP_RET_USER_NOTIF`) is trusted like a kernel.
 //! - An explicitly requested backend does not hand over: it returns its own error, after the
 //!   same confirmation may have downgraded the cache.
 //! - When every backend is refused or unavailable, `Auto` fails with `Unsupported`, naming each
