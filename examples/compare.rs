@@ -798,6 +798,12 @@ fn main() {
         );
     }
     let rtt_end = core_round_trip();
+    if pinning_failed() {
+        println!(
+            "WARNING: a thread could not be pinned (see stderr): every figure above may come from unpinned \
+             threads, perhaps sharing one CPU."
+        );
+    }
     println!("{}", verdict_line(&recorded_probes()));
     println!(
         "Done in {:.1} s (load average now {:.2}; core-to-core round trip now {}).",
@@ -1456,7 +1462,7 @@ fn messages(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &mut Vec
     p.clear();
     println!("## Messages between two threads, 1 MiB queues\n");
     println!(
-        "One at a time: mirror-ring framed `try_send`/`try_recv` (a cursor store per message on each side) vs rtrb \
+        "One at a time: mirror-ring framed `try_send`/`try_recv` (a stamped frame per message; the consumer's cursor stored every 64 KiB) vs rtrb \
          `push`/`pop`, crossbeam `ArrayQueue` for reference. Batches of {MSG_BATCH}: mirror-ring `try_send_batch` of {MSG_BATCH} + \
          `try_recv_batch` vs rtrb `write_chunk_uninit({MSG_BATCH})` + `read_chunk` of everything readable. Blocking: \
          mirror-ring `send`/`recv` (its own spin and slip) vs the same rtrb `push`/`pop`; built in place: one at a \
@@ -1472,7 +1478,7 @@ fn messages(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &mut Vec
     for (k, &size) in MSG_SIZES.iter().enumerate() {
         let b = MSG_PER_SIZE * k;
         advice.push(format!(
-            "Framed {size}-byte messages: in batches (`send_batch` + `recv_batch`) {} M/s, {} rtrb's push/pop and {} \
+            "Framed {size}-byte messages: in batches (`try_send_batch` + `try_recv_batch`) {} M/s, {} rtrb's push/pop and {} \
              its chunks; one at a time (`send` / `recv`) {} M/s, {} rtrb's push/pop; one at a time built in place \
              (`reserve` + `commit` / `recv`) {} M/s, {} rtrb's push/pop (with `try_reserve` / `try_recv`: {} M/s, {}).",
             fmt_rate(out.median_rate(b + 3) / 1e6),

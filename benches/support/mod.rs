@@ -67,18 +67,35 @@ pub const CONSUMER_CPU: usize = 1;
 // Small system helpers
 // ---------------------------------------------------------------------------------------------
 
+/// Set once any [`pin_to`] failed: the figures may then come from unpinned threads, or from
+/// two threads on one CPU (a thread inherits its parent's mask).
+static PIN_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Pins the calling thread to `cpu`. Returns false if that is impossible (fewer CPUs, or a
-/// cpuset that excludes it); the measurement then runs unpinned.
+/// cpuset that excludes it); the measurement then runs unpinned, says so on stderr the first
+/// time, and [`pinning_failed`] tells the report.
 pub fn pin_to(cpu: usize) -> bool {
     // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
-        return false;
+    let pinned = cpu < 8 * std::mem::size_of::<libc::cpu_set_t>() && {
+        // SAFETY: cpu is below the set's capacity (checked just before).
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+    };
+    if !pinned && !PIN_FAILED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!(
+            "warning: cannot pin a thread to CPU {cpu} ({}): the figures come from unpinned threads, \
+             perhaps both on one CPU",
+            std::io::Error::last_os_error()
+        );
     }
-    // SAFETY: cpu is below the set's capacity (checked above).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
-    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+    pinned
+}
+
+/// Whether any [`pin_to`] failed in this process.
+pub fn pinning_failed() -> bool {
+    PIN_FAILED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the machine, so a forked
