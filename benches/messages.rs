@@ -2,9 +2,9 @@
 //! mirror-ring framed messages against rtrb, like with like, and crossbeam's `ArrayQueue` for
 //! reference.
 //!
-//! - One at a time: mirror-ring `try_send` / `try_recv` (a cursor store per message on each
-//!   side, the default) against rtrb `push` / `pop`.
-//! - Batched: mirror-ring `set_batch(128)` + `try_recv_batch` against rtrb
+//! - One at a time: mirror-ring `try_send` / `try_recv` (a stamped frame per message; the
+//!   consumer stores its cursor every 64 KiB) against rtrb `push` / `pop`.
+//! - Batched: mirror-ring `try_send_batch` of 128 + `try_recv_batch` against rtrb
 //!   `write_chunk_uninit(128)` + `read_chunk` (everything readable).
 //! - One at a time, blocking: mirror-ring `send` / `recv` (the crate's own spin, and its slip
 //!   after a run of frames) against the same rtrb `push` / `pop`.

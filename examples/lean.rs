@@ -185,9 +185,11 @@ fn main() {
     let mut rates = vec![Vec::new(); names.len()];
     for rep in 0..reps {
         let mut line = format!("rep {rep}:");
-        // Each repetition starts with a different contender.
-        for k in 0..names.len() {
-            let which = (k + rep) % names.len();
+        // Repetitions come in pairs: the order rotated by one per pair, then reversed, so no
+        // contender always runs first or right after the same other one.
+        let n = names.len();
+        for k in 0..n {
+            let which = (if rep % 2 == 1 { n - 1 - k } else { k } + rep / 2) % n;
             let took = match (which, size) {
                 (0, 8) => mirror_ring::<8>(queue, false, warm, count),
                 (0, _) => mirror_ring::<64>(queue, false, warm, count),

@@ -2,8 +2,8 @@
 //! goes through.
 //!
 //! - Every repetition runs each contender once, in an order rotated from one repetition to
-//!   the next (contender `i` runs at position `(i + rep) % n`), so no contender always runs
-//!   first, or always right after the same other one.
+//!   the next and reversed in every other one, so no contender always runs first, or always
+//!   right after the same other one.
 //! - Before the first repetition and after every repetition, a probe times the bare atomic
 //!   round trip between the two CPUs ([`probe_round_trip`]): the host moves the two vCPUs
 //!   closer together or farther apart, and every absolute figure moves with them. A repetition
@@ -223,10 +223,17 @@ pub struct Outcome {
     pub details: Vec<Option<String>>,
 }
 
-/// The position of each contender in repetition `rep`: `order(n, rep)[k]` is the contender
-/// that runs `k`-th.
+/// The order of the contenders in repetition `rep`: `rotation(n, rep)[k]` is the contender
+/// that runs `k`-th. Repetitions come in pairs: the order rotated by one per pair, then the
+/// same order reversed (a rotation alone keeps every contender right after the same other
+/// one; two contenders alternate which runs first).
 pub fn rotation(n: usize, rep: usize) -> Vec<usize> {
-    (0..n).map(|k| (k + rep) % n.max(1)).collect()
+    let rotated = (0..n).map(|k| (k + rep / 2) % n.max(1));
+    if rep % 2 == 1 {
+        rotated.rev().collect()
+    } else {
+        rotated.collect()
+    }
 }
 
 /// Calibrates every contender for `target`, then runs `reps` repetitions, each running every
