@@ -104,6 +104,7 @@ impl Ring {
             spin: Duration::ZERO,
             peer,
             counters: &counters,
+            kept: &mut false,
         };
         wait::wait_for(waiter, None, poll)
     }

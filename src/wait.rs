@@ -125,6 +125,9 @@ pub(crate) struct Waiter<'a> {
     pub(crate) spin: Duration,
     pub(crate) peer: &'a mut dyn PeerCheck,
     pub(crate) counters: &'a Counters,
+    /// In: the previous wait of this end returned on its deadline with its flag left raised
+    /// after a heavy barrier. Out: whether this wait did so.
+    pub(crate) kept: &'a mut bool,
 }
 
 /// Waits until `poll` returns `Some`, spinning for the spin budget first and then sleeping on
@@ -138,7 +141,8 @@ pub(crate) fn wait_for<T>(
     if let Some(r) = poll() {
         return r;
     }
-    let Waiter { hdr, role, park, spin, peer, counters } = w;
+    let Waiter { hdr, role, park, spin, peer, counters, kept } = w;
+    let mut kept_strong = std::mem::take(kept);
     // A peer already known (or now found) dead: do not wait a watch interval to say so again.
     // `gone` is rate-limited, so a busy ring pays a clock read here, not a system call.
     if peer.active() && peer.gone(hdr, counters) {
@@ -159,6 +163,11 @@ pub(crate) fn wait_for<T>(
         if deadline.is_some_and(|d| now >= d) {
             if armed {
                 counters.timed_out.bump();
+                if strong {
+                    // Leave the flag raised: the next wait need not pay the barrier again.
+                    *kept = true;
+                    armed = false;
+                }
             }
             break Err(Stop::TimedOut);
         }
@@ -182,9 +191,12 @@ pub(crate) fn wait_for<T>(
         let mut recheck = false;
         if !armed {
             // Relaxed: the barrier below orders this store before the recheck.
-            word.store(1, Ordering::Relaxed);
+            let was = word.swap(1, Ordering::Relaxed);
             counters.parks.bump();
-            (armed, strong, recheck) = (true, false, true);
+            // Still raised since the heavy barrier of our previous wait (nobody cleared it):
+            // every publish since then has seen it, so no new barrier is needed.
+            let still = std::mem::take(&mut kept_strong) && was == 1;
+            (armed, strong, recheck) = (true, still, true);
         }
         if !strong {
             if last_barrier.is_some_and(|t| now.duration_since(t) < REARM_INTERVAL) {
@@ -252,6 +264,14 @@ pub(crate) fn wait_for<T>(
     };
     if armed {
         word.store(0, Ordering::Relaxed);
+    } else if kept_strong {
+        // The flag kept from the previous wait was not touched in this one (it ended while
+        // spinning): keep it for the next if this one timed out too, else lower it.
+        if result.as_ref().err() == Some(&Stop::TimedOut) {
+            *kept = true;
+        } else {
+            word.store(0, Ordering::Relaxed);
+        }
     }
     result
 }

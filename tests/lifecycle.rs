@@ -454,3 +454,70 @@ fn a_dont_fork_ring_is_not_in_a_child_that_has_its_makers_pid() {
         s => assert_eq!(s, OK, "21: a claim did not fail, 22: a drop unmapped the child's memory, 23: changed it"),
     }
 }
+
+/// A reader polling an idle ring with short timeouts pays the heavy barrier once, not once
+/// per call: a wait that ends on its deadline leaves its flag raised, covered by the barrier
+/// it paid, for the next wait (membarrier's global form interrupts every CPU running a
+/// registered process). Between threads and on a shared ring.
+#[test]
+fn timed_waits_on_an_idle_ring_pay_the_heavy_barrier_once() {
+    for shared in [false, true] {
+        let (_tx, mut rx) = if shared {
+            let ring = RingOptions::new().capacity(4096).shared().unwrap();
+            (ring.clone().into_producer().unwrap(), ring.into_consumer().unwrap())
+        } else {
+            RingOptions::new().capacity(4096).build().unwrap()
+        };
+        let mut buf = [0u8; 16];
+        for _ in 0..100 {
+            assert_eq!(rx.read_timeout(&mut buf, Duration::from_millis(2)).unwrap_err().kind(), ErrorKind::TimedOut);
+        }
+        let s = rx.stats();
+        assert!(s.parks >= 100, "shared {shared}: {s:?}");
+        assert!(s.barriers <= 2, "shared {shared}: a heavy barrier per timed wait: {s:?}");
+    }
+}
+
+/// The flag a timed-out wait leaves raised still wakes the next wait at once, on both sides,
+/// with and without a spin budget: the time from the peer's call to the woken call's return
+/// stays far below the 100 ms bound a lost wake-up would wait for.
+#[test]
+fn a_flag_left_raised_by_timed_out_waits_still_wakes() {
+    let bound = Duration::from_millis(50);
+    for spin in [Duration::ZERO, Duration::from_micros(50)] {
+        let (mut tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(spin).build().unwrap();
+        let mut buf = [0u8; 8];
+        for _ in 0..5 {
+            assert_eq!(rx.read_timeout(&mut buf, Duration::from_millis(2)).unwrap_err().kind(), ErrorKind::TimedOut);
+        }
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let t = Instant::now();
+            tx.write_all(b"z").unwrap();
+            (t, tx)
+        });
+        assert_eq!(rx.read_timeout(&mut buf, Duration::from_secs(5)).unwrap(), 1);
+        let woke = Instant::now();
+        let (t, _tx) = writer.join().unwrap();
+        assert!(woke.saturating_duration_since(t) < bound, "reader, spin {spin:?}: {:?}", woke - t);
+        assert_eq!(rx.stats().lost_wakeups, 0);
+
+        let (mut tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(spin).build().unwrap();
+        tx.write_all(&[0; 4096]).unwrap();
+        for _ in 0..5 {
+            assert_eq!(tx.write_timeout(b"a", Duration::from_millis(2)).unwrap_err().kind(), ErrorKind::TimedOut);
+        }
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let mut b = [0u8; 100];
+            let t = Instant::now();
+            rx.read_exact(&mut b).unwrap();
+            (t, rx)
+        });
+        assert_eq!(tx.write_timeout(b"a", Duration::from_secs(5)).unwrap(), 1);
+        let woke = Instant::now();
+        let (t, _rx) = reader.join().unwrap();
+        assert!(woke.saturating_duration_since(t) < bound, "writer, spin {spin:?}: {:?}", woke - t);
+        assert_eq!(tx.stats().lost_wakeups, 0);
+    }
+}

@@ -63,6 +63,13 @@
 //! raised with a local fence only and the sleep is cut to the rest of the interval, so a
 //! wake-up missed for want of the barrier costs at most that long.
 //!
+//! The same holds across calls: a blocking call that ends on its timeout leaves its flag
+//! raised, and the end's next wait finds it still raised (nobody cleared it since the
+//! barrier) and pays no new barrier. So a loop of `read_timeout`s on an idle ring pays one
+//! barrier, not one per call. The price is one wake-up the peer sends for nothing at its next
+//! publish. A call that finds the flag cleared (a wake-up, or an async park in between: an
+//! end made async forgets the flag) pays the barrier again.
+//!
 //! # Async ends
 //!
 //! An async end (feature `tokio`) parks on the same flag with the same heavy half, once per

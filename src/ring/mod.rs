@@ -261,6 +261,9 @@ struct End {
     /// How this end parks (`header::PARK_*`), as recorded in its role slot (downgraded if its
     /// barrier fails).
     park: Cell<Park>,
+    /// The last wait ended on its deadline with the waiter flag left raised after a heavy
+    /// barrier (`wait::Waiter::kept`).
+    kept: Cell<bool>,
     /// Watches the peer process (rings between processes only).
     peer: Option<RefCell<ProcessWatch>>,
     /// The fork generation this end was claimed in: a forked child must not use it. [`SHUT`]
@@ -290,6 +293,7 @@ impl End {
             spin,
             role,
             park: Cell::new(park),
+            kept: Cell::new(false),
             peer: peer.map(RefCell::new),
             generation: sync::fork_generation(),
             token,
@@ -363,6 +367,15 @@ impl End {
         }
     }
 
+    /// Checks that this end can become an async one, and forgets a waiter flag its last
+    /// blocking wait left raised (`wait::Waiter::kept`): an async park raises and clears the
+    /// same word on its own terms, so a later blocking wait must not count on it.
+    #[cfg(feature = "tokio")]
+    fn enter_async(&self) -> io::Result<()> {
+        self.kept.set(false);
+        self.header_or_err().map(|_| ())
+    }
+
     /// Closes this end's role (if it is still this end's) and wakes the peer.
     fn close(&self, hdr: &Header) {
         let _ = protocol::close(hdr, self.role, self.token);
@@ -396,9 +409,11 @@ impl End {
             None => &mut none,
         };
         let mut park = self.park.get();
-        let waiter = Waiter { hdr, role: self.role, park: &mut park, spin: self.spin, peer, counters };
+        let mut kept = self.kept.get();
+        let waiter = Waiter { hdr, role: self.role, park: &mut park, spin: self.spin, peer, counters, kept: &mut kept };
         let r = wait::wait_for(waiter, deadline, || poll(hdr));
         self.park.set(park);
+        self.kept.set(kept);
         r
     }
 

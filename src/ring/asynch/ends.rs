@@ -44,7 +44,7 @@ impl Producer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn into_async(self) -> io::Result<AsyncProducer> {
-        self.end.header_or_err()?;
+        self.end.enter_async()?;
         Ok(AsyncProducer { inner: self, parking: Parking::default(), shut: false })
     }
 }
@@ -81,7 +81,7 @@ impl Consumer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn into_async(self) -> io::Result<AsyncConsumer> {
-        self.end.header_or_err()?;
+        self.end.enter_async()?;
         Ok(AsyncConsumer { inner: self, parking: Parking::default() })
     }
 }
@@ -109,7 +109,7 @@ impl FramedProducer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn into_async(self) -> io::Result<AsyncFramedProducer> {
-        self.byte_end().end.header_or_err()?;
+        self.byte_end().end.enter_async()?;
         Ok(AsyncFramedProducer { inner: self, parking: Parking::default() })
     }
 }
@@ -140,7 +140,7 @@ impl FramedConsumer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn into_async(self) -> io::Result<AsyncFramedConsumer> {
-        self.byte_end().end.header_or_err()?;
+        self.byte_end().end.enter_async()?;
         Ok(AsyncFramedConsumer { inner: self, parking: Parking::default() })
     }
 }
