@@ -132,7 +132,12 @@
 //! The price: a dropped [`Frame`](crate::Frame)'s bytes reach the producer with the next
 //! release, not at once, so a producer that polls with `try_send` (and never parks) can see
 //! `WouldBlock` while up to a quarter of the ring waits to be released by a consumer that is
-//! busy elsewhere. A blocking `send` parks, which the consumer's next receive notices.
+//! busy elsewhere. A blocking `send` parks, which the consumer's next receive notices; until
+//! that call, the parked producer waits (up to its timeout, if it has one). So a consumer
+//! that stops receiving while its producer may need the room it gave back (it waits for the
+//! producer on another channel, or both ends run on one thread) must hand it over first: one
+//! more `try_recv` (its `WouldBlock` releases; a frame it returns is released in turn at the
+//! next call), or [`into_inner`](crate::FramedConsumer::into_inner), or dropping the consumer.
 //!
 //! # Hostile producers
 //!

@@ -596,7 +596,8 @@ impl fmt::Debug for FramedConsumer {
 
 /// One message, lent straight out of the ring by [`FramedConsumer::recv`]: derefs to its
 /// bytes (one contiguous, 8-byte aligned slice). Dropping it gives the bytes back to the
-/// producer.
+/// producer, with the consumer's next release: at its next receive, or once a quarter of the
+/// ring is waiting ([`docs::framing`](crate::docs::framing), "Releases").
 ///
 /// # Examples
 ///

@@ -587,6 +587,23 @@ mod tests {
         assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[4; 3960]);
     }
 
+    /// A dropped frame's bytes reach a producer waiting for room with the consumer's next
+    /// call, not at the drop (`docs::framing`, "Releases"): the producer times out until that
+    /// call, and goes on right after it.
+    #[test]
+    fn a_dropped_frame_reaches_a_waiting_producer_at_the_next_call() {
+        let (tx, rx) = crate::channel(4096).unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        tx.send(&[1; 1000]).unwrap();
+        tx.send(&[2; 3000]).unwrap();
+        drop(rx.recv().unwrap().unwrap());
+        let wait = std::time::Duration::from_millis(30);
+        assert_eq!(tx.send_timeout(&[3; 1000], wait).unwrap_err().kind(), ErrorKind::TimedOut);
+        // The consumer's next call hands the room over.
+        assert_eq!(rx.try_recv().unwrap().unwrap().len(), 3000);
+        tx.send_timeout(&[3; 1000], wait).unwrap();
+    }
+
     /// Stamps a hostile frame of `len` bytes (payload `fill`) at `p` without moving head, as a
     /// producer may: the consumer can take it by its stamp.
     fn forge_stamped(tx: &super::FramedProducer, p: u64, len: usize, fill: u8) {
