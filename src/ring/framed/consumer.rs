@@ -429,9 +429,16 @@ impl FramedConsumer {
         // At most about an eighth of the ring per call (at least one frame): a batch releases
         // nothing until it ends, and a producer waiting on a full ring should not wait for a
         // whole ring's worth of frames. Frames past the bound are left to the next call.
-        let bound = self.link.batch_bound(start, self.batch_limit);
-        // The bound as a distance from the start, never more than the batch limit.
-        let span = bound.wrapping_sub(start);
+        let limit = self.batch_limit;
+        // Stamped frames are taken only while they end at or before `bound`, so the room
+        // `bound - q` never wraps. Two frames are not checked against it, and may end past
+        // it: the first (taken before the bound was known) and any taken through head below
+        // (committed, so inside the producer's room). After either, `bound` moves to that
+        // frame's end: from there no frame is taken by its stamp, and the limit ends the batch.
+        let mut bound = self.link.batch_bound(start, limit);
+        let reach =
+            |bound: u64, end: u64| if end.wrapping_sub(start) > bound.wrapping_sub(start) { end } else { bound };
+        bound = reach(bound, start.wrapping_add(size as u64));
         // Releases what `f` has seen, also if it panics.
         let mut done = Release { consumer: self, seen: start };
         // The loop keeps the cursor (`done.seen`) and the last header (`known`) in locals: `f`
@@ -448,13 +455,6 @@ impl FramedConsumer {
             // the producer does not write them until they are released, after `f` returns.
             f(unsafe { std::slice::from_raw_parts(words.at(q).add(HEADER), len) });
             let q = done.seen;
-            // At or past the bound: the batch ends. A first frame larger than the batch limit,
-            // or one taken through head below, can end past it; from there `bound - q` would
-            // wrap and admit a frame of any size by its stamp (and no limit would end the
-            // call). Past the check, `q < bound`: every room below is exact.
-            if q.wrapping_sub(start) >= span {
-                break false;
-            }
             // Acquire: as in `link::Receiver::poll_word` (pairs with the stamp's Release).
             let word = words.load(q, Ordering::Acquire);
             if let Some(frame) = known.repeat(Stamp, word, q, bound.wrapping_sub(q)) {
@@ -467,9 +467,13 @@ impl FramedConsumer {
                     known = c.link.known();
                     frame
                 }
+                None if q.wrapping_sub(start) >= limit as u64 => break false,
                 // This call owns the end (checked above or in `recv_slow`).
                 None => match c.link.committed(c.inner.end.header_checked(), &mut c.inner.cur, &words) {
-                    Some(Ok(frame)) => frame,
+                    Some(Ok(frame)) => {
+                        bound = reach(bound, q.wrapping_add(frame.1 as u64));
+                        frame
+                    }
                     Some(Err(_)) => break true,
                     None => break false,
                 },
