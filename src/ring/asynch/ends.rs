@@ -189,10 +189,7 @@ impl AsyncProducer {
 
     /// The byte-level producer, mutably (its `try_*` calls and grants never block).
     pub fn get_mut(&mut self) -> &mut Producer {
-        // A park a cancelled call left behind ends here: a blocking call on the inner end
-        // parks on the same waiter word, and the leftover registration would take its wake-up.
-        self.parking.settle(&self.inner);
-        &mut self.inner
+        self.parking.hand_out(&mut self.inner)
     }
 
     /// Gives the blocking producer back.
@@ -377,10 +374,7 @@ impl AsyncConsumer {
 
     /// The byte-level consumer, mutably (its `try_*` calls and grants never block).
     pub fn get_mut(&mut self) -> &mut Consumer {
-        // A park a cancelled call left behind ends here: a blocking call on the inner end
-        // parks on the same waiter word, and the leftover registration would take its wake-up.
-        self.parking.settle(&self.inner);
-        &mut self.inner
+        self.parking.hand_out(&mut self.inner)
     }
 
     /// Gives the blocking consumer back.
@@ -651,10 +645,7 @@ impl AsyncFramedProducer {
     /// The framed producer underneath, for its non-blocking calls (`try_send`, `try_reserve`,
     /// `try_send_batch`, `flush`, `set_batch`).
     pub fn get_mut(&mut self) -> &mut FramedProducer {
-        // A park a cancelled call left behind ends here: a blocking call on the inner end
-        // parks on the same waiter word, and the leftover registration would take its wake-up.
-        self.parking.settle(&self.inner);
-        &mut self.inner
+        self.parking.hand_out(&mut self.inner)
     }
 
     /// The framed producer underneath.
@@ -762,10 +753,7 @@ impl AsyncFramedConsumer {
     /// The framed consumer underneath, for its non-blocking calls (`try_recv`,
     /// `try_recv_batch`, `try_recv_into`).
     pub fn get_mut(&mut self) -> &mut FramedConsumer {
-        // A park a cancelled call left behind ends here: a blocking call on the inner end
-        // parks on the same waiter word, and the leftover registration would take its wake-up.
-        self.parking.settle(&self.inner);
-        &mut self.inner
+        self.parking.hand_out(&mut self.inner)
     }
 
     /// The framed consumer underneath.

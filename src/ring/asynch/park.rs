@@ -219,6 +219,14 @@ impl Parking {
         }
     }
 
+    /// The end, mutably, for its own calls (an async end's `get_mut`), after ending a park a
+    /// cancelled call left behind: a blocking call on the end parks on the same waiter word,
+    /// and the leftover registration would take its wake-up.
+    pub(crate) fn hand_out<'a, E: ParkEnd + ?Sized>(&mut self, end: &'a mut E) -> &'a mut E {
+        self.settle(end);
+        end
+    }
+
     /// Ends a park: lowers our flag if it is still raised and drops our registration. Counts
     /// how the park ended (woken by the peer, or a lost wake-up found by a timer).
     pub(crate) fn settle<E: ParkEnd + ?Sized>(&mut self, end: &E) {
