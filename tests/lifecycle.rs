@@ -395,8 +395,6 @@ fn a_stream_between_processes_loses_no_wakeup() {
 /// fails with `Unsupported`, nor unmapped by a drop. Needs the right to make PID namespaces
 /// (skipped, saying so, without it).
 #[test]
-// The child maps the ring's range itself, as an allocation could.
-#[allow(clippy::disallowed_methods)]
 fn a_dont_fork_ring_is_not_in_a_child_that_has_its_makers_pid() {
     let page = common::page_size();
     let status = in_child(|| {
@@ -418,24 +416,8 @@ fn a_dont_fork_ring_is_not_in_a_child_that_has_its_makers_pid() {
             in_child(move || {
                 // SAFETY: getpid cannot fail.
                 assert_eq!(unsafe { libc::getpid() }, 1, "the child has its maker's pid");
-                // SAFETY: MAP_FIXED_NOREPLACE fails rather than replace anything: the range is
-                // free here (MADV_DONTFORK), so this is the child's own fresh memory.
-                let p = unsafe {
-                    libc::mmap(
-                        base as *mut libc::c_void,
-                        total,
-                        libc::PROT_READ | libc::PROT_WRITE,
-                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                        -1,
-                        0,
-                    )
-                };
-                if p as usize != base {
-                    return 20;
-                }
-                // SAFETY: the child's own mapping of `total` bytes.
-                let mine = unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), total) };
-                mine.fill(0x5a);
+                // The range is free here (MADV_DONTFORK): the child's own memory goes there.
+                let Some(mine) = common::take_range(base, total) else { return 20 };
                 let claimed = ring.clone().into_consumer();
                 if !matches!(&claimed, Err(e) if e.kind() == ErrorKind::Unsupported) {
                     return 21;

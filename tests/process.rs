@@ -446,22 +446,10 @@ fn a_dont_fork_ring_does_not_exist_in_a_child_and_its_drop_there_unmaps_nothing(
         let status = in_child(|| {
             let (mut tx, ring) = (tx_slot.take().unwrap(), ring_slot.take().unwrap());
             // The range is empty here: the kernel may hand it to anyone. Take it ourselves.
-            // SAFETY: MAP_FIXED_NOREPLACE fails rather than replace anything.
-            let p = unsafe {
-                libc::mmap(
-                    base as *mut libc::c_void,
-                    total,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                    -1,
-                    0,
-                )
-            };
-            if p as usize != base {
+            let Some(mine) = common::take_range(base, total) else {
                 return 20; // the ring's range was still mapped in the child
-            }
-            // SAFETY: our own fresh mapping of `total` bytes.
-            unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0x5a, total) };
+            };
+            let p = mine.as_mut_ptr();
             let claim = ring.clone().into_consumer();
             if !matches!(&claim, Err(e) if e.kind() == ErrorKind::Unsupported) {
                 return 21;

@@ -95,6 +95,32 @@ pub fn mapped_at(addr: usize, len: usize) -> bool {
     })
 }
 
+/// Maps `len` fresh bytes of anonymous private memory at exactly `addr`, filled with 0x5a, as
+/// any allocation of the process could take a free range: `None` if anything is mapped there
+/// already (`MAP_FIXED_NOREPLACE` fails rather than replace it). The mapping lives until the
+/// process ends.
+#[allow(clippy::disallowed_methods)] // a test playing an allocation that takes a free range
+pub fn take_range(addr: usize, len: usize) -> Option<&'static mut [u8]> {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p as usize != addr {
+        return None;
+    }
+    // SAFETY: our own fresh mapping of `len` bytes, never unmapped by this code.
+    let mine = unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len) };
+    mine.fill(0x5a);
+    Some(mine)
+}
+
 /// The open descriptors of this process, sorted.
 pub fn open_fds() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir("/proc/self/fd")
