@@ -96,8 +96,11 @@ pub struct Stats {
     pub spins: u64,
     /// Times the end raised its waiter flag to sleep.
     pub parks: u64,
-    /// Heavy barriers (`membarrier`) the end issued to park: at most one per park, and fewer
-    /// when wake-ups that did not satisfy the call come faster than once a millisecond.
+    /// Heavy barriers the end issued to park: at most one per park, and fewer when wake-ups
+    /// that did not satisfy the call come faster than once a millisecond, or when a timed-out
+    /// wait left its flag raised for the next. Counted as issued: a `membarrier`, or, for an
+    /// end that parks with full fences (no membarrier here), the fence in its place; a
+    /// `membarrier` that failed (and moved the end to fences) counts too.
     pub barriers: u64,
     /// Futex sleeps (a park may sleep several times: every sleep is bounded).
     pub sleeps: u64,
@@ -116,7 +119,8 @@ pub struct Stats {
     /// Peer checks that could not tell whether the peer lives (no descriptor left, `/proc`
     /// unreadable, another PID namespace); retried, never taken for a death.
     pub peer_unknown: u64,
-    /// `FUTEX_WAKE` calls this end made to wake its parked peer.
+    /// Wake-ups this end sent its parked peer: `FUTEX_WAKE` calls, and, for a peer parked in
+    /// an async task of this process, direct wakes of its `Waker` (no system call).
     pub wakes_sent: u64,
 }
 
