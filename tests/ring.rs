@@ -236,6 +236,31 @@ fn grants_are_contiguous_bounded_and_checked() {
     g.release(4096).unwrap();
 }
 
+/// A grant asked for again with nothing released or committed since (a parser that found an
+/// incomplete record, a writer that needs a larger record) sees what the peer did meanwhile,
+/// as `fill_buf` does, rather than the same cached view on every retry.
+#[test]
+fn a_retried_grant_sees_the_peers_progress() {
+    let (mut tx, mut rx) = channel(4096).unwrap();
+    tx.write_all(b"AAAA\nBB").unwrap();
+    let g = rx.read_grant_blocking(1).unwrap();
+    let line = g.iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    g.release(line).unwrap();
+    tx.write_all(b"B\n").unwrap(); // completes the line
+    let g = rx.read_grant(1).unwrap();
+    assert_eq!(&*g, b"BB", "the rest of the grant, as it was seen");
+    drop(g);
+    assert_eq!(&*rx.read_grant(1).unwrap(), b"BBB\n", "asked again without a release");
+
+    let (mut tx, mut rx) = channel(4096).unwrap();
+    tx.write_all(&[0; 2000]).unwrap();
+    let mut sink = [0; 2000];
+    rx.read_exact(&mut sink).unwrap();
+    let first = tx.write_grant(1).unwrap().len();
+    assert!(first >= 2096, "{first}");
+    assert_eq!(tx.write_grant(1).unwrap().len(), 4096, "asked again without a commit");
+}
+
 #[test]
 fn a_blocked_reader_wakes_on_data_and_on_close() {
     for spin in [Duration::ZERO, Duration::from_micros(50)] {

@@ -232,9 +232,15 @@ impl Consumer {
         Ok(n)
     }
 
-    /// Lends every readable byte as one contiguous slice, if at least `min` are readable; never
+    /// Lends the readable bytes as one contiguous slice, if at least `min` are readable; never
     /// blocks. [`release`](ReadGrant::release) frees what was consumed. The grant is never
     /// shorter than `min`.
+    ///
+    /// As [`fill_buf`](std::io::BufRead::fill_buf): the bytes this end knows of, which are
+    /// all of them on the first grant and whenever the previous one was released in full; the
+    /// rest of the previous grant after a partial release; and, asked for again with nothing
+    /// released since (a parser that found an incomplete record), the producer's cursor loaded
+    /// afresh, so it sees every byte published meanwhile.
     ///
     /// At the end of the stream (the producer closed): if at least `min` bytes remain, they
     /// are lent as usual; if fewer remain, that is `UnexpectedEof` (the bytes stay readable
@@ -292,6 +298,12 @@ impl Consumer {
 
     #[inline]
     fn grant_with(&mut self, min: usize, wait: Wait) -> io::Result<ReadGrant<'_>> {
+        // As `fill_buf`: asked again without a release since the last view, reload the
+        // producer's cursor, or a retry on an incomplete record never sees new bytes.
+        let hdr = self.end.header_or_err()?;
+        if self.cur.view(hdr).is_err() {
+            return Err(poisoned_error());
+        }
         let len = self.available(min, wait)?;
         Ok(ReadGrant { ptr: self.read_ptr(), len, consumer: self })
     }
@@ -416,7 +428,8 @@ impl Read for Consumer {
 
 /// `fill_buf` returns the readable bytes as one slice (contiguous across the wrap). It blocks
 /// only while nothing is readable, and returns an empty slice at end of stream. `consume`
-/// releases bytes to the producer (clamped to what `fill_buf` returned).
+/// releases bytes to the producer (clamped to what is readable, which may include bytes
+/// published after the `fill_buf`).
 ///
 /// When it looks for new bytes: like `std::io::BufReader`, `fill_buf` first hands out what it
 /// already holds. After a `consume` of part of the bytes it returned, the next `fill_buf`

@@ -201,8 +201,13 @@ impl Producer {
         Ok(())
     }
 
-    /// Lends all free space as one contiguous slice, if at least `min` bytes are free; never
+    /// Lends the free space as one contiguous slice, if at least `min` bytes are free; never
     /// blocks. Write into the grant, then [`commit`](WriteGrant::commit) how much to publish.
+    ///
+    /// The grant is the free space this end knows of: all of it when the consumer's cursor was
+    /// just loaded, perhaps less when the cached cursor already shows `min` bytes. A grant
+    /// asked for again with nothing committed since (a retry for a larger record) loads the
+    /// consumer's cursor afresh, so it sees every byte freed meanwhile.
     ///
     /// # Errors
     ///
@@ -246,7 +251,10 @@ impl Producer {
 
     #[inline]
     fn grant_with(&mut self, min: usize, wait: Wait) -> io::Result<WriteGrant<'_>> {
-        let len = self.reserve(min, min, wait)?;
+        // Asked again without a commit since the last grant: reload the consumer's cursor, or
+        // a retry for more room never sees the space released since.
+        let want = if self.cur.regrant() { self.capacity() } else { min };
+        let len = self.reserve(min, want, wait)?;
         Ok(WriteGrant { ptr: self.write_ptr(), len, producer: self })
     }
 }
@@ -301,7 +309,7 @@ impl WriteGrant<'_> {
         self.producer.commit(n)
     }
 
-    /// The grant's length (all the free space at the time it was made).
+    /// The grant's length (the free space this end knew of when it was made, at least `min`).
     pub fn len(&self) -> usize {
         self.len
     }
