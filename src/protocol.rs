@@ -64,8 +64,6 @@ pub(crate) struct ProducerCursor {
     /// The head this end started from (`attach`): while the head is still there, this end has
     /// written nothing (a framed newcomer checks for a frame stamped past it, `link::Sender::resume`).
     attached_at: u64,
-    /// The head at the last byte grant (`Producer::write_grant`), if there was one.
-    granted_at: Option<u64>,
     cap: u64,
     poisoned: bool,
     /// The peer's park code that lets a publish wake it after a compiler fence only
@@ -95,7 +93,6 @@ impl ProducerCursor {
             published: head,
             cached_tail: tail,
             attached_at: head,
-            granted_at: None,
             cap,
             poisoned: false,
             light: u32::MAX,
@@ -119,12 +116,6 @@ impl ProducerCursor {
     /// started).
     pub(crate) fn fresh(&self) -> bool {
         self.head == self.attached_at
-    }
-
-    /// Records a byte grant at the current head; returns whether the previous one was made at
-    /// this head too (the caller asks again without having committed anything).
-    pub(crate) fn regrant(&mut self) -> bool {
-        self.granted_at.replace(self.head) == Some(self.head)
     }
 
     /// Where the next byte goes: `head & (N - 1)`.

@@ -236,11 +236,11 @@ impl Consumer {
     /// blocks. [`release`](ReadGrant::release) frees what was consumed. The grant is never
     /// shorter than `min`.
     ///
-    /// As [`fill_buf`](std::io::BufRead::fill_buf): the bytes this end knows of, which are
-    /// all of them on the first grant and whenever the previous one was released in full; the
-    /// rest of the previous grant after a partial release; and, asked for again with nothing
-    /// released since (a parser that found an incomplete record), the producer's cursor loaded
-    /// afresh, so it sees every byte published meanwhile.
+    /// The bytes this end knows of: all of them when the producer's cursor is loaded (on the
+    /// first grant, and whenever fewer than `min` bytes are cached); otherwise what the cache
+    /// shows, such as the rest of the previous grant after a partial release, also if more was
+    /// published since. So a parser that found an incomplete record must ask again with the
+    /// size it needs as `min`: asked again with the same `min`, a grant lends the same bytes.
     ///
     /// At the end of the stream (the producer closed): if at least `min` bytes remain, they
     /// are lent as usual; if fewer remain, that is `UnexpectedEof` (the bytes stay readable
@@ -298,12 +298,6 @@ impl Consumer {
 
     #[inline]
     fn grant_with(&mut self, min: usize, wait: Wait) -> io::Result<ReadGrant<'_>> {
-        // As `fill_buf`: asked again without a release since the last view, reload the
-        // producer's cursor, or a retry on an incomplete record never sees new bytes.
-        let hdr = self.end.header_or_err()?;
-        if self.cur.view(hdr).is_err() {
-            return Err(poisoned_error());
-        }
         let len = self.available(min, wait)?;
         Ok(ReadGrant { ptr: self.read_ptr(), len, consumer: self })
     }

@@ -204,10 +204,10 @@ impl Producer {
     /// Lends the free space as one contiguous slice, if at least `min` bytes are free; never
     /// blocks. Write into the grant, then [`commit`](WriteGrant::commit) how much to publish.
     ///
-    /// The grant is the free space this end knows of: all of it when the consumer's cursor was
-    /// just loaded, perhaps less when the cached cursor already shows `min` bytes. A grant
-    /// asked for again with nothing committed since (a retry for a larger record) loads the
-    /// consumer's cursor afresh, so it sees every byte freed meanwhile.
+    /// The grant is the free space this end knows of: all of it when the consumer's cursor is
+    /// loaded (whenever fewer than `min` bytes are known to be free), otherwise what the cached
+    /// cursor shows. So a writer that needs room for a larger record must ask again with that
+    /// size as `min`: asked again with the same `min`, a grant lends the same room.
     ///
     /// # Errors
     ///
@@ -251,10 +251,7 @@ impl Producer {
 
     #[inline]
     fn grant_with(&mut self, min: usize, wait: Wait) -> io::Result<WriteGrant<'_>> {
-        // Asked again without a commit since the last grant: reload the consumer's cursor, or
-        // a retry for more room never sees the space released since.
-        let want = if self.cur.regrant() { self.capacity() } else { min };
-        let len = self.reserve(min, want, wait)?;
+        let len = self.reserve(min, min, wait)?;
         Ok(WriteGrant { ptr: self.write_ptr(), len, producer: self })
     }
 }
