@@ -76,15 +76,22 @@
 //!   can fake, naming a living process: the survivor then waits for that process instead of
 //!   reporting the death. That gains nothing it could not do before: it could have named a
 //!   living process from the start (hiding a death, above). Calls with a timeout still end.
+//! - **Make a holder and a taker both own a role, by rewinding the epoch.** A taker's epoch is
+//!   the one it finds in the slot plus one, and an end stops only at another epoch. A writer
+//!   that sets the slot to the holder's epoch less one (or to free, epoch 0) makes the next
+//!   taker (or claimant) land on the holder's own epoch, and both ends then write: nothing
+//!   out of bounds (each end's cursors are its own, and the peer's are validated), but the
+//!   stream's bytes are corrupt, as a writer of the header could make them anyway. Only a
+//!   slot that an honest process wrote last is safe from this.
 //!
 //! What it cannot do: make two takers both win (the take-over is one compare-and-swap of the
-//! whole claim word), make a holder and a taker both own a role (every end compares the word
-//! before it touches the header, and a close is a compare-and-swap against the end's own
-//! word), take over a role whose slot names a living process with its own start time (a
-//! death needs the kernel's proof about the process the slot names), or make the newcomer go
-//! out of bounds: the
-//! cursors it resumes at are validated when it attaches (`InvalidData`, the role closed and
-//! the ring poisoned, as for a claim) and at every refresh after.
+//! whole claim word), make a holder and a taker both own a role without rewriting the slot's
+//! epoch as above (every end compares the word before it touches the header, and a close is
+//! a compare-and-swap against the end's own word), take over a role whose slot names a
+//! living process with its own start time (a death needs the kernel's proof about the
+//! process the slot names), or make the newcomer go out of bounds: the cursors it resumes at
+//! are validated when it attaches (`InvalidData`, the role closed and the ring poisoned, as
+//! for a claim) and at every refresh after.
 //!
 //! # Which calls are sound with an untrusted peer
 //!
