@@ -481,10 +481,12 @@ impl FrameModel {
     }
 
     /// What a claim of `len` bytes does before the frame is written: refused (`None`) when too
-    /// long; otherwise the first claim skips the alignment padding; then the frame fits, or
-    /// the producer publishes what is pending and reports `WouldBlock`.
+    /// long, after the producer publishes what is pending; otherwise the first claim skips the
+    /// alignment padding; then the frame fits, or the producer publishes what is pending and
+    /// reports `WouldBlock`.
     fn claim(&mut self, len: usize) -> Option<bool> {
         if len > self.max {
+            self.publish();
             return None;
         }
         if self.pad != 0 {

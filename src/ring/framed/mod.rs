@@ -604,6 +604,27 @@ mod tests {
         tx.send_timeout(&[3; 1000], wait).unwrap();
     }
 
+    /// A message too long for the ring fails with `InvalidInput`, and the frames `set_batch`
+    /// held back go out with that call, as with any other failure (`docs::framing`).
+    #[test]
+    fn a_too_long_message_publishes_the_frames_held_back() {
+        let (tx, rx) = crate::channel(4096).unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        tx.set_batch(8);
+        for send_batch in [false, true] {
+            tx.send(b"p1").unwrap();
+            assert_ne!(tx.inner.cur.unpublished(), 0);
+            let e = if send_batch {
+                tx.send_batch(&[vec![0; 5000]]).unwrap_err()
+            } else {
+                tx.send(&[0; 5000]).unwrap_err()
+            };
+            assert_eq!(e.kind(), ErrorKind::InvalidInput);
+            assert_eq!(tx.inner.cur.unpublished(), 0, "send_batch {send_batch}: held back");
+            assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"p1");
+        }
+    }
+
     /// Stamps a hostile frame of `len` bytes (payload `fill`) at `p` without moving head, as a
     /// producer may: the consumer can take it by its stamp.
     fn forge_stamped(tx: &super::FramedProducer, p: u64, len: usize, fill: u8) {

@@ -476,7 +476,8 @@ impl FramedProducer {
         // pages may not even exist (`dont_fork`).
         self.inner.end.header_or_err()?;
         if len > self.max_len {
-            return Err(too_long(len, self.max_len));
+            // As for any other failure: the frames held back go out now.
+            return Err(self.failed(too_long(len, self.max_len)));
         }
         if self.skip != 0 {
             self.align(wait)?;
