@@ -206,10 +206,6 @@ mod imp {
     /// `Global` or `Private` when the registration succeeded, `Fence` otherwise.
     /// `between_processes`: the peer may live in another process.
     pub(crate) fn register_process(between_processes: bool) -> Park {
-        // Not a `Once`: a process that forks while another thread runs a `Once` leaves its
-        // child a `Once` marked "running" that no thread will ever finish, and the child's
-        // first claim would hang. Two threads racing here both install the handler, which is
-        // harmless (a child then bumps the generation twice).
         if !track_forks() {
             // Without the handler a forked child could not tell that its ends are copies.
             // pthread_atfork fails only on ENOMEM; the ring still works, with full fences.
@@ -234,8 +230,10 @@ mod imp {
     /// Installs (once) the atfork handler that moves a forked child to the next fork
     /// generation; whether it is installed (`pthread_atfork` fails only on ENOMEM).
     pub(crate) fn track_forks() -> bool {
-        // Not a `Once`: see `register_process`. Two threads racing here both install the
-        // handler, which is harmless (a child then moves on by two generations).
+        // Not a `Once`: a process that forks while another thread runs a `Once` leaves its
+        // child a `Once` marked "running" that no thread will ever finish, and the child's
+        // first claim would hang. Two threads racing here both install the handler, which is
+        // harmless (a child then moves on by two generations).
         static ATFORK: AtomicU8 = AtomicU8::new(UNKNOWN);
         if ATFORK.load(Ordering::Relaxed) == UNKNOWN {
             let v = if sys::at_fork_child(after_fork_in_child).is_ok() { REGISTERED } else { UNAVAILABLE };
