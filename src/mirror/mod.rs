@@ -292,12 +292,13 @@ pub struct MirrorMap {
     backend: Backend,
     /// The memfd, for `Backend::Memfd`.
     fd: Option<OwnedFd>,
-    /// For a `dont_fork` map: the process that made it, as its pid and fork generation. A
-    /// forked child inherits this struct but not the mapping (`MADV_DONTFORK`), so there the
-    /// range is someone else's. The pid alone does not tell: a child forked into a new PID
-    /// namespace, or a descendant after the maker died and its pid was reused, can have it;
-    /// every forked child has moved on to another fork generation.
-    dont_fork_owner: Option<(libc::pid_t, usize)>,
+    /// For a `dont_fork` map: the fork generation of the process that made it. A forked child
+    /// inherits this struct but not the mapping (`MADV_DONTFORK`), so there the range is
+    /// someone else's; every forked child has moved on to another generation (the handler that
+    /// moves it is installed before the map is handed out). A pid would not tell: a child
+    /// forked into a new PID namespace, or a descendant after the maker died and its pid came
+    /// round again, can have the maker's.
+    dont_fork_owner: Option<usize>,
 }
 
 // SAFETY: MirrorMap owns a memory range, like a Box<[u8]> would; it hands out raw pointers
@@ -455,8 +456,7 @@ impl MirrorMap {
     /// Whether the mapping exists in this process: false only in a forked child of the process
     /// that made a `dont_fork` map (the child inherited the struct, not the memory).
     pub(crate) fn mapped_here(&self) -> bool {
-        self.dont_fork_owner
-            .map_or(true, |(pid, generation)| generation == crate::sync::fork_generation() && pid == sys::getpid())
+        self.dont_fork_owner.map_or(true, |generation| generation == crate::sync::fork_generation())
     }
 
     /// Applies the optional steps (prefault, DONTFORK); on failure `self` drops and unmaps.
@@ -483,7 +483,7 @@ impl MirrorMap {
                      (pthread_atfork: out of memory)",
                 ));
             }
-            self.dont_fork_owner = Some((sys::getpid(), crate::sync::fork_generation()));
+            self.dont_fork_owner = Some(crate::sync::fork_generation());
         }
         Ok(self)
     }
