@@ -171,6 +171,50 @@ fn writes_after_the_consumer_left_are_broken_pipe() {
     assert_eq!(tx.write_grant(1).unwrap_err().kind(), ErrorKind::BrokenPipe);
 }
 
+/// A grant made before the consumer left commits without an error (the commit does not look
+/// at the consumer); the next call reports the close.
+#[test]
+fn a_commit_after_the_consumer_left_succeeds_and_the_next_call_reports_it() {
+    let (mut tx, rx) = channel(4096).unwrap();
+    let mut g = tx.write_grant(4).unwrap();
+    g[..4].copy_from_slice(b"late");
+    drop(rx);
+    g.commit(4).unwrap();
+    assert_eq!(tx.try_write(b"x").unwrap_err().kind(), ErrorKind::BrokenPipe);
+    assert_eq!(tx.write_grant(1).unwrap_err().kind(), ErrorKind::BrokenPipe);
+}
+
+/// A producer whose process died with fewer committed bytes left than a grant asks for: the
+/// grant is `UnexpectedEof` saying how many are left (not that everything was read), the bytes
+/// stay readable with a smaller `min`, and once they are read the error says so.
+#[test]
+fn a_grant_after_a_death_says_how_many_bytes_are_left() {
+    for backend in available() {
+        let ring = RingOptions::new().capacity(4096).backend(backend).shared().unwrap();
+        let child_ring = ring.clone();
+        let status = in_child(|| {
+            let mut tx = child_ring.into_producer().unwrap();
+            tx.write_all(b"four").unwrap();
+            // Dies without closing: the drop would close the ring cleanly.
+            std::mem::forget(tx);
+            0
+        });
+        assert_eq!(status, 0);
+        let mut rx = ring.into_consumer().unwrap();
+        for err in [rx.read_grant(10).unwrap_err(), rx.read_grant_timeout(10, Duration::from_secs(10)).unwrap_err()] {
+            assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{backend}: {err}");
+            let msg = err.to_string();
+            assert!(msg.contains("4 committed bytes left") && !msg.contains("every"), "{backend}: {msg}");
+        }
+        let g = rx.read_grant(4).unwrap();
+        assert_eq!(&*g, b"four", "{backend}");
+        g.release(4).unwrap();
+        let err = rx.read_grant(1).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{backend}: {err}");
+        assert!(err.to_string().contains("every committed byte was read"), "{backend}: {err}");
+    }
+}
+
 #[test]
 fn fill_buf_returns_everything_readable_and_refreshes_each_call() {
     let (mut tx, mut rx) = channel(4096).unwrap();

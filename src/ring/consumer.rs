@@ -7,7 +7,9 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{consumer_error, copy_out, poisoned_error, short_stream, too_big, Consumer, End, RingMem, Wait};
+use super::{
+    consumer_error, copy_out, died_short, poisoned_error, short_stream, too_big, Consumer, End, RingMem, Wait,
+};
 use crate::header::{Claim, Role};
 use crate::mirror::Backend;
 use crate::peer::ProcessWatch;
@@ -132,6 +134,11 @@ impl Consumer {
                 left if left >= min || rest => Ok(left),
                 left => Err(short_stream(left, min)),
             },
+            // A death with committed bytes left (fewer than `min`: the wait would have lent
+            // them otherwise) must not say that everything was read.
+            Err(Stop::PeerDied) if !rest && self.cur.readable_cached() > 0 => {
+                Err(died_short(self.cur.readable_cached(), min))
+            }
             Err(stop) => Err(consumer_error(stop)),
         }
     }
@@ -250,10 +257,11 @@ impl Consumer {
     /// # Errors
     ///
     /// `WouldBlock` when fewer than `max(min, 1)` bytes are readable and more may come;
-    /// `UnexpectedEof` when fewer than `min` (`min > 0`) can ever come (the producer closed),
-    /// or after the producer's process died and everything was read; `InvalidInput` when `min`
-    /// exceeds the capacity; `InvalidData` when the ring is poisoned; `Unsupported` in a forked
-    /// child.
+    /// `UnexpectedEof` when fewer than `min` (`min > 0`) can ever come: the producer closed, or
+    /// its process died (the message says how many committed bytes are left, which a smaller
+    /// `min` lends; with none left, everything was read); `InvalidInput` when `min` exceeds
+    /// the capacity; `InvalidData` when the ring is poisoned; `Unsupported` in a forked child;
+    /// `ConnectionAborted` once another process took this end's role over.
     ///
     /// # Examples
     ///
@@ -368,7 +376,8 @@ impl ReadGrant<'_> {
     /// # Errors
     ///
     /// `InvalidInput` if `n` exceeds the grant; `Unsupported` in a forked child (a grant held
-    /// across `fork()`); nothing is released then.
+    /// across `fork()`); `ConnectionAborted` once another process took this end's role over;
+    /// nothing is released then.
     #[inline]
     pub fn release(self, n: usize) -> io::Result<()> {
         if n > self.len {

@@ -479,6 +479,17 @@ fn short_stream(left: usize, min: usize) -> io::Error {
     )
 }
 
+#[cold]
+fn died_short(left: usize, min: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!(
+            "the producer's process died without closing the ring, with {left} committed bytes \
+             left, fewer than the {min} asked for"
+        ),
+    )
+}
+
 fn too_big(min: usize, cap: usize) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, format!("asked for {min} contiguous bytes; the ring holds {cap}"))
 }

@@ -213,7 +213,8 @@ impl Producer {
     ///
     /// `WouldBlock` when fewer than `max(min, 1)` bytes are free; `InvalidInput` when `min`
     /// exceeds the capacity; `BrokenPipe` when the consumer is gone; `InvalidData` when the
-    /// ring is poisoned; `Unsupported` in a forked child.
+    /// ring is poisoned; `Unsupported` in a forked child; `ConnectionAborted` once another
+    /// process took this end's role over.
     ///
     /// # Examples
     ///
@@ -291,10 +292,15 @@ pub struct WriteGrant<'a> {
 impl WriteGrant<'_> {
     /// Publishes the first `n` bytes of the grant to the consumer.
     ///
+    /// The commit does not look at the consumer: one that closed (or died) after the grant was
+    /// made is reported by this end's next call, as `BrokenPipe`, and the bytes committed to
+    /// it are not read.
+    ///
     /// # Errors
     ///
     /// `InvalidInput` if `n` exceeds the grant; `Unsupported` in a forked child (a grant held
-    /// across `fork()`); nothing is committed then.
+    /// across `fork()`); `ConnectionAborted` once another process took this end's role over;
+    /// nothing is committed then.
     #[inline]
     pub fn commit(self, n: usize) -> io::Result<()> {
         if n > self.len {
