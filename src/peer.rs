@@ -58,6 +58,7 @@ pub(crate) struct ProcessWatch {
     /// The pidfd on the peer, once opened.
     pidfd: Option<OwnedFd>,
     /// `pidfd_open` is not available here (ENOSYS, EPERM from a sandbox): use `/proc` only.
+    /// Never set for a refusal that concerns one peer (a thread id: see [`Refused`]).
     no_pidfd: bool,
     /// The death of the holding in `seen`, once proven.
     dead: bool,
@@ -177,12 +178,10 @@ impl ProcessWatch {
                     }
                     self.pidfd = Some(fd);
                 }
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::ESRCH) => return Liveness::Dead,
-                    // Not on this kernel, or refused by a sandbox: for good.
-                    Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EINVAL) => self.no_pidfd = true,
-                    // EMFILE, ENFILE, ENOMEM...: try again at the next check; /proc for now.
-                    _ => {}
+                Err(e) => match pidfd_refusal(e.raw_os_error()) {
+                    Refused::Dead => return Liveness::Dead,
+                    Refused::ForGood => self.no_pidfd = true,
+                    Refused::ThisTime => {}
                 },
             }
         }
@@ -194,6 +193,28 @@ impl ProcessWatch {
             };
         }
         check_proc(peer)
+    }
+}
+
+/// What a `pidfd_open` error means for a watcher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    /// No such process (`ESRCH`): the peer is dead.
+    Dead,
+    /// Not on this kernel (`ENOSYS`), or refused by a sandbox (`EPERM`): `/proc` from now on.
+    ForGood,
+    /// This peer, this time: `/proc` for this check, a pidfd again at the next. A pid that is
+    /// a thread, not a process (a forged slot: an honest claimant records its process id), is
+    /// `EINVAL` in the man page and `ENOENT` on 6.18 (the test below); a hostile slot must not turn
+    /// pidfds off for the holders that follow. `EMFILE`, `ENFILE`, `ENOMEM` pass too.
+    ThisTime,
+}
+
+fn pidfd_refusal(errno: Option<i32>) -> Refused {
+    match errno {
+        Some(libc::ESRCH) => Refused::Dead,
+        Some(libc::ENOSYS) | Some(libc::EPERM) => Refused::ForGood,
+        _ => Refused::ThisTime,
     }
 }
 
@@ -324,4 +345,49 @@ pub(crate) fn take_over(
 /// [`take_over`] with the real liveness check (pidfd, `/proc`, `kill(pid, 0)`).
 pub(crate) fn take_over_dead(hdr: &Header, role: Role, who: Claimant) -> Result<Claim, Refusal> {
     take_over(hdr, role, who, ProcessWatch::check_process)
+}
+
+#[cfg(all(test, not(mirror_ring_loom)))]
+mod tests {
+    use super::*;
+
+    /// A forged slot naming a thread (not a process): `pidfd_open` refuses it with `EINVAL`,
+    /// the watcher checks it through `/proc` (a live thread: alive), and it goes on using
+    /// pidfds for the next holder.
+    #[test]
+    fn a_thread_id_in_a_slot_does_not_turn_pidfds_off() {
+        if let Err(e) = sys::pidfd_open(sys::getpid()) {
+            eprintln!("no pidfd_open here ({e}): nothing to turn off");
+            return;
+        }
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            let _ = stop_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        let peer = |pid| Peer {
+            pid,
+            start_time: 0,
+            claim: Claim::new(ROLE_CLAIMED, 1, pid),
+            same_process: false,
+            foreign: false,
+        };
+        let mut watch = ProcessWatch::new(Role::Consumer);
+        // The man page says EINVAL; 6.18 answers ENOENT.
+        let refusal = sys::pidfd_open(tid).unwrap_err().raw_os_error();
+        assert!(matches!(refusal, Some(libc::EINVAL) | Some(libc::ENOENT)), "{refusal:?}");
+        assert_eq!(pidfd_refusal(Some(libc::EINVAL)), Refused::ThisTime);
+        assert_eq!(pidfd_refusal(Some(libc::ENOENT)), Refused::ThisTime);
+        assert_eq!(watch.check_process(peer(tid)), Liveness::Alive);
+        assert!(!watch.no_pidfd, "a thread id turned pidfds off for good");
+        // The next holder, a real process (this one), is watched through a pidfd.
+        watch.pidfd = None;
+        assert_eq!(watch.check_process(peer(sys::getpid())), Liveness::Alive);
+        assert!(watch.pidfd.is_some());
+        drop(stop_tx);
+        thread.join().unwrap();
+    }
 }
