@@ -49,7 +49,7 @@
 //! A sleeper whose membarrier call fails when it parks (a sandbox installed after the claim)
 //! downgrades its record to *Fence*; that one sleep is cut short, since a publisher may have
 //! read the old record. Registration is per process, inherited by `fork()` and cleared by
-//! `exec` (KERNEL.md); claiming again in a child is harmless.
+//! `exec`; claiming again in a child is harmless.
 //!
 //! # Paying the heavy half once per park
 //!
