@@ -173,7 +173,8 @@ impl Consumer {
     /// Reads as many bytes as are readable now, up to `buf.len()`, without blocking.
     ///
     /// Between processes the bytes are copied with loads that tolerate a peer writing them at
-    /// the same time (see the crate docs, "Trust model"): the copy is what you validate.
+    /// the same time (see [`docs::trust_model`](crate::docs::trust_model)): the copy is what
+    /// you validate.
     ///
     /// # Errors
     ///

@@ -122,8 +122,8 @@ impl FramedConsumer {
     /// This is the receive to use with an untrusted producer: a [`Frame`] lends the ring's
     /// own bytes, which a hostile process could change while you look at them, whereas here
     /// each byte is read exactly once into memory that is yours (between processes the copy
-    /// tolerates a peer writing at the same time; see the crate docs, "Trust model").
-    /// Validate `buf`, not the ring.
+    /// tolerates a peer writing at the same time; see
+    /// [`docs::trust_model`](crate::docs::trust_model)). Validate `buf`, not the ring.
     ///
     /// # Errors
     ///

@@ -50,7 +50,7 @@ pub use producer::FrameGrant;
 impl Producer {
     /// Turns this producer into the sending end of a message queue: frames of any size up to
     /// [`max_frame_len`](FramedProducer::max_frame_len), each one contiguous in the ring. See
-    /// the [`FramedProducer`] docs for the wire format.
+    /// [`docs::framing`](crate::docs::framing) for the wire format.
     ///
     /// # Examples
     ///

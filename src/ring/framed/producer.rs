@@ -622,8 +622,8 @@ impl FramedProducer {
     /// Lets up to `frames` consecutive frames share one cursor store (at least 1; 1, the
     /// default, publishes every frame as it is sent). Pending frames are also published when a
     /// quarter of the ring is pending, when the ring is full, when the consumer sleeps, on
-    /// [`flush`](Self::flush) and on drop. Changing it publishes what is pending. See the
-    /// module docs, "Batching".
+    /// [`flush`](Self::flush) and on drop. Changing it publishes what is pending. See
+    /// [`docs::framing`](crate::docs::framing), "Batching on the producer side".
     ///
     /// # Examples
     ///
