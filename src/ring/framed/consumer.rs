@@ -600,8 +600,9 @@ impl fmt::Debug for FramedConsumer {
 
 /// One message, lent straight out of the ring by [`FramedConsumer::recv`]: derefs to its
 /// bytes (one contiguous, 8-byte aligned slice). Dropping it gives the bytes back to the
-/// producer, with the consumer's next release: at its next receive, or once a quarter of the
-/// ring is waiting ([`docs::framing`](crate::docs::framing), "Releases").
+/// producer, with the consumer's next release: once a quarter of the ring (at most 64 KiB) is
+/// waiting, or at the next receive if the producer is parked for room or the receive finds no
+/// frame ([`docs::framing`](crate::docs::framing), "Releases").
 ///
 /// # Examples
 ///
