@@ -254,8 +254,9 @@ impl SharedRing {
     ///   `/proc` unreadable, a holder in another PID namespace, or a slot that kept changing
     ///   while it was read): nothing was changed; try again later (in another PID namespace
     ///   the answer stays unknown).
-    /// - `InvalidData` if the ring is corrupt (a role state no version of the crate writes, or
-    ///   impossible cursors; then the role is closed and the ring poisoned, as for a claim).
+    /// - `InvalidData` if the ring is corrupt: a role state no version of the crate writes
+    ///   (nothing is changed), or impossible cursors (then the role is closed and the ring
+    ///   poisoned, as for a claim).
     /// - `Unsupported` in a forked child of a [`dont_fork`](crate::RingOptions::dont_fork)
     ///   ring (the child has no such memory).
     ///

@@ -22,7 +22,8 @@ impl Producer {
     /// The reader's error, passed through with nothing committed (`WouldBlock` from a
     /// non-blocking source included); `InvalidData` if the reader claims to have read more
     /// than it was lent (nothing committed); `BrokenPipe` when the consumer is gone;
-    /// `InvalidData` when the ring is poisoned; `Unsupported` in a forked child.
+    /// `InvalidData` when the ring is poisoned; `Unsupported` in a forked child;
+    /// `ConnectionAborted` once another process took this end's role over.
     ///
     /// # Examples
     ///
@@ -77,7 +78,8 @@ impl Consumer {
     /// non-blocking sink included); `WriteZero` if the writer took nothing of a non-empty
     /// buffer; `InvalidData` if it claims to have written more than it was given (nothing
     /// released) or the ring is poisoned; `UnexpectedEof` after the producer's process died
-    /// and everything was read; `Unsupported` in a forked child.
+    /// and everything was read; `Unsupported` in a forked child; `ConnectionAborted` once
+    /// another process took this end's role over.
     ///
     /// # Examples
     ///

@@ -54,7 +54,8 @@ impl FramedConsumer {
     ///
     /// `UnexpectedEof` when the producer's process died without closing (after every frame it
     /// published was read); `InvalidData` when a frame header is corrupt or the ring is
-    /// poisoned (for good: every later call fails too).
+    /// poisoned (for good: every later call fails too); `Unsupported` in a forked child;
+    /// `ConnectionAborted` once another process took this end's role over.
     ///
     /// # Examples
     ///

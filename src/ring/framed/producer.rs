@@ -51,7 +51,8 @@ impl FramedProducer {
     ///
     /// `InvalidInput` if `msg` is longer than [`max_frame_len`](Self::max_frame_len) (nothing is
     /// written; the ring keeps working); `BrokenPipe` when the consumer is gone; `InvalidData`
-    /// when the ring is poisoned.
+    /// when the ring is poisoned; `Unsupported` in a forked child; `ConnectionAborted` once
+    /// another process took this end's role over.
     ///
     /// # Examples
     ///
@@ -580,8 +581,9 @@ impl FramedProducer {
     ///
     /// # Errors
     ///
-    /// `Unsupported` in a forked child (nothing is published); `InvalidData` when the ring is
-    /// poisoned; `BrokenPipe` when the consumer closed or its process died (the frames are
+    /// `Unsupported` in a forked child (nothing is published); `ConnectionAborted` once another
+    /// process took this end's role over (nothing is published); `InvalidData` when the ring
+    /// is poisoned; `BrokenPipe` when the consumer closed or its process died (the frames are
     /// published, but nobody will read them).
     ///
     /// # Examples
@@ -766,8 +768,9 @@ impl FrameGrant<'_> {
     ///
     /// # Errors
     ///
-    /// `Unsupported` in a forked child (a grant held across `fork()`): nothing is written or
-    /// published. The room itself was taken when the grant was made.
+    /// `Unsupported` in a forked child (a grant held across `fork()`), `ConnectionAborted`
+    /// once another process took this end's role over: nothing is written or published. The
+    /// room itself was taken when the grant was made.
     ///
     /// # Examples
     ///
