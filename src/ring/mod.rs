@@ -175,7 +175,7 @@ impl RingOptions {
     }
 }
 
-/// Creates a ring for threads with [`DEFAULT_CAPACITY`]'s defaults but the given capacity.
+/// Creates a ring for threads with [`RingOptions::new`]'s defaults but the given capacity.
 /// Same as `RingOptions::new().capacity(capacity).build()`.
 ///
 /// # Errors
