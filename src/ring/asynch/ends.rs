@@ -23,7 +23,8 @@ impl Producer {
     ///
     /// # Errors
     ///
-    /// `Unsupported` in a forked child (the end belongs to its parent).
+    /// `Unsupported` in a forked child (the end belongs to its parent); `ConnectionAborted`
+    /// once another process took this end's role over.
     ///
     /// # Examples
     ///
@@ -56,7 +57,8 @@ impl Consumer {
     ///
     /// # Errors
     ///
-    /// `Unsupported` in a forked child.
+    /// `Unsupported` in a forked child; `ConnectionAborted` once another process took this
+    /// end's role over.
     ///
     /// # Examples
     ///
@@ -92,7 +94,8 @@ impl FramedProducer {
     ///
     /// # Errors
     ///
-    /// `Unsupported` in a forked child.
+    /// `Unsupported` in a forked child; `ConnectionAborted` once another process took this
+    /// end's role over.
     ///
     /// # Examples
     ///
@@ -121,7 +124,8 @@ impl FramedConsumer {
     ///
     /// # Errors
     ///
-    /// `Unsupported` in a forked child.
+    /// `Unsupported` in a forked child; `ConnectionAborted` once another process took this
+    /// end's role over.
     ///
     /// # Examples
     ///
