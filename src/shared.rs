@@ -179,7 +179,8 @@ impl SharedRing {
     /// `AlreadyExists` if any process has claimed the producer role of this ring before;
     /// `Unsupported` in a forked child when the ring was made with
     /// [`dont_fork`](crate::RingOptions::dont_fork) (the child has no such memory);
-    /// `InvalidData` if the ring is corrupt.
+    /// `InvalidData` if the ring's cursors are impossible (the role is then closed and the
+    /// ring poisoned, so the peer does not wait for an end that will never act).
     ///
     /// # Examples
     ///
