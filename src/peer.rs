@@ -2,7 +2,8 @@
 //! impossible to tell?
 //!
 //! The story (what is checked, how often, what a blocked call does with the answer, and the
-//! limits) is told once, in the crate docs' "Peer death" section; this module is the code.
+//! limits) is told once, in [`docs::lifecycle`](crate::docs::lifecycle); this module is the
+//! code.
 //!
 //! The answer has three values. Only proof is death:
 //! - the pidfd (Linux 5.3+) opened on the peer's pid became readable (it terminated; also

@@ -15,9 +15,11 @@
 //! peer cannot move it) and caches the peer's, reloading it (Acquire) only when the cache says
 //! "not enough". The reload is the only way a value from the peer enters, and it is validated
 //! there: the peer's cursor must lie between the last value seen and our own cursor (consumer
-//! view: `0 <= head - tail <= N`, and head may not move backwards). Anything else poisons the
-//! ring: that side returns an error from then on and sets the shared `poisoned` flag. No
-//! slice, offset or length is formed from an unvalidated value.
+//! view: `0 <= head - tail <= N`, and head may not move backwards; a framed consumer may run one
+//! frame ahead of head, and a head that lags its cursor then shows nothing readable, see
+//! [`ConsumerCursor`]). Anything else poisons the ring: that side returns an error from then
+//! on and sets the shared `poisoned` flag. No slice, offset or length is formed from an
+//! unvalidated value.
 //!
 //! # Atomic orderings
 //!

@@ -8,7 +8,8 @@
 //! process, fails with `AlreadyExists`, also after the first claimant closed or died (a role
 //! whose holder died is *taken over* instead: [`SharedRing::take_over_producer`],
 //! [`SharedRing::take_over_consumer`], and `docs::lifecycle`, "Restart"). The
-//! claimant records its pid and start time next to the claim, which is how the peer watches it.
+//! claimant records its pid, its start time and its PID namespace next to the claim, which is
+//! how the peer watches it.
 //! A claimed end belongs to the process that claimed it: after `fork()` the child's copy
 //! refuses to work (`Unsupported`: a per-process fork generation, bumped by a
 //! `pthread_atfork` child handler, is compared on every call) and its drop does not close the
@@ -32,11 +33,13 @@
 //! (`/proc/<pid>/stat` field 22) is compared with the one the claimant recorded; a mismatch
 //! means the claimant is gone. From then on the pidfd names that one process, whatever happens
 //! to the number. Where pidfds are unavailable, `/proc/<pid>/stat` (state, where a zombie
-//! counts as dead, and start time) is read at every check instead.
+//! counts as dead unless other threads of it still run, and start time) is read at every check
+//! instead.
 //!
-//! Limits: both processes must share a PID namespace (a pid recorded in another namespace names
-//! a different process, or none, here, and the peer would look dead). If `/proc` hides other
-//! users' processes (`hidepid`), the start time cannot be compared and the pidfd alone decides.
+//! Limits: a pid recorded in another PID namespace names a different process, or none, here:
+//! such a peer is *unknown*, never dead, and its death is seen only through timeouts. If
+//! `/proc` hides other users' processes (`hidepid`), the start time cannot be compared and the
+//! pidfd alone decides.
 //!
 //! Until the peer has claimed its role there is no one to watch, so a blocking call just waits
 //! (use a timeout variant). `try_*` calls and `is_abandoned` run the same check (at most once
@@ -60,7 +63,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::header::{Claim, Claimant, Header, Role};
+use crate::header::{Claim, Claimant, Header, Role, ROLE_TAKING};
 use crate::mirror::{self, Backend, MirrorMap};
 use crate::peer::{self, ProcessWatch, Refusal};
 use crate::protocol;
@@ -180,7 +183,8 @@ impl SharedRing {
     /// `Unsupported` in a forked child when the ring was made with
     /// [`dont_fork`](crate::RingOptions::dont_fork) (the child has no such memory);
     /// `InvalidData` if the ring's cursors are impossible (the role is then closed and the
-    /// ring poisoned, so the peer does not wait for an end that will never act).
+    /// ring poisoned, so the peer does not wait for an end that will never act), or if the
+    /// role's slot holds a state no version of the crate writes (nothing is changed).
     ///
     /// # Examples
     ///
@@ -359,8 +363,18 @@ impl SharedRing {
     /// claim word (the end's token of ownership).
     fn claim(&self, role: Role) -> io::Result<(Park, Claim)> {
         let (park, who) = self.claimant()?;
-        match self.mem.header().claim(role, who) {
+        let hdr = self.mem.header();
+        match hdr.claim(role, who) {
             Some(token) => Ok((park, token)),
+            // As for a take-over, and as `check_identity` judges it at attach time.
+            None if hdr.claim_word(role).state() > ROLE_TAKING => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the {} role's slot holds a state no version of this crate writes: the ring's header is \
+                     corrupt; nothing was changed",
+                    role.name()
+                ),
+            )),
             None => Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("the {} role of this ring was already claimed", role.name()),
@@ -609,4 +623,30 @@ pub fn send_fd(sock: &UnixStream, fd: BorrowedFd<'_>) -> io::Result<()> {
 /// See [`send_fd`].
 pub fn recv_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
     sys::recv_fd(sock.as_fd())
+}
+
+#[cfg(all(test, not(mirror_ring_loom)))]
+mod tests {
+    use super::*;
+    use crate::header::ROLE_CLAIMED;
+    use crate::sync::Ordering;
+
+    /// A slot with a state no version of the crate writes is corruption (`InvalidData`) for a
+    /// claim as for a take-over, not "already claimed"; nothing is changed, and the other
+    /// role, whose slot is sound, is still claimed as usual.
+    #[test]
+    fn a_claim_on_a_slot_in_an_unknown_state_is_invalid_data() {
+        let ring = RingOptions::new().capacity(4096).shared().unwrap();
+        let forged = Claim::new(ROLE_TAKING + 1, 3, 1).raw();
+        ring.mem.header().slot(Role::Producer).claim.store(forged, Ordering::Relaxed);
+        for err in [ring.clone().into_producer().unwrap_err(), ring.clone().take_over_producer().unwrap_err()] {
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        }
+        assert_eq!(ring.mem.header().claim_word(Role::Producer).raw(), forged, "nothing was changed");
+        // A sound slot: the usual answers.
+        let rx = ring.clone().into_consumer().unwrap();
+        assert_eq!(ring.clone().into_consumer().unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(ring.mem.header().claim_word(Role::Consumer).state(), ROLE_CLAIMED);
+        drop(rx);
+    }
 }

@@ -535,7 +535,7 @@ pub(crate) const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
 pub(crate) const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
 /// `membarrier(cmd, 0, 0)` (Linux 4.14+ for the expedited commands used here). Registration
-/// is per process; it is inherited by `fork()` and cleared by `exec` (measured: KERNEL.md).
+/// is per process; it is inherited by `fork()` and cleared by `exec` (measured on 6.18).
 pub(crate) fn membarrier(cmd: libc::c_int) -> io::Result<()> {
     // SAFETY: membarrier has no memory-safety preconditions.
     let r = unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) };

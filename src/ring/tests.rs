@@ -197,7 +197,7 @@ fn a_lost_wakeup_between_threads_delays_but_never_hangs() {
     drop(tx);
 }
 
-/// The aliasing hazard of KERNEL.md: bytes written through view B and read through view A
+/// The aliasing hazard of two views of one page: bytes written through view B and read through view A
 /// (and the reverse) in one thread, with optimisations on. Run in release mode by CI.
 #[test]
 fn single_thread_writes_across_the_seam_read_back_exactly() {
