@@ -130,9 +130,10 @@
 //! # Errors
 //!
 //! Every error is an [`std::io::Error`]. OS failures keep their errno (`raw_os_error()`, or as
-//! `source()` where context is added: `OutOfMemory` from creation names `RLIMIT_AS` and
-//! `vm.max_map_count`). Full/empty on `try_*`: `WouldBlock`. A timeout variant whose time
-//! ran out: `TimedOut`. Consumer gone: `BrokenPipe`.
+//! `source()` where context is added: `OutOfMemory` from creation names the limit involved,
+//! `RLIMIT_AS` and `vm.max_map_count` for the mapping, memory itself for a prefault).
+//! Full/empty on `try_*`: `WouldBlock`. A timeout variant whose time ran out: `TimedOut`.
+//! Consumer gone: `BrokenPipe`.
 //! Producer died: `UnexpectedEof`; fewer bytes left than a grant's minimum at the end of the
 //! stream: `UnexpectedEof`. Poisoned ring or bad ring file: `InvalidData`. Oversized frame or
 //! grant: `InvalidInput`. A forked child's copy of an end: `Unsupported`. An end whose role

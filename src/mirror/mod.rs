@@ -468,7 +468,9 @@ impl MirrorMap {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.touch_all(),
                 Err(e) => {
-                    return Err(explain_enomem(e, || format!("cannot prefault a {}-byte mirror", self.len)));
+                    return Err(explain_enomem(e, || {
+                        format!("cannot prefault a {}-byte mirror: no memory to back it (the machine's, or its memory cgroup's limit)", self.len)
+                    }));
                 }
             }
         }
