@@ -520,6 +520,30 @@ impl SharedRing {
         Ok(SharedRing { mem, spin: crate::wait::DEFAULT_SPIN })
     }
 
+    /// Sets how long the ends claimed from this handle (and its later clones) spin before they
+    /// sleep, as [`RingOptions::spin_budget`](crate::RingOptions::spin_budget) does for a ring
+    /// this process creates. A ring attached with [`from_fd`](SharedRing::from_fd) or
+    /// [`recv_from`](SharedRing::recv_from) starts with the default (50 µs). Each process
+    /// chooses its own: the budget is not stored in the ring.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mirror_ring::{Backend, RingOptions, SharedRing};
+    ///
+    /// let ring = RingOptions::new().backend(Backend::Memfd).shared()?;
+    /// let mut attached = SharedRing::from_fd(ring.as_fd().unwrap().try_clone_to_owned()?)?;
+    /// attached.spin_budget(Duration::ZERO); // a consumer that sleeps at once when idle
+    /// let rx = attached.into_consumer()?;
+    /// # drop(rx);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn spin_budget(&mut self, budget: Duration) -> &mut Self {
+        self.spin = budget;
+        self
+    }
+
     /// Sends this ring's memfd over a Unix socket (`SCM_RIGHTS`); the receiver calls
     /// [`recv_from`](SharedRing::recv_from).
     ///
@@ -648,5 +672,24 @@ mod tests {
         assert_eq!(ring.clone().into_consumer().unwrap_err().kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(ring.mem.header().claim_word(Role::Consumer).state(), ROLE_CLAIMED);
         drop(rx);
+    }
+
+    /// A ring attached from its descriptor takes the spin budget its handle was given: with a
+    /// long one a read that times out never parks (it spins until its deadline); with none it
+    /// parks at once.
+    #[test]
+    fn an_attached_ring_takes_the_spin_budget_it_is_given() {
+        use crate::Backend;
+        for (budget, parks) in [(Duration::from_secs(600), false), (Duration::ZERO, true)] {
+            let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
+            let _tx = ring.clone().into_producer().unwrap();
+            let mut attached = SharedRing::from_fd(ring.as_fd().unwrap().try_clone_to_owned().unwrap()).unwrap();
+            attached.spin_budget(budget);
+            let mut rx = attached.into_consumer().unwrap();
+            let err = rx.read_timeout(&mut [0; 8], Duration::from_millis(20)).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+            let stats = rx.stats();
+            assert_eq!(stats.parks > 0, parks, "budget {budget:?}: {stats:?}");
+        }
     }
 }
