@@ -125,16 +125,12 @@ impl Cfg {
                     println!("{}", out.placement_line());
                     for (i, name) in out.names.iter().enumerate() {
                         let all: Vec<String> = out.all_rates(i).iter().map(|v| format!("{:.0}", 1e9 / v)).collect();
-                        let mut ratios = String::new();
-                        for band in Placement::ALL {
-                            if let Some(s) = Summary::of(&out.ratios_in(1, i, band)) {
-                                ratios += &format!(" {} {:.2}x ({:.2}-{:.2})", band.name(), s.median, s.min, s.max);
-                            }
-                        }
+                        // rate(rtrb) / rate(this) = this round trip / rtrb's.
                         println!(
-                            "{name:>32}: median {:5.0} ns [{}] / rtrb:{ratios}",
+                            "{name:>32}: median {:5.0} ns [{}] / rtrb: {}",
                             1e9 / out.median_rate(i),
-                            all.join(" ")
+                            all.join(" "),
+                            out.ratio_per_band(1, i)
                         );
                     }
                     std::process::exit(0)
@@ -274,13 +270,12 @@ fn rec_ab(names: &str, ring: usize, reps: usize, target: Duration) -> ! {
     println!("{}", out.placement_line());
     for (i, name) in out.names.iter().enumerate() {
         let all: Vec<String> = out.all_rates(i).iter().map(|v| format!("{:.1}", v / 1e6)).collect();
-        let mut ratios = String::new();
-        for band in Placement::ALL {
-            if let Some(s) = Summary::of(&out.ratios_in(i, 0, band)) {
-                ratios += &format!(" {} {:.2}x ({:.2}-{:.2})", band.name(), s.median, s.min, s.max);
-            }
-        }
-        println!("{name:>16}: median {:7.1} M rec/s [{}] vs first:{ratios}", out.median_rate(i) / 1e6, all.join(" "));
+        println!(
+            "{name:>16}: median {:7.1} M rec/s [{}] vs first: {}",
+            out.median_rate(i) / 1e6,
+            all.join(" "),
+            out.ratio_per_band(i, 0)
+        );
     }
     for n in &out.notes {
         println!("- {n}");
@@ -1066,24 +1061,16 @@ fn latency(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &mut Vec<
             row.push(at(k).map_or("-".into(), rtt));
         }
         // Ratios of round trips (time), per repetition: rate(theirs) / rate(ours).
-        let time_ratio = |ours: usize, theirs: usize| -> String {
-            Placement::ALL
-                .iter()
-                .filter_map(|&b| Summary::of(&out.ratios_in(theirs, ours, b)).map(|s| (b, s)))
-                .max_by_key(|(_, s)| s.n)
-                .map(|(b, s)| format!("{:.2}x ({}, {} reps)", s.median, b.name(), s.n))
-                .unwrap_or_else(|| "-".into())
-        };
         let spin = 0;
         let atomic = at(Pinger::Atomic).unwrap_or(0);
-        row.push(at(Pinger::Rtrb).map_or("-".into(), |r| time_ratio(spin, r)));
-        row.push(time_ratio(spin, atomic));
+        row.push(at(Pinger::Rtrb).map_or("not run (rtrb is one process)".into(), |r| out.ratio_here(r, spin)));
+        row.push(out.ratio_here(atomic, spin));
         rows.push(row);
         lines.push(format!("{}: {}", mode.name(), out.placement_line()));
         if let Some(r) = at(Pinger::Rtrb) {
             // rate(mirror) >= rate(rtrb)  <=>  round trip <= rtrb's.
             let mut g = pair_goal("threads: spinning round trip <= rtrb's (chunks, spinning)", &out, spin, r, 1.0);
-            g.value = g.value.replace('x', "x faster");
+            g.value = g.value.replace("x (", "x faster (");
             goals.push(g);
             advice.push(format!(
                 "Request/response between threads: {} spinning (`try_*`), {} blocking with the default spin budget, \
@@ -1094,11 +1081,9 @@ fn latency(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &mut Vec<
                 rtt(atomic)
             ));
         }
-        goals.push(Goal::new(
-            format!("{}: spinning round trip <= 1.5x bare atomic", mode.name()),
-            format!("{:.2}x", out.median_rate(atomic) / out.median_rate(spin)),
-            out.median_rate(atomic) / out.median_rate(spin) <= 1.5,
-        ));
+        // rate(atomic) / rate(spin) = spinning round trip / bare atomic's, per repetition.
+        let what = format!("{}: spinning round trip <= 1.5x bare atomic", mode.name());
+        goals.push(ratio_goal(what, &out, atomic, spin, |_, r| r <= 1.5));
     }
     p.clear();
     println!("## Round trip of one 8-byte message (median of the repetitions' means)\n");
@@ -1126,41 +1111,27 @@ fn latency(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &mut Vec<
 /// median ratio is at least `min` in every placement band the run saw (moved repetitions left
 /// out), with the value per band.
 fn pair_goal(what: impl Into<String>, out: &Outcome, ours: usize, theirs: usize, min: f64) -> Goal {
-    pair_goal_by_band(what, out, ours, theirs, |_| min)
+    ratio_goal(what, out, ours, theirs, |_, r| r >= min)
 }
 
-/// As [`pair_goal`], with the minimum depending on the placement band.
-fn pair_goal_by_band(
+/// The one rule of every ratio goal: `met(band, median)` on the median of the per-repetition
+/// ratios `rate(ours) / rate(theirs)` in every placement band the run saw (moved repetitions
+/// left out). The value gives each band's median, range and count, so a median just short of
+/// its bound shows how far the repetitions spread around it; there is no "within noise": a
+/// median short of the bound is MISSED. No paired repetition: no status but the reason.
+fn ratio_goal(
     what: impl Into<String>,
     out: &Outcome,
     ours: usize,
     theirs: usize,
-    min: impl Fn(Placement) -> f64,
+    met: impl Fn(Placement, f64) -> bool,
 ) -> Goal {
     let what = what.into();
-    let mut parts = Vec::new();
-    let mut met = true;
-    for band in Placement::ALL {
-        if let Some(s) = Summary::of(&out.ratios_in(ours, theirs, band)) {
-            parts.push(format!("{:.2}x {} ({} reps)", s.median, band.name(), s.n));
-            met &= s.median >= min(band);
-        }
+    let bands = out.ratio_bands(ours, theirs);
+    if bands.is_empty() {
+        return Goal { what, value: out.no_ratio(ours, theirs, None), status: "no ratio" };
     }
-    if parts.is_empty() {
-        Goal { what, value: "-".into(), status: "no steady repetition" }
-    } else {
-        Goal::new(what, parts.join("; "), met)
-    }
-}
-
-/// "1.35x (very far)": the per-repetition ratio in the band with the most repetitions.
-fn ratio_here(out: &Outcome, ours: usize, theirs: usize) -> String {
-    Placement::ALL
-        .iter()
-        .filter_map(|&b| Summary::of(&out.ratios_in(ours, theirs, b)).map(|s| (b, s)))
-        .max_by_key(|(_, s)| s.n)
-        .map(|(b, s)| format!("{:.2}x ({})", s.median, b.name()))
-        .unwrap_or_else(|| "-".into())
+    Goal::new(what, out.ratio_per_band(ours, theirs), bands.iter().all(|&(p, s)| met(p, s.median)))
 }
 
 /// 64-byte records, one per call on each side (a parser loop), through a 1 MiB ring:
@@ -1197,7 +1168,7 @@ fn records_section(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &
     advice.push(format!(
         "Parsing 64-byte records in place (`fill_buf` / `consume`): {} M records/s, {} rtrb's chunk API.",
         fmt_rate(out.median_rate(0) / 1e6),
-        ratio_here(&out, 0, 2)
+        out.ratio_here(0, 2)
     ));
 }
 
@@ -1250,20 +1221,20 @@ fn bulk_section(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &mut
             // Issue 14: 2x rtrb near and far; where the link between the cores caps every ring
             // (very far), at least level.
             let min = |b: Placement| if b == Placement::VeryFar { 1.0 } else { 2.0 };
-            goals.push(pair_goal_by_band(
+            goals.push(ratio_goal(
                 "4 KiB writes, 4 MiB ring (io): >= 2x rtrb (very far: >= 1.0x)",
                 &out,
                 0,
                 3,
-                min,
+                |b, r| r >= min(b),
             ));
             goals.push(pair_goal("4 KiB writes, 4 MiB ring (io): >= 5x pipe", &out, 0, 4, 5.0));
-            goals.push(pair_goal_by_band(
+            goals.push(ratio_goal(
                 "4 KiB writes, 4 MiB ring (watermark reader): >= 2x rtrb (very far: >= 1.0x)",
                 &out,
                 1,
                 3,
-                min,
+                |b, r| r >= min(b),
             ));
         }
         if cap == 4 * MIB {
@@ -1271,8 +1242,8 @@ fn bulk_section(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &mut
                 "Bulk 4 KiB writes through a 4 MiB ring with `write_all` / `read`: {} GB/s, {} rtrb, {} a pipe; \
                  with a reader that waits for 64 KiB: {} GB/s.",
                 fmt_rate(out.median_rate(0) / 1e9),
-                ratio_here(&out, 0, 3),
-                ratio_here(&out, 0, 4),
+                out.ratio_here(0, 3),
+                out.ratio_here(0, 4),
                 fmt_rate(out.median_rate(1) / 1e9)
             ));
         }
@@ -1482,14 +1453,14 @@ fn messages(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &mut Vec
              its chunks; one at a time (`send` / `recv`) {} M/s, {} rtrb's push/pop; one at a time built in place \
              (`reserve` + `commit` / `recv`) {} M/s, {} rtrb's push/pop (with `try_reserve` / `try_recv`: {} M/s, {}).",
             fmt_rate(out.median_rate(b + 3) / 1e6),
-            ratio_here(&out, b + 3, b + 1),
-            ratio_here(&out, b + 3, b + 4),
+            out.ratio_here(b + 3, b + 1),
+            out.ratio_here(b + 3, b + 4),
             fmt_rate(out.median_rate(b + 5) / 1e6),
-            ratio_here(&out, b + 5, b + 1),
+            out.ratio_here(b + 5, b + 1),
             fmt_rate(out.median_rate(b + 6) / 1e6),
-            ratio_here(&out, b + 6, b + 1),
+            out.ratio_here(b + 6, b + 1),
             fmt_rate(out.median_rate(b + 7) / 1e6),
-            ratio_here(&out, b + 7, b + 1)
+            out.ratio_here(b + 7, b + 1)
         ));
     }
     // Issue 15's goals: one at a time, 8-byte frames 1.5x rtrb's push/pop, 64-byte frames 3x;
@@ -1526,19 +1497,7 @@ fn messages(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &mut Vec
 /// reaches it in every placement band the run saw.
 fn message_goal(out: &Outcome, pair: &Pair, min: f64) -> Goal {
     let what = format!("messages, {}: >= {min:.1}x {}", pair.label, out.names[pair.theirs]);
-    let mut parts = Vec::new();
-    let mut met = true;
-    for band in Placement::ALL {
-        if let Some(s) = Summary::of(&out.ratios_in(pair.ours, pair.theirs, band)) {
-            parts.push(format!("{:.2}x {} ({} reps)", s.median, band.name(), s.n));
-            met &= s.median >= min;
-        }
-    }
-    if parts.is_empty() {
-        Goal { what, value: "-".into(), status: "no steady repetition" }
-    } else {
-        Goal::new(what, parts.join("; "), met)
-    }
+    pair_goal(what, out, pair.ours, pair.theirs, min)
 }
 
 /// Busy steps per message on the slower side in the regime table (as in `cargo bench --bench

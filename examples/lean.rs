@@ -27,7 +27,7 @@ use std::io::ErrorKind;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use support::{fmt_size, median, pin_to, probe_round_trip, CONSUMER_CPU, PRODUCER_CPU};
+use support::{fmt_size, median, pin_to, probe_round_trip, Summary, CONSUMER_CPU, PRODUCER_CPU};
 
 /// A message of `N` bytes (8 or 64) whose first 8 bytes hold `i`.
 #[inline(always)]
@@ -212,8 +212,9 @@ fn main() {
         let mut line = format!("  {name:30} {:7.1} ({lo:.1}-{hi:.1})", median(r));
         if k + 1 < names.len() {
             let ratios: Vec<f64> = r.iter().zip(&rates[2]).map(|(a, b)| a / b).collect();
-            let (lo, hi) = span(&ratios);
-            line += &format!("   {:.2}x ({lo:.2}-{hi:.2})", median(&ratios));
+            if let Some(s) = Summary::of(&ratios) {
+                line += &format!("   {}", s.ratio_text());
+            }
         }
         println!("{line}");
     }

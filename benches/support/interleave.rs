@@ -297,6 +297,28 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// "(0.95-1.03, 7 reps)": the range and the count that go beside a median ratio.
+    pub fn range_text(&self) -> String {
+        self.bracket("")
+    }
+
+    /// "0.98x (0.95-1.03, 7 reps)": a summary of per-repetition ratios as every table and goal of
+    /// the harness prints one: median, range, how many repetitions paired the two.
+    pub fn ratio_text(&self) -> String {
+        format!("{:.2}x {}", self.median, self.range_text())
+    }
+
+    /// As [`Summary::ratio_text`], with the placement band inside the brackets:
+    /// "0.98x (0.95-1.03, 7 reps, very far)".
+    pub fn ratio_text_in(&self, band: Placement) -> String {
+        format!("{:.2}x {}", self.median, self.bracket(&format!(", {}", band.name())))
+    }
+
+    fn bracket(&self, tail: &str) -> String {
+        let s = if self.n == 1 { "" } else { "s" };
+        format!("({:.2}-{:.2}, {} rep{s}{tail})", self.min, self.max, self.n)
+    }
+
     pub fn of(xs: &[f64]) -> Option<Summary> {
         let v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
         if v.is_empty() {
@@ -375,6 +397,62 @@ impl Outcome {
             })
             .collect()
     }
+
+    /// The per-repetition ratios `rate(a) / rate(b)` summarised per placement band, for every
+    /// band in which at least one repetition has both rates (moved repetitions left out).
+    pub fn ratio_bands(&self, a: usize, b: usize) -> Vec<(Placement, Summary)> {
+        Placement::ALL.into_iter().filter_map(|p| Summary::of(&self.ratios_in(a, b, p)).map(|s| (p, s))).collect()
+    }
+
+    /// Why `rate(a) / rate(b)` has no per-repetition ratio (in band `p`, or in any band), in a
+    /// few words for a table cell or a goal: no repetition ran, every repetition moved, or the
+    /// two never both have a rate in one steady repetition (one sat out or failed: see
+    /// [`Outcome::notes`]).
+    pub fn no_ratio(&self, a: usize, b: usize, p: Option<Placement>) -> String {
+        let (counts, moved) = self.placement_counts();
+        let steady: usize = match p {
+            Some(p) => counts[p as usize],
+            None => counts.iter().sum(),
+        };
+        let missing: Vec<&str> =
+            [a, b].iter().filter(|&&i| self.all_rates(i).is_empty()).map(|&i| self.names[i].as_str()).collect();
+        if self.rates.is_empty() {
+            "no repetitions".into()
+        } else if !missing.is_empty() {
+            format!("no paired repetitions ({} not measured)", missing.join(", "))
+        } else if steady == 0 {
+            format!("no steady repetition ({moved} of {} moved)", self.rates.len())
+        } else {
+            "no paired repetitions".into()
+        }
+    }
+
+    /// "1.35x (1.10-1.52, 7 reps, very far)": the per-repetition ratio `rate(a) / rate(b)` in the
+    /// band with the most paired repetitions (or why there is none).
+    pub fn ratio_here(&self, a: usize, b: usize) -> String {
+        self.ratio_bands(a, b)
+            .into_iter()
+            .max_by_key(|(_, s)| s.n)
+            .map(|(p, s)| s.ratio_text_in(p))
+            .unwrap_or_else(|| self.no_ratio(a, b, None))
+    }
+
+    /// "1.35x (1.10-1.52, 5 reps, near); 1.02x (0.98-1.05, 2 reps, far)": the per-repetition
+    /// ratio `rate(a) / rate(b)` in every band that has one (or why there is none).
+    pub fn ratio_per_band(&self, a: usize, b: usize) -> String {
+        let parts: Vec<String> = self.ratio_bands(a, b).iter().map(|(p, s)| s.ratio_text_in(*p)).collect();
+        if parts.is_empty() {
+            self.no_ratio(a, b, None)
+        } else {
+            parts.join("; ")
+        }
+    }
+
+    /// The median per-repetition ratio `rate(a) / rate(b)` in the band with the most paired
+    /// repetitions (NaN if none): one number for a chart.
+    pub fn ratio_median_here(&self, a: usize, b: usize) -> f64 {
+        self.ratio_bands(a, b).into_iter().max_by_key(|(_, s)| s.n).map_or(f64::NAN, |(_, s)| s.median)
+    }
 }
 
 /// A pair of contenders (indices into the contender list) to set side by side.
@@ -397,6 +475,7 @@ pub fn pairs_table(out: &Outcome, pairs: &[Pair], scale: f64, first_col: &str) -
     head.push("reference".into());
     let mut rows = Vec::new();
     for pair in pairs {
+        let before = rows.len();
         for p in Placement::ALL {
             let ours = out.rates_in(pair.ours, p);
             let theirs = out.rates_in(pair.theirs, p);
@@ -404,8 +483,8 @@ pub fn pairs_table(out: &Outcome, pairs: &[Pair], scale: f64, first_col: &str) -
                 continue;
             }
             let ratio = match Summary::of(&out.ratios_in(pair.ours, pair.theirs, p)) {
-                Some(s) => format!("**{:.2}x** ({:.2}-{:.2}, {} reps)", s.median, s.min, s.max, s.n),
-                None => "-".into(),
+                Some(s) => format!("**{:.2}x** {}", s.median, s.range_text()),
+                None => out.no_ratio(pair.ours, pair.theirs, Some(p)),
             };
             let also: Vec<String> = pair
                 .also
@@ -421,8 +500,54 @@ pub fn pairs_table(out: &Outcome, pairs: &[Pair], scale: f64, first_col: &str) -
                 also.join(", "),
             ]);
         }
+        if rows.len() == before && !out.rates.is_empty() {
+            // No steady repetition at all: the rates of every repetition, and no ratio.
+            let rate = |i: usize| format!("{} {}", out.names[i], fmt_rate(out.median_rate(i) * scale));
+            rows.push(vec![
+                pair.label.clone(),
+                "-".into(),
+                rate(pair.ours),
+                rate(pair.theirs),
+                out.no_ratio(pair.ours, pair.theirs, None),
+                String::new(),
+            ]);
+        }
     }
     (head, rows)
+}
+
+/// A ratio table over outcomes measured alike (one per row, the same contenders in each, such
+/// as the cells of a streaming section): one row per row label and placement band its outcome
+/// saw, one column per `(label, a, b)` with the per-repetition ratio `rate(a) / rate(b)`:
+/// median (min-max, count), as [`pairs_table`] prints it. A row whose repetitions all moved
+/// gets one line saying so; a cell whose two contenders never ran in one steady repetition
+/// says that.
+pub fn ratio_grid(
+    first_col: &str,
+    rows: &[(String, &Outcome)],
+    cols: &[(String, usize, usize)],
+) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut head = vec![first_col.to_string(), "placement".into()];
+    head.extend(cols.iter().map(|c| c.0.clone()));
+    let mut body = Vec::new();
+    for (label, out) in rows {
+        let (counts, _) = out.placement_counts();
+        let bands: Vec<Placement> = Placement::ALL.into_iter().filter(|&p| counts[p as usize] > 0).collect();
+        if bands.is_empty() {
+            let mut row = vec![label.clone(), "-".into()];
+            row.extend(cols.iter().map(|&(_, a, b)| out.no_ratio(a, b, None)));
+            body.push(row);
+        }
+        for p in bands {
+            let mut row = vec![label.clone(), p.name().to_string()];
+            row.extend(cols.iter().map(|&(_, a, b)| match Summary::of(&out.ratios_in(a, b, p)) {
+                Some(s) => s.ratio_text(),
+                None => out.no_ratio(a, b, Some(p)),
+            }));
+            body.push(row);
+        }
+    }
+    (head, body)
 }
 
 /// Three significant digits: "608", "43.4", "8.60"; "-" for none.
