@@ -1,8 +1,8 @@
 //! The comparison demo: which ring, what size, for my workload, on this machine. mirror-ring as
 //! users call it (`write_all`, `read`, `fill_buf`) and spinning, side by side with rtrb,
 //! ringbuf, a pipe and a socketpair (and the rings built to explain its numbers: a split-copy
-//! ring and a minimal mirrored ring), in one run, interleaved, with medians, ending with what to
-//! use on this machine.
+//! ring and a minimal mirrored ring), in one run, interleaved, with medians and per-repetition
+//! ratios, ending with what to use on this machine.
 //!
 //! ```sh
 //! cargo run --release --all-features --example compare               # about 30 s
@@ -93,7 +93,7 @@ impl Cfg {
                 }
                 "--ab" => {
                     // --ab NAME,NAME,... WRITE RING REPS: those competitors only, interleaved,
-                    // REPS times; medians and ratios to the first.
+                    // REPS times; medians and per-repetition ratios to the first.
                     let names = args.next().unwrap_or_else(|| usage());
                     let write = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage());
                     let ring = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage());
@@ -240,11 +240,14 @@ fn ab(names: &str, write: usize, ring: usize, reps: usize, target: Duration) -> 
             }
         }
     }
-    let base = median(&samples[0]);
     for (i, c) in comps.iter().enumerate() {
         let m = median(&samples[i]);
         let all: Vec<String> = samples[i].iter().map(|v| format!("{v:.2}")).collect();
-        println!("{:>22}: median {m:6.2} GB/s ({})  [{}]", c.name(), ratio(m, base), all.join(" "));
+        // Every repetition ran every competitor (a failed sample ends the tool), so the
+        // samples pair up by index.
+        let ratios: Vec<f64> = samples[i].iter().zip(&samples[0]).map(|(a, b)| a / b).collect();
+        let r = Summary::of(&ratios).map_or("no paired repetitions".into(), |s| s.ratio_text());
+        println!("{:>22}: median {m:6.2} GB/s, {r} the first  [{}]", c.name(), all.join(" "));
         if !waits[i].is_empty() {
             println!("{:>22}  waits per MiB, producer/consumer: [{}]", "", waits[i].join(" "));
         }
@@ -381,26 +384,27 @@ const WRITES: [usize; 4] = [64, KIB, 4 * KIB, 64 * KIB];
 const RING_SIZES: [usize; 6] = [64 * KIB, 256 * KIB, MIB, 2 * MIB, 4 * MIB, 16 * MIB];
 const QUICK_RING_SIZES: [usize; 4] = [64 * KIB, MIB, 4 * MIB, 16 * MIB];
 
-/// Median GB/s and its spread per (cell, competitor); cells are (ring size, write size). Within
-/// a cell every repetition runs each competitor once, in rotated order, between two placement
-/// probes (`interleave`). Prints why a competitor has no numbers, and where the placement
-/// moved.
-fn measure_spread(
+/// Median GB/s per (cell, competitor), each cell's outcome (named), and the section's report
+/// (placement, notes); cells are (ring size, write size). Within a cell every repetition runs
+/// each competitor once, in rotated order, between two placement probes (`interleave`); the
+/// ratio tables are taken from the outcomes, per repetition.
+fn measure(
     cfg: &Cfg,
     p: &mut Progress,
     section: &str,
     mode: Mode,
     comps: &[Competitor],
     cells: &[(usize, usize)],
-) -> (Vec<Vec<(f64, f64)>>, String) {
+) -> (Vec<Vec<f64>>, Named<Outcome>, String) {
     let (out, outcomes) = measure_cells(cfg, p, section, mode, comps, cells);
-    (out, report_cells(&outcomes))
+    let report = report_cells(&outcomes);
+    (out, outcomes, report)
 }
 
 /// Things with a name each ("1 MiB ring, 4 KiB writes", "mirror-ring/io").
 type Named<T> = Vec<(String, T)>;
 
-/// As [`measure_spread`], with each cell's outcome (named) instead of the report.
+/// As [`measure`], without the report.
 fn measure_cells(
     cfg: &Cfg,
     p: &mut Progress,
@@ -408,7 +412,7 @@ fn measure_cells(
     mode: Mode,
     comps: &[Competitor],
     cells: &[(usize, usize)],
-) -> (Vec<Vec<(f64, f64)>>, Named<Outcome>) {
+) -> (Vec<Vec<f64>>, Named<Outcome>) {
     let mut out = Vec::new();
     let mut outcomes = Vec::new();
     for &(cap, write) in cells {
@@ -418,7 +422,7 @@ fn measure_cells(
         let o = interleave(&mut cases, cfg.reps, cfg.target, &mut |step| p.step(section, &format!("{where_}, {step}")));
         p.runs += o.samples;
         p.preempted += o.disturbed;
-        out.push((0..comps.len()).map(|i| (o.median_rate(i) / 1e9, spread(&o.all_rates(i)))).collect());
+        out.push((0..comps.len()).map(|i| o.median_rate(i) / 1e9).collect());
         outcomes.push((where_, o));
     }
     p.clear();
@@ -464,30 +468,6 @@ fn report_cells(outcomes: &[(String, Outcome)]) -> String {
     text
 }
 
-/// Half the interquartile range relative to the median: the run-to-run noise of one cell.
-fn spread(xs: &[f64]) -> f64 {
-    let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.len() < 2 {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
-    (q(0.75) - q(0.25)) / 2.0 / median(&v)
-}
-
-/// Medians only.
-fn measure(
-    cfg: &Cfg,
-    p: &mut Progress,
-    section: &str,
-    mode: Mode,
-    comps: &[Competitor],
-    cells: &[(usize, usize)],
-) -> (Vec<Vec<f64>>, String) {
-    let (stats, notes) = measure_spread(cfg, p, section, mode, comps, cells);
-    (stats.into_iter().map(|row| row.into_iter().map(|(m, _)| m).collect()).collect(), notes)
-}
-
 fn cell(v: f64) -> String {
     if !v.is_finite() {
         "-".into()
@@ -506,8 +486,16 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-/// The throughput table plus the ratio table (mirror-ring, column 0, against each other).
-fn print_stream_tables(label: &str, rows: &[String], comps: &[Competitor], data: &[Vec<f64>], ratio_cols: &[usize]) {
+/// The throughput table plus the ratio table: mirror-ring (column 0) against each of
+/// `ratio_cols`, per repetition, from each row's outcome (`outcomes[row]`).
+fn print_stream_tables(
+    label: &str,
+    rows: &[String],
+    comps: &[Competitor],
+    data: &[Vec<f64>],
+    outcomes: &Named<Outcome>,
+    ratio_cols: &[usize],
+) {
     let mut head = vec![label.to_string()];
     head.extend(comps.iter().map(|c| c.name()));
     let body: Vec<Vec<String>> = rows
@@ -517,14 +505,15 @@ fn print_stream_tables(label: &str, rows: &[String], comps: &[Competitor], data:
         .collect();
     println!("GB/s (median of the repetitions):\n");
     print_table(&head, &body);
-    let mut head = vec![label.to_string()];
-    head.extend(ratio_cols.iter().map(|&i| format!("vs {}", comps[i].name())));
-    let body: Vec<Vec<String>> = rows
-        .iter()
-        .zip(data)
-        .map(|(r, d)| std::iter::once(r.clone()).chain(ratio_cols.iter().map(|&i| ratio(d[0], d[i]))).collect())
-        .collect();
-    println!("{} / each (higher is better for mirror-ring):\n", comps[0].name());
+    let grid_rows: Vec<(String, &Outcome)> = rows.iter().cloned().zip(outcomes.iter().map(|(_, o)| o)).collect();
+    let cols: Vec<(String, usize, usize)> =
+        ratio_cols.iter().map(|&i| (format!("vs {}", comps[i].name()), 0, i)).collect();
+    let (head, body) = ratio_grid(label, &grid_rows, &cols);
+    println!(
+        "{} / each, per repetition: median (min-max, count) of the ratios in that placement (higher is better for \
+         mirror-ring):\n",
+        comps[0].name()
+    );
     print_table(&head, &body);
 }
 
@@ -537,22 +526,6 @@ struct Goal {
 impl Goal {
     fn new(what: impl Into<String>, value: impl Into<String>, met: bool) -> Goal {
         Goal { what: what.into(), value: value.into(), status: if met { "met" } else { "MISSED" } }
-    }
-
-    /// A ratio goal `a / b >= min` on streaming medians with relative spreads: "met within
-    /// noise" when the shortfall is smaller than the combined run-to-run noise of the two.
-    fn ratio_at_least(what: impl Into<String>, a: (f64, f64), b: (f64, f64), min: f64) -> Goal {
-        let r = a.0 / b.0;
-        let noise = (a.1.powi(2) + b.1.powi(2)).sqrt();
-        let noise = if noise.is_finite() { noise } else { 0.0 };
-        let status = if r >= min {
-            "met"
-        } else if r >= min * (1.0 - noise) {
-            "within noise"
-        } else {
-            "MISSED"
-        };
-        Goal { what: what.into(), value: format!("{} (±{:.0}%)", ratio(a.0, b.0), 100.0 * noise), status }
     }
 }
 
@@ -578,7 +551,8 @@ fn main() {
     );
     println!(
         "- method: producer on CPU {PRODUCER_CPU}, consumer on CPU {CONSUMER_CPU}; {} interleaved repetitions, medians; \
-         each timed run ~{} ms after a warm-up; GB/s = 1e9 B/s, every byte copied in and out once",
+         ratios per repetition, as median (min-max, count); each timed run ~{} ms after a warm-up; GB/s = 1e9 B/s, \
+         every byte copied in and out once",
         cfg.reps,
         cfg.target.as_millis()
     );
@@ -637,11 +611,10 @@ fn main() {
     let threads: &[Competitor] = if cfg.quick { &quick_threads } else { &all_threads };
     let col = |c: Competitor| threads.iter().position(|&x| x == c);
     let write_rows: Vec<String> = WRITES.iter().map(|&w| fmt_size(w)).collect();
-    let mut svg_data: Option<Vec<Vec<f64>>> = None;
+    let mut svg_data: Option<(Vec<Vec<f64>>, Named<Outcome>)> = None;
     if cfg.wants("threads") {
         let cells: Vec<(usize, usize)> = WRITES.iter().map(|&w| (MIB, w)).collect();
-        let (stats, notes) = measure_spread(&cfg, &mut p, "threads", Mode::Threads, threads, &cells);
-        let data: Vec<Vec<f64>> = stats.iter().map(|row| row.iter().map(|&(m, _)| m).collect()).collect();
+        let (data, outcomes, notes) = measure(&cfg, &mut p, "threads", Mode::Threads, threads, &cells);
         p.clear();
         println!("## Streaming between two threads, 1 MiB ring, by write size\n");
         println!(
@@ -651,25 +624,26 @@ fn main() {
              wrap); minimal-mirror: a hand-written mirrored ring with no checks (the floor).\n"
         );
         let others: Vec<usize> = (1..threads.len()).collect();
-        print_stream_tables("write", &write_rows, threads, &data, &others);
+        print_stream_tables("write", &write_rows, threads, &data, &outcomes, &others);
         print!("{notes}");
-        let at = |w: usize, c: usize| stats[WRITES.iter().position(|&x| x == w).unwrap()][c];
-        let g = |goals: &mut Vec<Goal>, what: &str, a, b, min| goals.push(Goal::ratio_at_least(what, a, b, min));
+        // The cell of write size `w`, and a goal on its per-repetition ratios.
+        let at = |w: usize| &outcomes[WRITES.iter().position(|&x| x == w).unwrap()].1;
+        let g = |goals: &mut Vec<Goal>, what: &str, w, a, b, min| goals.push(pair_goal(what, at(w), a, b, min));
         let (io, tr, rt, min, sock) =
             (0, 1, col(Competitor::Rtrb), col(Competitor::Minimal), col(Competitor::Socketpair));
         if let Some(rt) = rt {
-            g(&mut goals, "threads, 64 KiB writes (io): >= 1.0x rtrb", at(64 * KIB, io), at(64 * KIB, rt), 1.0);
+            g(&mut goals, "threads, 64 KiB writes (io): >= 1.0x rtrb", 64 * KIB, io, rt, 1.0);
         }
         if let Some(sock) = sock {
-            g(&mut goals, "threads, 4 KiB writes (io): >= 3x socketpair", at(4 * KIB, io), at(4 * KIB, sock), 3.0);
+            g(&mut goals, "threads, 4 KiB writes (io): >= 3x socketpair", 4 * KIB, io, sock, 3.0);
         }
         if let Some(min) = min {
             for &w in &WRITES {
                 let what = format!("threads, {} writes (try): >= 0.95x minimal mirror", fmt_size(w));
-                g(&mut goals, &what, at(w, tr), at(w, min), 0.95);
+                g(&mut goals, &what, w, tr, min, 0.95);
             }
         }
-        svg_data = Some(data);
+        svg_data = Some((data, outcomes));
     }
 
     if cfg.wants("fork") {
@@ -683,11 +657,11 @@ fn main() {
         let quick_fork = [Competitor::MirrorIo, Competitor::Minimal, Competitor::Pipe];
         let fork: &[Competitor] = if cfg.quick { &quick_fork } else { &all_fork };
         let cells: Vec<(usize, usize)> = WRITES.iter().map(|&w| (MIB, w)).collect();
-        let (data, notes) = measure(&cfg, &mut p, "fork", Mode::Fork, fork, &cells);
+        let (data, outcomes, notes) = measure(&cfg, &mut p, "fork", Mode::Fork, fork, &cells);
         p.clear();
         println!("## Streaming from a parent to its forked child, 1 MiB ring, by write size\n");
         let others: Vec<usize> = (1..fork.len()).collect();
-        print_stream_tables("write", &write_rows, fork, &data, &others);
+        print_stream_tables("write", &write_rows, fork, &data, &outcomes, &others);
         print!("{notes}");
     }
 
@@ -757,7 +731,7 @@ fn main() {
     }
 
     if let Some(path) = &cfg.svg {
-        if let Some(data) = svg_data.as_ref().filter(|_| !cfg.quick) {
+        if let Some((data, outcomes)) = svg_data.as_ref().filter(|_| !cfg.quick) {
             let threads = &all_threads;
             let series: Vec<(String, Vec<f64>)> =
                 threads.iter().enumerate().map(|(i, c)| (c.name(), data.iter().map(|row| row[i]).collect())).collect();
@@ -767,13 +741,14 @@ fn main() {
             // the throughput chart).
             let ratios: Vec<(String, Vec<f64>)> = [4, 5, 1, 2, 3]
                 .iter()
-                .map(|&i| (format!("vs {}", threads[i].name()), data.iter().map(|row| row[0] / row[i]).collect()))
+                .map(|&i| {
+                    let per_cell = outcomes.iter().map(|(_, o)| o.ratio_median_here(0, i)).collect();
+                    (format!("vs {}", threads[i].name()), per_cell)
+                })
                 .collect();
             let title = "mirror-ring / other rings, same run (above 1: mirror-ring faster)";
-            write_svg(
-                &sibling(path, "-ratios"),
-                &svg_chart(title, "write size", "ratio of medians", &write_rows, &ratios, false),
-            );
+            let y = "median of the per-repetition ratios";
+            write_svg(&sibling(path, "-ratios"), &svg_chart(title, "write size", y, &write_rows, &ratios, false));
         }
         if let Some((rows, series)) = &svg_sizes {
             let title = "Streaming between two threads by ring size (median GB/s)";
@@ -1271,7 +1246,7 @@ fn sizes_section(cfg: &Cfg, p: &mut Progress, advice: &mut Vec<String>) -> (Vec<
             measure_cells(cfg, p, &format!("ring sizes, {} writes", fmt_size(w)), Mode::Threads, &comps, &cells);
         for (r, row) in d.iter().enumerate() {
             for (k, &i) in idx.iter().enumerate() {
-                data[r][i] = row[k].0;
+                data[r][i] = row[k];
             }
         }
         outcomes.extend(o);
@@ -1407,14 +1382,14 @@ fn huge_section(cfg: &Cfg, p: &mut Progress, advice: &mut Vec<String>) {
     print_table(&head, &rows);
     let comps = [Competitor::MirrorHuge, Competitor::MirrorBlocking(Backend::Auto, DEFAULT_SPIN), Competitor::Rtrb];
     let cells: Vec<(usize, usize)> = sizes.iter().map(|&s| (s, 4 * KIB)).collect();
-    let (data, notes) = measure(cfg, p, "huge pages (streaming)", Mode::Threads, &comps, &cells);
+    let (data, outcomes, notes) = measure(cfg, p, "huge pages (streaming)", Mode::Threads, &comps, &cells);
     p.clear();
     println!("Streaming between two threads, 4 KiB writes, `io::Write` / `io::Read`, by ring size:\n");
     let rows: Vec<String> = sizes.iter().map(|&c| fmt_size(c)).collect();
-    print_stream_tables("ring", &rows, &comps, &data, &[1, 2]);
+    print_stream_tables("ring", &rows, &comps, &data, &outcomes, &[1, 2]);
     print!("{notes}");
     let per: Vec<String> =
-        sizes.iter().zip(&data).map(|(s, d)| format!("{} {}", fmt_size(*s), ratio(d[0], d[1]))).collect();
+        sizes.iter().zip(&outcomes).map(|(s, (_, o))| format!("{} {}", fmt_size(*s), o.ratio_here(0, 1))).collect();
     advice.push(format!(
         "Huge pages (`RingOptions::huge_pages(true)`), streaming against 4 KiB pages: {}; creation with prefault \
          and the first lap: see the huge-page table.",
@@ -1677,7 +1652,7 @@ fn spin_sweep(cfg: &Cfg, p: &mut Progress) {
         .collect();
     let cells: Vec<(usize, usize)> = [64, 4 * KIB, 64 * KIB].iter().map(|&w| (MIB, w)).collect();
     for mode in [Mode::Threads, Mode::Fork] {
-        let (data, notes) = measure(cfg, p, "spin sweep (streaming)", mode, &comps, &cells);
+        let (data, _, notes) = measure(cfg, p, "spin sweep (streaming)", mode, &comps, &cells);
         p.clear();
         println!("Streaming, {}: GB/s (first column: spinning try_* loops)\n", mode.name());
         let mut head = vec!["write".to_string()];
@@ -1762,22 +1737,24 @@ fn nt_experiment(cfg: &Cfg, p: &mut Progress) {
     let cells: Vec<(usize, usize)> =
         [(MIB, KIB), (MIB, 4 * KIB), (MIB, 64 * KIB), (4 * MIB, 4 * KIB), (16 * MIB, 4 * KIB)].into_iter().collect();
     for mode in [Mode::Threads, Mode::Fork] {
-        let (data, notes) = measure(cfg, p, "non-temporal stores", mode, &comps, &cells);
+        let (data, outcomes, notes) = measure(cfg, p, "non-temporal stores", mode, &comps, &cells);
         p.clear();
         println!("## Non-temporal stores in the producer ({}), GB/s\n", mode.name());
-        let head: Vec<String> = ["ring, write", "ordinary copy", "non-temporal", "nt / ordinary", "mirror-ring"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let head: Vec<String> =
+            ["ring, write", "ordinary copy", "non-temporal", "nt / ordinary, per repetition", "mirror-ring"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         let rows: Vec<Vec<String>> = cells
             .iter()
             .zip(&data)
-            .map(|((c, w), d)| {
+            .zip(&outcomes)
+            .map(|(((c, w), d), (_, o))| {
                 vec![
                     format!("{}, {}", fmt_size(*c), fmt_size(*w)),
                     cell(d[0]),
                     cell(d[1]),
-                    ratio(d[1], d[0]),
+                    o.ratio_per_band(1, 0),
                     cell(d[2]),
                 ]
             })
