@@ -478,14 +478,6 @@ fn cell(v: f64) -> String {
     }
 }
 
-fn ratio(a: f64, b: f64) -> String {
-    if a.is_finite() && b.is_finite() && b > 0.0 {
-        format!("{:.2}x", a / b)
-    } else {
-        "-".into()
-    }
-}
-
 /// The throughput table plus the ratio table: mirror-ring (column 0) against each of
 /// `ratio_cols`, per repetition, from each row's outcome (`outcomes[row]`).
 fn print_stream_tables(
@@ -931,11 +923,11 @@ fn creation(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
     let mut head = vec!["size".to_string(), "prefault".to_string()];
     for what in ["map", "ring"] {
         head.extend(backends.iter().map(|b| format!("{what}: {b}")));
-        head.push(format!("{what}: auto / memfd"));
+        head.push(format!("{what}: auto / memfd, per repetition"));
     }
     let mut rows = Vec::new();
-    // Worst Auto / memfd ratio without prefault, and where: (map, ring).
-    let mut worst = [(0.0f64, 0usize); 2];
+    // The Auto / memfd ratios of the size with the worst median without prefault: (map, ring).
+    let mut worst: [Option<(Summary, usize)>; 2] = [None, None];
     for prefault in [false, true] {
         for &size in &sizes {
             let reps = match (size, prefault) {
@@ -944,9 +936,11 @@ fn creation(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
                 (s, true) if s >= 64 * MIB => 3,
                 _ => 10 * cfg.reps,
             };
-            // [map, ring] x backend
+            // [map, ring] x backend; and [map, ring] Auto / memfd per repetition.
             let mut samples = vec![vec![Vec::new(); backends.len()]; 2];
+            let mut ratios = [Vec::new(), Vec::new()];
             for rep in 0..reps {
+                let mut this = [[None; 4]; 2];
                 for i in rotation(backends.len(), rep) {
                     let b = backends[i];
                     if !b.is_available() {
@@ -957,10 +951,17 @@ fn creation(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
                     if !prefault {
                         if let Ok(d) = create_map(b, size, prefault) {
                             samples[0][i].push(d.as_secs_f64() * 1e6);
+                            this[0][i] = Some(d.as_secs_f64());
                         }
                     }
                     if let Ok(d) = create_ring(b, size, prefault) {
                         samples[1][i].push(d.as_secs_f64() * 1e6);
+                        this[1][i] = Some(d.as_secs_f64());
+                    }
+                }
+                for k in 0..2 {
+                    if let (Some(auto), Some(memfd)) = (this[k][0], this[k][3]) {
+                        ratios[k].push(auto / memfd);
                     }
                 }
             }
@@ -968,14 +969,21 @@ fn creation(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
             for (k, per) in samples.iter().enumerate() {
                 if reps == 0 {
                     row.extend(backends.iter().map(|_| "skipped".to_string()));
-                    row.push("-".into());
+                    row.push("skipped".into());
                     continue;
                 }
                 let med: Vec<f64> = per.iter().map(|s| median(s)).collect();
                 row.extend(med.iter().map(|&v| if v.is_finite() { format!("{v:.1}") } else { "-".into() }));
-                row.push(ratio(med[0], med[3]));
-                if !prefault && med[0] / med[3] > worst[k].0 {
-                    worst[k] = (med[0] / med[3], size);
+                let summary = Summary::of(&ratios[k]);
+                row.push(match summary {
+                    Some(s) => s.ratio_text(),
+                    None if k == 0 && prefault => "not timed".into(),
+                    None => "no paired repetitions".into(),
+                });
+                match (summary, worst[k]) {
+                    (Some(s), Some((w, _))) if !prefault && s.median > w.median => worst[k] = Some((s, size)),
+                    (Some(s), None) if !prefault => worst[k] = Some((s, size)),
+                    _ => {}
                 }
             }
             rows.push(row);
@@ -984,12 +992,13 @@ fn creation(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
     p.clear();
     print_table(&head, &rows);
     for (k, what) in ["mapping", "ring"].iter().enumerate() {
-        let (r, size) = worst[k];
-        goals.push(Goal::new(
-            format!("creation ({what}, no prefault, every size): Auto <= 0.9x memfd"),
-            format!("{r:.2}x worst (at {})", fmt_size(size)),
-            r <= 0.9,
-        ));
+        let what = format!("creation ({what}, no prefault, every size): Auto <= 0.9x memfd");
+        goals.push(match worst[k] {
+            Some((s, size)) => {
+                Goal::new(what, format!("{} at {}, the worst size", s.ratio_text(), fmt_size(size)), s.median <= 0.9)
+            }
+            None => Goal { what, value: "no paired repetitions".into(), status: "no ratio" },
+        });
     }
 }
 
@@ -1336,7 +1345,10 @@ fn huge_section(cfg: &Cfg, p: &mut Progress, advice: &mut Vec<String>) {
         let mut create = [Vec::new(), Vec::new()];
         let mut lap1 = [Vec::new(), Vec::new()];
         let mut lap2 = [Vec::new(), Vec::new()];
+        // huge / 4 KiB creation time, per repetition.
+        let mut ratios = Vec::new();
         for rep in 0..reps {
+            let mut this = [None; 2];
             for i in rotation(2, rep) {
                 let huge = i == 1;
                 p.step(
@@ -1345,11 +1357,15 @@ fn huge_section(cfg: &Cfg, p: &mut Progress, advice: &mut Vec<String>) {
                 );
                 if let Ok(d) = create_ring_paged(size, true, huge) {
                     create[i].push(d.as_secs_f64() * 1e6);
+                    this[i] = Some(d.as_secs_f64());
                 }
                 if let Ok((a, b)) = first_lap(size, huge) {
                     lap1[i].push(a.as_secs_f64() * 1e6);
                     lap2[i].push(b.as_secs_f64() * 1e6);
                 }
+            }
+            if let [Some(small), Some(huge)] = this {
+                ratios.push(huge / small);
             }
         }
         let m = |v: &Vec<f64>| median(v);
@@ -1357,7 +1373,7 @@ fn huge_section(cfg: &Cfg, p: &mut Progress, advice: &mut Vec<String>) {
             fmt_size(size),
             format!("{:.0}", m(&create[0])),
             format!("{:.0}", m(&create[1])),
-            ratio(m(&create[1]), m(&create[0])),
+            Summary::of(&ratios).map_or("no paired repetitions".into(), |s| s.ratio_text()),
             format!("{:.0}", m(&lap1[0])),
             format!("{:.0}", m(&lap1[1])),
             format!("{:.0}", m(&lap2[0])),
@@ -1370,7 +1386,7 @@ fn huge_section(cfg: &Cfg, p: &mut Progress, advice: &mut Vec<String>) {
         "ring",
         "create, 4 KiB pages",
         "create, huge",
-        "huge / 4 KiB",
+        "huge / 4 KiB, per repetition",
         "first lap, 4 KiB pages",
         "first lap, huge",
         "second lap, 4 KiB pages",
