@@ -677,24 +677,10 @@ fn main() {
         read_modes(&cfg, &mut p, &mut goals);
     }
 
-    // ---- async ends and read_from/write_to (issue 12; rows from benches/support/async_rows.rs) ----
+    // ---- async ends and read_from/write_to (issue 12; from benches/support/async_rows.rs) ----
     #[cfg(feature = "tokio")]
     if cfg.wants("async") {
-        p.step("async", "async ends, relays");
-        let rows = async_rows(cfg.quick);
-        p.clear();
-        println!(
-            "\n## Async ends and relays (feature tokio; core-to-core round trip now {})\n",
-            fmt_ns(core_round_trip())
-        );
-        let mut last = String::new();
-        for (section, who, value) in rows {
-            if section != last {
-                println!("{section}:");
-                last = section;
-            }
-            println!("  {who:>28}: {value}");
-        }
+        async_section_print(&cfg, &mut p);
     }
     // ---- end of the async block ----
 
@@ -1411,6 +1397,68 @@ fn huge_section(cfg: &Cfg, p: &mut Progress, advice: &mut Vec<String>) {
          and the first lap: see the huge-page table.",
         per.join(", ")
     ));
+}
+
+/// The async ends and relays, interleaved (`benches/support/async_rows.rs`): the medians, then
+/// mirror-ring's async ends against each other transport per repetition (round trips as
+/// ratios of times, streaming as ratios of rates), then the relays against the ring.
+#[cfg(feature = "tokio")]
+fn async_section_print(cfg: &Cfg, p: &mut Progress) {
+    let groups = async_section(cfg.quick, cfg.reps, &mut |step| p.step("async", step));
+    p.clear();
+    println!("## Async ends and relays (feature tokio; core-to-core round trip now {})\n", fmt_ns(core_round_trip()));
+    println!(
+        "Two current-thread tokio runtimes on the two pinned CPUs. Each group runs {} repetitions, every transport \
+         once per repetition in rotated order, between placement probes; a sample is 1/{} of the group's work, so \
+         the section takes as long whatever the repetitions.\n",
+        cfg.reps, cfg.reps
+    );
+    let (transports, relays): (Vec<_>, Vec<_>) =
+        groups.iter().partition(|(_, o)| o.names[0] == AsyncKind::Mirror.name());
+    let round_trip = |title: &str| title.starts_with("round trip");
+    let value = |title: &str, rate: f64| {
+        if round_trip(title) {
+            fmt_ns(1e9 / rate)
+        } else {
+            format!("{} GB/s", fmt_rate(rate / 1e9))
+        }
+    };
+    for (label, list) in [("transport", &transports), ("relay", &relays)] {
+        let Some((_, first)) = list.first() else { continue };
+        let mut head = vec![label.to_string()];
+        head.extend(first.names.iter().cloned());
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|(t, o)| {
+                std::iter::once(t.clone()).chain((0..o.names.len()).map(|i| value(t, o.median_rate(i)))).collect()
+            })
+            .collect();
+        println!("Median of the repetitions:\n");
+        print_table(&head, &rows);
+        // Round trips as times: mirror-ring's over the other's (below 1: mirror-ring faster).
+        let times: Vec<(String, Outcome)> =
+            list.iter().map(|(t, o)| (t.clone(), if round_trip(t) { o.as_times() } else { o.clone() })).collect();
+        let grid_rows: Vec<(String, &Outcome)> =
+            times.iter().map(|(t, o)| (format!("{t} ({})", if round_trip(t) { "time" } else { "rate" }), o)).collect();
+        let cols: Vec<(String, usize, usize)> =
+            (1..first.names.len()).map(|i| (format!("vs {}", first.names[i]), 0, i)).collect();
+        let (head, body) = ratio_grid(label, &grid_rows, &cols);
+        let of = if list.iter().any(|(t, _)| round_trip(t)) {
+            format!(
+                "of times for round trips (below 1: {0} faster), of rates otherwise (above 1: {0} faster)",
+                first.names[0]
+            )
+        } else {
+            format!("of rates (above 1: {} faster)", first.names[0])
+        };
+        println!(
+            "{} / each, per repetition: median (min-max, count) of the ratios in that placement, {of}:\n",
+            first.names[0]
+        );
+        print_table(&head, &body);
+    }
+    let named: Named<Outcome> = groups;
+    print!("{}", report_cells(&named));
 }
 
 /// Message sizes and the batch size of the messages section.

@@ -1,6 +1,6 @@
 //! The async ends and the kernel on the other side, measured (feature `tokio`): used by
-//! `benches/async.rs` (criterion) and by the comparison demo, which prints
-//! [`async_rows`] side by side in one run.
+//! `benches/async.rs` (criterion) and by the comparison demo, which measures
+//! [`async_section`] interleaved, with per-repetition ratios, in one run.
 //!
 //! - Round trip of an 8-byte message between two current-thread runtimes on two pinned
 //!   threads (pinger on CPU 0, echo on CPU 1): mirror-ring's async ends on a thread ring
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use mirror_ring::RingOptions;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{pin_to, CONSUMER_CPU, PRODUCER_CPU};
+use super::{interleave, pin_to, Contender, Outcome, Sample, CONSUMER_CPU, PRODUCER_CPU};
 
 /// The async transports compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -358,39 +358,93 @@ fn splice_relay(src: &UnixStream, dst: &UnixStream) -> io::Result<()> {
     }
 }
 
-/// Every async row of the comparison, as (section, competitor, value) lines ready to print:
-/// round trips (µs, parked and busy), streaming (GB/s at 64 B and 4 KiB) and relays (GB/s).
-/// `quick`: CI-sized.
-pub fn async_rows(quick: bool) -> Vec<(String, String, String)> {
-    let (rts, warm, bytes, relay_bytes) =
-        if quick { (2_000, 200, 8u64 << 20, 32u64 << 20) } else { (20_000, 2_000, 128 << 20, 512 << 20) };
-    let mut rows = Vec::new();
-    let fmt = |r: io::Result<f64>, f: &dyn Fn(f64) -> String| match r {
-        Ok(v) => f(v),
-        Err(e) => format!("error: {e}"),
-    };
-    for busy in [false, true] {
-        for k in AsyncKind::ALL {
-            let r = async_round_trip(k, busy, rts, warm);
-            let section =
-                format!("async round trip, 8 B, {}", if busy { "both ends busy" } else { "both ends parked" });
-            rows.push((section, k.name().to_string(), fmt(r, &|ns| format!("{:.1} µs", ns / 1e3))));
+/// What one async contender measures: round trips of one transport (parked or busy),
+/// streaming through it at one write size, or one way of relaying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsyncJob {
+    RoundTrip(AsyncKind, bool),
+    Stream(AsyncKind, usize),
+    Relay(RelayKind),
+}
+
+/// An async measurement as a contender of the interleaved loop ([`super::interleave`]): each
+/// sample is `units` round trips (after a tenth as many to warm up) or bytes. The run-queue
+/// delay of the runtimes' threads is not read: no sample counts as disturbed.
+pub struct AsyncCase {
+    pub job: AsyncJob,
+    pub units: u64,
+}
+
+impl AsyncCase {
+    fn run(&self, units: u64) -> io::Result<Sample> {
+        let secs = match self.job {
+            AsyncJob::RoundTrip(kind, busy) => async_round_trip(kind, busy, units, (units / 10).max(20))? * 1e-9,
+            AsyncJob::Stream(kind, write) => 1.0 / (async_stream(kind, write, units)? * 1e9),
+            AsyncJob::Relay(kind) => 1.0 / (relay(kind, units)? * 1e9),
+        } * units as f64;
+        if !(secs.is_finite() && secs >= 0.0) {
+            return Err(io::Error::other(format!("timed {secs} s")));
         }
+        Ok(Sample { units, time: Duration::from_secs_f64(secs), preempted: Duration::ZERO })
+    }
+}
+
+impl Contender for AsyncCase {
+    fn name(&self) -> String {
+        match self.job {
+            AsyncJob::RoundTrip(k, _) | AsyncJob::Stream(k, _) => k.name().to_string(),
+            AsyncJob::Relay(k) => k.name().to_string(),
+        }
+    }
+
+    /// The sample's size is fixed (see [`async_section`]); a short trial says whether the
+    /// transport runs here at all.
+    fn calibrate(&mut self, _target: Duration) -> io::Result<()> {
+        self.run((self.units / 64).max(64)).map(drop)
+    }
+
+    fn sample(&mut self) -> io::Result<Sample> {
+        self.run(self.units)
+    }
+}
+
+/// The async section of the comparison, as interleaved measurements: round trips of an 8-byte
+/// message with both ends parked and with both busy, streaming at 64 B and 4 KiB writes (each
+/// across the four transports of [`AsyncKind`]), and the relays of [`RelayKind`]; each group
+/// runs `reps` repetitions, every contender once per repetition in rotated order, between
+/// placement probes, so ratios are taken per repetition. The work of the former single samples
+/// (20 000 round trips, 128 MiB streamed, 512 MiB relayed; a tenth of that with `quick`) is
+/// split across the repetitions, so the section takes about as long whatever `reps` is.
+/// Returns (title, outcome) per group.
+pub fn async_section(quick: bool, reps: usize, progress: &mut dyn FnMut(&str)) -> Vec<(String, Outcome)> {
+    let (rts, bytes, relay_bytes) =
+        if quick { (2_000, 8u64 << 20, 32u64 << 20) } else { (20_000, 128 << 20, 512 << 20) };
+    let per = |total: u64| (total / reps.max(1) as u64).max(1);
+    let mut groups: Vec<(String, Vec<AsyncCase>)> = Vec::new();
+    for busy in [false, true] {
+        groups.push((
+            format!("round trip, 8 B, {}", if busy { "both ends busy" } else { "both ends parked" }),
+            AsyncKind::ALL.iter().map(|&k| AsyncCase { job: AsyncJob::RoundTrip(k, busy), units: per(rts) }).collect(),
+        ));
     }
     for write in [64usize, 4096] {
-        for k in AsyncKind::ALL {
-            let total = if write == 64 { bytes / 8 } else { bytes };
-            let r = async_stream(k, write, total);
-            rows.push((
-                format!("async streaming, {write} B writes"),
-                k.name().to_string(),
-                fmt(r, &|g| format!("{g:.2} GB/s")),
-            ));
-        }
+        let total = if write == 64 { bytes / 8 } else { bytes };
+        groups.push((
+            format!("streaming, {} writes", if write == 64 { "64 B" } else { "4 KiB" }),
+            AsyncKind::ALL.iter().map(|&k| AsyncCase { job: AsyncJob::Stream(k, write), units: per(total) }).collect(),
+        ));
     }
-    for k in RelayKind::ALL {
-        let r = relay(k, relay_bytes);
-        rows.push(("socket-to-socket relay".to_string(), k.name().to_string(), fmt(r, &|g| format!("{g:.2} GB/s"))));
-    }
-    rows
+    groups.push((
+        "socket-to-socket relay".to_string(),
+        RelayKind::ALL.iter().map(|&k| AsyncCase { job: AsyncJob::Relay(k), units: per(relay_bytes) }).collect(),
+    ));
+    groups
+        .into_iter()
+        .map(|(title, cases)| {
+            let mut cases: Vec<Box<dyn Contender>> =
+                cases.into_iter().map(|c| Box::new(c) as Box<dyn Contender>).collect();
+            let out = interleave(&mut cases, reps, Duration::ZERO, &mut |step| progress(&format!("{title}: {step}")));
+            (title, out)
+        })
+        .collect()
 }

@@ -372,6 +372,18 @@ impl Outcome {
         format!("{} repetitions: {} (round-trip probes {probes})", self.rates.len(), parts.join(", "))
     }
 
+    /// The same outcome with every rate replaced by its inverse, the time per unit: for round
+    /// trips, whose ratios then read as ratios of times (below 1: the first is faster).
+    pub fn as_times(&self) -> Outcome {
+        let mut t = self.clone();
+        for row in &mut t.rates {
+            for r in row.iter_mut() {
+                *r = r.filter(|&v| v > 0.0).map(|v| 1.0 / v);
+            }
+        }
+        t
+    }
+
     /// Every rate of contender `i` (all repetitions).
     pub fn all_rates(&self, i: usize) -> Vec<f64> {
         self.rates.iter().filter_map(|r| r[i]).collect()
