@@ -1130,7 +1130,7 @@ fn records_section(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &
         Pair { label: "try vs rtrb chunks".into(), ours: 1, theirs: 2, also: vec![] },
     ];
     let (head, rows) = pairs_table(&out, &pairs, 1e-6, "64 B records");
-    println!("M records/s (median of the repetitions in that placement; x 64 B = MB/s); ratio: median (min-max) of the per-repetition ratios:\n");
+    println!("M records/s (median of the repetitions in that placement; x 64 B = MB/s); ratio: median (min-max, count) of the per-repetition ratios:\n");
     print_table(&head, &rows);
     print_list(&out.notes);
     goals.push(pair_goal("64 B records, io (fill_buf/consume): >= 1.0x rtrb chunks", &out, 0, 2, 1.0));
@@ -1174,7 +1174,7 @@ fn bulk_section(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>, advice: &mut
             Pair { label: "watermark vs rtrb".into(), ours: 1, theirs: 3, also: vec![2] },
         ];
         let (head, rows) = pairs_table(&out, &pairs, 1e-9, "4 KiB writes");
-        println!("GB/s (median in that placement); ratio: median (min-max) of the per-repetition ratios:\n");
+        println!("GB/s (median in that placement); ratio: median (min-max, count) of the per-repetition ratios:\n");
         print_table(&head, &rows);
         let regimes: Vec<String> =
             out.names.iter().zip(&out.details).filter_map(|(n, d)| d.as_ref().map(|d| format!("{n}: {d}"))).collect();

@@ -1120,7 +1120,7 @@ pub fn print_msg_section(out: &Outcome, sizes: &[usize], batch: usize) {
     print_pairs(
         out,
         &msg_pairs(sizes, batch),
-        "M messages/s (median of the repetitions in that placement); ratio: median (min-max) of the per-repetition ratios:",
+        "M messages/s (median of the repetitions in that placement); ratio: median (min-max, count) of the per-repetition ratios:",
     );
 }
 
