@@ -535,10 +535,18 @@ mod tests {
         tx.send(&[1; 2000]).unwrap();
         tx.set_batch(8);
         tx.send(&[2; 16]).unwrap(); // "a": pending, unstamped
+        let waits = tx.inner.stats_handle();
         std::thread::scope(|s| {
             let rx = &mut rx;
             s.spawn(move || {
                 let (mut got, deadline) = (Vec::new(), std::time::Instant::now() + std::time::Duration::from_secs(10));
+                // Not before `reserve` has found the room short: a release of the first frame
+                // before it looks would give it the room without a wait (and "a" would stay
+                // pending).
+                while waits.get().spins == 0 {
+                    assert!(std::time::Instant::now() < deadline, "reserve never waited");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
                 // Until "a" is taken, then one more look: that answer releases both frames.
                 loop {
                     match rx.try_recv() {
