@@ -440,15 +440,18 @@ fn a_dont_fork_ring_is_not_in_a_child_that_has_its_makers_pid() {
 /// A reader polling an idle ring with short timeouts pays the heavy barrier once, not once
 /// per call: a wait that ends on its deadline leaves its flag raised, covered by the barrier
 /// it paid, for the next wait (membarrier's global form interrupts every CPU running a
-/// registered process). Between threads and on a shared ring.
+/// registered process). Between threads and on a shared ring. No spin budget, so that every
+/// wait parks: with one, a loaded machine can spend a 2 ms wait spinning and yielding.
 #[test]
 fn timed_waits_on_an_idle_ring_pay_the_heavy_barrier_once() {
     for shared in [false, true] {
+        let mut opts = RingOptions::new();
+        opts.capacity(4096).spin_budget(Duration::ZERO);
         let (_tx, mut rx) = if shared {
-            let ring = RingOptions::new().capacity(4096).shared().unwrap();
+            let ring = opts.shared().unwrap();
             (ring.clone().into_producer().unwrap(), ring.into_consumer().unwrap())
         } else {
-            RingOptions::new().capacity(4096).build().unwrap()
+            opts.build().unwrap()
         };
         let mut buf = [0u8; 16];
         for _ in 0..100 {
