@@ -12,7 +12,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use common::{in_child, spawn_child, wait_child, wait_child_within, watchdog, Pattern};
+use common::{in_child, spawn_child, watchdog, Pattern};
 use mirror_ring::{RingOptions, SharedRing};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
@@ -273,7 +273,7 @@ fn async_against_blocking_across_fork_both_ways() {
     let pattern = Pattern::new(3);
     for backend in common::available() {
         let ring = RingOptions::new().capacity(4096).backend(backend).spin_budget(Duration::ZERO).shared().unwrap();
-        let pid = spawn_child(|| {
+        let mut child = spawn_child(|| {
             let mut tx = ring.clone().into_producer().unwrap();
             let mut pos = 0;
             while pos < total {
@@ -286,7 +286,7 @@ fn async_against_blocking_across_fork_both_ways() {
             }
             0
         });
-        dog.kill_on_expiry(pid);
+        dog.kill_on_expiry(&child);
         let (got, rs) = current_thread().block_on(async {
             let mut rx = ring.into_consumer().unwrap().into_async().unwrap();
             let mut buf = vec![0; 2048];
@@ -301,15 +301,16 @@ fn async_against_blocking_across_fork_both_ways() {
             }
             (pos, rx.stats())
         });
-        assert_eq!(wait_child(pid), 0, "{backend:?}");
+        assert_eq!(child.wait(), 0, "{backend:?}");
         assert_eq!(got, total, "{backend:?}");
         assert!(rs.parks > 0 && rs.woken > 0 && rs.lost_wakeups == 0, "{backend:?}: {rs:?}");
 
         let ring = RingOptions::new().capacity(4096).backend(backend).spin_budget(Duration::ZERO).shared().unwrap();
-        let pid = spawn_child(|| read_pattern_blocking(&mut ring.clone().into_consumer().unwrap(), &pattern, total));
-        dog.kill_on_expiry(pid);
+        let mut child =
+            spawn_child(|| read_pattern_blocking(&mut ring.clone().into_consumer().unwrap(), &pattern, total));
+        dog.kill_on_expiry(&child);
         let ws = write_pattern_async(ring.into_producer().unwrap(), &pattern, total, 2500);
-        assert_eq!(wait_child(pid), 0, "{backend:?}: 3 read error, 4 wrong bytes, 5 short stream");
+        assert_eq!(child.wait(), 0, "{backend:?}: 3 read error, 4 wrong bytes, 5 short stream");
         assert!(ws.parks > 0 && ws.woken > 0 && ws.lost_wakeups == 0, "{backend:?}: {ws:?}");
     }
 }
@@ -368,7 +369,7 @@ fn async_ends_against_a_process_that_received_the_ring_over_a_socket() {
     const FRAMES: u64 = 20_000;
     // Framed: the child sends counters, this process receives them asynchronously.
     let (ours, theirs) = UnixStream::pair().unwrap();
-    let pid = spawn_child(|| {
+    let mut child = spawn_child(|| {
         let Ok(ring) = SharedRing::recv_from(&theirs) else { return 2 };
         let mut tx = ring.into_producer().unwrap().into_framed();
         for i in 0..FRAMES {
@@ -384,7 +385,7 @@ fn async_ends_against_a_process_that_received_the_ring_over_a_socket() {
         }
         0
     });
-    dog.kill_on_expiry(pid);
+    dog.kill_on_expiry(&child);
     drop(theirs);
     let ring = RingOptions::new().capacity(4096).backend(mirror_ring::Backend::Memfd).shared().unwrap();
     ring.send_to(&ours).unwrap();
@@ -401,7 +402,7 @@ fn async_ends_against_a_process_that_received_the_ring_over_a_socket() {
         }
         (n, rx.stats())
     });
-    assert_eq!(wait_child(pid), 0, "2: recv_from, 3: send");
+    assert_eq!(child.wait(), 0, "2: recv_from, 3: send");
     assert_eq!(got, FRAMES);
     assert!(rs.parks > 0 && rs.woken > 0 && rs.lost_wakeups == 0, "{rs:?}");
 
@@ -409,16 +410,16 @@ fn async_ends_against_a_process_that_received_the_ring_over_a_socket() {
     let total = 1u64 << 20;
     let pattern = Pattern::new(11);
     let (ours, theirs) = UnixStream::pair().unwrap();
-    let pid = spawn_child(|| {
+    let mut child = spawn_child(|| {
         let Ok(ring) = SharedRing::recv_from(&theirs) else { return 2 };
         read_pattern_blocking(&mut ring.into_consumer().unwrap(), &pattern, total)
     });
-    dog.kill_on_expiry(pid);
+    dog.kill_on_expiry(&child);
     drop(theirs);
     let ring = RingOptions::new().capacity(4096).backend(mirror_ring::Backend::Memfd).shared().unwrap();
     ring.send_to(&ours).unwrap();
     let ws = write_pattern_async(ring.into_producer().unwrap(), &pattern, total, 2500);
-    assert_eq!(wait_child(pid), 0, "2: recv_from, 3: read error, 4: wrong bytes, 5: short stream");
+    assert_eq!(child.wait(), 0, "2: recv_from, 3: read error, 4: wrong bytes, 5: short stream");
     assert!(ws.parks > 0 && ws.woken > 0 && ws.lost_wakeups == 0, "{ws:?}");
 }
 
@@ -463,62 +464,66 @@ fn lines_through_async_buf_read() {
 fn peer_death_reaches_async_ends_within_a_second() {
     let dog = watchdog("peer_death_reaches_async_ends_within_a_second", Duration::from_secs(60));
     let ring: SharedRing = RingOptions::new().capacity(4096).shared().unwrap();
-    let pid = spawn_child(|| {
+    let mut child = spawn_child(|| {
         let mut tx = ring.clone().into_producer().unwrap();
         tx.write_all(b"committed").unwrap();
         loop {
             std::thread::sleep(Duration::from_secs(1)); // alive, silent, until killed
         }
     });
-    dog.kill_on_expiry(pid);
+    dog.kill_on_expiry(&child);
     let rt = current_thread();
-    rt.block_on(async {
-        let mut rx = ring.clone().into_consumer().unwrap().into_async().unwrap();
-        let mut buf = [0; 9];
-        rx.read_exact(&mut buf).await.unwrap();
-        assert_eq!(&buf, b"committed");
-        // Park, then kill the producer from another thread.
-        let killer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
-            // SAFETY: our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            Instant::now()
-        });
-        let err = rx.read(&mut buf).await.unwrap_err();
-        let seen = Instant::now();
-        let killed = killer.join().unwrap();
-        assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err}");
-        assert!(seen.duration_since(killed) < Duration::from_secs(1), "death seen after {:?}", seen - killed);
-        assert!(rx.stats().parks > 0);
+    // The killer threads are scoped: joined before the guard could reap the child, also when
+    // an assertion fails.
+    std::thread::scope(|s| {
+        rt.block_on(async {
+            let mut rx = ring.clone().into_consumer().unwrap().into_async().unwrap();
+            let mut buf = [0; 9];
+            rx.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"committed");
+            // Park, then kill the producer from another thread.
+            let killer = s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                child.kill();
+                Instant::now()
+            });
+            let err = rx.read(&mut buf).await.unwrap_err();
+            let seen = Instant::now();
+            let killed = killer.join().unwrap();
+            assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err}");
+            assert!(seen.duration_since(killed) < Duration::from_secs(1), "death seen after {:?}", seen - killed);
+            assert!(rx.stats().parks > 0);
+        })
     });
-    wait_child(pid);
+    child.wait();
 
     let ring: SharedRing = RingOptions::new().capacity(4096).shared().unwrap();
-    let pid = spawn_child(|| {
+    let mut child = spawn_child(|| {
         let _rx = ring.clone().into_consumer().unwrap();
         loop {
             std::thread::sleep(Duration::from_secs(1));
         }
     });
-    dog.kill_on_expiry(pid);
-    rt.block_on(async {
-        let mut tx = ring.into_producer().unwrap().into_async().unwrap();
-        tx.write_all(&[1; 4096]).await.unwrap();
-        let killer = std::thread::spawn(move || {
-            // Long enough for the child to have claimed its role (until then there is nobody
-            // to watch), and for the writer to park.
-            std::thread::sleep(Duration::from_millis(300));
-            // SAFETY: our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            Instant::now()
-        });
-        let err = tx.write_all(b"more").await.unwrap_err();
-        let seen = Instant::now();
-        let killed = killer.join().unwrap();
-        assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{err}");
-        assert!(seen.duration_since(killed) < Duration::from_secs(1), "death seen after {:?}", seen - killed);
+    dog.kill_on_expiry(&child);
+    std::thread::scope(|s| {
+        rt.block_on(async {
+            let mut tx = ring.into_producer().unwrap().into_async().unwrap();
+            tx.write_all(&[1; 4096]).await.unwrap();
+            let killer = s.spawn(|| {
+                // Long enough for the child to have claimed its role (until then there is
+                // nobody to watch), and for the writer to park.
+                std::thread::sleep(Duration::from_millis(300));
+                child.kill();
+                Instant::now()
+            });
+            let err = tx.write_all(b"more").await.unwrap_err();
+            let seen = Instant::now();
+            let killed = killer.join().unwrap();
+            assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{err}");
+            assert!(seen.duration_since(killed) < Duration::from_secs(1), "death seen after {:?}", seen - killed);
+        })
     });
-    wait_child(pid);
+    child.wait();
 }
 
 /// Dropping a pending read, write, send or recv loses nothing and leaves the end usable.
@@ -771,7 +776,7 @@ fn futex_waitv_refused_falls_back() {
     let ring = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).shared().unwrap();
     let pattern = Pattern::new(4);
     let total = 256u64 << 10;
-    let producer = spawn_child(|| {
+    let mut producer = spawn_child(|| {
         let mut tx = ring.clone().into_producer().unwrap();
         let mut pos = 0;
         // First 30 small writes 3 ms apart: the consumer is parked (for good, with its heavy
@@ -791,8 +796,8 @@ fn futex_waitv_refused_falls_back() {
         }
         0
     });
-    dog.kill_on_expiry(producer);
-    let consumer = spawn_child(|| {
+    dog.kill_on_expiry(&producer);
+    let mut consumer = spawn_child(|| {
         deny_futex_waitv().expect("seccomp filter");
         current_thread().block_on(async {
             let mut rx = ring.clone().into_consumer().unwrap().into_async().unwrap();
@@ -822,10 +827,10 @@ fn futex_waitv_refused_falls_back() {
             }
         })
     });
-    dog.kill_on_expiry(consumer);
+    dog.kill_on_expiry(&consumer);
     drop(ring);
-    assert_eq!(wait_child_within(producer, Duration::from_secs(30)), 0);
-    assert_eq!(wait_child_within(consumer, Duration::from_secs(30)), 0, "2 wrong bytes, 3 short, 4 stats");
+    assert_eq!(producer.wait_within(Duration::from_secs(30)), 0);
+    assert_eq!(consumer.wait_within(Duration::from_secs(30)), 0, "2 wrong bytes, 3 short, 4 stats");
 }
 
 /// Installs a seccomp filter that answers `futex_waitv` (449) with `ENOSYS`. Only in a child.

@@ -12,9 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{
-    available, page_size, proc_state, scale, seed, spawn_child, wait_child, wait_child_within, watchdog, Rng,
-};
+use common::{available, page_size, scale, seed, spawn_child, watchdog, Rng};
 use mirror_ring::{channel, FramedConsumer, FramedProducer, RingOptions};
 
 /// The watchdog's bound for one test: the slowest test here takes about a second (debug build).
@@ -908,17 +906,17 @@ fn frames_cross_fork_child_to_parent() {
         let count = 30_000 * scale() as u64;
         let seed = seed() ^ 0xf0;
         let child = ring.clone();
-        let pid = spawn_child(move || {
+        let mut producer = spawn_child(move || {
             let mut tx = child.into_producer().unwrap().into_framed();
             tx.set_batch(batch);
             send_frames(&mut tx, count, seed, 3000);
             drop(tx); // flushes and closes
             0
         });
-        _dog.kill_on_expiry(pid);
+        _dog.kill_on_expiry(&producer);
         let mut rx = ring.into_consumer().unwrap().into_framed();
         recv_frames(&mut rx, count, seed, 3000);
-        assert_eq!(wait_child_within(pid, HANG), 0, "{backend} batch {batch}");
+        assert_eq!(producer.wait_within(HANG), 0, "{backend} batch {batch}");
     }
 }
 
@@ -929,16 +927,16 @@ fn frames_cross_fork_parent_to_child() {
     let count = 30_000 * scale() as u64;
     let seed = seed() ^ 0x0f;
     let child = ring.clone();
-    let pid = spawn_child(move || {
+    let mut consumer = spawn_child(move || {
         let mut rx = child.into_consumer().unwrap().into_framed();
         recv_frames(&mut rx, count, seed, 5000);
         0
     });
-    _dog.kill_on_expiry(pid);
+    _dog.kill_on_expiry(&consumer);
     let mut tx = ring.into_producer().unwrap().into_framed();
     send_frames(&mut tx, count, seed, 5000);
     drop(tx);
-    assert_eq!(wait_child_within(pid, HANG), 0);
+    assert_eq!(consumer.wait_within(HANG), 0);
 }
 
 /// A producer process killed mid-batch while the reader is blocked in `recv`: the frames it
@@ -951,7 +949,7 @@ fn a_producer_dying_mid_batch_leaves_exactly_its_published_frames() {
     let ring = RingOptions::new().capacity(8192).shared().unwrap();
     let child = ring.clone();
     let (mut ready, ready_child) = UnixStream::pair().unwrap();
-    let pid = spawn_child(move || {
+    let mut producer = spawn_child(move || {
         let mut tx = child.into_producer().unwrap().into_framed();
         tx.set_batch(1000);
         for i in 0..10u32 {
@@ -968,7 +966,7 @@ fn a_producer_dying_mid_batch_leaves_exactly_its_published_frames() {
             thread::sleep(Duration::from_secs(1)); // until killed
         }
     });
-    _dog.kill_on_expiry(pid); // (the closure, with the parent's copy of ready_child, is gone)
+    _dog.kill_on_expiry(&producer); // (the closure, with the parent's copy of ready_child, is gone)
     ready.set_read_timeout(Some(HANG)).unwrap();
     let mut byte = [0u8; 1];
     ready.read_exact(&mut byte).expect("the child never sent its frames");
@@ -976,21 +974,22 @@ fn a_producer_dying_mid_batch_leaves_exactly_its_published_frames() {
     for i in 0..10u32 {
         assert_eq!(&*rx.recv().unwrap().unwrap(), &i.to_le_bytes());
     }
-    let killer = thread::spawn(move || {
-        thread::sleep(Duration::from_millis(40)); // the reader is asleep in recv by then
-                                                  // SAFETY: pid is our own child, not yet reaped.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-        Instant::now()
+    // A scoped killer: joined before the guard could reap the producer, also when recv panics.
+    let (err, returned, killed_at) = thread::scope(|s| {
+        let killer = s.spawn(|| {
+            thread::sleep(Duration::from_millis(40)); // the reader is asleep in recv by then
+            producer.kill();
+            Instant::now()
+        });
+        let err = rx.recv().map(|f| f.map(|f| f.to_vec())).unwrap_err();
+        (err, Instant::now(), killer.join().unwrap())
     });
-    let err = rx.recv().map(|f| f.map(|f| f.to_vec())).unwrap_err();
-    let returned = Instant::now();
-    let killed_at = killer.join().unwrap();
     assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err}");
     let latency = returned.saturating_duration_since(killed_at);
     assert!(latency < LIVE, "the blocked recv noticed the killed producer only after {latency:?}");
-    assert_eq!(proc_state(pid), 'Z', "noticed through a zombie: not reaped yet");
+    assert_eq!(producer.state(), 'Z', "noticed through a zombie: not reaped yet");
     assert_eq!(rx.try_recv().map(|f| f.map(|f| f.to_vec())).unwrap_err().kind(), ErrorKind::UnexpectedEof);
-    assert_eq!(wait_child(pid), 128 + libc::SIGKILL);
+    assert_eq!(producer.wait(), 128 + libc::SIGKILL);
 }
 
 /// A framed consumer in a forked child reading a corrupt header: `InvalidData`, no crash, and
@@ -1005,7 +1004,7 @@ fn a_corrupt_header_across_fork_poisons_both_processes() {
     // SAFETY: fds is a valid out-array of two ints.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     let child = ring.clone();
-    let pid = spawn_child(move || {
+    let mut consumer = spawn_child(move || {
         // SAFETY: closing the child's copy of the write end, which it does not use.
         unsafe { libc::close(fds[1]) };
         let mut rx = child.into_consumer().unwrap().into_framed();
@@ -1018,7 +1017,7 @@ fn a_corrupt_header_across_fork_poisons_both_processes() {
         unsafe { libc::read(fds[0], (&mut byte as *mut u8).cast(), 1) };
         code
     });
-    _dog.kill_on_expiry(pid);
+    _dog.kill_on_expiry(&consumer);
     // SAFETY: the parent does not use the read end.
     unsafe { libc::close(fds[0]) };
     let mut raw = ring.into_producer().unwrap();
@@ -1027,7 +1026,7 @@ fn a_corrupt_header_across_fork_poisons_both_processes() {
     let err = producer_error(&mut tx);
     // SAFETY: closing our write end lets the child finish.
     unsafe { libc::close(fds[1]) };
-    assert_eq!(wait_child_within(pid, HANG), 0);
+    assert_eq!(consumer.wait_within(HANG), 0);
     assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
 }
 
@@ -1181,16 +1180,16 @@ fn recv_batch_across_fork() {
     let count = 30_000 * scale() as u64;
     let seed = seed() ^ 0xf05;
     let child = ring.clone();
-    let pid = spawn_child(move || {
+    let mut producer = spawn_child(move || {
         let mut tx = child.into_producer().unwrap().into_framed();
         tx.set_batch(8);
         send_frames(&mut tx, count, seed, 3000);
         0
     });
-    _dog.kill_on_expiry(pid);
+    _dog.kill_on_expiry(&producer);
     let mut rx = ring.into_consumer().unwrap().into_framed();
     recv_frames_batched(&mut rx, count, seed, 3000);
-    assert_eq!(wait_child_within(pid, HANG), 0);
+    assert_eq!(producer.wait_within(HANG), 0);
 }
 
 #[test]

@@ -18,10 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{
-    available, open_fds, our_mappings, page_size, scale, seed, spawn_child, wait_child, wait_child_within, HeaderView,
-    Pattern, Rng,
-};
+use common::{available, open_fds, our_mappings, page_size, scale, seed, spawn_child, HeaderView, Pattern, Rng};
 use mirror_ring::{Backend, RingOptions, SharedRing};
 
 const KIB: usize = 1024;
@@ -49,8 +46,7 @@ const HEADER_LEN: usize = 640;
 /// Runs `f` in a forked child, bounded by `limit`; returns its exit status (128 + signal if it
 /// crashed).
 fn in_child_within(limit: Duration, f: impl FnOnce() -> i32) -> i32 {
-    let pid = spawn_child(f);
-    wait_child_within(pid, limit)
+    spawn_child(f).wait_within(limit)
 }
 
 impl HeaderView {
@@ -113,12 +109,12 @@ fn another_holder_cannot_resize_or_reseal_a_ring_memfd() {
 
     // The same from another process that received the descriptor over a socket.
     let (a, b) = UnixStream::pair().unwrap();
-    let pid = spawn_child(|| {
+    let mut child = spawn_child(|| {
         let fd = mirror_ring::recv_fd(&b).unwrap();
         i32::from(try_to_resize(fd.as_fd(), size) != [libc::EPERM; 5])
     });
     ring.send_to(&a).unwrap();
-    assert_eq!(wait_child_within(pid, LONG), 0, "another process resized or resealed the ring file");
+    assert_eq!(child.wait_within(LONG), 0, "another process resized or resealed the ring file");
 
     // Still the same size, and the ring still works.
     assert_eq!(File::from(other).metadata().unwrap().len(), size as u64);
@@ -421,12 +417,16 @@ fn forged_role_slots_never_fool_the_watcher_into_misbehaving() {
         let me = std::process::id() as i32;
         let my_start = start_time_of(me).unwrap();
         // A live process we own, to watch (it sleeps until killed), and a dead, reaped one.
-        let sleeper = spawn_child(|| loop {
+        let mut sleeper = spawn_child(|| loop {
             std::thread::sleep(Duration::from_secs(1));
         });
-        let sleeper_start = start_time_of(sleeper).unwrap();
-        let reaped = spawn_child(|| 0);
-        wait_child(reaped);
+        let sleeper_pid = sleeper.pid();
+        let sleeper_start = start_time_of(sleeper_pid).unwrap();
+        let reaped = {
+            let mut child = spawn_child(|| 0);
+            child.wait();
+            child.pid()
+        };
 
         let mut cases: Vec<ForgedCase> = vec![
             ("our own pid", CLAIMED, me, my_start, Err(TimedOut)),
@@ -436,9 +436,9 @@ fn forged_role_slots_never_fool_the_watcher_into_misbehaving() {
             ("pid i32::MIN", CLAIMED, i32::MIN, u64::MAX, Err(TimedOut)),
             ("pid i32::MAX (no such process)", CLAIMED, i32::MAX, 1, Err(UnexpectedEof)),
             ("a reaped child's pid", CLAIMED, reaped, 0, Err(UnexpectedEof)),
-            ("a live process, its start time", CLAIMED, sleeper, sleeper_start, Err(TimedOut)),
-            ("a live process, another start time", CLAIMED, sleeper, sleeper_start + 1, Err(UnexpectedEof)),
-            ("state 3", 3, sleeper, sleeper_start, Err(TimedOut)),
+            ("a live process, its start time", CLAIMED, sleeper_pid, sleeper_start, Err(TimedOut)),
+            ("a live process, another start time", CLAIMED, sleeper_pid, sleeper_start + 1, Err(UnexpectedEof)),
+            ("state 3", 3, sleeper_pid, sleeper_start, Err(TimedOut)),
             ("state u32::MAX", u32::MAX, i32::MAX, 1, Err(TimedOut)),
             ("closed, garbage pid", CLOSED, -77, 3, Ok(0)),
         ];
@@ -468,21 +468,19 @@ fn forged_role_slots_never_fool_the_watcher_into_misbehaving() {
             }
         }
         // The watched process was only watched: still alive, never signalled.
-        // SAFETY: a null status pointer is allowed.
-        let alive = unsafe { libc::waitpid(sleeper, std::ptr::null_mut(), libc::WNOHANG) } == 0;
+        let alive = sleeper.try_wait().is_none();
         // A watched process that then dies is noticed (the start time matched, so this is the
         // pidfd at work).
         let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
         let view = HeaderView::map(ring.as_fd().unwrap());
         let mut rx = ring.into_consumer().unwrap();
-        view.forge_slot(OFF_PRODUCER, CLAIMED, sleeper, sleeper_start);
+        view.forge_slot(OFF_PRODUCER, CLAIMED, sleeper_pid, sleeper_start);
         let first = rx.read_timeout(&mut [0u8; 8], Duration::from_millis(60)).map_err(|e| e.kind());
-        // SAFETY: our own, unreaped child.
-        unsafe { libc::kill(sleeper, libc::SIGKILL) };
+        sleeper.kill();
         let killed_at = Instant::now();
         let second = rx.read_timeout(&mut [0u8; 8], LONG).map_err(|e| e.kind());
         let latency = killed_at.elapsed();
-        wait_child(sleeper);
+        sleeper.wait();
         // Noticed within 10x the design's 100 ms, while still an unreaped zombie.
         if !alive || first != Err(TimedOut) || second != Err(UnexpectedEof) || latency >= DEATH {
             eprintln!("watched sleeper: alive {alive}, before kill {first:?}, after {second:?} in {latency:?}");
@@ -939,7 +937,7 @@ fn a_header_scribbler_cannot_crash_or_hang_ends_in_two_processes() {
                 let mut tx = ring.clone().into_producer().unwrap();
                 let hdr = tx.write_grant(1).unwrap().as_ptr() as usize - page;
                 tx.write_all(b"control").unwrap();
-                let pid = spawn_child(|| {
+                let mut consumer = spawn_child(|| {
                     let mut theirs = theirs;
                     // This process holds a copy of `ours` too (fork), so a parent that dies never
                     // shows as an end of file here: bound every wait for it instead, or a failed
@@ -972,7 +970,7 @@ fn a_header_scribbler_cannot_crash_or_hang_ends_in_two_processes() {
                 if ours.read_exact(&mut [0u8; 1]).is_err() {
                     eprintln!(
                         "{backend} round {round}: the consumer failed its control read (exit {})",
-                        wait_child(pid)
+                        consumer.wait()
                     );
                     return 3;
                 }
@@ -994,7 +992,7 @@ fn a_header_scribbler_cannot_crash_or_hang_ends_in_two_processes() {
                 let reported = ours.read_exact(&mut consumed).is_ok();
                 let _ = ours.write_all(b"."); // the consumer may close and exit now
                 drop((tx, ring, ours));
-                let code = wait_child_within(pid, LONG);
+                let code = consumer.wait_within(LONG);
                 let p = match produced {
                     Ok(p) => p,
                     Err(msg) => {
@@ -1034,7 +1032,7 @@ fn a_stalled_peer_process_times_out_bounded_calls() {
     for backend in available() {
         let ring = RingOptions::new().capacity(4096).backend(backend).shared().unwrap();
         let consumer_ring = ring.clone();
-        let pid = spawn_child(|| {
+        let mut consumer = spawn_child(|| {
             let _rx = consumer_ring.into_consumer().unwrap();
             std::thread::sleep(Duration::from_millis(400)); // holds everything, reads nothing
             0
@@ -1046,7 +1044,7 @@ fn a_stalled_peer_process_times_out_bounded_calls() {
         assert_eq!(e.kind(), ErrorKind::TimedOut, "{backend}: {e}");
         // A stall, waited out in full: not mistaken for a dead peer, nor given up early.
         assert!(started.elapsed() >= Duration::from_millis(100), "{backend}: gave up after {:?}", started.elapsed());
-        assert_eq!(wait_child_within(pid, LONG), 0);
+        assert_eq!(consumer.wait_within(LONG), 0);
         // Then it exits (closing): the writer sees it.
         assert_eq!(tx.write_timeout(b"x", LONG).unwrap_err().kind(), ErrorKind::BrokenPipe);
     }

@@ -258,7 +258,7 @@ fn a_huge_page_ring_works_across_fork_without_a_descriptor() {
     let pat = Pattern::new(3);
     let total = 3 * (4u64 << 20) + 999;
     let child_ring = ring.clone();
-    let pid = common::spawn_child(|| {
+    let mut producer = common::spawn_child(|| {
         let mut tx = match child_ring.into_producer() {
             Ok(tx) => tx,
             Err(_) => return 3,
@@ -285,7 +285,7 @@ fn a_huge_page_ring_works_across_fork_without_a_descriptor() {
         pos += n as u64;
     }
     assert_eq!(pos, total);
-    assert_eq!(common::wait_child(pid), 0, "the child failed");
+    assert_eq!(producer.wait(), 0, "the child failed");
 }
 
 /// `prefault(true)` takes every page of the data at creation; `dont_fork(true)` keeps the whole

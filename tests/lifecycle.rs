@@ -8,7 +8,7 @@ mod common;
 use std::io::{BufRead, ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{in_child, spawn_child, wait_child, wait_child_within};
+use common::{in_child, spawn_child};
 use mirror_ring::{Backend, RingOptions};
 
 /// Exit codes of the forked children below: 0 fine, 1 the call did something it must not.
@@ -215,7 +215,7 @@ fn descriptor_exhaustion_is_not_death_and_is_not_latched() {
         // The producer: this process, alive and silent until told to write.
         let mut tx = ring.clone().into_producer().unwrap();
         let (go_r, go_w) = pipe();
-        let child = spawn_child(move || {
+        let mut child = spawn_child(move || {
             let mut rx = ring.into_consumer().unwrap();
             let old = exhaust_descriptors();
             let mut buf = [0u8; 8];
@@ -247,7 +247,7 @@ fn descriptor_exhaustion_is_not_death_and_is_not_latched() {
         if n == 1 {
             tx.write_all(b"hello").unwrap();
         }
-        assert_eq!(wait_child_within(child, Duration::from_secs(60)), OK, "{backend}: see stderr");
+        assert_eq!(child.wait_within(Duration::from_secs(60)), OK, "{backend}: see stderr");
         drop(tx);
     }
 }
@@ -334,7 +334,6 @@ fn a_poisoned_framed_producer_refuses_every_send() {
     }
     assert_eq!(tx.flush().unwrap_err().kind(), ErrorKind::InvalidData);
     drop(rx);
-    let _ = wait_child; // (shared helpers: not every one is used here)
 }
 
 /// A stream between processes through a tiny ring with no spin budget, so that nearly every
@@ -346,7 +345,7 @@ fn a_stream_between_processes_loses_no_wakeup() {
     for backend in common::available() {
         let ring = RingOptions::new().capacity(4096).backend(backend).spin_budget(Duration::ZERO).shared().unwrap();
         let total = 4 << 20;
-        let child = spawn_child({
+        let mut child = spawn_child({
             let ring = ring.clone();
             move || {
                 let mut tx = ring.into_producer().unwrap();
@@ -383,7 +382,7 @@ fn a_stream_between_processes_loses_no_wakeup() {
         }
         assert_eq!(got, total);
         let s = rx.stats();
-        assert_eq!(wait_child_within(child, Duration::from_secs(120)), OK, "{backend}: the producer lost wake-ups");
+        assert_eq!(child.wait_within(Duration::from_secs(120)), OK, "{backend}: the producer lost wake-ups");
         assert!(s.parks > 0, "{backend}: the consumer never parked, so nothing was tested: {s:?}");
         assert_eq!(s.lost_wakeups, 0, "{backend}: the consumer lost wake-ups: {s:?}");
     }

@@ -20,8 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{
-    available, in_child, open_fds, our_mappings, page_size, proc_state, scale, seed, sigkill, spawn_child, wait_child,
-    wait_child_within, Pattern, Rng, SharedPage,
+    available, in_child, open_fds, our_mappings, page_size, scale, seed, spawn_child, Child, Pattern, Rng, SharedPage,
 };
 use mirror_ring::{Backend, Consumer, Producer, RingOptions, SharedRing};
 
@@ -150,7 +149,7 @@ fn fork_stream(backend: Backend, parent_produces: bool, total: u64, capacity: us
     let ring = RingOptions::new().capacity(capacity).backend(backend).shared().unwrap();
     let started = Instant::now();
     let child_ring = ring.clone();
-    let pid = spawn_child(|| {
+    let mut child = spawn_child(|| {
         let code = if parent_produces {
             let mut rx = child_ring.into_consumer().unwrap();
             match consume(&mut rx, &pat, seed ^ 1) {
@@ -199,7 +198,7 @@ fn fork_stream(backend: Backend, parent_produces: bool, total: u64, capacity: us
         }
     };
     let elapsed = started.elapsed();
-    assert_eq!(wait_child_within(pid, 20 * LONG), 0, "{backend}: child failed (2: bad byte, 3: I/O error)");
+    assert_eq!(child.wait_within(20 * LONG), 0, "{backend}: child failed (2: bad byte, 3: I/O error)");
     assert_eq!(page.word(2).load(Ordering::Acquire), 1);
     assert_eq!(mine.1, total, "{backend}: stream length");
     assert_eq!(page.word(1).load(Ordering::Relaxed), total, "{backend}: the child's stream length");
@@ -237,7 +236,7 @@ fn a_real_file_crosses_a_fork_byte_for_byte() {
     for backend in available() {
         let ring = RingOptions::new().capacity(64 * KIB).backend(backend).shared().unwrap();
         let child_ring = ring.clone();
-        let pid = spawn_child(|| {
+        let mut child = spawn_child(|| {
             let mut rx = child_ring.into_consumer().unwrap();
             let mut got = Vec::new();
             rx.read_to_end(&mut got).unwrap();
@@ -255,7 +254,7 @@ fn a_real_file_crosses_a_fork_byte_for_byte() {
             offset += n as u64;
         }
         drop(tx);
-        assert_eq!(wait_child_within(pid, 10 * LONG), 0, "{backend}: the file arrived changed");
+        assert_eq!(child.wait_within(10 * LONG), 0, "{backend}: the file arrived changed");
     }
 }
 
@@ -268,14 +267,14 @@ fn a_tiny_ring_across_fork_without_spinning() {
         let pat = Pattern::new(9);
         let total = (4 * MIB * scale()) as u64;
         let child_ring = ring.clone();
-        let pid = spawn_child(|| {
+        let mut child = spawn_child(|| {
             let mut tx = child_ring.into_producer().unwrap();
             i32::from(produce(&mut tx, &pat, total, 5).is_err())
         });
         let mut rx = ring.into_consumer().unwrap();
         let sum = consume(&mut rx, &pat, 6).unwrap().expect("every byte as written");
         assert_eq!(sum.1, total);
-        assert_eq!(wait_child_within(pid, 20 * LONG), 0, "{backend}");
+        assert_eq!(child.wait_within(20 * LONG), 0, "{backend}");
     }
 }
 
@@ -327,7 +326,7 @@ fn racing_claims_from_many_processes_have_exactly_one_winner() {
         let backend = available()[round % available().len()];
         let ring = RingOptions::new().backend(backend).shared().unwrap();
         let page = SharedPage::new(); // word 0: start flag
-        let pids: Vec<_> = (0..RACERS)
+        let racers: Vec<Child> = (0..RACERS)
             .map(|_| {
                 let ring = ring.clone();
                 let page = &page;
@@ -348,7 +347,7 @@ fn racing_claims_from_many_processes_have_exactly_one_winner() {
             })
             .collect();
         page.word(0).store(1, Ordering::Release);
-        let codes: Vec<i32> = pids.into_iter().map(|p| wait_child_within(p, LONG)).collect();
+        let codes: Vec<i32> = racers.into_iter().map(|mut racer| racer.wait_within(LONG)).collect();
         assert_eq!(codes.iter().filter(|&&c| c == 10).count(), 1, "{backend}: winners in {codes:?}");
         assert_eq!(codes.iter().filter(|&&c| c == 20).count(), RACERS - 1, "{backend}: {codes:?}");
         assert_eq!(ring.into_producer().unwrap_err().kind(), ErrorKind::AlreadyExists);
@@ -360,7 +359,7 @@ fn a_ring_attached_from_its_fd_shares_the_claims() {
     let ring = RingOptions::new().backend(Backend::Memfd).shared().unwrap();
     let fd = ring.as_fd().unwrap().try_clone_to_owned().unwrap();
     let page = SharedPage::new(); // word 0: the child has claimed
-    let pid = spawn_child(|| {
+    let mut child = spawn_child(|| {
         // A second, independent mapping of the same file, as an unrelated process would make.
         let attached = SharedRing::from_fd(fd).unwrap();
         let mut rx = attached.into_consumer().unwrap();
@@ -378,7 +377,7 @@ fn a_ring_attached_from_its_fd_shares_the_claims() {
     let mut tx = ring.into_producer().unwrap();
     tx.write_all(b"through a second mapping").unwrap();
     drop(tx);
-    assert_eq!(wait_child_within(pid, LONG), 0);
+    assert_eq!(child.wait_within(LONG), 0);
 }
 
 #[test]
@@ -476,7 +475,7 @@ fn a_memfd_ring_crosses_a_unix_socket_to_a_process_that_never_had_it() {
     let (ours, theirs) = UnixStream::pair().unwrap();
     let pat = Pattern::new(77);
     let total = (8 * MIB * scale()) as u64;
-    let pid = spawn_child(|| {
+    let mut child = spawn_child(|| {
         let ring = match SharedRing::recv_from(&theirs) {
             Ok(r) => r,
             Err(_) => return 2,
@@ -497,7 +496,7 @@ fn a_memfd_ring_crosses_a_unix_socket_to_a_process_that_never_had_it() {
     let mut tx = ring.into_producer().unwrap();
     produce(&mut tx, &pat, total, 4).unwrap();
     drop(tx);
-    assert_eq!(wait_child_within(pid, 10 * LONG), 0, "2: recv, 3: wrong ring, 4: bad bytes, 5: I/O error");
+    assert_eq!(child.wait_within(10 * LONG), 0, "2: recv, 3: wrong ring, 4: bad bytes, 5: I/O error");
 }
 
 #[test]
@@ -557,7 +556,7 @@ fn a_producer_killed_mid_stream_loses_no_committed_byte() {
             let pat = Pattern::new(round as u64);
             let ring = RingOptions::new().capacity(64 * KIB).backend(backend).shared().unwrap();
             let child_ring = ring.clone();
-            let pid = spawn_child(|| {
+            let mut child = spawn_child(|| {
                 let mut tx = child_ring.into_producer().unwrap();
                 let mut rng = Rng::new(round as u64 + 1);
                 let mut pos = 0u64;
@@ -584,7 +583,7 @@ fn a_producer_killed_mid_stream_loses_no_committed_byte() {
                     Err(e) => break e,
                 }
                 if killed.is_none() && pos >= kill_at {
-                    sigkill(pid);
+                    child.kill();
                     killed = Some(Instant::now());
                 }
             };
@@ -593,7 +592,7 @@ fn a_producer_killed_mid_stream_loses_no_committed_byte() {
             // Draining what was committed (at most 64 KiB) included.
             lat.push(killed_at.elapsed());
             // Not reaped yet: the death was noticed through a zombie.
-            assert_eq!(proc_state(pid), 'Z');
+            assert_eq!(child.state(), 'Z');
             let committed = page.word(0).load(Ordering::Acquire);
             assert!(pos >= committed, "{backend}: read {pos} bytes, but {committed} were committed");
             // Nothing left behind, and the error sticks.
@@ -601,7 +600,7 @@ fn a_producer_killed_mid_stream_loses_no_committed_byte() {
             assert_eq!(rx.try_read(&mut buf).unwrap_err().kind(), ErrorKind::UnexpectedEof);
             assert_eq!(rx.read(&mut buf).unwrap_err().kind(), ErrorKind::UnexpectedEof);
             assert!(rx.is_abandoned());
-            assert_eq!(wait_child(pid), 128 + libc::SIGKILL);
+            assert_eq!(child.wait(), 128 + libc::SIGKILL);
         }
     }
     report("reader mid-stream, producer killed", &mut lat);
@@ -617,7 +616,7 @@ fn a_blocked_reader_notices_a_killed_producer_while_it_is_a_zombie() {
             let page = SharedPage::new();
             let ring = RingOptions::new().capacity(4096).backend(backend).shared().unwrap();
             let child_ring = ring.clone();
-            let pid = spawn_child(|| {
+            let mut child = spawn_child(|| {
                 let mut tx = child_ring.into_producer().unwrap();
                 tx.write_all(b"last words").unwrap();
                 page.word(0).store(1, Ordering::Release);
@@ -629,19 +628,22 @@ fn a_blocked_reader_notices_a_killed_producer_while_it_is_a_zombie() {
             let mut buf = [0u8; 64];
             let n = rx.read_timeout(&mut buf, LONG).unwrap();
             assert_eq!(&buf[..n], b"last words");
-            let killer = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(40));
-                sigkill(pid);
-                Instant::now()
+            // A scoped killer: it is joined before the guard could reap the child, also when
+            // the read panics.
+            let (err, returned, killed_at) = std::thread::scope(|s| {
+                let killer = s.spawn(|| {
+                    std::thread::sleep(Duration::from_millis(40));
+                    child.kill();
+                    Instant::now()
+                });
+                let err = rx.read_timeout(&mut buf, LONG).unwrap_err();
+                (err, Instant::now(), killer.join().unwrap())
             });
-            let err = rx.read_timeout(&mut buf, LONG).unwrap_err();
-            let returned = Instant::now();
-            let killed_at = killer.join().unwrap();
             assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{backend}: {err}");
-            assert_eq!(proc_state(pid), 'Z', "{backend}: the child was reaped behind our back?");
+            assert_eq!(child.state(), 'Z', "{backend}: the child was reaped behind our back?");
             lat.push(returned.saturating_duration_since(killed_at));
             assert_eq!(rx.try_read(&mut buf).unwrap_err().kind(), ErrorKind::UnexpectedEof);
-            assert_eq!(wait_child(pid), 128 + libc::SIGKILL);
+            assert_eq!(child.wait(), 128 + libc::SIGKILL);
         }
     }
     report("blocked reader, producer killed", &mut lat);
@@ -657,7 +659,7 @@ fn a_blocked_writer_notices_a_killed_consumer() {
             let page = SharedPage::new();
             let ring = RingOptions::new().capacity(4096).backend(backend).shared().unwrap();
             let child_ring = ring.clone();
-            let pid = spawn_child(|| {
+            let mut child = spawn_child(|| {
                 let mut rx = child_ring.into_consumer().unwrap();
                 let mut one = [0u8; 1];
                 rx.read_exact(&mut one).unwrap();
@@ -675,21 +677,23 @@ fn a_blocked_writer_notices_a_killed_consumer() {
             }
             while tx.try_write(&[7u8; 4096]).is_ok() {}
             assert!(!tx.is_abandoned());
-            let killer = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(40));
-                sigkill(pid);
-                Instant::now()
+            // A scoped killer, as above.
+            let (err, returned, killed_at) = std::thread::scope(|s| {
+                let killer = s.spawn(|| {
+                    std::thread::sleep(Duration::from_millis(40));
+                    child.kill();
+                    Instant::now()
+                });
+                let err = tx.write_timeout(b"more", LONG).unwrap_err();
+                (err, Instant::now(), killer.join().unwrap())
             });
-            let err = tx.write_timeout(b"more", LONG).unwrap_err();
-            let returned = Instant::now();
-            let killed_at = killer.join().unwrap();
             assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{backend}: {err}");
-            assert_eq!(proc_state(pid), 'Z');
+            assert_eq!(child.state(), 'Z');
             lat.push(returned.saturating_duration_since(killed_at));
             assert_eq!(tx.try_write(b"x").unwrap_err().kind(), ErrorKind::BrokenPipe);
             assert_eq!(tx.write(b"x").unwrap_err().kind(), ErrorKind::BrokenPipe);
             assert!(tx.is_abandoned());
-            assert_eq!(wait_child(pid), 128 + libc::SIGKILL);
+            assert_eq!(child.wait(), 128 + libc::SIGKILL);
         }
     }
     report("blocked writer, consumer killed", &mut lat);
@@ -704,7 +708,7 @@ fn a_consumer_killed_mid_stream_breaks_the_pipe() {
         let ring = RingOptions::new().capacity(64 * KIB).backend(backend).shared().unwrap();
         let page = SharedPage::new(); // word 0: bytes read by the child
         let child_ring = ring.clone();
-        let pid = spawn_child(|| {
+        let mut child = spawn_child(|| {
             let mut rx = child_ring.into_consumer().unwrap();
             let mut buf = vec![0u8; 8 * KIB];
             let mut total = 0;
@@ -724,16 +728,16 @@ fn a_consumer_killed_mid_stream_breaks_the_pipe() {
                 break e;
             }
             if killed.is_none() && page.word(0).load(Ordering::Acquire) >= (MIB as u64) {
-                sigkill(pid);
+                child.kill();
                 killed = Some(Instant::now());
             }
         };
         let Some(killed_at) = killed else { panic!("{backend}: failed before the kill: {err}") };
         assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{backend}: {err}");
         lat.push(killed_at.elapsed()); // filling the space left (at most 64 KiB) included
-        assert_eq!(proc_state(pid), 'Z', "{backend}: noticed through a zombie: not reaped yet");
+        assert_eq!(child.state(), 'Z', "{backend}: noticed through a zombie: not reaped yet");
         assert!(tx.is_abandoned());
-        assert_eq!(wait_child(pid), 128 + libc::SIGKILL);
+        assert_eq!(child.wait(), 128 + libc::SIGKILL);
     }
     report("writer mid-stream, consumer killed", &mut lat);
 }
@@ -745,13 +749,13 @@ fn a_producer_that_closed_and_exited_is_a_clean_end_of_stream() {
     for backend in available() {
         let ring = RingOptions::new().backend(backend).shared().unwrap();
         let child_ring = ring.clone();
-        let pid = spawn_child(|| {
+        let mut child = spawn_child(|| {
             let mut tx = child_ring.into_producer().unwrap();
             tx.write_all(b"bye").unwrap();
             0
         });
         // Reaped before the reader even starts: the pid may be gone, the close flag decides.
-        assert_eq!(wait_child(pid), 0);
+        assert_eq!(child.wait(), 0);
         let mut rx = ring.into_consumer().unwrap();
         let mut got = Vec::new();
         rx.read_to_end(&mut got).unwrap();
@@ -815,24 +819,21 @@ fn probe_race_attempts() {
                     let _ = Backend::Auto.is_available(); // the first probe in this process
                     done.store(true, Ordering::Release);
                 });
-                let mut pids = Vec::new();
-                while !done.load(Ordering::Acquire) && pids.len() < 64 {
-                    pids.push(spawn_child(|| i32::from(RingOptions::new().capacity(4096).shared().is_err())));
+                let mut children = Vec::new();
+                while !done.load(Ordering::Acquire) && children.len() < 64 {
+                    children.push(spawn_child(|| i32::from(RingOptions::new().capacity(4096).shared().is_err())));
                 }
-                page.word(0).store(pids.len() as u64, Ordering::Relaxed);
+                page.word(0).store(children.len() as u64, Ordering::Relaxed);
                 let end = Instant::now() + LONG / 4;
-                for pid in pids {
+                for mut child in children {
                     loop {
-                        let mut st = 0;
-                        // SAFETY: st is a valid out-pointer; pid is our own child.
-                        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
-                        if r == pid {
+                        if child.try_wait().is_some() {
                             break;
                         }
                         if Instant::now() > end {
                             page.word(1).fetch_add(1, Ordering::Relaxed);
-                            sigkill(pid);
-                            wait_child(pid);
+                            child.kill();
+                            child.wait();
                             break;
                         }
                         std::thread::sleep(Duration::from_millis(1));
@@ -868,14 +869,14 @@ fn ring_cycles_across_processes_leak_no_fd_mapping_or_child() {
             for backend in available() {
                 let ring = RingOptions::new().capacity(16 * KIB).backend(backend).shared().unwrap();
                 let child_ring = ring.clone();
-                let pid = spawn_child(|| {
+                let mut child = spawn_child(|| {
                     let mut tx = child_ring.into_producer().unwrap();
                     i32::from(produce(&mut tx, &pat, 256 * KIB as u64, round as u64).is_err())
                 });
                 let mut rx = ring.into_consumer().unwrap();
                 let ok = matches!(consume(&mut rx, &pat, 1), Ok(Ok(s)) if s.1 == 256 * KIB as u64);
                 drop(rx);
-                if !ok || wait_child_within(pid, LONG) != 0 {
+                if !ok || child.wait_within(LONG) != 0 {
                     return 2;
                 }
             }
@@ -883,7 +884,7 @@ fn ring_cycles_across_processes_leak_no_fd_mapping_or_child() {
             // the producer must see it dead (its watch opens a pidfd, which must not leak).
             let kill = round % 2 == 1;
             let (a, b) = UnixStream::pair().unwrap();
-            let pid = spawn_child(|| {
+            let mut child = spawn_child(|| {
                 let ring = SharedRing::recv_from(&b).unwrap();
                 let mut rx = ring.into_consumer().unwrap();
                 if kill {
@@ -908,11 +909,11 @@ fn ring_cycles_across_processes_leak_no_fd_mapping_or_child() {
                 let mut verdict = [1u8];
                 a.set_read_timeout(Some(LONG)).unwrap();
                 if (&a).read_exact(&mut verdict).is_err() || verdict[0] != 0 {
-                    sigkill(pid);
-                    wait_child(pid);
+                    child.kill();
+                    child.wait();
                     return 7;
                 }
-                sigkill(pid);
+                child.kill();
                 let until = Instant::now() + LONG;
                 while !tx.is_abandoned() {
                     if Instant::now() > until {
@@ -928,14 +929,14 @@ fn ring_cycles_across_processes_leak_no_fd_mapping_or_child() {
                     }
                 };
                 let broken = err.kind() == ErrorKind::BrokenPipe;
-                if !broken || wait_child_within(pid, LONG) != 128 + libc::SIGKILL {
+                if !broken || child.wait_within(LONG) != 128 + libc::SIGKILL {
                     return 9;
                 }
                 drop((tx, ring, a));
                 continue;
             }
             drop((tx, ring, a));
-            if wait_child_within(pid, LONG) != 0 {
+            if child.wait_within(LONG) != 0 {
                 return 3;
             }
         }
@@ -975,7 +976,7 @@ fn no_new_entries_under_dev_shm() {
         for backend in available() {
             let ring = RingOptions::new().backend(backend).shared().unwrap();
             let child_ring = ring.clone();
-            let pid = spawn_child(|| {
+            let mut child = spawn_child(|| {
                 let mut tx = child_ring.into_producer().unwrap();
                 tx.write_all(&[1; 100_000]).unwrap();
                 // Die without closing: a crash must not leave a name behind either.
@@ -992,7 +993,7 @@ fn no_new_entries_under_dev_shm() {
                     Err(e) => break e,
                 }
             };
-            if n != 100_000 || e.kind() != ErrorKind::UnexpectedEof || wait_child(pid) != 128 + libc::SIGKILL {
+            if n != 100_000 || e.kind() != ErrorKind::UnexpectedEof || child.wait() != 128 + libc::SIGKILL {
                 return 1;
             }
         }

@@ -18,7 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{available, scale, sigkill, spawn_child, wait_child, wait_child_within, HeaderView, SharedPage};
+use common::{available, scale, spawn_child, Child, HeaderView, SharedPage};
 use mirror_ring::{Backend, Consumer, FramedConsumer, FramedProducer, Producer, RingOptions, SharedRing};
 
 const KIB: usize = 1024;
@@ -56,10 +56,10 @@ impl HeaderView {
 }
 
 /// Forks a consumer of `ring` that claims the role and then idles until it is killed; returns
-/// its pid once it holds the role.
-fn idle_consumer(ring: &SharedRing) -> libc::pid_t {
+/// it once it holds the role.
+fn idle_consumer(ring: &SharedRing) -> Child {
     let page = SharedPage::new();
-    let pid = spawn_child(|| {
+    let child = spawn_child(|| {
         let _rx = ring.clone().into_consumer().unwrap();
         page.word(0).store(1, Ordering::Release);
         loop {
@@ -67,7 +67,7 @@ fn idle_consumer(ring: &SharedRing) -> libc::pid_t {
         }
     });
     wait_until("the consumer claimed", || page.word(0).load(Ordering::Acquire) == 1);
-    pid
+    child
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the machine.
@@ -276,7 +276,7 @@ fn a_killed_consumer_is_replaced_and_the_counters_run_gap_free_to_the_end() {
         };
         let socks: Vec<(UnixStream, UnixStream)> = (0..3).map(|_| UnixStream::pair().unwrap()).collect();
         let [(p_ours, p_theirs), (a_ours, a_theirs), (b_ours, b_theirs)] = <[_; 3]>::try_from(socks).unwrap();
-        let producer = spawn_child(|| {
+        let mut producer = spawn_child(|| {
             let ring = attach(p_theirs, &ring);
             let tx = ring.into_producer().unwrap();
             match produce_counters(tx, 0, TOTAL, page.word(0), page.word(1), false) {
@@ -287,7 +287,7 @@ fn a_killed_consumer_is_replaced_and_the_counters_run_gap_free_to_the_end() {
                 }
             }
         });
-        let a = spawn_child(|| {
+        let mut a = spawn_child(|| {
             let ring = attach(a_theirs, &ring);
             let mut rx = ring.into_consumer().unwrap();
             let mut run = Run::default();
@@ -306,9 +306,9 @@ fn a_killed_consumer_is_replaced_and_the_counters_run_gap_free_to_the_end() {
             ring.send_to(&a_ours).unwrap();
         }
         wait_until("consumer A got far enough", || page.word(2).load(Ordering::Acquire) >= kill_at);
-        sigkill(a);
+        a.kill();
         let killed = mono_ns();
-        assert_eq!(wait_child(a), 128 + libc::SIGKILL);
+        assert_eq!(a.wait(), 128 + libc::SIGKILL);
         let a_progress = page.word(2).load(Ordering::Acquire);
         let newcomer = |ring: SharedRing| -> i32 {
             let started = Instant::now();
@@ -335,14 +335,14 @@ fn a_killed_consumer_is_replaced_and_the_counters_run_gap_free_to_the_end() {
         };
         let b_status = match case {
             Newcomer::FromMemfd => {
-                let b = spawn_child(|| newcomer(attach(b_theirs, &ring)));
+                let mut b = spawn_child(|| newcomer(attach(b_theirs, &ring)));
                 ring.send_to(&b_ours).unwrap();
-                wait_child_within(b, 3 * LONG)
+                b.wait_within(3 * LONG)
             }
             // The supervisor itself, which never claimed a role.
             Newcomer::Supervisor(_) => newcomer(ring.clone()),
         };
-        let p_status = wait_child_within(producer, 3 * LONG);
+        let p_status = producer.wait_within(3 * LONG);
         let what = format!("round {round}, {case:?}");
         assert_eq!((p_status, b_status), (0, 0), "{what}: producer and newcomer exit codes (see stderr)");
         let first = page.word(6).load(Ordering::Relaxed);
@@ -374,7 +374,7 @@ fn a_killed_producer_is_replaced_and_the_consumer_reads_on_after_seeing_the_deat
         let page = SharedPage::new(); // 0: committed, 1: BrokenPipes, 2: take-over ns, 3: taken over
         let ring = RingOptions::new().capacity(64 * KIB).backend(Backend::Memfd).dont_fork(true).shared().unwrap();
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let p1 = spawn_child(|| {
+        let mut p1 = spawn_child(|| {
             let tx = SharedRing::recv_from(&theirs).unwrap().into_producer().unwrap();
             let _ = produce_counters(tx, 0, TOTAL, page.word(0), page.word(1), true);
             1 // killed before it gets here
@@ -396,7 +396,7 @@ fn a_killed_producer_is_replaced_and_the_consumer_reads_on_after_seeing_the_deat
                 Err(e) => break e,
             }
             if killed.is_none() && run.next >= kill_at {
-                sigkill(p1);
+                p1.kill();
                 killed = Some(Instant::now());
             }
         };
@@ -408,11 +408,11 @@ fn a_killed_producer_is_replaced_and_the_consumer_reads_on_after_seeing_the_deat
         assert!(rx.is_abandoned());
         let mut buf = [0u8; 8];
         assert_eq!(kind(rx.try_read(&mut buf)), Some(ErrorKind::UnexpectedEof), "round {round}: the death sticks");
-        assert_eq!(wait_child(p1), 128 + libc::SIGKILL);
+        assert_eq!(p1.wait(), 128 + libc::SIGKILL);
         // The death is seen; now the replacement, from the memfd, resumes where the dead one
         // reported it had committed (at most where it really had: records may come twice).
         let resume = committed;
-        let p2 = spawn_child(|| {
+        let mut p2 = spawn_child(|| {
             let ring = SharedRing::recv_from(&theirs).unwrap();
             let started = Instant::now();
             let tx = match ring.take_over_producer() {
@@ -443,7 +443,7 @@ fn a_killed_producer_is_replaced_and_the_consumer_reads_on_after_seeing_the_deat
         let r = consume_counters(&mut rx, &mut run, &progress, &stamp, false, u64::MAX);
         assert_eq!(r, Ok(()), "round {round}: the consumer after the take-over");
         assert_eq!(run.next, TOTAL, "round {round}");
-        assert_eq!(wait_child_within(p2, 3 * LONG), 0, "round {round}: producer 2");
+        assert_eq!(p2.wait_within(3 * LONG), 0, "round {round}: producer 2");
         gaps.push(Duration::from_nanos(page.word(2).load(Ordering::Relaxed)));
         eprintln!(
             "round {round}: killed after {kill_at}+, {committed} reported committed, resumed with {} records again",
@@ -533,7 +533,7 @@ fn framed_rings_stay_frame_aligned_across_takeovers_on_both_sides() {
         let page = SharedPage::new(); // 0: sent, 1: A's progress, 2: B's first, 3: B's end
         let ring = RingOptions::new().capacity(16 * KIB).backend(Backend::Memfd).shared().unwrap();
         let fd = ring.as_fd().unwrap().try_clone_to_owned().unwrap();
-        let producer = spawn_child(|| {
+        let mut producer = spawn_child(|| {
             let mut tx = ring.clone().into_producer().unwrap().into_framed();
             tx.set_batch(8);
             match send_all(&mut tx, 0, page.word(0)) {
@@ -544,16 +544,16 @@ fn framed_rings_stay_frame_aligned_across_takeovers_on_both_sides() {
                 }
             }
         });
-        let a = spawn_child(|| {
+        let mut a = spawn_child(|| {
             let mut rx = ring.clone().into_consumer().unwrap().into_framed();
             let _ = recv_all(&mut rx, &mut Run::default(), page.word(1), batches);
             1
         });
         wait_until("framed consumer A got far enough", || page.word(1).load(Ordering::Acquire) >= 40_000);
-        sigkill(a);
-        assert_eq!(wait_child(a), 128 + libc::SIGKILL);
+        a.kill();
+        assert_eq!(a.wait(), 128 + libc::SIGKILL);
         let a_progress = page.word(1).load(Ordering::Acquire);
-        let b = spawn_child(|| {
+        let mut b = spawn_child(|| {
             let ring = SharedRing::from_fd(fd).unwrap();
             let mut rx = ring.take_over_consumer().unwrap().into_framed();
             let mut run = Run::default();
@@ -568,8 +568,8 @@ fn framed_rings_stay_frame_aligned_across_takeovers_on_both_sides() {
                 }
             }
         });
-        assert_eq!(wait_child_within(b, 3 * LONG), 0, "batches {batches}: the new framed consumer (see stderr)");
-        assert_eq!(wait_child_within(producer, 3 * LONG), 0, "batches {batches}: the framed producer");
+        assert_eq!(b.wait_within(3 * LONG), 0, "batches {batches}: the new framed consumer (see stderr)");
+        assert_eq!(producer.wait_within(3 * LONG), 0, "batches {batches}: the framed producer");
         let first = page.word(2).load(Ordering::Relaxed);
         assert!(first <= a_progress, "batches {batches}: B started at {first}, after A's {a_progress}");
         assert_eq!(page.word(3).load(Ordering::Relaxed), TOTAL, "batches {batches}");
@@ -579,7 +579,7 @@ fn framed_rings_stay_frame_aligned_across_takeovers_on_both_sides() {
     let page = SharedPage::new(); // 0: sent, 1: taken over
     let ring = RingOptions::new().capacity(16 * KIB).backend(Backend::Memfd).shared().unwrap();
     let fd = ring.as_fd().unwrap().try_clone_to_owned().unwrap();
-    let p1 = spawn_child(|| {
+    let mut p1 = spawn_child(|| {
         let mut tx = ring.clone().into_producer().unwrap().into_framed();
         tx.set_batch(16);
         let _ = send_all(&mut tx, 0, page.word(0));
@@ -596,16 +596,16 @@ fn framed_rings_stay_frame_aligned_across_takeovers_on_both_sides() {
             Err(e) => break e,
         }
         if !killed && run.next >= 50_000 {
-            sigkill(p1);
+            p1.kill();
             killed = true;
         }
     };
     assert_eq!(death.kind(), ErrorKind::UnexpectedEof, "{death}");
-    assert_eq!(wait_child(p1), 128 + libc::SIGKILL);
+    assert_eq!(p1.wait(), 128 + libc::SIGKILL);
     // Frames the dead producer held back in its batch are gone; resume after the last one
     // the consumer saw (the consumer knows: it tells the replacement here through `resume`).
     let resume = run.next;
-    let p2 = spawn_child(|| {
+    let mut p2 = spawn_child(|| {
         let ring = SharedRing::from_fd(fd).unwrap();
         let mut tx = ring.take_over_producer().unwrap().into_framed();
         page.word(1).store(1, Ordering::Release);
@@ -623,7 +623,7 @@ fn framed_rings_stay_frame_aligned_across_takeovers_on_both_sides() {
     let r = recv_all(&mut rx, &mut run, &progress, false);
     assert_eq!(r, Ok(()), "the framed consumer after the producer's take-over");
     assert_eq!(run.next, TOTAL);
-    assert_eq!(wait_child_within(p2, 3 * LONG), 0);
+    assert_eq!(p2.wait_within(3 * LONG), 0);
 }
 
 /// A role whose holder lives is refused (`AlreadyExists`), whether the holder is another
@@ -639,7 +639,7 @@ fn live_closed_and_never_claimed_roles_are_refused() {
         assert_eq!(kind(ring.take_over_consumer()), Some(ErrorKind::NotFound), "{backend}: never claimed");
         let page = SharedPage::new(); // 0: the child has claimed, 1: the child may go on
         let child_ring = ring.clone();
-        let holder = spawn_child(|| {
+        let mut holder = spawn_child(|| {
             let mut rx = child_ring.clone().into_consumer().unwrap();
             page.word(0).store(1, Ordering::Release);
             // Refused for the holder itself too.
@@ -658,12 +658,12 @@ fn live_closed_and_never_claimed_roles_are_refused() {
         wait_until("the holder claimed", || page.word(0).load(Ordering::Acquire) == 1);
         let err = ring.take_over_consumer().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{backend}: a live holder: {err}");
-        assert!(err.to_string().contains(&holder.to_string()), "{backend}: the message names the holder: {err}");
+        assert!(err.to_string().contains(&holder.pid().to_string()), "{backend}: the message names the holder: {err}");
         // The holder goes on: it reads what the producer writes next.
         let mut tx = ring.clone().into_producer().unwrap();
         assert_eq!(kind(ring.take_over_producer()), Some(ErrorKind::AlreadyExists), "{backend}: we hold it");
         tx.write_all(b"still").unwrap();
-        assert_eq!(wait_child_within(holder, LONG), 0, "{backend}: the holder after the refusals");
+        assert_eq!(holder.wait_within(LONG), 0, "{backend}: the holder after the refusals");
         // It closed cleanly (its end dropped) and exited: final.
         let err = ring.take_over_consumer().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{backend}: a closed role: {err}");
@@ -678,7 +678,7 @@ fn live_closed_and_never_claimed_roles_are_refused() {
     let view = HeaderView::map(ring.as_fd().unwrap());
     let page = SharedPage::new();
     let child_ring = ring.clone();
-    let holder = spawn_child(|| {
+    let mut holder = spawn_child(|| {
         let _tx = child_ring.into_producer().unwrap();
         page.word(0).store(1, Ordering::Release);
         wait_until("the parent is done", || page.word(1).load(Ordering::Acquire) == 1);
@@ -692,7 +692,7 @@ fn live_closed_and_never_claimed_roles_are_refused() {
     assert_eq!(err.kind(), ErrorKind::WouldBlock, "another namespace: {err}");
     assert_eq!(view.claim(OFF_PRODUCER), before, "a refused take-over changed the slot");
     page.word(1).store(1, Ordering::Release);
-    assert_eq!(wait_child_within(holder, LONG), 0);
+    assert_eq!(holder.wait_within(LONG), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -711,7 +711,7 @@ fn a_forged_death_moves_the_role_and_the_old_holder_stops_touching_the_ring() {
     let mut tx = ring.clone().into_producer().unwrap();
     tx.write_all(b"first second").unwrap();
     let child_ring = ring.clone();
-    let old = spawn_child(|| {
+    let mut old = spawn_child(|| {
         let mut rx = child_ring.into_consumer().unwrap();
         let mut buf = [0u8; 6];
         rx.read_exact(&mut buf).unwrap(); // "first " released
@@ -733,13 +733,13 @@ fn a_forged_death_moves_the_role_and_the_old_holder_stops_touching_the_ring() {
     });
     wait_until("the old consumer read", || page.word(0).load(Ordering::Acquire) == 1);
     let start = view.u64_at(OFF_CONSUMER + SLOT_START);
-    assert_eq!(start.load(Ordering::SeqCst), start_time_of(old), "the slot records the holder's start time");
+    assert_eq!(start.load(Ordering::SeqCst), start_time_of(old.pid()), "the slot records the holder's start time");
     start.store(start.load(Ordering::SeqCst) + 1, Ordering::SeqCst); // the forgery
     let mut rx = ring.take_over_consumer().expect("a forged death is believed");
     let (state, epoch, pid) = view.claim(OFF_CONSUMER);
     assert_eq!((state, epoch, pid), (CLAIMED, 2, std::process::id() as i32));
     page.word(1).store(1, Ordering::Release);
-    assert_eq!(wait_child_within(old, LONG), 0, "10+i: the old holder's check i failed");
+    assert_eq!(old.wait_within(LONG), 0, "10+i: the old holder's check i failed");
     // Nothing the old holder did reached the ring: the new consumer reads from its last
     // release, and the role is not closed.
     assert_eq!(view.claim(OFF_CONSUMER), (CLAIMED, 2, std::process::id() as i32));
@@ -764,7 +764,7 @@ fn a_taken_over_holder_stays_stopped_after_the_taker_closes() {
     let page = SharedPage::new(); // 0: claimed and written, 1: taken over and closed
     let mut rx = ring.clone().into_consumer().unwrap();
     let child_ring = ring.clone();
-    let old = spawn_child(|| {
+    let mut old = spawn_child(|| {
         let mut tx = child_ring.into_producer().unwrap();
         tx.write_all(b"old;").unwrap();
         page.word(0).store(1, Ordering::Release);
@@ -788,7 +788,7 @@ fn a_taken_over_holder_stays_stopped_after_the_taker_closes() {
     let closed = view.claim(OFF_PRODUCER);
     assert_eq!(closed, (CLOSED, 2, std::process::id() as i32));
     page.word(1).store(1, Ordering::Release);
-    assert_eq!(wait_child_within(old, LONG), 0, "10+i: the old holder's check i failed");
+    assert_eq!(old.wait_within(LONG), 0, "10+i: the old holder's check i failed");
     assert_eq!(view.claim(OFF_PRODUCER), closed, "the old holder rewrote the closed slot");
     let mut got = Vec::new();
     rx.read_to_end(&mut got).unwrap();
@@ -809,20 +809,20 @@ fn a_claimant_in_a_new_pid_namespace_records_its_own() {
     let ours = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
     assert_eq!(view.u64_at(OFF_CONSUMER + SLOT_PID_NS).load(Ordering::SeqCst), ours);
     let child_ring = ring.clone();
-    let child = spawn_child(|| {
+    let mut child = spawn_child(|| {
         // SAFETY: unshare has no memory effects; CLONE_NEWPID applies to later children.
         if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
             return 90;
         }
-        let claimant = spawn_child(|| {
+        let mut claimant = spawn_child(|| {
             let _tx = child_ring.into_producer().unwrap();
             let own = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
             let recorded = view.u64_at(OFF_PRODUCER + SLOT_PID_NS).load(Ordering::SeqCst);
             i32::from(recorded != own || own == ours)
         });
-        wait_child_within(claimant, LONG)
+        claimant.wait_within(LONG)
     });
-    match wait_child_within(child, LONG) {
+    match child.wait_within(LONG) {
         90 => eprintln!("skipped: no right to make a PID namespace here"),
         code => assert_eq!(code, 0, "the claimant recorded another namespace than its own"),
     }
@@ -838,7 +838,7 @@ fn a_holder_in_another_time_namespace_is_not_taken_for_dead() {
     let page = SharedPage::new(); // 0: the holder's pid once it claimed, 1: the checks are done
     let rx = ring.clone().into_consumer().unwrap();
     let child_ring = ring.clone();
-    let child = spawn_child(|| {
+    let mut child = spawn_child(|| {
         // SAFETY: unshare has no memory effects; CLONE_NEWTIME applies to later children.
         if unsafe { libc::unshare(libc::CLONE_NEWTIME) } != 0
             || std::fs::write("/proc/self/timens_offsets", "boottime 100000 0\n").is_err()
@@ -846,7 +846,7 @@ fn a_holder_in_another_time_namespace_is_not_taken_for_dead() {
             page.word(0).store(u64::MAX, Ordering::SeqCst);
             return 90;
         }
-        let holder = spawn_child(|| {
+        let mut holder = spawn_child(|| {
             let mut tx = child_ring.into_producer().unwrap();
             page.word(0).store(std::process::id().into(), Ordering::SeqCst);
             while page.word(1).load(Ordering::SeqCst) == 0 {
@@ -857,11 +857,11 @@ fn a_holder_in_another_time_namespace_is_not_taken_for_dead() {
             }
             0
         });
-        wait_child_within(holder, LONG)
+        holder.wait_within(LONG)
     });
     wait_until("the holder's claim", || page.word(0).load(Ordering::SeqCst) != 0);
     if page.word(0).load(Ordering::SeqCst) == u64::MAX {
-        assert_eq!(wait_child_within(child, LONG), 90);
+        assert_eq!(child.wait_within(LONG), 90);
         eprintln!("skipped: no right to make a time namespace here");
         return;
     }
@@ -869,7 +869,7 @@ fn a_holder_in_another_time_namespace_is_not_taken_for_dead() {
     let abandoned = rx.is_abandoned();
     let took = kind(ring.take_over_producer());
     page.word(1).store(1, Ordering::SeqCst);
-    assert_eq!(wait_child_within(child, LONG), 0, "7: the holder's write failed");
+    assert_eq!(child.wait_within(LONG), 0, "7: the holder's write failed");
     assert!(!abandoned, "a live holder was reported dead");
     assert_eq!(took, Some(ErrorKind::AlreadyExists), "a live holder's role was taken over");
 }
@@ -887,7 +887,7 @@ fn a_takeover_racing_the_holders_close_has_one_winner() {
         let page = SharedPage::new(); // 0: claimed, 1: go
         let mut tx = ring.clone().into_producer().unwrap();
         let child_ring = ring.clone();
-        let holder = spawn_child(|| {
+        let mut holder = spawn_child(|| {
             let rx = child_ring.into_consumer().unwrap();
             page.word(0).store(1, Ordering::Release);
             while page.word(1).load(Ordering::Acquire) == 0 {
@@ -910,7 +910,8 @@ fn a_takeover_racing_the_holders_close_has_one_winner() {
             std::hint::spin_loop();
         }
         let taken = ring.take_over_consumer();
-        assert_eq!(wait_child_within(holder, LONG), 0);
+        let holder_pid = holder.pid();
+        assert_eq!(holder.wait_within(LONG), 0);
         let (state, epoch, pid) = view.claim(OFF_CONSUMER);
         match taken {
             Ok(rx) => {
@@ -923,7 +924,7 @@ fn a_takeover_racing_the_holders_close_has_one_winner() {
             Err(e) => {
                 closes += 1;
                 assert_eq!(e.kind(), ErrorKind::AlreadyExists, "round {round}: {e}");
-                assert_eq!((state, epoch, pid), (CLOSED, 1, holder), "round {round}: {e}");
+                assert_eq!((state, epoch, pid), (CLOSED, 1, holder_pid), "round {round}: {e}");
                 assert_eq!(kind(tx.write(b"x")), Some(ErrorKind::BrokenPipe), "round {round}");
             }
         }
@@ -938,10 +939,10 @@ fn a_forked_copy_of_the_living_holder_cannot_take_over() {
     for backend in available() {
         let ring = RingOptions::new().capacity(4096).backend(backend).shared().unwrap();
         let child_ring = ring.clone();
-        let holder = spawn_child(|| {
+        let mut holder = spawn_child(|| {
             let rx = child_ring.clone().into_consumer().unwrap();
             let mut rx_slot = Some(rx);
-            let copy = spawn_child(|| {
+            let mut copy = spawn_child(|| {
                 // A forked copy of the holder: the ring, and the holder's end, inherited.
                 let refused = kind(child_ring.take_over_consumer()) == Some(ErrorKind::AlreadyExists);
                 let mut rx = rx_slot.take().unwrap();
@@ -949,7 +950,7 @@ fn a_forked_copy_of_the_living_holder_cannot_take_over() {
                 drop(rx); // closes nothing: the holder's end is not this process's
                 i32::from(!refused) + 2 * i32::from(!inert)
             });
-            let code = wait_child_within(copy, LONG);
+            let code = copy.wait_within(LONG);
             if code != 0 {
                 return 10 + code;
             }
@@ -963,7 +964,7 @@ fn a_forked_copy_of_the_living_holder_cannot_take_over() {
         let mut tx = ring.clone().into_producer().unwrap();
         tx.write_all(b"on").unwrap();
         assert_eq!(
-            wait_child_within(holder, LONG),
+            holder.wait_within(LONG),
             0,
             "{backend}: 11: the copy took over, 12: its end was live, 13: both, 1: the holder stopped"
         );
@@ -984,7 +985,7 @@ fn racing_takeovers_from_many_processes_have_exactly_one_winner() {
         let mut tx = ring.clone().into_producer().unwrap();
         tx.write_all(b"unreleased").unwrap();
         let child_ring = ring.clone();
-        let dead = spawn_child(|| {
+        let mut dead = spawn_child(|| {
             let mut rx = child_ring.into_consumer().unwrap();
             let g = rx.read_grant(10).unwrap(); // never released
             std::hint::black_box(&*g);
@@ -994,15 +995,15 @@ fn racing_takeovers_from_many_processes_have_exactly_one_winner() {
             }
         });
         wait_until("the consumer read", || page.word(1).load(Ordering::Acquire) == 1);
-        sigkill(dead);
+        dead.kill();
         if round % 4 < 2 {
-            wait_child(dead); // reaped (ESRCH)
+            dead.wait(); // reaped (ESRCH)
         } else {
-            wait_dead_unreaped(dead); // a zombie (a readable pidfd)
+            wait_dead_unreaped(&dead); // a zombie (a readable pidfd)
         }
         let fds: Vec<OwnedFd> =
             (0..RACERS).map(|_| ring.as_fd().map_or_else(dup_null, |fd| fd.try_clone_to_owned().unwrap())).collect();
-        let pids: Vec<_> = fds
+        let racers: Vec<Child> = fds
             .into_iter()
             .map(|fd| {
                 let ring = &ring;
@@ -1033,9 +1034,9 @@ fn racing_takeovers_from_many_processes_have_exactly_one_winner() {
             })
             .collect();
         page.word(0).store(1, Ordering::Release);
-        let codes: Vec<i32> = pids.into_iter().map(|p| wait_child_within(p, LONG)).collect();
+        let codes: Vec<i32> = racers.into_iter().map(|mut racer| racer.wait_within(LONG)).collect();
         if round % 4 >= 2 {
-            wait_child(dead);
+            dead.wait();
         }
         assert_eq!(codes.iter().filter(|&&c| c == 10).count(), 1, "round {round} ({backend}): winners in {codes:?}");
         assert_eq!(codes.iter().filter(|&&c| c == 20).count(), RACERS - 1, "round {round} ({backend}): {codes:?}");
@@ -1046,13 +1047,13 @@ fn racing_takeovers_from_many_processes_have_exactly_one_winner() {
     }
 }
 
-/// Waits until our child `pid` has died (a SIGKILL takes effect asynchronously), leaving it
+/// Waits until our child has died (a SIGKILL takes effect asynchronously), leaving it
 /// unreaped: a zombie.
-fn wait_dead_unreaped(pid: libc::pid_t) {
+fn wait_dead_unreaped(child: &Child) {
     // SAFETY: an all-zero siginfo_t is a valid out-buffer.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: our own child; WNOWAIT leaves it waitable (unreaped).
-    let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
+    // SAFETY: our own child, not yet waited for; WNOWAIT leaves it waitable (unreaped).
+    let r = unsafe { libc::waitid(libc::P_PID, child.pid() as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
     assert_eq!(r, 0, "waitid: {}", std::io::Error::last_os_error());
 }
 
@@ -1067,22 +1068,22 @@ fn a_taker_killed_mid_takeover_does_not_wedge_the_role() {
     let view = HeaderView::map(ring.as_fd().unwrap());
     let mut tx = ring.clone().into_producer().unwrap();
     tx.write_all(&[7u8; 4096]).unwrap(); // full
-    let holder = idle_consumer(&ring);
+    let mut holder = idle_consumer(&ring);
     assert!(!tx.is_abandoned());
-    sigkill(holder);
-    wait_child(holder);
+    holder.kill();
+    holder.wait();
     // The taker: a live process that won the slot (epoch 2, TAKING) and is then killed before
     // it could finish, exactly the state `Header::take` leaves between its two steps.
-    let taker = spawn_child(|| loop {
+    let mut taker = spawn_child(|| loop {
         std::thread::sleep(Duration::from_secs(1));
     });
     let (state, epoch, _) = view.claim(OFF_CONSUMER);
     assert_eq!((state, epoch), (CLAIMED, 1));
-    view.set_claim(OFF_CONSUMER, TAKING, 2, taker);
+    view.set_claim(OFF_CONSUMER, TAKING, 2, taker.pid());
     let err = ring.take_over_consumer().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AlreadyExists, "a live taker holds the role: {err}");
     assert_eq!(kind(tx.write_timeout(b"x", Duration::from_millis(100))), Some(ErrorKind::TimedOut), "a live taker");
-    sigkill(taker);
+    taker.kill();
     // Not reaped: a zombie taker is proven dead through its pidfd.
     assert_eq!(kind(tx.write_timeout(b"x", LONG)), Some(ErrorKind::BrokenPipe), "the dead taker is a dead peer");
     let mut rx = ring.take_over_consumer().expect("the dead taker's take-over is taken over");
@@ -1094,7 +1095,7 @@ fn a_taker_killed_mid_takeover_does_not_wedge_the_role() {
     tx.write_all(b"on").unwrap();
     rx.read_exact(&mut buf[..2]).unwrap();
     assert_eq!(&buf[..2], b"on");
-    wait_child(taker);
+    taker.wait();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1112,18 +1113,18 @@ fn the_survivor_goes_on_after_a_takeover() {
         let fd = ring.as_fd().unwrap().try_clone_to_owned().unwrap();
         let page = SharedPage::new(); // 1: the producer blocks, 2: the take-over is done
         let mut tx = ring.clone().into_producer().unwrap();
-        let first = idle_consumer(&ring);
+        let mut first = idle_consumer(&ring);
         // The producer's watcher identifies the first consumer, alive.
         assert!(!tx.is_abandoned());
         tx.write_all(&[1u8; 4096]).unwrap(); // full
-        sigkill(first);
-        wait_child(first);
+        first.kill();
+        first.wait();
         if reported {
             // The death is seen and reported...
             assert_eq!(kind(tx.write_timeout(b"x", LONG)), Some(ErrorKind::BrokenPipe));
             assert!(tx.is_abandoned());
         }
-        let newcomer = spawn_child(|| {
+        let mut newcomer = spawn_child(|| {
             let ring = SharedRing::from_fd(fd).unwrap();
             let mut rx = ring.take_over_consumer().unwrap();
             page.word(2).store(1, Ordering::Release);
@@ -1143,7 +1144,7 @@ fn the_survivor_goes_on_after_a_takeover() {
         let started = Instant::now();
         tx.write_all(b"after").expect("the blocked producer continues");
         assert!(started.elapsed() >= Duration::from_millis(50), "it did block");
-        assert_eq!(wait_child_within(newcomer, LONG), 0, "reported {reported}");
+        assert_eq!(newcomer.wait_within(LONG), 0, "reported {reported}");
     }
 }
 
@@ -1156,13 +1157,13 @@ fn a_consumer_reads_on_after_its_own_process_takes_the_producer_over() {
         let ring = RingOptions::new().capacity(4096).backend(backend).shared().unwrap();
         let mut rx = ring.clone().into_consumer().unwrap();
         let child_ring = ring.clone();
-        let p1 = spawn_child(|| {
+        let mut p1 = spawn_child(|| {
             let mut tx = child_ring.into_producer().unwrap();
             tx.write_all(b"before").unwrap();
             std::mem::forget(tx); // dies holding the role
             0
         });
-        assert_eq!(wait_child_within(p1, LONG), 0);
+        assert_eq!(p1.wait_within(LONG), 0);
         let mut buf = [0u8; 6];
         rx.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"before");

@@ -21,7 +21,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{available, open_fds, our_mappings, page_size, spawn_child, wait_child, wait_child_within, Pattern};
+use common::{available, open_fds, our_mappings, page_size, spawn_child, Pattern};
 use mirror_ring::{Backend, MirrorMap, RingOptions};
 
 const KIB: usize = 1024;
@@ -187,7 +187,7 @@ fn sandboxed(rules: &[Deny], body: impl FnOnce() -> Check) -> Check {
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) }, 0);
     // SAFETY: pipe2 just returned these two descriptors, owned by nobody else.
     let (rd, wr) = unsafe { (File::from(OwnedFd::from_raw_fd(fds[0])), File::from(OwnedFd::from_raw_fd(fds[1]))) };
-    let pid = spawn_child(|| {
+    let mut child = spawn_child(|| {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             seccomp::install(rules).map_err(|e| format!("installing the seccomp filter: {e}"))?;
             body()
@@ -207,7 +207,7 @@ fn sandboxed(rules: &[Deny], body: impl FnOnce() -> Check) -> Check {
         1
     });
     drop(wr);
-    let status = wait_child_within(pid, CASE_LIMIT);
+    let status = child.wait_within(CASE_LIMIT);
     let mut msg = String::new();
     let _ = (&rd).read_to_string(&mut msg); // non-blocking: what the child wrote
     match status {
@@ -486,27 +486,6 @@ fn a_refusal_the_probe_does_not_confirm_hands_over_without_downgrading() {
     .unwrap();
 }
 
-/// A child process that is killed and reaped if a failed check returns before it was waited
-/// for, so that no sleeping child outlives its test.
-struct Reaper(Option<libc::pid_t>);
-
-impl Reaper {
-    /// Waits for the child (at most [`LONG`]) and returns its status.
-    fn wait(mut self) -> i32 {
-        wait_child_within(self.0.take().expect("not yet waited for"), LONG)
-    }
-}
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0.take() {
-            // SAFETY: pid is our own child, not yet reaped, so the number names no one else.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            wait_child(pid);
-        }
-    }
-}
-
 /// Whether this process has a pidfd open.
 /// The pidfds this process holds. (A forked child inherits every descriptor its parent had at
 /// the fork, including pidfds that other tests running in parallel threads had open, so a
@@ -580,7 +559,7 @@ fn without_membarrier_and_pidfd_open_blocking_and_death_detection_still_work() {
         // A stream between two sandboxed processes, parking at nearly every hand-over.
         let ring = io("shared ring", RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).shared())?;
         let child_ring = ring.clone();
-        let producer = Reaper(Some(spawn_child(|| {
+        let mut producer = spawn_child(|| {
             let Ok(mut tx) = child_ring.into_producer() else { return 2 };
             let mut pos = 0u64;
             while pos < total {
@@ -594,7 +573,7 @@ fn without_membarrier_and_pidfd_open_blocking_and_death_detection_still_work() {
                 return 4;
             }
             0
-        })));
+        });
         let mut rx = io("claim consumer", ring.into_consumer())?;
         let mut pos = 0u64;
         loop {
@@ -607,13 +586,13 @@ fn without_membarrier_and_pidfd_open_blocking_and_death_detection_still_work() {
         }
         ensure(pos == total, || format!("stream ended at {pos} of {total}"))?;
         no_lost_wakeups("process reader", rx.stats())?;
-        let status = producer.wait();
+        let status = producer.wait_within(LONG);
         ensure(status == 0, || format!("producer exited with {status} (4: it lost wake-ups)"))?;
 
         // A reader blocked on an empty ring; its producer is SIGKILLed while it sleeps.
         let ring = io("shared ring", RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).shared())?;
         let child_ring = ring.clone();
-        let victim = spawn_child(|| {
+        let mut victim = spawn_child(|| {
             let Ok(mut tx) = child_ring.into_producer() else { return 2 };
             if tx.write_all(b"last words").is_err() {
                 return 3;
@@ -622,21 +601,22 @@ fn without_membarrier_and_pidfd_open_blocking_and_death_detection_still_work() {
                 std::thread::sleep(Duration::from_secs(1));
             }
         });
-        let reaper = Reaper(Some(victim));
         let mut rx = io("claim consumer", ring.into_consumer())?;
         let mut buf = [0u8; 64];
         let n = io("first read", rx.read_timeout(&mut buf, LONG))?;
         ensure(&buf[..n] == b"last words", || format!("read {:?}", &buf[..n]))?;
-        let killer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(40));
-            // SAFETY: victim is our own unreaped child, so the pid names no one else.
-            unsafe { libc::kill(victim, libc::SIGKILL) };
-            Instant::now()
+        // A scoped killer: joined before the guard could reap the victim, whatever happens.
+        let (err, returned, killed) = std::thread::scope(|s| {
+            let killer = s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(40));
+                victim.kill();
+                Instant::now()
+            });
+            let err = rx.read_timeout(&mut buf, LONG).err();
+            (err, Instant::now(), killer.join())
         });
-        let err = rx.read_timeout(&mut buf, LONG).err();
-        let returned = Instant::now();
-        let killed_at = killer.join().map_err(|_| "killer thread panicked".to_string())?;
-        let status = reaper.wait();
+        let killed_at = killed.map_err(|_| "killer thread panicked".to_string())?;
+        let status = victim.wait_within(LONG);
         let err = err.ok_or("the read returned data from a dead producer")?;
         ensure(err.kind() == ErrorKind::UnexpectedEof, || format!("UnexpectedEof expected: {err}"))?;
         let latency = returned.saturating_duration_since(killed_at);
@@ -696,7 +676,7 @@ fn a_peer_without_membarrier_is_woken_with_full_fences() {
             }
             let child_ring = ring.clone();
             let pat_ = &pat;
-            let child = Reaper(Some(spawn_child(move || {
+            let mut child = spawn_child(move || {
                 let pat = pat_;
                 if seccomp::install(&deny).is_err() {
                     return 9;
@@ -732,7 +712,7 @@ fn a_peer_without_membarrier_is_woken_with_full_fences() {
                     return 4;
                 }
                 0
-            })));
+            });
             let what = format!(
                 "sandboxed {}, claimed before fork {claim_before_fork}",
                 if sandboxed_consumer { "consumer" } else { "producer" }
@@ -763,7 +743,7 @@ fn a_peer_without_membarrier_is_woken_with_full_fences() {
                 assert_eq!(pos, total, "{what}");
                 (32, rx.stats())
             };
-            assert_eq!(child.wait(), 0, "{what}: 2 claim, 3 stream, 4 lost wake-ups or no park, 9 filter");
+            assert_eq!(child.wait_within(LONG), 0, "{what}: 2 claim, 3 stream, 4 lost wake-ups or no park, 9 filter");
             assert_eq!(stats.lost_wakeups, 0, "{what}: {stats:?}");
             assert_eq!(recorded_park(&ring, slot), 0, "{what}: the sandboxed side does not record fence parking");
         }
@@ -779,7 +759,7 @@ fn a_holder_whose_first_thread_exited_is_not_taken_for_dead_through_proc() {
     let ring = RingOptions::new().capacity(1 << 16).shared().unwrap();
     let page = common::SharedPage::new(); // 0: the holder claimed, 1: the check is done
     let holder_ring = ring.clone();
-    let holder = spawn_child(|| {
+    let mut holder = spawn_child(|| {
         // The page's two words, for the writer thread (the page is not `Sync`).
         let words = (page.word(0) as *const AtomicU64 as usize, page.word(1) as *const AtomicU64 as usize);
         let writer = std::thread::spawn(move || {
@@ -808,13 +788,13 @@ fn a_holder_whose_first_thread_exited_is_not_taken_for_dead_through_proc() {
         unreachable!()
     });
     let deadline = Instant::now() + CASE_LIMIT;
-    while common::proc_state(holder) != 'Z' {
+    while holder.state() != 'Z' {
         assert!(Instant::now() < deadline, "the holder's first thread never exited");
         std::thread::sleep(Duration::from_millis(1));
     }
     let verdict = sandboxed(&[Deny::Call(libc::SYS_pidfd_open, libc::ENOSYS)], || {
         // SAFETY: signal 0 only checks that the process exists.
-        let alive = unsafe { libc::kill(holder, 0) } == 0;
+        let alive = unsafe { libc::kill(holder.pid(), 0) } == 0;
         ensure(alive, || "the holder is gone".into())?;
         match ring.take_over_producer() {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
@@ -823,6 +803,6 @@ fn a_holder_whose_first_thread_exited_is_not_taken_for_dead_through_proc() {
         }
     });
     page.word(1).store(1, Ordering::SeqCst);
-    assert_eq!(wait_child_within(holder, CASE_LIMIT), 0, "7: the holder's write failed");
+    assert_eq!(holder.wait_within(CASE_LIMIT), 0, "7: the holder's write failed");
     verdict.unwrap();
 }

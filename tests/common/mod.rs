@@ -22,46 +22,170 @@ pub fn page_size() -> usize {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
-/// Runs `f` in a forked child and returns its exit status (or 128 + signal number). The child
-/// never returns into the test harness: it leaves through `_exit`, also when `f` panics (101).
-pub fn in_child(f: impl FnOnce() -> i32) -> i32 {
+/// How many forks through [`in_child`] and [`spawn_child`] lie between the test process and
+/// this one: 0 in the test process, one more in each child. A [`Child`] guard a forked child
+/// inherited (its closure captured it) was made at a smaller depth: that copy is not the
+/// parent, and must neither signal nor wait for the pid.
+static FORK_DEPTH: AtomicU32 = AtomicU32::new(0);
+
+/// Forks a child that runs `f` and leaves through `_exit` (101 when `f` panics); returns its
+/// pid in the parent, never in the child.
+fn fork_child(f: impl FnOnce() -> i32) -> libc::pid_t {
     // SAFETY: the child only runs `f` and then `_exit`s; it never returns into the harness.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
     if pid == 0 {
+        FORK_DEPTH.fetch_add(1, Ordering::Relaxed);
         let code = catch_unwind(AssertUnwindSafe(f)).unwrap_or(101);
         // SAFETY: _exit ends the child without running the parent's atexit handlers or
         // destructors.
         unsafe { libc::_exit(code) };
     }
-    wait_child(pid)
-}
-
-/// Forks a child that runs `f` and `_exit`s; returns its pid without waiting.
-pub fn spawn_child(f: impl FnOnce() -> i32) -> libc::pid_t {
-    // SAFETY: as in `in_child`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        let code = catch_unwind(AssertUnwindSafe(f)).unwrap_or(101);
-        // SAFETY: as in `in_child`.
-        unsafe { libc::_exit(code) };
-    }
     pid
 }
 
-/// Waits for `pid` and returns its exit status, or 128 + the signal that killed it.
-pub fn wait_child(pid: libc::pid_t) -> i32 {
+/// Runs `f` in a forked child and returns its exit status (or 128 + signal number). The child
+/// never returns into the test harness: it leaves through `_exit`, also when `f` panics (101).
+pub fn in_child(f: impl FnOnce() -> i32) -> i32 {
+    let pid = fork_child(f);
+    match reap(pid, 0) {
+        Ok(Some(raw)) => decode(raw),
+        other => panic!("waitpid({pid}): {other:?}"),
+    }
+}
+
+/// Forks a child that runs `f` and `_exit`s, and returns it without waiting, in a [`Child`]
+/// guard: whatever happens in the test, the child is killed and reaped by the time the guard
+/// is gone.
+pub fn spawn_child(f: impl FnOnce() -> i32) -> Child {
+    let pid = fork_child(f);
+    Child { pid, depth: FORK_DEPTH.load(Ordering::Relaxed), status: None }
+}
+
+/// A forked child of this process, from [`spawn_child`]. Dropping the guard (also while a
+/// panic unwinds, when an assertion failed before the test waited) kills the child with
+/// SIGKILL and reaps it, unless it was reaped already: then the pid may name another process
+/// by now, and the guard leaves it alone. So no test can leave a child running, or a zombie.
+///
+/// The pid stays this child's until the guard reaps it, so [`kill`](Child::kill) and
+/// [`state`](Child::state) are safe until then, and refuse (panic) after.
+#[derive(Debug)]
+#[must_use = "dropping a Child kills it at once"]
+pub struct Child {
+    pid: libc::pid_t,
+    /// [`FORK_DEPTH`] in the process that forked it, the only one that may signal or reap it.
+    depth: u32,
+    /// The exit status (or 128 + signal) once reaped.
+    status: Option<i32>,
+}
+
+impl Child {
+    /// The child's pid, for what looks at it (`/proc`, a ring's role slot): the guard keeps
+    /// signalling and waiting to itself.
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// Waits for the child and returns its exit status, or 128 + the signal that killed it
+    /// (the same again once reaped).
+    pub fn wait(&mut self) -> i32 {
+        if let Some(status) = self.status {
+            return status;
+        }
+        match reap(self.pid, 0) {
+            Ok(Some(raw)) => self.reaped(raw),
+            other => panic!("waitpid({}): {other:?}", self.pid),
+        }
+    }
+
+    /// Reaps the child if it has ended, without waiting: its status, or `None` while it runs.
+    pub fn try_wait(&mut self) -> Option<i32> {
+        if self.status.is_none() {
+            match reap(self.pid, libc::WNOHANG) {
+                Ok(Some(raw)) => {
+                    self.reaped(raw);
+                }
+                Ok(None) => {}
+                Err(e) => panic!("waitpid({}): {e}", self.pid),
+            }
+        }
+        self.status
+    }
+
+    /// Waits for the child at most `limit`; on expiry kills it, reaps it, and fails the test.
+    pub fn wait_within(&mut self, limit: Duration) -> i32 {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return status;
+            }
+            if Instant::now() > end {
+                self.kill();
+                self.wait();
+                panic!("child {} still running after {limit:?}: killed", self.pid);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Sends SIGKILL to the child (which stays unreaped: a zombie until waited for).
+    pub fn kill(&self) {
+        assert!(self.status.is_none(), "child {} was reaped already: its pid may name another process", self.pid);
+        // SAFETY: our own child, not yet reaped (so the pid cannot name anyone else).
+        let r = unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        assert_eq!(r, 0, "kill({}): {}", self.pid, std::io::Error::last_os_error());
+    }
+
+    /// The state letter of the child's `/proc/<pid>/stat` (`Z` for a zombie).
+    pub fn state(&self) -> char {
+        assert!(self.status.is_none(), "child {} was reaped already: its pid may name another process", self.pid);
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).expect("child's /proc entry");
+        stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
+    }
+
+    fn reaped(&mut self, raw: libc::c_int) -> i32 {
+        let status = decode(raw);
+        self.status = Some(status);
+        status
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // A copy inherited by a forked child is not the parent (see FORK_DEPTH); a reaped pid
+        // is no longer ours. Never panics: this runs while a failed test unwinds.
+        if self.status.is_some() || self.depth != FORK_DEPTH.load(Ordering::Relaxed) {
+            return;
+        }
+        // SAFETY: our own child, not yet reaped (so the pid cannot name anyone else). It may
+        // have exited already: then the signal does nothing.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        let _ = reap(self.pid, 0);
+    }
+}
+
+/// `waitpid(pid, flags)`, retried on EINTR: the raw status once reaped, `None` if `WNOHANG`
+/// found the child still running.
+fn reap(pid: libc::pid_t, flags: libc::c_int) -> std::io::Result<Option<libc::c_int>> {
     let mut status = 0;
     loop {
         // SAFETY: status is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
         if r == pid {
-            break;
+            return Ok(Some(status));
+        }
+        if r == 0 {
+            return Ok(None);
         }
         let e = std::io::Error::last_os_error();
-        assert_eq!(e.raw_os_error(), Some(libc::EINTR), "waitpid: {e}");
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
     }
+}
+
+/// A raw wait status as the tests compare it: the exit status, or 128 + the signal.
+fn decode(status: libc::c_int) -> i32 {
     if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else {
@@ -170,27 +294,6 @@ pub fn scale() -> usize {
     std::env::var("MIRROR_RING_LONG").ok().and_then(|s| s.parse().ok()).unwrap_or(1).max(1)
 }
 
-/// Waits for `pid` at most `limit`; on expiry kills it, reaps it, and fails the test.
-pub fn wait_child_within(pid: libc::pid_t, limit: Duration) -> i32 {
-    let end = Instant::now() + limit;
-    loop {
-        let mut status = 0;
-        // SAFETY: status is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            return if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
-        }
-        assert!(r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR), "waitpid failed");
-        if Instant::now() > end {
-            // SAFETY: pid is our own unreaped child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            wait_child(pid);
-            panic!("child {pid} still running after {limit:?}: killed");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 /// A deterministic byte stream with a period that is not a power of two: the byte at position
 /// `p` is `PATTERN[p % PERIOD]`, so any prefix of the stream can be checked by slice compares.
 pub struct Pattern(Vec<u8>);
@@ -258,10 +361,10 @@ pub fn watchdog(what: &str, limit: Duration) -> Watchdog {
 }
 
 impl Watchdog {
-    /// Kills `pid` (a forked child of this test) before aborting, so a hang leaves no process
-    /// behind.
-    pub fn kill_on_expiry(&self, pid: libc::pid_t) {
-        let _ = self.done.as_ref().map(|d| d.send(pid));
+    /// Kills `child` (a forked child of this test) before aborting, so a hang leaves no
+    /// process behind: an abort unwinds nothing, so no [`Child`] guard would.
+    pub fn kill_on_expiry(&self, child: &Child) {
+        let _ = self.done.as_ref().map(|d| d.send(child.pid()));
     }
 }
 
@@ -272,18 +375,6 @@ impl Drop for Watchdog {
             let _ = t.join();
         }
     }
-}
-
-/// The state letter of `/proc/<pid>/stat` (`Z` for a zombie).
-pub fn proc_state(pid: libc::pid_t) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("child's /proc entry");
-    stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
-}
-
-/// Sends SIGKILL to `pid`, a child of ours not yet reaped.
-pub fn sigkill(pid: libc::pid_t) {
-    // SAFETY: pid is our own child, not yet reaped (so the pid cannot name anyone else).
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
 }
 
 /// One page of anonymous shared memory that survives fork: counters the processes of a test
