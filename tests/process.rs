@@ -781,28 +781,44 @@ fn a_child_forked_during_the_backend_probe_can_create_rings() {
     if std::env::var_os(PROBE_RACE_WORKER).is_some() {
         return probe_race_attempts();
     }
-    let mut worker = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "a_child_forked_during_the_backend_probe_can_create_rings", "--nocapture", "-q"])
-        .env(PROBE_RACE_WORKER, "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut worker = Worker(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "a_child_forked_during_the_backend_probe_can_create_rings", "--nocapture", "-q"])
+            .env(PROBE_RACE_WORKER, "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let end = Instant::now() + 4 * LONG;
     let status = loop {
-        if let Some(status) = worker.try_wait().unwrap() {
+        if let Some(status) = worker.0.try_wait().unwrap() {
             break status;
         }
         if Instant::now() > end {
-            worker.kill().unwrap();
-            worker.wait().unwrap();
+            worker.0.kill().unwrap();
+            worker.0.wait().unwrap();
             panic!("the worker process ran for more than {:?}", 4 * LONG);
         }
         std::thread::sleep(Duration::from_millis(10));
     };
     let mut err = String::new();
-    worker.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    worker.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(status.success(), "the worker failed ({status}):\n{err}");
+}
+
+/// The worker process of [`a_child_forked_during_the_backend_probe_can_create_rings`]: killed
+/// and reaped when dropped, so a test that fails before it has waited for the worker (a
+/// panicking `try_wait`) leaves no copy of the test binary running. std's `Child` does
+/// neither on drop; its `kill` never signals a child it has already reaped, so this drop is
+/// safe whenever it runs.
+struct Worker(std::process::Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The attempts of [`a_child_forked_during_the_backend_probe_can_create_rings`], in a process
