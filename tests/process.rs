@@ -16,6 +16,7 @@ mod common;
 use std::io::{BufRead, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -871,6 +872,93 @@ fn probe_race_attempts() {
 
 // ---------------------------------------------------------------------------------------------
 // Leaks.
+
+/// Forks a child that says it runs (word `i` of `page`) and then sleeps until its parent is
+/// gone: killed by a guard, or by the end of the process that forked it, whichever is first,
+/// so that a broken guard cannot leave it behind for longer than that process lives.
+fn sleeper(page: &SharedPage, i: usize) -> Child {
+    let parent = std::process::id();
+    let child = spawn_child(|| {
+        page.word(i).store(1, Ordering::Release);
+        while std::os::unix::process::parent_id() == parent {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        0
+    });
+    let until = Instant::now() + LONG;
+    while page.word(i).load(Ordering::Acquire) == 0 {
+        assert!(Instant::now() < until, "the sleeper never ran");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child
+}
+
+/// A test that fails while its forked child runs leaves no process behind: the `Child` guard,
+/// dropped while the failed assertion unwinds, kills the child and reaps it. Played in a
+/// process of its own (one thread, no other test's children), which must then have no child
+/// at all: neither the sleeper running, nor its zombie.
+#[test]
+fn a_failed_assertion_leaves_no_child_process_behind() {
+    let status = spawn_child(|| {
+        let page = SharedPage::new(); // word 0: the sleeper runs
+        let mut pid = 0;
+        let unwound = catch_unwind(AssertUnwindSafe(|| {
+            let child = sleeper(&page, 0);
+            pid = child.pid();
+            assert_eq!(page.word(0).load(Ordering::Acquire), 2, "a failed assertion while the child runs");
+        }))
+        .is_err();
+        if !unwound || pid <= 0 {
+            return 2; // nothing panicked, or before the sleeper ran
+        }
+        // SAFETY: a null status pointer is allowed.
+        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        let e = std::io::Error::last_os_error().raw_os_error();
+        match r {
+            -1 if e == Some(libc::ECHILD) => 0,
+            0 => {
+                // Still running: the guard did not kill it. Clean up here, so that this
+                // failure leaves nothing behind either.
+                // SAFETY: our own child, still running, so unreaped: the pid is its own.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // SAFETY: a null status pointer is allowed.
+                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+                3
+            }
+            r if r == pid => 4, // a zombie (now reaped): killed, never reaped
+            _ => 5,
+        }
+    })
+    .wait_within(LONG);
+    assert_eq!(status, 0, "2: the setup failed, 3: the child was left running, 4: left a zombie, 5: waitpid failed");
+}
+
+/// A copy of a guard that a forked child inherited (its closure took the guard) is not the
+/// parent: dropping it there neither kills nor reaps the sibling it names, which lives on
+/// until its own parent's guard ends it.
+#[test]
+fn a_guard_copied_into_a_forked_child_leaves_the_sibling_alone() {
+    let status = spawn_child(|| {
+        let page = SharedPage::new(); // word 0: the sleeper runs
+        let mut slot = Some(sleeper(&page, 0));
+        let mut carrier = spawn_child(|| {
+            drop(slot.take()); // this process's copy of the guard
+            0
+        });
+        if carrier.wait_within(LONG) != 0 {
+            return 2;
+        }
+        let mut sibling = slot.take().unwrap();
+        // A SIGKILL sent by the copy would have ended the sleeper by now.
+        std::thread::sleep(Duration::from_millis(100));
+        match sibling.try_wait() {
+            None => 0,
+            Some(_) => 3,
+        }
+    })
+    .wait_within(LONG);
+    assert_eq!(status, 0, "2: the carrier failed, 3: the copy of the guard killed the sibling");
+}
 
 /// Creates, forks, streams and drops rings on every backend (including memfd hand-over) many
 /// times inside a child, and checks that the child ends with the same descriptors and shared
