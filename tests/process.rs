@@ -933,6 +933,42 @@ fn a_failed_assertion_leaves_no_child_process_behind() {
     assert_eq!(status, 0, "2: the setup failed, 3: the child was left running, 4: left a zombie, 5: waitpid failed");
 }
 
+/// A child whose parent dies dies with it: a test child killed by its guard (or by a bound on
+/// its wait) while it had forked children of its own leaves none of them running.
+#[test]
+fn a_grandchild_dies_with_its_parent() {
+    let page = SharedPage::new(); // word 0: the grandchild runs, word 1: its pid
+    let mut parent = spawn_child(|| {
+        let _grandchild = spawn_child(|| {
+            page.word(1).store(std::process::id().into(), Ordering::Relaxed);
+            page.word(0).store(1, Ordering::Release);
+            std::thread::sleep(LONG); // (bounded: even a grandchild left behind ends)
+            0
+        });
+        loop {
+            std::thread::sleep(Duration::from_secs(1)); // until killed: no guard runs
+        }
+    });
+    let until = Instant::now() + LONG;
+    while page.word(0).load(Ordering::Acquire) == 0 {
+        assert!(Instant::now() < until, "the grandchild never ran");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let grandchild = page.word(1).load(Ordering::Relaxed);
+    parent.kill();
+    assert_eq!(parent.wait(), 128 + libc::SIGKILL);
+    // Not our child: its /proc entry tells, gone or a zombie until its new parent reaps it.
+    let dead = || match std::fs::read_to_string(format!("/proc/{grandchild}/stat")) {
+        Ok(stat) => matches!(stat[stat.rfind(')').unwrap() + 2..].chars().next(), Some('Z' | 'X')),
+        Err(_) => true,
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    while !dead() {
+        assert!(Instant::now() < until, "the grandchild {grandchild} outlived its parent");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A copy of a guard that a forked child inherited (its closure took the guard) is not the
 /// parent: dropping it there neither kills nor reaps the sibling it names, which lives on
 /// until its own parent's guard ends it.

@@ -30,12 +30,28 @@ static FORK_DEPTH: AtomicU32 = AtomicU32::new(0);
 
 /// Forks a child that runs `f` and leaves through `_exit` (101 when `f` panics); returns its
 /// pid in the parent, never in the child.
+///
+/// The child dies with the thread that forked it (`PR_SET_PDEATHSIG`): a test child killed by
+/// its guard takes the children it had forked along, and so does a test process that aborts
+/// or crashes. So fork only from a thread that outlives the child (a test's own thread, the
+/// main thread of a test child), never from a short-lived helper thread.
 fn fork_child(f: impl FnOnce() -> i32) -> libc::pid_t {
+    let parent = std::process::id();
     // SAFETY: the child only runs `f` and then `_exit`s; it never returns into the harness.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
     if pid == 0 {
         FORK_DEPTH.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: prctl(PR_SET_PDEATHSIG) only records a signal to send later; no memory
+        // effects. (It cannot fail with a valid signal; nothing here may panic anyway.)
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+        // A parent that died before that sends nothing: do what its signal would have done.
+        // (The first process of a new PID namespace sees a parent id of 0 and cannot check.)
+        let ppid = std::os::unix::process::parent_id();
+        if ppid != parent && ppid != 0 {
+            // SAFETY: _exit ends the child at once, as its parent's death would have.
+            unsafe { libc::_exit(128 + libc::SIGKILL) };
+        }
         let code = catch_unwind(AssertUnwindSafe(f)).unwrap_or(101);
         // SAFETY: _exit ends the child without running the parent's atexit handlers or
         // destructors.
