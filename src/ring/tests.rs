@@ -116,6 +116,18 @@ fn a_tail_beyond_head_or_backwards_poisons_the_producer() {
     }
 }
 
+/// Waits (boundedly) until the end whose counters `waits` reads has gone to sleep: raised its
+/// flag, paid its barrier, rechecked, and counted the sleep it then enters. Its flag alone is
+/// not enough: it is raised before the recheck, so a change made as soon as it shows can be
+/// seen there, with no sleep and no wake-up.
+fn wait_until_asleep(waits: &crate::StatsHandle) {
+    let t0 = Instant::now();
+    while waits.get().sleeps == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never went to sleep: {:?}", waits.get());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A consumer that finds the ring corrupt wakes a producer asleep on a full ring, which
 /// then fails with `InvalidData`. Every sleep is bounded, so the proof that it was woken
 /// (not rescued by its bound) is in its counters.
@@ -125,17 +137,15 @@ fn poisoning_wakes_a_producer_asleep_on_a_full_ring() {
     tx.try_write(&[0; 4096]).unwrap();
     let hdr: *const Header = header_of(&tx);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let waits = tx.stats_handle();
     // An unbounded blocking write: only a wake-up (or the sleep bound) can end it.
     std::thread::spawn(move || {
         let r = std::io::Write::write(&mut tx, b"x").map_err(|e| e.kind());
         done_tx.send((r, tx.stats()))
     });
-    // Let it fall asleep.
-    let t0 = Instant::now();
-    // SAFETY: the header lives as long as the consumer, which is alive here.
-    while unsafe { &*hdr }.space_waiter.load(Ordering::Relaxed) == 0 && t0.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // Let it fall asleep: past the recheck that follows its barrier, which would otherwise
+    // find the poisoning without being woken.
+    wait_until_asleep(&waits);
     // SAFETY: the header lives as long as the consumer, which is alive here.
     unsafe { &*hdr }.head.store(u64::MAX / 2, Ordering::Release);
     let mut one = [0; 1];
@@ -172,16 +182,15 @@ fn a_lost_wakeup_between_threads_delays_but_never_hangs() {
     let (tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
     let hdr: *const Header = header_of(&tx);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let waits = rx.stats_handle();
     std::thread::spawn(move || {
         let mut b = [0u8; 4];
         let r = rx.read(&mut b).map_err(|e| e.kind());
         let _ = done_tx.send((r, b, rx.stats()));
     });
-    let t0 = Instant::now();
-    // SAFETY: the header lives as long as the ends; the reader holds the consumer.
-    while unsafe { &*hdr }.data_waiter.load(Ordering::Relaxed) == 0 && t0.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // Past the recheck that follows the reader's barrier, which would otherwise find the
+    // bytes without any wake-up having been missed.
+    wait_until_asleep(&waits);
     // Publish "ping" the way a producer does, but without looking for a sleeper.
     // SAFETY: the producer's free space at offset 0, 4 bytes.
     unsafe { tx.write_ptr().copy_from_nonoverlapping(b"ping".as_ptr(), 4) };
