@@ -709,6 +709,11 @@ fn a_peer_without_membarrier_is_woken_with_full_fences() {
                     tx.stats()
                 };
                 if stats.parks == 0 || stats.lost_wakeups != 0 {
+                    // Straight to stderr: in this forked copy of a test thread the harness
+                    // would capture an eprintln! and lose it with the process.
+                    let side = if sandboxed_consumer { "consumer" } else { "producer" };
+                    let msg = format!("sandboxed {side}, claimed before fork {claim_before_fork}: {stats:?}\n");
+                    let _ = std::io::stderr().write_all(msg.as_bytes());
                     return 4;
                 }
                 0
