@@ -806,11 +806,14 @@ mod tests {
             // The flag cleared, as a waker's swap does before it takes the registry's lock.
             word.store(0, crate::sync::Ordering::Relaxed);
             assert!(read.as_mut().poll(&mut cx).is_pending());
-            if first.elapsed() >= REARM_INTERVAL / 2 {
-                continue; // Too slow to land inside the interval: the second park was strong.
-            }
             let (bound, left) = {
+                // The clock is read under the registry's lock: the helper removes the entry only
+                // under it, and only at its deadline (the interval after the first barrier,
+                // which came after `first`), so one found in time is still there.
                 let t = registry().table.lock().unwrap();
+                if first.elapsed() >= REARM_INTERVAL / 2 {
+                    continue; // Too slow to land inside the interval: the second park was strong.
+                }
                 let e = t.entries.get(&key).expect("registered");
                 (e.bound, e.deadline.saturating_duration_since(Instant::now()))
             };
