@@ -110,7 +110,10 @@ pub struct Stats {
     /// still raised; the park then goes on without another barrier.
     pub sleep_timeouts: u64,
     /// Sleeps that ended at their bound while the call's condition already held: a wake-up the
-    /// peer should have sent and did not. Zero in a correct protocol (between honest ends).
+    /// peer should have sent and did not. Zero in a correct protocol between honest ends, with
+    /// one exception: a publisher descheduled between its cursor store and its look at the
+    /// waiter flag for longer than the sleeper's bound (25 ms between processes, 100 ms
+    /// between threads) is counted too, though its wake-up was only late.
     pub lost_wakeups: u64,
     /// Parks ended because the call's own timeout passed.
     pub timed_out: u64,
