@@ -237,3 +237,30 @@ fn single_thread_writes_across_the_seam_read_back_exactly() {
         }
     }
 }
+
+/// A tail ahead of the head is valid where an end attaches: a consumer took (and released)
+/// frames stamped before their head was stored (`ring/framed/link.rs`), and the producer
+/// stopped between its two stores. An end that attaches then goes on from the tail: a consumer
+/// sees nothing readable (not the "readable" bytes a head behind it would count), and a
+/// producer starts at the tail, with the whole ring free.
+#[test]
+fn ends_attaching_with_the_tail_ahead_of_the_head_go_on_from_the_tail() {
+    // A consumer attaching.
+    let ring = RingOptions::new().capacity(4096).shared().unwrap();
+    let tx = ring.clone().into_producer().unwrap();
+    header_of(&tx).tail.store(64, Ordering::Release);
+    let mut rx = ring.into_consumer().unwrap();
+    assert_eq!(rx.try_read(&mut [0; 100]).unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert_eq!(rx.len(), 0);
+    drop((tx, rx));
+
+    // A producer attaching.
+    let ring = RingOptions::new().capacity(4096).shared().unwrap();
+    let rx = ring.clone().into_consumer().unwrap();
+    rx.end.header().unwrap().tail.store(64, Ordering::Release);
+    let tx = ring.into_producer().unwrap();
+    assert_eq!(header_of(&tx).head.load(Ordering::Acquire), 64, "head brought level with the tail");
+    assert_eq!(tx.free(), 4096);
+    assert_eq!(tx.len(), 0);
+}
+
