@@ -264,3 +264,16 @@ fn ends_attaching_with_the_tail_ahead_of_the_head_go_on_from_the_tail() {
     assert_eq!(tx.len(), 0);
 }
 
+/// A full ring is all readable: the head exactly one ring ahead of the tail shows `N` bytes,
+/// to a query and to a non-blocking read alike (not nothing, which would leave a consumer
+/// waiting for a producer that waits for it).
+#[test]
+fn a_full_ring_is_all_readable() {
+    let (mut tx, mut rx) = channel(4096).unwrap();
+    tx.try_write(&[5; 4096]).unwrap();
+    assert_eq!(rx.len(), 4096);
+    let mut buf = [0; 4096];
+    assert_eq!(rx.try_read(&mut buf).unwrap(), 4096);
+    assert!(buf.iter().all(|&b| b == 5));
+    assert_eq!(tx.free(), 4096);
+}
