@@ -797,4 +797,36 @@ mod tests {
             assert!(found > 0);
         });
     }
+
+    /// The consumer's cursor may not pass what the producer has published, even where the
+    /// producer has written further (frames `set_batch` holds back): a tail in the unpublished
+    /// frames poisons the producer at its next look at the tail.
+    #[test]
+    fn a_tail_in_the_frames_held_back_poisons_the_producer() {
+        let (tx, _rx) = crate::channel(4096).unwrap();
+        let mut tx = tx.into_framed();
+        // 30 frames of 112 bytes, published one by one; then up to 6 held back (under a
+        // quarter of the ring), until the room runs out and the tail is loaded.
+        for _ in 0..30 {
+            tx.try_send(&[7; 100]).unwrap();
+        }
+        let published = tx.inner.cur.head();
+        tx.set_batch(1000);
+        for _ in 0..3 {
+            tx.try_send(&[7; 100]).unwrap();
+        }
+        assert_eq!(tx.inner.cur.unpublished(), 336, "held back");
+        // A consumer that claims to have read into frames nobody published.
+        tx.inner.end.header().unwrap().tail.store(published + 112, Ordering::Release);
+        let mut sent = 33;
+        let e = loop {
+            match tx.try_send(&[7; 100]) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(sent < 100, "the room never ran out");
+        };
+        assert_eq!(e.kind(), ErrorKind::InvalidData, "after {sent} frames");
+        assert!(tx.inner.end.header().unwrap().is_poisoned());
+    }
 }
