@@ -829,4 +829,17 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::InvalidData, "after {sent} frames");
         assert!(tx.inner.end.header().unwrap().is_poisoned());
     }
+
+    /// The newcomer never covers a frame larger than the free room, even one that passes every
+    /// other check: a whole-ring frame, whose own header is the word after it and reads as the
+    /// header one lap back.
+    #[test]
+    fn a_newcomer_covers_no_frame_larger_than_the_room() {
+        // The consumer (kept) holds "zero" unreleased: the room is 16 bytes short of the ring.
+        let (tx, _rx, p) = one_stamped_above_head(false);
+        forge_header(&tx, p, 4088);
+        let tx = newcomer(tx);
+        assert_eq!(tx.inner.cur.head(), p, "nothing covered");
+        assert_eq!(tx.inner.end.header().unwrap().head.load(Ordering::Acquire), p);
+    }
 }
