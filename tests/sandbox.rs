@@ -811,3 +811,29 @@ fn a_holder_whose_first_thread_exited_is_not_taken_for_dead_through_proc() {
     assert_eq!(holder.wait_within(CASE_LIMIT), 0, "7: the holder's write failed");
     verdict.unwrap();
 }
+
+/// With `pidfd_open` refused and `/proc` unreadable (every open refused), the only thing the
+/// watch can learn about a live peer is that `kill(pid, 0)` finds it: that proves nothing about
+/// a death, so the answer is "unknown", never "dead". A bounded read then times out; it does not
+/// report the (live) producer gone.
+#[test]
+fn without_pidfds_or_proc_a_live_peer_is_never_taken_for_dead() {
+    let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
+    // The producer's holder is this (test) process: alive for the whole case.
+    let tx = ring.clone().into_producer().unwrap();
+    let rules = [
+        Deny::Call(libc::SYS_pidfd_open, libc::ENOSYS),
+        Deny::Call(libc::SYS_open, libc::EACCES),
+        Deny::Call(libc::SYS_openat, libc::EACCES),
+        Deny::Call(libc::SYS_openat2, libc::EACCES),
+    ];
+    sandboxed(&rules, || {
+        ensure(std::fs::read("/proc/self/stat").is_err(), || "/proc is still readable".to_string())?;
+        let mut rx = io("claim consumer", ring.into_consumer())?;
+        let r = rx.read_timeout(&mut [0u8; 8], Duration::from_millis(150)).map_err(|e| e.kind());
+        ensure(r == Err(ErrorKind::TimedOut), || format!("a live producer's consumer read {r:?}"))?;
+        ensure(!rx.is_abandoned(), || "the live producer was taken for dead".to_string())
+    })
+    .unwrap();
+    drop(tx);
+}
