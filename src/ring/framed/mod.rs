@@ -842,4 +842,25 @@ mod tests {
         assert_eq!(tx.inner.cur.head(), p, "nothing covered");
         assert_eq!(tx.inner.end.header().unwrap().head.load(Ordering::Acquire), p);
     }
+
+    /// A frame that would fill the ring to the byte leaves no clear mark after it: the word
+    /// there must then be a header of this stream one lap back. Raw bytes written before the
+    /// conversion and not yet released are not: such a frame waits for 8 more bytes, so the
+    /// mark goes after it. (Raw bytes that read as the stamped header of that position would
+    /// otherwise be taken for a frame.)
+    #[test]
+    fn a_frame_filling_the_ring_waits_while_raw_bytes_before_it_are_unreleased() {
+        use std::io::Read;
+        let (mut tx, mut rx) = crate::channel(4096).unwrap();
+        // 8 raw bytes that read as the stamped header of an empty frame one ring on.
+        tx.try_write(&Stamp.stamped(0, 4096).to_le_bytes()).unwrap();
+        let mut tx = tx.into_framed();
+        assert_eq!(tx.try_send(&[1; 4080]).unwrap_err().kind(), ErrorKind::WouldBlock);
+        let mut raw = [0u8; 8];
+        rx.read_exact(&mut raw).unwrap();
+        let mut rx = rx.into_framed();
+        tx.try_send(&[1; 4080]).unwrap();
+        assert_eq!(rx.try_recv().unwrap().unwrap().len(), 4080);
+        assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
+    }
 }
