@@ -277,3 +277,19 @@ fn a_full_ring_is_all_readable() {
     assert!(buf.iter().all(|&b| b == 5));
     assert_eq!(tx.free(), 4096);
 }
+
+/// A producer that found the ring poisoned and then closed did not end the stream cleanly: the
+/// consumer, which found nothing wrong itself, reads `InvalidData` after the rest, not the end
+/// of the stream.
+#[test]
+fn a_producer_closing_after_it_found_the_ring_poisoned_is_no_clean_end() {
+    let (mut tx, mut rx) = channel(4096).unwrap();
+    tx.try_write(&[1; 100]).unwrap();
+    let mut buf = [0; 100];
+    assert_eq!(rx.try_read(&mut buf).unwrap(), 100);
+    // A tail behind the one the producer knows: its next look at the tail poisons the ring.
+    header_of(&tx).tail.store(u64::MAX, Ordering::Release);
+    assert_eq!(tx.try_write(&[1; 4000]).unwrap_err().kind(), ErrorKind::InvalidData);
+    drop(tx);
+    assert_eq!(rx.read(&mut buf).unwrap_err().kind(), ErrorKind::InvalidData);
+}
