@@ -391,7 +391,9 @@ fn ends_claimed_by_the_parent_refuse_in_a_child_and_do_not_close_the_ring() {
         // The child drops its copies of the ends; the parent keeps its own (the closure only
         // borrows them, so nothing is dropped here when it is).
         let (mut tx_slot, mut rx_slot) = (Some(tx), Some(rx));
-        let status = in_child(|| {
+        // Bounded: a child whose copies went on blocking (as if they were the parent's ends)
+        // fails the test instead of hanging it.
+        let status = spawn_child(|| {
             let (mut tx, mut rx) = (tx_slot.take().unwrap(), rx_slot.take().unwrap());
             let unsupported = |r: std::io::Result<usize>| matches!(r, Err(e) if e.kind() == ErrorKind::Unsupported);
             let mut buf = [0u8; 8];
@@ -418,7 +420,8 @@ fn ends_claimed_by_the_parent_refuse_in_a_child_and_do_not_close_the_ring() {
                 None => 0,
                 Some(i) => 10 + i as i32,
             }
-        });
+        })
+        .wait_within(Duration::from_secs(60));
         assert_eq!(status, 0, "{backend}: check {} failed in the child", status - 10);
         let (mut tx, mut rx) = (tx_slot.unwrap(), rx_slot.unwrap());
         // The child's drops closed nothing: the parent's ring still works, with its bytes.

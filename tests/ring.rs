@@ -328,6 +328,8 @@ fn a_blocked_reader_wakes_on_data_and_on_close() {
 
 #[test]
 fn a_blocked_writer_wakes_on_space_and_on_close() {
+    // A writer that is never woken fails the test (aborts it, naming it) rather than hanging.
+    let _hang = common::watchdog("a blocked writer woken on space and on close", Duration::from_secs(60));
     for spin in [Duration::ZERO, Duration::from_micros(50)] {
         let (mut tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(spin).build().unwrap();
         tx.write_all(&[1; 4096]).unwrap();

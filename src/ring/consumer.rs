@@ -496,19 +496,26 @@ mod tests {
                 tx.write_all(b).unwrap();
             }
         });
-        let mut next = 0u32;
-        loop {
-            let buf = rx.fill_buf().unwrap();
-            if buf.is_empty() {
-                break;
+        // The parser in a thread of its own, so that a hang fails the test (after a bound far
+        // beyond the few milliseconds a healthy run takes) instead of stalling the suite.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut next = 0u32;
+            loop {
+                let buf = rx.fill_buf().unwrap();
+                if buf.is_empty() {
+                    break;
+                }
+                if buf.len() < 9 {
+                    continue; // incomplete: ask again
+                }
+                assert_eq!(&buf[..9], format!("{next:08}\n").as_bytes());
+                rx.consume(9);
+                next += 1;
             }
-            if buf.len() < 9 {
-                continue; // incomplete: ask again
-            }
-            assert_eq!(&buf[..9], format!("{next:08}\n").as_bytes());
-            rx.consume(9);
-            next += 1;
-        }
+            let _ = done_tx.send(next);
+        });
+        let next = done_rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the parser loop failed or hangs");
         assert_eq!(next, 20_000);
         writer.join().unwrap();
     }
