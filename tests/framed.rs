@@ -974,18 +974,10 @@ fn a_producer_dying_mid_batch_leaves_exactly_its_published_frames() {
     for i in 0..10u32 {
         assert_eq!(&*rx.recv().unwrap().unwrap(), &i.to_le_bytes());
     }
-    // A scoped killer: joined before the guard could reap the producer, also when recv panics.
-    let (err, returned, killed_at) = thread::scope(|s| {
-        let killer = s.spawn(|| {
-            thread::sleep(Duration::from_millis(40)); // the reader is asleep in recv by then
-            producer.kill();
-            Instant::now()
-        });
-        let err = rx.recv().map(|f| f.map(|f| f.to_vec())).unwrap_err();
-        (err, Instant::now(), killer.join().unwrap())
-    });
+    // Killed 40 ms in: the reader is asleep in recv by then.
+    let (err, latency) =
+        producer.kill_during(Duration::from_millis(40), || rx.recv().map(|f| f.map(|f| f.to_vec())).unwrap_err());
     assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err}");
-    let latency = returned.saturating_duration_since(killed_at);
     assert!(latency < LIVE, "the blocked recv noticed the killed producer only after {latency:?}");
     assert_eq!(producer.state(), 'Z', "noticed through a zombie: not reaped yet");
     assert_eq!(rx.try_recv().map(|f| f.map(|f| f.to_vec())).unwrap_err().kind(), ErrorKind::UnexpectedEof);

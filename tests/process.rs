@@ -632,20 +632,11 @@ fn a_blocked_reader_notices_a_killed_producer_while_it_is_a_zombie() {
             let mut buf = [0u8; 64];
             let n = rx.read_timeout(&mut buf, LONG).unwrap();
             assert_eq!(&buf[..n], b"last words");
-            // A scoped killer: it is joined before the guard could reap the child, also when
-            // the read panics.
-            let (err, returned, killed_at) = std::thread::scope(|s| {
-                let killer = s.spawn(|| {
-                    std::thread::sleep(Duration::from_millis(40));
-                    child.kill();
-                    Instant::now()
-                });
-                let err = rx.read_timeout(&mut buf, LONG).unwrap_err();
-                (err, Instant::now(), killer.join().unwrap())
-            });
+            let (err, latency) =
+                child.kill_during(Duration::from_millis(40), || rx.read_timeout(&mut buf, LONG).unwrap_err());
             assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{backend}: {err}");
             assert_eq!(child.state(), 'Z', "{backend}: the child was reaped behind our back?");
-            lat.push(returned.saturating_duration_since(killed_at));
+            lat.push(latency);
             assert_eq!(rx.try_read(&mut buf).unwrap_err().kind(), ErrorKind::UnexpectedEof);
             assert_eq!(child.wait(), 128 + libc::SIGKILL);
         }
@@ -681,19 +672,11 @@ fn a_blocked_writer_notices_a_killed_consumer() {
             }
             while tx.try_write(&[7u8; 4096]).is_ok() {}
             assert!(!tx.is_abandoned());
-            // A scoped killer, as above.
-            let (err, returned, killed_at) = std::thread::scope(|s| {
-                let killer = s.spawn(|| {
-                    std::thread::sleep(Duration::from_millis(40));
-                    child.kill();
-                    Instant::now()
-                });
-                let err = tx.write_timeout(b"more", LONG).unwrap_err();
-                (err, Instant::now(), killer.join().unwrap())
-            });
+            let (err, latency) =
+                child.kill_during(Duration::from_millis(40), || tx.write_timeout(b"more", LONG).unwrap_err());
             assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{backend}: {err}");
             assert_eq!(child.state(), 'Z');
-            lat.push(returned.saturating_duration_since(killed_at));
+            lat.push(latency);
             assert_eq!(tx.try_write(b"x").unwrap_err().kind(), ErrorKind::BrokenPipe);
             assert_eq!(tx.write(b"x").unwrap_err().kind(), ErrorKind::BrokenPipe);
             assert!(tx.is_abandoned());

@@ -605,21 +605,10 @@ fn without_membarrier_and_pidfd_open_blocking_and_death_detection_still_work() {
         let mut buf = [0u8; 64];
         let n = io("first read", rx.read_timeout(&mut buf, LONG))?;
         ensure(&buf[..n] == b"last words", || format!("read {:?}", &buf[..n]))?;
-        // A scoped killer: joined before the guard could reap the victim, whatever happens.
-        let (err, returned, killed) = std::thread::scope(|s| {
-            let killer = s.spawn(|| {
-                std::thread::sleep(Duration::from_millis(40));
-                victim.kill();
-                Instant::now()
-            });
-            let err = rx.read_timeout(&mut buf, LONG).err();
-            (err, Instant::now(), killer.join())
-        });
-        let killed_at = killed.map_err(|_| "killer thread panicked".to_string())?;
+        let (err, latency) = victim.kill_during(Duration::from_millis(40), || rx.read_timeout(&mut buf, LONG).err());
         let status = victim.wait_within(LONG);
         let err = err.ok_or("the read returned data from a dead producer")?;
         ensure(err.kind() == ErrorKind::UnexpectedEof, || format!("UnexpectedEof expected: {err}"))?;
-        let latency = returned.saturating_duration_since(killed_at);
         ensure(latency < Duration::from_secs(1), || format!("death seen after {latency:?}"))?;
         ensure(status == 128 + libc::SIGKILL, || format!("victim status {status}"))?;
         // The watch could not have used a pidfd: the death was seen through /proc.

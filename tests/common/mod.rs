@@ -159,6 +159,25 @@ impl Child {
         stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
     }
 
+    /// Runs `call` (typically one that blocks on the ring this child shares) while another
+    /// thread kills the child with SIGKILL `after` it started; returns what `call` returned and
+    /// how long after the kill it did. The killer is a scoped thread: it is joined before this
+    /// returns, also when `call` panics, so the guard can never reap the child while a kill
+    /// is still coming (the pid could name another process by then).
+    pub fn kill_during<T>(&self, after: Duration, call: impl FnOnce() -> T) -> (T, Duration) {
+        std::thread::scope(|s| {
+            let killer = s.spawn(|| {
+                std::thread::sleep(after);
+                self.kill();
+                Instant::now()
+            });
+            let r = call();
+            let returned = Instant::now();
+            let killed_at = killer.join().expect("the killer thread panicked");
+            (r, returned.saturating_duration_since(killed_at))
+        })
+    }
+
     fn reaped(&mut self, raw: libc::c_int) -> i32 {
         let status = decode(raw);
         self.status = Some(status);
