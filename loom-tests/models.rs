@@ -20,7 +20,7 @@ use crate::peer::{self, Liveness, Peer, ProcessWatch, Refusal};
 use crate::protocol::{self, ConsumerCursor, ProducerCursor, Stop};
 use crate::stats::Counters;
 use crate::sync::{Ordering, Park};
-use crate::wait::{self, NoPeer, PeerCheck, Waiter};
+use crate::wait::{self, NoPeer, PeerCheck, Spin, Waiter};
 
 #[path = "asyncpark.rs"]
 mod asyncpark;
@@ -101,7 +101,7 @@ impl Ring {
             hdr: &self.hdr,
             role: word.sleeper(),
             park: &mut park,
-            spin: Duration::ZERO,
+            spin: &mut Spin::new(Duration::ZERO),
             peer,
             counters: &counters,
             kept: &mut false,

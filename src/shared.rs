@@ -520,8 +520,9 @@ impl SharedRing {
         Ok(SharedRing { mem, spin: crate::wait::DEFAULT_SPIN })
     }
 
-    /// Sets how long the ends claimed from this handle (and its later clones) spin before they
-    /// sleep, as [`RingOptions::spin_budget`](crate::RingOptions::spin_budget) does for a ring
+    /// Sets the longest the ends claimed from this handle (and its later clones) spin before
+    /// they sleep (each end adapts within it), as
+    /// [`RingOptions::spin_budget`](crate::RingOptions::spin_budget) does for a ring
     /// this process creates. A ring attached with [`from_fd`](SharedRing::from_fd) or
     /// [`recv_from`](SharedRing::recv_from) starts with the default (50 µs). Each process
     /// chooses its own: the budget is not stored in the ring.

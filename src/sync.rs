@@ -276,12 +276,6 @@ mod imp {
         sys::membarrier(cmd).is_ok()
     }
 
-    /// Spins or yields once.
-    #[inline]
-    pub(crate) fn pause(backoff: &crossbeam_utils::Backoff) {
-        backoff.snooze();
-    }
-
     /// Whether blocking calls spin before they park (not under loom, which explores the
     /// interleavings of the park itself).
     pub(crate) const SPINS: bool = true;
@@ -329,10 +323,6 @@ mod imp {
     pub(crate) fn park_barrier(_mode: Park) -> bool {
         fence(Ordering::SeqCst);
         true
-    }
-
-    pub(crate) fn pause(_backoff: &crossbeam_utils::Backoff) {
-        loom::thread::yield_now();
     }
 
     pub(crate) const SPINS: bool = false;

@@ -2,9 +2,9 @@
 //!
 //! # The sleep protocol
 //!
-//! A side that cannot proceed first spins (crossbeam `Backoff`, then yields) for the spin
-//! budget, because a park-and-wake round trip costs hundreds of times a spinning hand-over
-//! (BENCHMARKS.md, "Round trip"). Then it parks:
+//! A side that cannot proceed first spins for its spin budget, because a park-and-wake round
+//! trip costs hundreds of times a spinning hand-over (BENCHMARKS.md, "Round trip"). Then it
+//! parks:
 //!
 //! 1. store 1 into its waiter word (`data_waiter` for the consumer, `space_waiter` for the
 //!    producer);
@@ -35,6 +35,24 @@
 //! of the barrier costs at most that long. A peer that keeps clearing the flag therefore
 //! cannot drive this process (and, through a global barrier, every CPU) in a tight loop.
 //!
+//! # How long to spin
+//!
+//! The spin polls with a few `PAUSE`s between looks and never calls `sched_yield`: on a
+//! loaded machine a yield can hand the core to another runnable task for a whole time slice,
+//! long after the peer has published, while a parked waiter that is woken runs again at once
+//! (measured on Linux 6.18; BENCHMARKS.md, "Spinning under load": with a busy loop beside
+//! each end, a round trip between two threads took 20-100 µs with yields and 0.34 µs
+//! without).
+//!
+//! Without yields a spin cannot help a peer that shares this core: it only delays it. So each
+//! end adapts ([`Spin`]): the ring's spin budget is the most it spins; every
+//! [`MISSES_TO_HALVE`] waits in a row that spun in vain halve the budget, down to
+//! [`SPIN_FLOOR`]; one wait that the spin served restores the whole budget. An end whose peer
+//! answers while it spins keeps spinning for the whole budget (the design figure: either
+//! mistake costs at most twice the better choice); an end whose waits all end in a park (the
+//! two ends on one core, or a peer that is idle for longer than the budget) soon spins for a
+//! microsecond only, so it neither stalls its peer nor burns a core.
+//!
 //! # Bounded sleeps
 //!
 //! Every sleep is bounded: by [`WATCH_INTERVAL`] between processes, after which the peer's
@@ -46,12 +64,10 @@
 
 use std::time::{Duration, Instant};
 
-use crossbeam_utils::Backoff;
-
 use crate::header::{Header, Role};
 use crate::protocol::Stop;
 use crate::stats::Counters;
-use crate::sync::{fence, park_barrier, pause, Ordering, Park, Woke, SPINS};
+use crate::sync::{fence, park_barrier, Ordering, Park, Woke, SPINS};
 
 /// How often a sleeper that watches a peer process wakes to check that the peer lives.
 pub(crate) const WATCH_INTERVAL: Duration = Duration::from_millis(25);
@@ -65,6 +81,58 @@ pub(crate) const REARM_INTERVAL: Duration = Duration::from_millis(1);
 /// The default time to spin before sleeping: about one park-and-wake round trip, which bounds
 /// the cost of either choice to twice the better one (BENCHMARKS.md, "Spin budget").
 pub(crate) const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// The shortest spin an adapted budget comes down to (no more than the ring's budget): long
+/// enough to catch a peer that answers at once from another core (a hand-over takes well under
+/// a microsecond), short against a park.
+pub(crate) const SPIN_FLOOR: Duration = Duration::from_micros(1);
+
+/// How many waits in a row must park, their spin in vain, before an end halves its spin.
+pub(crate) const MISSES_TO_HALVE: u8 = 3;
+
+/// The most `PAUSE`s between two looks at the ring while spinning (the count doubles from one):
+/// with the clock read, a look every ~0.1 µs on the Intel host (a `PAUSE` took 9 ns there),
+/// less than a hand-over between its cores (~0.15 µs one way). Cores whose `PAUSE` takes ~140
+/// cycles look about every 0.5 µs.
+const MAX_PAUSES: u32 = 8;
+
+/// How long an end spins before it parks: its ring's budget, adapted to what its waits found
+/// (see the module docs, "How long to spin"). One per end, kept between its waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Spin {
+    /// The ring's spin budget: the most this end spins.
+    full: Duration,
+    /// What it spins now.
+    now: Duration,
+    /// Waits in a row whose spin was in vain (they parked).
+    misses: u8,
+}
+
+impl Spin {
+    pub(crate) fn new(full: Duration) -> Spin {
+        Spin { full, now: full, misses: 0 }
+    }
+
+    /// How long the next wait spins.
+    pub(crate) fn budget(&self) -> Duration {
+        self.now
+    }
+
+    /// A spin found what it waited for: the whole budget again.
+    fn served(&mut self) {
+        self.now = self.full;
+        self.misses = 0;
+    }
+
+    /// A wait spun for its budget in vain and parks.
+    fn missed(&mut self) {
+        self.misses += 1;
+        if self.misses >= MISSES_TO_HALVE {
+            self.misses = 0;
+            self.now = (self.now / 2).max(SPIN_FLOOR.min(self.full));
+        }
+    }
+}
 
 /// How long a slip lasts. Long enough for the other side to work some kilobytes of ring ahead
 /// undisturbed (on the Intel host, 64 B frames went from 25 to 45, 89 and 95-98 M/s with
@@ -122,7 +190,8 @@ pub(crate) struct Waiter<'a> {
     pub(crate) role: Role,
     /// How this role parks; downgraded here if its barrier fails.
     pub(crate) park: &'a mut Park,
-    pub(crate) spin: Duration,
+    /// How long to spin; updated with what this wait found.
+    pub(crate) spin: &'a mut Spin,
     pub(crate) peer: &'a mut dyn PeerCheck,
     pub(crate) counters: &'a Counters,
     /// In: the previous wait of this end returned on its deadline with its flag left raised
@@ -130,7 +199,7 @@ pub(crate) struct Waiter<'a> {
     pub(crate) kept: &'a mut bool,
 }
 
-/// Waits until `poll` returns `Some`, spinning for the spin budget first and then sleeping on
+/// Waits until `poll` returns `Some`, spinning for the end's spin first and then sleeping on
 /// the waiter's futex word. `poll` must re-read everything it depends on from the header on
 /// each call.
 pub(crate) fn wait_for<T>(
@@ -150,7 +219,8 @@ pub(crate) fn wait_for<T>(
     }
     counters.spins.bump();
     let word = hdr.word(role.own_word());
-    let backoff = Backoff::new();
+    let budget = spin.budget();
+    let mut pauses = 1;
     let start = Instant::now();
     let mut last_check = start;
     // Whether our flag is raised and has stayed raised since we raised it.
@@ -158,6 +228,8 @@ pub(crate) fn wait_for<T>(
     // Whether the raising was covered by a heavy barrier (else sleeps are cut short).
     let mut strong = false;
     let mut last_barrier: Option<Instant> = None;
+    // Whether this wait's spin has been counted as missed (once per wait, at its first park).
+    let mut missed = false;
     let result = loop {
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
@@ -181,15 +253,23 @@ pub(crate) fn wait_for<T>(
                 break poll().unwrap_or(Err(Stop::PeerDied));
             }
         }
-        if !armed && SPINS && now.duration_since(start) < spin {
-            pause(&backoff);
+        if !armed && SPINS && now.duration_since(start) < budget {
+            for _ in 0..pauses {
+                std::hint::spin_loop();
+            }
+            pauses = (pauses * 2).min(MAX_PAUSES);
             if let Some(r) = poll() {
+                spin.served();
                 break r;
             }
             continue;
         }
         let mut recheck = false;
         if !armed {
+            if SPINS && !missed {
+                missed = true;
+                spin.missed();
+            }
             // Relaxed: the barrier below orders this store before the recheck.
             let was = word.swap(1, Ordering::Relaxed);
             counters.parks.bump();
@@ -274,4 +354,47 @@ pub(crate) fn wait_for<T>(
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missed_spins_halve_the_budget_down_to_the_floor_and_one_served_spin_restores_it() {
+        let full = Duration::from_micros(50);
+        let mut spin = Spin::new(full);
+        assert_eq!(spin.budget(), full);
+        for _ in 1..MISSES_TO_HALVE {
+            spin.missed();
+            assert_eq!(spin.budget(), full, "halved before {MISSES_TO_HALVE} misses");
+        }
+        spin.missed();
+        assert_eq!(spin.budget(), full / 2);
+        // A served spin between misses starts the count again.
+        spin.missed();
+        spin.served();
+        assert_eq!(spin.budget(), full);
+        for _ in 0..MISSES_TO_HALVE - 1 {
+            spin.missed();
+        }
+        assert_eq!(spin.budget(), full);
+        for _ in 0..100 * u32::from(MISSES_TO_HALVE) {
+            spin.missed();
+        }
+        assert_eq!(spin.budget(), SPIN_FLOOR);
+        spin.served();
+        assert_eq!(spin.budget(), full);
+    }
+
+    #[test]
+    fn a_budget_below_the_floor_is_kept_and_zero_never_spins() {
+        for full in [Duration::ZERO, SPIN_FLOOR / 4] {
+            let mut spin = Spin::new(full);
+            for _ in 0..10 * u32::from(MISSES_TO_HALVE) {
+                spin.missed();
+                assert_eq!(spin.budget(), full, "a budget at or below the floor is not cut");
+            }
+        }
+    }
 }

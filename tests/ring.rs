@@ -349,6 +349,43 @@ fn a_blocked_writer_wakes_on_space_and_on_close() {
     }
 }
 
+/// CPU time this thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer for the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[test]
+fn an_end_whose_waits_keep_parking_stops_spinning_its_whole_budget() {
+    // A producer that writes every 4 ms to a reader that spins 2 ms before it parks: every
+    // spin is in vain. At the full budget each wait would burn 2 ms, 300 ms in all; halving
+    // after every third miss spends 3 x (2 + 1 + 0.5 + ...) = 12 ms, then about a microsecond
+    // a wait. The bound is ten times that.
+    const WAITS: u32 = 150;
+    let budget = Duration::from_millis(2);
+    let (mut tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(budget).build().unwrap();
+    let writer = thread::spawn(move || {
+        for i in 0..WAITS {
+            thread::sleep(2 * budget);
+            tx.write_all(&[i as u8]).unwrap();
+        }
+    });
+    let before = thread_cpu_time();
+    for i in 0..WAITS {
+        let mut b = [0u8];
+        rx.read_exact(&mut b).unwrap();
+        assert_eq!(b[0], i as u8);
+    }
+    let spent = thread_cpu_time() - before;
+    writer.join().unwrap();
+    let stats = rx.stats();
+    assert!(stats.parks >= u64::from(WAITS) / 2, "the reader's waits did not park: {stats:?}");
+    assert!(spent < Duration::from_millis(120), "{WAITS} waits spent {spent:?} of CPU: {stats:?}");
+}
+
 #[test]
 fn timeouts_expire_with_timed_out() {
     let (mut tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();

@@ -123,11 +123,20 @@ impl RingOptions {
         self
     }
 
-    /// How long a blocked call spins (then yields) before sleeping on a futex. Zero sleeps at
-    /// once (and then neither a framed receive nor a write to a full ring slips first: see
+    /// The longest a blocked call spins before it sleeps on a futex. Zero sleeps at once (and
+    /// then neither a framed receive nor a write to a full ring slips first: see
     /// `docs::framing` and the crate docs, "Between threads"). Default 50 µs: about one
     /// futex park-and-wake round trip on the machines it was measured on, which bounds the cost
     /// of either choice to twice the better one.
+    ///
+    /// The spin never yields the core (on a loaded machine a yield gives it away for a whole
+    /// time slice). Each end adapts the budget to what its waits find: after every third wait
+    /// in a row that spun in vain and slept, it halves the time it spins, down to a
+    /// microsecond; a single wait that its spin served restores the whole budget. So an end
+    /// whose peer is idle for longer than the budget, or runs on the same core, soon stops
+    /// burning it, and an end whose peer answers within the budget keeps spinning. A budget
+    /// shorter than a wake-up (tens of µs) can then settle on sleeping every time when both
+    /// ends wait for each other (BENCHMARKS.md, "Spinning under load").
     pub fn spin_budget(&mut self, budget: Duration) -> &mut Self {
         self.spin = budget;
         self
@@ -264,6 +273,8 @@ struct End {
     /// The last wait ended on its deadline with the waiter flag left raised after a heavy
     /// barrier (`wait::Waiter::kept`).
     kept: Cell<bool>,
+    /// How long this end spins now: its `spin` budget, adapted (`wait::Spin`).
+    spinning: Cell<wait::Spin>,
     /// Watches the peer process (rings between processes only).
     peer: Option<RefCell<ProcessWatch>>,
     /// The fork generation this end was claimed in: a forked child must not use it. [`SHUT`]
@@ -294,6 +305,7 @@ impl End {
             role,
             park: Cell::new(park),
             kept: Cell::new(false),
+            spinning: Cell::new(wait::Spin::new(spin)),
             peer: peer.map(RefCell::new),
             generation: sync::fork_generation(),
             token,
@@ -410,8 +422,10 @@ impl End {
         };
         let mut park = self.park.get();
         let mut kept = self.kept.get();
-        let waiter = Waiter { hdr, role: self.role, park: &mut park, spin: self.spin, peer, counters, kept: &mut kept };
+        let mut spin = self.spinning.get();
+        let waiter = Waiter { hdr, role: self.role, park: &mut park, spin: &mut spin, peer, counters, kept: &mut kept };
         let r = wait::wait_for(waiter, deadline, || poll(hdr));
+        self.spinning.set(spin);
         self.park.set(park);
         self.kept.set(kept);
         r
