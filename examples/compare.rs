@@ -1735,22 +1735,39 @@ fn spin_sweep(cfg: &Cfg, p: &mut Progress) {
     // Round trips.
     let reps = cfg.reps.max(5);
     let mut rows = Vec::new();
-    for mode in [Mode::Threads, Mode::Fork] {
+    // Two more rows between threads: a busy loop beside each end on its core (a spin that gives
+    // its core away, sched_yield, waits out the other task's time slice), and both ends on one
+    // core (a spin that keeps its core holds up the peer it waits for).
+    #[derive(Clone, Copy, PartialEq)]
+    enum Setting {
+        Alone(Mode),
+        BusyLoops,
+        OneCpu,
+    }
+    for setting in [Setting::Alone(Mode::Threads), Setting::Alone(Mode::Fork), Setting::BusyLoops, Setting::OneCpu] {
+        let name = match setting {
+            Setting::Alone(mode) => mode.name().to_string(),
+            Setting::BusyLoops => "threads, a busy loop on each core".to_string(),
+            Setting::OneCpu => format!("threads, both on CPU {PRODUCER_CPU}"),
+        };
         let mut samples = vec![Vec::new(); budgets.len()];
         for rep in 0..reps {
             for i in rotation(budgets.len(), rep) {
                 let b = budgets[i];
-                p.step(
-                    "spin sweep (round trips)",
-                    &format!("{} rep {}/{reps}: {}", mode.name(), rep + 1, fmt_duration(b)),
-                );
+                p.step("spin sweep (round trips)", &format!("{name} rep {}/{reps}: {}", rep + 1, fmt_duration(b)));
                 let n = if b.is_zero() { 200 } else { 2000 };
-                if let Ok(v) = round_trips(Pinger::MirrorBlocking(b), mode, 1, n, 50) {
+                let kind = Pinger::MirrorBlocking(b);
+                let run = match setting {
+                    Setting::Alone(mode) => round_trips(kind, mode, 1, n, 50),
+                    Setting::BusyLoops => with_busy_loops(|| round_trips(kind, Mode::Threads, 1, n, 50)),
+                    Setting::OneCpu => thread_round_trips(kind, PRODUCER_CPU, 1, n, 50),
+                };
+                if let Ok(v) = run {
                     samples[i].push(v[0]);
                 }
             }
         }
-        let mut row = vec![mode.name().to_string()];
+        let mut row = vec![name];
         row.extend(samples.iter().map(|s| fmt_ns(median(s))));
         rows.push(row);
     }

@@ -326,25 +326,7 @@ fn echo(b: &mut PingEnd) -> io::Result<()> {
 /// ns.
 pub fn round_trips(kind: Pinger, mode: Mode, batches: usize, per_batch: u64, warm: u64) -> io::Result<Vec<f64>> {
     match mode {
-        Mode::Threads => {
-            let (mut a, mut b) = ping_thread_ends(kind)?;
-            pin_to(PRODUCER_CPU);
-            std::thread::scope(|s| {
-                let e = s.spawn(move || {
-                    pin_to(CONSUMER_CPU);
-                    echo(&mut b)
-                });
-                let r = ping(&mut a, batches, per_batch, warm);
-                if r.is_err() {
-                    // Unblock the echo thread: dropping our ends closes rings and pipes.
-                    drop(a);
-                }
-                let echoed = e.join().map_err(|_| io::Error::other("echo thread panicked"))?;
-                let r = r?;
-                echoed?;
-                Ok(r)
-            })
-        }
+        Mode::Threads => thread_round_trips(kind, CONSUMER_CPU, batches, per_batch, warm),
         Mode::Fork => {
             let setup = PingSetup::new(kind)?;
             let child = fork()?;
@@ -358,6 +340,56 @@ pub fn round_trips(kind: Pinger, mode: Mode, batches: usize, per_batch: u64, war
             Ok(r)
         }
     }
+}
+
+/// [`round_trips`] between two threads: the pinger on CPU 0, the echo on `echo_cpu` (CPU 0
+/// too puts both ends on one core).
+pub fn thread_round_trips(
+    kind: Pinger,
+    echo_cpu: usize,
+    batches: usize,
+    per_batch: u64,
+    warm: u64,
+) -> io::Result<Vec<f64>> {
+    let (mut a, mut b) = ping_thread_ends(kind)?;
+    pin_to(PRODUCER_CPU);
+    std::thread::scope(|s| {
+        let e = s.spawn(move || {
+            pin_to(echo_cpu);
+            echo(&mut b)
+        });
+        let r = ping(&mut a, batches, per_batch, warm);
+        if r.is_err() {
+            // Unblock the echo thread: dropping our ends closes rings and pipes.
+            drop(a);
+        }
+        let echoed = e.join().map_err(|_| io::Error::other("echo thread panicked"))?;
+        let r = r?;
+        echoed?;
+        Ok(r)
+    })
+}
+
+/// Runs `f` while a busy loop (a thread that never sleeps or yields) runs on each of the two
+/// measured CPUs: a machine whose cores other work keeps busy.
+pub fn with_busy_loops<T>(f: impl FnOnce() -> T) -> T {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for cpu in [PRODUCER_CPU, CONSUMER_CPU] {
+            let stop = &stop;
+            s.spawn(move || {
+                pin_to(cpu);
+                // Relaxed: a flag polled until it is seen; it publishes nothing.
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            });
+        }
+        let r = f();
+        stop.store(true, Ordering::Relaxed);
+        r
+    })
 }
 
 /// CPU time used by the calling thread.
