@@ -2,9 +2,9 @@
 //!
 //! # The problem
 //!
-//! A blocked call first spins for the ring's spin budget, because a park-and-wake round trip
-//! costs hundreds of times a spinning hand-over (`BENCHMARKS.md`, "Round trip" and "Spin
-//! budget"). Then it *parks*: it raises its waiter flag in the shared header (`data_waiter` for
+//! A blocked call first spins (for at most the ring's spin budget; `wait.rs`, "How long to
+//! spin"), because a park-and-wake round trip costs hundreds of times a spinning hand-over
+//! (`BENCHMARKS.md`, "Round trip" and "Spin budget"). Then it *parks*: it raises its waiter flag in the shared header (`data_waiter` for
 //! the consumer, `space_waiter` for the producer), rechecks its condition, and sleeps on the
 //! flag with `FUTEX_WAIT`. After every cursor store, the peer loads that flag and, if it is
 //! raised, clears it and calls `FUTEX_WAKE`.
