@@ -136,7 +136,7 @@ impl RingOptions {
     /// whose peer is idle for longer than the budget, or runs on the same core, soon stops
     /// burning it, and an end whose peer answers within the budget keeps spinning. A budget
     /// shorter than a wake-up (tens of µs) can then settle on sleeping every time when both
-    /// ends wait for each other (BENCHMARKS.md, "Spinning under load").
+    /// ends wait for each other (BENCHMARKS.md, "Spin budget").
     pub fn spin_budget(&mut self, budget: Duration) -> &mut Self {
         self.spin = budget;
         self
