@@ -77,7 +77,8 @@ impl Counters {
 ///
 /// let (mut tx, mut rx) = mirror_ring::RingOptions::new().spin_budget(Duration::ZERO).build()?;
 /// let writer = std::thread::spawn(move || {
-///     std::thread::sleep(Duration::from_millis(20));
+///     // Long enough for the reader below to be asleep, even on a loaded machine.
+///     std::thread::sleep(Duration::from_millis(100));
 ///     tx.write_all(b"late").unwrap();
 ///     tx.stats()
 /// });
