@@ -293,3 +293,29 @@ fn a_producer_closing_after_it_found_the_ring_poisoned_is_no_clean_end() {
     drop(tx);
     assert_eq!(rx.read(&mut buf).unwrap_err().kind(), ErrorKind::InvalidData);
 }
+
+/// An end whose spin was cut (here to half, a window wide enough that the test cannot miss
+/// it) gets its whole budget back from one wait that its spin served.
+#[test]
+fn a_served_spin_restores_the_whole_budget() {
+    let full = Duration::from_millis(50);
+    let (_tx, rx) = RingOptions::new().capacity(4096).spin_budget(full).build().unwrap();
+    let end = &rx.end;
+    let mut decayed = wait::Spin::new(full);
+    for _ in 0..wait::MISSES_TO_HALVE {
+        decayed.missed();
+    }
+    assert_eq!(decayed.budget(), full / 2);
+    end.spinning.set(decayed);
+    let hdr = end.header().unwrap();
+    let counters = crate::stats::Counters::default();
+    // Found at the second look: the first is before the spin, the second inside it.
+    let mut looks = 0;
+    let r: Result<(), Stop> = end.wait(hdr, &counters, None, |_| {
+        looks += 1;
+        (looks >= 2).then_some(Ok(()))
+    });
+    assert_eq!(r, Ok(()));
+    assert_eq!(counters.snapshot().parks, 0, "served while spinning, not after a park");
+    assert_eq!(end.spinning.get().budget(), full);
+}
