@@ -19,6 +19,7 @@ use crate::protocol::{ConsumerCursor, Stop};
 use crate::ring::asynch::park::{self, ParkEnd, Parking, Site};
 use crate::stats::Counters;
 use crate::sync::{Ordering, Park};
+use crate::wait::Spin;
 
 const N: u64 = 4;
 
@@ -29,6 +30,8 @@ struct AsyncReader {
     park: Cell<Park>,
     counters: Counters,
     direct: bool,
+    /// No spin phase: loom explores the park itself.
+    spin: Cell<Spin>,
 }
 
 impl ParkEnd for AsyncReader {
@@ -42,7 +45,7 @@ impl ParkEnd for AsyncReader {
             direct: self.direct,
             watch: false,
             ring: None,
-            spin: std::time::Duration::ZERO,
+            spin: &self.spin,
         })
     }
 }
@@ -55,6 +58,7 @@ impl AsyncReader {
             park: Cell::new(Park::Global),
             counters: Counters::default(),
             direct,
+            spin: Cell::new(Spin::new(std::time::Duration::ZERO)),
         }
     }
 

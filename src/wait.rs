@@ -119,13 +119,13 @@ impl Spin {
     }
 
     /// A spin found what it waited for: the whole budget again.
-    fn served(&mut self) {
+    pub(crate) fn served(&mut self) {
         self.now = self.full;
         self.misses = 0;
     }
 
     /// A wait spun for its budget in vain and parks.
-    fn missed(&mut self) {
+    pub(crate) fn missed(&mut self) {
         self.misses += 1;
         if self.misses >= MISSES_TO_HALVE {
             self.misses = 0;

@@ -12,7 +12,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use common::{in_child, spawn_child, watchdog, Pattern};
+use common::{in_child, spawn_child, thread_cpu_time, watchdog, Pattern};
 use mirror_ring::{RingOptions, SharedRing};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
@@ -199,6 +199,39 @@ fn both_ends_on_one_current_thread_runtime() {
 
 /// An async reader against a blocking writer thread, and an async writer against a blocking
 /// reader thread, with spin budget zero on the blocking side (so it parks on the futex too).
+/// An async end whose waits all park stops retrying for its whole spin budget, as a blocking
+/// end does (`tests/ring.rs`): with both ends on one core, retrying holds up the peer it waits
+/// for (a round trip took ~100 µs that way against ~5 µs adapted).
+#[test]
+fn an_async_end_whose_waits_keep_parking_stops_retrying_its_whole_budget() {
+    // A writer thread that writes every 4 ms; the reader's runtime retries 2 ms before it
+    // parks, so every retry phase is in vain. The whole budget every time would cost 300 ms of
+    // the runtime thread's CPU; halving after every third miss ~12 ms. The bound is ten times
+    // that.
+    const WAITS: u32 = 150;
+    let budget = Duration::from_millis(2);
+    let (mut tx, rx) = RingOptions::new().capacity(4096).spin_budget(budget).build().unwrap();
+    let writer = std::thread::spawn(move || {
+        for i in 0..WAITS {
+            std::thread::sleep(2 * budget);
+            tx.write_all(&[i as u8]).unwrap();
+        }
+    });
+    let (spent, stats) = current_thread().block_on(async move {
+        let mut rx = rx.into_async().unwrap();
+        let before = thread_cpu_time();
+        for i in 0..WAITS {
+            let mut b = [0u8];
+            rx.read_exact(&mut b).await.unwrap();
+            assert_eq!(b[0], i as u8);
+        }
+        (thread_cpu_time() - before, rx.stats())
+    });
+    writer.join().unwrap();
+    assert!(stats.parks >= u64::from(WAITS) / 2, "the reader's waits did not park: {stats:?}");
+    assert!(spent < Duration::from_millis(120), "{WAITS} waits spent {spent:?} of CPU: {stats:?}");
+}
+
 #[test]
 fn async_against_blocking_threads_both_ways() {
     let _dog = watchdog("async_against_blocking_threads_both_ways", Duration::from_secs(60));

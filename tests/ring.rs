@@ -6,7 +6,7 @@ use std::io::{BufRead, ErrorKind, Read, Write};
 use std::thread;
 use std::time::Duration;
 
-use common::{available, in_child, scale, seed, Pattern, Rng};
+use common::{available, in_child, scale, seed, thread_cpu_time, Pattern, Rng};
 use mirror_ring::{channel, Backend, Consumer, Producer, RingOptions};
 
 /// A lost wake-up would hang a stream: abort the test process (a failure) if one runs for
@@ -347,15 +347,6 @@ fn a_blocked_writer_wakes_on_space_and_on_close() {
         assert_eq!(first, Ok(100));
         assert_eq!(last, Err(ErrorKind::BrokenPipe), "close must wake the writer with BrokenPipe");
     }
-}
-
-/// CPU time this thread has used.
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid out-pointer for the call.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 #[test]

@@ -319,6 +319,15 @@ impl Rng {
     }
 }
 
+/// CPU time the calling thread has used.
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer for the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// The seed for randomized tests: `MIRROR_RING_SEED` if set, else a fixed default.
 pub fn seed() -> u64 {
     std::env::var("MIRROR_RING_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234)

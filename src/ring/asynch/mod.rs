@@ -30,7 +30,7 @@ mod sites {
             direct: end.peer.is_none(),
             watch: end.peer.as_ref().is_some_and(|p| p.borrow().active()),
             ring: Some(&end.ring),
-            spin: end.spin,
+            spin: &end.spinning,
         })
     }
 

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[cfg(not(mirror_ring_loom))]
 use std::sync::Mutex;
@@ -19,7 +19,7 @@ use crate::header::{Header, Role};
 use crate::ring::RingMem;
 use crate::stats::Counters;
 use crate::sync::{fence, park_barrier, FutexWord, Ordering, Park, SPINS};
-use crate::wait::{REARM_INTERVAL, SAFETY_INTERVAL, WATCH_INTERVAL};
+use crate::wait::{Spin, REARM_INTERVAL, SAFETY_INTERVAL, WATCH_INTERVAL};
 
 /// What a parking end lends the machinery while it parks: its header, role, park mode and
 /// counters, and how its peer can wake it.
@@ -39,9 +39,17 @@ pub(crate) struct Site<'a> {
     pub(crate) watch: bool,
     /// The mapping, kept alive by a helper that reads the header (`None` in loom models).
     pub(crate) ring: Option<&'a Arc<RingMem>>,
-    /// How long to keep trying before parking (the ring's spin budget), by rescheduling the
-    /// task (it yields to the runtime between attempts, so other tasks run).
-    pub(crate) spin: Duration,
+    /// How long to keep trying before parking (the end's spin, adapted as a blocking end's
+    /// is: `wait::Spin`), by rescheduling the task (it yields to the runtime between attempts,
+    /// so other tasks run).
+    pub(crate) spin: &'a Cell<Spin>,
+}
+
+/// Applies `f` to the spin state in `cell`.
+fn update(cell: &Cell<Spin>, f: impl FnOnce(&mut Spin)) {
+    let mut spin = cell.get();
+    f(&mut spin);
+    cell.set(spin);
 }
 
 /// An end that can park: it lends a [`Site`] (`None` in a forked copy, which must not touch
@@ -64,6 +72,8 @@ pub(crate) struct Parking {
     key: Option<usize>,
     /// When the current wait started trying again before parking (the spin phase).
     spin_since: Option<Instant>,
+    /// The current wait's spin phase ran out and was counted as missed (`wait::Spin`).
+    spin_missed: bool,
 }
 
 impl Parking {
@@ -79,26 +89,36 @@ impl Parking {
         match attempt(end) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             r => {
+                if self.spin_since.is_some() {
+                    self.retry_ended(end);
+                }
                 self.settle(end);
                 return Poll::Ready(r);
             }
         }
         let Some(site) = end.site() else { return Poll::Ready(Err(forked())) };
-        if SPINS && !self.armed && self.key.is_none() && !site.spin.is_zero() {
+        let budget = site.spin.get().budget();
+        if SPINS && !self.armed && self.key.is_none() && !budget.is_zero() {
             // The spin phase, as a blocking end spins before it parks: try again after the
-            // runtime's other ready tasks, for at most the spin budget. (A start older than the
+            // runtime's other ready tasks, for at most the end's spin. (A start older than the
             // budget plus a millisecond is a leftover of a cancelled call: start again.)
             let now = clock_now();
             let since = match self.spin_since {
-                Some(t) if now.duration_since(t) <= site.spin + REARM_INTERVAL => t,
+                Some(t) if now.duration_since(t) <= budget + REARM_INTERVAL => t,
                 _ => {
                     site.counters.spins.bump();
+                    self.spin_missed = false;
                     *self.spin_since.insert(now)
                 }
             };
-            if now.duration_since(since) < site.spin {
+            if now.duration_since(since) < budget {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
+            }
+            if !self.spin_missed {
+                // The spin ran out in vain: the end parks now (counted once per spin phase).
+                self.spin_missed = true;
+                update(site.spin, Spin::missed);
             }
         }
         let word = site.hdr.word(site.role.own_word());
@@ -227,10 +247,22 @@ impl Parking {
         end
     }
 
+    /// A wait that had started its retry phase is over: if a retry found what it waited for
+    /// (it neither ran out nor parked), the end gets its whole spin budget back.
+    #[cold]
+    fn retry_ended<E: ParkEnd + ?Sized>(&self, end: &E) {
+        if !self.spin_missed && !self.armed {
+            if let Some(site) = end.site() {
+                update(site.spin, Spin::served);
+            }
+        }
+    }
+
     /// Ends a park: lowers our flag if it is still raised and drops our registration. Counts
     /// how the park ended (woken by the peer, or a lost wake-up found by a timer).
     pub(crate) fn settle<E: ParkEnd + ?Sized>(&mut self, end: &E) {
         self.spin_since = None;
+        self.spin_missed = false;
         if !self.armed && self.key.is_none() {
             return;
         }
@@ -768,7 +800,7 @@ mod tests {
     use std::pin::pin;
     use std::sync::atomic::{AtomicUsize, Ordering as O};
     use std::sync::Arc;
-    use std::task::{Context, Wake, Waker};
+    use std::task::{Context, Poll, Wake, Waker};
     use std::time::{Duration, Instant};
 
     use tokio::io::AsyncReadExt;
@@ -781,6 +813,37 @@ mod tests {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, O::SeqCst);
         }
+    }
+
+    /// As for a blocking end (`ring::tests::a_served_spin_restores_the_whole_budget`): an
+    /// async end whose retry phase was cut gets its whole budget back when a retry finds the
+    /// bytes.
+    #[test]
+    fn a_served_retry_restores_the_whole_budget() {
+        let full = Duration::from_millis(50);
+        let (mut tx, rx) = crate::RingOptions::new().capacity(4096).spin_budget(full).build().unwrap();
+        let mut rx = rx.into_async().unwrap();
+        let spinning = &rx.get_ref().end.spinning;
+        let mut decayed = spinning.get();
+        for _ in 0..crate::wait::MISSES_TO_HALVE {
+            decayed.missed();
+        }
+        assert_eq!(decayed.budget(), full / 2);
+        spinning.set(decayed);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut buf = [0u8; 4];
+        {
+            let mut read = pin!(rx.read(&mut buf));
+            // Nothing yet: the retry phase reschedules the task.
+            assert!(read.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(count.0.load(O::SeqCst), 1, "a retry reschedules the task");
+            std::io::Write::write_all(&mut tx, b"data").unwrap();
+            assert!(matches!(read.as_mut().poll(&mut cx), Poll::Ready(Ok(4))));
+        }
+        assert_eq!(rx.stats().parks, 0, "served while retrying, not after a park");
+        assert_eq!(rx.get_ref().end.spinning.get().budget(), full);
     }
 
     /// A park whose flag was cleared without a wake-up reaching it (a waker between its swap
