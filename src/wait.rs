@@ -51,7 +51,8 @@
 //! answers while it spins keeps spinning for the whole budget (the design figure: either
 //! mistake costs at most twice the better choice); an end whose waits all end in a park (the
 //! two ends on one core, or a peer that is idle for longer than the budget) soon spins for a
-//! microsecond only, so it neither stalls its peer nor burns a core.
+//! microsecond only, so it neither stalls its peer nor burns a core. An async end's retry phase
+//! (`ring/asynch/park.rs`) keeps the same [`Spin`] and adapts it the same way.
 //!
 //! # Bounded sleeps
 //!
