@@ -248,11 +248,16 @@ impl Parking {
     }
 
     /// A wait that had started its retry phase is over: if a retry found what it waited for
-    /// (it neither ran out nor parked), the end gets its whole spin budget back.
+    /// (it neither ran out nor parked), the end gets its whole spin budget back. (A start older
+    /// than the budget plus a millisecond, which the spin phase takes for a cancelled call's
+    /// leftover, proves nothing.)
     #[cold]
     fn retry_ended<E: ParkEnd + ?Sized>(&self, end: &E) {
-        if !self.spin_missed && !self.armed {
-            if let Some(site) = end.site() {
+        if self.spin_missed || self.armed {
+            return;
+        }
+        if let (Some(site), Some(since)) = (end.site(), self.spin_since) {
+            if clock_now().duration_since(since) <= site.spin.get().budget() + REARM_INTERVAL {
                 update(site.spin, Spin::served);
             }
         }
@@ -844,6 +849,17 @@ mod tests {
         }
         assert_eq!(rx.stats().parks, 0, "served while retrying, not after a park");
         assert_eq!(rx.get_ref().end.spinning.get().budget(), full);
+        // A call cancelled in its retry phase, and a later one that finds bytes at once: the
+        // leftover start is stale, so that is no served retry and the cut budget stays cut.
+        rx.get_ref().end.spinning.set(decayed);
+        {
+            let mut read = pin!(rx.read(&mut buf));
+            assert!(read.as_mut().poll(&mut cx).is_pending());
+        }
+        std::thread::sleep(full / 2 + 2 * REARM_INTERVAL);
+        std::io::Write::write_all(&mut tx, b"more").unwrap();
+        assert!(matches!(pin!(rx.read(&mut buf)).as_mut().poll(&mut cx), Poll::Ready(Ok(4))));
+        assert_eq!(rx.get_ref().end.spinning.get().budget(), full / 2, "a stale start restored the budget");
     }
 
     /// A park whose flag was cleared without a wake-up reaching it (a waker between its swap
