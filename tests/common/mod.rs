@@ -371,7 +371,7 @@ impl Pattern {
 /// process, so CI fails instead of hanging. Dropping the guard (also while a panic unwinds)
 /// disarms it.
 pub struct Watchdog {
-    done: Option<std::sync::mpsc::Sender<libc::pid_t>>,
+    done: Option<std::sync::mpsc::Sender<Registered>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -379,21 +379,19 @@ pub struct Watchdog {
 pub fn watchdog(what: &str, limit: Duration) -> Watchdog {
     let limit = limit * scale() as u32;
     let what = what.to_owned();
-    let (done, rx) = std::sync::mpsc::channel::<libc::pid_t>();
+    let (done, rx) = std::sync::mpsc::channel::<Registered>();
     let thread = std::thread::spawn(move || {
         let end = Instant::now() + limit;
-        let mut pids = Vec::new();
+        let mut children = Vec::new();
         loop {
             match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
-                Ok(pid) => pids.push(pid),                                      // a child to kill on expiry
+                Ok(child) => children.push(child), // a child to kill on expiry
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return, // disarmed
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
             }
         }
-        for pid in pids {
-            // SAFETY: a child the test registered; if it was reaped already the pid may have
-            // been reused, but the test process is about to abort on a hang anyway.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+        for child in &children {
+            child.kill();
         }
         // Straight to stderr: the harness captures eprintln! in test threads (and in threads
         // they spawn) and would lose the message with the process.
@@ -408,7 +406,48 @@ impl Watchdog {
     /// Kills `child` (a forked child of this test) before aborting, so a hang leaves no
     /// process behind: an abort unwinds nothing, so no [`Child`] guard would.
     pub fn kill_on_expiry(&self, child: &Child) {
-        let _ = self.done.as_ref().map(|d| d.send(child.pid()));
+        let _ = self.done.as_ref().map(|d| d.send(Registered::new(child)));
+    }
+}
+
+/// A child registered with a [`Watchdog`], named by a pidfd where the kernel has them: the
+/// test may reap the child before the watchdog fires, and its pid may then name another
+/// process; the pidfd keeps naming the child (a signal to it is then refused, harmlessly).
+struct Registered {
+    pid: libc::pid_t,
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Registered {
+    fn new(child: &Child) -> Registered {
+        assert!(child.status.is_none(), "registering child {} after it was reaped", child.pid);
+        // SAFETY: pidfd_open has no memory-safety preconditions; the child is ours and not
+        // reaped (checked above), so the pid names it.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.pid, 0) };
+        // SAFETY: a descriptor the call just opened and nothing else owns.
+        let pidfd = (fd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as libc::c_int) });
+        Registered { pid: child.pid, pidfd }
+    }
+
+    fn kill(&self) {
+        match &self.pidfd {
+            // SAFETY: a pidfd we own; no info struct (null) and no flags.
+            Some(fd) => unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    std::os::fd::AsRawFd::as_raw_fd(fd),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            },
+            // No pidfds (before Linux 5.3): by pid. If the test reaped the child already the
+            // pid may have been reused, but the test process is about to abort on a hang.
+            // SAFETY: kill has no memory-safety preconditions.
+            None => unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+            },
+        }
     }
 }
 
