@@ -7,6 +7,7 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::thread;
@@ -995,6 +996,10 @@ fn a_corrupt_header_across_fork_poisons_both_processes() {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid out-array of two ints.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // The parent's ends, closed on drop also when an assertion below fails first. (The child
+    // uses its copies by number: it leaves through `_exit`, which drops nothing.)
+    // SAFETY: two descriptors the call just opened, owned by nothing else.
+    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let child = ring.clone();
     let mut consumer = spawn_child(move || {
         // SAFETY: closing the child's copy of the write end, which it does not use.
@@ -1010,14 +1015,12 @@ fn a_corrupt_header_across_fork_poisons_both_processes() {
         code
     });
     _dog.kill_on_expiry(&consumer);
-    // SAFETY: the parent does not use the read end.
-    unsafe { libc::close(fds[0]) };
+    drop(read_end); // the parent does not use it
     let mut raw = ring.into_producer().unwrap();
     raw.write_all(&stamped(0, 100_000)).unwrap();
     let mut tx = raw.into_framed();
     let err = producer_error(&mut tx);
-    // SAFETY: closing our write end lets the child finish.
-    unsafe { libc::close(fds[1]) };
+    drop(write_end); // lets the child finish
     assert_eq!(consumer.wait_within(HANG), 0);
     assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
 }
