@@ -777,6 +777,14 @@ fn a_child_forked_during_the_backend_probe_can_create_rings() {
             .spawn()
             .unwrap(),
     );
+    // Read while it runs: a worker that filled the pipe would block on its stderr, and one that
+    // hangs should still show what it said. (Its children die with it: the pipe then closes.)
+    let mut stderr = worker.0.stderr.take().unwrap();
+    let said = std::thread::spawn(move || {
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        err
+    });
     let end = Instant::now() + 4 * LONG;
     let status = loop {
         if let Some(status) = worker.0.try_wait().unwrap() {
@@ -785,12 +793,12 @@ fn a_child_forked_during_the_backend_probe_can_create_rings() {
         if Instant::now() > end {
             worker.0.kill().unwrap();
             worker.0.wait().unwrap();
-            panic!("the worker process ran for more than {:?}", 4 * LONG);
+            let err = said.join().unwrap_or_default();
+            panic!("the worker process ran for more than {:?}:\n{err}", 4 * LONG);
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let mut err = String::new();
-    worker.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let err = said.join().unwrap_or_default();
     assert!(status.success(), "the worker failed ({status}):\n{err}");
 }
 
