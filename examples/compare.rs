@@ -223,7 +223,10 @@ fn ab(names: &str, write: usize, ring: usize, reps: usize, target: Duration) -> 
         comps.iter().map(|&c| calibrate(c, Mode::Threads, ring, write, target).expect("calibrate")).collect();
     let mut samples = vec![Vec::new(); comps.len()];
     let mut waits = vec![Vec::new(); comps.len()];
+    // Each repetition's placement, from a probe before and after it (`None`: it moved).
+    let mut bands = Vec::with_capacity(reps);
     for rep in 0..reps {
+        let before = core_round_trip();
         for i in rotation(comps.len(), rep) {
             let c = comps[i];
             let mut t = stream(c, Mode::Threads, ring, &runs[i]).expect("stream");
@@ -239,18 +242,33 @@ fn ab(names: &str, write: usize, ring: usize, reps: usize, target: Duration) -> 
                 waits[i].push(format!("{:.1}/{:.1} lag {lag}", wp as f64 / mib, wc as f64 / mib));
             }
         }
+        bands.push(Placement::between(before, core_round_trip()));
     }
+    let moved = bands.iter().filter(|b| b.is_none()).count();
     for (i, c) in comps.iter().enumerate() {
         let m = median(&samples[i]);
         let all: Vec<String> = samples[i].iter().map(|v| format!("{v:.2}")).collect();
         // Every repetition ran every competitor (a failed sample ends the tool), so the
-        // samples pair up by index.
-        let ratios: Vec<f64> = samples[i].iter().zip(&samples[0]).map(|(a, b)| a / b).collect();
-        let r = Summary::of(&ratios).map_or("no paired repetitions".into(), |s| s.ratio_text());
+        // samples pair up by index; ratios are summarised per placement band, and a
+        // repetition during which the vCPUs moved is left out.
+        let per_band: Vec<String> = Placement::ALL
+            .iter()
+            .filter_map(|&band| {
+                let ratios: Vec<f64> = (0..samples[i].len())
+                    .filter(|&r| bands[r] == Some(band))
+                    .map(|r| samples[i][r] / samples[0][r])
+                    .collect();
+                Summary::of(&ratios).map(|s| s.ratio_text_in(band))
+            })
+            .collect();
+        let r = if per_band.is_empty() { "no repetition in one placement".into() } else { per_band.join("; ") };
         println!("{:>22}: median {m:6.2} GB/s, {r} the first  [{}]", c.name(), all.join(" "));
         if !waits[i].is_empty() {
             println!("{:>22}  waits per MiB, producer/consumer: [{}]", "", waits[i].join(" "));
         }
+    }
+    if moved > 0 {
+        println!("{moved} of {reps} repetitions left out of the ratios: the placement moved during them");
     }
     println!("core-to-core round trip now {}", fmt_ns(core_round_trip()));
     std::process::exit(0)
