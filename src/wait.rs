@@ -40,8 +40,8 @@
 //! The spin polls with a few `PAUSE`s between looks and never calls `sched_yield`: on a
 //! loaded machine a yield can hand the core to another runnable task for a whole time slice,
 //! long after the peer has published, while a parked waiter that is woken runs again at once
-//! (measured on Linux 6.18; BENCHMARKS.md, "Spinning under load": with a busy loop beside
-//! each end, a round trip between two threads took 20-100 µs with yields and 0.34 µs
+//! (measured on Linux 6.18; BENCHMARKS.md, "Spin budget": with a busy loop beside
+//! each end, a round trip between two threads took 2-100 µs with yields and 0.34 µs
 //! without).
 //!
 //! Without yields a spin cannot help a peer that shares this core: it only delays it. So each
