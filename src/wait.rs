@@ -114,6 +114,11 @@ impl Spin {
         Spin { full, now: full, misses: 0 }
     }
 
+    /// The ring's spin budget: the most this end spins.
+    pub(crate) fn full(&self) -> Duration {
+        self.full
+    }
+
     /// How long the next wait spins.
     pub(crate) fn budget(&self) -> Duration {
         self.now

@@ -265,7 +265,6 @@ struct End {
     ring: Arc<RingMem>,
     hdr: NonNull<Header>,
     data: NonNull<u8>,
-    spin: Duration,
     role: Role,
     /// How this end parks (`header::PARK_*`), as recorded in its role slot (downgraded if its
     /// barrier fails).
@@ -273,7 +272,8 @@ struct End {
     /// The last wait ended on its deadline with the waiter flag left raised after a heavy
     /// barrier (`wait::Waiter::kept`).
     kept: Cell<bool>,
-    /// How long this end spins now: its `spin` budget, adapted (`wait::Spin`).
+    /// How long this end spins: the ring's spin budget and what its waits made of it
+    /// (`wait::Spin`).
     spinning: Cell<wait::Spin>,
     /// Watches the peer process (rings between processes only).
     peer: Option<RefCell<ProcessWatch>>,
@@ -301,7 +301,6 @@ impl End {
             ring,
             hdr,
             data,
-            spin,
             role,
             park: Cell::new(park),
             kept: Cell::new(false),
@@ -429,6 +428,11 @@ impl End {
         self.park.set(park);
         self.kept.set(kept);
         r
+    }
+
+    /// The spin budget this end was given (the most it spins; slips are bounded by it too).
+    fn spin_budget(&self) -> Duration {
+        self.spinning.get().full()
     }
 
     /// Whether the peer's process is proven dead (rate-limited; see `peer.rs`).

@@ -127,7 +127,7 @@ impl Producer {
         // The ring is full: the consumer is the slower side. Looking again at once would take
         // the line of its cursor for each release it publishes (`consume` publishes per call),
         // and it would have to take the line back: slip first, let it release a run undisturbed.
-        crate::wait::slip(deadline, self.end.spin);
+        crate::wait::slip(deadline, self.end.spin_budget());
         let counters = self.cur.counters().clone();
         let cur = &mut self.cur;
         self.end.wait(hdr, &counters, deadline, |hdr| cur.poll_writable(hdr, min)).map_err(producer_error)

@@ -288,7 +288,7 @@ impl FramedConsumer {
         self.inner.end.header_or_err()?;
         if let Wait::Until(deadline) = wait {
             if self.streak >= u64::from(SLIP_AFTER) {
-                slip(deadline, self.inner.end.spin);
+                slip(deadline, self.inner.end.spin_budget());
             }
         }
         self.streak = 0;
