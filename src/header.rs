@@ -457,7 +457,16 @@ impl Header {
     #[inline(always)]
     pub(crate) fn owns(&self, r: Role, token: Claim) -> bool {
         let now = Claim(self.slot(r).claim.load(Ordering::Relaxed));
-        now == token || !now.is_other_holding(token)
+        // The unchanged word, the every-call case, is one compare on the hot paths; a changed
+        // word is decoded out of line.
+        now == token || Self::still_owns(now, token)
+    }
+
+    /// [`owns`](Self::owns) for a claim word `now` that differs from `token`.
+    #[cold]
+    #[inline(never)]
+    fn still_owns(now: Claim, token: Claim) -> bool {
+        !now.is_other_holding(token)
     }
 
     /// The holding `r`'s slot describes, read consistently: the claim word and, for a CLAIMED
