@@ -376,6 +376,82 @@ fn a_consistent_huge_sparse_ring_file_attaches_or_fails_cleanly() {
     assert_eq!(status, 0);
 }
 
+/// The fuzz `header` target's seeds (`fuzz/seeds/header`), as that target reads them: three
+/// selector bytes, then the start of the ring file.
+const FUZZ_SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/header");
+
+/// The file size the `header` target makes for `sel` when the seeds use it: one 4 KiB page plus
+/// the capacity `4 KiB << k` (the target's other shapes are not rings), and whether it seals
+/// shrinking and growing.
+fn fuzz_seed_shape(sel: &[u8]) -> (usize, bool) {
+    let k = u32::from(sel[0] >> 2) % 6;
+    assert_eq!(sel[0] & 3, 3, "a seed must pick the exact size of a ring");
+    (4096 << k, sel[2] & 3 != 3)
+}
+
+/// The seeds start the header target past the magic number and the layout version: if they
+/// stop being rings this crate accepts (the version moved on, say), the target fuzzes nothing
+/// but the first check. Remake them with `write_the_fuzz_seeds`.
+#[test]
+fn the_fuzz_seeds_are_rings_this_version_accepts() {
+    if page_size() != 4096 {
+        eprintln!("skipped: the header target's seeds are 4 KiB header pages");
+        return;
+    }
+    let mut seen = 0;
+    for entry in std::fs::read_dir(FUZZ_SEEDS).unwrap() {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let (sel, content) = data.split_at(3);
+        let (cap, sealed) = fuzz_seed_shape(sel);
+        assert!(sealed, "{}: the seed must keep the required seals", path.display());
+        let ring = SharedRing::from_fd(file_with(content, (4096 + cap) as u64, true, SHRINK_GROW))
+            .unwrap_or_else(|e| panic!("{}: {e} (remake the seeds: see fuzz/README.md)", path.display()));
+        assert_eq!(ring.capacity(), cap, "{}", path.display());
+        seen += 1;
+    }
+    assert_eq!(seen, 2, "the two seeds of fuzz/README.md");
+}
+
+/// Writes the `header` target's two seeds: a fresh 4 KiB ring, and a 64 KiB ring with both ends
+/// claimed and cursors past 64 Ki. The header page of a memfd ring this crate made, trailing
+/// zeros cut, after the target's selector bytes. Run after the header layout changes:
+/// `cargo test --test hostile -- --ignored write_the_fuzz_seeds`.
+#[test]
+#[ignore = "writes fuzz/seeds/header; run it after a change of the header layout"]
+fn write_the_fuzz_seeds() {
+    assert_eq!(page_size(), 4096, "the header target's seeds are 4 KiB header pages");
+    let header_page = |ring: &SharedRing| {
+        let file = File::from(ring.as_fd().unwrap().try_clone_to_owned().unwrap());
+        let mut page = vec![0u8; 4096];
+        file.read_exact_at(&mut page, 0).unwrap();
+        let end = page.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        page.truncate(end);
+        page
+    };
+    let write = |name: &str, sel: [u8; 3], page: &[u8]| {
+        let mut seed = sel.to_vec();
+        seed.extend_from_slice(page);
+        std::fs::write(format!("{FUZZ_SEEDS}/{name}"), seed).unwrap();
+    };
+    let small = RingOptions::new().capacity(4 * KIB).backend(Backend::Memfd).shared().unwrap();
+    write("valid-4k", [0x03, 0, 0], &header_page(&small));
+
+    let ring = RingOptions::new().capacity(64 * KIB).backend(Backend::Memfd).shared().unwrap();
+    let attach = || SharedRing::from_fd(ring.as_fd().unwrap().try_clone_to_owned().unwrap()).unwrap();
+    let page = {
+        let (mut tx, mut rx) = (attach().into_producer().unwrap(), attach().into_consumer().unwrap());
+        let chunk = [0x5au8; 4096];
+        let mut buf = [0u8; 4096];
+        for _ in 0..17 {
+            assert_eq!(tx.try_write(&chunk).unwrap(), chunk.len());
+            rx.read_exact(&mut buf).unwrap();
+        }
+        header_page(&ring)
+    };
+    write("valid-64k-claimed", [0x13, 0, 0], &page);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Forged role slots.
 
