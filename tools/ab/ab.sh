@@ -24,7 +24,10 @@ shift 2
 copy() {
   rm -rf "$2" && mkdir -p "$2"
   if [ "$1" = . ]; then
-    (cd "$root" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$2")
+    # Tracked and untracked (not ignored) files, less the ones deleted in the work tree.
+    (cd "$root" && git ls-files -z --cached --others --exclude-standard |
+      while IFS= read -r -d '' f; do if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done |
+      xargs -0 cp --parents -t "$2")
   else
     git -C "$root" archive "$1" | tar -x -C "$2"
   fi
@@ -36,6 +39,8 @@ copy "$work" "$out/work" 0.0.0-work
 
 mkdir -p "$out/src"
 cp "$root/tools/ab/ab.rs" "$out/src/main.rs"
+# The project's lock file pins the dependencies both copies share (libc, tokio).
+cp "$root/Cargo.lock" "$out/Cargo.lock"
 cat > "$out/Cargo.toml" <<TOML
 [package]
 name = "ab"
@@ -53,7 +58,10 @@ tokio = { version = "1", features = ["rt", "io-util"] }
 base = { package = "mirror-ring", path = "base", features = ["tokio"] }
 work = { package = "mirror-ring", path = "work", features = ["tokio"] }
 TOML
-echo "base: $(git -C "$root" rev-parse --short "$( [ "$base" = . ] && echo HEAD || echo "$base")")$( [ "$base" = . ] && echo ' + work tree')," \
-     "work: $(git -C "$root" rev-parse --short "$( [ "$work" = . ] && echo HEAD || echo "$work")")$( [ "$work" = . ] && echo ' + work tree')" >&2
+# describe REV: the commit, and whether the work tree's changes come with it.
+describe() {
+  if [ "$1" = . ]; then echo "$(git -C "$root" rev-parse --short HEAD) + work tree"; else git -C "$root" rev-parse --short "$1"; fi
+}
+echo "base: $(describe "$base"), work: $(describe "$work")" >&2
 cargo build --quiet --release --manifest-path "$out/Cargo.toml"
 exec "$out/target/release/ab" "$@"
