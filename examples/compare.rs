@@ -1605,6 +1605,18 @@ fn read_modes(cfg: &Cfg, p: &mut Progress, goals: &mut Vec<Goal>) {
 /// The rule is mechanical: a run counts for a band when its `Placement verdict:` line names
 /// one (every round-trip probe of the run fell in that band); every other run (moved, no
 /// verdict, unreadable) is left out, and the list of what was left out, and why, is printed.
+/// Whether a goal cell of a saved run is a per-repetition ratio with its range, "1.13x
+/// (0.95-1.27, 7 reps, very far)", the form every goal has had since 3f62aab (2026-11-30).
+/// Earlier demos printed "0.66x very far (7 reps)" (a per-repetition median) or "0.97x (±6%)"
+/// (one median divided by another): from the cell alone the two cannot be told apart.
+fn per_repetition(cell: &str) -> bool {
+    let Some((_, rest)) = cell.split_once("x (") else { return false };
+    let Some((range, rest)) = rest.split_once(", ") else { return false };
+    let bounds = range.split_once('-').map(|(a, b)| (a.parse::<f64>(), b.parse::<f64>()));
+    matches!(bounds, Some((Ok(_), Ok(_))))
+        && rest.split_once(' ').is_some_and(|(n, w)| n.parse::<u32>().is_ok() && w.starts_with("rep"))
+}
+
 fn across(files: &[String]) -> ! {
     if files.is_empty() {
         usage()
@@ -1631,6 +1643,7 @@ fn across(files: &[String]) -> ! {
         };
         let mut goals = Vec::new();
         let mut in_goals = false;
+        let mut old_ratios = false;
         for l in text.lines() {
             if l.starts_with("## ") || l.starts_with("# ") {
                 in_goals = l.trim() == "## Goals";
@@ -1644,8 +1657,19 @@ fn across(files: &[String]) -> ! {
                 continue;
             }
             if let Some(v) = cells[1].split('x').next().and_then(|v| v.trim().parse::<f64>().ok()) {
+                // (A cell without a ratio, "no paired repetitions", says nothing of the format.)
+                old_ratios |= !per_repetition(cells[1]);
                 goals.push((cells[0].to_string(), v, cells[2] == "met"));
             }
+        }
+        if old_ratios {
+            // Some of its ratios may be medians divided by medians, and its format does not say
+            // which: not comparable with the others.
+            left_out.push(format!(
+                "{f}: an older demo's goals (without the range of the per-repetition ratios; some demos of that \
+                 time divided one median by another)"
+            ));
+            continue;
         }
         kept.push((band, goals));
     }
