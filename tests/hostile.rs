@@ -202,10 +202,15 @@ fn punching_holes_in_a_ring_file_corrupts_nothing_but_the_stream() {
 /// The bytes of a fresh, unclaimed ring of `cap` bytes.
 fn ring_image(cap: usize) -> Vec<u8> {
     let ring = RingOptions::new().capacity(cap).backend(Backend::Memfd).shared().unwrap();
+    file_bytes(&ring, page_size() + cap)
+}
+
+/// The first `len` bytes of a memfd ring's file, as another holder of it reads them.
+fn file_bytes(ring: &SharedRing, len: usize) -> Vec<u8> {
     let file = File::from(ring.as_fd().unwrap().try_clone_to_owned().unwrap());
-    let mut img = vec![0u8; page_size() + cap];
-    file.read_exact_at(&mut img, 0).unwrap();
-    img
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, 0).unwrap();
+    bytes
 }
 
 /// A memfd holding `bytes`, `len` long (sparse beyond the bytes), with `seals`.
@@ -422,9 +427,7 @@ fn the_fuzz_seeds_are_rings_this_version_accepts() {
 fn write_the_fuzz_seeds() {
     assert_eq!(page_size(), 4096, "the header target's seeds are 4 KiB header pages");
     let header_page = |ring: &SharedRing| {
-        let file = File::from(ring.as_fd().unwrap().try_clone_to_owned().unwrap());
-        let mut page = vec![0u8; 4096];
-        file.read_exact_at(&mut page, 0).unwrap();
+        let mut page = file_bytes(ring, 4096);
         let end = page.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
         page.truncate(end);
         page
