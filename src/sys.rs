@@ -183,6 +183,27 @@ pub(crate) unsafe fn madvise_populate_write(addr: NonNull<u8>, len: usize) -> io
     unsafe { madvise(addr, len, MADV_POPULATE_WRITE) }
 }
 
+/// `mlock(addr, len)`: locks the range's pages in memory, faulting them in first.
+///
+/// # Safety
+/// The range must be mapped and owned by the caller.
+pub(crate) unsafe fn mlock(addr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: locking changes residency, not contents; the caller owns the range.
+    let r = unsafe { libc::mlock(addr.as_ptr().cast(), len) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// This process's `RLIMIT_MEMLOCK` soft limit in bytes, `None` when unlimited or unreadable.
+pub(crate) fn memlock_limit() -> Option<u64> {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `rl` is a valid out-pointer for the call.
+    let r = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) };
+    (r == 0 && rl.rlim_cur != libc::RLIM_INFINITY).then_some(rl.rlim_cur)
+}
+
 unsafe fn madvise(addr: NonNull<u8>, len: usize, advice: libc::c_int) -> io::Result<()> {
     // SAFETY: forwarded from the callers' contracts.
     let r = unsafe { libc::madvise(addr.as_ptr().cast(), len, advice) };

@@ -13,7 +13,7 @@ mod common;
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::{Mutex, MutexGuard};
 
-use common::{in_child, mapped_at, mirrors_at, open_fds, our_mappings, Pattern};
+use common::{in_child, locked_bytes, mapped_at, mirrors_at, open_fds, our_mappings, page_size, Pattern};
 use mirror_ring::{Backend, MirrorOptions, RingOptions};
 
 const HUGE: usize = 2 << 20;
@@ -305,6 +305,31 @@ fn prefault_and_dont_fork_with_huge_pages() {
     assert_eq!(status, 0, "the child must not inherit any part of a dont_fork huge-page map");
     drop(map);
     assert_eq!(free_pages(), free_before);
+}
+
+/// `lock_memory(true)` with huge pages locks the control page only (hugetlb memory is never
+/// swapped, and the kernel neither locks nor counts it in `VmLck`) and prefaults the data, so
+/// that no call waits on a huge-page fault either. In a child, which starts with nothing
+/// locked.
+#[test]
+fn lock_memory_with_huge_pages_locks_the_control_page_and_prefaults_the_data() {
+    let Ok(_pool) = reserve(2) else {
+        let e = MirrorOptions::new().huge_pages(true).lock_memory(true).map(HUGE).unwrap_err();
+        return assert_names_huge_pages(&e);
+    };
+    let free_before = free_pages();
+    let status = in_child(|| {
+        let map = MirrorOptions::new().huge_pages(true).lock_memory(true).map(4 << 20).unwrap_err_or_map();
+        if free_before - free_pages() != 2 {
+            return 2;
+        }
+        if locked_bytes() != page_size() {
+            return 3;
+        }
+        i32::from(!mirrors_at(&map, map.len() - 1, 0x42)) * 4
+    });
+    assert_eq!(status, 0, "2 = the data was not prefaulted, 3 = VmLck is not the control page, 4 = no mirror");
+    assert_eq!(free_pages(), free_before, "the huge pages go back to the pool");
 }
 
 /// A ring built for `io::Write` / `io::Read` by the README's recipe with huge pages: the default

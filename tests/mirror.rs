@@ -6,7 +6,9 @@ mod common;
 use std::io::ErrorKind;
 use std::sync::atomic::{compiler_fence, Ordering};
 
-use common::{available, in_child, mapped_at, mirrors_at, open_fds, our_mappings, page_size};
+use common::{
+    available, in_child, limit_locking_to, locked_bytes, mapped_at, mirrors_at, open_fds, our_mappings, page_size,
+};
 use mirror_ring::{Backend, MirrorMap, MirrorOptions};
 
 #[test]
@@ -258,6 +260,91 @@ fn prefault_populates_both_views() {
         assert!(a >= len / 1024 && bv >= len / 1024, "{b}: prefaulted views hold {a} and {bv} KiB");
         let (a, bv) = rss(&cold);
         assert!(a < len / 1024 && bv < len / 1024, "{b}: untouched views hold {a} and {bv} KiB");
+    }
+}
+
+/// `lock_memory` locks the control page and both views: `VmLck` grows by `H + 2N` (the
+/// kernel counts each view), both views are resident, and the lock goes with the map. In a
+/// child, which starts with nothing locked (`fork` does not pass locks on).
+#[test]
+fn lock_memory_locks_the_control_page_and_both_views() {
+    for b in available() {
+        let status = in_child(move || {
+            if locked_bytes() != 0 {
+                return 2;
+            }
+            let n = 1 << 20;
+            let map = MirrorOptions::new().backend(b).lock_memory(true).map(n).unwrap();
+            if locked_bytes() != page_size() + 2 * n {
+                return 3;
+            }
+            let (a, bv) = (rss_kib(map.as_ptr() as usize), rss_kib(map.as_ptr() as usize + n));
+            if a < n / 1024 || bv < n / 1024 {
+                return 4;
+            }
+            if !mirrors_at(&map, n - 1, 0x3c) {
+                return 5;
+            }
+            drop(map);
+            if locked_bytes() != 0 {
+                return 6;
+            }
+            0
+        });
+        assert_eq!(
+            status, 0,
+            "{b}: 2 = child inherited locks, 3 = VmLck is not H + 2N, 4 = a view not resident, 5 = no mirror, \
+             6 = still locked after drop"
+        );
+    }
+}
+
+/// `RLIMIT_MEMLOCK` counts both views: an unprivileged child whose limit has room for one
+/// view and not two gets `OutOfMemory` naming the limit, ENOMEM as `source()`, and nothing
+/// left mapped or locked; half the size fits; a zero limit is `PermissionDenied`.
+#[test]
+fn a_tight_rlimit_memlock_refuses_the_lock_clearly() {
+    for b in available() {
+        let status = in_child(move || {
+            let n: usize = 1 << 20;
+            if !limit_locking_to(page_size() + n + n / 2) {
+                return 2;
+            }
+            let maps_before = our_mappings();
+            match MirrorOptions::new().backend(b).lock_memory(true).map(n) {
+                Ok(_) => return 3,
+                Err(e) if e.kind() != ErrorKind::OutOfMemory => return 4,
+                Err(e) => {
+                    if !e.to_string().contains("RLIMIT_MEMLOCK") {
+                        return 5;
+                    }
+                    let os = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
+                    if os.and_then(|o| o.raw_os_error()) != Some(libc::ENOMEM) {
+                        return 6;
+                    }
+                }
+            }
+            if our_mappings() != maps_before || locked_bytes() != 0 {
+                return 7;
+            }
+            match MirrorOptions::new().backend(b).lock_memory(true).map(n / 2) {
+                Ok(m) if locked_bytes() == page_size() + n && mirrors_at(&m, 5, 9) => {}
+                _ => return 8,
+            }
+            if !limit_locking_to(0) {
+                return 2;
+            }
+            match MirrorOptions::new().backend(b).lock_memory(true).map(n / 2) {
+                Err(e) if e.kind() == ErrorKind::PermissionDenied && e.to_string().contains("RLIMIT_MEMLOCK") => 0,
+                _ => 9,
+            }
+        });
+        assert_eq!(
+            status, 0,
+            "{b}: 2 = could not limit locking here, 3 = locked anyway, 4 = wrong kind, 5 = limit not named, \
+             6 = errno lost, 7 = left mapped or locked, 8 = the map that fits failed, 9 = zero limit not \
+             PermissionDenied"
+        );
     }
 }
 

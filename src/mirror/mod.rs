@@ -26,7 +26,8 @@
 //!    - [`Backend::MirrorFlag`]: `mremap(base+H, N, N, MAYMOVE|FIXED|4, base+H+N)`;
 //!    - [`Backend::Duplicate`]: `mremap(base+H, 0, N, MAYMOVE|FIXED, base+H+N)`;
 //!    - [`Backend::Memfd`]: a second `mmap` of the memfd at offset `H`, then the seals.
-//! 4. Optionally prefault both views and mark the whole range `MADV_DONTFORK`.
+//! 4. Optionally prefault both views, mark the whole range `MADV_DONTFORK`, and lock it
+//!    (`mlock`, only now that it mirrors).
 //!
 //! Any failure unmaps the whole reservation in one call (and closes the memfd); so does
 //! `Drop`. The mremap forms are only ever applied to `MAP_SHARED` memory.
@@ -77,6 +78,7 @@ pub(crate) enum Step {
     Seal,
     Prefault,
     DontFork,
+    Lock,
 }
 
 #[cfg(test)]
@@ -143,10 +145,11 @@ pub struct MirrorOptions {
     prefault: bool,
     dont_fork: bool,
     huge: bool,
+    lock: bool,
 }
 
 impl MirrorOptions {
-    /// Default options: `Backend::Auto`, no prefault, inherited by forked children.
+    /// Default options: `Backend::Auto`, no prefault, inherited by forked children, not locked.
     pub fn new() -> Self {
         Self::default()
     }
@@ -168,6 +171,37 @@ impl MirrorOptions {
     /// and the control page; never one view alone, which would leave a child half a ring).
     pub fn dont_fork(&mut self, yes: bool) -> &mut Self {
         self.dont_fork = yes;
+        self
+    }
+
+    /// Lock the map in memory at creation, once it mirrors (`mlock` over the control page and
+    /// both views; never before the mirror exists, so that what is locked is the final
+    /// mapping): every page is faulted in now and none is swapped out or faulted again later,
+    /// for consumers that must never wait on a page fault (audio, SDR).
+    ///
+    /// The lock belongs to this process's mapping: `RLIMIT_MEMLOCK` counts the whole range,
+    /// `H + 2N` bytes for an `N`-byte map (each view separately, and `H`, one page, for the
+    /// control page), unless the process has `CAP_IPC_LOCK`. Over the limit, creation fails
+    /// with `OutOfMemory` (`PermissionDenied` when the limit is zero), a message naming
+    /// `RLIMIT_MEMLOCK` and the limit, and the OS error as `source()`. A forked child does not
+    /// inherit the lock (`fork(2)`), but the shared pages stay resident while the locking
+    /// process maps them. With [`huge_pages`](Self::huge_pages) the data is hugetlb memory,
+    /// which is never swapped and which the kernel does not lock: the control page is
+    /// locked, the data prefaulted, and the limit counts the control page only.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mirror_ring::MirrorOptions;
+    ///
+    /// match MirrorOptions::new().lock_memory(true).map(64 * 1024) {
+    ///     Ok(map) => assert_eq!(map.len(), 64 * 1024),
+    ///     // Over this process's RLIMIT_MEMLOCK: the error says so, the OS error is its source.
+    ///     Err(e) => assert!(e.to_string().contains("RLIMIT_MEMLOCK"), "{e}"),
+    /// }
+    /// ```
+    pub fn lock_memory(&mut self, yes: bool) -> &mut Self {
+        self.lock = yes;
         self
     }
 
@@ -459,20 +493,12 @@ impl MirrorMap {
         self.dont_fork_owner.map_or(true, |generation| generation == crate::sync::fork_generation())
     }
 
-    /// Applies the optional steps (prefault, DONTFORK); on failure `self` drops and unmaps.
+    /// Applies the optional steps (prefault, DONTFORK, lock); on failure `self` drops and
+    /// unmaps.
     fn finish(mut self, opts: &MirrorOptions) -> io::Result<MirrorMap> {
         let total = self.total_len();
         if opts.prefault {
-            // SAFETY: the whole range is mapped read-write by us.
-            match step(Step::Prefault, || unsafe { sys::madvise_populate_write(self.ctrl, total) }) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.touch_all(),
-                Err(e) => {
-                    return Err(explain_enomem(e, || {
-                        format!("cannot prefault a {}-byte mirror: no memory to back it (the machine's, or its memory cgroup's limit)", self.len)
-                    }));
-                }
-            }
+            self.prefault()?;
         }
         if opts.dont_fork {
             // SAFETY: advice over the whole range we own (never one view alone).
@@ -487,7 +513,43 @@ impl MirrorMap {
             }
             self.dont_fork_owner = Some(crate::sync::fork_generation());
         }
+        if opts.lock {
+            self.lock()?;
+        }
         Ok(self)
+    }
+
+    /// Faults in every page of both views and the control page.
+    fn prefault(&self) -> io::Result<()> {
+        // SAFETY: the whole range is mapped read-write by us.
+        match step(Step::Prefault, || unsafe { sys::madvise_populate_write(self.ctrl, self.total_len()) }) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.touch_all();
+                Ok(())
+            }
+            Err(e) => Err(explain_enomem(e, || {
+                format!("cannot prefault a {}-byte mirror: no memory to back it (the machine's, or its memory cgroup's limit)", self.len)
+            })),
+        }
+    }
+
+    /// Locks this process's mapping in memory (see [`MirrorOptions::lock_memory`]): all of it,
+    /// or for a huge-page map the control page, with the hugetlb data prefaulted.
+    pub(crate) fn lock(&self) -> io::Result<()> {
+        if !self.mapped_here() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this ring was made with dont_fork: it does not exist in a forked child",
+            ));
+        }
+        let locked = if self.huge { sys::page_size() } else { self.total_len() };
+        // SAFETY: [ctrl, ctrl + locked) is mapped by us (checked above for a forked child).
+        step(Step::Lock, || unsafe { sys::mlock(self.ctrl, locked) }).map_err(|e| lock_error(e, locked))?;
+        if self.huge {
+            self.prefault()?;
+        }
+        Ok(())
     }
 
     /// Prefaults by writing a zero into every page of both views (fresh memory is zero).
@@ -506,6 +568,29 @@ impl MirrorMap {
     fn total_len(&self) -> usize {
         sys::page_size() + 2 * self.len
     }
+}
+
+/// A failed `mlock` of `locked` bytes, explained; the OS error stays the `source()`.
+fn lock_error(err: io::Error, locked: usize) -> io::Error {
+    let limit = match sys::memlock_limit() {
+        Some(bytes) => format!("{bytes} bytes"),
+        None => "unlimited".to_owned(),
+    };
+    let (kind, why) = match err.raw_os_error() {
+        Some(libc::ENOMEM) => (
+            io::ErrorKind::OutOfMemory,
+            format!(
+                "over RLIMIT_MEMLOCK ({limit} here), which counts the control page and both views \
+                 unless the process has CAP_IPC_LOCK; or no memory to back the pages"
+            ),
+        ),
+        Some(libc::EPERM) => (
+            io::ErrorKind::PermissionDenied,
+            format!("RLIMIT_MEMLOCK is {limit} here and the process lacks CAP_IPC_LOCK"),
+        ),
+        _ => (err.kind(), "the kernel could not lock every page".to_owned()),
+    };
+    io::Error::new(kind, Context { msg: format!("cannot lock {locked} bytes of a ring in memory: {why}"), source: err })
 }
 
 /// Whether a freshly built map mirrors (as the probe checks it), leaving the bytes it wrote

@@ -39,8 +39,14 @@ fn left_behind(maps_before: &[String], fds_before: &[String]) -> i32 {
 #[test]
 fn failure_at_every_step_leaks_nothing() {
     let cases: &[(Backend, &[Step])] = &[
-        (Backend::MirrorFlag, &[Step::Reserve, Step::MapFirst, Step::MapSecond, Step::Prefault, Step::DontFork]),
-        (Backend::Duplicate, &[Step::Reserve, Step::MapFirst, Step::MapSecond, Step::Prefault, Step::DontFork]),
+        (
+            Backend::MirrorFlag,
+            &[Step::Reserve, Step::MapFirst, Step::MapSecond, Step::Prefault, Step::DontFork, Step::Lock],
+        ),
+        (
+            Backend::Duplicate,
+            &[Step::Reserve, Step::MapFirst, Step::MapSecond, Step::Prefault, Step::DontFork, Step::Lock],
+        ),
         (
             Backend::Memfd,
             &[
@@ -52,6 +58,7 @@ fn failure_at_every_step_leaks_nothing() {
                 Step::Seal,
                 Step::Prefault,
                 Step::DontFork,
+                Step::Lock,
             ],
         ),
     ];
@@ -66,10 +73,15 @@ fn failure_at_every_step_leaks_nothing() {
                 let fds_before = open_fds();
                 FAIL_AT.with(|f| f.set(Some((step, libc::EIO))));
                 LAST_RESERVATION.with(|r| r.set(None));
-                let r = MirrorOptions::new().backend(backend).prefault(true).dont_fork(true).map(1 << 16);
+                let r =
+                    MirrorOptions::new().backend(backend).prefault(true).dont_fork(true).lock_memory(true).map(1 << 16);
                 FAIL_AT.with(|f| f.set(None));
                 let Err(e) = r else { return 10 };
-                if e.raw_os_error() != Some(libc::EIO) {
+                // The errno directly, or as the `source()` of an explanation (the lock's).
+                let os = e
+                    .raw_os_error()
+                    .or_else(|| std::error::Error::source(&e)?.downcast_ref::<io::Error>()?.raw_os_error());
+                if os != Some(libc::EIO) {
                     return 11;
                 }
                 left_behind(&maps_before, &fds_before)
@@ -78,7 +90,7 @@ fn failure_at_every_step_leaks_nothing() {
             checked += 1;
         }
     }
-    assert!(checked >= 8, "too few backends available to test ({checked} cases)");
+    assert!(checked >= 9, "too few backends available to test ({checked} cases)");
 }
 
 /// ENOMEM from the mirror step becomes an explained `OutOfMemory` with the errno as source.
@@ -94,6 +106,29 @@ fn enomem_at_mirror_step_is_explained() {
     let src = std::error::Error::source(&e).expect("errno kept as source");
     let os = src.downcast_ref::<io::Error>().expect("source is the OS error");
     assert_eq!(os.raw_os_error(), Some(libc::ENOMEM));
+}
+
+/// A refused `mlock` is explained with the limit it ran into, the errno kept as `source()`:
+/// ENOMEM (over `RLIMIT_MEMLOCK`) as `OutOfMemory`, EPERM (a zero limit) as
+/// `PermissionDenied`, anything else under its own kind.
+#[test]
+fn a_refused_lock_names_rlimit_memlock() {
+    let backend = Backend::Auto.resolve().unwrap();
+    for (errno, kind, names_limit) in [
+        (libc::ENOMEM, io::ErrorKind::OutOfMemory, true),
+        (libc::EPERM, io::ErrorKind::PermissionDenied, true),
+        (libc::EAGAIN, io::ErrorKind::WouldBlock, false),
+    ] {
+        FAIL_AT.with(|f| f.set(Some((Step::Lock, errno))));
+        let e = MirrorOptions::new().backend(backend).lock_memory(true).map(1 << 16).unwrap_err();
+        FAIL_AT.with(|f| f.set(None));
+        assert_eq!(e.kind(), kind, "errno {errno}: {e}");
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("cannot lock {} bytes", sys::page_size() + (2 << 16))), "{msg}");
+        assert_eq!(msg.contains("RLIMIT_MEMLOCK"), names_limit, "errno {errno}: {msg}");
+        let src = std::error::Error::source(&e).expect("errno kept as source");
+        assert_eq!(src.downcast_ref::<io::Error>().and_then(io::Error::raw_os_error), Some(errno));
+    }
 }
 
 /// `Auto` with every backend refused at a step all three share (the first map, the second
@@ -218,6 +253,7 @@ fn huge_page_failure_at_every_step_leaks_nothing() {
         Step::MapSecond,
         Step::Prefault,
         Step::DontFork,
+        Step::Lock,
     ];
     for errno in [libc::EIO, libc::ENOMEM] {
         for step in steps {
@@ -226,7 +262,8 @@ fn huge_page_failure_at_every_step_leaks_nothing() {
                 let fds_before = open_fds();
                 FAIL_AT.with(|f| f.set(Some((step, errno))));
                 LAST_RESERVATION.with(|r| r.set(None));
-                let r = MirrorOptions::new().huge_pages(true).prefault(true).dont_fork(true).map(4 << 20);
+                let r =
+                    MirrorOptions::new().huge_pages(true).prefault(true).dont_fork(true).lock_memory(true).map(4 << 20);
                 FAIL_AT.with(|f| f.set(None));
                 let Err(e) = r else { return 10 };
                 let os = e

@@ -241,6 +241,36 @@ pub fn our_mappings() -> Vec<String> {
         .collect()
 }
 
+/// The bytes this process has locked in memory (`VmLck` in /proc/self/status).
+pub fn locked_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("VmLck:")).expect("VmLck in /proc/self/status");
+    let kib: usize = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmLck in kB");
+    kib * 1024
+}
+
+/// In a forked child: sets `RLIMIT_MEMLOCK` to `bytes` and, when running as root, becomes
+/// `nobody` so that the limit applies (`CAP_IPC_LOCK` ignores it). False if either step
+/// failed or a capability to lock remains.
+pub fn limit_locking_to(bytes: usize) -> bool {
+    let rl = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
+    // SAFETY: plain calls on this process's own limits and credentials, in a forked child.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) != 0 {
+            return false;
+        }
+        if libc::geteuid() == 0
+            && (libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(65534) != 0 || libc::setuid(65534) != 0)
+        {
+            return false;
+        }
+    }
+    // CAP_IPC_LOCK is bit 14 of the effective set.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(str::trim);
+    cap_eff.and_then(|hex| u64::from_str_radix(hex, 16).ok()).is_some_and(|caps| caps & (1 << 14) == 0)
+}
+
 /// Whether any mapping of this process overlaps `[addr, addr + len)`.
 pub fn mapped_at(addr: usize, len: usize) -> bool {
     let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
