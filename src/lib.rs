@@ -131,7 +131,8 @@
 //!
 //! Every error is an [`std::io::Error`]. OS failures keep their errno (`raw_os_error()`, or as
 //! `source()` where context is added: `OutOfMemory` from creation names the limit involved,
-//! `RLIMIT_AS` and `vm.max_map_count` for the mapping, memory itself for a prefault).
+//! `RLIMIT_AS` and `vm.max_map_count` for the mapping, memory itself for a prefault,
+//! `RLIMIT_MEMLOCK` for a lock).
 //! Full/empty on `try_*`: `WouldBlock`. A timeout variant whose time ran out: `TimedOut`.
 //! Consumer gone: `BrokenPipe`.
 //! Producer died: `UnexpectedEof`; fewer bytes left than a grant's minimum at the end of the

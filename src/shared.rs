@@ -545,6 +545,36 @@ impl SharedRing {
         self
     }
 
+    /// Locks this process's mapping of the ring in memory, as
+    /// [`RingOptions::lock_memory`](crate::RingOptions::lock_memory) does at creation: for a
+    /// ring this process attached to ([`from_fd`](Self::from_fd),
+    /// [`recv_from`](Self::recv_from)) or inherited across `fork` (a child does not inherit
+    /// its parent's lock). Locking twice is harmless; the lock ends when this process unmaps
+    /// the ring (its last end or handle is dropped).
+    ///
+    /// # Errors
+    ///
+    /// `OutOfMemory` over `RLIMIT_MEMLOCK` (which counts `2 * capacity` plus one page, unless
+    /// the process has `CAP_IPC_LOCK`), `PermissionDenied` when that limit is zero, with a
+    /// message naming it and the OS error as `source()`; `Unsupported` in a forked child of a
+    /// `dont_fork` ring, which has no mapping to lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mirror_ring::{Backend, RingOptions, SharedRing};
+    ///
+    /// let ring = RingOptions::new().capacity(64 * 1024).backend(Backend::Memfd).shared()?;
+    /// let attached = SharedRing::from_fd(ring.as_fd().unwrap().try_clone_to_owned()?)?;
+    /// if let Err(e) = attached.lock_memory() {
+    ///     assert!(e.to_string().contains("RLIMIT_MEMLOCK"), "{e}");
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn lock_memory(&self) -> io::Result<()> {
+        self.mem.map().lock()
+    }
+
     /// Sends this ring's memfd over a Unix socket (`SCM_RIGHTS`); the receiver calls
     /// [`recv_from`](SharedRing::recv_from).
     ///

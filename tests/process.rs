@@ -21,7 +21,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{
-    available, in_child, open_fds, our_mappings, page_size, scale, seed, spawn_child, Child, Pattern, Rng, SharedPage,
+    available, in_child, locked_bytes, open_fds, our_mappings, page_size, scale, seed, spawn_child, Child, Pattern,
+    Rng, SharedPage,
 };
 use mirror_ring::{Backend, Consumer, Producer, RingOptions, SharedRing};
 
@@ -435,6 +436,53 @@ fn ends_claimed_by_the_parent_refuse_in_a_child_and_do_not_close_the_ring() {
     }
 }
 
+/// A ring built with `lock_memory` is locked in the process that built it; another mapping of
+/// it (attached through `from_fd`, as an unrelated process would) is not, until it calls
+/// `SharedRing::lock_memory`; a second lock changes nothing, the locked ring works, and the
+/// locks end with the mappings. In a child, which starts with nothing locked.
+#[test]
+fn lock_memory_locks_each_mapping_of_a_ring_on_its_own() {
+    if !Backend::Memfd.is_available() {
+        return eprintln!("no memfd here: nothing to attach");
+    }
+    let status = in_child(|| {
+        let n = 64 * KIB;
+        let whole = page_size() + 2 * n;
+        let ring = RingOptions::new().capacity(n).backend(Backend::Memfd).lock_memory(true).shared().unwrap();
+        if locked_bytes() != whole {
+            return 2;
+        }
+        let attached = SharedRing::from_fd(ring.as_fd().unwrap().try_clone_to_owned().unwrap()).unwrap();
+        if locked_bytes() != whole {
+            return 3;
+        }
+        attached.lock_memory().unwrap();
+        attached.lock_memory().unwrap();
+        if locked_bytes() != 2 * whole {
+            return 4;
+        }
+        let (mut tx, mut rx) = (ring.into_producer().unwrap(), attached.into_consumer().unwrap());
+        let msg = vec![0xa5; n - 1];
+        tx.write_all(&msg).unwrap();
+        drop(tx);
+        let mut got = Vec::new();
+        rx.read_to_end(&mut got).unwrap();
+        if got != msg {
+            return 5;
+        }
+        drop(rx);
+        if locked_bytes() != 0 {
+            return 6;
+        }
+        0
+    });
+    assert_eq!(
+        status, 0,
+        "2 = the built ring is not locked, 3 = attaching locked, 4 = lock_memory (twice) is not H + 2N, \
+         5 = bytes lost, 6 = still locked after the drops"
+    );
+}
+
 #[test]
 fn a_dont_fork_ring_does_not_exist_in_a_child_and_its_drop_there_unmaps_nothing() {
     let page = page_size();
@@ -460,6 +508,10 @@ fn a_dont_fork_ring_does_not_exist_in_a_child_and_its_drop_there_unmaps_nothing(
             if !tx.is_abandoned() || tx.try_write(b"x").map_err(|e| e.kind()) != Err(ErrorKind::Unsupported) {
                 return 22;
             }
+            // Locking would lock whatever is mapped there now (here, our own range).
+            if !matches!(ring.lock_memory(), Err(e) if e.kind() == ErrorKind::Unsupported) {
+                return 23;
+            }
             drop(tx);
             drop(ring);
             // A drop that unmapped the ring's range would make this fault (exit 139).
@@ -467,7 +519,7 @@ fn a_dont_fork_ring_does_not_exist_in_a_child_and_its_drop_there_unmaps_nothing(
             let intact = (0..total).step_by(997).all(|i| unsafe { p.cast::<u8>().add(i).read_volatile() } == 0x5a);
             i32::from(!intact)
         });
-        assert_eq!(status, 0, "{backend}: 20: range mapped in child, 21/22: wrong error, 139: drop unmapped it");
+        assert_eq!(status, 0, "{backend}: 20: range mapped in child, 21-23: wrong error, 139: drop unmapped it");
         tx_slot.unwrap().write_all(b"still here").unwrap();
     }
 }

@@ -16,7 +16,12 @@
 //! - **Overcommit**: anonymous shared memory (the fd-less backends) is charged `N` to
 //!   `Committed_AS` when it is created (so strict overcommit fails at creation); a memfd ring
 //!   is charged as its pages are first touched.
-//! - **`RLIMIT_MEMLOCK`**: locking a ring charges each view, `2N`.
+//! - **`RLIMIT_MEMLOCK`**: a ring locked with
+//!   [`RingOptions::lock_memory`](crate::RingOptions::lock_memory) (or
+//!   [`SharedRing::lock_memory`](crate::SharedRing::lock_memory)) charges the control page and
+//!   each view, `H + 2N`, to the locking process (`VmLck` grows by that much; measured in
+//!   `tests/mirror.rs`), unless it has `CAP_IPC_LOCK`. Locks are per process and not inherited
+//!   across `fork`.
 //!
 //! Prefaulting ([`RingOptions::prefault`](crate::RingOptions::prefault)) touches both views at
 //! creation (each view has its own page tables, so each faults separately); the first lap of
@@ -37,7 +42,10 @@
 //! - they show in `/proc/<pid>/smaps` as `KernelPageSize: 2048 kB` and in `Hugetlb`
 //!   (`/proc/meminfo`) and a cgroup's `hugetlb` controller, not in RSS, `Shmem` or the memory
 //!   controller;
-//! - they are never swapped and need no `RLIMIT_MEMLOCK`;
+//! - they are never swapped and need no `RLIMIT_MEMLOCK`. The kernel does not lock hugetlb
+//!   memory (`VmLck` does not count it) but would still charge a lock of it against the
+//!   limit: measured, locking a whole 4 MiB huge-page ring under a 3 MiB limit is refused. So
+//!   `lock_memory` locks the control page of a huge-page ring and prefaults its data;
 //! - the control page stays one ordinary page of shared memory; each ring uses 3 mapping
 //!   entries (the control page and the two views; the address space reserved to align view A
 //!   to 2 MiB is given back once the views are in place).

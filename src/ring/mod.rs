@@ -123,6 +123,28 @@ impl RingOptions {
         self
     }
 
+    /// Lock the ring in memory at creation (see [`MirrorOptions::lock_memory`]): every page
+    /// of both views and the control page is faulted in and stays resident, so no call on
+    /// the ring waits on a page fault. `RLIMIT_MEMLOCK` counts `2 * capacity` plus one page
+    /// (unless the process has `CAP_IPC_LOCK`); over it, creation fails with `OutOfMemory` and
+    /// a message naming the limit. The lock is this process's: another process that maps the
+    /// same ring locks its own mapping with [`SharedRing::lock_memory`](crate::SharedRing::lock_memory).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mirror_ring::RingOptions;
+    ///
+    /// match RingOptions::new().capacity(64 * 1024).lock_memory(true).build() {
+    ///     Ok((tx, _rx)) => assert_eq!(tx.capacity(), 64 * 1024),
+    ///     Err(e) => assert!(e.to_string().contains("RLIMIT_MEMLOCK"), "{e}"),
+    /// }
+    /// ```
+    pub fn lock_memory(&mut self, yes: bool) -> &mut Self {
+        self.map.lock_memory(yes);
+        self
+    }
+
     /// The longest a blocked call spins before it sleeps on a futex. Zero sleeps at once (and
     /// then neither a framed receive nor a write to a full ring slips first: see
     /// `docs::framing` and the crate docs, "Between threads"). Default 50 µs: about one
