@@ -25,6 +25,10 @@
 //!   same confirmation may have downgraded the cache.
 //! - When every backend is refused or unavailable, `Auto` fails with `Unsupported`, naming each
 //!   backend and why, with the last OS error as `source()`.
+//! - A probe that fails for want of a resource (`ENOMEM`: `RLIMIT_AS`, the map count, a
+//!   cgroup; `EMFILE`, `ENFILE`, `EAGAIN`) says nothing about the backend: its error is
+//!   returned as it is and nothing is cached, so the next creation probes again. (Cached, such
+//!   a shortage at a process's first ring would disable the backend for the process's life.)
 
 use std::fmt;
 use std::io;
@@ -90,7 +94,8 @@ impl Backend {
     /// The cached answer can turn from `true` to `false` (never back): when a creation is later
     /// refused with this backend (`EINVAL`, `ENOSYS`, `EPERM`, `EOPNOTSUPP`, as under a seccomp
     /// filter installed after the probe) and a fresh probe is refused too. A forked child
-    /// inherits the answers its parent had.
+    /// inherits the answers its parent had. While the probe cannot run for want of memory or
+    /// descriptors this says `false`, and remembers nothing: the next call probes again.
     ///
     /// # Examples
     ///
@@ -103,7 +108,7 @@ impl Backend {
     pub fn is_available(self) -> bool {
         match self {
             Backend::Auto => Backend::CONCRETE.iter().any(|b| b.is_available()),
-            concrete => concrete.availability() == Availability::Works,
+            concrete => matches!(concrete.availability(), Ok(Availability::Works)),
         }
     }
 
@@ -113,7 +118,8 @@ impl Backend {
     ///
     /// # Errors
     ///
-    /// `Unsupported` when `Auto` finds no working backend.
+    /// `Unsupported` when `Auto` finds no working backend; the probe's own error when it could
+    /// not run for want of memory or descriptors (`OutOfMemory`, `EMFILE`, ...).
     ///
     /// # Examples
     ///
@@ -125,22 +131,32 @@ impl Backend {
     /// ```
     pub fn resolve(self) -> io::Result<Backend> {
         match self {
-            Backend::Auto => Backend::CONCRETE.into_iter().find(|b| b.is_available()).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::Unsupported, "no mirroring backend works in this process")
-            }),
+            Backend::Auto => {
+                for b in Backend::CONCRETE {
+                    if b.availability()? == Availability::Works {
+                        return Ok(b);
+                    }
+                }
+                Err(io::Error::new(io::ErrorKind::Unsupported, "no mirroring backend works in this process"))
+            }
             b => Ok(b),
         }
     }
 
-    /// What this process knows about a concrete backend, probing it on first use.
-    fn availability(self) -> Availability {
+    /// What this process knows about a concrete backend, probing it on first use. `Err`: the
+    /// probe failed for want of a resource, which says nothing about the backend; nothing is
+    /// cached and the caller returns the error (see the module docs).
+    fn availability(self) -> io::Result<Availability> {
         debug_assert_ne!(self, Backend::Auto);
         let cell = &AVAILABILITY[self.index()];
         // Relaxed (here and below): the value only selects a backend; it publishes no memory.
         // Every map is built and checked by the thread that uses it.
-        match Availability::from_raw(cell.load(Ordering::Relaxed)) {
+        Ok(match Availability::from_raw(cell.load(Ordering::Relaxed)) {
             Availability::Unknown => {
-                let found = probe(self).availability();
+                let found = match probe(self) {
+                    Probe::Failed(e) if errno_of(&e).is_some_and(is_shortage_errno) => return Err(e),
+                    probe => probe.availability(),
+                };
                 // From Unknown only: a downgrade stored meanwhile by another thread is newer
                 // news than this probe and wins. Two threads may both probe; both answers are
                 // the same and each probe frees its own map.
@@ -150,7 +166,7 @@ impl Backend {
                 }
             }
             known => known,
-        }
+        })
     }
 
     /// After a creation with this backend was refused with `errno` (a refusal errno at one of
@@ -280,6 +296,18 @@ fn is_refusal_errno(errno: i32) -> bool {
     matches!(errno, libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP)
 }
 
+/// The errnos of a shortage of memory, address space or descriptors: a probe that fails with
+/// one of these has learnt nothing about its backend.
+fn is_shortage_errno(errno: i32) -> bool {
+    matches!(errno, libc::ENOMEM | libc::EMFILE | libc::ENFILE | libc::EAGAIN)
+}
+
+/// The errno of an error, also from under an explanation (an `OutOfMemory` keeps it as
+/// `source()`).
+fn errno_of(e: &io::Error) -> Option<i32> {
+    e.raw_os_error().or_else(|| std::error::Error::source(e)?.downcast_ref::<io::Error>()?.raw_os_error())
+}
+
 fn is_refusal(err: &io::Error) -> bool {
     err.raw_os_error().is_some_and(is_refusal_errno)
 }
@@ -314,11 +342,7 @@ impl Probe {
         match self {
             Probe::Mirrors => Availability::Works,
             Probe::NoMirror => Availability::Fails(None),
-            // The errno, also from under an explanation (an `OutOfMemory` keeps it as source).
-            Probe::Failed(e) => Availability::Fails(e.raw_os_error().or_else(|| {
-                let source = std::error::Error::source(e)?;
-                source.downcast_ref::<io::Error>()?.raw_os_error()
-            })),
+            Probe::Failed(e) => Availability::Fails(errno_of(e)),
         }
     }
 }
@@ -353,7 +377,9 @@ impl MirrorMap {
     pub(super) fn build_auto(len: usize) -> io::Result<MirrorMap> {
         let mut passed_over = [None; 3];
         for (slot, backend) in passed_over.iter_mut().zip(Backend::CONCRETE) {
-            let known = backend.availability();
+            // A probe that could not run for want of a resource: returned as is, like a failed
+            // reservation below (the next backend would meet the same shortage).
+            let known = backend.availability()?;
             if known != Availability::Works {
                 *slot = Some(PassedOver::Known(known));
                 continue;
@@ -377,7 +403,7 @@ impl MirrorMap {
 
     /// One explicitly requested backend, without hand-over. `len` is already rounded.
     pub(super) fn build_explicit(len: usize, backend: Backend) -> io::Result<MirrorMap> {
-        let known = backend.availability();
+        let known = backend.availability()?;
         if known != Availability::Works {
             return Err(match known {
                 Availability::Fails(Some(e)) => io::Error::new(
@@ -424,5 +450,81 @@ mod tests {
             assert_eq!(Availability::from_raw(a.to_raw()), a);
         }
         assert_eq!(Availability::Fails(Some(-1)).to_raw(), Availability::Fails(None).to_raw());
+    }
+
+    /// Sets this process's soft limit on `res`; returns the old one.
+    fn set_soft_limit(res: libc::__rlimit_resource_t, soft: u64) -> u64 {
+        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: a valid out-pointer, then a valid rlimit for our own process.
+        unsafe {
+            assert_eq!(libc::getrlimit(res, &mut rl), 0);
+            let old = rl.rlim_cur;
+            rl.rlim_cur = soft;
+            assert_eq!(libc::setrlimit(res, &rl), 0);
+            old
+        }
+    }
+
+    /// A shortage at a process's first probe (no address space, no descriptor) is returned as
+    /// it is, with its errno, and not cached: once the shortage is over the backends work.
+    /// Cached, it used to make every later creation in the process fail with `Unsupported`.
+    /// In a child, whose cache is reset as in a fresh process.
+    #[test]
+    fn a_shortage_at_the_first_probe_is_returned_and_forgotten() {
+        let status = crate::test_util::in_child(|| {
+            let fresh = || AVAILABILITY.iter().for_each(|c| c.store(0, Ordering::Relaxed));
+            let cached = |b: Backend| AVAILABILITY[b.index()].load(Ordering::Relaxed) != 0;
+            fresh();
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let vm_kib: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmSize:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0);
+            if vm_kib == 0 {
+                return 2;
+            }
+            // Room for one more page of address space: not for the probe's reservation.
+            let old = set_soft_limit(libc::RLIMIT_AS, vm_kib * 1024 + 4096);
+            let first = MirrorMap::new(4096);
+            set_soft_limit(libc::RLIMIT_AS, old);
+            match first {
+                Err(e) if e.kind() == io::ErrorKind::OutOfMemory && errno_of(&e) == Some(libc::ENOMEM) => {}
+                _ => return 3,
+            }
+            if Backend::CONCRETE.into_iter().any(cached) {
+                return 4;
+            }
+            if MirrorMap::new(4096).is_err() || !Backend::Auto.is_available() {
+                return 5;
+            }
+            // No descriptor left for the memfd probe.
+            fresh();
+            // SAFETY: F_DUPFD gives the lowest free descriptor number, closed at once.
+            let lowest = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 0) };
+            // SAFETY: as above, our own fresh descriptor.
+            if lowest < 0 || unsafe { libc::close(lowest) } != 0 {
+                return 2;
+            }
+            let old = set_soft_limit(libc::RLIMIT_NOFILE, lowest as u64);
+            let first = MirrorMap::with_backend(4096, Backend::Memfd);
+            set_soft_limit(libc::RLIMIT_NOFILE, old);
+            match first {
+                Err(e) if errno_of(&e) == Some(libc::EMFILE) => {}
+                _ => return 6,
+            }
+            if cached(Backend::Memfd) {
+                return 7;
+            }
+            match MirrorMap::with_backend(4096, Backend::Memfd) {
+                Ok(_) if Backend::Memfd.is_available() => 0,
+                _ => 8,
+            }
+        });
+        assert_eq!(
+            status, 0,
+            "3 = RLIMIT_AS not OutOfMemory with ENOMEM, 4 = the shortage was cached, 5 = no backend afterwards, \
+             6 = EMFILE lost, 7 = EMFILE cached, 8 = memfd unavailable afterwards"
+        );
     }
 }
