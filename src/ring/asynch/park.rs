@@ -104,7 +104,7 @@ impl Parking {
             // budget plus a millisecond is a leftover of a cancelled call: start again.)
             let now = clock_now();
             let since = match self.spin_since {
-                Some(t) if now.duration_since(t) <= budget + REARM_INTERVAL => t,
+                Some(t) if now.duration_since(t) <= budget.saturating_add(REARM_INTERVAL) => t,
                 _ => {
                     site.counters.spins.bump();
                     self.spin_missed = false;
@@ -128,8 +128,11 @@ impl Parking {
             if status != Status::Registered {
                 self.key = None;
             }
-            // Relaxed: only our own store and the waker's swap write this word.
-            if word.load(Ordering::Relaxed) == 0 {
+            // Relaxed: only our own store and the waker's swap write this word. Anything but 1
+            // counts as cleared, as the registry and the helpers read it (`register`,
+            // `Entry::due`): a peer's stray value is answered by raising the flag again, not by
+            // waking this task forever.
+            if word.load(Ordering::Relaxed) != 1 {
                 // A wake that did not satisfy us (too little, or a hostile clear).
                 count_wake(site.counters, status);
                 self.armed = false;
@@ -257,7 +260,7 @@ impl Parking {
             return;
         }
         if let (Some(site), Some(since)) = (end.site(), self.spin_since) {
-            if clock_now().duration_since(since) <= site.spin.get().budget() + REARM_INTERVAL {
+            if clock_now().duration_since(since) <= site.spin.get().budget().saturating_add(REARM_INTERVAL) {
                 update(site.spin, Spin::served);
             }
         }
@@ -485,6 +488,11 @@ impl Registry {
     }
 
     /// Registers (or refreshes the waker of) the entry for `key`.
+    ///
+    /// No waker is dropped under the lock, here or in `deregister`: a waker's drop runs the
+    /// executor's code, which may drop a task that owns a ring end, whose drop wakes its peer
+    /// through `direct_wake` and so takes this lock again. Replaced wakers and removed
+    /// entries are dropped once the lock is released.
     fn register(&'static self, key: usize, mut entry: Entry) -> io::Result<Registered> {
         #[cfg(not(mirror_ring_loom))]
         crate::sync::set_direct_wake(direct_wake);
@@ -496,14 +504,18 @@ impl Registry {
         // SAFETY: the caller's end holds the header mapped for the duration of this call.
         // Relaxed: the lock orders it against the waker's clear.
         if unsafe { entry.word.get() }.load(Ordering::Relaxed) != 1 {
-            t.entries.remove(&key);
+            let removed = t.entries.remove(&key);
+            drop(t);
+            drop(removed);
             return Ok(Registered::AlreadyWoken);
         }
         if let Some(old) = t.entries.get_mut(&key) {
             // Still registered (a poll that was not a wake-up): keep its deadline.
             if !old.waker.will_wake(&entry.waker) {
-                old.waker = entry.waker;
+                std::mem::swap(&mut old.waker, &mut entry.waker);
             }
+            drop(t);
+            // (`entry`, now holding the replaced waker, drops here, after the lock.)
             return Ok(Registered::Yes);
         }
         #[cfg(not(mirror_ring_loom))]
@@ -523,18 +535,21 @@ impl Registry {
         Ok(Registered::Yes)
     }
 
-    /// Removes the entry for `key`; what had become of it.
+    /// Removes the entry for `key`; what had become of it. (The entry is dropped after the
+    /// lock is released: see `register`.)
     fn deregister(&self, key: usize) -> Status {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         match t.entries.remove(&key) {
             None if t.timed.remove(&key) => Status::Timer,
             None => Status::Gone,
-            Some(_e) => {
+            Some(e) => {
                 #[cfg(not(mirror_ring_loom))]
-                if !_e.direct {
-                    // Let its helper drop the mapping it holds for the wait, now.
-                    let slot = t.helpers[_e.helper].clone();
-                    drop(t);
+                let slot = (!e.direct).then(|| t.helpers[e.helper].clone());
+                drop(t);
+                drop(e);
+                // Let its helper drop the mapping it holds for the wait, now.
+                #[cfg(not(mirror_ring_loom))]
+                if let Some(slot) = slot {
                     slot.notify();
                 }
                 Status::Registered
