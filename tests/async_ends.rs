@@ -12,8 +12,8 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use common::{in_child, spawn_child, thread_cpu_time, watchdog, Pattern};
-use mirror_ring::{RingOptions, SharedRing};
+use common::{in_child, spawn_child, thread_cpu_time, watchdog, HeaderView, Pattern};
+use mirror_ring::{Backend, Producer, RingOptions, SharedRing};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// A waker that does nothing (`Waker::noop` is newer than the crate's MSRV).
@@ -557,6 +557,150 @@ fn peer_death_reaches_async_ends_within_a_second() {
         })
     });
     child.wait();
+}
+
+/// Peer death reaches the framed async ends as it reaches the byte ends: a parked `recv` gets
+/// `UnexpectedEof`, a parked `send` `BrokenPipe`, within a second (10x the design figure).
+#[test]
+fn peer_death_reaches_framed_async_ends_within_a_second() {
+    let rt = current_thread();
+    let ring = RingOptions::new().capacity(4096).shared().unwrap();
+    let mut child = spawn_child(|| {
+        let mut tx = ring.clone().into_producer().unwrap().into_framed();
+        tx.send(b"one").unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(1)); // alive, silent, until killed
+        }
+    });
+    let (err, after) = child.kill_during(Duration::from_millis(200), || {
+        rt.block_on(async {
+            let mut rx = ring.clone().into_consumer().unwrap().into_framed().into_async().unwrap();
+            assert_eq!(&*rx.recv().await.unwrap().unwrap(), b"one");
+            rx.recv().await.map(|f| f.map(|f| f.len())).unwrap_err()
+        })
+    });
+    child.wait();
+    assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err}");
+    assert!(after < Duration::from_secs(1), "recv saw the death {after:?} after it");
+
+    let ring = RingOptions::new().capacity(4096).shared().unwrap();
+    let mut child = spawn_child(|| {
+        let _rx = ring.clone().into_consumer().unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let (err, after) = child.kill_during(Duration::from_millis(300), || {
+        rt.block_on(async {
+            let mut tx = ring.into_producer().unwrap().into_framed().into_async().unwrap();
+            tx.send(&[1; 4000]).await.unwrap();
+            tx.send(&[2; 200]).await.unwrap_err()
+        })
+    });
+    child.wait();
+    assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{err}");
+    assert!(after < Duration::from_secs(1), "send saw the death {after:?} after it");
+}
+
+/// A peer that stores a stray value (neither 0 nor 1) into a parked async end's waiter word
+/// once, then stays silent: the end raises its flag again and stays parked. (It used to take
+/// the value for "still raised" while the registry took it for "woken", and woke its own task
+/// on every poll: half a million polls in 500 ms.)
+#[test]
+fn a_stray_waiter_value_does_not_make_a_parked_end_wake_itself() {
+    /// `data_waiter`'s offset in the header (header.rs, the layout table).
+    const DATA_WAITER: usize = 384;
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).spin_budget(Duration::ZERO).shared().unwrap();
+    let view = HeaderView::map(ring.as_fd().unwrap());
+    let word = view.u32_at(DATA_WAITER);
+    let _tx = ring.clone().into_producer().unwrap();
+    let mut rx = ring.into_consumer().unwrap().into_async().unwrap();
+    let count = std::sync::Arc::new(Count(Default::default()));
+    let waker = Waker::from(count.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut buf = [0u8; 8];
+    let mut read = pin!(rx.read(&mut buf));
+    assert!(read.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(word.load(std::sync::atomic::Ordering::SeqCst), 1, "parked: the flag is raised");
+    word.store(2, std::sync::atomic::Ordering::SeqCst);
+    // Poll as a runtime does: once now (as after a select!), then whenever the waker was woken.
+    let woken = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+    let (mut seen, mut polls) = (woken(), 1);
+    assert!(read.as_mut().poll(&mut cx).is_pending());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(500) {
+        if woken() != seen {
+            (seen, polls) = (woken(), polls + 1);
+            assert!(read.as_mut().poll(&mut cx).is_pending());
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    assert_eq!(word.load(std::sync::atomic::Ordering::SeqCst), 1, "the flag is raised again");
+    // A park between processes is polled once per watch interval (25 ms): about 20 times.
+    assert!(polls < 200, "the parked read was polled {polls} times in 500 ms with nothing to read");
+}
+
+/// A waker replaced or removed by the registry is dropped after its lock is released: its
+/// drop may drop a task that owns a ring end, whose drop wakes its peer through the same
+/// registry. Here the first waker owns a `Producer` of another thread ring, and the
+/// registry's clone is its last; a second poll with another waker replaces it. (Dropped under
+/// the lock, this deadlocked the thread and, with it, every async end of the process.) In a
+/// child, so that a hang can be killed.
+#[test]
+fn dropping_a_replaced_waker_that_owns_a_ring_end_does_not_deadlock() {
+    let mut child = spawn_child(|| {
+        let (_tx1, rx1) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
+        let mut rx1 = rx1.into_async().unwrap();
+        let (tx2, _rx2) = mirror_ring::channel(4096).unwrap();
+        /// A task-like waker that owns a ring end (as a task owns its future).
+        struct Task(#[allow(dead_code)] std::sync::Mutex<Option<Producer>>);
+        impl std::task::Wake for Task {
+            fn wake(self: std::sync::Arc<Self>) {}
+        }
+        let first = Waker::from(std::sync::Arc::new(Task(std::sync::Mutex::new(Some(tx2)))));
+        {
+            let mut cx = Context::from_waker(&first);
+            let mut buf = [0u8; 4];
+            let mut read = pin!(rx1.read(&mut buf));
+            assert!(read.as_mut().poll(&mut cx).is_pending());
+        } // the read is cancelled; its registration (holding a clone of `first`) stays
+        drop(first);
+        let other = noop_waker();
+        let mut cx = Context::from_waker(&other);
+        let mut buf = [0u8; 4];
+        let mut read = pin!(rx1.read(&mut buf));
+        i32::from(!read.as_mut().poll(&mut cx).is_pending())
+    });
+    let status = child.wait_within(Duration::from_secs(10));
+    assert_eq!(status, 0, "the child failed (or hung: killed after 10 s)");
+}
+
+/// The largest spin budget is a budget, not an overflow: an async end adds a millisecond to it
+/// when it looks at its spin phase, and panicked at `Duration::MAX`.
+#[test]
+fn an_async_end_with_the_largest_spin_budget_does_not_panic() {
+    let (mut tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::MAX).build().unwrap();
+    let mut rx = rx.into_async().unwrap();
+    let waker = noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut buf = [0u8; 8];
+    let mut read = pin!(rx.read(&mut buf));
+    // The first poll starts the spin phase; the second measures it against the budget.
+    assert!(read.as_mut().poll(&mut cx).is_pending());
+    assert!(read.as_mut().poll(&mut cx).is_pending());
+    tx.write_all(b"x").unwrap();
+    // Served while spinning: the end judges its spin against the budget again.
+    match read.as_mut().poll(&mut cx) {
+        Poll::Ready(r) => assert_eq!(r.unwrap(), 1),
+        Poll::Pending => panic!("a byte was there"),
+    }
 }
 
 /// Dropping a pending read, write, send or recv loses nothing and leaves the end usable.
