@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{available, page_size, scale, seed, spawn_child, watchdog, Rng};
+use common::{available, in_child, page_size, scale, seed, spawn_child, watchdog, Rng};
 use mirror_ring::{channel, FramedConsumer, FramedProducer, RingOptions};
 
 /// The watchdog's bound for one test: the slowest test here takes about a second (debug build).
@@ -1440,4 +1440,60 @@ fn raw_bytes_before_framing_are_never_taken_for_a_frame() {
     let mut tx = tx;
     tx.try_send(b"real").unwrap();
     assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"real");
+}
+
+/// `recv_into` whose buffer cannot grow to the frame's length (the producer chooses it; here
+/// a child's `RLIMIT_AS` leaves no room for 256 MiB) fails with `OutOfMemory` and an empty
+/// buffer, and loses nothing: the frame stays at the cursor, and the next call, with memory
+/// again, copies it whole, followed by the next frame. (It used to abort the process.)
+#[test]
+fn recv_into_without_memory_for_the_frame_is_an_error_and_keeps_the_frame() {
+    let status = in_child(|| {
+        // Larger than any free space the heap may have kept from the parent's tests.
+        let len = 256 << 20;
+        let (tx, rx) = RingOptions::new().capacity(512 << 20).backend(mirror_ring::Backend::Memfd).build().unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        let byte = |i: usize| (i % 251) as u8;
+        let mut grant = tx.reserve(len).unwrap();
+        grant.iter_mut().enumerate().for_each(|(i, b)| *b = byte(i));
+        grant.commit().unwrap();
+        tx.send(b"next").unwrap();
+        let vm_kib: usize = std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmSize:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        let set_as = |bytes: libc::rlim_t| {
+            let rl = libc::rlimit { rlim_cur: bytes, rlim_max: libc::RLIM_INFINITY };
+            // SAFETY: a valid rlimit for this (forked) process.
+            unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) == 0 }
+        };
+        let mut buf = Vec::new();
+        if !set_as((vm_kib * 1024 + (16 << 20)) as libc::rlim_t) {
+            return 2;
+        }
+        let first = rx.try_recv_into(&mut buf);
+        if !set_as(libc::RLIM_INFINITY) {
+            return 2;
+        }
+        match first {
+            Err(e) if e.kind() == ErrorKind::OutOfMemory && e.to_string().contains("stays in the ring") => {}
+            other => {
+                eprintln!("with no memory for the frame: {other:?}");
+                return 3;
+            }
+        }
+        if !buf.is_empty() {
+            return 4;
+        }
+        if rx.try_recv_into(&mut buf).ok() != Some(Some(len)) || buf.iter().enumerate().any(|(i, &b)| b != byte(i)) {
+            return 5;
+        }
+        match rx.try_recv_into(&mut buf) {
+            Ok(Some(4)) if buf == b"next" => 0,
+            _ => 6,
+        }
+    });
+    assert_eq!(status, 0, "2 = setrlimit failed, 3 = not OutOfMemory, 4 = buf not empty, 5 = the frame was lost, 6 = the next frame was lost");
 }

@@ -404,6 +404,7 @@ fn ends_claimed_by_the_parent_refuse_in_a_child_and_do_not_close_the_ring() {
                 unsupported(tx.write_timeout(b"x", Duration::from_millis(10))),
                 unsupported(tx.write_grant(1).map(|g| g.len())),
                 unsupported(tx.write_grant_timeout(1, Duration::from_millis(10)).map(|g| g.len())),
+                unsupported(tx.flush().map(|()| 0)),
                 unsupported(rx.try_read(&mut buf)),
                 unsupported(rx.read(&mut buf)),
                 unsupported(rx.read_timeout(&mut buf, Duration::from_millis(10))),

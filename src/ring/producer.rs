@@ -349,13 +349,14 @@ impl fmt::Debug for WriteGrant<'_> {
 /// Blocks until at least one byte fits, then writes as much of `buf` as fits.
 ///
 /// Errors: `BrokenPipe` once the consumer is gone, `InvalidData` if the ring is poisoned.
-/// `flush` does nothing: every write is published when it returns.
+/// `flush` has nothing to do (every write is published when it returns); like every call, it
+/// fails with `Unsupported` on a forked copy of the end.
 impl Write for Producer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write_with(buf, Wait::Until(None))
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.end.header_or_err().map(drop)
     }
 }

@@ -29,8 +29,8 @@ impl FramedConsumer {
         self.inner.capacity()
     }
 
-    /// The longest message this ring can hold: `capacity - 8`. A header claiming more is
-    /// corrupt.
+    /// The longest message this ring can hold: `capacity - 8`, and at most `u32::MAX - 7` on
+    /// rings of 4 GiB and more. A header claiming more is corrupt.
     ///
     /// # Examples
     ///
@@ -126,9 +126,15 @@ impl FramedConsumer {
     /// tolerates a peer writing at the same time; see
     /// [`docs::trust_model`](crate::docs::trust_model)). Validate `buf`, not the ring.
     ///
+    /// `buf` grows to the frame's length, which the producer chooses, up to
+    /// [`max_frame_len`](Self::max_frame_len): with an untrusted ring, check its
+    /// [`capacity`](Self::capacity) before you receive from it.
+    ///
     /// # Errors
     ///
-    /// As [`recv`](Self::recv); `buf` is left empty then.
+    /// As [`recv`](Self::recv); `OutOfMemory` when `buf` cannot grow to the frame's length (the
+    /// frame stays in the ring, for a later call or for [`recv`](Self::recv)). `buf` is left
+    /// empty on any error.
     ///
     /// # Examples
     ///
@@ -195,7 +201,14 @@ impl FramedConsumer {
         let racy = self.inner.end.peer.is_some();
         let Some(frame) = self.recv_with(wait)? else { return Ok(None) };
         let len = frame.len;
-        buf.reserve(len);
+        if let Err(e) = buf.try_reserve(len) {
+            // Nothing released: the frame stays at the cursor for the next receive.
+            std::mem::forget(frame);
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("cannot allocate {len} bytes to copy a frame into (it stays in the ring): {e}"),
+            ));
+        }
         // SAFETY: the payload is `len` readable bytes of the ring (checked when the frame was
         // made), `buf` has room for `len` bytes (reserved above) and is our own memory, so the
         // two do not overlap; `copy_out` initialises all `len` bytes before `set_len`.

@@ -29,7 +29,8 @@ impl FramedProducer {
         self.inner.capacity()
     }
 
-    /// The longest message this ring can ever hold: `capacity - 8` (the frame header).
+    /// The longest message this ring can ever hold: `capacity - 8` (the frame header), and at
+    /// most `u32::MAX - 7` (the header's length field) on rings of 4 GiB and more.
     ///
     /// # Examples
     ///
