@@ -131,6 +131,13 @@ pub(crate) fn set_direct_wake(f: fn(usize) -> bool) {
 /// Runs the direct-wake function for `word`, if one is installed.
 #[inline]
 fn direct_wake(word: &FutexWord) -> bool {
+    // SeqCst fence: orders the caller's clear of the waiter word before the load below,
+    // against an async end's first registration (`set_direct_wake`, SeqCst fence, load of the
+    // word: `Registry::register`). Either this load sees the function, or that registration
+    // sees the cleared word and does not wait. Without the pair, a weakly ordered CPU could let
+    // both miss (the publisher a bare FUTEX_WAKE, the end registered on a cleared word until a
+    // helper's safety timer); x86's locked instructions happen to prevent it.
+    fence(Ordering::SeqCst);
     // Acquire: pairs with the Release store in `set_direct_wake`.
     let f = DIRECT_WAKE.load(std::sync::atomic::Ordering::Acquire);
     if f.is_null() {

@@ -496,6 +496,10 @@ impl Registry {
     fn register(&'static self, key: usize, mut entry: Entry) -> io::Result<Registered> {
         #[cfg(not(mirror_ring_loom))]
         crate::sync::set_direct_wake(direct_wake);
+        // SeqCst fence: the function stored above before the load of the word below, against
+        // the publisher's clear of the word, fence and load of the function (`sync.rs`,
+        // `direct_wake`): it finds the function, or we see the cleared word.
+        fence(Ordering::SeqCst);
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         // Under the lock, as the kernel compares a futex word under its bucket lock: a waker
         // clears the flag before it takes this lock to look for us, so either it finds the
