@@ -376,10 +376,12 @@ impl ConsumerCursor {
 
     /// The readable bytes head `h`, just loaded, shows: 0 while it lags the tail (see
     /// `loaded_head`); `None` if it is invalid: behind the last head loaded, or more than `N`
-    /// ahead of the tail.
+    /// ahead of the *published* tail. (Bytes consumed and not yet released are still ours: a
+    /// producer can only reach a capacity beyond the tail it was given. Measured against our
+    /// own tail, a forged head could show those bytes again as new ones.)
     #[inline]
     fn check_head(&self, h: u64) -> Option<usize> {
-        let bound = self.tail.wrapping_add(self.cap).wrapping_sub(self.loaded_head);
+        let bound = self.published.wrapping_add(self.cap).wrapping_sub(self.loaded_head);
         if h.wrapping_sub(self.loaded_head) > bound {
             return None;
         }
@@ -395,7 +397,8 @@ impl ConsumerCursor {
         // Acquire: pairs with the Release store of head in `ProducerCursor::commit`; the bytes
         // below `h` are visible after this load.
         let h = hdr.head.load(Ordering::Acquire);
-        // head must lie in [loaded_head, tail + N]: never backwards, never more than N ahead.
+        // head must lie in [loaded_head, published + N]: never backwards, never more than N
+        // ahead of the tail the producer was given.
         // Behind the tail it shows nothing readable: frames were taken by their stamps before
         // their head was stored (`ring/framed/link.rs`); such a head can only mislead this
         // side into waiting, never into reading.

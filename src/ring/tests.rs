@@ -86,6 +86,27 @@ fn a_head_beyond_capacity_poisons_the_consumer_for_good() {
     assert_eq!(tx.write_timeout(b"x", Duration::from_millis(1)).unwrap_err().kind(), ErrorKind::InvalidData);
 }
 
+/// The head is checked against the tail the consumer *published*, not its own: bytes it has
+/// consumed without releasing them yet (batched, as the framed ends do) are still its, so an
+/// honest head stays within a capacity of the published tail. A forged head up to a capacity
+/// beyond the private tail would show those consumed bytes again as new ones.
+#[test]
+fn a_head_beyond_the_published_tail_plus_capacity_poisons_the_consumer() {
+    let (mut tx, mut rx) = channel(4096).unwrap();
+    tx.try_write(&[7; 100]).unwrap();
+    let hdr = header_of(&tx);
+    assert_eq!(rx.cur.refresh(hdr).ok(), Some(100));
+    rx.cur.advance(100); // consumed, not released: the published tail stays 0
+    assert_eq!(rx.cur.unpublished(), 100);
+    // Within a capacity of the published tail: fine (nothing new, nothing lost).
+    hdr.head.store(4096, Ordering::Release);
+    assert_eq!(rx.cur.refresh(hdr).ok(), Some(4096 - 100));
+    // Beyond it, though within a capacity of the private tail: no producer can be there.
+    hdr.head.store(4096 + 100, Ordering::Release);
+    assert!(rx.cur.refresh(hdr).is_err());
+    assert!(hdr.is_poisoned());
+}
+
 #[test]
 fn a_head_moving_backwards_poisons_the_consumer() {
     let (mut tx, mut rx) = channel(4096).unwrap();
