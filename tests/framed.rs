@@ -1,5 +1,5 @@
 //! Framed messages: whole frames in order between threads and across fork, oversize frames,
-//! corrupt headers, batching, frames crossing the seam.
+//! corrupt headers (also written while both ends run), batching, frames crossing the seam.
 //!
 //! Blocking calls between threads sleep without a deadline, so a lost wake-up would hang: every
 //! test that can block runs under a [`watchdog`] that aborts the test process instead.
@@ -806,6 +806,193 @@ fn stamped(pos: u64, len: u32) -> [u8; 8] {
 /// The same frame's header before its stamp (state `01`): what a producer writes first.
 fn unstamped(pos: u64, len: u32) -> [u8; 8] {
     (stamped_word(pos, len) ^ (3 << 62)).to_le_bytes()
+}
+
+/// A peer that scribbles on a framed ring *while both ends run*: it writes plausible frame
+/// headers (stamped for the right position and for a lap earlier, unstamped, zero, the "no
+/// frame" pattern, random words, lengths at and past the maximum) around both cursors, and,
+/// with `header_too`, plausible cursor values and waiter words. Meanwhile a framed producer and
+/// a framed consumer use every send and receive call with 3 ms timeouts. Nothing may crash,
+/// panic, hand out a frame longer than the maximum, take longer than [`LIVE`] per call, or
+/// fail with a kind the API does not name. Rounds of 40 ms in a forked child, each on a fresh
+/// ring; most end at the first `InvalidData` (the scribbles are found), which is the point.
+fn scribbled_rounds(header_too: bool, rounds: usize) -> i32 {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    // Offsets in the header page (header.rs, the layout table).
+    const HEAD: usize = 128;
+    const TAIL: usize = 256;
+    const DATA_WAITER: usize = 384;
+    const SPACE_WAITER: usize = 512;
+    fn word(addr: usize) -> &'static AtomicU64 {
+        // SAFETY: aligned, inside the ring, which outlives the scribbler (scoped thread); every
+        // access to it is atomic, here and in the ring.
+        unsafe { &*(addr as *const AtomicU64) }
+    }
+    fn scribble(hdr: usize, cap: usize, stop: &AtomicBool, writes: &AtomicU64, seed: u64, header_too: bool) {
+        let (data, max, mut rng) = (hdr + page_size(), cap - 8, Rng::new(seed));
+        while !stop.load(Ordering::Relaxed) {
+            let (h, t) = (word(hdr + HEAD).load(Ordering::Relaxed), word(hdr + TAIL).load(Ordering::Relaxed));
+            let base = match rng.up_to(3) {
+                0 => t,
+                1 => h,
+                2 => t.wrapping_add(rng.up_to(cap) as u64),
+                _ => h.wrapping_sub(rng.up_to(cap) as u64),
+            } & !7;
+            let pos = base.wrapping_add(8 * rng.up_to(8) as u64);
+            let len = match rng.up_to(5) {
+                0 => max as u32,
+                1 => (max + 1) as u32,
+                2 => rng.up_to(64) as u32,
+                3 => rng.up_to(max) as u32,
+                4 => (max - 8 * rng.up_to(4)) as u32,
+                _ => rng.next_u64() as u32,
+            };
+            let stamp_bits = ((pos >> 3) & 0x3FFF_FFFF) << 32;
+            let at = data + (pos as usize & (cap - 1));
+            match rng.up_to(if header_too { 10 } else { 6 }) {
+                0 | 1 => word(at).store(stamped_word(pos, len).to_le(), Ordering::Release),
+                2 => word(at).store((stamped_word(pos, len) ^ 3 << 62).to_le(), Ordering::Release),
+                3 => word(at).store(0, Ordering::Release),
+                4 => word(at).store(stamped_word(pos.wrapping_sub(cap as u64), len).to_le(), Ordering::Release),
+                5 => word(at).store((u64::MAX ^ stamp_bits).to_le(), Ordering::Release),
+                6 => word(at).store(rng.next_u64(), Ordering::Release),
+                7 => word(hdr + HEAD).store(h.wrapping_add(8 * rng.up_to(cap / 4) as u64), Ordering::Release),
+                8 => word(hdr + TAIL).store(t.wrapping_add(8 * rng.up_to(cap / 8) as u64), Ordering::Release),
+                9 => word(hdr + DATA_WAITER).store(rng.up_to(2) as u64, Ordering::Relaxed),
+                _ => word(hdr + SPACE_WAITER).store(rng.up_to(2) as u64, Ordering::Relaxed),
+            }
+            writes.fetch_add(1, Ordering::Relaxed);
+            for _ in 0..rng.up_to(200) {
+                std::hint::spin_loop();
+            }
+        }
+    }
+    // Each call: Ok(Some(longest frame)), Ok(None) at an end of stream (a forged close), or
+    // the error, which must be one the API names.
+    fn judge(r: std::io::Result<Option<usize>>, took: Duration, max: usize) -> Result<Option<bool>, String> {
+        if took > LIVE {
+            return Err(format!("a call took {took:?}"));
+        }
+        match r {
+            Ok(Some(n)) if n > max => Err(format!("a frame of {n} bytes, max {max}")),
+            Ok(Some(_)) => Ok(Some(true)),
+            Ok(None) => Ok(None),
+            Err(e) => match e.kind() {
+                ErrorKind::InvalidData | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof => Ok(None),
+                ErrorKind::ConnectionAborted | ErrorKind::WouldBlock | ErrorKind::TimedOut => Ok(Some(false)),
+                _ => Err(format!("{:?}: {e}", e.kind())),
+            },
+        }
+    }
+    fn consume(rx: &mut FramedConsumer, until: Instant, mut rng: Rng) -> Result<u64, String> {
+        let (max, wait, mut buf, mut frames) = (rx.max_frame_len(), Duration::from_millis(3), Vec::new(), 0);
+        let mut sum = 0u64;
+        let mut add = |f: &[u8]| sum = f.iter().fold(sum, |a, &b| a.wrapping_add(u64::from(b)));
+        while Instant::now() < until {
+            let start = Instant::now();
+            let mut longest = 0;
+            let mut take = |f: &[u8]| {
+                longest = longest.max(f.len());
+                add(f);
+            };
+            let r = match rng.up_to(4) {
+                0 => rx.recv_timeout(wait).map(|f| f.map(|f| (take(&f), f.len()).1)),
+                1 => rx.try_recv().map(|f| f.map(|f| (take(&f), f.len()).1)),
+                2 => rx.recv_into_timeout(&mut buf, wait),
+                3 => rx.recv_batch_timeout(wait, &mut take).map(|n| (n > 0).then_some(longest)),
+                _ => rx.try_recv_batch(&mut take).map(|n| (n > 0).then_some(longest)),
+            };
+            match judge(r, start.elapsed(), max)? {
+                Some(got) => frames += u64::from(got),
+                None => break,
+            }
+        }
+        std::hint::black_box(sum);
+        Ok(frames)
+    }
+    fn produce(tx: &mut FramedProducer, until: Instant, mut rng: Rng) -> Result<u64, String> {
+        let (max, wait, mut sent) = (tx.max_frame_len(), Duration::from_millis(3), 0);
+        let msg = vec![0xa5; max];
+        while Instant::now() < until {
+            let start = Instant::now();
+            let len = if rng.up_to(7) == 0 { rng.up_to(max) } else { rng.up_to(100) };
+            let r = match rng.up_to(5) {
+                0 => tx.send_timeout(&msg[..len], wait),
+                1 => tx.try_send(&msg[..len]),
+                2 => {
+                    let batch: Vec<&[u8]> = (0..1 + rng.up_to(20)).map(|_| &msg[..rng.up_to(64)]).collect();
+                    tx.send_batch_timeout(&batch, wait).map(drop)
+                }
+                3 => tx.reserve_timeout(len, wait).and_then(|mut grant| {
+                    grant.fill(7);
+                    grant.truncate(rng.up_to(len));
+                    grant.commit()
+                }),
+                4 => {
+                    tx.set_batch(1 + rng.up_to(8));
+                    Ok(())
+                }
+                _ => tx.flush(),
+            };
+            match judge(r.map(|()| Some(0)), start.elapsed(), max)? {
+                Some(ok) => sent += u64::from(ok),
+                None => break,
+            }
+        }
+        Ok(sent)
+    }
+    let (mut sent, mut received, mut scribbles) = (0, 0, 0);
+    for round in 0..rounds {
+        let seed = seed() ^ (round as u64) << 12 ^ u64::from(header_too);
+        let ring = RingOptions::new()
+            .capacity(4096)
+            .backend(mirror_ring::Backend::Memfd)
+            .spin_budget(Duration::from_micros(5))
+            .shared()
+            .unwrap();
+        let cap = ring.capacity();
+        let mut tx = ring.clone().into_producer().unwrap();
+        let rx = ring.clone().into_consumer().unwrap();
+        let hdr = tx.write_grant(1).unwrap().as_ptr() as usize - page_size();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        // One honest frame first, through head: from here the consumer trusts stamps.
+        tx.send(b"armed").unwrap();
+        assert_eq!(&*rx.recv().unwrap().unwrap(), b"armed");
+        let (stop, writes) = (AtomicBool::new(false), AtomicU64::new(0));
+        let until = Instant::now() + Duration::from_millis(40);
+        let (p, c) = thread::scope(|s| {
+            let scribbler = s.spawn(|| scribble(hdr, cap, &stop, &writes, seed, header_too));
+            let p = s.spawn(|| produce(&mut tx, until, Rng::new(seed ^ 1)));
+            let c = s.spawn(|| consume(&mut rx, until, Rng::new(seed ^ 2)));
+            let (p, c) = (p.join(), c.join());
+            stop.store(true, Ordering::Relaxed);
+            scribbler.join().unwrap();
+            (p, c)
+        });
+        match (p, c) {
+            (Ok(Ok(p)), Ok(Ok(c))) => {
+                (sent, received, scribbles) = (sent + p, received + c, scribbles + writes.into_inner())
+            }
+            (p, c) => {
+                eprintln!("round {round} (seed {seed:#x}): producer {p:?}, consumer {c:?}");
+                return 1;
+            }
+        }
+    }
+    eprintln!("scribbled on framed ends: {sent} sent, {received} received, {scribbles} scribbles");
+    i32::from(sent == 0 || received == 0 || scribbles == 0) * 2
+}
+
+#[test]
+fn a_peer_scribbling_frame_headers_while_both_ends_run_is_caught() {
+    let status = spawn_child(|| scribbled_rounds(false, 60)).wait_within(HANG);
+    assert_eq!(status, 0, "1 = a forbidden result (stderr), 2 = nothing was exercised, 101 = a panic, >128 = a crash");
+}
+
+#[test]
+fn a_peer_scribbling_frame_headers_cursors_and_waiter_words_is_caught() {
+    let status = spawn_child(|| scribbled_rounds(true, 60)).wait_within(HANG);
+    assert_eq!(status, 0, "1 = a forbidden result (stderr), 2 = nothing was exercised, 101 = a panic, >128 = a crash");
 }
 
 #[test]
