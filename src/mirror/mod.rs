@@ -213,8 +213,9 @@ impl MirrorOptions {
     /// `source()`. Only [`Backend::Auto`] can build a huge-page mirror (a hugetlb memfd mapped
     /// twice, its descriptor closed once both views are mapped; [`MirrorMap::backend`] then
     /// reports `Memfd` and [`MirrorMap::as_fd`] `None`); `mremap` refuses hugetlb memory, so
-    /// `MirrorFlag` and `Duplicate` fail with `Unsupported`, and so does `Memfd`, whose point is
-    /// a descriptor to hand over. Works between threads and across `fork`.
+    /// `MirrorFlag` and `Duplicate` fail with `Unsupported` (they try, so with too few free huge
+    /// pages they fail with `OutOfMemory` first), and so does `Memfd`, whose point is a
+    /// descriptor to hand over. Works between threads and across `fork`.
     ///
     /// # Examples
     ///
