@@ -455,7 +455,8 @@ impl SharedRing {
     /// # Errors
     ///
     /// `InvalidData` for any file that is not a valid, sealed ring; OS errors from `fstat` on
-    /// the descriptor (a closed one: `EBADF` as `raw_os_error()`) and from mapping it (`OutOfMemory` when the address space or map count runs out).
+    /// the descriptor (a closed one: `EBADF` as `raw_os_error()`) and from mapping it
+    /// (`OutOfMemory` when the address space or map count runs out).
     ///
     /// # Examples
     ///

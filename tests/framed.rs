@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{available, in_child, page_size, scale, seed, spawn_child, watchdog, Rng};
+use common::{available, in_child, page_size, scale, seed, set_soft_limit, spawn_child, vm_size, watchdog, Rng};
 use mirror_ring::{channel, FramedConsumer, FramedProducer, RingOptions};
 
 /// The watchdog's bound for one test: the slowest test here takes about a second (debug build).
@@ -1645,23 +1645,10 @@ fn recv_into_without_memory_for_the_frame_is_an_error_and_keeps_the_frame() {
         grant.iter_mut().enumerate().for_each(|(i, b)| *b = byte(i));
         grant.commit().unwrap();
         tx.send(b"next").unwrap();
-        let vm_kib: usize = std::fs::read_to_string("/proc/self/status")
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmSize:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap();
-        let set_as = |bytes: libc::rlim_t| {
-            let rl = libc::rlimit { rlim_cur: bytes, rlim_max: libc::RLIM_INFINITY };
-            // SAFETY: a valid rlimit for this (forked) process.
-            unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) == 0 }
-        };
         let mut buf = Vec::new();
-        if !set_as((vm_kib * 1024 + (16 << 20)) as libc::rlim_t) {
-            return 2;
-        }
+        let Some(old) = set_soft_limit(libc::RLIMIT_AS, vm_size().unwrap() + (16 << 20)) else { return 2 };
         let first = rx.try_recv_into(&mut buf);
-        if !set_as(libc::RLIM_INFINITY) {
+        if set_soft_limit(libc::RLIMIT_AS, old as usize).is_none() {
             return 2;
         }
         match first {

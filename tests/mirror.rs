@@ -8,6 +8,7 @@ use std::sync::atomic::{compiler_fence, Ordering};
 
 use common::{
     available, in_child, limit_locking_to, locked_bytes, mapped_at, mirrors_at, open_fds, our_mappings, page_size,
+    vm_size,
 };
 use mirror_ring::{Backend, MirrorMap, MirrorOptions};
 
@@ -188,16 +189,7 @@ fn a_tight_rlimit_as_gives_enomem_not_a_crash() {
     for b in available() {
         let status = in_child(move || {
             let n: usize = 256 << 20;
-            let vm_size = std::fs::read_to_string("/proc/self/status")
-                .ok()
-                .and_then(|s| {
-                    s.lines().find(|l| l.starts_with("VmSize:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-                })
-                .unwrap_or(0usize)
-                * 1024;
-            if vm_size == 0 {
-                return 2;
-            }
+            let Some(vm_size) = vm_size() else { return 2 };
             // Room for about 1.5 views on top of what is mapped now.
             let lim = (vm_size + n + n / 2) as libc::rlim_t;
             let rl = libc::rlimit { rlim_cur: lim, rlim_max: lim };

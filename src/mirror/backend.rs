@@ -452,42 +452,22 @@ mod tests {
         assert_eq!(Availability::Fails(Some(-1)).to_raw(), Availability::Fails(None).to_raw());
     }
 
-    /// Sets this process's soft limit on `res`; returns the old one.
-    fn set_soft_limit(res: libc::__rlimit_resource_t, soft: u64) -> u64 {
-        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: a valid out-pointer, then a valid rlimit for our own process.
-        unsafe {
-            assert_eq!(libc::getrlimit(res, &mut rl), 0);
-            let old = rl.rlim_cur;
-            rl.rlim_cur = soft;
-            assert_eq!(libc::setrlimit(res, &rl), 0);
-            old
-        }
-    }
-
     /// A shortage at a process's first probe (no address space, no descriptor) is returned as
     /// it is, with its errno, and not cached: once the shortage is over the backends work.
     /// Cached, it used to make every later creation in the process fail with `Unsupported`.
     /// In a child, whose cache is reset as in a fresh process.
     #[test]
     fn a_shortage_at_the_first_probe_is_returned_and_forgotten() {
-        let status = crate::test_util::in_child(|| {
+        use crate::test_util::{in_child, set_soft_limit, vm_size};
+        let status = in_child(|| {
             let fresh = || AVAILABILITY.iter().for_each(|c| c.store(0, Ordering::Relaxed));
             let cached = |b: Backend| AVAILABILITY[b.index()].load(Ordering::Relaxed) != 0;
             fresh();
-            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-            let vm_kib: u64 = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmSize:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or(0);
-            if vm_kib == 0 {
-                return 2;
-            }
+            let Some(vm_size) = vm_size() else { return 2 };
             // Room for one more page of address space: not for the probe's reservation.
-            let old = set_soft_limit(libc::RLIMIT_AS, vm_kib * 1024 + 4096);
+            let old = set_soft_limit(libc::RLIMIT_AS, vm_size + 4096).unwrap();
             let first = MirrorMap::new(4096);
-            set_soft_limit(libc::RLIMIT_AS, old);
+            set_soft_limit(libc::RLIMIT_AS, old as usize).unwrap();
             match first {
                 Err(e) if e.kind() == io::ErrorKind::OutOfMemory && errno_of(&e) == Some(libc::ENOMEM) => {}
                 _ => return 3,
@@ -506,9 +486,9 @@ mod tests {
             if lowest < 0 || unsafe { libc::close(lowest) } != 0 {
                 return 2;
             }
-            let old = set_soft_limit(libc::RLIMIT_NOFILE, lowest as u64);
+            let old = set_soft_limit(libc::RLIMIT_NOFILE, lowest as usize).unwrap();
             let first = MirrorMap::with_backend(4096, Backend::Memfd);
-            set_soft_limit(libc::RLIMIT_NOFILE, old);
+            set_soft_limit(libc::RLIMIT_NOFILE, old as usize).unwrap();
             match first {
                 Err(e) if errno_of(&e) == Some(libc::EMFILE) => {}
                 _ => return 6,

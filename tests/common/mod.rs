@@ -241,6 +241,29 @@ pub fn our_mappings() -> Vec<String> {
         .collect()
 }
 
+/// This process's address space in bytes (`VmSize` in /proc/self/status), if readable.
+pub fn vm_size() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: usize =
+        status.lines().find_map(|l| l.strip_prefix("VmSize:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Sets this process's soft limit on `res` to `soft` bytes (the hard limit unchanged); the old
+/// soft limit, or `None` if the call failed. For forked children of the tests.
+pub fn set_soft_limit(res: libc::__rlimit_resource_t, soft: usize) -> Option<libc::rlim_t> {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: a valid out-pointer, then a valid rlimit for this process's own limit.
+    unsafe {
+        if libc::getrlimit(res, &mut rl) != 0 {
+            return None;
+        }
+        let old = rl.rlim_cur;
+        rl.rlim_cur = soft as libc::rlim_t;
+        (libc::setrlimit(res, &rl) == 0).then_some(old)
+    }
+}
+
 /// The bytes this process has locked in memory (`VmLck` in /proc/self/status).
 pub fn locked_bytes() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
