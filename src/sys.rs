@@ -174,6 +174,18 @@ pub(crate) unsafe fn madvise_dontfork(addr: NonNull<u8>, len: usize) -> io::Resu
     unsafe { madvise(addr, len, libc::MADV_DONTFORK) }
 }
 
+/// `madvise(addr, len, MADV_HUGEPAGE)`: ask for transparent huge pages in the range (for
+/// shared memory the kernel honours it when `shmem_enabled` is `advise`, `within_size` or
+/// `always`; `EINVAL` without transparent huge page support).
+///
+/// # Safety
+/// The range must be mapped and owned by the caller.
+pub(crate) unsafe fn madvise_hugepage(addr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: advice only, it changes which pages back the range, not its contents; the
+    // caller owns the range.
+    unsafe { madvise(addr, len, libc::MADV_HUGEPAGE) }
+}
+
 /// `madvise(addr, len, MADV_POPULATE_WRITE)` (Linux 5.14+; EINVAL before).
 ///
 /// # Safety

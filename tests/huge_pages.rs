@@ -86,24 +86,7 @@ fn assert_names_huge_pages(e: &io::Error) {
 
 /// The kernel page size of the mapping that holds `addr`, in kB (`/proc/self/smaps`).
 fn kernel_page_kb(addr: usize) -> Option<u64> {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
-    let mut inside = false;
-    for l in smaps.lines() {
-        if let Some((range, _)) = l.split_once(' ') {
-            if let Some((a, b)) = range.split_once('-') {
-                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
-                    inside = a <= addr && addr < b;
-                    continue;
-                }
-            }
-        }
-        if inside {
-            if let Some(v) = l.strip_prefix("KernelPageSize:") {
-                return v.trim().trim_end_matches("kB").trim().parse().ok();
-            }
-        }
-    }
-    None
+    common::smaps_kb(addr, "KernelPageSize")
 }
 
 #[test]

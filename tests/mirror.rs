@@ -342,22 +342,8 @@ fn a_tight_rlimit_memlock_refuses_the_lock_clearly() {
 
 /// The Rss (KiB) of the mapping that contains `addr`, from /proc/self/smaps.
 fn rss_kib(addr: usize) -> usize {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let mut inside = false;
-    for line in smaps.lines() {
-        if let Some((range, _)) = line.split_once(' ') {
-            if let Some((a, b)) = range.split_once('-') {
-                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
-                    inside = a <= addr && addr < b;
-                    continue;
-                }
-            }
-        }
-        if inside && line.starts_with("Rss:") {
-            return line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-        }
-    }
-    panic!("no mapping at {addr:#x}");
+    let kib = common::smaps_kb(addr, "Rss").unwrap_or_else(|| panic!("no mapping at {addr:#x}"));
+    kib as usize
 }
 
 #[test]

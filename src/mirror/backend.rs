@@ -34,7 +34,7 @@ use std::fmt;
 use std::io;
 use std::sync::atomic::{compiler_fence, AtomicU32, Ordering};
 
-use super::{Context, MirrorMap, Reservation};
+use super::{Context, MirrorMap, Pages, Reservation};
 use crate::sys;
 
 /// How the second view of a [`MirrorMap`] is made.
@@ -374,7 +374,7 @@ impl MirrorMap {
     /// `Auto`: each available backend in `Backend::CONCRETE` order, handing over on a refusal
     /// (see the module docs). `len` is already rounded. Nothing is formatted or allocated for
     /// the backends passed over unless every one fails.
-    pub(super) fn build_auto(len: usize) -> io::Result<MirrorMap> {
+    pub(super) fn build_auto(len: usize, pages: Pages) -> io::Result<MirrorMap> {
         let mut passed_over = [None; 3];
         for (slot, backend) in passed_over.iter_mut().zip(Backend::CONCRETE) {
             // A probe that could not run for want of a resource: returned as is, like a failed
@@ -386,8 +386,8 @@ impl MirrorMap {
             }
             // A failed reservation is nobody's refusal (it is the same for every backend):
             // returned as is.
-            let res = Reservation::new(len)?;
-            match MirrorMap::build_in(res, len, backend) {
+            let res = Reservation::for_pages(len, pages)?;
+            match MirrorMap::build_in(res, len, backend, pages) {
                 Ok(map) => return Ok(map),
                 Err(e) => {
                     let Some(errno) = e.raw_os_error().filter(|&n| is_refusal_errno(n)) else {
@@ -402,7 +402,7 @@ impl MirrorMap {
     }
 
     /// One explicitly requested backend, without hand-over. `len` is already rounded.
-    pub(super) fn build_explicit(len: usize, backend: Backend) -> io::Result<MirrorMap> {
+    pub(super) fn build_explicit(len: usize, backend: Backend, pages: Pages) -> io::Result<MirrorMap> {
         let known = backend.availability()?;
         if known != Availability::Works {
             return Err(match known {
@@ -425,7 +425,7 @@ impl MirrorMap {
                 ),
             });
         }
-        MirrorMap::build_in(Reservation::new(len)?, len, backend).inspect_err(|e| {
+        MirrorMap::build_in(Reservation::for_pages(len, pages)?, len, backend, pages).inspect_err(|e| {
             if let Some(errno) = e.raw_os_error().filter(|&n| is_refusal_errno(n)) {
                 backend.confirm_refusal(errno);
             }

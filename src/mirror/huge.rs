@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::ptr::NonNull;
 
-use super::{check_and_clear, explain_enomem, step, total_len, Backend, Context, MirrorMap, Reservation, Step};
+use super::{check_and_clear, explain_enomem, step, total_len, Backend, Context, MirrorMap, Pages, Reservation, Step};
 use crate::sys;
 
 /// The size of the huge pages a huge-page map is made of: 2 MiB.
@@ -34,6 +34,55 @@ fn explain_huge(err: io::Error, len: usize, what: &str) -> io::Error {
     };
     let kind = if errno == libc::ENOMEM { io::ErrorKind::OutOfMemory } else { err.kind() };
     io::Error::new(kind, Context { msg, source: err })
+}
+
+/// Where the kernel says whether shared memory may get transparent huge pages.
+pub(crate) const SHMEM_THP_KNOB: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+
+/// The selected word of a sysfs choice such as `always within_size [advise] never deny force`.
+fn selected(knob: &str) -> Option<&str> {
+    let start = knob.find('[')? + 1;
+    let len = knob[start..].find(']')?;
+    Some(&knob[start..start + len])
+}
+
+/// Whether a map of `backend` may ask for transparent huge pages here: `Ok` when
+/// [`SHMEM_THP_KNOB`] lets shared memory have them; `Unsupported`, naming the knob or the
+/// backend, when it does not, when the kernel has no such knob, or for an explicit `Memfd`
+/// (see [`MirrorOptions::transparent_huge_pages`](super::MirrorOptions::transparent_huge_pages)).
+pub(crate) fn check_shmem_thp(backend: Backend) -> io::Result<()> {
+    if backend == Backend::Memfd {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "transparent huge pages need the data at the start of its shared object, and a memfd to hand \
+             over keeps the ring's header there: ask for them with Backend::Auto, MirrorFlag or Duplicate",
+        ));
+    }
+    let text = std::fs::read_to_string(SHMEM_THP_KNOB).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            Context {
+                msg: format!("cannot read {SHMEM_THP_KNOB}: no transparent huge pages for shared memory here"),
+                source: e,
+            },
+        )
+    })?;
+    thp_mode_allows(&text)
+}
+
+/// [`check_shmem_thp`]'s verdict on the knob's text.
+pub(super) fn thp_mode_allows(text: &str) -> io::Result<()> {
+    match selected(text) {
+        Some("always" | "within_size" | "advise" | "force") => Ok(()),
+        mode => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "transparent huge pages for shared memory are off here: {SHMEM_THP_KNOB} is {} \
+                 (as root, `echo advise` into it lets a ring ask for them; or use huge_pages)",
+                mode.map_or_else(|| format!("{:?}", text.trim()), |m| format!("`{m}`"))
+            ),
+        )),
+    }
 }
 
 /// Rounds a requested length up to a power of two of at least [`HUGE_PAGE`], checking that
@@ -103,7 +152,7 @@ impl MirrorMap {
                 })?;
                 let mut res = res;
                 res.trim(len);
-                let map = res.into_map(len, true, backend, None);
+                let map = res.into_map(len, Pages::Huge, backend, None);
                 if !check_and_clear(&map) {
                     return Err(io::Error::new(
                         io::ErrorKind::Unsupported,
@@ -132,7 +181,7 @@ impl MirrorMap {
                 drop(fd);
                 let mut res = res;
                 res.trim(len);
-                Ok(res.into_map(len, true, Backend::Memfd, None))
+                Ok(res.into_map(len, Pages::Huge, Backend::Memfd, None))
             }
         }
     }

@@ -79,6 +79,20 @@ pub(crate) enum Step {
     Prefault,
     DontFork,
     Lock,
+    /// `MADV_HUGEPAGE` over both views of a map that asks for transparent huge pages.
+    Advise,
+}
+
+/// What backs a map's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pages {
+    /// The system's pages (4 KiB), in the layout of the module docs.
+    Small,
+    /// 2 MiB hugetlb pages ([`MirrorOptions::huge_pages`]).
+    Huge,
+    /// Shared memory that may get 2 MiB transparent huge pages
+    /// ([`MirrorOptions::transparent_huge_pages`]), in the layout of huge pages.
+    Transparent,
 }
 
 #[cfg(test)]
@@ -145,6 +159,7 @@ pub struct MirrorOptions {
     prefault: bool,
     dont_fork: bool,
     huge: bool,
+    thp: bool,
     lock: bool,
 }
 
@@ -233,6 +248,48 @@ impl MirrorOptions {
         self
     }
 
+    /// Ask for the data in 2 MiB transparent huge pages of shared memory (shmem THP): fewer
+    /// TLB misses and page faults, like [`huge_pages`](Self::huge_pages), without a reserved
+    /// pool. The length is rounded up to a power of two of at least 2 MiB, both views start on
+    /// a 2 MiB boundary, and the control page is mapped on its own below view A (the layout of
+    /// huge pages), so that the kernel can map each 2 MiB of either view with one page-table
+    /// entry. Both `mremap` forms keep those entries in view B (measured on Linux 6.18).
+    ///
+    /// The kernel decides whether shared memory gets them:
+    /// `/sys/kernel/mm/transparent_hugepage/shmem_enabled` must be `advise` (the map asks with
+    /// `MADV_HUGEPAGE`), `within_size`, `always` or `force`. Most distributions ship `never`;
+    /// then, with `deny`, or on a kernel without transparent huge pages, creation fails with
+    /// `Unsupported` and a message naming that file. Where the knob allows them, a huge page is
+    /// still the kernel's best effort: where it finds no free 2 MiB of memory when a page is
+    /// first touched, it uses 4 KiB pages, and nothing reports it (`ShmemPmdMapped` in
+    /// `/proc/<pid>/smaps` counts the huge part). [`prefault`](Self::prefault) takes the pages
+    /// at creation.
+    ///
+    /// Works with [`Backend::Auto`], `MirrorFlag` and `Duplicate`, between threads and across
+    /// `fork`. If `Auto` falls back to a memfd, it maps an `N`-byte memfd twice and closes the
+    /// descriptor, as for huge pages ([`MirrorMap::as_fd`] is `None`). An explicit
+    /// [`Backend::Memfd`] fails with `Unsupported`: the file it hands over keeps the header in
+    /// its first page and the data after it, where no 2 MiB page can line up with the views.
+    /// Together with [`huge_pages`](Self::huge_pages) it is `InvalidInput`: they are two ways to
+    /// the same pages. [`lock_memory`](Self::lock_memory) locks and counts these pages as it
+    /// does 4 KiB ones.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mirror_ring::MirrorOptions;
+    ///
+    /// match MirrorOptions::new().transparent_huge_pages(true).prefault(true).map(3 << 20) {
+    ///     Ok(map) => assert_eq!(map.len(), 4 << 20), // rounded up to a power of two
+    ///     // shmem_enabled is `never` here (the usual default): the error names the knob.
+    ///     Err(e) => assert!(e.to_string().contains("shmem_enabled"), "{e}"),
+    /// }
+    /// ```
+    pub fn transparent_huge_pages(&mut self, yes: bool) -> &mut Self {
+        self.thp = yes;
+        self
+    }
+
     /// Builds a map of at least `len` bytes (see [`MirrorMap::new`] for the rounding).
     ///
     /// With [`Backend::Auto`], a backend refused at creation hands over to the next one (see
@@ -251,14 +308,26 @@ impl MirrorOptions {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn map(&self, len: usize) -> io::Result<MirrorMap> {
+        if self.huge && self.thp {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "huge_pages and transparent_huge_pages are two ways to 2 MiB pages: ask for one",
+            ));
+        }
         if self.huge {
             let len = round_len_huge(len)?;
             return MirrorMap::build_huge(len, self.backend)?.finish(self);
         }
-        let len = round_len(len)?;
+        let pages = if self.thp {
+            huge::check_shmem_thp(self.backend)?;
+            Pages::Transparent
+        } else {
+            Pages::Small
+        };
+        let len = if self.thp { round_len_huge(len)? } else { round_len(len)? };
         let map = match self.backend {
-            Backend::Auto => MirrorMap::build_auto(len)?,
-            backend => MirrorMap::build_explicit(len, backend)?,
+            Backend::Auto => MirrorMap::build_auto(len, pages)?,
+            backend => MirrorMap::build_explicit(len, backend, pages)?,
         };
         map.finish(self)
     }
@@ -322,8 +391,8 @@ pub struct MirrorMap {
     ctrl: NonNull<u8>,
     /// `N`: the length of one view.
     len: usize,
-    /// Whether the data is 2 MiB huge pages.
-    huge: bool,
+    /// What backs the data: 4 KiB pages, hugetlb pages or transparent huge pages.
+    pages: Pages,
     backend: Backend,
     /// The memfd, for `Backend::Memfd`.
     fd: Option<OwnedFd>,
@@ -423,7 +492,14 @@ impl MirrorMap {
 
     /// Whether the data is 2 MiB huge pages ([`MirrorOptions::huge_pages`]).
     pub fn huge_pages(&self) -> bool {
-        self.huge
+        self.pages == Pages::Huge
+    }
+
+    /// Whether the map asked for transparent huge pages
+    /// ([`MirrorOptions::transparent_huge_pages`]): its layout lets the kernel use them. How
+    /// much of it the kernel backs with them is its own choice (see that option).
+    pub fn transparent_huge_pages(&self) -> bool {
+        self.pages == Pages::Transparent
     }
 
     /// The control page (one page, shared like the data) right below view A.
@@ -434,12 +510,16 @@ impl MirrorMap {
     /// Builds the mirror over a fresh shared object, in a fresh reservation (the probe's way).
     /// `len` is already rounded.
     fn build(len: usize, backend: Backend) -> io::Result<MirrorMap> {
-        MirrorMap::build_in(Reservation::new(len)?, len, backend)
+        MirrorMap::build_in(Reservation::new(len)?, len, backend, Pages::Small)
     }
 
-    /// Builds the mirror inside `res` (made for `len`, already rounded). Every error here comes
-    /// from a step of `backend` itself; on failure `res` drops and unmaps everything.
-    fn build_in(res: Reservation, len: usize, backend: Backend) -> io::Result<MirrorMap> {
+    /// Builds the mirror inside `res` (made for `len`, already rounded, and for `pages`: 4 KiB
+    /// pages, or transparent huge pages with their 2 MiB-aligned layout). Every error here
+    /// comes from a step of `backend` itself; on failure `res` drops and unmaps everything.
+    fn build_in(res: Reservation, len: usize, backend: Backend, pages: Pages) -> io::Result<MirrorMap> {
+        if pages == Pages::Transparent {
+            return MirrorMap::build_thp(res, len, backend);
+        }
         let h = sys::page_size();
         let fd = match backend {
             Backend::MirrorFlag | Backend::Duplicate => {
@@ -447,21 +527,8 @@ impl MirrorMap {
                     // SAFETY: [ctrl, ctrl+H+N) is inside our reservation.
                     unsafe { sys::map_shared_anon_fixed(res.ctrl, h + len) }
                 })
-                .map_err(|e| {
-                    explain_enomem(e, || {
-                        format!(
-                            "cannot map {} bytes of shared memory (overcommit limit, RLIMIT_AS or vm.max_map_count)",
-                            h + len
-                        )
-                    })
-                })?;
-                let (old_len, flag) = if backend == Backend::MirrorFlag { (len, sys::MREMAP_MIRROR) } else { (0, 0) };
-                step(Step::MapSecond, || {
-                    // SAFETY: source and target are inside our reservation; the source is the
-                    // MAP_SHARED mapping made just above, never private memory.
-                    unsafe { sys::mremap_fixed(res.at(h), old_len, len, flag, res.at(h + len)) }
-                })
-                .map_err(|e| mirror_enomem(e, len))?;
+                .map_err(|e| shared_enomem(e, h + len))?;
+                mirror_by_mremap(&res, len, backend)?;
                 None
             }
             Backend::Memfd => {
@@ -477,7 +544,66 @@ impl MirrorMap {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "Backend::Auto must be resolved first"))
             }
         };
-        Ok(res.into_map(len, false, backend, fd))
+        Ok(res.into_map(len, pages, backend, fd))
+    }
+
+    /// [`build_in`](Self::build_in) for transparent huge pages, in a reservation made by
+    /// [`Reservation::new_huge`]: the control page on its own, the data (offset 0 of its
+    /// object, 2 MiB aligned) mirrored by `backend`, then `MADV_HUGEPAGE` over both views before
+    /// anything touches them. The memfd form keeps no descriptor (see
+    /// [`MirrorOptions::transparent_huge_pages`]).
+    fn build_thp(mut res: Reservation, len: usize, backend: Backend) -> io::Result<MirrorMap> {
+        let h = sys::page_size();
+        step(Step::MapControl, || {
+            // SAFETY: [ctrl, ctrl+H) is inside our reservation.
+            unsafe { sys::map_shared_anon_fixed(res.ctrl, h) }
+        })
+        .map_err(|e| shared_enomem(e, h))?;
+        match backend {
+            Backend::MirrorFlag | Backend::Duplicate => {
+                step(Step::MapFirst, || {
+                    // SAFETY: [ctrl+H, ctrl+H+N) is inside our reservation.
+                    unsafe { sys::map_shared_anon_fixed(res.at(h), len) }
+                })
+                .map_err(|e| shared_enomem(e, len))?;
+                mirror_by_mremap(&res, len, backend)?;
+            }
+            Backend::Memfd => {
+                let fd = step(Step::MemfdCreate, || sys::memfd_create(c"mirror-ring-thp"))?;
+                step(Step::Truncate, || sys::ftruncate(fd.as_fd(), len))?;
+                step(Step::MapFirst, || {
+                    // SAFETY: [ctrl+H, ctrl+H+N) is inside our reservation; the file is N bytes.
+                    unsafe { sys::map_fd_fixed(res.at(h), len, fd.as_fd(), 0) }
+                })
+                .map_err(|e| {
+                    explain_enomem(e, || format!("cannot map a {len}-byte memfd (RLIMIT_AS or vm.max_map_count)"))
+                })?;
+                step(Step::MapSecond, || {
+                    // SAFETY: [ctrl+H+N, ctrl+H+2N) is inside our reservation.
+                    unsafe { sys::map_fd_fixed(res.at(h + len), len, fd.as_fd(), 0) }
+                })
+                .map_err(|e| mirror_enomem(e, len))?;
+                // Both views hold the file now; nothing else needs the descriptor.
+            }
+            Backend::Auto => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "Backend::Auto must be resolved first"))
+            }
+        }
+        step(Step::Advise, || {
+            // SAFETY: advice over both views, which we just mapped and nobody has touched.
+            unsafe { sys::madvise_hugepage(res.at(h), 2 * len) }
+        })
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                Context {
+                    msg: "the kernel refused MADV_HUGEPAGE: no transparent huge pages here".to_owned(),
+                    source: e,
+                },
+            )
+        })?;
+        res.trim(len);
+        Ok(res.into_map(len, Pages::Transparent, backend, None))
     }
 
     /// Maps an existing memfd ring file (`H + len` bytes, already validated by the caller:
@@ -485,7 +611,7 @@ impl MirrorMap {
     pub(crate) fn from_ring_file(fd: OwnedFd, len: usize) -> io::Result<MirrorMap> {
         let res = Reservation::new(len)?;
         map_ring_file(&res, fd.as_fd(), len)?;
-        Ok(res.into_map(len, false, Backend::Memfd, Some(fd)))
+        Ok(res.into_map(len, Pages::Small, Backend::Memfd, Some(fd)))
     }
 
     /// Whether the mapping exists in this process: false only in a forked child of the process
@@ -544,10 +670,11 @@ impl MirrorMap {
                 "this ring was made with dont_fork: it does not exist in a forked child",
             ));
         }
-        let locked = if self.huge { sys::page_size() } else { self.total_len() };
+        let huge = self.pages == Pages::Huge;
+        let locked = if huge { sys::page_size() } else { self.total_len() };
         // SAFETY: [ctrl, ctrl + locked) is mapped by us (checked above for a forked child).
         step(Step::Lock, || unsafe { sys::mlock(self.ctrl, locked) }).map_err(|e| lock_error(e, locked))?;
-        if self.huge {
+        if huge {
             self.prefault()?;
         }
         Ok(())
@@ -556,7 +683,9 @@ impl MirrorMap {
     /// Prefaults by writing a zero into every page of both views (fresh memory is zero).
     fn touch_all(&self) {
         let page = sys::page_size();
-        let data_page = if self.huge { HUGE_PAGE } else { page };
+        // (Transparent huge pages are touched per 4 KiB: where the kernel found no huge page,
+        // the 2 MiB are small pages.)
+        let data_page = if self.pages == Pages::Huge { HUGE_PAGE } else { page };
         let offsets = std::iter::once(0).chain((page..self.total_len()).step_by(data_page));
         for off in offsets {
             // SAFETY: off < total, inside the mapping; the map is freshly created, so no one
@@ -630,6 +759,26 @@ fn map_ring_file(res: &Reservation, fd: BorrowedFd<'_>, len: usize) -> io::Resul
     .map_err(|e| mirror_enomem(e, len))
 }
 
+/// Makes view B of `len` bytes at `ctrl + H + N` from view A, the shared memory at `ctrl + H`,
+/// with `backend`'s `mremap` form.
+fn mirror_by_mremap(res: &Reservation, len: usize, backend: Backend) -> io::Result<()> {
+    let h = sys::page_size();
+    let (old_len, flag) = if backend == Backend::MirrorFlag { (len, sys::MREMAP_MIRROR) } else { (0, 0) };
+    step(Step::MapSecond, || {
+        // SAFETY: source and target are inside our reservation; the source is the MAP_SHARED
+        // mapping the caller just made, never private memory.
+        unsafe { sys::mremap_fixed(res.at(h), old_len, len, flag, res.at(h + len)) }
+    })
+    .map_err(|e| mirror_enomem(e, len))
+}
+
+/// ENOMEM from mapping `len` bytes of anonymous shared memory, explained.
+fn shared_enomem(e: io::Error, len: usize) -> io::Error {
+    explain_enomem(e, || {
+        format!("cannot map {len} bytes of shared memory (overcommit limit, RLIMIT_AS or vm.max_map_count)")
+    })
+}
+
 fn mirror_enomem(e: io::Error, len: usize) -> io::Error {
     explain_enomem(e, || {
         format!(
@@ -660,7 +809,7 @@ impl fmt::Debug for MirrorMap {
             .field("ptr", &self.as_ptr())
             .field("len", &self.len)
             .field("backend", &self.backend)
-            .field("huge_pages", &self.huge)
+            .field("pages", &self.pages)
             .field("fd", &self.fd)
             .finish()
     }
@@ -677,6 +826,15 @@ struct Reservation {
 }
 
 impl Reservation {
+    /// A reservation for a map of `len` bytes of `pages`: 2 MiB-aligned views for any huge
+    /// pages.
+    fn for_pages(len: usize, pages: Pages) -> io::Result<Reservation> {
+        match pages {
+            Pages::Small => Reservation::new(len),
+            Pages::Huge | Pages::Transparent => Reservation::new_huge(len),
+        }
+    }
+
     fn new(len: usize) -> io::Result<Reservation> {
         let total = total_len(len).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
         let base = Self::reserve(total, len)?;
@@ -726,13 +884,13 @@ impl Reservation {
     }
 
     /// Hands the reservation, now holding a complete mirror of `len` bytes, to a `MirrorMap`.
-    fn into_map(self, len: usize, huge: bool, backend: Backend, fd: Option<OwnedFd>) -> MirrorMap {
+    fn into_map(self, len: usize, pages: Pages, backend: Backend, fd: Option<OwnedFd>) -> MirrorMap {
         let map = MirrorMap {
             base: self.base,
             res_len: self.total,
             ctrl: self.ctrl,
             len,
-            huge,
+            pages,
             backend,
             fd,
             dont_fork_owner: None,

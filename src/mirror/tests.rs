@@ -290,3 +290,108 @@ fn huge_page_failure_at_every_step_leaks_nothing() {
         }
     }
 }
+
+/// The transparent-huge-page path made to fail at each of its steps, for each backend it can
+/// take (the memfd form, which only `Auto` falls back to, is built directly here), with every
+/// option: no mapping and no descriptor left, the errno kept. The knob is not consulted (its
+/// check comes before the first step), so this runs wherever the backends do.
+#[test]
+fn thp_failure_at_every_step_leaks_nothing() {
+    use Step::*;
+    let mremap_steps: &[Step] = &[Reserve, MapControl, MapFirst, MapSecond, Advise, Prefault, DontFork, Lock];
+    let cases: &[(Backend, &[Step])] = &[
+        (Backend::MirrorFlag, mremap_steps),
+        (Backend::Duplicate, mremap_steps),
+        (
+            Backend::Memfd,
+            &[Reserve, MapControl, MemfdCreate, Truncate, MapFirst, MapSecond, Advise, Prefault, DontFork, Lock],
+        ),
+    ];
+    let mut checked = 0;
+    for &(backend, steps) in cases {
+        if !backend.is_available() {
+            continue;
+        }
+        for &step in steps {
+            let status = in_child(|| {
+                let maps_before = our_mappings();
+                let fds_before = open_fds();
+                FAIL_AT.with(|f| f.set(Some((step, libc::EIO))));
+                LAST_RESERVATION.with(|r| r.set(None));
+                let len = 4 << 20;
+                let opts = MirrorOptions::new().prefault(true).dont_fork(true).lock_memory(true).clone();
+                let r = Reservation::for_pages(len, Pages::Transparent)
+                    .and_then(|res| MirrorMap::build_in(res, len, backend, Pages::Transparent))
+                    .and_then(|map| map.finish(&opts));
+                FAIL_AT.with(|f| f.set(None));
+                let Err(e) = r else { return 10 };
+                let os = e
+                    .raw_os_error()
+                    .or_else(|| std::error::Error::source(&e)?.downcast_ref::<io::Error>()?.raw_os_error());
+                if os != Some(libc::EIO) {
+                    return 11;
+                }
+                if step == Advise && e.kind() != io::ErrorKind::Unsupported {
+                    return 15;
+                }
+                left_behind(&maps_before, &fds_before)
+            });
+            assert_eq!(
+                status, 0,
+                "THP {backend} failing at {step:?} (10: no error, 11: errno lost, 12-14: leak, 15: a refused \
+                 MADV_HUGEPAGE not Unsupported)"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "too few backends available to test ({checked} cases)");
+}
+
+/// Which values of `shmem_enabled` let a map ask for transparent huge pages, and what the
+/// refusal says.
+#[test]
+fn the_shmem_thp_knob_is_read_by_its_selected_word() {
+    use super::huge::thp_mode_allows;
+    for ok in ["[always] within_size advise never deny force", "always within_size [advise] never deny force"] {
+        assert!(thp_mode_allows(ok).is_ok(), "{ok}");
+    }
+    assert!(thp_mode_allows("always [within_size] advise never deny force\n").is_ok());
+    assert!(thp_mode_allows("always within_size advise never deny [force]").is_ok());
+    for off in ["always within_size advise [never] deny force\n", "always within_size advise never [deny] force"] {
+        let e = thp_mode_allows(off).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        let word = off.split_once('[').unwrap().1.split_once(']').unwrap().0;
+        assert!(e.to_string().contains(&format!("`{word}`")) && e.to_string().contains("shmem_enabled"), "{e}");
+    }
+    // Unreadable text is a refusal that shows it, not a panic.
+    for junk in ["", "advise", "[", "]["] {
+        let e = thp_mode_allows(junk).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{junk:?}");
+    }
+}
+
+/// `Auto`'s last resort for transparent huge pages, a memfd of `N` bytes mapped twice, mirrors,
+/// reports `Memfd`, and keeps no descriptor. In a child, whose descriptors are its own.
+#[test]
+fn the_thp_memfd_form_mirrors_and_keeps_no_descriptor() {
+    if !Backend::Memfd.is_available() {
+        return;
+    }
+    let status = in_child(|| {
+        let fds_before = open_fds();
+        let len = 2 << 20;
+        let Ok(map) = Reservation::for_pages(len, Pages::Transparent)
+            .and_then(|res| MirrorMap::build_in(res, len, Backend::Memfd, Pages::Transparent))
+        else {
+            return 2;
+        };
+        if !verify_mirror(&map) || map.as_ptr() as usize % HUGE_PAGE != 0 {
+            return 3;
+        }
+        if map.backend() != Backend::Memfd || map.as_fd().is_some() || !map.transparent_huge_pages() {
+            return 4;
+        }
+        i32::from(open_fds() != fds_before) * 5
+    });
+    assert_eq!(status, 0, "2: not built, 3: no mirror or misaligned, 4: wrong report, 5: a descriptor kept");
+}

@@ -117,6 +117,29 @@ impl RingOptions {
         self
     }
 
+    /// Ask for the ring's data in 2 MiB transparent huge pages of shared memory (see
+    /// [`MirrorOptions::transparent_huge_pages`]): no reserved pool, but the kernel's
+    /// `/sys/kernel/mm/transparent_hugepage/shmem_enabled` must allow them (`advise` or
+    /// more); where it says `never`, the usual default, creation fails with `Unsupported` and
+    /// a message naming that file. The capacity is rounded up to a power of two of at least
+    /// 2 MiB. Works between threads and across `fork`, with `Auto`, `MirrorFlag` or
+    /// `Duplicate` (not through [`SharedRing::from_fd`](crate::SharedRing::from_fd)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mirror_ring::RingOptions;
+    ///
+    /// match RingOptions::new().capacity(4 << 20).transparent_huge_pages(true).build() {
+    ///     Ok((tx, _rx)) => assert_eq!(tx.capacity(), 4 << 20),
+    ///     Err(e) => assert!(e.to_string().contains("shmem_enabled"), "{e}"),
+    /// }
+    /// ```
+    pub fn transparent_huge_pages(&mut self, yes: bool) -> &mut Self {
+        self.map.transparent_huge_pages(yes);
+        self
+    }
+
     /// Keep the ring out of forked children (`MADV_DONTFORK` over the whole ring).
     pub fn dont_fork(&mut self, yes: bool) -> &mut Self {
         self.map.dont_fork(yes);

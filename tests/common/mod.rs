@@ -264,6 +264,29 @@ pub fn set_soft_limit(res: libc::__rlimit_resource_t, soft: usize) -> Option<lib
     }
 }
 
+/// A field of the `/proc/self/smaps` entry of the mapping that holds `addr`, in kB
+/// (`KernelPageSize`, `ShmemPmdMapped`, ...); `None` if there is no such mapping or field.
+pub fn smaps_kb(addr: usize, field: &str) -> Option<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut inside = false;
+    for l in smaps.lines() {
+        if let Some((range, _)) = l.split_once(' ') {
+            if let Some((a, b)) = range.split_once('-') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                    inside = a <= addr && addr < b;
+                    continue;
+                }
+            }
+        }
+        if inside {
+            if let Some(v) = l.strip_prefix(field).and_then(|v| v.strip_prefix(':')) {
+                return v.trim().trim_end_matches("kB").trim().parse().ok();
+            }
+        }
+    }
+    None
+}
+
 /// The bytes this process has locked in memory (`VmLck` in /proc/self/status).
 pub fn locked_bytes() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");

@@ -1,0 +1,290 @@
+//! Transparent huge pages (`RingOptions::transparent_huge_pages`,
+//! `MirrorOptions::transparent_huge_pages`): shared memory in 2 MiB pages without a reserved
+//! pool, mirrored by every mremap backend with both views mapped in 2 MiB entries, streamed
+//! across the seam between threads and across fork, locked, kept out of children, unmapped on
+//! drop; and where the kernel's knob says no, a clear error.
+//!
+//! The kernel decides through `/sys/kernel/mm/transparent_hugepage/shmem_enabled`, which most
+//! machines ship as `never`. Run as root, each test sets it to what it needs (`advise`: only
+//! memory that asks gets huge pages, so nothing else on the machine changes) and puts the old
+//! value back when it ends, also when it fails, holding a lock meanwhile so that the tests of
+//! this file never change it under each other. Without root, the tests that need huge pages
+//! check the error path instead.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::sync::{Mutex, MutexGuard};
+
+use common::{in_child, locked_bytes, mapped_at, mirrors_at, open_fds, our_mappings, page_size, smaps_kb, Pattern};
+use mirror_ring::{Backend, MirrorMap, MirrorOptions, RingOptions};
+
+const HUGE: usize = 2 << 20;
+const KNOB: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+
+/// Serialises the tests of this file: the knob is global.
+static KNOB_LOCK: Mutex<()> = Mutex::new(());
+
+/// The knob's selected value (`never` in `always within_size advise [never] deny force`).
+fn mode() -> Option<String> {
+    let text = std::fs::read_to_string(KNOB).ok()?;
+    let (_, rest) = text.split_once('[')?;
+    Some(rest.split_once(']')?.0.to_owned())
+}
+
+/// The test's hold on the knob: the lock, and the value to put back (if this test changed it).
+struct Knob {
+    restore: Option<String>,
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl Drop for Knob {
+    fn drop(&mut self) {
+        if let Some(old) = &self.restore {
+            if let Err(e) = std::fs::write(KNOB, old) {
+                eprintln!("could not put {KNOB} back to {old}: {e}");
+            }
+        }
+    }
+}
+
+/// Takes the lock and sets the knob to `want` unless it says that already. `Err(knob)` (still
+/// holding the lock) when it cannot be set here (not root, or no such knob).
+fn set_knob(want: &str) -> Result<Knob, Knob> {
+    let lock = KNOB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut knob = Knob { restore: None, _lock: lock };
+    let Some(now) = mode() else { return Err(knob) };
+    if now == want {
+        return Ok(knob);
+    }
+    if std::fs::write(KNOB, want).is_err() {
+        return Err(knob);
+    }
+    knob.restore = Some(now);
+    if mode().as_deref() == Some(want) {
+        Ok(knob)
+    } else {
+        Err(knob)
+    }
+}
+
+/// Shared memory may have transparent huge pages (the knob is `advise` or more), for as long as
+/// the result lives.
+fn allow() -> Result<Knob, Knob> {
+    match mode().as_deref() {
+        Some("always" | "within_size" | "force") => set_knob(mode().as_deref().unwrap_or("advise")),
+        _ => set_knob("advise"),
+    }
+}
+
+/// The error creation must give where the knob says no.
+fn assert_names_the_knob(e: &std::io::Error) {
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("shmem_enabled"), "the error must name the knob: {e}");
+}
+
+/// kB of the mapping at `addr` that the kernel maps in 2 MiB entries.
+fn pmd_kb(addr: usize) -> u64 {
+    smaps_kb(addr, "ShmemPmdMapped").unwrap_or_else(|| panic!("no ShmemPmdMapped for the mapping at {addr:#x}"))
+}
+
+/// Both views of `map`, wholly in 2 MiB entries (the map must have been written or prefaulted).
+fn assert_both_views_huge(map: &MirrorMap, what: &str) {
+    let (a, n) = (map.as_ptr() as usize, map.len());
+    let want = (n / 1024) as u64;
+    // Best effort by the kernel, but on a machine with free memory it finds 2 MiB pages; a
+    // failure here on a machine short of contiguous memory says so.
+    assert_eq!(pmd_kb(a), want, "{what}: view A not in 2 MiB entries (is the machine short of free 2 MiB blocks?)");
+    assert_eq!(pmd_kb(a + n), want, "{what}: view B not in 2 MiB entries");
+}
+
+#[test]
+fn a_thp_map_mirrors_with_both_views_in_2_mib_pages_and_leaves_nothing() {
+    let Ok(_knob) = allow() else {
+        let e = MirrorOptions::new().transparent_huge_pages(true).map(HUGE).unwrap_err();
+        return assert_names_the_knob(&e);
+    };
+    let backends: Vec<Backend> = [Backend::Auto, Backend::MirrorFlag, Backend::Duplicate]
+        .into_iter()
+        .filter(|b| *b == Backend::Auto || b.is_available())
+        .collect();
+    for backend in backends {
+        let maps_before = our_mappings();
+        let fds_before = open_fds();
+        let map = MirrorOptions::new()
+            .backend(backend)
+            .transparent_huge_pages(true)
+            .prefault(true)
+            .map(3 << 20)
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        assert_eq!(map.len(), 4 << 20, "{backend}: rounded up to a power of two of at least 2 MiB");
+        assert!(map.transparent_huge_pages() && !map.huge_pages(), "{backend}");
+        assert_ne!(map.backend(), Backend::Memfd, "{backend}: an mremap backend works here");
+        assert!(map.as_fd().is_none(), "{backend}");
+        assert_eq!(map.as_ptr() as usize % HUGE, 0, "{backend}: view A starts on a 2 MiB boundary");
+        assert_both_views_huge(&map, &backend.to_string());
+        for (i, off) in [0, 1, HUGE - 1, HUGE, map.len() / 2 + 7, map.len() - 1].into_iter().enumerate() {
+            assert!(mirrors_at(&map, off, 0x40 + i as u8), "{backend}: no mirror at offset {off}");
+        }
+        // The control page is a mapping of its own right below view A; the address space
+        // reserved to align view A is given back.
+        let a = map.as_ptr() as usize;
+        assert!(mapped_at(a - page_size(), page_size()), "{backend}: no control page below view A");
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let slack = maps.lines().filter(|l| l.split_whitespace().nth(1) == Some("---p")).any(|l| {
+            let (x, y) = l.split_whitespace().next().unwrap().split_once('-').unwrap();
+            let (x, y) = (usize::from_str_radix(x, 16).unwrap(), usize::from_str_radix(y, 16).unwrap());
+            y == a - page_size() || x == a + 2 * map.len()
+        });
+        assert!(!slack, "{backend}: alignment slack left reserved");
+        assert_eq!(open_fds(), fds_before, "{backend}: no descriptor kept");
+        drop(map);
+        assert_eq!(our_mappings(), maps_before, "{backend}: no mapping left behind");
+    }
+}
+
+/// Where the knob says `never`, creation fails with `Unsupported` naming it, and leaves
+/// nothing behind; an explicit `Memfd` is `Unsupported` whatever the knob says, and asking for
+/// both kinds of huge page is `InvalidInput`.
+#[test]
+fn refusals_are_clear_and_leave_nothing() {
+    // Held to the end: the mapping and descriptor counts below need the other tests of this
+    // file to be out of the way.
+    let off = set_knob("never");
+    let maps_before = our_mappings();
+    let fds_before = open_fds();
+    {
+        if off.is_ok() || mode().as_deref().is_some_and(|m| m == "never" || m == "deny") {
+            for backend in [Backend::Auto, Backend::MirrorFlag, Backend::Duplicate] {
+                let e = MirrorOptions::new().backend(backend).transparent_huge_pages(true).map(HUGE).unwrap_err();
+                assert_names_the_knob(&e);
+                assert!(e.to_string().contains("never"), "the error must say what the knob says: {e}");
+            }
+            let e = RingOptions::new().transparent_huge_pages(true).build().unwrap_err();
+            assert_names_the_knob(&e);
+        } else {
+            eprintln!("cannot set {KNOB} to never here: the refusal is not checked");
+        }
+    }
+    let e = MirrorOptions::new().backend(Backend::Memfd).transparent_huge_pages(true).map(HUGE).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("memfd"), "{e}");
+    let e = MirrorOptions::new().huge_pages(true).transparent_huge_pages(true).map(HUGE).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    let e = RingOptions::new().huge_pages(true).transparent_huge_pages(true).shared().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert_eq!(our_mappings(), maps_before, "a refused creation leaves no mapping");
+    assert_eq!(open_fds(), fds_before, "a refused creation leaves no descriptor");
+    drop(off);
+}
+
+/// Streams a pattern through a THP ring between two threads with writes and reads of odd sizes,
+/// so that copies cross the seam between the views (and the 2 MiB page boundaries) at every
+/// kind of offset.
+#[test]
+fn a_thp_ring_streams_across_the_seam_between_threads() {
+    let Ok(_knob) = allow() else {
+        let e = RingOptions::new().capacity(1).transparent_huge_pages(true).build().unwrap_err();
+        return assert_names_the_knob(&e);
+    };
+    let (mut tx, mut rx) = RingOptions::new().capacity(1).transparent_huge_pages(true).build().unwrap();
+    assert_eq!(tx.capacity(), HUGE, "the capacity is rounded up to one huge page");
+    let pat = Pattern::new(21);
+    let total = 5 * HUGE as u64 + 12_345;
+    std::thread::scope(|s| {
+        let pat = &pat;
+        s.spawn(move || {
+            let mut pos = 0u64;
+            let mut k = 0usize;
+            while pos < total {
+                let n = ((total - pos) as usize).min([4093, 65_537, 1, 250_001][k % 4]);
+                tx.write_all(pat.at(pos, n)).unwrap();
+                pos += n as u64;
+                k += 1;
+            }
+        });
+        let mut pos = 0u64;
+        let mut buf = vec![0u8; 300_007];
+        loop {
+            let n = rx.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(pat.matches(pos, &buf[..n]), "wrong bytes at stream position {pos}");
+            pos += n as u64;
+        }
+        assert_eq!(pos, total, "every byte, then end of stream");
+    });
+}
+
+/// Across fork: the child writes into a THP ring made by the parent, the parent reads.
+#[test]
+fn a_thp_ring_works_across_fork() {
+    let Ok(_knob) = allow() else {
+        let e = RingOptions::new().capacity(4 << 20).transparent_huge_pages(true).shared().unwrap_err();
+        return assert_names_the_knob(&e);
+    };
+    let ring = RingOptions::new().capacity(4 << 20).transparent_huge_pages(true).shared().unwrap();
+    assert!(ring.as_fd().is_none(), "no descriptor");
+    let pat = Pattern::new(5);
+    let total = 3 * (4u64 << 20) + 999;
+    let child_ring = ring.clone();
+    let mut producer = common::spawn_child(|| {
+        let Ok(mut tx) = child_ring.into_producer() else { return 3 };
+        let mut pos = 0u64;
+        while pos < total {
+            let n = ((total - pos) as usize).min(100_003);
+            if tx.write_all(pat.at(pos, n)).is_err() {
+                return 4;
+            }
+            pos += n as u64;
+        }
+        0
+    });
+    let mut rx = ring.into_consumer().unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    loop {
+        let n = rx.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(pat.matches(pos, &buf[..n]), "wrong bytes at stream position {pos}");
+        pos += n as u64;
+    }
+    assert_eq!(pos, total);
+    assert_eq!(producer.wait(), 0, "the child failed (3: no producer, 4: a write failed)");
+}
+
+/// `lock_memory(true)` locks the control page and both views of a THP map, counted in `VmLck`
+/// as 4 KiB pages are (`H + 2N`), and they stay in 2 MiB entries; `dont_fork(true)` keeps all
+/// of it out of a child. In children, which start with nothing locked.
+#[test]
+fn lock_memory_and_dont_fork_with_thp() {
+    let Ok(_knob) = allow() else {
+        let e = MirrorOptions::new().transparent_huge_pages(true).lock_memory(true).map(HUGE).unwrap_err();
+        return assert_names_the_knob(&e);
+    };
+    let status = in_child(|| {
+        let Ok(map) = MirrorOptions::new().transparent_huge_pages(true).lock_memory(true).map(4 << 20) else {
+            return 2;
+        };
+        if locked_bytes() != page_size() + 2 * map.len() {
+            return 3;
+        }
+        let (a, n) = (map.as_ptr() as usize, map.len());
+        if pmd_kb(a) != (n / 1024) as u64 || pmd_kb(a + n) != (n / 1024) as u64 {
+            return 4;
+        }
+        i32::from(!mirrors_at(&map, n - 1, 0x42)) * 5
+    });
+    assert_eq!(
+        status, 0,
+        "2 = creation failed, 3 = VmLck is not H + 2N, 4 = a view not in 2 MiB entries, 5 = no mirror"
+    );
+    let map = MirrorOptions::new().transparent_huge_pages(true).dont_fork(true).prefault(true).map(4 << 20).unwrap();
+    let (a, n) = (map.as_ptr() as usize, map.len());
+    assert!(mirrors_at(&map, n - 3, 0x11));
+    let status = in_child(|| i32::from(mapped_at(a - page_size(), page_size() + 2 * n)));
+    assert_eq!(status, 0, "the child must not inherit any part of a dont_fork THP map");
+}
