@@ -1317,104 +1317,120 @@ fn recommend(sizes: &[usize], col: &[f64]) -> Option<(usize, f64)> {
 /// Ring sizes of the huge-page section.
 const HUGE_SIZES: [usize; 4] = [4 * MIB, 16 * MIB, 64 * MIB, 256 * MIB];
 
-/// Huge pages against 4 KiB pages: creation with prefault, the first lap over a fresh ring,
-/// and streaming (4 KiB writes, threads) at ring sizes that fit in the free huge pages. Skipped
-/// (with a note saying how to reserve pages) when none are free: the demo never changes the
-/// system's huge-page pool itself.
+/// Huge pages and transparent huge pages against 4 KiB pages: creation with prefault, the first
+/// lap over a fresh ring, and streaming (4 KiB writes, threads). Huge pages at the ring sizes
+/// that fit in the free pool; transparent huge pages where the kernel's `shmem_enabled` allows
+/// them. Skipped (with a note saying how to enable each) when neither is there: the demo never
+/// changes the system's pool or knob itself.
 fn huge_section(cfg: &Cfg, p: &mut Progress, advice: &mut Vec<String>) {
     println!("## Huge pages (2 MiB) against 4 KiB pages\n");
     let free = huge_pages_free();
-    let sizes: Vec<usize> = HUGE_SIZES
-        .iter()
-        .copied()
-        .filter(|&s| (s / (2 * MIB)) as u64 <= free)
-        .take(if cfg.quick { 2 } else { HUGE_SIZES.len() })
-        .collect();
-    if sizes.is_empty() {
+    let thp = shmem_thp_allowed();
+    let limit = if cfg.quick { 2 } else { HUGE_SIZES.len() };
+    let sizes: Vec<usize> =
+        HUGE_SIZES.iter().copied().filter(|&s| thp || (s / (2 * MIB)) as u64 <= free).take(limit).collect();
+    let huge_fits = |size: usize| (size / (2 * MIB)) as u64 <= free;
+    if !sizes.iter().any(|&s| huge_fits(s)) {
         println!(
-            "No free huge pages (free: {free}): skipped. Reserve some to see this section, for example \
+            "No free huge pages (free: {free}): hugetlb not measured. Reserve some to see it, for example \
              `echo 160 | sudo tee /proc/sys/vm/nr_hugepages` (320 MiB; put the old value back afterwards).\n"
         );
         advice.push("Huge pages: none free here (`/proc/sys/vm/nr_hugepages`), not measured.".into());
+    }
+    if !thp {
+        println!(
+            "Transparent huge pages for shared memory are off here (`/sys/kernel/mm/transparent_hugepage/shmem_enabled`): \
+             not measured. `echo advise | sudo tee` that file to see them (put the old value back afterwards).\n"
+        );
+        advice.push("Transparent huge pages: `shmem_enabled` does not allow them here, not measured.".into());
+    }
+    if sizes.is_empty() {
         return;
     }
     println!(
-        "Free 2 MiB huge pages: {free}; sizes measured: {}.\n",
+        "Free 2 MiB huge pages: {free}; transparent huge pages for shared memory: {}; sizes measured: {}.\n",
+        if thp { "allowed" } else { "off" },
         sizes.iter().map(|&s| fmt_size(s)).collect::<Vec<_>>().join(", ")
     );
-    // Creation with prefault and the first lap, interleaved 4 KiB / huge, medians.
+    let mut pagings = vec![Paging::Small];
+    if sizes.iter().any(|&s| huge_fits(s)) {
+        pagings.push(Paging::Huge);
+    }
+    if thp {
+        pagings.push(Paging::Thp);
+    }
+    // Creation with prefault and the first lap, interleaved, medians.
     let reps = if cfg.quick { 3 } else { 5 };
+    let k = pagings.len();
     let mut rows = Vec::new();
     for &size in &sizes {
-        let mut create = [Vec::new(), Vec::new()];
-        let mut lap1 = [Vec::new(), Vec::new()];
-        let mut lap2 = [Vec::new(), Vec::new()];
-        // huge / 4 KiB creation time, per repetition.
-        let mut ratios = Vec::new();
+        let (mut create, mut lap1, mut lap2) = (vec![Vec::new(); k], vec![Vec::new(); k], vec![Vec::new(); k]);
+        // Each huge kind's creation time over 4 KiB pages', per repetition.
+        let mut ratios = vec![Vec::new(); k];
         for rep in 0..reps {
-            let mut this = [None; 2];
-            for i in rotation(2, rep) {
-                let huge = i == 1;
-                p.step(
-                    "huge pages",
-                    &format!("{} rep {}/{reps}: {}", fmt_size(size), rep + 1, if huge { "huge" } else { "4 KiB" }),
-                );
-                if let Ok(d) = create_ring_paged(size, true, huge) {
+            let mut this = vec![None; k];
+            for i in rotation(k, rep) {
+                let paging = pagings[i];
+                if paging == Paging::Huge && !huge_fits(size) {
+                    continue;
+                }
+                p.step("huge pages", &format!("{} rep {}/{reps}: {}", fmt_size(size), rep + 1, paging.name()));
+                if let Ok(d) = create_ring_paged(size, true, paging) {
                     create[i].push(d.as_secs_f64() * 1e6);
                     this[i] = Some(d.as_secs_f64());
                 }
-                if let Ok((a, b)) = first_lap(size, huge) {
+                if let Ok((a, b)) = first_lap(size, paging) {
                     lap1[i].push(a.as_secs_f64() * 1e6);
                     lap2[i].push(b.as_secs_f64() * 1e6);
                 }
             }
-            if let [Some(small), Some(huge)] = this {
-                ratios.push(huge / small);
+            for i in 1..k {
+                if let (Some(small), Some(x)) = (this[0], this[i]) {
+                    ratios[i].push(x / small);
+                }
             }
         }
-        let m = |v: &Vec<f64>| median(v);
-        rows.push(vec![
-            fmt_size(size),
-            format!("{:.0}", m(&create[0])),
-            format!("{:.0}", m(&create[1])),
-            Summary::of(&ratios).map_or("no paired repetitions".into(), |s| s.ratio_text()),
-            format!("{:.0}", m(&lap1[0])),
-            format!("{:.0}", m(&lap1[1])),
-            format!("{:.0}", m(&lap2[0])),
-            format!("{:.0}", m(&lap2[1])),
-        ]);
+        let m = |v: &Vec<f64>| if v.is_empty() { "-".to_string() } else { format!("{:.0}", median(v)) };
+        let mut row = vec![fmt_size(size)];
+        row.extend(create.iter().map(m));
+        row.extend((1..k).map(|i| Summary::of(&ratios[i]).map_or("-".into(), |s| s.ratio_text())));
+        row.extend(lap1.iter().map(m));
+        row.extend(lap2.iter().map(m));
+        rows.push(row);
     }
     p.clear();
     println!("Creation with `prefault(true)` (both views populated) and one lap of 4 KiB writes then reads in one thread, µs (median of {reps}):\n");
-    let head: Vec<String> = [
-        "ring",
-        "create, 4 KiB pages",
-        "create, huge",
-        "huge / 4 KiB, per repetition",
-        "first lap, 4 KiB pages",
-        "first lap, huge",
-        "second lap, 4 KiB pages",
-        "second lap, huge",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut head = vec!["ring".to_string()];
+    head.extend(pagings.iter().map(|g| format!("create, {}", g.name())));
+    head.extend(pagings[1..].iter().map(|g| format!("{} / 4 KiB, per repetition", g.name())));
+    head.extend(pagings.iter().map(|g| format!("first lap, {}", g.name())));
+    head.extend(pagings.iter().map(|g| format!("second lap, {}", g.name())));
     print_table(&head, &rows);
-    let comps = [Competitor::MirrorHuge, Competitor::MirrorBlocking(Backend::Auto, DEFAULT_SPIN), Competitor::Rtrb];
+    let mut comps = vec![Competitor::MirrorBlocking(Backend::Auto, DEFAULT_SPIN)];
+    if pagings.contains(&Paging::Huge) {
+        comps.push(Competitor::MirrorHuge);
+    }
+    if thp {
+        comps.push(Competitor::MirrorThp);
+    }
+    comps.push(Competitor::Rtrb);
     let cells: Vec<(usize, usize)> = sizes.iter().map(|&s| (s, 4 * KIB)).collect();
     let (data, outcomes, notes) = measure(cfg, p, "huge pages (streaming)", Mode::Threads, &comps, &cells);
     p.clear();
     println!("Streaming between two threads, 4 KiB writes, `io::Write` / `io::Read`, by ring size:\n");
     let rows: Vec<String> = sizes.iter().map(|&c| fmt_size(c)).collect();
-    print_stream_tables("ring", &rows, &comps, &data, &outcomes, &[1, 2]);
+    let pairs: Vec<usize> = (1..comps.len()).collect();
+    print_stream_tables("ring", &rows, &comps, &data, &outcomes, &pairs);
     print!("{notes}");
-    let per: Vec<String> =
-        sizes.iter().zip(&outcomes).map(|(s, (_, o))| format!("{} {}", fmt_size(*s), o.ratio_here(0, 1))).collect();
-    advice.push(format!(
-        "Huge pages (`RingOptions::huge_pages(true)`), streaming against 4 KiB pages: {}; creation with prefault \
-         and the first lap: see the huge-page table.",
-        per.join(", ")
-    ));
+    for (j, c) in comps.iter().enumerate().skip(1).take(comps.len() - 2) {
+        let per: Vec<String> =
+            sizes.iter().zip(&outcomes).map(|(s, (_, o))| format!("{} {}", fmt_size(*s), o.ratio_here(j, 0))).collect();
+        advice.push(format!(
+            "{} against 4 KiB pages, streaming: {}; creation with prefault and the first lap: see the huge-page table.",
+            c.name(),
+            per.join(", ")
+        ));
+    }
 }
 
 /// The async ends and relays, interleaved (`benches/support/async_rows.rs`): the medians, then

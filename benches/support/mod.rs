@@ -284,11 +284,46 @@ pub fn huge_pages_free() -> u64 {
         .unwrap_or(0)
 }
 
-/// Time to build a thread ring of `cap` bytes with default options, optionally prefaulted and
-/// optionally on huge pages; the drop is not timed.
-pub fn create_ring_paged(cap: usize, prefault: bool, huge: bool) -> io::Result<Duration> {
-    let mut o = RingOptions::new();
-    o.capacity(cap).prefault(prefault).huge_pages(huge);
+/// Whether shared memory may have transparent huge pages here: the kernel's
+/// `shmem_enabled` knob selects `advise` or more. The demo never changes it.
+pub fn shmem_thp_allowed() -> bool {
+    let knob = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled").unwrap_or_default();
+    ["[always]", "[within_size]", "[advise]", "[force]"].iter().any(|m| knob.contains(m))
+}
+
+/// What backs a ring's data in the page-size comparisons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Paging {
+    /// 4 KiB pages (the default).
+    Small,
+    /// 2 MiB hugetlb pages (`RingOptions::huge_pages`).
+    Huge,
+    /// Transparent huge pages of shared memory (`RingOptions::transparent_huge_pages`).
+    Thp,
+}
+
+impl Paging {
+    pub fn name(self) -> &'static str {
+        match self {
+            Paging::Small => "4 KiB pages",
+            Paging::Huge => "huge pages",
+            Paging::Thp => "transparent huge pages",
+        }
+    }
+
+    /// Default options for a ring of `cap` bytes backed this way.
+    pub fn options(self, cap: usize) -> RingOptions {
+        let mut o = RingOptions::new();
+        o.capacity(cap).huge_pages(self == Paging::Huge).transparent_huge_pages(self == Paging::Thp);
+        o
+    }
+}
+
+/// Time to build a thread ring of `cap` bytes with default options backed per `paging`,
+/// optionally prefaulted; the drop is not timed.
+pub fn create_ring_paged(cap: usize, prefault: bool, paging: Paging) -> io::Result<Duration> {
+    let mut o = paging.options(cap);
+    o.prefault(prefault);
     let t = Instant::now();
     let ring = o.build()?;
     let d = t.elapsed();
@@ -300,9 +335,9 @@ pub fn create_ring_paged(cap: usize, prefault: bool, huge: bool) -> io::Result<D
 /// 4 KiB `write_all`s then read back with 4 KiB `read`s, twice. The first lap pays every page
 /// fault of both views (4 KiB pages: one per 4 KiB per view; huge pages: one per 2 MiB per
 /// view). Returns (first lap, second lap); creation is not timed.
-pub fn first_lap(cap: usize, huge: bool) -> io::Result<(Duration, Duration)> {
+pub fn first_lap(cap: usize, paging: Paging) -> io::Result<(Duration, Duration)> {
     use std::io::{Read, Write};
-    let (mut tx, mut rx) = RingOptions::new().capacity(cap).huge_pages(huge).build()?;
+    let (mut tx, mut rx) = paging.options(cap).build()?;
     let cap = tx.capacity();
     let src = vec![0x5Au8; 4 * KIB];
     let mut dst = vec![0u8; 4 * KIB];

@@ -278,6 +278,8 @@ pub enum Competitor {
     /// mirror-ring through `io::Write` / `io::Read` (blocking, default options) over 2 MiB
     /// huge pages (`RingOptions::huge_pages`).
     MirrorHuge,
+    /// The same over transparent huge pages (`RingOptions::transparent_huge_pages`).
+    MirrorThp,
     /// The same protocol over a non-mirrored buffer: copies split at the wrap.
     Split,
     /// The floor: a minimal hand-written mirrored ring.
@@ -308,6 +310,7 @@ impl Competitor {
             }
             Competitor::MirrorWatermark(w) => format!("mirror-ring/watermark-{}", fmt_size(w).replace(' ', "")),
             Competitor::MirrorHuge => "mirror-ring/huge-pages".into(),
+            Competitor::MirrorThp => "mirror-ring/thp".into(),
             Competitor::Split => "split-copy-ring".into(),
             Competitor::Minimal => "minimal-mirror".into(),
             Competitor::MinimalNt => "minimal-mirror-nt".into(),
@@ -316,6 +319,15 @@ impl Competitor {
             Competitor::RingbufCached => "ringbuf/cached".into(),
             Competitor::Pipe => "pipe".into(),
             Competitor::Socketpair => "socketpair".into(),
+        }
+    }
+
+    /// What backs the ring's data: huge pages for the two huge-page competitors.
+    fn paging(self) -> Paging {
+        match self {
+            Competitor::MirrorHuge => Paging::Huge,
+            Competitor::MirrorThp => Paging::Thp,
+            _ => Paging::Small,
         }
     }
 
@@ -334,6 +346,7 @@ impl Competitor {
             Competitor::Mirror(b) | Competitor::MirrorBlocking(b, _) => b.is_available(),
             Competitor::MirrorWatermark(_) | Competitor::MirrorIo => Backend::Auto.is_available(),
             Competitor::MirrorHuge => huge_pages_free() > 0,
+            Competitor::MirrorThp => shmem_thp_allowed(),
             _ => true,
         }
     }
@@ -370,14 +383,13 @@ pub fn stream(c: Competitor, mode: Mode, cap: usize, run: &Run) -> io::Result<Ti
             let (p, q) = mirror_options(Backend::Auto, cap, None).build()?;
             stream_threads(MirrorBlockingTx(p), MirrorWatermarkRx::new(q, w), run)
         }
-        (Competitor::MirrorHuge, Mode::Threads) => {
-            let (p, q) = RingOptions::new().capacity(cap).huge_pages(true).build()?;
+        (Competitor::MirrorHuge | Competitor::MirrorThp, Mode::Threads) => {
+            let (p, q) = c.paging().options(cap).build()?;
             stream_threads(MirrorBlockingTx(p), MirrorBlockingRx::new(q), run)
         }
-        (Competitor::MirrorHuge, Mode::Fork) => stream_fork(
-            MirrorFork { ring: RingOptions::new().capacity(cap).huge_pages(true).shared()?, blocking: true },
-            run,
-        ),
+        (Competitor::MirrorHuge | Competitor::MirrorThp, Mode::Fork) => {
+            stream_fork(MirrorFork { ring: c.paging().options(cap).shared()?, blocking: true }, run)
+        }
         (Competitor::MirrorWatermark(_), Mode::Fork) => {
             Err(io::Error::new(io::ErrorKind::Unsupported, "the watermark reader runs between threads only"))
         }
@@ -515,8 +527,8 @@ pub fn single_thread(c: Competitor, write: usize, ops: u64) -> io::Result<Durati
             let (p, q) = mirror_options(Backend::Auto, cap, None).build()?;
             ping_one_thread(MirrorBlockingTx(p), MirrorWatermarkRx::new(q, w.min(write)), write, ops)
         }
-        Competitor::MirrorHuge => {
-            let (p, q) = RingOptions::new().capacity(cap).huge_pages(true).build()?;
+        Competitor::MirrorHuge | Competitor::MirrorThp => {
+            let (p, q) = c.paging().options(cap).build()?;
             ping_one_thread(MirrorBlockingTx(p), MirrorBlockingRx::new(q), write, ops)
         }
         Competitor::Split => {
