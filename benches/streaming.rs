@@ -118,17 +118,22 @@ fn bulk(c: &mut Criterion) {
 /// Huge pages against 4 KiB pages, 4 KiB writes, at the ring sizes the free huge pages allow
 /// (nothing when none are free).
 fn huge_pages(c: &mut Criterion) {
+    // Huge pages at the sizes the free pool holds; transparent huge pages wherever the kernel's
+    // `shmem_enabled` allows them (`Competitor::available` checks both).
     let free = huge_pages_free();
     let cells: Vec<(usize, usize, String)> = [4 * MIB, 64 * MIB]
         .iter()
-        .filter(|&&r| (r / (2 * MIB)) as u64 <= free)
+        .filter(|&&r| shmem_thp_allowed() || (r / (2 * MIB)) as u64 <= free)
         .map(|&r| (r, 4 * KIB, fmt_size(r).replace(' ', "")))
         .collect();
     if cells.is_empty() {
-        eprintln!("stream/threads/huge-pages: no free huge pages, skipped");
+        eprintln!("stream/threads/huge-pages: no free huge pages and no transparent huge pages, skipped");
         return;
     }
-    group(c, "stream/threads/huge-pages", Mode::Threads, &[Competitor::MirrorHuge, Competitor::MirrorIo], &cells);
+    let huge =
+        if cells.iter().all(|&(r, _, _)| (r / (2 * MIB)) as u64 <= free) { &[Competitor::MirrorHuge][..] } else { &[] };
+    let comps: Vec<Competitor> = huge.iter().copied().chain([Competitor::MirrorThp, Competitor::MirrorIo]).collect();
+    group(c, "stream/threads/huge-pages", Mode::Threads, &comps, &cells);
 }
 
 criterion_group!(benches, records, bulk, by_write_size, by_ring_size, huge_pages, non_temporal);
