@@ -75,6 +75,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::sys;
 
@@ -638,7 +639,7 @@ impl MirrorMap {
     fn finish(mut self, opts: &MirrorOptions) -> io::Result<MirrorMap> {
         let total = self.total_len();
         if opts.prefault {
-            self.prefault()?;
+            self.prefault(true)?;
         }
         if opts.dont_fork {
             // SAFETY: advice over the whole range we own (never one view alone).
@@ -659,13 +660,15 @@ impl MirrorMap {
         Ok(self)
     }
 
-    /// Faults in every page of both views and the control page.
-    fn prefault(&self) -> io::Result<()> {
+    /// Faults in every page of both views and the control page. `fresh`: the map is being
+    /// built and no one else uses it yet, so the fallback may write (zeros) into it; otherwise
+    /// (a live ring, `lock`) the fallback only reads.
+    fn prefault(&self, fresh: bool) -> io::Result<()> {
         // SAFETY: the whole range is mapped read-write by us.
         match step(Step::Prefault, || unsafe { sys::madvise_populate_write(self.ctrl, self.total_len()) }) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                self.touch_all();
+                self.touch_all(fresh);
                 Ok(())
             }
             Err(e) => Err(explain_enomem(e, || {
@@ -684,26 +687,39 @@ impl MirrorMap {
             ));
         }
         let huge = self.pages == Pages::Huge;
+        if huge {
+            // First, so that a failure leaves nothing locked; and without a write, because the
+            // ring may be in use (`SharedRing::lock_memory`).
+            self.prefault(false)?;
+        }
         let locked = if huge { sys::page_size() } else { self.total_len() };
         // SAFETY: [ctrl, ctrl + locked) is mapped by us (checked above for a forked child).
         step(Step::Lock, || unsafe { sys::mlock(self.ctrl, locked) }).map_err(|e| lock_error(e, locked))?;
-        if huge {
-            self.prefault()?;
-        }
         Ok(())
     }
 
-    /// Prefaults by writing a zero into every page of both views (fresh memory is zero).
-    fn touch_all(&self) {
+    /// Prefaults by writing a zero into every page of both views (fresh memory is zero), or,
+    /// for a map that may be in use (`fresh` false), by reading a byte of every page: a read
+    /// fault on a shared writable mapping maps the page in, and changes nothing.
+    fn touch_all(&self, fresh: bool) {
         let page = sys::page_size();
         // (Transparent huge pages are touched per 4 KiB: where the kernel found no huge page,
         // the 2 MiB are small pages.)
         let data_page = if self.pages == Pages::Huge { HUGE_PAGE } else { page };
         let offsets = std::iter::once(0).chain((page..self.total_len()).step_by(data_page));
         for off in offsets {
-            // SAFETY: off < total, inside the mapping; the map is freshly created, so no one
-            // else can be using these bytes, and they already hold zero.
-            unsafe { self.ctrl.as_ptr().add(off).write_volatile(0) };
+            // SAFETY: off < total, inside the mapping.
+            let at = unsafe { self.ctrl.as_ptr().add(off) };
+            if fresh {
+                // SAFETY: the map is freshly created, so no one else can be using this byte,
+                // and it already holds zero.
+                unsafe { at.write_volatile(0) };
+            } else {
+                // SAFETY: `at` is valid and aligned for a byte; a peer may be writing it, so
+                // an atomic load, whose value is discarded.
+                let byte = unsafe { AtomicU8::from_ptr(at) };
+                std::hint::black_box(byte.load(Ordering::Relaxed));
+            }
         }
     }
 
@@ -724,8 +740,14 @@ fn lock_error(err: io::Error, locked: usize) -> io::Error {
             io::ErrorKind::OutOfMemory,
             format!(
                 "over RLIMIT_MEMLOCK ({limit} here), which counts the control page and both views \
-                 unless the process has CAP_IPC_LOCK; or no memory to back the pages"
+                 unless the process has CAP_IPC_LOCK"
             ),
+        ),
+        // mlock turns the ENOMEM of faulting the pages in into EAGAIN (mm/mlock.c,
+        // `__mlock_posix_error_return`), and its EFAULT into ENOMEM.
+        Some(libc::EAGAIN) => (
+            io::ErrorKind::OutOfMemory,
+            "no memory to back the pages (the machine's, or its memory cgroup's limit)".to_owned(),
         ),
         Some(libc::EPERM) => (
             io::ErrorKind::PermissionDenied,

@@ -110,14 +110,17 @@ fn enomem_at_mirror_step_is_explained() {
 
 /// A refused `mlock` is explained with the limit it ran into, the errno kept as `source()`:
 /// ENOMEM (over `RLIMIT_MEMLOCK`) as `OutOfMemory`, EPERM (a zero limit) as
-/// `PermissionDenied`, anything else under its own kind.
+/// `PermissionDenied`, EAGAIN (`mlock`'s word for running out of memory while faulting the
+/// pages in: mm/mlock.c turns the populate's ENOMEM into it) as `OutOfMemory` saying so, never
+/// `WouldBlock`, anything else under its own kind.
 #[test]
 fn a_refused_lock_names_rlimit_memlock() {
     let backend = Backend::Auto.resolve().unwrap();
     for (errno, kind, names_limit) in [
         (libc::ENOMEM, io::ErrorKind::OutOfMemory, true),
         (libc::EPERM, io::ErrorKind::PermissionDenied, true),
-        (libc::EAGAIN, io::ErrorKind::WouldBlock, false),
+        (libc::EAGAIN, io::ErrorKind::OutOfMemory, false),
+        (libc::EIO, io::Error::from_raw_os_error(libc::EIO).kind(), false),
     ] {
         FAIL_AT.with(|f| f.set(Some((Step::Lock, errno))));
         let e = MirrorOptions::new().backend(backend).lock_memory(true).map(1 << 16).unwrap_err();
@@ -126,6 +129,7 @@ fn a_refused_lock_names_rlimit_memlock() {
         let msg = e.to_string();
         assert!(msg.contains(&format!("cannot lock {} bytes", sys::page_size() + (2 << 16))), "{msg}");
         assert_eq!(msg.contains("RLIMIT_MEMLOCK"), names_limit, "errno {errno}: {msg}");
+        assert_eq!(msg.contains("no memory to back"), errno == libc::EAGAIN, "errno {errno}: {msg}");
         let src = std::error::Error::source(&e).expect("errno kept as source");
         assert_eq!(src.downcast_ref::<io::Error>().and_then(io::Error::raw_os_error), Some(errno));
     }
@@ -209,19 +213,25 @@ fn huge_rounding() {
 /// had here (not root, no hugetlbfs, or no memory).
 struct HugePages {
     restore: Option<u64>,
+    /// The tests that change the knob run one at a time: one's restore must not take the
+    /// pages another one counts on.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static HUGE_KNOB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl HugePages {
     const KNOB: &'static str = "/proc/sys/vm/nr_hugepages";
 
     fn reserve(pages: u64) -> Option<HugePages> {
+        let one = HUGE_KNOB.lock().unwrap_or_else(|e| e.into_inner());
         let free = || free_huge_pages().unwrap_or(0);
         if free() >= pages {
-            return Some(HugePages { restore: None });
+            return Some(HugePages { restore: None, _one_at_a_time: one });
         }
         let now: u64 = std::fs::read_to_string(Self::KNOB).ok()?.trim().parse().ok()?;
         std::fs::write(Self::KNOB, (now + pages - free()).to_string()).ok()?;
-        let guard = HugePages { restore: Some(now) };
+        let guard = HugePages { restore: Some(now), _one_at_a_time: one };
         (free() >= pages).then_some(guard)
     }
 }
@@ -394,4 +404,54 @@ fn the_thp_memfd_form_mirrors_and_keeps_no_descriptor() {
         i32::from(open_fds() != fds_before) * 5
     });
     assert_eq!(status, 0, "2: not built, 3: no mirror or misaligned, 4: wrong report, 5: a descriptor kept");
+}
+
+/// `SharedRing::lock_memory` on a huge-page ring in use, after bytes were committed: where
+/// `MADV_POPULATE_WRITE` is refused with EINVAL (kernels before 5.14; injected here), the
+/// prefault falls back to touching every page, which must not write: nothing committed (nor
+/// the header) may change.
+#[test]
+fn locking_a_live_huge_page_ring_keeps_its_bytes() {
+    use std::io::{Read, Write};
+    let Some(_pages) = HugePages::reserve(1) else {
+        eprintln!("no huge pages can be reserved here: tests/huge_pages.rs checks the error path");
+        return;
+    };
+    let ring = crate::RingOptions::new().capacity(2 << 20).huge_pages(true).shared().unwrap();
+    let mut tx = ring.clone().into_producer().unwrap();
+    let mut rx = ring.clone().into_consumer().unwrap();
+    let cap = tx.capacity();
+    // Every byte of the data committed, the first of its huge page too.
+    tx.write_all(&vec![0xAB; cap]).unwrap();
+    FAIL_AT.with(|f| f.set(Some((Step::Prefault, libc::EINVAL))));
+    let locked = ring.lock_memory();
+    FAIL_AT.with(|f| f.set(None));
+    locked.unwrap();
+    let mut got = vec![0; cap];
+    rx.read_exact(&mut got).unwrap();
+    let changed: Vec<usize> = (0..cap).filter(|&i| got[i] != 0xAB).collect();
+    assert!(changed.is_empty(), "lock_memory changed committed bytes at offsets {changed:?}");
+}
+
+/// A `SharedRing::lock_memory` that fails leaves nothing locked: for a huge-page ring a failed
+/// prefault (injected: ENOMEM) must not leave the control page locked. In a child, which
+/// starts with nothing locked.
+#[test]
+fn a_failed_lock_of_a_huge_page_ring_leaves_nothing_locked() {
+    let Some(_pages) = HugePages::reserve(1) else {
+        eprintln!("no huge pages can be reserved here: tests/huge_pages.rs checks the error path");
+        return;
+    };
+    let status = in_child(|| {
+        let Ok(ring) = crate::RingOptions::new().capacity(2 << 20).huge_pages(true).shared() else { return 4 };
+        let before = crate::test_util::locked_bytes();
+        FAIL_AT.with(|f| f.set(Some((Step::Prefault, libc::ENOMEM))));
+        let r = ring.lock_memory();
+        FAIL_AT.with(|f| f.set(None));
+        if r.is_ok() {
+            return 2;
+        }
+        i32::from(crate::test_util::locked_bytes() != before) * 3
+    });
+    assert_eq!(status, 0, "2 = no error, 3 = the failed lock left pages locked, 4 = no ring");
 }
