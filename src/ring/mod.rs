@@ -149,7 +149,8 @@ impl RingOptions {
     /// Lock the ring in memory at creation (see [`MirrorOptions::lock_memory`]): every page
     /// of both views and the control page is faulted in and stays resident, so no call on
     /// the ring waits on a page fault. `RLIMIT_MEMLOCK` counts `2 * capacity` plus one page
-    /// (unless the process has `CAP_IPC_LOCK`); over it, creation fails with `OutOfMemory` and
+    /// (one page with [`huge_pages`](Self::huge_pages), whose data the kernel does not lock;
+    /// unless the process has `CAP_IPC_LOCK`); over it, creation fails with `OutOfMemory` and
     /// a message naming the limit. The lock is this process's: another process that maps the
     /// same ring locks its own mapping with [`SharedRing::lock_memory`](crate::SharedRing::lock_memory).
     ///
