@@ -20,6 +20,13 @@
 //!         break; // end of stream
 //!     }
 //!     let whole = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+//!     if whole == 0 {
+//!         // Part of a line: wait for more (`fill_buf` returns what is there without waiting;
+//!         // `UnexpectedEof` if the stream ends inside the line).
+//!         let have = buf.len();
+//!         rx.read_grant_blocking(have + 1)?;
+//!         continue;
+//!     }
 //!     count += buf[..whole].iter().filter(|&&b| b == b'\n').count();
 //!     rx.consume(whole);
 //! }
@@ -132,7 +139,7 @@
 //! Every error is an [`std::io::Error`]. OS failures keep their errno (`raw_os_error()`, or as
 //! `source()` where context is added: `OutOfMemory` from creation names the limit involved,
 //! `RLIMIT_AS` and `vm.max_map_count` for the mapping, memory itself for a prefault,
-//! `RLIMIT_MEMLOCK` for a lock).
+//! `RLIMIT_MEMLOCK` for a lock, which is `PermissionDenied` when that limit is zero).
 //! Full/empty on `try_*`: `WouldBlock`. A timeout variant whose time ran out: `TimedOut`.
 //! Consumer gone: `BrokenPipe`.
 //! Producer died: `UnexpectedEof`; fewer bytes left than a grant's minimum at the end of the

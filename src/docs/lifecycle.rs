@@ -117,7 +117,10 @@
 //! a kill takes effect asynchronously, and until it has, the holder lives. A role that was
 //! closed cleanly is never taken over (`AlreadyExists`: a close is final), and a role never
 //! claimed has nothing to take over (`NotFound`: claim it with `into_producer` or
-//! `into_consumer`).
+//! `into_consumer`). So a helper that is to hand its role to a successor leaves without
+//! closing its end: it flushes, then forgets the end (`std::mem::forget`) or leaves with
+//! `std::process::exit`, which runs no destructors; its peer sees a death, and the successor
+//! takes over as after a crash.
 //!
 //! **One atomic step.** A role slot starts with one 64-bit claim word: the state, an epoch
 //! that counts the holdings of the role, and the holder's pid (`header.rs`). A take-over is a

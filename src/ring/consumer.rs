@@ -440,10 +440,15 @@ impl Read for Consumer {
 /// returns the rest of them without reloading the producer's cursor; it reloads it (and shows
 /// every byte readable at that moment) on the first call, once everything it showed has been
 /// consumed, and whenever it is called again without a `consume` in between. So a parser that
-/// found an incomplete record simply calls it again, and a parser that takes one record per
-/// call works through what it has without pulling the producer's cursor line away from the
-/// producer at every record (between cores that share no cache, that reload cost a parser loop
-/// of 64-byte records three quarters of its speed: `BENCHMARKS.md`, "64-byte records").
+/// found an incomplete record sees any newer bytes when it calls it again; but `fill_buf` does
+/// not wait while some bytes are readable, so such a loop spins, and at the end of a stream
+/// that stops inside a record it spins for ever. To wait for the rest of a record of `need`
+/// bytes, call [`read_grant_blocking(need)`](Consumer::read_grant_blocking) (`UnexpectedEof`
+/// if the stream ends first), as the crate's first example does. A parser that takes one
+/// record per call works through what it has without pulling the producer's cursor line away
+/// from the producer at every record (between cores that share no cache, that reload cost a
+/// parser loop of 64-byte records three quarters of its speed: `BENCHMARKS.md`, "64-byte
+/// records").
 impl BufRead for Consumer {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         self.fill()

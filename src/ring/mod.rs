@@ -151,8 +151,9 @@ impl RingOptions {
     /// the ring waits on a page fault. `RLIMIT_MEMLOCK` counts `2 * capacity` plus one page
     /// (one page with [`huge_pages`](Self::huge_pages), whose data the kernel does not lock;
     /// unless the process has `CAP_IPC_LOCK`); over it, creation fails with `OutOfMemory` and
-    /// a message naming the limit. The lock is this process's: another process that maps the
-    /// same ring locks its own mapping with [`SharedRing::lock_memory`](crate::SharedRing::lock_memory).
+    /// a message naming the limit (`PermissionDenied` when the limit is zero). The lock is this
+    /// process's: another process that maps the same ring locks its own mapping with
+    /// [`SharedRing::lock_memory`](crate::SharedRing::lock_memory).
     ///
     /// # Examples
     ///

@@ -528,7 +528,8 @@ impl FramedConsumer {
         let _ = self.inner.poison();
         io::Error::new(
             io::ErrorKind::InvalidData,
-            "corrupt frame header from the producer, or a poisoned ring: the ring is poisoned for good",
+            "corrupt frame header from the producer (or the two ends were made framed at different stream \
+             positions), or a poisoned ring: the ring is poisoned for good",
         )
     }
 

@@ -4,7 +4,8 @@
 //! into a message queue. Because the ring's pages are mirrored, a frame never splits at the
 //! wrap point: the producer writes each message in place, and the consumer gets each one as a
 //! single `&[u8]` straight out of the ring ([`Frame`]), with no reassembly and no copy. A
-//! frame's bytes go back to the producer when the [`Frame`] is dropped.
+//! frame's bytes go back to the producer once the [`Frame`] is dropped, with the consumer's
+//! next release ([`docs::framing`](crate::docs::framing), "Releases").
 //!
 //! ```
 //! let (tx, rx) = mirror_ring::channel(64 * 1024)?;
@@ -174,7 +175,8 @@ pub struct FramedProducer {
 /// straight out of the ring.
 ///
 /// Made by [`Consumer::into_framed`]. [`recv`](Self::recv) returns a [`Frame`], which derefs
-/// to the message's bytes and gives them back to the producer when dropped.
+/// to the message's bytes and, once dropped, gives them back to the producer with the next
+/// release (see [`Frame`]).
 ///
 /// # Examples
 ///
