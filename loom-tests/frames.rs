@@ -329,3 +329,39 @@ fn a_frame_below_the_head_is_read_though_its_stamp_never_came() {
         producer.join().unwrap();
     });
 }
+
+/// The framed consumer's batch loop (`FramedConsumer`'s batched receive): after a frame taken
+/// through the head, the next one is found by `Receiver::poll_within` alone (its stamp, within
+/// the producer's room), with no look at head. Its payload is read right after that poll, so the
+/// poll's Acquire (paired with the stamp's Release in `Sender::put_and_publish`) is all that
+/// orders the payload write before the read.
+#[test]
+fn a_frame_found_within_a_batch_is_read_after_its_stamp() {
+    model("a_frame_found_within_a_batch_is_read_after_its_stamp", || {
+        let f = Framed::new();
+        let g = f.clone();
+        let producer = thread::spawn(move || {
+            let mut tx = g.ring.producer();
+            let mut link = Sender::new(N as usize, 0);
+            for k in 0..2 {
+                g.send(&mut link, &mut tx, k);
+            }
+        });
+        let mut rx = f.ring.consumer();
+        let mut link = receiver(&rx);
+        // Frame 0 as `recv` takes it (through the head: stamps are not trusted before that).
+        assert_eq!(f.recv(&mut link, &mut rx), Ok(value(0)));
+        // Frame 1 as the batch loop looks for it: by its stamp, within the producer's room.
+        let q = rx.tail();
+        let bound = link.batch_bound(q, N as usize);
+        let frame = loop {
+            match link.poll_within(q, bound, &f.words) {
+                Some(frame) => break frame,
+                None => thread::yield_now(),
+            }
+        };
+        assert_eq!(frame, (1, 16), "frame at {q}");
+        assert_eq!(f.data.read(q + 8), value(1), "the payload stored before the stamp");
+        producer.join().unwrap();
+    });
+}

@@ -111,3 +111,32 @@ fn producer_never_overwrites_unread_bytes() {
         producer.join().unwrap();
     });
 }
+
+/// A consumer that attaches while the producer is publishing (a role claimed, or taken over,
+/// while the producer runs) and reads what its attach found without another load of head:
+/// `ConsumerCursor::attach` caches the head it loads, and `readable` answers from that cache
+/// when it shows enough, so the attach's Acquire is what orders the producer's writes of those
+/// bytes before the consumer's reads.
+#[test]
+fn a_consumer_reads_what_its_attach_found() {
+    model("a_consumer_reads_what_its_attach_found", || {
+        let ring = Arc::new(Ring::new(N, 0));
+        let data = Arc::new(Data::new(N));
+        let (r, d) = (ring.clone(), data.clone());
+        let producer = thread::spawn(move || {
+            let mut tx = r.producer();
+            d.write(tx.head(), value(0));
+            tx.commit(&r, 1);
+        });
+        // Without this yield loom explores a single execution here (the attach always runs
+        // before the producer's first step); with it, the attach may find the byte committed.
+        thread::yield_now();
+        let mut rx = ring.consumer();
+        if rx.readable_cached() == 1 {
+            // Found by the attach: no refresh before the read.
+            assert_eq!(rx.readable(&ring, 1), Ok(1));
+            assert_eq!(data.read(rx.tail()), value(0));
+        }
+        producer.join().unwrap();
+    });
+}

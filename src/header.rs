@@ -536,10 +536,13 @@ impl Header {
     pub(crate) fn take(&self, r: Role, expected: Claim, who: Claimant) -> Result<Claim, Claim> {
         let slot = self.slot(r);
         let taking = expected.next_taking(who.pid);
-        // AcqRel on success: Acquire sees everything published with `expected` (the creator's
-        // initialisation, a dead holder's last cursor publishes before its claim); Release is
-        // not needed for what follows (the fence is). Acquire on failure: the word returned
-        // is looked at.
+        // Nothing needs to travel with this compare-and-swap (an ordering audit weakened it to
+        // Relaxed under every loom model): a free role's word is the zero the memory started
+        // with, and a dead holder's last cursor publishes came after its claim word, so they
+        // cannot travel with it; they reach the taker through the death the kernel proved and
+        // the Acquire loads of the cursors in the newcomer's `attach`. The fields below are
+        // published by the fence and the CLAIMED compare-and-swap. AcqRel and Acquire stay as
+        // a margin on a cold path.
         slot.claim.compare_exchange(expected.0, taking.0, Ordering::AcqRel, Ordering::Acquire).map_err(Claim)?;
         // Release fence: the field stores below are not seen by a reader that has not seen
         // `taking` (pairs with the Acquire fence in `holder`).

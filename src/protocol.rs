@@ -78,8 +78,10 @@ pub(crate) struct ProducerCursor {
 impl ProducerCursor {
     /// Starts from the cursors in the header, validating them.
     pub(crate) fn attach(hdr: &Header, cap: u64) -> Result<Self, Corrupt> {
-        // Acquire: pairs with the Release in `Header::init` / a previous owner's publishes, made
-        // visible to us by the role claim.
+        // Acquire on tail: pairs with the consumer's Release publishes; the bytes below it, which
+        // this producer may now overwrite, are done with. Acquire on head: a margin only (the
+        // producer never reads below its head; a dead producer's publishes reach a newcomer
+        // through the death the kernel proved, not through this load).
         let published = hdr.head.load(Ordering::Acquire);
         let tail = hdr.tail.load(Ordering::Acquire);
         let Some(head) = resume_at(published, tail, cap) else { return Err(Corrupt) };
@@ -312,7 +314,10 @@ pub(crate) struct ConsumerCursor {
 impl ConsumerCursor {
     /// Starts from the cursors in the header, validating them.
     pub(crate) fn attach(hdr: &Header, cap: u64) -> Result<Self, Corrupt> {
-        // Acquire: as in `ProducerCursor::attach`.
+        // Acquire on head: pairs with the producer's Release publishes; the bytes below it may be
+        // read on the strength of this load alone (`readable` answers from it until a
+        // refresh; loom model `a_consumer_reads_what_its_attach_found`). Acquire on tail: a
+        // margin only (a previous consumer's reads need no ordering with ours).
         let tail = hdr.tail.load(Ordering::Acquire);
         let head = hdr.head.load(Ordering::Acquire);
         let Some(level) = resume_at(head, tail, cap) else { return Err(Corrupt) };

@@ -457,7 +457,9 @@ impl Receiver {
     /// keeps within the producer's room, [`batch_bound`](Self::batch_bound)). `(len, size)`.
     #[inline(always)]
     pub(crate) fn poll_within<W: Words>(&mut self, q: u64, bound: u64, words: &W) -> Option<(usize, usize)> {
-        // Acquire: as in `poll_word`.
+        // Acquire: as in `poll_word`: a frame found here is beyond the head, its payload
+        // ordered by the stamp alone (loom model
+        // `a_frame_found_within_a_batch_is_read_after_its_stamp`).
         let word = words.load(q, Ordering::Acquire);
         self.take(word, q, bound.wrapping_sub(q))
     }
@@ -557,8 +559,10 @@ impl Receiver {
         readable: usize,
     ) -> Result<(usize, usize), Stop> {
         let q = cur.tail();
-        // Acquire: the head load that reported these bytes ordered the frame's writes; Acquire
-        // also for the stamp that may have replaced the unstamped word since.
+        // Acquire: a margin only. The head load (Acquire) that reported these bytes ordered every
+        // store of the frame, its header word's included, in both publish orders; a stamp
+        // that replaced the unstamped word since carries nothing more, and the word is only
+        // compared (`committed_len` takes it stamped or not).
         let word = words.load(q, Ordering::Acquire);
         match self.stamp.committed_len(word, q, self.max_len, readable) {
             Some(len) => {
