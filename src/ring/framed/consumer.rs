@@ -6,13 +6,12 @@ use std::io;
 use std::ops::Deref;
 use std::time::Duration;
 
-use super::link::{Receiver, Words};
+use super::link::Receiver;
 use super::wire::{Stamp, HEADER};
 use super::FramedConsumer;
 use crate::header::Role;
 use crate::protocol::Stop;
 use crate::ring::{consumer_error, Consumer, Wait};
-use crate::sync::Ordering;
 use crate::wait::slip;
 
 impl FramedConsumer {
@@ -469,8 +468,7 @@ impl FramedConsumer {
             // the producer does not write them until they are released, after `f` returns.
             f(unsafe { std::slice::from_raw_parts(words.at(q).add(HEADER), len) });
             let q = done.seen;
-            // Acquire: as in `link::Receiver::poll_word` (pairs with the stamp's Release).
-            let word = words.load(q, Ordering::Acquire);
+            let word = Receiver::batch_word(&words, q);
             if let Some(frame) = known.repeat(Stamp, word, q, bound.wrapping_sub(q)) {
                 (len, size) = frame;
                 continue;

@@ -457,11 +457,18 @@ impl Receiver {
     /// keeps within the producer's room, [`batch_bound`](Self::batch_bound)). `(len, size)`.
     #[inline(always)]
     pub(crate) fn poll_within<W: Words>(&mut self, q: u64, bound: u64, words: &W) -> Option<(usize, usize)> {
+        let word = Self::batch_word(words, q);
+        self.take(word, q, bound.wrapping_sub(q))
+    }
+
+    /// The header word at `q` where a batch looks for its next frame: here, and in
+    /// `FramedConsumer::recv_batch`'s loop, which checks it against the last header itself.
+    #[inline(always)]
+    pub(crate) fn batch_word<W: Words>(words: &W, q: u64) -> u64 {
         // Acquire: as in `poll_word`: a frame found here is beyond the head, its payload
         // ordered by the stamp alone (loom model
         // `a_frame_found_within_a_batch_is_read_after_its_stamp`).
-        let word = words.load(q, Ordering::Acquire);
-        self.take(word, q, bound.wrapping_sub(q))
+        words.load(q, Ordering::Acquire)
     }
 
     /// The last stamped header taken: a batch keeps a copy at hand to recognise repeats
