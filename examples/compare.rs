@@ -1339,8 +1339,9 @@ fn huge_section(cfg: &Cfg, p: &mut Progress, advice: &mut Vec<String>) {
     }
     if !thp {
         println!(
-            "Transparent huge pages for shared memory are off here (`/sys/kernel/mm/transparent_hugepage/shmem_enabled`): \
-             not measured. `echo advise | sudo tee` that file to see them (put the old value back afterwards).\n"
+            "Transparent huge pages for shared memory are off here (`/sys/kernel/mm/transparent_hugepage/shmem_enabled`, \
+             and on Linux 6.11+ `hugepages-2048kB/shmem_enabled` beside it, which overrides it unless it says `inherit`): \
+             not measured. `echo advise | sudo tee` the deciding file to see them (put the old value back afterwards).\n"
         );
         advice.push("Transparent huge pages: `shmem_enabled` does not allow them here, not measured.".into());
     }

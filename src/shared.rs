@@ -555,9 +555,11 @@ impl SharedRing {
     ///
     /// # Errors
     ///
-    /// `OutOfMemory` over `RLIMIT_MEMLOCK` (which counts `2 * capacity` plus one page, unless
-    /// the process has `CAP_IPC_LOCK`), `PermissionDenied` when that limit is zero, with a
-    /// message naming it and the OS error as `source()`; `Unsupported` in a forked child of a
+    /// `OutOfMemory` over `RLIMIT_MEMLOCK` (which counts `2 * capacity` plus one page, or one
+    /// page for a huge-page ring, whose data the kernel does not lock; unless the process has
+    /// `CAP_IPC_LOCK`), `PermissionDenied` when that limit is zero, with a message naming it
+    /// and the OS error as `source()`; `OutOfMemory` also when the memory to fault the pages in
+    /// ran out (`mlock`'s `EAGAIN`), saying so; `Unsupported` in a forked child of a
     /// `dont_fork` ring, which has no mapping to lock.
     ///
     /// # Examples

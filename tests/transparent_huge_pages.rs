@@ -21,60 +21,75 @@ use mirror_ring::{Backend, MirrorMap, MirrorOptions, RingOptions};
 
 const HUGE: usize = 2 << 20;
 const KNOB: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+/// The per-size knob for 2 MiB pages (Linux 6.11+), which decides unless it says `inherit`.
+const KNOB_2M: &str = "/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/shmem_enabled";
 
-/// Serialises the tests of this file: the knob is global.
+/// Serialises the tests of this file: the knobs are global.
 static KNOB_LOCK: Mutex<()> = Mutex::new(());
 
-/// The knob's selected value (`never` in `always within_size advise [never] deny force`).
-fn mode() -> Option<String> {
-    let text = std::fs::read_to_string(KNOB).ok()?;
+/// A knob's selected value (`never` in `always within_size advise [never] deny force`).
+fn selected(path: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
     let (_, rest) = text.split_once('[')?;
     Some(rest.split_once(']')?.0.to_owned())
 }
 
-/// The test's hold on the knob: the lock, and the value to put back (if this test changed it).
-struct Knob {
-    restore: Option<String>,
+/// The top-level knob's value.
+fn mode() -> Option<String> {
+    selected(KNOB)
+}
+
+/// The test's hold on the knobs: the lock, and the values to put back (those it changed).
+struct Knobs {
+    restore: Vec<(&'static str, String)>,
     _lock: MutexGuard<'static, ()>,
 }
 
-impl Drop for Knob {
+impl Drop for Knobs {
     fn drop(&mut self) {
-        if let Some(old) = &self.restore {
-            if let Err(e) = std::fs::write(KNOB, old) {
-                eprintln!("could not put {KNOB} back to {old}: {e}");
+        for (path, old) in self.restore.iter().rev() {
+            if let Err(e) = std::fs::write(path, old) {
+                eprintln!("could not put {path} back to {old}: {e}");
             }
         }
     }
 }
 
-/// Takes the lock and sets the knob to `want` unless it says that already. `Err(knob)` (still
-/// holding the lock) when it cannot be set here (not root, or no such knob).
-fn set_knob(want: &str) -> Result<Knob, Knob> {
+/// Takes the lock and sets the top-level knob to `top` and the 2 MiB knob (where the kernel
+/// has one) to `per_size`, unless they say that already. `Err(knobs)` (still holding the lock)
+/// when one cannot be set here (not root, or no such knob).
+fn set_knobs(top: &str, per_size: &str) -> Result<Knobs, Knobs> {
     let lock = KNOB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let mut knob = Knob { restore: None, _lock: lock };
-    let Some(now) = mode() else { return Err(knob) };
-    if now == want {
-        return Ok(knob);
+    let mut knobs = Knobs { restore: Vec::new(), _lock: lock };
+    for (path, want) in [(KNOB, top), (KNOB_2M, per_size)] {
+        let Some(now) = selected(path) else {
+            if path == KNOB {
+                return Err(knobs);
+            }
+            continue; // a kernel before 6.11: the top-level knob alone decides
+        };
+        if now == want {
+            continue;
+        }
+        if std::fs::write(path, want).is_err() {
+            return Err(knobs);
+        }
+        knobs.restore.push((path, now));
+        if selected(path).as_deref() != Some(want) {
+            return Err(knobs);
+        }
     }
-    if std::fs::write(KNOB, want).is_err() {
-        return Err(knob);
-    }
-    knob.restore = Some(now);
-    if mode().as_deref() == Some(want) {
-        Ok(knob)
-    } else {
-        Err(knob)
-    }
+    Ok(knobs)
 }
 
-/// Shared memory may have transparent huge pages (the knob is `advise` or more), for as long as
-/// the result lives.
-fn allow() -> Result<Knob, Knob> {
-    match mode().as_deref() {
-        Some("always" | "within_size" | "force") => set_knob(mode().as_deref().unwrap_or("advise")),
-        _ => set_knob("advise"),
-    }
+/// The top-level knob at `top`, the 2 MiB one deferring to it.
+fn set_knob(top: &str) -> Result<Knobs, Knobs> {
+    set_knobs(top, "inherit")
+}
+
+/// Shared memory may have transparent huge pages (`advise`), for as long as the result lives.
+fn allow() -> Result<Knobs, Knobs> {
+    set_knob("advise")
 }
 
 /// The error creation must give where the knob says no.
@@ -266,7 +281,9 @@ fn lock_memory_and_dont_fork_with_thp() {
         return assert_names_the_knob(&e);
     };
     let status = in_child(|| {
-        let Ok(map) = MirrorOptions::new().transparent_huge_pages(true).lock_memory(true).map(4 << 20) else {
+        // 2 MiB: H + 2N then fits the usual RLIMIT_MEMLOCK of 8 MiB, for a run without root on
+        // a machine whose knob already allows THP (4 MiB needed 8 MiB + 4 KiB: status 2).
+        let Ok(map) = MirrorOptions::new().transparent_huge_pages(true).lock_memory(true).map(2 << 20) else {
             return 2;
         };
         if locked_bytes() != page_size() + 2 * map.len() {
@@ -287,4 +304,41 @@ fn lock_memory_and_dont_fork_with_thp() {
     assert!(mirrors_at(&map, n - 3, 0x11));
     let status = in_child(|| i32::from(mapped_at(a - page_size(), page_size() + 2 * n)));
     assert_eq!(status, 0, "the child must not inherit any part of a dont_fork THP map");
+}
+
+/// Since Linux 6.11 (mTHP for shmem), whether shared memory gets 2 MiB pages is decided by
+/// `hugepages-2048kB/shmem_enabled`; the top-level `shmem_enabled` is only what its `inherit`
+/// means. With the top-level knob at `never` and the 2 MiB knob at `advise`, the kernel maps a
+/// `MADV_HUGEPAGE` ring in 2 MiB entries, so creation must not be refused.
+#[test]
+fn a_2mib_knob_at_advise_allows_thp_whatever_the_top_level_says() {
+    if selected(KNOB_2M).is_none() {
+        return eprintln!("no per-size knob (a kernel before 6.11): nothing to check");
+    }
+    let Ok(_knobs) = set_knobs("never", "advise") else { return eprintln!("not root: the knobs cannot be set") };
+    let map = MirrorOptions::new().transparent_huge_pages(true).prefault(true).map(4 << 20);
+    let map = map.unwrap_or_else(|e| panic!("refused although the kernel gives 2 MiB pages here: {e}"));
+    assert_both_views_huge(&map, "top never, 2 MiB advise");
+}
+
+/// The converse: the top-level knob at `advise`, the 2 MiB knob at `never`: the kernel gives no
+/// 2 MiB page to shared memory, and creation should say so (as for `never`), not hand out a map
+/// of 4 KiB pages as a transparent-huge-page map.
+#[test]
+fn a_2mib_knob_at_never_refuses_thp_whatever_the_top_level_says() {
+    if selected(KNOB_2M).is_none() {
+        return eprintln!("no per-size knob (a kernel before 6.11): nothing to check");
+    }
+    let Ok(_knobs) = set_knobs("advise", "never") else { return eprintln!("not root: the knobs cannot be set") };
+    match MirrorOptions::new().transparent_huge_pages(true).prefault(true).map(4 << 20) {
+        Err(e) => {
+            assert_names_the_knob(&e);
+            assert!(e.to_string().contains("hugepages-2048kB"), "the error must name the 2 MiB knob: {e}");
+        }
+        Ok(map) => panic!(
+            "built a THP map that the kernel maps in 4 KiB pages: ShmemPmdMapped {} kB of {} kB",
+            pmd_kb(map.as_ptr() as usize),
+            map.len() / 1024
+        ),
+    }
 }

@@ -26,7 +26,9 @@ fn explain_huge(err: io::Error, len: usize, what: &str) -> io::Error {
     let msg = if errno == libc::ENOMEM {
         let free = free_huge_pages().map_or_else(|| "unknown".to_owned(), |n| n.to_string());
         format!(
-            "{what}: not enough free 2 MiB huge pages for a {len}-byte huge-page mirror, which needs {}              (free now: {free}; reserve them with /proc/sys/vm/nr_hugepages; RLIMIT_AS and vm.max_map_count              can also say ENOMEM)",
+            "{what}: not enough free 2 MiB huge pages for a {len}-byte huge-page mirror, which needs {} \
+             (free now: {free}; reserve them with /proc/sys/vm/nr_hugepages; RLIMIT_AS and vm.max_map_count \
+             can also say ENOMEM)",
             len / HUGE_PAGE
         )
     } else {
@@ -67,7 +69,29 @@ pub(crate) fn check_shmem_thp(backend: Backend) -> io::Result<()> {
             },
         )
     })?;
-    thp_mode_allows(&text)
+    let per_size = std::fs::read_to_string(SHMEM_THP_KNOB_2M).ok();
+    thp_modes_allow(&text, per_size.as_deref())
+}
+
+/// The per-size knob for 2 MiB pages of shared memory (Linux 6.11+, mTHP for shmem): what
+/// decides, unless it says `inherit` (the top-level knob's value then applies).
+pub(crate) const SHMEM_THP_KNOB_2M: &str = "/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/shmem_enabled";
+
+/// [`check_shmem_thp`]'s verdict on both knobs' texts: a top-level `deny` refuses whatever the
+/// 2 MiB knob says; a 2 MiB knob other than `inherit` decides; else the top-level knob does.
+pub(super) fn thp_modes_allow(top: &str, per_size: Option<&str>) -> io::Result<()> {
+    match (selected(top), per_size.and_then(selected)) {
+        (Some("deny"), _) | (_, None | Some("inherit")) => thp_mode_allows(top),
+        (_, Some("always" | "within_size" | "advise")) => Ok(()),
+        (_, Some(mode)) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "transparent huge pages of 2 MiB for shared memory are off here: {SHMEM_THP_KNOB_2M} is `{mode}` \
+                 (the per-size knob overrides {SHMEM_THP_KNOB}; as root, `echo inherit` or `echo advise` into it \
+                 lets a ring ask for them; or use huge_pages)"
+            ),
+        )),
+    }
 }
 
 /// [`check_shmem_thp`]'s verdict on the knob's text.

@@ -66,8 +66,10 @@
 //! 4 KiB pages (either `mremap` form; or, as `Auto`'s last resort, a memfd of `N` bytes mapped
 //! twice, its descriptor closed), and `MADV_HUGEPAGE` goes over both views before anything
 //! touches them. Measured on Linux 6.18 with `shmem_enabled` at `advise`: all three ways map
-//! every 2 MiB of both views with one entry each. The knob is read at creation; `never`,
-//! `deny` or a kernel without it is `Unsupported`, before anything is mapped.
+//! every 2 MiB of both views with one entry each. The knobs are read at creation (the 2 MiB
+//! one, `hugepages-2048kB/shmem_enabled`, decides unless it says `inherit`: measured, it
+//! overrides the top-level one both ways); `never`, `deny` or a kernel without them is
+//! `Unsupported`, before anything is mapped.
 //!
 //! Which backend, the probe, its cache and `Auto`'s hand-over: `backend.rs`.
 
@@ -269,11 +271,15 @@ impl MirrorOptions {
     /// huge pages), so that the kernel can map each 2 MiB of either view with one page-table
     /// entry. Both `mremap` forms keep those entries in view B (measured on Linux 6.18).
     ///
-    /// The kernel decides whether shared memory gets them:
-    /// `/sys/kernel/mm/transparent_hugepage/shmem_enabled` must be `advise` (the map asks with
-    /// `MADV_HUGEPAGE`), `within_size`, `always` or `force`. Most distributions ship `never`;
-    /// then, with `deny`, or on a kernel without transparent huge pages, creation fails with
-    /// `Unsupported` and a message naming that file. Where the knob allows them, a huge page is
+    /// The kernel decides whether shared memory gets them, through two knobs under
+    /// `/sys/kernel/mm/transparent_hugepage/`: `hugepages-2048kB/shmem_enabled` (Linux 6.11+)
+    /// decides for 2 MiB pages unless it says `inherit`, and then (or on older kernels)
+    /// `shmem_enabled` does; the deciding one must say `advise` (the map asks with
+    /// `MADV_HUGEPAGE`), `within_size` or `always` (`force` too, at the top level), and a
+    /// top-level `deny` refuses whatever the other says (measured on 6.18). Most distributions
+    /// ship `never` and `inherit`; then, or on a kernel without transparent huge pages,
+    /// creation fails with `Unsupported` and a message naming the deciding file, before
+    /// anything is mapped. Where the knobs allow them, a huge page is
     /// still the kernel's best effort: where it finds no free 2 MiB of memory when a page is
     /// first touched, it uses 4 KiB pages, and nothing reports it (`ShmemPmdMapped` in
     /// `/proc/<pid>/smaps` counts the huge part). [`prefault`](Self::prefault) takes the pages
@@ -295,7 +301,7 @@ impl MirrorOptions {
     ///
     /// match MirrorOptions::new().transparent_huge_pages(true).prefault(true).map(3 << 20) {
     ///     Ok(map) => assert_eq!(map.len(), 4 << 20), // rounded up to a power of two
-    ///     // shmem_enabled is `never` here (the usual default): the error names the knob.
+    ///     // The knobs say `never` here (the usual default): the error names the one.
     ///     Err(e) => assert!(e.to_string().contains("shmem_enabled"), "{e}"),
     /// }
     /// ```
@@ -332,13 +338,13 @@ impl MirrorOptions {
             let len = round_len_huge(len)?;
             return MirrorMap::build_huge(len, self.backend)?.finish(self);
         }
+        let len = if self.thp { round_len_huge(len)? } else { round_len(len)? };
         let pages = if self.thp {
             huge::check_shmem_thp(self.backend)?;
             Pages::Transparent
         } else {
             Pages::Small
         };
-        let len = if self.thp { round_len_huge(len)? } else { round_len(len)? };
         let map = match self.backend {
             Backend::Auto => MirrorMap::build_auto(len, pages)?,
             backend => MirrorMap::build_explicit(len, backend, pages)?,
@@ -694,7 +700,7 @@ impl MirrorMap {
         }
         let locked = if huge { sys::page_size() } else { self.total_len() };
         // SAFETY: [ctrl, ctrl + locked) is mapped by us (checked above for a forked child).
-        step(Step::Lock, || unsafe { sys::mlock(self.ctrl, locked) }).map_err(|e| lock_error(e, locked))?;
+        step(Step::Lock, || unsafe { sys::mlock(self.ctrl, locked) }).map_err(|e| lock_error(e, locked, huge))?;
         Ok(())
     }
 
@@ -730,7 +736,9 @@ impl MirrorMap {
 }
 
 /// A failed `mlock` of `locked` bytes, explained; the OS error stays the `source()`.
-fn lock_error(err: io::Error, locked: usize) -> io::Error {
+fn lock_error(err: io::Error, locked: usize, huge: bool) -> io::Error {
+    let counts =
+        if huge { "the control page only (hugetlb data is not locked)" } else { "the control page and both views" };
     let limit = match sys::memlock_limit() {
         Some(bytes) => format!("{bytes} bytes"),
         None => "unlimited".to_owned(),
@@ -739,8 +747,8 @@ fn lock_error(err: io::Error, locked: usize) -> io::Error {
         Some(libc::ENOMEM) => (
             io::ErrorKind::OutOfMemory,
             format!(
-                "over RLIMIT_MEMLOCK ({limit} here), which counts the control page and both views \
-                 unless the process has CAP_IPC_LOCK"
+                "over RLIMIT_MEMLOCK ({limit} here), which counts {counts} unless the process has \
+                 CAP_IPC_LOCK"
             ),
         ),
         // mlock turns the ENOMEM of faulting the pages in into EAGAIN (mm/mlock.c,

@@ -455,3 +455,39 @@ fn a_failed_lock_of_a_huge_page_ring_leaves_nothing_locked() {
     });
     assert_eq!(status, 0, "2 = no error, 3 = the failed lock left pages locked, 4 = no ring");
 }
+
+/// The per-size knob decides for 2 MiB pages unless it says `inherit`; a top-level `deny`
+/// refuses whatever it says; without it (before 6.11) the top-level knob decides.
+#[test]
+fn the_2mib_knob_overrides_the_top_level_one() {
+    use super::huge::thp_modes_allow;
+    let never = "always within_size advise [never] deny force";
+    let advise = "always within_size [advise] never deny force";
+    let deny = "always within_size advise never [deny] force";
+    let per = |m: &str| "always inherit within_size advise never".replace(m, &format!("[{m}]"));
+    assert!(thp_modes_allow(never, Some(&per("advise"))).is_ok());
+    assert!(thp_modes_allow(never, Some(&per("always"))).is_ok());
+    assert!(thp_modes_allow(never, Some(&per("inherit"))).is_err());
+    assert!(thp_modes_allow(advise, Some(&per("inherit"))).is_ok());
+    let e = thp_modes_allow(advise, Some(&per("never"))).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+    assert!(e.to_string().contains("hugepages-2048kB/shmem_enabled is `never`"), "{e}");
+    assert!(thp_modes_allow(deny, Some(&per("advise"))).is_err());
+    assert!(thp_modes_allow(advise, None).is_ok() && thp_modes_allow(never, None).is_err());
+}
+
+/// A refused lock of a huge-page map locked one page, the control page; its message must not
+/// blame a limit "which counts the control page and both views".
+#[test]
+fn a_refused_lock_of_a_huge_page_map_says_what_it_counted() {
+    let Some(_pages) = HugePages::reserve(1) else {
+        eprintln!("no huge pages can be reserved here: tests/huge_pages.rs checks the error path");
+        return;
+    };
+    FAIL_AT.with(|f| f.set(Some((Step::Lock, libc::ENOMEM))));
+    let r = MirrorOptions::new().huge_pages(true).lock_memory(true).map(2 << 20);
+    FAIL_AT.with(|f| f.set(None));
+    let msg = r.unwrap_err().to_string();
+    assert!(msg.contains(&format!("cannot lock {} bytes", sys::page_size())), "{msg}");
+    assert!(!msg.contains("both views"), "the limit counted the control page only: {msg}");
+}

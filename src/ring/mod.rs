@@ -118,10 +118,11 @@ impl RingOptions {
     }
 
     /// Ask for the ring's data in 2 MiB transparent huge pages of shared memory (see
-    /// [`MirrorOptions::transparent_huge_pages`]): no reserved pool, but the kernel's
-    /// `/sys/kernel/mm/transparent_hugepage/shmem_enabled` must allow them (`advise` or
-    /// more); where it says `never`, the usual default, creation fails with `Unsupported` and
-    /// a message naming that file. The capacity is rounded up to a power of two of at least
+    /// [`MirrorOptions::transparent_huge_pages`]): no reserved pool, but the kernel's knob
+    /// must allow them (`advise` or more in `/sys/kernel/mm/transparent_hugepage/shmem_enabled`,
+    /// or in `hugepages-2048kB/shmem_enabled` beside it, which overrides it on Linux 6.11+
+    /// unless it says `inherit`); where they say `never`, the usual default, creation fails
+    /// with `Unsupported` and a message naming the file. The capacity is rounded up to a power of two of at least
     /// 2 MiB. Works between threads and across `fork`, with `Auto`, `MirrorFlag` or
     /// `Duplicate` (not through [`SharedRing::from_fd`](crate::SharedRing::from_fd)).
     ///
