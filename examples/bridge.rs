@@ -132,7 +132,12 @@ fn send(addr: &str, mib: u64) -> io::Result<()> {
     let start = Instant::now();
     let (mut calls, mut sent) = (0u64, 0u64);
     loop {
-        match rx.write_to(&mut tcp)? {
+        let n = match rx.write_to(&mut tcp) {
+            // A signal handler without SA_RESTART cut the write short: nothing was released.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => r?,
+        };
+        match n {
             0 => break,
             n => {
                 calls += 1;
@@ -189,7 +194,15 @@ fn serve(mut tcp: TcpStream) -> io::Result<()> {
     })?;
     // The checker holds its own handle of the connection for the reply.
     let mut tx = ring.into_producer()?;
-    while tx.read_from(&mut tcp)? > 0 {}
+    loop {
+        match tx.read_from(&mut tcp) {
+            Ok(0) => break,
+            Ok(_) => {}
+            // A signal handler without SA_RESTART cut the read short: nothing was committed.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     drop(tx); // closes ring B: the checker finishes and replies
     reap(checker, "the checker")
 }

@@ -20,7 +20,9 @@ impl Producer {
     /// # Errors
     ///
     /// The reader's error, passed through with nothing committed (`WouldBlock` from a
-    /// non-blocking source included); `InvalidData` if the reader claims to have read more
+    /// non-blocking source included, and `Interrupted` when a signal whose handler was
+    /// installed without `SA_RESTART` cuts a blocking read short: call again, as `io::copy`
+    /// does); `InvalidData` if the reader claims to have read more
     /// than it was lent (nothing committed); `BrokenPipe` when the consumer is gone;
     /// `InvalidData` when the ring is poisoned; `Unsupported` in a forked child;
     /// `ConnectionAborted` once another process took this end's role over.
@@ -74,8 +76,9 @@ impl Consumer {
     ///
     /// # Errors
     ///
-    /// The writer's error, passed through with nothing released (`WouldBlock` from a
-    /// non-blocking sink included); `WriteZero` if the writer took nothing of a non-empty
+    /// The writer's error, passed through with nothing released (`Interrupted` included: call
+    /// again, as `io::copy` does; and `WouldBlock` from a non-blocking sink); `WriteZero` if
+    /// the writer took nothing of a non-empty
     /// buffer; `InvalidData` if it claims to have written more than it was given (nothing
     /// released) or the ring is poisoned; `UnexpectedEof` after the producer's process died
     /// and everything was read; `Unsupported` in a forked child; `ConnectionAborted` once
