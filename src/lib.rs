@@ -57,8 +57,8 @@
 //! fast path makes no system call and writes no shared cache line beyond the cursor. A
 //! blocking write that finds the ring full first waits 1 µs without looking at it (within the
 //! spin budget), so the consumer can release a run of records without the producer taking its
-//! cursor's cache line after every one (64-byte records through `fill_buf`: 43-45 -> 114-117
-//! M/s on the Intel host).
+//! cursor's cache line after every one (64-byte records through `fill_buf`: 42-50 -> 114-119
+//! M/s on the Intel host, over several runs).
 //!
 //! Dropping the producer closes the ring: the consumer drains what is left and then sees end
 //! of stream. Dropping the consumer makes writes fail with `BrokenPipe`.

@@ -8,8 +8,9 @@
 //!   process that maps the ring.
 //! - **PSS**, `Shmem` in `/proc/meminfo` and memory cgroups count the pages once: `N`. Report
 //!   this one.
-//! - **`RLIMIT_AS`** counts `2N` per mapping process: the mirror step fails with `ENOMEM`
-//!   (reported as `OutOfMemory`, naming `RLIMIT_AS`) when only `N` fits.
+//! - **`RLIMIT_AS`** counts `2N` per mapping process: creation fails with `ENOMEM` (reported
+//!   as `OutOfMemory`, naming `RLIMIT_AS`) when only `N` fits, at its first step, the
+//!   reservation of `H + 2N` bytes of address space.
 //! - **`vm.max_map_count`** (65530 by default): each ring uses 2 or 3 mapping entries, so a
 //!   process holds some tens of thousands of rings at most; creation then fails with
 //!   `OutOfMemory` naming the map count.

@@ -98,15 +98,16 @@
 //! deadlines itself (each end's `Stats::sleep_timeouts` stays 0 over the idle second).
 //!
 //! The async ends against tokio's own transports (`benches/async.rs`, also printed by the
-//! comparison demo; two current-thread runtimes on two pinned vCPUs; preliminary, on the
-//! same noisy machine, bare core-to-core round trip about 290 ns at the time):
+//! comparison demo; two current-thread runtimes on two pinned vCPUs; two quiet runs,
+//! core-to-core round trip 279-299 ns; `BENCHMARKS.md`, "Async ends and relays", which also
+//! says how far single samples can be trusted):
 //!
 //! | | mirror-ring async | same, via the helper | tokio `UnixStream` | `tokio::io::duplex` |
 //! |---|---:|---:|---:|---:|
-//! | round trip, 8 B, both ends parked | 100–110 µs | 130 µs | 170–190 µs | 155–170 µs |
-//! | round trip, 8 B, both runtimes busy | 0.5–0.6 µs | 0.5–0.6 µs | 24–50 µs | 1.6–3.5 µs |
-//! | streaming, 64 B writes | 1.9 GB/s | 1.6–1.7 GB/s | 0.02–0.03 GB/s | 0.06–0.13 GB/s |
-//! | streaming, 4 KiB writes | 8.0–8.2 GB/s | 6.7–8.7 GB/s | 0.07–0.54 GB/s | 0.37–0.52 GB/s |
+//! | round trip, 8 B, both ends parked | 64.0 / 64.5 µs | 96.3 / 93.1 µs | 78.2 / 75.8 µs | 81.2 / 74.5 µs |
+//! | round trip, 8 B, both runtimes busy | 0.5 / 0.5 µs | 0.5 / 0.5 µs | 5.4 / 5.2 µs | 1.4 / 1.5 µs |
+//! | streaming, 64 B writes | 1.81 / 1.51 GB/s | 1.77 / 1.53 GB/s | 0.07 / 0.07 GB/s | 0.32 / 0.36 GB/s |
+//! | streaming, 4 KiB writes | 8.36 / 8.06 GB/s | 9.18 / 8.31 GB/s | 2.30 / 2.35 GB/s | 0.99 / 0.92 GB/s |
 //!
 //! A parked round trip is four wake-ups of idle vCPUs on this VM (about 25 µs each, above),
 //! whatever the transport; the ring saves the system calls around them.

@@ -72,7 +72,8 @@
 //! - anything else, or a closed producer: it loads head (Acquire, pairing with step 4). Below
 //!   head every frame has been written in full, so the word there must be this position's
 //!   header, stamped or not, fitting below head; anything else **poisons the ring** (this and
-//!   every later call fail with `InvalidData`, and the producer sees the poison flag too).
+//!   every later call fail with `InvalidData`, and the producer sees the poison flag too, when
+//!   it next waits for room).
 //!   An unstamped header for this position means the producer is writing a batch from here:
 //!   until head covers it the consumer polls head only, leaving the frame's line to the
 //!   producer.
@@ -196,8 +197,9 @@
 //! room and the batch. When the messages are at hand together,
 //! [`send_batch`](crate::FramedProducer::send_batch) (and `try_send_batch`,
 //! `send_batch_timeout`) takes a slice of them: one ownership check and one look at the room
-//! for the call, then a tight loop that writes each frame (for up to 8 bytes, the header and
-//! the payload in one 16-byte store), and one publish per eighth of the ring. It is the same
+//! per run of up to an eighth of the ring (usually one run for the call), a tight loop that
+//! writes each frame of the run (for up to 8 bytes, the header and the payload in one 16-byte
+//! store), and one publish per run. It is the same
 //! hand-over as a batch of `set_batch`: the first frame is written unstamped and stamped last,
 //! the others stamped as they are written. The call sends the leading messages that fit and
 //! returns how many; a message that is too long, or a full, closed or poisoned ring, ends the

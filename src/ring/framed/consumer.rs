@@ -549,6 +549,31 @@ impl FramedConsumer {
         self.inner.is_abandoned()
     }
 
+    /// What this end's blocking calls have done so far (see [`Stats`](crate::Stats)): the
+    /// byte-level consumer's counters, which it keeps across
+    /// [`into_framed`](Consumer::into_framed) and [`into_inner`](Self::into_inner).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (_tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    /// let err = rx.recv_timeout(std::time::Duration::from_millis(5)).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// let handle = rx.stats_handle(); // readable from another thread
+    /// assert_eq!((rx.stats().timed_out, handle.get().timed_out), (1, 1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn stats(&self) -> crate::Stats {
+        self.inner.stats()
+    }
+
+    /// A handle to this end's counters that another thread can read (see
+    /// [`StatsHandle`](crate::StatsHandle)).
+    pub fn stats_handle(&self) -> crate::StatsHandle {
+        self.inner.stats_handle()
+    }
+
     /// Gives the byte-level consumer back, positioned after the last frame read.
     ///
     /// # Examples

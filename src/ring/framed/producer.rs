@@ -673,6 +673,31 @@ impl FramedProducer {
         self.inner.is_abandoned()
     }
 
+    /// What this end's blocking calls have done so far (see [`Stats`](crate::Stats)): the
+    /// byte-level producer's counters, which it keeps across
+    /// [`into_framed`](Producer::into_framed) and [`into_inner`](Self::into_inner).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, _rx) = (tx.into_framed(), rx.into_framed());
+    /// tx.send(&[1; 4000])?;
+    /// let err = tx.send_timeout(&[2; 100], std::time::Duration::from_millis(5)).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// assert_eq!(tx.stats().timed_out, 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn stats(&self) -> crate::Stats {
+        self.inner.stats()
+    }
+
+    /// A handle to this end's counters that another thread can read (see
+    /// [`StatsHandle`](crate::StatsHandle)).
+    pub fn stats_handle(&self) -> crate::StatsHandle {
+        self.inner.stats_handle()
+    }
+
     /// Publishes what is pending (not in a forked copy) and gives the byte-level producer back. Further bytes follow
     /// the last frame directly (the consumer must know where framing stops).
     ///
