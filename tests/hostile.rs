@@ -18,6 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::header_offsets::*;
 use common::{available, open_fds, our_mappings, page_size, scale, seed, spawn_child, HeaderView, Pattern, Rng};
 use mirror_ring::{Backend, RingOptions, SharedRing};
 
@@ -25,23 +26,6 @@ const KIB: usize = 1024;
 const LONG: Duration = Duration::from_secs(20);
 /// A blocked call must notice a dead peer within this: 10x the 100 ms the design promises.
 const DEATH: Duration = Duration::from_secs(1);
-
-// Header offsets (the ABI pinned in src/header.rs: 128-byte lines on every architecture).
-const OFF_MAGIC: usize = 0;
-const OFF_VERSION: usize = 8;
-const OFF_BACKEND: usize = 12;
-const OFF_CAPACITY: usize = 16;
-const OFF_DATA_OFFSET: usize = 24;
-// A role slot: claim word u64 (state in bits 0..8, epoch in 8..32, pid in 32..64, so on a
-// little-endian machine a u32 state+epoch at +0 and the pid at +4), start_time u64, pid_ns
-// u64, park u32, 0u32.
-const OFF_PRODUCER: usize = 32;
-const OFF_CONSUMER: usize = 64;
-const OFF_POISONED: usize = 96;
-const OFF_HEAD: usize = 128;
-const OFF_TAIL: usize = 256;
-/// The header's size in bytes: the scribbler aims most of its writes here.
-const HEADER_LEN: usize = 640;
 
 /// Runs `f` in a forked child, bounded by `limit`; returns its exit status (128 + signal if it
 /// crashed).
@@ -1162,4 +1146,96 @@ fn a_stalled_peer_process_times_out_bounded_calls() {
         // Then it exits (closing): the writer sees it.
         assert_eq!(tx.write_timeout(b"x", LONG).unwrap_err().kind(), ErrorKind::BrokenPipe);
     }
+}
+
+/// Straight to fd 2: the harness's capture does not reach a forked child's `eprintln!`.
+fn say(msg: &str) {
+    let _ = std::io::stderr().write_all(format!("{msg}\n").as_bytes());
+}
+
+/// A non-blocking pipe: (read end, write end).
+fn nonblocking_pipe() -> (File, File) {
+    let mut fds = [0; 2];
+    // SAFETY: a valid out-array of two ints.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    assert_eq!(r, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: fresh descriptors nobody else owns.
+    unsafe { (File::from(OwnedFd::from_raw_fd(fds[0])), File::from(OwnedFd::from_raw_fd(fds[1]))) }
+}
+
+/// A peer may stall the ring (documented), but it cannot keep a blocked call from noticing a
+/// poisoning or a close: every blocking byte call, parked on a ring that cannot move, returns
+/// within the bound once the peer sets the poisoned flag, or forges its own close (its claim
+/// word's state CLOSED in its own epoch), and wakes nobody (a hostile peer need not): the
+/// bounded sleeps must find the change. `InvalidData` for the poison; `BrokenPipe`,
+/// `UnexpectedEof` or the end of stream for the close. (From a review that also ran every
+/// blocking call, `fill_buf` and the transfers under random scribbles with no finding.)
+#[test]
+fn blocking_byte_calls_end_on_an_unwoken_poison_or_forged_close() {
+    let status = spawn_child(|| {
+        let mut failed = 0;
+        for forge in ["poison", "close"] {
+            for call in 0..8 {
+                let ring =
+                    RingOptions::new().capacity(16 * KIB).spin_budget(Duration::from_micros(5)).shared().unwrap();
+                let cap = ring.capacity();
+                let mut tx = ring.clone().into_producer().unwrap();
+                let mut rx = ring.clone().into_consumer().unwrap();
+                let hdr = tx.write_grant(1).unwrap().as_ptr() as usize - page_size();
+                // Calls 0..4 block the producer (a full ring), 4..8 the consumer (an empty one).
+                if call < 4 {
+                    tx.write_all(&vec![7u8; cap]).unwrap();
+                }
+                let (mut pr, mut pw) = nonblocking_pipe();
+                let (r, took) = std::thread::scope(|s| {
+                    let forger = s.spawn(|| {
+                        std::thread::sleep(Duration::from_millis(30));
+                        // SAFETY: aligned words in the mapped header page; the ring outlives
+                        // the scope.
+                        unsafe {
+                            if forge == "poison" {
+                                (*((hdr + OFF_POISONED) as *const AtomicU32)).store(1, Ordering::SeqCst);
+                            } else {
+                                let slot = if call < 4 { OFF_CONSUMER } else { OFF_PRODUCER };
+                                let w = &*((hdr + slot) as *const AtomicU32);
+                                let now = w.load(Ordering::SeqCst);
+                                w.store(now & !0xff | 2, Ordering::SeqCst); // CLOSED, same epoch
+                            }
+                        }
+                    });
+                    let started = Instant::now();
+                    let r: std::io::Result<usize> = match call {
+                        0 => tx.write(b"x"),
+                        1 => tx.write_all(b"x").map(|()| 1),
+                        2 => tx.write_grant_blocking(1).map(|g| g.len()),
+                        3 => {
+                            pw.write_all(b"abc").unwrap();
+                            tx.read_from(&mut pr)
+                        }
+                        4 => rx.read(&mut [0u8; 8]),
+                        5 => std::io::BufRead::fill_buf(&mut rx).map(|b| b.len()),
+                        6 => rx.read_grant_blocking(1).map(|g| g.len()),
+                        _ => rx.write_to(&mut pw),
+                    };
+                    let took = started.elapsed();
+                    forger.join().unwrap();
+                    (r, took)
+                });
+                let kind_ok = match (forge, &r) {
+                    ("poison", Err(e)) => e.kind() == ErrorKind::InvalidData,
+                    (_, Err(e)) => matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof),
+                    (_, Ok(0)) => call >= 4, // end of stream
+                    _ => false,
+                };
+                if !kind_ok || took >= DEATH {
+                    say(&format!("{forge}: blocking call {call}: {r:?} after {took:?}: wrong result or too late"));
+                    failed += 1;
+                }
+                drop((tx, rx, ring));
+            }
+        }
+        failed
+    })
+    .wait_within(Duration::from_secs(20));
+    assert_eq!(status, 0, "{status} blocking calls missed the poison or the close (see stderr); >128: crashed");
 }

@@ -264,6 +264,28 @@ pub fn set_soft_limit(res: libc::__rlimit_resource_t, soft: usize) -> Option<lib
     }
 }
 
+/// Offsets in the shared header (the ABI pinned in `src/header.rs`: 128-byte lines on every
+/// architecture), for tests that play a hostile peer. A role slot: the claim word u64 (state in
+/// bits 0..8, epoch in 8..32, pid in 32..64, so on a little-endian machine a u32 state+epoch at
+/// +0 and the pid at +4), start_time u64, pid_ns u64, park u32, 0u32.
+#[allow(dead_code)]
+pub mod header_offsets {
+    pub const OFF_MAGIC: usize = 0;
+    pub const OFF_VERSION: usize = 8;
+    pub const OFF_BACKEND: usize = 12;
+    pub const OFF_CAPACITY: usize = 16;
+    pub const OFF_DATA_OFFSET: usize = 24;
+    pub const OFF_PRODUCER: usize = 32;
+    pub const OFF_CONSUMER: usize = 64;
+    pub const OFF_POISONED: usize = 96;
+    pub const OFF_HEAD: usize = 128;
+    pub const OFF_TAIL: usize = 256;
+    pub const OFF_DATA_WAITER: usize = 384;
+    pub const OFF_SPACE_WAITER: usize = 512;
+    /// The header's size in bytes.
+    pub const HEADER_LEN: usize = 640;
+}
+
 /// A field of the `/proc/self/smaps` entry of the mapping that holds `addr`, in kB
 /// (`KernelPageSize`, `ShmemPmdMapped`, ...); `None` if there is no such mapping or field.
 pub fn smaps_kb(addr: usize, field: &str) -> Option<u64> {
