@@ -279,11 +279,10 @@ impl MirrorOptions {
     /// top-level `deny` refuses whatever the other says (measured on 6.18). Most distributions
     /// ship `never` and `inherit`; then, or on a kernel without transparent huge pages,
     /// creation fails with `Unsupported` and a message naming the deciding file, before
-    /// anything is mapped. Where the knobs allow them, a huge page is
-    /// still the kernel's best effort: where it finds no free 2 MiB of memory when a page is
-    /// first touched, it uses 4 KiB pages, and nothing reports it (`ShmemPmdMapped` in
-    /// `/proc/<pid>/smaps` counts the huge part). [`prefault`](Self::prefault) takes the pages
-    /// at creation.
+    /// anything is mapped. Where the knobs allow them, a huge page is still the kernel's best
+    /// effort: where it finds no free 2 MiB of memory when a page is first touched, it uses
+    /// 4 KiB pages, and nothing reports it (`ShmemPmdMapped` in `/proc/<pid>/smaps` counts the
+    /// huge part). [`prefault`](Self::prefault) takes the pages at creation.
     ///
     /// Works with [`Backend::Auto`], `MirrorFlag` and `Duplicate`, between threads and across
     /// `fork`. If `Auto` falls back to a memfd, it maps an `N`-byte memfd twice and closes the
@@ -721,8 +720,10 @@ impl MirrorMap {
                 // and it already holds zero.
                 unsafe { at.write_volatile(0) };
             } else {
-                // SAFETY: `at` is valid and aligned for a byte; a peer may be writing it, so
-                // an atomic load, whose value is discarded.
+                // SAFETY: `at` is valid and aligned for a byte. A peer may be writing it: an
+                // atomic load, whose value is discarded (the peer's plain stores, in another
+                // process or through the ring's copies, are the trust model's, as for every
+                // byte the ring shares).
                 let byte = unsafe { AtomicU8::from_ptr(at) };
                 std::hint::black_box(byte.load(Ordering::Relaxed));
             }
