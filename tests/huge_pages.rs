@@ -13,7 +13,10 @@ mod common;
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::{Mutex, MutexGuard};
 
-use common::{in_child, locked_bytes, mapped_at, mirrors_at, open_fds, our_mappings, page_size, Pattern};
+use common::{
+    in_child, locked_bytes, mapped_at, mirrors_at, open_fds, our_mappings, page_size, read_pattern, write_pattern,
+    Pattern,
+};
 use mirror_ring::{Backend, MirrorOptions, RingOptions};
 
 const HUGE: usize = 2 << 20;
@@ -202,27 +205,8 @@ fn a_huge_page_ring_streams_across_the_seam_between_threads() {
     let total = 5 * HUGE as u64 + 12_345;
     std::thread::scope(|s| {
         let pat = &pat;
-        s.spawn(move || {
-            let mut pos = 0u64;
-            let mut k = 0usize;
-            while pos < total {
-                let n = ((total - pos) as usize).min([4093, 65_537, 1, 250_001][k % 4]);
-                tx.write_all(pat.at(pos, n)).unwrap();
-                pos += n as u64;
-                k += 1;
-            }
-        });
-        let mut pos = 0u64;
-        let mut buf = vec![0u8; 300_007];
-        loop {
-            let n = rx.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            assert!(pat.matches(pos, &buf[..n]), "wrong bytes at stream position {pos}");
-            pos += n as u64;
-        }
-        assert_eq!(pos, total, "every byte, then end of stream");
+        s.spawn(move || write_pattern(&mut tx, pat, total, &[4093, 65_537, 1, 250_001]).unwrap());
+        assert_eq!(read_pattern(&mut rx, pat, 300_007), total, "every byte, then end of stream");
     });
 }
 
@@ -246,28 +230,13 @@ fn a_huge_page_ring_works_across_fork_without_a_descriptor() {
             Ok(tx) => tx,
             Err(_) => return 3,
         };
-        let mut pos = 0u64;
-        while pos < total {
-            let n = ((total - pos) as usize).min(100_003);
-            if tx.write_all(pat.at(pos, n)).is_err() {
-                return 4;
-            }
-            pos += n as u64;
+        if write_pattern(&mut tx, &pat, total, &[100_003]).is_err() {
+            return 4;
         }
         0
     });
     let mut rx = ring.into_consumer().unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
-    loop {
-        let n = rx.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        assert!(pat.matches(pos, &buf[..n]), "wrong bytes at stream position {pos}");
-        pos += n as u64;
-    }
-    assert_eq!(pos, total);
+    assert_eq!(read_pattern(&mut rx, &pat, 1 << 20), total, "every byte, then end of stream");
     assert_eq!(producer.wait(), 0, "the child failed");
 }
 

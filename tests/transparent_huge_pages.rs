@@ -13,10 +13,13 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::sync::{Mutex, MutexGuard};
 
-use common::{in_child, locked_bytes, mapped_at, mirrors_at, open_fds, our_mappings, page_size, smaps_kb, Pattern};
+use common::{
+    in_child, locked_bytes, mapped_at, mirrors_at, open_fds, our_mappings, page_size, read_pattern, smaps_kb,
+    write_pattern, Pattern,
+};
 use mirror_ring::{Backend, MirrorMap, MirrorOptions, RingOptions};
 
 const HUGE: usize = 2 << 20;
@@ -208,27 +211,8 @@ fn a_thp_ring_streams_across_the_seam_between_threads() {
     let total = 5 * HUGE as u64 + 12_345;
     std::thread::scope(|s| {
         let pat = &pat;
-        s.spawn(move || {
-            let mut pos = 0u64;
-            let mut k = 0usize;
-            while pos < total {
-                let n = ((total - pos) as usize).min([4093, 65_537, 1, 250_001][k % 4]);
-                tx.write_all(pat.at(pos, n)).unwrap();
-                pos += n as u64;
-                k += 1;
-            }
-        });
-        let mut pos = 0u64;
-        let mut buf = vec![0u8; 300_007];
-        loop {
-            let n = rx.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            assert!(pat.matches(pos, &buf[..n]), "wrong bytes at stream position {pos}");
-            pos += n as u64;
-        }
-        assert_eq!(pos, total, "every byte, then end of stream");
+        s.spawn(move || write_pattern(&mut tx, pat, total, &[4093, 65_537, 1, 250_001]).unwrap());
+        assert_eq!(read_pattern(&mut rx, pat, 300_007), total, "every byte, then end of stream");
     });
 }
 
@@ -246,28 +230,13 @@ fn a_thp_ring_works_across_fork() {
     let child_ring = ring.clone();
     let mut producer = common::spawn_child(|| {
         let Ok(mut tx) = child_ring.into_producer() else { return 3 };
-        let mut pos = 0u64;
-        while pos < total {
-            let n = ((total - pos) as usize).min(100_003);
-            if tx.write_all(pat.at(pos, n)).is_err() {
-                return 4;
-            }
-            pos += n as u64;
+        if write_pattern(&mut tx, &pat, total, &[100_003]).is_err() {
+            return 4;
         }
         0
     });
     let mut rx = ring.into_consumer().unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
-    loop {
-        let n = rx.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        assert!(pat.matches(pos, &buf[..n]), "wrong bytes at stream position {pos}");
-        pos += n as u64;
-    }
-    assert_eq!(pos, total);
+    assert_eq!(read_pattern(&mut rx, &pat, 1 << 20), total, "every byte, then end of stream");
     assert_eq!(producer.wait(), 0, "the child failed (3: no producer, 4: a write failed)");
 }
 

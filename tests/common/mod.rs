@@ -463,6 +463,42 @@ impl Pattern {
     }
 }
 
+/// Writes the first `total` bytes of `pat` into `tx` with `write_all`s of the sizes in
+/// `chunks`, in turn (odd sizes, so that copies cross the seam between the views at every kind
+/// of offset).
+pub fn write_pattern(
+    tx: &mut mirror_ring::Producer,
+    pat: &Pattern,
+    total: u64,
+    chunks: &[usize],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let (mut pos, mut k) = (0u64, 0usize);
+    while pos < total {
+        let n = ((total - pos) as usize).min(chunks[k % chunks.len()]);
+        tx.write_all(pat.at(pos, n))?;
+        pos += n as u64;
+        k += 1;
+    }
+    Ok(())
+}
+
+/// Reads `rx` to the end of the stream with reads of up to `buf_len` bytes, asserting that
+/// every byte is `pat`'s; returns how many it read.
+pub fn read_pattern(rx: &mut mirror_ring::Consumer, pat: &Pattern, buf_len: usize) -> u64 {
+    use std::io::Read;
+    let mut buf = vec![0u8; buf_len];
+    let mut pos = 0u64;
+    loop {
+        let n = rx.read(&mut buf).unwrap();
+        if n == 0 {
+            return pos;
+        }
+        assert!(pat.matches(pos, &buf[..n]), "wrong bytes at stream position {pos}");
+        pos += n as u64;
+    }
+}
+
 /// A per-test bound for tests whose threads block without a deadline (a lost wake-up between
 /// threads sleeps for ever): if the guard is still alive after `limit`, it kills the children
 /// registered with [`Watchdog::kill_on_expiry`], names `what` on stderr and aborts the test
