@@ -34,6 +34,51 @@ fn left_behind(maps_before: &[String], fds_before: &[String]) -> i32 {
     0
 }
 
+/// The OS error of `e`: its own, or that of its `source()` (an explanation's).
+fn errno_of(e: &io::Error) -> Option<i32> {
+    e.raw_os_error().or_else(|| std::error::Error::source(e)?.downcast_ref::<io::Error>()?.raw_os_error())
+}
+
+/// For each backend of `cases` that works here, and each of its steps, in a child: `build`
+/// with that step made to fail with EIO must fail keeping the errno, satisfy `also` (a status
+/// code, 0 when fine), and leave no mapping and no descriptor. Returns the status of the first
+/// case that fails, with its backend and step, or how many cases ran.
+fn fail_each_step(
+    cases: &[(Backend, &[Step])],
+    build: impl Fn(Backend) -> io::Result<MirrorMap>,
+    also: impl Fn(Step, &io::Error) -> i32,
+) -> Result<usize, (Backend, Step, i32)> {
+    let mut checked = 0;
+    for &(backend, steps) in cases {
+        if !backend.is_available() {
+            continue;
+        }
+        for &step in steps {
+            let status = in_child(|| {
+                let maps_before = our_mappings();
+                let fds_before = open_fds();
+                FAIL_AT.with(|f| f.set(Some((step, libc::EIO))));
+                LAST_RESERVATION.with(|r| r.set(None));
+                let r = build(backend);
+                FAIL_AT.with(|f| f.set(None));
+                let Err(e) = r else { return 10 };
+                if errno_of(&e) != Some(libc::EIO) {
+                    return 11;
+                }
+                match also(step, &e) {
+                    0 => left_behind(&maps_before, &fds_before),
+                    code => code,
+                }
+            });
+            if status != 0 {
+                return Err((backend, step, status));
+            }
+            checked += 1;
+        }
+    }
+    Ok(checked)
+}
+
 /// Every construction step, made to fail, leaves no mapping and no descriptor behind, and
 /// the error keeps its errno.
 #[test]
@@ -62,35 +107,14 @@ fn failure_at_every_step_leaks_nothing() {
             ],
         ),
     ];
-    let mut checked = 0;
-    for &(backend, steps) in cases {
-        if !backend.is_available() {
-            continue;
-        }
-        for &step in steps {
-            let status = in_child(|| {
-                let maps_before = our_mappings();
-                let fds_before = open_fds();
-                FAIL_AT.with(|f| f.set(Some((step, libc::EIO))));
-                LAST_RESERVATION.with(|r| r.set(None));
-                let r =
-                    MirrorOptions::new().backend(backend).prefault(true).dont_fork(true).lock_memory(true).map(1 << 16);
-                FAIL_AT.with(|f| f.set(None));
-                let Err(e) = r else { return 10 };
-                // The errno directly, or as the `source()` of an explanation (the lock's).
-                let os = e
-                    .raw_os_error()
-                    .or_else(|| std::error::Error::source(&e)?.downcast_ref::<io::Error>()?.raw_os_error());
-                if os != Some(libc::EIO) {
-                    return 11;
-                }
-                left_behind(&maps_before, &fds_before)
-            });
-            assert_eq!(status, 0, "{backend} failing at {step:?} (10: no error, 11: errno lost, 12-14: leak)");
-            checked += 1;
+    let build =
+        |backend| MirrorOptions::new().backend(backend).prefault(true).dont_fork(true).lock_memory(true).map(1 << 16);
+    match fail_each_step(cases, build, |_, _| 0) {
+        Ok(checked) => assert!(checked >= 9, "too few backends available to test ({checked} cases)"),
+        Err((backend, step, status)) => {
+            panic!("{backend} failing at {step:?}: status {status} (10: no error, 11: errno lost, 12-14: leak)")
         }
     }
-    assert!(checked >= 9, "too few backends available to test ({checked} cases)");
 }
 
 /// ENOMEM from the mirror step becomes an explained `OutOfMemory` with the errno as source.
@@ -276,10 +300,7 @@ fn huge_page_failure_at_every_step_leaks_nothing() {
                     MirrorOptions::new().huge_pages(true).prefault(true).dont_fork(true).lock_memory(true).map(4 << 20);
                 FAIL_AT.with(|f| f.set(None));
                 let Err(e) = r else { return 10 };
-                let os = e
-                    .raw_os_error()
-                    .or_else(|| std::error::Error::source(&e)?.downcast_ref::<io::Error>()?.raw_os_error());
-                if os != Some(errno) {
+                if errno_of(&e) != Some(errno) {
                     return 11;
                 }
                 if errno == libc::ENOMEM && e.kind() != io::ErrorKind::OutOfMemory {
@@ -317,44 +338,21 @@ fn thp_failure_at_every_step_leaks_nothing() {
             &[Reserve, MapControl, MemfdCreate, Truncate, MapFirst, MapSecond, Advise, Prefault, DontFork, Lock],
         ),
     ];
-    let mut checked = 0;
-    for &(backend, steps) in cases {
-        if !backend.is_available() {
-            continue;
-        }
-        for &step in steps {
-            let status = in_child(|| {
-                let maps_before = our_mappings();
-                let fds_before = open_fds();
-                FAIL_AT.with(|f| f.set(Some((step, libc::EIO))));
-                LAST_RESERVATION.with(|r| r.set(None));
-                let len = 4 << 20;
-                let opts = MirrorOptions::new().prefault(true).dont_fork(true).lock_memory(true).clone();
-                let r = Reservation::for_pages(len, Pages::Transparent)
-                    .and_then(|res| MirrorMap::build_in(res, len, backend, Pages::Transparent))
-                    .and_then(|map| map.finish(&opts));
-                FAIL_AT.with(|f| f.set(None));
-                let Err(e) = r else { return 10 };
-                let os = e
-                    .raw_os_error()
-                    .or_else(|| std::error::Error::source(&e)?.downcast_ref::<io::Error>()?.raw_os_error());
-                if os != Some(libc::EIO) {
-                    return 11;
-                }
-                if step == Advise && e.kind() != io::ErrorKind::Unsupported {
-                    return 15;
-                }
-                left_behind(&maps_before, &fds_before)
-            });
-            assert_eq!(
-                status, 0,
-                "THP {backend} failing at {step:?} (10: no error, 11: errno lost, 12-14: leak, 15: a refused \
-                 MADV_HUGEPAGE not Unsupported)"
-            );
-            checked += 1;
-        }
+    let len = 4 << 20;
+    let opts = MirrorOptions::new().prefault(true).dont_fork(true).lock_memory(true).clone();
+    let build = |backend| {
+        Reservation::for_pages(len, Pages::Transparent)
+            .and_then(|res| MirrorMap::build_in(res, len, backend, Pages::Transparent))
+            .and_then(|map| map.finish(&opts))
+    };
+    let also = |step, e: &io::Error| i32::from(step == Advise && e.kind() != io::ErrorKind::Unsupported) * 15;
+    match fail_each_step(cases, build, also) {
+        Ok(checked) => assert!(checked >= 10, "too few backends available to test ({checked} cases)"),
+        Err((backend, step, status)) => panic!(
+            "THP {backend} failing at {step:?}: status {status} (10: no error, 11: errno lost, 12-14: leak, 15: a \
+             refused MADV_HUGEPAGE not Unsupported)"
+        ),
     }
-    assert!(checked >= 10, "too few backends available to test ({checked} cases)");
 }
 
 /// Which values of `shmem_enabled` let a map ask for transparent huge pages, and what the
