@@ -87,6 +87,19 @@ impl Framed {
         link.put_and_publish(&self.ring, tx, &self.words, 1, Mark::Check);
     }
 
+    /// A producer thread on `f` that sends frames `0..n` one at a time and stops (without
+    /// closing).
+    fn spawn_sender(f: &Arc<Framed>, n: u64) -> thread::JoinHandle<()> {
+        let g = f.clone();
+        thread::spawn(move || {
+            let mut tx = g.ring.producer();
+            let mut link = Sender::new(N as usize, 0);
+            for k in 0..n {
+                g.send(&mut link, &mut tx, k);
+            }
+        })
+    }
+
     /// A producer about to die in the middle of frame 1: frame 0 sent in full, then room for
     /// frame 1 and its payload written, nothing else of it. Returns its cursor and its side of
     /// the hand-over, for the model to take frame 1 as far as the death it models.
@@ -243,14 +256,7 @@ fn a_newcomer_overwrites_a_dead_producers_unpublished_batch() {
 fn a_byte_end_ahead_of_the_published_head_sees_nothing_readable() {
     model("a_byte_end_ahead_of_the_published_head_sees_nothing_readable", || {
         let f = Framed::new();
-        let g = f.clone();
-        let producer = thread::spawn(move || {
-            let mut tx = g.ring.producer();
-            let mut link = Sender::new(N as usize, 0);
-            for k in 0..2 {
-                g.send(&mut link, &mut tx, k);
-            }
-        });
+        let producer = Framed::spawn_sender(&f, 2);
         let mut rx = f.ring.consumer();
         let mut link = receiver(&rx);
         // The first frame goes through the head (stamps are trusted after it); the second may
@@ -339,14 +345,7 @@ fn a_frame_below_the_head_is_read_though_its_stamp_never_came() {
 fn a_frame_found_within_a_batch_is_read_after_its_stamp() {
     model("a_frame_found_within_a_batch_is_read_after_its_stamp", || {
         let f = Framed::new();
-        let g = f.clone();
-        let producer = thread::spawn(move || {
-            let mut tx = g.ring.producer();
-            let mut link = Sender::new(N as usize, 0);
-            for k in 0..2 {
-                g.send(&mut link, &mut tx, k);
-            }
-        });
+        let producer = Framed::spawn_sender(&f, 2);
         let mut rx = f.ring.consumer();
         let mut link = receiver(&rx);
         // Frame 0 as `recv` takes it (through the head: stamps are not trusted before that).

@@ -224,20 +224,9 @@ fn a_huge_page_ring_works_across_fork_without_a_descriptor() {
     assert_eq!(open_fds(), fds_before, "no descriptor kept");
     let pat = Pattern::new(3);
     let total = 3 * (4u64 << 20) + 999;
-    let child_ring = ring.clone();
-    let mut producer = common::spawn_child(|| {
-        let mut tx = match child_ring.into_producer() {
-            Ok(tx) => tx,
-            Err(_) => return 3,
-        };
-        if write_pattern(&mut tx, &pat, total, &[100_003]).is_err() {
-            return 4;
-        }
-        0
-    });
-    let mut rx = ring.into_consumer().unwrap();
-    assert_eq!(read_pattern(&mut rx, &pat, 1 << 20), total, "every byte, then end of stream");
-    assert_eq!(producer.wait(), 0, "the child failed");
+    let (got, child) = common::stream_from_child(ring, &pat, total);
+    assert_eq!(got, total, "every byte, then end of stream");
+    assert_eq!(child, 0, "the child failed (3: no producer, 4: a write failed)");
 }
 
 /// `prefault(true)` takes every page of the data at creation; `dont_fork(true)` keeps the whole

@@ -227,17 +227,9 @@ fn a_thp_ring_works_across_fork() {
     assert!(ring.as_fd().is_none(), "no descriptor");
     let pat = Pattern::new(5);
     let total = 3 * (4u64 << 20) + 999;
-    let child_ring = ring.clone();
-    let mut producer = common::spawn_child(|| {
-        let Ok(mut tx) = child_ring.into_producer() else { return 3 };
-        if write_pattern(&mut tx, &pat, total, &[100_003]).is_err() {
-            return 4;
-        }
-        0
-    });
-    let mut rx = ring.into_consumer().unwrap();
-    assert_eq!(read_pattern(&mut rx, &pat, 1 << 20), total, "every byte, then end of stream");
-    assert_eq!(producer.wait(), 0, "the child failed (3: no producer, 4: a write failed)");
+    let (got, child) = common::stream_from_child(ring, &pat, total);
+    assert_eq!(got, total, "every byte, then end of stream");
+    assert_eq!(child, 0, "the child failed (3: no producer, 4: a write failed)");
 }
 
 /// `lock_memory(true)` locks the control page and both views of a THP map, counted in `VmLck`

@@ -499,6 +499,19 @@ pub fn read_pattern(rx: &mut mirror_ring::Consumer, pat: &Pattern, buf_len: usiz
     }
 }
 
+/// A forked child claims `ring`'s producer and writes the first `total` bytes of `pat` in
+/// 100,003-byte `write_all`s; this process reads them as the consumer, checking every byte.
+/// Returns the bytes read and the child's status (3: no producer, 4: a write failed).
+pub fn stream_from_child(ring: mirror_ring::SharedRing, pat: &Pattern, total: u64) -> (u64, i32) {
+    let child_ring = ring.clone();
+    let mut producer = spawn_child(|| {
+        let Ok(mut tx) = child_ring.into_producer() else { return 3 };
+        i32::from(write_pattern(&mut tx, pat, total, &[100_003]).is_err()) * 4
+    });
+    let mut rx = ring.into_consumer().unwrap();
+    (read_pattern(&mut rx, pat, 1 << 20), producer.wait())
+}
+
 /// A per-test bound for tests whose threads block without a deadline (a lost wake-up between
 /// threads sleeps for ever): if the guard is still alive after `limit`, it kills the children
 /// registered with [`Watchdog::kill_on_expiry`], names `what` on stderr and aborts the test
