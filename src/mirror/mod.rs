@@ -612,14 +612,18 @@ impl MirrorMap {
             // SAFETY: advice over both views, which we just mapped and nobody has touched.
             unsafe { sys::madvise_hugepage(res.at(h), 2 * len) }
         })
-        .map_err(|e| {
-            io::Error::new(
+        .map_err(|e| match e.raw_os_error() {
+            // The kernel could not allocate while changing the mapping: a shortage, not a refusal.
+            Some(libc::ENOMEM) => {
+                explain_enomem(e, || format!("cannot advise MADV_HUGEPAGE over a {len}-byte mirror: out of memory"))
+            }
+            _ => io::Error::new(
                 io::ErrorKind::Unsupported,
                 Context {
                     msg: "the kernel refused MADV_HUGEPAGE: no transparent huge pages here".to_owned(),
                     source: e,
                 },
-            )
+            ),
         })?;
         res.trim(len);
         Ok(res.into_map(len, Pages::Transparent, backend, None))

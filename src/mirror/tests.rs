@@ -355,6 +355,23 @@ fn thp_failure_at_every_step_leaks_nothing() {
     }
 }
 
+/// A refused `MADV_HUGEPAGE` is `Unsupported` (no transparent huge pages here); one that ran
+/// out of memory is `OutOfMemory`, as every shortage at creation is. The errno stays the
+/// `source()` either way.
+#[test]
+fn a_failed_thp_advice_says_refused_or_out_of_memory() {
+    let backend = Backend::Auto.resolve().unwrap();
+    for (errno, kind) in [(libc::EINVAL, io::ErrorKind::Unsupported), (libc::ENOMEM, io::ErrorKind::OutOfMemory)] {
+        let len = 2 << 20;
+        FAIL_AT.with(|f| f.set(Some((Step::Advise, errno))));
+        let r = Reservation::for_pages(len, Pages::Transparent)
+            .and_then(|res| MirrorMap::build_in(res, len, backend, Pages::Transparent));
+        FAIL_AT.with(|f| f.set(None));
+        let e = r.unwrap_err();
+        assert_eq!((e.kind(), errno_of(&e)), (kind, Some(errno)), "{e}");
+    }
+}
+
 /// Which values of `shmem_enabled` let a map ask for transparent huge pages, and what the
 /// refusal says.
 #[test]
