@@ -35,6 +35,10 @@ struct AsyncReader {
 }
 
 impl ParkEnd for AsyncReader {
+    fn lost(&self) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::Unsupported, "the model's end is always there")
+    }
+
     fn site(&self) -> Option<Site<'_>> {
         let hdr: &Header = &self.ring;
         Some(Site {

@@ -1272,3 +1272,180 @@ fn into_inner_gives_back_a_working_blocking_end() {
     assert_eq!(rx.stats().lost_wakeups, 0);
     assert!(ws.wakes_sent >= 1);
 }
+
+/// An async end whose peer keeps it ready (here a thread writing or reading as fast as it
+/// can; a hostile peer can do it for ever) must still give the runtime's thread back to its
+/// other tasks: it spends tokio's cooperative budget, as tokio's own I/O does. A task ticking
+/// every millisecond beside a 300 ms read loop, then a write loop, on a current-thread runtime:
+/// its longest gap was 260-400 ms before the ends spent the budget, about 3.5 ms after. The
+/// bound, 100 ms, is a liveness bound (the other task must run at all), not a speed.
+#[test]
+fn an_async_end_kept_ready_by_its_peer_lets_the_runtime_run_other_tasks() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
+    let run = Duration::from_millis(300);
+    let rt = current_thread();
+    // The longest gap between ticks of another task while `work` runs.
+    let with_ticker = |work: std::pin::Pin<Box<dyn Future<Output = ()> + '_>>| -> Duration {
+        rt.block_on(async {
+            let (gap, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+            let (g, st) = (gap.clone(), stop.clone());
+            let ticker = tokio::spawn(async move {
+                let mut last = Instant::now();
+                while !st.load(Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    g.fetch_max(last.elapsed().as_micros() as u64, Relaxed);
+                    last = Instant::now();
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            work.await;
+            stop.store(true, Relaxed);
+            ticker.await.unwrap();
+            Duration::from_micros(gap.load(Relaxed))
+        })
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    // Reading: a blocking producer thread keeps the ring full.
+    let (mut tx, rx) = RingOptions::new().capacity(64 * 1024).build().unwrap();
+    let st = stop.clone();
+    let writer = std::thread::spawn(move || {
+        while !st.load(Relaxed) && tx.write_timeout(&[7; 4096], Duration::from_millis(10)).is_ok_or_timed_out() {}
+    });
+    let mut rx = rx.into_async().unwrap();
+    // Each side works on its bytes for a while (hashes them 16 times), so that its peer keeps
+    // it ready: a loop that ever finds the ring empty (or full) parks, and yields anyway.
+    let read_gap = with_ticker(Box::pin(async {
+        let (start, mut buf, mut h) = (Instant::now(), [0u8; 256], FNV0);
+        while start.elapsed() < run {
+            let n = rx.read(&mut buf).await.unwrap();
+            for _ in 0..16 {
+                h = fnv(h, &buf[..n]);
+            }
+        }
+        std::hint::black_box(h);
+    }));
+    stop.store(true, Relaxed);
+    writer.join().unwrap();
+    // Writing: a blocking consumer thread keeps room.
+    stop.store(false, Relaxed);
+    let (tx, mut rx) = RingOptions::new().capacity(64 * 1024).build().unwrap();
+    let st = stop.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while !st.load(Relaxed) && rx.read_timeout(&mut buf, Duration::from_millis(10)).is_ok_or_timed_out() {}
+    });
+    let mut tx = tx.into_async().unwrap();
+    let write_gap = with_ticker(Box::pin(async {
+        let (start, mut msg, mut h) = (Instant::now(), [1u8; 256], FNV0);
+        while start.elapsed() < run {
+            for _ in 0..16 {
+                h = fnv(h, &msg);
+            }
+            msg[0] = h as u8;
+            tx.write_all(&msg).await.unwrap();
+        }
+    }));
+    stop.store(true, Relaxed);
+    reader.join().unwrap();
+    let bound = Duration::from_millis(100);
+    assert!(read_gap < bound, "a read loop kept the runtime from its other tasks for {read_gap:?}");
+    assert!(write_gap < bound, "a write loop kept the runtime from its other tasks for {write_gap:?}");
+}
+
+/// `Ok`, or the `TimedOut` of a timeout variant.
+trait OkOrTimedOut {
+    fn is_ok_or_timed_out(&self) -> bool;
+}
+
+impl<T> OkOrTimedOut for std::io::Result<T> {
+    fn is_ok_or_timed_out(&self) -> bool {
+        self.as_ref().map_or_else(|e| e.kind() == ErrorKind::TimedOut, |_| true)
+    }
+}
+
+/// A parked async end whose role another process takes over (its claim word names the next
+/// holding) fails as a blocking end does, with `ConnectionAborted`, not as a forked copy
+/// (`Unsupported`, what it said before); and once it is dropped, the registry keeps nothing
+/// of its park (before, the entry kept the task's waker until the peer published or closed).
+#[test]
+fn an_async_end_whose_role_is_taken_over_aborts_and_leaves_no_registration() {
+    /// The consumer's claim word in the header (header.rs, the layout table); the epoch is in
+    /// bits 8..32.
+    const CONSUMER_CLAIM: usize = 64;
+    struct Nothing;
+    impl std::task::Wake for Nothing {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+    for spin in [Duration::ZERO, Duration::from_micros(50)] {
+        let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).spin_budget(spin).shared().unwrap();
+        let view = HeaderView::map(ring.as_fd().unwrap());
+        let _tx = ring.clone().into_producer().unwrap();
+        let mut rx = ring.into_consumer().unwrap().into_async().unwrap();
+        let task = std::sync::Arc::new(Nothing);
+        let waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut buf = [0u8; 8];
+        {
+            let mut read = pin!(rx.read(&mut buf));
+            let start = Instant::now();
+            // Parked (past the spin, if any): the registry holds a clone of the waker.
+            while std::sync::Arc::strong_count(&task) == 2 && start.elapsed() < Duration::from_secs(1) {
+                assert!(read.as_mut().poll(&mut cx).is_pending());
+            }
+            assert!(std::sync::Arc::strong_count(&task) > 2, "spin {spin:?}: the read never registered its waker");
+            let claim = view.u64_at(CONSUMER_CLAIM);
+            claim.fetch_add(1 << 8, std::sync::atomic::Ordering::SeqCst);
+            match read.as_mut().poll(&mut cx) {
+                Poll::Ready(Err(e)) => assert_eq!(e.kind(), ErrorKind::ConnectionAborted, "spin {spin:?}: {e}"),
+                other => panic!("spin {spin:?}: the read went on after its role was taken: {other:?}"),
+            }
+        }
+        drop(rx);
+        assert_eq!(std::sync::Arc::strong_count(&task), 2, "spin {spin:?}: the registry kept the dropped end's waker");
+    }
+}
+
+/// A peer that keeps forging this end's claim word, back and forth between this holding and
+/// the next (a take-over and its undoing), while an async read polls: every answer is one a
+/// blocking end could give (`ConnectionAborted` while the word names another holding), never
+/// the forked copy's `Unsupported`. The word can change between the read's attempt and its
+/// look at the header, which said `Unsupported` before (hundreds of times in 200 ms); that
+/// window is why this test repeats.
+#[test]
+fn an_async_end_under_a_flickering_claim_word_never_says_forked() {
+    const CONSUMER_CLAIM: usize = 64;
+    let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).spin_budget(Duration::ZERO).shared().unwrap();
+    let view = HeaderView::map(ring.as_fd().unwrap());
+    let _tx = ring.clone().into_producer().unwrap();
+    let mut rx = ring.into_consumer().unwrap().into_async().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let claim = view.u64_at(CONSUMER_CLAIM);
+    let own = claim.load(std::sync::atomic::Ordering::SeqCst);
+    let (mut aborted, mut pending) = (0u32, 0u32);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                claim.store(own + (1 << 8), std::sync::atomic::Ordering::SeqCst);
+                claim.store(own, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut buf = [0u8; 8];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(200) {
+            match pin!(rx.read(&mut buf)).poll(&mut cx) {
+                Poll::Pending => pending += 1,
+                Poll::Ready(Err(e)) if e.kind() == ErrorKind::ConnectionAborted => aborted += 1,
+                other => {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    panic!("after {aborted} aborts and {pending} parks: {other:?}");
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    claim.store(own, std::sync::atomic::Ordering::SeqCst);
+    assert!(aborted > 0 && pending > 0, "the flicker was never seen ({aborted} aborts, {pending} parks)");
+}

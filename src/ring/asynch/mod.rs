@@ -38,11 +38,17 @@ mod sites {
         fn site(&self) -> Option<Site<'_>> {
             site_of(&self.end, self.cur.counters())
         }
+        fn lost(&self) -> std::io::Error {
+            self.end.lost()
+        }
     }
 
     impl ParkEnd for Consumer {
         fn site(&self) -> Option<Site<'_>> {
             site_of(&self.end, self.cur.counters())
+        }
+        fn lost(&self) -> std::io::Error {
+            self.end.lost()
         }
     }
 
@@ -50,11 +56,17 @@ mod sites {
         fn site(&self) -> Option<Site<'_>> {
             self.byte_end().site()
         }
+        fn lost(&self) -> std::io::Error {
+            self.byte_end().end.lost()
+        }
     }
 
     impl ParkEnd for FramedConsumer {
         fn site(&self) -> Option<Site<'_>> {
             self.byte_end().site()
+        }
+        fn lost(&self) -> std::io::Error {
+            self.byte_end().end.lost()
         }
     }
 }

@@ -56,6 +56,9 @@ fn update(cell: &Cell<Spin>, f: impl FnOnce(&mut Spin)) {
 /// the header).
 pub(crate) trait ParkEnd {
     fn site(&self) -> Option<Site<'_>>;
+    /// Why `site` said no: the end's own error for a forked copy, a shut end, or a role that
+    /// another process took over (`ConnectionAborted`), as its blocking calls give it.
+    fn lost(&self) -> io::Error;
 }
 
 /// One end's parking state, kept between polls (a pending future keeps nothing: dropping it
@@ -86,9 +89,18 @@ impl Parking {
         end: &mut E,
         mut attempt: impl FnMut(&mut E) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
+        // Spends the task's cooperative budget on tokio, as tokio's own I/O does: an end whose
+        // peer keeps it ready (a fast or a hostile one) otherwise answers every poll at once,
+        // and a loop over it never gives the runtime's thread back to its other tasks. When
+        // the budget is spent, the task is woken and yields. (Outside a tokio runtime there is
+        // no budget: always ready.)
+        #[cfg(not(mirror_ring_loom))]
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         match attempt(end) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             r => {
+                #[cfg(not(mirror_ring_loom))]
+                coop.made_progress();
                 if self.spin_since.is_some() {
                     self.retry_ended(end);
                 }
@@ -96,7 +108,7 @@ impl Parking {
                 return Poll::Ready(r);
             }
         }
-        let Some(site) = end.site() else { return Poll::Ready(Err(forked())) };
+        let Some(site) = end.site() else { return Poll::Ready(Err(end.lost())) };
         let budget = site.spin.get().budget();
         if SPINS && !self.armed && self.key.is_none() && !budget.is_zero() {
             // The spin phase, as a blocking end spins before it parks: try again after the
@@ -189,7 +201,7 @@ impl Parking {
                 }
             }
         }
-        let Some(site) = end.site() else { return Poll::Ready(Err(forked())) };
+        let Some(site) = end.site() else { return Poll::Ready(Err(end.lost())) };
         let word = site.hdr.word(site.role.own_word());
         let deadline = if !self.strong {
             self.last_barrier.map_or(now, |t| t + REARM_INTERVAL)
@@ -275,7 +287,14 @@ impl Parking {
             return;
         }
         let Some(site) = end.site() else {
-            (self.armed, self.key) = (false, None);
+            // No header to look at (a forked copy, or the role taken over meanwhile): the flag
+            // is not ours to lower, but the registration is ours to drop, and needs none. Left
+            // behind, it would keep the task's waker (and, between processes, a helper's futex
+            // slot) until the peer published or closed.
+            if let Some(key) = self.key.take() {
+                registry().deregister(key);
+            }
+            self.armed = false;
             return;
         };
         let word = site.hdr.word(site.role.own_word());
@@ -328,14 +347,6 @@ enum Status {
     Timer,
     /// Removed by a wake-up (or never there).
     Gone,
-}
-
-#[cold]
-fn forked() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        "this ring end belongs to the process that claimed it; a forked child cannot use it",
-    )
 }
 
 /// The futex word an entry parks on.
