@@ -12,6 +12,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use common::header_offsets::{OFF_CONSUMER, OFF_DATA_WAITER};
 use common::{in_child, spawn_child, thread_cpu_time, watchdog, HeaderView, Pattern};
 use mirror_ring::{Backend, Producer, RingOptions, SharedRing};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -608,8 +609,6 @@ fn peer_death_reaches_framed_async_ends_within_a_second() {
 /// on every poll: half a million polls in 500 ms.)
 #[test]
 fn a_stray_waiter_value_does_not_make_a_parked_end_wake_itself() {
-    /// `data_waiter`'s offset in the header (header.rs, the layout table).
-    const DATA_WAITER: usize = 384;
     struct Count(std::sync::atomic::AtomicUsize);
     impl std::task::Wake for Count {
         fn wake(self: std::sync::Arc<Self>) {
@@ -618,7 +617,7 @@ fn a_stray_waiter_value_does_not_make_a_parked_end_wake_itself() {
     }
     let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).spin_budget(Duration::ZERO).shared().unwrap();
     let view = HeaderView::map(ring.as_fd().unwrap());
-    let word = view.u32_at(DATA_WAITER);
+    let word = view.u32_at(OFF_DATA_WAITER);
     let _tx = ring.clone().into_producer().unwrap();
     let mut rx = ring.into_consumer().unwrap().into_async().unwrap();
     let count = std::sync::Arc::new(Count(Default::default()));
@@ -1370,9 +1369,6 @@ impl<T> OkOrTimedOut for std::io::Result<T> {
 /// of its park (before, the entry kept the task's waker until the peer published or closed).
 #[test]
 fn an_async_end_whose_role_is_taken_over_aborts_and_leaves_no_registration() {
-    /// The consumer's claim word in the header (header.rs, the layout table); the epoch is in
-    /// bits 8..32.
-    const CONSUMER_CLAIM: usize = 64;
     struct Nothing;
     impl std::task::Wake for Nothing {
         fn wake(self: std::sync::Arc<Self>) {}
@@ -1394,7 +1390,8 @@ fn an_async_end_whose_role_is_taken_over_aborts_and_leaves_no_registration() {
                 assert!(read.as_mut().poll(&mut cx).is_pending());
             }
             assert!(std::sync::Arc::strong_count(&task) > 2, "spin {spin:?}: the read never registered its waker");
-            let claim = view.u64_at(CONSUMER_CLAIM);
+            // The epoch is in bits 8..32 of the claim word.
+            let claim = view.u64_at(OFF_CONSUMER);
             claim.fetch_add(1 << 8, std::sync::atomic::Ordering::SeqCst);
             match read.as_mut().poll(&mut cx) {
                 Poll::Ready(Err(e)) => assert_eq!(e.kind(), ErrorKind::ConnectionAborted, "spin {spin:?}: {e}"),
@@ -1414,13 +1411,12 @@ fn an_async_end_whose_role_is_taken_over_aborts_and_leaves_no_registration() {
 /// window is why this test repeats.
 #[test]
 fn an_async_end_under_a_flickering_claim_word_never_says_forked() {
-    const CONSUMER_CLAIM: usize = 64;
     let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).spin_budget(Duration::ZERO).shared().unwrap();
     let view = HeaderView::map(ring.as_fd().unwrap());
     let _tx = ring.clone().into_producer().unwrap();
     let mut rx = ring.into_consumer().unwrap().into_async().unwrap();
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let claim = view.u64_at(CONSUMER_CLAIM);
+    let claim = view.u64_at(OFF_CONSUMER);
     let own = claim.load(std::sync::atomic::Ordering::SeqCst);
     let (mut aborted, mut pending) = (0u32, 0u32);
     std::thread::scope(|s| {
