@@ -73,7 +73,9 @@ use crate::sync::{fence, park_barrier, Ordering, Park, Woke, SPINS};
 /// How often a sleeper that watches a peer process wakes to check that the peer lives.
 pub(crate) const WATCH_INTERVAL: Duration = Duration::from_millis(25);
 
-/// The longest sleep between threads (no peer to watch): a missed wake-up costs at most this.
+/// The longest sleep between threads (no peer to watch): a missed wake-up costs a blocking end
+/// at most this (an async end up to twice this: the helper wakes it only at the second check
+/// that finds the cursor moved, `docs::async_ends`).
 pub(crate) const SAFETY_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The shortest time between two heavy barriers of one blocked call (see the module docs).

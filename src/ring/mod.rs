@@ -523,7 +523,7 @@ fn taken_error(role: Role) -> io::Error {
         io::ErrorKind::ConnectionAborted,
         format!(
             "another process took the {} role of this ring over (this end's death was forged or \
-             its claim overwritten); this end no longer touches the ring",
+             its claim overwritten); this end's calls fail while the role is not its own",
             role.name()
         ),
     )
