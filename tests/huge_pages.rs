@@ -13,10 +13,7 @@ mod common;
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::{Mutex, MutexGuard};
 
-use common::{
-    in_child, locked_bytes, mapped_at, mirrors_at, open_fds, our_mappings, page_size, read_pattern, write_pattern,
-    Pattern,
-};
+use common::{in_child, locked_bytes, mapped_at, mirrors_at, open_fds, our_mappings, page_size, Pattern};
 use mirror_ring::{Backend, MirrorOptions, RingOptions};
 
 const HUGE: usize = 2 << 20;
@@ -198,16 +195,12 @@ fn a_huge_page_ring_streams_across_the_seam_between_threads() {
         let e = RingOptions::new().capacity(1).huge_pages(true).build().unwrap_err();
         return assert_names_huge_pages(&e);
     };
-    let (mut tx, mut rx) = RingOptions::new().capacity(1).huge_pages(true).build().unwrap_err_or_map();
+    let (tx, mut rx) = RingOptions::new().capacity(1).huge_pages(true).build().unwrap_err_or_map();
     assert_eq!(tx.capacity(), HUGE, "the capacity is rounded up to one huge page");
     assert_eq!(rx.capacity(), HUGE);
     let pat = Pattern::new(14);
     let total = 5 * HUGE as u64 + 12_345;
-    std::thread::scope(|s| {
-        let pat = &pat;
-        s.spawn(move || write_pattern(&mut tx, pat, total, &[4093, 65_537, 1, 250_001]).unwrap());
-        assert_eq!(read_pattern(&mut rx, pat, 300_007), total, "every byte, then end of stream");
-    });
+    common::stream_between_threads(tx, &mut rx, &pat, total);
 }
 
 /// Across fork: the child writes into a huge-page ring, the parent reads; the ring keeps no

@@ -16,10 +16,7 @@ mod common;
 use std::io::ErrorKind;
 use std::sync::{Mutex, MutexGuard};
 
-use common::{
-    in_child, locked_bytes, mapped_at, mirrors_at, open_fds, our_mappings, page_size, read_pattern, smaps_kb,
-    write_pattern, Pattern,
-};
+use common::{in_child, locked_bytes, mapped_at, mirrors_at, open_fds, our_mappings, page_size, smaps_kb, Pattern};
 use mirror_ring::{Backend, MirrorMap, MirrorOptions, RingOptions};
 
 const HUGE: usize = 2 << 20;
@@ -205,15 +202,11 @@ fn a_thp_ring_streams_across_the_seam_between_threads() {
         let e = RingOptions::new().capacity(1).transparent_huge_pages(true).build().unwrap_err();
         return assert_names_the_knob(&e);
     };
-    let (mut tx, mut rx) = RingOptions::new().capacity(1).transparent_huge_pages(true).build().unwrap();
+    let (tx, mut rx) = RingOptions::new().capacity(1).transparent_huge_pages(true).build().unwrap();
     assert_eq!(tx.capacity(), HUGE, "the capacity is rounded up to one huge page");
     let pat = Pattern::new(21);
     let total = 5 * HUGE as u64 + 12_345;
-    std::thread::scope(|s| {
-        let pat = &pat;
-        s.spawn(move || write_pattern(&mut tx, pat, total, &[4093, 65_537, 1, 250_001]).unwrap());
-        assert_eq!(read_pattern(&mut rx, pat, 300_007), total, "every byte, then end of stream");
-    });
+    common::stream_between_threads(tx, &mut rx, &pat, total);
 }
 
 /// Across fork: the child writes into a THP ring made by the parent, the parent reads.

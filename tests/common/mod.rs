@@ -499,6 +499,17 @@ pub fn read_pattern(rx: &mut mirror_ring::Consumer, pat: &Pattern, buf_len: usiz
     }
 }
 
+/// Streams the first `total` bytes of `pat` from a thread writing into `tx` to this thread
+/// reading `rx`, in odd-sized writes and reads that cross the seam between the views at every
+/// kind of offset; asserts every byte, then the end of the stream.
+pub fn stream_between_threads(tx: mirror_ring::Producer, rx: &mut mirror_ring::Consumer, pat: &Pattern, total: u64) {
+    std::thread::scope(|s| {
+        let mut tx = tx;
+        s.spawn(move || write_pattern(&mut tx, pat, total, &[4093, 65_537, 1, 250_001]).unwrap());
+        assert_eq!(read_pattern(rx, pat, 300_007), total, "every byte, then end of stream");
+    });
+}
+
 /// A forked child claims `ring`'s producer and writes the first `total` bytes of `pat` in
 /// 100,003-byte `write_all`s; this process reads them as the consumer, checking every byte.
 /// Returns the bytes read and the child's status (3: no producer, 4: a write failed).
