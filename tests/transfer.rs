@@ -375,3 +375,110 @@ fn read_from_and_write_to_wait_and_see_the_peer_go() {
     assert_eq!(status, 0);
     assert_eq!(rx.len(), 3, "the child's copy released something");
 }
+
+/// A reader or writer that counts its calls and otherwise behaves like an endless source / a
+/// bottomless sink.
+#[derive(Default)]
+struct Counting {
+    calls: usize,
+}
+
+impl Read for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.calls += 1;
+        buf.fill(9);
+        Ok(buf.len())
+    }
+}
+
+impl Write for Counting {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.calls += 1;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_timed_transfers_give_up_on_the_ring_and_touch_nothing() {
+    let _dog = watchdog("the_timed_transfers_give_up_on_the_ring_and_touch_nothing", Duration::from_secs(30));
+    let wait = Duration::from_millis(20);
+    let (mut tx, mut rx) = ring(4096);
+
+    // Empty ring: the writer is never called, nothing is released.
+    let mut sink = Counting::default();
+    let started = std::time::Instant::now();
+    let e = rx.write_to_timeout(&mut sink, wait).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    assert!(started.elapsed() >= wait, "gave up early: {:?}", started.elapsed());
+    assert_eq!(sink.calls, 0, "the writer was called on an empty ring");
+
+    // Full ring: the reader is never called, nothing is committed.
+    let mut source = Counting::default();
+    assert_eq!(tx.read_from_timeout(&mut source, wait).unwrap(), 4096);
+    assert_eq!(source.calls, 1);
+    let started = std::time::Instant::now();
+    let e = tx.read_from_timeout(&mut source, wait).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    assert!(started.elapsed() >= wait, "gave up early: {:?}", started.elapsed());
+    assert_eq!(source.calls, 1, "the reader was called on a full ring");
+    assert_eq!(rx.len(), 4096, "a timed-out read_from committed something");
+
+    // Both go on where they stood.
+    assert_eq!(rx.write_to_timeout(&mut sink, wait).unwrap(), 4096);
+    assert_eq!(rx.len(), 0);
+    assert_eq!(tx.free(), 4096);
+
+    // A duration too long for the clock waits without a deadline rather than panicking: the
+    // data is there, so it returns at once.
+    tx.write_all(b"abc").unwrap();
+    assert_eq!(rx.write_to_timeout(&mut sink, Duration::MAX).unwrap(), 3);
+}
+
+#[test]
+fn the_timed_transfers_wake_for_the_peer_and_see_it_go() {
+    let _dog = watchdog("the_timed_transfers_wake_for_the_peer_and_see_it_go", Duration::from_secs(30));
+    let (mut tx, mut rx) = ring(4096);
+    let bound = Duration::from_secs(10);
+
+    // Data arriving within the timeout is taken.
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        tx.write_all(&[5; 10]).unwrap();
+        tx
+    });
+    let mut sink = Vec::new();
+    assert_eq!(rx.write_to_timeout(&mut sink, bound).unwrap(), 10);
+    let mut tx = writer.join().unwrap();
+
+    // Room appearing within the timeout is filled.
+    tx.write_all(&[1; 4096]).unwrap();
+    let drainer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        let mut buf = [0; 100];
+        rx.read_exact(&mut buf).unwrap();
+        rx
+    });
+    let mut src: &[u8] = &[2; 500];
+    assert_eq!(tx.read_from_timeout(&mut src, bound).unwrap(), 100);
+    let mut rx = drainer.join().unwrap();
+
+    // A close ends the wait: the end of the stream after the rest, a broken pipe for the
+    // producer.
+    drop(tx);
+    let mut total = 0;
+    loop {
+        match rx.write_to_timeout(&mut sink, bound) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(total, 3996 + 100);
+    let (mut tx, rx) = ring(4096);
+    drop(rx);
+    let e = tx.read_from_timeout(&mut &b"x"[..], bound).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BrokenPipe, "{e}");
+}

@@ -4,6 +4,7 @@
 //! contiguous region, wherever the cursors stand.
 
 use std::io;
+use std::time::Duration;
 
 use super::{Consumer, Producer, Wait};
 
@@ -42,9 +43,44 @@ impl Producer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn read_from<R: io::Read + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
+        self.read_from_with(r, Wait::Until(None))
+    }
+
+    /// [`read_from`](Self::read_from), waiting at most `timeout` for space in the ring: a
+    /// relay loop that must notice a request to stop calls this rather than wait for ever on
+    /// a consumer that does not read.
+    ///
+    /// The timeout bounds the wait for the ring only. The one `r.read()` that follows is the
+    /// reader's own call, as long as the reader makes it: give a socket a receive timeout
+    /// (`UnixStream::set_read_timeout`) or make it non-blocking to bound that too.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` when no space came in time (nothing read, nothing committed); otherwise as
+    /// [`read_from`](Self::read_from).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (mut tx, _rx) = mirror_ring::channel(4096)?;
+    /// let cap = tx.capacity();
+    /// let mut source = std::io::repeat(7);
+    /// // The consumer never reads: the first call fills the ring, the second waits 10 ms.
+    /// assert_eq!(tx.read_from_timeout(&mut source, Duration::from_millis(10))?, cap);
+    /// let err = tx.read_from_timeout(&mut source, Duration::from_millis(10)).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn read_from_timeout<R: io::Read + ?Sized>(&mut self, r: &mut R, timeout: Duration) -> io::Result<usize> {
+        self.read_from_with(r, Wait::within(timeout))
+    }
+
+    fn read_from_with<R: io::Read + ?Sized>(&mut self, r: &mut R, wait: Wait) -> io::Result<usize> {
         // `want` is the whole ring: the consumer's cursor is reloaded, so the reader gets all
         // the space there is now.
-        let free = self.reserve(1, self.capacity(), Wait::Until(None))?;
+        let free = self.reserve(1, self.capacity(), wait)?;
         // SAFETY: write_ptr() is at offset < N and `free` (<= N) bytes from it are the
         // producer's free space, inside the two views, initialised (zeroed at creation or
         // written before); no other reference to them exists until they are committed.
@@ -98,7 +134,42 @@ impl Consumer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn write_to<W: io::Write + ?Sized>(&mut self, w: &mut W) -> io::Result<usize> {
-        let mut n = self.available(0, Wait::Until(None))?;
+        self.write_to_with(w, Wait::Until(None))
+    }
+
+    /// [`write_to`](Self::write_to), waiting at most `timeout` for data: a relay loop that
+    /// must notice a request to stop calls this rather than wait for ever on a quiet producer.
+    ///
+    /// The timeout bounds the wait for the ring only. The one `w.write()` that follows is the
+    /// writer's own call, as long as the writer makes it: give a socket a send timeout
+    /// (`UnixStream::set_write_timeout`) or make it non-blocking to bound that too.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` when no data came in time (nothing written, nothing released); otherwise as
+    /// [`write_to`](Self::write_to).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::time::Duration;
+    ///
+    /// let (mut tx, mut rx) = mirror_ring::channel(4096)?;
+    /// let mut sink = Vec::new();
+    /// let err = rx.write_to_timeout(&mut sink, Duration::from_millis(10)).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// tx.write_all(b"late")?;
+    /// assert_eq!(rx.write_to_timeout(&mut sink, Duration::from_millis(10))?, 4);
+    /// assert_eq!(sink, b"late");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn write_to_timeout<W: io::Write + ?Sized>(&mut self, w: &mut W, timeout: Duration) -> io::Result<usize> {
+        self.write_to_with(w, Wait::within(timeout))
+    }
+
+    fn write_to_with<W: io::Write + ?Sized>(&mut self, w: &mut W, wait: Wait) -> io::Result<usize> {
+        let mut n = self.available(0, wait)?;
         if n == 0 {
             return Ok(0);
         }
