@@ -5,22 +5,20 @@
 //! Run as root, each test that needs huge pages reserves them itself (it raises
 //! `/proc/sys/vm/nr_hugepages` by what it needs and puts the old value back when it ends, also
 //! when it fails) and holds a lock while it does, so the tests of this file never change the
-//! knob under each other. Without root (or when the kernel cannot find the memory), those
+//! knob under each other (nor under the tests in other processes: `common::knob_lock`). Without root (or when the kernel cannot find the memory), those
 //! tests check the error path instead: creation fails with a message naming huge pages.
 
 mod common;
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::time::{Duration, Instant};
 
-use common::{in_child, locked_bytes, mapped_at, mirrors_at, open_fds, our_mappings, page_size, Pattern};
+use common::{in_child, knob_lock, locked_bytes, mapped_at, mirrors_at, open_fds, our_mappings, page_size, Pattern};
 use mirror_ring::{Backend, MirrorOptions, RingOptions};
 
 const HUGE: usize = 2 << 20;
 const KNOB: &str = "/proc/sys/vm/nr_hugepages";
-
-/// Serialises the tests of this file: the pool and its knob are global.
-static POOL: Mutex<()> = Mutex::new(());
 
 fn read_num(path: &str) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
@@ -35,7 +33,8 @@ fn free_pages() -> u64 {
 /// raised it). Dropping it restores the knob, also while a failed test unwinds.
 struct Pool {
     restore: Option<u64>,
-    _lock: MutexGuard<'static, ()>,
+    /// The pool and its knob are global (`common::knob_lock`).
+    _lock: common::KnobLock,
 }
 
 impl Drop for Pool {
@@ -51,7 +50,7 @@ impl Drop for Pool {
 /// Takes the lock and makes sure at least `pages` huge pages are free: raises the knob as root
 /// when they are not. `Err(pool)` (still holding the lock) when they cannot be had here.
 fn reserve(pages: u64) -> Result<Pool, Pool> {
-    let lock = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let lock = knob_lock();
     let mut pool = Pool { restore: None, _lock: lock };
     if free_pages() >= pages {
         return Ok(pool);
@@ -144,7 +143,7 @@ impl<T> UnwrapShow<T> for io::Result<T> {
 
 #[test]
 fn too_few_free_huge_pages_is_out_of_memory_naming_them() {
-    let _pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let _pool = knob_lock();
     // More than the pool can give now, even with every surplus page the kernel may add.
     let can_give = free_pages() + read_num("/proc/sys/vm/nr_overcommit_hugepages").unwrap_or(0);
     let len = ((can_give as usize + 1) * HUGE).next_power_of_two();
@@ -281,4 +280,44 @@ fn the_default_capacity_rounds_up_to_a_huge_page() {
     let mut s = String::new();
     rx.read_to_string(&mut s).unwrap();
     assert_eq!(s, "huge");
+}
+
+/// `common::knob_lock` serialises processes, not only threads: a test in another process (a
+/// runner that runs each test in a process of its own) waits until the holder lets go.
+#[test]
+fn the_knob_lock_holds_across_processes() {
+    // The in-process part, so that no other test of this process counts mappings meanwhile.
+    let _others = common::knob_lock_in_process();
+    let Some(probe) = common::knob_lock_across_processes() else {
+        eprintln!("no lock file can be made here: the knob lock is the in-process one alone");
+        return;
+    };
+    drop(probe);
+    // One shared word: 1 while the child holds the lock, 2 just before it lets go.
+    // SAFETY: a fresh anonymous shared page, unmapped below.
+    let page = unsafe {
+        libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    assert_ne!(page, libc::MAP_FAILED);
+    // SAFETY: 4-aligned, inside the page, which outlives every use; shared with the child.
+    let word = unsafe { AtomicU32::from_ptr(page.cast()) };
+    let mut child = common::spawn_child(|| {
+        let lock = common::knob_lock_across_processes();
+        word.store(1, SeqCst);
+        std::thread::sleep(Duration::from_millis(100));
+        word.store(2, SeqCst);
+        drop(lock);
+        0
+    });
+    let limit = Instant::now() + Duration::from_secs(10);
+    while word.load(SeqCst) == 0 {
+        assert!(Instant::now() < limit, "the child never took the lock");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mine = common::knob_lock_across_processes();
+    assert_eq!(word.load(SeqCst), 2, "took the lock while another process held it");
+    drop(mine);
+    assert_eq!(child.wait(), 0);
+    // SAFETY: mapped above, no reference into it remains.
+    assert_eq!(unsafe { libc::munmap(page, 4096) }, 0);
 }

@@ -8,13 +8,13 @@
 //! machines ship as `never`. Run as root, each test sets it to what it needs (`advise`: only
 //! memory that asks gets huge pages, so nothing else on the machine changes) and puts the old
 //! value back when it ends, also when it fails, holding a lock meanwhile so that the tests of
-//! this file never change it under each other. Without root, the tests that need huge pages
+//! this file never change it under each other (nor tests in other processes:
+//! `common::knob_lock`). Without root, the tests that need huge pages
 //! check the error path instead.
 
 mod common;
 
 use std::io::ErrorKind;
-use std::sync::{Mutex, MutexGuard};
 
 use common::{in_child, locked_bytes, mapped_at, mirrors_at, open_fds, our_mappings, page_size, smaps_kb, Pattern};
 use mirror_ring::{Backend, MirrorMap, MirrorOptions, RingOptions};
@@ -23,9 +23,6 @@ const HUGE: usize = 2 << 20;
 const KNOB: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
 /// The per-size knob for 2 MiB pages (Linux 6.11+), which decides unless it says `inherit`.
 const KNOB_2M: &str = "/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/shmem_enabled";
-
-/// Serialises the tests of this file: the knobs are global.
-static KNOB_LOCK: Mutex<()> = Mutex::new(());
 
 /// A knob's selected value (`never` in `always within_size advise [never] deny force`).
 fn selected(path: &str) -> Option<String> {
@@ -42,7 +39,8 @@ fn mode() -> Option<String> {
 /// The test's hold on the knobs: the lock, and the values to put back (those it changed).
 struct Knobs {
     restore: Vec<(&'static str, String)>,
-    _lock: MutexGuard<'static, ()>,
+    /// The knobs are global (`common::knob_lock`).
+    _lock: common::KnobLock,
 }
 
 impl Drop for Knobs {
@@ -59,7 +57,7 @@ impl Drop for Knobs {
 /// has one) to `per_size`, unless they say that already. `Err(knobs)` (still holding the lock)
 /// when one cannot be set here (not root, or no such knob).
 fn set_knobs(top: &str, per_size: &str) -> Result<Knobs, Knobs> {
-    let lock = KNOB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let lock = common::knob_lock();
     let mut knobs = Knobs { restore: Vec::new(), _lock: lock };
     for (path, want) in [(KNOB, top), (KNOB_2M, per_size)] {
         let Some(now) = selected(path) else {

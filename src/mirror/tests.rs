@@ -237,18 +237,16 @@ fn huge_rounding() {
 /// had here (not root, no hugetlbfs, or no memory).
 struct HugePages {
     restore: Option<u64>,
-    /// The tests that change the knob run one at a time: one's restore must not take the
-    /// pages another one counts on.
-    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+    /// The tests that change the knob run one at a time, also across processes: one's
+    /// restore must not take the pages another one counts on (`test_util::knob_lock`).
+    _one_at_a_time: crate::test_util::KnobLock,
 }
-
-static HUGE_KNOB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl HugePages {
     const KNOB: &'static str = "/proc/sys/vm/nr_hugepages";
 
     fn reserve(pages: u64) -> Option<HugePages> {
-        let one = HUGE_KNOB.lock().unwrap_or_else(|e| e.into_inner());
+        let one = crate::test_util::knob_lock();
         let free = || free_huge_pages().unwrap_or(0);
         if free() >= pages {
             return Some(HugePages { restore: None, _one_at_a_time: one });

@@ -269,6 +269,52 @@ pub fn set_soft_limit(res: libc::__rlimit_resource_t, soft: usize) -> Option<lib
 /// bits 0..8, epoch in 8..32, pid in 32..64, so on a little-endian machine a u32 state+epoch at
 /// +0 and the pid at +4), start_time u64, pid_ns u64, park u32, 0u32.
 #[allow(dead_code)]
+/// The lock every test takes before it changes one of the machine's kernel knobs (the huge
+/// page pool, the transparent huge page knobs) and holds until it has put the knob back.
+///
+/// A lock in the process alone is not enough: a test runner that runs each test in a process
+/// of its own (cargo-nextest), or two `cargo test` runs at once, would let one test put a knob
+/// back while another counts on it, or leave the pool raised for good (the second test saves
+/// the first one's raised value and restores that). So after the in-process lock it takes an
+/// `flock` on a file in the temporary directory ([`knob_lock_across_processes`]). The lock file
+/// is opened only by the thread that holds the in-process lock, so the tests that count this
+/// process's descriptors under the lock never see another test's. Where the file cannot be
+/// opened or locked (a read-only `/tmp`), the in-process lock stands alone.
+pub struct KnobLock {
+    // Dropped first: the file lock goes before the in-process one.
+    _file: Option<std::fs::File>,
+    _thread: std::sync::MutexGuard<'static, ()>,
+}
+
+static KNOBS_IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes the [`KnobLock`], waiting for any other test, in this process or another, that holds it.
+pub fn knob_lock() -> KnobLock {
+    let thread = KNOBS_IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+    KnobLock { _file: knob_lock_across_processes(), _thread: thread }
+}
+
+/// The in-process part of [`knob_lock`] alone (for the test of the other part).
+pub fn knob_lock_in_process() -> std::sync::MutexGuard<'static, ()> {
+    KNOBS_IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The part of [`knob_lock`] that serialises processes: the lock file, opened anew and locked
+/// with `flock` (held until the file is closed). `None` where it cannot be opened or locked.
+/// A forked child takes this part alone: it may have inherited the in-process lock held.
+pub fn knob_lock_across_processes() -> Option<std::fs::File> {
+    let path = std::env::temp_dir().join("mirror-ring-test-knobs.lock");
+    std::fs::OpenOptions::new().create(true).append(true).open(path).ok().filter(|f| loop {
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            break true;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break false;
+        }
+    })
+}
+
 pub mod header_offsets {
     pub const OFF_MAGIC: usize = 0;
     pub const OFF_VERSION: usize = 8;
