@@ -115,11 +115,15 @@ pub(crate) enum Pages {
 thread_local! {
     /// Test hook: make `Step` fail with this errno on this thread.
     pub(crate) static FAIL_AT: std::cell::Cell<Option<(Step, i32)>> = const { std::cell::Cell::new(None) };
+    /// Test hook: every step this thread has reached, in order (`None`: not recording).
+    pub(crate) static STEPS_TAKEN: std::cell::RefCell<Option<Vec<Step>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Runs before every construction step; in tests it can inject a failure.
 #[inline(always)]
 fn checkpoint(_step: Step) -> io::Result<()> {
+    #[cfg(test)]
+    STEPS_TAKEN.with(|t| t.borrow_mut().as_mut().map(|steps| steps.push(_step)));
     #[cfg(test)]
     if let Some((s, errno)) = FAIL_AT.with(|f| f.get()) {
         if s == _step {
@@ -664,7 +668,7 @@ impl MirrorMap {
             self.dont_fork_owner = Some(crate::sync::fork_generation());
         }
         if opts.lock {
-            self.lock()?;
+            self.lock_prefaulted(opts.prefault)?;
         }
         Ok(self)
     }
@@ -689,6 +693,12 @@ impl MirrorMap {
     /// Locks this process's mapping in memory (see [`MirrorOptions::lock_memory`]): all of it,
     /// or for a huge-page map the control page, with the hugetlb data prefaulted.
     pub(crate) fn lock(&self) -> io::Result<()> {
+        self.lock_prefaulted(false)
+    }
+
+    /// [`lock`](Self::lock); `prefaulted`: creation has just prefaulted the whole map, so a
+    /// huge-page map need not be prefaulted again.
+    fn lock_prefaulted(&self, prefaulted: bool) -> io::Result<()> {
         if !self.mapped_here() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -696,7 +706,7 @@ impl MirrorMap {
             ));
         }
         let huge = self.pages == Pages::Huge;
-        if huge {
+        if huge && !prefaulted {
             // First, so that a failure leaves nothing locked; and without a write, because the
             // ring may be in use (`SharedRing::lock_memory`).
             self.prefault(false)?;

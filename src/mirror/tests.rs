@@ -446,6 +446,35 @@ fn locking_a_live_huge_page_ring_keeps_its_bytes() {
     assert!(changed.is_empty(), "lock_memory changed committed bytes at offsets {changed:?}");
 }
 
+/// The steps a huge-page map takes with `prefault` and `lock_memory`: the lock prefaults only
+/// where creation did not (it must, to lock a hugetlb map's data, which `mlock` leaves out), so
+/// the memory is populated once, and a later `SharedRing::lock_memory` does it again (it may
+/// find anything unpopulated).
+#[test]
+fn a_huge_page_map_is_prefaulted_once() {
+    let Some(_pages) = HugePages::reserve(2) else {
+        eprintln!("no huge pages can be reserved here: tests/huge_pages.rs checks the error path");
+        return;
+    };
+    let steps = |opts: &MirrorOptions| {
+        STEPS_TAKEN.with(|t| *t.borrow_mut() = Some(Vec::new()));
+        let map = opts.map(2 << 20);
+        let steps = STEPS_TAKEN.with(|t| t.borrow_mut().take()).unwrap();
+        (map.unwrap(), steps.into_iter().filter(|&s| s == Step::Prefault || s == Step::Lock).collect::<Vec<_>>())
+    };
+    let (map, taken) = steps(MirrorOptions::new().huge_pages(true).prefault(true).lock_memory(true));
+    drop(map);
+    assert_eq!(taken, [Step::Prefault, Step::Lock], "prefault and lock");
+    let (map, taken) = steps(MirrorOptions::new().huge_pages(true).lock_memory(true));
+    drop(map);
+    assert_eq!(taken, [Step::Prefault, Step::Lock], "lock alone");
+    let ring = crate::RingOptions::new().capacity(2 << 20).huge_pages(true).prefault(true).shared().unwrap();
+    STEPS_TAKEN.with(|t| *t.borrow_mut() = Some(Vec::new()));
+    ring.lock_memory().unwrap();
+    let taken = STEPS_TAKEN.with(|t| t.borrow_mut().take()).unwrap();
+    assert_eq!(taken, [Step::Prefault, Step::Lock], "SharedRing::lock_memory");
+}
+
 /// A `SharedRing::lock_memory` that fails leaves nothing locked: for a huge-page ring a failed
 /// prefault (injected: ENOMEM) must not leave the control page locked. In a child, which
 /// starts with nothing locked.
