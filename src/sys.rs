@@ -210,9 +210,21 @@ pub(crate) unsafe fn mlock(addr: NonNull<u8>, len: usize) -> io::Result<()> {
 
 /// This process's `RLIMIT_MEMLOCK` soft limit in bytes, `None` when unlimited or unreadable.
 pub(crate) fn memlock_limit() -> Option<u64> {
+    soft_limit(libc::RLIMIT_MEMLOCK as libc::c_int)
+}
+
+/// This process's `RLIMIT_FSIZE` soft limit in bytes (the largest file it may make), `None`
+/// when unlimited or unreadable.
+pub(crate) fn file_size_limit() -> Option<u64> {
+    soft_limit(libc::RLIMIT_FSIZE as libc::c_int)
+}
+
+/// The soft limit of `resource`, `None` when unlimited or unreadable.
+fn soft_limit(resource: libc::c_int) -> Option<u64> {
     let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `rl` is a valid out-pointer for the call.
-    let r = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) };
+    // SAFETY: `rl` is a valid out-pointer for the call. (The resource's C type differs between
+    // the C libraries; the value is one of theirs.)
+    let r = unsafe { libc::getrlimit(resource as _, &mut rl) };
     (r == 0 && rl.rlim_cur != libc::RLIM_INFINITY).then_some(rl.rlim_cur)
 }
 

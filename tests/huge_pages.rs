@@ -321,3 +321,33 @@ fn the_knob_lock_holds_across_processes() {
     // SAFETY: mapped above, no reference into it remains.
     assert_eq!(unsafe { libc::munmap(page, 4096) }, 0);
 }
+
+/// With no descriptor left, a huge-page ring (its data a hugetlb memfd) fails with EMFILE, and
+/// the message must not send the reader after a kernel feature ("the kernel needs hugetlbfs"):
+/// only the errnos a kernel without hugetlbfs gives get that hint.
+#[test]
+fn out_of_descriptors_is_not_blamed_on_hugetlbfs() {
+    let status = in_child(|| {
+        // SAFETY: F_DUPFD gives the lowest free descriptor number, closed at once.
+        let lowest_free = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 0) };
+        // SAFETY: our own fresh descriptor.
+        unsafe { libc::close(lowest_free) };
+        let Some(old) = common::set_soft_limit(libc::RLIMIT_NOFILE, lowest_free as usize) else { return 2 };
+        let r = RingOptions::new().capacity(2 << 20).huge_pages(true).shared().map(drop);
+        common::set_soft_limit(libc::RLIMIT_NOFILE, old as usize);
+        let Err(e) = r else { return 3 };
+        let errno = e
+            .raw_os_error()
+            .or_else(|| std::error::Error::source(&e)?.downcast_ref::<io::Error>()?.raw_os_error());
+        if errno != Some(libc::EMFILE) {
+            eprintln!("{e} ({e:?})");
+            return 4;
+        }
+        if e.to_string().contains("hugetlbfs") {
+            eprintln!("{e}");
+            return 5;
+        }
+        0
+    });
+    assert_eq!(status, 0, "2 = setrlimit failed, 3 = made anyway, 4 = not EMFILE, 5 = blamed on hugetlbfs");
+}

@@ -217,6 +217,55 @@ fn a_tight_rlimit_as_gives_enomem_not_a_crash() {
     }
 }
 
+/// A memfd larger than `RLIMIT_FSIZE` allows: `ftruncate` would fail with EFBIG *and* the
+/// kernel would send SIGXFSZ, whose default action ends the process. Creation must refuse it
+/// first, with EFBIG as the source and a message naming the limit, and leave nothing; a map
+/// within the limit still works. Every path that sizes a memfd: the `Memfd` backend (a map,
+/// and a ring's `shared()`) and the hugetlb memfd of `huge_pages` (which sizes it before it
+/// needs a single huge page).
+#[test]
+fn a_memfd_over_rlimit_fsize_is_an_error_not_a_signal() {
+    let status = in_child(|| {
+        let (maps_before, fds_before) = (our_mappings(), open_fds());
+        // No core file should the signal come after all.
+        common::set_soft_limit(libc::RLIMIT_CORE, 0);
+        if common::set_soft_limit(libc::RLIMIT_FSIZE, 16 << 10).is_none() {
+            return 2;
+        }
+        let attempts = [
+            ("a Memfd map", MirrorOptions::new().backend(Backend::Memfd).map(1 << 20).map(drop)),
+            ("a Memfd ring", mirror_ring::RingOptions::new().capacity(1 << 20).backend(Backend::Memfd).shared().map(drop)),
+            ("a huge-page map", MirrorOptions::new().huge_pages(true).map(2 << 20).map(drop)),
+        ];
+        for (what, r) in attempts {
+            let Err(e) = r else {
+                eprintln!("{what} over RLIMIT_FSIZE was made");
+                return 3;
+            };
+            let os = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
+            if os.and_then(|o| o.raw_os_error()) != Some(libc::EFBIG) || !e.to_string().contains("RLIMIT_FSIZE") {
+                eprintln!("{what}: {e} ({e:?})");
+                return 4;
+            }
+        }
+        if our_mappings() != maps_before || open_fds() != fds_before {
+            return 5;
+        }
+        // 4 KiB of data and its 4 KiB header: within the limit.
+        match MirrorOptions::new().backend(Backend::Memfd).map(page_size()) {
+            Ok(m) if mirrors_at(&m, 1, 2) => 0,
+            _ => 6,
+        }
+    });
+    assert_eq!(
+        status,
+        0,
+        "{} = killed by SIGXFSZ, 2 = setrlimit failed, 3 = made anyway, 4 = not EFBIG naming the limit, \
+         5 = left something behind, 6 = a map within the limit failed",
+        128 + libc::SIGXFSZ
+    );
+}
+
 #[test]
 fn the_memfd_cannot_be_resized_or_unsealed_by_another_holder() {
     let map = MirrorMap::with_backend(1 << 16, Backend::Memfd).unwrap();

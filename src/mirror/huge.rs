@@ -31,8 +31,12 @@ fn explain_huge(err: io::Error, len: usize, what: &str) -> io::Error {
              can also say ENOMEM)",
             len / HUGE_PAGE
         )
-    } else {
+    } else if matches!(errno, libc::EINVAL | libc::ENOENT | libc::ENODEV | libc::ENOSYS | libc::EOPNOTSUPP) {
+        // What a kernel without hugetlbfs, or without its 2 MiB size, answers.
         format!("{what} (huge pages: the kernel needs hugetlbfs with 2 MiB pages)")
+    } else {
+        // Anything else (out of descriptors, a limit, a signal) is not about hugetlbfs.
+        format!("{what} for a ring in 2 MiB huge pages")
     };
     let kind = if errno == libc::ENOMEM { io::ErrorKind::OutOfMemory } else { err.kind() };
     io::Error::new(kind, Context { msg, source: err })
@@ -188,8 +192,7 @@ impl MirrorMap {
             Backend::Auto | Backend::Memfd => {
                 let fd = step(Step::MemfdCreate, || sys::memfd_create_huge(c"mirror-ring-huge"))
                     .map_err(|e| explain_huge(e, len, "cannot create a huge-page memfd"))?;
-                step(Step::Truncate, || sys::ftruncate(fd.as_fd(), len))
-                    .map_err(|e| explain_huge(e, len, "cannot size a huge-page memfd"))?;
+                super::size_memfd(fd.as_fd(), len).map_err(|e| explain_huge(e, len, "cannot size a huge-page memfd"))?;
                 step(Step::MapFirst, || {
                     // SAFETY: [ctrl+H, ctrl+H+N) is inside our reservation, 2 MiB aligned; the
                     // file is N bytes long.

@@ -556,7 +556,7 @@ impl MirrorMap {
             }
             Backend::Memfd => {
                 let fd = step(Step::MemfdCreate, || sys::memfd_create(c"mirror-ring"))?;
-                step(Step::Truncate, || sys::ftruncate(fd.as_fd(), h + len))?;
+                size_memfd(fd.as_fd(), h + len)?;
                 map_ring_file(&res, fd.as_fd(), len)?;
                 step(Step::Seal, || {
                     sys::add_seals(fd.as_fd(), libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL)
@@ -593,7 +593,7 @@ impl MirrorMap {
             }
             Backend::Memfd => {
                 let fd = step(Step::MemfdCreate, || sys::memfd_create(c"mirror-ring-thp"))?;
-                step(Step::Truncate, || sys::ftruncate(fd.as_fd(), len))?;
+                size_memfd(fd.as_fd(), len)?;
                 step(Step::MapFirst, || {
                     // SAFETY: [ctrl+H, ctrl+H+N) is inside our reservation; the file is N bytes.
                     unsafe { sys::map_fd_fixed(res.at(h), len, fd.as_fd(), 0) }
@@ -797,6 +797,30 @@ fn check_and_clear(map: &MirrorMap) -> bool {
 fn step<T>(s: Step, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     checkpoint(s)?;
     f()
+}
+
+/// Sizes a new memfd to `len` bytes. A length over the process's `RLIMIT_FSIZE` is refused
+/// first: past that limit `ftruncate` does fail with EFBIG, but the kernel also sends SIGXFSZ,
+/// whose default action ends the process.
+pub(super) fn size_memfd(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
+    step(Step::Truncate, || {
+        match sys::file_size_limit() {
+            Some(limit) if len as u64 > limit => {
+                let efbig = io::Error::from_raw_os_error(libc::EFBIG);
+                Err(io::Error::new(
+                    efbig.kind(),
+                    Context {
+                        msg: format!(
+                            "cannot make a {len}-byte memfd: RLIMIT_FSIZE allows files of {limit} bytes \
+                             (past it the kernel ends the process with SIGXFSZ)"
+                        ),
+                        source: efbig,
+                    },
+                ))
+            }
+            _ => sys::ftruncate(fd, len),
+        }
+    })
 }
 
 /// Maps a memfd of `H + len` bytes into `res`: all of it at the base, then the data part
