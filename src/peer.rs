@@ -22,6 +22,7 @@
 //! [`take_over`] is the other use of the check: a process may take a role over only from a
 //! holder proven dead.
 
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
@@ -259,10 +260,19 @@ fn own_pid_namespace() -> u64 {
     sys::pid_namespace()
 }
 
-/// What a claimant records about itself (its pid, start time and PID namespace).
-pub(crate) fn this_process() -> (i32, u64, u64) {
+/// What a claimant records about itself (its pid, start time and PID namespace). The start
+/// time is 0 ("unknown") where `/proc` cannot tell it (not mounted, or hidden); a shortage of
+/// descriptors or memory that keeps this process from reading it is an error instead, since a
+/// holding recorded without its start time loses the pid-reuse check for its whole life, in its
+/// peer's watcher and for every would-be taker.
+pub(crate) fn this_process() -> io::Result<(i32, u64, u64)> {
     let me = sys::getpid();
-    (me, sys::process_start_time(me).unwrap_or(0), own_pid_namespace())
+    let start_time = match sys::proc_stat(me) {
+        Ok((_, start)) => start,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) => return Err(e),
+        Err(_) => 0,
+    };
+    Ok((me, start_time, own_pid_namespace()))
 }
 
 impl PeerCheck for ProcessWatch {

@@ -184,7 +184,10 @@ impl SharedRing {
     /// [`dont_fork`](crate::RingOptions::dont_fork) (the child has no such memory);
     /// `InvalidData` if the ring's cursors are impossible (the role is then closed and the
     /// ring poisoned, so the peer does not wait for an end that will never act), or if the
-    /// role's slot holds a state no version of the crate writes (nothing is changed).
+    /// role's slot holds a state no version of the crate writes (nothing is changed); the OS
+    /// error as `source()` (EMFILE, ENFILE, ENOMEM) when this process cannot read its own start
+    /// time for want of a descriptor or memory, which its peer needs to tell it from a later
+    /// process with the same pid (nothing is claimed: try again once there is one).
     ///
     /// # Examples
     ///
@@ -259,6 +262,8 @@ impl SharedRing {
     ///   `/proc` unreadable, a holder in another PID namespace, or a slot that kept changing
     ///   while it was read): nothing was changed; try again later (in another PID namespace
     ///   the answer stays unknown).
+    /// - The OS error as `source()` (EMFILE, ENFILE, ENOMEM) when this process cannot read its
+    ///   own start time, as for [`into_producer`](Self::into_producer): nothing was changed.
     /// - `InvalidData` if the ring is corrupt: a role state no version of the crate writes
     ///   (nothing is changed), or impossible cursors (then the role is closed and the ring
     ///   poisoned, as for a claim).
@@ -428,7 +433,14 @@ impl SharedRing {
             ));
         }
         let park = sync::register_process(true);
-        let (pid, start_time, pid_ns) = peer::this_process();
+        let (pid, start_time, pid_ns) = peer::this_process().map_err(|e| {
+            crate::mirror::Context::explain(
+                e,
+                "cannot claim a role: this process cannot read its own start time (/proc/self/stat), which \
+                 its peer needs to tell it from a later process with the same pid; nothing was claimed"
+                    .to_owned(),
+            )
+        })?;
         Ok((park, Claimant { pid, start_time, pid_ns, park }))
     }
 

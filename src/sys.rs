@@ -782,11 +782,6 @@ pub(crate) fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(first)
 }
 
-/// The start time (field 22 of `/proc/<pid>/stat`, in clock ticks since boot) of `pid`.
-pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
-    proc_stat(pid).ok().map(|(_, start)| start)
-}
-
 /// The state (field 3) and start time (field 22) from `/proc/<pid>/stat`. The error keeps the
 /// OS error: `ENOENT` (no such process, or `/proc` hides it), `EMFILE` (no descriptor left to
 /// open the file), ...; a file that cannot be parsed is `InvalidData`.

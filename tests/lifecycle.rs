@@ -252,6 +252,49 @@ fn descriptor_exhaustion_is_not_death_and_is_not_latched() {
     }
 }
 
+/// A claim by a process that cannot read its own start time for want of a descriptor must
+/// fail, claiming nothing: a holding recorded with start time 0 ("unknown") would lose the
+/// pid-reuse check for its whole life. Once descriptors are back the claim works and records
+/// the start time. A take-over goes through the same claimant record.
+#[test]
+fn a_claim_without_descriptors_fails_and_claims_nothing() {
+    use common::header_offsets::{OFF_CONSUMER, OFF_PRODUCER};
+    use std::sync::atomic::Ordering::Relaxed;
+    let status = in_child(|| {
+        let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
+        let view = common::HeaderView::map(ring.as_fd().unwrap());
+        let old = exhaust_descriptors();
+        let r = ring.clone().into_producer().map(drop);
+        // SAFETY: restores the limit read above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };
+        let Err(e) = r else {
+            eprintln!("claimed; start time recorded: {}", view.u64_at(OFF_PRODUCER + 8).load(Relaxed));
+            return 2;
+        };
+        let os = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
+        if os.and_then(|o| o.raw_os_error()) != Some(libc::EMFILE) || !e.to_string().contains("start time") {
+            eprintln!("{e} ({e:?})");
+            return 3;
+        }
+        if view.u64_at(OFF_PRODUCER).load(Relaxed) != 0 {
+            return 4;
+        }
+        let Ok(tx) = ring.clone().into_producer() else { return 5 };
+        let Ok(rx) = ring.clone().into_consumer() else { return 5 };
+        let recorded = [OFF_PRODUCER, OFF_CONSUMER].map(|slot| view.u64_at(slot + 8).load(Relaxed));
+        drop((tx, rx));
+        if recorded.contains(&0) {
+            return 6;
+        }
+        OK
+    });
+    assert_eq!(
+        status, OK,
+        "2 = claimed anyway, 3 = not EMFILE naming the start time, 4 = the slot changed, 5 = no claim once \
+         descriptors were back, 6 = no start time recorded"
+    );
+}
+
 fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
     use std::os::fd::FromRawFd;
     let mut fds = [0; 2];

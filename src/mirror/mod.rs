@@ -152,6 +152,13 @@ impl std::error::Error for Context {
     }
 }
 
+impl Context {
+    /// `err` with `msg` in front, of `err`'s kind, `err` as its `source()`.
+    pub(crate) fn explain(err: io::Error, msg: String) -> io::Error {
+        io::Error::new(err.kind(), Context { msg, source: err })
+    }
+}
+
 /// Wraps ENOMEM in an `OutOfMemory` error that says what usually causes it; every other errno
 /// is returned untouched, so `raw_os_error()` keeps working.
 fn explain_enomem(err: io::Error, what: impl FnOnce() -> String) -> io::Error {
