@@ -629,8 +629,9 @@ impl SharedRing {
     ///
     /// # Errors
     ///
-    /// As [`from_fd`](SharedRing::from_fd), plus OS errors from `recvmsg` and `UnexpectedEof`
-    /// if the socket closed first.
+    /// As [`from_fd`](SharedRing::from_fd), plus those of [`recv_fd`] (`UnexpectedEof` if the
+    /// socket closed first; with no descriptor left, an error with EMFILE as its `source()`
+    /// saying that the ring sent is lost).
     ///
     /// # Examples
     ///
@@ -686,7 +687,9 @@ pub fn send_fd(sock: &UnixStream, fd: BorrowedFd<'_>) -> io::Result<()> {
 /// # Errors
 ///
 /// OS errors from `recvmsg`; `UnexpectedEof` if the socket closed first; `InvalidData` if the
-/// message carried no descriptor.
+/// message carried no descriptor, or more than one (any received are closed). A process with
+/// no descriptor left (`RLIMIT_NOFILE`) cannot receive one: the kernel closes it, and the
+/// error, with EMFILE (or ENFILE) as its `source()`, says that what was sent is lost.
 ///
 /// # Examples
 ///

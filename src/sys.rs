@@ -728,6 +728,29 @@ pub(crate) fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()
     }
 }
 
+/// Why `recvmsg` truncated the descriptors of a message after installing `got` of them: the
+/// kernel also truncates when it cannot install one, because this process has no descriptor
+/// left (it then drops the rest), so look for that first (a `dup` fails the same way); else
+/// the message carried more than `recv_fd` takes.
+fn truncated_fds(sock: BorrowedFd<'_>, got: usize) -> io::Error {
+    // SAFETY: plain fcntl on a borrowed, open descriptor; the duplicate is closed at once.
+    let probe = unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if probe >= 0 {
+        // SAFETY: our own fresh descriptor.
+        unsafe { libc::close(probe) };
+        return io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the message carried more descriptors than one ring's; the {got} received were closed"),
+        );
+    }
+    crate::mirror::Context::explain(
+        io::Error::last_os_error(),
+        "a descriptor arrived but this process had no room for it (RLIMIT_NOFILE): the kernel closed it, so \
+         the ring it carried is lost and the sender must send it again"
+            .to_owned(),
+    )
+}
+
 /// Receives one descriptor sent by [`send_fd`]. Any extra descriptors that arrive are closed.
 pub(crate) fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     const MAX_FDS: usize = 8;
@@ -771,7 +794,7 @@ pub(crate) fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
         }
     }
     if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "descriptor message truncated"));
+        return Err(truncated_fds(sock, fds.len()));
     }
     if r == 0 && fds.is_empty() {
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "socket closed before a descriptor arrived"));

@@ -577,6 +577,85 @@ fn sending_needs_a_memfd_and_receiving_needs_a_descriptor() {
     assert_eq!(SharedRing::recv_from(&d).unwrap_err().kind(), ErrorKind::InvalidData);
 }
 
+/// A receiver with no descriptor left loses the ring it is sent: the kernel closes the
+/// descriptor it cannot install and truncates the message. The error must say that (EMFILE as
+/// its source, naming the limit), not blame the sender's message, and leave nothing behind. A
+/// message that really carries more descriptors than one is refused as such, and the ones
+/// received are closed.
+#[test]
+fn receiving_with_no_descriptor_left_says_so_and_too_many_descriptors_are_refused() {
+    let status = in_child(|| {
+        let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        ring.send_to(&a).unwrap();
+        let (maps_before, fds_before) = (our_mappings(), open_fds());
+        // SAFETY: F_DUPFD gives the lowest free descriptor number, closed at once.
+        let lowest_free = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 0) };
+        // SAFETY: our own fresh descriptor.
+        unsafe { libc::close(lowest_free) };
+        let Some(old) = common::set_soft_limit(libc::RLIMIT_NOFILE, lowest_free as usize) else { return 2 };
+        let r = SharedRing::recv_from(&b).map(drop);
+        common::set_soft_limit(libc::RLIMIT_NOFILE, old as usize);
+        let Err(e) = r else { return 3 };
+        let os = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
+        if os.and_then(|o| o.raw_os_error()) != Some(libc::EMFILE) || !e.to_string().contains("RLIMIT_NOFILE") {
+            eprintln!("{e} ({e:?})");
+            return 4;
+        }
+        if our_mappings() != maps_before || open_fds() != fds_before {
+            return 5;
+        }
+        // Nine descriptors in one message: the first eight arrive, the message is truncated.
+        let fds: Vec<OwnedFd> = (0..9).map(|_| pipe().0).collect();
+        let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        if send_fds(&a, &raw) != 1 {
+            return 6;
+        }
+        let fds_before = open_fds();
+        match SharedRing::recv_from(&b) {
+            Err(e) if e.kind() == ErrorKind::InvalidData && e.to_string().contains("more descriptors") => {}
+            other => {
+                eprintln!("nine descriptors: {:?}", other.map(drop));
+                return 7;
+            }
+        }
+        if open_fds() != fds_before {
+            return 8;
+        }
+        0
+    });
+    assert_eq!(
+        status, 0,
+        "2 = setrlimit failed, 3 = received with no descriptor left, 4 = not EMFILE naming RLIMIT_NOFILE, \
+         5 = left something behind, 6 = sendmsg failed, 7 = nine descriptors not refused, 8 = received ones kept"
+    );
+}
+
+/// Sends one byte with `fds` attached (`SCM_RIGHTS`); what `sendmsg` returned.
+fn send_fds(sock: &UnixStream, fds: &[i32]) -> isize {
+    let mut byte = [0u8];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    let payload = std::mem::size_of_val(fds) as u32;
+    // SAFETY: CMSG_SPACE / CMSG_LEN are pure size computations.
+    let (space, len) = unsafe { (libc::CMSG_SPACE(payload) as usize, libc::CMSG_LEN(payload) as usize) };
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: all-zero bytes are a valid msghdr; the control buffer holds one cmsg of `len`
+    // bytes, written through the CMSG macros within it.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = len as _;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast::<i32>(), fds.len());
+        libc::sendmsg(sock.as_raw_fd(), &msg, 0)
+    }
+}
+
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array of two ints.
