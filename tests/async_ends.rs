@@ -1445,3 +1445,67 @@ fn an_async_end_under_a_flickering_claim_word_never_says_forked() {
     claim.store(own, std::sync::atomic::Ordering::SeqCst);
     assert!(aborted > 0 && pending > 0, "the flicker was never seen ({aborted} aborts, {pending} parks)");
 }
+
+/// When the helper thread that parks async ends cannot start (the thread limit: here
+/// `RLIMIT_NPROC` 0 as `nobody`, so `pthread_create` says EAGAIN), the async read must fail
+/// with an error that says so, not `WouldBlock` ("not ready, poll again"), and the end must
+/// work once threads can start again. In a child: the helpers of a forked process start anew.
+#[test]
+fn an_async_end_that_cannot_start_its_helper_says_so() {
+    let status = in_child(|| {
+        if !common::become_nobody() {
+            return 2;
+        }
+        let ring = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).shared().unwrap();
+        let mut tx = ring.clone().into_producer().unwrap();
+        let mut rx = ring.into_consumer().unwrap().into_async().unwrap();
+        let Some(old) = common::set_soft_limit(libc::RLIMIT_NPROC, 0) else { return 3 };
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut buf = [0u8; 8];
+        let first = {
+            let mut read = pin!(rx.read(&mut buf));
+            (0..5).find_map(|_| match read.as_mut().poll(&mut cx) {
+                Poll::Ready(r) => Some(r),
+                Poll::Pending => None,
+            })
+        };
+        common::set_soft_limit(libc::RLIMIT_NPROC, old as usize);
+        match first {
+            Some(Err(e)) if e.kind() != ErrorKind::WouldBlock && e.to_string().contains("thread") => {
+                let os = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
+                if os.and_then(|o| o.raw_os_error()) != Some(libc::EAGAIN) {
+                    eprintln!("{e} ({e:?})");
+                    return 4;
+                }
+            }
+            other => {
+                eprintln!("with no thread to start: {other:?}");
+                return 5;
+            }
+        }
+        // Threads can start again: the end parks, then reads what comes.
+        let mut read = pin!(rx.read(&mut buf));
+        if read.as_mut().poll(&mut cx).is_ready() {
+            return 6;
+        }
+        tx.write_all(b"ok").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match read.as_mut().poll(&mut cx) {
+                Poll::Ready(Ok(2)) => return 0,
+                Poll::Ready(other) => {
+                    eprintln!("{other:?}");
+                    return 7;
+                }
+                Poll::Pending if Instant::now() > deadline => return 8,
+                Poll::Pending => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    });
+    assert_eq!(
+        status, 0,
+        "2 = cannot become nobody, 3 = setrlimit failed, 4 = EAGAIN lost, 5 = not an error naming the thread, \
+         6 = ready on an empty ring, 7 = wrong read, 8 = never read once threads could start"
+    );
+}

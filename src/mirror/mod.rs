@@ -155,7 +155,12 @@ impl std::error::Error for Context {
 impl Context {
     /// `err` with `msg` in front, of `err`'s kind, `err` as its `source()`.
     pub(crate) fn explain(err: io::Error, msg: String) -> io::Error {
-        io::Error::new(err.kind(), Context { msg, source: err })
+        Context::explain_as(err.kind(), err, msg)
+    }
+
+    /// [`explain`](Self::explain), of the kind `kind`.
+    pub(crate) fn explain_as(kind: io::ErrorKind, err: io::Error, msg: String) -> io::Error {
+        io::Error::new(kind, Context { msg, source: err })
     }
 }
 

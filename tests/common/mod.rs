@@ -363,6 +363,16 @@ pub fn locked_bytes() -> usize {
     kib * 1024
 }
 
+/// In a forked child running as root: becomes `nobody`, so that the limits root's
+/// capabilities ignore (`RLIMIT_MEMLOCK`, `RLIMIT_NPROC`) apply. True if it is not root now.
+pub fn become_nobody() -> bool {
+    // SAFETY: plain calls on this process's own credentials, in a forked child.
+    unsafe {
+        libc::geteuid() != 0
+            || (libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(65534) == 0 && libc::setuid(65534) == 0)
+    }
+}
+
 /// In a forked child: sets `RLIMIT_MEMLOCK` to `bytes` and, when running as root, becomes
 /// `nobody` so that the limit applies (`CAP_IPC_LOCK` ignores it). False if either step
 /// failed or a capability to lock remains.
@@ -373,11 +383,9 @@ pub fn limit_locking_to(bytes: usize) -> bool {
         if libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) != 0 {
             return false;
         }
-        if libc::geteuid() == 0
-            && (libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(65534) != 0 || libc::setuid(65534) != 0)
-        {
-            return false;
-        }
+    }
+    if !become_nobody() {
+        return false;
     }
     // CAP_IPC_LOCK is bit 14 of the effective set.
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -734,6 +734,20 @@ mod helper {
         }
     }
 
+    /// The error of a helper thread that could not start. Not `WouldBlock`, the kind of the
+    /// EAGAIN `pthread_create` gives at the thread limit: from an async call that would read
+    /// as "not ready, poll again", and nothing would say that a thread could not start.
+    fn no_helper(err: std::io::Error) -> std::io::Error {
+        let kind = if err.kind() == std::io::ErrorKind::WouldBlock { std::io::ErrorKind::Other } else { err.kind() };
+        crate::mirror::Context::explain_as(
+            kind,
+            err,
+            "cannot start the thread that parks async ends (the thread limit, RLIMIT_NPROC or \
+             kernel.threads-max, or memory); nothing is registered"
+                .to_owned(),
+        )
+    }
+
     /// Chooses the helper for a new entry (starting one if needed) and says which helper must
     /// be told to look again.
     pub(super) fn assign(reg: &'static Registry, t: &mut Table, e: &mut Entry) -> std::io::Result<Option<Slot>> {
@@ -749,7 +763,10 @@ mod helper {
             let shared = Arc::new(Shared { control: AtomicU32::new(0) });
             let index = t.helpers.len();
             let s = shared.clone();
-            std::thread::Builder::new().name(format!("mirror-ring-park-{index}")).spawn(move || run(reg, index, s))?;
+            std::thread::Builder::new()
+                .name(format!("mirror-ring-park-{index}"))
+                .spawn(move || run(reg, index, s))
+                .map_err(no_helper)?;
             t.helpers.push(Slot { shared, futex_entries: 0, wake_at: None });
         }
         e.helper = idx;
