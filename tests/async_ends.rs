@@ -1509,3 +1509,53 @@ fn an_async_end_that_cannot_start_its_helper_says_so() {
          6 = ready on an empty ring, 7 = wrong read, 8 = never read once threads could start"
     );
 }
+
+/// How many parking helper threads this process has (`comm` cuts `mirror-ring-park-N`).
+fn helper_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .filter(|s| s.starts_with("mirror-ring-par"))
+        .count()
+}
+
+/// One async end between processes that parks and is cancelled over and over (a `select!`
+/// that offers the read once, then a non-blocking call that settles the park) never has more
+/// than one registration, so one helper thread serves it. Each registration counted against
+/// its helper must be counted off when it leaves, or the count climbs faster than the helper
+/// recounts and another helper starts whenever it looks full (each for the rest of the
+/// process). In a child, whose helpers start anew.
+#[test]
+fn parks_cancelled_over_and_over_start_no_extra_helper_threads() {
+    let status = in_child(|| {
+        let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).spin_budget(Duration::ZERO).shared().unwrap();
+        let _tx = ring.clone().into_producer().unwrap();
+        let mut rx = ring.into_consumer().unwrap().into_async().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let cycles = rt.block_on(async {
+            let (mut buf, mut cycles, start) = ([0u8; 8], 0u64, Instant::now());
+            while start.elapsed() < Duration::from_secs(1) {
+                if rx.get_mut().try_read(&mut buf).map_err(|e| e.kind()) != Err(ErrorKind::WouldBlock) {
+                    return None;
+                }
+                tokio::select! {
+                    biased;
+                    _ = rx.read(&mut buf) => return None,
+                    _ = std::future::ready(()) => {}
+                }
+                cycles += 1;
+            }
+            Some(cycles)
+        });
+        let Some(cycles) = cycles else { return 2 };
+        match helper_threads() {
+            0 | 1 => 0,
+            n => {
+                eprintln!("{cycles} cancelled parks of one end started {n} helper threads");
+                3
+            }
+        }
+    });
+    assert_eq!(status, 0, "2 = read something nobody wrote, 3 = extra helper threads");
+}

@@ -35,6 +35,14 @@
 //! range may hold other memory in the child). A slice borrowed from a grant or from
 //! `fill_buf` before the fork points at memory the child does not have: do not touch it there.
 //!
+//! Without `dont_fork`, the child's copies keep the ring mapped in the child (and, between
+//! them, its shared memory allocated, with a memfd ring's descriptor open) until the child drops
+//! them. Copies the child cannot drop keep it so until the child exits or `exec`s: those held
+//! by the parent's *other* threads at the fork (a thread that owned an end, or the crate's own
+//! helper threads, which hold the ring of every async end parked between processes), whose
+//! stacks were copied with no thread left to run them. A long-lived child that must not keep
+//! its parent's rings alive: make them with `dont_fork`.
+//!
 //! # Closing
 //!
 //! Dropping an end closes it, after publishing everything it had committed or released: its

@@ -482,6 +482,23 @@ struct Table {
     helpers: Vec<helper::Slot>,
 }
 
+impl Table {
+    /// Removes the entry for `key`, and counts it off its helper's futex words: `assign`
+    /// starts another helper when every one looks full, and a helper recounts only when it
+    /// runs, so an end that parks and unparks faster than that would otherwise start helper
+    /// after helper (each lives for the rest of the process).
+    fn take(&mut self, key: usize) -> Option<Entry> {
+        let e = self.entries.remove(&key)?;
+        #[cfg(not(mirror_ring_loom))]
+        if !e.direct {
+            if let Some(slot) = self.helpers.get_mut(e.helper) {
+                slot.left();
+            }
+        }
+        Some(e)
+    }
+}
+
 impl Registry {
     fn new(_generation: usize) -> Registry {
         Registry {
@@ -519,7 +536,7 @@ impl Registry {
         // SAFETY: the caller's end holds the header mapped for the duration of this call.
         // Relaxed: the lock orders it against the waker's clear.
         if unsafe { entry.word.get() }.load(Ordering::Relaxed) != 1 {
-            let removed = t.entries.remove(&key);
+            let removed = t.take(key);
             drop(t);
             drop(removed);
             return Ok(Registered::AlreadyWoken);
@@ -554,7 +571,7 @@ impl Registry {
     /// lock is released: see `register`.)
     fn deregister(&self, key: usize) -> Status {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        match t.entries.remove(&key) {
+        match t.take(key) {
             None if t.timed.remove(&key) => Status::Timer,
             None => Status::Gone,
             Some(e) => {
@@ -588,7 +605,7 @@ impl Registry {
     fn take_direct(&self, key: usize) -> Option<Waker> {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if t.entries.get(&key).is_some_and(|e| e.direct) {
-            return t.entries.remove(&key).map(|e| e.waker);
+            return t.take(key).map(|e| e.waker);
         }
         None
     }
@@ -605,7 +622,7 @@ impl Registry {
             .collect();
         let mut wakers = Vec::with_capacity(due.len());
         for (k, timed) in due {
-            if let Some(e) = t.entries.remove(&k) {
+            if let Some(e) = t.take(k) {
                 wakers.push(e.waker);
                 if timed {
                     t.timed.insert(k);
@@ -726,6 +743,11 @@ mod helper {
     }
 
     impl Slot {
+        /// One of its entries of a ring between processes left the table.
+        pub(super) fn left(&mut self) {
+            self.futex_entries = self.futex_entries.saturating_sub(1);
+        }
+
         pub(super) fn notify(&self) {
             // Relaxed: the table's lock orders what the helper reads; this only ends its sleep
             // (the kernel compares the word, so a bump before it sleeps is not lost).
