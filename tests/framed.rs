@@ -337,6 +337,54 @@ fn send_batch_stops_where_a_message_cannot_go_and_the_next_call_says_why() {
 }
 
 /// Frames of `set_batch` held back go out with a `send_batch`, first, in order.
+/// A message whose `as_ref` answers its `answers` in turn, the last one from then on (safe
+/// code may do that: one that reads a buffer another thread fills, say).
+struct ShapeShifter {
+    calls: std::cell::Cell<usize>,
+    answers: Vec<Vec<u8>>,
+}
+
+impl ShapeShifter {
+    fn new(answers: &[usize], byte: u8) -> ShapeShifter {
+        ShapeShifter { calls: Default::default(), answers: answers.iter().map(|&n| vec![byte; n]).collect() }
+    }
+}
+
+impl AsRef<[u8]> for ShapeShifter {
+    fn as_ref(&self) -> &[u8] {
+        let n = self.calls.get();
+        self.calls.set(n + 1);
+        &self.answers[n.min(self.answers.len() - 1)]
+    }
+}
+
+/// `send_batch` writes, for each message, the slice whose length claimed its room: asking
+/// `as_ref` again let safe code copy a longer slice into room claimed for a shorter one, over
+/// a frame the consumer still holds (a `&[u8]` changed under it) or past the end of the
+/// mapping. For the first message, which the call claims room for, and for the first of a
+/// further run, which is claimed afresh after it did not fit in the run before.
+#[test]
+fn send_batch_writes_the_slice_it_claimed_room_for() {
+    let (tx, rx) = channel(4096).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    tx.send(&[0xAA; 2000]).unwrap();
+    let held = rx.try_recv().unwrap().unwrap();
+    assert_eq!(tx.send_batch(&[ShapeShifter::new(&[0, 4088], 0x55)]).unwrap(), 1);
+    assert!(held.iter().all(|&b| b == 0xAA), "send_batch overwrote a frame the consumer holds");
+    drop(held);
+    assert_eq!(rx.try_recv().unwrap().unwrap().len(), 0, "the slice that claimed the room is the one sent");
+    // A run takes at most an eighth of the ring (512 bytes here) after its first frame: 600
+    // bytes do not fit, so the second message opens a run of its own, claimed by the length it
+    // answers then.
+    let msgs = [ShapeShifter::new(&[200], 1), ShapeShifter::new(&[600, 8, 4000], 2)];
+    assert_eq!(tx.try_send_batch(&msgs).unwrap(), 2);
+    let mut got = Vec::new();
+    while let Ok(Some(f)) = rx.try_recv() {
+        got.push((f.len(), f[0]));
+    }
+    assert_eq!(got, [(200, 1), (8, 2)]);
+}
+
 #[test]
 fn send_batch_publishes_the_frames_set_batch_held_back_first() {
     let (tx, rx) = channel(1 << 16).unwrap();

@@ -211,16 +211,20 @@ impl FramedProducer {
     #[inline(always)]
     fn batch_send_with<M: AsRef<[u8]>>(&mut self, msgs: &[M], wait: Wait) -> io::Result<usize> {
         let Some(first) = msgs.first() else { return Ok(0) };
+        // Each message's `as_ref` is called once: the slice whose length claimed the room is
+        // the one written (a caller's `AsRef` may answer differently each time).
+        let mut first = first.as_ref();
         // Every check `send` makes (ownership, length, closed, poisoned), and the wait for room.
-        let mut header = self.claim(first.as_ref().len(), wait)?;
+        let mut header = self.claim(first.len(), wait)?;
         let mut sent = 0;
         loop {
-            sent += self.put_run(header, &msgs[sent..]);
+            sent += self.put_run(header, first, &msgs[sent + 1..]);
             self.publish_pending();
             let Some(next) = msgs.get(sent) else { break };
+            first = next.as_ref();
             // A further run if there is room now (a reason to stop is reported by the next
             // call, which starts with this message).
-            match self.claim(next.as_ref().len(), Wait::No) {
+            match self.claim(first.len(), Wait::No) {
                 Ok(at) => header = at,
                 Err(_) => break,
             }
@@ -228,14 +232,13 @@ impl FramedProducer {
         Ok(sent)
     }
 
-    /// Writes the leading messages of `msgs` as frames from the head, which is at `header` and
-    /// has room for the first (claimed in this call), while each fits with the clear mark
-    /// after it, up to an eighth of the ring; counts them as pending, to be published by the
-    /// caller. Returns how many it wrote (at least one).
+    /// Writes `first`, then the leading messages of `rest`, as frames from the head, which is
+    /// at `header` and has room for `first` (claimed in this call for exactly this slice), while
+    /// each fits with the clear mark after it, up to an eighth of the ring; counts them as
+    /// pending, to be published by the caller. Returns how many it wrote (at least one).
     #[inline(always)]
-    fn put_run<M: AsRef<[u8]>>(&mut self, header: *mut u8, msgs: &[M]) -> usize {
+    fn put_run<M: AsRef<[u8]>>(&mut self, header: *mut u8, first: &[u8], rest: &[M]) -> usize {
         let (words, stamp, max_len) = (self.words, self.link.stamp(), self.max_len);
-        let first = msgs[0].as_ref();
         // SAFETY: `claim` reserved frame_size(first.len()) free bytes from `header` (the head,
         // 8-aligned, inside the two views), the producer's until it publishes them; `first`
         // cannot overlap free space (see `send_at`).
@@ -251,7 +254,8 @@ impl FramedProducer {
         let end = start.wrapping_add(room as u64);
         let mut head = start;
         let mut n = 1;
-        for m in &msgs[1..] {
+        for m in rest {
+            // (Its one `as_ref`: the length checked below is that of the slice written.)
             let msg = m.as_ref();
             let len = msg.len();
             // (frame_size cannot overflow: len <= max_len < 2^32.)
