@@ -308,6 +308,7 @@ impl SharedRing {
     pub fn take_over_producer(&self) -> io::Result<Producer> {
         let (park, token) = self.take_over(Role::Producer)?;
         Producer::attach(self.mem.clone(), self.spin, park, Some(ProcessWatch::new(Role::Producer)), token)
+            .map(Producer::took_over)
             .map_err(|e| self.abandon(Role::Producer, token, e))
     }
 

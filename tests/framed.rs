@@ -337,6 +337,56 @@ fn send_batch_stops_where_a_message_cannot_go_and_the_next_call_says_why() {
 }
 
 /// Frames of `set_batch` held back go out with a `send_batch`, first, in order.
+/// A frame of "abc" as a producer would write it at position 0 (the wire format of
+/// `docs::framing`: the stamped header, the payload padded to 8 bytes, the clear mark after).
+fn frame_shaped_bytes(buf: &mut [u8]) {
+    let len = 3u32;
+    let header = 1u64 << 63 | (u64::from(!len) & 0x3FFF_FFFF) << 32 | u64::from(len);
+    buf[..8].copy_from_slice(&header.to_le_bytes());
+    buf[8..16].copy_from_slice(b"abc\0\0\0\0\0");
+    buf[16..24].fill(0);
+}
+
+/// A source that writes into the space it is lent, then fails.
+struct FailsAfterWriting;
+
+impl Read for FailsAfterWriting {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        frame_shaped_bytes(buf);
+        Err(std::io::Error::new(ErrorKind::ConnectionReset, "the source failed"))
+    }
+}
+
+/// Bytes a producer wrote into its free space and did not commit (a dropped grant, a
+/// `read_from` whose reader failed) stay unpublished when it turns framed, even where they
+/// look like a frame at the head: only a producer that took its role over from a dead one
+/// looks there for a frame to cover (`docs::lifecycle`, "Restart"). Before, every new producer
+/// did, and a framed consumer received a message nobody sent.
+#[test]
+fn into_framed_publishes_nothing_that_was_not_committed() {
+    let (mut tx, rx) = channel(4096).unwrap();
+    let mut grant = tx.write_grant(32).unwrap();
+    frame_shaped_bytes(&mut grant);
+    drop(grant);
+    let tx = tx.into_framed();
+    assert_eq!(rx.len(), 0, "into_framed published a dropped grant's bytes");
+    let mut rx = rx.into_framed();
+    assert_eq!(rx.try_recv().map(|f| f.map(|f| f.to_vec())).unwrap_err().kind(), ErrorKind::WouldBlock);
+    drop((tx, rx));
+
+    let (mut tx, rx) = channel(4096).unwrap();
+    assert_eq!(tx.read_from(&mut FailsAfterWriting).unwrap_err().kind(), ErrorKind::ConnectionReset);
+    let mut tx = tx.into_framed();
+    let mut rx = rx.into_framed();
+    assert_eq!(
+        rx.try_recv().map(|f| f.map(|f| f.to_vec())).unwrap_err().kind(),
+        ErrorKind::WouldBlock,
+        "a frame the producer never sent was delivered"
+    );
+    tx.send(b"sent").unwrap();
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"sent");
+}
+
 /// A message whose `as_ref` answers its `answers` in turn, the last one from then on (safe
 /// code may do that: one that reads a buffer another thread fills, say).
 struct ShapeShifter {

@@ -160,8 +160,11 @@
 //! release it) in between, so a producer that died there leaves the consumer's cursor one
 //! frame past the published head. The new producer goes on after that frame: from the
 //! released tail if it is ahead of head (it stores head there at once, so that a close with
-//! nothing sent is still a clean end), and `into_framed` covers a complete frame stamped
-//! just above the head before anything else ([`framing`](super::framing)). What the cursors
+//! nothing sent is still a clean end), and its first `into_framed`, if it has written nothing
+//! before, covers a complete frame stamped just above the head ([`framing`](super::framing));
+//! a producer that did not take its role over never does, so bytes it wrote and did not commit
+//! (a dropped grant, a failed `read_from`) stay unpublished even where they look like a frame.
+//! What the cursors
 //! cannot say (which counter a new producer should send next, which records a new consumer
 //! has seen) is the application's: the example `examples/supervisor.rs` keeps it in shared
 //! memory.

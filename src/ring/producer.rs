@@ -30,6 +30,13 @@ impl Producer {
         Ok(Producer { end: End::new(ring, Role::Producer, spin, park, peer, token), cur, _not_sync: PhantomData })
     }
 
+    /// For a producer that took its role over from one that died: its first `into_framed`
+    /// looks for a frame the dead one stamped and never published (`link::Sender::resume`).
+    pub(crate) fn took_over(mut self) -> Producer {
+        self.cur.took_over();
+        self
+    }
+
     /// The ring's capacity in bytes (the requested size rounded up).
     pub fn capacity(&self) -> usize {
         self.end.ring.capacity()
@@ -91,6 +98,7 @@ impl Producer {
     #[inline(always)]
     pub(super) fn reserve(&mut self, min: usize, want: usize, wait: Wait) -> io::Result<usize> {
         let hdr = self.end.header_or_err()?;
+        self.cur.lending();
         if min > self.capacity() {
             return Err(too_big(min, self.capacity()));
         }

@@ -295,7 +295,9 @@ impl Sender {
         notify(hdr, Word::Data, cur.light(), cur.counters());
     }
 
-    /// For a producer that has just attached ([`ProducerCursor::fresh`], after a take-over):
+    /// For a producer that took its role over and has lent no free space since, once
+    /// ([`ProducerCursor::resume_once`]; any other producer finds only its own uncommitted
+    /// bytes at its head, which must stay unpublished):
     /// if the one it replaces died between its last two stores of a frame sent on its own (the
     /// stamp stored, head not), that frame is complete and the consumer may have taken it.
     /// Covers it with the head (published, with the wake-up check) so that this producer's
@@ -309,7 +311,7 @@ impl Sender {
     /// next one's stamp would have come after a head store.
     pub(crate) fn resume<W: Words>(hdr: &Header, cur: &mut ProducerCursor, words: &W, max_len: usize) {
         let p = cur.head();
-        if !cur.fresh() || p % HEADER as u64 != 0 {
+        if !cur.resume_once() || p % HEADER as u64 != 0 {
             return;
         }
         // Acquire: pairs with the dead producer's Release store of the stamp; its payload and

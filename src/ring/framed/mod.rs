@@ -68,8 +68,8 @@ impl Producer {
         // framed end with it) lives.
         let words = unsafe { RingWords::new(self.end.data.as_ptr(), capacity) };
         if let Some(hdr) = self.end.header() {
-            // A producer that has written nothing since it took the role over goes on after a
-            // frame its predecessor stamped but died before publishing with head.
+            // A producer that took the role over, and has lent no free space since, goes on
+            // after a frame its predecessor stamped but died before publishing with head.
             Sender::resume(hdr, &mut self.cur, &words, max_frame_len_for(capacity));
         }
         let skip = misalignment(self.write_ptr());
@@ -308,15 +308,21 @@ mod tests {
     /// A newcomer's producer: the byte end, re-attached to the header's cursors as a take-over
     /// does (the take-over itself is tested in `tests/restart.rs`).
     fn newcomer(tx: super::FramedProducer) -> super::FramedProducer {
-        newcomer_writing(tx, &[])
+        newcomer_writing(tx, &[], true)
     }
 
-    /// [`newcomer`], which writes `raw` bytes before it turns framed.
-    fn newcomer_writing(tx: super::FramedProducer, raw: &[u8]) -> super::FramedProducer {
+    /// [`newcomer`], which writes `raw` bytes before it turns framed; `took_over` false: a
+    /// producer re-attached as a claim would attach it, not as a take-over.
+    fn newcomer_writing(tx: super::FramedProducer, raw: &[u8], took_over: bool) -> super::FramedProducer {
         let mut bytes = tx.into_inner();
         let hdr = bytes.end.header().unwrap();
         bytes.cur = crate::protocol::ProducerCursor::attach(hdr, bytes.capacity() as u64).unwrap();
-        bytes.try_write(raw).unwrap();
+        if took_over {
+            bytes.cur.took_over();
+        }
+        if !raw.is_empty() {
+            bytes.try_write(raw).unwrap();
+        }
         bytes.into_framed()
     }
 
@@ -423,14 +429,14 @@ mod tests {
 
     /// The newcomer covers only what a predecessor's frame sent on its own can leave above the
     /// head: the stamped header of that position, of a valid length, inside the room, with the
-    /// clear mark (or a header one lap back) after it; nothing else, and only before it wrote
-    /// anything.
+    /// clear mark (or a header one lap back) after it; nothing else, only before it lent any
+    /// free space (an empty write asks for none), and only after a take-over.
     #[test]
     fn a_newcomer_covers_nothing_else() {
         use super::link::Words;
         use super::wire::RESTAMP;
         type Spoil = fn(&super::FramedProducer, u64);
-        let cases: [(&str, Spoil); 6] = [
+        let cases: [(&str, Spoil); 7] = [
             ("unstamped header", |tx, p| tx.words.store(p, Stamp.stamped(3, p) ^ RESTAMP, Ordering::Relaxed)),
             ("stamped for the position one lap back", |tx, p| {
                 tx.words.store(p, Stamp.stamped(3, p.wrapping_sub(4096)), Ordering::Relaxed)
@@ -439,13 +445,14 @@ mod tests {
             ("longer than the largest frame", |tx, p| tx.words.store(p, Stamp.stamped(4089, p), Ordering::Relaxed)),
             ("longer than the free room", |tx, p| tx.words.store(p, Stamp.stamped(4080, p), Ordering::Relaxed)),
             ("after the newcomer wrote", |_, _| {}),
+            ("not a take-over", |_, _| {}),
         ];
         for (what, spoil) in cases {
             // The consumer (kept) holds "zero" unreleased: 16 bytes of the room are taken.
             let (tx, _rx, p) = one_stamped_above_head(false);
             spoil(&tx, p);
             let wrote = what == "after the newcomer wrote";
-            let tx = newcomer_writing(tx, if wrote { &[7; 8] } else { &[] });
+            let tx = newcomer_writing(tx, if wrote { &[7; 8] } else { &[] }, what != "not a take-over");
             let expect = if wrote { p + 8 } else { p };
             assert_eq!(tx.inner.cur.head(), expect, "{what}: nothing covered");
         }
