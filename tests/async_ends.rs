@@ -1559,3 +1559,30 @@ fn parks_cancelled_over_and_over_start_no_extra_helper_threads() {
     });
     assert_eq!(status, 0, "2 = read something nobody wrote, 3 = extra helper threads");
 }
+
+/// `Stats::sleeps` counts registrations: polling a park that is still registered (a timer, a
+/// `select!` that polls every branch) refreshes its waker and is no new sleep.
+#[test]
+fn polling_a_registered_park_again_counts_no_new_sleep() {
+    for shared in [false, true] {
+        let (tx, rx) = if shared {
+            let ring = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).shared().unwrap();
+            (ring.clone().into_producer().unwrap(), ring.into_consumer().unwrap())
+        } else {
+            RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap()
+        };
+        let mut rx = rx.into_async().unwrap();
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut buf = [0u8; 8];
+        {
+            let mut read = pin!(rx.read(&mut buf));
+            for _ in 0..10 {
+                assert!(read.as_mut().poll(&mut cx).is_pending());
+            }
+        }
+        let stats = rx.stats();
+        assert_eq!((stats.parks, stats.sleeps), (1, 1), "shared {shared}: {stats:?}");
+        drop(tx);
+    }
+}

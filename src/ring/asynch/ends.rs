@@ -179,8 +179,9 @@ impl FramedConsumer {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct AsyncProducer {
-    inner: Producer,
+    // Declared (so dropped) before `inner`: see `AsyncConsumer`.
     parking: Parking,
+    inner: Producer,
     /// `poll_shutdown` closed the ring.
     shut: bool,
 }
@@ -366,8 +367,11 @@ impl fmt::Debug for AsyncProducer {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct AsyncConsumer {
-    inner: Consumer,
+    // Declared (so dropped) before `inner`, which keeps the ring mapped: the parking's drop
+    // removes its registration by the waiter word's address, which must not be handed out to
+    // another ring's word (a new mapping at the same address) before it does.
     parking: Parking,
+    inner: Consumer,
 }
 
 impl AsyncConsumer {
@@ -542,8 +546,9 @@ impl fmt::Debug for AsyncConsumer {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct AsyncFramedProducer {
-    inner: FramedProducer,
+    // Declared (so dropped) before `inner`: see `AsyncConsumer`.
     parking: Parking,
+    inner: FramedProducer,
 }
 
 impl AsyncFramedProducer {
@@ -699,8 +704,9 @@ impl fmt::Debug for AsyncFramedProducer {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct AsyncFramedConsumer {
-    inner: FramedConsumer,
+    // Declared (so dropped) before `inner`: see `AsyncConsumer`.
     parking: Parking,
+    inner: FramedConsumer,
 }
 
 impl AsyncFramedConsumer {

@@ -191,6 +191,9 @@ impl Parking {
             match attempt(end) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 r => {
+                    // Progress, as on the first attempt's path: spend the budget.
+                    #[cfg(not(mirror_ring_loom))]
+                    coop.made_progress();
                     // Found by the recheck after raising the flag (or paying the barrier): no
                     // wake-up was due yet, so none was lost.
                     if let Some(key) = self.key.take() {
@@ -237,8 +240,11 @@ impl Parking {
                 Poll::Ready(Err(e))
             }
             Ok(Registered::Yes) => {
-                self.key = Some(key);
-                site.counters.sleeps.bump();
+                // A sleep is a new registration; a poll of a park still registered only
+                // refreshes its waker.
+                if self.key.replace(key).is_none() {
+                    site.counters.sleeps.bump();
+                }
                 Poll::Pending
             }
             Ok(Registered::AlreadyWoken) => {
