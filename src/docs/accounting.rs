@@ -24,6 +24,13 @@
 //!   `tests/mirror.rs`), unless it has `CAP_IPC_LOCK`. Locks are per process and not inherited
 //!   across `fork`.
 //!
+//! - **Descriptors** (`RLIMIT_NOFILE`): a ring made with `Backend::Memfd` keeps its memfd open
+//!   while any handle of it lives in the process (the fd-less backends keep none). An end
+//!   claimed between processes ([`SharedRing`](crate::SharedRing)) opens a pidfd of its peer
+//!   when it first needs to watch it (Linux 5.3+), and keeps it for the peer's holding: one
+//!   descriptor per end. Forked children inherit the memfd as any descriptor, also from a ring
+//!   made with `dont_fork` (which keeps the mapping out of them, not the descriptor).
+//!
 //! Prefaulting ([`RingOptions::prefault`](crate::RingOptions::prefault)) touches both views at
 //! creation (each view has its own page tables, so each faults separately); the first lap of
 //! an unprefaulted ring pays those faults instead. Creation and first-touch costs:
