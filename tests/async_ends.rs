@@ -1586,3 +1586,81 @@ fn polling_a_registered_park_again_counts_no_new_sleep() {
         drop(tx);
     }
 }
+
+/// A waker whose `wake` panics while `armed` (safe code: `std::task::Wake`).
+struct PanickyWaker {
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl std::task::Wake for PanickyWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref()
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        if self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            panic!("a waker that panics");
+        }
+    }
+}
+
+/// A publish between threads wakes the parked async consumer's waker on the producer's own
+/// thread. A waker that panics unwinds out of the producer's call after its publish; a caller
+/// that catches the panic goes on, and the producer must still be whole: its batched fast path
+/// must not be left armed with nothing pending, where it would write stamped frames with no
+/// clear mark after them, and the consumer would read on into the stale words of an earlier
+/// lap (here made to read as headers) and take a frame nobody sent.
+#[test]
+fn a_panicking_waker_leaves_the_producer_whole() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let cap = 4096usize;
+    let (tx, rx) = RingOptions::new().capacity(cap).spin_budget(Duration::ZERO).build().unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    // Lap 1: a frame whose payload words read as the stamped headers of 8-byte frames one lap
+    // later at their places.
+    let payload: Vec<u8> =
+        (0..510u64).flat_map(|i| common::stamped_word(8 + 8 * i + cap as u64, 8).to_le_bytes()).collect();
+    tx.send(&payload).unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap().len(), 4080);
+    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
+    // Lap 2, batched: A opens a batch, held back.
+    tx.set_batch(8);
+    tx.send(b"AAAAAAAA").unwrap();
+    let mut rx = rx.into_async().unwrap();
+    let panicky = std::sync::Arc::new(PanickyWaker { armed: false.into() });
+    let waker = Waker::from(panicky.clone());
+    {
+        let mut cx = Context::from_waker(&waker);
+        let mut recv = pin!(rx.recv());
+        assert!(recv.as_mut().poll(&mut cx).is_pending(), "nothing is published yet");
+    }
+    // B: the consumer sleeps, so B is published at once, and the wake-up panics.
+    panicky.armed.store(true, SeqCst);
+    let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tx.send(b"BBBBBBBB")));
+    panicky.armed.store(false, SeqCst);
+    assert!(sent.is_err(), "the waker's panic reaches the sender");
+    // C opens the next batch: held back until the flush.
+    tx.send(b"CCCCCCCC").unwrap();
+    let rx = rx.get_mut();
+    let mut drain = || {
+        let mut got = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(Some(f)) => got.push(f.to_vec()),
+                Ok(None) => panic!("end of stream"),
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+                    return got;
+                }
+            }
+        }
+    };
+    let got = drain();
+    assert!(
+        got == [b"AAAAAAAA", b"BBBBBBBB"],
+        "C is held back, and nothing else was sent: got {} frames, from the third on {:02x?}",
+        got.len(),
+        got.iter().skip(2).take(3).collect::<Vec<_>>()
+    );
+    tx.flush().unwrap();
+    assert_eq!(drain(), [b"CCCCCCCC"]);
+}

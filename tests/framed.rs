@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{available, in_child, page_size, scale, seed, set_soft_limit, spawn_child, vm_size, watchdog, Rng};
+use common::{available, in_child, page_size, scale, seed, set_soft_limit, spawn_child, stamped_word, vm_size, watchdog, Rng};
 use mirror_ring::{channel, FramedConsumer, FramedProducer, RingOptions};
 
 /// The watchdog's bound for one test: the slowest test here takes about a second (debug build).
@@ -340,9 +340,7 @@ fn send_batch_stops_where_a_message_cannot_go_and_the_next_call_says_why() {
 /// A frame of "abc" as a producer would write it at position 0 (the wire format of
 /// `docs::framing`: the stamped header, the payload padded to 8 bytes, the clear mark after).
 fn frame_shaped_bytes(buf: &mut [u8]) {
-    let len = 3u32;
-    let header = 1u64 << 63 | (u64::from(!len) & 0x3FFF_FFFF) << 32 | u64::from(len);
-    buf[..8].copy_from_slice(&header.to_le_bytes());
+    buf[..8].copy_from_slice(&stamped_word(0, 3).to_le_bytes());
     buf[8..16].copy_from_slice(b"abc\0\0\0\0\0");
     buf[16..24].fill(0);
 }
@@ -385,6 +383,45 @@ fn into_framed_publishes_nothing_that_was_not_committed() {
     );
     tx.send(b"sent").unwrap();
     assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"sent");
+}
+
+/// Frames written through the byte API, as `docs::framing` asks (whole, unstamped headers),
+/// to a framed consumer: the byte producer writes no clear mark after its last frame, so the
+/// word at its head is whatever an earlier lap left, and a payload may hold there exactly the
+/// stamped header of that position. The consumer must not take it (a `Frame` over the
+/// producer's free space, which its next write changes under the `&[u8]`): frames written
+/// unstamped are taken through head only. And the stream goes on as sent.
+#[test]
+fn frames_written_through_the_byte_api_are_taken_through_head_only() {
+    let cap = 4096u64;
+    let (mut tx, rx) = channel(cap as usize).unwrap();
+    let mut rx = rx.into_framed();
+    // Lap 1: one frame of 4080 bytes at 0, whose payload words read as the stamped headers of
+    // 64-byte frames one lap later at their places.
+    let mut frame = unstamped(0, 4080).to_vec();
+    for i in 0..510u64 {
+        frame.extend_from_slice(&stamped_word(8 + 8 * i + cap, 64).to_le_bytes());
+    }
+    tx.write_all(&frame).unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap().len(), 4080);
+    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
+    // Lap 2: one 8-byte frame at 4088. The producer's head is then 4104, where lap 1 left a
+    // word that reads as a stamped 64-byte frame.
+    let mut second = unstamped(4088, 8).to_vec();
+    second.extend_from_slice(b"secondms");
+    tx.write_all(&second).unwrap();
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"secondms");
+    match rx.try_recv() {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}"),
+        Ok(f) => panic!("a frame nobody sent, in the producer's free space: {:?}", f.map(|f| f.len())),
+    }
+    // The next frame, then the end.
+    let mut third = unstamped(4104, 64).to_vec();
+    third.extend_from_slice(&[0xEE; 64]);
+    tx.write_all(&third).unwrap();
+    drop(tx);
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[0xEE; 64]);
+    assert!(rx.try_recv().unwrap().is_none());
 }
 
 /// A message whose `as_ref` answers its `answers` in turn, the last one from then on (safe
@@ -886,14 +923,6 @@ fn producer_error(tx: &mut FramedProducer) -> std::io::Error {
         }
     }
     panic!("the producer never noticed the poisoned ring");
-}
-
-/// The header word of a `len`-byte frame at ring position `pos`, stamped, for rings of up to
-/// 4 GiB, exactly as `docs::framing` specifies it (bytes, little-endian): the length; its
-/// complement XOR the position stamp `pos >> 3`, 30 bits; state `10`.
-fn stamped_word(pos: u64, len: u32) -> u64 {
-    let check = u64::from(!len ^ (pos >> 3) as u32) & 0x3FFF_FFFF;
-    u64::from(len) | check << 32 | 1 << 63
 }
 
 /// [`stamped_word`] as bytes.

@@ -87,15 +87,21 @@
 //! over from one that died between steps 3 and 4 first covers that frame with head (it
 //! recognises it exactly: the stamped header of the head's position, and the clear mark after
 //! it), since the consumer may have taken it. The first frame after a conversion is
-//! always taken through head: until then the words ahead were not written by this stream
-//! (raw bytes could hold anything), and from then on every word the consumer looks at was
-//! written by the producer in this lap (step 2) or is a header one lap old.
+//! always taken through head, and stamps are trusted only after a *stamped* frame came
+//! through head: until then the words ahead were not written by this stream's framed producer
+//! (raw bytes, or frames written through the byte API, could leave anything there), and from
+//! then on every word the consumer looks at was written by the producer in this lap (step 2)
+//! or is a header one lap old.
 //!
 //! **Frames written through the byte API** (a stream built by hand, or relayed from elsewhere
 //! into a byte producer while the consumer is framed) must go in whole, each write ending
 //! where a frame ends (head is always a frame boundary: part of a frame below it poisons the
-//! ring), with *unstamped* headers: they are frames once the byte cursor covers them. A
-//! stamped header says "the payload is all there", and a consumer takes it as soon as its 8
+//! ring), with *unstamped* headers: they are frames once the byte cursor covers them, and the
+//! consumer takes them through head only. A frame with an unstamped header taken through head
+//! also stops the consumer from trusting stamps (a byte producer writes no clear mark after
+//! its last frame, so the word there is whatever an earlier lap left, perhaps payload that
+//! reads as a stamp) until a stamped frame comes through head again. A stamped header says
+//! "the payload is all there", and a consumer that trusts stamps takes it as soon as its 8
 //! bytes land, perhaps before the payload's own bytes do; its release then runs ahead of the
 //! byte producer's cursor, which the byte producer takes for corruption. So a relay that
 //! copies another ring's framed bytes verbatim (stamped, and cut wherever its reads end) does

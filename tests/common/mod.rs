@@ -315,6 +315,15 @@ pub fn knob_lock_across_processes() -> Option<std::fs::File> {
     })
 }
 
+/// The header word of a `len`-byte frame at ring position `pos`, stamped, for rings of up to
+/// 4 GiB, exactly as `docs::framing` specifies it (a number: store it little-endian): the
+/// length; its complement XOR the position stamp `pos >> 3`, 30 bits; state `10`. The same
+/// frame's header before its stamp (state `01`) is this XOR `3 << 62`.
+pub fn stamped_word(pos: u64, len: u32) -> u64 {
+    let check = u64::from(!len ^ (pos >> 3) as u32) & 0x3FFF_FFFF;
+    u64::from(len) | check << 32 | 1 << 63
+}
+
 pub mod header_offsets {
     pub const OFF_MAGIC: usize = 0;
     pub const OFF_VERSION: usize = 8;

@@ -575,10 +575,23 @@ impl Receiver {
         let word = words.load(q, Ordering::Acquire);
         match self.stamp.committed_len(word, q, self.max_len, readable) {
             Some(len) => {
-                self.armed = true;
+                let size = frame_size(len);
                 self.behind = false;
-                self.limit = cur.published().wrapping_add(self.cap);
-                Ok((len, frame_size(len)))
+                if word == self.stamp.stamped(len, q) {
+                    // Stamped: a framed producer's, which writes the clear mark after its last
+                    // frame; from here on stamps are trusted (module docs).
+                    self.armed = true;
+                    self.limit = cur.published().wrapping_add(self.cap);
+                } else {
+                    // Unstamped: written through the byte API (or a batch's first frame, its
+                    // stamp still to come). A byte producer writes no clear mark, so the word
+                    // after its last frame is whatever an earlier lap left, which may read as a
+                    // stamp: trust none, not even past this frame (room 0 at the next cursor),
+                    // until a stamped frame comes through head.
+                    self.armed = false;
+                    self.limit = q.wrapping_add(size as u64);
+                }
+                Ok((len, size))
             }
             None => Err(self.corrupt(hdr, cur)),
         }

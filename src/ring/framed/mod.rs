@@ -502,8 +502,10 @@ mod tests {
     }
 
     /// Frames written through the byte API (`docs::framing`): whole frames with unstamped
-    /// headers arrive whole; a stamped header is taken as soon as its 8 bytes land, before
-    /// the payload; part of a frame below the byte cursor is corruption.
+    /// headers arrive whole, taken through head; after them no stamp is trusted (a byte
+    /// producer writes no clear mark), so a header alone below the byte cursor, stamped or not,
+    /// is part of a frame: corruption. After a stamped frame through head, a stamped header is
+    /// taken as soon as its 8 bytes land, before the payload.
     #[test]
     fn frames_written_through_the_byte_api_need_unstamped_headers() {
         use super::wire::RESTAMP;
@@ -513,23 +515,24 @@ mod tests {
             f.resize(8 + len, fill);
             f
         };
-        // Whole, unstamped frames arrive whole; then the next frame's header alone, `stamped`
-        // or not, and what the consumer makes of it.
+        // Whole frames, `stamped` or not, arrive whole; then the next frame's header alone,
+        // stamped, and what the consumer makes of it.
         for stamped in [false, true] {
             let (mut tx, rx) = crate::channel(4096).unwrap();
             let mut rx = rx.into_framed();
             for (i, p) in [0u64, 16].into_iter().enumerate() {
                 let fill = i as u8 + 1;
-                tx.try_write(&frame(8, p, false, fill)).unwrap();
+                tx.try_write(&frame(8, p, stamped, fill)).unwrap();
                 assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[fill; 8]);
                 assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
             }
-            tx.try_write(&frame(8, 32, stamped, 3)[..8]).unwrap();
+            tx.try_write(&frame(8, 32, true, 3)[..8]).unwrap();
             if stamped {
-                // Taken from its header alone, with whatever the payload's bytes held.
+                // Stamps trusted: taken from its header alone, with whatever the payload's
+                // bytes held.
                 assert_ne!(&*rx.try_recv().unwrap().unwrap(), &[3; 8]);
             } else {
-                // Below the cursor and not a whole frame.
+                // Not trusted: below the cursor and not a whole frame.
                 assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData);
             }
         }

@@ -454,6 +454,9 @@ impl FramedProducer {
     /// Asks the ring for room (refreshing the consumer's cursor, waiting per `wait`).
     #[inline(never)]
     fn claim_slow(&mut self, len: usize, wait: Wait) -> io::Result<*mut u8> {
+        // Disarmed first: a wait publishes head, which may wake a task of this thread through
+        // its waker, the caller's code, which may panic (see `publish_pending`).
+        self.disarm();
         let claimed = self.ask(len, wait);
         // Whatever happened (the cached tail moved, the skip was made, the cursor poisoned).
         self.sync_room();
@@ -607,6 +610,7 @@ impl FramedProducer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn flush(&mut self) -> io::Result<()> {
+        self.disarm();
         let inner = &mut *self.inner;
         let hdr = inner.end.header_or_err()?;
         self.link.publish(hdr, &mut inner.cur, &self.words);
@@ -615,9 +619,20 @@ impl FramedProducer {
         self.check_usable()
     }
 
+    /// Leaves the batched fast path no room, for a call about to publish. A publish may wake a
+    /// task of this thread directly, through its waker: the caller's code, which may panic, and
+    /// a caller that catches the panic goes on with this producer. Left armed with nothing
+    /// pending, the fast path would write its frames stamped, with no clear mark after them,
+    /// where the consumer takes them at once and reads on into stale words.
+    #[inline]
+    fn disarm(&mut self) {
+        self.fast_until = self.inner.cur.head();
+    }
+
     /// Publishes every pending frame (nothing in a forked copy) and starts a new batch.
     #[inline]
     fn publish_pending(&mut self) {
+        self.disarm();
         // A forked copy publishes nothing; its next send reports `Unsupported`.
         let inner = &mut *self.inner;
         if let Some(hdr) = inner.end.header() {
