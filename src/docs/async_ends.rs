@@ -54,7 +54,11 @@
 //!   `FutexWord::wake` first asks the registry (a hash map keyed by the word's address,
 //!   behind one mutex, consulted only on the wake path, i.e. only when the flag was raised)
 //!   whether an async end is parked on that word, and wakes its `Waker` itself. No system call
-//!   by the publisher, no thread in between.
+//!   by the publisher, no thread in between. So the publisher's call runs the waker's code; a
+//!   waker that panics unwinds out of that call (a `send`, a `write`, a `flush`, a release)
+//!   after its publish: what it published stays published and the end stays sound and usable,
+//!   but the call's own result is lost (a caller that catches the panic and sends again sends
+//!   twice).
 //! - **Rings between processes: a helper thread in `futex_waitv`.** The peer's `FUTEX_WAKE`
 //!   cannot reach a registry in another process, so a helper thread of this process sleeps in
 //!   `futex_waitv(2)` (Linux 5.16+) on the words of every parked end (up to 127 per helper, the
