@@ -141,7 +141,7 @@ impl Framed {
         if Receiver::producer_waits(&self.ring) {
             link.publish(&self.ring, rx);
         }
-        link.poll(rx, &self.words)
+        link.poll(&self.ring, rx, &self.words)
     }
 }
 
@@ -355,7 +355,7 @@ fn a_frame_found_within_a_batch_is_read_after_its_stamp() {
         let q = rx.tail();
         let bound = link.batch_bound(q, N as usize);
         let frame = loop {
-            match link.poll_within(q, bound, &f.words) {
+            match link.poll_within(&f.ring, q, bound, &f.words) {
                 Some(frame) => break frame,
                 None => thread::yield_now(),
             }

@@ -35,7 +35,8 @@
 //!     16  pid_ns      the holder's PID namespace (inode of `/proc/self/ns/pid`), 0 if unknown
 //!     24  park        how the holder parks (`Park::to_raw`), which tells its peer which
 //!                     barrier a publish needs ([`docs::barriers`](crate::docs::barriers))
-//!     28  reserved    zero
+//!     28  framing     the producer's framing epoch: odd while it writes frames, even while
+//!                     it writes bytes (`RoleSlot::framing`); zero in the consumer's slot
 //! ```
 //!
 //! The states: FREE until the first claim; CLAIMED while a holder owns the role; CLOSED once
@@ -76,7 +77,7 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MIRRRING");
 /// ([`docs::framing`](crate::docs::framing)). 5: a frame sent on its own is stamped before
 /// head is stored, so the consumer's cursor (and the tail it releases) may be ahead of the
 /// published head by that frame.
-pub(crate) const VERSION: u32 = 5;
+pub(crate) const VERSION: u32 = 6;
 
 /// Role state: nobody has claimed this end yet.
 pub(crate) const ROLE_FREE: u32 = 0;
@@ -224,8 +225,13 @@ pub(crate) struct RoleSlot {
     pub(crate) pid_ns: AtomicU64,
     /// How the holder parks (`Park::to_raw`).
     pub(crate) park: AtomicU32,
-    /// Zero; reserved.
-    pub(crate) reserved: AtomicU32,
+    /// In the producer's slot, its framing epoch: odd while the producer writes frames (a
+    /// framed producer, which writes the clear mark after its frames, so a framed consumer may
+    /// take them by their stamps); even while it writes bytes (a byte producer's free room may
+    /// hold anything, also words that read as stamps). Each switch moves it on by one, so a
+    /// consumer that trusts stamps under one odd value notices any switch since. Zero in the
+    /// consumer's slot.
+    pub(crate) framing: AtomicU32,
 }
 
 /// Who claims (or takes over) a role: the values recorded in its slot.
@@ -599,6 +605,38 @@ impl Header {
         self.slot(r).park.load(Ordering::Relaxed) == light
     }
 
+    /// The producer's framing epoch ([`RoleSlot::framing`]): odd while it writes frames.
+    /// Relaxed: ordered by the caller (`begin_framing`, `end_framing`, `Receiver`).
+    #[inline(always)]
+    pub(crate) fn framing_epoch(&self) -> u32 {
+        self.producer.framing.load(Ordering::Relaxed)
+    }
+
+    /// [`framing_epoch`](Self::framing_epoch), with Acquire (see `begin_framing`).
+    pub(crate) fn framing_epoch_acquire(&self) -> u32 {
+        self.producer.framing.load(Ordering::Acquire)
+    }
+
+    /// The producer starts writing frames: the next odd epoch. Release: the clear mark it
+    /// wrote at its head first (`Producer::into_framed`) is visible to a consumer that reads
+    /// this epoch with Acquire (`Receiver::committed_in`) and then polls there.
+    pub(crate) fn begin_framing(&self) {
+        let e = self.framing_epoch();
+        self.producer.framing.store(e.wrapping_add(if e % 2 == 0 { 1 } else { 2 }), Ordering::Release);
+    }
+
+    /// The producer stops writing frames (it writes bytes from now on): the next even epoch,
+    /// if it was odd. The Release fence orders the store before every byte written from now
+    /// on: a consumer that loads a word one of them wrote, then runs an Acquire fence, sees
+    /// the new epoch (`Receiver::epoch_holds`, a seqlock reader's second look).
+    pub(crate) fn end_framing(&self) {
+        let e = self.framing_epoch();
+        if e % 2 == 1 {
+            self.producer.framing.store(e.wrapping_add(1), Ordering::Relaxed);
+            fence(Ordering::Release);
+        }
+    }
+
     /// Records that `r` now parks with a full fence only (its membarrier call failed).
     pub(crate) fn downgrade_park(&self, r: Role) {
         // Relaxed: the sleeper that downgrades also bounds its current sleep, so a publisher
@@ -607,7 +645,8 @@ impl Header {
     }
 
     /// A header on the heap, initialised as a fresh ring's (for the loom models, which cannot
-    /// map memory).
+    /// map memory), its producer in its first framing epoch: the framed models drive the
+    /// framed sides directly, not through `into_framed`.
     #[cfg(all(test, mirror_ring_loom))]
     pub(crate) fn for_model(capacity: u64, start: u64) -> Box<Header> {
         let slot = || RoleSlot {
@@ -615,7 +654,7 @@ impl Header {
             start_time: AtomicU64::new(0),
             pid_ns: AtomicU64::new(0),
             park: AtomicU32::new(PARK_FENCE),
-            reserved: AtomicU32::new(0),
+            framing: AtomicU32::new(0),
         };
         let hdr = Box::new(Header {
             magic: AtomicU64::new(0),
@@ -632,6 +671,7 @@ impl Header {
             space_waiter: Line(FutexWord::default()),
         });
         hdr.init(capacity, 4096, BACKEND_MEMFD, start);
+        hdr.producer.framing.store(1, Ordering::Relaxed);
         hdr
     }
 }
@@ -681,7 +721,7 @@ mod tests {
         assert_eq!(offset_of!(RoleSlot, start_time), 8);
         assert_eq!(offset_of!(RoleSlot, pid_ns), 16);
         assert_eq!(offset_of!(RoleSlot, park), 24);
-        assert_eq!(offset_of!(RoleSlot, reserved), 28);
+        assert_eq!(offset_of!(RoleSlot, framing), 28);
         assert_eq!(offset_of!(Header, head), line);
         assert_eq!(offset_of!(Header, tail), 2 * line);
         assert_eq!(offset_of!(Header, data_waiter), 3 * line);
@@ -702,7 +742,7 @@ mod tests {
         assert_eq!(Claim::new(ROLE_CLAIMED, 1 << 24, 5).epoch(), 0, "the epoch wraps at 2^24");
         assert_eq!(Claim::new(ROLE_CLAIMED, EPOCH_MASK, 5).next_taking(6), Claim::new(ROLE_TAKING, 0, 6));
         assert_eq!([ROLE_FREE, ROLE_CLAIMED, ROLE_CLOSED, ROLE_TAKING], [0, 1, 2, 3]);
-        assert_eq!(VERSION, 5);
+        assert_eq!(VERSION, 6);
     }
 
     #[test]

@@ -1529,7 +1529,8 @@ fn helper_threads() -> usize {
 #[test]
 fn parks_cancelled_over_and_over_start_no_extra_helper_threads() {
     let status = in_child(|| {
-        let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).spin_budget(Duration::ZERO).shared().unwrap();
+        let ring =
+            RingOptions::new().capacity(4096).backend(Backend::Memfd).spin_budget(Duration::ZERO).shared().unwrap();
         let _tx = ring.clone().into_producer().unwrap();
         let mut rx = ring.into_consumer().unwrap().into_async().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -13,7 +13,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{available, in_child, page_size, scale, seed, set_soft_limit, spawn_child, stamped_word, vm_size, watchdog, Rng};
+use common::{
+    available, in_child, page_size, scale, seed, set_soft_limit, spawn_child, stamped_word, vm_size, watchdog, Rng,
+};
 use mirror_ring::{channel, FramedConsumer, FramedProducer, RingOptions};
 
 /// The watchdog's bound for one test: the slowest test here takes about a second (debug build).
@@ -422,6 +424,29 @@ fn frames_written_through_the_byte_api_are_taken_through_head_only() {
     drop(tx);
     assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[0xEE; 64]);
     assert!(rx.try_recv().unwrap().is_none());
+}
+
+/// A framed producer turned back into a byte producer (`into_inner`) writes no clear mark:
+/// a consumer that trusted its stamps must stop before any of its bytes can be taken for one.
+/// Here the byte end's first 16 bytes hold exactly the stamped header of a 64-byte frame at
+/// that position: taken by its stamp, that frame would reach 56 bytes into the producer's free
+/// space, lent as a `&[u8]` that its next write changes. Through head, it is what it is: part
+/// of a frame below head, corruption.
+#[test]
+fn a_producer_back_to_bytes_ends_the_stamps_its_consumer_trusts() {
+    let (tx, rx) = channel(4096).unwrap();
+    let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    for msg in [&b"first"[..], b"second"] {
+        tx.send(msg).unwrap();
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), msg);
+    }
+    let mut tx = tx.into_inner();
+    let at = 2 * 16; // after the two frames
+    let mut bytes = stamped_word(at, 64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&[0xEE; 8]);
+    tx.write_all(&bytes).unwrap();
+    let got = rx.try_recv().map(|f| f.map(|f| f.len()));
+    assert_eq!(got.map_err(|e| e.kind()), Err(ErrorKind::InvalidData), "bytes taken for a frame by their stamp?");
 }
 
 /// A message whose `as_ref` answers its `answers` in turn, the last one from then on (safe

@@ -11,7 +11,7 @@
 mod common;
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use common::{in_child, knob_lock, locked_bytes, mapped_at, mirrors_at, open_fds, our_mappings, page_size, Pattern};
@@ -294,13 +294,8 @@ fn the_knob_lock_holds_across_processes() {
     };
     drop(probe);
     // One shared word: 1 while the child holds the lock, 2 just before it lets go.
-    // SAFETY: a fresh anonymous shared page, unmapped below.
-    let page = unsafe {
-        libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
-    };
-    assert_ne!(page, libc::MAP_FAILED);
-    // SAFETY: 4-aligned, inside the page, which outlives every use; shared with the child.
-    let word = unsafe { AtomicU32::from_ptr(page.cast()) };
+    let page = common::SharedPage::new();
+    let word = page.word(0);
     let mut child = common::spawn_child(|| {
         let lock = common::knob_lock_across_processes();
         word.store(1, SeqCst);
@@ -318,8 +313,6 @@ fn the_knob_lock_holds_across_processes() {
     assert_eq!(word.load(SeqCst), 2, "took the lock while another process held it");
     drop(mine);
     assert_eq!(child.wait(), 0);
-    // SAFETY: mapped above, no reference into it remains.
-    assert_eq!(unsafe { libc::munmap(page, 4096) }, 0);
 }
 
 /// With no descriptor left, a huge-page ring (its data a hugetlb memfd) fails with EMFILE, and
@@ -336,9 +329,8 @@ fn out_of_descriptors_is_not_blamed_on_hugetlbfs() {
         let r = RingOptions::new().capacity(2 << 20).huge_pages(true).shared().map(drop);
         common::set_soft_limit(libc::RLIMIT_NOFILE, old as usize);
         let Err(e) = r else { return 3 };
-        let errno = e
-            .raw_os_error()
-            .or_else(|| std::error::Error::source(&e)?.downcast_ref::<io::Error>()?.raw_os_error());
+        let errno =
+            e.raw_os_error().or_else(|| std::error::Error::source(&e)?.downcast_ref::<io::Error>()?.raw_os_error());
         if errno != Some(libc::EMFILE) {
             eprintln!("{e} ({e:?})");
             return 4;

@@ -234,7 +234,10 @@ fn a_memfd_over_rlimit_fsize_is_an_error_not_a_signal() {
         }
         let attempts = [
             ("a Memfd map", MirrorOptions::new().backend(Backend::Memfd).map(1 << 20).map(drop)),
-            ("a Memfd ring", mirror_ring::RingOptions::new().capacity(1 << 20).backend(Backend::Memfd).shared().map(drop)),
+            (
+                "a Memfd ring",
+                mirror_ring::RingOptions::new().capacity(1 << 20).backend(Backend::Memfd).shared().map(drop),
+            ),
             ("a huge-page map", MirrorOptions::new().huge_pages(true).map(2 << 20).map(drop)),
         ];
         for (what, r) in attempts {

@@ -97,15 +97,25 @@
 //! into a byte producer while the consumer is framed) must go in whole, each write ending
 //! where a frame ends (head is always a frame boundary: part of a frame below it poisons the
 //! ring), with *unstamped* headers: they are frames once the byte cursor covers them, and the
-//! consumer takes them through head only. A frame with an unstamped header taken through head
-//! also stops the consumer from trusting stamps (a byte producer writes no clear mark after
-//! its last frame, so the word there is whatever an earlier lap left, perhaps payload that
-//! reads as a stamp) until a stamped frame comes through head again. A stamped header says
-//! "the payload is all there", and a consumer that trusts stamps takes it as soon as its 8
-//! bytes land, perhaps before the payload's own bytes do; its release then runs ahead of the
-//! byte producer's cursor, which the byte producer takes for corruption. So a relay that
-//! copies another ring's framed bytes verbatim (stamped, and cut wherever its reads end) does
-//! not work: relay whole messages, with `recv` and `send`.
+//! consumer takes them through head only.
+//!
+//! **The framing epoch.** A byte producer writes no clear mark after its last frame, so the
+//! word there is whatever an earlier lap left, perhaps payload that reads as a stamp; taken by
+//! its stamp, it would lend the producer's free room as a frame. So the consumer trusts stamps
+//! only from a producer that writes frames, and only while it does: the producer's role slot
+//! holds its *framing epoch* (header version 6), odd while it writes frames and even while it
+//! writes bytes, moved on by one at each switch (`into_framed`, a framed end's `into_inner`,
+//! a take-over, which starts as a byte end). The consumer trusts stamps once a stamped frame
+//! came through head under an odd epoch, and checks after each frame it takes by its stamp
+//! that the epoch is still that one (an Acquire fence and a load of the read-mostly first
+//! line, a seqlock reader's second look: the producer stores the even epoch and a Release
+//! fence before its first byte). A frame with an unstamped header taken through head (bytes,
+//! or a batch's first frame whose stamp is still to come) also stops the trust until a stamped
+//! one comes through head. So frames written through the byte API, with stamped headers or
+//! not, are always taken through head, and whatever bytes follow them are never taken for
+//! one. A relay that copies another ring's framed bytes verbatim, cut wherever its reads end,
+//! does not work (part of a frame below head is corruption): relay whole messages, with
+//! `recv` and `send`.
 //!
 //! A consumer that sleeps raises its waiter flag, runs its half of the barrier pair, then
 //! rechecks the stamp: the Dekker pair is the stamp store and the flag, with the producer's

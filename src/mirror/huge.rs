@@ -192,7 +192,8 @@ impl MirrorMap {
             Backend::Auto | Backend::Memfd => {
                 let fd = step(Step::MemfdCreate, || sys::memfd_create_huge(c"mirror-ring-huge"))
                     .map_err(|e| explain_huge(e, len, "cannot create a huge-page memfd"))?;
-                super::size_memfd(fd.as_fd(), len).map_err(|e| explain_huge(e, len, "cannot size a huge-page memfd"))?;
+                super::size_memfd(fd.as_fd(), len)
+                    .map_err(|e| explain_huge(e, len, "cannot size a huge-page memfd"))?;
                 step(Step::MapFirst, || {
                     // SAFETY: [ctrl+H, ctrl+H+N) is inside our reservation, 2 MiB aligned; the
                     // file is N bytes long.

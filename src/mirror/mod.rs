@@ -815,23 +815,21 @@ fn step<T>(s: Step, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
 /// first: past that limit `ftruncate` does fail with EFBIG, but the kernel also sends SIGXFSZ,
 /// whose default action ends the process.
 pub(super) fn size_memfd(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
-    step(Step::Truncate, || {
-        match sys::file_size_limit() {
-            Some(limit) if len as u64 > limit => {
-                let efbig = io::Error::from_raw_os_error(libc::EFBIG);
-                Err(io::Error::new(
-                    efbig.kind(),
-                    Context {
-                        msg: format!(
-                            "cannot make a {len}-byte memfd: RLIMIT_FSIZE allows files of {limit} bytes \
+    step(Step::Truncate, || match sys::file_size_limit() {
+        Some(limit) if len as u64 > limit => {
+            let efbig = io::Error::from_raw_os_error(libc::EFBIG);
+            Err(io::Error::new(
+                efbig.kind(),
+                Context {
+                    msg: format!(
+                        "cannot make a {len}-byte memfd: RLIMIT_FSIZE allows files of {limit} bytes \
                              (past it the kernel ends the process with SIGXFSZ)"
-                        ),
-                        source: efbig,
-                    },
-                ))
-            }
-            _ => sys::ftruncate(fd, len),
+                    ),
+                    source: efbig,
+                },
+            ))
         }
+        _ => sys::ftruncate(fd, len),
     })
 }
 

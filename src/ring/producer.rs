@@ -34,6 +34,10 @@ impl Producer {
     /// looks for a frame the dead one stamped and never published (`link::Sender::resume`).
     pub(crate) fn took_over(mut self) -> Producer {
         self.cur.took_over();
+        // A byte end: a framed predecessor's epoch ends here (see `Header::end_framing`).
+        if let Some(hdr) = self.end.header() {
+            hdr.end_framing();
+        }
         self
     }
 

@@ -277,7 +277,9 @@ impl FramedConsumer {
         if release_early && Receiver::producer_waits(hdr) {
             self.release_now();
         }
-        match self.link.poll_word(&self.inner.cur, &self.words) {
+        // (The same header: this call checked the ownership above.)
+        let hdr = self.inner.end.header_checked();
+        match self.link.poll_word(hdr, &self.inner.cur, &self.words) {
             Ok(frame) => Ok(Some(frame)),
             Err(word) if matches!(wait, Wait::No) && self.inner.end.peer.is_none() => {
                 let inner = &mut self.inner;
@@ -457,6 +459,11 @@ impl FramedConsumer {
         // The loop keeps the cursor (`done.seen`) and the last header (`known`) in locals: `f`
         // may be opaque code, after which fields would have to be loaded again.
         let mut known = done.consumer.link.known();
+        // The header, for the epoch check of each frame taken by its stamp below, and the epoch
+        // stamps are trusted under (both kept at hand, as `known` is). (This call owns the end:
+        // checked in `poll_fast` or `recv_slow`.)
+        let hdr: *const crate::header::Header = done.consumer.inner.end.header_checked();
+        let mut epoch = done.consumer.link.epoch();
         let mut frames = 0;
         let corrupt = loop {
             let q = done.seen;
@@ -469,12 +476,19 @@ impl FramedConsumer {
             f(unsafe { std::slice::from_raw_parts(words.at(q).add(HEADER), len) });
             let q = done.seen;
             let word = Receiver::batch_word(&words, q);
+            // SAFETY: the header of this end's ring, mapped while the consumer (borrowed by
+            // `done` for this whole loop) lives.
+            let hdr = unsafe { &*hdr };
             if let Some(frame) = known.repeat(Stamp, word, q, bound.wrapping_sub(q)) {
-                (len, size) = frame;
-                continue;
+                if Receiver::epoch_is(hdr, epoch) {
+                    (len, size) = frame;
+                    continue;
+                }
             }
             let c = done.sync();
-            (len, size) = match c.link.poll_within(q, bound, &words) {
+            let found = c.link.poll_within(hdr, q, bound, &words);
+            epoch = c.link.epoch();
+            (len, size) = match found {
                 Some(frame) => {
                     known = c.link.known();
                     frame

@@ -86,7 +86,7 @@
 
 use crate::header::{Header, Role, Word};
 use crate::protocol::{notify, ConsumerCursor, ProducerCursor, Stop};
-use crate::sync::Ordering;
+use crate::sync::{fence, Ordering};
 
 use super::wire::{frame_size, laps_apart, Known, Stamp, CLEAR, HEADER, RESTAMP};
 
@@ -379,6 +379,9 @@ pub(crate) struct Receiver {
     behind: bool,
     /// Releases are stored once this many bytes are consumed.
     release_every: usize,
+    /// The producer's framing epoch (`Header::framing_epoch`, odd) under which stamps are
+    /// trusted (while `armed`); a frame taken by its stamp counts only while it holds.
+    epoch: u32,
 }
 
 impl Receiver {
@@ -394,21 +397,27 @@ impl Receiver {
             armed: false,
             behind: false,
             release_every: release_every.max(1),
+            epoch: 0,
         }
     }
 
     /// [`poll_word`](Self::poll_word)'s frame, if any (what the loom models poll).
     #[cfg(mirror_ring_loom)]
     #[inline(always)]
-    pub(crate) fn poll<W: Words>(&mut self, cur: &ConsumerCursor, words: &W) -> Option<(usize, usize)> {
-        self.poll_word(cur, words).ok()
+    pub(crate) fn poll<W: Words>(&mut self, hdr: &Header, cur: &ConsumerCursor, words: &W) -> Option<(usize, usize)> {
+        self.poll_word(hdr, cur, words).ok()
     }
 
     /// The frame at the cursor if its stamp is there: `Ok((len, size))`. Otherwise the word it
     /// found there, for [`idle`](Self::idle); `u64::MAX`, which is never a header, when it looked
     /// at nothing, because the producer is known to be writing a batch there (`behind`).
     #[inline(always)]
-    pub(crate) fn poll_word<W: Words>(&mut self, cur: &ConsumerCursor, words: &W) -> Result<(usize, usize), u64> {
+    pub(crate) fn poll_word<W: Words>(
+        &mut self,
+        hdr: &Header,
+        cur: &ConsumerCursor,
+        words: &W,
+    ) -> Result<(usize, usize), u64> {
         if self.behind {
             return Err(u64::MAX);
         }
@@ -416,7 +425,7 @@ impl Receiver {
         // Acquire: pairs with the Release store of the stamp in `Sender::publish`; the frame's
         // bytes, written before it, are visible after this load.
         let word = words.load(q, Ordering::Acquire);
-        self.take(word, q, self.limit.wrapping_sub(q)).ok_or(word)
+        self.take(hdr, word, q, self.limit.wrapping_sub(q)).ok_or(word)
     }
 
     /// For a call that answers `WouldBlock` rather than wait, after a
@@ -439,28 +448,70 @@ impl Receiver {
         quiet
     }
 
-    /// The frame whose header `word` was loaded (Acquire) at `q`, if it is stamped for `q` and
-    /// fits in `room` bytes.
+    /// The frame whose header `word` was loaded (Acquire) at `q`, if it is stamped for `q`,
+    /// fits in `room` bytes, and the producer still writes frames (`epoch_holds`).
     #[inline(always)]
-    fn take(&mut self, word: u64, q: u64, room: u64) -> Option<(usize, usize)> {
-        if word == self.known.base ^ self.stamp.bits(q) {
-            return self.known.repeat(self.stamp, word, q, room);
-        }
-        if word == CLEAR {
+    fn take(&mut self, hdr: &Header, word: u64, q: u64, room: u64) -> Option<(usize, usize)> {
+        let frame = if word == self.known.base ^ self.stamp.bits(q) {
+            self.known.repeat(self.stamp, word, q, room)
+        } else if word == CLEAR {
             // The commonest miss, "not yet": nothing to decode (and no batch being written
             // here, see `poll_other`).
             self.behind = false;
             return None;
+        } else {
+            self.poll_other(word, q, room)
+        };
+        match frame {
+            Some(_) if !self.epoch_holds(hdr) => {
+                // The producer stopped writing frames since stamps were trusted: the word may
+                // be one of its bytes. Through head from here.
+                self.armed = false;
+                self.behind = false;
+                self.limit = q;
+                None
+            }
+            frame => frame,
         }
-        self.poll_other(word, q, room)
+    }
+
+    /// Whether the producer is still in the framing epoch under which stamps were trusted,
+    /// after a frame was found by its stamp: a seqlock reader's second look. Acquire fence:
+    /// pairs with the Release fence in `Header::end_framing`; if the stamp load saw a byte the
+    /// producer wrote after it stopped writing frames, the epoch load below sees the new epoch.
+    /// (No frame is taken by its stamp while not `armed`: `limit` leaves it no room.)
+    #[inline(always)]
+    fn epoch_holds(&self, hdr: &Header) -> bool {
+        Self::epoch_is(hdr, self.epoch)
+    }
+
+    /// [`epoch_holds`](Self::epoch_holds) for an epoch the caller keeps at hand
+    /// ([`epoch`](Self::epoch)), as a batch does.
+    #[inline(always)]
+    pub(crate) fn epoch_is(hdr: &Header, epoch: u32) -> bool {
+        // Acquire fence: as in `epoch_holds`.
+        fence(Ordering::Acquire);
+        hdr.framing_epoch() == epoch
+    }
+
+    /// The framing epoch stamps are trusted under (meaningful while they are).
+    #[inline(always)]
+    pub(crate) fn epoch(&self) -> u32 {
+        self.epoch
     }
 
     /// The next frame of a batch: stamped at `q`, ending at or before `bound` (which the caller
     /// keeps within the producer's room, [`batch_bound`](Self::batch_bound)). `(len, size)`.
     #[inline(always)]
-    pub(crate) fn poll_within<W: Words>(&mut self, q: u64, bound: u64, words: &W) -> Option<(usize, usize)> {
+    pub(crate) fn poll_within<W: Words>(
+        &mut self,
+        hdr: &Header,
+        q: u64,
+        bound: u64,
+        words: &W,
+    ) -> Option<(usize, usize)> {
         let word = Self::batch_word(words, q);
-        self.take(word, q, bound.wrapping_sub(q))
+        self.take(hdr, word, q, bound.wrapping_sub(q))
     }
 
     /// The header word at `q` where a batch looks for its next frame: here, and in
@@ -523,7 +574,7 @@ impl Receiver {
             let q = cur.tail();
             // Acquire: as in `poll_word`.
             let word = words.load(q, Ordering::Acquire);
-            if let Some(frame) = self.take(word, q, self.limit.wrapping_sub(q)) {
+            if let Some(frame) = self.take(hdr, word, q, self.limit.wrapping_sub(q)) {
                 return Some(Ok(frame));
             }
             if self.armed
@@ -577,17 +628,22 @@ impl Receiver {
             Some(len) => {
                 let size = frame_size(len);
                 self.behind = false;
-                if word == self.stamp.stamped(len, q) {
-                    // Stamped: a framed producer's, which writes the clear mark after its last
-                    // frame; from here on stamps are trusted (module docs).
+                // Acquire: pairs with the Release store in `Header::begin_framing`; the clear
+                // mark stored before it at the epoch's first position is seen when the cursor
+                // gets there.
+                let epoch = hdr.framing_epoch_acquire();
+                if word == self.stamp.stamped(len, q) && epoch % 2 == 1 {
+                    // Stamped by a producer that writes frames, with the clear mark after its
+                    // last one: from here on stamps are trusted, while this epoch holds.
                     self.armed = true;
+                    self.epoch = epoch;
                     self.limit = cur.published().wrapping_add(self.cap);
                 } else {
-                    // Unstamped: written through the byte API (or a batch's first frame, its
-                    // stamp still to come). A byte producer writes no clear mark, so the word
-                    // after its last frame is whatever an earlier lap left, which may read as a
-                    // stamp: trust none, not even past this frame (room 0 at the next cursor),
-                    // until a stamped frame comes through head.
+                    // Written through the byte API (a byte producer writes no clear mark, so the
+                    // word after its last frame is whatever an earlier lap left, which may read
+                    // as a stamp), or a batch's first frame, its stamp still to come: trust no
+                    // stamp, not even past this frame (room 0 at the next cursor), until a
+                    // stamped frame of a framing epoch comes through head.
                     self.armed = false;
                     self.limit = q.wrapping_add(size as u64);
                 }

@@ -734,6 +734,11 @@ impl FramedProducer {
     pub fn into_inner(self) -> Producer {
         let mut me = ManuallyDrop::new(self);
         me.publish_pending();
+        // The byte end writes no clear mark: a framed consumer must stop trusting stamps
+        // before any byte of it can be seen.
+        if let Some(hdr) = me.inner.end.header() {
+            hdr.end_framing();
+        }
         // SAFETY: `me` is never used or dropped again; the other fields need no drop.
         unsafe { ManuallyDrop::take(&mut me.inner) }
     }
