@@ -1665,3 +1665,61 @@ fn a_panicking_waker_leaves_the_producer_whole() {
     tx.flush().unwrap();
     assert_eq!(drain(), [b"CCCCCCCC"]);
 }
+
+/// A waker that sets a flag.
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The helper thread that wakes async ends between processes runs their wakers, the callers'
+/// code. One that panics (an executor that is gone) must not end the helper, which serves
+/// every end parked on it: an end parked afterwards must still be woken by its peer's write.
+/// In a child, whose helpers start anew.
+#[test]
+fn a_waker_that_panics_in_the_helper_does_not_stop_it() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let status = in_child(|| {
+        let ring = |_| {
+            let ring = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).shared().unwrap();
+            (ring.clone().into_producer().unwrap(), ring.into_consumer().unwrap().into_async().unwrap())
+        };
+        let ((mut tx_a, mut rx_a), (mut tx_b, mut rx_b)) = (ring(0), ring(1));
+        let mut buf = [0u8; 8];
+        // A parks with a waker that panics, and its producer's write has the helper wake it.
+        let panicky = std::sync::Arc::new(PanickyWaker { armed: true.into() });
+        let waker = Waker::from(panicky.clone());
+        {
+            let mut read = pin!(rx_a.read(&mut buf));
+            if read.as_mut().poll(&mut Context::from_waker(&waker)).is_ready() {
+                return 2;
+            }
+            tx_a.write_all(b"a").unwrap();
+            // The helper wakes A (and panics in its waker) within its bounds.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        // B parks afterwards, with a waker that works: its producer's write must wake it.
+        let flag = std::sync::Arc::new(Flag(false.into()));
+        let waker = Waker::from(flag.clone());
+        let mut read = pin!(rx_b.read(&mut buf));
+        if read.as_mut().poll(&mut Context::from_waker(&waker)).is_ready() {
+            return 3;
+        }
+        tx_b.write_all(b"b").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !flag.0.load(SeqCst) {
+            if Instant::now() > deadline {
+                return 4;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        match read.as_mut().poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(Ok(1)) => 0,
+            _ => 5,
+        }
+    });
+    assert_eq!(status, 0, "2, 3 = ready on an empty ring, 4 = B never woken (the helper is gone), 5 = wrong read");
+}

@@ -160,6 +160,15 @@
 //! `Frame` drops. The next call settles the leftover registration; dropping the end removes
 //! it.
 //!
+//! Until then the registration keeps its task's `Waker`, and with it whatever the waker keeps
+//! alive. An end that outlives the runtime its task was parked on (kept in a pool, behind a
+//! mutex) keeps that task's waker, and through it the dropped runtime's driver (its
+//! descriptors) and the task's memory, until the end is used again or dropped; between
+//! processes, its helper's next watch of the peer (within 25 ms) wakes and releases it. A
+//! waker that panics when woken by the helper thread (an executor that is gone) is caught
+//! there, so the helper goes on serving the other ends; one woken directly by a thread ring's
+//! publisher unwinds out of the publisher's call (above).
+//!
 //! # Counters
 //!
 //! Async parks count in the end's `Stats` like blocking ones: `parks` (flag raised),

@@ -868,7 +868,10 @@ mod helper {
             }
             hold.clear();
             for w in reg.fire(index, Instant::now()) {
-                w.wake();
+                // A waker is the caller's code. One that panics (an executor that is gone,
+                // say) must not end this thread, which serves every end parked on it: the
+                // panic is reported (by the panic hook) and the loop goes on.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake()));
             }
         }
     }
