@@ -627,8 +627,8 @@ impl Header {
 
     /// The producer stops writing frames (it writes bytes from now on): the next even epoch,
     /// if it was odd. The Release fence orders the store before every byte written from now
-    /// on: a consumer that loads a word one of them wrote, then runs an Acquire fence, sees
-    /// the new epoch (`Receiver::epoch_holds`, a seqlock reader's second look).
+    /// on: a consumer whose Acquire load of a word saw one of them sees the new epoch in its
+    /// next look (`Receiver::epoch_holds`, a seqlock reader's second look).
     pub(crate) fn end_framing(&self) {
         let e = self.framing_epoch();
         if e % 2 == 1 {

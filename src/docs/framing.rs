@@ -107,9 +107,9 @@
 //! writes bytes, moved on by one at each switch (`into_framed`, a framed end's `into_inner`,
 //! a take-over, which starts as a byte end). The consumer trusts stamps once a stamped frame
 //! came through head under an odd epoch, and checks after each frame it takes by its stamp
-//! that the epoch is still that one (an Acquire fence and a load of the read-mostly first
-//! line, a seqlock reader's second look: the producer stores the even epoch and a Release
-//! fence before its first byte). A frame with an unstamped header taken through head (bytes,
+//! that the epoch is still that one (one load of the read-mostly first line after the
+//! stamp's Acquire load, a seqlock reader's second look: the producer stores the even epoch
+//! and a Release fence before its first byte). A frame with an unstamped header taken through head (bytes,
 //! or a batch's first frame whose stamp is still to come) also stops the trust until a stamped
 //! one comes through head. So frames written through the byte API, with stamped headers or
 //! not, are always taken through head, and whatever bytes follow them are never taken for

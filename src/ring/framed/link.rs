@@ -86,7 +86,7 @@
 
 use crate::header::{Header, Role, Word};
 use crate::protocol::{notify, ConsumerCursor, ProducerCursor, Stop};
-use crate::sync::{fence, Ordering};
+use crate::sync::Ordering;
 
 use super::wire::{frame_size, laps_apart, Known, Stamp, CLEAR, HEADER, RESTAMP};
 
@@ -476,9 +476,10 @@ impl Receiver {
     }
 
     /// Whether the producer is still in the framing epoch under which stamps were trusted,
-    /// after a frame was found by its stamp: a seqlock reader's second look. Acquire fence:
-    /// pairs with the Release fence in `Header::end_framing`; if the stamp load saw a byte the
-    /// producer wrote after it stopped writing frames, the epoch load below sees the new epoch.
+    /// after a frame was found by its stamp: a seqlock reader's second look. The word was
+    /// loaded with Acquire, so this load comes after it; and if that load saw a byte the
+    /// producer wrote after it stopped writing frames, it synchronised with the Release fence
+    /// in `Header::end_framing`, which the epoch store precedes: this load sees the new epoch.
     /// (No frame is taken by its stamp while not `armed`: `limit` leaves it no room.)
     #[inline(always)]
     fn epoch_holds(&self, hdr: &Header) -> bool {
@@ -486,11 +487,9 @@ impl Receiver {
     }
 
     /// [`epoch_holds`](Self::epoch_holds) for an epoch the caller keeps at hand
-    /// ([`epoch`](Self::epoch)), as a batch does.
+    /// ([`epoch`](Self::epoch)), as a batch does, after its own Acquire load of the word.
     #[inline(always)]
     pub(crate) fn epoch_is(hdr: &Header, epoch: u32) -> bool {
-        // Acquire fence: as in `epoch_holds`.
-        fence(Ordering::Acquire);
         hdr.framing_epoch() == epoch
     }
 
