@@ -159,6 +159,7 @@ compile_error!("mirror-ring supports Linux only: it relies on mremap, memfd_crea
 
 // Dependencies run one way: sys, sync -> header -> stats, protocol -> wait, peer -> mirror,
 // ring (and its children framed, producer, consumer) -> shared.
+mod error;
 mod header;
 mod mirror;
 mod peer;

@@ -435,7 +435,7 @@ impl SharedRing {
         }
         let park = sync::register_process(true);
         let (pid, start_time, pid_ns) = peer::this_process().map_err(|e| {
-            crate::mirror::Context::explain(
+            crate::error::Context::explain(
                 e,
                 "cannot claim a role: this process cannot read its own start time (/proc/self/stat), which \
                  its peer needs to tell it from a later process with the same pid; nothing was claimed"

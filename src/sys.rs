@@ -743,7 +743,7 @@ fn truncated_fds(sock: BorrowedFd<'_>, got: usize) -> io::Error {
             format!("the message carried more descriptors than one ring's; the {got} received were closed"),
         );
     }
-    crate::mirror::Context::explain(
+    crate::error::Context::explain(
         io::Error::last_os_error(),
         "a descriptor arrived but this process had no room for it (RLIMIT_NOFILE): the kernel closed it, so \
          the ring it carried is lost and the sender must send it again"

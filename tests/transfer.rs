@@ -325,17 +325,23 @@ fn would_block_sockets_pass_through() {
 
 /// `read_from` waits for space (blocking) and `write_to` for data; a gone consumer is
 /// `BrokenPipe`; a forked child's copy is `Unsupported`.
-#[test]
-fn read_from_and_write_to_wait_and_see_the_peer_go() {
-    let _dog = watchdog("read_from_and_write_to_wait_and_see_the_peer_go", Duration::from_secs(30));
-    let (mut tx, mut rx) = ring(4096);
-    tx.write_all(&[1; 4096]).unwrap();
-    let drainer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
+/// A thread that reads 100 bytes from `rx` after `delay` (freeing room for a waiting
+/// producer), then hands `rx` back.
+fn read_100_after(mut rx: Consumer, delay: Duration) -> std::thread::JoinHandle<Consumer> {
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
         let mut buf = [0; 100];
         rx.read_exact(&mut buf).unwrap();
         rx
-    });
+    })
+}
+
+#[test]
+fn read_from_and_write_to_wait_and_see_the_peer_go() {
+    let _dog = watchdog("read_from_and_write_to_wait_and_see_the_peer_go", Duration::from_secs(30));
+    let (mut tx, rx) = ring(4096);
+    tx.write_all(&[1; 4096]).unwrap();
+    let drainer = read_100_after(rx, Duration::from_millis(50));
     let mut src: &[u8] = &[2; 500];
     assert_eq!(tx.read_from(&mut src).unwrap(), 100, "read_from waits, then fills the space there is");
     let mut rx = drainer.join().unwrap();
@@ -455,12 +461,7 @@ fn the_timed_transfers_wake_for_the_peer_and_see_it_go() {
 
     // Room appearing within the timeout is filled.
     tx.write_all(&[1; 4096]).unwrap();
-    let drainer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(30));
-        let mut buf = [0; 100];
-        rx.read_exact(&mut buf).unwrap();
-        rx
-    });
+    let drainer = read_100_after(rx, Duration::from_millis(30));
     let mut src: &[u8] = &[2; 500];
     assert_eq!(tx.read_from_timeout(&mut src, bound).unwrap(), 100);
     let mut rx = drainer.join().unwrap();

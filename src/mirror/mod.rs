@@ -79,6 +79,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use crate::error::Context;
 use crate::sys;
 
 /// The construction steps, named so that tests can make each one fail.
@@ -131,37 +132,6 @@ fn checkpoint(_step: Step) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// An error that adds an explanation to an OS error, which stays reachable as `source()`.
-#[derive(Debug)]
-pub(crate) struct Context {
-    msg: String,
-    source: io::Error,
-}
-
-impl fmt::Display for Context {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.msg, self.source)
-    }
-}
-
-impl std::error::Error for Context {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
-impl Context {
-    /// `err` with `msg` in front, of `err`'s kind, `err` as its `source()`.
-    pub(crate) fn explain(err: io::Error, msg: String) -> io::Error {
-        Context::explain_as(err.kind(), err, msg)
-    }
-
-    /// [`explain`](Self::explain), of the kind `kind`.
-    pub(crate) fn explain_as(kind: io::ErrorKind, err: io::Error, msg: String) -> io::Error {
-        io::Error::new(kind, Context { msg, source: err })
-    }
 }
 
 /// Wraps ENOMEM in an `OutOfMemory` error that says what usually causes it; every other errno

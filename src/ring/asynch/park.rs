@@ -767,7 +767,7 @@ mod helper {
     /// as "not ready, poll again", and nothing would say that a thread could not start.
     fn no_helper(err: std::io::Error) -> std::io::Error {
         let kind = if err.kind() == std::io::ErrorKind::WouldBlock { std::io::ErrorKind::Other } else { err.kind() };
-        crate::mirror::Context::explain_as(
+        crate::error::Context::explain_as(
             kind,
             err,
             "cannot start the thread that parks async ends (the thread limit, RLIMIT_NPROC or \
