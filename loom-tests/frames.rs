@@ -292,7 +292,6 @@ fn a_newcomer_goes_on_after_a_frame_stamped_above_the_head() {
             }
             // The newcomer (the take-over itself is modelled in `takeover.rs`).
             let mut tx = g.ring.producer();
-            tx.took_over();
             // (It finds nothing to cover if the consumer released frame 1: it attached there.)
             Sender::resume(&g.ring, &mut tx, &g.words, max_frame_len_for(N as usize));
             assert_eq!(tx.head(), 2 * 16, "the newcomer goes on after frame 1");

@@ -28,6 +28,8 @@ mod asyncpark;
 mod claims;
 #[path = "close.rs"]
 mod close;
+#[path = "epoch.rs"]
+mod epoch;
 #[path = "frames.rs"]
 mod frames;
 #[path = "poison.rs"]

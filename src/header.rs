@@ -15,6 +15,8 @@
 //!     64     0  consumer role slot           as above              producer (every write),
 //!                                                                  consumer (ownership)
 //!     96     0  poisoned                     whoever detects it    both (slow path)
+//!    104     0  framing_start                producer, when it     consumer, when it
+//!                                            turns framed          trusts stamps
 //!    128     1  head (producer cursor)       producer, per commit  consumer, on refresh
 //!    256     2  tail (consumer cursor)       consumer, per release producer, on refresh
 //!    384     3  data_waiter (futex word)     consumer sleeps here  producer, per commit
@@ -277,6 +279,9 @@ pub(crate) struct Header {
     pub(crate) consumer: RoleSlot,
     /// Non-zero once either side has seen an impossible value from its peer.
     pub(crate) poisoned: AtomicU32,
+    /// Where the producer's current framing epoch began (`RoleSlot::framing`): the position of
+    /// its first frame. Below it lie bytes, even when they read as frames.
+    pub(crate) framing_start: AtomicU64,
     /// The producer cursor: total bytes ever committed (wrapping `u64`).
     pub(crate) head: Line<AtomicU64>,
     /// The consumer cursor: total bytes ever released (wrapping `u64`).
@@ -617,12 +622,20 @@ impl Header {
         self.producer.framing.load(Ordering::Acquire)
     }
 
-    /// The producer starts writing frames: the next odd epoch. Release: the clear mark it
-    /// wrote at its head first (`Producer::into_framed`) is visible to a consumer that reads
-    /// this epoch with Acquire (`Receiver::committed_in`) and then polls there.
-    pub(crate) fn begin_framing(&self) {
+    /// The producer starts writing frames, its first at `start`: the next odd epoch. Release:
+    /// the start, and the clear mark written there first (`Producer::into_framed`), are
+    /// visible to a consumer that reads this epoch with Acquire (`Receiver::committed_in`).
+    pub(crate) fn begin_framing(&self, start: u64) {
+        // Relaxed: published by the Release store of the epoch below.
+        self.framing_start.store(start, Ordering::Relaxed);
         let e = self.framing_epoch();
         self.producer.framing.store(e.wrapping_add(if e % 2 == 0 { 1 } else { 2 }), Ordering::Release);
+    }
+
+    /// Where the current framing epoch began ([`framing_start`](Header::framing_start)).
+    /// Relaxed: read after the epoch (Acquire), which published it.
+    pub(crate) fn framing_start(&self) -> u64 {
+        self.framing_start.load(Ordering::Relaxed)
     }
 
     /// The producer stops writing frames (it writes bytes from now on): the next even epoch,
@@ -665,6 +678,7 @@ impl Header {
             producer: slot(),
             consumer: slot(),
             poisoned: AtomicU32::new(0),
+            framing_start: AtomicU64::new(0),
             head: Line(AtomicU64::new(0)),
             tail: Line(AtomicU64::new(0)),
             data_waiter: Line(FutexWord::default()),
@@ -672,6 +686,7 @@ impl Header {
         });
         hdr.init(capacity, 4096, BACKEND_MEMFD, start);
         hdr.producer.framing.store(1, Ordering::Relaxed);
+        hdr.framing_start.store(start, Ordering::Relaxed);
         hdr
     }
 }
@@ -716,6 +731,7 @@ mod tests {
         assert_eq!(offset_of!(Header, producer), 32);
         assert_eq!(offset_of!(Header, consumer), 64);
         assert_eq!(offset_of!(Header, poisoned), 96);
+        assert_eq!(offset_of!(Header, framing_start), 104);
         assert_eq!(size_of::<RoleSlot>(), 32);
         assert_eq!(offset_of!(RoleSlot, claim), 0);
         assert_eq!(offset_of!(RoleSlot, start_time), 8);

@@ -63,11 +63,6 @@ pub(crate) struct ProducerCursor {
     published: u64,
     /// The last validated consumer cursor.
     cached_tail: u64,
-    /// This end took its role over from a producer that died, and has lent no free space
-    /// since: a frame found stamped at its head is then the dead one's, stamped and never
-    /// published (`link::Sender::resume`). Anything else found there is this process's own
-    /// uncommitted bytes (a dropped grant, a failed `read_from`), never to be published.
-    resumable: bool,
     cap: u64,
     poisoned: bool,
     /// The peer's park code that lets a publish wake it after a compiler fence only
@@ -98,7 +93,6 @@ impl ProducerCursor {
             head,
             published: head,
             cached_tail: tail,
-            resumable: false,
             cap,
             poisoned: false,
             light: u32::MAX,
@@ -116,24 +110,6 @@ impl ProducerCursor {
     #[inline]
     pub(crate) fn capacity(&self) -> u64 {
         self.cap
-    }
-
-    /// Marks this end as taking over from a producer that died (see `resumable`).
-    pub(crate) fn took_over(&mut self) {
-        self.resumable = true;
-    }
-
-    /// Whether a frame stamped at the head may be a dead predecessor's (see `resumable`);
-    /// asked once: the answer is false from then on.
-    pub(crate) fn resume_once(&mut self) -> bool {
-        std::mem::replace(&mut self.resumable, false)
-    }
-
-    /// Free space is about to be lent to the caller: from now on, whatever lies at the head
-    /// may be this process's own (see `resumable`).
-    #[inline(always)]
-    pub(crate) fn lending(&mut self) {
-        self.resumable = false;
     }
 
     /// Where the next byte goes: `head & (N - 1)`.

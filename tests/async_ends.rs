@@ -1723,3 +1723,28 @@ fn a_waker_that_panics_in_the_helper_does_not_stop_it() {
     });
     assert_eq!(status, 0, "2, 3 = ready on an empty ring, 4 = B never woken (the helper is gone), 5 = wrong read");
 }
+
+/// A framed producer dropped while its consumer is parked with a waker that panics: the drop's
+/// publish wakes it and unwinds, and the ring must still be closed (the consumer gets what was
+/// pending, then the end of the stream), or the consumer would wait for ever for a close.
+#[test]
+fn a_framed_producer_dropped_into_a_panicking_waker_still_closes() {
+    let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
+    let mut tx = tx.into_framed();
+    tx.set_batch(8);
+    tx.send(b"pending").unwrap();
+    let mut rx = rx.into_framed().into_async().unwrap();
+    let panicky = std::sync::Arc::new(PanickyWaker { armed: false.into() });
+    let waker = Waker::from(panicky.clone());
+    {
+        let mut recv = pin!(rx.recv());
+        assert!(recv.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+    }
+    panicky.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(tx)));
+    panicky.armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(dropped.is_err(), "the waker's panic reaches the dropping thread");
+    let rx = rx.get_mut();
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"pending");
+    assert!(rx.try_recv().unwrap().is_none(), "the ring was closed");
+}

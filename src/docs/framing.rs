@@ -87,11 +87,11 @@
 //! over from one that died between steps 3 and 4 first covers that frame with head (it
 //! recognises it exactly: the stamped header of the head's position, and the clear mark after
 //! it), since the consumer may have taken it. The first frame after a conversion is
-//! always taken through head, and stamps are trusted only after a *stamped* frame came
-//! through head: until then the words ahead were not written by this stream's framed producer
-//! (raw bytes, or frames written through the byte API, could leave anything there), and from
-//! then on every word the consumer looks at was written by the producer in this lap (step 2)
-//! or is a header one lap old.
+//! always taken through head, and stamps are trusted only after a frame of the producer's
+//! current framing epoch came through head (below): until then the words ahead were not
+//! written by this stream's framed producer (raw bytes, or frames written through the byte
+//! API, could leave anything there), and from then on every word the consumer looks at was
+//! written by the producer in this lap (step 2) or is a header one lap old.
 //!
 //! **Frames written through the byte API** (a stream built by hand, or relayed from elsewhere
 //! into a byte producer while the consumer is framed) must go in whole, each write ending
@@ -102,20 +102,20 @@
 //! **The framing epoch.** A byte producer writes no clear mark after its last frame, so the
 //! word there is whatever an earlier lap left, perhaps payload that reads as a stamp; taken by
 //! its stamp, it would lend the producer's free room as a frame. So the consumer trusts stamps
-//! only from a producer that writes frames, and only while it does: the producer's role slot
-//! holds its *framing epoch* (header version 6), odd while it writes frames and even while it
-//! writes bytes, moved on by one at each switch (`into_framed`, a framed end's `into_inner`,
-//! a take-over, which starts as a byte end). The consumer trusts stamps once a stamped frame
-//! came through head under an odd epoch, and checks after each frame it takes by its stamp
-//! that the epoch is still that one (one load of the read-mostly first line after the
-//! stamp's Acquire load, a seqlock reader's second look: the producer stores the even epoch
-//! and a Release fence before its first byte). A frame with an unstamped header taken through head (bytes,
-//! or a batch's first frame whose stamp is still to come) also stops the trust until a stamped
-//! one comes through head. So frames written through the byte API, with stamped headers or
-//! not, are always taken through head, and whatever bytes follow them are never taken for
-//! one. A relay that copies another ring's framed bytes verbatim, cut wherever its reads end,
-//! does not work (part of a frame below head is corruption): relay whole messages, with
-//! `recv` and `send`.
+//! only from a producer that writes frames, only from that producer's first frame on, and only
+//! while it writes them: the producer's role slot holds its *framing epoch* (header version 6),
+//! odd while it writes frames and even while it writes bytes, moved on by one at each switch
+//! (`into_framed`, a framed end's `into_inner`, a take-over, which starts as a byte end), and
+//! line 0 holds where the current epoch's first frame goes. `into_framed` stores the clear
+//! mark there (where the room reaches), then the start, then the epoch (Release). The consumer
+//! trusts stamps once a frame at or past that start came through head under an odd epoch, and
+//! after each frame it takes by its stamp checks that the epoch is still that one (one load of
+//! the read-mostly first line after the stamp's Acquire load, a seqlock reader's second look:
+//! the producer stores the even epoch and a Release fence before its first byte). So frames
+//! written through the byte API, with stamped headers or not, are always taken through head,
+//! and whatever bytes follow them are never taken for one. A relay that copies another ring's
+//! framed bytes verbatim, cut wherever its reads end, does not work (part of a frame below head
+//! is corruption): relay whole messages, with `recv` and `send`.
 //!
 //! A consumer that sleeps raises its waiter flag, runs its half of the barrier pair, then
 //! rechecks the stamp: the Dekker pair is the stamp store and the flag, with the producer's

@@ -160,9 +160,10 @@
 //! release it) in between, so a producer that died there leaves the consumer's cursor one
 //! frame past the published head. The new producer goes on after that frame: from the
 //! released tail if it is ahead of head (it stores head there at once, so that a close with
-//! nothing sent is still a clean end), and its first `into_framed`, if it has written nothing
-//! before, covers a complete frame stamped just above the head ([`framing`](super::framing));
-//! a producer that did not take its role over never does, so bytes it wrote and did not commit
+//! nothing sent is still a clean end), and, when the dead producer was writing frames (its
+//! framing epoch still odd), the take-over itself covers a complete frame stamped just above
+//! the head ([`framing`](super::framing)), before the newcomer can lend any room, since the
+//! consumer may hold it. Nothing else ever does, so bytes a producer wrote and did not commit
 //! (a dropped grant, a failed `read_from`) stay unpublished even where they look like a frame.
 //! What the cursors
 //! cannot say (which counter a new producer should send next, which records a new consumer

@@ -30,11 +30,17 @@ impl Producer {
         Ok(Producer { end: End::new(ring, Role::Producer, spin, park, peer, token), cur, _not_sync: PhantomData })
     }
 
-    /// For a producer that took its role over from one that died: its first `into_framed`
-    /// looks for a frame the dead one stamped and never published (`link::Sender::resume`).
+    /// For a producer that took its role over from one that died, before it lends any room:
+    /// if the dead one was writing frames, it goes on after a frame that one stamped and died
+    /// before publishing with head, which the consumer may have taken and may hold
+    /// (`framed::link::Sender::resume`); then the framing epoch ends, since this is a byte end
+    /// (see `Header::end_framing`).
     pub(crate) fn took_over(mut self) -> Producer {
-        self.cur.took_over();
-        // A byte end: a framed predecessor's epoch ends here (see `Header::end_framing`).
+        if let Some(hdr) = self.end.header() {
+            if hdr.framing_epoch() % 2 == 1 {
+                self.cover_frame_stamped_above_head();
+            }
+        }
         if let Some(hdr) = self.end.header() {
             hdr.end_framing();
         }
@@ -102,7 +108,6 @@ impl Producer {
     #[inline(always)]
     pub(super) fn reserve(&mut self, min: usize, want: usize, wait: Wait) -> io::Result<usize> {
         let hdr = self.end.header_or_err()?;
-        self.cur.lending();
         if min > self.capacity() {
             return Err(too_big(min, self.capacity()));
         }

@@ -333,6 +333,7 @@ pub mod header_offsets {
     pub const OFF_PRODUCER: usize = 32;
     pub const OFF_CONSUMER: usize = 64;
     pub const OFF_POISONED: usize = 96;
+    pub const OFF_FRAMING_START: usize = 104;
     pub const OFF_HEAD: usize = 128;
     pub const OFF_TAIL: usize = 256;
     pub const OFF_DATA_WAITER: usize = 384;

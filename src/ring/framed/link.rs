@@ -295,9 +295,9 @@ impl Sender {
         notify(hdr, Word::Data, cur.light(), cur.counters());
     }
 
-    /// For a producer that took its role over and has lent no free space since, once
-    /// ([`ProducerCursor::resume_once`]; any other producer finds only its own uncommitted
-    /// bytes at its head, which must stay unpublished):
+    /// For a producer that has just taken its role over from one that was writing frames,
+    /// before it lends any room (`Producer::took_over`; any other producer would find only its
+    /// own uncommitted bytes at its head, which must stay unpublished):
     /// if the one it replaces died between its last two stores of a frame sent on its own (the
     /// stamp stored, head not), that frame is complete and the consumer may have taken it.
     /// Covers it with the head (published, with the wake-up check) so that this producer's
@@ -311,7 +311,7 @@ impl Sender {
     /// next one's stamp would have come after a head store.
     pub(crate) fn resume<W: Words>(hdr: &Header, cur: &mut ProducerCursor, words: &W, max_len: usize) {
         let p = cur.head();
-        if !cur.resume_once() || p % HEADER as u64 != 0 {
+        if p % HEADER as u64 != 0 {
             return;
         }
         // Acquire: pairs with the dead producer's Release store of the stamp; its payload and
@@ -627,22 +627,22 @@ impl Receiver {
             Some(len) => {
                 let size = frame_size(len);
                 self.behind = false;
-                // Acquire: pairs with the Release store in `Header::begin_framing`; the clear
-                // mark stored before it at the epoch's first position is seen when the cursor
-                // gets there.
+                // Acquire: pairs with the Release store in `Header::begin_framing`; the start
+                // stored before it, and the clear mark at the start, are seen.
                 let epoch = hdr.framing_epoch_acquire();
-                if word == self.stamp.stamped(len, q) && epoch % 2 == 1 {
-                    // Stamped by a producer that writes frames, with the clear mark after its
-                    // last one: from here on stamps are trusted, while this epoch holds.
+                if epoch % 2 == 1 && q.wrapping_sub(hdr.framing_start()) < 1 << 63 {
+                    // A frame of a producer that writes frames, at or past the first of its
+                    // epoch: every word from here on was written by it in this lap (a frame, or
+                    // the clear mark after the last one) or is a header one lap old. Stamps are
+                    // trusted from here, while this epoch holds.
                     self.armed = true;
                     self.epoch = epoch;
                     self.limit = cur.published().wrapping_add(self.cap);
                 } else {
-                    // Written through the byte API (a byte producer writes no clear mark, so the
-                    // word after its last frame is whatever an earlier lap left, which may read
-                    // as a stamp), or a batch's first frame, its stamp still to come: trust no
-                    // stamp, not even past this frame (room 0 at the next cursor), until a
-                    // stamped frame of a framing epoch comes through head.
+                    // Bytes (a byte producer, or what one wrote before the epoch began: it
+                    // writes no clear mark, so the word after its last frame is whatever an
+                    // earlier lap left, which may read as a stamp): trust no stamp, not even
+                    // past this frame (room 0 at the next cursor).
                     self.armed = false;
                     self.limit = q.wrapping_add(size as u64);
                 }

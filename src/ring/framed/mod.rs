@@ -63,26 +63,23 @@ impl Producer {
     /// assert_eq!(&*rx.recv()?.unwrap(), b"hello");
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn into_framed(mut self) -> FramedProducer {
+    pub fn into_framed(self) -> FramedProducer {
         let capacity = self.capacity();
         // SAFETY: view A of this ring, `capacity` bytes, mapped as long as `self` (moved into the
         // framed end with it) lives.
         let words = unsafe { RingWords::new(self.end.data.as_ptr(), capacity) };
         if let Some(hdr) = self.end.header() {
-            // A producer that took the role over, and has lent no free space since, goes on
-            // after a frame its predecessor stamped but died before publishing with head.
-            Sender::resume(hdr, &mut self.cur, &words, max_frame_len_for(capacity));
             // From here on this producer writes frames, with the clear mark after them: a
-            // framed consumer may trust their stamps under a new epoch. The word where the
-            // first frame will go (past the alignment skip) is whatever the byte end left
-            // there: the clear mark first, where the room reaches, so that a consumer that
-            // trusts stamps from the new epoch on finds "not yet" there.
+            // framed consumer may trust their stamps under a new epoch, from its first frame
+            // on (past the alignment skip). The clear mark goes there first, where the room
+            // reaches.
             let skip = misalignment(self.write_ptr()) as u64;
+            let first = self.cur.head().wrapping_add(skip);
             if self.cur.free_cached() as u64 >= skip + HEADER as u64 {
                 // Relaxed: published by the Release store of the epoch just below.
-                words.store(self.cur.head().wrapping_add(skip), CLEAR, Ordering::Relaxed);
+                words.store(first, CLEAR, Ordering::Relaxed);
             }
-            hdr.begin_framing();
+            hdr.begin_framing(first);
         }
         let skip = misalignment(self.write_ptr());
         let head = self.cur.head();
@@ -100,6 +97,19 @@ impl Producer {
         };
         framed.sync_room();
         framed
+    }
+}
+
+impl Producer {
+    /// See [`Producer::took_over`]: covers a complete frame stamped just above the head by a
+    /// framed producer that died between its stamp and its head store.
+    pub(in crate::ring) fn cover_frame_stamped_above_head(&mut self) {
+        let capacity = self.capacity();
+        // SAFETY: view A of this ring, `capacity` bytes, mapped while `self` lives (this call).
+        let words = unsafe { RingWords::new(self.end.data.as_ptr(), capacity) };
+        if let Some(hdr) = self.end.header() {
+            Sender::resume(hdr, &mut self.cur, &words, max_frame_len_for(capacity));
+        }
     }
 }
 
@@ -326,11 +336,14 @@ mod tests {
     /// [`newcomer`], which writes `raw` bytes before it turns framed; `took_over` false: a
     /// producer re-attached as a claim would attach it, not as a take-over.
     fn newcomer_writing(tx: super::FramedProducer, raw: &[u8], took_over: bool) -> super::FramedProducer {
-        let mut bytes = tx.into_inner();
+        // The byte end as a death leaves it: nothing published, the framing epoch not ended.
+        let mut dead = std::mem::ManuallyDrop::new(tx);
+        // SAFETY: `dead` is never used or dropped again.
+        let mut bytes = unsafe { std::mem::ManuallyDrop::take(&mut dead.inner) };
         let hdr = bytes.end.header().unwrap();
         bytes.cur = crate::protocol::ProducerCursor::attach(hdr, bytes.capacity() as u64).unwrap();
         if took_over {
-            bytes.cur.took_over();
+            bytes = bytes.took_over();
         }
         if !raw.is_empty() {
             bytes.try_write(raw).unwrap();
@@ -441,8 +454,9 @@ mod tests {
 
     /// The newcomer covers only what a predecessor's frame sent on its own can leave above the
     /// head: the stamped header of that position, of a valid length, inside the room, with the
-    /// clear mark (or a header one lap back) after it; nothing else, only before it lent any
-    /// free space (an empty write asks for none), and only after a take-over.
+    /// clear mark (or a header one lap back) after it; nothing else, only at a take-over (not at
+    /// a later `into_framed`, nor for a producer that claimed its role), and only when the dead
+    /// one was writing frames (its framing epoch not ended).
     #[test]
     fn a_newcomer_covers_nothing_else() {
         use super::link::Words;
@@ -456,18 +470,21 @@ mod tests {
             ("no clear mark after it", |tx, p| tx.words.store(p + 16, u64::MAX, Ordering::Relaxed)),
             ("longer than the largest frame", |tx, p| tx.words.store(p, Stamp.stamped(4089, p), Ordering::Relaxed)),
             ("longer than the free room", |tx, p| tx.words.store(p, Stamp.stamped(4080, p), Ordering::Relaxed)),
-            ("after the newcomer wrote", |_, _| {}),
             ("not a take-over", |_, _| {}),
+            ("a predecessor that wrote bytes", |tx, _| tx.inner.end.header().unwrap().end_framing()),
         ];
         for (what, spoil) in cases {
             // The consumer (kept) holds "zero" unreleased: 16 bytes of the room are taken.
             let (tx, _rx, p) = one_stamped_above_head(false);
             spoil(&tx, p);
-            let wrote = what == "after the newcomer wrote";
-            let tx = newcomer_writing(tx, if wrote { &[7; 8] } else { &[] }, what != "not a take-over");
-            let expect = if wrote { p + 8 } else { p };
-            assert_eq!(tx.inner.cur.head(), expect, "{what}: nothing covered");
+            let tx = newcomer_writing(tx, &[], what != "not a take-over");
+            assert_eq!(tx.inner.cur.head(), p, "{what}: nothing covered");
         }
+        // The cover comes with the take-over, before the newcomer can lend any room: bytes it
+        // writes next go after the frame, which the consumer may hold.
+        let (tx, _rx, p) = one_stamped_above_head(false);
+        let tx = newcomer_writing(tx, &[7; 8], true);
+        assert_eq!(tx.inner.cur.head(), p + 16 + 8, "covered, then written after it");
     }
 
     /// A consumer with nothing to read (the word at its cursor says "not yet") still learns at

@@ -748,9 +748,15 @@ impl Drop for FramedProducer {
     /// Publishes what is pending (the byte end's drop would publish head, but not the stamp
     /// and the clear mark a frame needs), then drops the byte end, which closes the ring.
     fn drop(&mut self) {
-        self.publish_pending();
+        // The publish may wake a task of this thread through its waker, which may panic: the
+        // byte end is dropped (the ring closed) all the same, or the consumer would wait for a
+        // close that never comes; then the panic goes on.
+        let published = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.publish_pending()));
         // SAFETY: dropped once, here; `into_inner` takes the field out without running this.
         unsafe { ManuallyDrop::drop(&mut self.inner) };
+        if let Err(panic) = published {
+            std::panic::resume_unwind(panic);
+        }
     }
 }
 
