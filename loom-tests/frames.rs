@@ -27,10 +27,10 @@ use loom::sync::Arc;
 use loom::thread;
 
 /// A ring of two 16-byte frames.
-const N: u64 = 32;
+pub(super) const N: u64 = 32;
 
 /// The header words of a model ring: one loom atomic per 8-byte word, zeroed like fresh pages.
-struct ModelWords {
+pub(super) struct ModelWords {
     words: Box<[AtomicU64]>,
     mask: u64,
 }
@@ -55,15 +55,15 @@ impl Words for ModelWords {
     }
 }
 
-/// One model ring: header, header words, payload cells.
-struct Framed {
-    ring: Ring,
-    words: ModelWords,
-    data: Data,
+/// One model ring: header, header words, payload cells (also for `epoch.rs`).
+pub(super) struct Framed {
+    pub(super) ring: Ring,
+    pub(super) words: ModelWords,
+    pub(super) data: Data,
 }
 
 impl Framed {
-    fn new() -> Arc<Framed> {
+    pub(super) fn new() -> Arc<Framed> {
         Arc::new(Framed { ring: Ring::new(N, 0), words: ModelWords::new(N), data: Data::new(N) })
     }
 
@@ -81,7 +81,7 @@ impl Framed {
 
     /// Sends frame `k` (one byte, `value(k)`) as an unbatched `send` does: waits for room,
     /// writes the payload, then `put_and_publish`.
-    fn send(&self, link: &mut Sender, tx: &mut crate::protocol::ProducerCursor, k: u64) {
+    pub(super) fn send(&self, link: &mut Sender, tx: &mut crate::protocol::ProducerCursor, k: u64) {
         self.room(link, tx, frame_size(1));
         self.payload(tx, value(k));
         link.put_and_publish(&self.ring, tx, &self.words, 1, Mark::Check);
@@ -113,7 +113,7 @@ impl Framed {
     }
 
     /// Receives one frame as `recv` does; `Ok(payload byte)`, or the stop.
-    fn recv(&self, link: &mut Receiver, rx: &mut ConsumerCursor) -> Result<u8, Stop> {
+    pub(super) fn recv(&self, link: &mut Receiver, rx: &mut ConsumerCursor) -> Result<u8, Stop> {
         let (len, size) = match self.fast(link, rx) {
             Some(frame) => frame,
             None => match link.look(&self.ring, rx, &self.words) {
@@ -146,7 +146,7 @@ impl Framed {
 }
 
 /// The consumer's side, lazy: it releases only when it must.
-fn receiver(rx: &ConsumerCursor) -> Receiver {
+pub(super) fn receiver(rx: &ConsumerCursor) -> Receiver {
     Receiver::new(N as usize, max_frame_len_for(N as usize), N as usize, rx.tail())
 }
 

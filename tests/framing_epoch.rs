@@ -8,7 +8,27 @@ mod common;
 use std::time::Duration;
 
 use common::{in_child, stamped_word, watchdog};
-use mirror_ring::RingOptions;
+use mirror_ring::{RingOptions, SharedRing};
+
+/// A producer process that sends frame A (0xAA, at 0, published), then writes frame B (0xBB,
+/// at 16) up to its stamp, as `put_and_publish` stores them, and dies before the head store:
+/// nothing dropped, nothing published.
+fn die_between_stamp_and_head(ring: &SharedRing) {
+    let child = ring.clone();
+    let status = in_child(move || {
+        let mut tx = child.into_producer().unwrap().into_framed();
+        tx.send(&[0xAA; 8]).unwrap();
+        let mut grant = tx.reserve(8).unwrap();
+        grant.copy_from_slice(&[0xBB; 8]);
+        let payload = grant.as_mut_ptr();
+        // SAFETY: the 8 bytes before the grant's payload are its frame's header word, inside
+        // the room the grant claimed (8-aligned).
+        unsafe { payload.sub(8).cast::<u64>().write_volatile(stamped_word(16, 8).to_le()) };
+        // SAFETY: ends the child at once.
+        unsafe { libc::_exit(0) }
+    });
+    assert_eq!(status, 0);
+}
 
 /// A producer process dies between the two stores of a frame sent on its own (the stamp of
 /// frame B stored, head not: what `put_and_publish` leaves if it dies there, written here by
@@ -25,23 +45,7 @@ fn a_byte_newcomer_never_lends_a_frame_the_consumer_holds() {
     let _dog = watchdog("a_byte_newcomer_never_lends_a_frame_the_consumer_holds", Duration::from_secs(10));
     let ring = RingOptions::new().capacity(4096).shared().unwrap();
     let mut rx = ring.clone().into_consumer().unwrap().into_framed();
-    let child = ring.clone();
-    let status = in_child(move || {
-        let mut tx = child.into_producer().unwrap().into_framed();
-        tx.send(&[0xAA; 8]).unwrap(); // frame A at 0, published
-                                      // Frame B at 16: payload, then its stamp, as `put_and_publish` stores them, and the
-                                      // process dies before the head store.
-        let mut grant = tx.reserve(8).unwrap();
-        grant.copy_from_slice(&[0xBB; 8]);
-        let payload = grant.as_mut_ptr();
-        // SAFETY: the 8 bytes before the grant's payload are its frame's header word, inside
-        // the room the grant claimed (8-aligned).
-        unsafe { payload.sub(8).cast::<u64>().write_volatile(stamped_word(16, 8).to_le()) };
-        // Dies: nothing dropped, nothing published.
-        // SAFETY: ends the child at once.
-        unsafe { libc::_exit(0) }
-    });
-    assert_eq!(status, 0);
+    die_between_stamp_and_head(&ring);
 
     let a = rx.recv().unwrap().expect("frame A");
     assert_eq!(&*a, &[0xAA; 8]);
@@ -87,19 +91,7 @@ fn a_newcomer_that_asked_for_room_first_loses_no_frame() {
     let _dog = watchdog("a_newcomer_that_asked_for_room_first_loses_no_frame", Duration::from_secs(10));
     let ring = RingOptions::new().capacity(4096).shared().unwrap();
     let mut rx = ring.clone().into_consumer().unwrap().into_framed();
-    let child = ring.clone();
-    let status = in_child(move || {
-        let mut tx = child.into_producer().unwrap().into_framed();
-        tx.send(&[0xAA; 8]).unwrap();
-        let mut grant = tx.reserve(8).unwrap();
-        grant.copy_from_slice(&[0xBB; 8]);
-        let payload = grant.as_mut_ptr();
-        // SAFETY: as in the test above.
-        unsafe { payload.sub(8).cast::<u64>().write_volatile(stamped_word(16, 8).to_le()) };
-        // SAFETY: ends the child at once.
-        unsafe { libc::_exit(0) }
-    });
-    assert_eq!(status, 0);
+    die_between_stamp_and_head(&ring);
     let mut got = Vec::new();
     for _ in 0..2 {
         got.push(rx.recv().unwrap().expect("frames A and B").to_vec());
