@@ -29,6 +29,16 @@ impl Framed {
         self.ring.end_framing();
     }
 
+    /// A producer that sends frame 0 framed, then turns into a byte end (`into_inner`): its
+    /// cursor, for the bytes it writes next.
+    fn frame_0_then_bytes(&self) -> ProducerCursor {
+        let mut tx = self.ring.producer();
+        let mut link = Sender::new(N as usize, 0);
+        self.send(&mut link, &mut tx, 0);
+        self.into_inner();
+        tx
+    }
+
     /// `Producer::into_framed` at an aligned head: the clear mark where the first frame goes,
     /// if the room reaches, then the next framing epoch, starting there.
     fn into_framed(&self, tx: &mut ProducerCursor) -> Sender {
@@ -67,10 +77,7 @@ fn a_byte_end_after_a_framed_one_never_passes_for_a_frame() {
         let f = Framed::new();
         let g = f.clone();
         let producer = thread::spawn(move || {
-            let mut tx = g.ring.producer();
-            let mut link = Sender::new(N as usize, 0);
-            g.send(&mut link, &mut tx, 0);
-            g.into_inner();
+            let tx = g.frame_0_then_bytes();
             // The byte end's grant: bytes at the head, never committed.
             let p = tx.head();
             g.words.store(p, Stamp.stamped(1, p), Ordering::Relaxed);
@@ -97,10 +104,7 @@ fn framed_bytes_framed_streams_in_order() {
         let f = Framed::new();
         let g = f.clone();
         let producer = thread::spawn(move || {
-            let mut tx = g.ring.producer();
-            let mut link = Sender::new(N as usize, 0);
-            g.send(&mut link, &mut tx, 0);
-            g.into_inner();
+            let mut tx = g.frame_0_then_bytes();
             // The byte end writes one whole frame (room for it: 16 bytes are free).
             let p = tx.head();
             g.data.write(p + 8, value(1));

@@ -36,10 +36,8 @@ impl Producer {
     /// (`framed::link::Sender::resume`); then the framing epoch ends, since this is a byte end
     /// (see `Header::end_framing`).
     pub(crate) fn took_over(mut self) -> Producer {
-        if let Some(hdr) = self.end.header() {
-            if hdr.framing_epoch() % 2 == 1 {
-                self.cover_frame_stamped_above_head();
-            }
+        if self.end.header().is_some_and(|hdr| hdr.framing_epoch() % 2 == 1) {
+            self.cover_frame_stamped_above_head();
         }
         if let Some(hdr) = self.end.header() {
             hdr.end_framing();
