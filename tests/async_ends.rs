@@ -1748,3 +1748,28 @@ fn a_framed_producer_dropped_into_a_panicking_waker_still_closes() {
     assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"pending");
     assert!(rx.try_recv().unwrap().is_none(), "the ring was closed");
 }
+
+/// The same through `into_inner`: the caller never gets the byte end back, so it is dropped
+/// and the ring closed before the panic goes on (it used to be leaked, the consumer waiting
+/// for a close that never came).
+#[test]
+fn a_framed_producer_turned_to_bytes_into_a_panicking_waker_still_closes() {
+    let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
+    let mut tx = tx.into_framed();
+    tx.set_batch(8);
+    tx.send(b"pending").unwrap();
+    let mut rx = rx.into_framed().into_async().unwrap();
+    let panicky = std::sync::Arc::new(PanickyWaker { armed: false.into() });
+    let waker = Waker::from(panicky.clone());
+    {
+        let mut recv = pin!(rx.recv());
+        assert!(recv.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+    }
+    panicky.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let turned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || tx.into_inner()));
+    panicky.armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(turned.is_err(), "the waker's panic reaches the converting thread");
+    let rx = rx.get_mut();
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"pending");
+    assert!(rx.try_recv().unwrap().is_none(), "the ring was closed");
+}

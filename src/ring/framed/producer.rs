@@ -733,7 +733,7 @@ impl FramedProducer {
     /// ```
     pub fn into_inner(self) -> Producer {
         let mut me = ManuallyDrop::new(self);
-        me.publish_pending();
+        me.publish_or_close();
         // The byte end writes no clear mark: a framed consumer must stop trusting stamps
         // before any byte of it can be seen.
         if let Some(hdr) = me.inner.end.header() {
@@ -748,19 +748,28 @@ impl Drop for FramedProducer {
     /// Publishes what is pending (the byte end's drop would publish head, but not the stamp
     /// and the clear mark a frame needs), then drops the byte end, which closes the ring.
     fn drop(&mut self) {
-        // The publish may wake a task of this thread through its waker, which may panic: the
-        // byte end is dropped (the ring closed) all the same, or the consumer would wait for a
-        // close that never comes; then the panic goes on.
-        let published = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.publish_pending()));
-        // SAFETY: dropped once, here; `into_inner` takes the field out without running this.
+        self.publish_or_close();
+        // SAFETY: dropped once, here (`publish_or_close` returned, so it did not drop it);
+        // `into_inner` takes the field out without running this.
         unsafe { ManuallyDrop::drop(&mut self.inner) };
-        if let Err(panic) = published {
-            std::panic::resume_unwind(panic);
-        }
     }
 }
 
 impl FramedProducer {
+    /// Publishes what is pending, for `drop` and `into_inner`, whose caller never sees this end
+    /// again if it unwinds. The publish may wake a task of this thread through its waker, which
+    /// may panic: then the byte end is dropped (the ring closed) before the panic goes on, or
+    /// the consumer would wait for a close that never comes. The callers must not touch
+    /// `inner` after an unwind out of here.
+    fn publish_or_close(&mut self) {
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.publish_pending())) {
+            // SAFETY: dropped once, here: the callers (see above) never drop or use it after
+            // this unwinds.
+            unsafe { ManuallyDrop::drop(&mut self.inner) };
+            std::panic::resume_unwind(panic);
+        }
+    }
+
     /// Whether a frame may be written without asking the ring: this end belongs to this
     /// process, its cursor is not poisoned and the consumer has not closed (the checks
     /// `Producer::reserve` makes before it looks at the free space).
