@@ -156,6 +156,11 @@
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("mirror-ring supports Linux only: it relies on mremap, memfd_create and futex");
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!(
+    "mirror-ring supports 64-bit targets only: its stream positions are u64 offsets into views of up to \
+     half the address space, and it passes the kernel 64-bit time values"
+);
 
 // Dependencies run one way: sys, sync -> header -> stats, protocol -> wait, peer -> mirror,
 // ring (and its children framed, producer, consumer) -> shared.

@@ -59,7 +59,7 @@ const STAMP_SHL: u32 = 29;
 /// Whether the stamps of two positions one lap of a `capacity`-byte ring apart differ
 /// (`capacity >> 3` is not a multiple of `2^30`).
 pub(crate) fn laps_apart(capacity: usize) -> bool {
-    capacity <= 1 << 32
+    capacity as u64 <= 1 << 32
 }
 
 impl Stamp {
