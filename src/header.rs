@@ -78,8 +78,10 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MIRRRING");
 /// 4: framed rings stamp each frame header with its position and release lazily
 /// ([`docs::framing`](crate::docs::framing)). 5: a frame sent on its own is stamped before
 /// head is stored, so the consumer's cursor (and the tail it releases) may be ahead of the
-/// published head by that frame.
-pub(crate) const VERSION: u32 = 6;
+/// published head by that frame. 6: the producer's framing epoch and the start of its frames
+/// (`framing`, `framing_start`). 7: a batch of frames is stamped before its head too, so that
+/// nothing stores below the head (a newcomer covers a whole batch stamped above it).
+pub(crate) const VERSION: u32 = 7;
 
 /// Role state: nobody has claimed this end yet.
 pub(crate) const ROLE_FREE: u32 = 0;
@@ -758,7 +760,7 @@ mod tests {
         assert_eq!(Claim::new(ROLE_CLAIMED, 1 << 24, 5).epoch(), 0, "the epoch wraps at 2^24");
         assert_eq!(Claim::new(ROLE_CLAIMED, EPOCH_MASK, 5).next_taking(6), Claim::new(ROLE_TAKING, 0, 6));
         assert_eq!([ROLE_FREE, ROLE_CLAIMED, ROLE_CLOSED, ROLE_TAKING], [0, 1, 2, 3]);
-        assert_eq!(VERSION, 6);
+        assert_eq!(VERSION, 7);
     }
 
     #[test]

@@ -83,7 +83,7 @@ impl ProducerCursor {
         let tail = hdr.tail.load(Ordering::Acquire);
         let Some(head) = resume_at(published, tail, cap) else { return Err(Corrupt) };
         if head != published {
-            // The consumer released past the published head (a frame stamped by a producer that
+            // The consumer released past the published head (frames stamped by a producer that
             // died before its head store): bring head level with it now, so that a close with
             // nothing written is a clean end, not a head behind the consumer. Release: pairs
             // with the consumer's Acquire load of head, as a publish does.

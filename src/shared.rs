@@ -235,7 +235,8 @@ impl SharedRing {
     /// the dead producer's committed cursor stands: bytes it wrote and did not commit (or
     /// committed in a batch it never published) vanish; the consumer reads on from the last
     /// committed byte. A consumer that got `UnexpectedEof` after the death reads on too. (For
-    /// a framed ring the committed position may be one frame past the published head: see
+    /// a framed ring the committed position may be past the published head, by the frames of
+    /// one publish: see
     /// [`docs::lifecycle`](crate::docs::lifecycle), "Where the newcomer resumes".)
     ///
     /// The holder must be *proven* dead (a pidfd that became readable, no such process, a

@@ -1,4 +1,4 @@
-//! The framing epoch and the take-over's cover of a frame stamped above the head
+//! The framing epoch and the take-over's cover of the frames stamped above the head
 //! (`docs::framing`, "The framing epoch"; `docs::lifecycle`, "Restart"): bytes are never
 //! taken for a frame, and a frame the consumer took by its stamp is never lent out again or
 //! lost across a take-over.
@@ -10,20 +10,30 @@ use std::time::Duration;
 use common::{in_child, stamped_word, watchdog};
 use mirror_ring::{RingOptions, SharedRing};
 
-/// A producer process that sends frame A (0xAA, at 0, published), then writes frame B (0xBB,
-/// at 16) up to its stamp, as `put_and_publish` stores them, and dies before the head store:
-/// nothing dropped, nothing published.
-fn die_between_stamp_and_head(ring: &SharedRing) {
+/// A producer process that sends frame A (0xAA, at 0, published), then writes `batch` frames
+/// B (0xB1, 0xB2, ...: 8 bytes each, from 16) up to the stamp of the first, as a publish stores
+/// them (a frame sent on its own when `batch` is 1), and dies before the head store: nothing
+/// dropped, nothing published.
+fn die_between_stamp_and_head(ring: &SharedRing, batch: usize) {
     let child = ring.clone();
     let status = in_child(move || {
         let mut tx = child.into_producer().unwrap().into_framed();
         tx.send(&[0xAA; 8]).unwrap();
         let mut grant = tx.reserve(8).unwrap();
-        grant.copy_from_slice(&[0xBB; 8]);
-        let payload = grant.as_mut_ptr();
-        // SAFETY: the 8 bytes before the grant's payload are its frame's header word, inside
-        // the room the grant claimed (8-aligned).
-        unsafe { payload.sub(8).cast::<u64>().write_volatile(stamped_word(16, 8).to_le()) };
+        grant.copy_from_slice(&[0xB1; 8]);
+        let first = grant.as_mut_ptr().wrapping_sub(8);
+        for k in 1..batch {
+            // SAFETY: frame k's header and payload, 16 bytes from 16 * k past the first frame's
+            // header, lie in the free room of this fresh 4 KiB ring (the clear mark after the
+            // last is its zero); 8-aligned.
+            unsafe {
+                let at = first.add(16 * k);
+                at.cast::<u64>().write_volatile(stamped_word(16 + 16 * k as u64, 8).to_le());
+                at.add(8).cast::<[u8; 8]>().write_volatile([0xB1 + k as u8; 8]);
+            }
+        }
+        // SAFETY: the first frame's header word, inside the room the grant claimed (8-aligned).
+        unsafe { first.cast::<u64>().write_volatile(stamped_word(16, 8).to_le()) };
         // SAFETY: ends the child at once.
         unsafe { libc::_exit(0) }
     });
@@ -43,15 +53,36 @@ fn die_between_stamp_and_head(ring: &SharedRing) {
 #[test]
 fn a_byte_newcomer_never_lends_a_frame_the_consumer_holds() {
     let _dog = watchdog("a_byte_newcomer_never_lends_a_frame_the_consumer_holds", Duration::from_secs(10));
+    byte_newcomer_after_a_death_between_stamp_and_head(1);
+}
+
+/// As above, the producer dying in the publish of a batch of three frames: the stamp of the
+/// first stored, head not. The consumer takes all three by their stamps and holds the last;
+/// the take-over covers the whole batch (it used to cover one frame, the only one a frame sent
+/// on its own can leave, when a batch was stamped after its head).
+#[test]
+fn a_byte_newcomer_never_lends_a_batch_frame_the_consumer_holds() {
+    let _dog = watchdog("a_byte_newcomer_never_lends_a_batch_frame_the_consumer_holds", Duration::from_secs(10));
+    byte_newcomer_after_a_death_between_stamp_and_head(3);
+}
+
+/// The two tests above: `die_between_stamp_and_head(batch)`, the consumer takes every frame and
+/// holds the last, and a byte newcomer's first write grant must not overlap it.
+fn byte_newcomer_after_a_death_between_stamp_and_head(batch: usize) {
     let ring = RingOptions::new().capacity(4096).shared().unwrap();
     let mut rx = ring.clone().into_consumer().unwrap().into_framed();
-    die_between_stamp_and_head(&ring);
+    die_between_stamp_and_head(&ring, batch);
 
     let a = rx.recv().unwrap().expect("frame A");
     assert_eq!(&*a, &[0xAA; 8]);
     drop(a);
-    let b = rx.recv().unwrap().expect("frame B, taken by its stamp");
-    assert_eq!(&*b, &[0xBB; 8]);
+    for k in 1..batch {
+        let f = rx.recv().unwrap().expect("a frame of the batch, taken by its stamp");
+        assert_eq!(&*f, &[0xB0 + k as u8; 8]);
+    }
+    let b = rx.recv().unwrap().expect("the last frame, taken by its stamp");
+    let last = 0xB0 + batch as u8;
+    assert_eq!(&*b, &[last; 8]);
     let (b_start, b_end) = (b.as_ptr() as usize, b.as_ptr() as usize + b.len());
 
     let mut tx = ring.take_over_producer().unwrap();
@@ -76,7 +107,7 @@ fn a_byte_newcomer_never_lends_a_frame_the_consumer_holds() {
         "the newcomer's write grant [{g_start:#x}, {g_end:#x}) overlaps the frame the consumer holds \
          [{b_start:#x}, {b_end:#x}); the frame now reads {seen:02x?}"
     );
-    assert_eq!(seen, [0xBB; 8], "the held frame changed under the consumer");
+    assert_eq!(seen, [last; 8], "the held frame changed under the consumer");
     drop(b);
     drop(tx);
 }
@@ -91,12 +122,12 @@ fn a_newcomer_that_asked_for_room_first_loses_no_frame() {
     let _dog = watchdog("a_newcomer_that_asked_for_room_first_loses_no_frame", Duration::from_secs(10));
     let ring = RingOptions::new().capacity(4096).shared().unwrap();
     let mut rx = ring.clone().into_consumer().unwrap().into_framed();
-    die_between_stamp_and_head(&ring);
+    die_between_stamp_and_head(&ring, 1);
     let mut got = Vec::new();
     for _ in 0..2 {
         got.push(rx.recv().unwrap().expect("frames A and B").to_vec());
     }
-    assert_eq!(got, [[0xAA; 8], [0xBB; 8]]);
+    assert_eq!(got, [[0xAA; 8], [0xB1; 8]]);
 
     let mut bytes = ring.take_over_producer().unwrap();
     drop(bytes.write_grant(8).unwrap()); // asks for room, writes nothing

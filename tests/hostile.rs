@@ -287,6 +287,7 @@ fn from_fd_refuses_every_bad_file_with_invalid_data_and_leaks_nothing() {
             ("magic", OFF_MAGIC, b"MIRRRINH"),
             ("version 3 (frames without stamps)", OFF_VERSION, &3u32.to_le_bytes()),
             ("version 4 (frames stamped after head)", OFF_VERSION, &4u32.to_le_bytes()),
+            ("version 6 (batches stamped after head)", OFF_VERSION, &6u32.to_le_bytes()),
             ("version 99", OFF_VERSION, &99u32.to_le_bytes()),
             ("backend 0", OFF_BACKEND, &0u32.to_le_bytes()),
             ("backend 9", OFF_BACKEND, &9u32.to_le_bytes()),

@@ -57,10 +57,13 @@
 //! 4. stores its cursor, head (Release): the commit, as in the byte API;
 //! 5. checks the consumer's waiter flag (the barrier pair of [`barriers`](super::barriers)).
 //!
-//! A batch (below) is written before anything is published, so it goes the other way round:
-//! each frame's payload and header, the first frame's header *unstamped*, the others stamped;
-//! then the clear mark after the batch, head, and last the first frame's stamp. No consumer
-//! reaches the later frames before it has passed the first.
+//! A batch (below) is written before anything is published: each frame's payload and header,
+//! the first frame's header *unstamped*, the others stamped; then the clear mark after the
+//! batch, the first frame's stamp, and head. No consumer reaches the later frames before it
+//! has passed the first. In both orders the stamp is the last store to a frame's bytes and
+//! comes before head: once head covers a frame, a byte consumer may hold its bytes, the header
+//! included, in a `&[u8]`, and nothing stores there any more. (Before header version 7 a batch
+//! was stamped after its head.)
 //!
 //! The consumer polls the header word at its cursor (Acquire, pairing with step 3): a stamped
 //! header for exactly that position, of at most `max_frame_len` bytes, is a frame whose bytes
@@ -78,15 +81,15 @@
 //!   until head covers it the consumer polls head only, leaving the frame's line to the
 //!   producer.
 //!
-//! An unstamped frame below head is still a frame: a producer that died in a batch's publish
-//! between head and the stamp, or a byte-level publish of framed bytes, leaves one. The
-//! other way round, a frame sent on its own may be stamped, and taken by the consumer, before
-//! head covers it: for a moment the consumer's cursor, and the tail it releases, may be one
-//! frame ahead of the published head. Every reader of the cursors allows for that (a head
-//! behind the consumer's cursor shows nothing readable), and a producer that takes the role
-//! over from one that died between steps 3 and 4 first covers that frame with head (it
-//! recognises it exactly: the stamped header of the head's position, and the clear mark after
-//! it), since the consumer may have taken it. The first frame after a conversion is
+//! An unstamped frame below head is still a frame: a byte-level publish of framed bytes leaves
+//! one (the framed producer's own byte end does, when it sleeps for room with frames pending).
+//! The other way round, frames may be stamped, and taken by the consumer, before head covers
+//! them: for a moment the consumer's cursor, and the tail it releases, may be ahead of the
+//! published head, by the frames of one publish. Every reader of the cursors allows for that
+//! (a head behind the consumer's cursor shows nothing readable), and a producer that takes the
+//! role over from one that died between steps 3 and 4 first covers those frames with head (it
+//! recognises them exactly: from the head's position a run of stamped headers, each of its own
+//! position, and the clear mark after them), since the consumer may have taken them. The first frame after a conversion is
 //! always taken through head, and stamps are trusted only after a frame of the producer's
 //! current framing epoch came through head (below): until then the words ahead were not
 //! written by this stream's framed producer (raw bytes, or frames written through the byte
@@ -117,6 +120,16 @@
 //! framed bytes verbatim, cut wherever its reads end, does not work (part of a frame below head
 //! is corruption): relay whole messages, with `recv` and `send`.
 //!
+//! **One limit of mixing the two kinds of end in one process.** The framed consumer loads the
+//! word at its cursor with an atomic load; a byte producer writes the same bytes with plain
+//! copies. The value is never trusted (above), and the load is one instruction on every
+//! target, but two threads of one process racing an atomic load against a plain store is
+//! still a data race in Rust's memory model (Miri reports it, review of 2026-12-01). It
+//! happens only while a framed consumer faces a producer that writes bytes: a byte producer, or
+//! a framed one after `into_inner`. Between processes, where the two sides share no compiler,
+//! it is the same race any peer can cause. Pair framed consumers with framed producers where
+//! that matters.
+//!
 //! A consumer that sleeps raises its waiter flag, runs its half of the barrier pair, then
 //! rechecks the stamp: the Dekker pair is the stamp store and the flag, with the producer's
 //! barrier after its stamp and head stores and before its flag load (step 5), so either the
@@ -124,14 +137,15 @@
 //! with the head store the same way.) The interleavings are model-checked with loom
 //! (`loom-tests/frames.rs`): streaming through a ring of two frames with both sides sleeping,
 //! headers one lap old where the consumer waits, batches, a newcomer after a producer that
-//! died with a batch unpublished, a producer that dies in a batch's publish between head and
-//! the stamp, one that dies between a frame's stamp and its head (the newcomer goes on after
-//! that frame), and a consumer that looks at head right after taking a frame by its stamp
-//! (it waits for the head, and never takes it for corruption).
+//! died with a batch unpublished, a batch published by head alone (as the byte end's sleep
+//! publishes it), a producer that dies between the stamp and the head of a frame or of a batch
+//! (the newcomer goes on after them), a byte end that holds what head covers while a batch is
+//! published (nothing there changes), and a consumer that looks at head right after taking a
+//! frame by its stamp (it waits for the head, and never takes it for corruption).
 //!
 //! Head remains the committed cursor, and always a frame boundary: the byte API, a closing or
 //! dead producer's last frames, and a newcomer that takes over the role (it resumes at head,
-//! where step 2 left the clear mark, or after the one frame stamped above it) all rely on it.
+//! where step 2 left the clear mark, or after the frames stamped above it) all rely on it.
 //!
 //! # Releases
 //!
@@ -181,7 +195,7 @@
 //! the frame is visible to the consumer when the call returns.
 //! [`set_batch(n)`](crate::FramedProducer::set_batch) lets up to `n` consecutive frames share
 //! one publish instead: the frames after the first of a batch are written stamped, and the
-//! first is stamped last, so the consumer sees none of them before the publish. The pending
+//! first is stamped at the publish, so the consumer sees none of them before it. The pending
 //! frames are published
 //! - when `n` frames are pending, or a quarter of the ring is;
 //! - when the ring is full (before a blocking call sleeps or a `try_*` call returns
@@ -216,8 +230,8 @@
 //! per run of up to an eighth of the ring (usually one run for the call), a tight loop that
 //! writes each frame of the run (for up to 8 bytes, the header and the payload in one 16-byte
 //! store), and one publish per run. It is the same
-//! hand-over as a batch of `set_batch`: the first frame is written unstamped and stamped last,
-//! the others stamped as they are written. The call sends the leading messages that fit and
+//! hand-over as a batch of `set_batch`: the first frame is written unstamped and stamped at the
+//! publish, the others stamped as they are written. The call sends the leading messages that fit and
 //! returns how many; a message that is too long, or a full, closed or poisoned ring, ends the
 //! call early, and the next call (which starts with that message) reports it. Frames held back
 //! by `set_batch` are published with it. With `recv_batch` on the other side, this is the

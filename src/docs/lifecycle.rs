@@ -157,13 +157,14 @@
 //! framed rings do (whole frames are published and released), so both sides of a framed ring
 //! stay frame-aligned across a take-over. One refinement for framed rings: a frame sent on its
 //! own is stamped a moment before its head is stored, and the consumer may take it (and
-//! release it) in between, so a producer that died there leaves the consumer's cursor one
-//! frame past the published head. The new producer goes on after that frame: from the
-//! released tail if it is ahead of head (it stores head there at once, so that a close with
-//! nothing sent is still a clean end), and, when the dead producer was writing frames (its
-//! framing epoch still odd), the take-over itself covers a complete frame stamped just above
-//! the head ([`framing`](super::framing)), before the newcomer can lend any room, since the
-//! consumer may hold it. Nothing else ever does, so bytes a producer wrote and did not commit
+//! release it) in between, so a producer that died there leaves the consumer's cursor past
+//! the published head. A batch is published the same way: the stamp of its first frame, then
+//! head. The new producer goes on after those frames: from the released tail if it is ahead
+//! of head (it stores head there at once, so that a close with nothing sent is still a clean
+//! end), and, when the dead producer was writing frames (its framing epoch still odd), the
+//! take-over itself covers the complete frames stamped just above the head
+//! ([`framing`](super::framing)), before the newcomer can lend any room, since the consumer
+//! may hold them. Nothing else ever does, so bytes a producer wrote and did not commit
 //! (a dropped grant, a failed `read_from`) stay unpublished even where they look like a frame.
 //! What the cursors
 //! cannot say (which counter a new producer should send next, which records a new consumer

@@ -22,26 +22,36 @@
 //!
 //! So for a moment a frame may be stamped and not yet below the head, and the consumer may
 //! take it (and even release it) before head comes: its cursor, and the tail it stores, may
-//! be one frame ahead of the published head. Everything that reads the cursors allows that
-//! (`header::resume_at`, `ConsumerCursor::refresh`; the producer itself never loads the
-//! tail between the two stores, so `ProducerCursor::refresh` keeps its bound). A producer
-//! that dies between steps 3 and 4 leaves a complete frame above the head: a newcomer covers
-//! it before it writes ([`Sender::resume`]), since the consumer may have taken it.
+//! be ahead of the published head, by the frames of one publish. Everything that reads the
+//! cursors allows that (`header::resume_at`, `ConsumerCursor::refresh`; the producer itself
+//! never loads the tail between the two stores, so `ProducerCursor::refresh` keeps its
+//! bound). A producer that dies between steps 3 and 4 leaves a complete frame above the head:
+//! a newcomer covers it before it writes ([`Sender::resume`]), since the consumer may have
+//! taken it.
 //!
 //! A batch (frames held back by `set_batch`, `send_batch`; [`Sender::put`] per frame, then
-//! [`Sender::publish`]) is published the other way round, because its frames are written
-//! before anything is published:
+//! [`Sender::publish`]) is published in the same order, but its frames are written before
+//! anything is published:
 //!
 //! 1. per frame, the payload, then the header word: *unstamped* for the batch's first frame,
 //!    *stamped* for the others (Relaxed);
 //! 2. at the publish, the clear mark after the last frame, as above;
-//! 3. head, Release;
-//! 4. the stamp of the batch's first frame, Release;
+//! 3. the stamp of the batch's first frame, Release;
+//! 4. head, Release;
 //! 5. the wake-up check, as above.
 //!
 //! No consumer can reach the batch's later frames before it has passed the first, which is
-//! stamped last; until then the first is below the head with its unstamped header, which the
-//! consumer takes through the head (a producer that dies between steps 3 and 4 leaves it so).
+//! stamped last. A producer that dies between steps 3 and 4 leaves the whole batch stamped
+//! above the head, and a newcomer covers all of it ([`Sender::resume`]).
+//!
+//! **Nothing is stored below the head.** The stamp is the last store to a frame's bytes, and it
+//! comes before head: once head covers a frame, the byte API may lend it (a consumer turned
+//! into bytes holds the header word in a `&[u8]`), and a store there would change bytes a
+//! reference covers. (A batch used to be stamped after its head; the Miri review of
+//! 2026-12-01 caught the stamp landing in a byte consumer's grant.) The byte end's sleep
+//! (`Producer::reserve`) publishes head over pending frames without their stamp: the first
+//! header of those stays unstamped for good, and the consumer takes it through the head; the
+//! frames written after it start a new batch.
 //!
 //! # The consumer ([`Receiver`])
 //!
@@ -55,8 +65,8 @@
 //! not closed (no load of head, so a consumer that has caught up spins on the data line
 //! only); anything else sends it to the published head (Acquire, pairing with the head's
 //! Release store). Below the head every frame has been written, so the word there must be this
-//! position's header, stamped or not (a producer that dies in a batch's publish between head
-//! and the stamp, or a publish by the byte end, leaves it unstamped), or the ring is poisoned.
+//! position's header, stamped or not (the byte end's sleep publishes a batch's unstamped first
+//! frame), or the ring is poisoned.
 //! A head behind the cursor shows nothing (frames taken by their stamps before their head
 //! came). The first frame after a conversion is always taken this
 //! way: until then the words ahead were not written by this stream and are not trusted.
@@ -284,51 +294,55 @@ impl Sender {
             Mark::Fits => words.store(cur.head(), CLEAR, Ordering::Relaxed),
             Mark::Check => Self::clear_after(cur, words),
         }
-        // Release: the payload and the clear mark after it are visible before the stamp. Pairs
-        // with the Acquire load in `Receiver::poll_word`. No unstamped header first: the stamp
-        // is stored before head, so nothing below the head ever lacks its header, and the
+        // No unstamped header first: nothing below the head ever lacks its header, and the
         // consumer polling this line sees one store to it fewer (see the module docs).
-        words.store(p, self.stamp.stamped(len, p), Ordering::Release);
-        cur.store_head(hdr);
-        // The barrier pair orders the stamp and head stores before the load of the consumer's
-        // flag, against the consumer's flag store and its recheck (`Receiver::look`).
-        notify(hdr, Word::Data, cur.light(), cur.counters());
+        commit(hdr, cur, words, p, self.stamp.stamped(len, p));
     }
 
     /// For a producer that has just taken its role over from one that was writing frames,
     /// before it lends any room (`Producer::took_over`; any other producer would find only its
     /// own uncommitted bytes at its head, which must stay unpublished):
-    /// if the one it replaces died between its last two stores of a frame sent on its own (the
-    /// stamp stored, head not), that frame is complete and the consumer may have taken it.
-    /// Covers it with the head (published, with the wake-up check) so that this producer's
-    /// first frame goes after it, where the consumer waits.
+    /// if the one it replaces died between the last two stores of a publish (the stamp of its
+    /// first frame stored, head not), those frames (one sent on its own, or a batch) are
+    /// complete and the consumer may have taken them. Covers them with the head (published,
+    /// with the wake-up check) so that this producer's first frame goes after them, where the
+    /// consumer waits.
     ///
-    /// The frame is recognised exactly: the stamped header of the head's position, a length
-    /// of at most `max_len`, a frame inside the free room, and after it the clear mark that
-    /// was stored before the stamp (or, for a frame that filled the ring, the header one lap
-    /// back), so stale bytes from an earlier lap are not taken for it (they would have to
-    /// hold both words of this stream at this position). At most one frame: the
-    /// next one's stamp would have come after a head store.
+    /// The frames are recognised exactly: from the head, a run of stamped headers, each of
+    /// its own position with a length of at most `max_len`, the run inside the free room, and
+    /// after it the clear mark that was stored before the first stamp (or, for a run that
+    /// filled the ring, the header one lap back), so stale bytes from an earlier lap are not
+    /// taken for them (they would have to hold these words of this stream at these
+    /// positions). Nothing unless the first header is stamped: a batch's first frame stays
+    /// unstamped until its publish, which stores that stamp first.
     pub(crate) fn resume<W: Words>(hdr: &Header, cur: &mut ProducerCursor, words: &W, max_len: usize) {
-        let p = cur.head();
-        if p % HEADER as u64 != 0 {
+        let start = cur.head();
+        if start % HEADER as u64 != 0 {
             return;
         }
-        // Acquire: pairs with the dead producer's Release store of the stamp; its payload and
-        // clear mark, stored before, are visible after this load.
-        let Some(len) = Stamp.stamped_len(words.load(p, Ordering::Acquire), p, max_len) else { return };
-        let (size, free) = (frame_size(len), cur.free_cached());
-        if size > free {
-            return;
+        // The run's bytes so far: at most the free room (so at most the capacity: no overflow).
+        let (free, mut run) = (cur.free_cached(), 0);
+        // Acquire: the first load pairs with the dead producer's Release store of the first
+        // stamp: every frame of that publish, and the clear mark after them, were stored
+        // before it and are visible after it. (The later loads are Acquire as a margin.)
+        loop {
+            let p = start.wrapping_add(run as u64);
+            let word = words.load(p, Ordering::Acquire);
+            let Some(len) = Stamp.stamped_len(word, p, max_len) else {
+                // The clear mark, or a header one lap back where the frames filled the ring to
+                // the byte (when they were sent: the consumer may have released room since).
+                if run == 0 || !Stamp.not_yet(word, p, cur.capacity()) {
+                    return;
+                }
+                break;
+            };
+            let size = frame_size(len);
+            if size > free - run {
+                return;
+            }
+            run += size;
         }
-        let after = p.wrapping_add(size as u64);
-        // Acquire: as above (the mark after the frame was stored before the stamp). The clear
-        // mark, or a header one lap back where the frame filled the ring to the byte (when it
-        // was sent: the consumer may have released room since).
-        if !Stamp.not_yet(words.load(after, Ordering::Acquire), after, cur.capacity()) {
-            return;
-        }
-        cur.advance(size);
+        cur.advance(run);
         cur.publish(hdr);
     }
 
@@ -346,16 +360,18 @@ impl Sender {
     }
 }
 
-/// Steps 3 to 5 of a batch's publish (module docs): head, the stamped header word `stamped`
-/// of the first unpublished frame (at `first`), the wake-up check.
+/// The last steps of every publish (module docs), once the frames and the clear mark after
+/// them are written: the stamped header word `stamped` of the first unpublished frame (at
+/// `first`), head, the wake-up check. The stamp goes first: once head covers a frame, a byte
+/// end may lend its bytes, the header word included, and nothing may store to them any more.
 #[inline(always)]
 fn commit<W: Words>(hdr: &Header, cur: &mut ProducerCursor, words: &W, first: u64, stamped: u64) {
-    cur.store_head(hdr);
     // Release: every frame written since the last publish (payloads, headers, the clear mark)
     // is visible before the stamp. Pairs with the Acquire load in `Receiver::poll_word`.
     words.store(first, stamped, Ordering::Release);
-    // The barrier pair orders this stamp store before the load of the consumer's flag, against
-    // the consumer's flag store and its recheck of the stamp (`Receiver::look`).
+    cur.store_head(hdr);
+    // The barrier pair orders the stamp and head stores before the load of the consumer's
+    // flag, against the consumer's flag store and its recheck (`Receiver::look`).
     notify(hdr, Word::Data, cur.light(), cur.counters());
 }
 
@@ -584,8 +600,9 @@ impl Receiver {
                 return None;
             }
         }
-        // Behind a batch being written: head alone tells when it is published (stored before
-        // the stamp, so a recheck after raising the waiter flag sees it as it would the stamp).
+        // Behind a batch being written: head alone tells when it is published (stored, as the
+        // stamp is, before the producer's barrier, so a recheck after raising the waiter flag
+        // sees it as it would the stamp).
         cur.catch_up_head();
         match cur.poll_readable(hdr, HEADER)? {
             Ok(readable) => Some(self.committed_in(hdr, cur, words, readable)),
@@ -619,9 +636,9 @@ impl Receiver {
     ) -> Result<(usize, usize), Stop> {
         let q = cur.tail();
         // Acquire: a margin only. The head load (Acquire) that reported these bytes ordered every
-        // store of the frame, its header word's included, in both publish orders; a stamp
-        // that replaced the unstamped word since carries nothing more, and the word is only
-        // compared (`committed_len` takes it stamped or not).
+        // store of the frame, its header word's included (the stamp, where there is one, is
+        // stored before head), and the word is only compared (`committed_len` takes it stamped
+        // or not).
         let word = words.load(q, Ordering::Acquire);
         match self.stamp.committed_len(word, q, self.max_len, readable) {
             Some(len) => {

@@ -101,8 +101,8 @@ impl Producer {
 }
 
 impl Producer {
-    /// See [`Producer::took_over`]: covers a complete frame stamped just above the head by a
-    /// framed producer that died between its stamp and its head store.
+    /// See [`Producer::took_over`]: covers the complete frames stamped just above the head by
+    /// a framed producer that died between a publish's stamp and its head store.
     pub(in crate::ring) fn cover_frame_stamped_above_head(&mut self) {
         let capacity = self.capacity();
         // SAFETY: view A of this ring, `capacity` bytes, mapped while `self` lives (this call).
