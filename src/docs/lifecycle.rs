@@ -153,7 +153,12 @@
 //! committed in a batch it never published, such as pending frames) vanish. A new consumer
 //! starts at the last released tail: every byte the dead consumer had not released is
 //! delivered again, read or not, so nothing committed is lost (at least once, not exactly
-//! once). Commit and release whole records, and the committed cursors are record boundaries;
+//! once). Released is the mark, not used: a call that copies a message out (`recv_into`,
+//! `read`, `try_read`) releases it before it returns, so a consumer that dies after such a
+//! call, before it has used the copy, may lose that message (a framed consumer stores its
+//! releases lazily, so it is lost only if they were stored). For at least once, handle a
+//! `Frame` or a `ReadGrant` in place and drop it (or `consume`) only when done. Commit and
+//! release whole records, and the committed cursors are record boundaries;
 //! framed rings do (whole frames are published and released), so both sides of a framed ring
 //! stay frame-aligned across a take-over. One refinement for framed rings: a frame sent on its
 //! own is stamped a moment before its head is stored, and the consumer may take it (and
