@@ -120,15 +120,17 @@
 //! framed bytes verbatim, cut wherever its reads end, does not work (part of a frame below head
 //! is corruption): relay whole messages, with `recv` and `send`.
 //!
-//! **One limit of mixing the two kinds of end in one process.** The framed consumer loads the
-//! word at its cursor with an atomic load; a byte producer writes the same bytes with plain
-//! copies. The value is never trusted (above), and the load is one instruction on every
-//! target, but two threads of one process racing an atomic load against a plain store is
-//! still a data race in Rust's memory model (Miri reports it, review of 2026-12-01). It
-//! happens only while a framed consumer faces a producer that writes bytes: a byte producer, or
-//! a framed one after `into_inner`. Between processes, where the two sides share no compiler,
-//! it is the same race any peer can cause. Pair framed consumers with framed producers where
-//! that matters.
+//! **No load races a byte producer's stores.** A byte producer writes with plain copies, and
+//! in one process an atomic load of the same bytes by another thread would be a data race in
+//! Rust's memory model, even of a value never trusted. So until it trusts stamps, the consumer
+//! loads no word above the head at all: it looks at head, and at the words head covers. One
+//! window remains, as in any seqlock: a consumer that trusts stamps polls the word at its
+//! cursor until it sees the epoch change, and a framed producer that has just turned into bytes
+//! (`into_inner`) may be writing there. Between processes, where the two sides share no
+//! compiler, it is the same race any peer can cause; in one process, turn both ends into bytes
+//! at the same stream position (as "Wire format" asks of the conversion to frames), not the
+//! producer alone. (Miri, on a heap-backed stand-in for the mirror, found the race this closes
+//! and the one the publish order above closes: review of 2026-12-01.)
 //!
 //! A consumer that sleeps raises its waiter flag, runs its half of the barrier pair, then
 //! rechecks the stamp: the Dekker pair is the stamp store and the flag, with the producer's

@@ -475,19 +475,28 @@ impl FramedConsumer {
             // the producer does not write them until they are released, after `f` returns.
             f(unsafe { std::slice::from_raw_parts(words.at(q).add(HEADER), len) });
             let q = done.seen;
-            let word = Receiver::batch_word(&words, q);
             // SAFETY: the header of this end's ring, mapped while the consumer (borrowed by
             // `done` for this whole loop) lives.
             let hdr = unsafe { &*hdr };
-            if let Some(frame) = known.repeat(Stamp, word, q, bound.wrapping_sub(q)) {
-                if Receiver::epoch_is(hdr, epoch) {
-                    (len, size) = frame;
-                    continue;
+            // The room before the load: while stamps are not trusted `bound` is the cursor, and
+            // the word there may be a byte producer's, which no load may race (`via_head`).
+            if known.fits(bound.wrapping_sub(q)) {
+                let word = Receiver::batch_word(&words, q);
+                if let Some(frame) = known.repeat(Stamp, word, q, bound.wrapping_sub(q)) {
+                    if Receiver::epoch_is(hdr, epoch) {
+                        (len, size) = frame;
+                        continue;
+                    }
                 }
             }
             let c = done.sync();
             let found = c.link.poll_within(hdr, q, bound, &words);
             epoch = c.link.epoch();
+            if !c.link.armed() {
+                // Stamps are not trusted from here (the epoch moved on): no frame is taken past
+                // what head covers, and no word beyond it loaded.
+                bound = q;
+            }
             (len, size) = match found {
                 Some(frame) => {
                     known = c.link.known();

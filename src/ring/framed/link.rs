@@ -58,7 +58,8 @@
 //! [`Receiver::poll_word`] loads the header word at its cursor with Acquire: a stamped header for
 //! exactly that position, whose frame lies within the producer's room, is a frame (the Acquire
 //! pairs with the stamp's Release store, so the payload is visible). It loads nothing else per
-//! frame.
+//! frame. It loads no word above the head at all until it trusts stamps (below), since until
+//! then the producer may be writing bytes there with plain stores; it looks at head instead.
 //!
 //! Otherwise [`Receiver::look`] decides, and it is the only place that reads the producer's
 //! cursor: the clear mark or a header from one lap back means "not yet" while the producer has
@@ -73,7 +74,7 @@
 //!
 //! A consumer that finds the *unstamped* header of its own position has caught up with a batch
 //! being written (step 1 of its first frame is done, step 4 is not): it then watches head alone
-//! until head covers the cursor (`Receiver::behind`), rather than polling that frame's line,
+//! until head covers the cursor (`Receiver::via_head`), rather than polling that frame's line,
 //! into which the producer is still writing the batch's next frames (each poll would take the
 //! line from the producer, which must fetch it back for its next store).
 //!
@@ -388,11 +389,16 @@ pub(crate) struct Receiver {
     /// (since the conversion, no frame taken through the head yet; or poisoned).
     limit: u64,
     armed: bool,
-    /// The word at the cursor was last seen holding the unstamped header of this position: the
-    /// producer is writing a batch there. Until the published head covers the cursor, polls
-    /// look at head (one store per batch) instead of that frame's line, which the producer is
-    /// still writing the batch's next frames into (each poll would take the line from it).
-    behind: bool,
+    /// Polls look at the published head, not at the word at the cursor:
+    /// - while stamps are not trusted (`!armed`): that word may then be a byte producer's,
+    ///   written with plain stores, which no atomic load of a thread of this process may race
+    ///   (Rust's memory model), and it would not be trusted anyway;
+    /// - while the word there was last seen holding the unstamped header of this position: the
+    ///   producer is writing a batch there, and until the published head covers the cursor,
+    ///   polls look at head (one store per batch) instead of that frame's line, which the
+    ///   producer is still writing the batch's next frames into (each poll would take the
+    ///   line from it).
+    via_head: bool,
     /// Releases are stored once this many bytes are consumed.
     release_every: usize,
     /// The producer's framing epoch (`Header::framing_epoch`, odd) under which stamps are
@@ -411,7 +417,7 @@ impl Receiver {
             known: Known::NONE,
             limit: tail,
             armed: false,
-            behind: false,
+            via_head: true,
             release_every: release_every.max(1),
             epoch: 0,
         }
@@ -426,7 +432,7 @@ impl Receiver {
 
     /// The frame at the cursor if its stamp is there: `Ok((len, size))`. Otherwise the word it
     /// found there, for [`idle`](Self::idle); `u64::MAX`, which is never a header, when it looked
-    /// at nothing, because the producer is known to be writing a batch there (`behind`).
+    /// at nothing (`via_head`: stamps not trusted, or a batch being written there).
     #[inline(always)]
     pub(crate) fn poll_word<W: Words>(
         &mut self,
@@ -434,7 +440,7 @@ impl Receiver {
         cur: &ConsumerCursor,
         words: &W,
     ) -> Result<(usize, usize), u64> {
-        if self.behind {
+        if self.via_head {
             return Err(u64::MAX);
         }
         let q = cur.tail();
@@ -453,7 +459,7 @@ impl Receiver {
     #[inline(always)]
     pub(crate) fn idle(&mut self, hdr: &Header, cur: &mut ConsumerCursor, word: u64) -> bool {
         let quiet = self.armed
-            && !self.behind
+            && !self.via_head
             && !cur.is_poisoned()
             && self.stamp.not_yet(word, cur.tail(), self.cap)
             && !hdr.is_closed(Role::Producer)
@@ -472,8 +478,8 @@ impl Receiver {
             self.known.repeat(self.stamp, word, q, room)
         } else if word == CLEAR {
             // The commonest miss, "not yet": nothing to decode (and no batch being written
-            // here, see `poll_other`).
-            self.behind = false;
+            // here, see `poll_other`; stamps are trusted: every caller looked only then).
+            self.via_head = false;
             return None;
         } else {
             self.poll_other(word, q, room)
@@ -483,7 +489,7 @@ impl Receiver {
                 // The producer stopped writing frames since stamps were trusted: the word may
                 // be one of its bytes. Through head from here.
                 self.armed = false;
-                self.behind = false;
+                self.via_head = true;
                 self.limit = q;
                 None
             }
@@ -509,6 +515,13 @@ impl Receiver {
         hdr.framing_epoch() == epoch
     }
 
+    /// Whether stamps are trusted: frames may be taken by them, and words above the head
+    /// loaded ([`via_head`](Self::via_head)'s first reason).
+    #[inline(always)]
+    pub(crate) fn armed(&self) -> bool {
+        self.armed
+    }
+
     /// The framing epoch stamps are trusted under (meaningful while they are).
     #[inline(always)]
     pub(crate) fn epoch(&self) -> u32 {
@@ -525,6 +538,11 @@ impl Receiver {
         bound: u64,
         words: &W,
     ) -> Option<(usize, usize)> {
+        if !self.armed {
+            // Nothing is taken by its stamp (`limit`): no load of a word a byte producer may
+            // be writing (`via_head`).
+            return None;
+        }
         let word = Self::batch_word(words, q);
         self.take(hdr, word, q, bound.wrapping_sub(q))
     }
@@ -559,7 +577,7 @@ impl Receiver {
     fn poll_other(&mut self, word: u64, q: u64, room: u64) -> Option<(usize, usize)> {
         let Some(len) = self.stamp.stamped_len(word, q, self.max_len) else {
             // The first frame of a batch, written and not stamped yet: watch head instead.
-            self.behind = self.stamp.is_unstamped(word, q);
+            self.via_head = self.stamp.is_unstamped(word, q);
             return None;
         };
         let known = Known::of(self.stamp, len);
@@ -585,7 +603,7 @@ impl Receiver {
         if cur.is_poisoned() {
             return Some(Err(Stop::Corrupt));
         }
-        if !self.behind {
+        if !self.via_head {
             let q = cur.tail();
             // Acquire: as in `poll_word`.
             let word = words.load(q, Ordering::Acquire);
@@ -643,7 +661,6 @@ impl Receiver {
         match self.stamp.committed_len(word, q, self.max_len, readable) {
             Some(len) => {
                 let size = frame_size(len);
-                self.behind = false;
                 // Acquire: pairs with the Release store in `Header::begin_framing`; the start
                 // stored before it, and the clear mark at the start, are seen.
                 let epoch = hdr.framing_epoch_acquire();
@@ -653,6 +670,7 @@ impl Receiver {
                     // the clear mark after the last one) or is a header one lap old. Stamps are
                     // trusted from here, while this epoch holds.
                     self.armed = true;
+                    self.via_head = false;
                     self.epoch = epoch;
                     self.limit = cur.published().wrapping_add(self.cap);
                 } else {
@@ -661,6 +679,7 @@ impl Receiver {
                     // earlier lap left, which may read as a stamp): trust no stamp, not even
                     // past this frame (room 0 at the next cursor).
                     self.armed = false;
+                    self.via_head = true;
                     self.limit = q.wrapping_add(size as u64);
                 }
                 Ok((len, size))
@@ -673,7 +692,7 @@ impl Receiver {
     /// cursor moved without a frame: the alignment skip).
     pub(crate) fn disarm(&mut self, cur: &ConsumerCursor) {
         self.armed = false;
-        self.behind = false;
+        self.via_head = true;
         self.limit = cur.tail();
     }
 

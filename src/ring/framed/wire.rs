@@ -261,11 +261,17 @@ impl Known {
         Known { base: stamp.stamped(len, 0), len, size: frame_size(len) }
     }
 
+    /// Whether this frame fits in `room` bytes (never for [`NONE`](Self::NONE)).
+    #[inline(always)]
+    pub(crate) fn fits(&self, room: u64) -> bool {
+        self.size as u64 <= room
+    }
+
     /// `(len, size)` if `word`, loaded at `q`, is this frame's stamped header for `q` and the
     /// frame fits in `room` bytes.
     #[inline(always)]
     pub(crate) fn repeat(&self, stamp: Stamp, word: u64, q: u64, room: u64) -> Option<(usize, usize)> {
-        (word == self.base ^ stamp.bits(q) && self.size as u64 <= room).then_some((self.len, self.size))
+        (word == self.base ^ stamp.bits(q) && self.fits(room)).then_some((self.len, self.size))
     }
 }
 
