@@ -582,6 +582,13 @@ pub(crate) const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4
 /// `membarrier(cmd, 0, 0)` (Linux 4.14+ for the expedited commands used here). Registration
 /// is per process; it is inherited by `fork()` and cleared by `exec` (measured on 6.18).
 pub(crate) fn membarrier(cmd: libc::c_int) -> io::Result<()> {
+    // Miri has no membarrier: answer as a kernel without it, so the ends use full fences.
+    // (`if cfg!`: the code after it stays reachable to the compiler.)
+    #[cfg(miri)]
+    if cfg!(miri) {
+        let _ = cmd;
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
     // SAFETY: membarrier has no memory-safety preconditions.
     let r = unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) };
     if r != 0 {
@@ -681,6 +688,12 @@ pub(crate) fn kernel_release() -> String {
 
 /// Registers `handler` to run in the child after every `fork()`.
 pub(crate) fn at_fork_child(handler: unsafe extern "C" fn()) -> io::Result<()> {
+    // Miri cannot fork: nothing to run after one.
+    #[cfg(miri)]
+    if cfg!(miri) {
+        let _ = handler;
+        return Ok(());
+    }
     // SAFETY: the handler is an `extern "C"` function with no arguments, as pthread_atfork
     // requires; it stays valid for the life of the program (a fn item).
     let r = unsafe { libc::pthread_atfork(None, None, Some(handler)) };

@@ -313,6 +313,11 @@ impl MirrorOptions {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn map(&self, len: usize) -> io::Result<MirrorMap> {
+        // Miri cannot map shared memory or remap it: a heap stand-in, for the Miri harness.
+        #[cfg(miri)]
+        if !self.huge && !self.thp {
+            return Ok(MirrorMap::heap(round_len(len)?));
+        }
         if self.huge && self.thp {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -851,8 +856,42 @@ fn mirror_enomem(e: io::Error, len: usize) -> io::Error {
     })
 }
 
+impl MirrorMap {
+    /// Under Miri only (`tests/miri_heap.rs`): a heap allocation of `H + 2N` zeroed bytes,
+    /// page-aligned, laid out as a map is (control page, view A, view B), so that every pointer
+    /// the ring derives from it has the provenance of one allocation, as it has of one
+    /// reservation. View B is other memory, not a mirror of view A: only what is written and
+    /// read through the same addresses reads back (the harness keeps to that), and the
+    /// aliasing of the two views is out of Miri's sight.
+    #[cfg(miri)]
+    fn heap(len: usize) -> MirrorMap {
+        let total = sys::page_size() + 2 * len;
+        let layout = std::alloc::Layout::from_size_align(total, sys::page_size()).expect("a page-aligned layout");
+        // SAFETY: the layout's size is not zero.
+        let base = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).expect("out of memory");
+        MirrorMap {
+            base,
+            res_len: total,
+            ctrl: base,
+            len,
+            pages: Pages::Small,
+            backend: Backend::Duplicate,
+            fd: None,
+            dont_fork_owner: None,
+        }
+    }
+}
+
 impl Drop for MirrorMap {
     fn drop(&mut self) {
+        // Under Miri every map is `heap`'s.
+        #[cfg(miri)]
+        if cfg!(miri) {
+            let layout = std::alloc::Layout::from_size_align(self.res_len, sys::page_size()).expect("its layout");
+            // SAFETY: allocated by `heap` with this layout; no reference into it outlives the map.
+            unsafe { std::alloc::dealloc(self.base.as_ptr(), layout) };
+            return;
+        }
         if !self.mapped_here() {
             // A forked child's copy of a `dont_fork` map: the range was never mapped in this
             // process and may since hold unrelated memory, which munmap would destroy.
