@@ -1826,3 +1826,47 @@ fn a_spinning_task_lets_the_block_on_future_run() {
     // About 2 with the deferred retry; about 60 with a retry queued at once.
     assert!(per_round < 16.0, "the echo task was polled {per_round:.1} times per round trip");
 }
+
+/// A minimal executor: polls `fut` on this thread, parking the thread between polls.
+fn park_block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+/// The deferred retry of `a_spinning_task_lets_the_block_on_future_run` is for tokio's own
+/// tasks: an end polled by another executor running inside a current-thread runtime's
+/// `block_on` future (which is no task) retries with its own waker, and gets its frame. With
+/// the retry handed to the runtime, whose thread that executor blocks, it waited for ever
+/// (found by the review of that change).
+#[test]
+fn an_end_under_another_executor_inside_block_on_receives() {
+    let _dog = watchdog("an_end_under_another_executor_inside_block_on_receives", Duration::from_secs(60));
+    let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::from_millis(500)).build().unwrap();
+    let mut tx = tx.into_framed();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    // Left behind if the receive never returns: the test reports rather than hangs.
+    std::thread::spawn(move || {
+        let got = current_thread().block_on(async move {
+            let mut rx = rx.into_framed().into_async().unwrap();
+            park_block_on(async { rx.recv().await.unwrap().map(|f| f.to_vec()) })
+        });
+        let _ = done_tx.send(got);
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    tx.send(b"hello").unwrap();
+    let got = done_rx.recv_timeout(Duration::from_secs(10));
+    assert_eq!(got, Ok(Some(b"hello".to_vec())), "the receive under the other executor never completed");
+}

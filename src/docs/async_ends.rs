@@ -16,11 +16,14 @@
 //!
 //! An async end that cannot go on first retries for the ring's spin budget (default 50 µs;
 //! `RingOptions::spin_budget`), as a blocking end spins, but by rescheduling its task, so the
-//! runtime's other tasks run in between; with a budget of zero it parks at once. On a
-//! current-thread runtime a retry also waits for the runtime's driver poll, as
+//! runtime's other tasks run in between; with a budget of zero it parks at once. In a task of
+//! a current-thread runtime a retry also waits for the runtime's driver poll, as
 //! `tokio::task::yield_now` does, so that the `block_on` future runs in between too: queued at
 //! once, a spinning task was polled 61 times (the runtime's `event_interval`) per turn of the
-//! `block_on` future, and a round trip between the two took 6-11 µs instead of 0.4 µs. It adapts the
+//! `block_on` future, and a round trip between the two took 6-11 µs instead of 0.4 µs. (So an
+//! end polled by another executor nested inside such a task, which blocks the runtime's
+//! thread, waits for ever, as tokio's own I/O would there; under the `block_on` future, which
+//! is no task, it retries with its own waker.) It adapts the
 //! budget as a blocking end does (`RingOptions::spin_budget`): retries that keep ending in a
 //! park shorten it, one that finds what it waited for restores it. (Without that, two runtimes
 //! on one core took ~100 µs per round trip: each retried for 50 µs while the peer it waited

@@ -77,25 +77,30 @@ pub(crate) struct Parking {
     spin_since: Option<Instant>,
     /// The current wait's spin phase ran out and was counted as missed (`wait::Spin`).
     spin_missed: bool,
-    /// The current spin phase runs on a current-thread tokio runtime: its retries are
-    /// deferred past the runtime's driver poll (`retry_later`).
+    /// The current spin phase runs in a task of a current-thread tokio runtime: its retries
+    /// are deferred past the runtime's driver poll (`retry_later`).
     defer_retry: bool,
 }
 
-/// Whether this thread runs a current-thread tokio runtime (or a `LocalSet` on one).
-fn on_current_thread_runtime() -> bool {
+/// Whether this poll comes from a task of a current-thread tokio runtime (or of a `LocalSet`
+/// on one). Not the `block_on` future itself, which is no task: that one may be another
+/// executor's, which would then wait for ever for a wake-up handed to a runtime whose thread
+/// it blocks (a nested executor inside a task still does; so does tokio's own I/O there).
+fn in_current_thread_task() -> bool {
     #[cfg(not(mirror_ring_loom))]
-    if let Ok(handle) = tokio::runtime::Handle::try_current() {
-        return handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread;
+    if tokio::task::try_id().is_some() {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            return handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread;
+        }
     }
     false
 }
 
 impl Parking {
     /// Has the task polled again soon, after the runtime's other ready tasks, for a retry of
-    /// the spin phase. On a current-thread runtime the retry waits for the runtime's driver
-    /// poll too, as `tokio::task::yield_now` does (it hands the waker to the scheduler): a
-    /// task queued again at once is polled up to the runtime's `event_interval` (61) times
+    /// the spin phase. In a task of a current-thread runtime the retry waits for the runtime's
+    /// driver poll too, as `tokio::task::yield_now` does (it hands the waker to the scheduler):
+    /// a task queued again at once is polled up to the runtime's `event_interval` (61) times
     /// before the `block_on` future gets its turn, and when that future is the peer the task
     /// waits for, each hand-off cost those 61 polls (6-11 µs per round trip, against 0.4 µs).
     /// Elsewhere the task is queued at once: on a multi-thread runtime the `block_on` future
@@ -152,7 +157,7 @@ impl Parking {
                 _ => {
                     site.counters.spins.bump();
                     self.spin_missed = false;
-                    self.defer_retry = on_current_thread_runtime();
+                    self.defer_retry = in_current_thread_task();
                     *self.spin_since.insert(now)
                 }
             };
