@@ -11,14 +11,17 @@
 //! cargo +nightly miri test --features tokio --test miri_heap async        # the async ends
 //! ```
 //!
-//! The two `mixed_*` tests pair a framed end with a byte end across threads, as the crate
-//! allows; under Miri both reported a data race until header version 7 (a batch's stamp stored
-//! below the head, into a byte consumer's grant) and the consumer's `via_head` (an untrusting
-//! framed consumer's load of a word a byte producer was writing). From the Miri review of
-//! 2026-12-01.
+//! The `mixed_*` tests pair a framed end with a byte end across threads, as the crate allows;
+//! under Miri each reported a data race until header version 7 (a batch's stamp stored below
+//! the head, into a byte consumer's grant) and the consumer's `via_head` (an untrusting framed
+//! consumer's load of a word a byte producer was writing, also in the batch loop after a
+//! disarm). From the reviews of 2026-12-01.
 
 use std::io::{BufRead, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
+use std::time::Duration;
 
 const CAP: usize = 4096;
 
@@ -278,6 +281,73 @@ fn mixed_byte_producer_framed_consumer() {
         assert_eq!(f.len(), 0);
     }
     w.join().unwrap();
+}
+
+/// The consumer trusts stamps (it took S1 by its stamp: `known` is an 8-byte frame). The
+/// producer publishes two one-frame batches W and X by head alone (its byte end's sleep for
+/// room, here a `send_timeout` of a frame that cannot fit), so both headers stay unstamped
+/// below the head. The consumer's `recv_batch` takes W through the head (epoch still odd:
+/// armed), and while `f` holds W the producer turns into bytes (`into_inner`, the epoch ends)
+/// and writes bytes after X with plain stores. The loop then finds X's unstamped header:
+/// `poll_within` returns nothing without disarming, `committed` takes X through the head and
+/// disarms (`committed_in`, epoch even). `bound` must then end at X: it stayed an eighth of the
+/// ring ahead (`reach` only raises it), and the next iteration loaded the word at the head,
+/// which the byte producer was writing (a data race Miri reported; natively the epoch check
+/// kept the word from being taken). From the review of this change, 2026-12-01.
+#[test]
+fn mixed_batch_loop_loads_no_word_above_the_head_after_a_committed_disarm() {
+    let (tx, rx) = mirror_ring::channel(CAP).unwrap();
+    let mut tx = tx.into_framed();
+    let mut rx = rx.into_framed();
+    let (to_p, from_c) = mpsc::channel::<()>();
+    let (to_c, from_p) = mpsc::channel::<()>();
+    // Relaxed on both sides: tells the producer when to write without ordering anything, so
+    // that its plain stores come after the consumer's load in time and unordered with it
+    // (Miri then reports the race under every seed).
+    let batch_done = Arc::new(AtomicBool::new(false));
+    let done = batch_done.clone();
+    let p = thread::spawn(move || {
+        tx.send(&[0x50; 8]).unwrap(); // S0 at 0
+        tx.send(&[0x51; 8]).unwrap(); // S1 at 16
+        from_c.recv().unwrap();
+        tx.set_batch(1000);
+        let huge = vec![0u8; tx.max_frame_len()];
+        tx.send(&[0x57; 8]).unwrap(); // W at 32: pending, unstamped
+                                      // Cannot fit: the byte end publishes head over W before it sleeps, then times out.
+        assert_eq!(tx.send_timeout(&huge, Duration::from_millis(1)).unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        tx.send(&[0x58; 8]).unwrap(); // X at 48: pending, unstamped
+        assert_eq!(tx.send_timeout(&huge, Duration::from_millis(1)).unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        to_c.send(()).unwrap(); // W and X are below the head
+        from_c.recv().unwrap(); // the consumer holds W
+        let mut bytes = tx.into_inner(); // the framing epoch ends
+        to_c.send(()).unwrap();
+        while !done.load(Ordering::Relaxed) {
+            thread::yield_now();
+        }
+        // Plain stores from the head (64) on, unordered with the consumer's loop.
+        bytes.write_all(&[0xEE; 64]).unwrap();
+        from_c.recv().unwrap();
+        drop(bytes);
+    });
+    assert_eq!(&*rx.recv().unwrap().unwrap(), &[0x50; 8]); // through head: stamps trusted
+    assert_eq!(&*rx.recv().unwrap().unwrap(), &[0x51; 8]); // by its stamp: `known`
+    to_p.send(()).unwrap();
+    from_p.recv().unwrap();
+    let mut seen = Vec::new();
+    let n = rx
+        .recv_batch(|f| {
+            seen.push(f.to_vec());
+            if seen.len() == 1 {
+                to_p.send(()).unwrap();
+                from_p.recv().unwrap(); // the producer is a byte end now
+            }
+        })
+        .unwrap();
+    batch_done.store(true, Ordering::Relaxed);
+    assert_eq!(n, 2);
+    assert_eq!(seen, [[0x57; 8], [0x58; 8]]);
+    to_p.send(()).unwrap();
+    p.join().unwrap();
 }
 
 /// The async framed ends (feature `tokio`) on a current-thread runtime, the producer in a

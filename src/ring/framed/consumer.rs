@@ -492,11 +492,6 @@ impl FramedConsumer {
             let c = done.sync();
             let found = c.link.poll_within(hdr, q, bound, &words);
             epoch = c.link.epoch();
-            if !c.link.armed() {
-                // Stamps are not trusted from here (the epoch moved on): no frame is taken past
-                // what head covers, and no word beyond it loaded.
-                bound = q;
-            }
             (len, size) = match found {
                 Some(frame) => {
                     known = c.link.known();
@@ -506,7 +501,11 @@ impl FramedConsumer {
                 // This call owns the end (checked above or in `recv_slow`).
                 None => match c.link.committed(c.inner.end.header_checked(), &mut c.inner.cur, &words) {
                     Some(Ok(frame)) => {
-                        bound = reach(bound, q.wrapping_add(frame.1 as u64));
+                        let end = q.wrapping_add(frame.1 as u64);
+                        // Stamps no longer trusted (this look, or the one by stamp before it,
+                        // found the epoch moved on): nothing past this frame is taken, and no
+                        // word beyond it loaded (`via_head`).
+                        bound = if c.link.armed() { reach(bound, end) } else { end };
                         frame
                     }
                     Some(Err(_)) => break true,
