@@ -1724,11 +1724,11 @@ fn a_waker_that_panics_in_the_helper_does_not_stop_it() {
     assert_eq!(status, 0, "2, 3 = ready on an empty ring, 4 = B never woken (the helper is gone), 5 = wrong read");
 }
 
-/// A framed producer dropped while its consumer is parked with a waker that panics: the drop's
-/// publish wakes it and unwinds, and the ring must still be closed (the consumer gets what was
+/// A framed producer with a frame pending (`set_batch`), handed to `leave` (which drops it, or
+/// turns it to bytes) while its consumer is parked with a waker that panics: the publish on the
+/// way out wakes it and unwinds, and the ring must still be closed (the consumer gets what was
 /// pending, then the end of the stream), or the consumer would wait for ever for a close.
-#[test]
-fn a_framed_producer_dropped_into_a_panicking_waker_still_closes() {
+fn leaving_into_a_panicking_waker_still_closes(leave: impl FnOnce(mirror_ring::FramedProducer)) {
     let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
     let mut tx = tx.into_framed();
     tx.set_batch(8);
@@ -1741,37 +1741,24 @@ fn a_framed_producer_dropped_into_a_panicking_waker_still_closes() {
         assert!(recv.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
     }
     panicky.armed.store(true, std::sync::atomic::Ordering::SeqCst);
-    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(tx)));
+    let left = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || leave(tx)));
     panicky.armed.store(false, std::sync::atomic::Ordering::SeqCst);
-    assert!(dropped.is_err(), "the waker's panic reaches the dropping thread");
+    assert!(left.is_err(), "the waker's panic reaches the leaving thread");
     let rx = rx.get_mut();
     assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"pending");
     assert!(rx.try_recv().unwrap().is_none(), "the ring was closed");
 }
 
-/// The same through `into_inner`: the caller never gets the byte end back, so it is dropped
-/// and the ring closed before the panic goes on (it used to be leaked, the consumer waiting
-/// for a close that never came).
+#[test]
+fn a_framed_producer_dropped_into_a_panicking_waker_still_closes() {
+    leaving_into_a_panicking_waker_still_closes(drop);
+}
+
+/// Through `into_inner` the caller never gets the byte end back, so it is dropped and the ring
+/// closed before the panic goes on (it used to be leaked).
 #[test]
 fn a_framed_producer_turned_to_bytes_into_a_panicking_waker_still_closes() {
-    let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
-    let mut tx = tx.into_framed();
-    tx.set_batch(8);
-    tx.send(b"pending").unwrap();
-    let mut rx = rx.into_framed().into_async().unwrap();
-    let panicky = std::sync::Arc::new(PanickyWaker { armed: false.into() });
-    let waker = Waker::from(panicky.clone());
-    {
-        let mut recv = pin!(rx.recv());
-        assert!(recv.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
-    }
-    panicky.armed.store(true, std::sync::atomic::Ordering::SeqCst);
-    let turned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || tx.into_inner()));
-    panicky.armed.store(false, std::sync::atomic::Ordering::SeqCst);
-    assert!(turned.is_err(), "the waker's panic reaches the converting thread");
-    let rx = rx.get_mut();
-    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"pending");
-    assert!(rx.try_recv().unwrap().is_none(), "the ring was closed");
+    leaving_into_a_panicking_waker_still_closes(|tx| drop(tx.into_inner()));
 }
 
 /// A future that counts its polls.
