@@ -586,7 +586,6 @@ pub(crate) fn membarrier(cmd: libc::c_int) -> io::Result<()> {
     // (`if cfg!`: the code after it stays reachable to the compiler.)
     #[cfg(miri)]
     if cfg!(miri) {
-        let _ = cmd;
         return Err(io::Error::from_raw_os_error(libc::ENOSYS));
     }
     // SAFETY: membarrier has no memory-safety preconditions.
@@ -691,7 +690,6 @@ pub(crate) fn at_fork_child(handler: unsafe extern "C" fn()) -> io::Result<()> {
     // Miri cannot fork: nothing to run after one.
     #[cfg(miri)]
     if cfg!(miri) {
-        let _ = handler;
         return Ok(());
     }
     // SAFETY: the handler is an `extern "C"` function with no arguments, as pthread_atfork
