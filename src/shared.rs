@@ -137,8 +137,8 @@ impl SharedRing {
     /// # Examples
     ///
     /// ```
-    /// let ring = mirror_ring::RingOptions::new().capacity(10_000).shared()?;
-    /// assert_eq!(ring.capacity(), 16384);
+    /// let ring = mirror_ring::RingOptions::new().capacity(100_000).shared()?;
+    /// assert_eq!(ring.capacity(), 131_072);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn capacity(&self) -> usize {

@@ -441,8 +441,8 @@ impl MirrorMap {
     /// # Examples
     ///
     /// ```
-    /// let map = mirror_ring::MirrorMap::new(10_000)?;
-    /// assert_eq!(map.len(), 16384);
+    /// let map = mirror_ring::MirrorMap::new(100_000)?;
+    /// assert_eq!(map.len(), 131_072);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn new(len: usize) -> io::Result<MirrorMap> {

@@ -62,10 +62,10 @@ impl Producer {
     /// # Examples
     ///
     /// ```
-    /// let (mut tx, _rx) = mirror_ring::channel(4096)?;
+    /// let (mut tx, _rx) = mirror_ring::channel(1 << 16)?;
     /// tx.try_write(b"abc")?;
     /// assert_eq!(tx.len(), 3);
-    /// assert_eq!(tx.free(), 4093);
+    /// assert_eq!(tx.free(), 65533);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn len(&self) -> usize {
@@ -169,8 +169,8 @@ impl Producer {
     /// # Examples
     ///
     /// ```
-    /// let (mut tx, _rx) = mirror_ring::channel(4096)?;
-    /// assert_eq!(tx.try_write(&[1; 5000])?, 4096);
+    /// let (mut tx, _rx) = mirror_ring::channel(1 << 16)?;
+    /// assert_eq!(tx.try_write(&vec![1; 70_000])?, 65536);
     /// assert_eq!(tx.try_write(&[1]).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
     /// # Ok::<(), std::io::Error>(())
     /// ```

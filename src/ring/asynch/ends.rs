@@ -564,9 +564,9 @@ impl AsyncFramedProducer {
     ///
     /// ```
     /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
-    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let (tx, _rx) = mirror_ring::channel(1 << 16)?;
     /// let mut tx = tx.into_framed().into_async()?;
-    /// let err = rt.block_on(tx.send(&[0; 5000])).unwrap_err();
+    /// let err = rt.block_on(tx.send(&vec![0; 70_000])).unwrap_err();
     /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     /// # Ok::<(), std::io::Error>(())
     /// ```

@@ -20,8 +20,8 @@ impl FramedConsumer {
     /// # Examples
     ///
     /// ```
-    /// let (_tx, rx) = mirror_ring::channel(4096)?;
-    /// assert_eq!(rx.into_framed().capacity(), 4096);
+    /// let (_tx, rx) = mirror_ring::channel(1 << 16)?;
+    /// assert_eq!(rx.into_framed().capacity(), 65536);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn capacity(&self) -> usize {
@@ -34,8 +34,8 @@ impl FramedConsumer {
     /// # Examples
     ///
     /// ```
-    /// let (_tx, rx) = mirror_ring::channel(4096)?;
-    /// assert_eq!(rx.into_framed().max_frame_len(), 4088);
+    /// let (_tx, rx) = mirror_ring::channel(1 << 16)?;
+    /// assert_eq!(rx.into_framed().max_frame_len(), 65528);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn max_frame_len(&self) -> usize {

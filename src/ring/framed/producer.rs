@@ -21,8 +21,8 @@ impl FramedProducer {
     /// # Examples
     ///
     /// ```
-    /// let (tx, _rx) = mirror_ring::channel(4096)?;
-    /// assert_eq!(tx.into_framed().capacity(), 4096);
+    /// let (tx, _rx) = mirror_ring::channel(1 << 16)?;
+    /// assert_eq!(tx.into_framed().capacity(), 65536);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn capacity(&self) -> usize {
@@ -35,10 +35,10 @@ impl FramedProducer {
     /// # Examples
     ///
     /// ```
-    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let (tx, _rx) = mirror_ring::channel(1 << 16)?;
     /// let mut tx = tx.into_framed();
-    /// assert_eq!(tx.max_frame_len(), 4088);
-    /// let err = tx.send(&[0; 4089]).unwrap_err();
+    /// assert_eq!(tx.max_frame_len(), 65528);
+    /// let err = tx.send(&vec![0; 65529]).unwrap_err();
     /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -89,9 +89,9 @@ impl FramedProducer {
     /// # Examples
     ///
     /// ```
-    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let (tx, _rx) = mirror_ring::channel(1 << 16)?;
     /// let mut tx = tx.into_framed();
-    /// tx.try_send(&[1; 4000])?;
+    /// tx.try_send(&vec![1; 65_500])?;
     /// let err = tx.try_send(&[1; 100]).unwrap_err();
     /// assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
     /// # Ok::<(), std::io::Error>(())
@@ -111,9 +111,9 @@ impl FramedProducer {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let (tx, _rx) = mirror_ring::channel(1 << 16)?;
     /// let mut tx = tx.into_framed();
-    /// tx.send_timeout(&[1; 4000], Duration::from_millis(10))?;
+    /// tx.send_timeout(&vec![1; 65_500], Duration::from_millis(10))?;
     /// let err = tx.send_timeout(&[1; 100], Duration::from_millis(10)).unwrap_err();
     /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
     /// # Ok::<(), std::io::Error>(())
@@ -173,12 +173,12 @@ impl FramedProducer {
     /// # Examples
     ///
     /// ```
-    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let (tx, _rx) = mirror_ring::channel(1 << 16)?;
     /// let mut tx = tx.into_framed();
-    /// // 200-byte frames take 208 bytes each: 19 fit in 4096, with the 8-byte mark after them.
-    /// let msgs = vec![[0u8; 200]; 30];
-    /// assert_eq!(tx.try_send_batch(&msgs)?, 19);
-    /// let err = tx.try_send_batch(&msgs[19..]).unwrap_err();
+    /// // 200-byte frames take 208 bytes each: 315 fit in 65536, with the 8-byte mark after them.
+    /// let msgs = vec![[0u8; 200]; 400];
+    /// assert_eq!(tx.try_send_batch(&msgs)?, 315);
+    /// let err = tx.try_send_batch(&msgs[315..]).unwrap_err();
     /// assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -197,9 +197,9 @@ impl FramedProducer {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let (tx, _rx) = mirror_ring::channel(1 << 16)?;
     /// let mut tx = tx.into_framed();
-    /// tx.send(&[0; 4000])?;
+    /// tx.send(&vec![0; 65_500])?;
     /// let err = tx.send_batch_timeout(&[[1u8; 100]], Duration::from_millis(5)).unwrap_err();
     /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
     /// # Ok::<(), std::io::Error>(())
@@ -397,9 +397,9 @@ impl FramedProducer {
     /// # Examples
     ///
     /// ```
-    /// let (tx, _rx) = mirror_ring::channel(4096)?;
+    /// let (tx, _rx) = mirror_ring::channel(1 << 16)?;
     /// let mut tx = tx.into_framed();
-    /// tx.try_reserve(4000)?.commit()?;
+    /// tx.try_reserve(65_500)?.commit()?;
     /// assert_eq!(tx.try_reserve(100).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -699,9 +699,9 @@ impl FramedProducer {
     /// # Examples
     ///
     /// ```
-    /// let (tx, rx) = mirror_ring::channel(4096)?;
+    /// let (tx, rx) = mirror_ring::channel(1 << 16)?;
     /// let (mut tx, _rx) = (tx.into_framed(), rx.into_framed());
-    /// tx.send(&[1; 4000])?;
+    /// tx.send(&vec![1; 65_500])?;
     /// let err = tx.send_timeout(&[2; 100], std::time::Duration::from_millis(5)).unwrap_err();
     /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
     /// assert_eq!(tx.stats().timed_out, 1);
