@@ -279,37 +279,17 @@ fn a_byte_end_ahead_of_the_published_head_sees_nothing_readable() {
 
 /// A producer that dies between the stamp and the head store of a frame sent on its own (the
 /// ring then full to the byte, so no clear mark after it), while the consumer may take that
-/// frame by its stamp, and release it, or not yet. A newcomer attaches (at the published head,
-/// or at the consumer's tail if that was released past it), covers the stamped frame with
-/// head (`Sender::resume`) and sends the next frame after it. The consumer gets frames 0, 1,
-/// 2 in order, then the end of the stream: nothing lost, nothing twice, never poisoned.
+/// frame by its stamp, and release it, or not yet; then a newcomer (`newcomer_goes_on_after`).
+/// The consumer gets frames 0, 1, 2 in order, then the end of the stream.
 #[test]
 fn a_newcomer_goes_on_after_a_frame_stamped_above_the_head() {
     model("a_newcomer_goes_on_after_a_frame_stamped_above_the_head", || {
-        let f = Framed::new();
-        let g = f.clone();
-        let dead_then_newcomer = thread::spawn(move || {
-            {
-                // The dead producer: frame 0 in full, frame 1 up to its stamp.
-                let (tx, link) = g.frame_1_written();
-                let p = tx.head();
-                g.words.store(p, link.stamp().stamped(1, p), Ordering::Release);
-            }
-            // The newcomer (the take-over itself is modelled in `takeover.rs`).
-            let mut tx = g.ring.producer();
-            // (It finds nothing to cover if the consumer released frame 1: it attached there.)
-            Sender::resume(&g.ring, &mut tx, &g.words, max_frame_len_for(N as usize));
-            assert_eq!(tx.head(), 2 * 16, "the newcomer goes on after frame 1");
-            let mut link = Sender::new(N as usize, tx.head());
-            g.send(&mut link, &mut tx, 2);
-            g.ring.close(Role::Producer);
+        newcomer_goes_on_after(N, 2, |g| {
+            // The dead producer: frame 0 in full, frame 1 up to its stamp.
+            let (tx, link) = g.frame_1_written();
+            let p = tx.head();
+            g.words.store(p, link.stamp().stamped(1, p), Ordering::Release);
         });
-        let mut rx = f.ring.consumer();
-        let mut link = receiver(&rx);
-        f.recv_in_order(&mut link, &mut rx, 3);
-        assert_eq!(f.recv(&mut link, &mut rx), Err(Stop::Closed));
-        dead_then_newcomer.join().unwrap();
-        assert!(!f.ring.is_poisoned());
     });
 }
 
@@ -349,45 +329,56 @@ fn nothing_below_the_head_changes_under_a_byte_end() {
 /// A producer that dies between the stamp and the head store of a batch's publish: frame 0
 /// sent on its own, then frames 1 and 2 as one batch, stamped and not covered by head, with the
 /// clear mark after them (a 64-byte ring). The consumer may take frame 0 through the head and
-/// then frames 1 and 2 by their stamps, and release them, or not yet. A newcomer attaches (at
-/// the published head, or at the consumer's tail if that was released past it), covers the
-/// whole batch with head (`Sender::resume`) and sends frame 3 after it. The consumer gets frames
-/// 0 to 3 in order, then the end of the stream: nothing lost, nothing twice, never poisoned.
+/// then frames 1 and 2 by their stamps, and release them, or not yet; then a newcomer, which
+/// must cover the whole batch (`newcomer_goes_on_after`). The consumer gets frames 0 to 3 in
+/// order, then the end of the stream.
 #[test]
 fn a_newcomer_goes_on_after_a_batch_stamped_above_the_head() {
     model("a_newcomer_goes_on_after_a_batch_stamped_above_the_head", || {
         const CAP: u64 = 64;
-        let f = Framed::with_capacity(CAP);
-        let g = f.clone();
-        let dead_then_newcomer = thread::spawn(move || {
-            {
-                // The dead producer: frame 0 in full, then a batch of frames 1 and 2 published
-                // up to the stamp of its first frame.
-                let mut tx = g.ring.producer();
-                let mut link = Sender::new(CAP as usize, 0);
-                g.send(&mut link, &mut tx, 0);
-                for k in 1..3 {
-                    g.payload(&tx, value(k));
-                    link.put(&mut tx, &g.words, 1);
-                }
-                Sender::clear_after(&tx, &g.words);
-                g.words.store(16, link.stamp().stamped(1, 16), Ordering::Release);
-            }
-            // The newcomer (the take-over itself is modelled in `takeover.rs`).
+        newcomer_goes_on_after(CAP, 3, |g| {
+            // The dead producer: frame 0 in full, then a batch of frames 1 and 2 published up
+            // to the stamp of its first frame.
             let mut tx = g.ring.producer();
-            Sender::resume(&g.ring, &mut tx, &g.words, max_frame_len_for(CAP as usize));
-            assert_eq!(tx.head(), 3 * 16, "the newcomer goes on after the batch");
-            let mut link = Sender::new(CAP as usize, tx.head());
-            g.send(&mut link, &mut tx, 3);
-            g.ring.close(Role::Producer);
+            let mut link = Sender::new(CAP as usize, 0);
+            g.send(&mut link, &mut tx, 0);
+            for k in 1..3 {
+                g.payload(&tx, value(k));
+                link.put(&mut tx, &g.words, 1);
+            }
+            Sender::clear_after(&tx, &g.words);
+            g.words.store(16, link.stamp().stamped(1, 16), Ordering::Release);
         });
-        let mut rx = f.ring.consumer();
-        let mut link = Receiver::new(CAP as usize, max_frame_len_for(CAP as usize), CAP as usize, rx.tail());
-        f.recv_in_order(&mut link, &mut rx, 4);
-        assert_eq!(f.recv(&mut link, &mut rx), Err(Stop::Closed));
-        dead_then_newcomer.join().unwrap();
-        assert!(!f.ring.is_poisoned());
     });
+}
+
+/// The take-over models above: on a `capacity`-byte ring, a producer that `die`s with frames
+/// 0 to `next - 1` sent or stamped above the head, then a newcomer that attaches (at the
+/// published head, or at the consumer's tail if that was released past it), covers what was
+/// stamped above the head (`Sender::resume`), goes on at frame `next` (16 bytes a frame) and
+/// closes. The consumer gets frames 0 to `next` in order, then `Closed`: nothing lost, nothing
+/// twice, never poisoned.
+fn newcomer_goes_on_after(capacity: u64, next: u64, die: impl FnOnce(&Framed) + Send + 'static) {
+    let f = Framed::with_capacity(capacity);
+    let g = f.clone();
+    let dead_then_newcomer = thread::spawn(move || {
+        die(&g);
+        // The newcomer (the take-over itself is modelled in `takeover.rs`).
+        let mut tx = g.ring.producer();
+        // (It finds less or nothing to cover if the consumer released past the head: it
+        // attached there.)
+        Sender::resume(&g.ring, &mut tx, &g.words, max_frame_len_for(capacity as usize));
+        assert_eq!(tx.head(), next * 16, "the newcomer goes on after frame {}", next - 1);
+        let mut link = Sender::new(capacity as usize, tx.head());
+        g.send(&mut link, &mut tx, next);
+        g.ring.close(Role::Producer);
+    });
+    let mut rx = f.ring.consumer();
+    let mut link = Receiver::new(capacity as usize, max_frame_len_for(capacity as usize), capacity as usize, rx.tail());
+    f.recv_in_order(&mut link, &mut rx, next + 1);
+    assert_eq!(f.recv(&mut link, &mut rx), Err(Stop::Closed));
+    dead_then_newcomer.join().unwrap();
+    assert!(!f.ring.is_poisoned());
 }
 
 /// A producer that publishes a batch (here of one frame) by head alone, as its byte end does
