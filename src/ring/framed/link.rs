@@ -444,8 +444,8 @@ impl Receiver {
             return Err(u64::MAX);
         }
         let q = cur.tail();
-        // Acquire: pairs with the Release store of the stamp in `Sender::publish`; the frame's
-        // bytes, written before it, are visible after this load.
+        // Acquire: pairs with the Release store of the stamp in `commit` (every publish); the
+        // frame's bytes, written before it, are visible after this load.
         let word = words.load(q, Ordering::Acquire);
         self.take(hdr, word, q, self.limit.wrapping_sub(q)).ok_or(word)
     }
