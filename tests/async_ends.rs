@@ -974,7 +974,7 @@ fn futex_waitv_refused_falls_back() {
     });
     dog.kill_on_expiry(&producer);
     let mut consumer = spawn_child(|| {
-        deny_futex_waitv().expect("seccomp filter");
+        common::deny_with_enosys(449).expect("seccomp filter");
         current_thread().block_on(async {
             let mut rx = ring.clone().into_consumer().unwrap().into_async().unwrap();
             let mut buf = vec![0; 700];
@@ -1007,42 +1007,6 @@ fn futex_waitv_refused_falls_back() {
     drop(ring);
     assert_eq!(producer.wait_within(Duration::from_secs(30)), 0);
     assert_eq!(consumer.wait_within(Duration::from_secs(30)), 0, "2 wrong bytes, 3 short, 4 stats");
-}
-
-/// Installs a seccomp filter that answers `futex_waitv` (449) with `ENOSYS`. Only in a child.
-fn deny_futex_waitv() -> std::io::Result<()> {
-    #[cfg(target_arch = "x86_64")]
-    const AUDIT_ARCH: u32 = 0xC000_003E;
-    #[cfg(target_arch = "aarch64")]
-    const AUDIT_ARCH: u32 = 0xC000_00B7;
-    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
-    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
-        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-        jt,
-        jf,
-        k,
-    };
-    let ld = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
-    let ret = libc::BPF_RET | libc::BPF_K;
-    let prog = [
-        stmt(ld, 4),
-        jeq(AUDIT_ARCH, 1, 0),
-        stmt(ret, libc::SECCOMP_RET_ALLOW),
-        stmt(ld, 0),
-        jeq(449, 0, 1),
-        stmt(ret, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
-        stmt(ret, libc::SECCOMP_RET_ALLOW),
-    ];
-    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr().cast_mut() };
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fprog points at `prog`, alive for the call; the kernel copies it.
-    if unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER as libc::c_ulong, &fprog) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The async forms of `read_from` and `write_to`: a tokio socket pair relayed through a ring,

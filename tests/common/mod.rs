@@ -785,3 +785,41 @@ pub fn mirrors_at(map: &MirrorMap, off: usize, tag: u8) -> bool {
         seen_b == tag && seen_a == !tag
     }
 }
+
+/// Installs a seccomp filter that answers the system call `nr` with `ENOSYS` and lets every
+/// other call through; a call of another ABI passes. Only in a forked child: the filter stays
+/// for the life of the process.
+pub fn deny_with_enosys(nr: libc::c_long) -> std::io::Result<()> {
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xC000_003E;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xC000_00B7;
+    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let ld = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let ret = libc::BPF_RET | libc::BPF_K;
+    let prog = [
+        stmt(ld, 4),
+        jeq(AUDIT_ARCH, 1, 0),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+        stmt(ld, 0),
+        jeq(nr as u32, 0, 1),
+        stmt(ret, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+    ];
+    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr().cast_mut() };
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fprog points at `prog`, alive for the call; the kernel copies it.
+    if unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER as libc::c_ulong, &fprog) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
