@@ -178,6 +178,9 @@ mod wait;
 
 pub mod docs;
 
+#[cfg(doctest)]
+mod compile_fail;
+
 pub use mirror::{Backend, MirrorMap, MirrorOptions};
 
 pub use ring::{
