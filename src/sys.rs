@@ -818,22 +818,40 @@ pub(crate) fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 
 /// The state (field 3) and start time (field 22) from `/proc/<pid>/stat`. The error keeps the
 /// OS error: `ENOENT` (no such process, or `/proc` hides it), `EMFILE` (no descriptor left to
-/// open the file), ...; a file that cannot be parsed is `InvalidData`.
+/// open the file), ...; a file that cannot be parsed is `InvalidData`, and so is one whose
+/// state is none of the kernel's letters (see `parse_stat`).
 pub(crate) fn proc_stat(pid: i32) -> io::Result<(char, u64)> {
     if pid <= 0 {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/<pid>/stat format");
-    // The command name (field 2) is in parentheses and may contain spaces or ')': split after
-    // the last ')'.
-    let mut fields = stat[stat.rfind(')').ok_or_else(bad)? + 1..].split_ascii_whitespace();
-    let state = fields.next().and_then(|f| f.chars().next()).ok_or_else(bad)?;
-    // The state was field 3; the start time is field 22, 19 fields further on.
-    let start: u64 = fields.nth(18).and_then(|f| f.parse().ok()).ok_or_else(bad)?;
+    let (state, start) = parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat"))?)?;
     // The kernel shows the start time moved by the *reader's* time namespace (its boottime
     // offset): take that out, so that processes in different time namespaces agree on it.
     Ok((state, start.wrapping_sub(boottime_offset_ticks())))
+}
+
+/// The state letter and the start time, as the kernel wrote them, from the text of a
+/// `/proc/<pid>/stat`. A state that is none of the letters any kernel writes
+/// (`fs/proc/array.c`: `R S D T t X Z P I`, and `x K W` of older kernels) means the text is not
+/// the kernel's: an emulator's own version (qemu-user answers a process's reads of its own stat
+/// with state `0` and a start time one tick off, so a start time recorded from it makes the
+/// live process look like a reused pid to its peers). Then no field of it is believed:
+/// `InvalidData`, which a claimant records as an unknown start time and a watcher as "cannot
+/// tell", never as a death.
+fn parse_stat(stat: &str) -> io::Result<(char, u64)> {
+    let bad = |what| io::Error::new(io::ErrorKind::InvalidData, what);
+    // The command name (field 2) is in parentheses and may contain spaces or ')': split after
+    // the last ')'.
+    let after_name = stat.rfind(')').ok_or_else(|| bad("unexpected /proc/<pid>/stat format"))?;
+    let mut fields = stat[after_name + 1..].split_ascii_whitespace();
+    let state =
+        fields.next().and_then(|f| f.chars().next()).ok_or_else(|| bad("unexpected /proc/<pid>/stat format"))?;
+    if !matches!(state, 'R' | 'S' | 'D' | 'T' | 't' | 'X' | 'x' | 'Z' | 'P' | 'I' | 'K' | 'W') {
+        return Err(bad("/proc/<pid>/stat shows no kernel process state: not the kernel's text"));
+    }
+    // The state was field 3; the start time is field 22, 19 fields further on.
+    let start = fields.nth(18).and_then(|f| f.parse().ok()).ok_or_else(|| bad("unexpected /proc/<pid>/stat format"))?;
+    Ok((state, start))
 }
 
 /// The boottime offset of this process's time namespace in clock ticks (0 outside one, or
@@ -869,4 +887,35 @@ pub(crate) fn proc_threads(pid: i32) -> io::Result<u64> {
         .find_map(|l| l.strip_prefix("Threads:"))
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/<pid>/status format"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line as 6.18 writes it, with a command name that holds `) ` and spaces.
+    const LINE: &str = "4242 (a) b (c) S 1 4242 4242 0 -1 4194304 95 0 0 0 0 0 0 0 20 0 1 0 987654 \
+                        2310144 224 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+
+    #[test]
+    fn parse_stat_reads_state_and_start_time_after_the_last_parenthesis() {
+        assert_eq!(parse_stat(LINE).unwrap(), ('S', 987_654));
+        for state in ['R', 'S', 'D', 'T', 't', 'X', 'x', 'Z', 'P', 'I', 'K', 'W'] {
+            let line = LINE.replace(") S ", &format!(") {state} "));
+            assert_eq!(parse_stat(&line).unwrap().0, state);
+        }
+    }
+
+    #[test]
+    fn a_stat_without_a_kernel_state_is_not_believed() {
+        // qemu-user's answer to a guest reading its own stat: state `0`.
+        for state in ["0", "?", "s", "-"] {
+            let line = LINE.replace(") S ", &format!(") {state} "));
+            let e = parse_stat(&line).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "state {state}");
+        }
+        for cut in ["4242 (a", "4242 (a) S 1 4242", ""] {
+            assert_eq!(parse_stat(cut).unwrap_err().kind(), io::ErrorKind::InvalidData, "{cut:?}");
+        }
+    }
 }
