@@ -465,7 +465,7 @@ mod tests {
             fresh();
             let Some(vm_size) = vm_size() else { return 2 };
             // Room for one more page of address space: not for the probe's reservation.
-            let old = set_soft_limit(libc::RLIMIT_AS, vm_size + 4096).unwrap();
+            let old = set_soft_limit(libc::RLIMIT_AS, vm_size + sys::page_size()).unwrap();
             let first = MirrorMap::new(4096);
             set_soft_limit(libc::RLIMIT_AS, old as usize).unwrap();
             match first {

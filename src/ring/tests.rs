@@ -11,7 +11,7 @@ fn header_of(p: &Producer) -> &Header {
 
 /// Random grants, commits, reads and releases against a `VecDeque` model, with both cursors
 /// starting just below `u64::MAX`, so the stream crosses the wrap of the `u64` cursors as
-/// well as the wrap of the ring, many times.
+/// well as the wrap of the ring, many times (about 50 laps, whatever the page size).
 #[test]
 fn cursors_wrap_around_u64_max() {
     for backend in Backend::CONCRETE.into_iter().filter(|b| b.is_available()) {
@@ -23,7 +23,7 @@ fn cursors_wrap_around_u64_max() {
         let mut rng = Rng::new(7);
         let mut next = 0u8;
         let mut moved = 0u64;
-        while moved < 200_000 {
+        while moved < 50 * cap as u64 {
             if rng.up_to(1) == 0 {
                 let want = rng.up_to(cap);
                 match tx.write_grant(want) {
@@ -69,10 +69,11 @@ fn cursors_wrap_around_u64_max() {
 #[test]
 fn a_head_beyond_capacity_poisons_the_consumer_for_good() {
     let (mut tx, mut rx) = channel(4096).unwrap();
+    let cap = tx.capacity();
     tx.try_write(b"abc").unwrap();
     let hdr = header_of(&tx);
     // A "peer" publishes a head more than a capacity ahead of the tail.
-    hdr.head.store(3 + 4096 + 1, Ordering::Release);
+    hdr.head.store(3 + cap as u64 + 1, Ordering::Release);
     let mut buf = [0; 8];
     assert_eq!(rx.try_read(&mut buf).unwrap_err().kind(), ErrorKind::InvalidData);
     assert_eq!(rx.read(&mut buf).unwrap_err().kind(), ErrorKind::InvalidData);
@@ -81,7 +82,7 @@ fn a_head_beyond_capacity_poisons_the_consumer_for_good() {
     assert_eq!(rx.try_read(&mut buf).unwrap_err().kind(), ErrorKind::InvalidData);
     assert!(hdr.is_poisoned());
     // The producer sees the shared flag once it has to look at the consumer's cursor.
-    tx.try_write(&[0; 4093]).unwrap();
+    tx.try_write(&vec![0; cap - 3]).unwrap();
     assert_eq!(tx.try_write(b"x").unwrap_err().kind(), ErrorKind::InvalidData);
     assert_eq!(tx.write_timeout(b"x", Duration::from_millis(1)).unwrap_err().kind(), ErrorKind::InvalidData);
 }
@@ -93,16 +94,17 @@ fn a_head_beyond_capacity_poisons_the_consumer_for_good() {
 #[test]
 fn a_head_beyond_the_published_tail_plus_capacity_poisons_the_consumer() {
     let (mut tx, mut rx) = channel(4096).unwrap();
+    let cap = tx.capacity() as u64;
     tx.try_write(&[7; 100]).unwrap();
     let hdr = header_of(&tx);
     assert_eq!(rx.cur.refresh(hdr).ok(), Some(100));
     rx.cur.advance(100); // consumed, not released: the published tail stays 0
     assert_eq!(rx.cur.unpublished(), 100);
     // Within a capacity of the published tail: fine (nothing new, nothing lost).
-    hdr.head.store(4096, Ordering::Release);
-    assert_eq!(rx.cur.refresh(hdr).ok(), Some(4096 - 100));
+    hdr.head.store(cap, Ordering::Release);
+    assert_eq!(rx.cur.refresh(hdr).ok(), Some(cap as usize - 100));
     // Beyond it, though within a capacity of the private tail: no producer can be there.
-    hdr.head.store(4096 + 100, Ordering::Release);
+    hdr.head.store(cap + 100, Ordering::Release);
     assert!(rx.cur.refresh(hdr).is_err());
     assert!(hdr.is_poisoned());
 }
@@ -125,13 +127,15 @@ fn a_head_moving_backwards_poisons_the_consumer() {
 fn a_tail_beyond_head_or_backwards_poisons_the_producer() {
     for bad_tail in [111u64, u64::MAX] {
         let (mut tx, rx) = channel(4096).unwrap();
+        let cap = tx.capacity();
         tx.try_write(&[1; 100]).unwrap();
         header_of(&tx).tail.store(bad_tail, Ordering::Release);
         // (111 is one past the head after the next write; u64::MAX is behind the old tail.)
-        // The cached tail says 3996 bytes are free, so this fits without a refresh...
+        // The cached tail says `cap - 100` bytes are free, so this fits without a refresh...
         tx.try_write(&[1; 10]).unwrap();
-        // ...but needing more forces a refresh, which must refuse the value.
-        assert_eq!(tx.try_write(&[1; 4000]).unwrap_err().kind(), ErrorKind::InvalidData, "tail {bad_tail}");
+        // ...but needing more (`cap - 96` of the `cap - 110` left) forces a refresh, which
+        // must refuse the value.
+        assert_eq!(tx.try_write(&vec![1; cap - 96]).unwrap_err().kind(), ErrorKind::InvalidData, "tail {bad_tail}");
         assert_eq!(tx.try_write(&[1]).unwrap_err().kind(), ErrorKind::InvalidData);
         drop(rx);
     }
@@ -155,7 +159,7 @@ fn wait_until_asleep(waits: &crate::StatsHandle) {
 #[test]
 fn poisoning_wakes_a_producer_asleep_on_a_full_ring() {
     let (mut tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
-    tx.try_write(&[0; 4096]).unwrap();
+    tx.try_write(&vec![0; tx.capacity()]).unwrap();
     let hdr: *const Header = header_of(&tx);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let waits = tx.stats_handle();
@@ -233,12 +237,13 @@ fn a_lost_wakeup_between_threads_delays_but_never_hangs() {
 fn single_thread_writes_across_the_seam_read_back_exactly() {
     for backend in Backend::CONCRETE.into_iter().filter(|b| b.is_available()) {
         let (mut tx, mut rx) = RingOptions::new().capacity(4096).backend(backend).build().unwrap();
+        let cap = tx.capacity();
         let mut rng = Rng::new(42);
-        let mut out = vec![0u8; 4096];
+        let mut out = vec![0u8; cap];
         for round in 0..20_000u32 {
             // Park the cursors a few bytes before the seam, then write across it.
-            let target = 4096 - 1 - rng.up_to(63);
-            let skip = (target + 4096 - tx.cur.offset()) % 4096;
+            let target = cap - 1 - rng.up_to(63);
+            let skip = (target + cap - tx.cur.offset()) % cap;
             if skip > 0 {
                 tx.write_grant(skip).unwrap().commit(skip).unwrap();
                 let g = rx.read_grant(skip).unwrap();
@@ -281,7 +286,7 @@ fn ends_attaching_with_the_tail_ahead_of_the_head_go_on_from_the_tail() {
     rx.end.header().unwrap().tail.store(64, Ordering::Release);
     let tx = ring.into_producer().unwrap();
     assert_eq!(header_of(&tx).head.load(Ordering::Acquire), 64, "head brought level with the tail");
-    assert_eq!(tx.free(), 4096);
+    assert_eq!(tx.free(), tx.capacity());
     assert_eq!(tx.len(), 0);
 }
 
@@ -291,12 +296,13 @@ fn ends_attaching_with_the_tail_ahead_of_the_head_go_on_from_the_tail() {
 #[test]
 fn a_full_ring_is_all_readable() {
     let (mut tx, mut rx) = channel(4096).unwrap();
-    tx.try_write(&[5; 4096]).unwrap();
-    assert_eq!(rx.len(), 4096);
-    let mut buf = [0; 4096];
-    assert_eq!(rx.try_read(&mut buf).unwrap(), 4096);
+    let cap = tx.capacity();
+    tx.try_write(&vec![5; cap]).unwrap();
+    assert_eq!(rx.len(), cap);
+    let mut buf = vec![0; cap];
+    assert_eq!(rx.try_read(&mut buf).unwrap(), cap);
     assert!(buf.iter().all(|&b| b == 5));
-    assert_eq!(tx.free(), 4096);
+    assert_eq!(tx.free(), cap);
 }
 
 /// A producer that found the ring poisoned and then closed did not end the stream cleanly: the
@@ -305,12 +311,14 @@ fn a_full_ring_is_all_readable() {
 #[test]
 fn a_producer_closing_after_it_found_the_ring_poisoned_is_no_clean_end() {
     let (mut tx, mut rx) = channel(4096).unwrap();
+    let cap = tx.capacity();
     tx.try_write(&[1; 100]).unwrap();
     let mut buf = [0; 100];
     assert_eq!(rx.try_read(&mut buf).unwrap(), 100);
-    // A tail behind the one the producer knows: its next look at the tail poisons the ring.
+    // A tail behind the one the producer knows: its next look at the tail (for more than the
+    // `cap - 100` bytes its cached tail leaves) poisons the ring.
     header_of(&tx).tail.store(u64::MAX, Ordering::Release);
-    assert_eq!(tx.try_write(&[1; 4000]).unwrap_err().kind(), ErrorKind::InvalidData);
+    assert_eq!(tx.try_write(&vec![1; cap - 96]).unwrap_err().kind(), ErrorKind::InvalidData);
     drop(tx);
     assert_eq!(rx.read(&mut buf).unwrap_err().kind(), ErrorKind::InvalidData);
 }

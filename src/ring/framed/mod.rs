@@ -351,9 +351,9 @@ mod tests {
         bytes.into_framed()
     }
 
-    /// A 4 KiB framed ring where frame "zero" went through head and frame "one" is stamped
-    /// above it ([`stamp_above_head`]), taken by the consumer if `taken`. Returns the ends and
-    /// the position of "one".
+    /// A framed ring of the smallest capacity (one page) where frame "zero" went through head
+    /// and frame "one" is stamped above it ([`stamp_above_head`]), taken by the consumer if
+    /// `taken`. Returns the ends and the position of "one".
     fn one_stamped_above_head(taken: bool) -> (super::FramedProducer, super::FramedConsumer, u64) {
         let (tx, rx) = crate::channel(4096).unwrap();
         let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
@@ -465,11 +465,16 @@ mod tests {
         let cases: [(&str, Spoil); 7] = [
             ("unstamped header", |tx, p| tx.words.store(p, Stamp.stamped(3, p) ^ RESTAMP, Ordering::Relaxed)),
             ("stamped for the position one lap back", |tx, p| {
-                tx.words.store(p, Stamp.stamped(3, p.wrapping_sub(4096)), Ordering::Relaxed)
+                tx.words.store(p, Stamp.stamped(3, p.wrapping_sub(tx.capacity() as u64)), Ordering::Relaxed)
             }),
             ("no clear mark after it", |tx, p| tx.words.store(p + 16, u64::MAX, Ordering::Relaxed)),
-            ("longer than the largest frame", |tx, p| tx.words.store(p, Stamp.stamped(4089, p), Ordering::Relaxed)),
-            ("longer than the free room", |tx, p| tx.words.store(p, Stamp.stamped(4080, p), Ordering::Relaxed)),
+            ("longer than the largest frame", |tx, p| {
+                tx.words.store(p, Stamp.stamped(tx.max_frame_len() + 1, p), Ordering::Relaxed)
+            }),
+            // The room is the ring less "zero" (16 bytes); this frame takes 8 more.
+            ("longer than the free room", |tx, p| {
+                tx.words.store(p, Stamp.stamped(tx.capacity() - 16, p), Ordering::Relaxed)
+            }),
             ("not a take-over", |_, _| {}),
             ("a predecessor that wrote bytes", |tx, _| tx.inner.end.header().unwrap().end_framing()),
         ];
@@ -500,7 +505,7 @@ mod tests {
         // next needs room: it poisons the ring.
         let hdr = tx.inner.end.header().unwrap();
         hdr.tail.store(hdr.head.load(Ordering::Relaxed) + 8, Ordering::Relaxed);
-        assert_eq!(tx.try_send(&[0; 4088]).unwrap_err().kind(), ErrorKind::InvalidData);
+        assert_eq!(tx.try_send(&vec![0; tx.max_frame_len()]).unwrap_err().kind(), ErrorKind::InvalidData);
         assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::InvalidData);
     }
 
@@ -513,7 +518,7 @@ mod tests {
         tx.try_send(b"one").unwrap();
         let hdr = tx.inner.end.header().unwrap();
         hdr.tail.store(hdr.head.load(Ordering::Relaxed) + 8, Ordering::Relaxed);
-        assert_eq!(tx.try_send(&[0; 4088]).unwrap_err().kind(), ErrorKind::InvalidData);
+        assert_eq!(tx.try_send(&vec![0; tx.max_frame_len()]).unwrap_err().kind(), ErrorKind::InvalidData);
         assert_eq!(tx.try_send(b"x").unwrap_err().kind(), ErrorKind::InvalidData);
         tx.set_batch(4);
         assert_eq!(tx.try_send(b"x").unwrap_err().kind(), ErrorKind::InvalidData);
@@ -563,11 +568,13 @@ mod tests {
 
     /// A batching producer whose blocking `reserve` waited (publishing head first: the
     /// pending frame "a" goes out) and whose grant was then dropped; the consumer has taken
-    /// both frames and released them. Returns the ends.
+    /// both frames and released them. Returns the ends. (The sizes are those of a 4 KiB ring,
+    /// scaled to the ring's capacity; "a" stays small.)
     fn after_a_dropped_grant_that_waited() -> (super::FramedProducer, super::FramedConsumer) {
         let (tx, rx) = crate::channel(4096).unwrap();
+        let k = tx.capacity() / 4096;
         let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-        tx.send(&[1; 2000]).unwrap();
+        tx.send(&vec![1; 2000 * k]).unwrap();
         tx.set_batch(8);
         tx.send(&[2; 16]).unwrap(); // "a": pending, unstamped
         let waits = tx.inner.stats_handle();
@@ -594,9 +601,9 @@ mod tests {
                         other => panic!("{:?}", other.map(|f| f.map(|f| f.len()))),
                     }
                 }
-                assert_eq!(got, [2000, 16]);
+                assert_eq!(got, [2000 * k, 16]);
             });
-            drop(tx.reserve(3000).unwrap());
+            drop(tx.reserve(3000 * k).unwrap());
         });
         assert_eq!(tx.inner.cur.unpublished(), 0);
         (tx, rx)
@@ -608,9 +615,11 @@ mod tests {
     #[test]
     fn a_dropped_grant_after_a_wait_leaves_later_frames_whole() {
         let (mut tx, mut rx) = after_a_dropped_grant_that_waited();
+        let cap = tx.capacity();
         tx.send(&[3; 100]).unwrap();
-        // Over the slot of "a"'s header, one lap on; completes the batch's bytes.
-        tx.send(&[9; 3968]).unwrap();
+        // Over the slot of "a"'s header, one lap on; completes the batch's bytes. (Its frame
+        // takes the ring less the 112 bytes of the one before and 8.)
+        tx.send(&vec![9; cap - 128]).unwrap();
         assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[3; 100]);
         let big = rx.try_recv().unwrap().unwrap();
         let bad = big.iter().filter(|&&b| b != 9).count();
@@ -622,12 +631,13 @@ mod tests {
     #[test]
     fn a_dropped_grant_after_a_wait_cannot_poison_an_honest_ring() {
         let (mut tx, mut rx) = after_a_dropped_grant_that_waited();
+        let cap = tx.capacity();
         tx.send(&[3; 100]).unwrap();
         assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
-        tx.try_send(&[4; 3960]).unwrap();
+        tx.try_send(&vec![4; cap - 136]).unwrap();
         tx.flush().unwrap();
         assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[3; 100]);
-        assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[4; 3960]);
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), &vec![4; cap - 136][..]);
     }
 
     /// A dropped frame's bytes reach a producer waiting for room with the consumer's next
@@ -636,15 +646,19 @@ mod tests {
     #[test]
     fn a_dropped_frame_reaches_a_waiting_producer_at_the_next_call() {
         let (tx, rx) = crate::channel(4096).unwrap();
+        // The sizes of a 4 KiB ring, scaled to the ring's capacity: the dropped frame stays
+        // under the quarter of the ring that the consumer releases on its own.
+        let k = tx.capacity() / 4096;
         let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-        tx.send(&[1; 1000]).unwrap();
-        tx.send(&[2; 3000]).unwrap();
+        tx.send(&vec![1; 1000 * k]).unwrap();
+        tx.send(&vec![2; 3000 * k]).unwrap();
         drop(rx.recv().unwrap().unwrap());
         let wait = std::time::Duration::from_millis(30);
-        assert_eq!(tx.send_timeout(&[3; 1000], wait).unwrap_err().kind(), ErrorKind::TimedOut);
+        let third = vec![3; 1000 * k];
+        assert_eq!(tx.send_timeout(&third, wait).unwrap_err().kind(), ErrorKind::TimedOut);
         // The consumer's next call hands the room over.
-        assert_eq!(rx.try_recv().unwrap().unwrap().len(), 3000);
-        tx.send_timeout(&[3; 1000], wait).unwrap();
+        assert_eq!(rx.try_recv().unwrap().unwrap().len(), 3000 * k);
+        tx.send_timeout(&third, wait).unwrap();
     }
 
     /// A message too long for the ring fails with `InvalidInput`, and the frames `set_batch`
@@ -654,13 +668,15 @@ mod tests {
         let (tx, rx) = crate::channel(4096).unwrap();
         let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
         tx.set_batch(8);
+        // Longer than the ring itself, as 5000 bytes are for a 4 KiB one.
+        let too_long = vec![0; tx.capacity() + 904];
         for send_batch in [false, true] {
             tx.send(b"p1").unwrap();
             assert_ne!(tx.inner.cur.unpublished(), 0);
             let e = if send_batch {
-                tx.send_batch(&[vec![0; 5000]]).unwrap_err()
+                tx.send_batch(std::slice::from_ref(&too_long)).unwrap_err()
             } else {
-                tx.send(&[0; 5000]).unwrap_err()
+                tx.send(&too_long).unwrap_err()
             };
             assert_eq!(e.kind(), ErrorKind::InvalidInput);
             assert_eq!(tx.inner.cur.unpublished(), 0, "send_batch {send_batch}: held back");
@@ -688,15 +704,17 @@ mod tests {
     #[test]
     fn a_batch_stops_at_its_limit() {
         use super::wire::frame_size;
-        // 64 KiB: a limit of 8 KiB, 1000-byte frames; 4 KiB: a limit of 512, a 600-byte
-        // first frame, then 8-byte ones.
-        for (cap, sizes) in [(1usize << 16, vec![1000usize; 60]), (4096, [600].into_iter().chain([8; 20]).collect())] {
+        // 64 KiB: a limit of 8 KiB, 1000-byte frames; the smallest ring (one page; 4 KiB: a
+        // limit of 512): a first frame 88 bytes over the limit (600), then 8-byte ones.
+        for (cap, large_first) in [(1usize << 16, false), (4096, true)] {
             let (tx, rx) = crate::channel(cap).unwrap();
             let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+            let (limit, mut next) = (rx.batch_limit, 0);
+            let sizes: Vec<usize> =
+                if large_first { [limit + 88].into_iter().chain([8; 20]).collect() } else { vec![1000; 60] };
             for (i, &len) in sizes.iter().enumerate() {
                 tx.send(&vec![i as u8; len]).unwrap();
             }
-            let (limit, mut next) = (rx.batch_limit, 0);
             while next < sizes.len() {
                 let mut bytes = 0;
                 let got = rx
@@ -721,21 +739,29 @@ mod tests {
     #[test]
     fn a_batch_takes_no_frame_outside_the_producers_room() {
         let (tx, rx) = crate::channel(4096).unwrap();
+        let cap = tx.capacity();
+        // The frames of a 4 KiB ring (1000 bytes), scaled to the ring's capacity.
+        let len = 1000 * (cap / 4096);
+        let size = len as u64 + 8;
         let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
         tx.send(b"zero").unwrap();
         // Through head; the consumer's cursor is at 16, with nothing released yet.
         drop(rx.recv().unwrap().unwrap());
-        tx.send(&[0xAA; 1000]).unwrap();
-        for p in [1024u64, 2032, 3040] {
-            forge_stamped(&tx, p, 1000, 0xBB);
+        tx.send(&vec![0xAA; len]).unwrap();
+        // At 4 KiB: 1024, 2032, 3040.
+        for i in 1..=3 {
+            forge_stamped(&tx, 16 + i * size, len, 0xBB);
         }
-        // Its frame ends at 5056, past the released tail (0) plus the ring: over "zero" and A.
-        forge_header(&tx, 4048, 1000);
+        // At 4 KiB at 4048; its frame ends at 5056, past the released tail (0) plus the ring:
+        // over "zero" and A.
+        let last = 16 + 4 * size;
+        assert!(last + size > cap as u64);
+        forge_header(&tx, last, len);
         let base = tx.words.at(0) as usize;
         let mut seen = Vec::new();
         let got = rx.try_recv_batch(|f| seen.push((f.as_ptr() as usize - base, f.len(), f[0]))).unwrap();
         assert_eq!(got, 1, "{seen:?}");
-        assert_eq!(seen, [(24, 1000, 0xAA)]);
+        assert_eq!(seen, [(24, len, 0xAA)]);
     }
 
     /// A hostile producer that stamps the next lap's frame each time the consumer passes
@@ -744,8 +770,10 @@ mod tests {
     #[test]
     fn a_producer_restamping_each_lap_cannot_hold_a_batch() {
         let (tx, rx) = crate::channel(4096).unwrap();
+        let cap = tx.capacity();
         let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-        tx.send(&[1; 4088]).unwrap();
+        // A frame filling the ring.
+        tx.send(&vec![1; cap - 8]).unwrap();
         let mut lap = 0u64;
         let started = std::time::Instant::now();
         let got = rx
@@ -755,7 +783,7 @@ mod tests {
                 // while it is borrowed; Miri flagged the test's own write there).
                 lap += 1;
                 if lap < 100_000 {
-                    forge_header(&tx, lap * 4096, 4088);
+                    forge_header(&tx, lap * cap as u64, cap - 8);
                 }
             })
             .unwrap();
@@ -763,8 +791,8 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
         let hdr = tx.inner.end.header().unwrap();
         let (head, tail) = (hdr.head.load(Ordering::Relaxed), hdr.tail.load(Ordering::Relaxed));
-        assert_eq!((head, tail), (4096, 4096));
-        assert!(crate::header::resume_at(head, tail, 4096).is_some());
+        assert_eq!((head, tail), (cap as u64, cap as u64));
+        assert!(crate::header::resume_at(head, tail, cap as u64).is_some());
     }
 
     /// The async `recv` hands out the frame its readiness check found, without a second look
@@ -842,22 +870,25 @@ mod tests {
     fn a_tail_in_the_frames_held_back_poisons_the_producer() {
         let (tx, _rx) = crate::channel(4096).unwrap();
         let mut tx = tx.into_framed();
-        // 30 frames of 112 bytes, published one by one; then up to 6 held back (under a
-        // quarter of the ring), until the room runs out and the tail is loaded.
+        // Frames of 112 bytes in a 4 KiB ring, scaled to the ring's capacity.
+        let size = 112 * (tx.capacity() / 4096);
+        let msg = vec![7; size - 8];
+        // 30 frames, published one by one; then up to 6 held back (under a quarter of the
+        // ring), until the room runs out and the tail is loaded.
         for _ in 0..30 {
-            tx.try_send(&[7; 100]).unwrap();
+            tx.try_send(&msg).unwrap();
         }
         let published = tx.inner.cur.head();
         tx.set_batch(1000);
         for _ in 0..3 {
-            tx.try_send(&[7; 100]).unwrap();
+            tx.try_send(&msg).unwrap();
         }
-        assert_eq!(tx.inner.cur.unpublished(), 336, "held back");
+        assert_eq!(tx.inner.cur.unpublished(), 3 * size, "held back");
         // A consumer that claims to have read into frames nobody published.
-        tx.inner.end.header().unwrap().tail.store(published + 112, Ordering::Release);
+        tx.inner.end.header().unwrap().tail.store(published + size as u64, Ordering::Release);
         let mut sent = 33;
         let e = loop {
-            match tx.try_send(&[7; 100]) {
+            match tx.try_send(&msg) {
                 Ok(()) => sent += 1,
                 Err(e) => break e,
             }
@@ -874,7 +905,7 @@ mod tests {
     fn a_newcomer_covers_no_frame_larger_than_the_room() {
         // The consumer (kept) holds "zero" unreleased: the room is 16 bytes short of the ring.
         let (tx, _rx, p) = one_stamped_above_head(false);
-        forge_header(&tx, p, 4088);
+        forge_header(&tx, p, tx.capacity() - 8);
         let tx = newcomer(tx);
         assert_eq!(tx.inner.cur.head(), p, "nothing covered");
         assert_eq!(tx.inner.end.header().unwrap().head.load(Ordering::Acquire), p);
@@ -889,15 +920,18 @@ mod tests {
     fn a_frame_filling_the_ring_waits_while_raw_bytes_before_it_are_unreleased() {
         use std::io::Read;
         let (mut tx, mut rx) = crate::channel(4096).unwrap();
+        let cap = tx.capacity();
         // 8 raw bytes that read as the stamped header of an empty frame one ring on.
-        tx.try_write(&Stamp.stamped(0, 4096).to_le_bytes()).unwrap();
+        tx.try_write(&Stamp.stamped(0, cap as u64).to_le_bytes()).unwrap();
         let mut tx = tx.into_framed();
-        assert_eq!(tx.try_send(&[1; 4080]).unwrap_err().kind(), ErrorKind::WouldBlock);
+        // With the raw bytes, it fills the ring to the byte.
+        let msg = vec![1; cap - 16];
+        assert_eq!(tx.try_send(&msg).unwrap_err().kind(), ErrorKind::WouldBlock);
         let mut raw = [0u8; 8];
         rx.read_exact(&mut raw).unwrap();
         let mut rx = rx.into_framed();
-        tx.try_send(&[1; 4080]).unwrap();
-        assert_eq!(rx.try_recv().unwrap().unwrap().len(), 4080);
+        tx.try_send(&msg).unwrap();
+        assert_eq!(rx.try_recv().unwrap().unwrap().len(), cap - 16);
         assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
     }
 }
