@@ -36,10 +36,10 @@ fn fnv(h: u64, bytes: &[u8]) -> u64 {
 }
 const FNV0: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// 4 MiB through a 4 KiB ring, both ends async tasks on one current-thread runtime (so every
-/// wait parks a task and the other task must run to wake it), in odd-sized writes and reads
-/// that cross the seam; then 10,000 framed messages the same way.
-/// A framed async pair over a fresh 4 KiB ring with spin budget `spin`.
+/// 4 MiB through a one-page ring (4 KiB on most machines), both ends async tasks on one
+/// current-thread runtime (so every wait parks a task and the other task must run to wake it),
+/// in odd-sized writes and reads that cross the seam; then 10,000 framed messages the same way.
+/// A framed async pair over a fresh one-page ring with spin budget `spin`.
 fn framed_async_pair(spin: Duration) -> (mirror_ring::AsyncFramedProducer, mirror_ring::AsyncFramedConsumer) {
     let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(spin).build().unwrap();
     (tx.into_framed().into_async().unwrap(), rx.into_framed().into_async().unwrap())
@@ -89,7 +89,7 @@ fn both_ends_on_one_current_thread_runtime() {
             let (ws, (got, rs)) = tokio::join!(writer, reader);
             assert_eq!(got, total);
             if spin.is_zero() {
-                // Each side had to wait for the other many times (a 4 KiB ring), and every wait
+                // Each side had to wait for the other many times (a one-page ring), and every wait
                 // was ended by the other side's wake-up, never by a timer finding it missed.
                 assert!(rs.parks > 0 && ws.parks > 0, "no async park happened: {rs:?} {ws:?}");
                 assert!(rs.woken > 0 && ws.woken > 0, "{rs:?} {ws:?}");
@@ -154,7 +154,7 @@ fn both_ends_on_one_current_thread_runtime() {
             };
             let (sends, (n, recvs, rs)) = tokio::join!(sender, receiver);
             assert_eq!(n, 10_000);
-            // Batches, not one frame per call (a 4 KiB ring holds about ten 350-byte frames).
+            // Batches, not one frame per call (a 4 KiB ring holds about ten 350-byte frames, a 64 KiB one 180).
             assert!(sends < 10_000 && recvs < 10_000, "{sends} send_batch and {recvs} recv_batch calls");
             if spin.is_zero() {
                 assert!(rs.parks > 0, "the receiver never parked: {rs:?}");
@@ -190,7 +190,7 @@ fn both_ends_on_one_current_thread_runtime() {
             let (ws, (n, rs)) = tokio::join!(sender, receiver);
             assert_eq!(n, 10_000);
             if spin.is_zero() {
-                // A 4 KiB ring holds about ten of these frames: the sender waited for room.
+                // A one-page ring holds 10 (4 KiB) to 180 (64 KiB) of these frames: the sender waited for room.
                 assert!(ws.parks > 0 && rs.parks > 0, "no park: {ws:?} {rs:?}");
             }
             assert_eq!(ws.lost_wakeups + rs.lost_wakeups, 0, "{ws:?} {rs:?}");
@@ -542,7 +542,7 @@ fn peer_death_reaches_async_ends_within_a_second() {
     std::thread::scope(|s| {
         rt.block_on(async {
             let mut tx = ring.into_producer().unwrap().into_async().unwrap();
-            tx.write_all(&[1; 4096]).await.unwrap();
+            tx.write_all(&vec![1; tx.get_ref().capacity()]).await.unwrap(); // full
             let killer = s.spawn(|| {
                 // Long enough for the child to have claimed its role (until then there is
                 // nobody to watch), and for the writer to park.
@@ -594,7 +594,9 @@ fn peer_death_reaches_framed_async_ends_within_a_second() {
     let (err, after) = child.kill_during(Duration::from_millis(300), || {
         rt.block_on(async {
             let mut tx = ring.into_producer().unwrap().into_framed().into_async().unwrap();
-            tx.send(&[1; 4000]).await.unwrap();
+            // A frame that leaves 88 bytes of the ring (one page) free: too few for the next.
+            let big = tx.get_ref().capacity() - 96;
+            tx.send(&vec![1; big]).await.unwrap();
             tx.send(&[2; 200]).await.unwrap_err()
         })
     });
@@ -717,21 +719,23 @@ fn cancelled_futures_lose_nothing() {
         assert!(read.as_mut().poll(&mut cx).is_pending());
     }
     // A write on a full ring: the first fills it, the second is pending, then dropped.
+    let cap = tx.get_ref().capacity(); // one page
     {
-        let mut fill = pin!(tx.write(&[9; 4096]));
-        assert!(matches!(fill.as_mut().poll(&mut cx), Poll::Ready(Ok(4096))));
+        let all = vec![9; cap];
+        let mut fill = pin!(tx.write(&all));
+        assert!(matches!(fill.as_mut().poll(&mut cx), Poll::Ready(Ok(n)) if n == cap));
     }
     {
         let mut more = pin!(tx.write_all(b"never written"));
         assert!(more.as_mut().poll(&mut cx).is_pending());
     }
-    assert_eq!(rx.get_ref().len(), 4096, "the dropped write committed something");
+    assert_eq!(rx.get_ref().len(), cap, "the dropped write committed something");
     // Both ends still work: the reader gets exactly the committed bytes.
     let rt = current_thread();
     rt.block_on(async {
-        let mut got = vec![0; 4096];
+        let mut got = vec![0; cap];
         rx.read_exact(&mut got).await.unwrap();
-        assert_eq!(got, vec![9; 4096]);
+        assert_eq!(got, vec![9; cap]);
         tx.write_all(b"after").await.unwrap();
         let mut five = [0; 5];
         rx.read_exact(&mut five).await.unwrap();
@@ -745,9 +749,12 @@ fn cancelled_futures_lose_nothing() {
         let mut recv = pin!(rx.recv());
         assert!(recv.as_mut().poll(&mut cx).is_pending());
     }
+    // A frame that leaves 88 bytes free: too few for any of the 100-byte frames below.
+    let big = tx.get_ref().capacity() - 96;
     {
-        let mut big = pin!(tx.send(&[1; 4000]));
-        assert!(matches!(big.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+        let msg = vec![1; big];
+        let mut send = pin!(tx.send(&msg));
+        assert!(matches!(send.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
     }
     {
         let mut pending = pin!(tx.send(&[2; 100]));
@@ -768,7 +775,7 @@ fn cancelled_futures_lose_nothing() {
     }
     rt.block_on(async {
         let frame = rx.recv().await.unwrap().unwrap();
-        assert_eq!(frame.len(), 4000);
+        assert_eq!(frame.len(), big);
         drop(frame);
         tx.send(b"next").await.unwrap();
         assert_eq!(&*rx.recv().await.unwrap().unwrap(), b"next", "a cancelled send was sent");
@@ -1117,14 +1124,16 @@ fn async_read_from_refuses_a_reader_that_swaps_its_buffer() {
             Poll::Ready(Ok(()))
         }
     }
-    let own = Box::into_raw(vec![0xAA; 8192].into_boxed_slice());
+    let (tx, rx) = RingOptions::new().capacity(4096).build().unwrap();
+    let cap = tx.capacity(); // one page
+                             // Twice the ring's capacity: a fill of all of it is more than the free space.
+    let own = Box::into_raw(vec![0xAA; 2 * cap].into_boxed_slice());
     current_thread().block_on(async {
-        let (tx, rx) = RingOptions::new().capacity(4096).build().unwrap();
         let (mut tx, mut rx) = (tx.into_async().unwrap(), rx.into_async().unwrap());
-        for fill in [8, 8192] {
+        for fill in [8, 2 * cap] {
             let e = tx.read_from(&mut Swapper { own, fill }).await.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidData, "{fill} bytes: {e}");
-            assert_eq!(tx.get_ref().free(), 4096, "{fill} bytes: something was committed");
+            assert_eq!(tx.get_ref().free(), cap, "{fill} bytes: something was committed");
         }
         tx.write_all(b"after").await.unwrap();
         drop(tx);
@@ -1577,15 +1586,17 @@ impl std::task::Wake for PanickyWaker {
 #[test]
 fn a_panicking_waker_leaves_the_producer_whole() {
     use std::sync::atomic::Ordering::SeqCst;
-    let cap = 4096usize;
-    let (tx, rx) = RingOptions::new().capacity(cap).spin_budget(Duration::ZERO).build().unwrap();
+    let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
+    let cap = tx.capacity(); // one page
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
     // Lap 1: a frame whose payload words read as the stamped headers of 8-byte frames one lap
-    // later at their places.
+    // later at their places. It takes all but the ring's last 8 bytes, whatever the page
+    // size: A's header goes there, and B, C and what follows one lap after the payload's words.
+    let words = (cap / 8 - 2) as u64;
     let payload: Vec<u8> =
-        (0..510u64).flat_map(|i| common::stamped_word(8 + 8 * i + cap as u64, 8).to_le_bytes()).collect();
+        (0..words).flat_map(|i| common::stamped_word(8 + 8 * i + cap as u64, 8).to_le_bytes()).collect();
     tx.send(&payload).unwrap();
-    assert_eq!(rx.try_recv().unwrap().unwrap().len(), 4080);
+    assert_eq!(rx.try_recv().unwrap().unwrap().len(), cap - 16);
     assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
     // Lap 2, batched: A opens a batch, held back.
     tx.set_batch(8);

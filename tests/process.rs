@@ -265,7 +265,7 @@ fn a_tiny_ring_across_fork_without_spinning() {
     // One page and no spin budget: nearly every call sleeps on the futex, across processes.
     for backend in available() {
         let ring = RingOptions::new().capacity(1).backend(backend).spin_budget(Duration::ZERO).shared().unwrap();
-        assert_eq!(ring.capacity(), 4096);
+        assert_eq!(ring.capacity(), page_size());
         let pat = Pattern::new(9);
         let total = (4 * MIB * scale()) as u64;
         let child_ring = ring.clone();
@@ -492,7 +492,8 @@ fn a_dont_fork_ring_does_not_exist_in_a_child_and_its_drop_there_unmaps_nothing(
         let mut tx = ring.clone().into_producer().unwrap();
         // Nothing committed yet: the free space starts at view A, one page after the header.
         let base = tx.write_grant(1).unwrap().as_ptr() as usize - page;
-        let total = page + 2 * 4096;
+        // The header page and both views of the data (one page: 4096 rounds up to it).
+        let total = page + 2 * tx.capacity();
         let mut tx_slot = Some(tx);
         let mut ring_slot = Some(ring);
         let status = in_child(|| {

@@ -1067,7 +1067,8 @@ fn a_taker_killed_mid_takeover_does_not_wedge_the_role() {
     let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
     let view = HeaderView::map(ring.as_fd().unwrap());
     let mut tx = ring.clone().into_producer().unwrap();
-    tx.write_all(&[7u8; 4096]).unwrap(); // full
+    let cap = tx.capacity(); // one page
+    tx.write_all(&vec![7u8; cap]).unwrap(); // full
     let mut holder = idle_consumer(&ring);
     assert!(!tx.is_abandoned());
     holder.kill();
@@ -1089,7 +1090,7 @@ fn a_taker_killed_mid_takeover_does_not_wedge_the_role() {
     let mut rx = ring.take_over_consumer().expect("the dead taker's take-over is taken over");
     assert_eq!(view.claim(OFF_CONSUMER), (CLAIMED, 3, std::process::id() as i32));
     // The survivor goes on: the new consumer releases, the producer writes.
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; cap];
     rx.read_exact(&mut buf).unwrap();
     assert!(buf.iter().all(|&b| b == 7), "the bytes the dead consumer never released");
     tx.write_all(b"on").unwrap();
@@ -1110,13 +1111,14 @@ fn a_taker_killed_mid_takeover_does_not_wedge_the_role() {
 fn the_survivor_goes_on_after_a_takeover() {
     for reported in [false, true] {
         let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
+        let cap = ring.capacity(); // one page
         let fd = ring.as_fd().unwrap().try_clone_to_owned().unwrap();
         let page = SharedPage::new(); // 1: the producer blocks, 2: the take-over is done
         let mut tx = ring.clone().into_producer().unwrap();
         let mut first = idle_consumer(&ring);
         // The producer's watcher identifies the first consumer, alive.
         assert!(!tx.is_abandoned());
-        tx.write_all(&[1u8; 4096]).unwrap(); // full
+        tx.write_all(&vec![1u8; cap]).unwrap(); // full
         first.kill();
         first.wait();
         if reported {
@@ -1130,9 +1132,9 @@ fn the_survivor_goes_on_after_a_takeover() {
             page.word(2).store(1, Ordering::Release);
             wait_until("the producer blocks", || page.word(1).load(Ordering::Acquire) == 1);
             std::thread::sleep(Duration::from_millis(60)); // past the producer's watch interval
-            let mut buf = vec![0u8; 4096 + 5];
+            let mut buf = vec![0u8; cap + 5];
             match rx.read_exact(&mut buf) {
-                Ok(()) if buf[..4096].iter().all(|&b| b == 1) && &buf[4096..] == b"after" => 0,
+                Ok(()) if buf[..cap].iter().all(|&b| b == 1) && &buf[cap..] == b"after" => 0,
                 _ => 1,
             }
         });
