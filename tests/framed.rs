@@ -252,14 +252,15 @@ fn every_backend_carries_frames() {
 #[test]
 fn a_tiny_ring_without_spinning_never_loses_a_wakeup() {
     let _dog = watchdog("a_tiny_ring_without_spinning_never_loses_a_wakeup", HANG);
-    // Every frame takes more than half of the 4 KiB ring (2041 payload bytes make 2056), so
-    // only one fits at a time: the producer waits for each frame's release and the consumer for
-    // each send, and with no spin budget every wait parks on the futex. A lost wake-up hangs
+    // Every frame takes more than half of the smallest ring (4 KiB, or one page: with 4 KiB,
+    // 2041 payload bytes make 2056), so only one fits at a time: the producer waits for each
+    // frame's release and the consumer for each send, and with no spin budget every wait parks
+    // on the futex. A lost wake-up hangs
     // (the watchdog turns that into a failure).
     let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
     let seed = seed() ^ 77;
-    let (min, max) = (4096 / 2 - 8 + 1, tx.max_frame_len());
+    let (min, max) = (tx.capacity() / 2 - 8 + 1, tx.max_frame_len());
     let writer = thread::spawn(move || send_sized(&mut tx, 3_000, seed, min, max));
     recv_sized(&mut rx, 3_000, seed, min, max);
     writer.join().unwrap();
@@ -270,15 +271,18 @@ fn oversize_frames_are_refused_write_nothing_and_the_ring_keeps_working() {
     let _dog = watchdog("oversize_frames_are_refused_write_nothing_and_the_ring_keeps_working", HANG);
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-    assert_eq!((tx.capacity(), tx.max_frame_len(), rx.max_frame_len()), (4096, 4088, 4088));
+    // 4 KiB, or one page where pages are larger.
+    let cap = tx.capacity();
+    assert_eq!(cap, page_size().max(4096));
+    assert_eq!((tx.max_frame_len(), rx.max_frame_len()), (cap - 8, cap - 8));
     tx.send(b"before").unwrap();
-    let big = vec![9u8; 4089];
+    let big = vec![9u8; cap - 7];
     for err in [
         tx.send(&big).unwrap_err(),
         tx.try_send(&big).unwrap_err(),
         tx.send_timeout(&big, Duration::from_millis(1)).unwrap_err(),
         tx.send(&vec![0; 1 << 20]).unwrap_err(),
-        tx.reserve(4089).unwrap_err(),
+        tx.reserve(cap - 7).unwrap_err(),
         tx.try_reserve(usize::MAX).unwrap_err(),
     ] {
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
@@ -288,7 +292,7 @@ fn oversize_frames_are_refused_write_nothing_and_the_ring_keeps_working() {
     assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
     // The largest frame fits exactly, twice in a row (the second crosses the seam).
     for round in 0..2u8 {
-        let max = vec![round; 4088];
+        let max = vec![round; cap - 8];
         tx.try_send(&max).unwrap();
         assert_eq!(tx.try_send(b"").unwrap_err().kind(), ErrorKind::WouldBlock, "the ring is full");
         let frame = rx.try_recv().unwrap().unwrap();
@@ -307,7 +311,8 @@ fn oversize_frames_are_refused_write_nothing_and_the_ring_keeps_working() {
 fn send_batch_stops_where_a_message_cannot_go_and_the_next_call_says_why() {
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-    let long = vec![9u8; 4089];
+    let cap = tx.capacity();
+    let long = vec![9u8; cap - 7];
     let msgs: [&[u8]; 5] = [b"one", b"", b"three", &long, b"five"];
     assert_eq!(tx.try_send_batch(&msgs).unwrap(), 3);
     assert_eq!(tx.try_send_batch(&msgs[3..]).unwrap_err().kind(), ErrorKind::InvalidInput);
@@ -318,11 +323,12 @@ fn send_batch_stops_where_a_message_cannot_go_and_the_next_call_says_why() {
     assert_eq!(got, [&b"one"[..], b"", b"three", b"five"]);
 
     // A full ring (everything above was received and released): 100-byte messages take 112
-    // bytes with their header, and the last needs the 8-byte mark after it: 36 * 112 + 8 =
-    // 4040 bytes fit in 4096, 37 would not.
-    let msgs = vec![[7u8; 100]; 60];
+    // bytes with their header, and the last needs the 8-byte mark after it: with 4 KiB,
+    // 36 * 112 + 8 = 4040 bytes fit in 4096, 37 would not.
+    let fit = (cap - 8) / 112;
+    let msgs = vec![[7u8; 100]; fit + 24];
     let sent = tx.try_send_batch(&msgs).unwrap();
-    assert_eq!(sent, 36);
+    assert_eq!(sent, fit);
     assert_eq!(tx.try_send_batch(&msgs[sent..]).unwrap_err().kind(), ErrorKind::WouldBlock);
     let err = tx.send_batch_timeout(&msgs[sent..], Duration::from_millis(5)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::TimedOut);
@@ -395,21 +401,22 @@ fn into_framed_publishes_nothing_that_was_not_committed() {
 /// unstamped are taken through head only. And the stream goes on as sent.
 #[test]
 fn frames_written_through_the_byte_api_are_taken_through_head_only() {
-    let cap = 4096u64;
-    let (mut tx, rx) = channel(cap as usize).unwrap();
+    let (mut tx, rx) = channel(4096).unwrap();
+    let cap = tx.capacity() as u64;
     let mut rx = rx.into_framed();
-    // Lap 1: one frame of 4080 bytes at 0, whose payload words read as the stamped headers of
-    // 64-byte frames one lap later at their places.
-    let mut frame = unstamped(0, 4080).to_vec();
-    for i in 0..510u64 {
+    // Lap 1: one frame of `cap - 16` bytes at 0 (4080 with 4 KiB), whose payload words read as
+    // the stamped headers of 64-byte frames one lap later at their places.
+    let first = cap as u32 - 16;
+    let mut frame = unstamped(0, first).to_vec();
+    for i in 0..u64::from(first) / 8 {
         frame.extend_from_slice(&stamped_word(8 + 8 * i + cap, 64).to_le_bytes());
     }
     tx.write_all(&frame).unwrap();
-    assert_eq!(rx.try_recv().unwrap().unwrap().len(), 4080);
+    assert_eq!(rx.try_recv().unwrap().unwrap().len(), first as usize);
     assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
-    // Lap 2: one 8-byte frame at 4088. The producer's head is then 4104, where lap 1 left a
-    // word that reads as a stamped 64-byte frame.
-    let mut second = unstamped(4088, 8).to_vec();
+    // Lap 2: one 8-byte frame at `cap - 8`. The producer's head is then `cap + 8`, where lap 1
+    // left a word that reads as a stamped 64-byte frame.
+    let mut second = unstamped(cap - 8, 8).to_vec();
     second.extend_from_slice(b"secondms");
     tx.write_all(&second).unwrap();
     assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"secondms");
@@ -418,7 +425,7 @@ fn frames_written_through_the_byte_api_are_taken_through_head_only() {
         Ok(f) => panic!("a frame nobody sent, in the producer's free space: {:?}", f.map(|f| f.len())),
     }
     // The next frame, then the end.
-    let mut third = unstamped(4104, 64).to_vec();
+    let mut third = unstamped(cap + 8, 64).to_vec();
     third.extend_from_slice(&[0xEE; 64]);
     tx.write_all(&third).unwrap();
     drop(tx);
@@ -479,16 +486,17 @@ impl AsRef<[u8]> for ShapeShifter {
 fn send_batch_writes_the_slice_it_claimed_room_for() {
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    let cap = tx.capacity();
     tx.send(&[0xAA; 2000]).unwrap();
     let held = rx.try_recv().unwrap().unwrap();
-    assert_eq!(tx.send_batch(&[ShapeShifter::new(&[0, 4088], 0x55)]).unwrap(), 1);
+    assert_eq!(tx.send_batch(&[ShapeShifter::new(&[0, cap - 8], 0x55)]).unwrap(), 1);
     assert!(held.iter().all(|&b| b == 0xAA), "send_batch overwrote a frame the consumer holds");
     drop(held);
     assert_eq!(rx.try_recv().unwrap().unwrap().len(), 0, "the slice that claimed the room is the one sent");
-    // A run takes at most an eighth of the ring (512 bytes here) after its first frame: 600
-    // bytes do not fit, so the second message opens a run of its own, claimed by the length it
-    // answers then.
-    let msgs = [ShapeShifter::new(&[200], 1), ShapeShifter::new(&[600, 8, 4000], 2)];
+    // A run takes at most an eighth of the ring (512 bytes with 4 KiB) after its first frame:
+    // 88 bytes more (600 with 4 KiB) do not fit, so the second message opens a run of its own,
+    // claimed by the length it answers then.
+    let msgs = [ShapeShifter::new(&[200], 1), ShapeShifter::new(&[cap / 8 + 88, 8, cap - 96], 2)];
     assert_eq!(tx.try_send_batch(&msgs).unwrap(), 2);
     let mut got = Vec::new();
     while let Ok(Some(f)) = rx.try_recv() {
@@ -523,8 +531,9 @@ fn zero_length_frames_are_frames() {
     let _dog = watchdog("zero_length_frames_are_frames", HANG);
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-    // 512 empty frames fill the ring exactly (8 bytes each).
-    for _ in 0..512 {
+    // `cap / 8` empty frames (512 with 4 KiB) fill the ring exactly (8 bytes each).
+    let frames = tx.capacity() / 8;
+    for _ in 0..frames {
         tx.try_send(&[]).unwrap();
     }
     assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock);
@@ -535,15 +544,16 @@ fn zero_length_frames_are_frames() {
         assert!(frame.is_empty());
         n += 1;
     }
-    assert_eq!(n, 512);
+    assert_eq!(n, frames);
 }
 
 #[test]
 fn dropping_a_frame_releases_its_bytes() {
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    let len = tx.capacity() / 4 - 8; // a quarter of the ring each, with the header
     for i in 0..4u8 {
-        tx.try_send(&[i; 1016]).unwrap(); // 1024 bytes in the ring each
+        tx.try_send(&vec![i; len]).unwrap();
     }
     assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock);
     let frame = rx.try_recv().unwrap().unwrap();
@@ -551,10 +561,10 @@ fn dropping_a_frame_releases_its_bytes() {
     // Still held: no room.
     assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock);
     drop(frame);
-    tx.try_send(&[4; 1016]).unwrap();
+    tx.try_send(&vec![4; len]).unwrap();
     assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock);
     for i in 1..5u8 {
-        assert_eq!(rx.try_recv().unwrap().unwrap()[1015], i);
+        assert_eq!(rx.try_recv().unwrap().unwrap()[len - 1], i);
     }
 }
 
@@ -565,11 +575,14 @@ fn frames_cross_the_seam_many_times_single_threaded() {
     for backend in available() {
         let (tx, rx) = RingOptions::new().capacity(4096).backend(backend).build().unwrap();
         let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        let cap = tx.capacity();
         let payloads = Payloads::new();
         let mut rng = Rng::new(seed() ^ 5);
         let (mut pos, mut crossings) = (0usize, 0u32);
         for i in 0..20_000u64 {
-            let len = rng.up_to(600);
+            // Up to 600 bytes in a 4 KiB ring, as many in proportion in a larger one: as many
+            // crossings.
+            let len = rng.up_to(600 * (cap / 4096));
             let msg = payloads.of(i, len);
             if i % 2 == 0 {
                 tx.try_send(msg).unwrap();
@@ -581,7 +594,7 @@ fn frames_cross_the_seam_many_times_single_threaded() {
             let frame = rx.try_recv().unwrap().unwrap();
             check_frame(&frame, msg, i);
             let size = 8 + len.div_ceil(8) * 8;
-            if pos % 4096 + size > 4096 {
+            if pos % cap + size > cap {
                 crossings += 1;
             }
             pos += size;
@@ -609,6 +622,7 @@ fn batched_frames_wait_for_flush_and_drop_publishes_them() {
     let _dog = watchdog("batched_frames_wait_for_flush_and_drop_publishes_them", HANG);
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    let cap = tx.capacity();
     tx.set_batch(100);
     for i in 0..5u8 {
         tx.send(&[i; 3]).unwrap();
@@ -629,15 +643,16 @@ fn batched_frames_wait_for_flush_and_drop_publishes_them() {
     for i in 0..3u8 {
         assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[i]);
     }
-    // A quarter of the ring pending publishes whatever the count: 1024 bytes here.
+    // A quarter of the ring pending publishes whatever the count: 1024 bytes with 4 KiB.
     tx.set_batch(1000);
+    let len = 300 * (cap / 4096); // with 4 KiB, 312 bytes each with the header and padding
     for i in 0..3u8 {
-        tx.send(&[i; 300]).unwrap(); // 312 bytes each
+        tx.send(&vec![i; len]).unwrap();
     }
     assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
-    tx.send(&[3; 300]).unwrap(); // 1248 >= 1024
+    tx.send(&vec![3; len]).unwrap(); // 1248 >= 1024 with 4 KiB
     for i in 0..4u8 {
-        assert_eq!(&*rx.try_recv().unwrap().unwrap(), &[i; 300]);
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), &vec![i; len][..]);
     }
     // Dropping the producer publishes the rest.
     tx.send(b"last").unwrap();
@@ -664,10 +679,12 @@ fn a_full_ring_publishes_pending_frames_when_a_send_fails() {
     for on_full in [OnFull::Nothing, OnFull::TrySend, OnFull::TryReserve, OnFull::SendTimeout] {
         let (tx, rx) = channel(4096).unwrap();
         let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-        // 3200 bytes published (no batching yet) ...
-        tx.try_send(&[7; 3192]).unwrap();
+        // All but 896 bytes published (3200 with 4 KiB; no batching yet) ...
+        let big = tx.capacity() - 896 - 8;
+        tx.try_send(&vec![7; big]).unwrap();
         // ... then 56 frames of 16 bytes batched: 896 bytes, under both the batch count (100)
-        // and a quarter of the ring (1024), so nothing publishes them, and the ring is full.
+        // and a quarter of the ring (1024 or more), so nothing publishes them, and the ring is
+        // full.
         tx.set_batch(100);
         for i in 0..56u32 {
             tx.try_send(&i.to_le_bytes()).unwrap();
@@ -682,7 +699,7 @@ fn a_full_ring_publishes_pending_frames_when_a_send_fails() {
         if let Some(e) = failed {
             assert_eq!(e.kind(), want, "{on_full:?}: {e}");
         }
-        assert_eq!(rx.try_recv().unwrap().unwrap().len(), 3192, "{on_full:?}");
+        assert_eq!(rx.try_recv().unwrap().unwrap().len(), big, "{on_full:?}");
         if on_full == OnFull::Nothing {
             let e = rx.try_recv().unwrap_err();
             assert_eq!(e.kind(), ErrorKind::WouldBlock, "control: the 56 frames must still be pending");
@@ -710,8 +727,10 @@ fn a_producer_blocking_on_a_full_ring_publishes_its_pending_frames_first() {
     let (mut tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
     let hdr = tx.write_grant(1).unwrap().as_ptr() as usize - page_size();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-    // As in the test above: 3200 bytes published, then 56 frames (896 bytes) pending, and full.
-    tx.try_send(&[7; 3192]).unwrap();
+    // As in the test above: all but 896 bytes published, then 56 frames (896 bytes) pending,
+    // and full.
+    let big = tx.capacity() - 896 - 8;
+    tx.try_send(&vec![7; big]).unwrap();
     tx.set_batch(100);
     for i in 0..56u32 {
         tx.try_send(&i.to_le_bytes()).unwrap();
@@ -721,13 +740,13 @@ fn a_producer_blocking_on_a_full_ring_publishes_its_pending_frames_first() {
         // SAFETY: gettid has no preconditions.
         tid_tx.send(unsafe { libc::gettid() }).unwrap();
         // 112 bytes: only the big frame's release makes room. The frame it then writes stays
-        // pending too (1008 bytes in all, the consumer awake), so only a publish before the
-        // sleep makes the 56 visible.
+        // pending too (1008 bytes in all, under a quarter of the ring; the consumer awake), so
+        // only a publish before the sleep makes the 56 visible.
         tx.send(&[9; 100]).unwrap();
         tx // handed back unflushed: dropping it would publish
     });
     wait_until_parked(tid_rx.recv().unwrap(), hdr);
-    assert_eq!(rx.try_recv().unwrap().unwrap().len(), 3192);
+    assert_eq!(rx.try_recv().unwrap().unwrap().len(), big);
     let mut tx = writer.join().unwrap();
     for i in 0..56u32 {
         match rx.try_recv() {
@@ -836,6 +855,8 @@ fn timeouts_expire() {
     let _dog = watchdog("timeouts_expire", HANG);
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    // 88 bytes stay free (4000 bytes sent with 4 KiB): not room for 100 more.
+    let big = tx.capacity() - 96;
     // Each call waits out its timeout (not less) and then gives up with TimedOut.
     let t = Duration::from_millis(5);
     let expires = |what: &str, started: Instant, kind: ErrorKind| {
@@ -844,12 +865,12 @@ fn timeouts_expire() {
     };
     let started = Instant::now();
     expires("recv_timeout", started, rx.recv_timeout(t).unwrap_err().kind());
-    tx.send(&[0; 4000]).unwrap();
+    tx.send(&vec![0; big]).unwrap();
     let started = Instant::now();
     expires("send_timeout", started, tx.send_timeout(&[0; 100], t).unwrap_err().kind());
     let started = Instant::now();
     expires("reserve_timeout", started, tx.reserve_timeout(100, t).unwrap_err().kind());
-    assert_eq!(rx.recv_timeout(t).unwrap().unwrap().len(), 4000);
+    assert_eq!(rx.recv_timeout(t).unwrap().unwrap().len(), big);
 }
 
 #[test]
@@ -857,7 +878,8 @@ fn a_truncated_grant_sends_its_real_size_and_a_dropped_grant_sends_nothing() {
     let _dog = watchdog("a_truncated_grant_sends_its_real_size_and_a_dropped_grant_sends_nothing", HANG);
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-    let mut g = tx.reserve(4088).unwrap();
+    let cap = tx.capacity();
+    let mut g = tx.reserve(cap - 8).unwrap();
     g[..5].copy_from_slice(b"hello");
     g.truncate(5);
     assert_eq!(g.len(), 5);
@@ -865,14 +887,14 @@ fn a_truncated_grant_sends_its_real_size_and_a_dropped_grant_sends_nothing() {
     let g = tx.reserve_timeout(100, WAKE).unwrap();
     drop(g);
     // While "hello" is still held, a truncated frame takes only its real size: 16 bytes, so
-    // exactly 4080 remain.
+    // exactly `cap - 16` remain (4080 with 4 KiB).
     let hello = rx.try_recv().unwrap().unwrap();
     assert_eq!(&*hello, b"hello");
-    tx.try_send(&[1; 4072]).unwrap();
+    tx.try_send(&vec![1; cap - 24]).unwrap();
     assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock, "the ring is full");
     drop(hello);
     // The dropped grant sent nothing: the next frame is the one sent after it.
-    assert_eq!(rx.try_recv().unwrap().unwrap().len(), 4072);
+    assert_eq!(rx.try_recv().unwrap().unwrap().len(), cap - 24);
     assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock);
 }
 
@@ -885,8 +907,10 @@ fn ends_are_send_and_debug_shows_sizes_not_bytes() {
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
     tx.send(b"secret").unwrap();
+    let cap = tx.capacity();
     let d = format!("{tx:?} {rx:?}");
-    assert!(d.contains("max_frame_len: 4088") && d.contains("capacity: 4096") && !d.contains("secret"), "{d}");
+    let (max, cap) = (format!("max_frame_len: {}", cap - 8), format!("capacity: {cap}"));
+    assert!(d.contains(&max) && d.contains(&cap) && !d.contains("secret"), "{d}");
     let g = tx.reserve(3).unwrap();
     assert_eq!(format!("{g:?}"), "FrameGrant { len: 3 }");
     drop(g);
@@ -948,6 +972,11 @@ fn producer_error(tx: &mut FramedProducer) -> std::io::Error {
         }
     }
     panic!("the producer never noticed the poisoned ring");
+}
+
+/// The capacity of `channel(4096)`: 4 KiB, or one page where pages are larger.
+fn small_capacity() -> usize {
+    channel(4096).unwrap().0.capacity()
 }
 
 /// [`stamped_word`] as bytes.
@@ -1159,7 +1188,8 @@ fn a_corrupt_length_prefix_poisons_the_ring() {
     assert_poisons(&[0; 16], "zero header");
     assert_poisons(&[0xff; 16], "all ones");
     // Longer than any frame this ring can hold, with a valid check and stamp.
-    for len in [4089u32, 1 << 20, u32::MAX] {
+    let cap = small_capacity();
+    for len in [cap as u32 - 7, 1 << 20, u32::MAX] {
         let mut bad = stamped(0, len).to_vec();
         bad.extend_from_slice(&body);
         assert_poisons(&bad, &format!("len {len}"));
@@ -1172,7 +1202,7 @@ fn a_corrupt_length_prefix_poisons_the_ring() {
         assert_poisons(&bad, &format!("len {len} with {published} published"));
     }
     // A header stamped for another position: the lap before, the next word.
-    for pos in [4096u64, 8] {
+    for pos in [cap as u64, 8] {
         let mut bad = stamped(pos, 8).to_vec();
         bad.extend_from_slice(&[0; 8]);
         assert_poisons(&bad, &format!("stamped for {pos}"));
@@ -1209,11 +1239,13 @@ fn random_garbage_never_panics() {
     let mut rng = Rng::new(seed() ^ 0xbad);
     for round in 0..500 {
         let (mut raw, rx) = channel(4096).unwrap();
-        let mut junk = vec![0u8; 8 + rng.up_to(4088)];
+        let cap = raw.capacity();
+        let mut junk = vec![0u8; 8 + rng.up_to(cap - 8)];
         rng.fill(&mut junk);
         if round % 2 == 0 {
-            // Plausible lengths make the check go further than the complement.
-            let len = rng.up_to(5000) as u32;
+            // Plausible lengths (some too long for the ring) make the check go further than the
+            // complement.
+            let len = rng.up_to(cap + cap / 4) as u32;
             junk[..8].copy_from_slice(&stamped(0, len));
         }
         raw.write_all(&junk).unwrap();
@@ -1419,15 +1451,23 @@ fn recv_batch_delivers_every_frame_whole_and_in_order() {
 fn a_panicking_batch_callback_releases_the_frames_it_saw() {
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-    for i in 0..64u8 {
-        tx.try_send(&[i; 56]).unwrap(); // 64 bytes each: the ring is full
+    // 64 bytes each: `n` of them fill the ring (64 with 4 KiB). Frame `i` starts with `i`.
+    let n = (tx.capacity() / 64) as u32;
+    let msg = |i: u32| {
+        let mut m = [0u8; 56];
+        m[..4].copy_from_slice(&i.to_le_bytes());
+        m
+    };
+    let index = |frame: &[u8]| u32::from_le_bytes(frame[..4].try_into().unwrap());
+    for i in 0..n {
+        tx.try_send(&msg(i)).unwrap();
     }
     assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock);
     let mut seen = Vec::new();
     let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         rx.try_recv_batch(|frame| {
-            seen.push(frame[0]);
-            if frame[0] == 1 {
+            seen.push(index(frame));
+            if index(frame) == 1 {
                 panic!("callback gives up");
             }
         })
@@ -1435,14 +1475,14 @@ fn a_panicking_batch_callback_releases_the_frames_it_saw() {
     assert!(unwound.is_err());
     assert_eq!(seen, [0, 1]);
     // Frames 0 and 1 were released: two frames' room, and frame 2 comes next.
-    tx.try_send(&[64; 56]).unwrap();
-    tx.try_send(&[65; 56]).unwrap();
+    tx.try_send(&msg(n)).unwrap();
+    tx.try_send(&msg(n + 1)).unwrap();
     assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock);
     let mut rest = Vec::new();
-    while let Ok(n) = rx.try_recv_batch(|frame| rest.push(frame[0])) {
-        assert!(n > 0);
+    while let Ok(k) = rx.try_recv_batch(|frame| rest.push(index(frame))) {
+        assert!(k > 0);
     }
-    assert_eq!(rest, (2..66).collect::<Vec<u8>>());
+    assert_eq!(rest, (2..n + 2).collect::<Vec<u32>>());
 }
 
 #[test]
@@ -1530,8 +1570,11 @@ fn recv_batch_across_fork() {
 fn one_batch_takes_at_most_an_eighth_of_the_ring() {
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-    for i in 0..200u32 {
-        tx.try_send(&i.to_le_bytes()).unwrap(); // 16 bytes each: 3200 of 4096
+    let cap = tx.capacity();
+    // 16 bytes each: 3200 of 4096 with 4 KiB, as much of a larger ring.
+    let sent = (200 * (cap / 4096)) as u32;
+    for i in 0..sent {
+        tx.try_send(&i.to_le_bytes()).unwrap();
     }
     let mut next = 0u32;
     let first = rx
@@ -1540,9 +1583,9 @@ fn one_batch_takes_at_most_an_eighth_of_the_ring() {
             next += 1;
         })
         .unwrap();
-    assert_eq!(first, 4096 / 8 / 16, "the first batch stops after an eighth of the ring");
+    assert_eq!(first, cap / 8 / 16, "the first batch stops after an eighth of the ring");
     // The producer has that room back at once.
-    for i in 200..200 + first as u32 {
+    for i in sent..sent + first as u32 {
         tx.try_send(&i.to_le_bytes()).unwrap();
     }
     while rx
@@ -1552,7 +1595,7 @@ fn one_batch_takes_at_most_an_eighth_of_the_ring() {
         })
         .is_ok()
     {}
-    assert_eq!(next, 200 + first as u32);
+    assert_eq!(next, sent + first as u32);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1569,12 +1612,12 @@ fn one_batch_takes_at_most_an_eighth_of_the_ring() {
 fn random_streams_deliver_exactly_their_good_prefix() {
     let _dog = watchdog("random_streams_deliver_exactly_their_good_prefix", HANG);
     let mut rng = Rng::new(seed() ^ 0x5747);
-    let cap = 4096u64;
     for round in 0..2000 {
-        let (mut raw, rx) = channel(cap as usize).unwrap();
+        let (mut raw, rx) = channel(4096).unwrap();
+        let cap = raw.capacity() as u64;
         let (mut stream, mut good) = (Vec::new(), Vec::new());
         // Good frames, up to about half the ring.
-        while stream.len() < 2048 && rng.up_to(9) != 0 {
+        while stream.len() < cap as usize / 2 && rng.up_to(9) != 0 {
             let (pos, len) = (stream.len() as u64, rng.up_to(100));
             let mut payload = vec![0u8; len];
             rng.fill(&mut payload);
@@ -1591,7 +1634,7 @@ fn random_streams_deliver_exactly_their_good_prefix() {
             0 => stamped_word(pos, len) ^ (1 << (32 + rng.up_to(29))), // check bit flipped
             1 => stamped_word(pos + 8 * (1 + rng.up_to(3) as u64), len), // another position
             2 => stamped_word(pos.wrapping_sub(cap), len),             // one lap back
-            3 => stamped_word(pos, 4089 + rng.up_to(1 << 20) as u32),  // longer than the ring
+            3 => stamped_word(pos, cap as u32 - 7 + rng.up_to(1 << 20) as u32), // longer than the ring
             4 => u64::from_le_bytes(unstamped(pos, len)),              // payload not all there
             5 => 0,                                                    // never written
             _ => rng.next_u64(),                                       // anything
@@ -1641,16 +1684,17 @@ fn a_payload_that_looks_like_the_next_header_is_not_a_frame() {
     for (first, batch) in [(8usize, 1usize), (20, 1), (8, 4)] {
         let (tx, rx) = channel(4096).unwrap();
         let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        let cap = tx.capacity();
         // Lap 0: one frame of the whole ring. Its payload covers the place where the second
         // frame of lap 1 will start: put that frame's own header there.
-        let next = 4096 + frame_len(first) as u64;
-        let mut big = vec![0xAB; 4088];
-        let at = next as usize - 4096 - 8;
+        let next = (cap + frame_len(first)) as u64;
+        let mut big = vec![0xAB; cap - 8];
+        let at = next as usize - cap - 8;
         big[at..at + 8].copy_from_slice(&stamped(next, 8));
         tx.try_send(&big).unwrap();
         assert_eq!(&*rx.try_recv().unwrap().unwrap(), &big[..]);
         assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock); // releases the room
-                                                                              // Lap 1: one frame at 4096; the next goes where the forged header lies.
+                                                                              // Lap 1: one frame at `cap`; the next goes where the forged header lies.
         tx.set_batch(batch);
         let genuine = vec![b'g'; first];
         tx.try_send(&genuine).unwrap();
@@ -1682,24 +1726,28 @@ fn releases_reach_the_producer_every_quarter_ring_or_when_the_consumer_waits() {
     let _dog = watchdog("releases_reach_the_producer_every_quarter_ring_or_when_the_consumer_waits", HANG);
     let (tx, rx) = channel(4096).unwrap();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+    // With 4 KiB: 256 frames of 16 bytes fill the ring, 64 a quarter of it.
+    let full = (tx.capacity() / 16) as u32;
+    let quarter = full / 4;
     let mut sent = 0u32;
     while tx.try_send(&sent.to_le_bytes()).is_ok() {
         sent += 1; // 16 bytes each
     }
-    assert_eq!(sent, 256, "the ring holds 256 frames of 16 bytes, the last one to the byte");
+    assert_eq!(sent, full, "the ring holds {full} frames of 16 bytes, the last one to the byte");
     let mut next = 0u32;
     let recv = |rx: &mut FramedConsumer, next: &mut u32| {
         assert_eq!(&*rx.try_recv().unwrap().unwrap(), &next.to_le_bytes());
         *next += 1;
     };
-    // 63 frames (1008 bytes) released: under a quarter of the ring, still the consumer's.
-    for _ in 0..63 {
+    // 63 frames (1008 bytes) with 4 KiB released: under a quarter of the ring, still the
+    // consumer's.
+    for _ in 0..quarter - 1 {
         recv(&mut rx, &mut next);
     }
     assert_eq!(tx.try_send(&[]).unwrap_err().kind(), ErrorKind::WouldBlock, "released before a quarter ring");
     // The 64th makes 1024 bytes: released with it.
     recv(&mut rx, &mut next);
-    for _ in 0..64 {
+    for _ in 0..quarter {
         tx.try_send(&sent.to_le_bytes()).unwrap();
         sent += 1;
     }
@@ -1714,7 +1762,7 @@ fn releases_reach_the_producer_every_quarter_ring_or_when_the_consumer_waits() {
         recv(&mut rx, &mut next);
     }
     assert_eq!(rx.try_recv().map(|f| f.is_some()).unwrap_err().kind(), ErrorKind::WouldBlock);
-    for _ in 0..256 {
+    for _ in 0..full {
         tx.try_send(&sent.to_le_bytes()).unwrap();
         sent += 1;
     }
@@ -1730,7 +1778,8 @@ fn a_parked_producer_gets_released_room_on_the_next_receive() {
     let (mut tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
     let hdr = tx.write_grant(1).unwrap().as_ptr() as usize - page_size();
     let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
-    for i in 0..256u32 {
+    let full = (tx.capacity() / 16) as u32; // 256 with 4 KiB
+    for i in 0..full {
         tx.try_send(&i.to_le_bytes()).unwrap(); // 16 bytes each: full
     }
     drop(rx.try_recv().unwrap().unwrap()); // frame 0: 16 bytes released, not given back yet
@@ -1739,7 +1788,7 @@ fn a_parked_producer_gets_released_room_on_the_next_receive() {
     let writer = thread::spawn(move || {
         // SAFETY: gettid has no preconditions.
         tid_tx.send(unsafe { libc::gettid() }).unwrap();
-        tx.send(&256u32.to_le_bytes()).unwrap(); // needs frame 0's 16 bytes
+        tx.send(&full.to_le_bytes()).unwrap(); // needs frame 0's 16 bytes
         done_tx.send(()).unwrap();
         tx
     });
@@ -1752,7 +1801,7 @@ fn a_parked_producer_gets_released_room_on_the_next_receive() {
     }
     drop(frame);
     let _tx = writer.join().unwrap();
-    for i in 2..257u32 {
+    for i in 2..full + 1 {
         assert_eq!(&*rx.try_recv().unwrap().unwrap(), &i.to_le_bytes());
     }
 }
@@ -1764,12 +1813,13 @@ fn a_parked_producer_gets_released_room_on_the_next_receive() {
 fn raw_bytes_before_framing_are_never_taken_for_a_frame() {
     let _dog = watchdog("raw_bytes_before_framing_are_never_taken_for_a_frame", HANG);
     let (mut tx, mut rx) = channel(4096).unwrap();
-    // One lap of raw bytes whose start is the header and payload a frame at 4096 would have.
-    let mut lap = vec![0x33u8; 4096];
-    lap[..8].copy_from_slice(&stamped(4096, 6));
+    let cap = tx.capacity();
+    // One lap of raw bytes whose start is the header and payload a frame at `cap` would have.
+    let mut lap = vec![0x33u8; cap];
+    lap[..8].copy_from_slice(&stamped(cap as u64, 6));
     lap[8..14].copy_from_slice(b"forged");
     tx.write_all(&lap).unwrap();
-    let mut back = vec![0u8; 4096];
+    let mut back = vec![0u8; cap];
     rx.read_exact(&mut back).unwrap();
     let (tx, mut rx) = (tx.into_framed(), rx.into_framed());
     for _ in 0..3 {

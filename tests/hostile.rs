@@ -118,7 +118,8 @@ fn punching_holes_in_a_ring_file_corrupts_nothing_but_the_stream() {
     let status = in_child_within(2 * LONG, || {
         let ring = RingOptions::new().capacity(16 * KIB).backend(Backend::Memfd).shared().unwrap();
         let fd = ring.as_fd().unwrap().try_clone_to_owned().unwrap();
-        let size = (page_size() + 16 * KIB) as i64;
+        // The whole file: the header page and the data (16 KiB, or one larger page).
+        let size = (page_size() + ring.capacity()) as i64;
         let mut tx = ring.clone().into_producer().unwrap();
         let mut rx = ring.clone().into_consumer().unwrap();
         let stop = AtomicBool::new(false);
@@ -183,9 +184,10 @@ fn punching_holes_in_a_ring_file_corrupts_nothing_but_the_stream() {
 // ---------------------------------------------------------------------------------------------
 // Bad files for from_fd.
 
-/// The bytes of a fresh, unclaimed ring of `cap` bytes.
+/// The bytes of a fresh, unclaimed ring of `cap` bytes (a power of two, at least a page).
 fn ring_image(cap: usize) -> Vec<u8> {
     let ring = RingOptions::new().capacity(cap).backend(Backend::Memfd).shared().unwrap();
+    assert_eq!(ring.capacity(), cap, "a ring image of {cap} bytes");
     file_bytes(&ring, page_size() + cap)
 }
 
@@ -221,7 +223,9 @@ fn patched(img: &[u8], off: usize, value: &[u8]) -> Vec<u8> {
 fn from_fd_refuses_every_bad_file_with_invalid_data_and_leaks_nothing() {
     let status = in_child_within(2 * LONG, || {
         let page = page_size();
-        let cap = 16 * KIB;
+        // Four data pages (16 KiB with 4 KiB pages): "3 data pages" and "half the data" below
+        // stay distinct wrong sizes at every page size.
+        let cap = 4 * page;
         let img = ring_image(cap);
         let len = (page + cap) as u64;
         let good = |bytes: &[u8]| file_with(bytes, len, true, SHRINK_GROW);
@@ -347,7 +351,7 @@ fn a_consistent_huge_sparse_ring_file_attaches_or_fails_cleanly() {
     let status = in_child_within(LONG, || {
         let page = page_size();
         let huge = 1u64 << 40;
-        let img = patched(&ring_image(16 * KIB)[..page], OFF_CAPACITY, &huge.to_le_bytes());
+        let img = patched(&ring_image(page)[..page], OFF_CAPACITY, &huge.to_le_bytes());
         match SharedRing::from_fd(file_with(&img, page as u64 + huge, true, SHRINK_GROW)) {
             Ok(ring) => {
                 if ring.capacity() as u64 != huge {
@@ -463,7 +467,8 @@ fn write_with_forged_consumer(state: u32, pid: i32, start: u64) -> Result<usize,
     let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
     let view = HeaderView::map(ring.as_fd().unwrap());
     let mut tx = ring.into_producer().unwrap();
-    tx.try_write(&[0; 4096]).unwrap();
+    let cap = tx.capacity();
+    assert_eq!(tx.try_write(&vec![0; cap]).unwrap(), cap, "the ring is full");
     view.forge_slot(OFF_CONSUMER, state, pid, start);
     tx.write_timeout(b"x", Duration::from_millis(150)).map_err(|e| e.kind())
 }
@@ -1137,7 +1142,7 @@ fn a_stalled_peer_process_times_out_bounded_calls() {
             0
         });
         let mut tx = ring.into_producer().unwrap();
-        tx.write_all(&[1; 4096]).unwrap();
+        tx.write_all(&vec![1; tx.capacity()]).unwrap();
         let started = Instant::now();
         let e = tx.write_timeout(b"x", Duration::from_millis(100)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::TimedOut, "{backend}: {e}");

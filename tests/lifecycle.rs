@@ -15,7 +15,8 @@ use mirror_ring::{Backend, RingOptions};
 const OK: i32 = 0;
 const WRONG: i32 = 1;
 
-/// A thread ring of 4096 bytes, inherited by children unless `dont_fork`.
+/// The smallest thread ring (one page: the tests below read its size from the ends),
+/// inherited by children unless `dont_fork`.
 fn ring(dont_fork: bool) -> (mirror_ring::Producer, mirror_ring::Consumer) {
     RingOptions::new().capacity(4096).dont_fork(dont_fork).build().unwrap()
 }
@@ -38,7 +39,12 @@ fn a_forked_consume_releases_nothing() {
             OK
         });
         assert_eq!(status, OK, "dont_fork {dont_fork}: the child crashed (139: SIGSEGV)");
-        assert_eq!(tx.try_write(&[7; 4096]).unwrap(), 4093, "dont_fork {dont_fork}: the unread bytes were released");
+        let cap = tx.capacity();
+        assert_eq!(
+            tx.try_write(&vec![7; cap]).unwrap(),
+            cap - 3,
+            "dont_fork {dont_fork}: the unread bytes were released"
+        );
         let mut got = [0; 3];
         rx.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"abc", "dont_fork {dont_fork}");
@@ -54,7 +60,7 @@ fn a_read_grant_released_in_a_forked_child_releases_nothing() {
         let grant = rx.read_grant(3).unwrap();
         let status = in_child(|| if unsupported(grant.release(3)) { OK } else { WRONG });
         assert_eq!(status, OK, "dont_fork {dont_fork}: 1: released, 139: SIGSEGV");
-        assert_eq!(tx.free(), 4093, "dont_fork {dont_fork}");
+        assert_eq!(tx.free(), tx.capacity() - 3, "dont_fork {dont_fork}");
     }
 }
 
@@ -147,9 +153,10 @@ fn framed_consumer_calls_in_a_forked_child_release_nothing() {
         });
         assert_eq!(status, OK, "dont_fork {dont_fork}: recv_batch in a child");
         let raw = tx.into_inner();
-        assert_eq!(raw.free(), 4096 - used, "dont_fork {dont_fork}: a child released frames");
+        let cap = raw.capacity();
+        assert_eq!(raw.free(), cap - used, "dont_fork {dont_fork}: a child released frames");
         assert_eq!(rx.try_recv_batch(|_| {}).unwrap(), 2);
-        assert_eq!(raw.free(), 4096);
+        assert_eq!(raw.free(), cap);
     }
 }
 
@@ -354,17 +361,19 @@ fn a_poisoned_framed_producer_refuses_every_send() {
     while got < 8 {
         got += rx.try_recv_batch(|_| {}).unwrap();
     }
-    // A hostile consumer publishes a tail beyond the head (offset 256 in the header).
+    // A hostile consumer publishes a tail beyond the head.
     let bad = 1u64 << 40;
     // SAFETY: a valid descriptor and buffer.
     let n = unsafe {
         use std::os::fd::AsRawFd;
-        libc::pwrite(fd.as_raw_fd(), bad.to_le_bytes().as_ptr().cast(), 8, 256)
+        libc::pwrite(fd.as_raw_fd(), bad.to_le_bytes().as_ptr().cast(), 8, common::header_offsets::OFF_TAIL as i64)
     };
     assert_eq!(n, 8);
-    // Fill the room the producer knows of, so that it must look at the tail again.
+    // Fill the room the producer knows of (at most the whole ring, 112 bytes a frame: 100
+    // sends are plenty with 4 KiB, as many per 4 KiB of a larger ring), so that it must look
+    // at the tail again.
     let mut first_error = None;
-    for i in 0..100 {
+    for i in 0..100 * (tx.capacity() / 4096) {
         if let Err(e) = tx.send(&[2; 100]) {
             first_error = Some((i, e.kind()));
             break;
@@ -450,7 +459,7 @@ fn a_dont_fork_ring_is_not_in_a_child_that_has_its_makers_pid() {
             let ring = RingOptions::new().capacity(4096).dont_fork(true).shared().unwrap();
             // The range: the control page, then the two views.
             let base = ring.clone().into_producer().unwrap().write_grant(1).unwrap().as_ptr() as usize - page;
-            let total = page + 2 * 4096;
+            let total = page + 2 * ring.capacity();
             // SAFETY: as above.
             if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
                 return 78;
@@ -530,7 +539,7 @@ fn a_flag_left_raised_by_timed_out_waits_still_wakes() {
         assert_eq!(rx.stats().lost_wakeups, 0);
 
         let (mut tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(spin).build().unwrap();
-        tx.write_all(&[0; 4096]).unwrap();
+        tx.write_all(&vec![0; tx.capacity()]).unwrap();
         for _ in 0..5 {
             assert_eq!(tx.write_timeout(b"a", Duration::from_millis(2)).unwrap_err().kind(), ErrorKind::TimedOut);
         }
