@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{in_child, stamped_word, watchdog};
+use common::{in_child, page_size, stamped_word, watchdog};
 use mirror_ring::{RingOptions, SharedRing};
 
 /// A producer process that sends frame A (0xAA, at 0, published), then writes `batch` frames
@@ -24,8 +24,8 @@ fn die_between_stamp_and_head(ring: &SharedRing, batch: usize) {
         let first = grant.as_mut_ptr().wrapping_sub(8);
         for k in 1..batch {
             // SAFETY: frame k's header and payload, 16 bytes from 16 * k past the first frame's
-            // header, lie in the free room of this fresh 4 KiB ring (the clear mark after the
-            // last is its zero); 8-aligned.
+            // header, lie in the free room of this fresh ring of at least 4 KiB (the clear mark
+            // after the last is its zero); 8-aligned.
             unsafe {
                 let at = first.add(16 * k);
                 at.cast::<u64>().write_volatile(stamped_word(16 + 16 * k as u64, 8).to_le());
@@ -166,16 +166,17 @@ fn bytes_after_a_byte_api_frame_are_never_taken_for_a_frame() {
     use std::io::{ErrorKind, Read, Write};
     let _dog = watchdog("bytes_after_a_byte_api_frame_are_never_taken_for_a_frame", Duration::from_secs(10));
     let (mut tx, mut rx) = mirror_ring::channel(4096).unwrap();
-    assert_eq!(tx.capacity(), 4096);
+    let cap = tx.capacity();
+    assert_eq!(cap, 4096.max(page_size()));
     // Raw bytes: 8 arbitrary, then 8 that read as the stamped header of an 8-byte frame at
-    // 4104 (one lap on), which is where the producer's first frame will go.
+    // cap + 8 (one lap on), which is where the producer's first frame will go.
     let mut raw = vec![0x5A; 8];
-    raw.extend_from_slice(&stamped_word(4104, 8).to_le_bytes());
+    raw.extend_from_slice(&stamped_word(cap as u64 + 8, 8).to_le_bytes());
     tx.write_all(&raw).unwrap();
     let mut buf = [0u8; 8];
     rx.read_exact(&mut buf).unwrap(); // releases 8
-                                      // One whole frame through the byte API, at 16, filling the room up to 8 + 4096.
-    let len = 4080;
+                                      // One whole frame through the byte API, at 16, filling the room up to 8 + cap.
+    let len = cap - 16;
     let mut frame = stamped_word(16, len as u32).to_le_bytes().to_vec();
     frame.extend(std::iter::repeat_n(0x77, len));
     let mut g = tx.write_grant_blocking(frame.len()).unwrap();
@@ -183,7 +184,7 @@ fn bytes_after_a_byte_api_frame_are_never_taken_for_a_frame() {
     g.commit(frame.len()).unwrap();
     rx.read_exact(&mut buf).unwrap(); // the rest of the raw bytes
     let mut rx = rx.into_framed(); // at 16, where the frames start
-    let mut tx = tx.into_framed(); // at 4104
+    let mut tx = tx.into_framed(); // at cap + 8
 
     let f = rx.recv().unwrap().expect("the byte API's frame");
     assert_eq!((f.len(), f[0]), (len, 0x77));

@@ -229,7 +229,9 @@ fn a_memfd_over_rlimit_fsize_is_an_error_not_a_signal() {
         let (maps_before, fds_before) = (our_mappings(), open_fds());
         // No core file should the signal come after all.
         common::set_soft_limit(libc::RLIMIT_CORE, 0);
-        if common::set_soft_limit(libc::RLIMIT_FSIZE, 16 << 10).is_none() {
+        // Four pages (16 KiB where pages are 4 KiB): room for a one-page map and its header page,
+        // far from the 1 MiB and 2 MiB maps below.
+        if common::set_soft_limit(libc::RLIMIT_FSIZE, 4 * page_size()).is_none() {
             return 2;
         }
         let attempts = [
@@ -254,7 +256,7 @@ fn a_memfd_over_rlimit_fsize_is_an_error_not_a_signal() {
         if our_mappings() != maps_before || open_fds() != fds_before {
             return 5;
         }
-        // 4 KiB of data and its 4 KiB header: within the limit.
+        // A page of data and its header page: within the limit.
         match MirrorOptions::new().backend(Backend::Memfd).map(page_size()) {
             Ok(m) if mirrors_at(&m, 1, 2) => 0,
             _ => 6,

@@ -6,7 +6,7 @@ use std::io::{BufRead, ErrorKind, Read, Write};
 use std::thread;
 use std::time::Duration;
 
-use common::{available, in_child, scale, seed, thread_cpu_time, Pattern, Rng};
+use common::{available, in_child, page_size, scale, seed, thread_cpu_time, Pattern, Rng};
 use mirror_ring::{channel, Backend, Consumer, Producer, RingOptions};
 
 /// A lost wake-up would hang a stream: abort the test process (a failure) if one runs for
@@ -112,8 +112,9 @@ fn multi_gib_stream_between_threads_on_every_backend() {
     }
 }
 
-/// A tiny ring and no spinning: nearly every hand-over parks one side on the futex, so a lost
-/// wake-up would hang the stream (every blocking call is bounded, so it fails instead).
+/// A tiny ring (one page) and no spinning: nearly every hand-over parks one side on the futex,
+/// so a lost wake-up would hang the stream (every blocking call is bounded, so it fails
+/// instead).
 #[test]
 fn tiny_ring_without_spinning_never_loses_a_wakeup() {
     for (i, b) in available().into_iter().enumerate() {
@@ -123,9 +124,16 @@ fn tiny_ring_without_spinning_never_loses_a_wakeup() {
 
 #[test]
 fn capacity_is_rounded_and_reported() {
+    // A power of two of at least a page: 8192 where pages are 4 KiB, one page where they are
+    // larger; one byte over a page is two pages everywhere.
+    let page = page_size();
     let (tx, rx) = channel(5000).unwrap();
-    assert_eq!(tx.capacity(), 8192);
-    assert_eq!(rx.capacity(), 8192);
+    assert_eq!(tx.capacity(), 8192.max(page));
+    assert_eq!(rx.capacity(), 8192.max(page));
+    let (tx, rx) = channel(page + 1).unwrap();
+    assert_eq!(tx.capacity(), 2 * page);
+    assert_eq!(rx.capacity(), 2 * page);
+    assert_eq!(channel(1).unwrap().0.capacity(), page);
     assert_eq!(channel(0).unwrap_err().kind(), ErrorKind::InvalidInput);
     assert_eq!(channel(usize::MAX).unwrap_err().kind(), ErrorKind::InvalidInput);
 }
@@ -133,21 +141,22 @@ fn capacity_is_rounded_and_reported() {
 #[test]
 fn try_calls_would_block_then_end_of_stream() {
     let (mut tx, mut rx) = channel(4096).unwrap();
+    let cap = tx.capacity(); // one page
     let mut buf = [0u8; 100];
     assert_eq!(rx.try_read(&mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
-    assert_eq!(tx.try_write(&[7; 5000]).unwrap(), 4096);
+    assert_eq!(tx.try_write(&vec![7; cap + 904]).unwrap(), cap);
     assert_eq!(tx.try_write(&[7]).unwrap_err().kind(), ErrorKind::WouldBlock);
     assert_eq!(tx.try_write(&[]).unwrap(), 0, "an empty write is not an error");
-    assert_eq!(tx.len(), 4096);
+    assert_eq!(tx.len(), cap);
     assert_eq!(tx.free(), 0);
-    assert_eq!(rx.len(), 4096);
+    assert_eq!(rx.len(), cap);
     assert_eq!(rx.try_read(&mut buf).unwrap(), 100);
     assert_eq!(tx.free(), 100);
     drop(tx);
     assert!(rx.is_abandoned());
     let mut rest = Vec::new();
     rx.read_to_end(&mut rest).unwrap();
-    assert_eq!(rest.len(), 3996);
+    assert_eq!(rest.len(), cap - 100);
     assert_eq!(rx.try_read(&mut buf).unwrap(), 0, "end of stream is Ok(0)");
     assert_eq!(rx.read(&mut buf).unwrap(), 0);
     assert!(rx.fill_buf().unwrap().is_empty());
@@ -218,8 +227,9 @@ fn a_grant_after_a_death_says_how_many_bytes_are_left() {
 #[test]
 fn fill_buf_returns_everything_readable_and_refreshes_each_call() {
     let (mut tx, mut rx) = channel(4096).unwrap();
-    // Put the cursors near the seam so the readable bytes wrap.
-    tx.write_all(&[0; 4000]).unwrap();
+    let cap = tx.capacity();
+    // Put the cursors near the seam (96 bytes before it) so the readable bytes wrap.
+    tx.write_all(&vec![0; cap - 96]).unwrap();
     rx.consume_all();
     tx.write_all(b"first ").unwrap();
     assert_eq!(rx.fill_buf().unwrap(), b"first ");
@@ -231,7 +241,7 @@ fn fill_buf_returns_everything_readable_and_refreshes_each_call() {
     assert!(all[6..].iter().all(|&b| b == b'x'));
     rx.consume(1_000_000); // clamped to what is readable
     assert_eq!(rx.len(), 0);
-    assert_eq!(tx.free(), 4096, "nothing was released twice");
+    assert_eq!(tx.free(), cap, "nothing was released twice");
 }
 
 trait ConsumeAll {
@@ -248,12 +258,13 @@ impl ConsumeAll for Consumer {
 #[test]
 fn grants_are_contiguous_bounded_and_checked() {
     let (mut tx, mut rx) = channel(4096).unwrap();
-    assert_eq!(tx.write_grant(4097).unwrap_err().kind(), ErrorKind::InvalidInput);
-    assert_eq!(rx.read_grant(4097).unwrap_err().kind(), ErrorKind::InvalidInput);
+    let cap = tx.capacity();
+    assert_eq!(tx.write_grant(cap + 1).unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(rx.read_grant(cap + 1).unwrap_err().kind(), ErrorKind::InvalidInput);
     let mut g = tx.write_grant(10).unwrap();
-    assert_eq!(g.len(), 4096);
+    assert_eq!(g.len(), cap);
     g[..3].copy_from_slice(b"abc");
-    assert_eq!(g.commit(4097).unwrap_err().kind(), ErrorKind::InvalidInput, "commit beyond the grant");
+    assert_eq!(g.commit(cap + 1).unwrap_err().kind(), ErrorKind::InvalidInput, "commit beyond the grant");
     assert_eq!(rx.len(), 0, "a refused commit publishes nothing");
     let g = tx.write_grant(3).unwrap();
     drop(g); // dropping a grant publishes nothing
@@ -271,13 +282,13 @@ fn grants_are_contiguous_bounded_and_checked() {
     assert_eq!(&*g, b"abc");
     g.release(3).unwrap();
     // A write grant near the seam still spans all the free space in one slice.
-    let mut g = tx.write_grant(4096).unwrap();
-    assert_eq!(g.len(), 4096);
+    let mut g = tx.write_grant(cap).unwrap();
+    assert_eq!(g.len(), cap);
     g.fill(9);
-    g.commit(4096).unwrap();
-    let g = rx.read_grant(4096).unwrap();
-    assert!(g.len() == 4096 && g.iter().all(|&b| b == 9));
-    g.release(4096).unwrap();
+    g.commit(cap).unwrap();
+    let g = rx.read_grant(cap).unwrap();
+    assert!(g.len() == cap && g.iter().all(|&b| b == 9));
+    g.release(cap).unwrap();
 }
 
 /// A grant lends what this end knows of: asked again with the same `min`, the same bytes
@@ -297,12 +308,13 @@ fn a_grant_asked_for_what_is_needed_sees_the_peers_progress() {
     assert_eq!(&*rx.read_grant(3).unwrap(), b"BBB\n", "more than is cached: the head is loaded");
 
     let (mut tx, mut rx) = channel(4096).unwrap();
+    let cap = tx.capacity();
     tx.write_all(&[0; 2000]).unwrap();
     let mut sink = [0; 2000];
     rx.read_exact(&mut sink).unwrap();
     let known = tx.write_grant(1).unwrap().len();
-    assert!((2096..=4096).contains(&known), "{known}");
-    assert_eq!(tx.write_grant(known + 1).unwrap().len(), 4096, "more than is known: the tail is loaded");
+    assert!((cap - 2000..=cap).contains(&known), "{known}");
+    assert_eq!(tx.write_grant(known + 1).unwrap().len(), cap, "more than is known: the tail is loaded");
 }
 
 #[test]
@@ -332,10 +344,12 @@ fn a_blocked_writer_wakes_on_space_and_on_close() {
     let _hang = common::watchdog("a blocked writer woken on space and on close", Duration::from_secs(60));
     for spin in [Duration::ZERO, Duration::from_micros(50)] {
         let (mut tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(spin).build().unwrap();
-        tx.write_all(&[1; 4096]).unwrap();
+        let cap = tx.capacity();
+        tx.write_all(&vec![1; cap]).unwrap();
         let writer = thread::spawn(move || {
             let first = tx.write(&[2; 100]);
-            let last = tx.write_all(&[4; 4096]);
+            // More than the 100 bytes of room left: blocks until the close.
+            let last = tx.write_all(&vec![4; cap]);
             (first.map_err(|e| e.kind()), last.map_err(|e| e.kind()))
         });
         thread::sleep(Duration::from_millis(50));
@@ -380,14 +394,15 @@ fn an_end_whose_waits_keep_parking_stops_spinning_its_whole_budget() {
 #[test]
 fn timeouts_expire_with_timed_out() {
     let (mut tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
+    let cap = tx.capacity();
     let mut buf = [0u8; 4];
     assert_eq!(rx.read_timeout(&mut buf, Duration::from_millis(20)).unwrap_err().kind(), ErrorKind::TimedOut);
     assert_eq!(rx.read_grant_timeout(1, Duration::from_millis(1)).unwrap_err().kind(), ErrorKind::TimedOut);
-    tx.write_all(&[0; 4096]).unwrap();
+    tx.write_all(&vec![0; cap]).unwrap();
     assert_eq!(tx.write_timeout(b"x", Duration::from_millis(20)).unwrap_err().kind(), ErrorKind::TimedOut);
     assert_eq!(tx.write_grant_timeout(1, Duration::from_millis(1)).unwrap_err().kind(), ErrorKind::TimedOut);
     // Nothing was lost or written by the failed calls.
-    assert_eq!(rx.len(), 4096);
+    assert_eq!(rx.len(), cap);
     // An enormous timeout is simply no deadline.
     assert_eq!(rx.read_timeout(&mut buf, Duration::MAX).unwrap(), 4);
 }
@@ -400,7 +415,8 @@ fn ends_are_send_and_debug_shows_fill_not_bytes() {
     let (mut tx, rx) = channel(4096).unwrap();
     tx.write_all(b"secret").unwrap();
     let d = format!("{tx:?} {rx:?}");
-    assert!(d.contains("capacity: 4096") && !d.contains("secret"), "{d}");
+    let capacity = format!("capacity: {}", 4096.max(page_size()));
+    assert!(d.contains(&capacity) && !d.contains("secret"), "{d}");
     let t = thread::spawn(move || tx.write_all(b"!").map(|_| tx));
     let _tx = t.join().unwrap().unwrap();
 }

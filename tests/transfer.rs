@@ -22,7 +22,7 @@ fn fnv(h: u64, bytes: &[u8]) -> u64 {
 }
 const FNV0: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// Moves the ring's cursors to `offset` (of a 4096-byte ring) with nothing left in it.
+/// Moves the ring's cursors to `offset` (less than the capacity) with nothing left in it.
 fn at_offset(tx: &mut Producer, rx: &mut Consumer, offset: usize) {
     tx.write_all(&vec![0; offset]).unwrap();
     let mut sink = vec![0; offset];
@@ -160,7 +160,8 @@ impl Read for Scripted {
 #[test]
 fn read_from_lends_all_free_space_in_one_read() {
     let (mut tx, mut rx) = ring(4096);
-    at_offset(&mut tx, &mut rx, 4000);
+    let cap = tx.capacity();
+    at_offset(&mut tx, &mut rx, cap - 96);
     tx.write_all(b"0123456789").unwrap();
     // The consumer frees 4 more bytes after the producer last looked at its cursor.
     let mut first = [0; 4];
@@ -173,8 +174,8 @@ fn read_from_lends_all_free_space_in_one_read() {
         },
     };
     assert_eq!(tx.read_from(&mut r).unwrap(), 5);
-    // Free: 4096 - 6 bytes, from offset 4010 across the seam, all lent to one read().
-    assert_eq!(r.lent, [4090], "one read over every free byte");
+    // Free: cap - 6 bytes, from offset cap - 86 across the seam, all lent to one read().
+    assert_eq!(r.lent, [cap - 6], "one read over every free byte");
     let mut all = vec![0; 11];
     rx.read_exact(&mut all).unwrap();
     assert_eq!(&all, b"456789hello");
@@ -186,6 +187,7 @@ fn read_from_lends_all_free_space_in_one_read() {
 #[test]
 fn failing_and_lying_readers_commit_nothing() {
     let (mut tx, rx) = ring(4096);
+    let cap = tx.capacity();
     tx.write_all(b"kept").unwrap();
     let cases: [(ReadAnswer, Option<ErrorKind>); 5] = [
         (
@@ -219,7 +221,7 @@ fn failing_and_lying_readers_commit_nothing() {
             (other, _) => panic!("case {i}: {other:?}"),
         }
         assert_eq!(rx.len(), 4, "case {i}: something was committed");
-        assert_eq!(tx.free(), 4092, "case {i}");
+        assert_eq!(tx.free(), cap - 4, "case {i}");
     }
     let mut rx = rx;
     let mut got = [0; 4];
@@ -253,7 +255,8 @@ impl Write for Sink {
 #[test]
 fn write_to_gives_every_readable_byte_in_one_write() {
     let (mut tx, mut rx) = ring(4096);
-    at_offset(&mut tx, &mut rx, 4000);
+    let cap = tx.capacity();
+    at_offset(&mut tx, &mut rx, cap - 96);
     let msg: Vec<u8> = (0..300u32).map(|i| i as u8).collect(); // crosses the seam
     tx.write_all(&msg).unwrap();
     let mut w = Sink { given: Vec::new(), taken: Vec::new(), answer: |_| Ok(100) };
@@ -277,6 +280,7 @@ fn write_to_gives_every_readable_byte_in_one_write() {
 #[test]
 fn failing_and_lying_writers_release_nothing() {
     let (mut tx, mut rx) = ring(4096);
+    let cap = tx.capacity();
     tx.write_all(b"precious bytes").unwrap();
     let cases: [(WriteAnswer, ErrorKind); 5] = [
         (|_| Err(io::Error::from_raw_os_error(libc::EPIPE)), ErrorKind::BrokenPipe),
@@ -293,7 +297,7 @@ fn failing_and_lying_writers_release_nothing() {
             assert_eq!(e.raw_os_error(), Some(libc::EPIPE), "case {i}: the errno is kept");
         }
         assert_eq!(rx.len(), 14, "case {i}: something was released");
-        assert_eq!(tx.free(), 4096 - 14, "case {i}");
+        assert_eq!(tx.free(), cap - 14, "case {i}");
     }
     let mut all = Vec::new();
     assert_eq!(rx.write_to(&mut all).unwrap(), 14);
@@ -340,7 +344,8 @@ fn read_100_after(mut rx: Consumer, delay: Duration) -> std::thread::JoinHandle<
 fn read_from_and_write_to_wait_and_see_the_peer_go() {
     let _dog = watchdog("read_from_and_write_to_wait_and_see_the_peer_go", Duration::from_secs(30));
     let (mut tx, rx) = ring(4096);
-    tx.write_all(&[1; 4096]).unwrap();
+    let cap = tx.capacity();
+    tx.write_all(&vec![1; cap]).unwrap();
     let drainer = read_100_after(rx, Duration::from_millis(50));
     let mut src: &[u8] = &[2; 500];
     assert_eq!(tx.read_from(&mut src).unwrap(), 100, "read_from waits, then fills the space there is");
@@ -359,8 +364,8 @@ fn read_from_and_write_to_wait_and_see_the_peer_go() {
     std::thread::sleep(Duration::from_millis(20));
     drop(tx);
     let (total, sink) = writer.join().unwrap();
-    assert_eq!(total, 4096);
-    assert_eq!(&sink[3996..], &[2; 100][..]);
+    assert_eq!(total, cap);
+    assert_eq!(&sink[cap - 100..], &[2; 100][..]);
 
     let (mut tx, rx) = ring(4096);
     drop(rx);
@@ -412,6 +417,7 @@ fn the_timed_transfers_give_up_on_the_ring_and_touch_nothing() {
     let _dog = watchdog("the_timed_transfers_give_up_on_the_ring_and_touch_nothing", Duration::from_secs(30));
     let wait = Duration::from_millis(20);
     let (mut tx, mut rx) = ring(4096);
+    let cap = tx.capacity();
 
     // Empty ring: the writer is never called, nothing is released.
     let mut sink = Counting::default();
@@ -423,19 +429,19 @@ fn the_timed_transfers_give_up_on_the_ring_and_touch_nothing() {
 
     // Full ring: the reader is never called, nothing is committed.
     let mut source = Counting::default();
-    assert_eq!(tx.read_from_timeout(&mut source, wait).unwrap(), 4096);
+    assert_eq!(tx.read_from_timeout(&mut source, wait).unwrap(), cap);
     assert_eq!(source.calls, 1);
     let started = std::time::Instant::now();
     let e = tx.read_from_timeout(&mut source, wait).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
     assert!(started.elapsed() >= wait, "gave up early: {:?}", started.elapsed());
     assert_eq!(source.calls, 1, "the reader was called on a full ring");
-    assert_eq!(rx.len(), 4096, "a timed-out read_from committed something");
+    assert_eq!(rx.len(), cap, "a timed-out read_from committed something");
 
     // Both go on where they stood.
-    assert_eq!(rx.write_to_timeout(&mut sink, wait).unwrap(), 4096);
+    assert_eq!(rx.write_to_timeout(&mut sink, wait).unwrap(), cap);
     assert_eq!(rx.len(), 0);
-    assert_eq!(tx.free(), 4096);
+    assert_eq!(tx.free(), cap);
 
     // A duration too long for the clock waits without a deadline rather than panicking: the
     // data is there, so it returns at once.
@@ -447,6 +453,7 @@ fn the_timed_transfers_give_up_on_the_ring_and_touch_nothing() {
 fn the_timed_transfers_wake_for_the_peer_and_see_it_go() {
     let _dog = watchdog("the_timed_transfers_wake_for_the_peer_and_see_it_go", Duration::from_secs(30));
     let (mut tx, mut rx) = ring(4096);
+    let cap = tx.capacity();
     let bound = Duration::from_secs(10);
 
     // Data arriving within the timeout is taken.
@@ -460,7 +467,7 @@ fn the_timed_transfers_wake_for_the_peer_and_see_it_go() {
     let mut tx = writer.join().unwrap();
 
     // Room appearing within the timeout is filled.
-    tx.write_all(&[1; 4096]).unwrap();
+    tx.write_all(&vec![1; cap]).unwrap();
     let drainer = read_100_after(rx, Duration::from_millis(30));
     let mut src: &[u8] = &[2; 500];
     assert_eq!(tx.read_from_timeout(&mut src, bound).unwrap(), 100);
@@ -477,7 +484,7 @@ fn the_timed_transfers_wake_for_the_peer_and_see_it_go() {
             Err(e) => panic!("{e}"),
         }
     }
-    assert_eq!(total, 3996 + 100);
+    assert_eq!(total, cap - 100 + 100);
     let (mut tx, rx) = ring(4096);
     drop(rx);
     let e = tx.read_from_timeout(&mut &b"x"[..], bound).unwrap_err();

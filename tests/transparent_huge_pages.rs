@@ -224,7 +224,7 @@ fn a_thp_ring_works_across_fork() {
 }
 
 /// `lock_memory(true)` locks the control page and both views of a THP map, counted in `VmLck`
-/// as 4 KiB pages are (`H + 2N`), and they stay in 2 MiB entries; `dont_fork(true)` keeps all
+/// as base pages are (`H + 2N`), and they stay in 2 MiB entries; `dont_fork(true)` keeps all
 /// of it out of a child. In children, which start with nothing locked.
 #[test]
 fn lock_memory_and_dont_fork_with_thp() {
@@ -234,7 +234,7 @@ fn lock_memory_and_dont_fork_with_thp() {
     };
     let status = in_child(|| {
         // 2 MiB: H + 2N then fits the usual RLIMIT_MEMLOCK of 8 MiB, for a run without root on
-        // a machine whose knob already allows THP (4 MiB needed 8 MiB + 4 KiB: status 2).
+        // a machine whose knob already allows THP (4 MiB needed 8 MiB + a page: status 2).
         let Ok(map) = MirrorOptions::new().transparent_huge_pages(true).lock_memory(true).map(2 << 20) else {
             return 2;
         };
@@ -275,7 +275,7 @@ fn a_2mib_knob_at_advise_allows_thp_whatever_the_top_level_says() {
 
 /// The converse: the top-level knob at `advise`, the 2 MiB knob at `never`: the kernel gives no
 /// 2 MiB page to shared memory, and creation should say so (as for `never`), not hand out a map
-/// of 4 KiB pages as a transparent-huge-page map.
+/// of base pages as a transparent-huge-page map.
 #[test]
 fn a_2mib_knob_at_never_refuses_thp_whatever_the_top_level_says() {
     if selected(KNOB_2M).is_none() {
@@ -288,7 +288,7 @@ fn a_2mib_knob_at_never_refuses_thp_whatever_the_top_level_says() {
             assert!(e.to_string().contains("hugepages-2048kB"), "the error must name the 2 MiB knob: {e}");
         }
         Ok(map) => panic!(
-            "built a THP map that the kernel maps in 4 KiB pages: ShmemPmdMapped {} kB of {} kB",
+            "built a THP map that the kernel maps in base pages: ShmemPmdMapped {} kB of {} kB",
             pmd_kb(map.as_ptr() as usize),
             map.len() / 1024
         ),
