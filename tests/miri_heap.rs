@@ -23,6 +23,8 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
+/// The capacity asked for: one page of 4 KiB (Miri's page), more on larger pages. Tests that
+/// depend on the ring's exact size read it from `capacity()`.
 const CAP: usize = 4096;
 
 fn pattern(lap: usize, i: usize) -> u8 {
@@ -34,9 +36,10 @@ fn pattern(lap: usize, i: usize) -> u8 {
 #[test]
 fn byte_grants_single_thread() {
     let (mut tx, mut rx) = mirror_ring::channel(CAP).unwrap();
+    let cap = tx.capacity();
     let chunk = 512;
     for lap in 0..3 {
-        for c in 0..CAP / chunk {
+        for c in 0..cap / chunk {
             let mut g = tx.write_grant(chunk).unwrap();
             for (i, b) in g[..chunk].iter_mut().enumerate() {
                 *b = pattern(lap, c * chunk + i);
@@ -44,7 +47,7 @@ fn byte_grants_single_thread() {
             g.commit(chunk).unwrap();
         }
         assert!(tx.try_write(&[1]).is_err(), "full");
-        for c in 0..CAP / chunk {
+        for c in 0..cap / chunk {
             let g = rx.read_grant(chunk).unwrap();
             assert!(g[..chunk].iter().enumerate().all(|(i, &b)| b == pattern(lap, c * chunk + i)));
             g.release(chunk).unwrap();
@@ -53,7 +56,7 @@ fn byte_grants_single_thread() {
     // try_write / try_read / fill_buf, in the same chunking.
     for lap in 0..2 {
         let msg: Vec<u8> = (0..chunk).map(|i| pattern(lap + 7, i)).collect();
-        for _ in 0..CAP / chunk {
+        for _ in 0..cap / chunk {
             assert_eq!(tx.try_write(&msg).unwrap(), chunk);
             let mut buf = vec![0; chunk];
             assert_eq!(rx.try_read(&mut buf).unwrap(), chunk);
@@ -71,10 +74,11 @@ fn byte_grants_single_thread() {
 #[test]
 fn a_grant_across_the_seam() {
     let (mut tx, mut rx) = mirror_ring::channel(CAP).unwrap();
-    // Move both cursors to CAP - 100.
-    let lead = vec![9u8; CAP - 100];
+    let cap = tx.capacity();
+    // Move both cursors to cap - 100.
+    let lead = vec![9u8; cap - 100];
     tx.write_all(&lead).unwrap();
-    let mut sink = vec![0; CAP - 100];
+    let mut sink = vec![0; cap - 100];
     rx.read_exact(&mut sink).unwrap();
     let mut g = tx.write_grant(300).unwrap();
     assert!(g.len() >= 300);
