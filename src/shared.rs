@@ -468,9 +468,10 @@ impl SharedRing {
     ///
     /// # Errors
     ///
-    /// `InvalidData` for any file that is not a valid, sealed ring; OS errors from `fstat` on
-    /// the descriptor (a closed one: `EBADF` as `raw_os_error()`) and from mapping it
-    /// (`OutOfMemory` when the address space or map count runs out).
+    /// `InvalidData` for any file that is not a valid, sealed ring; OS errors from `fstat`,
+    /// `fcntl` and `pread` on the descriptor, with their errno as `raw_os_error()`, and from
+    /// mapping it (`OutOfMemory` when the address space or map count runs out, the OS error as
+    /// its `source()`).
     ///
     /// # Examples
     ///
