@@ -42,15 +42,6 @@ impl HeaderView {
     }
 }
 
-fn memfd(sealing: bool) -> File {
-    let flags = libc::MFD_CLOEXEC | if sealing { libc::MFD_ALLOW_SEALING } else { 0 };
-    // SAFETY: a valid NUL-terminated name.
-    let fd = unsafe { libc::memfd_create(c"hostile-test".as_ptr(), flags) };
-    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
-    // SAFETY: a fresh descriptor that nothing else owns.
-    File::from(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 fn seal(f: &File, seals: libc::c_int) {
     // SAFETY: fcntl on an open descriptor.
     let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) };
@@ -201,7 +192,7 @@ fn file_bytes(ring: &SharedRing, len: usize) -> Vec<u8> {
 
 /// A memfd holding `bytes`, `len` long (sparse beyond the bytes), with `seals`.
 fn file_with(bytes: &[u8], len: u64, sealing: bool, seals: libc::c_int) -> OwnedFd {
-    let f = memfd(sealing);
+    let f = common::memfd(sealing);
     f.set_len(len).unwrap();
     f.write_all_at(&bytes[..bytes.len().min(len as usize)], 0).unwrap();
     if seals != 0 {

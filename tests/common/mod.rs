@@ -823,3 +823,16 @@ pub fn deny_with_enosys(nr: libc::c_long) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// A fresh memfd, empty, close-on-exec, that takes seals if `sealing`: for tests that forge or
+/// copy ring files.
+#[allow(clippy::disallowed_methods)] // a file that is not the crate's own ring
+pub fn memfd(sealing: bool) -> std::fs::File {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let flags = libc::MFD_CLOEXEC | if sealing { libc::MFD_ALLOW_SEALING } else { 0 };
+    // SAFETY: a valid NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(c"mirror-ring-test".as_ptr(), flags) };
+    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor that nothing else owns.
+    std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) })
+}
