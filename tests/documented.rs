@@ -10,7 +10,7 @@ use std::io::{BufRead, ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use common::{in_child, page_size, spawn_child};
+use common::{in_child, page_size, spawn_child, Child};
 use mirror_ring::{channel, Backend, MirrorMap, MirrorOptions, RingOptions, SharedRing, DEFAULT_CAPACITY};
 
 fn kind<T>(r: std::io::Result<T>) -> ErrorKind {
@@ -597,6 +597,36 @@ fn send_to_and_recv_from_errors() {
 
 const DEATH_BOUND: Duration = Duration::from_millis(1000); // 25 ms documented; wide margin
 
+/// A child process that claims `ring`'s producer, writes `last` and sleeps until killed.
+fn producer_child(ring: &SharedRing, last: &'static [u8]) -> Child {
+    let r = ring.clone();
+    spawn_child(move || {
+        let mut tx = r.into_producer().unwrap();
+        tx.write_all(last).unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+}
+
+/// A child process that claims `ring`'s consumer, reads nothing and sleeps until killed;
+/// returned once the claim shows in the header.
+fn idle_consumer_child(ring: &SharedRing) -> Child {
+    let r = ring.clone();
+    let child = spawn_child(move || {
+        let _rx = r.into_consumer().unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let start = Instant::now();
+    while ring.take_over_consumer().err().map(|e| e.kind()) == Some(ErrorKind::NotFound) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the child never claimed the consumer");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child
+}
+
 /// README "Peer death": a blocked reader gets every committed byte, then `UnexpectedEof`,
 /// within the 25 ms watch interval plus scheduling; Stats::peer_died counts it; try_* and
 /// is_abandoned report it too.
@@ -604,14 +634,7 @@ const DEATH_BOUND: Duration = Duration::from_millis(1000); // 25 ms documented; 
 fn producer_death_seen_by_blocked_reader() {
     let ring = RingOptions::new().capacity(1).shared().unwrap();
     let mut rx = ring.clone().into_consumer().unwrap();
-    let r = ring.clone();
-    let child = spawn_child(move || {
-        let mut tx = r.into_producer().unwrap();
-        tx.write_all(b"last words").unwrap();
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    });
+    let child = producer_child(&ring, b"last words");
     let mut buf = [0u8; 10];
     rx.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"last words");
@@ -631,19 +654,7 @@ fn producer_death_seen_by_blocked_reader() {
 fn consumer_death_seen_by_blocked_writer() {
     let ring = RingOptions::new().capacity(1).shared().unwrap();
     let mut tx = ring.clone().into_producer().unwrap();
-    let r = ring.clone();
-    let child = spawn_child(move || {
-        let _rx = r.into_consumer().unwrap();
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    });
-    // Wait until the child has claimed.
-    let start = Instant::now();
-    while ring.take_over_consumer().err().map(|e| e.kind()) == Some(ErrorKind::NotFound) {
-        assert!(start.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let child = idle_consumer_child(&ring);
     let cap = tx.capacity();
     tx.write_all(&vec![1; cap]).unwrap();
     let (r, after) = child.kill_during(Duration::from_millis(50), || tx.write(&[1]));
@@ -752,14 +763,7 @@ mod asynch {
     fn async_reader_sees_producer_death() {
         let ring = RingOptions::new().capacity(1).shared().unwrap();
         let rx = ring.clone().into_consumer().unwrap();
-        let r = ring.clone();
-        let child = spawn_child(move || {
-            let mut tx = r.into_producer().unwrap();
-            tx.write_all(b"z").unwrap();
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        });
+        let child = producer_child(&ring, b"z");
         let mut rx = rx.into_async().unwrap();
         let rt = rt();
         let mut b = [0u8; 1];
@@ -775,18 +779,7 @@ mod asynch {
     fn async_writer_sees_consumer_death() {
         let ring = RingOptions::new().capacity(1).shared().unwrap();
         let tx = ring.clone().into_producer().unwrap();
-        let r = ring.clone();
-        let child = spawn_child(move || {
-            let _rx = r.into_consumer().unwrap();
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        });
-        let start = Instant::now();
-        while ring.take_over_consumer().err().map(|e| e.kind()) == Some(ErrorKind::NotFound) {
-            assert!(start.elapsed() < Duration::from_secs(10));
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let child = idle_consumer_child(&ring);
         let cap = tx.capacity();
         let mut tx = tx.into_async().unwrap();
         let rt = rt();
