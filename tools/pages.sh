@@ -3,7 +3,8 @@
 # kernels run 16 KiB (Asahi Linux) and 64 KiB pages, and every test must hold there. qemu's
 # `QEMU_PAGESIZE` sets the page size the guest's sysconf reports, which is the one the library
 # and the tests use. Not part of .ci/run (it needs qemu-user and a cross linker, and takes
-# about 10 minutes per page size on 2 cores); run it after changing tests that size rings.
+# about 4 minutes per page size on 2 cores, more for the first build); run it after changing
+# tests that size rings.
 #
 # Usage: tools/pages.sh [PAGESIZE...]        (default: 16384 65536; 4096 runs the same set)
 # Needs: rustup target add aarch64-unknown-linux-gnu; Debian packages gcc-aarch64-linux-gnu,
