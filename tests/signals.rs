@@ -964,3 +964,113 @@ fn prefaulted_creation_under_a_signal_storm_is_not_interrupted() {
     eprintln!("{made} prefaulted 32 MiB rings, {hits} signals handled");
     assert!(hits > 100, "the storm hit too little: {hits}");
 }
+
+/// The async ends, between two processes, each under a storm that hits every one of its
+/// threads: the runtime's, and the crate's helper thread, whose `futex_waitv` an interrupt must
+/// not turn into a lost or an early wake-up. Every byte arrives once and in order, and no call
+/// fails.
+#[cfg(feature = "tokio")]
+mod asynch {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const TOTAL: u64 = 24 << 20;
+
+    /// Fires the three signals at every thread of this process but its own, one after another,
+    /// every ~20 µs until `stop`; returns how many were sent.
+    fn storm_every_thread(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+        install_handlers();
+        std::thread::spawn(move || {
+            // SAFETY: no preconditions.
+            let (pid, me) = unsafe { (libc::getpid(), libc::gettid()) };
+            let (mut sent, mut k) = (0u64, 0usize);
+            while !stop.load(Ordering::Relaxed) {
+                let tids = std::fs::read_dir("/proc/self/task").unwrap().flatten();
+                for tid in tids.filter_map(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok()) {
+                    // SAFETY: a signal whose handler is installed, to a thread of this process
+                    // (one that has just exited gives ESRCH, which is fine).
+                    if tid != me && unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, signals()[k % 3]) } == 0 {
+                        sent += 1;
+                    }
+                }
+                k += 1;
+                std::thread::sleep(Duration::from_micros(20));
+            }
+            sent
+        })
+    }
+
+    /// Runs `body` on a current-thread runtime under a storm on every thread; the exit status
+    /// for a child: 0, or 1 when `body` failed, 2 when the storm hit too little to mean anything.
+    fn stormed(what: &str, body: impl std::future::Future<Output = std::io::Result<()>>) -> i32 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let storm = storm_every_thread(stop.clone());
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let r = rt.block_on(body);
+        stop.store(true, Ordering::Relaxed);
+        let sent = storm.join().unwrap();
+        let hits = HITS.load(Ordering::Relaxed);
+        eprintln!("{what}: {sent} signals sent, {hits} handled");
+        match r {
+            Err(e) => {
+                eprintln!("{what}: {e} ({:?})", e.kind());
+                1
+            }
+            Ok(()) if hits < 1000 => 2,
+            Ok(()) => 0,
+        }
+    }
+
+    #[test]
+    fn a_signal_storm_on_async_ends_between_processes_loses_no_byte() {
+        let dog = watchdog("signal storm on async ends", Duration::from_secs(120));
+        // A child holds both processes, so the storm reaches no other test's threads. Should it
+        // hang, the watchdog kills it, and its own child then sees its consumer die and ends.
+        let mut outer = spawn_child(|| {
+            let ring = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).shared().unwrap();
+            let r = ring.clone();
+            let mut producer = spawn_child(move || {
+                stormed("producer", async move {
+                    let pat = Pattern::new(0xA51C);
+                    let mut tx = r.into_producer()?.into_async()?;
+                    let (mut pos, mut k) = (0u64, 0u64);
+                    while pos < TOTAL {
+                        let want = ((k * 7919) % 3001 + 1).min(TOTAL - pos) as usize;
+                        tx.write_all(pat.at(pos, want)).await?;
+                        pos += want as u64;
+                        k += 1;
+                    }
+                    tx.shutdown().await
+                })
+            });
+            let pat = Pattern::new(0xA51C);
+            let got = stormed("consumer", async move {
+                let mut rx = ring.into_consumer()?.into_async()?;
+                let (mut pos, mut buf) = (0u64, vec![0u8; 5000]);
+                loop {
+                    let n = rx.read(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    if !pat.matches(pos, &buf[..n]) {
+                        return Err(std::io::Error::other(format!("wrong bytes at {pos}")));
+                    }
+                    pos += n as u64;
+                }
+                if pos != TOTAL {
+                    return Err(std::io::Error::other(format!("{pos} bytes of {TOTAL}")));
+                }
+                Ok(())
+            });
+            let sent = producer.wait_within(Duration::from_secs(60));
+            if got != 0 {
+                10 + got
+            } else {
+                sent
+            }
+        });
+        dog.kill_on_expiry(&outer);
+        let status = outer.wait_within(Duration::from_secs(100));
+        assert_eq!(status, 0, "1: the producer failed, 11: the consumer failed, 2/12: too few signals (see stderr)");
+    }
+}
