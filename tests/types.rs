@@ -12,68 +12,30 @@ use std::sync::{Arc, Mutex};
 #[allow(unused_imports)]
 use std::time::Duration;
 
-// Auto-trait probe (inherent method wins over the trait fallback when the bound holds).
-struct S<T: ?Sized>(PhantomData<T>);
-struct Y<T: ?Sized>(PhantomData<T>);
-struct U<T: ?Sized>(PhantomData<T>);
-struct W<T: ?Sized>(PhantomData<T>);
-struct R<T: ?Sized>(PhantomData<T>);
-trait NoS {
-    fn send(&self) -> bool {
-        false
-    }
+// Auto-trait probes: the inherent method, which exists only when the bound holds, wins over
+// the trait's fallback that answers false.
+macro_rules! probe {
+    ($probe:ident, $fallback:ident, $method:ident, $bound:path) => {
+        struct $probe<T: ?Sized>(PhantomData<T>);
+        #[allow(dead_code)] // never called for a type with the bound
+        trait $fallback {
+            fn $method(&self) -> bool {
+                false
+            }
+        }
+        impl<T: ?Sized> $fallback for $probe<T> {}
+        impl<T: ?Sized + $bound> $probe<T> {
+            fn $method(&self) -> bool {
+                true
+            }
+        }
+    };
 }
-impl<T: ?Sized> NoS for S<T> {}
-impl<T: ?Sized + Send> S<T> {
-    fn send(&self) -> bool {
-        true
-    }
-}
-trait NoY {
-    fn sync(&self) -> bool {
-        false
-    }
-}
-impl<T: ?Sized> NoY for Y<T> {}
-impl<T: ?Sized + Sync> Y<T> {
-    fn sync(&self) -> bool {
-        true
-    }
-}
-#[allow(dead_code)]
-trait NoU {
-    fn unpin(&self) -> bool {
-        false
-    }
-}
-impl<T: ?Sized> NoU for U<T> {}
-impl<T: ?Sized + Unpin> U<T> {
-    fn unpin(&self) -> bool {
-        true
-    }
-}
-trait NoW {
-    fn uw(&self) -> bool {
-        false
-    }
-}
-impl<T: ?Sized> NoW for W<T> {}
-impl<T: ?Sized + UnwindSafe> W<T> {
-    fn uw(&self) -> bool {
-        true
-    }
-}
-trait NoR {
-    fn ruw(&self) -> bool {
-        false
-    }
-}
-impl<T: ?Sized> NoR for R<T> {}
-impl<T: ?Sized + RefUnwindSafe> R<T> {
-    fn ruw(&self) -> bool {
-        true
-    }
-}
+probe!(S, NoS, send, Send);
+probe!(Y, NoY, sync, Sync);
+probe!(U, NoU, unpin, Unpin);
+probe!(W, NoW, uw, UnwindSafe);
+probe!(R, NoR, ruw, RefUnwindSafe);
 
 macro_rules! traits {
     ($t:ty) => {
