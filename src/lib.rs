@@ -129,10 +129,10 @@
 //!
 //! Linux only. [`Backend::MirrorFlag`]: 5.13+. [`Backend::Duplicate`]: any Linux since 2.6
 //! (shared memory). [`Backend::Memfd`]: 3.17+. [`Backend::Auto`] picks the first that works and
-//! hands over to the next if a sandbox refuses one later. Blocking uses `membarrier` (4.16+)
-//! when available and full fences otherwise ([`docs::barriers`]); peer watching uses pidfds
-//! (5.3+), `/proc` and `kill(pid, 0)`. Costs in memory and address space:
-//! [`docs::accounting`].
+//! hands over to the next if a sandbox refuses one later. Blocking uses `membarrier` when
+//! available (4.14+ between threads, 4.16+ between processes) and full fences otherwise
+//! ([`docs::barriers`]); peer watching uses pidfds (5.3+), `/proc` and `kill(pid, 0)`. Costs in
+//! memory and address space: [`docs::accounting`].
 //!
 //! # Errors
 //!

@@ -579,8 +579,9 @@ pub(crate) const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
 pub(crate) const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
 pub(crate) const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
-/// `membarrier(cmd, 0, 0)` (Linux 4.14+ for the expedited commands used here). Registration
-/// is per process; it is inherited by `fork()` and cleared by `exec` (measured on 6.18).
+/// `membarrier(cmd, 0, 0)` (the private expedited commands since Linux 4.14, the global ones
+/// since 4.16). Registration is per process; it is inherited by `fork()` and cleared by `exec`
+/// (measured on 6.18).
 pub(crate) fn membarrier(cmd: libc::c_int) -> io::Result<()> {
     // Miri has no membarrier: answer as a kernel without it, so the ends use full fences.
     // (`if cfg!`: the code after it stays reachable to the compiler.)

@@ -43,8 +43,9 @@
 //!   which interrupts the CPUs running any process registered for it; every process registers
 //!   when it claims a role, and a publisher uses the light half only if its own registration
 //!   succeeded.
-//! - *Fence*: the sleeper could not register (a kernel before 4.16, a seccomp filter): it
-//!   fences locally, and its publisher pays a full fence too.
+//! - *Fence*: the sleeper could not register (a kernel before 4.14 for a thread ring or before
+//!   4.16 for a ring between processes, a seccomp filter): it fences locally, and its
+//!   publisher pays a full fence too.
 //!
 //! A sleeper whose membarrier call fails when it parks (a sandbox installed after the claim)
 //! downgrades its record to *Fence*; that one sleep is cut short, since a publisher may have
