@@ -359,6 +359,24 @@ mod tests {
     }
 
     #[test]
+    fn known_none_matches_no_word_at_any_position_and_fits_no_ring() {
+        // Two guards, each enough: its state bits are ones no header has, and its size
+        // exceeds any room (a ring's room is at most its capacity, below 2^63).
+        let st = Stamp;
+        let none = Known::NONE;
+        assert!(!none.fits(1 << 62));
+        for pos in [0u64, 8, 4096, 1 << 33, u64::MAX - 7] {
+            for len in [0usize, 1, 8, 9, 4088, 1 << 20] {
+                let word = st.stamped(len, pos);
+                assert_ne!(word, none.base ^ st.bits(pos), "NONE's word is a header's");
+                assert_eq!(none.repeat(st, word, pos, u64::MAX), None);
+            }
+            assert_eq!(none.repeat(st, CLEAR, pos, u64::MAX), None);
+            assert_eq!(none.repeat(st, none.base ^ st.bits(pos), pos, 1 << 62), None, "fits a ring");
+        }
+    }
+
+    #[test]
     fn small_frames_are_stored_as_header_then_payload_then_zeros() {
         let src: Vec<u8> = (1..=8).collect();
         for len in 1..=8 {
