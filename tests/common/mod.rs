@@ -130,15 +130,21 @@ impl Child {
 
     /// Waits for the child at most `limit`; on expiry kills it, reaps it, and fails the test.
     pub fn wait_within(&mut self, limit: Duration) -> i32 {
+        self.reap_within(limit).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`wait_within`](Child::wait_within) for a test that reports rather than panics: the
+    /// status, or (the child killed and reaped on expiry) what happened.
+    pub fn reap_within(&mut self, limit: Duration) -> Result<i32, String> {
         let end = Instant::now() + limit;
         loop {
             if let Some(status) = self.try_wait() {
-                return status;
+                return Ok(status);
             }
             if Instant::now() > end {
                 self.kill();
                 self.wait();
-                panic!("child {} still running after {limit:?}: killed", self.pid);
+                return Err(format!("child {} still running after {limit:?}: killed", self.pid));
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -442,6 +448,14 @@ pub fn take_range(addr: usize, len: usize) -> Option<&'static mut [u8]> {
     Some(mine)
 }
 
+/// The children of the calling thread that are not reaped yet (running or zombies): a
+/// [`Child`] guard the test lost track of leaves one here. (Per thread: a child belongs to the
+/// thread that forked it, so tests running beside this one do not show.)
+pub fn children_of_this_thread() -> Vec<libc::pid_t> {
+    let list = std::fs::read_to_string("/proc/thread-self/children").expect("read /proc/thread-self/children");
+    list.split_whitespace().map(|p| p.parse().expect("a pid")).collect()
+}
+
 /// The open descriptors of this process, sorted.
 pub fn open_fds() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir("/proc/self/fd")
@@ -685,6 +699,13 @@ impl Drop for Watchdog {
 /// One page of anonymous shared memory that survives fork: counters the processes of a test
 /// report in, readable after a child died.
 pub struct SharedPage(*mut AtomicU64);
+
+// SAFETY: the value owns its mapping (unmapped once, on drop, by whichever thread drops it) and
+// hands out only `&AtomicU64`s into it, so moving it to another thread or sharing it between
+// threads is like moving or sharing a `Box<[AtomicU64; 512]>`.
+unsafe impl Send for SharedPage {}
+// SAFETY: as for `Send`: every access through `&SharedPage` is atomic.
+unsafe impl Sync for SharedPage {}
 
 // The tests map their own pages (a test's shared counters, a hostile view of a ring's header)
 // with the raw calls: the crate's wrappers in `src/sys.rs` are private to it.
