@@ -21,26 +21,10 @@ mod common;
 
 use std::io::ErrorKind;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{spawn_child, watchdog, Child, Rng};
-
-/// A shared page of atomic words (common's `SharedPage`, shareable between this process's
-/// threads: every access is atomic).
-struct SharedPage(common::SharedPage);
-// SAFETY: the page is only accessed through `AtomicU64`s.
-unsafe impl Sync for SharedPage {}
-unsafe impl Send for SharedPage {}
-impl SharedPage {
-    fn new() -> SharedPage {
-        SharedPage(common::SharedPage::new())
-    }
-    fn word(&self, i: usize) -> &AtomicU64 {
-        self.0.word(i)
-    }
-}
-
+use common::{children_of_this_thread, page_size, scale, spawn_child, watchdog, Child, Rng, SharedPage};
 use mirror_ring::{Backend, Consumer, FramedConsumer, RingOptions, SharedRing};
 
 const SEEDS: [u64; 6] = [1, 2, 3, 0x5eed, 0xdead_beef, 77];
@@ -48,13 +32,211 @@ const SEEDS: [u64; 6] = [1, 2, 3, 0x5eed, 0xdead_beef, 77];
 const BOUND: Duration = Duration::from_secs(5);
 const UNCOMMITTED: u32 = 0x8000_0000;
 
+/// The seeds to run: `CHAOS_SEED` (one seed `n`, or a range `a..b`), else [`SEEDS`] and, for a
+/// long run (`MIRROR_RING_LONG=k`, common's [`scale`]), `k - 1` times as many more.
 fn seeds() -> Vec<u64> {
     match std::env::var("CHAOS_SEED") {
         Ok(s) => match s.split_once("..") {
             Some((a, b)) => (a.parse().unwrap()..b.parse().unwrap()).collect(),
             None => vec![s.parse().unwrap()],
         },
-        Err(_) => SEEDS.to_vec(),
+        Err(_) => SEEDS.iter().copied().chain((SEEDS.len()..SEEDS.len() * scale()).map(|i| mix(i as u64))).collect(),
+    }
+}
+
+/// A shared ring as every scenario makes it: two pages (small, so it is often full and every
+/// size class of message wraps at the seam), anonymous shared memory inherited by the children
+/// or (`memfd`) a memfd ring the children get only by its descriptor over a socket, as an
+/// unrelated process would (then `dont_fork`: a forked child must not use the inherited copy).
+fn make_ring(memfd: bool) -> Result<SharedRing, String> {
+    RingOptions::new()
+        .capacity(2 * page_size())
+        .backend(if memfd { Backend::Memfd } else { Backend::Auto })
+        .dont_fork(memfd)
+        .shared()
+        .map_err(|e| format!("the ring: {e}"))
+}
+
+/// Forks the next holder of a role in `ring` (see [`make_ring`] for `memfd`), which runs `f`
+/// on the ring and `_exit`s with what it returns (5: the descriptor never came).
+fn spawn_holder(ring: &SharedRing, memfd: bool, f: impl FnOnce(SharedRing) -> i32) -> Result<Child, String> {
+    let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let inherited = ring.clone();
+    let child = spawn_child(move || {
+        let ring = if memfd {
+            drop(inherited);
+            match SharedRing::recv_from(&theirs) {
+                Ok(r) => r,
+                Err(_) => return 5,
+            }
+        } else {
+            inherited
+        };
+        f(ring)
+    });
+    if memfd {
+        ring.send_to(&ours).map_err(|e| format!("send_to: {e}"))?;
+    }
+    Ok(child)
+}
+
+/// In a holder child (`who`): gets its end. The `first` holder claims the role; every later
+/// one takes it over from the one before, which was killed, retrying while the death cannot be
+/// told yet (`WouldBlock`), and claiming it afresh if no holder ever claimed it (`NotFound`:
+/// every earlier one was killed before its claim). `None` once it has reported its failure.
+fn claim_end<E>(
+    ring: SharedRing,
+    first: bool,
+    claim: fn(SharedRing) -> std::io::Result<E>,
+    take_over: fn(&SharedRing) -> std::io::Result<E>,
+    page: &SharedPage,
+    who: &str,
+) -> Option<E> {
+    let mut tries = 0u64;
+    let r = loop {
+        let r = if first { claim(ring.clone()) } else { take_over(&ring) };
+        match r {
+            Ok(end) => break Ok(end),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                break claim(ring.clone()).map_err(|e| format!("claim after NotFound: {}", kind_str(&e)))
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                tries += 1;
+                if tries == 5000 {
+                    eprintln!("{who} (pid {}): take-over still WouldBlock after 1 s: {e}", std::process::id());
+                }
+                std::thread::sleep(Duration::from_micros(200))
+            }
+            Err(e) => break Err(format!("take over: {}", kind_str(&e))),
+        }
+    };
+    r.map_err(|e| child_failed(page, who, e)).ok()
+}
+
+/// In a holder child (`who`): reports its own failure (on stderr, and in word [`ERR`]).
+fn child_failed(page: &SharedPage, who: &str, what: impl std::fmt::Display) {
+    eprintln!("{who}: {what}");
+    page.word(ERR).store(1, Ordering::SeqCst);
+}
+
+/// In the parent: reaps holder `child` (20 s at most after its kill or its end); an error if it
+/// reported its own failure, or if it was the `finishing` one (never killed) and exited other
+/// than 0.
+fn reap_holder(child: &mut Child, page: &SharedPage, finishing: bool) -> Result<(), String> {
+    let status = child.reap_within(Duration::from_secs(20))?;
+    if page.word(ERR).load(Ordering::SeqCst) != 0 {
+        return Err(format!("the child failed (status {status}; its message above)"));
+    }
+    if finishing && status != 0 {
+        return Err(format!("the finishing child exited {status}"));
+    }
+    Ok(())
+}
+
+/// Writes message `msg` as a byte generation's record at the start of `grant`: its length (u32
+/// little-endian), then its bytes (`4 + msg.len()` in all; the receivers read it back in
+/// `recv_one` and `consumer_child`).
+fn put_record(grant: &mut [u8], msg: &[u8]) {
+    grant[..4].copy_from_slice(&(msg.len() as u32).to_le_bytes());
+    grant[4..4 + msg.len()].copy_from_slice(msg);
+}
+
+/// A message that must never arrive: message (g, s) (or (g, 0) if that one is too short to
+/// carry its id) marked uncommitted, for a grant the holder dies with, open.
+fn uncommitted_body(seed: u64, g: u32, s: u32, max: usize) -> Vec<u8> {
+    let mut b = body(seed, g, s, max);
+    if b.len() < 16 {
+        b = body(seed, g, 0, max);
+    }
+    b[0..4].copy_from_slice(&(g | UNCOMMITTED).to_le_bytes());
+    b
+}
+
+/// In a holder child that has reached its point: waits for its SIGKILL.
+fn sleep_forever() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// In the parent: waits until word `w` of `page` reads `want`, 20 s at most; fails at once when
+/// a child has reported its own error (word [`ERR`]).
+fn wait_word(page: &SharedPage, w: usize, want: u64, what: &str) -> Result<(), String> {
+    let until = Instant::now() + Duration::from_secs(20);
+    while page.word(w).load(Ordering::SeqCst) != want {
+        if page.word(ERR).load(Ordering::SeqCst) != 0 {
+            return Err(format!("the child failed before {what}"));
+        }
+        if Instant::now() > until {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    Ok(())
+}
+
+/// What a scenario did, summed over the seeds for the report line.
+#[derive(Default)]
+struct Tally {
+    kills: u64,
+    takeovers: u64,
+    msgs: u64,
+}
+
+/// Runs `scenario` for every seed and every case under a watchdog, and stops at the first
+/// failure: its message names the seed (replay it with `CHAOS_SEED`). Then checks that no
+/// child is left behind (every holder killed or finished, and reaped).
+fn run_chaos<C: Copy + std::fmt::Debug>(name: &str, cases: &[C], scenario: impl Fn(u64, C) -> Result<Tally, String>) {
+    let _dog = watchdog(name, Duration::from_secs(60));
+    let t0 = Instant::now();
+    let mut sum = Tally::default();
+    for seed in seeds() {
+        for &case in cases {
+            let t = Instant::now();
+            match scenario(seed, case) {
+                Ok(n) => {
+                    sum.kills += n.kills;
+                    sum.takeovers += n.takeovers;
+                    sum.msgs += n.msgs;
+                }
+                Err(e) => panic!("{name}: {e}\n(replay this seed alone: CHAOS_SEED={seed})"),
+            }
+            if t.elapsed() > Duration::from_secs(2) {
+                eprintln!("{name}: seed {seed} {case:?}: slow, {:?}", t.elapsed());
+            }
+        }
+    }
+    let left = children_of_this_thread();
+    assert!(left.is_empty(), "{name}: children left behind: {left:?}");
+    eprintln!("{name}: {} kills, {} take-overs, {} messages, {:?}", sum.kills, sum.takeovers, sum.msgs, t0.elapsed());
+}
+
+/// In the parent's killer thread of scenarios A and C: `reach` the holder's kill point, kill it
+/// (unless it is the `finishing` one), tell the consumer loop (`killed`) and let it go on
+/// (unpause). Returns what `reach` did.
+fn kill_at_point(
+    child: &Child,
+    page: &SharedPage,
+    killed: &AtomicBool,
+    finishing: bool,
+    reach: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
+    let r = reach();
+    if !finishing {
+        child.kill();
+    }
+    killed.store(true, Ordering::SeqCst);
+    page.word(W_PAUSE).store(0, Ordering::SeqCst);
+    r
+}
+
+/// The longest message of `mode` in a ring of `cap` bytes: a frame's payload
+/// (`max_frame_len`: the ring less the 8-byte frame header) or a byte record's (the ring less
+/// its 4-byte length).
+fn max_len(mode: Mode, cap: usize) -> usize {
+    match mode {
+        Mode::Framed => cap - 8,
+        Mode::Bytes => cap - 4,
     }
 }
 
@@ -101,7 +283,8 @@ fn body(seed: u64, g: u32, s: u32, max: usize) -> Vec<u8> {
 }
 
 fn id_of(m: &[u8]) -> Option<(u32, u32)> {
-    (m.len() >= 16).then(|| (u32::from_le_bytes(m[0..4].try_into().unwrap()), u32::from_le_bytes(m[4..8].try_into().unwrap())))
+    (m.len() >= 16)
+        .then(|| (u32::from_le_bytes(m[0..4].try_into().unwrap()), u32::from_le_bytes(m[4..8].try_into().unwrap())))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -129,29 +312,14 @@ enum Point {
     Early(u64),
 }
 
-// Page words (scenario A).
+// Page words. Every scenario: a child's own error (its message is on stderr).
+const ERR: usize = 3;
+// Scenarios A and C.
 const W_READY: usize = 0; // generation that is ready (g + 1)
 const W_POINT: usize = 1; // generation that reached its kill point (g + 1)
 const W_PAUSE: usize = 2; // consumer paused
-const W_ERR: usize = 3; // a child's own error
 const W_DONE: usize = 5; // the finishing generation closed (g + 1)
 const W_ACK: usize = 16; // + g: messages of generation g whose send returned Ok (published)
-
-/// Reaps `child` within `limit`; on expiry kills it, reaps it, and says so.
-fn reap_within(child: &mut Child, limit: Duration) -> Result<i32, String> {
-    let end = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait() {
-            return Ok(status);
-        }
-        if Instant::now() > end {
-            child.kill();
-            child.wait();
-            return Err(format!("child still running after {limit:?}: killed"));
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
 
 fn kind_str(e: &std::io::Error) -> String {
     format!("{:?}: {e}", e.kind())
@@ -159,48 +327,23 @@ fn kind_str(e: &std::io::Error) -> String {
 
 /// A producer child of generation g.
 fn producer_child(ring: SharedRing, seed: u64, g: u32, mode: Mode, point: Point, page: &SharedPage) -> i32 {
-    let mut tries = 0u64;
-    let tx = loop {
-        let r = if g == 0 { ring.clone().into_producer() } else { ring.take_over_producer() };
-        match r {
-            Ok(tx) => break tx,
-            // Every earlier generation was killed before it claimed.
-            Err(e) if e.kind() == ErrorKind::NotFound => match ring.clone().into_producer() {
-                Ok(tx) => break tx,
-                Err(e) => {
-                    eprintln!("gen {g}: claim after NotFound: {}", kind_str(&e));
-                    page.word(W_ERR).store(1, Ordering::SeqCst);
-                    return 3;
-                }
-            },
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                tries += 1;
-                if tries == 5000 {
-                    eprintln!("taker {}: take-over still WouldBlock after 1 s: {e}", std::process::id());
-                }
-                std::thread::sleep(Duration::from_micros(200))
-            }
-            Err(e) => {
-                eprintln!("gen {g}: take over: {}", kind_str(&e));
-                page.word(W_ERR).store(1, Ordering::SeqCst);
-                return 3;
-            }
-        }
+    let who = format!("gen {g} ({mode:?}, {point:?})");
+    let Some(tx) = claim_end(ring, g == 0, SharedRing::into_producer, SharedRing::take_over_producer, page, &who)
+    else {
+        return 3;
     };
-    drop(ring);
     let mut rng = Rng::new(mix(seed ^ u64::from(g) ^ 0xC0FFEE));
     let ack = page.word(W_ACK + g as usize);
     let cap = tx.capacity();
     page.word(W_READY).store(u64::from(g) + 1, Ordering::SeqCst);
     let at_point = || page.word(W_POINT).store(u64::from(g) + 1, Ordering::SeqCst);
-    let forever = || -> ! {
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-        }
+    // The finishing generation, once it has closed its end.
+    let closed = || {
+        page.word(W_DONE).store(u64::from(g) + 1, Ordering::SeqCst);
+        0
     };
     let fail = |what: String| -> i32 {
-        eprintln!("gen {g} ({mode:?}): {what}");
-        page.word(W_ERR).store(1, Ordering::SeqCst);
+        child_failed(page, &who, what);
         4
     };
     let limit = match point {
@@ -247,18 +390,14 @@ fn producer_child(ring: SharedRing, seed: u64, g: u32, mode: Mode, point: Point,
             }
             match point {
                 Point::GrantOpen(_) => {
-                    let mut b = body(seed, g, s, max);
-                    if b.len() < 16 {
-                        b = body(seed, g, 0, max);
-                    }
-                    b[0..4].copy_from_slice(&(g | UNCOMMITTED).to_le_bytes());
+                    let b = uncommitted_body(seed, g, s, max);
                     let mut grant = match tx.reserve(b.len()) {
                         Ok(grant) => grant,
                         Err(e) => return fail(format!("reserve: {}", kind_str(&e))),
                     };
                     grant.copy_from_slice(&b);
                     at_point();
-                    forever();
+                    sleep_forever();
                 }
                 Point::Pending(_) => {
                     tx.set_batch(1000);
@@ -269,19 +408,18 @@ fn producer_child(ring: SharedRing, seed: u64, g: u32, mode: Mode, point: Point,
                         }
                     }
                     at_point();
-                    forever();
+                    sleep_forever();
                 }
                 Point::Finish(_) => {
                     drop(tx);
-                    page.word(W_DONE).store(u64::from(g) + 1, Ordering::SeqCst);
-                    0
+                    closed()
                 }
-                _ => forever(),
+                _ => sleep_forever(),
             }
         }
         Mode::Bytes => {
             let mut tx = tx;
-            let max = cap - 4;
+            let max = max_len(Mode::Bytes, cap);
             let mut s = 0u32;
             while s < limit {
                 let b = body(seed, g, s, max);
@@ -291,8 +429,7 @@ fn producer_child(ring: SharedRing, seed: u64, g: u32, mode: Mode, point: Point,
                         if rng.up_to(2) == 0 {
                             grant.fill(0xEE);
                         }
-                        grant[..4].copy_from_slice(&(b.len() as u32).to_le_bytes());
-                        grant[4..need].copy_from_slice(&b);
+                        put_record(&mut grant, &b);
                         if let Err(e) = grant.commit(need) {
                             return fail(format!("commit {s}: {}", kind_str(&e)));
                         }
@@ -304,27 +441,21 @@ fn producer_child(ring: SharedRing, seed: u64, g: u32, mode: Mode, point: Point,
             }
             match point {
                 Point::GrantOpen(_) | Point::Pending(_) => {
-                    let mut b = body(seed, g, s, max);
-                    if b.len() < 16 {
-                        b = body(seed, g, 0, max);
-                    }
-                    b[0..4].copy_from_slice(&(g | UNCOMMITTED).to_le_bytes());
+                    let b = uncommitted_body(seed, g, s, max);
                     let need = 4 + b.len();
                     let mut grant = match tx.write_grant_timeout(need, Duration::from_secs(30)) {
                         Ok(grant) => grant,
                         Err(e) => return fail(format!("grant: {}", kind_str(&e))),
                     };
-                    grant[..4].copy_from_slice(&(b.len() as u32).to_le_bytes());
-                    grant[4..need].copy_from_slice(&b);
+                    put_record(&mut grant, &b);
                     at_point();
-                    forever();
+                    sleep_forever();
                 }
                 Point::Finish(_) => {
                     drop(tx);
-                    page.word(W_DONE).store(u64::from(g) + 1, Ordering::SeqCst);
-                    0
+                    closed()
                 }
-                _ => forever(),
+                _ => sleep_forever(),
             }
         }
     }
@@ -351,13 +482,6 @@ struct Check {
 }
 
 impl Check {
-    fn max_for(&self, mode: Mode) -> usize {
-        match mode {
-            Mode::Framed => self.cap - 8,
-            Mode::Bytes => self.cap - 4,
-        }
-    }
-
     fn take(&mut self, m: &[u8], mode_of: &dyn Fn(u32) -> Mode) -> Result<(), String> {
         self.msgs += 1;
         self.bytes += m.len() as u64;
@@ -374,7 +498,7 @@ impl Check {
         if g as usize >= self.got.len() {
             return Err(format!("generation {g} does not exist (torn or stale message of {} bytes)", m.len()));
         }
-        let want = body(self.seed, g, s, self.max_for(mode_of(g)));
+        let want = body(self.seed, g, s, max_len(mode_of(g), self.cap));
         if m != &want[..] {
             let at = m.iter().zip(&want).position(|(a, b)| a != b);
             return Err(format!(
@@ -410,10 +534,9 @@ impl Check {
     }
 }
 
-/// One seed of scenario A. Returns (kills, take-overs, messages).
-fn scenario_a(seed: u64, memfd: bool, gens: u32) -> Result<(u64, u64, u64), String> {
-    let cap = 8192;
-    let ring = RingOptions::new().capacity(cap).backend(if memfd { Backend::Memfd } else { Backend::Auto }).dont_fork(memfd).shared().map_err(|e| e.to_string())?;
+/// One seed of scenario A.
+fn scenario_a(seed: u64, memfd: bool, gens: u32) -> Result<Tally, String> {
+    let ring = make_ring(memfd)?;
     let cap = ring.capacity();
     let page = SharedPage::new();
     let mut rng = Rng::new(seed);
@@ -421,7 +544,15 @@ fn scenario_a(seed: u64, memfd: bool, gens: u32) -> Result<(u64, u64, u64), Stri
     let mut modes = Vec::new();
     let mut points = Vec::new();
     for g in 0..gens {
-        modes.push(if g == 0 || rng.up_to(3) != 0 { if g % 2 == 0 { Mode::Framed } else { Mode::Bytes } } else { Mode::Framed });
+        modes.push(if g == 0 || rng.up_to(3) != 0 {
+            if g % 2 == 0 {
+                Mode::Framed
+            } else {
+                Mode::Bytes
+            }
+        } else {
+            Mode::Framed
+        });
         let p = if g + 1 == gens {
             Point::Finish(50 + rng.up_to(100) as u32)
         } else {
@@ -442,12 +573,19 @@ fn scenario_a(seed: u64, memfd: bool, gens: u32) -> Result<(u64, u64, u64), Stri
     let mut rx = Rx::Framed(ring.clone().into_consumer().map_err(|e| e.to_string())?.into_framed());
     let mut rx_mode = Mode::Framed;
     let (mut kills, mut takeovers) = (0u64, 0u64);
-    let ctx = |g: u32, what: String| format!("seed {seed} memfd {memfd} gen {g} {:?} {:?}: {what}", modes[g as usize], points[g as usize]);
+    let ctx = |g: u32, what: String| {
+        format!("seed {seed} memfd {memfd} gen {g} {:?} {:?}: {what}", modes[g as usize], points[g as usize])
+    };
 
     // One receive into `check`, waiting at most `t`: Ok(true) a message, Ok(false) timed out,
     // Err(kind) otherwise (end of stream / death / error).
-    fn recv_one(rx: &mut Rx, check: &mut Check, t: Duration, mode_of: &dyn Fn(u32) -> Mode) -> Result<bool, std::io::Error> {
-        let other = |msg: String| std::io::Error::new(ErrorKind::Other, msg);
+    fn recv_one(
+        rx: &mut Rx,
+        check: &mut Check,
+        t: Duration,
+        mode_of: &dyn Fn(u32) -> Mode,
+    ) -> Result<bool, std::io::Error> {
+        let other = |msg: String| std::io::Error::other(msg);
         match rx {
             Rx::Framed(f) => match f.recv_timeout(t) {
                 Ok(Some(m)) => check.take(&m, mode_of).map(|()| true).map_err(other),
@@ -469,7 +607,7 @@ fn scenario_a(seed: u64, memfd: bool, gens: u32) -> Result<(u64, u64, u64), Stri
                     }
                     Err(e) => return Err(e),
                 };
-                if len > check.cap - 4 {
+                if len > max_len(Mode::Bytes, check.cap) {
                     return Err(other(format!("record length {len} (torn record)")));
                 }
                 let gr = match c.read_grant_timeout(4 + len, BOUND) {
@@ -496,44 +634,16 @@ fn scenario_a(seed: u64, memfd: bool, gens: u32) -> Result<(u64, u64, u64), Stri
             rx_mode = mode;
         }
         page.word(W_PAUSE).store(0, Ordering::SeqCst);
-        let (sock_ours, sock_theirs) = UnixStream::pair().unwrap();
-        let child_ring = ring.clone();
-        let child: Child = spawn_child(|| {
-            let ring = if memfd {
-                drop(child_ring);
-                match SharedRing::recv_from(&sock_theirs) {
-                    Ok(r) => r,
-                    Err(_) => return 5,
-                }
-            } else {
-                child_ring
-            };
-            producer_child(ring, seed, g, mode, point, &page)
-        });
-        drop(sock_theirs);
-        if memfd {
-            ring.send_to(&sock_ours).map_err(|e| ctx(g, format!("send_to: {e}")))?;
-        }
+        let mut child = spawn_holder(&ring, memfd, |ring| producer_child(ring, seed, g, mode, point, &page))
+            .map_err(|e| ctx(g, e))?;
         if g > 0 {
             takeovers += 1;
         }
         let killed = AtomicBool::new(false);
         let result: Result<(), String> = std::thread::scope(|sc| {
-            let killer = sc.spawn(|| -> Result<(), String> {
-                let wait_for = |w: usize, what: &str| -> Result<(), String> {
-                    let until = Instant::now() + Duration::from_secs(20);
-                    while page.word(w).load(Ordering::SeqCst) != u64::from(g) + 1 {
-                        if page.word(W_ERR).load(Ordering::SeqCst) != 0 {
-                            return Err(format!("the child failed before {what}"));
-                        }
-                        if Instant::now() > until {
-                            return Err(format!("timed out waiting for {what}"));
-                        }
-                        std::thread::sleep(Duration::from_micros(100));
-                    }
-                    Ok(())
-                };
-                let r = (|| {
+            let killer = sc.spawn(|| {
+                let wait_for = |w: usize, what: &str| wait_word(&page, w, u64::from(g) + 1, what);
+                kill_at_point(&child, &page, &killed, matches!(point, Point::Finish(_)), || {
                     if let Point::Early(us) = point {
                         std::thread::sleep(Duration::from_micros(us));
                         return Ok(());
@@ -554,13 +664,7 @@ fn scenario_a(seed: u64, memfd: bool, gens: u32) -> Result<(u64, u64, u64), Stri
                         }
                     }
                     Ok(())
-                })();
-                if !matches!(point, Point::Finish(_)) {
-                    child.kill();
-                }
-                killed.store(true, Ordering::SeqCst);
-                page.word(W_PAUSE).store(0, Ordering::SeqCst);
-                r
+                })
             });
             // Consume while the child produces, until it was killed.
             let mut res = Ok(());
@@ -596,18 +700,9 @@ fn scenario_a(seed: u64, memfd: bool, gens: u32) -> Result<(u64, u64, u64), Stri
             let k = killer.join().unwrap();
             res.and(k)
         });
-        let mut child = child;
-        let status = reap_within(&mut child, Duration::from_secs(20));
-        result.map_err(|e| ctx(g, e))?;
-        let status = status.map_err(|e| ctx(g, e))?;
-        if page.word(W_ERR).load(Ordering::SeqCst) != 0 {
-            return Err(ctx(g, format!("the producer child failed (status {status})")));
-        }
-        if let Point::Finish(_) = point {
-            if status != 0 {
-                return Err(ctx(g, format!("the finishing child exited {status}")));
-            }
-        } else {
+        let reaped = reap_holder(&mut child, &page, matches!(point, Point::Finish(_)));
+        result.and(reaped).map_err(|e| ctx(g, e))?;
+        if !matches!(point, Point::Finish(_)) {
             kills += 1;
         }
         // After the death: a fast restart (same mode next, sometimes) or drain to the death.
@@ -622,7 +717,11 @@ fn scenario_a(seed: u64, memfd: bool, gens: u32) -> Result<(u64, u64, u64), Stri
                     Ok(false) => {
                         return Err(ctx(
                             g,
-                            format!("a receive timed out after {:?}, {:?} after the producer was reaped", t0.elapsed(), dead_at.elapsed()),
+                            format!(
+                                "a receive timed out after {:?}, {:?} after the producer was reaped",
+                                t0.elapsed(),
+                                dead_at.elapsed()
+                            ),
                         ))
                     }
                     Err(e) if e.kind() == ErrorKind::UnexpectedEof => break,
@@ -650,29 +749,12 @@ fn scenario_a(seed: u64, memfd: bool, gens: u32) -> Result<(u64, u64, u64), Stri
             }
         }
     }
-    Ok((kills, takeovers, check.msgs))
+    Ok(Tally { kills, takeovers, msgs: check.msgs })
 }
 
 #[test]
 fn chaos_producers_killed_and_taken_over() {
-    let _dog = watchdog("chaos_producers_killed_and_taken_over", Duration::from_secs(120));
-    let (mut kills, mut takes, mut msgs) = (0, 0, 0);
-    let mut failures = Vec::new();
-    let t0 = Instant::now();
-    for seed in seeds() {
-        for memfd in [false, true] {
-            match scenario_a(seed, memfd, 14) {
-                Ok((k, t, m)) => {
-                    kills += k;
-                    takes += t;
-                    msgs += m;
-                }
-                Err(e) => failures.push(e),
-            }
-        }
-    }
-    eprintln!("scenario A: {kills} kills, {takes} take-overs, {msgs} messages checked, {:?}", t0.elapsed());
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    run_chaos("chaos_producers_killed_and_taken_over", &[false, true], |seed, memfd| scenario_a(seed, memfd, 14));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -697,7 +779,6 @@ enum CPoint {
 
 const B_PAUSE: usize = 2; // the producer is asked to pause
 const B_PAUSED: usize = 4; // the producer has paused (flushed)
-const B_ERR: usize = 3;
 const B_READY: usize = 5; // consumer c that is ready (c + 1)
 const B_POINT: usize = 6; // consumer c at its point (c + 1)
 const B_S0: usize = 32; // + c: first seq this consumer took + 1 (0: none identified yet)
@@ -708,51 +789,27 @@ const B_HOLDING: usize = 9; // the producer waits for B_LAST (a point past it ma
 const B_INTO: usize = 288; // + c: inside recv_into (which releases the frame before it returns)
 
 /// A consumer child c: verifies what it takes, reports into the page.
-fn consumer_child(ring: SharedRing, seed: u64, c: u32, mode: Mode, point: CPoint, page: &SharedPage, total: u32) -> i32 {
-    let mut tries = 0u64;
-    let rx = loop {
-        let r = if c == 0 { ring.clone().into_consumer() } else { ring.take_over_consumer() };
-        match r {
-            Ok(rx) => break rx,
-            Err(e) if e.kind() == ErrorKind::NotFound => match ring.clone().into_consumer() {
-                Ok(rx) => break rx,
-                Err(e) => {
-                    eprintln!("consumer {c}: claim after NotFound: {}", kind_str(&e));
-                    page.word(B_ERR).store(1, Ordering::SeqCst);
-                    return 3;
-                }
-            },
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                tries += 1;
-                if tries == 5000 {
-                    eprintln!("taker {}: take-over still WouldBlock after 1 s: {e}", std::process::id());
-                }
-                std::thread::sleep(Duration::from_micros(200))
-            }
-            Err(e) => {
-                eprintln!("consumer {c}: take over: {}", kind_str(&e));
-                page.word(B_ERR).store(1, Ordering::SeqCst);
-                return 3;
-            }
-        }
+fn consumer_child(
+    ring: SharedRing,
+    seed: u64,
+    c: u32,
+    mode: Mode,
+    point: CPoint,
+    page: &SharedPage,
+    total: u32,
+) -> i32 {
+    let who = format!("consumer {c} ({mode:?}, {point:?})");
+    let Some(rx) = claim_end(ring, c == 0, SharedRing::into_consumer, SharedRing::take_over_consumer, page, &who)
+    else {
+        return 3;
     };
-    drop(ring);
     let cap = rx.capacity();
-    let max = match mode {
-        Mode::Framed => cap - 8,
-        Mode::Bytes => cap - 4,
-    };
+    let max = max_len(mode, cap);
     let mut rng = Rng::new(mix(seed ^ u64::from(c) ^ 0xBEEF));
     page.word(B_READY).store(u64::from(c) + 1, Ordering::SeqCst);
     let at_point = || page.word(B_POINT).store(u64::from(c) + 1, Ordering::SeqCst);
-    let forever = || -> ! {
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    };
     let fail = |what: String| -> i32 {
-        eprintln!("consumer {c} ({mode:?}, {point:?}): {what}");
-        page.word(B_ERR).store(1, Ordering::SeqCst);
+        child_failed(page, &who, what);
         4
     };
     // Messages taken before the first long one (unidentified); the next seq once identified.
@@ -778,7 +835,12 @@ fn consumer_child(ring: SharedRing, seed: u64, c: u32, mode: Mode, point: CPoint
             Some(s) => {
                 let want = body(seed, 0, s, max);
                 if m != &want[..] {
-                    return Err(format!("seq {s}: {} bytes, not the message sent ({} bytes), id {:?}", m.len(), want.len(), id_of(m)));
+                    return Err(format!(
+                        "seq {s}: {} bytes, not the message sent ({} bytes), id {:?}",
+                        m.len(),
+                        want.len(),
+                        id_of(m)
+                    ));
                 }
                 next = Some(s + 1);
             }
@@ -787,7 +849,9 @@ fn consumer_child(ring: SharedRing, seed: u64, c: u32, mode: Mode, point: CPoint
                 Some((g, s)) => {
                     let k = pending.len() as u32;
                     if g != 0 || s < k {
-                        return Err(format!("first long message claims ({g}, {s}) after {k} short ones: torn or misaligned"));
+                        return Err(format!(
+                            "first long message claims ({g}, {s}) after {k} short ones: torn or misaligned"
+                        ));
                     }
                     let s0 = s - k;
                     for (i, p) in pending.iter().enumerate() {
@@ -799,7 +863,9 @@ fn consumer_child(ring: SharedRing, seed: u64, c: u32, mode: Mode, point: CPoint
                         return Err(format!("seq {s} is not what was sent"));
                     }
                     if u64::from(s0) > bound {
-                        return Err(format!("resumed at seq {s0}, past {bound} (what earlier consumers took): messages lost"));
+                        return Err(format!(
+                            "resumed at seq {s0}, past {bound} (what earlier consumers took): messages lost"
+                        ));
                     }
                     page.word(B_S0 + c as usize).store(u64::from(s0) + 1, Ordering::SeqCst);
                     next = Some(s + 1);
@@ -823,7 +889,7 @@ fn consumer_child(ring: SharedRing, seed: u64, c: u32, mode: Mode, point: CPoint
                         let r = rx.recv_batch_timeout(long, |m| {
                             let _ = take(m);
                             at_point();
-                            forever();
+                            sleep_forever();
                         });
                         return fail(format!("recv_batch at the point: {r:?}"));
                     }
@@ -833,13 +899,16 @@ fn consumer_child(ring: SharedRing, seed: u64, c: u32, mode: Mode, point: CPoint
                                 return fail(e);
                             }
                             at_point();
-                            forever();
+                            sleep_forever();
                         }
                         other => return fail(format!("recv at the point: {:?}", other.map(|f| f.map(|f| f.len())))),
                     }
                 }
                 let r: std::io::Result<Option<u64>> = match rng.up_to(4) {
-                    0 => rx.recv_timeout(long).map(|f| f.map(|f| take(&f)).transpose().map_err(|e| std::io::Error::new(ErrorKind::Other, e)).map(|o| o.map(|()| 1))).and_then(|x| x),
+                    0 => rx
+                        .recv_timeout(long)
+                        .map(|f| f.map(|f| take(&f)).transpose().map_err(std::io::Error::other).map(|o| o.map(|()| 1)))
+                        .and_then(|x| x),
                     1 => {
                         let mut err = None;
                         let n = rx.recv_batch_timeout(long, |m| {
@@ -848,7 +917,7 @@ fn consumer_child(ring: SharedRing, seed: u64, c: u32, mode: Mode, point: CPoint
                             }
                         });
                         match (n, err) {
-                            (_, Some(e)) => Err(std::io::Error::new(ErrorKind::Other, e)),
+                            (_, Some(e)) => Err(std::io::Error::other(e)),
                             (Ok(0), None) => Ok(None),
                             (Ok(n), None) => Ok(Some(n as u64)),
                             (Err(e), None) => Err(e),
@@ -858,7 +927,7 @@ fn consumer_child(ring: SharedRing, seed: u64, c: u32, mode: Mode, point: CPoint
                         let mut buf = Vec::new();
                         page.word(B_INTO + c as usize).store(1, Ordering::SeqCst);
                         let r = match rx.recv_into_timeout(&mut buf, long) {
-                            Ok(Some(_)) => take(&buf).map(|()| Some(1)).map_err(|e| std::io::Error::new(ErrorKind::Other, e)),
+                            Ok(Some(_)) => take(&buf).map(|()| Some(1)).map_err(std::io::Error::other),
                             Ok(None) => Ok(None),
                             Err(e) => Err(e),
                         };
@@ -867,9 +936,11 @@ fn consumer_child(ring: SharedRing, seed: u64, c: u32, mode: Mode, point: CPoint
                     }
                     _ => loop {
                         match rx.try_recv() {
-                            Ok(Some(f)) => break take(&f).map(|()| Some(1)).map_err(|e| std::io::Error::new(ErrorKind::Other, e)),
+                            Ok(Some(f)) => break take(&f).map(|()| Some(1)).map_err(std::io::Error::other),
                             Ok(None) => break Ok(None),
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_micros(50)),
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                                std::thread::sleep(Duration::from_micros(50))
+                            }
                             Err(e) => break Err(e),
                         }
                     },
@@ -888,7 +959,12 @@ fn consumer_child(ring: SharedRing, seed: u64, c: u32, mode: Mode, point: CPoint
                 let r = rx.read_grant_timeout(4, long).map(|g| u32::from_le_bytes(g[..4].try_into().unwrap()) as usize);
                 let len = match r {
                     Ok(len) => len,
-                    Err(e) if e.kind() == ErrorKind::UnexpectedEof && rx.read_grant(0).map(|g| g.is_empty()).unwrap_or(false) => break,
+                    Err(e)
+                        if e.kind() == ErrorKind::UnexpectedEof
+                            && rx.read_grant(0).map(|g| g.is_empty()).unwrap_or(false) =>
+                    {
+                        break
+                    }
                     Err(e) => return fail(format!("receive after {taken}: {}", kind_str(&e))),
                 };
                 if len > max {
@@ -904,7 +980,7 @@ fn consumer_child(ring: SharedRing, seed: u64, c: u32, mode: Mode, point: CPoint
                 taken += 1;
                 if taken > limit {
                     at_point();
-                    forever();
+                    sleep_forever();
                 }
                 if let Err(e) = g.release(4 + len) {
                     return fail(format!("release: {e}"));
@@ -1010,7 +1086,7 @@ fn produce_b(ring: &SharedRing, seed: u64, mode: Mode, total: u32, page: &Shared
         }
         Mode::Bytes => {
             let mut tx = tx;
-            let max = tx.capacity() - 4;
+            let max = max_len(Mode::Bytes, tx.capacity());
             let mut s = 0;
             while s < total {
                 pause(&mut || {});
@@ -1020,8 +1096,7 @@ fn produce_b(ring: &SharedRing, seed: u64, mode: Mode, total: u32, page: &Shared
                 let b = body(seed, 0, s, max);
                 match tx.write_grant_timeout(4 + b.len(), t) {
                     Ok(mut g) => {
-                        g[..4].copy_from_slice(&(b.len() as u32).to_le_bytes());
-                        g[4..4 + b.len()].copy_from_slice(&b);
+                        put_record(&mut g, &b);
                         g.commit(4 + b.len()).map_err(|e| e.to_string())?;
                         s += 1;
                         page.word(B_SENT).store(u64::from(s), Ordering::SeqCst);
@@ -1036,8 +1111,8 @@ fn produce_b(ring: &SharedRing, seed: u64, mode: Mode, total: u32, page: &Shared
     Ok(())
 }
 
-fn scenario_b(seed: u64, mode: Mode, memfd: bool, consumers: u32) -> Result<(u64, u64), String> {
-    let ring = RingOptions::new().capacity(8192).backend(if memfd { Backend::Memfd } else { Backend::Auto }).dont_fork(memfd).shared().map_err(|e| e.to_string())?;
+fn scenario_b(seed: u64, mode: Mode, memfd: bool, consumers: u32) -> Result<Tally, String> {
+    let ring = make_ring(memfd)?;
     let page = SharedPage::new();
     let mut rng = Rng::new(seed ^ 0xB0B);
     let total = 3000 + rng.up_to(2000) as u32;
@@ -1057,50 +1132,27 @@ fn scenario_b(seed: u64, mode: Mode, memfd: bool, consumers: u32) -> Result<(u64
             }
         })
         .collect();
-    let ctx = |c: u32, what: String| format!("seed {seed} {mode:?} memfd {memfd} consumer {c} {:?}: {what}", points[c as usize]);
+    let ctx = |c: u32, what: String| {
+        format!("seed {seed} {mode:?} memfd {memfd} consumer {c} {:?}: {what}", points[c as usize])
+    };
     let (mut kills, mut takes) = (0, 0);
     std::thread::scope(|sc| -> Result<(), String> {
         let producer = sc.spawn(|| produce_b(&ring, seed, mode, total, &page));
         let mut r = Ok(());
         for c in 0..consumers {
             let point = points[c as usize];
-            let (sock_ours, sock_theirs) = UnixStream::pair().unwrap();
-            let child_ring = ring.clone();
-            let mut child: Child = spawn_child(|| {
-                let ring = if memfd {
-                    drop(child_ring);
-                    match SharedRing::recv_from(&sock_theirs) {
-                        Ok(r) => r,
-                        Err(_) => return 5,
-                    }
-                } else {
-                    child_ring
-                };
-                consumer_child(ring, seed, c, mode, point, &page, total)
-            });
-            drop(sock_theirs);
-            if memfd {
-                if let Err(e) = ring.send_to(&sock_ours) {
-                    r = Err(ctx(c, format!("send_to: {e}")));
+            let spawned = spawn_holder(&ring, memfd, |ring| consumer_child(ring, seed, c, mode, point, &page, total));
+            let mut child = match spawned {
+                Ok(child) => child,
+                Err(e) => {
+                    r = Err(ctx(c, e));
                     break;
                 }
-            }
+            };
             if c > 0 {
                 takes += 1;
             }
-            let wait_for = |w: usize, what: &str| -> Result<(), String> {
-                let until = Instant::now() + Duration::from_secs(20);
-                while page.word(w).load(Ordering::SeqCst) != u64::from(c) + 1 {
-                    if page.word(B_ERR).load(Ordering::SeqCst) != 0 {
-                        return Err(format!("the child failed before {what}"));
-                    }
-                    if Instant::now() > until {
-                        return Err(format!("timed out waiting for {what}"));
-                    }
-                    std::thread::sleep(Duration::from_micros(100));
-                }
-                Ok(())
-            };
+            let wait_for = |w: usize, what: &str| wait_word(&page, w, u64::from(c) + 1, what);
             let step = (|| -> Result<(), String> {
                 if let CPoint::Early(us) = point {
                     std::thread::sleep(Duration::from_micros(us));
@@ -1119,7 +1171,7 @@ fn scenario_b(seed: u64, mode: Mode, memfd: bool, consumers: u32) -> Result<(u64
                         // never come): then a kill in a blocked receive.
                         let until = Instant::now() + Duration::from_secs(20);
                         while page.word(B_POINT).load(Ordering::SeqCst) != u64::from(c) + 1 {
-                            if page.word(B_ERR).load(Ordering::SeqCst) != 0 {
+                            if page.word(ERR).load(Ordering::SeqCst) != 0 {
                                 return Err("the child failed before its point".into());
                             }
                             if page.word(B_HOLDING).load(Ordering::SeqCst) != 0 {
@@ -1152,20 +1204,10 @@ fn scenario_b(seed: u64, mode: Mode, memfd: bool, consumers: u32) -> Result<(u64
                 child.kill();
                 kills += 1;
             }
-            let status = match reap_within(&mut child, Duration::from_secs(40)) {
-                Ok(s) => s,
-                Err(e) => {
-                    r = Err(ctx(c, e));
-                    break;
-                }
-            };
+            let reaped = reap_holder(&mut child, &page, point == CPoint::Finish);
             page.word(B_PAUSE).store(0, Ordering::SeqCst);
-            if let Err(e) = step {
+            if let Err(e) = reaped.and(step) {
                 r = Err(ctx(c, e));
-                break;
-            }
-            if page.word(B_ERR).load(Ordering::SeqCst) != 0 || (point == CPoint::Finish && status != 0) {
-                r = Err(ctx(c, format!("the consumer child failed (status {status}; its message above)")));
                 break;
             }
         }
@@ -1180,33 +1222,13 @@ fn scenario_b(seed: u64, mode: Mode, memfd: bool, consumers: u32) -> Result<(u64
         let p = producer.join().unwrap();
         r.and(p.map_err(|e| ctx(consumers - 1, e)))
     })?;
-    Ok((kills, takes))
+    Ok(Tally { kills, takeovers: takes, msgs: u64::from(total) })
 }
 
 #[test]
 fn chaos_consumers_killed_and_taken_over() {
-    let _dog = watchdog("chaos_consumers_killed_and_taken_over", Duration::from_secs(120));
-    let (mut kills, mut takes) = (0, 0);
-    let mut failures = Vec::new();
-    let t0 = Instant::now();
-    for seed in seeds() {
-        for (mode, memfd) in [(Mode::Framed, false), (Mode::Bytes, true), (Mode::Framed, true)] {
-            let t = Instant::now();
-            let r = scenario_b(seed, mode, memfd, 10);
-            if t.elapsed() > Duration::from_secs(2) {
-                eprintln!("seed {seed} {mode:?} memfd {memfd}: slow, {:?}", t.elapsed());
-            }
-            match r {
-                Ok((k, t)) => {
-                    kills += k;
-                    takes += t;
-                }
-                Err(e) => failures.push(e),
-            }
-        }
-    }
-    eprintln!("scenario B: {kills} kills, {takes} take-overs, {:?}", t0.elapsed());
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    let cases = [(Mode::Framed, false), (Mode::Bytes, true), (Mode::Framed, true)];
+    run_chaos("chaos_consumers_killed_and_taken_over", &cases, |seed, (mode, memfd)| scenario_b(seed, mode, memfd, 10));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1225,39 +1247,14 @@ enum APoint {
 }
 
 fn async_producer_child(ring: SharedRing, seed: u64, g: u32, point: APoint, page: &SharedPage) -> i32 {
-    let mut tries = 0u64;
-    let tx = loop {
-        let r = if g == 0 { ring.clone().into_producer() } else { ring.take_over_producer() };
-        match r {
-            Ok(tx) => break tx,
-            // Every earlier generation was killed before it claimed.
-            Err(e) if e.kind() == ErrorKind::NotFound => match ring.clone().into_producer() {
-                Ok(tx) => break tx,
-                Err(e) => {
-                    eprintln!("gen {g}: claim after NotFound: {}", kind_str(&e));
-                    page.word(W_ERR).store(1, Ordering::SeqCst);
-                    return 3;
-                }
-            },
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                tries += 1;
-                if tries == 5000 {
-                    eprintln!("taker {}: take-over still WouldBlock after 1 s: {e}", std::process::id());
-                }
-                std::thread::sleep(Duration::from_micros(200))
-            }
-            Err(e) => {
-                eprintln!("gen {g}: take over: {}", kind_str(&e));
-                page.word(W_ERR).store(1, Ordering::SeqCst);
-                return 3;
-            }
-        }
+    let who = format!("async gen {g} ({point:?})");
+    let Some(tx) = claim_end(ring, g == 0, SharedRing::into_producer, SharedRing::take_over_producer, page, &who)
+    else {
+        return 3;
     };
-    drop(ring);
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let fail = |what: String| -> i32 {
-        eprintln!("async gen {g} {point:?}: {what}");
-        page.word(W_ERR).store(1, Ordering::SeqCst);
+        child_failed(page, &who, what);
         4
     };
     let mut tx = match tx.into_framed().into_async() {
@@ -1316,20 +1313,13 @@ fn async_producer_child(ring: SharedRing, seed: u64, g: u32, point: APoint, page
         }
         _ => {
             page.word(W_POINT).store(u64::from(g) + 1, Ordering::SeqCst);
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-            }
+            sleep_forever()
         }
     }
 }
 
-fn scenario_c(seed: u64, memfd: bool, gens: u32) -> Result<(u64, u64), String> {
-    let ring = RingOptions::new()
-        .capacity(8192)
-        .backend(if memfd { Backend::Memfd } else { Backend::Auto })
-        .dont_fork(memfd)
-        .shared()
-        .map_err(|e| e.to_string())?;
+fn scenario_c(seed: u64, memfd: bool, gens: u32) -> Result<Tally, String> {
+    let ring = make_ring(memfd)?;
     let cap = ring.capacity();
     let page = SharedPage::new();
     let mut rng = Rng::new(seed ^ 0xC);
@@ -1346,7 +1336,8 @@ fn scenario_c(seed: u64, memfd: bool, gens: u32) -> Result<(u64, u64), String> {
             }
         })
         .collect();
-    let ctx = |g: u32, what: String| format!("async seed {seed} memfd {memfd} gen {g} {:?}: {what}", points[g as usize]);
+    let ctx =
+        |g: u32, what: String| format!("async seed {seed} memfd {memfd} gen {g} {:?}: {what}", points[g as usize]);
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let mut check = Check { seed, cap, gen: None, next: 0, got: vec![0; gens as usize], msgs: 0, bytes: 0 };
     let mode_of = |_: u32| Mode::Framed;
@@ -1360,41 +1351,13 @@ fn scenario_c(seed: u64, memfd: bool, gens: u32) -> Result<(u64, u64), String> {
     let mut kills = 0;
     for g in 0..gens {
         let point = points[g as usize];
-        let (sock_ours, sock_theirs) = UnixStream::pair().unwrap();
-        let child_ring = ring.clone();
-        let mut child: Child = spawn_child(|| {
-            let ring = if memfd {
-                drop(child_ring);
-                match SharedRing::recv_from(&sock_theirs) {
-                    Ok(r) => r,
-                    Err(_) => return 5,
-                }
-            } else {
-                child_ring
-            };
-            async_producer_child(ring, seed, g, point, &page)
-        });
-        drop(sock_theirs);
-        if memfd {
-            ring.send_to(&sock_ours).map_err(|e| ctx(g, format!("send_to: {e}")))?;
-        }
+        let mut child = spawn_holder(&ring, memfd, |ring| async_producer_child(ring, seed, g, point, &page))
+            .map_err(|e| ctx(g, e))?;
         let killed = AtomicBool::new(false);
         let result: Result<(), String> = std::thread::scope(|sc| {
-            let killer = sc.spawn(|| -> Result<(), String> {
-                let wait_for = |w: usize, what: &str| -> Result<(), String> {
-                    let until = Instant::now() + Duration::from_secs(20);
-                    while page.word(w).load(Ordering::SeqCst) != u64::from(g) + 1 {
-                        if page.word(W_ERR).load(Ordering::SeqCst) != 0 {
-                            return Err(format!("the child failed before {what}"));
-                        }
-                        if Instant::now() > until {
-                            return Err(format!("timed out waiting for {what}"));
-                        }
-                        std::thread::sleep(Duration::from_micros(100));
-                    }
-                    Ok(())
-                };
-                let r = (|| {
+            let killer = sc.spawn(|| {
+                let wait_for = |w: usize, what: &str| wait_word(&page, w, u64::from(g) + 1, what);
+                kill_at_point(&child, &page, &killed, matches!(point, APoint::Finish(_)), || {
                     wait_for(W_READY, "ready")?;
                     match point {
                         APoint::Finish(_) => return Ok(()),
@@ -1410,13 +1373,7 @@ fn scenario_c(seed: u64, memfd: bool, gens: u32) -> Result<(u64, u64), String> {
                         }
                     }
                     Ok(())
-                })();
-                if !matches!(point, APoint::Finish(_)) {
-                    child.kill();
-                }
-                killed.store(true, Ordering::SeqCst);
-                page.word(W_PAUSE).store(0, Ordering::SeqCst);
-                r
+                })
             });
             let res = rt.block_on(async {
                 loop {
@@ -1446,16 +1403,9 @@ fn scenario_c(seed: u64, memfd: bool, gens: u32) -> Result<(u64, u64), String> {
             let k = killer.join().unwrap();
             res.and(k)
         });
-        let status = reap_within(&mut child, Duration::from_secs(20));
-        result.map_err(|e| ctx(g, e))?;
-        let status = status.map_err(|e| ctx(g, e))?;
-        if page.word(W_ERR).load(Ordering::SeqCst) != 0 {
-            return Err(ctx(g, format!("the producer child failed (status {status})")));
-        }
+        let reaped = reap_holder(&mut child, &page, matches!(point, APoint::Finish(_)));
+        result.and(reaped).map_err(|e| ctx(g, e))?;
         if matches!(point, APoint::Finish(_)) {
-            if status != 0 {
-                return Err(ctx(g, format!("the finishing child exited {status}")));
-            }
             continue;
         }
         kills += 1;
@@ -1480,26 +1430,10 @@ fn scenario_c(seed: u64, memfd: bool, gens: u32) -> Result<(u64, u64), String> {
             return Err(ctx(g, format!("{acked} sends returned Ok, {} arrived", check.got[g as usize])));
         }
     }
-    Ok((kills, u64::from(gens - 1)))
+    Ok(Tally { kills, takeovers: u64::from(gens - 1), msgs: check.msgs })
 }
 
 #[test]
 fn chaos_async_producers_killed_and_taken_over() {
-    let _dog = watchdog("chaos_async_producers_killed_and_taken_over", Duration::from_secs(120));
-    let (mut kills, mut takes) = (0, 0);
-    let mut failures = Vec::new();
-    let t0 = Instant::now();
-    for seed in seeds() {
-        for memfd in [false, true] {
-            match scenario_c(seed, memfd, 10) {
-                Ok((k, t)) => {
-                    kills += k;
-                    takes += t;
-                }
-                Err(e) => failures.push(e),
-            }
-        }
-    }
-    eprintln!("scenario C (async): {kills} kills, {takes} take-overs, {:?}", t0.elapsed());
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    run_chaos("chaos_async_producers_killed_and_taken_over", &[false, true], |seed, memfd| scenario_c(seed, memfd, 10));
 }
