@@ -1280,207 +1280,213 @@ fn chaos_consumers_killed_and_taken_over() {
 // Scenario C: async ends. The parent's consumer is an AsyncFramedConsumer (its receives often
 // cancelled by a timeout); the producer children are async framed producers, killed at random,
 // while parked in `send` on a full ring, or idle (the consumer parked in `recv`).
+#[cfg(feature = "tokio")]
+mod async_ends {
+    use super::*;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum APoint {
-    Random(u64),
-    /// Parked in an async send on the full ring (the consumer pauses).
-    ParkedSend(u64),
-    /// Idle after `n` messages: the consumer parks in recv, then the producer dies.
-    Idle(u32),
-    Finish(u32),
-}
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum APoint {
+        Random(u64),
+        /// Parked in an async send on the full ring (the consumer pauses).
+        ParkedSend(u64),
+        /// Idle after `n` messages: the consumer parks in recv, then the producer dies.
+        Idle(u32),
+        Finish(u32),
+    }
 
-fn async_producer_child(ring: SharedRing, seed: u64, g: u32, point: APoint, page: &SharedPage) -> i32 {
-    let who = format!("async gen {g} ({point:?})");
-    let Some(tx) = claim_end(ring, g == 0, SharedRing::into_producer, SharedRing::take_over_producer, page, &who)
-    else {
-        return 3;
-    };
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let fail = |what: String| -> i32 {
-        child_failed(page, &who, what);
-        4
-    };
-    let mut tx = match tx.into_framed().into_async() {
-        Ok(tx) => tx,
-        Err(e) => return fail(format!("into_async: {e}")),
-    };
-    let max = tx.get_ref().max_frame_len();
-    let mut rng = Rng::new(mix(seed ^ u64::from(g) ^ 0xA5A5));
-    let ack = page.word(W_ACK + g as usize);
-    page.word(W_READY).store(u64::from(g) + 1, Ordering::SeqCst);
-    if let APoint::ParkedSend(_) = point {
-        page.word(W_POINT).store(u64::from(g) + 1, Ordering::SeqCst);
-    }
-    let limit = match point {
-        APoint::Idle(n) | APoint::Finish(n) => n,
-        _ => u32::MAX,
-    };
-    let r: Result<(), String> = rt.block_on(async {
-        let mut s = 0u32;
-        while s < limit {
-            let r = match rng.up_to(3) {
-                0 => tx.send(&body(seed, g, s, max)).await.map(|()| 1),
-                1 => {
-                    let b = body(seed, g, s, max);
-                    match tx.reserve(b.len()).await {
-                        Ok(mut gr) => {
-                            gr.copy_from_slice(&b);
-                            gr.commit().map(|()| 1)
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-                _ => {
-                    let k = (1 + rng.up_to(20) as u32).min(limit - s);
-                    let msgs: Vec<Vec<u8>> = (s..s + k).map(|i| body(seed, g, i, max)).collect();
-                    tx.send_batch(&msgs).await.map(|n| n as u32)
-                }
-            };
-            match r {
-                Ok(n) => {
-                    s += n;
-                    ack.store(u64::from(s), Ordering::SeqCst);
-                }
-                Err(e) => return Err(format!("send {s}: {}", kind_str(&e))),
-            }
-        }
-        Ok(())
-    });
-    if let Err(e) = r {
-        return fail(e);
-    }
-    match point {
-        APoint::Finish(_) => {
-            drop(tx);
-            0
-        }
-        _ => {
+    fn async_producer_child(ring: SharedRing, seed: u64, g: u32, point: APoint, page: &SharedPage) -> i32 {
+        let who = format!("async gen {g} ({point:?})");
+        let Some(tx) = claim_end(ring, g == 0, SharedRing::into_producer, SharedRing::take_over_producer, page, &who)
+        else {
+            return 3;
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let fail = |what: String| -> i32 {
+            child_failed(page, &who, what);
+            4
+        };
+        let mut tx = match tx.into_framed().into_async() {
+            Ok(tx) => tx,
+            Err(e) => return fail(format!("into_async: {e}")),
+        };
+        let max = tx.get_ref().max_frame_len();
+        let mut rng = Rng::new(mix(seed ^ u64::from(g) ^ 0xA5A5));
+        let ack = page.word(W_ACK + g as usize);
+        page.word(W_READY).store(u64::from(g) + 1, Ordering::SeqCst);
+        if let APoint::ParkedSend(_) = point {
             page.word(W_POINT).store(u64::from(g) + 1, Ordering::SeqCst);
-            sleep_forever()
         }
-    }
-}
-
-fn scenario_c(seed: u64, memfd: bool, gens: u32) -> Result<Tally, String> {
-    let ring = make_ring(memfd)?;
-    let cap = ring.capacity();
-    let page = SharedPage::new();
-    let mut rng = Rng::new(seed ^ 0xC);
-    let points: Vec<APoint> = (0..gens)
-        .map(|g| {
-            if g + 1 == gens {
-                APoint::Finish(30 + rng.up_to(50) as u32)
-            } else {
-                match rng.up_to(3) {
-                    0 => APoint::Random(rng.up_to(10_000) as u64),
-                    1 => APoint::ParkedSend(rng.up_to(10_000) as u64),
-                    _ => APoint::Idle(rng.up_to(30) as u32),
-                }
-            }
-        })
-        .collect();
-    let ctx =
-        |g: u32, what: String| format!("async seed {seed} memfd {memfd} gen {g} {:?}: {what}", points[g as usize]);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-    let mut check = Check { seed, cap, gen: None, next: 0, got: vec![0; gens as usize], msgs: 0, bytes: 0 };
-    let mode_of = |_: u32| Mode::Framed;
-    let mut rx = ring
-        .clone()
-        .into_consumer()
-        .map_err(|e| e.to_string())?
-        .into_framed()
-        .into_async()
-        .map_err(|e| e.to_string())?;
-    let mut kills = 0;
-    for g in 0..gens {
-        let point = points[g as usize];
-        let mut child = spawn_holder(&ring, memfd, |ring| async_producer_child(ring, seed, g, point, &page))
-            .map_err(|e| ctx(g, e))?;
-        let killed = AtomicBool::new(false);
-        let result: Result<(), String> = std::thread::scope(|sc| {
-            let killer = sc.spawn(|| {
-                let wait_for = |w: usize, what: &str| wait_word(&page, w, u64::from(g) + 1, what);
-                kill_at_point(&child, &page, &killed, matches!(point, APoint::Finish(_)), || {
-                    wait_for(W_READY, "ready")?;
-                    match point {
-                        APoint::Finish(_) => return Ok(()),
-                        APoint::Random(us) => std::thread::sleep(Duration::from_micros(us)),
-                        APoint::ParkedSend(us) => {
-                            page.word(W_PAUSE).store(1, Ordering::SeqCst);
-                            wait_for(W_POINT, "its point")?;
-                            std::thread::sleep(Duration::from_micros(20_000 + us));
-                        }
-                        APoint::Idle(_) => {
-                            wait_for(W_POINT, "its point")?;
-                            std::thread::sleep(Duration::from_millis(30));
-                        }
-                    }
-                    Ok(())
-                })
-            });
-            let res = rt.block_on(async {
-                loop {
-                    if killed.load(Ordering::SeqCst) && !matches!(point, APoint::Finish(_)) {
-                        return Ok(());
-                    }
-                    if page.word(W_PAUSE).load(Ordering::SeqCst) != 0 {
-                        tokio::time::sleep(Duration::from_micros(300)).await;
-                        continue;
-                    }
-                    // Often cancelled: a pending receive dropped must lose nothing.
-                    let t = Duration::from_micros(100 + rng.up_to(20_000) as u64);
-                    match tokio::time::timeout(t, rx.recv()).await {
-                        Err(_) => {}
-                        Ok(Ok(Some(f))) => check.take(&f, &mode_of)?,
-                        Ok(Ok(None)) if matches!(point, APoint::Finish(_)) => return Ok(()),
-                        Ok(Err(e)) if e.kind() == ErrorKind::UnexpectedEof => {
-                            if killed.load(Ordering::SeqCst) && !matches!(point, APoint::Finish(_)) {
-                                return Ok(());
-                            }
-                            tokio::time::sleep(Duration::from_micros(300)).await;
-                        }
-                        Ok(r) => return Err(format!("receive: {:?}", r.map(|f| f.map(|f| f.len())))),
-                    }
-                }
-            });
-            let k = killer.join().unwrap();
-            res.and(k)
-        });
-        let reaped = reap_holder(&mut child, &page, matches!(point, APoint::Finish(_)));
-        result.and(reaped).map_err(|e| ctx(g, e))?;
-        if matches!(point, APoint::Finish(_)) {
-            continue;
-        }
-        kills += 1;
-        // The death must reach the parked async receive within the bound.
-        let dead = Instant::now();
+        let limit = match point {
+            APoint::Idle(n) | APoint::Finish(n) => n,
+            _ => u32::MAX,
+        };
         let r: Result<(), String> = rt.block_on(async {
-            loop {
-                match tokio::time::timeout(BOUND, rx.recv()).await {
-                    Err(_) => return Err(format!("an async recv parked {BOUND:?} after its producer was reaped")),
-                    Ok(Ok(Some(f))) => check.take(&f, &mode_of)?,
-                    Ok(Err(e)) if e.kind() == ErrorKind::UnexpectedEof => return Ok(()),
-                    Ok(r) => return Err(format!("draining: {:?}", r.map(|f| f.map(|f| f.len())))),
-                }
-                if dead.elapsed() > BOUND * 2 {
-                    return Err("draining never ends".into());
+            let mut s = 0u32;
+            while s < limit {
+                let r = match rng.up_to(3) {
+                    0 => tx.send(&body(seed, g, s, max)).await.map(|()| 1),
+                    1 => {
+                        let b = body(seed, g, s, max);
+                        match tx.reserve(b.len()).await {
+                            Ok(mut gr) => {
+                                gr.copy_from_slice(&b);
+                                gr.commit().map(|()| 1)
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    _ => {
+                        let k = (1 + rng.up_to(20) as u32).min(limit - s);
+                        let msgs: Vec<Vec<u8>> = (s..s + k).map(|i| body(seed, g, i, max)).collect();
+                        tx.send_batch(&msgs).await.map(|n| n as u32)
+                    }
+                };
+                match r {
+                    Ok(n) => {
+                        s += n;
+                        ack.store(u64::from(s), Ordering::SeqCst);
+                    }
+                    Err(e) => return Err(format!("send {s}: {}", kind_str(&e))),
                 }
             }
+            Ok(())
         });
-        r.map_err(|e| ctx(g, e))?;
-        let acked = page.word(W_ACK + g as usize).load(Ordering::SeqCst) as u32;
-        if check.got[g as usize] < acked {
-            return Err(ctx(g, format!("{acked} sends returned Ok, {} arrived", check.got[g as usize])));
+        if let Err(e) = r {
+            return fail(e);
+        }
+        match point {
+            APoint::Finish(_) => {
+                drop(tx);
+                0
+            }
+            _ => {
+                page.word(W_POINT).store(u64::from(g) + 1, Ordering::SeqCst);
+                sleep_forever()
+            }
         }
     }
-    Ok(Tally { kills, takeovers: u64::from(gens - 1), msgs: check.msgs })
-}
 
-#[test]
-fn chaos_async_producers_killed_and_taken_over() {
-    run_chaos("chaos_async_producers_killed_and_taken_over", &[false, true], |seed, memfd| scenario_c(seed, memfd, 10));
+    pub(super) fn scenario_c(seed: u64, memfd: bool, gens: u32) -> Result<Tally, String> {
+        let ring = make_ring(memfd)?;
+        let cap = ring.capacity();
+        let page = SharedPage::new();
+        let mut rng = Rng::new(seed ^ 0xC);
+        let points: Vec<APoint> = (0..gens)
+            .map(|g| {
+                if g + 1 == gens {
+                    APoint::Finish(30 + rng.up_to(50) as u32)
+                } else {
+                    match rng.up_to(3) {
+                        0 => APoint::Random(rng.up_to(10_000) as u64),
+                        1 => APoint::ParkedSend(rng.up_to(10_000) as u64),
+                        _ => APoint::Idle(rng.up_to(30) as u32),
+                    }
+                }
+            })
+            .collect();
+        let ctx =
+            |g: u32, what: String| format!("async seed {seed} memfd {memfd} gen {g} {:?}: {what}", points[g as usize]);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let mut check = Check { seed, cap, gen: None, next: 0, got: vec![0; gens as usize], msgs: 0, bytes: 0 };
+        let mode_of = |_: u32| Mode::Framed;
+        let mut rx = ring
+            .clone()
+            .into_consumer()
+            .map_err(|e| e.to_string())?
+            .into_framed()
+            .into_async()
+            .map_err(|e| e.to_string())?;
+        let mut kills = 0;
+        for g in 0..gens {
+            let point = points[g as usize];
+            let mut child = spawn_holder(&ring, memfd, |ring| async_producer_child(ring, seed, g, point, &page))
+                .map_err(|e| ctx(g, e))?;
+            let killed = AtomicBool::new(false);
+            let result: Result<(), String> = std::thread::scope(|sc| {
+                let killer = sc.spawn(|| {
+                    let wait_for = |w: usize, what: &str| wait_word(&page, w, u64::from(g) + 1, what);
+                    kill_at_point(&child, &page, &killed, matches!(point, APoint::Finish(_)), || {
+                        wait_for(W_READY, "ready")?;
+                        match point {
+                            APoint::Finish(_) => return Ok(()),
+                            APoint::Random(us) => std::thread::sleep(Duration::from_micros(us)),
+                            APoint::ParkedSend(us) => {
+                                page.word(W_PAUSE).store(1, Ordering::SeqCst);
+                                wait_for(W_POINT, "its point")?;
+                                std::thread::sleep(Duration::from_micros(20_000 + us));
+                            }
+                            APoint::Idle(_) => {
+                                wait_for(W_POINT, "its point")?;
+                                std::thread::sleep(Duration::from_millis(30));
+                            }
+                        }
+                        Ok(())
+                    })
+                });
+                let res = rt.block_on(async {
+                    loop {
+                        if killed.load(Ordering::SeqCst) && !matches!(point, APoint::Finish(_)) {
+                            return Ok(());
+                        }
+                        if page.word(W_PAUSE).load(Ordering::SeqCst) != 0 {
+                            tokio::time::sleep(Duration::from_micros(300)).await;
+                            continue;
+                        }
+                        // Often cancelled: a pending receive dropped must lose nothing.
+                        let t = Duration::from_micros(100 + rng.up_to(20_000) as u64);
+                        match tokio::time::timeout(t, rx.recv()).await {
+                            Err(_) => {}
+                            Ok(Ok(Some(f))) => check.take(&f, &mode_of)?,
+                            Ok(Ok(None)) if matches!(point, APoint::Finish(_)) => return Ok(()),
+                            Ok(Err(e)) if e.kind() == ErrorKind::UnexpectedEof => {
+                                if killed.load(Ordering::SeqCst) && !matches!(point, APoint::Finish(_)) {
+                                    return Ok(());
+                                }
+                                tokio::time::sleep(Duration::from_micros(300)).await;
+                            }
+                            Ok(r) => return Err(format!("receive: {:?}", r.map(|f| f.map(|f| f.len())))),
+                        }
+                    }
+                });
+                let k = killer.join().unwrap();
+                res.and(k)
+            });
+            let reaped = reap_holder(&mut child, &page, matches!(point, APoint::Finish(_)));
+            result.and(reaped).map_err(|e| ctx(g, e))?;
+            if matches!(point, APoint::Finish(_)) {
+                continue;
+            }
+            kills += 1;
+            // The death must reach the parked async receive within the bound.
+            let dead = Instant::now();
+            let r: Result<(), String> = rt.block_on(async {
+                loop {
+                    match tokio::time::timeout(BOUND, rx.recv()).await {
+                        Err(_) => return Err(format!("an async recv parked {BOUND:?} after its producer was reaped")),
+                        Ok(Ok(Some(f))) => check.take(&f, &mode_of)?,
+                        Ok(Err(e)) if e.kind() == ErrorKind::UnexpectedEof => return Ok(()),
+                        Ok(r) => return Err(format!("draining: {:?}", r.map(|f| f.map(|f| f.len())))),
+                    }
+                    if dead.elapsed() > BOUND * 2 {
+                        return Err("draining never ends".into());
+                    }
+                }
+            });
+            r.map_err(|e| ctx(g, e))?;
+            let acked = page.word(W_ACK + g as usize).load(Ordering::SeqCst) as u32;
+            if check.got[g as usize] < acked {
+                return Err(ctx(g, format!("{acked} sends returned Ok, {} arrived", check.got[g as usize])));
+            }
+        }
+        Ok(Tally { kills, takeovers: u64::from(gens - 1), msgs: check.msgs })
+    }
+
+    #[test]
+    fn chaos_async_producers_killed_and_taken_over() {
+        run_chaos("chaos_async_producers_killed_and_taken_over", &[false, true], |seed, memfd| {
+            scenario_c(seed, memfd, 10)
+        });
+    }
 }
 
 /// One seed of every scenario in a forked child that compares its descriptors and mappings
@@ -1497,8 +1503,11 @@ fn chaos_leaves_no_descriptor_mapping_or_child_behind() {
             scenario_a(seed, true, 6)?;
             scenario_b(seed, Mode::Framed, false, 4)?;
             scenario_b(seed, Mode::Bytes, true, 4)?;
-            scenario_c(seed, false, 4)?;
-            scenario_c(seed, true, 4)?;
+            #[cfg(feature = "tokio")]
+            {
+                async_ends::scenario_c(seed, false, 4)?;
+                async_ends::scenario_c(seed, true, 4)?;
+            }
             Ok(())
         };
         if let Err(e) = runs() {
