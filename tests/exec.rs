@@ -3,7 +3,7 @@
 //! socket. Every other suite between processes forks, so its children inherit what a process
 //! sets up once: the `membarrier` registration (which `exec` clears), the backend probe, the
 //! fork generation, the helper registry. Here the peer starts from nothing, as the README's
-//! "unrelated processes" do (`examples/memfd_peer.rs`, which CI only builds).
+//! "unrelated processes" do (as in `examples/memfd_peer.rs`, which streams one way only).
 //!
 //! Each test is its own peer: started with [`PEER`] set (the job and its arguments), the test
 //! runs the peer's side and the harness of that copy reports how it went by its exit status.
