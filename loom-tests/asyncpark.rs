@@ -101,6 +101,31 @@ fn parked_async_reader_is_woken_directly() {
     });
 }
 
+/// A thread ring in a process where no async end has parked before: the task's registration
+/// installs the direct-wake function while the publisher clears the flag and looks for it. The
+/// fence pair (`sync::direct_wake`, `Registry::register`) makes either the publisher find the
+/// function (and then the entry, or the task sees the cleared flag under the registry's lock)
+/// or the task see the cleared flag; without it both could miss, the publisher waking the
+/// futex nobody sleeps on and the task waiting for ever.
+#[test]
+fn first_registration_racing_a_publish_is_not_lost() {
+    model("first_registration_racing_a_publish_is_not_lost", || {
+        let ring = Arc::new(Ring::before_any_park(N, 0));
+        let data = Arc::new(Data::new(N));
+        let (r, d) = (ring.clone(), data.clone());
+        let producer = thread::spawn(move || {
+            let mut tx = r.producer();
+            d.write(tx.head(), value(0));
+            tx.commit(&r, 1);
+        });
+        let mut reader = AsyncReader::new(&ring, true);
+        assert_eq!(reader.read(1), Ok(1));
+        assert_eq!(data.read(0), value(0));
+        producer.join().unwrap();
+        assert!(!park::registered_for_model(), "a registration outlived the read");
+    });
+}
+
 /// A ring between processes: nothing is woken directly; a helper thread sleeps on the word's
 /// (emulated) futex while an entry is registered, and fires the due entries when it wakes.
 #[test]

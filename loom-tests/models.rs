@@ -61,9 +61,17 @@ impl Ring {
     /// `start`. Must be called inside `loom::model`.
     pub(crate) fn new(capacity: u64, start: u64) -> Ring {
         // The wake path asks the async registry through a function pointer (so that `sync`
-        // does not name the ring module); install it before anything in this execution can
-        // wake, so every execution of every model takes the same path.
+        // does not name the ring module), which an async end's registration installs; install
+        // it before anything in this execution can wake, as in a process that has parked an
+        // async end before (the first registration racing a wake has a model of its own:
+        // `asyncpark.rs`).
         crate::sync::set_direct_wake(crate::ring::asynch::park::direct_wake);
+        Ring::before_any_park(capacity, start)
+    }
+
+    /// [`new`](Self::new) in a process where no async end has parked yet: the direct-wake
+    /// function is not installed until the first registration.
+    pub(crate) fn before_any_park(capacity: u64, start: u64) -> Ring {
         Ring { hdr: Header::for_model(capacity, start), cap: capacity }
     }
 
@@ -257,8 +265,6 @@ impl Data {
     }
 }
 
-/// The value of the `k`-th byte of a model stream (counting from 0): never 0, so a byte that
-
 /// A producer thread that publishes two bytes, `value(0)` then `value(1)`, one commit each, so
 /// a reader waiting for both may sleep, be woken for one, and sleep again.
 pub(crate) fn publish_two_bytes(
@@ -274,6 +280,8 @@ pub(crate) fn publish_two_bytes(
         }
     })
 }
+
+/// The value of the `k`-th byte of a model stream (counting from 0): never 0, so a byte that
 /// was never written shows, and distinct within 255 bytes, so a stale or misplaced byte shows.
 pub(crate) fn value(k: u64) -> u8 {
     (k % 255) as u8 + 1

@@ -64,6 +64,8 @@ mutations=(
   "attach: a tail ahead of the head is taken for corruption|src/header.rs|    } else if tail.wrapping_sub(head) <= cap {|    } else if false {|1"
   "consumer attach: head Acquire -> Relaxed|src/protocol.rs|        let tail = hdr.tail.load(Ordering::Acquire);\n        let head = hdr.head.load(Ordering::Acquire);|        let tail = hdr.tail.load(Ordering::Acquire);\n        let head = hdr.head.load(Ordering::Relaxed);|1"
   "frames: the batch loop's stamp poll Acquire -> Relaxed|src/ring/framed/link.rs|        words.load(q, Ordering::Acquire)\n    }|        words.load(q, Ordering::Relaxed)\n    }|1"
+  "direct wake: no fence between clearing the flag and looking for the function|src/sync.rs|    fence(Ordering::SeqCst);\n    // Acquire: pairs with the Release store in|    // Acquire: pairs with the Release store in|1"
+  "first registration: no fence between installing the function and comparing the flag|src/ring/asynch/park.rs|        fence(Ordering::SeqCst);\n        let mut t = self.table.lock()|        let mut t = self.table.lock()|1"
 )
 
 copy() {

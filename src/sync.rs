@@ -116,11 +116,21 @@ impl FutexWord {
 /// never park an async end) a wake costs one more relaxed load, on the slow path only (a
 /// wake happens only when the sleeper's flag was raised). A plain function pointer, not a
 /// call into that module, so that dependencies keep running one way (`lib.rs`).
+#[cfg(not(mirror_ring_loom))]
 static DIRECT_WAKE: std::sync::atomic::AtomicPtr<()> = std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
 
-/// Installs the direct-wake function (idempotent: always the same function). The loom models
-/// install it in every execution before anything wakes (`loom-tests/models.rs`, `Ring::new`),
-/// so every execution of a model makes the same synchronising calls on the wake path.
+// Under loom: one per model execution, so that every execution starts without the function, as
+// a process does, and the models can explore its installation racing a publisher's wake.
+#[cfg(mirror_ring_loom)]
+loom::lazy_static! {
+    static ref DIRECT_WAKE: loom::sync::atomic::AtomicPtr<()> =
+        loom::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+}
+
+/// Installs the direct-wake function (idempotent: always the same function). An async end's
+/// registration does, each time (`ring::asynch::park`, `Registry::register`); most loom models
+/// also install it before anything wakes (`loom-tests/models.rs`, `Ring::new`), as in a process
+/// that has parked an async end before.
 #[cfg(any(feature = "tokio", mirror_ring_loom))]
 pub(crate) fn set_direct_wake(f: fn(usize) -> bool) {
     // Release: pairs with the Acquire load in `direct_wake` (the function pointer is all that

@@ -566,7 +566,6 @@ impl Registry {
     /// through `direct_wake` and so takes this lock again. Replaced wakers and removed
     /// entries are dropped once the lock is released.
     fn register(&'static self, key: usize, mut entry: Entry) -> io::Result<Registered> {
-        #[cfg(not(mirror_ring_loom))]
         crate::sync::set_direct_wake(direct_wake);
         // SeqCst fence: the function stored above before the load of the word below, against
         // the publisher's clear of the word, fence and load of the function (`sync.rs`,
