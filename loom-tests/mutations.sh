@@ -4,7 +4,7 @@
 # model in its own process (a loom deadlock aborts the test binary), and reports which models
 # fail. The working tree is never touched.
 #
-#   loom-tests/mutations.sh            # every mutation (about 5 minutes on 2 cores)
+#   loom-tests/mutations.sh            # every mutation (about 16 minutes on 2 cores)
 #   loom-tests/mutations.sh 3 7        # only mutations 3 and 7
 #
 # Exit status: 0 when every mutation is caught by at least one model (and the unmutated crate
