@@ -25,7 +25,7 @@ const CLEAR: u64 = 0;
 /// The switches, as the producer's ends make them (`Framed` and its `send`/`recv`: `frames.rs`).
 impl Framed {
     /// `FramedProducer::into_inner` with nothing pending: the epoch ends.
-    fn into_inner(&self) {
+    fn turn_into_bytes(&self) {
         self.ring.end_framing();
     }
 
@@ -35,13 +35,13 @@ impl Framed {
         let mut tx = self.ring.producer();
         let mut link = Sender::new(N as usize, 0);
         self.send(&mut link, &mut tx, 0);
-        self.into_inner();
+        self.turn_into_bytes();
         tx
     }
 
     /// `Producer::into_framed` at an aligned head: the clear mark where the first frame goes,
     /// if the room reaches, then the next framing epoch, starting there.
-    fn into_framed(&self, tx: &mut ProducerCursor) -> Sender {
+    fn turn_into_framed(&self, tx: &mut ProducerCursor) -> Sender {
         if tx.free_cached() >= HEADER {
             self.words.store(tx.head(), CLEAR, Ordering::Relaxed);
         }
@@ -110,7 +110,7 @@ fn framed_bytes_framed_streams_in_order() {
             g.data.write(p + 8, value(1));
             g.words.store(p, Stamp.unstamped(1, p), Ordering::Relaxed);
             tx.commit(&g.ring, 16);
-            let mut link = g.into_framed(&mut tx);
+            let mut link = g.turn_into_framed(&mut tx);
             g.send(&mut link, &mut tx, 2);
             g.ring.close(Role::Producer);
         });
