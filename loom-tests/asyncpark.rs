@@ -13,7 +13,7 @@ use loom::sync::atomic::AtomicBool;
 use loom::sync::Arc;
 use loom::thread;
 
-use super::{model, publish_two_bytes, value, Data, Ring};
+use super::{model, publish_bytes, value, Data, Ring};
 use crate::header::{Header, Role, Word};
 use crate::protocol::{ConsumerCursor, Stop};
 use crate::ring::asynch::park::{self, ParkEnd, Parking, Site};
@@ -92,7 +92,7 @@ fn parked_async_reader_is_woken_directly() {
     model("parked_async_reader_is_woken_directly", || {
         let ring = Arc::new(Ring::new(N, 0));
         let data = Arc::new(Data::new(N));
-        let producer = publish_two_bytes(&ring, &data);
+        let producer = publish_bytes(&ring, &data, 2);
         let mut reader = AsyncReader::new(&ring, true);
         assert_eq!(reader.read(2), Ok(2));
         assert_eq!([data.read(0), data.read(1)], [value(0), value(1)]);
@@ -112,12 +112,7 @@ fn first_registration_racing_a_publish_is_not_lost() {
     model("first_registration_racing_a_publish_is_not_lost", || {
         let ring = Arc::new(Ring::before_any_park(N, 0));
         let data = Arc::new(Data::new(N));
-        let (r, d) = (ring.clone(), data.clone());
-        let producer = thread::spawn(move || {
-            let mut tx = r.producer();
-            d.write(tx.head(), value(0));
-            tx.commit(&r, 1);
-        });
+        let producer = publish_bytes(&ring, &data, 1);
         let mut reader = AsyncReader::new(&ring, true);
         assert_eq!(reader.read(1), Ok(1));
         assert_eq!(data.read(0), value(0));
@@ -134,12 +129,7 @@ fn parked_async_reader_is_woken_by_the_helper() {
         let ring = Arc::new(Ring::new(N, 0));
         let data = Arc::new(Data::new(N));
         let done = Arc::new(AtomicBool::new(false));
-        let (r, d) = (ring.clone(), data.clone());
-        let producer = thread::spawn(move || {
-            let mut tx = r.producer();
-            d.write(tx.head(), value(0));
-            tx.commit(&r, 1);
-        });
+        let producer = publish_bytes(&ring, &data, 1);
         let (r, stop) = (ring.clone(), done.clone());
         let helper = thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {

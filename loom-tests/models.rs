@@ -265,16 +265,17 @@ impl Data {
     }
 }
 
-/// A producer thread that publishes two bytes, `value(0)` then `value(1)`, one commit each, so
-/// a reader waiting for both may sleep, be woken for one, and sleep again.
-pub(crate) fn publish_two_bytes(
+/// A producer thread that publishes `n` bytes, `value(0)`, `value(1)`, ..., one commit each: with
+/// two, a reader waiting for both may sleep, be woken for one, and sleep again.
+pub(crate) fn publish_bytes(
     ring: &loom::sync::Arc<Ring>,
     data: &loom::sync::Arc<Data>,
+    n: u64,
 ) -> loom::thread::JoinHandle<()> {
     let (r, d) = (ring.clone(), data.clone());
     loom::thread::spawn(move || {
         let mut tx = r.producer();
-        for k in 0..2 {
+        for k in 0..n {
             d.write(tx.head(), value(k));
             tx.commit(&r, 1);
         }

@@ -2,7 +2,7 @@
 //! woken by the publish that satisfies them. Loom reports a lost wake-up as a deadlock (every
 //! thread blocked on the emulated futex).
 
-use super::{model, publish_two_bytes, value, Data, Ring};
+use super::{model, publish_bytes, value, Data, Ring};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -15,7 +15,7 @@ fn sleeping_reader_is_woken() {
     model("sleeping_reader_is_woken", || {
         let ring = Arc::new(Ring::new(N, 0));
         let data = Arc::new(Data::new(N));
-        let producer = publish_two_bytes(&ring, &data);
+        let producer = publish_bytes(&ring, &data, 2);
         let mut rx = ring.consumer();
         let n = ring.wait_readable(&mut rx, 2).expect("two bytes come");
         assert_eq!(n, 2);
