@@ -89,16 +89,23 @@ impl AsyncReader {
 /// woken for one byte, and park again.
 #[test]
 fn parked_async_reader_is_woken_directly() {
-    model("parked_async_reader_is_woken_directly", || {
-        let ring = Arc::new(Ring::new(N, 0));
-        let data = Arc::new(Data::new(N));
-        let producer = publish_bytes(&ring, &data, 2);
-        let mut reader = AsyncReader::new(&ring, true);
-        assert_eq!(reader.read(2), Ok(2));
-        assert_eq!([data.read(0), data.read(1)], [value(0), value(1)]);
-        producer.join().unwrap();
-        assert!(!park::registered_for_model(), "a registration outlived the read");
-    });
+    model("parked_async_reader_is_woken_directly", || woken_directly(Ring::new(N, 0), 2));
+}
+
+/// The body of the models of a thread ring's direct wake: an async reader of `ring` waits for
+/// `n` bytes that a producer thread publishes one commit each, and gets them all; no
+/// registration outlives the read.
+fn woken_directly(ring: Ring, n: u64) {
+    let ring = Arc::new(ring);
+    let data = Arc::new(Data::new(N));
+    let producer = publish_bytes(&ring, &data, n);
+    let mut reader = AsyncReader::new(&ring, true);
+    assert_eq!(reader.read(n as usize), Ok(n as usize));
+    for k in 0..n {
+        assert_eq!(data.read(k), value(k), "byte {k}");
+    }
+    producer.join().unwrap();
+    assert!(!park::registered_for_model(), "a registration outlived the read");
 }
 
 /// A thread ring in a process where no async end has parked before: the task's registration
@@ -109,16 +116,7 @@ fn parked_async_reader_is_woken_directly() {
 /// futex nobody sleeps on and the task waiting for ever.
 #[test]
 fn first_registration_racing_a_publish_is_not_lost() {
-    model("first_registration_racing_a_publish_is_not_lost", || {
-        let ring = Arc::new(Ring::before_any_park(N, 0));
-        let data = Arc::new(Data::new(N));
-        let producer = publish_bytes(&ring, &data, 1);
-        let mut reader = AsyncReader::new(&ring, true);
-        assert_eq!(reader.read(1), Ok(1));
-        assert_eq!(data.read(0), value(0));
-        producer.join().unwrap();
-        assert!(!park::registered_for_model(), "a registration outlived the read");
-    });
+    model("first_registration_racing_a_publish_is_not_lost", || woken_directly(Ring::before_any_park(N, 0), 1));
 }
 
 /// A ring between processes: nothing is woken directly; a helper thread sleeps on the word's
