@@ -25,7 +25,9 @@
 //!   children take the role over one after another, killed at a random moment, holding a
 //!   `Frame` or a `ReadGrant`, inside `recv_batch`, blocked on an empty ring, or early. Each
 //!   checks that it resumes at a message boundary no later than what earlier consumers took
-//!   (at least once: nothing lost), then gap-free and intact to the end of the stream.
+//!   (at least once: nothing lost), then gap-free and intact to the end of the stream. After
+//!   about half of the kills the producer must see the death (`BrokenPipe`) within [`BOUND`]
+//!   before the next consumer starts; after the others the newcomer races that detection.
 //! - **C, `chaos_async_producers_killed_and_taken_over`**: as A with async framed producers
 //!   (killed at random, parked in `send` on a full ring, or idle while the parent's async
 //!   receive is parked) and an async consumer whose receives are often cancelled by a timeout:
@@ -827,6 +829,7 @@ const B_SENT: usize = 7; // messages the producer sent (Ok)
 const B_LAST: usize = 8; // the last consumer is ready: the producer may close
 const B_HOLDING: usize = 9; // the producer waits for B_LAST (a point past it may never come)
 const B_STOP: usize = 10; // the parent failed: the producer gives up at its next outage
+const B_BROKEN: usize = 11; // `BrokenPipe`s the producer saw (a dead consumer held the role)
 const B_INTO: usize = 288; // + c: inside recv_into (which releases the frame before it returns)
 
 /// A consumer child c: verifies what it takes, reports into the page.
@@ -1072,6 +1075,9 @@ fn produce_b(ring: &SharedRing, seed: u64, mode: Mode, total: u32, page: &Shared
         if e.kind() != ErrorKind::BrokenPipe && e.kind() != ErrorKind::TimedOut {
             return Err(format!("producer at {s}: {}", kind_str(&e)));
         }
+        if e.kind() == ErrorKind::BrokenPipe {
+            page.word(B_BROKEN).fetch_add(1, Ordering::SeqCst);
+        }
         if page.word(B_STOP).load(Ordering::SeqCst) != 0 {
             return Err(format!("producer at {s}: stopped (the consumers failed)"));
         }
@@ -1155,6 +1161,20 @@ fn produce_b(ring: &SharedRing, seed: u64, mode: Mode, total: u32, page: &Shared
     Ok(())
 }
 
+/// In the parent, after a consumer's kill: waits until the producer has seen the death, a
+/// `BrokenPipe` counted after `before`. A producer that holds its last message back makes no
+/// call that could see it, and passes. Fails after [`BOUND`] (the design figure is 25 ms).
+fn producer_sees_death(page: &SharedPage, before: u64) -> Result<(), String> {
+    let until = Instant::now() + BOUND;
+    while page.word(B_BROKEN).load(Ordering::SeqCst) == before && page.word(B_HOLDING).load(Ordering::SeqCst) == 0 {
+        if Instant::now() > until {
+            return Err(format!("the producer did not see the consumer's death within {BOUND:?}"));
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    Ok(())
+}
+
 fn scenario_b(seed: u64, mode: Mode, memfd: bool, consumers: u32) -> Result<Tally, String> {
     let ring = make_ring(memfd)?;
     let page = SharedPage::new();
@@ -1176,6 +1196,11 @@ fn scenario_b(seed: u64, mode: Mode, memfd: bool, consumers: u32) -> Result<Tall
             }
         })
         .collect();
+    // After about half of the kills the parent waits for the producer to see the death
+    // (`BrokenPipe`) before the next consumer starts; after the others the newcomer starts at
+    // once, racing the producer's detection. A generator of its own keeps the points the same.
+    let mut coin = Rng::new(seed ^ 0xDEAD);
+    let watched: Vec<bool> = (0..consumers).map(|_| coin.up_to(2) == 0).collect();
     let ctx = |c: u32, what: String| {
         format!("seed {seed} {mode:?} memfd {memfd} consumer {c} {:?}: {what}", points[c as usize])
     };
@@ -1244,13 +1269,20 @@ fn scenario_b(seed: u64, mode: Mode, memfd: bool, consumers: u32) -> Result<Tall
                 }
                 Ok(())
             })();
+            let broken_before = page.word(B_BROKEN).load(Ordering::SeqCst);
             if point != CPoint::Finish {
                 child.kill();
                 kills += 1;
             }
             let reaped = reap_holder(&mut child, &page, point == CPoint::Finish);
             page.word(B_PAUSE).store(0, Ordering::SeqCst);
-            if let Err(e) = reaped.and(step) {
+            let seen = || {
+                if point == CPoint::Finish || !watched[c as usize] {
+                    return Ok(());
+                }
+                producer_sees_death(&page, broken_before)
+            };
+            if let Err(e) = reaped.and(step).and_then(|()| seen()) {
                 r = Err(ctx(c, e));
                 break;
             }
