@@ -146,6 +146,25 @@ fn message(i: u64, max: usize) -> Vec<u8> {
     (0..len).map(|k| (x >> (k % 7 * 8)) as u8 ^ k as u8).collect()
 }
 
+/// The echo peer's side: the two rings the test sends (see [`start_echo`]), the first to
+/// receive from and the second to echo into, as framed ends.
+fn echo_rings(sock: &UnixStream) -> (FramedConsumer, FramedProducer) {
+    let rx = SharedRing::recv_from(sock).unwrap().into_consumer().unwrap().into_framed();
+    let tx = SharedRing::recv_from(sock).unwrap().into_producer().unwrap().into_framed();
+    (rx, tx)
+}
+
+/// The echo test's side: starts the peer (`test` run as `job`), sends it two small rings, and
+/// keeps the framed producer of the first and the framed consumer of the second.
+fn start_echo(test: &str, job: &str) -> (Peer, FramedProducer, FramedConsumer) {
+    let peer = Peer::start(test, job, &[]);
+    let (out, back) = (small_ring(), small_ring());
+    out.send_to(&peer.sock).unwrap();
+    back.send_to(&peer.sock).unwrap();
+    let (tx, rx) = (out.into_producer().unwrap().into_framed(), back.into_consumer().unwrap().into_framed());
+    (peer, tx, rx)
+}
+
 /// Messages in the echo test (fewer in a debug build, where making and checking them is most
 /// of the time; the peer is the same build).
 const ECHOES: u64 = if cfg!(debug_assertions) { 40_000 } else { 200_000 };
@@ -158,9 +177,7 @@ const ECHOES: u64 = if cfg!(debug_assertions) { 40_000 } else { 200_000 };
 #[test]
 fn a_fresh_process_echoes_framed_messages_through_two_small_rings() {
     if let Some(args) = peer_job("echo") {
-        let sock = connect(&args);
-        let mut rx: FramedConsumer = SharedRing::recv_from(&sock).unwrap().into_consumer().unwrap().into_framed();
-        let mut tx: FramedProducer = SharedRing::recv_from(&sock).unwrap().into_producer().unwrap().into_framed();
+        let (mut rx, mut tx) = echo_rings(&connect(&args));
         let max = rx.capacity() / 4;
         let mut i = 0;
         while let Some(frame) = rx.recv().unwrap() {
@@ -171,12 +188,7 @@ fn a_fresh_process_echoes_framed_messages_through_two_small_rings() {
         assert_eq!(i, ECHOES, "the stream ended early");
         return;
     }
-    let peer = Peer::start("a_fresh_process_echoes_framed_messages_through_two_small_rings", "echo", &[]);
-    let (out, back) = (small_ring(), small_ring());
-    out.send_to(&peer.sock).unwrap();
-    back.send_to(&peer.sock).unwrap();
-    let mut tx = out.into_producer().unwrap().into_framed();
-    let mut rx = back.into_consumer().unwrap().into_framed();
+    let (peer, mut tx, mut rx) = start_echo("a_fresh_process_echoes_framed_messages_through_two_small_rings", "echo");
     let max = tx.capacity() / 4;
     let sender = std::thread::spawn(move || {
         for i in 0..ECHOES {
@@ -208,9 +220,7 @@ fn a_fresh_process_echoes_framed_messages_through_two_small_rings() {
 #[test]
 fn a_fresh_process_echoes_through_async_ends_on_both_sides() {
     if let Some(args) = peer_job("async_echo") {
-        let sock = connect(&args);
-        let rx = SharedRing::recv_from(&sock).unwrap().into_consumer().unwrap().into_framed();
-        let tx = SharedRing::recv_from(&sock).unwrap().into_producer().unwrap().into_framed();
+        let (rx, tx) = echo_rings(&connect(&args));
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let echoed = rt.block_on(async move {
             let (mut rx, mut tx) = (rx.into_async().unwrap(), tx.into_async().unwrap());
@@ -226,11 +236,7 @@ fn a_fresh_process_echoes_through_async_ends_on_both_sides() {
         assert_eq!(echoed, ECHOES, "the stream ended early");
         return;
     }
-    let peer = Peer::start("a_fresh_process_echoes_through_async_ends_on_both_sides", "async_echo", &[]);
-    let (out, back) = (small_ring(), small_ring());
-    out.send_to(&peer.sock).unwrap();
-    back.send_to(&peer.sock).unwrap();
-    let (tx, rx) = (out.into_producer().unwrap().into_framed(), back.into_consumer().unwrap().into_framed());
+    let (peer, tx, rx) = start_echo("a_fresh_process_echoes_through_async_ends_on_both_sides", "async_echo");
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let started = Instant::now();
     let (sent, got) = rt.block_on(async move {
