@@ -367,27 +367,15 @@ fn a_blocked_writer_wakes_on_space_and_on_close() {
 fn an_end_whose_waits_keep_parking_stops_spinning_its_whole_budget() {
     // A reader that spins 2 ms before it parks, fed by a writer that writes only once the
     // reader's current wait has parked: every spin is in vain, however the threads are
-    // scheduled. (A writer on a timer let a late wake-up meet the next write within the spin;
-    // that served spin rightly restored the whole budget, and under load the test failed.) At
+    // scheduled. (A writer on a timer failed the test under load: see the helper.) At
     // the full budget each wait would burn 2 ms, 300 ms in all; halving after every third miss
     // spends 3 x (2 + 1 + 0.5 + ...) = 12 ms, then about a microsecond a wait. The bound is ten
     // times that.
     const WAITS: u32 = 150;
     let _hang = common::watchdog("a reader whose waits keep parking", Duration::from_secs(60));
     let budget = Duration::from_millis(2);
-    let (mut tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(budget).build().unwrap();
-    let reader_stats = rx.stats_handle();
-    let writer = thread::spawn(move || {
-        let mut parked = 0;
-        for i in 0..WAITS {
-            // The reader's wait for byte `i` has raised its flag: its spin is over.
-            while reader_stats.get().parks == parked {
-                thread::sleep(Duration::from_micros(100));
-            }
-            parked = reader_stats.get().parks;
-            tx.write_all(&[i as u8]).unwrap();
-        }
-    });
+    let (tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(budget).build().unwrap();
+    let writer = common::write_each_byte_after_a_park(tx, rx.stats_handle(), WAITS);
     let before = thread_cpu_time();
     for i in 0..WAITS {
         let mut b = [0u8];

@@ -504,6 +504,29 @@ pub fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// A writer thread that writes the bytes `0, 1, ..., n - 1` through `tx` one at a time, each
+/// only once the reader whose counters `reader` holds has raised its waiter flag again (its
+/// `parks` grew): every read of that reader waits, and its spin is in vain, however the threads
+/// are scheduled. (A writer on a timer lets a late wake-up meet the next write inside the spin,
+/// which rightly restores the whole budget.)
+pub fn write_each_byte_after_a_park(
+    mut tx: mirror_ring::Producer,
+    reader: mirror_ring::StatsHandle,
+    n: u32,
+) -> std::thread::JoinHandle<()> {
+    use std::io::Write;
+    std::thread::spawn(move || {
+        let mut parked = 0;
+        for i in 0..n {
+            while reader.get().parks == parked {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            parked = reader.get().parks;
+            tx.write_all(&[i as u8]).unwrap();
+        }
+    })
+}
+
 /// The seed for randomized tests: `MIRROR_RING_SEED` if set, else a fixed default.
 pub fn seed() -> u64 {
     std::env::var("MIRROR_RING_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234)
