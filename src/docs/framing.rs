@@ -89,12 +89,19 @@
 //! (a head behind the consumer's cursor shows nothing readable), and a producer that takes the
 //! role over from one that died between steps 3 and 4 first covers those frames with head (it
 //! recognises them exactly: from the head's position a run of stamped headers, each of its own
-//! position, and the clear mark after them), since the consumer may have taken them. The first frame after a conversion is
-//! always taken through head, and stamps are trusted only after a frame of the producer's
-//! current framing epoch came through head (below): until then the words ahead were not
-//! written by this stream's framed producer (raw bytes, or frames written through the byte
-//! API, could leave anything there), and from then on every word the consumer looks at was
-//! written by the producer in this lap (step 2) or is a header one lap old.
+//! position, and the clear mark after them), since the consumer may have taken them. The
+//! consumer, for its part, takes them before it reports the producer's death, wherever it was
+//! looking: a consumer watching head (behind a batch's unstamped first header, or with no
+//! frame through head yet in this epoch, below) looks once more at the word at its cursor,
+//! trusting a stamp there on the ground stamps are trusted on after such a frame (the cursor
+//! lies at or past the start of the producer's framing epoch, which still holds).
+//!
+//! The first frame after a conversion is always taken through head, and stamps are trusted
+//! only after a frame of the producer's current framing epoch came through head (below), or
+//! for that one look after the producer's death: until then the words ahead were not written
+//! by this stream's framed producer (raw bytes, or frames written through the byte API, could
+//! leave anything there), and from then on every word the consumer looks at was written by the
+//! producer in this lap (step 2) or is a header one lap old.
 //!
 //! **Frames written through the byte API** (a stream built by hand, or relayed from elsewhere
 //! into a byte producer while the consumer is framed) must go in whole, each write ending

@@ -716,7 +716,7 @@ impl AsyncFramedConsumer {
     /// # Errors
     ///
     /// As [`FramedConsumer::recv`]: `UnexpectedEof` when the producer's process died (after
-    /// every frame it published was read), `InvalidData` for a corrupt frame or a poisoned
+    /// every frame it committed was read), `InvalidData` for a corrupt frame or a poisoned
     /// ring.
     ///
     /// # Examples

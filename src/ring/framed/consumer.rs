@@ -52,7 +52,8 @@ impl FramedConsumer {
     /// # Errors
     ///
     /// `UnexpectedEof` when the producer's process died without closing (after every frame it
-    /// published was read); `InvalidData` when a frame header is corrupt or the ring is
+    /// published was read, and any it had stamped when it died between a publish's last two
+    /// stores, which a newcomer would cover as committed); `InvalidData` when a frame header is corrupt or the ring is
     /// poisoned (for good: every later call fails too); `Unsupported` in a forked child;
     /// `ConnectionAborted` once another process took this end's role over.
     ///
@@ -322,6 +323,12 @@ impl FramedConsumer {
                     end.wait(hdr, &counters, deadline, |hdr| link.look(hdr, cur, words))
                 }
             },
+        };
+        let looked = match looked {
+            // A batch stamped above the head by a producer that died before its head store is
+            // committed: delivered before the death.
+            Err(Stop::PeerDied) => link.look_after_death(hdr, cur, words).unwrap_or(Err(Stop::PeerDied)),
+            looked => looked,
         };
         match looked {
             Ok(frame) => Ok(Some(frame)),

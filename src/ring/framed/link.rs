@@ -631,6 +631,48 @@ impl Receiver {
         }
     }
 
+    /// [`look`](Self::look) once more for a call about to report the producer's death, at the
+    /// word at the cursor where `look` watched the head instead. A producer that died between a
+    /// publish's last two stores (the stamp of its first frame stored, head not) left complete
+    /// frames above the head; the next producer covers them as committed (`Sender::resume`),
+    /// and a byte newcomer would hand their raw bytes, headers and all, to a consumer that has
+    /// turned into a byte end. So they are drained with the frames below the head. `look`
+    /// watched the head either because the word held the unstamped header of a batch being
+    /// written (`via_head` while stamps are trusted), or because no frame has come through the
+    /// head in this framing epoch yet (not `armed`): then the stamps are trusted for this look
+    /// on the same ground as after such a frame (`committed_in`), the cursor lying at or past
+    /// the epoch's start. `None`: no such look, or nothing there (the death stands).
+    ///
+    /// No newcomer stores to that word while it holds a stamped frame: it covers it. A byte
+    /// newcomer that finds no stamp there, and so writes there, ends the framing epoch first,
+    /// which `take` checks after its load, as for any trusting consumer.
+    pub(crate) fn look_after_death<W: Words>(
+        &mut self,
+        hdr: &Header,
+        cur: &mut ConsumerCursor,
+        words: &W,
+    ) -> Option<Result<(usize, usize), Stop>> {
+        if self.armed {
+            if !self.via_head {
+                return None;
+            }
+            self.via_head = false;
+            return self.look(hdr, cur, words);
+        }
+        let q = cur.tail();
+        if q % HEADER as u64 != 0 || cur.is_poisoned() {
+            return None;
+        }
+        let epoch = Self::epoch_from(hdr, q)?;
+        self.arm(epoch, cur);
+        let looked = self.look(hdr, cur, words);
+        if !matches!(looked, Some(Ok(_))) {
+            // Nothing taken: back to the head until a frame comes through it.
+            self.disarm(cur);
+        }
+        looked
+    }
+
     /// The frame at the cursor, known to lie below the head by the cached head, for a batch
     /// that found no stamp there: `None` when the cached head does not cover a header.
     pub(crate) fn committed<W: Words>(
@@ -661,23 +703,11 @@ impl Receiver {
         match self.stamp.committed_len(word, q, self.max_len, readable) {
             Some(len) => {
                 let size = frame_size(len);
-                // Acquire: pairs with the Release store in `Header::begin_framing`; the start
-                // stored before it, and the clear mark at the start, are seen.
-                let epoch = hdr.framing_epoch_acquire();
-                if epoch % 2 == 1 && q.wrapping_sub(hdr.framing_start()) < 1 << 63 {
-                    // A frame of a producer that writes frames, at or past the first of its
-                    // epoch: every word from here on was written by it in this lap (a frame, or
-                    // the clear mark after the last one) or is a header one lap old. Stamps are
-                    // trusted from here, while this epoch holds.
-                    self.armed = true;
-                    self.via_head = false;
-                    self.epoch = epoch;
-                    self.limit = cur.published().wrapping_add(self.cap);
+                if let Some(epoch) = Self::epoch_from(hdr, q) {
+                    self.arm(epoch, cur);
                 } else {
-                    // Bytes (a byte producer, or what one wrote before the epoch began: it
-                    // writes no clear mark, so the word after its last frame is whatever an
-                    // earlier lap left, which may read as a stamp): trust no stamp, not even
-                    // past this frame (room 0 at the next cursor).
+                    // Bytes (`epoch_from`): trust no stamp, not even past this frame (room 0 at
+                    // the next cursor).
                     self.armed = false;
                     self.via_head = true;
                     self.limit = q.wrapping_add(size as u64);
@@ -686,6 +716,28 @@ impl Receiver {
             }
             None => Err(self.corrupt(hdr, cur)),
         }
+    }
+
+    /// The framing epoch under which stamps at `q` can be trusted: the producer writes frames
+    /// (an odd epoch) and `q` is at or past the first of them, so every word from `q` on was
+    /// written by it in this lap (a frame, or the clear mark after the last one) or is a header
+    /// one lap old. `None`: bytes (a byte producer, or what one wrote before the epoch began: it
+    /// writes no clear mark, so the word after its last frame is whatever an earlier lap left,
+    /// which may read as a stamp).
+    fn epoch_from(hdr: &Header, q: u64) -> Option<u32> {
+        // Acquire: pairs with the Release store in `Header::begin_framing`; the start stored
+        // before it, and the clear mark at the start, are seen.
+        let epoch = hdr.framing_epoch_acquire();
+        (epoch % 2 == 1 && q.wrapping_sub(hdr.framing_start()) < 1 << 63).then_some(epoch)
+    }
+
+    /// Trusts stamps from the cursor on while `epoch` holds ([`epoch_from`](Self::epoch_from)),
+    /// within the producer's room.
+    fn arm(&mut self, epoch: u32, cur: &ConsumerCursor) {
+        self.armed = true;
+        self.via_head = false;
+        self.epoch = epoch;
+        self.limit = cur.published().wrapping_add(self.cap);
     }
 
     /// Stops taking frames by their stamp until one is taken through the head (after the
