@@ -14,8 +14,11 @@ use super::{model, value};
 use crate::header::Role;
 use crate::protocol::{ConsumerCursor, ProducerCursor, Stop};
 use crate::ring::framed::link::{Receiver, Sender, Words};
+use crate::ring::framed::wire::max_frame_len_for;
 use crate::ring::framed::wire::Stamp;
 use crate::sync::Ordering;
+use loom::sync::atomic::AtomicBool;
+use loom::sync::Arc;
 use loom::thread;
 
 /// A frame header's size, and the clear mark (`wire::HEADER`, `wire::CLEAR`).
@@ -121,6 +124,80 @@ fn framed_bytes_framed_streams_in_order() {
         }
         assert_eq!(f.recv(&mut link, &mut rx), Err(Stop::Closed));
         producer.join().unwrap();
+        assert!(!f.ring.is_poisoned());
+    });
+}
+
+/// A framed producer dies between the stamp and the head store of its first publish, a batch
+/// of frames 0 and 1 (so the consumer trusts no stamp yet, and watched the head), and a byte
+/// newcomer takes over while the consumer, having found the producer dead, looks once more
+/// (`Receiver::look_after_death`): the newcomer covers the batch (`Sender::resume`), ends the
+/// framing epoch, and writes, uncommitted, a word that reads as a stamped header where the
+/// consumer looks after the batch, and a payload byte. The consumer gets frames 0 and 1 with
+/// their payloads, by their stamps or, once the epoch ended, through the head, and never takes
+/// the newcomer's bytes for a frame.
+#[test]
+fn a_consumer_that_found_its_producer_dead_takes_its_stamped_batch_and_no_bytes() {
+    model("a_consumer_that_found_its_producer_dead_takes_its_stamped_batch_and_no_bytes", || {
+        const CAP: u64 = 64;
+        let f = Framed::with_capacity(CAP);
+        // The newcomer, which takes over once the producer is dead.
+        let dead = Arc::new(AtomicBool::new(false));
+        let (g, died) = (f.clone(), dead.clone());
+        let newcomer = thread::spawn(move || {
+            // Acquire: pairs with the Release store of the death: everything the dead producer
+            // stored is seen (as the kernel's proof of the death orders it for a newcomer).
+            while !died.load(Ordering::Acquire) {
+                thread::yield_now();
+            }
+            let mut tx = g.ring.producer();
+            Sender::resume(&g.ring, &mut tx, &g.words, max_frame_len_for(CAP as usize));
+            assert_eq!(tx.head(), 32, "the newcomer covers the batch");
+            g.ring.end_framing();
+            let p = tx.head();
+            g.words.store(p, Stamp.stamped(1, p), Ordering::Relaxed);
+            g.data.write(p + 8, 0xEE);
+        });
+        // The dead producer: frames 0 and 1 written as a batch, the clear mark after them.
+        let mut tx = f.ring.producer();
+        let mut link = Sender::new(CAP as usize, 0);
+        for k in 0..2 {
+            f.payload(&tx, value(k));
+            link.put(&mut tx, &f.words, 1);
+        }
+        Sender::clear_after(&tx, &f.words);
+        // The consumer looks: frame 0's header is unstamped, and no frame came through the head.
+        let mut rx = f.ring.consumer();
+        let mut rlink = Receiver::new(CAP as usize, max_frame_len_for(CAP as usize), CAP as usize, rx.tail());
+        assert_eq!(f.try_recv(&mut rlink, &mut rx), None);
+        // The publish's first store, then the death.
+        f.words.store(0, link.stamp().stamped(1, 0), Ordering::Release);
+        dead.store(true, Ordering::Release);
+        // The consumer, as `recv_slow` after finding the producer dead: a look, then (nothing
+        // found) the look after the death, until it has both frames.
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let found = rlink.look(&f.ring, &mut rx, &f.words).or_else(|| {
+                let r = rlink.look_after_death(&f.ring, &mut rx, &f.words);
+                // Nothing only once the newcomer ended the epoch (its head covers the batch).
+                if r.is_none() {
+                    assert_eq!(f.ring.framing_epoch() % 2, 0, "the death reported over a stamped batch");
+                }
+                r
+            });
+            match found {
+                Some(Ok((len, size))) => {
+                    assert_eq!((len, size), (1, 16));
+                    got.push(f.data.read(rx.tail() + 8));
+                    let _ = rlink.consumed(&mut rx, size);
+                }
+                Some(Err(stop)) => panic!("stop {stop:?} after the death"),
+                None => thread::yield_now(),
+            }
+        }
+        assert_eq!(got, [value(0), value(1)]);
+        newcomer.join().unwrap();
+        assert_eq!(f.try_recv(&mut rlink, &mut rx), None, "the newcomer's bytes taken for a frame");
         assert!(!f.ring.is_poisoned());
     });
 }

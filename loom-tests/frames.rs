@@ -68,7 +68,7 @@ impl Framed {
     }
 
     /// A model ring of `capacity` bytes (a power of two).
-    fn with_capacity(capacity: u64) -> Arc<Framed> {
+    pub(super) fn with_capacity(capacity: u64) -> Arc<Framed> {
         Arc::new(Framed { ring: Ring::new(capacity, 0), words: ModelWords::new(capacity), data: Data::new(capacity) })
     }
 
@@ -80,7 +80,7 @@ impl Framed {
     }
 
     /// Writes a one-byte payload `v` for the frame at the producer's head.
-    fn payload(&self, tx: &crate::protocol::ProducerCursor, v: u8) {
+    pub(super) fn payload(&self, tx: &crate::protocol::ProducerCursor, v: u8) {
         self.data.write(tx.head() + 8, v);
     }
 
