@@ -145,7 +145,7 @@ fn a_consumer_that_found_its_producer_dead_takes_its_stamped_batch_and_no_bytes(
         let dead = Arc::new(AtomicBool::new(false));
         let (g, died) = (f.clone(), dead.clone());
         let newcomer = thread::spawn(move || {
-            // Acquire: pairs with the Release store of the death: everything the dead producer
+            // Acquire: pairs with the Release store of `dead` below: everything the dead producer
             // stored is seen (as the kernel's proof of the death orders it for a newcomer).
             while !died.load(Ordering::Acquire) {
                 thread::yield_now();
@@ -170,21 +170,17 @@ fn a_consumer_that_found_its_producer_dead_takes_its_stamped_batch_and_no_bytes(
         let mut rx = f.ring.consumer();
         let mut rlink = Receiver::new(CAP as usize, max_frame_len_for(CAP as usize), CAP as usize, rx.tail());
         assert_eq!(f.try_recv(&mut rlink, &mut rx), None);
-        // The publish's first store, then the death.
+        // The publish's first store (Release: as `commit`'s, for `Receiver::poll_word` and
+        // `Sender::resume`), then the death (Release: for the newcomer's Acquire load of `dead`).
         f.words.store(0, link.stamp().stamped(1, 0), Ordering::Release);
         dead.store(true, Ordering::Release);
         // The consumer, as `recv_slow` after finding the producer dead: a look, then (nothing
-        // found) the look after the death, until it has both frames.
+        // found) the look after the death. Each call must deliver a frame of the batch: the
+        // death is never reported over it, whichever of the newcomer's steps it sees.
         let mut got = Vec::new();
         while got.len() < 2 {
-            let found = rlink.look(&f.ring, &mut rx, &f.words).or_else(|| {
-                let r = rlink.look_after_death(&f.ring, &mut rx, &f.words);
-                // Nothing only once the newcomer ended the epoch (its head covers the batch).
-                if r.is_none() {
-                    assert_eq!(f.ring.framing_epoch() % 2, 0, "the death reported over a stamped batch");
-                }
-                r
-            });
+            let found =
+                rlink.look(&f.ring, &mut rx, &f.words).or_else(|| rlink.look_after_death(&f.ring, &mut rx, &f.words));
             match found {
                 Some(Ok((len, size))) => {
                     assert_eq!((len, size), (1, 16));
@@ -192,12 +188,79 @@ fn a_consumer_that_found_its_producer_dead_takes_its_stamped_batch_and_no_bytes(
                     let _ = rlink.consumed(&mut rx, size);
                 }
                 Some(Err(stop)) => panic!("stop {stop:?} after the death"),
-                None => thread::yield_now(),
+                None => panic!("the death reported over a stamped frame, after {got:?}"),
             }
         }
         assert_eq!(got, [value(0), value(1)]);
         newcomer.join().unwrap();
         assert_eq!(f.try_recv(&mut rlink, &mut rx), None, "the newcomer's bytes taken for a frame");
         assert!(!f.ring.is_poisoned());
+    });
+}
+
+/// As above, in the order that model leaves to chance: the consumer's look finds nothing
+/// (head not covering the batch yet), then the newcomer takes over in full (covers the batch,
+/// ends the framing epoch), and only then, having seen the epoch end (a Relaxed load: no
+/// synchronisation of its own), does the consumer make its look after the death. It must see
+/// the newcomer's cover through head. `after_a`: the producer first published frame A, which
+/// the consumer took through head, so it trusts stamps and watched head only behind the
+/// batch's unstamped first header; its look takes the stamp, finds the epoch changed, and must
+/// go on to head (the Acquire fence in `Receiver::take`). Otherwise the batch is the epoch's
+/// first publish: the look finds no epoch to trust a stamp in and looks at head (the Acquire
+/// load in `Receiver::epoch_from`). Both pair with the Release fence before the epoch store in
+/// `Header::end_framing` (here the newcomer's publish also fences: see the README).
+fn a_look_after_the_death_sees_a_newcomers_cover_through_head(after_a: bool) {
+    const CAP: u64 = 64;
+    let f = Framed::with_capacity(CAP);
+    let mut tx = f.ring.producer();
+    let mut link = Sender::new(CAP as usize, 0);
+    let mut rx = f.ring.consumer();
+    let mut rlink = Receiver::new(CAP as usize, max_frame_len_for(CAP as usize), CAP as usize, rx.tail());
+    let first = if after_a {
+        f.send(&mut link, &mut tx, 9);
+        assert_eq!(f.recv(&mut rlink, &mut rx), Ok(value(9)));
+        16
+    } else {
+        0
+    };
+    // The dead producer: frames 0 and 1 as a batch, the clear mark after them.
+    for k in 0..2 {
+        f.payload(&tx, value(k));
+        link.put(&mut tx, &f.words, 1);
+    }
+    Sender::clear_after(&tx, &f.words);
+    // A look at the unstamped batch (after A: the consumer watches head from here).
+    assert!(rlink.look(&f.ring, &mut rx, &f.words).is_none());
+    // The publish's first store, then the death; the consumer's look before it reports it.
+    f.words.store(first, link.stamp().stamped(1, first), Ordering::Release);
+    assert!(rlink.look(&f.ring, &mut rx, &f.words).is_none());
+    let g = f.clone();
+    let newcomer = thread::spawn(move || {
+        let mut tx = g.ring.producer();
+        Sender::resume(&g.ring, &mut tx, &g.words, max_frame_len_for(CAP as usize));
+        g.ring.end_framing();
+    });
+    // Relaxed: only to wait for the newcomer's end of the epoch, adding no ordering.
+    while f.ring.framing_epoch() % 2 == 1 {
+        thread::yield_now();
+    }
+    match rlink.look_after_death(&f.ring, &mut rx, &f.words) {
+        Some(Ok((1, 16))) => assert_eq!(f.data.read(rx.tail() + 8), value(0)),
+        other => panic!("the look after the death found {other:?}, not frame 0 through head"),
+    }
+    newcomer.join().unwrap();
+}
+
+#[test]
+fn a_look_after_the_death_sees_a_newcomers_cover_through_head_first_frames() {
+    model("a_look_after_the_death_sees_a_newcomers_cover_through_head_first_frames", || {
+        a_look_after_the_death_sees_a_newcomers_cover_through_head(false)
+    });
+}
+
+#[test]
+fn a_look_after_the_death_sees_a_newcomers_cover_through_head_after_a() {
+    model("a_look_after_the_death_sees_a_newcomers_cover_through_head_after_a", || {
+        a_look_after_the_death_sees_a_newcomers_cover_through_head(true)
     });
 }

@@ -67,6 +67,7 @@ mutations=(
   "direct wake: no fence between clearing the flag and looking for the function|src/sync.rs|    fence(Ordering::SeqCst);\n    // Acquire: pairs with the Release store in|    // Acquire: pairs with the Release store in|1"
   "first registration: no fence between installing the function and comparing the flag|src/ring/asynch/park.rs|        fence(Ordering::SeqCst);\n        let mut t = self.table.lock()|        let mut t = self.table.lock()|1"
   "a consumer that found its producer dead does not look past the head again|src/ring/framed/link.rs|    ) -> Option<Result<(usize, usize), Stop>> {\n        if self.armed {|    ) -> Option<Result<(usize, usize), Stop>> {\n        if cur.tail() != u64::MAX {\n            return None;\n        }\n        if self.armed {|1"
+  "that look gives up outside a framing epoch instead of looking at head|src/ring/framed/link.rs|            return self.look(hdr, cur, words);\n        };|            return None;\n        };|1"
 )
 
 copy() {

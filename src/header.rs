@@ -641,12 +641,17 @@ impl Header {
     }
 
     /// The producer stops writing frames (it writes bytes from now on): the next even epoch,
-    /// if it was odd. The Release fence orders the store before every byte written from now
-    /// on: a consumer whose Acquire load of a word saw one of them sees the new epoch in its
-    /// next look (`Receiver::epoch_holds`, a seqlock reader's second look).
+    /// if it was odd. The Release fence after the store orders it before every byte written
+    /// from now on: a consumer whose Acquire load of a word saw one of them sees the new epoch
+    /// in its next look (`Receiver::epoch_holds`, a seqlock reader's second look). The one
+    /// before it publishes what the producer did before, a newcomer's cover of frames stamped
+    /// above the head included (`Producer::took_over`): a consumer that sees the new epoch and
+    /// then looks at head, after an Acquire load or fence, sees that head
+    /// (`Receiver::look_after_death`, `Receiver::take`).
     pub(crate) fn end_framing(&self) {
         let e = self.framing_epoch();
         if e % 2 == 1 {
+            fence(Ordering::Release);
             self.producer.framing.store(e.wrapping_add(1), Ordering::Relaxed);
             fence(Ordering::Release);
         }

@@ -51,15 +51,15 @@
 //! the consumer may already have taken (`Sender::resume` covers them at the take-over;
 //! mutating it away goes unnoticed here). A long run (`MIRROR_RING_LONG=3`) hit it once, while
 //! the consumer was watching head behind a batch's unstamped first header: the consumer
-//! reported the death without those frames, turned into a byte end, and read them as a record "nobody
-//! committed" once a byte newcomer covered them. The forged-state tests in
+//! reported the death without those frames, turned into a byte end, and read them as a record
+//! "nobody committed" once a byte newcomer covered them. The forged-state tests in
 //! `tests/framing_epoch.rs` build that state by hand:
 //! `a_byte_newcomer_never_lends_a_frame_the_consumer_holds`,
 //! `a_byte_newcomer_never_lends_a_batch_frame_the_consumer_holds`,
 //! `a_newcomer_that_asked_for_room_first_loses_no_frame` and
-//! `a_batch_stamped_while_the_consumer_watched_head_is_delivered_before_the_death`. Nor does it
-//! forge deaths or role slots (`tests/restart.rs`, `tests/hostile.rs`) or race takers against
-//! each other (`tests/restart.rs`).
+//! `a_batch_stamped_while_the_consumer_watched_head_is_delivered_before_the_death`. Nor does
+//! it forge deaths or role slots (`tests/restart.rs`, `tests/hostile.rs`) or race takers
+//! against each other (`tests/restart.rs`).
 
 mod common;
 

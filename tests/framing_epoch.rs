@@ -250,7 +250,8 @@ fn a_batch_stamped_while_the_consumer_watched_head_is_delivered_before_the_death
                 first.add(24).cast::<[u8; 8]>().write_volatile([0xB2; 8]);
                 AtomicU64::from_ptr(first.cast::<u64>())
             };
-            // Release: as the batch's first store of B1's header, after its payload.
+            // Release (`Sender::put` stores it Relaxed; a margin here): B1's header, unstamped,
+            // after its payload.
             header.store((stamped_word(b1, 8) ^ 3 << 62).to_le(), Ordering::Release);
             page.word(0).store(1, Ordering::SeqCst);
             while page.word(1).load(Ordering::SeqCst) == 0 {
@@ -301,4 +302,31 @@ fn a_batch_stamped_while_the_consumer_watched_head_is_delivered_before_the_death
         bytes.read_to_end(&mut rest).unwrap();
         assert_eq!(rest, b"after", "{case}: the byte stream after the take-over");
     }
+}
+
+/// A producer that turned framed and back into bytes (its framing epoch ended) writes,
+/// uncommitted, a word that reads as the stamped header of a frame at the consumer's cursor,
+/// and a payload, then dies. The framed consumer, which has taken no frame through the head,
+/// looks once more after the death, but trusts a stamp there only inside a framing epoch: it
+/// must report the death, not hand out those bytes as a frame. (Found by review: without the
+/// epoch check in that look, the consumer returned the 0xEE bytes.)
+#[test]
+fn a_dead_byte_producers_uncommitted_bytes_are_not_taken_for_a_frame() {
+    use std::io::ErrorKind;
+    let _dog = watchdog("a_dead_byte_producers_uncommitted_bytes_are_not_taken_for_a_frame", Duration::from_secs(30));
+    let ring = RingOptions::new().capacity(4096).shared().unwrap();
+    let mut rx = ring.clone().into_consumer().unwrap().into_framed();
+    let theirs = ring.clone();
+    let status = in_child(move || {
+        let mut bytes = theirs.into_producer().unwrap().into_framed().into_inner();
+        let mut grant = bytes.write_grant(24).unwrap();
+        grant[..8].copy_from_slice(&stamped_word(0, 8).to_le_bytes());
+        grant[8..16].copy_from_slice(&[0xEE; 8]);
+        grant[16..24].copy_from_slice(&[0; 8]);
+        // SAFETY: ends the child at once, the grant uncommitted.
+        unsafe { libc::_exit(0) }
+    });
+    assert_eq!(status, 0);
+    let got = rx.recv().map(|f| f.map(|f| f.to_vec())).map_err(|e| e.kind());
+    assert_eq!(got, Err(ErrorKind::UnexpectedEof), "the dead byte producer's uncommitted bytes");
 }

@@ -89,17 +89,19 @@
 //! (a head behind the consumer's cursor shows nothing readable), and a producer that takes the
 //! role over from one that died between steps 3 and 4 first covers those frames with head (it
 //! recognises them exactly: from the head's position a run of stamped headers, each of its own
-//! position, and the clear mark after them), since the consumer may have taken them. The
-//! consumer, for its part, takes them before it reports the producer's death, wherever it was
-//! looking: a consumer watching head (behind a batch's unstamped first header, or with no
-//! frame through head yet in this epoch, below) looks once more at the word at its cursor,
-//! trusting a stamp there on the ground stamps are trusted on after such a frame (the cursor
-//! lies at or past the start of the producer's framing epoch, which still holds).
+//! position, and the clear mark after them), since the consumer may have taken them. Being
+//! committed, they are drained before the death is reported: a consumer that finds its
+//! producer dead while watching head (behind a batch's unstamped first header, or with no frame
+//! through head yet in this epoch) looks once more at the word at its cursor, trusting a stamp
+//! there on the ground below (its cursor lies inside the producer's framing epoch, which still
+//! holds), or, if a newcomer has ended that epoch meanwhile, at head, which then covers them.
+//! Otherwise a consumer that turned into a byte end after the death would read their raw bytes,
+//! headers and all, once a byte newcomer covered them.
 //!
-//! The first frame after a conversion is always taken through head, and stamps are trusted
-//! only after a frame of the producer's current framing epoch came through head (below), or
-//! for that one look after the producer's death: until then the words ahead were not written
-//! by this stream's framed producer (raw bytes, or frames written through the byte API, could
+//! The first frame after a conversion is taken through head (or, after the producer's death,
+//! by that one look), and stamps are trusted only after a frame of the producer's current
+//! framing epoch came through head (below): until then the words ahead were not written by
+//! this stream's framed producer (raw bytes, or frames written through the byte API, could
 //! leave anything there), and from then on every word the consumer looks at was written by the
 //! producer in this lap (step 2) or is a header one lap old.
 //!
@@ -130,13 +132,15 @@
 //! **No load races a byte producer's stores.** A byte producer writes with plain copies, and
 //! in one process an atomic load of the same bytes by another thread would be a data race in
 //! Rust's memory model, even of a value never trusted. So until it trusts stamps, the consumer
-//! loads no word above the head at all: it looks at head, and at the words head covers. One
-//! window remains, as in any seqlock: a consumer that trusts stamps polls the word at its
-//! cursor until it sees the epoch change, and a framed producer that has just turned into bytes
-//! (`into_inner`) may be writing there. Between processes, where the two sides share no
-//! compiler, it is the same race any peer can cause; in one process, turn both ends into bytes
-//! at the same stream position (as "Wire format" asks of the conversion to frames), not the
-//! producer alone. (Miri, on a heap-backed stand-in for the mirror, found the race this closes
+//! loads no word above the head at all: it looks at head, and at the words head covers. Two
+//! windows remain, as in any seqlock, where a consumer loads the word at its cursor until it
+//! sees the epoch change: while it trusts stamps, a framed producer that has just turned into
+//! bytes (`into_inner`) may be writing there; and in its one look after the producer's death,
+//! so may a byte newcomer that has just taken the role over (`take_over_producer`). Between
+//! processes, where the two sides share no compiler, it is the same race any peer can cause; in
+//! one process, turn both ends into bytes at the same stream position (as "Wire format" asks of
+//! the conversion to frames), not the producer alone, and take a dead producer's role over in
+//! another thread only once the consumer has reported the death. (Miri, on a heap-backed stand-in for the mirror, found the race this closes
 //! and the one the publish order above closes: review of 2026-12-01.)
 //!
 //! A consumer that sleeps raises its waiter flag, runs its half of the barrier pair, then

@@ -169,11 +169,8 @@
 //! end), and, when the dead producer was writing frames (its framing epoch still odd), the
 //! take-over itself covers the complete frames stamped just above the head
 //! ([`framing`](super::framing)), before the newcomer can lend any room, since the consumer
-//! may hold them. They count as committed, so the consumer drains them too: a framed consumer
-//! that finds its producer dead takes them before it reports the death, also where it was
-//! watching head rather than the word at its cursor. (A consumer that turned into a byte end
-//! after the death would otherwise read their raw bytes, headers and all, once a byte
-//! newcomer covered them.) Nothing else ever does, so bytes a producer wrote and did not commit
+//! may hold them. They count as committed: a framed consumer that finds its producer dead
+//! takes them before it reports the death. Nothing else ever does, so bytes a producer wrote and did not commit
 //! (a dropped grant, a failed `read_from`) stay unpublished even where they look like a frame.
 //! What the cursors
 //! cannot say (which counter a new producer should send next, which records a new consumer

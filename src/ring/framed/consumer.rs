@@ -52,10 +52,10 @@ impl FramedConsumer {
     /// # Errors
     ///
     /// `UnexpectedEof` when the producer's process died without closing (after every frame it
-    /// published was read, and any it had stamped when it died between a publish's last two
-    /// stores, which a newcomer would cover as committed); `InvalidData` when a frame header is corrupt or the ring is
-    /// poisoned (for good: every later call fails too); `Unsupported` in a forked child;
-    /// `ConnectionAborted` once another process took this end's role over.
+    /// committed was read: see [`docs::lifecycle`](crate::docs::lifecycle), "Where the newcomer
+    /// resumes"); `InvalidData` when a frame header is corrupt or the ring is poisoned (for
+    /// good: every later call fails too); `Unsupported` in a forked child; `ConnectionAborted`
+    /// once another process took this end's role over.
     ///
     /// # Examples
     ///

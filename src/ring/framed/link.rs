@@ -69,8 +69,9 @@
 //! position's header, stamped or not (the byte end's sleep publishes a batch's unstamped first
 //! frame), or the ring is poisoned.
 //! A head behind the cursor shows nothing (frames taken by their stamps before their head
-//! came). The first frame after a conversion is always taken this
-//! way: until then the words ahead were not written by this stream and are not trusted.
+//! came). The first frame after a conversion is taken this way (or by the one look a consumer
+//! makes after its producer's death, `Receiver::look_after_death`): until then the words ahead
+//! were not written by this stream and are not trusted.
 //!
 //! A consumer that finds the *unstamped* header of its own position has caught up with a batch
 //! being written (step 1 of its first frame is done, step 4 is not): it then watches head alone
@@ -97,7 +98,7 @@
 
 use crate::header::{Header, Role, Word};
 use crate::protocol::{notify, ConsumerCursor, ProducerCursor, Stop};
-use crate::sync::Ordering;
+use crate::sync::{fence, Ordering};
 
 use super::wire::{frame_size, laps_apart, Known, Stamp, CLEAR, HEADER, RESTAMP};
 
@@ -487,7 +488,11 @@ impl Receiver {
         match frame {
             Some(_) if !self.epoch_holds(hdr) => {
                 // The producer stopped writing frames since stamps were trusted: the word may
-                // be one of its bytes. Through head from here.
+                // be one of its bytes. Through head from here. Acquire: with the Release fence
+                // before the epoch store in `Header::end_framing` (or the Release store of
+                // `begin_framing`), the head looks that follow see what the producer stored
+                // before the new epoch: a newcomer's cover of frames stamped above the head.
+                fence(Ordering::Acquire);
                 self.armed = false;
                 self.via_head = true;
                 self.limit = q;
@@ -641,11 +646,14 @@ impl Receiver {
     /// written (`via_head` while stamps are trusted), or because no frame has come through the
     /// head in this framing epoch yet (not `armed`): then the stamps are trusted for this look
     /// on the same ground as after such a frame (`committed_in`), the cursor lying at or past
-    /// the epoch's start. `None`: no such look, or nothing there (the death stands).
+    /// the epoch's start; outside an epoch, a newcomer has ended it, after its cover, and the
+    /// look is at head. `None`: nothing there (the death stands).
     ///
     /// No newcomer stores to that word while it holds a stamped frame: it covers it. A byte
     /// newcomer that finds no stamp there, and so writes there, ends the framing epoch first,
-    /// which `take` checks after its load, as for any trusting consumer.
+    /// which `take` checks after its load, as for any trusting consumer (the window that
+    /// leaves is in [`docs::framing`](crate::docs::framing), "No load races a byte producer's
+    /// stores").
     pub(crate) fn look_after_death<W: Words>(
         &mut self,
         hdr: &Header,
@@ -663,7 +671,13 @@ impl Receiver {
         if q % HEADER as u64 != 0 || cur.is_poisoned() {
             return None;
         }
-        let epoch = Self::epoch_from(hdr, q)?;
+        let Some(epoch) = Self::epoch_from(hdr, q) else {
+            // Not inside a framing epoch (any more): a newcomer may have taken over since the
+            // death was found, covered the frames and ended the epoch or begun its own, which
+            // this Acquire load saw (`epoch_from`; `Header::end_framing`, `begin_framing`).
+            // Then head covers them: one more look at it.
+            return self.look(hdr, cur, words);
+        };
         self.arm(epoch, cur);
         let looked = self.look(hdr, cur, words);
         if !matches!(looked, Some(Ok(_))) {
