@@ -834,15 +834,19 @@ fn a_signal_and_stop_storm_between_processes_loses_no_byte() {
 fn a_fork_beside_a_blocked_call_leaves_the_parent_ring_alone() {
     let _dog = watchdog("fork beside a blocked call", Duration::from_secs(60));
     let (mut tx, rx) = RingOptions::new().capacity(4096).build().unwrap();
+    let reader_stats = rx.stats_handle();
     std::thread::scope(|s| {
         let reader = s.spawn(move || {
             let mut rx = rx;
             let mut buf = [0u8; 8];
-            let t0 = Instant::now();
             rx.read_exact(&mut buf).unwrap();
-            (t0.elapsed(), buf)
+            (Instant::now(), buf)
         });
-        std::thread::sleep(Duration::from_millis(50)); // the reader is parked by now
+        // The reader's call is parked before the forks. (A fixed 50 ms sleep here failed
+        // under load: the reader thread had not started yet.)
+        while reader_stats.get().parks == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         for _ in 0..5 {
             let status = common::in_child(|| {
                 // A copy of the producer: inert, and its drop must not close the ring.
@@ -855,10 +859,11 @@ fn a_fork_beside_a_blocked_call_leaves_the_parent_ring_alone() {
         }
         std::thread::sleep(Duration::from_millis(150));
         assert!(!reader.is_finished(), "the blocked read ended after forks in which nothing was written");
+        let wrote = Instant::now();
         tx.write_all(b"parent!!").unwrap();
-        let (waited, buf) = reader.join().unwrap();
+        let (returned, buf) = reader.join().unwrap();
         assert_eq!(&buf, b"parent!!");
-        assert!(waited >= Duration::from_millis(150), "{waited:?}");
+        assert!(returned >= wrote, "the blocked read returned before the parent's write");
     });
 }
 
