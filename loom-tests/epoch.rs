@@ -67,6 +67,30 @@ impl Framed {
         assert_eq!(len, 1);
         Some(v)
     }
+
+    /// A producer about to die in the publish of a batch: frames 0 and 1 (`value(0)`,
+    /// `value(1)`) written from its head as a batch (the first header unstamped), the clear mark
+    /// after them. Returns the first frame's position, for the stamp the model stores.
+    fn batch_of_two(&self, link: &mut Sender, tx: &mut ProducerCursor) -> u64 {
+        let first = tx.head();
+        for k in 0..2 {
+            self.payload(tx, value(k));
+            link.put(tx, &self.words, 1);
+        }
+        Sender::clear_after(tx, &self.words);
+        first
+    }
+
+    /// A byte newcomer's take-over (`Producer::took_over`) after a producer that died with
+    /// frames stamped above the head: it covers them (`Sender::resume`), then ends the framing
+    /// epoch. Its cursor, for the bytes it writes next.
+    fn byte_newcomer(&self) -> ProducerCursor {
+        let mut tx = self.ring.producer();
+        let max = max_frame_len_for(tx.capacity() as usize);
+        Sender::resume(&self.ring, &mut tx, &self.words, max);
+        self.ring.end_framing();
+        tx
+    }
 }
 
 /// A framed producer sends frame 0, turns into a byte end (`into_inner`), and writes into its
@@ -150,22 +174,16 @@ fn a_consumer_that_found_its_producer_dead_takes_its_stamped_batch_and_no_bytes(
             while !died.load(Ordering::Acquire) {
                 thread::yield_now();
             }
-            let mut tx = g.ring.producer();
-            Sender::resume(&g.ring, &mut tx, &g.words, max_frame_len_for(CAP as usize));
+            let tx = g.byte_newcomer();
             assert_eq!(tx.head(), 32, "the newcomer covers the batch");
-            g.ring.end_framing();
             let p = tx.head();
             g.words.store(p, Stamp.stamped(1, p), Ordering::Relaxed);
             g.data.write(p + 8, 0xEE);
         });
-        // The dead producer: frames 0 and 1 written as a batch, the clear mark after them.
+        // The dead producer: frames 0 and 1 written as a batch.
         let mut tx = f.ring.producer();
         let mut link = Sender::new(CAP as usize, 0);
-        for k in 0..2 {
-            f.payload(&tx, value(k));
-            link.put(&mut tx, &f.words, 1);
-        }
-        Sender::clear_after(&tx, &f.words);
+        f.batch_of_two(&mut link, &mut tx);
         // The consumer looks: frame 0's header is unstamped, and no frame came through the head.
         let mut rx = f.ring.consumer();
         let mut rlink = Receiver::new(CAP as usize, max_frame_len_for(CAP as usize), CAP as usize, rx.tail());
@@ -216,19 +234,12 @@ fn a_look_after_the_death_sees_a_newcomers_cover_through_head(after_a: bool) {
     let mut link = Sender::new(CAP as usize, 0);
     let mut rx = f.ring.consumer();
     let mut rlink = Receiver::new(CAP as usize, max_frame_len_for(CAP as usize), CAP as usize, rx.tail());
-    let first = if after_a {
+    if after_a {
         f.send(&mut link, &mut tx, 9);
         assert_eq!(f.recv(&mut rlink, &mut rx), Ok(value(9)));
-        16
-    } else {
-        0
-    };
-    // The dead producer: frames 0 and 1 as a batch, the clear mark after them.
-    for k in 0..2 {
-        f.payload(&tx, value(k));
-        link.put(&mut tx, &f.words, 1);
     }
-    Sender::clear_after(&tx, &f.words);
+    // The dead producer: frames 0 and 1 as a batch.
+    let first = f.batch_of_two(&mut link, &mut tx);
     // A look at the unstamped batch (after A: the consumer watches head from here).
     assert!(rlink.look(&f.ring, &mut rx, &f.words).is_none());
     // The publish's first store, then the death; the consumer's look before it reports it.
@@ -236,9 +247,7 @@ fn a_look_after_the_death_sees_a_newcomers_cover_through_head(after_a: bool) {
     assert!(rlink.look(&f.ring, &mut rx, &f.words).is_none());
     let g = f.clone();
     let newcomer = thread::spawn(move || {
-        let mut tx = g.ring.producer();
-        Sender::resume(&g.ring, &mut tx, &g.words, max_frame_len_for(CAP as usize));
-        g.ring.end_framing();
+        g.byte_newcomer();
     });
     // Relaxed: only to wait for the newcomer's end of the epoch, adding no ordering.
     while f.ring.framing_epoch() % 2 == 1 {

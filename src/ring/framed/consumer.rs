@@ -325,7 +325,7 @@ impl FramedConsumer {
             },
         };
         let looked = match looked {
-            // A batch stamped above the head by a producer that died before its head store is
+            // Frames stamped above the head by a producer that died before its head store are
             // committed: delivered before the death.
             Err(Stop::PeerDied) => link.look_after_death(hdr, cur, words).unwrap_or(Err(Stop::PeerDied)),
             looked => looked,

@@ -739,8 +739,10 @@ impl Receiver {
     /// writes no clear mark, so the word after its last frame is whatever an earlier lap left,
     /// which may read as a stamp).
     fn epoch_from(hdr: &Header, q: u64) -> Option<u32> {
-        // Acquire: pairs with the Release store in `Header::begin_framing`; the start stored
-        // before it, and the clear mark at the start, are seen.
+        // Acquire: pairs with the Release store in `Header::begin_framing` (the start stored
+        // before it, and the clear mark at the start, are seen) and with the Release fence
+        // before the store in `Header::end_framing` (what the producer stored before it ended
+        // the epoch is seen: a newcomer's cover, for `look_after_death`).
         let epoch = hdr.framing_epoch_acquire();
         (epoch % 2 == 1 && q.wrapping_sub(hdr.framing_start()) < 1 << 63).then_some(epoch)
     }
@@ -755,7 +757,8 @@ impl Receiver {
     }
 
     /// Stops taking frames by their stamp until one is taken through the head (after the
-    /// cursor moved without a frame: the alignment skip).
+    /// cursor moved without a frame: the alignment skip; or a look after the producer's death
+    /// that trusted stamps for itself and took nothing).
     pub(crate) fn disarm(&mut self, cur: &ConsumerCursor) {
         self.armed = false;
         self.via_head = true;
