@@ -206,15 +206,16 @@ fn sleep_forever() -> ! {
 }
 
 /// In the parent: waits until word `w` of `page` reads `want`, 20 s at most; fails at once when
-/// a child has reported its own error (word [`ERR`]).
-fn wait_word(page: &SharedPage, w: usize, want: u64, what: &str) -> Result<(), String> {
+/// a child has reported its own error (word [`ERR`]). A timeout says what the `child`'s threads
+/// were doing.
+fn wait_word(page: &SharedPage, child: &Child, w: usize, want: u64, what: &str) -> Result<(), String> {
     let until = Instant::now() + Duration::from_secs(20);
     while page.word(w).load(Ordering::SeqCst) != want {
         if page.word(ERR).load(Ordering::SeqCst) != 0 {
             return Err(format!("the child failed before {what}"));
         }
         if Instant::now() > until {
-            return Err(format!("timed out waiting for {what}"));
+            return Err(format!("timed out waiting for {what} (the child's threads: {})", child.threads()));
         }
         std::thread::sleep(Duration::from_micros(100));
     }
@@ -688,7 +689,7 @@ fn scenario_a(seed: u64, memfd: bool, gens: u32) -> Result<Tally, String> {
         let killed = AtomicBool::new(false);
         let result: Result<(), String> = std::thread::scope(|sc| {
             let killer = sc.spawn(|| {
-                let wait_for = |w: usize, what: &str| wait_word(&page, w, u64::from(g) + 1, what);
+                let wait_for = |w: usize, what: &str| wait_word(&page, &child, w, u64::from(g) + 1, what);
                 kill_at_point(&child, &page, &killed, matches!(point, Point::Finish(_)), || {
                     if let Point::Early(us) = point {
                         std::thread::sleep(Duration::from_micros(us));
@@ -1225,7 +1226,7 @@ fn scenario_b(seed: u64, mode: Mode, memfd: bool, consumers: u32) -> Result<Tall
             if c > 0 {
                 takes += 1;
             }
-            let wait_for = |w: usize, what: &str| wait_word(&page, w, u64::from(c) + 1, what);
+            let wait_for = |w: usize, what: &str| wait_word(&page, &child, w, u64::from(c) + 1, what);
             let step = (|| -> Result<(), String> {
                 if let CPoint::Early(us) = point {
                     std::thread::sleep(Duration::from_micros(us));
@@ -1440,7 +1441,7 @@ mod async_ends {
             let killed = AtomicBool::new(false);
             let result: Result<(), String> = std::thread::scope(|sc| {
                 let killer = sc.spawn(|| {
-                    let wait_for = |w: usize, what: &str| wait_word(&page, w, u64::from(g) + 1, what);
+                    let wait_for = |w: usize, what: &str| wait_word(&page, &child, w, u64::from(g) + 1, what);
                     kill_at_point(&child, &page, &killed, matches!(point, APoint::Finish(_)), || {
                         wait_for(W_READY, "ready")?;
                         match point {

@@ -165,6 +165,29 @@ impl Child {
         stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
     }
 
+    /// What each of the child's threads is doing, for a failure message about a child that
+    /// made no progress: `tid state wchan syscall` per thread (`/proc/<pid>/task`: the
+    /// kernel function it sleeps in and the number of the system call it is in, where the
+    /// kernel tells), or why it cannot be told.
+    pub fn threads(&self) -> String {
+        assert!(self.status.is_none(), "child {} was reaped already: its pid may name another process", self.pid);
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return "no /proc entry".into();
+        };
+        let mut out = Vec::new();
+        for task in tasks.flatten() {
+            let dir = task.path();
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+            let state = stat.rfind(')').and_then(|i| stat[i + 2..].chars().next()).unwrap_or('?');
+            let wchan = std::fs::read_to_string(dir.join("wchan")).unwrap_or_default();
+            let syscall = std::fs::read_to_string(dir.join("syscall")).unwrap_or_default();
+            let call = syscall.split_whitespace().next().unwrap_or("?");
+            out.push(format!("{} {state} {} {call}", task.file_name().to_string_lossy(), wchan.trim()));
+        }
+        out.sort();
+        out.join(", ")
+    }
+
     /// Runs `call` (typically one that blocks on the ring this child shares) while another
     /// thread kills the child with SIGKILL `after` it started; returns what `call` returned and
     /// how long after the kill it did. The killer is a scoped thread: it is joined before this
