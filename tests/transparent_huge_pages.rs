@@ -264,10 +264,12 @@ fn lock_memory_and_dont_fork_with_thp() {
 /// `MADV_HUGEPAGE` ring in 2 MiB entries, so creation must not be refused.
 #[test]
 fn a_2mib_knob_at_advise_allows_thp_whatever_the_top_level_says() {
+    // The lock first: every read of a knob, this one included, opens a descriptor, which a
+    // test counting descriptors under the lock must not see (it once did).
+    let Ok(_knobs) = set_knobs("never", "advise") else { return eprintln!("not root: the knobs cannot be set") };
     if selected(KNOB_2M).is_none() {
         return eprintln!("no per-size knob (a kernel before 6.11): nothing to check");
     }
-    let Ok(_knobs) = set_knobs("never", "advise") else { return eprintln!("not root: the knobs cannot be set") };
     let map = MirrorOptions::new().transparent_huge_pages(true).prefault(true).map(4 << 20);
     let map = map.unwrap_or_else(|e| panic!("refused although the kernel gives 2 MiB pages here: {e}"));
     assert_both_views_huge(&map, "top never, 2 MiB advise");
@@ -278,10 +280,12 @@ fn a_2mib_knob_at_advise_allows_thp_whatever_the_top_level_says() {
 /// of base pages as a transparent-huge-page map.
 #[test]
 fn a_2mib_knob_at_never_refuses_thp_whatever_the_top_level_says() {
+    // The lock first: every read of a knob, this one included, opens a descriptor, which a
+    // test counting descriptors under the lock must not see (it once did).
+    let Ok(_knobs) = set_knobs("advise", "never") else { return eprintln!("not root: the knobs cannot be set") };
     if selected(KNOB_2M).is_none() {
         return eprintln!("no per-size knob (a kernel before 6.11): nothing to check");
     }
-    let Ok(_knobs) = set_knobs("advise", "never") else { return eprintln!("not root: the knobs cannot be set") };
     match MirrorOptions::new().transparent_huge_pages(true).prefault(true).map(4 << 20) {
         Err(e) => {
             assert_names_the_knob(&e);
