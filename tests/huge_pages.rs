@@ -321,6 +321,9 @@ fn the_knob_lock_holds_across_processes() {
 /// only the errnos a kernel without hugetlbfs gives get that hint.
 #[test]
 fn out_of_descriptors_is_not_blamed_on_hugetlbfs() {
+    // The pool's lock, though no knob changes, as every test here that makes a huge-page map
+    // takes it: a test that reserved exactly the pages it needs must have them.
+    let _pool = knob_lock();
     let status = in_child(|| {
         // SAFETY: F_DUPFD gives the lowest free descriptor number, closed at once.
         let lowest_free = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 0) };
