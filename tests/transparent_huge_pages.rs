@@ -80,6 +80,22 @@ fn set_knobs(top: &str, per_size: &str) -> Result<Knobs, Knobs> {
     Ok(knobs)
 }
 
+/// Both knobs set ([`set_knobs`]) for a test of the 2 MiB knob; `None`, having said why on
+/// stderr, where they cannot be set or the kernel has no 2 MiB knob (before 6.11). The lock
+/// comes first: every read of a knob, the check for the 2 MiB one included, opens a descriptor,
+/// which a test counting descriptors under the lock must not see (it once did).
+fn set_both_knobs(top: &str, per_size: &str) -> Option<Knobs> {
+    let Ok(knobs) = set_knobs(top, per_size) else {
+        eprintln!("not root: the knobs cannot be set");
+        return None;
+    };
+    if selected(KNOB_2M).is_none() {
+        eprintln!("no per-size knob (a kernel before 6.11): nothing to check");
+        return None;
+    }
+    Some(knobs)
+}
+
 /// The top-level knob at `top`, the 2 MiB one deferring to it.
 fn set_knob(top: &str) -> Result<Knobs, Knobs> {
     set_knobs(top, "inherit")
@@ -264,12 +280,7 @@ fn lock_memory_and_dont_fork_with_thp() {
 /// `MADV_HUGEPAGE` ring in 2 MiB entries, so creation must not be refused.
 #[test]
 fn a_2mib_knob_at_advise_allows_thp_whatever_the_top_level_says() {
-    // The lock first: every read of a knob, this one included, opens a descriptor, which a
-    // test counting descriptors under the lock must not see (it once did).
-    let Ok(_knobs) = set_knobs("never", "advise") else { return eprintln!("not root: the knobs cannot be set") };
-    if selected(KNOB_2M).is_none() {
-        return eprintln!("no per-size knob (a kernel before 6.11): nothing to check");
-    }
+    let Some(_knobs) = set_both_knobs("never", "advise") else { return };
     let map = MirrorOptions::new().transparent_huge_pages(true).prefault(true).map(4 << 20);
     let map = map.unwrap_or_else(|e| panic!("refused although the kernel gives 2 MiB pages here: {e}"));
     assert_both_views_huge(&map, "top never, 2 MiB advise");
@@ -280,12 +291,7 @@ fn a_2mib_knob_at_advise_allows_thp_whatever_the_top_level_says() {
 /// of base pages as a transparent-huge-page map.
 #[test]
 fn a_2mib_knob_at_never_refuses_thp_whatever_the_top_level_says() {
-    // The lock first: every read of a knob, this one included, opens a descriptor, which a
-    // test counting descriptors under the lock must not see (it once did).
-    let Ok(_knobs) = set_knobs("advise", "never") else { return eprintln!("not root: the knobs cannot be set") };
-    if selected(KNOB_2M).is_none() {
-        return eprintln!("no per-size knob (a kernel before 6.11): nothing to check");
-    }
+    let Some(_knobs) = set_both_knobs("advise", "never") else { return };
     match MirrorOptions::new().transparent_huge_pages(true).prefault(true).map(4 << 20) {
         Err(e) => {
             assert_names_the_knob(&e);

@@ -70,6 +70,12 @@ pub fn in_child(f: impl FnOnce() -> i32) -> i32 {
     }
 }
 
+/// The state letter of a `/proc/.../stat` line (the field after the command in parentheses,
+/// which may itself hold parentheses).
+fn stat_state(stat: &str) -> Option<char> {
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
 /// Forks a child that runs `f` and `_exit`s, and returns it without waiting, in a [`Child`]
 /// guard: whatever happens in the test, the child is killed and reaped by the time the guard
 /// is gone.
@@ -162,7 +168,7 @@ impl Child {
     pub fn state(&self) -> char {
         assert!(self.status.is_none(), "child {} was reaped already: its pid may name another process", self.pid);
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).expect("child's /proc entry");
-        stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
+        stat_state(&stat).unwrap()
     }
 
     /// What each of the child's threads is doing, for a failure message about a child that
@@ -178,7 +184,7 @@ impl Child {
         for task in tasks.flatten() {
             let dir = task.path();
             let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
-            let state = stat.rfind(')').and_then(|i| stat[i + 2..].chars().next()).unwrap_or('?');
+            let state = stat_state(&stat).unwrap_or('?');
             let wchan = std::fs::read_to_string(dir.join("wchan")).unwrap_or_default();
             let syscall = std::fs::read_to_string(dir.join("syscall")).unwrap_or_default();
             let call = syscall.split_whitespace().next().unwrap_or("?");
