@@ -574,8 +574,9 @@ impl SharedRing {
     /// page for a huge-page ring, whose data the kernel does not lock; unless the process has
     /// `CAP_IPC_LOCK`), `PermissionDenied` when that limit is zero, with a message naming it
     /// and the OS error as `source()`; `OutOfMemory` also when the memory to fault the pages in
-    /// ran out (`mlock`'s `EAGAIN`), saying so; `Unsupported` in a forked child of a
-    /// `dont_fork` ring, which has no mapping to lock.
+    /// ran out, saying so (in the prefault that comes first, which leaves nothing locked; or
+    /// `mlock`'s `EAGAIN`, should pages reclaimed since then find no memory); `Unsupported` in
+    /// a forked child of a `dont_fork` ring, which has no mapping to lock.
     ///
     /// # Examples
     ///

@@ -206,6 +206,12 @@ impl MirrorOptions {
     /// which is never swapped and which the kernel does not lock: the control page is
     /// locked, the data prefaulted, and the limit counts the control page only.
     ///
+    /// The pages are faulted in before the lock is asked for, so that running out of memory
+    /// (`OutOfMemory`, "no memory to back the pages") fails with nothing locked: `mlock` marks
+    /// the range locked first and faults it in after, and when a fault fails it fails the
+    /// call with the range still locked. A refusal over the limit therefore comes after the
+    /// prefault.
+    ///
     /// # Examples
     ///
     /// ```
@@ -693,9 +699,13 @@ impl MirrorMap {
             ));
         }
         let huge = self.pages == Pages::Huge;
-        if huge && !prefaulted {
-            // First, so that a failure leaves nothing locked; and without a write, because the
-            // ring may be in use (`SharedRing::lock_memory`).
+        if !prefaulted {
+            // First, so that running out of memory leaves nothing locked: `mlock` marks the
+            // range locked (and counts it against RLIMIT_MEMLOCK) before it faults the pages
+            // in, and a fault that fails then fails the call with the range still locked
+            // (mm/mlock.c, `do_mlock`: `apply_vma_lock_flags`, then `__mm_populate`). Without
+            // a write, because the ring may be in use (`SharedRing::lock_memory`). A hugetlb
+            // map needs it anyway: `mlock` leaves its data out.
             self.prefault(false)?;
         }
         let locked = if huge { sys::page_size() } else { self.total_len() };

@@ -446,56 +446,90 @@ fn locking_a_live_huge_page_ring_keeps_its_bytes() {
     assert!(changed.is_empty(), "lock_memory changed committed bytes at offsets {changed:?}");
 }
 
-/// The steps a huge-page map takes with `prefault` and `lock_memory`: the lock prefaults only
-/// where creation did not (it must, to lock a hugetlb map's data, which `mlock` leaves out), so
-/// the memory is populated once, and a later `SharedRing::lock_memory` does it again (it may
-/// find anything unpopulated).
-#[test]
-fn a_huge_page_map_is_prefaulted_once() {
-    let Some(_pages) = HugePages::reserve(2) else {
-        eprintln!("no huge pages can be reserved here: tests/huge_pages.rs checks the error path");
-        return;
-    };
+/// The steps a map takes with `prefault` and `lock_memory`: the lock prefaults first (so that
+/// running out of memory fails before anything is locked; a hugetlb map's data must be
+/// populated besides, as `mlock` leaves it out) except where creation has just prefaulted, so
+/// the memory is populated once; a later `SharedRing::lock_memory` prefaults again (it may find
+/// anything unpopulated).
+fn prefaulted_once(huge: bool, len: usize) {
     let steps = |opts: &MirrorOptions| {
         STEPS_TAKEN.with(|t| *t.borrow_mut() = Some(Vec::new()));
-        let map = opts.map(2 << 20);
+        let map = opts.map(len);
         let steps = STEPS_TAKEN.with(|t| t.borrow_mut().take()).unwrap();
         (map.unwrap(), steps.into_iter().filter(|&s| s == Step::Prefault || s == Step::Lock).collect::<Vec<_>>())
     };
-    let (map, taken) = steps(MirrorOptions::new().huge_pages(true).prefault(true).lock_memory(true));
+    let (map, taken) = steps(MirrorOptions::new().huge_pages(huge).prefault(true).lock_memory(true));
     drop(map);
     assert_eq!(taken, [Step::Prefault, Step::Lock], "prefault and lock");
-    let (map, taken) = steps(MirrorOptions::new().huge_pages(true).lock_memory(true));
+    let (map, taken) = steps(MirrorOptions::new().huge_pages(huge).lock_memory(true));
     drop(map);
     assert_eq!(taken, [Step::Prefault, Step::Lock], "lock alone");
-    let ring = crate::RingOptions::new().capacity(2 << 20).huge_pages(true).prefault(true).shared().unwrap();
+    let ring = crate::RingOptions::new().capacity(len).huge_pages(huge).prefault(true).shared().unwrap();
     STEPS_TAKEN.with(|t| *t.borrow_mut() = Some(Vec::new()));
     ring.lock_memory().unwrap();
     let taken = STEPS_TAKEN.with(|t| t.borrow_mut().take()).unwrap();
     assert_eq!(taken, [Step::Prefault, Step::Lock], "SharedRing::lock_memory");
 }
 
-/// A `SharedRing::lock_memory` that fails leaves nothing locked: for a huge-page ring a failed
-/// prefault (injected: ENOMEM) must not leave the control page locked. In a child, which
-/// starts with nothing locked.
+#[test]
+fn a_map_is_prefaulted_once() {
+    prefaulted_once(false, 1 << 16);
+}
+
+#[test]
+fn a_huge_page_map_is_prefaulted_once() {
+    let Some(_pages) = HugePages::reserve(2) else {
+        eprintln!("no huge pages can be reserved here: tests/huge_pages.rs checks the error path");
+        return;
+    };
+    prefaulted_once(true, 2 << 20);
+}
+
+/// A `SharedRing::lock_memory` that runs out of memory (injected: the prefault's ENOMEM) fails
+/// with `OutOfMemory` and leaves nothing locked: `mlock` itself would have marked the range
+/// locked before faulting it in, and failed with it still locked. Then an honest lock does lock
+/// (so the measure can see one). In a child, which starts with nothing locked; 0 when it holds.
+fn failed_lock_leaves_nothing_locked(opts: &crate::RingOptions) -> i32 {
+    let Ok(ring) = opts.shared() else { return 4 };
+    let before = crate::test_util::locked_bytes();
+    FAIL_AT.with(|f| f.set(Some((Step::Prefault, libc::ENOMEM))));
+    let r = ring.lock_memory();
+    FAIL_AT.with(|f| f.set(None));
+    match r {
+        Ok(()) => return 2,
+        Err(e) if e.kind() != io::ErrorKind::OutOfMemory => return 5,
+        Err(_) => {}
+    }
+    if crate::test_util::locked_bytes() != before {
+        return 3;
+    }
+    if ring.lock_memory().is_err() || crate::test_util::locked_bytes() <= before {
+        return 6;
+    }
+    0
+}
+
+const FAILED_LOCK: &str =
+    "2 = no error, 3 = the failed lock left pages locked, 4 = no ring, 5 = not OutOfMemory, 6 = no lock seen";
+
+#[test]
+fn a_lock_that_runs_out_of_memory_leaves_nothing_locked() {
+    for backend in Backend::CONCRETE.into_iter().filter(|b| b.is_available()) {
+        let opts = crate::RingOptions::new().capacity(1 << 16).backend(backend).clone();
+        let status = in_child(|| failed_lock_leaves_nothing_locked(&opts));
+        assert_eq!(status, 0, "{backend:?}: {FAILED_LOCK}");
+    }
+}
+
 #[test]
 fn a_failed_lock_of_a_huge_page_ring_leaves_nothing_locked() {
     let Some(_pages) = HugePages::reserve(1) else {
         eprintln!("no huge pages can be reserved here: tests/huge_pages.rs checks the error path");
         return;
     };
-    let status = in_child(|| {
-        let Ok(ring) = crate::RingOptions::new().capacity(2 << 20).huge_pages(true).shared() else { return 4 };
-        let before = crate::test_util::locked_bytes();
-        FAIL_AT.with(|f| f.set(Some((Step::Prefault, libc::ENOMEM))));
-        let r = ring.lock_memory();
-        FAIL_AT.with(|f| f.set(None));
-        if r.is_ok() {
-            return 2;
-        }
-        i32::from(crate::test_util::locked_bytes() != before) * 3
-    });
-    assert_eq!(status, 0, "2 = no error, 3 = the failed lock left pages locked, 4 = no ring");
+    let opts = crate::RingOptions::new().capacity(2 << 20).huge_pages(true).clone();
+    let status = in_child(|| failed_lock_leaves_nothing_locked(&opts));
+    assert_eq!(status, 0, "{FAILED_LOCK}");
 }
 
 /// The per-size knob decides for 2 MiB pages unless it says `inherit`; a top-level `deny`
