@@ -56,7 +56,7 @@
 //! `tests/framing_epoch.rs` build that state by hand:
 //! `a_byte_newcomer_never_lends_a_frame_the_consumer_holds`,
 //! `a_byte_newcomer_never_lends_a_batch_frame_the_consumer_holds`,
-//! `a_newcomer_that_asked_for_room_first_loses_no_frame` and
+//! `a_newcomer_that_asked_for_room_first_loses_no_frame`, and `tests/after_death.rs`:
 //! `a_batch_stamped_while_the_consumer_watched_head_is_delivered_before_the_death`. Nor does
 //! it forge deaths or role slots (`tests/restart.rs`, `tests/hostile.rs`) or race takers
 //! against each other (`tests/restart.rs`).

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{in_child, page_size, spawn_child, stamped_word, watchdog, SharedPage};
+use common::{in_child, page_size, stamped_word, watchdog};
 use mirror_ring::{RingOptions, SharedRing};
 
 /// A producer process that sends frame A (0xAA, at 0, published), then writes `batch` frames
@@ -199,109 +199,6 @@ fn bytes_after_a_byte_api_frame_are_never_taken_for_a_frame() {
     tx.send(b"real").unwrap();
     assert_eq!(phantom, None, "a frame nobody sent, made of the raw bytes one lap back");
     assert_eq!(&*rx.recv().unwrap().unwrap(), b"real");
-}
-
-/// How the consumer receives after its producer's death.
-#[derive(Clone, Copy, Debug)]
-enum Receive {
-    Recv,
-    TryRecv,
-    Batch,
-}
-
-/// A producer process writes two frames, B1 (its header unstamped, as a batch's first frame
-/// is until its publish) and B2 (stamped), the consumer looks and finds B1 unstamped or,
-/// before any frame came through the head, looks at the head only; then the producer stores
-/// B1's stamp, the first of its publish's last two stores, and dies before the head store. The
-/// frames are complete and committed: a newcomer covers them (`Sender::resume`). So the
-/// consumer must deliver B1 and B2 before it reports the death, however it receives. It used to
-/// report the death at once, and after it turned into a byte end, a byte newcomer's cover handed
-/// it the two frames' raw bytes, headers and all, ahead of the newcomer's own (the chaos suite
-/// caught it, as a "message nobody committed"). With `after_a` the producer first sends frame A,
-/// which the consumer takes through the head, so it trusts stamps and watches the head only
-/// for B1's unstamped header; without, B1 opens the framing epoch and the consumer trusts no
-/// stamp yet.
-#[test]
-fn a_batch_stamped_while_the_consumer_watched_head_is_delivered_before_the_death() {
-    use std::io::{ErrorKind, Read, Write};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    let _dog = watchdog("a_batch_stamped_while_the_consumer_watched_head_is_delivered", Duration::from_secs(30));
-    let cases =
-        [true, false].into_iter().flat_map(|a| [Receive::Recv, Receive::TryRecv, Receive::Batch].map(|r| (a, r)));
-    for (after_a, how) in cases {
-        let ring = RingOptions::new().capacity(4096).shared().unwrap();
-        let mut rx = ring.clone().into_consumer().unwrap().into_framed();
-        let page = SharedPage::new();
-        let theirs = ring.clone();
-        let mut child = spawn_child(|| {
-            let mut tx = theirs.into_producer().unwrap().into_framed();
-            if after_a {
-                tx.send(&[0xAA; 8]).unwrap();
-            }
-            let mut grant = tx.reserve(8).unwrap();
-            grant.copy_from_slice(&[0xB1; 8]);
-            let first = grant.as_mut_ptr().wrapping_sub(8);
-            let b1 = if after_a { 16 } else { 0 };
-            // SAFETY: B1's header word (8 bytes before the grant) and B2's 16 bytes after the
-            // grant lie in the free room of this fresh ring of at least 4 KiB, claimed by this
-            // producer; the clear mark after B2 is the fresh ring's zero. 8-aligned.
-            let header = unsafe {
-                first.add(16).cast::<u64>().write_volatile(stamped_word(b1 + 16, 8).to_le());
-                first.add(24).cast::<[u8; 8]>().write_volatile([0xB2; 8]);
-                AtomicU64::from_ptr(first.cast::<u64>())
-            };
-            // Release (`Sender::put` stores it Relaxed; a margin here): B1's header, unstamped,
-            // after its payload.
-            header.store((stamped_word(b1, 8) ^ 3 << 62).to_le(), Ordering::Release);
-            page.word(0).store(1, Ordering::SeqCst);
-            while page.word(1).load(Ordering::SeqCst) == 0 {
-                std::thread::sleep(Duration::from_micros(100));
-            }
-            // Release: the publish's stamp (`commit`), then death before the head store.
-            header.store(stamped_word(b1, 8).to_le(), Ordering::Release);
-            // SAFETY: ends the child at once, the grant and the end open.
-            unsafe { libc::_exit(0) }
-        });
-        let case = format!("{how:?}, {}", if after_a { "after A" } else { "first frames" });
-        if after_a {
-            // A through the head: from here the consumer trusts stamps.
-            assert_eq!(rx.recv().unwrap().as_deref(), Some(&[0xAA; 8][..]), "{case}");
-        }
-        while page.word(0).load(Ordering::SeqCst) == 0 {
-            std::thread::sleep(Duration::from_micros(100));
-        }
-        let err = rx.try_recv().map(|f| f.map(|f| f.to_vec())).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::WouldBlock, "{case}: B1 is not published yet");
-        page.word(1).store(1, Ordering::SeqCst);
-        assert_eq!(child.wait(), 0, "{case}");
-
-        let mut got = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let end = loop {
-            let r = match how {
-                Receive::Recv => rx.recv().map(|f| f.map(|f| got.push(f.to_vec()))),
-                Receive::TryRecv => rx.try_recv().map(|f| f.map(|f| got.push(f.to_vec()))),
-                Receive::Batch => rx.recv_batch(|f| got.push(f.to_vec())).map(|n| (n > 0).then_some(())),
-            };
-            match r {
-                Ok(Some(())) => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {}
-                other => break other.map_err(|e| e.kind()),
-            }
-        };
-        assert_eq!(got, [[0xB1; 8], [0xB2; 8]], "{case}: the committed batch, before the death");
-        assert_eq!(end, Err(ErrorKind::UnexpectedEof), "{case}: then the death");
-
-        // The consumer turns into a byte end and a byte newcomer takes over: the consumer reads
-        // the newcomer's bytes and nothing else.
-        let mut bytes = rx.into_inner();
-        let mut tx = ring.take_over_producer().unwrap();
-        tx.write_all(b"after").unwrap();
-        drop(tx);
-        let mut rest = Vec::new();
-        bytes.read_to_end(&mut rest).unwrap();
-        assert_eq!(rest, b"after", "{case}: the byte stream after the take-over");
-    }
 }
 
 /// A producer that turned framed and back into bytes (its framing epoch ended) writes,

@@ -119,7 +119,11 @@
 //! odd while it writes frames and even while it writes bytes, moved on by one at each switch
 //! (`into_framed`, a framed end's `into_inner`, a take-over, which starts as a byte end), and
 //! line 0 holds where the current epoch's first frame goes. `into_framed` stores the clear
-//! mark there (where the room reaches), then the start, then the epoch (Release). The consumer
+//! mark there, then the start, then the epoch (Release). Where the ring is full (by the
+//! consumer's cursor as `into_framed` reloads it), that word still holds unread bytes of the
+//! lap before and cannot be marked: the start is then the word after it, so that neither the
+//! consumer's look after a death nor a newcomer's cover trusts it, and the first frame comes
+//! through head like any frame written before the start. The consumer
 //! trusts stamps once a frame at or past that start came through head under an odd epoch, and
 //! after each frame it takes by its stamp checks that the epoch is still that one (one load of
 //! the read-mostly first line after the stamp's Acquire load, a seqlock reader's second look:

@@ -556,6 +556,20 @@ pub fn write_each_byte_after_a_park(
     })
 }
 
+/// A byte newcomer takes the producer role of `ring` over (its holder is dead), writes
+/// `b"after"` and closes: what `bytes`, the consumer turned into a byte end, reads from then to
+/// the end of the stream. Exactly `b"after"` when the take-over covered nothing the consumer
+/// had not already had, and the consumer reads nothing raw from before.
+pub fn read_after_a_byte_newcomer(ring: &mirror_ring::SharedRing, bytes: &mut mirror_ring::Consumer) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut tx = ring.take_over_producer().expect("take the dead producer's role over");
+    tx.write_all(b"after").unwrap();
+    drop(tx);
+    let mut rest = Vec::new();
+    bytes.read_to_end(&mut rest).unwrap();
+    rest
+}
+
 /// The seed for randomized tests: `MIRROR_RING_SEED` if set, else a fixed default.
 pub fn seed() -> u64 {
     std::env::var("MIRROR_RING_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234)

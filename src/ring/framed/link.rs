@@ -316,10 +316,14 @@ impl Sender {
     /// filled the ring, the header one lap back), so stale bytes from an earlier lap are not
     /// taken for them (they would have to hold these words of this stream at these
     /// positions). Nothing unless the first header is stamped: a batch's first frame stays
-    /// unstamped until its publish, which stores that stamp first.
+    /// unstamped until its publish, which stores that stamp first. Nothing unless the head lies
+    /// inside the framing epoch, at or past its start: a word before that is not the dead
+    /// producer's (a producer that turned framed on a full ring begins its epoch one word past
+    /// its first frame's header, whose word holds raw bytes of the lap before, see
+    /// `Producer::into_framed`).
     pub(crate) fn resume<W: Words>(hdr: &Header, cur: &mut ProducerCursor, words: &W, max_len: usize) {
         let start = cur.head();
-        if start % HEADER as u64 != 0 {
+        if start % HEADER as u64 != 0 || Receiver::epoch_from(hdr, start).is_none() {
             return;
         }
         // The run's bytes so far: at most the free room (so at most the capacity: no overflow).
@@ -733,11 +737,12 @@ impl Receiver {
     }
 
     /// The framing epoch under which stamps at `q` can be trusted: the producer writes frames
-    /// (an odd epoch) and `q` is at or past the first of them, so every word from `q` on was
-    /// written by it in this lap (a frame, or the clear mark after the last one) or is a header
-    /// one lap old. `None`: bytes (a byte producer, or what one wrote before the epoch began: it
-    /// writes no clear mark, so the word after its last frame is whatever an earlier lap left,
-    /// which may read as a stamp).
+    /// (an odd epoch) and `q` is at or past the epoch's start (the first frame, or the word
+    /// after its header where that word could not be marked: `Producer::into_framed`), so every
+    /// word from `q` on was written by it in this lap (a frame, or the clear mark after the
+    /// last one) or is a header one lap old. `None`: bytes (a byte producer, or what one wrote
+    /// before the epoch began: it writes no clear mark, so the word after its last frame is
+    /// whatever an earlier lap left, which may read as a stamp).
     fn epoch_from(hdr: &Header, q: u64) -> Option<u32> {
         // Acquire: pairs with the Release store in `Header::begin_framing` (the start stored
         // before it, and the clear mark at the start, are seen) and with the Release fence

@@ -63,7 +63,7 @@ impl Producer {
     /// assert_eq!(&*rx.recv()?.unwrap(), b"hello");
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn into_framed(self) -> FramedProducer {
+    pub fn into_framed(mut self) -> FramedProducer {
         let capacity = self.capacity();
         // SAFETY: view A of this ring, `capacity` bytes, mapped as long as `self` (moved into the
         // framed end with it) lives.
@@ -72,14 +72,25 @@ impl Producer {
             // From here on this producer writes frames, with the clear mark after them: a
             // framed consumer may trust their stamps under a new epoch, from its first frame
             // on (past the alignment skip). The clear mark goes there first, where the room
-            // reaches.
+            // reaches (by the consumer's cursor as it is now: a stale cache would leave the
+            // word unmarked for nothing).
             let skip = misalignment(self.write_ptr()) as u64;
             let first = self.cur.head().wrapping_add(skip);
-            if self.cur.free_cached() as u64 >= skip + HEADER as u64 {
+            let marked =
+                self.cur.writable(hdr, skip as usize + HEADER).is_ok_and(|free| free as u64 >= skip + HEADER as u64);
+            if marked {
                 // Relaxed: published by the Release store of the epoch just below.
                 words.store(first, CLEAR, Ordering::Relaxed);
+                hdr.begin_framing(first);
+            } else {
+                // The ring is full (or poisoned): the word where the first frame goes still
+                // holds unread bytes of the lap before, raw bytes that may read as a stamp for
+                // that position. The epoch then begins one word later, so that no one trusts
+                // that word (`Receiver::epoch_from`, `Sender::resume`): the first frame comes
+                // to the consumer through the head, and every frame boundary after it holds a
+                // word this producer wrote.
+                hdr.begin_framing(first.wrapping_add(HEADER as u64));
             }
-            hdr.begin_framing(first);
         }
         let skip = misalignment(self.write_ptr());
         let head = self.cur.head();
