@@ -74,7 +74,7 @@ impl Framed {
 
     /// Waits (as the producer's blocking send does) until a frame of `size` bytes fits.
     fn room(&self, link: &Sender, tx: &mut crate::protocol::ProducerCursor, size: usize) {
-        while let Room::Short(need) = link.room(tx, size) {
+        while let Room::Short(need) = link.room(tx, &self.words, size) {
             self.ring.wait_writable(tx, need).expect("the consumer is alive");
         }
     }
@@ -197,7 +197,7 @@ fn batched_frames_are_taken_only_after_the_batch_is_published() {
             for k in 0..FRAMES {
                 if k % 2 == 0 {
                     // The whole batch must fit: room for two frames, as `rearm` keeps it.
-                    while let Room::Short(_) = link.room(&tx, 2 * frame_size(1)) {
+                    while let Room::Short(_) = link.room(&tx, &g.words, 2 * frame_size(1)) {
                         g.ring.wait_writable(&mut tx, 2 * frame_size(1)).expect("the consumer is alive");
                     }
                 }

@@ -282,9 +282,7 @@ pub(crate) struct Header {
     /// Non-zero once either side has seen an impossible value from its peer.
     pub(crate) poisoned: AtomicU32,
     /// Where the producer's current framing epoch began (`RoleSlot::framing`): the position of
-    /// its first frame, or the word after that frame's header when the ring was full at the
-    /// switch (the header's word held unread bytes then, and could not be marked). Below it
-    /// lie bytes, even when they read as frames.
+    /// its first frame. Below it lie bytes, even when they read as frames.
     pub(crate) framing_start: AtomicU64,
     /// The producer cursor: total bytes ever committed (wrapping `u64`).
     pub(crate) head: Line<AtomicU64>,

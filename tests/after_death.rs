@@ -10,47 +10,11 @@ use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{in_child, page_size, spawn_child, stamped_word, watchdog, HeaderView, SharedPage};
+use common::{
+    drain, in_child, page_size, spawn_child, stamped_word, watchdog, HeaderView, Receive, SharedPage, ALL_RECEIVES,
+};
 use mirror_ring::{Backend, RingOptions, SharedRing};
 use std::os::unix::fs::FileExt;
-
-/// How a framed consumer receives.
-#[derive(Clone, Copy, Debug)]
-enum Receive {
-    Recv,
-    TryRecv,
-    Timeout,
-    Batch,
-    Into,
-}
-
-const ALL: [Receive; 5] = [Receive::Recv, Receive::TryRecv, Receive::Timeout, Receive::Batch, Receive::Into];
-
-/// Receives with `how` until the end of the stream or an error (`WouldBlock` retried up to
-/// 10 s): the frames, then how it ended (`Ok(())` for the end of the stream).
-fn drain(rx: &mut mirror_ring::FramedConsumer, how: Receive) -> (Vec<Vec<u8>>, Result<(), ErrorKind>) {
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = Vec::new();
-    loop {
-        let r = match how {
-            Receive::Recv => rx.recv().map(|f| f.map(|f| got.push(f.to_vec()))),
-            Receive::TryRecv => rx.try_recv().map(|f| f.map(|f| got.push(f.to_vec()))),
-            Receive::Timeout => rx.recv_timeout(Duration::from_secs(5)).map(|f| f.map(|f| got.push(f.to_vec()))),
-            Receive::Batch => rx.recv_batch(|f| got.push(f.to_vec())).map(|n| (n > 0).then_some(())),
-            Receive::Into => rx.recv_into(&mut buf).map(|n| n.map(|_| got.push(buf.clone()))),
-        };
-        match r {
-            Ok(Some(())) => {}
-            Ok(None) => return (got, Ok(())),
-            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            Err(e) => return (got, Err(e.kind())),
-        }
-        assert!(got.len() < 1000, "{how:?}: a frame delivered over and over");
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Defect: the look after the death trusts the word at the framing epoch's start, which
@@ -69,28 +33,36 @@ fn lap_of_raw_bytes(cap: usize) -> Vec<u8> {
 }
 
 /// A producer process fills the ring with raw bytes (`lap_of_raw_bytes`: its cached room is
-/// then 0), turns framed (with no room by its cached tail, `into_framed` writes no clear mark
-/// where its first frame goes, position `cap`, which still holds the raw word of offset 0) and
-/// dies without sending anything. This process reads the raw bytes as a byte consumer (all
-/// released) and returns the ring.
-fn framed_producer_dies_right_after_converting_on_a_full_ring() -> (SharedRing, mirror_ring::Consumer, usize) {
+/// then 0), turns framed (with no room, `into_framed` could not mark the word where its first
+/// frame goes, position `cap`, which still holds the raw word of offset 0) and dies without
+/// sending anything: at once, or (`claim_first`) once it has claimed its first frame's room
+/// (a `FrameGrant`, 0x99 written into it, never committed), which needs this process to read
+/// the raw bytes first. This process reads them as a byte consumer (all released) and returns
+/// the ring.
+fn framed_producer_dies_after_converting_on_a_full_ring(claim_first: bool) -> (SharedRing, mirror_ring::Consumer) {
     let ring = RingOptions::new().capacity(4096).shared().unwrap();
     let mut bytes = ring.clone().into_consumer().unwrap();
     let cap = bytes.capacity();
     let theirs = ring.clone();
-    let status = in_child(move || {
+    let mut child = spawn_child(move || {
         let mut tx = theirs.into_producer().unwrap();
         tx.write_all(&lap_of_raw_bytes(cap)).unwrap();
-        let framed = tx.into_framed();
+        let mut framed = tx.into_framed();
+        if claim_first {
+            let mut grant = framed.reserve(8).unwrap();
+            grant.copy_from_slice(&[0x99; 8]);
+            // SAFETY: ends the child at once (SIGKILL-like: nothing closed, the grant open).
+            unsafe { libc::_exit(0) }
+        }
         std::mem::forget(framed);
-        // SAFETY: ends the child at once (SIGKILL-like: nothing closed).
+        // SAFETY: as above.
         unsafe { libc::_exit(0) }
     });
-    assert_eq!(status, 0);
     let mut raw = vec![0u8; cap];
     bytes.read_exact(&mut raw).unwrap();
     assert_eq!(raw, lap_of_raw_bytes(cap));
-    (ring, bytes, cap)
+    assert_eq!(child.wait(), 0);
+    (ring, bytes)
 }
 
 /// The framed consumer, at the position where the dead producer's framing epoch began, with
@@ -103,12 +75,12 @@ fn the_look_after_the_death_takes_no_raw_word_at_an_unmarked_epoch_start_for_a_f
     let _dog =
         watchdog("the_look_after_the_death_takes_no_raw_word_at_an_unmarked_epoch_start", Duration::from_secs(60));
     let mut failures = Vec::new();
-    for how in ALL {
-        let (_ring, bytes, _cap) = framed_producer_dies_right_after_converting_on_a_full_ring();
+    for (claim_first, how) in [false, true].into_iter().flat_map(|c| ALL_RECEIVES.map(|how| (c, how))) {
+        let (_ring, bytes) = framed_producer_dies_after_converting_on_a_full_ring(claim_first);
         let mut rx = bytes.into_framed();
         let (got, end) = drain(&mut rx, how);
         if !got.is_empty() || end != Err(ErrorKind::UnexpectedEof) {
-            failures.push(format!("{how:?}: frames {got:02x?}, then {end:?}"));
+            failures.push(format!("{how:?}, claim_first {claim_first}: frames {got:02x?}, then {end:?}"));
         }
     }
     assert!(failures.is_empty(), "frames nobody sent, made of raw bytes one lap back:\n{}", failures.join("\n"));
@@ -124,56 +96,81 @@ fn the_look_after_the_death_takes_no_raw_word_at_an_unmarked_epoch_start_for_a_f
 #[test]
 fn a_take_over_commits_no_raw_bytes_left_at_an_unmarked_epoch_start() {
     let _dog = watchdog("a_take_over_commits_no_raw_bytes_left_at_an_unmarked_epoch_start", Duration::from_secs(30));
-    let (ring, mut bytes, _cap) = framed_producer_dies_right_after_converting_on_a_full_ring();
-    assert_eq!(
-        common::read_after_a_byte_newcomer(&ring, &mut bytes),
-        b"after",
-        "the byte stream after the take-over: stale bytes committed again ahead of it"
-    );
+    for claim_first in [false, true] {
+        let (ring, mut bytes) = framed_producer_dies_after_converting_on_a_full_ring(claim_first);
+        assert_eq!(
+            common::read_after_a_byte_newcomer(&ring, &mut bytes),
+            b"after",
+            "claim_first {claim_first}: the byte stream after the take-over: stale bytes committed again ahead of it"
+        );
+    }
 }
 
-/// Where the framing epoch begins (`framing_start`, header offset 104): at the first frame's
-/// position, marked clear, when `into_framed` finds room for that word by the consumer's
-/// cursor as it is now (here the producer's cached view still says full: the consumer has
-/// read the whole lap since); one word later when the ring is full, where the word still
-/// holds unread bytes of the lap before and keeps them.
+/// A producer whose header says its framing epoch began past its head (a forged start: an
+/// honest producer never leaves its head before it) dies with a batch stamped above the head
+/// there. The consumer trusts no stamp before the start (`Receiver::epoch_from`), so a
+/// newcomer must not cover those frames either (`Sender::resume` asks the same): the two
+/// sides agree that nothing was committed, and a byte end reads only the newcomer's bytes.
 #[test]
-fn the_framing_epoch_begins_past_a_first_word_it_could_not_mark() {
+fn a_take_over_covers_nothing_before_a_forged_framing_start() {
+    let _dog = watchdog("a_take_over_covers_nothing_before_a_forged_framing_start", Duration::from_secs(30));
+    let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
+    let header = HeaderView::map(ring.as_fd().unwrap());
+    let mut bytes = ring.clone().into_consumer().unwrap();
+    let page = SharedPage::new();
+    let mut child = dying_batch(&ring, &page, false, 2);
+    while page.word(0).load(Ordering::SeqCst) == 0 {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    page.word(1).store(1, Ordering::SeqCst);
+    assert_eq!(child.wait(), 0);
+    assert_eq!(header.u64_at(104).load(Ordering::SeqCst), 0, "the epoch began at the batch");
+    header.u64_at(104).store(64, Ordering::SeqCst);
+    assert_eq!(common::read_after_a_byte_newcomer(&ring, &mut bytes), b"after", "frames before the start covered");
+}
+
+/// Where and when the framing epoch begins (`framing_start`, header offset 104; the epoch,
+/// offset 60 in the producer's role slot): at the first frame's position, marked clear, when
+/// `into_framed` finds room for that word by the consumer's cursor as it is now (here the
+/// producer's cached view still says full: the consumer has read the whole lap since). On a
+/// full ring, not at the conversion (the epoch stays even, the word keeps its unread bytes)
+/// but when the first frame claims its room.
+#[test]
+fn the_framing_epoch_begins_where_the_first_frame_goes_once_that_word_is_free() {
     let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
     let fd = ring.as_fd().unwrap();
     let header = HeaderView::map(fd);
-    let data_word = || {
+    let data_word = |pos: usize| {
         let mut word = [0u8; 8];
-        std::fs::File::from(fd.try_clone_to_owned().unwrap()).read_exact_at(&mut word, page_size() as u64).unwrap();
+        let file = std::fs::File::from(fd.try_clone_to_owned().unwrap());
+        file.read_exact_at(&mut word, (page_size() + pos % 4096) as u64).unwrap();
         u64::from_le_bytes(word)
     };
-    let start = || header.u64_at(104).load(Ordering::SeqCst);
+    let (start, epoch) = (|| header.u64_at(104).load(Ordering::SeqCst), || header.u32_at(60).load(Ordering::SeqCst));
     let (mut tx, mut rx) = (ring.clone().into_producer().unwrap(), ring.clone().into_consumer().unwrap());
     let cap = tx.capacity();
     let mut lap = vec![0u8; cap];
     tx.write_all(&vec![0x11; cap]).unwrap();
     rx.read_exact(&mut lap).unwrap();
     let tx = tx.into_framed();
-    assert_eq!(
-        (start(), data_word()),
-        (cap as u64, 0),
-        "room by the consumer's cursor now: start at the first frame, marked clear"
-    );
+    assert_eq!((start(), data_word(0), epoch() % 2), (cap as u64, 0, 1), "room by the consumer's cursor now");
     let mut tx = tx.into_inner();
     tx.write_all(&vec![0x22; cap]).unwrap();
+    let bytes_epoch = epoch();
+    assert_eq!(bytes_epoch % 2, 0);
     let mut tx = tx.into_framed();
-    assert_eq!(
-        (start(), data_word()),
-        (2 * cap as u64 + 8, u64::from_le_bytes([0x22; 8])),
-        "a full ring: start one word past the first frame's, whose unread bytes stay"
-    );
+    let raw = u64::from_le_bytes([0x22; 8]);
+    assert_eq!((epoch(), start(), data_word(0)), (bytes_epoch, cap as u64, raw), "a full ring: not begun yet");
     rx.read_exact(&mut lap).unwrap();
     assert_eq!(lap, vec![0x22; cap]);
-    // The live stream is unchanged: its first frame comes through head (before the start),
-    // the next too (the first past it), and stamps are trusted from then on.
+    // The first frame claims its room: the epoch begins there. The live stream carries it
+    // (through head), and the frames after it (by their stamps).
     let mut rx = rx.into_framed();
-    for msg in [&b"one"[..], b"two", b"three"] {
+    for (k, msg) in [&b"one"[..], b"two", b"three"].into_iter().enumerate() {
         tx.send(msg).unwrap();
+        if k == 0 {
+            assert_eq!((epoch(), start()), (bytes_epoch + 1, 2 * cap as u64), "begun with the first frame");
+        }
         assert_eq!(rx.recv().unwrap().as_deref(), Some(msg));
     }
     drop(tx);
@@ -264,7 +261,7 @@ fn consumer_watches_head_then_producer_dies(
 fn a_batch_stamped_while_the_consumer_watched_head_is_delivered_before_the_death() {
     let _dog = watchdog("a_batch_stamped_while_the_consumer_watched_head_is_delivered", Duration::from_secs(60));
     for after_a in [true, false] {
-        for how in ALL {
+        for how in ALL_RECEIVES {
             let case = format!("{how:?}, after_a {after_a}");
             let ring = RingOptions::new().capacity(4096).shared().unwrap();
             let mut rx = ring.clone().into_consumer().unwrap().into_framed();
@@ -338,7 +335,7 @@ fn pin_the_async_framed_consumer_delivers_a_stamped_batch_before_the_death() {
 #[test]
 fn pin_frames_pending_in_a_dead_producers_batch_are_neither_delivered_nor_covered() {
     let _dog = watchdog("pin_frames_pending_in_a_dead_producers_batch", Duration::from_secs(30));
-    for how in ALL {
+    for how in ALL_RECEIVES {
         let ring = RingOptions::new().capacity(4096).shared().unwrap();
         let mut rx = ring.clone().into_consumer().unwrap().into_framed();
         let theirs = ring.clone();
@@ -484,7 +481,7 @@ fn pin_a_hostile_dead_producers_lap_of_stamps_ends_within_one_lap() {
 #[test]
 fn pin_a_ring_filled_to_the_byte_leaves_no_stale_frame_after_the_death() {
     let _dog = watchdog("pin_a_ring_filled_to_the_byte", Duration::from_secs(30));
-    for how in ALL {
+    for how in ALL_RECEIVES {
         let ring = RingOptions::new().capacity(4096).shared().unwrap();
         let mut rx = ring.clone().into_consumer().unwrap().into_framed();
         let max = rx.max_frame_len();

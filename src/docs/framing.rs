@@ -52,7 +52,8 @@
 //! 2. writes the **clear mark** (a zero word) where the next frame's header will go, unless
 //!    the frame fills the ring to the byte (then that word is the header of the consumer's
 //!    oldest unreleased frame, one lap old, which the stamp tells apart; rings over 4 GiB
-//!    never fill to the byte);
+//!    never fill to the byte, and nor does a frame whose word after it, loaded first, does
+//!    not read as "not yet": a byte consumer may have stopped inside a frame's payload);
 //! 3. stores the *stamped* header (Release): the one store to the word the consumer polls;
 //! 4. stores its cursor, head (Release): the commit, as in the byte API;
 //! 5. checks the consumer's waiter flag (the barrier pair of [`barriers`](super::barriers)).
@@ -121,9 +122,10 @@
 //! line 0 holds where the current epoch's first frame goes. `into_framed` stores the clear
 //! mark there, then the start, then the epoch (Release). Where the ring is full (by the
 //! consumer's cursor as `into_framed` reloads it), that word still holds unread bytes of the
-//! lap before and cannot be marked: the start is then the word after it, so that neither the
-//! consumer's look after a death nor a newcomer's cover trusts it, and the first frame comes
-//! through head like any frame written before the start. The consumer
+//! lap before, which may read as anything, and cannot be marked yet: the epoch then begins
+//! only when the first frame claims its room, with the mark first, and until then the
+//! producer counts as a byte producer (nothing it left is trusted, nothing is covered by a
+//! newcomer). The consumer
 //! trusts stamps once a frame at or past that start came through head under an odd epoch, and
 //! after each frame it takes by its stamp checks that the epoch is still that one (one load of
 //! the read-mostly first line after the stamp's Acquire load, a seqlock reader's second look:

@@ -556,6 +556,46 @@ pub fn write_each_byte_after_a_park(
     })
 }
 
+/// How a framed consumer receives (`drain`).
+#[derive(Clone, Copy, Debug)]
+pub enum Receive {
+    Recv,
+    TryRecv,
+    Timeout,
+    Batch,
+    Into,
+}
+
+pub const ALL_RECEIVES: [Receive; 5] =
+    [Receive::Recv, Receive::TryRecv, Receive::Timeout, Receive::Batch, Receive::Into];
+
+/// Receives with `how` until the end of the stream or an error (`WouldBlock` retried up to
+/// 10 s): the frames, then how it ended (`Ok(())` for the end of the stream).
+pub fn drain(rx: &mut mirror_ring::FramedConsumer, how: Receive) -> (Vec<Vec<u8>>, Result<(), std::io::ErrorKind>) {
+    use std::io::ErrorKind;
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = Vec::new();
+    loop {
+        let r = match how {
+            Receive::Recv => rx.recv().map(|f| f.map(|f| got.push(f.to_vec()))),
+            Receive::TryRecv => rx.try_recv().map(|f| f.map(|f| got.push(f.to_vec()))),
+            Receive::Timeout => rx.recv_timeout(Duration::from_secs(5)).map(|f| f.map(|f| got.push(f.to_vec()))),
+            Receive::Batch => rx.recv_batch(|f| got.push(f.to_vec())).map(|n| (n > 0).then_some(())),
+            Receive::Into => rx.recv_into(&mut buf).map(|n| n.map(|_| got.push(buf.clone()))),
+        };
+        match r {
+            Ok(Some(())) => {}
+            Ok(None) => return (got, Ok(())),
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Err(e) => return (got, Err(e.kind())),
+        }
+        assert!(got.len() < 1000, "{how:?}: a frame delivered over and over");
+    }
+}
+
 /// A byte newcomer takes the producer role of `ring` over (its holder is dead), writes
 /// `b"after"` and closes: what `bytes`, the consumer turned into a byte end, reads from then to
 /// the end of the stream. Exactly `b"after"` when the take-over covered nothing the consumer

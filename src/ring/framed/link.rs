@@ -14,7 +14,8 @@
 //!    or one store with a short payload), unless the frame filled the ring to the byte: the
 //!    word there is then the header of the consumer's oldest unreleased frame, exactly one lap
 //!    old, which the stamp tells apart (rings of up to 4 GiB; larger ones always keep the 8
-//!    bytes for the mark);
+//!    bytes for the mark; so does a frame whose word after it does not read as "not yet",
+//!    [`Sender::room`]);
 //! 3. the stamped header word at `p` (see `wire::Stamp` for the word), Release: what the
 //!    consumer polls, and the only store to that word;
 //! 4. head, Release (the commit: what the byte API, a closing consumer and a newcomer see);
@@ -216,9 +217,10 @@ impl Sender {
 
     /// Whether a frame of `size` bytes fits at the head by the cached tail: with 8 bytes to
     /// spare for the clear mark after it, or exactly, when the word after it is the header of
-    /// a frame of this stream one lap back (the consumer's oldest unreleased frame).
+    /// a frame of this stream one lap back (the consumer's oldest unreleased frame), which
+    /// the consumer reads there as "not yet".
     #[inline(always)]
-    pub(crate) fn room(&self, cur: &ProducerCursor, size: usize) -> Room {
+    pub(crate) fn room<W: Words>(&self, cur: &ProducerCursor, words: &W, size: usize) -> Room {
         let free = cur.free_cached();
         if size + HEADER <= free {
             return Room::Fits;
@@ -226,9 +228,24 @@ impl Sender {
         if size > free {
             return Room::Short(size);
         }
-        // The tail lies in [start, head]: a frame boundary of this stream, with its header.
-        let framed = cur.cached_tail().wrapping_sub(self.start) <= cur.head().wrapping_sub(self.start);
-        if size == free && framed && self.brim {
+        // The tail lies in [start, head] (no raw bytes from before the first frame after it),
+        // and the word there, the one after the frame, says "not yet" for the position after
+        // the frame, or is the frame's own header (the ring is empty: the frame fills all of
+        // it). A byte consumer (a framed one turned into bytes) may have released up to any
+        // byte inside a frame, so the word at the tail may be payload that reads as anything,
+        // even as the stamp of that position. It stays as loaded: unreleased, no one writes
+        // it.
+        let (tail, head) = (cur.cached_tail(), cur.head());
+        let framed = tail.wrapping_sub(self.start) <= head.wrapping_sub(self.start);
+        if size == free
+            && framed
+            && self.brim
+            // Relaxed: the word is unreleased, so no one stores to it now (the consumer only
+            // reads it); its last store was this producer's own, a lap ago, or came before the
+            // claim or take-over that gave it the role (Acquire).
+            && (tail == head
+                || self.stamp.not_yet(words.load(tail, Ordering::Relaxed), head.wrapping_add(size as u64), cur.capacity()))
+        {
             Room::Fits
         } else {
             // Unreleased bytes from before the first frame (raw bytes) lie after the frame:
@@ -317,10 +334,10 @@ impl Sender {
     /// taken for them (they would have to hold these words of this stream at these
     /// positions). Nothing unless the first header is stamped: a batch's first frame stays
     /// unstamped until its publish, which stores that stamp first. Nothing unless the head lies
-    /// inside the framing epoch, at or past its start: a word before that is not the dead
-    /// producer's (a producer that turned framed on a full ring begins its epoch one word past
-    /// its first frame's header, whose word holds raw bytes of the lap before, see
-    /// `Producer::into_framed`).
+    /// inside the framing epoch, at or past its start, where the consumer trusts stamps too
+    /// (`Receiver::epoch_from`): words before the start are not the framed producer's (an
+    /// honest producer never leaves its head there; a forged start must not make the two
+    /// sides disagree on what was committed).
     pub(crate) fn resume<W: Words>(hdr: &Header, cur: &mut ProducerCursor, words: &W, max_len: usize) {
         let start = cur.head();
         if start % HEADER as u64 != 0 || Receiver::epoch_from(hdr, start).is_none() {
@@ -737,12 +754,11 @@ impl Receiver {
     }
 
     /// The framing epoch under which stamps at `q` can be trusted: the producer writes frames
-    /// (an odd epoch) and `q` is at or past the epoch's start (the first frame, or the word
-    /// after its header where that word could not be marked: `Producer::into_framed`), so every
-    /// word from `q` on was written by it in this lap (a frame, or the clear mark after the
-    /// last one) or is a header one lap old. `None`: bytes (a byte producer, or what one wrote
-    /// before the epoch began: it writes no clear mark, so the word after its last frame is
-    /// whatever an earlier lap left, which may read as a stamp).
+    /// (an odd epoch) and `q` is at or past the first of them, so every word from `q` on was
+    /// written by it in this lap (a frame, or the clear mark after the last one) or is a header
+    /// one lap old. `None`: bytes (a byte producer, or what one wrote before the epoch began: it
+    /// writes no clear mark, so the word after its last frame is whatever an earlier lap left,
+    /// which may read as a stamp).
     fn epoch_from(hdr: &Header, q: u64) -> Option<u32> {
         // Acquire: pairs with the Release store in `Header::begin_framing` (the start stored
         // before it, and the clear mark at the start, are seen) and with the Release fence

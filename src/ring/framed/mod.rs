@@ -68,28 +68,27 @@ impl Producer {
         // SAFETY: view A of this ring, `capacity` bytes, mapped as long as `self` (moved into the
         // framed end with it) lives.
         let words = unsafe { RingWords::new(self.end.data.as_ptr(), capacity) };
+        // (A forked copy has no header: it writes nothing, and its calls fail.)
+        let mut begun = true;
         if let Some(hdr) = self.end.header() {
             // From here on this producer writes frames, with the clear mark after them: a
             // framed consumer may trust their stamps under a new epoch, from its first frame
             // on (past the alignment skip). The clear mark goes there first, where the room
-            // reaches (by the consumer's cursor as it is now: a stale cache would leave the
+            // reaches, by the consumer's cursor as it is now (a stale cache would leave the
             // word unmarked for nothing).
             let skip = misalignment(self.write_ptr()) as u64;
             let first = self.cur.head().wrapping_add(skip);
-            let marked =
-                self.cur.writable(hdr, skip as usize + HEADER).is_ok_and(|free| free as u64 >= skip + HEADER as u64);
-            if marked {
+            let want = skip + HEADER as u64;
+            if self.cur.writable(hdr, want as usize).is_ok_and(|free| free as u64 >= want) {
                 // Relaxed: published by the Release store of the epoch just below.
                 words.store(first, CLEAR, Ordering::Relaxed);
                 hdr.begin_framing(first);
             } else {
-                // The ring is full (or poisoned): the word where the first frame goes still
-                // holds unread bytes of the lap before, raw bytes that may read as a stamp for
-                // that position. The epoch then begins one word later, so that no one trusts
-                // that word (`Receiver::epoch_from`, `Sender::resume`): the first frame comes
-                // to the consumer through the head, and every frame boundary after it holds a
-                // word this producer wrote.
-                hdr.begin_framing(first.wrapping_add(HEADER as u64));
+                // The ring is full (or poisoned): the word there still holds unread bytes of
+                // the lap before, raw bytes that may read as a stamp for that position. The
+                // epoch begins only when the first frame claims its room (`FramedProducer::
+                // begin`): until then the producer writes bytes, as far as anyone can tell.
+                begun = false;
             }
         }
         let skip = misalignment(self.write_ptr());
@@ -104,6 +103,7 @@ impl Producer {
             inner: std::mem::ManuallyDrop::new(self),
             batch: 1,
             skip,
+            begun,
             room_end: head,
         };
         framed.sync_room();
@@ -197,10 +197,15 @@ pub struct FramedProducer {
     fast_until: u64,
     /// Bytes to skip before the first frame (0 unless converted at an unaligned position).
     skip: usize,
+    /// Whether this producer's framing epoch has begun (`Header::begin_framing`). Not yet
+    /// after a conversion on a full ring, where the word of the first frame's header held
+    /// unread bytes of the lap before and could not be marked: then the epoch begins when the
+    /// first frame claims its room, which reaches that word (`begin`).
+    begun: bool,
     /// The fast paths' bound: a frame of `size` bytes fits at the head, with the clear mark
     /// after it, by the cached cursors, when `room_end - head >= size + 8` (the cached tail
-    /// plus the capacity; the head itself, no room, while the skip is pending or the cursor is
-    /// poisoned). Kept by `sync_room`.
+    /// plus the capacity; the head itself, no room, while the skip is pending, the epoch has
+    /// not begun or the cursor is poisoned). Kept by `sync_room`.
     room_end: u64,
 }
 

@@ -7,7 +7,7 @@ use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use super::link::{Mark, Room, Sender};
+use super::link::{Mark, Room, Sender, Words};
 use super::wire::{frame_size, load_small, store_pair, too_long, write_frame, write_payload, CLEAR, HEADER};
 use super::FramedProducer;
 use crate::header::{Role, Word};
@@ -473,7 +473,7 @@ impl FramedProducer {
     /// may change: after every call to `reserve` (`claim_slow`) and at the start.
     pub(super) fn sync_room(&mut self) {
         let cur = &self.inner.cur;
-        self.room_end = if self.skip != 0 || cur.is_poisoned() {
+        self.room_end = if self.skip != 0 || !self.begun || cur.is_poisoned() {
             cur.head()
         } else {
             cur.cached_tail().wrapping_add(self.capacity() as u64)
@@ -506,11 +506,29 @@ impl FramedProducer {
                 return Err(self.failed(e));
             }
             // At most twice: the second time there are size + 8 bytes free.
-            match self.link.room(&self.inner.cur, size) {
-                Room::Fits => return Ok(self.words.at(self.inner.cur.head())),
+            match self.link.room(&self.inner.cur, &self.words, size) {
+                Room::Fits => {
+                    if !self.begun {
+                        self.begin();
+                    }
+                    return Ok(self.words.at(self.inner.cur.head()));
+                }
                 Room::Short(more) => need = more,
             }
         }
+    }
+
+    /// Begins the framing epoch at the head, where the first frame goes, for a producer that
+    /// turned framed on a full ring (see `begun`), now that the room claimed for that frame
+    /// reaches its header's word: the clear mark there, then the epoch, as `into_framed` does.
+    #[cold]
+    fn begin(&mut self) {
+        let head = self.inner.cur.head();
+        // Relaxed: published by the Release store of the epoch below.
+        self.words.store(head, CLEAR, Ordering::Relaxed);
+        // `reserve` checked the ownership in this call.
+        self.inner.end.header_checked().begin_framing(head);
+        self.begun = true;
     }
 
     /// Skips to the first aligned position (once, before the first frame).
@@ -571,6 +589,7 @@ impl FramedProducer {
         let budget = if self.batch <= 1
             || self.frames_left <= 1
             || self.skip != 0
+            || !self.begun
             || pending == 0
             || self.inner.cur.is_poisoned()
         {
