@@ -103,9 +103,19 @@ fn another_holder_cannot_resize_or_reseal_a_ring_memfd() {
 
 /// Hole punching is allowed by the size seals: the punched range reads as zeros (never
 /// SIGBUS). A holder that punches the header or the data while both ends run can only corrupt
-/// the stream, which the ends report (or deliver as changed bytes).
+/// the stream, which the ends report (or deliver as changed bytes): `InvalidData` for a cursor
+/// that went back; for a hole in a role slot, what an overwritten claim or a forged death gets
+/// (`docs::lifecycle`): `ConnectionAborted` at the end whose claim word changed (its role is
+/// no longer its own); where a hole turned the holder's pid into another one, which no live
+/// process has, `UnexpectedEof` at the consumer (its producer died) and `BrokenPipe` at the
+/// producer (its consumer died). A soak found the first two (seeds 84862888 and 124; the test
+/// accepted only `TimedOut` and `InvalidData` before); the third is their mirror image,
+/// checked by hand.
 #[test]
 fn punching_holes_in_a_ring_file_corrupts_nothing_but_the_stream() {
+    use ErrorKind::{BrokenPipe, ConnectionAborted, InvalidData, TimedOut, UnexpectedEof};
+    let writer_may_get = |kind| matches!(kind, TimedOut | InvalidData | ConnectionAborted | BrokenPipe);
+    let reader_may_get = |kind| matches!(kind, TimedOut | InvalidData | ConnectionAborted | UnexpectedEof);
     let status = in_child_within(2 * LONG, || {
         let ring = RingOptions::new().capacity(16 * KIB).backend(Backend::Memfd).shared().unwrap();
         let fd = ring.as_fd().unwrap().try_clone_to_owned().unwrap();
@@ -138,7 +148,7 @@ fn punching_holes_in_a_ring_file_corrupts_nothing_but_the_stream() {
                 while Instant::now() < deadline {
                     match tx.write_timeout(&[0xee; 3000], Duration::from_millis(20)) {
                         Ok(_) => {}
-                        Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::InvalidData) => {}
+                        Err(e) if writer_may_get(e.kind()) => {}
                         Err(e) => return Err(e),
                     }
                 }
@@ -150,7 +160,7 @@ fn punching_holes_in_a_ring_file_corrupts_nothing_but_the_stream() {
                 while Instant::now() < deadline {
                     match rx.read_timeout(&mut buf, Duration::from_millis(20)) {
                         Ok(n) => assert!(n <= buf.len()),
-                        Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::InvalidData) => {}
+                        Err(e) if reader_may_get(e.kind()) => {}
                         Err(e) => return Err(e),
                     }
                 }
