@@ -203,16 +203,35 @@ fn an_async_framed_consumer_takes_no_stale_word_after_a_brim_frame_for_a_frame()
 /// raw byte, then sends F1 (8 bytes of 0xF1) and dies between the publish's last two stores:
 /// payload, clear mark, stamped header stored, head not. Returns the ring and the byte
 /// consumer at F1's position.
-fn first_frame_stamped_above_head_then_death(full: bool) -> (SharedRing, mirror_ring::Consumer, u64) {
+///
+/// `taken_over`: a first producer process writes the raw bytes and dies holding the role; the
+/// one that sends F1 takes the role over (`took_over`), then turns framed.
+fn first_frame_stamped_above_head_then_death(full: bool, taken_over: bool) -> (SharedRing, mirror_ring::Consumer, u64) {
     let ring = RingOptions::new().capacity(4096).shared().unwrap();
     let mut bytes = ring.clone().into_consumer().unwrap();
     let cap = bytes.capacity();
     let raw_len = if full { cap } else { 16 };
+    if taken_over {
+        let theirs = ring.clone();
+        let mut first = spawn_child(move || {
+            let mut tx = theirs.into_producer().unwrap();
+            tx.write_all(&vec![0x11; raw_len]).unwrap();
+            std::mem::forget(tx);
+            // SAFETY: ends the child at once, holding the role.
+            unsafe { libc::_exit(0) }
+        });
+        assert_eq!(first.wait_within(Duration::from_secs(10)), 0);
+    }
     let page = SharedPage::new();
     let theirs = ring.clone();
     let mut child = spawn_child(|| {
-        let mut tx = theirs.into_producer().unwrap();
-        tx.write_all(&vec![0x11; raw_len]).unwrap();
+        let tx = if taken_over {
+            theirs.take_over_producer().unwrap()
+        } else {
+            let mut tx = theirs.into_producer().unwrap();
+            tx.write_all(&vec![0x11; raw_len]).unwrap();
+            tx
+        };
         let mut tx = tx.into_framed();
         page.word(0).store(1, Ordering::SeqCst);
         while page.word(1).load(Ordering::SeqCst) == 0 {
@@ -254,27 +273,31 @@ fn f1_bytes(at: u64) -> Vec<u8> {
 fn a_first_frame_stamped_above_head_after_a_full_ring_conversion_is_delivered_after_the_death() {
     let _dog = watchdog("a_first_frame_stamped_above_head_after_a_full_ring_conversion", Duration::from_secs(60));
     let mut failures = Vec::new();
-    for how in ALL_RECEIVES {
-        let (_ring, bytes, _at) = first_frame_stamped_above_head_then_death(true);
+    for (taken_over, how) in [false, true].into_iter().flat_map(|t| ALL_RECEIVES.map(|how| (t, how))) {
+        let (_ring, bytes, _at) = first_frame_stamped_above_head_then_death(true, taken_over);
         let mut rx = bytes.into_framed();
         let (got, end) = drain(&mut rx, how);
         if got != [vec![0xF1; 8]] || end != Err(ErrorKind::UnexpectedEof) {
-            failures.push(format!("{how:?}: frames {got:02x?}, then {end:?}"));
+            failures.push(format!("{how:?}, taken_over {taken_over}: frames {got:02x?}, then {end:?}"));
         }
     }
     assert!(failures.is_empty(), "a committed frame (stamped above head) lost:\n{}", failures.join("\n"));
 }
 
-/// The same, the consumer left a byte end: a byte newcomer's take-over must cover F1 (committed)
+/// The same (also for a producer that took the role over before it turned framed: review 38c),
+/// the consumer left a byte end: a byte newcomer's take-over must cover F1 (committed)
 /// so the consumer reads F1's bytes, then "after". On the reviewed code `Sender::resume` sees
 /// the head before the epoch's start and covers nothing: F1 is overwritten.
 #[test]
 fn a_take_over_covers_a_first_frame_stamped_above_head_after_a_full_ring_conversion() {
     let _dog = watchdog("a_take_over_covers_a_first_frame_stamped_above_head", Duration::from_secs(30));
-    let (ring, mut bytes, at) = first_frame_stamped_above_head_then_death(true);
-    let mut want = f1_bytes(at);
-    want.extend_from_slice(b"after");
-    assert_eq!(common::read_after_a_byte_newcomer(&ring, &mut bytes), want, "F1 lost by the take-over");
+    for taken_over in [false, true] {
+        let (ring, mut bytes, at) = first_frame_stamped_above_head_then_death(true, taken_over);
+        let mut want = f1_bytes(at);
+        want.extend_from_slice(b"after");
+        let got = common::read_after_a_byte_newcomer(&ring, &mut bytes);
+        assert_eq!(got, want, "taken_over {taken_over}: F1 lost by the take-over");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,12 +312,12 @@ fn a_take_over_covers_a_first_frame_stamped_above_head_after_a_full_ring_convers
 fn pin_a_first_frame_stamped_above_head_is_delivered_and_covered() {
     let _dog = watchdog("pin_a_first_frame_stamped_above_head_is_delivered_and_covered", Duration::from_secs(60));
     for how in ALL_RECEIVES {
-        let (_ring, bytes, _at) = first_frame_stamped_above_head_then_death(false);
+        let (_ring, bytes, _at) = first_frame_stamped_above_head_then_death(false, false);
         let mut rx = bytes.into_framed();
         let (got, end) = drain(&mut rx, how);
         assert_eq!((got, end), (vec![vec![0xF1; 8]], Err(ErrorKind::UnexpectedEof)), "{how:?}");
     }
-    let (ring, mut bytes, at) = first_frame_stamped_above_head_then_death(false);
+    let (ring, mut bytes, at) = first_frame_stamped_above_head_then_death(false, false);
     let mut want = f1_bytes(at);
     want.extend_from_slice(b"after");
     assert_eq!(common::read_after_a_byte_newcomer(&ring, &mut bytes), want);
