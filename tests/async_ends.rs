@@ -1012,7 +1012,12 @@ fn futex_waitv_refused_falls_back() {
     });
     dog.kill_on_expiry(&consumer);
     drop(ring);
-    assert_eq!(producer.wait_within(Duration::from_secs(30)), 0);
+    // A producer that does not finish waits for a consumer that stopped reading: say where
+    // the consumer was (a soak once found the producer still running after 30 s, and could
+    // not tell why).
+    let produced = producer.reap_within(Duration::from_secs(30));
+    let consumer_then = consumer.try_wait().map_or_else(|| consumer.threads(), |s| format!("exited with {s}"));
+    assert_eq!(produced, Ok(0), "the producer; the consumer then: {consumer_then}");
     assert_eq!(consumer.wait_within(Duration::from_secs(30)), 0, "2 wrong bytes, 3 short, 4 stats");
 }
 

@@ -148,9 +148,14 @@ impl Child {
                 return Ok(status);
             }
             if Instant::now() > end {
+                // Where it was stuck (the kernel's view of each thread), before it is gone.
+                let threads = self.threads();
                 self.kill();
                 self.wait();
-                return Err(format!("child {} still running after {limit:?}: killed", self.pid));
+                return Err(format!(
+                    "child {} still running after {limit:?}: killed (its threads: {threads})",
+                    self.pid
+                ));
             }
             std::thread::sleep(Duration::from_millis(2));
         }
