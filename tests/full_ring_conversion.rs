@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{drain, page_size, spawn_child, stamped_word, watchdog, HeaderView, Receive, SharedPage, ALL_RECEIVES};
-use mirror_ring::{Backend, FramedConsumer, FramedProducer, RingOptions, SharedRing};
+use mirror_ring::{Backend, FramedConsumer, RingOptions, SharedRing};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -94,229 +94,237 @@ fn try_one(rx: &mut FramedConsumer) -> Result<Option<Vec<u8>>, ErrorKind> {
 // Every write path after a conversion on a full ring.
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug)]
-enum Path {
-    /// Blocking `send`, parked (in a thread) on the full ring until the consumer reads.
-    SendParked,
-    TrySend,
-    SendTimeout,
-    /// Blocking `send_batch`, parked like `SendParked`.
-    SendBatchParked,
-    TrySendBatch,
-    SendBatchTimeout,
-    /// `set_batch(4)`, then sends, published by `flush`.
-    SetBatchFlush,
-    /// Blocking `reserve`, parked like `SendParked`, then commit.
-    ReserveParked,
-    TryReserve,
-    /// A grant of 64 bytes truncated to the message (`reserve_timeout` while full).
-    ReserveTruncated,
-    /// A grant claimed and dropped uncommitted first (it begins the epoch), then `try_send`.
-    ReserveDroppedThenSend,
-    AsyncSend,
-    AsyncSendBatch,
-    AsyncReserve,
-}
+/// Async paths are among them, so the whole check needs feature `tokio` (the README's test
+/// command has it).
+#[cfg(feature = "tokio")]
+mod every_write_path {
+    use super::*;
+    use mirror_ring::FramedProducer;
 
-const PATHS: [Path; 14] = [
-    Path::SendParked,
-    Path::TrySend,
-    Path::SendTimeout,
-    Path::SendBatchParked,
-    Path::TrySendBatch,
-    Path::SendBatchTimeout,
-    Path::SetBatchFlush,
-    Path::ReserveParked,
-    Path::TryReserve,
-    Path::ReserveTruncated,
-    Path::ReserveDroppedThenSend,
-    Path::AsyncSend,
-    Path::AsyncSendBatch,
-    Path::AsyncReserve,
-];
+    #[derive(Clone, Copy, Debug)]
+    enum Path {
+        /// Blocking `send`, parked (in a thread) on the full ring until the consumer reads.
+        SendParked,
+        TrySend,
+        SendTimeout,
+        /// Blocking `send_batch`, parked like `SendParked`.
+        SendBatchParked,
+        TrySendBatch,
+        SendBatchTimeout,
+        /// `set_batch(4)`, then sends, published by `flush`.
+        SetBatchFlush,
+        /// Blocking `reserve`, parked like `SendParked`, then commit.
+        ReserveParked,
+        TryReserve,
+        /// A grant of 64 bytes truncated to the message (`reserve_timeout` while full).
+        ReserveTruncated,
+        /// A grant claimed and dropped uncommitted first (it begins the epoch), then `try_send`.
+        ReserveDroppedThenSend,
+        AsyncSend,
+        AsyncSendBatch,
+        AsyncReserve,
+    }
 
-enum Tx {
-    Sync(FramedProducer),
-    Async(mirror_ring::AsyncFramedProducer),
-}
+    const PATHS: [Path; 14] = [
+        Path::SendParked,
+        Path::TrySend,
+        Path::SendTimeout,
+        Path::SendBatchParked,
+        Path::TrySendBatch,
+        Path::SendBatchTimeout,
+        Path::SetBatchFlush,
+        Path::ReserveParked,
+        Path::TryReserve,
+        Path::ReserveTruncated,
+        Path::ReserveDroppedThenSend,
+        Path::AsyncSend,
+        Path::AsyncSendBatch,
+        Path::AsyncReserve,
+    ];
 
-/// Sends `msg` by `path`, on a ring with room (the async ones on `rt`).
-fn send_by(path: Path, tx: &mut Tx, rt: &tokio::runtime::Runtime, msg: &[u8]) {
-    match tx {
-        Tx::Sync(tx) => match path {
-            Path::SendParked => tx.send(msg).unwrap(),
-            Path::TrySend | Path::ReserveDroppedThenSend => tx.try_send(msg).unwrap(),
-            Path::SendTimeout => tx.send_timeout(msg, Duration::from_secs(5)).unwrap(),
-            Path::SendBatchParked => assert_eq!(tx.send_batch(&[msg]).unwrap(), 1),
-            Path::TrySendBatch => assert_eq!(tx.try_send_batch(&[msg]).unwrap(), 1),
-            Path::SendBatchTimeout => assert_eq!(tx.send_batch_timeout(&[msg], Duration::from_secs(5)).unwrap(), 1),
-            Path::SetBatchFlush => tx.send(msg).unwrap(),
-            Path::ReserveParked => {
-                let mut g = tx.reserve(msg.len()).unwrap();
-                g.copy_from_slice(msg);
-                g.commit().unwrap();
-            }
-            Path::TryReserve => {
-                let mut g = tx.try_reserve(msg.len()).unwrap();
-                g.copy_from_slice(msg);
-                g.commit().unwrap();
-            }
-            Path::ReserveTruncated => {
-                let mut g = tx.reserve_timeout(64, Duration::from_secs(5)).unwrap();
-                g[..msg.len()].copy_from_slice(msg);
-                g[msg.len()..].fill(0xCC);
-                g.truncate(msg.len());
-                g.commit().unwrap();
-            }
-            _ => unreachable!(),
-        },
-        Tx::Async(tx) => rt.block_on(async {
-            match path {
-                Path::AsyncSend => tx.send(msg).await.unwrap(),
-                Path::AsyncSendBatch => assert_eq!(tx.send_batch(&[msg]).await.unwrap(), 1),
-                Path::AsyncReserve => {
-                    let mut g = tx.reserve(msg.len()).await.unwrap();
+    enum Tx {
+        Sync(FramedProducer),
+        Async(mirror_ring::AsyncFramedProducer),
+    }
+
+    /// Sends `msg` by `path`, on a ring with room (the async ones on `rt`).
+    fn send_by(path: Path, tx: &mut Tx, rt: &tokio::runtime::Runtime, msg: &[u8]) {
+        match tx {
+            Tx::Sync(tx) => match path {
+                Path::SendParked => tx.send(msg).unwrap(),
+                Path::TrySend | Path::ReserveDroppedThenSend => tx.try_send(msg).unwrap(),
+                Path::SendTimeout => tx.send_timeout(msg, Duration::from_secs(5)).unwrap(),
+                Path::SendBatchParked => assert_eq!(tx.send_batch(&[msg]).unwrap(), 1),
+                Path::TrySendBatch => assert_eq!(tx.try_send_batch(&[msg]).unwrap(), 1),
+                Path::SendBatchTimeout => assert_eq!(tx.send_batch_timeout(&[msg], Duration::from_secs(5)).unwrap(), 1),
+                Path::SetBatchFlush => tx.send(msg).unwrap(),
+                Path::ReserveParked => {
+                    let mut g = tx.reserve(msg.len()).unwrap();
                     g.copy_from_slice(msg);
                     g.commit().unwrap();
                 }
+                Path::TryReserve => {
+                    let mut g = tx.try_reserve(msg.len()).unwrap();
+                    g.copy_from_slice(msg);
+                    g.commit().unwrap();
+                }
+                Path::ReserveTruncated => {
+                    let mut g = tx.reserve_timeout(64, Duration::from_secs(5)).unwrap();
+                    g[..msg.len()].copy_from_slice(msg);
+                    g[msg.len()..].fill(0xCC);
+                    g.truncate(msg.len());
+                    g.commit().unwrap();
+                }
                 _ => unreachable!(),
-            }
-        }),
-    }
-}
-
-/// The attempt a path makes while the ring is still full (nothing may change), and its error.
-fn attempt_while_full(path: Path, tx: &mut Tx, rt: &tokio::runtime::Runtime) -> Option<ErrorKind> {
-    let msg = b"early";
-    let short = Duration::from_millis(10);
-    match tx {
-        Tx::Sync(tx) => match path {
-            Path::TrySend | Path::ReserveDroppedThenSend => Some(tx.try_send(msg).unwrap_err().kind()),
-            Path::SendTimeout => Some(tx.send_timeout(msg, short).unwrap_err().kind()),
-            Path::TrySendBatch => Some(tx.try_send_batch(&[msg]).unwrap_err().kind()),
-            Path::SendBatchTimeout => Some(tx.send_batch_timeout(&[msg], short).unwrap_err().kind()),
-            Path::SetBatchFlush => {
-                tx.set_batch(4);
-                let e = tx.try_send(msg).unwrap_err().kind();
-                tx.flush().unwrap();
-                Some(e)
-            }
-            Path::TryReserve => Some(tx.try_reserve(5).unwrap_err().kind()),
-            Path::ReserveTruncated => Some(tx.reserve_timeout(64, short).unwrap_err().kind()),
-            _ => None,
-        },
-        // A pending async call, cancelled by its timeout.
-        Tx::Async(tx) => rt.block_on(async {
-            let elapsed = match path {
-                Path::AsyncSend => tokio::time::timeout(short, tx.send(msg)).await.is_err(),
-                Path::AsyncSendBatch => tokio::time::timeout(short, tx.send_batch(&[msg])).await.is_err(),
-                Path::AsyncReserve => tokio::time::timeout(short, tx.reserve(5)).await.is_err(),
-                _ => unreachable!(),
-            };
-            assert!(elapsed, "{path:?}: a full ring took a frame");
-            Some(ErrorKind::TimedOut)
-        }),
-    }
-}
-
-/// After a conversion on a full ring (the raw lap's word at the first frame's position reads
-/// as a stamped 8-byte frame there, with 0xEE payload and a "clear mark"), for every write
-/// path: while the ring is full nothing is written (the epoch stays even, the start where it
-/// was, the raw word in place: a non-blocking attempt fails, a timed one times out, a blocking
-/// one parks, an async one is cancelled); once the consumer has read the lap, the path's first
-/// frame begins the epoch at its own position (odd, the start there), and the consumer gets
-/// exactly the frames sent, never the stale one. Guards `begin` on every path into `ask`, and
-/// the fast paths' lack of room until then (`sync_room`, `rearm`).
-#[test]
-fn pin_every_write_path_begins_the_epoch_with_its_first_frame_after_a_full_ring_conversion() {
-    let _dog = watchdog("pin_every_write_path_begins_the_epoch", Duration::from_secs(60));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let mut failures = Vec::new();
-    for path in PATHS {
-        let (_ring, mut raw_tx, mut raw_rx, peek) = memfd_ring();
-        let cap = raw_tx.capacity();
-        raw_tx.write_all(&lap_of_raw_bytes(cap)).unwrap();
-        let even = peek.epoch();
-        assert_eq!(even % 2, 0);
-        let start_before = peek.start();
-        let raw_word = stamped_word(cap as u64, 8);
-        let framed = raw_tx.into_framed();
-        let untouched = |what: &str| {
-            assert_eq!(
-                (peek.epoch(), peek.start(), peek.word(cap as u64)),
-                (even, start_before, raw_word),
-                "{path:?}: {what}: the epoch began, or the unread word changed, on a full ring"
-            );
-        };
-        untouched("into_framed");
-        let mut tx = match path {
-            Path::AsyncSend | Path::AsyncSendBatch | Path::AsyncReserve => {
-                Tx::Async(rt.block_on(async { framed.into_async().unwrap() }))
-            }
-            _ => Tx::Sync(framed),
-        };
-        if let Some(kind) = attempt_while_full(path, &mut tx, &rt) {
-            assert!(matches!(kind, ErrorKind::WouldBlock | ErrorKind::TimedOut), "{path:?}: {kind:?}");
-            untouched("an attempt while full");
+            },
+            Tx::Async(tx) => rt.block_on(async {
+                match path {
+                    Path::AsyncSend => tx.send(msg).await.unwrap(),
+                    Path::AsyncSendBatch => assert_eq!(tx.send_batch(&[msg]).await.unwrap(), 1),
+                    Path::AsyncReserve => {
+                        let mut g = tx.reserve(msg.len()).await.unwrap();
+                        g.copy_from_slice(msg);
+                        g.commit().unwrap();
+                    }
+                    _ => unreachable!(),
+                }
+            }),
         }
-        let mut lap = vec![0u8; cap];
-        let parked = matches!(path, Path::SendParked | Path::SendBatchParked | Path::ReserveParked);
-        if parked {
-            let Tx::Sync(mut sync) = tx else { unreachable!() };
-            let sender = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-                let mut t = Tx::Sync(sync);
-                send_by(path, &mut t, &rt, b"one");
-                let Tx::Sync(s) = t else { unreachable!() };
-                sync = s;
-                sync
-            });
-            std::thread::sleep(Duration::from_millis(50));
-            untouched("a parked call");
-            raw_rx.read_exact(&mut lap).unwrap();
-            tx = Tx::Sync(sender.join().unwrap());
-        } else {
-            raw_rx.read_exact(&mut lap).unwrap();
-            if let Path::ReserveDroppedThenSend = path {
-                let Tx::Sync(t) = &mut tx else { unreachable!() };
-                drop(t.try_reserve(8).unwrap());
+    }
+
+    /// The attempt a path makes while the ring is still full (nothing may change), and its error.
+    fn attempt_while_full(path: Path, tx: &mut Tx, rt: &tokio::runtime::Runtime) -> Option<ErrorKind> {
+        let msg = b"early";
+        let short = Duration::from_millis(10);
+        match tx {
+            Tx::Sync(tx) => match path {
+                Path::TrySend | Path::ReserveDroppedThenSend => Some(tx.try_send(msg).unwrap_err().kind()),
+                Path::SendTimeout => Some(tx.send_timeout(msg, short).unwrap_err().kind()),
+                Path::TrySendBatch => Some(tx.try_send_batch(&[msg]).unwrap_err().kind()),
+                Path::SendBatchTimeout => Some(tx.send_batch_timeout(&[msg], short).unwrap_err().kind()),
+                Path::SetBatchFlush => {
+                    tx.set_batch(4);
+                    let e = tx.try_send(msg).unwrap_err().kind();
+                    tx.flush().unwrap();
+                    Some(e)
+                }
+                Path::TryReserve => Some(tx.try_reserve(5).unwrap_err().kind()),
+                Path::ReserveTruncated => Some(tx.reserve_timeout(64, short).unwrap_err().kind()),
+                _ => None,
+            },
+            // A pending async call, cancelled by its timeout.
+            Tx::Async(tx) => rt.block_on(async {
+                let elapsed = match path {
+                    Path::AsyncSend => tokio::time::timeout(short, tx.send(msg)).await.is_err(),
+                    Path::AsyncSendBatch => tokio::time::timeout(short, tx.send_batch(&[msg])).await.is_err(),
+                    Path::AsyncReserve => tokio::time::timeout(short, tx.reserve(5)).await.is_err(),
+                    _ => unreachable!(),
+                };
+                assert!(elapsed, "{path:?}: a full ring took a frame");
+                Some(ErrorKind::TimedOut)
+            }),
+        }
+    }
+
+    /// After a conversion on a full ring (the raw lap's word at the first frame's position reads
+    /// as a stamped 8-byte frame there, with 0xEE payload and a "clear mark"), for every write
+    /// path: while the ring is full nothing is written (the epoch stays even, the start where it
+    /// was, the raw word in place: a non-blocking attempt fails, a timed one times out, a blocking
+    /// one parks, an async one is cancelled); once the consumer has read the lap, the path's first
+    /// frame begins the epoch at its own position (odd, the start there), and the consumer gets
+    /// exactly the frames sent, never the stale one. Guards `begin` on every path into `ask`, and
+    /// the fast paths' lack of room until then (`sync_room`, `rearm`).
+    #[test]
+    fn pin_every_write_path_begins_the_epoch_with_its_first_frame_after_a_full_ring_conversion() {
+        let _dog = watchdog("pin_every_write_path_begins_the_epoch", Duration::from_secs(60));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let mut failures = Vec::new();
+        for path in PATHS {
+            let (_ring, mut raw_tx, mut raw_rx, peek) = memfd_ring();
+            let cap = raw_tx.capacity();
+            raw_tx.write_all(&lap_of_raw_bytes(cap)).unwrap();
+            let even = peek.epoch();
+            assert_eq!(even % 2, 0);
+            let start_before = peek.start();
+            let raw_word = stamped_word(cap as u64, 8);
+            let framed = raw_tx.into_framed();
+            let untouched = |what: &str| {
                 assert_eq!(
                     (peek.epoch(), peek.start(), peek.word(cap as u64)),
-                    (even + 1, cap as u64, 0),
-                    "a dropped grant's claim begins the epoch, its word marked clear"
+                    (even, start_before, raw_word),
+                    "{path:?}: {what}: the epoch began, or the unread word changed, on a full ring"
                 );
+            };
+            untouched("into_framed");
+            let mut tx = match path {
+                Path::AsyncSend | Path::AsyncSendBatch | Path::AsyncReserve => {
+                    Tx::Async(rt.block_on(async { framed.into_async().unwrap() }))
+                }
+                _ => Tx::Sync(framed),
+            };
+            if let Some(kind) = attempt_while_full(path, &mut tx, &rt) {
+                assert!(matches!(kind, ErrorKind::WouldBlock | ErrorKind::TimedOut), "{path:?}: {kind:?}");
+                untouched("an attempt while full");
             }
-            send_by(path, &mut tx, &rt, b"one");
+            let mut lap = vec![0u8; cap];
+            let parked = matches!(path, Path::SendParked | Path::SendBatchParked | Path::ReserveParked);
+            if parked {
+                let Tx::Sync(mut sync) = tx else { unreachable!() };
+                let sender = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                    let mut t = Tx::Sync(sync);
+                    send_by(path, &mut t, &rt, b"one");
+                    let Tx::Sync(s) = t else { unreachable!() };
+                    sync = s;
+                    sync
+                });
+                std::thread::sleep(Duration::from_millis(50));
+                untouched("a parked call");
+                raw_rx.read_exact(&mut lap).unwrap();
+                tx = Tx::Sync(sender.join().unwrap());
+            } else {
+                raw_rx.read_exact(&mut lap).unwrap();
+                if let Path::ReserveDroppedThenSend = path {
+                    let Tx::Sync(t) = &mut tx else { unreachable!() };
+                    drop(t.try_reserve(8).unwrap());
+                    assert_eq!(
+                        (peek.epoch(), peek.start(), peek.word(cap as u64)),
+                        (even + 1, cap as u64, 0),
+                        "a dropped grant's claim begins the epoch, its word marked clear"
+                    );
+                }
+                send_by(path, &mut tx, &rt, b"one");
+            }
+            assert_eq!(lap, lap_of_raw_bytes(cap));
+            let mut rx = raw_rx.into_framed();
+            if let (Path::SetBatchFlush, Tx::Sync(t)) = (path, &mut tx) {
+                assert_eq!(try_one(&mut rx), Err(ErrorKind::WouldBlock), "held back by the batch");
+                t.flush().unwrap();
+            }
+            let begun = (peek.epoch(), peek.start());
+            let mut got = vec![recv_one(&mut rx)];
+            for msg in [&b"two"[..], b"three"] {
+                send_by(path, &mut tx, &rt, msg);
+            }
+            if let (Path::SetBatchFlush, Tx::Sync(t)) = (path, &mut tx) {
+                t.flush().unwrap();
+            }
+            got.push(recv_one(&mut rx));
+            got.push(recv_one(&mut rx));
+            drop(tx);
+            let end = rx.recv_timeout(Duration::from_secs(5)).map(|f| f.map(|f| f.to_vec())).map_err(|e| e.kind());
+            if begun != (even + 1, cap as u64)
+                || got != [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+                || end != Ok(None)
+            {
+                failures.push(format!(
+                    "{path:?}: epoch/start {begun:?} (want ({}, {cap})), frames {got:02x?}, then {end:?}",
+                    even + 1
+                ));
+            }
         }
-        assert_eq!(lap, lap_of_raw_bytes(cap));
-        let mut rx = raw_rx.into_framed();
-        if let (Path::SetBatchFlush, Tx::Sync(t)) = (path, &mut tx) {
-            assert_eq!(try_one(&mut rx), Err(ErrorKind::WouldBlock), "held back by the batch");
-            t.flush().unwrap();
-        }
-        let begun = (peek.epoch(), peek.start());
-        let mut got = vec![recv_one(&mut rx)];
-        for msg in [&b"two"[..], b"three"] {
-            send_by(path, &mut tx, &rt, msg);
-        }
-        if let (Path::SetBatchFlush, Tx::Sync(t)) = (path, &mut tx) {
-            t.flush().unwrap();
-        }
-        got.push(recv_one(&mut rx));
-        got.push(recv_one(&mut rx));
-        drop(tx);
-        let end = rx.recv_timeout(Duration::from_secs(5)).map(|f| f.map(|f| f.to_vec())).map_err(|e| e.kind());
-        if begun != (even + 1, cap as u64)
-            || got != [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
-            || end != Ok(None)
-        {
-            failures.push(format!(
-                "{path:?}: epoch/start {begun:?} (want ({}, {cap})), frames {got:02x?}, then {end:?}",
-                even + 1
-            ));
-        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// The first frame after a conversion on a full ring may fill the ring to the byte once the
