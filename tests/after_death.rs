@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    drain, in_child, page_size, spawn_child, stamped_word, watchdog, HeaderView, Receive, SharedPage, ALL_RECEIVES,
+    drain, in_child, lap_of_raw_bytes, page_size, spawn_child, stamped_word, watchdog, HeaderView, Receive, SharedPage,
+    ALL_RECEIVES,
 };
 use mirror_ring::{Backend, RingOptions, SharedRing};
 use std::os::unix::fs::FileExt;
@@ -20,17 +21,6 @@ use std::os::unix::fs::FileExt;
 // Defect: the look after the death trusts the word at the framing epoch's start, which
 // `Producer::into_framed` leaves unwritten (no clear mark) when its cached room is short.
 // ---------------------------------------------------------------------------------------------
-
-/// The raw bytes a byte producer writes to fill the whole ring of `cap` bytes: at offset 0 a
-/// word that reads as the stamped header of an 8-byte frame at position `cap` (one lap on,
-/// where the producer's first frame will go), then 8 bytes of 0xEE, then zeros (which read as
-/// the clear mark after such a frame).
-fn lap_of_raw_bytes(cap: usize) -> Vec<u8> {
-    let mut raw = vec![0u8; cap];
-    raw[..8].copy_from_slice(&stamped_word(cap as u64, 8).to_le_bytes());
-    raw[8..16].copy_from_slice(&[0xEE; 8]);
-    raw
-}
 
 /// A producer process fills the ring with raw bytes (`lap_of_raw_bytes`: its cached room is
 /// then 0), turns framed (with no room, `into_framed` could not mark the word where its first

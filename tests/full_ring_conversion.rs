@@ -10,7 +10,10 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{drain, page_size, spawn_child, stamped_word, watchdog, HeaderView, Receive, SharedPage, ALL_RECEIVES};
+use common::{
+    drain, lap_of_raw_bytes, page_size, spawn_child, stamped_word, watchdog, HeaderView, Receive, SharedPage,
+    ALL_RECEIVES,
+};
 use mirror_ring::{Backend, FramedConsumer, RingOptions, SharedRing};
 
 // ---------------------------------------------------------------------------------------------
@@ -63,15 +66,6 @@ fn memfd_ring() -> (SharedRing, mirror_ring::Producer, mirror_ring::Consumer, Pe
     let rx = ring.clone().into_consumer().unwrap();
     let peek = Peek::new(&ring);
     (ring, tx, rx, peek)
-}
-
-/// A lap of raw bytes whose offset 0 reads as the stamped header of an 8-byte frame at `cap`
-/// (one lap on: where the first frame goes), then 8 bytes of 0xEE, then zeros (a "clear mark").
-fn lap_of_raw_bytes(cap: usize) -> Vec<u8> {
-    let mut raw = vec![0u8; cap];
-    raw[..8].copy_from_slice(&stamped_word(cap as u64, 8).to_le_bytes());
-    raw[8..16].copy_from_slice(&[0xEE; 8]);
-    raw
 }
 
 fn await_word(page: &SharedPage, i: usize) {

@@ -601,6 +601,17 @@ pub fn drain(rx: &mut mirror_ring::FramedConsumer, how: Receive) -> (Vec<Vec<u8>
     }
 }
 
+/// The raw bytes a byte producer writes to fill the whole ring of `cap` bytes: at offset 0 a
+/// word that reads as the stamped header of an 8-byte frame at position `cap` (one lap on,
+/// where the producer's first frame will go), then 8 bytes of 0xEE, then zeros (which read as
+/// the clear mark after such a frame).
+pub fn lap_of_raw_bytes(cap: usize) -> Vec<u8> {
+    let mut raw = vec![0u8; cap];
+    raw[..8].copy_from_slice(&stamped_word(cap as u64, 8).to_le_bytes());
+    raw[8..16].copy_from_slice(&[0xEE; 8]);
+    raw
+}
+
 /// A byte newcomer takes the producer role of `ring` over (its holder is dead), writes
 /// `b"after"` and closes: what `bytes`, the consumer turned into a byte end, reads from then to
 /// the end of the stream. Exactly `b"after"` when the take-over covered nothing the consumer
