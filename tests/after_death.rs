@@ -11,11 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    drain, in_child, lap_of_raw_bytes, page_size, spawn_child, stamped_word, watchdog, HeaderView, Receive, SharedPage,
+    drain, header_offsets, in_child, lap_of_raw_bytes, spawn_child, stamped_word, watchdog, Peek, Receive, SharedPage,
     ALL_RECEIVES,
 };
 use mirror_ring::{Backend, RingOptions, SharedRing};
-use std::os::unix::fs::FileExt;
 
 // ---------------------------------------------------------------------------------------------
 // Defect: the look after the death trusts the word at the framing epoch's start, which
@@ -105,7 +104,7 @@ fn a_take_over_commits_no_raw_bytes_left_at_an_unmarked_epoch_start() {
 fn a_take_over_covers_nothing_before_a_forged_framing_start() {
     let _dog = watchdog("a_take_over_covers_nothing_before_a_forged_framing_start", Duration::from_secs(30));
     let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
-    let header = HeaderView::map(ring.as_fd().unwrap());
+    let peek = Peek::new(&ring);
     let mut bytes = ring.clone().into_consumer().unwrap();
     let page = SharedPage::new();
     let mut child = dying_batch(&ring, &page, false, 2);
@@ -114,8 +113,8 @@ fn a_take_over_covers_nothing_before_a_forged_framing_start() {
     }
     page.word(1).store(1, Ordering::SeqCst);
     assert_eq!(child.wait(), 0);
-    assert_eq!(header.u64_at(104).load(Ordering::SeqCst), 0, "the epoch began at the batch");
-    header.u64_at(104).store(64, Ordering::SeqCst);
+    assert_eq!(peek.start(), 0, "the epoch began at the batch");
+    peek.header.u64_at(header_offsets::OFF_FRAMING_START).store(64, Ordering::SeqCst);
     assert_eq!(common::read_after_a_byte_newcomer(&ring, &mut bytes), b"after", "frames before the start covered");
 }
 
@@ -128,29 +127,25 @@ fn a_take_over_covers_nothing_before_a_forged_framing_start() {
 #[test]
 fn the_framing_epoch_begins_where_the_first_frame_goes_once_that_word_is_free() {
     let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
-    let fd = ring.as_fd().unwrap();
-    let header = HeaderView::map(fd);
-    let data_word = |pos: usize| {
-        let mut word = [0u8; 8];
-        let file = std::fs::File::from(fd.try_clone_to_owned().unwrap());
-        file.read_exact_at(&mut word, (page_size() + pos % 4096) as u64).unwrap();
-        u64::from_le_bytes(word)
-    };
-    let (start, epoch) = (|| header.u64_at(104).load(Ordering::SeqCst), || header.u32_at(60).load(Ordering::SeqCst));
+    let peek = Peek::new(&ring);
     let (mut tx, mut rx) = (ring.clone().into_producer().unwrap(), ring.clone().into_consumer().unwrap());
     let cap = tx.capacity();
     let mut lap = vec![0u8; cap];
     tx.write_all(&vec![0x11; cap]).unwrap();
     rx.read_exact(&mut lap).unwrap();
     let tx = tx.into_framed();
-    assert_eq!((start(), data_word(0), epoch() % 2), (cap as u64, 0, 1), "room by the consumer's cursor now");
+    assert_eq!((peek.start(), peek.word(0), peek.epoch() % 2), (cap as u64, 0, 1), "room by the consumer's cursor now");
     let mut tx = tx.into_inner();
     tx.write_all(&vec![0x22; cap]).unwrap();
-    let bytes_epoch = epoch();
+    let bytes_epoch = peek.epoch();
     assert_eq!(bytes_epoch % 2, 0);
     let mut tx = tx.into_framed();
     let raw = u64::from_le_bytes([0x22; 8]);
-    assert_eq!((epoch(), start(), data_word(0)), (bytes_epoch, cap as u64, raw), "a full ring: not begun yet");
+    assert_eq!(
+        (peek.epoch(), peek.start(), peek.word(0)),
+        (bytes_epoch, cap as u64, raw),
+        "a full ring: not begun yet"
+    );
     rx.read_exact(&mut lap).unwrap();
     assert_eq!(lap, vec![0x22; cap]);
     // The first frame claims its room: the epoch begins there. The live stream carries it
@@ -159,7 +154,7 @@ fn the_framing_epoch_begins_where_the_first_frame_goes_once_that_word_is_free() 
     for (k, msg) in [&b"one"[..], b"two", b"three"].into_iter().enumerate() {
         tx.send(msg).unwrap();
         if k == 0 {
-            assert_eq!((epoch(), start()), (bytes_epoch + 1, 2 * cap as u64), "begun with the first frame");
+            assert_eq!((peek.epoch(), peek.start()), (bytes_epoch + 1, 2 * cap as u64), "begun with the first frame");
         }
         assert_eq!(rx.recv().unwrap().as_deref(), Some(msg));
     }

@@ -8,19 +8,10 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{drain, spawn_child, stamped_word, watchdog, Receive, SharedPage, ALL_RECEIVES};
 use mirror_ring::{RingOptions, SharedRing};
-
-/// Waits (at most 10 s) until word `i` of `page` is non-zero.
-fn await_word(page: &SharedPage, i: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while page.word(i).load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "word {i} never came");
-        std::thread::sleep(Duration::from_micros(100));
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Defect: a frame that fills the ring to the byte (`brim`, no clear mark after it) while the
@@ -69,12 +60,12 @@ fn brim_over_a_byte_reader_mid_frame_then_death() -> (SharedRing, mirror_ring::C
         // SAFETY: ends the child at once (SIGKILL-like: nothing closed).
         unsafe { libc::_exit(if sent { 0 } else { 3 }) }
     });
-    await_word(&page, 0);
+    page.await_word(0);
     let mut header = [0u8; 8];
     bytes.read_exact(&mut header).unwrap();
     assert_eq!(u64::from_le_bytes(header), stamped_word(0, 40), "A's header");
     page.word(1).store(1, Ordering::SeqCst);
-    await_word(&page, 2);
+    page.await_word(2);
     let mut rest = vec![0u8; cap];
     bytes.read_exact(&mut rest).unwrap();
     assert_eq!(child.wait_within(Duration::from_secs(10)), 0, "the producer could not send B");
@@ -250,7 +241,7 @@ fn first_frame_stamped_above_head_then_death(full: bool, taken_over: bool) -> (S
         // SAFETY: ends the child at once, before the head store.
         unsafe { libc::_exit(0) }
     });
-    await_word(&page, 0);
+    page.await_word(0);
     let mut raw = vec![0u8; raw_len];
     bytes.read_exact(&mut raw).unwrap();
     page.word(1).store(1, Ordering::SeqCst);
@@ -381,12 +372,12 @@ fn pin_uncommitted_raw_bytes_after_the_last_frame_before_into_inner_are_never_a_
         // SAFETY: ends the child at once, the grant uncommitted.
         unsafe { libc::_exit(0) }
     });
-    await_word(&page, 0);
+    page.await_word(0);
     assert_eq!(&*rx.recv().unwrap().unwrap(), &[0xAA; 8]);
     assert_eq!(&*rx.recv().unwrap().unwrap(), &[0xBB; 8]);
     assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::WouldBlock, "armed, at the clear mark");
     page.word(1).store(1, Ordering::SeqCst);
-    await_word(&page, 2);
+    page.await_word(2);
     let live = rx.try_recv().map(|f| f.map(|f| f.to_vec())).map_err(|e| e.kind());
     assert_eq!(live, Err(ErrorKind::WouldBlock), "the byte producer's uncommitted bytes, live");
     page.word(3).store(1, Ordering::SeqCst);

@@ -6,12 +6,11 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{
-    drain, lap_of_raw_bytes, page_size, spawn_child, stamped_word, watchdog, HeaderView, Receive, SharedPage,
+    drain, header_offsets, lap_of_raw_bytes, spawn_child, stamped_word, watchdog, Peek, Receive, SharedPage,
     ALL_RECEIVES,
 };
 use mirror_ring::{Backend, FramedConsumer, RingOptions, SharedRing};
@@ -20,45 +19,6 @@ use mirror_ring::{Backend, FramedConsumer, RingOptions, SharedRing};
 // Helpers.
 // ---------------------------------------------------------------------------------------------
 
-/// Header offsets (`tests/common::header_offsets`): the framing start (line 0) and the
-/// producer's framing epoch (its role slot at 32, the epoch at +28).
-const OFF_FRAMING_START: usize = 104;
-const OFF_EPOCH: usize = 60;
-const OFF_TAIL: usize = 256;
-const OFF_HEAD: usize = 128;
-
-/// What another holder of the ring's memfd sees: the framing epoch, its start, data words.
-struct Peek {
-    header: HeaderView,
-    file: std::fs::File,
-    cap: u64,
-}
-
-impl Peek {
-    fn new(ring: &SharedRing) -> Peek {
-        let fd = ring.as_fd().unwrap();
-        Peek {
-            header: HeaderView::map(fd),
-            file: std::fs::File::from(fd.try_clone_to_owned().unwrap()),
-            cap: ring.capacity() as u64,
-        }
-    }
-    fn epoch(&self) -> u32 {
-        self.header.u32_at(OFF_EPOCH).load(Ordering::SeqCst)
-    }
-    fn start(&self) -> u64 {
-        self.header.u64_at(OFF_FRAMING_START).load(Ordering::SeqCst)
-    }
-    fn head(&self) -> u64 {
-        self.header.u64_at(OFF_HEAD).load(Ordering::SeqCst)
-    }
-    fn word(&self, pos: u64) -> u64 {
-        let mut w = [0u8; 8];
-        self.file.read_exact_at(&mut w, page_size() as u64 + pos % self.cap).unwrap();
-        u64::from_le_bytes(w)
-    }
-}
-
 /// A memfd ring of one page, shared (so the header can be peeked at), and its two byte ends.
 fn memfd_ring() -> (SharedRing, mirror_ring::Producer, mirror_ring::Consumer, Peek) {
     let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
@@ -66,14 +26,6 @@ fn memfd_ring() -> (SharedRing, mirror_ring::Producer, mirror_ring::Consumer, Pe
     let rx = ring.clone().into_consumer().unwrap();
     let peek = Peek::new(&ring);
     (ring, tx, rx, peek)
-}
-
-fn await_word(page: &SharedPage, i: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while page.word(i).load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "word {i} never came");
-        std::thread::sleep(Duration::from_micros(100));
-    }
 }
 
 fn recv_one(rx: &mut FramedConsumer) -> Vec<u8> {
@@ -454,7 +406,7 @@ fn pin_a_poisoned_cursor_at_a_full_ring_conversion_begins_no_epoch() {
     let capu = cap as u64;
     raw_tx.write_all(&lap_of_raw_bytes(cap)).unwrap();
     let (even, start) = (peek.epoch(), peek.start());
-    peek.header.u64_at(OFF_TAIL).store(capu + 8, Ordering::SeqCst);
+    peek.header.u64_at(header_offsets::OFF_TAIL).store(capu + 8, Ordering::SeqCst);
     let mut tx = raw_tx.into_framed();
     let untouched = |what: &str| {
         assert_eq!((peek.epoch(), peek.start(), peek.word(capu)), (even, start, stamped_word(capu, 8)), "{what}");
@@ -639,7 +591,7 @@ fn pin_a_producer_dead_right_after_begin_left_a_clear_start_and_no_frame() {
             // SAFETY: ends the child at once (SIGKILL-like).
             unsafe { libc::_exit(0) }
         });
-        await_word(&page, 0);
+        page.await_word(0);
         let even = peek.epoch();
         let mut lap = vec![0u8; cap];
         bytes.read_exact(&mut lap).unwrap();

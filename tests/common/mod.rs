@@ -374,6 +374,8 @@ pub mod header_offsets {
     pub const OFF_CONSUMER: usize = 64;
     pub const OFF_POISONED: usize = 96;
     pub const OFF_FRAMING_START: usize = 104;
+    /// The producer's framing epoch: its role slot's `framing` word (a `u32` at +28).
+    pub const OFF_FRAMING_EPOCH: usize = OFF_PRODUCER + 28;
     pub const OFF_HEAD: usize = 128;
     pub const OFF_TAIL: usize = 256;
     pub const OFF_DATA_WAITER: usize = 384;
@@ -855,6 +857,15 @@ impl SharedPage {
         // atomically, and mapped until drop.
         unsafe { &*self.0.add(i) }
     }
+
+    /// Waits (at most 10 s) until word `i` is non-zero.
+    pub fn await_word(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.word(i).load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "word {i} never came");
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
 }
 
 #[allow(clippy::disallowed_methods)] // (see `impl SharedPage`)
@@ -909,6 +920,45 @@ impl Drop for HeaderView {
     fn drop(&mut self) {
         // SAFETY: our own mapping; nothing refers into it after drop.
         unsafe { libc::munmap(self.ptr.cast(), page_size()) };
+    }
+}
+
+/// What another holder of a memfd ring's file sees of its framing: the producer's framing
+/// epoch and its start, head, and the data word at a ring position (read from the file).
+pub struct Peek {
+    pub header: HeaderView,
+    file: std::fs::File,
+    cap: u64,
+}
+
+impl Peek {
+    pub fn new(ring: &mirror_ring::SharedRing) -> Peek {
+        let fd = ring.as_fd().expect("a memfd ring");
+        Peek {
+            header: HeaderView::map(fd),
+            file: std::fs::File::from(fd.try_clone_to_owned().unwrap()),
+            cap: ring.capacity() as u64,
+        }
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.header.u32_at(header_offsets::OFF_FRAMING_EPOCH).load(Ordering::SeqCst)
+    }
+
+    pub fn start(&self) -> u64 {
+        self.header.u64_at(header_offsets::OFF_FRAMING_START).load(Ordering::SeqCst)
+    }
+
+    pub fn head(&self) -> u64 {
+        self.header.u64_at(header_offsets::OFF_HEAD).load(Ordering::SeqCst)
+    }
+
+    /// The data word at ring position `pos` (a multiple of 8).
+    pub fn word(&self, pos: u64) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let mut w = [0u8; 8];
+        self.file.read_exact_at(&mut w, page_size() as u64 + pos % self.cap).unwrap();
+        u64::from_le_bytes(w)
     }
 }
 
