@@ -42,13 +42,15 @@ impl Framed {
         tx
     }
 
-    /// `Producer::into_framed` at an aligned head: the clear mark where the first frame goes,
-    /// if the room reaches, then the next framing epoch, starting there.
+    /// `Producer::into_framed` at an aligned head, then its first frame's claim: the next
+    /// framing epoch begins where the first frame goes (`Sender::begin`: the clear mark there,
+    /// then the epoch) once the consumer's cursor, reloaded, leaves room for that word; on a
+    /// full ring only when the first frame has its room (`FramedProducer::begin`).
     fn turn_into_framed(&self, tx: &mut ProducerCursor) -> Sender {
-        if tx.free_cached() >= HEADER {
-            self.words.store(tx.head(), CLEAR, Ordering::Relaxed);
+        if tx.writable(&self.ring, HEADER).expect("an honest consumer") < HEADER {
+            self.ring.wait_writable(tx, HEADER).expect("the consumer is alive");
         }
-        self.ring.begin_framing(tx.head());
+        Sender::begin(&self.ring, &self.words, tx.head());
         Sender::new(N as usize, tx.head())
     }
 

@@ -369,6 +369,15 @@ impl Sender {
         cur.publish(hdr);
     }
 
+    /// Begins a framing epoch at `first`, where this producer's first frame goes, whose word is
+    /// its free room: the clear mark there, then the start and the epoch (`Header::begin_framing`,
+    /// Release), so that a consumer that sees the epoch sees the mark, not what the word held.
+    pub(crate) fn begin<W: Words>(hdr: &Header, words: &W, first: u64) {
+        // Relaxed: published by the Release store of the epoch.
+        words.store(first, CLEAR, Ordering::Relaxed);
+        hdr.begin_framing(first);
+    }
+
     /// Writes the clear mark at the head, where the next frame's header will go, if the room
     /// reaches that far (a frame that filled the ring to the byte needs none, see
     /// [`room`](Self::room)). Every publish does this first; so must anything else that

@@ -33,9 +33,8 @@
 //! the byte ends directly.
 
 use super::{Consumer, Producer};
-use crate::sync::Ordering;
-use link::{Receiver, RingWords, Sender, Words};
-use wire::{max_frame_len_for, misalignment, CLEAR, HEADER};
+use link::{Receiver, RingWords, Sender};
+use wire::{max_frame_len_for, misalignment, HEADER};
 
 mod consumer;
 pub(crate) mod link;
@@ -80,9 +79,7 @@ impl Producer {
             let first = self.cur.head().wrapping_add(skip);
             let want = skip + HEADER as u64;
             if self.cur.writable(hdr, want as usize).is_ok_and(|free| free as u64 >= want) {
-                // Relaxed: published by the Release store of the epoch just below.
-                words.store(first, CLEAR, Ordering::Relaxed);
-                hdr.begin_framing(first);
+                Sender::begin(hdr, &words, first);
             } else {
                 // The ring is full (or poisoned): the word there still holds unread bytes of
                 // the lap before, raw bytes that may read as a stamp for that position. The

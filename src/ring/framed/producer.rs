@@ -7,7 +7,7 @@ use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use super::link::{Mark, Room, Sender, Words};
+use super::link::{Mark, Room, Sender};
 use super::wire::{frame_size, load_small, store_pair, too_long, write_frame, write_payload, CLEAR, HEADER};
 use super::FramedProducer;
 use crate::header::{Role, Word};
@@ -520,14 +520,11 @@ impl FramedProducer {
 
     /// Begins the framing epoch at the head, where the first frame goes, for a producer that
     /// turned framed on a full ring (see `begun`), now that the room claimed for that frame
-    /// reaches its header's word: the clear mark there, then the epoch, as `into_framed` does.
+    /// reaches its header's word, as `into_framed` does when it can.
     #[cold]
     fn begin(&mut self) {
-        let head = self.inner.cur.head();
-        // Relaxed: published by the Release store of the epoch below.
-        self.words.store(head, CLEAR, Ordering::Relaxed);
         // `reserve` checked the ownership in this call.
-        self.inner.end.header_checked().begin_framing(head);
+        Sender::begin(self.inner.end.header_checked(), &self.words, self.inner.cur.head());
         self.begun = true;
     }
 
