@@ -1837,3 +1837,68 @@ fn an_end_under_another_executor_inside_block_on_receives() {
     let got = done_rx.recv_timeout(Duration::from_secs(10));
     assert_eq!(got, Ok(Some(b"hello".to_vec())), "the receive under the other executor never completed");
 }
+
+/// A peer forges this process's consumer dead, and this process takes the role over while its
+/// old async end is still parked on the same waiter word (one mapping, one address). The old
+/// end's park must not take the newcomer's with it: whether the old end is polled again (it
+/// answers `ConnectionAborted`) or only dropped, a write must still wake the newcomer's parked
+/// read. Before, the registry, keyed by the word's address alone, handed the newcomer's waker
+/// to the old entry, and the old end's drop removed that entry: the newcomer's task was never
+/// polled again. The old end's task is woken when the newcomer parks, to find its role gone.
+#[test]
+fn a_taken_over_async_end_does_not_take_the_newcomers_park_with_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    struct Count(AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+    let _dog = watchdog("a_taken_over_async_end_does_not_take_the_newcomers_park_with_it", Duration::from_secs(60));
+    // A process that is gone (a reaped child): its pid in the holder's claim word forges a death.
+    let dead = {
+        let mut c = spawn_child(|| 0);
+        let pid = c.pid();
+        c.wait();
+        pid as u64
+    };
+    for poll_old_again in [true, false] {
+        let ring =
+            RingOptions::new().capacity(4096).backend(Backend::Memfd).spin_budget(Duration::ZERO).shared().unwrap();
+        let view = HeaderView::map(ring.as_fd().unwrap());
+        let mut tx = ring.clone().into_producer().unwrap();
+        let mut old = ring.clone().into_consumer().unwrap().into_async().unwrap();
+        let (old_task, new_task) = (Arc::new(Count(AtomicUsize::new(0))), Arc::new(Count(AtomicUsize::new(0))));
+        let (old_waker, new_waker) = (Waker::from(old_task.clone()), Waker::from(new_task.clone()));
+        let mut buf = [0u8; 8];
+        let mut old_read = Box::pin(old.read(&mut buf));
+        assert!(old_read.as_mut().poll(&mut Context::from_waker(&old_waker)).is_pending());
+        assert!(Arc::strong_count(&old_task) > 2, "the old read never registered its waker");
+        let claim = view.u64_at(OFF_CONSUMER);
+        claim.store((claim.load(SeqCst) & 0xffff_ffff) | (dead << 32), SeqCst);
+        let mut new = ring.take_over_consumer().expect("a forged death is taken for a death").into_async().unwrap();
+        let mut new_buf = [0u8; 8];
+        let mut new_read = Box::pin(new.read(&mut new_buf));
+        assert!(new_read.as_mut().poll(&mut Context::from_waker(&new_waker)).is_pending());
+        assert!(old_task.0.load(SeqCst) > 0, "poll again {poll_old_again}: the old end's task was not told");
+        if poll_old_again {
+            match old_read.as_mut().poll(&mut Context::from_waker(&old_waker)) {
+                Poll::Ready(Err(e)) => assert_eq!(e.kind(), ErrorKind::ConnectionAborted, "{e}"),
+                other => panic!("the old read went on after its role was taken: {other:?}"),
+            }
+        }
+        drop(old_read);
+        drop(old);
+        tx.write_all(b"new data").unwrap();
+        let start = Instant::now();
+        while new_task.0.load(SeqCst) == 0 && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(new_task.0.load(SeqCst) > 0, "poll again {poll_old_again}: the newcomer's read was never woken");
+        match new_read.as_mut().poll(&mut Context::from_waker(&new_waker)) {
+            Poll::Ready(Ok(8)) => assert_eq!(&new_buf, b"new data"),
+            other => panic!("poll again {poll_old_again}: the newcomer's read after the wake-up: {other:?}"),
+        }
+    }
+}

@@ -73,6 +73,11 @@ pub(crate) struct Parking {
     last_barrier: Option<Instant>,
     /// The word we registered under, while an entry may be in the registry.
     key: Option<usize>,
+    /// This park's name in the registry, given at its first registration (0: none yet). Two
+    /// parks of this process can share a word: an end whose role this process took over (a
+    /// peer forged its holder's death) parks on the word of the end that took it. Each may
+    /// touch only its own entry.
+    owner: u64,
     /// When the current wait started trying again before parking (the spin phase).
     spin_since: Option<Instant>,
     /// The current wait's spin phase ran out and was counted as missed (`wait::Spin`).
@@ -174,7 +179,7 @@ impl Parking {
         let word = site.hdr.word(site.role.own_word());
         let key = word as *const _ as usize;
         if self.armed {
-            let status = self.key.map_or(Status::Gone, |k| registry().status(k));
+            let status = self.key.map_or(Status::Gone, |k| registry().status(k, self.owner));
             if status != Status::Registered {
                 self.key = None;
             }
@@ -191,7 +196,7 @@ impl Parking {
                 // drop it, so that the park raised below registers with its own deadline (a
                 // short one when it raises the flag with a fence only).
                 if let Some(k) = self.key.take() {
-                    registry().deregister(k);
+                    registry().deregister(k, self.owner);
                 }
             } else if status == Status::Timer {
                 // A helper's timer ended this sleep; the flag stays raised, the park goes on.
@@ -235,7 +240,7 @@ impl Parking {
                     // Found by the recheck after raising the flag (or paying the barrier): no
                     // wake-up was due yet, so none was lost.
                     if let Some(key) = self.key.take() {
-                        registry().deregister(key);
+                        registry().deregister(key, self.owner);
                     }
                     self.settle(end);
                     return Poll::Ready(r);
@@ -262,6 +267,7 @@ impl Parking {
             (site.role, cursor.load(Ordering::Relaxed))
         });
         let entry = Entry {
+            owner: self.owner(),
             word: WordPtr(word),
             waker: cx.waker().clone(),
             bound: self.strong,
@@ -296,6 +302,18 @@ impl Parking {
                 Poll::Pending
             }
         }
+    }
+
+    /// This park's name in the registry (see `owner`), given on first use: a process-wide
+    /// count, never 0.
+    fn owner(&mut self) -> u64 {
+        // Relaxed: a unique number, ordering nothing (std's atomic, also in loom models: the
+        // count is no part of the protocol they check).
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        if self.owner == 0 {
+            self.owner = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.owner
     }
 
     /// The end, mutably, for its own calls (an async end's `get_mut`), after ending a park a
@@ -336,7 +354,7 @@ impl Parking {
             // behind, it would keep the task's waker (and, between processes, a helper's futex
             // slot) until the peer published or closed.
             if let Some(key) = self.key.take() {
-                registry().deregister(key);
+                registry().deregister(key, self.owner);
             }
             self.armed = false;
             return;
@@ -344,7 +362,7 @@ impl Parking {
         let word = site.hdr.word(site.role.own_word());
         // `key` is None when no registration of this park can be outstanding (settled after a
         // recheck, or after the timer that removed it was counted): then no lost wake-up.
-        let status = self.key.take().map_or(Status::Gone, |key| registry().deregister(key));
+        let status = self.key.take().map_or(Status::Gone, |key| registry().deregister(key, self.owner));
         if self.armed {
             self.armed = false;
             // Relaxed: as in `poll`.
@@ -366,7 +384,7 @@ impl Drop for Parking {
     fn drop(&mut self) {
         // An end dropped while parked: its entry must not keep the mapping or the waker.
         if let Some(key) = self.key.take() {
-            registry().deregister(key);
+            registry().deregister(key, self.owner);
         }
     }
 }
@@ -423,6 +441,8 @@ enum Registered {
 
 /// One parked end in the registry.
 struct Entry {
+    /// The park that registered it (`Parking::owner`).
+    owner: u64,
     word: WordPtr,
     waker: Waker,
     /// Woken by the publisher through [`direct_wake`]; otherwise by a helper's futex wait.
@@ -508,7 +528,8 @@ fn clock_now() -> Instant {
 const SLACK: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The process's parked async ends, keyed by the address of the futex word each one parked
-/// on (one end per word per mapping).
+/// on: one entry per word, that of the park which registered last (`register`), and each
+/// entry names its park (`Entry::owner`).
 pub(crate) struct Registry {
     #[cfg(not(mirror_ring_loom))]
     generation: usize,
@@ -520,8 +541,9 @@ pub(crate) struct Registry {
 
 struct Table {
     entries: HashMap<usize, Entry>,
-    /// Keys whose entry a helper removed at its deadline, until the end looks (`status`).
-    timed: HashSet<usize>,
+    /// Keys (and owners) whose entry a helper removed at its deadline, until that park looks
+    /// (`status`).
+    timed: HashSet<(usize, u64)>,
     #[cfg(not(mirror_ring_loom))]
     helpers: Vec<helper::Slot>,
 }
@@ -559,12 +581,18 @@ impl Registry {
         }
     }
 
-    /// Registers (or refreshes the waker of) the entry for `key`.
+    /// Registers (or refreshes the waker of) `entry.owner`'s entry for `key`.
     ///
     /// No waker is dropped under the lock, here or in `deregister`: a waker's drop runs the
     /// executor's code, which may drop a task that owns a ring end, whose drop wakes its peer
     /// through `direct_wake` and so takes this lock again. Replaced wakers and removed
     /// entries are dropped once the lock is released.
+    ///
+    /// Another park's entry for the same word (an end of this process whose role this one took
+    /// over, or the reverse: only the holder of the role may park there) makes way for this
+    /// one, and its task is woken to look again: an end whose role is gone answers
+    /// `ConnectionAborted` and parks no more. (Were they to share the entry, the first to
+    /// leave would remove it under the other, whose task would then never be woken.)
     fn register(&'static self, key: usize, mut entry: Entry) -> io::Result<Registered> {
         crate::sync::set_direct_wake(direct_wake);
         // SeqCst fence: the function stored above before the load of the word below, against
@@ -575,47 +603,73 @@ impl Registry {
         // Under the lock, as the kernel compares a futex word under its bucket lock: a waker
         // clears the flag before it takes this lock to look for us, so either it finds the
         // entry below, or we see the cleared flag here.
-        t.timed.remove(&key);
+        t.timed.remove(&(key, entry.owner));
+        // (Another park's entry taken out below: woken once the lock is released.)
+        let wake_other = |e: Option<Entry>, owner: u64| {
+            if let Some(e) = e {
+                if e.owner != owner {
+                    e.waker.wake();
+                }
+            }
+        };
         // SAFETY: the caller's end holds the header mapped for the duration of this call.
         // Relaxed: the lock orders it against the waker's clear.
         if unsafe { entry.word.get() }.load(Ordering::Relaxed) != 1 {
             let removed = t.take(key);
             drop(t);
-            drop(removed);
+            // (The cleared flag was a wake-up for whichever park was on the word.)
+            wake_other(removed, entry.owner);
             return Ok(Registered::AlreadyWoken);
         }
-        if let Some(old) = t.entries.get_mut(&key) {
-            // Still registered (a poll that was not a wake-up): keep its deadline.
-            if !old.waker.will_wake(&entry.waker) {
-                std::mem::swap(&mut old.waker, &mut entry.waker);
+        let displaced = match t.entries.get_mut(&key) {
+            Some(old) if old.owner == entry.owner => {
+                // Still registered (a poll that was not a wake-up): keep its deadline.
+                if !old.waker.will_wake(&entry.waker) {
+                    std::mem::swap(&mut old.waker, &mut entry.waker);
+                }
+                drop(t);
+                // (`entry`, now holding the replaced waker, drops here, after the lock.)
+                return Ok(Registered::Yes);
             }
-            drop(t);
-            // (`entry`, now holding the replaced waker, drops here, after the lock.)
-            return Ok(Registered::Yes);
-        }
+            Some(_) => t.take(key),
+            None => None,
+        };
         #[cfg(not(mirror_ring_loom))]
         {
-            let notify = helper::assign(self, &mut t, &mut entry)?;
+            let owner = entry.owner;
+            let notify = match helper::assign(self, &mut t, &mut entry) {
+                Ok(notify) => notify,
+                Err(e) => {
+                    drop(t);
+                    wake_other(displaced, owner);
+                    return Err(e);
+                }
+            };
             t.entries.insert(key, entry);
             drop(t);
             if let Some(slot) = notify {
                 slot.notify();
             }
+            wake_other(displaced, owner);
         }
         #[cfg(mirror_ring_loom)]
         {
+            let owner = entry.owner;
             entry.helper = 0;
             t.entries.insert(key, entry);
+            drop(t);
+            wake_other(displaced, owner);
         }
         Ok(Registered::Yes)
     }
 
-    /// Removes the entry for `key`; what had become of it. (The entry is dropped after the
-    /// lock is released: see `register`.)
-    fn deregister(&self, key: usize) -> Status {
+    /// Removes `owner`'s entry for `key`; what had become of it. (The entry is dropped after
+    /// the lock is released: see `register`.) Another park's entry for the word stays.
+    fn deregister(&self, key: usize, owner: u64) -> Status {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        match t.take(key) {
-            None if t.timed.remove(&key) => Status::Timer,
+        let ours = t.entries.get(&key).is_some_and(|e| e.owner == owner);
+        match if ours { t.take(key) } else { None } {
+            None if t.timed.remove(&(key, owner)) => Status::Timer,
             None => Status::Gone,
             Some(e) => {
                 #[cfg(not(mirror_ring_loom))]
@@ -632,12 +686,12 @@ impl Registry {
         }
     }
 
-    /// What became of the registration for `key` (a timer's mark is read once).
-    fn status(&self, key: usize) -> Status {
+    /// What became of `owner`'s registration for `key` (a timer's mark is read once).
+    fn status(&self, key: usize, owner: u64) -> Status {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if t.entries.contains_key(&key) {
+        if t.entries.get(&key).is_some_and(|e| e.owner == owner) {
             Status::Registered
-        } else if t.timed.remove(&key) {
+        } else if t.timed.remove(&(key, owner)) {
             Status::Timer
         } else {
             Status::Gone
@@ -666,10 +720,10 @@ impl Registry {
         let mut wakers = Vec::with_capacity(due.len());
         for (k, timed) in due {
             if let Some(e) = t.take(k) {
-                wakers.push(e.waker);
                 if timed {
-                    t.timed.insert(k);
+                    t.timed.insert((k, e.owner));
                 }
+                wakers.push(e.waker);
             }
         }
         // Entries whose deadline passed (or nearly) with nothing to do wait another interval,
