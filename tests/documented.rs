@@ -1066,6 +1066,52 @@ fn forged_death_gives_connection_aborted_to_the_old_holder() {
     assert_eq!(s, "old new");
 }
 
+/// lifecycle.rs "Where the taker is this same process ... a blocking one may take one wake-up
+/// meant for the newcomer, which then waits until its next periodic look": both blocking
+/// readers, the old one parked before the forged death and the newcomer parked after the
+/// take-over, return well within a second of the write (the old one with `ConnectionAborted`,
+/// the newcomer with the data), whichever of them the write's wake-up reached.
+#[test]
+fn a_blocking_end_taken_over_in_its_own_process_leaves_the_newcomer_woken() {
+    let ring = RingOptions::new().backend(Backend::Memfd).capacity(1).shared().unwrap();
+    let mut tx = ring.clone().into_producer().unwrap();
+    let mut old = ring.clone().into_consumer().unwrap();
+    let dead = {
+        let mut c = spawn_child(|| 0);
+        let pid = c.pid();
+        c.wait();
+        pid as u64
+    };
+    std::thread::scope(|s| {
+        let old_reader = s.spawn(move || old.read(&mut [0; 8]).map_err(|e| e.kind()));
+        // Parked: give it time to reach its futex wait.
+        std::thread::sleep(Duration::from_millis(50));
+        let claim = peek(&ring, CONSUMER_SLOT);
+        poke(&ring, CONSUMER_SLOT, (claim & 0xffff_ffff) | (dead << 32));
+        let mut new = ring.take_over_consumer().expect("a forged death is taken for a death");
+        let new_reader = s.spawn(move || {
+            let mut buf = [0; 8];
+            let n = new.read(&mut buf)?;
+            Ok::<_, std::io::Error>(buf[..n].to_vec())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let wrote = Instant::now();
+        tx.write_all(b"new data").unwrap();
+        let got = new_reader.join().unwrap().unwrap();
+        let new_took = wrote.elapsed();
+        let old_got = old_reader.join().unwrap();
+        let both_took = wrote.elapsed();
+        eprintln!("newcomer {new_took:?}, old reader {both_took:?}: {old_got:?}");
+        assert_eq!(got, b"new data");
+        // The old call was waiting when the take-over landed, past its check: it may complete
+        // once (trust_model.rs, "Not earlier"), else it stops there.
+        assert!(matches!(old_got, Ok(8) | Err(ErrorKind::ConnectionAborted)), "{old_got:?}");
+        // 10x the 100 ms safety interval, the longest periodic look of a blocking wait.
+        assert!(new_took < Duration::from_secs(1), "the newcomer's read took {new_took:?}");
+        assert!(both_took < Duration::from_secs(1), "the old reader's read took {both_took:?}");
+    });
+}
+
 /// framed/producer.rs send_batch: "It stops early, and the next call reports why, at a message
 /// longer than max_frame_len ... the unsent messages are `msgs[sent..]`"; "Errors: As send,
 /// for the first message only".

@@ -192,7 +192,13 @@
 //! compares (one load of the read-mostly first line). From then on every call returns
 //! `ConnectionAborted` and nothing it does, dropping included, reaches the header, also once
 //! the taker has closed the role in its turn ([`trust_model`](super::trust_model) has the
-//! limits).
+//! limits). A blocking call that was already waiting when the role was taken is past that
+//! check: it may still complete once, a read with bytes the newcomer reads too
+//! ([`trust_model`](super::trust_model), "Not earlier"). Where the taker is this same process
+//! (it took the role over from its own end, whose death a peer forged), the two ends park on
+//! one waiter word: an async end parked there makes way for the newcomer's park and is woken
+//! to find its role gone; a blocking one may take one wake-up meant for the newcomer, which
+//! then waits for its next periodic look (up to the 100 ms safety interval) instead.
 //!
 //! Times (restart gap from SIGKILL to the replacement's first byte, the take-over call
 //! itself) are printed by `tests/restart.rs` and `examples/supervisor.rs`; measured figures:

@@ -67,8 +67,10 @@
 //!   the one the end claimed with, and stops at a new epoch: one relaxed load of the
 //!   read-mostly first line) and from
 //!   then on returns `ConnectionAborted`, and touches the header no more: no publish, no
-//!   release, no close when dropped. Not earlier: a store already past that check when the
-//!   take-over lands (one cursor publish) still reaches the header. The peer validates it
+//!   release, no close when dropped. Not earlier: a call already past that check when the
+//!   take-over lands, a blocking one that was waiting then included, still completes (a read
+//!   returns what it found) and its one cursor publish still reaches the header. The peer
+//!   validates it
 //!   like any cursor: an impossible one poisons the ring (`InvalidData`), a possible one can
 //!   hand the new holder bytes that change in flight, as any hostile peer can.
 //! - **Rewrite the claim word.** A word that names another holding of this end's role (a
