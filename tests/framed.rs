@@ -1873,3 +1873,77 @@ fn recv_into_without_memory_for_the_frame_is_an_error_and_keeps_the_frame() {
     });
     assert_eq!(status, 0, "2 = setrlimit failed, 3 = not OutOfMemory, 4 = buf not empty, 5 = the frame was lost, 6 = the next frame was lost");
 }
+
+/// A consumer that took every frame (its last releases still held back, as releases are
+/// batched) and then waits hands the room over at once, in every wait it has: a producer
+/// blocked in `send_timeout` for a frame that needs the whole ring gets its room, and the
+/// wait returns that frame. The waits: `recv_timeout`, `recv_batch_timeout`,
+/// `recv_into_timeout`, a byte grant after `into_inner`, `recv_timeout` after
+/// `into_inner().into_framed()`, and the async `recv` and `recv_batch`; each after frames
+/// taken by `try_recv` and by `try_recv_into`. (From an adversarial review of the consumer side,
+/// which found no defect; this pins docs::framing, "Releases".)
+#[test]
+fn every_wait_of_the_consumer_hands_its_held_back_releases_to_a_blocked_producer() {
+    let _dog = watchdog("every_wait_of_the_consumer_hands_its_held_back_releases_to_a_blocked_producer", HANG);
+    let waits = if cfg!(feature = "tokio") { 7 } else { 5 };
+    for take_into in [false, true] {
+        for wait in 0..waits {
+            let (tx, rx) = channel(4096).unwrap();
+            let cap = tx.capacity();
+            let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+            let mut sent = 0;
+            while tx.try_send(&[5; 64]).is_ok() {
+                sent += 1;
+            }
+            let mut buf = Vec::new();
+            for _ in 0..sent {
+                if take_into {
+                    rx.try_recv_into(&mut buf).unwrap().unwrap();
+                } else {
+                    drop(rx.try_recv().unwrap().unwrap());
+                }
+            }
+            let whole = vec![9; cap - 8];
+            let sender = thread::spawn(move || {
+                // Parked before the consumer's wait begins, most of the time.
+                thread::sleep(Duration::from_millis(20));
+                let t = Instant::now();
+                let r = tx.send_timeout(&whole, WAKE);
+                (r.map_err(|e| e.kind()), t.elapsed())
+            });
+            let long = 2 * WAKE;
+            let got = match wait {
+                0 => rx.recv_timeout(long).unwrap().unwrap().len(),
+                1 => {
+                    let mut len = 0;
+                    rx.recv_batch_timeout(long, |f| len = f.len()).unwrap();
+                    len
+                }
+                2 => rx.recv_into_timeout(&mut buf, long).unwrap().unwrap(),
+                // The frame's header and payload, as bytes.
+                3 => rx.into_inner().read_grant_timeout(cap, long).unwrap().len() - 8,
+                4 => rx.into_inner().into_framed().recv_timeout(long).unwrap().unwrap().len(),
+                #[cfg(feature = "tokio")]
+                5 | 6 => {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    let mut rx = rx.into_async().unwrap();
+                    rt.block_on(async {
+                        if wait == 5 {
+                            rx.recv().await.unwrap().unwrap().len()
+                        } else {
+                            let mut len = 0;
+                            rx.recv_batch(|f| len = f.len()).await.unwrap();
+                            len
+                        }
+                    })
+                }
+                _ => unreachable!(),
+            };
+            let (r, took) = sender.join().unwrap();
+            let case = format!("taken by {}, wait {wait}", if take_into { "try_recv_into" } else { "try_recv" });
+            assert_eq!(r, Ok(()), "{case}");
+            assert!(took < LIVE, "{case}: the producer waited {took:?} for the room");
+            assert_eq!(got, cap - 8, "{case}");
+        }
+    }
+}
