@@ -208,6 +208,33 @@ pub(crate) unsafe fn mlock(addr: NonNull<u8>, len: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// `munlock(addr, len)`: unlocks the range (a range that was not locked stays as it was).
+///
+/// # Safety
+/// The range must be mapped and owned by the caller.
+pub(crate) unsafe fn munlock(addr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: unlocking changes residency, not contents; the caller owns the range.
+    let r = unsafe { libc::munlock(addr.as_ptr().cast(), len) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether the range is locked (`VM_LOCKED`, as every new mapping is in a process that called
+/// `mlockall(MCL_FUTURE)`): `madvise(MADV_COLD)` refuses a locked range with `EINVAL`
+/// (mm/madvise.c, `can_madv_lru_vma`), and on any other range only marks its pages as the
+/// first to reclaim, which changes no contents. Any other answer (a sandbox's `EPERM`, say)
+/// counts as not locked.
+///
+/// # Safety
+/// The range must be mapped and owned by the caller, ordinary (not hugetlb) shared memory.
+pub(crate) unsafe fn is_locked(addr: NonNull<u8>, len: usize) -> bool {
+    // SAFETY: advice that changes no contents, on the caller's range.
+    let r = unsafe { madvise(addr, len, libc::MADV_COLD) };
+    matches!(r, Err(e) if e.raw_os_error() == Some(libc::EINVAL))
+}
+
 /// This process's `RLIMIT_MEMLOCK` soft limit in bytes, `None` when unlimited or unreadable.
 pub(crate) fn memlock_limit() -> Option<u64> {
     soft_limit(libc::RLIMIT_MEMLOCK as libc::c_int)

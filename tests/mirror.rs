@@ -217,6 +217,44 @@ fn a_tight_rlimit_as_gives_enomem_not_a_crash() {
     }
 }
 
+/// `RLIMIT_AS` with room for the whole map (`H + 2N` on top of what is mapped, and 1 MiB to
+/// spare): every backend makes it, except `Duplicate`, whose `mremap` the kernel charges for
+/// view B before it unmaps the reserved range that view replaces (docs::accounting): it fails
+/// with `OutOfMemory` saying it needs room for a third view (before, the message said that
+/// both views fit), and makes the map with `H + 3N` of room. (From an adversarial review.)
+#[test]
+fn rlimit_as_with_room_for_both_views_makes_the_map_and_duplicate_needs_a_third() {
+    let n: usize = 64 << 20;
+    for b in available() {
+        let status = in_child(move || {
+            let Some(vm) = vm_size() else { return 2 };
+            let room = |views: usize| vm + page_size() + views * n + (1 << 20);
+            if common::set_soft_limit(libc::RLIMIT_AS, room(2)).is_none() {
+                return 2;
+            }
+            match (MirrorMap::with_backend(n, b), b) {
+                (Ok(m), Backend::MirrorFlag | Backend::Memfd) if mirrors_at(&m, n - 1, 0x77) => 0,
+                (Err(e), Backend::Duplicate)
+                    if e.kind() == ErrorKind::OutOfMemory && e.to_string().contains("third") =>
+                {
+                    if common::set_soft_limit(libc::RLIMIT_AS, room(3)).is_none() {
+                        return 2;
+                    }
+                    match MirrorMap::with_backend(n, b) {
+                        Ok(m) if mirrors_at(&m, n - 1, 0x77) => 0,
+                        _ => 4,
+                    }
+                }
+                (r, _) => {
+                    eprintln!("{b}: {:?}", r.map(|m| m.len()));
+                    3
+                }
+            }
+        });
+        assert_eq!(status, 0, "{b}: 2 = setup, 3 = not as documented, 4 = duplicate failed with room for three views");
+    }
+}
+
 /// A memfd larger than `RLIMIT_FSIZE` allows: `ftruncate` would fail with EFBIG *and* the
 /// kernel would send SIGXFSZ, whose default action ends the process. Creation must refuse it
 /// first, with EFBIG as the source and a message naming the limit, and leave nothing; a map
@@ -392,6 +430,91 @@ fn a_tight_rlimit_memlock_refuses_the_lock_clearly() {
              PermissionDenied"
         );
     }
+}
+
+/// A process that locks its future mappings (`mlockall(MCL_FUTURE)`, as audio and SDR programs
+/// do) gets every map locked, both views, and gives every locked byte back when the map goes:
+/// `VmLck` returns to where it was. View A is locked from the moment it is mapped, and the
+/// value-4 `mremap` on a locked source leaks `locked_vm` accounting (KERNEL.md): before, each
+/// mirror-flag map (so each `Auto` map) left `H + N` bytes counted for the life of the process.
+/// (From an adversarial review of map construction.)
+#[test]
+fn under_mlockall_future_maps_are_locked_and_give_their_lock_back() {
+    for b in available().into_iter().chain([Backend::Auto]) {
+        let status = in_child(move || {
+            // SAFETY: a plain call on this process's own memory policy, in a forked child.
+            if unsafe { libc::mlockall(libc::MCL_FUTURE) } != 0 {
+                return 2;
+            }
+            let n = 1 << 20;
+            let before = locked_bytes();
+            for _ in 0..4 {
+                let Ok(map) = MirrorMap::with_backend(n, b) else { return 3 };
+                if locked_bytes() < before + 2 * n {
+                    eprintln!("{b}: VmLck {before} before a 1 MiB map, {} with it", locked_bytes());
+                    return 4;
+                }
+                if !mirrors_at(&map, n - 1, 0x5a) {
+                    return 5;
+                }
+                drop(map);
+                if locked_bytes() != before {
+                    eprintln!("{b}: VmLck {before} before a 1 MiB map, {} after it was dropped", locked_bytes());
+                    return 6;
+                }
+            }
+            0
+        });
+        assert_eq!(
+            status, 0,
+            "{b}: 2 = mlockall failed, 3 = no map, 4 = both views not locked, 5 = no mirror, 6 = locked bytes \
+             left behind"
+        );
+    }
+}
+
+/// The consequence for an unprivileged process under `MCL_FUTURE` (`RLIMIT_MEMLOCK` of 8 MiB,
+/// room for three 1 MiB rings at once): making and dropping one ring at a time goes on for ever
+/// (before, the sixth failed, each dropped ring having left 1 MiB counted); and a ring over the
+/// limit is refused with `OutOfMemory` naming `MCL_FUTURE` and the limit, `EAGAIN` as its
+/// `source()` (before: a bare `EAGAIN`, kind `WouldBlock`).
+#[test]
+fn under_mlockall_future_rings_come_and_go_within_rlimit_memlock() {
+    let status = in_child(|| {
+        // Probed before the limit, as a process's first ring would be.
+        let _ = Backend::Auto.is_available();
+        if !limit_locking_to(8 << 20) {
+            return 2;
+        }
+        // SAFETY: as above.
+        if unsafe { libc::mlockall(libc::MCL_FUTURE) } != 0 {
+            return 3;
+        }
+        for i in 0..32 {
+            if let Err(e) = mirror_ring::RingOptions::new().capacity(1 << 20).build() {
+                eprintln!("ring {i}: {e} (VmLck {})", locked_bytes());
+                return 4;
+            }
+        }
+        match MirrorMap::new(8 << 20) {
+            Err(e) if e.kind() == ErrorKind::OutOfMemory && e.to_string().contains("MCL_FUTURE") => {
+                let os = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
+                if os.and_then(|o| o.raw_os_error()) != Some(libc::EAGAIN) {
+                    return 6;
+                }
+            }
+            other => {
+                eprintln!("an 8 MiB map under an 8 MiB RLIMIT_MEMLOCK: {:?}", other.map(|m| m.len()));
+                return 5;
+            }
+        }
+        0
+    });
+    assert_eq!(
+        status, 0,
+        "2 = cannot limit locking here, 3 = mlockall failed, 4 = a ring could not be made, 5 = the map over the \
+         limit not OutOfMemory naming MCL_FUTURE, 6 = EAGAIN lost"
+    );
 }
 
 /// The Rss (KiB) of the mapping that contains `addr`, from /proc/self/smaps.

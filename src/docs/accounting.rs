@@ -10,7 +10,10 @@
 //!   this one.
 //! - **`RLIMIT_AS`** counts `2N` per mapping process: creation fails with `ENOMEM` (reported
 //!   as `OutOfMemory`, naming `RLIMIT_AS`) when only `N` fits, at its first step, the
-//!   reservation of `H + 2N` bytes of address space.
+//!   reservation of `H + 2N` bytes of address space. `Backend::Duplicate` needs `N` more for a
+//!   moment: the kernel charges its `mremap` for view B before it unmaps the reserved range
+//!   that view replaces, so it fails where `H + 2N` fits and `H + 3N` does not (the other
+//!   backends do not).
 //! - **`vm.max_map_count`** (65530 by default): each ring uses 2 or 3 mapping entries, so a
 //!   process holds some tens of thousands of rings at most; creation then fails with
 //!   `OutOfMemory` naming the map count.
@@ -22,7 +25,10 @@
 //!   [`SharedRing::lock_memory`](crate::SharedRing::lock_memory)) charges the control page and
 //!   each view, `H + 2N`, to the locking process (`VmLck` grows by that much; measured in
 //!   `tests/mirror.rs`), unless it has `CAP_IPC_LOCK`. Locks are per process and not inherited
-//!   across `fork`.
+//!   across `fork`. A process under `mlockall(MCL_FUTURE)` has every ring locked as it is
+//!   made, both views, and gets the whole charge back when the ring is dropped; while a ring is
+//!   being made the kernel also counts the address space reserved for it, and a ring over the
+//!   limit fails with `OutOfMemory` naming `MCL_FUTURE`, `EAGAIN` as `source()`.
 //!
 //! - **Descriptors** (`RLIMIT_NOFILE`): a ring made with `Backend::Memfd` keeps its memfd open
 //!   while any handle of it lives in the process (the fd-less backends keep none). An end

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::ptr::NonNull;
 
-use super::{check_and_clear, explain_enomem, step, total_len, Backend, Context, MirrorMap, Pages, Reservation, Step};
+use super::{check_and_clear, explain_map, step, total_len, Backend, Context, MirrorMap, Pages, Reservation, Step};
 use crate::sys;
 
 /// The size of the huge pages a huge-page map is made of: 2 MiB.
@@ -151,7 +151,7 @@ impl MirrorMap {
             // SAFETY: [ctrl, ctrl+H) is inside our reservation.
             unsafe { sys::map_shared_anon_fixed(res.ctrl, h) }
         })
-        .map_err(|e| explain_enomem(e, || "cannot map the control page of a huge-page mirror".to_owned()))?;
+        .map_err(|e| explain_map(e, || "cannot map the control page of a huge-page mirror".to_owned()))?;
         match backend {
             Backend::MirrorFlag | Backend::Duplicate => {
                 step(Step::MapFirst, || {

@@ -144,6 +144,24 @@ fn explain_enomem(err: io::Error, what: impl FnOnce() -> String) -> io::Error {
     }
 }
 
+/// [`explain_enomem`] for a step that maps (`mmap`, `mremap`, the reservation), where EAGAIN too
+/// has one cause:
+/// the process locks its future mappings (`mlockall(MCL_FUTURE)`) and this one would pass
+/// `RLIMIT_MEMLOCK`.
+fn explain_map(err: io::Error, what: impl FnOnce() -> String) -> io::Error {
+    if err.raw_os_error() != Some(libc::EAGAIN) {
+        return explain_enomem(err, what);
+    }
+    let limit = sys::memlock_limit().map_or_else(|| "unlimited".to_owned(), |b| format!("{b} bytes"));
+    let msg = format!(
+        "{}: this process locks every new mapping (mlockall with MCL_FUTURE) and RLIMIT_MEMLOCK \
+         ({limit} here) is reached; the kernel counts each mapping as it is made, the address \
+         space reserved for the map included",
+        what()
+    );
+    io::Error::new(io::ErrorKind::OutOfMemory, Context { msg, source: err })
+}
+
 /// Options for building a [`MirrorMap`], in the style of `memmap2::MmapOptions`.
 ///
 /// # Examples
@@ -592,13 +610,13 @@ impl MirrorMap {
                     unsafe { sys::map_fd_fixed(res.at(h), len, fd.as_fd(), 0) }
                 })
                 .map_err(|e| {
-                    explain_enomem(e, || format!("cannot map a {len}-byte memfd (RLIMIT_AS or vm.max_map_count)"))
+                    explain_map(e, || format!("cannot map a {len}-byte memfd (RLIMIT_AS or vm.max_map_count)"))
                 })?;
                 step(Step::MapSecond, || {
                     // SAFETY: [ctrl+H+N, ctrl+H+2N) is inside our reservation.
                     unsafe { sys::map_fd_fixed(res.at(h + len), len, fd.as_fd(), 0) }
                 })
-                .map_err(|e| mirror_enomem(e, len))?;
+                .map_err(|e| mirror_enomem(e, len, false))?;
                 // Both views hold the file now; nothing else needs the descriptor.
             }
             Backend::Auto => {
@@ -826,42 +844,65 @@ fn map_ring_file(res: &Reservation, fd: BorrowedFd<'_>, len: usize) -> io::Resul
         // SAFETY: [ctrl, ctrl+H+N) is inside our reservation; the file is H + N bytes long.
         unsafe { sys::map_fd_fixed(res.ctrl, h + len, fd, 0) }
     })
-    .map_err(|e| {
-        explain_enomem(e, || format!("cannot map a {}-byte memfd (RLIMIT_AS or vm.max_map_count)", h + len))
-    })?;
+    .map_err(|e| explain_map(e, || format!("cannot map a {}-byte memfd (RLIMIT_AS or vm.max_map_count)", h + len)))?;
     step(Step::MapSecond, || {
         // SAFETY: [base+H+N, base+H+2N) is inside our reservation; [H, H+N) is inside the file.
         unsafe { sys::map_fd_fixed(res.at(h + len), len, fd, h) }
     })
-    .map_err(|e| mirror_enomem(e, len))
+    .map_err(|e| mirror_enomem(e, len, false))
 }
 
 /// Makes view B of `len` bytes at `ctrl + H + N` from view A, the shared memory at `ctrl + H`,
 /// with `backend`'s `mremap` form.
+///
+/// In a process that locks its future mappings (`mlockall(MCL_FUTURE)`, as audio and SDR
+/// programs do), view A is locked as soon as it is mapped, and the value-4 form on a locked
+/// source leaks `locked_vm` accounting (KERNEL.md): every such map would keep `H + N` bytes
+/// counted against `RLIMIT_MEMLOCK` for the life of the process. So view A is unlocked for the
+/// step and both views are locked after it, as `MCL_FUTURE` asks. (The duplicate form carries
+/// the lock over and accounts for it correctly.)
 fn mirror_by_mremap(res: &Reservation, len: usize, backend: Backend) -> io::Result<()> {
     let h = sys::page_size();
     let (old_len, flag) = if backend == Backend::MirrorFlag { (len, sys::MREMAP_MIRROR) } else { (0, 0) };
+    // SAFETY: view A, [ctrl+H, ctrl+H+N), is the shared memory the caller just mapped there.
+    let relock = backend == Backend::MirrorFlag && unsafe { sys::is_locked(res.at(h), len) };
+    if relock {
+        // SAFETY: as above.
+        step(Step::Lock, || unsafe { sys::munlock(res.at(h), len) })?;
+    }
     step(Step::MapSecond, || {
         // SAFETY: source and target are inside our reservation; the source is the MAP_SHARED
         // mapping the caller just made, never private memory.
         unsafe { sys::mremap_fixed(res.at(h), old_len, len, flag, res.at(h + len)) }
     })
-    .map_err(|e| mirror_enomem(e, len))
+    .map_err(|e| mirror_enomem(e, len, old_len == 0))?;
+    if relock {
+        // SAFETY: both views, [ctrl+H, ctrl+H+2N), are mapped inside our reservation.
+        step(Step::Lock, || unsafe { sys::mlock(res.at(h), 2 * len) }).map_err(|e| lock_error(e, 2 * len, false))?;
+    }
+    Ok(())
 }
 
 /// ENOMEM from mapping `len` bytes of anonymous shared memory, explained.
 fn shared_enomem(e: io::Error, len: usize) -> io::Error {
-    explain_enomem(e, || {
+    explain_map(e, || {
         format!("cannot map {len} bytes of shared memory (overcommit limit, RLIMIT_AS or vm.max_map_count)")
     })
 }
 
-fn mirror_enomem(e: io::Error, len: usize) -> io::Error {
-    explain_enomem(e, || {
+/// ENOMEM from making view B of a `len`-byte mirror, explained. `duplicate`: by the duplicate
+/// form of `mremap`, which the kernel charges to `RLIMIT_AS` before it unmaps the reserved
+/// range the new view replaces, so that for a moment it needs room for a third view.
+fn mirror_enomem(e: io::Error, len: usize, duplicate: bool) -> io::Error {
+    explain_map(e, || {
+        let room = if duplicate {
+            format!("RLIMIT_AS must have room for both views and, while the duplicate form makes the second, a third ({} bytes)", 3 * len)
+        } else {
+            format!("RLIMIT_AS counts both views ({} bytes)", 2 * len)
+        };
         format!(
-            "cannot create the second view of a {len}-byte mirror: RLIMIT_AS counts both views \
-             ({} bytes) and each ring uses 2-3 of the process's vm.max_map_count mappings (default 65530)",
-            2 * len
+            "cannot create the second view of a {len}-byte mirror: {room}, and each ring uses 2-3 of the \
+             process's vm.max_map_count mappings (default 65530)"
         )
     })
 }
@@ -954,7 +995,7 @@ impl Reservation {
 
     fn reserve(total: usize, len: usize) -> io::Result<NonNull<u8>> {
         let base = step(Step::Reserve, || sys::reserve(total)).map_err(|e| {
-            explain_enomem(e, || {
+            explain_map(e, || {
                 format!(
                     "cannot reserve {total} bytes of address space for a {len}-byte mirror \
                      (RLIMIT_AS counts both views)"
