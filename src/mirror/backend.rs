@@ -26,7 +26,8 @@
 //! - When every backend is refused or unavailable, `Auto` fails with `Unsupported`, naming each
 //!   backend and why, with the last OS error as `source()`.
 //! - A probe that fails for want of a resource (`ENOMEM`: `RLIMIT_AS`, the map count, a
-//!   cgroup; `EMFILE`, `ENFILE`, `EAGAIN`) says nothing about the backend: its error is
+//!   cgroup; `EMFILE`, `ENFILE`, `EAGAIN`; `EFBIG`: `RLIMIT_FSIZE` below the memfd probe's two
+//!   pages) says nothing about the backend: its error is
 //!   returned as it is and nothing is cached, so the next creation probes again. (Cached, such
 //!   a shortage at a process's first ring would disable the backend for the process's life.)
 
@@ -296,10 +297,11 @@ fn is_refusal_errno(errno: i32) -> bool {
     matches!(errno, libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP)
 }
 
-/// The errnos of a shortage of memory, address space or descriptors: a probe that fails with
-/// one of these has learnt nothing about its backend.
+/// The errnos of a shortage of memory, address space, descriptors or file size
+/// (`RLIMIT_FSIZE`, which `size_memfd` checks first and reports as `EFBIG`): a probe that fails
+/// with one of these has learnt nothing about its backend.
 fn is_shortage_errno(errno: i32) -> bool {
-    matches!(errno, libc::ENOMEM | libc::EMFILE | libc::ENFILE | libc::EAGAIN)
+    matches!(errno, libc::ENOMEM | libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::EFBIG)
 }
 
 /// The errno of an error, also from under an explanation (an `OutOfMemory` keeps it as
@@ -452,7 +454,8 @@ mod tests {
         assert_eq!(Availability::Fails(Some(-1)).to_raw(), Availability::Fails(None).to_raw());
     }
 
-    /// A shortage at a process's first probe (no address space, no descriptor) is returned as
+    /// A shortage at a process's first probe (no address space, no descriptor, a file size
+    /// limit) is returned as
     /// it is, with its errno, and not cached: once the shortage is over the backends work.
     /// Cached, it used to make every later creation in the process fail with `Unsupported`.
     /// In a child, whose cache is reset as in a fresh process.
@@ -497,14 +500,32 @@ mod tests {
                 return 7;
             }
             match MirrorMap::with_backend(4096, Backend::Memfd) {
+                Ok(_) if Backend::Memfd.is_available() => {}
+                _ => return 8,
+            }
+            // Files of one page at most: not the memfd probe's two (RLIMIT_FSIZE, which the
+            // crate checks itself, since the kernel's answer past it is SIGXFSZ).
+            fresh();
+            let old = set_soft_limit(libc::RLIMIT_FSIZE, sys::page_size()).unwrap();
+            let first = MirrorMap::with_backend(4096, Backend::Memfd);
+            set_soft_limit(libc::RLIMIT_FSIZE, old as usize).unwrap();
+            match first {
+                Err(e) if errno_of(&e) == Some(libc::EFBIG) && e.to_string().contains("RLIMIT_FSIZE") => {}
+                _ => return 9,
+            }
+            if cached(Backend::Memfd) {
+                return 10;
+            }
+            match MirrorMap::with_backend(4096, Backend::Memfd) {
                 Ok(_) if Backend::Memfd.is_available() => 0,
-                _ => 8,
+                _ => 11,
             }
         });
         assert_eq!(
             status, 0,
             "3 = RLIMIT_AS not OutOfMemory with ENOMEM, 4 = the shortage was cached, 5 = no backend afterwards, \
-             6 = EMFILE lost, 7 = EMFILE cached, 8 = memfd unavailable afterwards"
+             6 = EMFILE lost, 7 = EMFILE cached, 8 = memfd unavailable afterwards, 9 = EFBIG or its \
+             explanation lost, 10 = EFBIG cached, 11 = memfd unavailable after RLIMIT_FSIZE"
         );
     }
 }
