@@ -211,8 +211,9 @@ impl FramedProducer {
     #[inline(always)]
     fn batch_send_with<M: AsRef<[u8]>>(&mut self, msgs: &[M], wait: Wait) -> io::Result<usize> {
         let Some(first) = msgs.first() else { return Ok(0) };
-        // Each message's `as_ref` is called once: the slice whose length claimed the room is
-        // the one written (a caller's `AsRef` may answer differently each time).
+        // The slice whose length claimed the room is the one written, from the same `as_ref`
+        // call (a caller's `AsRef` may answer differently each time). A message that ends a run
+        // is asked again as the next run's first: its second answer claims and is written.
         let mut first = first.as_ref();
         // Every check `send` makes (ownership, length, closed, poisoned), and the wait for room.
         let mut header = self.claim(first.len(), wait)?;
