@@ -165,3 +165,35 @@ fn close_wakes_parked_async_reader() {
         producer.join().unwrap();
     });
 }
+
+/// Two parks on one waiter word: an end of this process whose role this process took over
+/// (a peer forged its death), parked, and the newcomer, parking on the same word. The old
+/// park goes (its end dropped, on another thread) while the newcomer parks and a byte is
+/// published: the newcomer is woken. (Before, the registry kept one entry per word: the
+/// newcomer's registration swapped its waker into the old park's entry, and the old park's
+/// drop removed it, so the publish woke nobody: a deadlock here.)
+#[test]
+fn a_park_displaced_from_its_word_does_not_take_the_newcomers_wake() {
+    model("a_park_displaced_from_its_word_does_not_take_the_newcomers_wake", || {
+        let ring = Arc::new(Ring::new(N, 0));
+        let data = Arc::new(Data::new(N));
+        let mut reader = AsyncReader::new(&ring, true);
+        // The old end's park: registered, its task never polled again.
+        let mut old = Parking::default();
+        let waker = std::task::Waker::noop();
+        let polled = old.poll(&mut std::task::Context::from_waker(waker), &mut reader, |end| {
+            match end.rx.poll_readable(&end.ring, 1) {
+                Some(_) => Ok(()),
+                None => Err(io::ErrorKind::WouldBlock.into()),
+            }
+        });
+        assert!(polled.is_pending(), "nothing was published yet");
+        let leaving = thread::spawn(move || drop(old));
+        let producer = publish_bytes(&ring, &data, 1);
+        assert_eq!(reader.read(1), Ok(1));
+        assert_eq!(data.read(0), value(0));
+        producer.join().unwrap();
+        leaving.join().unwrap();
+        assert!(!park::registered_for_model(), "a registration outlived the read");
+    });
+}
