@@ -154,9 +154,9 @@ fn explain_map(err: io::Error, what: impl FnOnce() -> String) -> io::Error {
     }
     let limit = sys::memlock_limit().map_or_else(|| "unlimited".to_owned(), |b| format!("{b} bytes"));
     let msg = format!(
-        "{}: this process locks every new mapping (mlockall with MCL_FUTURE) and RLIMIT_MEMLOCK \
-         ({limit} here) is reached; the kernel counts each mapping as it is made, the address \
-         space reserved for the map included",
+        "{}: EAGAIN, the kernel's answer when a process that locks every new mapping (mlockall \
+         with MCL_FUTURE) would pass RLIMIT_MEMLOCK ({limit} here); it counts each mapping as it \
+         is made, the address space reserved for the map included",
         what()
     );
     io::Error::new(io::ErrorKind::OutOfMemory, Context { msg, source: err })
