@@ -105,7 +105,13 @@ impl ProcessWatch {
         }
         let (theirs, ours) = (holder.pid_ns, own_pid_namespace());
         let foreign = theirs != 0 && ours != 0 && theirs != ours;
-        let same_process = !foreign && pid == sys::getpid();
+        // Our own pid names this process only with our own start time: another recorded start
+        // time is a holder that died and whose pid this process got later (a supervisor's
+        // replacement worker, say), whom the ordinary check proves dead. If our own start time
+        // cannot be read now, the ordinary check decides too (it finds this process alive).
+        let same_process = !foreign
+            && pid == sys::getpid()
+            && (holder.start_time == 0 || sys::proc_stat(pid).is_ok_and(|(_, start)| start == holder.start_time));
         Some(Peer { pid, start_time: holder.start_time, claim: holder.claim, same_process, foreign })
     }
 
@@ -169,13 +175,18 @@ impl ProcessWatch {
             match sys::pidfd_open(peer.pid) {
                 Ok(fd) => {
                     // The pidfd may name a later process that reused the pid: compare start
-                    // times. No answer from /proc (it hides the process, or no descriptor is
-                    // left): the pidfd alone decides from now on.
+                    // times. No descriptor or memory to read /proc with (the pidfd may have
+                    // taken the last descriptor): cannot tell this time, and the pidfd goes, so
+                    // that the next check compares again. No answer otherwise (/proc hides the
+                    // process): the pidfd alone decides from now on.
                     if peer.start_time != 0 {
-                        if let Ok((_, now)) = sys::proc_stat(peer.pid) {
-                            if now != peer.start_time {
-                                return Liveness::Dead;
+                        match sys::proc_stat(peer.pid) {
+                            Ok((_, now)) if now != peer.start_time => return Liveness::Dead,
+                            Ok(_) => {}
+                            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) => {
+                                return Liveness::Unknown
                             }
+                            Err(_) => {}
                         }
                     }
                     self.pidfd = Some(fd);

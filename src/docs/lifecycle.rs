@@ -70,9 +70,15 @@
 //!   other than the recorded one: the pid was reused by a later process (from the moment the
 //!   pidfd is open it names that one process, whatever happens to the number). Each side
 //!   takes its own time namespace's boottime offset out of the start time it reads, so the
-//!   two agree across time namespaces.
+//!   two agree across time namespaces. This holds also when the later process is the one
+//!   checking (a replacement worker that got its dead predecessor's pid): a slot names the
+//!   checking process itself only with its own start time. Start times count clock ticks
+//!   (`USER_HZ`, 100 a second): a pid reused within the tick in which its dead process
+//!   started is not told apart.
 //!
-//! Everything else is *unknown*: no descriptor left to open a pidfd or `/proc` (`EMFILE`),
+//! Everything else is *unknown*: no descriptor left to open a pidfd or `/proc` (`EMFILE`; also
+//! when the pidfd takes the last one and the start time cannot be read: the pidfd is closed
+//! again, and the next check compares the start time),
 //! `/proc` unreadable or hiding the process (`hidepid`), a peer in another PID namespace. An
 //! unknown answer is counted ([`Stats::peer_unknown`](crate::Stats::peer_unknown)), retried at
 //! the next check and never latched: a blocked call keeps waiting, and its timeout (if it has
@@ -192,7 +198,8 @@
 //! compares (one load of the read-mostly first line). From then on every call returns
 //! `ConnectionAborted` and nothing it does, dropping included, reaches the header, also once
 //! the taker has closed the role in its turn ([`trust_model`](super::trust_model) has the
-//! limits). A blocking call that was already waiting when the role was taken is past that
+//! limits: a writer of the header who puts the old claim word back makes the old end go on,
+//! as a rewound epoch does; the loss is not latched). A blocking call that was already waiting when the role was taken is past that
 //! check: it may still complete once, a read with bytes the newcomer reads too
 //! ([`trust_model`](super::trust_model), "Not earlier"). Where the taker is this same process
 //! (it took the role over from its own end, whose death a peer forged), the two ends park on
