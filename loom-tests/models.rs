@@ -115,6 +115,7 @@ impl Ring {
             peer,
             counters: &counters,
             kept: &mut false,
+            timed_out_barrier: &mut None,
         };
         wait::wait_for(waiter, None, poll)
     }

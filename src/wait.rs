@@ -33,7 +33,9 @@
 //! at most one per [`REARM_INTERVAL`]: inside that interval the flag is raised with a local
 //! fence only and the sleep is cut to the rest of the interval, so a wake-up missed for want
 //! of the barrier costs at most that long. A peer that keeps clearing the flag therefore
-//! cannot drive this process (and, through a global barrier, every CPU) in a tight loop.
+//! cannot drive this process (and, through a global barrier, every CPU) in a tight loop; nor
+//! across calls, since a call that ended on its timeout hands the time of its last barrier to
+//! the end's next wait ([`Waiter::timed_out_barrier`]).
 //!
 //! # How long to spin
 //!
@@ -205,6 +207,13 @@ pub(crate) struct Waiter<'a> {
     /// In: the previous wait of this end returned on its deadline with its flag left raised
     /// after a heavy barrier. Out: whether this wait did so.
     pub(crate) kept: &'a mut bool,
+    /// In: when the previous wait of this end paid its last heavy barrier, if that wait
+    /// returned on its deadline. Out: the same of this wait. A wait that then raises its flag
+    /// again (it was cleared since, or not kept) counts that barrier towards the rate limit
+    /// of one a [`REARM_INTERVAL`], as a park within one wait does: so a peer that keeps
+    /// clearing the flag cannot have each of a loop of short timed calls pay a barrier. (A
+    /// wait that was satisfied passes nothing on: the next one's first park is strong.)
+    pub(crate) timed_out_barrier: &'a mut Option<Instant>,
 }
 
 /// Waits until `poll` returns `Some`, spinning for the end's spin first and then sleeping on
@@ -216,9 +225,11 @@ pub(crate) fn wait_for<T>(
     mut poll: impl FnMut() -> Option<Result<T, Stop>>,
 ) -> Result<T, Stop> {
     if let Some(r) = poll() {
+        // Satisfied: no barrier to pass on (see `Waiter::timed_out_barrier`).
+        *w.timed_out_barrier = None;
         return r;
     }
-    let Waiter { hdr, role, park, spin, peer, counters, kept } = w;
+    let Waiter { hdr, role, park, spin, peer, counters, kept, timed_out_barrier } = w;
     let mut kept_strong = std::mem::take(kept);
     // A peer already known (or now found) dead: do not wait a watch interval to say so again.
     // `gone` is rate-limited, so a busy ring pays a clock read here, not a system call.
@@ -235,7 +246,7 @@ pub(crate) fn wait_for<T>(
     let mut armed = false;
     // Whether the raising was covered by a heavy barrier (else sleeps are cut short).
     let mut strong = false;
-    let mut last_barrier: Option<Instant> = None;
+    let mut last_barrier: Option<Instant> = std::mem::take(timed_out_barrier);
     // Whether this wait's spin has been counted as missed (once per wait, at its first park).
     let mut missed = false;
     let result = loop {
@@ -318,6 +329,10 @@ pub(crate) fn wait_for<T>(
             bound = bound.min(REARM_INTERVAL.saturating_sub(since)).max(Duration::from_micros(20));
         }
         let timeout = deadline.map_or(bound, |d| d.saturating_duration_since(now).min(bound));
+        // Cut short by the call's own deadline: a sleep that ends there did not reach its
+        // bound, and a publish in flight at that moment (its cursor stored, its look at the
+        // flag still to come) is no lost wake-up.
+        let cut = timeout < bound;
         counters.sleeps.bump();
         let timed_out = match word.wait(1, timeout) {
             Woke::Woken | Woke::Changed => {
@@ -329,7 +344,7 @@ pub(crate) fn wait_for<T>(
                 // just after our sleep ended.
                 // Relaxed: only our own store and the waker's swap write this word.
                 armed = word.load(Ordering::Relaxed) != 0;
-                armed && outcome == Woke::TimedOut
+                armed && outcome == Woke::TimedOut && !cut
             }
         };
         if !armed {
@@ -350,6 +365,9 @@ pub(crate) fn wait_for<T>(
             break r;
         }
     };
+    if result.as_ref().err() == Some(&Stop::TimedOut) {
+        *timed_out_barrier = last_barrier;
+    }
     if armed {
         word.store(0, Ordering::Relaxed);
     } else if kept_strong {

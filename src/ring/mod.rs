@@ -320,6 +320,9 @@ struct End {
     /// The last wait ended on its deadline with the waiter flag left raised after a heavy
     /// barrier (`wait::Waiter::kept`).
     kept: Cell<bool>,
+    /// When the last wait paid its last heavy barrier, if it ended on its deadline
+    /// (`wait::Waiter::timed_out_barrier`).
+    timed_out_barrier: Cell<Option<Instant>>,
     /// How long this end spins: the ring's spin budget and what its waits made of it
     /// (`wait::Spin`).
     spinning: Cell<wait::Spin>,
@@ -352,6 +355,7 @@ impl End {
             role,
             park: Cell::new(park),
             kept: Cell::new(false),
+            timed_out_barrier: Cell::new(None),
             spinning: Cell::new(wait::Spin::new(spin)),
             peer: peer.map(RefCell::new),
             generation: sync::fork_generation(),
@@ -469,12 +473,23 @@ impl End {
         };
         let mut park = self.park.get();
         let mut kept = self.kept.get();
+        let mut timed_out_barrier = self.timed_out_barrier.get();
         let mut spin = self.spinning.get();
-        let waiter = Waiter { hdr, role: self.role, park: &mut park, spin: &mut spin, peer, counters, kept: &mut kept };
+        let waiter = Waiter {
+            hdr,
+            role: self.role,
+            park: &mut park,
+            spin: &mut spin,
+            peer,
+            counters,
+            kept: &mut kept,
+            timed_out_barrier: &mut timed_out_barrier,
+        };
         let r = wait::wait_for(waiter, deadline, || poll(hdr));
         self.spinning.set(spin);
         self.park.set(park);
         self.kept.set(kept);
+        self.timed_out_barrier.set(timed_out_barrier);
         r
     }
 

@@ -915,6 +915,12 @@ impl HeaderView {
     }
 }
 
+// SAFETY: the page is this value's own mapping, unmapped only by its drop, and every access
+// through it is atomic: a view may be shared with the threads that forge or watch a header.
+unsafe impl Send for HeaderView {}
+// SAFETY: as above.
+unsafe impl Sync for HeaderView {}
+
 #[allow(clippy::disallowed_methods)] // (see `impl SharedPage`)
 impl Drop for HeaderView {
     fn drop(&mut self) {
