@@ -149,7 +149,10 @@ fn claim_end<E>(
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 tries += 1;
                 if tries == 5000 {
-                    eprintln!("{who} (pid {}): take-over still WouldBlock after 1 s: {e}", std::process::id());
+                    child_say(&format!(
+                        "{who} (pid {}): take-over still WouldBlock after 1 s: {e}",
+                        std::process::id()
+                    ));
                 }
                 std::thread::sleep(Duration::from_micros(200))
             }
@@ -159,9 +162,16 @@ fn claim_end<E>(
     r.map_err(|e| child_failed(page, who, e)).ok()
 }
 
+/// In a holder child: a line on stderr, written to the stream itself, not with `eprintln!`,
+/// whose output the test harness captures in a buffer that dies with the child (a soak saw
+/// "the child failed before ready" and no reason).
+fn child_say(line: &str) {
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{line}\n").as_bytes());
+}
+
 /// In a holder child (`who`): reports its own failure (on stderr, and in word [`ERR`]).
 fn child_failed(page: &SharedPage, who: &str, what: impl std::fmt::Display) {
-    eprintln!("{who}: {what}");
+    child_say(&format!("{who}: {what}"));
     page.word(ERR).store(1, Ordering::SeqCst);
 }
 
