@@ -251,10 +251,11 @@ impl ProducerCursor {
         self.cached_tail
     }
 
-    /// Whether the consumer may still read: `Err(Closed)` once it closed.
+    /// Whether the consumer may still read: `Err(Closed)` once it closed (`Err(Corrupt)` still,
+    /// once this end found the ring poisoned: `InvalidData` from then on).
     pub(crate) fn poll_writable(&mut self, hdr: &Header, min: usize) -> Option<Result<usize, Stop>> {
         if hdr.is_closed(Role::Consumer) {
-            return Some(Err(Stop::Closed));
+            return Some(Err(if self.poisoned { Stop::Corrupt } else { Stop::Closed }));
         }
         match self.writable(hdr, min) {
             Err(Corrupt) => return Some(Err(Stop::Corrupt)),

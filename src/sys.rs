@@ -790,7 +790,9 @@ fn truncated_fds(sock: BorrowedFd<'_>, got: usize) -> io::Error {
     )
 }
 
-/// Receives one descriptor sent by [`send_fd`]. Any extra descriptors that arrive are closed.
+/// Receives one descriptor sent by [`send_fd`]. A message with none or more than one is
+/// `InvalidData`, every descriptor it carried closed: a ring is one descriptor, and a sender
+/// that adds others is not one this process should take a ring from.
 pub(crate) fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     const MAX_FDS: usize = 8;
     let mut byte = [0u8];
@@ -838,10 +840,14 @@ pub(crate) fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     if r == 0 && fds.is_empty() {
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "socket closed before a descriptor arrived"));
     }
-    let mut it = fds.into_iter();
-    let first = it.next().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "message carried no descriptor"))?;
-    // Extra descriptors are dropped (closed) here.
-    Ok(first)
+    if fds.len() > 1 {
+        // (`fds` drops, closing them all.)
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the message carried {} descriptors, not one ring's; all were closed", fds.len()),
+        ));
+    }
+    fds.pop().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "message carried no descriptor"))
 }
 
 /// The state (field 3) and start time (field 22) from `/proc/<pid>/stat`. The error keeps the

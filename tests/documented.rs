@@ -591,6 +591,52 @@ fn send_to_and_recv_from_errors() {
     assert_eq!(kind(SharedRing::recv_from(&b)), ErrorKind::UnexpectedEof);
 }
 
+/// Sends `fds` in one `SCM_RIGHTS` message with one byte of payload, as `send_fd` sends one.
+fn send_fds(sock: &std::os::unix::net::UnixStream, fds: &[std::os::fd::RawFd]) {
+    let mut byte = [0x4du8];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    let bytes = std::mem::size_of_val(fds) as u32;
+    // SAFETY: a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: all-zero bytes are a valid msghdr.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: the control buffer has room for one cmsg carrying `fds`; the message describes
+    // live buffers.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(bytes) as _;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), fds.len());
+        assert_eq!(libc::sendmsg(sock.as_raw_fd(), &msg, 0), 1, "{}", std::io::Error::last_os_error());
+    }
+}
+
+/// shared.rs recv_fd: "`InvalidData` if the message carried no descriptor, or more than one
+/// (any received are closed)"; recv_from: "plus those of recv_fd". A message with two, or with
+/// a ring's memfd and another descriptor, is refused and leaves no descriptor open (before, two
+/// to eight were taken, the first returned: a found defect; nine or more were refused).
+#[test]
+fn a_message_with_more_than_one_descriptor_is_refused() {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
+    let (null, zero) = (std::fs::File::open("/dev/null").unwrap(), std::fs::File::open("/dev/zero").unwrap());
+    let before = common::open_fds();
+    send_fds(&a, &[null.as_raw_fd(), zero.as_raw_fd()]);
+    assert_eq!(kind(mirror_ring::recv_fd(&b)), ErrorKind::InvalidData);
+    send_fds(&a, &[ring.as_fd().unwrap().as_raw_fd(), null.as_raw_fd()]);
+    assert_eq!(kind(SharedRing::recv_from(&b)), ErrorKind::InvalidData);
+    assert_eq!(common::open_fds(), before, "a refused message left descriptors open");
+    // One descriptor still goes through.
+    ring.send_to(&a).unwrap();
+    assert_eq!(SharedRing::recv_from(&b).unwrap().capacity(), 4096);
+}
+
 // ---------------------------------------------------------------------------------------
 // Peer death
 // ---------------------------------------------------------------------------------------
@@ -751,6 +797,9 @@ mod asynch {
             tx.write_all(b"x").await.unwrap();
             tx.shutdown().await.unwrap();
             assert_eq!(kind(tx.write(b"y").await), ErrorKind::BrokenPipe);
+            // asynch/ends.rs into_async: "`BrokenPipe` for a producer that an async end shut
+            // down ... and handed back with `into_inner`".
+            assert_eq!(kind(tx.into_inner().into_async()), ErrorKind::BrokenPipe);
             let mut v = Vec::new();
             rx.read_to_end(&mut v).await.unwrap();
             assert_eq!(v, b"x");
@@ -1110,6 +1159,38 @@ fn a_blocking_end_taken_over_in_its_own_process_leaves_the_newcomer_woken() {
         assert!(new_took < Duration::from_secs(1), "the newcomer's read took {new_took:?}");
         assert!(both_took < Duration::from_secs(1), "the old reader's read took {both_took:?}");
     });
+}
+
+/// trust_model.rs: an impossible value poisons the ring, "`InvalidData` from then on, at once
+/// for the side that found it". A producer that found an impossible tail keeps saying so after
+/// the consumer closes, on every write path, bytes and framed (before, the close was looked at
+/// first: `BrokenPipe` from `try_write`, `write_timeout`, `write_grant` and `try_send`, while
+/// the framed `flush` said `InvalidData`: a found defect).
+#[test]
+fn a_producer_that_found_the_ring_poisoned_says_so_after_the_consumer_closes() {
+    const TAIL: usize = 256;
+    for framed in [false, true] {
+        let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
+        let mut tx = ring.clone().into_producer().unwrap();
+        let rx = ring.clone().into_consumer().unwrap();
+        tx.try_write(&[1; 96]).unwrap();
+        // A tail the consumer cannot have published (behind the one the producer knows).
+        poke(&ring, TAIL, u64::MAX);
+        assert_eq!(kind(tx.try_write(&[1; 4096])), ErrorKind::InvalidData, "framed {framed}: the tail is impossible");
+        drop(rx);
+        let kinds = if framed {
+            let mut tx = tx.into_framed();
+            vec![kind(tx.flush()), kind(tx.try_send(b"x")), kind(tx.send_timeout(b"x", Duration::from_millis(10)))]
+        } else {
+            vec![
+                kind(tx.try_write(b"x")),
+                kind(tx.write_timeout(b"x", Duration::from_millis(10))),
+                kind(tx.write_grant(1)),
+                kind(tx.write(b"x")),
+            ]
+        };
+        assert!(kinds.iter().all(|&k| k == ErrorKind::InvalidData), "framed {framed}, after the close: {kinds:?}");
+    }
 }
 
 /// framed/producer.rs send_batch: "It stops early, and the next call reports why, at a message

@@ -109,9 +109,10 @@ impl Producer {
         if min > self.capacity() {
             return Err(too_big(min, self.capacity()));
         }
-        // Relaxed-cost check of a read-mostly line: writes fail as soon as the consumer is gone.
+        // Relaxed-cost check of a read-mostly line: writes fail as soon as the consumer is gone
+        // (with `InvalidData` still, once this end found the ring poisoned).
         if hdr.is_closed(Role::Consumer) {
-            return Err(producer_error(Stop::Closed));
+            return Err(if self.cur.is_poisoned() { poisoned_error() } else { producer_error(Stop::Closed) });
         }
         match self.cur.writable(hdr, want.max(min)) {
             Ok(free) if free >= min.max(1) => return Ok(free),

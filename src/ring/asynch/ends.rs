@@ -24,7 +24,8 @@ impl Producer {
     /// # Errors
     ///
     /// `Unsupported` in a forked child (the end belongs to its parent); `ConnectionAborted`
-    /// once another process took this end's role over.
+    /// once another process took this end's role over; `BrokenPipe` for a producer that an
+    /// async end shut down (`poll_shutdown`) and handed back with `into_inner`.
     ///
     /// # Examples
     ///

@@ -117,8 +117,10 @@ impl FramedConsumer {
     }
 
     /// Receives the next message by copying it into `buf` (cleared first), blocking until one
-    /// arrives; returns its length, or `Ok(None)` at the end of the stream. The frame's bytes
-    /// are released before this returns.
+    /// arrives; returns its length, or `Ok(None)` at the end of the stream. The frame is
+    /// consumed before this returns (its bytes reach the producer with the consumer's next
+    /// release, as a dropped [`Frame`]'s do: [`docs::framing`](crate::docs::framing),
+    /// "Releases").
     ///
     /// This is the receive to use with an untrusted producer: a [`Frame`] lends the ring's
     /// own bytes, which a hostile process could change while you look at them, whereas here
