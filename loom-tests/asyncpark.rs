@@ -50,6 +50,7 @@ impl ParkEnd for AsyncReader {
             watch: false,
             ring: None,
             spin: &self.spin,
+            peer_dead: false,
         })
     }
 }

@@ -88,6 +88,11 @@ impl ProcessWatch {
         ProcessWatch { role, seen: None, peer: None, pidfd: None, no_pidfd: false, dead: false, last_check: None }
     }
 
+    /// Whether the death of the peer's current holding is proven (latched until a take-over).
+    pub(crate) fn is_dead(&self) -> bool {
+        self.dead
+    }
+
     /// The peer identified at the last check, if any.
     pub(crate) fn peer(&self) -> Option<Peer> {
         self.peer

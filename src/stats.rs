@@ -93,7 +93,9 @@ impl Counters {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Blocking calls that could not proceed at once and started to spin.
+    /// Blocking calls that could not proceed at once and began to wait (spinning first, for
+    /// the end's spin budget). An async end counts only the waits that spin: with a budget of
+    /// zero its waits are not counted here, a blocking end's are.
     pub spins: u64,
     /// Times the end raised its waiter flag to sleep.
     pub parks: u64,
@@ -101,20 +103,24 @@ pub struct Stats {
     /// that did not satisfy the call come faster than once a millisecond, or when a timed-out
     /// wait left its flag raised for the next. Counted as issued: a `membarrier`, or, for an
     /// end that parks with full fences (no membarrier here), the fence in its place; a
-    /// `membarrier` that failed (and moved the end to fences) counts too.
+    /// `membarrier` that failed (and moved the end to fences) counts too, so the park in which
+    /// it failed counts two (the failure, then the fence paid a millisecond later).
     pub barriers: u64,
     /// Futex sleeps (a park may sleep several times: every sleep is bounded).
     pub sleeps: u64,
-    /// Parks ended by a wake-up from the peer (or by a close or a poisoning, which wake too).
+    /// Parks ended by a wake-up from the peer (or by a close or a poisoning, which wake too,
+    /// and which the peer's `wakes_sent` does not count).
     pub woken: u64,
     /// Sleeps that ended at their bound (the watch interval between processes) with the flag
     /// still raised; the park then goes on without another barrier.
     pub sleep_timeouts: u64,
     /// Sleeps that ended at their bound while the call's condition already held: a wake-up the
     /// peer should have sent and did not. Zero in a correct protocol between honest ends, with
-    /// one exception: a publisher descheduled between its cursor store and its look at the
-    /// waiter flag for longer than the sleeper's bound (25 ms between processes, 100 ms
-    /// between threads) is counted too, though its wake-up was only late.
+    /// one exception: a publish in flight at the instant the sleep reaches its bound (the
+    /// publisher between its cursor store and its look at the waiter flag, for example
+    /// descheduled there) is counted too, though its wake-up was only late. A sleep cut short
+    /// by the call's own timeout, and a park that ends in the peer's death, count nothing
+    /// here.
     pub lost_wakeups: u64,
     /// Parks ended because the call's own timeout passed.
     pub timed_out: u64,
@@ -123,8 +129,9 @@ pub struct Stats {
     /// Peer checks that could not tell whether the peer lives (no descriptor left, `/proc`
     /// unreadable, another PID namespace); retried, never taken for a death.
     pub peer_unknown: u64,
-    /// Wake-ups this end sent its parked peer: `FUTEX_WAKE` calls, and, for a peer parked in
-    /// an async task of this process, direct wakes of its `Waker` (no system call).
+    /// Wake-ups this end sent its parked peer after a publish: `FUTEX_WAKE` calls, and, for a
+    /// peer parked in an async task of this process, direct wakes of its `Waker` (no system
+    /// call). The wake-up of a close or a poisoning is not counted.
     pub wakes_sent: u64,
 }
 

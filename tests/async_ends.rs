@@ -1902,3 +1902,66 @@ fn a_taken_over_async_end_does_not_take_the_newcomers_park_with_it() {
         }
     }
 }
+/// An async reader parked on a ring whose producer process is killed counts the death as a
+/// blocking reader does: `peer_died` counts the park the death ended, and `lost_wakeups` stays
+/// zero (a dead peer owed no wake-up). Before, the watch timer that found the death was taken
+/// for a lost wake-up and `peer_died` stayed 0 (found by a review of the counters).
+/// docs::async_ends: "Async parks count in the end's `Stats` like blocking ones".
+#[test]
+fn async_reader_whose_producer_died_counts_peer_died_and_no_lost_wakeup() {
+    let dog = watchdog("async_reader_whose_producer_died", Duration::from_secs(60));
+    let ring: SharedRing = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).shared().unwrap();
+    let mut child = spawn_child(|| {
+        let mut tx = ring.clone().into_producer().unwrap();
+        tx.write_all(b"x").unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    dog.kill_on_expiry(&child);
+    let rt = current_thread();
+    let (r, s) = {
+        let mut rx = ring.clone().into_consumer().unwrap().into_async().unwrap();
+        let mut b = [0u8; 1];
+        rt.block_on(rx.read_exact(&mut b)).unwrap();
+        let (r, _) = child.kill_during(Duration::from_millis(150), || rt.block_on(rx.read(&mut b)));
+        (r, rx.stats())
+    };
+    child.wait();
+    assert_eq!(r.unwrap_err().kind(), ErrorKind::UnexpectedEof);
+    assert!(s.parks >= 1, "{s:?}");
+    assert_eq!((s.peer_died, s.lost_wakeups), (1, 0), "{s:?}");
+}
+
+/// The same for an async framed writer parked on a full ring whose consumer process is
+/// killed: `BrokenPipe`, one `peer_died`, no lost wake-up.
+#[test]
+fn async_framed_writer_whose_consumer_died_counts_peer_died_and_no_lost_wakeup() {
+    let dog = watchdog("async_framed_writer_whose_consumer_died", Duration::from_secs(60));
+    let ring: SharedRing = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).shared().unwrap();
+    let mut child = spawn_child(|| {
+        let _rx = ring.clone().into_consumer().unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    dog.kill_on_expiry(&child);
+    // Until the child has claimed its role there is nobody to watch.
+    let start = Instant::now();
+    while ring.take_over_consumer().err().map(|e| e.kind()) == Some(ErrorKind::NotFound) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the child never claimed the consumer");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let rt = current_thread();
+    let (r, s) = {
+        let mut tx = ring.into_producer().unwrap().into_framed().into_async().unwrap();
+        let big = tx.get_ref().capacity() - 96;
+        rt.block_on(tx.send(&vec![1; big])).unwrap();
+        let (r, _) = child.kill_during(Duration::from_millis(150), || rt.block_on(tx.send(&[2; 200])));
+        (r, tx.stats())
+    };
+    child.wait();
+    assert_eq!(r.unwrap_err().kind(), ErrorKind::BrokenPipe);
+    assert!(s.parks >= 1, "{s:?}");
+    assert_eq!((s.peer_died, s.lost_wakeups), (1, 0), "{s:?}");
+}

@@ -31,6 +31,7 @@ mod sites {
             watch: end.peer.as_ref().is_some_and(|p| p.borrow().active()),
             ring: Some(&end.ring),
             spin: &end.spinning,
+            peer_dead: end.peer.as_ref().is_some_and(|p| p.borrow().is_dead()),
         })
     }
 

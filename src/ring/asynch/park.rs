@@ -43,6 +43,9 @@ pub(crate) struct Site<'a> {
     /// is: `wait::Spin`), by rescheduling the task (it yields to the runtime between attempts,
     /// so other tasks run).
     pub(crate) spin: &'a Cell<Spin>,
+    /// The end's watcher has proven the peer's process dead: a park that ends now ended by
+    /// the death (`Stats::peer_died`), not by a wake-up that never came.
+    pub(crate) peer_dead: bool,
 }
 
 /// Applies `f` to the spin state in `cell`.
@@ -369,7 +372,11 @@ impl Parking {
             if word.load(Ordering::Relaxed) == 0 {
                 count_wake(site.counters, status);
             } else {
-                if status == Status::Timer && self.strong {
+                if site.peer_dead {
+                    // The watch timer woke the task, which found the peer dead: the park ended
+                    // by the death, as a blocking wait's does (no wake-up was due).
+                    site.counters.peer_died.bump();
+                } else if status == Status::Timer && self.strong {
                     // A timer ended the sleep, the flag was never cleared, and the condition
                     // held: a publish that should have woken us did not.
                     site.counters.lost_wakeups.bump();
