@@ -89,6 +89,8 @@ impl ProcessWatch {
     }
 
     /// Whether the death of the peer's current holding is proven (latched until a take-over).
+    /// (For the async ends' counters.)
+    #[cfg(feature = "tokio")]
     pub(crate) fn is_dead(&self) -> bool {
         self.dead
     }
