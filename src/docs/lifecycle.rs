@@ -24,15 +24,18 @@
 //! header (a read, a write, a grant's commit or release, `consume`, a frame dropped, a framed
 //! flush, closing on drop) goes through one check, a comparison of the fork generation that a
 //! `pthread_atfork` handler bumps in every child (one relaxed load). Calls that return a
-//! `Result` fail with `Unsupported`; the others (`consume`, drops) do nothing. The parent's
-//! ring is neither changed nor closed by anything its children do with their copies. Children
+//! `Result` fail with `Unsupported`; the others (`consume`, drops) do nothing. A write grant
+//! (`WriteGrant`, `FrameGrant`) held across the fork lends the child nothing (an empty slice:
+//! the free space is the parent's), and a `recv_batch` whose closure forks ends in the child
+//! when the closure returns. The parent's ring is neither changed nor closed by anything its
+//! children do with their copies. Children
 //! made without `pthread_atfork` (a raw `clone` system call) are not detected: do not use an
 //! end there.
 //!
 //! [`RingOptions::dont_fork`](crate::RingOptions::dont_fork) (`MADV_DONTFORK` over the whole
 //! ring, never one view alone) keeps the ring out of children altogether: their copies of the
 //! handles are inert, claims fail with `Unsupported`, and dropping them unmaps nothing (the
-//! range may hold other memory in the child). A slice borrowed from a grant or from
+//! range may hold other memory in the child). A slice borrowed from a read grant, a `Frame` or
 //! `fill_buf` before the fork points at memory the child does not have: do not touch it there.
 //!
 //! Without `dont_fork`, the child's copies keep the ring mapped in the child (and, between

@@ -405,6 +405,14 @@ impl End {
         unsafe { self.hdr.as_ref() }
     }
 
+    /// Whether this is a forked child's copy of the end (the parent owns the role): checked
+    /// again where user code can run in the middle of a call (it may `fork`), and by a write
+    /// grant held across a `fork`, which must not lend the parent's free space to the child.
+    #[inline(always)]
+    fn forked(&self) -> bool {
+        self.generation != SHUT && self.generation != sync::fork_generation()
+    }
+
     /// [`header`](Self::header), or the error a call that returns a `Result` reports.
     #[inline(always)]
     fn header_or_err(&self) -> io::Result<&Header> {

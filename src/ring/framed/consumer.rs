@@ -483,6 +483,11 @@ impl FramedConsumer {
             // bytes (checked against the producer's room or the head), inside the two views;
             // the producer does not write them until they are released, after `f` returns.
             f(unsafe { std::slice::from_raw_parts(words.at(q).add(HEADER), len) });
+            // `f` may have forked: in the child this call's copy touches the ring no more
+            // (`Release` releases nothing there; the child's next call is `Unsupported`).
+            if done.consumer.inner.end.forked() {
+                break false;
+            }
             let q = done.seen;
             // SAFETY: the header of this end's ring, mapped while the consumer (borrowed by
             // `done` for this whole loop) lives.

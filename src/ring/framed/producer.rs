@@ -210,7 +210,11 @@ impl FramedProducer {
 
     #[inline(always)]
     fn batch_send_with<M: AsRef<[u8]>>(&mut self, msgs: &[M], wait: Wait) -> io::Result<usize> {
-        let Some(first) = msgs.first() else { return Ok(0) };
+        let Some(first) = msgs.first() else {
+            // As every call, an empty one fails in a forked copy.
+            self.inner.end.header_or_err()?;
+            return Ok(0);
+        };
         // The slice whose length claimed the room is the one written, from the same `as_ref`
         // call (a caller's `AsRef` may answer differently each time). A message that ends a run
         // is asked again as the next run's first: its second answer claims and is written.
@@ -897,20 +901,32 @@ impl FrameGrant<'_> {
     }
 }
 
+impl FrameGrant<'_> {
+    /// The bytes the grant lends: all of it, or none in a forked child's copy of a grant held
+    /// across the `fork` (as a byte `WriteGrant`: the space is the parent's).
+    fn lent(&self) -> usize {
+        if self.producer.inner.end.forked() {
+            0
+        } else {
+            self.len
+        }
+    }
+}
+
 impl Deref for FrameGrant<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // SAFETY: [header + 8, header + 8 + len) is reserved free space (inside the two views),
         // initialised memory (zeroed at creation or written before), and no other reference to
         // it exists while the grant borrows the producer mutably.
-        unsafe { std::slice::from_raw_parts(self.header.add(HEADER), self.len) }
+        unsafe { std::slice::from_raw_parts(self.header.add(HEADER), self.lent()) }
     }
 }
 
 impl DerefMut for FrameGrant<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in deref; the grant is the only reference to these bytes.
-        unsafe { std::slice::from_raw_parts_mut(self.header.add(HEADER), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.header.add(HEADER), self.lent()) }
     }
 }
 
