@@ -1817,25 +1817,47 @@ fn park_block_on<F: Future>(fut: F) -> F::Output {
 /// tasks: an end polled by another executor running inside a current-thread runtime's
 /// `block_on` future (which is no task) retries with its own waker, and gets its frame. With
 /// the retry handed to the runtime, whose thread that executor blocks, it waited for ever
-/// (found by the review of that change).
+/// (found by the review of that change). Also when the end's previous receive began its spin
+/// phase in a task of that runtime and was cancelled there, a moment before: the phase goes
+/// on under the other executor, and its retries must be that executor's (found by a later
+/// review: the choice was made once per phase, and the leftover phase hung).
 #[test]
 fn an_end_under_another_executor_inside_block_on_receives() {
     let _dog = watchdog("an_end_under_another_executor_inside_block_on_receives", Duration::from_secs(60));
-    let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::from_millis(500)).build().unwrap();
-    let mut tx = tx.into_framed();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    // Left behind if the receive never returns: the test reports rather than hangs.
-    std::thread::spawn(move || {
-        let got = current_thread().block_on(async move {
-            let mut rx = rx.into_framed().into_async().unwrap();
-            park_block_on(async { rx.recv().await.unwrap().map(|f| f.to_vec()) })
+    for cancelled_in_a_task in [false, true] {
+        let (tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::from_millis(500)).build().unwrap();
+        let mut tx = tx.into_framed();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        // Left behind if the receive never returns: the test reports rather than hangs.
+        std::thread::spawn(move || {
+            let got = current_thread().block_on(async move {
+                let mut rx = rx.into_framed().into_async().unwrap();
+                if cancelled_in_a_task {
+                    // Polled once in a task (its spin phase begins there), then dropped.
+                    rx = tokio::spawn(async move {
+                        {
+                            let mut recv = pin!(rx.recv());
+                            let pending = std::future::poll_fn(|cx| Poll::Ready(recv.as_mut().poll(cx).is_pending()));
+                            assert!(pending.await, "nothing was sent yet");
+                        }
+                        rx
+                    })
+                    .await
+                    .unwrap();
+                }
+                park_block_on(async { rx.recv().await.unwrap().map(|f| f.to_vec()) })
+            });
+            let _ = done_tx.send(got);
         });
-        let _ = done_tx.send(got);
-    });
-    std::thread::sleep(Duration::from_millis(20));
-    tx.send(b"hello").unwrap();
-    let got = done_rx.recv_timeout(Duration::from_secs(10));
-    assert_eq!(got, Ok(Some(b"hello".to_vec())), "the receive under the other executor never completed");
+        std::thread::sleep(Duration::from_millis(20));
+        tx.send(b"hello").unwrap();
+        let got = done_rx.recv_timeout(Duration::from_secs(10));
+        assert_eq!(
+            got,
+            Ok(Some(b"hello".to_vec())),
+            "cancelled in a task {cancelled_in_a_task}: the receive under the other executor never completed"
+        );
+    }
 }
 
 /// A peer forges this process's consumer dead, and this process takes the role over while its

@@ -85,9 +85,6 @@ pub(crate) struct Parking {
     spin_since: Option<Instant>,
     /// The current wait's spin phase ran out and was counted as missed (`wait::Spin`).
     spin_missed: bool,
-    /// The current spin phase runs in a task of a current-thread tokio runtime: its retries
-    /// are deferred past the runtime's driver poll (`retry_later`).
-    defer_retry: bool,
 }
 
 /// Whether this poll comes from a task of a current-thread tokio runtime (or of a `LocalSet`
@@ -114,9 +111,15 @@ impl Parking {
     /// Elsewhere the task is queued at once: on a multi-thread runtime the `block_on` future
     /// has a thread of its own, and a driver poll (a system call) per retry would slow the
     /// spin that the phase is for.
+    ///
+    /// Decided at each retry, from the poll at hand: a spin phase may outlive the call that
+    /// began it (cancelled in a task) and go on under another executor nested in the
+    /// `block_on` future, whose waker, handed to the runtime's deferred list, would never be
+    /// woken while that executor blocks the runtime's thread (an adversarial review found the
+    /// hang when this was decided once per phase).
     fn retry_later(&self, cx: &mut Context<'_>) {
         #[cfg(not(mirror_ring_loom))]
-        if self.defer_retry {
+        if in_current_thread_task() {
             // `yield_now` answers Pending on its first poll, the waker handed on; dropping it
             // then leaves nothing behind.
             let _ = std::future::Future::poll(std::pin::pin!(tokio::task::yield_now()), cx);
@@ -165,7 +168,6 @@ impl Parking {
                 _ => {
                     site.counters.spins.bump();
                     self.spin_missed = false;
-                    self.defer_retry = in_current_thread_task();
                     *self.spin_since.insert(now)
                 }
             };
