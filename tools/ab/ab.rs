@@ -8,13 +8,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+/// Pins this thread to `cpu`, or says on stderr that it could not (a cpuset without that CPU):
+/// the two sides may then share one CPU, and the result line cannot be read as pinned.
 fn pin(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity on it and
     // this thread are plain libc calls.
-    unsafe {
+    let r = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if r != 0 {
+        eprintln!("WARNING: cannot pin to CPU {cpu} ({}): this run is not pinned", std::io::Error::last_os_error());
     }
 }
 
