@@ -33,7 +33,7 @@ use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 use mirror_ring::{FramedConsumer, FramedProducer, RingOptions};
 
-use super::pair::{drive, expected_sum, SeqRx, SeqTx};
+use super::pair::{drive, expected_sum, InOrder, SeqRx, SeqTx};
 use super::*;
 
 /// Bytes of messages each queue holds, unless a case says otherwise ([`MsgCase::queue_bytes`]).
@@ -355,7 +355,8 @@ impl<M: Message, const BLOCKING: bool> SeqTx for FramedInPlaceTx<M, BLOCKING> {
 struct FramedRx<M, const BLOCKING: bool>(FramedConsumer, std::marker::PhantomData<M>);
 
 impl<M: Message, const BLOCKING: bool> SeqRx for FramedRx<M, BLOCKING> {
-    fn recv_n(&mut self, n: u64) -> io::Result<u64> {
+    fn recv_n(&mut self, from: u64, n: u64) -> io::Result<u64> {
+        let mut order = InOrder::new(from);
         let (mut sum, steps, glance) = (0u64, work_steps(1), in_place());
         for _ in 0..n {
             loop {
@@ -367,7 +368,7 @@ impl<M: Message, const BLOCKING: bool> SeqRx for FramedRx<M, BLOCKING> {
                             let m = M::from_bytes(&frame);
                             black_box(&m).first_word()
                         };
-                        sum = sum.wrapping_add(v);
+                        sum = sum.wrapping_add(order.see(v));
                         drop(frame);
                         busy(steps);
                         break;
@@ -378,6 +379,7 @@ impl<M: Message, const BLOCKING: bool> SeqRx for FramedRx<M, BLOCKING> {
                 }
             }
         }
+        order.check("items")?;
         Ok(sum)
     }
 }
@@ -387,12 +389,13 @@ impl<M: Message, const BLOCKING: bool> SeqRx for FramedRx<M, BLOCKING> {
 struct FramedBatchRx<M, const BLOCKING: bool>(FramedConsumer, std::marker::PhantomData<M>);
 
 impl<M: Message, const BLOCKING: bool> SeqRx for FramedBatchRx<M, BLOCKING> {
-    fn recv_n(&mut self, n: u64) -> io::Result<u64> {
+    fn recv_n(&mut self, from: u64, n: u64) -> io::Result<u64> {
+        let mut order = InOrder::new(from);
         let (mut sum, mut got) = (0u64, 0u64);
         while got < n {
             let each = |frame: &[u8]| {
                 let m = M::from_bytes(frame);
-                sum = sum.wrapping_add(black_box(&m).first_word());
+                sum = sum.wrapping_add(order.see(black_box(&m).first_word()));
             };
             match if BLOCKING { self.0.recv_batch(each) } else { self.0.try_recv_batch(each) } {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -404,6 +407,7 @@ impl<M: Message, const BLOCKING: bool> SeqRx for FramedBatchRx<M, BLOCKING> {
         if got != n {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("received {got} messages, {n} were sent")));
         }
+        order.check("items")?;
         Ok(sum)
     }
 }
@@ -430,18 +434,20 @@ impl<M: Message> SeqTx for RtrbPushTx<M> {
 struct RtrbPopRx<M>(rtrb::Consumer<M>);
 
 impl<M: Message> SeqRx for RtrbPopRx<M> {
-    fn recv_n(&mut self, n: u64) -> io::Result<u64> {
+    fn recv_n(&mut self, from: u64, n: u64) -> io::Result<u64> {
+        let mut order = InOrder::new(from);
         let (mut sum, steps, glance) = (0u64, work_steps(1), in_place());
         for _ in 0..n {
             loop {
                 if let Ok(v) = self.0.pop() {
-                    sum = sum.wrapping_add(if glance { v.glance() } else { black_box(&v).first_word() });
+                    sum = sum.wrapping_add(order.see(if glance { v.glance() } else { black_box(&v).first_word() }));
                     busy(steps);
                     break;
                 }
                 spin_loop();
             }
         }
+        order.check("items")?;
         Ok(sum)
     }
 }
@@ -474,7 +480,8 @@ impl<M: Message> SeqTx for RtrbChunkTx<M> {
 struct RtrbChunkRx<M>(rtrb::Consumer<M>, usize);
 
 impl<M: Message> SeqRx for RtrbChunkRx<M> {
-    fn recv_n(&mut self, n: u64) -> io::Result<u64> {
+    fn recv_n(&mut self, from: u64, n: u64) -> io::Result<u64> {
+        let mut order = InOrder::new(from);
         let (mut sum, mut got) = (0u64, 0u64);
         while got < n {
             // One load of the producer's index (slots), then everything readable at once.
@@ -487,11 +494,12 @@ impl<M: Message> SeqRx for RtrbChunkRx<M> {
             let (a, b) = chunk.as_slices();
             for v in a.iter().chain(b) {
                 let m = *v;
-                sum = sum.wrapping_add(black_box(&m).first_word());
+                sum = sum.wrapping_add(order.see(black_box(&m).first_word()));
             }
             chunk.commit_all();
             got += k as u64;
         }
+        order.check("items")?;
         Ok(sum)
     }
 }
@@ -652,16 +660,18 @@ impl<M: Message> MinRx<M> {
 }
 
 impl<M: Message> SeqRx for MinRx<M> {
-    fn recv_n(&mut self, n: u64) -> io::Result<u64> {
+    fn recv_n(&mut self, from: u64, n: u64) -> io::Result<u64> {
+        let mut order = InOrder::new(from);
         let (mut sum, steps, glance) = (0u64, work_steps(1), in_place());
         for _ in 0..n {
-            sum = sum.wrapping_add(self.recv_one(glance));
+            sum = sum.wrapping_add(order.see(self.recv_one(glance)));
             busy(steps);
         }
         // The last frames go back before the consumer leaves (no producer waits on them in
         // this bench; it keeps the queue's state whole between the warm-up and the timed part).
         self.q.tail.store(self.tail, Ordering::Release);
         self.published = self.tail;
+        order.check("items")?;
         Ok(sum)
     }
 }
@@ -698,18 +708,20 @@ impl<M: Message> SeqTx for QueueTx<M> {
 struct QueueRx<M>(Arc<ArrayQueue<M>>);
 
 impl<M: Message> SeqRx for QueueRx<M> {
-    fn recv_n(&mut self, n: u64) -> io::Result<u64> {
+    fn recv_n(&mut self, from: u64, n: u64) -> io::Result<u64> {
+        let mut order = InOrder::new(from);
         let (mut sum, steps, glance) = (0u64, work_steps(1), in_place());
         for _ in 0..n {
             loop {
                 if let Some(v) = self.0.pop() {
-                    sum = sum.wrapping_add(if glance { v.glance() } else { black_box(&v).first_word() });
+                    sum = sum.wrapping_add(order.see(if glance { v.glance() } else { black_box(&v).first_word() }));
                     busy(steps);
                     break;
                 }
                 spin_loop();
             }
         }
+        order.check("items")?;
         Ok(sum)
     }
 }

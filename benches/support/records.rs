@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use mirror_ring::{Consumer, Producer, RingOptions};
 
-use super::pair::{drive, SeqRx, SeqTx};
+use super::pair::{drive, InOrder, SeqRx, SeqTx};
 use super::*;
 
 /// Bytes per record.
@@ -100,7 +100,8 @@ impl SeqTx for MirrorIoTx {
 }
 
 impl SeqRx for MirrorIoRx {
-    fn recv_n(&mut self, n: u64) -> io::Result<u64> {
+    fn recv_n(&mut self, from: u64, n: u64) -> io::Result<u64> {
+        let mut order = InOrder::new(from);
         let mut sum = 0u64;
         let mut got = 0;
         while got < n {
@@ -112,10 +113,11 @@ impl SeqRx for MirrorIoRx {
                 // Incomplete: ask again, as a parser does.
                 continue;
             }
-            sum = sum.wrapping_add(take(buf));
+            sum = sum.wrapping_add(order.see(take(buf)));
             self.0.consume(REC);
             got += 1;
         }
+        order.check("items")?;
         Ok(sum)
     }
 }
@@ -142,13 +144,14 @@ impl SeqTx for MirrorTryTx {
 }
 
 impl SeqRx for MirrorTryRx {
-    fn recv_n(&mut self, n: u64) -> io::Result<u64> {
+    fn recv_n(&mut self, from: u64, n: u64) -> io::Result<u64> {
+        let mut order = InOrder::new(from);
         let mut sum = 0u64;
         let mut got = 0;
         while got < n {
             match self.0.read_grant(REC) {
                 Ok(g) => {
-                    sum = sum.wrapping_add(take(&g));
+                    sum = sum.wrapping_add(order.see(take(&g)));
                     g.release(REC)?;
                     got += 1;
                 }
@@ -156,6 +159,7 @@ impl SeqRx for MirrorTryRx {
                 Err(e) => return Err(e),
             }
         }
+        order.check("items")?;
         Ok(sum)
     }
 }
@@ -192,7 +196,8 @@ impl SeqTx for RtrbChunkTx {
 }
 
 impl SeqRx for RtrbChunkRx {
-    fn recv_n(&mut self, n: u64) -> io::Result<u64> {
+    fn recv_n(&mut self, from: u64, n: u64) -> io::Result<u64> {
+        let mut order = InOrder::new(from);
         let mut sum = 0u64;
         let mut got = 0;
         while got < n {
@@ -208,10 +213,11 @@ impl SeqRx for RtrbChunkRx {
             out[..a.len()].copy_from_slice(a);
             out[a.len()..].copy_from_slice(b);
             let out = std::hint::black_box(out);
-            sum = sum.wrapping_add(u64::from_le_bytes(out[..8].try_into().unwrap()));
+            sum = sum.wrapping_add(order.see(u64::from_le_bytes(out[..8].try_into().unwrap())));
             chunk.commit_all();
             got += 1;
         }
+        order.check("items")?;
         Ok(sum)
     }
 }
@@ -238,7 +244,8 @@ impl SeqTx for RtrbSliceTx {
 }
 
 impl SeqRx for RtrbSliceRx {
-    fn recv_n(&mut self, n: u64) -> io::Result<u64> {
+    fn recv_n(&mut self, from: u64, n: u64) -> io::Result<u64> {
+        let mut order = InOrder::new(from);
         let mut sum = 0u64;
         let mut got = 0;
         let mut out = [0u8; REC];
@@ -252,11 +259,12 @@ impl SeqRx for RtrbSliceRx {
             have += k;
             if have == REC {
                 let o = std::hint::black_box(out);
-                sum = sum.wrapping_add(u64::from_le_bytes(o[..8].try_into().unwrap()));
+                sum = sum.wrapping_add(order.see(u64::from_le_bytes(o[..8].try_into().unwrap())));
                 have = 0;
                 got += 1;
             }
         }
+        order.check("items")?;
         Ok(sum)
     }
 }
@@ -333,7 +341,7 @@ pub fn rec_single(queue: RecQueue, cap: usize, ops: u64) -> io::Result<u64> {
             let (mut tx, mut rx) = (MirrorIoTx(tx), MirrorIoRx(rx));
             for i in 0..ops {
                 tx.send_range(i, i + 1)?;
-                sum += rx.recv_n(1)?;
+                sum += rx.recv_n(i, 1)?;
             }
         }
         RecQueue::MirrorTry => {
@@ -341,7 +349,7 @@ pub fn rec_single(queue: RecQueue, cap: usize, ops: u64) -> io::Result<u64> {
             let (mut tx, mut rx) = (MirrorTryTx(tx), MirrorTryRx(rx));
             for i in 0..ops {
                 tx.send_range(i, i + 1)?;
-                sum += rx.recv_n(1)?;
+                sum += rx.recv_n(i, 1)?;
             }
         }
         RecQueue::RtrbChunks => {
@@ -349,7 +357,7 @@ pub fn rec_single(queue: RecQueue, cap: usize, ops: u64) -> io::Result<u64> {
             let (mut tx, mut rx) = (RtrbChunkTx(tx), RtrbChunkRx(rx));
             for i in 0..ops {
                 tx.send_range(i, i + 1)?;
-                sum += rx.recv_n(1)?;
+                sum += rx.recv_n(i, 1)?;
             }
         }
         RecQueue::RtrbSlices => {
@@ -357,7 +365,7 @@ pub fn rec_single(queue: RecQueue, cap: usize, ops: u64) -> io::Result<u64> {
             let (mut tx, mut rx) = (RtrbSliceTx(tx), RtrbSliceRx(rx));
             for i in 0..ops {
                 tx.send_range(i, i + 1)?;
-                sum += rx.recv_n(1)?;
+                sum += rx.recv_n(i, 1)?;
             }
         }
     }
