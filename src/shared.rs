@@ -160,8 +160,10 @@ impl SharedRing {
     }
 
     /// The ring's memfd, for [`Backend::Memfd`] rings (`None` for the fd-less backends). It is
-    /// sealed against shrinking, growing and further sealing; whoever receives a copy can map
-    /// the ring (with [`from_fd`](Self::from_fd)) but not resize it.
+    /// sealed against shrinking and growing; whoever receives a copy can map the ring (with
+    /// [`from_fd`](Self::from_fd)) but not resize it. A ring this process created is sealed
+    /// against further sealing too; an attached one carries the seals its creator set
+    /// (`from_fd` requires only the first two).
     ///
     /// # Examples
     ///
@@ -464,7 +466,9 @@ impl SharedRing {
     /// (read with `pread` before anything is mapped, and checked again once mapped) must carry
     /// the magic, this layout version, that capacity, a known backend, sane role states and
     /// cursors no further apart than the capacity. The descriptor is consumed: on error it is
-    /// closed and nothing stays mapped.
+    /// closed and nothing stays mapped. It is made close-on-exec (one inherited across `exec`
+    /// arrives without the flag): to pass the ring to a program you start, give it a
+    /// duplicate.
     ///
     /// # Errors
     ///
@@ -508,6 +512,9 @@ impl SharedRing {
         if sys::access_mode(fd.as_fd())? != libc::O_RDWR {
             return Err(bad("not open for reading and writing"));
         }
+        // Close-on-exec, as every ring descriptor the crate makes or receives is: one inherited
+        // across `exec` arrives without it, and would pass on to every program started later.
+        sys::set_cloexec(fd.as_fd())?;
         let info = sys::file_info(fd.as_fd())?;
         let h = sys::page_size() as u64;
         let n = info.size.checked_sub(h).ok_or_else(|| bad("shorter than the control page"))?;

@@ -779,7 +779,10 @@ fn truncated_fds(sock: BorrowedFd<'_>, got: usize) -> io::Error {
         unsafe { libc::close(probe) };
         return io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("the message carried more descriptors than one ring's; the {got} received were closed"),
+            format!(
+                "the message's control data was cut short (more descriptors than one ring's, or a \
+                 longer security label than this call makes room for); the {got} received were closed"
+            ),
         );
     }
     crate::error::Context::explain(
@@ -790,15 +793,38 @@ fn truncated_fds(sock: BorrowedFd<'_>, got: usize) -> io::Error {
     )
 }
 
+/// Sets `FD_CLOEXEC` on `fd`.
+pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain fcntl on a borrowed, open descriptor.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `SCM_PIDFD` (Linux 6.5, `include/linux/socket.h`): the sender's pidfd, with `SO_PASSPIDFD`.
+const SCM_PIDFD: libc::c_int = 0x04;
+
 /// Receives one descriptor sent by [`send_fd`]. A message with none or more than one is
 /// `InvalidData`, every descriptor it carried closed: a ring is one descriptor, and a sender
 /// that adds others is not one this process should take a ring from.
 pub(crate) fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     const MAX_FDS: usize = 8;
+    // What a receiver's own socket options add beside the descriptors: `SO_PASSCRED` the
+    // sender's credentials, `SO_PASSPIDFD` (Linux 6.5+) a pidfd of it, `SO_PASSSEC` its
+    // security label (room for a long one). Without this room the kernel truncates the
+    // control data and discards the ring's descriptor (found by an adversarial review).
+    const SECURITY_LABEL: usize = 256;
     let mut byte = [0u8];
     let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
     // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    let space = unsafe {
+        libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32)
+            + libc::CMSG_SPACE(std::mem::size_of::<libc::ucred>() as u32)
+            + libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32)
+            + libc::CMSG_SPACE(SECURITY_LABEL as u32)
+    } as usize;
     let mut cbuf = vec![0u64; space.div_ceil(8)];
     // SAFETY: all-zero bytes are a valid msghdr.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -830,6 +856,10 @@ pub(crate) fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
                     let raw = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
                     fds.push(OwnedFd::from_raw_fd(raw));
                 }
+            } else if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == SCM_PIDFD {
+                // The sender's pidfd (`SO_PASSPIDFD`): not the ring; closed here.
+                let raw = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+                drop(OwnedFd::from_raw_fd(raw));
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }

@@ -623,18 +623,81 @@ fn send_fds(sock: &std::os::unix::net::UnixStream, fds: &[std::os::fd::RawFd]) {
 /// to eight were taken, the first returned: a found defect; nine or more were refused).
 #[test]
 fn a_message_with_more_than_one_descriptor_is_refused() {
-    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    // In a child: one thread, so that the descriptors open are this test's alone.
+    let status = in_child(|| {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
+        let (null, zero) = (std::fs::File::open("/dev/null").unwrap(), std::fs::File::open("/dev/zero").unwrap());
+        let before = common::open_fds();
+        send_fds(&a, &[null.as_raw_fd(), zero.as_raw_fd()]);
+        if kind(mirror_ring::recv_fd(&b)) != ErrorKind::InvalidData {
+            return 2;
+        }
+        send_fds(&a, &[ring.as_fd().unwrap().as_raw_fd(), null.as_raw_fd()]);
+        if kind(SharedRing::recv_from(&b)) != ErrorKind::InvalidData {
+            return 3;
+        }
+        if common::open_fds() != before {
+            return 4;
+        }
+        // One descriptor still goes through.
+        ring.send_to(&a).unwrap();
+        match SharedRing::recv_from(&b) {
+            Ok(r) if r.capacity() == 4096 => 0,
+            _ => 5,
+        }
+    });
+    assert_eq!(status, 0, "2, 3: not InvalidData; 4: a refused message left descriptors open; 5: one ring refused");
+}
+
+/// shared.rs recv_from / recv_fd: one descriptor sent is received, also by a process that asks
+/// its socket for the sender's credentials (`SO_PASSCRED`) and pidfd (`SO_PASSPIDFD`, where
+/// the kernel has it), which the kernel adds beside the descriptor; no descriptor is left open
+/// (the pidfd is closed). Before, the control buffer had room for descriptors only: the kernel
+/// cut the message short, discarded the ring, and the error blamed the sender (found by an
+/// adversarial review).
+#[test]
+fn a_receiver_that_asks_for_credentials_still_gets_the_ring() {
+    const SO_PASSPIDFD: libc::c_int = 76;
+    // In a child: one thread, so that the descriptor count is this test's alone.
+    let status = in_child(|| {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let one: libc::c_int = 1;
+        for opt in [libc::SO_PASSCRED, SO_PASSPIDFD] {
+            // SAFETY: setsockopt with a valid int option value on our own socket (SO_PASSPIDFD
+            // is refused before Linux 6.5: then only credentials come).
+            unsafe { libc::setsockopt(b.as_raw_fd(), libc::SOL_SOCKET, opt, (&one as *const libc::c_int).cast(), 4) };
+        }
+        let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
+        let before = common::open_fds().len();
+        ring.send_to(&a).unwrap();
+        match SharedRing::recv_from(&b) {
+            Err(e) => {
+                let _ =
+                    std::io::Write::write_all(&mut std::io::stderr(), format!("the ring was lost: {e}\n").as_bytes());
+                2
+            }
+            Ok(got) if got.capacity() != 4096 => 3,
+            // Only the ring's descriptor stays open.
+            Ok(_) if common::open_fds().len() != before + 1 => 4,
+            Ok(_) => 0,
+        }
+    });
+    assert_eq!(status, 0, "2: the ring was lost, 3: another ring, 4: a descriptor left open");
+}
+
+/// shared.rs from_fd: "It is made close-on-exec": a descriptor inherited across `exec` arrives
+/// without the flag, and the attached ring's must not pass on to later programs.
+#[test]
+fn an_attached_rings_descriptor_is_close_on_exec() {
     let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
-    let (null, zero) = (std::fs::File::open("/dev/null").unwrap(), std::fs::File::open("/dev/zero").unwrap());
-    let before = common::open_fds();
-    send_fds(&a, &[null.as_raw_fd(), zero.as_raw_fd()]);
-    assert_eq!(kind(mirror_ring::recv_fd(&b)), ErrorKind::InvalidData);
-    send_fds(&a, &[ring.as_fd().unwrap().as_raw_fd(), null.as_raw_fd()]);
-    assert_eq!(kind(SharedRing::recv_from(&b)), ErrorKind::InvalidData);
-    assert_eq!(common::open_fds(), before, "a refused message left descriptors open");
-    // One descriptor still goes through.
-    ring.send_to(&a).unwrap();
-    assert_eq!(SharedRing::recv_from(&b).unwrap().capacity(), 4096);
+    let fd = ring.as_fd().unwrap().try_clone_to_owned().unwrap();
+    // SAFETY: fcntl on our own descriptor: as exec inheritance hands it over.
+    assert_eq!(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) }, 0);
+    let attached = SharedRing::from_fd(fd).unwrap();
+    // SAFETY: fcntl on a descriptor the ring keeps open.
+    let flags = unsafe { libc::fcntl(attached.as_fd().unwrap().as_raw_fd(), libc::F_GETFD) };
+    assert_ne!(flags & libc::FD_CLOEXEC, 0, "flags {flags}");
 }
 
 // ---------------------------------------------------------------------------------------
