@@ -591,32 +591,6 @@ fn send_to_and_recv_from_errors() {
     assert_eq!(kind(SharedRing::recv_from(&b)), ErrorKind::UnexpectedEof);
 }
 
-/// Sends `fds` in one `SCM_RIGHTS` message with one byte of payload, as `send_fd` sends one.
-fn send_fds(sock: &std::os::unix::net::UnixStream, fds: &[std::os::fd::RawFd]) {
-    let mut byte = [0x4du8];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
-    let bytes = std::mem::size_of_val(fds) as u32;
-    // SAFETY: a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    // SAFETY: all-zero bytes are a valid msghdr.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: the control buffer has room for one cmsg carrying `fds`; the message describes
-    // live buffers.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(bytes) as _;
-        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), fds.len());
-        assert_eq!(libc::sendmsg(sock.as_raw_fd(), &msg, 0), 1, "{}", std::io::Error::last_os_error());
-    }
-}
-
 /// shared.rs recv_fd: "`InvalidData` if the message carried no descriptor, or more than one
 /// (any received are closed)"; recv_from: "plus those of recv_fd". A message with two, or with
 /// a ring's memfd and another descriptor, is refused and leaves no descriptor open (before, two
@@ -629,11 +603,11 @@ fn a_message_with_more_than_one_descriptor_is_refused() {
         let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
         let (null, zero) = (std::fs::File::open("/dev/null").unwrap(), std::fs::File::open("/dev/zero").unwrap());
         let before = common::open_fds();
-        send_fds(&a, &[null.as_raw_fd(), zero.as_raw_fd()]);
+        assert_eq!(common::send_fds(&a, &[null.as_raw_fd(), zero.as_raw_fd()]), 1);
         if kind(mirror_ring::recv_fd(&b)) != ErrorKind::InvalidData {
             return 2;
         }
-        send_fds(&a, &[ring.as_fd().unwrap().as_raw_fd(), null.as_raw_fd()]);
+        assert_eq!(common::send_fds(&a, &[ring.as_fd().unwrap().as_raw_fd(), null.as_raw_fd()]), 1);
         if kind(SharedRing::recv_from(&b)) != ErrorKind::InvalidData {
             return 3;
         }

@@ -10,7 +10,7 @@ mod common;
 use std::io::{ErrorKind, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use common::in_child;
+use common::{in_child, wait_pid};
 use mirror_ring::{Backend, RingOptions};
 
 const OK: i32 = 0;
@@ -18,24 +18,6 @@ const WRONG: i32 = 1;
 
 fn unsupported<T>(r: std::io::Result<T>) -> bool {
     matches!(r, Err(e) if e.kind() == ErrorKind::Unsupported)
-}
-
-/// Waits for `pid`; its exit code, or 128 + the signal that killed it.
-fn wait_pid(pid: libc::pid_t) -> i32 {
-    let mut status = 0;
-    loop {
-        // SAFETY: valid out-pointer; our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
-        }
-        assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EINTR));
-    }
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
-    }
 }
 
 /// `recv_batch` hands each frame to the caller's closure in the middle of the call; a closure

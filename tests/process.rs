@@ -21,8 +21,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{
-    available, in_child, locked_bytes, open_fds, our_mappings, page_size, scale, seed, spawn_child, Child, Pattern,
-    Rng, SharedPage,
+    available, in_child, locked_bytes, open_fds, our_mappings, page_size, scale, seed, send_fds, spawn_child, Child,
+    Pattern, Rng, SharedPage,
 };
 use mirror_ring::{Backend, Consumer, Producer, RingOptions, SharedRing};
 
@@ -631,31 +631,6 @@ fn receiving_with_no_descriptor_left_says_so_and_too_many_descriptors_are_refuse
         "2 = setrlimit failed, 3 = received with no descriptor left, 4 = not EMFILE naming RLIMIT_NOFILE, \
          5 = left something behind, 6 = sendmsg failed, 7 = nine descriptors not refused, 8 = received ones kept"
     );
-}
-
-/// Sends one byte with `fds` attached (`SCM_RIGHTS`); what `sendmsg` returned.
-fn send_fds(sock: &UnixStream, fds: &[i32]) -> isize {
-    let mut byte = [0u8];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
-    let payload = std::mem::size_of_val(fds) as u32;
-    // SAFETY: CMSG_SPACE / CMSG_LEN are pure size computations.
-    let (space, len) = unsafe { (libc::CMSG_SPACE(payload) as usize, libc::CMSG_LEN(payload) as usize) };
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    // SAFETY: all-zero bytes are a valid msghdr; the control buffer holds one cmsg of `len`
-    // bytes, written through the CMSG macros within it.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = len as _;
-        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast::<i32>(), fds.len());
-        libc::sendmsg(sock.as_raw_fd(), &msg, 0)
-    }
 }
 
 fn pipe() -> (OwnedFd, OwnedFd) {

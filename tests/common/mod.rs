@@ -63,10 +63,41 @@ fn fork_child(f: impl FnOnce() -> i32) -> libc::pid_t {
 /// Runs `f` in a forked child and returns its exit status (or 128 + signal number). The child
 /// never returns into the test harness: it leaves through `_exit`, also when `f` panics (101).
 pub fn in_child(f: impl FnOnce() -> i32) -> i32 {
-    let pid = fork_child(f);
+    wait_pid(fork_child(f))
+}
+
+/// Waits for child `pid` (forked by the test itself, or by code under test); its exit status,
+/// or 128 + the signal that killed it.
+pub fn wait_pid(pid: libc::pid_t) -> i32 {
     match reap(pid, 0) {
         Ok(Some(raw)) => decode(raw),
         other => panic!("waitpid({pid}): {other:?}"),
+    }
+}
+
+/// Sends `fds` in one `SCM_RIGHTS` message with one byte of payload, as the crate's `send_fd`
+/// sends one; what `sendmsg` returned (1 once sent).
+pub fn send_fds(sock: &std::os::unix::net::UnixStream, fds: &[std::os::fd::RawFd]) -> isize {
+    let mut byte = [0u8];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    let payload = std::mem::size_of_val(fds) as u32;
+    // SAFETY: CMSG_SPACE / CMSG_LEN are pure size computations.
+    let (space, len) = unsafe { (libc::CMSG_SPACE(payload) as usize, libc::CMSG_LEN(payload) as usize) };
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: all-zero bytes are a valid msghdr; the control buffer holds one cmsg of `len`
+    // bytes, written through the CMSG macros within it.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = len as _;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast::<i32>(), fds.len());
+        libc::sendmsg(sock.as_raw_fd(), &msg, 0)
     }
 }
 
