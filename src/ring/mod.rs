@@ -408,9 +408,23 @@ impl End {
     /// Whether this is a forked child's copy of the end (the parent owns the role): checked
     /// again where user code can run in the middle of a call (it may `fork`), and by a write
     /// grant held across a `fork`, which must not lend the parent's free space to the child.
+    /// (A shut producer, whose generation is `SHUT`, counts too; it has no grant to ask.)
     #[inline(always)]
     fn forked(&self) -> bool {
-        self.generation != SHUT && self.generation != sync::fork_generation()
+        self.generation != sync::fork_generation()
+    }
+
+    /// How many of a write grant's `len` bytes it lends: all, or none in a forked child's copy
+    /// of a grant held across the `fork` (the free space is the parent's: without `dont_fork` a
+    /// child that wrote it would change what the parent commits; with it the pages are not
+    /// there).
+    #[inline(always)]
+    fn lent(&self, len: usize) -> usize {
+        if self.forked() {
+            0
+        } else {
+            len
+        }
     }
 
     /// [`header`](Self::header), or the error a call that returns a `Result` reports.

@@ -339,33 +339,20 @@ impl WriteGrant<'_> {
     }
 }
 
-impl WriteGrant<'_> {
-    /// The bytes the grant lends: all of it, or none in a forked child's copy of a grant held
-    /// across the `fork` (the free space is the parent's: without `dont_fork` a child that
-    /// wrote it would change what the parent commits; with it the pages are not there).
-    fn lent(&self) -> usize {
-        if self.producer.end.forked() {
-            0
-        } else {
-            self.len
-        }
-    }
-}
-
 impl Deref for WriteGrant<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // SAFETY: [ptr, ptr + len) is free space owned by the producer (len <= N, inside the
         // two views), initialised memory (zeroed at creation or written before), and no other
         // reference to it exists while the grant borrows the producer mutably.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.lent()) }
+        unsafe { std::slice::from_raw_parts(self.ptr, self.producer.end.lent(self.len)) }
     }
 }
 
 impl DerefMut for WriteGrant<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in deref; the grant is the only reference to these bytes.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.lent()) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.producer.end.lent(self.len)) }
     }
 }
 

@@ -901,32 +901,20 @@ impl FrameGrant<'_> {
     }
 }
 
-impl FrameGrant<'_> {
-    /// The bytes the grant lends: all of it, or none in a forked child's copy of a grant held
-    /// across the `fork` (as a byte `WriteGrant`: the space is the parent's).
-    fn lent(&self) -> usize {
-        if self.producer.inner.end.forked() {
-            0
-        } else {
-            self.len
-        }
-    }
-}
-
 impl Deref for FrameGrant<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // SAFETY: [header + 8, header + 8 + len) is reserved free space (inside the two views),
         // initialised memory (zeroed at creation or written before), and no other reference to
         // it exists while the grant borrows the producer mutably.
-        unsafe { std::slice::from_raw_parts(self.header.add(HEADER), self.lent()) }
+        unsafe { std::slice::from_raw_parts(self.header.add(HEADER), self.producer.inner.end.lent(self.len)) }
     }
 }
 
 impl DerefMut for FrameGrant<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in deref; the grant is the only reference to these bytes.
-        unsafe { std::slice::from_raw_parts_mut(self.header.add(HEADER), self.lent()) }
+        unsafe { std::slice::from_raw_parts_mut(self.header.add(HEADER), self.producer.inner.end.lent(self.len)) }
     }
 }
 
