@@ -643,32 +643,27 @@ impl Registry {
             Some(_) => t.take(key),
             None => None,
         };
+        let owner = entry.owner;
         #[cfg(not(mirror_ring_loom))]
-        {
-            let owner = entry.owner;
-            let notify = match helper::assign(self, &mut t, &mut entry) {
-                Ok(notify) => notify,
-                Err(e) => {
-                    drop(t);
-                    wake_other(displaced, owner);
-                    return Err(e);
-                }
-            };
-            t.entries.insert(key, entry);
-            drop(t);
-            if let Some(slot) = notify {
-                slot.notify();
+        let notify = match helper::assign(self, &mut t, &mut entry) {
+            Ok(notify) => notify,
+            Err(e) => {
+                drop(t);
+                wake_other(displaced, owner);
+                return Err(e);
             }
-            wake_other(displaced, owner);
-        }
+        };
         #[cfg(mirror_ring_loom)]
         {
-            let owner = entry.owner;
             entry.helper = 0;
-            t.entries.insert(key, entry);
-            drop(t);
-            wake_other(displaced, owner);
         }
+        t.entries.insert(key, entry);
+        drop(t);
+        #[cfg(not(mirror_ring_loom))]
+        if let Some(slot) = notify {
+            slot.notify();
+        }
+        wake_other(displaced, owner);
         Ok(Registered::Yes)
     }
 
