@@ -190,9 +190,7 @@ impl ProcessWatch {
                         match sys::proc_stat(peer.pid) {
                             Ok((_, now)) if now != peer.start_time => return Liveness::Dead,
                             Ok(_) => {}
-                            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) => {
-                                return Liveness::Unknown
-                            }
+                            Err(e) if short_of_resources(&e) => return Liveness::Unknown,
                             Err(_) => {}
                         }
                     }
@@ -269,6 +267,12 @@ fn check_proc(peer: Peer) -> Liveness {
     }
 }
 
+/// `/proc` could not be read for want of a descriptor or of memory (`EMFILE`, `ENFILE`,
+/// `ENOMEM`): a shortage of this process, which says nothing about the one looked at.
+fn short_of_resources(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM))
+}
+
 /// This process's PID namespace (`sys::pid_namespace`), read afresh each time: a value kept
 /// from earlier would be inherited by a child forked into a new PID namespace
 /// (`unshare(CLONE_NEWPID)` then `fork`, or `clone(CLONE_NEWPID)`), which would then record
@@ -287,7 +291,7 @@ pub(crate) fn this_process() -> io::Result<(i32, u64, u64)> {
     let me = sys::getpid();
     let start_time = match sys::proc_stat(me) {
         Ok((_, start)) => start,
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) => return Err(e),
+        Err(e) if short_of_resources(&e) => return Err(e),
         Err(_) => 0,
     };
     Ok((me, start_time, own_pid_namespace()))
