@@ -280,7 +280,10 @@ fn framed_errors_between_threads() {
 /// across into_framed/into_inner.
 #[test]
 fn into_inner_positions_and_keeps_stats() {
-    let (tx, rx) = channel(1).unwrap();
+    // No spin: the read parks at once, so its timeout ends a park (`timed_out`) even when the
+    // thread loses its CPU for the 2 ms (a CI run on a loaded machine once saw the deadline
+    // pass inside the 50 µs spin, where no park is counted).
+    let (tx, rx) = RingOptions::new().capacity(1).spin_budget(Duration::ZERO).build().unwrap();
     let mut rx = rx;
     let mut b = [0u8; 1];
     let _ = rx.read_timeout(&mut b, Duration::from_millis(2));
