@@ -3,7 +3,7 @@
 //! does nothing, and nothing it does touches the shared header or the data; a `dont_fork` ring
 //! does not exist in the child. From an adversarial review, which found three defects (a fork
 //! inside a `recv_batch` callback, grants held across a fork, an empty `send_batch`) and swept
-//! every other call (the last test).
+//! every other call (the last test); and a fork inside `send_batch`'s `AsRef`, from a later review.
 
 mod common;
 
@@ -161,6 +161,94 @@ fn an_empty_send_batch_in_a_forked_child_is_unsupported() {
         }
     });
     assert_eq!(status, OK, "send_batch(&[]) in a forked child did not fail with Unsupported");
+}
+
+/// `send_batch` asks each message's `AsRef` in the middle of the call, after the one ownership
+/// check of the run; an `AsRef` that forks (same thread) carried the run into the child, which
+/// went on writing the rest of the run's frames into the parent's ring: over frames the parent
+/// had published meanwhile (the consumer then read the child's bytes), or, with a `dont_fork`
+/// ring, into memory the child does not have (SIGSEGV).
+///
+/// Here the child waits in its `AsRef` until the parent's batch is published, then answers
+/// other bytes of the same length. Now the run stops in the child once that `AsRef` returns,
+/// writing nothing; the consumer reads exactly what the parent sent.
+#[test]
+fn a_fork_inside_a_send_batch_as_ref_writes_nothing_from_the_child() {
+    use std::cell::Cell;
+
+    /// A message; the one with `forks` forks in its first `as_ref`. In the child every message
+    /// answers `child`, once the parent has written a byte to `gate`.
+    struct Msg<'a> {
+        parent: [u8; 16],
+        child: [u8; 16],
+        forks: bool,
+        /// 0 before the fork, the child's pid in the parent, -1 in the child.
+        role: &'a Cell<i32>,
+        gate: libc::c_int,
+    }
+    impl AsRef<[u8]> for Msg<'_> {
+        fn as_ref(&self) -> &[u8] {
+            if self.forks && self.role.get() == 0 {
+                // SAFETY: the child leaves through _exit below, never into the harness.
+                let pid = unsafe { libc::fork() };
+                assert!(pid >= 0);
+                if pid == 0 {
+                    self.role.set(-1);
+                    let mut byte = 0u8;
+                    // SAFETY: one byte into a local; blocks until the parent writes (or exits).
+                    unsafe { libc::read(self.gate, (&mut byte as *mut u8).cast(), 1) };
+                } else {
+                    self.role.set(pid);
+                }
+            }
+            if self.role.get() == -1 {
+                &self.child
+            } else {
+                &self.parent
+            }
+        }
+    }
+
+    let mut failures = Vec::new();
+    for dont_fork in [false, true] {
+        let (tx, rx) = RingOptions::new().capacity(4096).dont_fork(dont_fork).build().unwrap();
+        let (mut tx, mut rx) = (tx.into_framed(), rx.into_framed());
+        let mut gate = [0; 2];
+        // SAFETY: pipe writes two descriptors into the array.
+        assert_eq!(unsafe { libc::pipe(gate.as_mut_ptr()) }, 0);
+        let role = Cell::new(0);
+        let msgs: Vec<Msg> = (0..4u8)
+            .map(|i| Msg { parent: [b'P' + i; 16], child: [b'c' + i; 16], forks: i == 1, role: &role, gate: gate[0] })
+            .collect();
+        let r = catch_unwind(AssertUnwindSafe(|| tx.try_send_batch(&msgs)));
+        if role.get() == -1 {
+            // The child's copy of the call ran on after the gate; whatever it returned, it
+            // must not have touched the ring (checked by the parent) nor panicked.
+            // SAFETY: leave the child at once, without the harness.
+            unsafe { libc::_exit(if r.is_ok() { OK } else { 100 }) };
+        }
+        assert_eq!(r.unwrap().unwrap(), 4, "dont_fork {dont_fork}: the parent's batch");
+        // SAFETY: one byte from a local; then both ends of the pipe are closed.
+        unsafe {
+            assert_eq!(libc::write(gate[1], b"g".as_ptr().cast(), 1), 1);
+            libc::close(gate[0]);
+            libc::close(gate[1]);
+        }
+        let status = wait_pid(role.get());
+        if status != OK {
+            failures.push(format!("dont_fork {dont_fork}: child status {status} (139: SIGSEGV)"));
+        }
+        for (i, m) in msgs.iter().enumerate() {
+            let frame = rx.try_recv().unwrap().unwrap();
+            if *frame != m.parent {
+                failures.push(format!("dont_fork {dont_fork}: frame {i} is {:?}", &*frame));
+            }
+        }
+        // The parent's ring still works.
+        tx.send(b"after").unwrap();
+        assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"after", "dont_fork {dont_fork}");
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 /// Sweep (found sound): every public call on every kind of end, made in a child, leaves the

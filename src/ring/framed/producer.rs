@@ -263,8 +263,11 @@ impl FramedProducer {
             // (Its one `as_ref`: the length checked below is that of the slice written.)
             let msg = m.as_ref();
             let len = msg.len();
-            // (frame_size cannot overflow: len <= max_len < 2^32.)
-            if len > max_len || end.wrapping_sub(head) < (frame_size(len) + HEADER) as u64 {
+            // The caller's `as_ref` may have forked: in the child this call's copy writes no
+            // more (the room is the parent's, or, `dont_fork`, not there at all), and its
+            // publish and next claim do nothing but fail. (frame_size cannot overflow: len <=
+            // max_len < 2^32.)
+            if len > max_len || end.wrapping_sub(head) < (frame_size(len) + HEADER) as u64 || self.inner.end.forked() {
                 break;
             }
             // SAFETY: [head, head + size + 8) lies below `end`, inside the free room (at most N
