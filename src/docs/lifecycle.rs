@@ -26,11 +26,11 @@
 //! `pthread_atfork` handler bumps in every child (one relaxed load). Calls that return a
 //! `Result` fail with `Unsupported`; the others (`consume`, drops) do nothing. A write grant
 //! (`WriteGrant`, `FrameGrant`) held across the fork lends the child nothing (an empty slice:
-//! the free space is the parent's), and a `recv_batch` whose closure forks ends in the child
-//! when the closure returns. The parent's ring is neither changed nor closed by anything its
-//! children do with their copies. Children
-//! made without `pthread_atfork` (a raw `clone` system call) are not detected: do not use an
-//! end there.
+//! the free space is the parent's), a `recv_batch` whose closure forks ends in the child
+//! when the closure returns, and a `send_batch` whose message's `AsRef` forks writes nothing
+//! more in the child once that `AsRef` returns. The parent's ring is neither changed nor
+//! closed by anything its children do with their copies. Children made without
+//! `pthread_atfork` (a raw `clone` system call) are not detected: do not use an end there.
 //!
 //! [`RingOptions::dont_fork`](crate::RingOptions::dont_fork) (`MADV_DONTFORK` over the whole
 //! ring, never one view alone) keeps the ring out of children altogether: their copies of the
