@@ -183,14 +183,21 @@ impl ProcessWatch {
                 Ok(fd) => {
                     // The pidfd may name a later process that reused the pid: compare start
                     // times. No descriptor or memory to read /proc with (the pidfd may have
-                    // taken the last descriptor): cannot tell this time, and the pidfd goes, so
+                    // taken the last descriptor): the pidfd still proves a death if it reads
+                    // as exited (it names the peer, or a later process at its pid, which the
+                    // peer must have died to leave), and cannot tell otherwise; it goes, so
                     // that the next check compares again. No answer otherwise (/proc hides the
                     // process): the pidfd alone decides from now on.
                     if peer.start_time != 0 {
                         match sys::proc_stat(peer.pid) {
                             Ok((_, now)) if now != peer.start_time => return Liveness::Dead,
                             Ok(_) => {}
-                            Err(e) if short_of_resources(&e) => return Liveness::Unknown,
+                            Err(e) if short_of_resources(&e) => {
+                                return match sys::pidfd_exited(fd.as_fd()) {
+                                    Ok(true) => Liveness::Dead,
+                                    _ => Liveness::Unknown,
+                                };
+                            }
                             Err(_) => {}
                         }
                     }

@@ -165,7 +165,10 @@
 //! write commits only what it copied, a read releases only what it copied out or consumed, a
 //! `send` writes and commits a frame in one step, and `recv` releases a frame only when its
 //! `Frame` drops. The next call settles the leftover registration; dropping the end removes
-//! it.
+//! it. Between processes the helper that slept on the end's word also holds the ring (its
+//! mapping and, for a memfd ring, its descriptor) for that sleep: the removal wakes it, and it
+//! lets go when it runs, just after the drop returns (under load, a scheduling delay later),
+//! not before.
 //!
 //! Until then the registration keeps its task's `Waker`, and with it whatever the waker keeps
 //! alive. An end that outlives the runtime its task was parked on (kept in a pool, behind a

@@ -80,7 +80,8 @@
 //!   started is not told apart.
 //!
 //! Everything else is *unknown*: no descriptor left to open a pidfd or `/proc` (`EMFILE`; also
-//! when the pidfd takes the last one and the start time cannot be read: the pidfd is closed
+//! when the pidfd takes the last one and the start time cannot be read, unless that pidfd
+//! already reads as exited, which proves the death whichever process it names: it is closed
 //! again, and the next check compares the start time),
 //! `/proc` unreadable or hiding the process (`hidepid`), a peer in another PID namespace. An
 //! unknown answer is counted ([`Stats::peer_unknown`](crate::Stats::peer_unknown)), retried at
