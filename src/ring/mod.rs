@@ -405,6 +405,12 @@ impl End {
         unsafe { self.hdr.as_ref() }
     }
 
+    /// Whether this producer shut the ring down and lives on (an async producer after
+    /// `poll_shutdown`, or the byte producer taken out of one).
+    fn is_shut(&self) -> bool {
+        self.generation == SHUT
+    }
+
     /// Whether this is a forked child's copy of the end (the parent owns the role): checked
     /// again where user code can run in the middle of a call (it may `fork`), and by a write
     /// grant held across a `fork`, which must not lend the parent's free space to the child.
@@ -443,7 +449,7 @@ impl End {
     /// Why [`header`](Self::header) said no.
     #[cold]
     fn lost(&self) -> io::Error {
-        if self.generation == SHUT {
+        if self.is_shut() {
             shut_error()
         } else if self.generation != sync::fork_generation() {
             forked_error()

@@ -365,14 +365,19 @@ impl fmt::Debug for WriteGrant<'_> {
 /// Blocks until at least one byte fits, then writes as much of `buf` as fits.
 ///
 /// Errors: `BrokenPipe` once the consumer is gone, `InvalidData` if the ring is poisoned.
-/// `flush` has nothing to do (every write is published when it returns); like every call, it
-/// fails with `Unsupported` on a forked copy of the end.
+/// `flush` has nothing to do (every write is published when it returns), so it succeeds, also
+/// after the consumer left and after a shutdown through the async end (nothing is buffered,
+/// as that end's `poll_flush` says); like every call, it fails with `Unsupported` on a forked
+/// copy of the end and with `ConnectionAborted` once another process took the role over.
 impl Write for Producer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write_with(buf, Wait::Until(None))
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        if self.end.is_shut() {
+            return Ok(());
+        }
         self.end.header_or_err().map(drop)
     }
 }
