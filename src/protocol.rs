@@ -295,6 +295,11 @@ pub(crate) struct ConsumerCursor {
     viewed_at: Option<u64>,
     cap: u64,
     poisoned: bool,
+    /// Where the tail was when [`validated_rest`](Self::validated_rest) last served the bytes
+    /// validated before the poisoning.
+    rest_at: Option<u64>,
+    /// The poisoning was for corruption inside the bytes: none are served after it.
+    withheld: bool,
     /// The peer's park code that lets a publish wake it after a compiler fence only
     /// (`Header::light_peer_code`; a code no slot holds means a full fence every time).
     light: u32,
@@ -320,6 +325,8 @@ impl ConsumerCursor {
             viewed_at: None,
             cap,
             poisoned: false,
+            rest_at: None,
+            withheld: false,
             light: u32::MAX,
             counters: Arc::default(),
         })
@@ -398,28 +405,56 @@ impl ConsumerCursor {
         // Behind the tail it shows nothing readable: frames were taken by their stamps before
         // their head was stored (`ring/framed/link.rs`); such a head can only mislead this
         // side into waiting, never into reading.
-        let Some(avail) = self.check_head(h) else { return Err(self.poison(hdr)) };
+        let Some(avail) = self.check_head(h) else { return Err(self.poison_cursor(hdr)) };
         self.loaded_head = h;
         self.cached_head = self.tail.wrapping_add(avail as u64);
         Ok(avail)
     }
 
     /// Poisons the ring for good: this side fails from now on, and the shared flag tells the
-    /// producer. For corruption found above the cursor level (a bad frame header).
+    /// producer. For corruption found above the cursor level (a bad frame header): the bytes
+    /// below the head are not served after it ([`validated_rest`](Self::validated_rest)), since
+    /// what they hold is what was found corrupt.
     pub(crate) fn poison(&mut self, hdr: &Header) -> Corrupt {
+        self.withheld = true;
+        self.poison_cursor(hdr)
+    }
+
+    /// Poisons the ring for an impossible producer cursor: the bytes below the last valid one
+    /// are still served ([`validated_rest`](Self::validated_rest)).
+    fn poison_cursor(&mut self, hdr: &Header) -> Corrupt {
         self.poisoned = true;
         poison_ring(hdr, Role::Consumer);
         Corrupt
     }
 
     /// Readable bytes, refreshing the cached head only if fewer than `max(want, 1)` are known.
+    /// Once the ring is poisoned, the bytes validated before (see
+    /// [`validated_rest`](Self::validated_rest)).
     #[inline]
     pub(crate) fn readable(&mut self, hdr: &Header, want: usize) -> Result<usize, Corrupt> {
         let r = self.readable_cached();
         if r >= want.max(1) && !self.poisoned {
             return Ok(r);
         }
-        self.refresh(hdr)
+        self.refresh(hdr).or_else(|_| self.validated_rest())
+    }
+
+    /// For a caller whose refresh failed (the ring is poisoned, by this refresh or earlier):
+    /// the bytes below the head validated before, which a peer's later corruption must not take
+    /// away (`docs::trust_model`: committed bytes are not lost). Served as long as the caller
+    /// makes progress: asked again at the same tail (nothing consumed since it was last served,
+    /// as a parser waiting for the rest of a record asks `fill_buf`), the answer is the error,
+    /// since no more bytes will come and the same ones again would have it ask for ever.
+    #[cold]
+    pub(crate) fn validated_rest(&mut self) -> Result<usize, Corrupt> {
+        let rest = self.readable_cached();
+        // (The cached head is never below the tail, so `rest` <= N; checked all the same.)
+        if self.withheld || rest == 0 || rest as u64 > self.cap || self.rest_at == Some(self.tail) {
+            return Err(Corrupt);
+        }
+        self.rest_at = Some(self.tail);
+        Ok(rest)
     }
 
     /// The readable bytes `fill_buf` shows (0: nothing, the caller waits): the rest of the
@@ -434,7 +469,7 @@ impl ConsumerCursor {
         let n = if cached > 0 && self.viewed_at.is_some_and(|at| at != self.tail) && !self.poisoned {
             cached
         } else {
-            self.refresh(hdr)?
+            self.refresh(hdr).or_else(|_| self.validated_rest())?
         };
         self.viewed_at = Some(self.tail);
         Ok(n)

@@ -13,8 +13,10 @@
 //!   at most `N` readable bytes, and the producer's cursor never moves backwards; the same for
 //!   the consumer's cursor as the producer sees it). Each side keeps its own cursor privately
 //!   and never reads it back from shared memory. An impossible value *poisons* the ring:
-//!   `InvalidData` from then on, at once for the side that found it and for its peer as soon
-//!   as the peer looks at the shared flag (a producer when it has to wait for room: until
+//!   `InvalidData` from then on, for the side that found it once it has served the bytes it
+//!   had validated before (a consumer's reads, grants and `fill_buf` lend them first, as long
+//!   as each call consumes something: asked again at the same place, they fail), and for its
+//!   peer as soon as the peer looks at the shared flag (a producer when it has to wait for room: until
 //!   then its writes go into room it already knew of, in a ring nobody reads); the flag also
 //!   wakes a sleeping peer.
 //! - Frame headers (the length against its complement and the frame's position stamp, the

@@ -412,7 +412,8 @@ impl AsyncConsumer {
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.parking.poll(cx, &mut self.inner, |c| {
             let hdr = c.end.header_or_err()?;
-            match c.cur.refresh(hdr) {
+            // Poisoned: the bytes validated before are still served (`validated_rest`).
+            match c.cur.refresh(hdr).or_else(|_| c.cur.validated_rest()) {
                 Ok(0) => c.available(0, Wait::No),
                 Ok(n) => Ok(n),
                 Err(_) => Err(poisoned_error()),
