@@ -295,7 +295,7 @@ pub(crate) struct ConsumerCursor {
     viewed_at: Option<u64>,
     cap: u64,
     poisoned: bool,
-    /// Where the tail was when [`validated_rest`](Self::validated_rest) last served the bytes
+    /// Where the tail was when [`refresh_or_rest`](Self::refresh_or_rest) last served the bytes
     /// validated before the poisoning.
     rest_at: Option<u64>,
     /// The poisoning was for corruption inside the bytes: none are served after it.
@@ -413,7 +413,7 @@ impl ConsumerCursor {
 
     /// Poisons the ring for good: this side fails from now on, and the shared flag tells the
     /// producer. For corruption found above the cursor level (a bad frame header): the bytes
-    /// below the head are not served after it ([`validated_rest`](Self::validated_rest)), since
+    /// below the head are not served after it ([`refresh_or_rest`](Self::refresh_or_rest)), since
     /// what they hold is what was found corrupt.
     pub(crate) fn poison(&mut self, hdr: &Header) -> Corrupt {
         self.withheld = true;
@@ -421,7 +421,7 @@ impl ConsumerCursor {
     }
 
     /// Poisons the ring for an impossible producer cursor: the bytes below the last valid one
-    /// are still served ([`validated_rest`](Self::validated_rest)).
+    /// are still served ([`refresh_or_rest`](Self::refresh_or_rest)).
     fn poison_cursor(&mut self, hdr: &Header) -> Corrupt {
         self.poisoned = true;
         poison_ring(hdr, Role::Consumer);
@@ -430,26 +430,34 @@ impl ConsumerCursor {
 
     /// Readable bytes, refreshing the cached head only if fewer than `max(want, 1)` are known.
     /// Once the ring is poisoned, the bytes validated before (see
-    /// [`validated_rest`](Self::validated_rest)).
+    /// [`refresh_or_rest`](Self::refresh_or_rest)).
     #[inline]
     pub(crate) fn readable(&mut self, hdr: &Header, want: usize) -> Result<usize, Corrupt> {
         let r = self.readable_cached();
         if r >= want.max(1) && !self.poisoned {
             return Ok(r);
         }
+        self.refresh_or_rest(hdr)
+    }
+
+    /// [`refresh`](Self::refresh) for a reader: once the ring is poisoned (by this refresh or
+    /// earlier), the bytes below the head validated before, which a peer's later corruption must
+    /// not take away (`docs::trust_model`: committed bytes are not lost). Served as long as the
+    /// caller makes progress: asked again at the same tail (nothing consumed since they were
+    /// last served, as a parser waiting for the rest of a record asks `fill_buf`), the answer is
+    /// the error, since no more bytes will come and the same ones again would have it ask for
+    /// ever.
+    pub(crate) fn refresh_or_rest(&mut self, hdr: &Header) -> Result<usize, Corrupt> {
         self.refresh(hdr).or_else(|_| self.validated_rest())
     }
 
-    /// For a caller whose refresh failed (the ring is poisoned, by this refresh or earlier):
-    /// the bytes below the head validated before, which a peer's later corruption must not take
-    /// away (`docs::trust_model`: committed bytes are not lost). Served as long as the caller
-    /// makes progress: asked again at the same tail (nothing consumed since it was last served,
-    /// as a parser waiting for the rest of a record asks `fill_buf`), the answer is the error,
-    /// since no more bytes will come and the same ones again would have it ask for ever.
+    /// The validated rest of [`refresh_or_rest`](Self::refresh_or_rest), after a failed refresh.
     #[cold]
-    pub(crate) fn validated_rest(&mut self) -> Result<usize, Corrupt> {
+    fn validated_rest(&mut self) -> Result<usize, Corrupt> {
         let rest = self.readable_cached();
-        // (The cached head is never below the tail, so `rest` <= N; checked all the same.)
+        // (Frames taken by their stamps may have moved the tail past the cached head, until
+        // `catch_up_head`: then nothing below it is left to serve, and the wrapped difference
+        // is past N.)
         if self.withheld || rest == 0 || rest as u64 > self.cap || self.rest_at == Some(self.tail) {
             return Err(Corrupt);
         }
@@ -469,7 +477,7 @@ impl ConsumerCursor {
         let n = if cached > 0 && self.viewed_at.is_some_and(|at| at != self.tail) && !self.poisoned {
             cached
         } else {
-            self.refresh(hdr).or_else(|_| self.validated_rest())?
+            self.refresh_or_rest(hdr)?
         };
         self.viewed_at = Some(self.tail);
         Ok(n)

@@ -47,7 +47,7 @@ impl Producer {
     /// ```
     pub fn into_async(self) -> io::Result<AsyncProducer> {
         self.end.enter_async()?;
-        Ok(AsyncProducer { inner: self, parking: Parking::default(), shut: false })
+        Ok(AsyncProducer { inner: self, parking: Parking::default() })
     }
 }
 
@@ -183,8 +183,6 @@ pub struct AsyncProducer {
     // Declared (so dropped) before `inner`: see `AsyncConsumer`.
     parking: Parking,
     inner: Producer,
-    /// `poll_shutdown` closed the ring.
-    shut: bool,
 }
 
 impl AsyncProducer {
@@ -221,7 +219,7 @@ impl AsyncProducer {
 
     /// Waits until at least one byte of space is free (or an error): the free byte count.
     fn poll_space(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.shut {
+        if self.inner.end.is_shut() {
             return Poll::Ready(Err(shut_error()));
         }
         let capacity = self.inner.capacity();
@@ -302,7 +300,7 @@ impl AsyncProducer {
 impl AsyncWrite for AsyncProducer {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.shut {
+        if this.inner.end.is_shut() {
             return Poll::Ready(Err(shut_error()));
         }
         this.parking.poll(cx, &mut this.inner, |p| p.try_write(buf))
@@ -310,12 +308,12 @@ impl AsyncWrite for AsyncProducer {
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // Every write is published; after a shutdown there is nothing left to flush.
-        Poll::Ready(if self.shut { Ok(()) } else { self.inner.end.header_or_err().map(|_| ()) })
+        Poll::Ready(io::Write::flush(&mut self.get_mut().inner))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.shut {
+        if this.inner.end.is_shut() {
             return Poll::Ready(Ok(()));
         }
         let hdr = match this.inner.end.header_or_err() {
@@ -326,14 +324,16 @@ impl AsyncWrite for AsyncProducer {
         this.parking.settle(&this.inner);
         // The end stays (get_ref, get_mut, into_inner) but refuses every write from here.
         this.inner.end.shut();
-        this.shut = true;
         Poll::Ready(Ok(()))
     }
 }
 
 impl fmt::Debug for AsyncProducer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AsyncProducer").field("ring", &self.inner).field("shut_down", &self.shut).finish()
+        f.debug_struct("AsyncProducer")
+            .field("ring", &self.inner)
+            .field("shut_down", &self.inner.end.is_shut())
+            .finish()
     }
 }
 
@@ -412,8 +412,8 @@ impl AsyncConsumer {
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.parking.poll(cx, &mut self.inner, |c| {
             let hdr = c.end.header_or_err()?;
-            // Poisoned: the bytes validated before are still served (`validated_rest`).
-            match c.cur.refresh(hdr).or_else(|_| c.cur.validated_rest()) {
+            // Poisoned: the bytes validated before are still served.
+            match c.cur.refresh_or_rest(hdr) {
                 Ok(0) => c.available(0, Wait::No),
                 Ok(n) => Ok(n),
                 Err(_) => Err(poisoned_error()),
