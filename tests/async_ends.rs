@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use common::header_offsets::{OFF_CONSUMER, OFF_DATA_WAITER};
-use common::{in_child, spawn_child, thread_cpu_time, watchdog, HeaderView, Pattern};
+use common::{helper_threads, in_child, spawn_child, thread_cpu_time, watchdog, HeaderView, Pattern};
 use mirror_ring::{Backend, Producer, RingOptions, SharedRing};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
@@ -1486,16 +1486,6 @@ fn an_async_end_that_cannot_start_its_helper_says_so() {
         "2 = cannot become nobody, 3 = setrlimit failed, 4 = EAGAIN lost, 5 = not an error naming the thread, \
          6 = ready on an empty ring, 7 = wrong read, 8 = never read once threads could start"
     );
-}
-
-/// How many parking helper threads this process has (`comm` cuts `mirror-ring-park-N`).
-fn helper_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-        .filter(|s| s.starts_with("mirror-ring-par"))
-        .count()
 }
 
 /// One async end between processes that parks and is cancelled over and over (a `select!`

@@ -443,20 +443,27 @@ fn std_errors_after_the_peer_closes() {
     });
 }
 
+/// A shared ring whose producer, a forked child, wrote the first `n` bytes of the stream and
+/// exited without closing (its `Drop` never runs).
+fn ring_whose_producer_died(n: usize) -> mirror_ring::SharedRing {
+    let ring = RingOptions::new().capacity(16384).shared().unwrap();
+    let mut child = spawn_child(|| {
+        let mut tx = ring.clone().into_producer().unwrap();
+        tx.write_all(&pat_vec(0, n)).unwrap();
+        std::mem::forget(tx);
+        0 // _exit: no close
+    });
+    assert_eq!(child.wait_within(Duration::from_secs(10)), 0);
+    ring
+}
+
 /// A forked producer that dies without closing (its `Drop` never runs): the reader gets every
 /// committed byte, then `UnexpectedEof` (documented: "a crash is not a clean end of stream"),
 /// and keeps getting it, never an Ok(0) that generic code would take for a clean end.
 #[test]
 fn std_reader_after_producer_death_never_sees_clean_eof() {
     const N: usize = 10_000;
-    let ring = RingOptions::new().capacity(16384).shared().unwrap();
-    let mut child = spawn_child(|| {
-        let mut tx = ring.clone().into_producer().unwrap();
-        tx.write_all(&pat_vec(0, N)).unwrap();
-        std::mem::forget(tx);
-        0 // _exit: no close
-    });
-    assert_eq!(child.wait_within(Duration::from_secs(10)), 0);
+    let ring = ring_whose_producer_died(N);
     let mut rx = ring.into_consumer().unwrap();
     let (res_tx, res_rx) = mpsc::channel();
     let t = thread::spawn(move || {
@@ -1037,14 +1044,7 @@ fn tokio_parked_reader_woken_by_close() {
 #[test]
 fn tokio_reader_after_producer_death() {
     const N: usize = 10_000;
-    let ring = RingOptions::new().capacity(16384).shared().unwrap();
-    let mut child = spawn_child(|| {
-        let mut tx = ring.clone().into_producer().unwrap();
-        tx.write_all(&pat_vec(0, N)).unwrap();
-        std::mem::forget(tx);
-        0
-    });
-    assert_eq!(child.wait_within(Duration::from_secs(10)), 0);
+    let ring = ring_whose_producer_died(N);
     let rx = ring.into_consumer().unwrap();
     bounded("tokio_reader_after_producer_death", 20, move || {
         current_thread().block_on(async move {

@@ -195,10 +195,32 @@ const STD_READS: [StdRead; 11] = [
     StdRead::WriteTo,
 ];
 
-/// Calls `how` until it fails (at most 200 calls): the bytes it delivered, and the error. An
+/// What `drain_std` and `drain_async` report for an end of stream.
+fn eof() -> std::io::Error {
+    std::io::Error::other("eof: the stream ended instead of failing")
+}
+
+/// One read of `n` bytes into `buf`: appends them to `got`; `Ok(0)` is an end of stream.
+fn took(got: &mut Vec<u8>, r: std::io::Result<usize>, buf: &[u8]) -> std::io::Result<()> {
+    match r? {
+        0 => Err(eof()),
+        n => {
+            got.extend_from_slice(&buf[..n]);
+            Ok(())
+        }
+    }
+}
+
+/// A read to the end into `all`: appends what it got to `got`; even a success is an error here
+/// (the stream ended instead of failing).
+fn took_all(got: &mut Vec<u8>, r: std::io::Result<()>, all: &[u8]) -> std::io::Result<()> {
+    got.extend_from_slice(all);
+    r.and_then(|()| Err(eof()))
+}
+
+/// Calls `how` until it fails (at most 1000 calls): the bytes it delivered, and the error. An
 /// end of stream (`Ok(0)`, an empty `fill_buf`) is reported as an `Other` error "eof".
 fn drain_std(rx: &mut Consumer, how: StdRead) -> (Vec<u8>, std::io::Error) {
-    let eof = || std::io::Error::other("eof: the stream ended instead of failing");
     let mut got = Vec::new();
     for _ in 0..1000 {
         if got.len() > 4 * 16 * 1024 {
@@ -208,16 +230,10 @@ fn drain_std(rx: &mut Consumer, how: StdRead) -> (Vec<u8>, std::io::Error) {
         let step: std::io::Result<()> = match how {
             StdRead::Read => {
                 let mut b = [0u8; 64];
-                rx.read(&mut b).and_then(|n| {
-                    if n == 0 {
-                        Err(eof())
-                    } else {
-                        {
-                            got.extend_from_slice(&b[..n]);
-                            Ok(())
-                        }
-                    }
-                })
+                {
+                    let r = rx.read(&mut b);
+                    took(&mut got, r, &b)
+                }
             }
             StdRead::ReadExact => {
                 let mut b = [0u8; 32];
@@ -225,9 +241,8 @@ fn drain_std(rx: &mut Consumer, how: StdRead) -> (Vec<u8>, std::io::Error) {
             }
             StdRead::ReadToEnd => {
                 let mut v = Vec::new();
-                let r = rx.read_to_end(&mut v);
-                got.extend_from_slice(&v);
-                r.and_then(|_| Err(eof()))
+                let r = rx.read_to_end(&mut v).map(drop);
+                took_all(&mut got, r, &v)
             }
             StdRead::FillBuf => match rx.fill_buf() {
                 Ok([]) => Err(eof()),
@@ -250,41 +265,27 @@ fn drain_std(rx: &mut Consumer, how: StdRead) -> (Vec<u8>, std::io::Error) {
             },
             StdRead::Copy => {
                 let mut v = Vec::new();
-                let r = std::io::copy(rx, &mut v);
-                got.extend_from_slice(&v);
-                r.and_then(|_| Err(eof()))
+                let r = std::io::copy(rx, &mut v).map(drop);
+                took_all(&mut got, r, &v)
             }
             StdRead::BufReader => {
                 let mut v = Vec::new();
-                let r = std::io::BufReader::with_capacity(32, &mut *rx).read_to_end(&mut v);
-                got.extend_from_slice(&v);
-                r.and_then(|_| Err(eof()))
+                let r = std::io::BufReader::with_capacity(32, &mut *rx).read_to_end(&mut v).map(drop);
+                took_all(&mut got, r, &v)
             }
             StdRead::TryRead => {
                 let mut b = [0u8; 64];
-                rx.try_read(&mut b).and_then(|n| {
-                    if n == 0 {
-                        Err(eof())
-                    } else {
-                        {
-                            got.extend_from_slice(&b[..n]);
-                            Ok(())
-                        }
-                    }
-                })
+                {
+                    let r = rx.try_read(&mut b);
+                    took(&mut got, r, &b)
+                }
             }
             StdRead::ReadTimeout => {
                 let mut b = [0u8; 64];
-                rx.read_timeout(&mut b, Duration::from_millis(500)).and_then(|n| {
-                    if n == 0 {
-                        Err(eof())
-                    } else {
-                        {
-                            got.extend_from_slice(&b[..n]);
-                            Ok(())
-                        }
-                    }
-                })
+                {
+                    let r = rx.read_timeout(&mut b, Duration::from_millis(500));
+                    took(&mut got, r, &b)
+                }
             }
             StdRead::ReadGrant => match rx.read_grant(1) {
                 Ok(g) if g.is_empty() => Err(eof()),
@@ -297,16 +298,10 @@ fn drain_std(rx: &mut Consumer, how: StdRead) -> (Vec<u8>, std::io::Error) {
             },
             StdRead::WriteTo => {
                 let mut v = Vec::new();
-                rx.write_to(&mut v).and_then(|n| {
-                    if n == 0 {
-                        Err(eof())
-                    } else {
-                        {
-                            got.extend_from_slice(&v[..n]);
-                            Ok(())
-                        }
-                    }
-                })
+                {
+                    let r = rx.write_to(&mut v);
+                    took(&mut got, r, &v)
+                }
             }
         };
         assert!(started.elapsed() < BOUND, "{how:?}: one call took {:?}", started.elapsed());
@@ -314,7 +309,7 @@ fn drain_std(rx: &mut Consumer, how: StdRead) -> (Vec<u8>, std::io::Error) {
             return (got, e);
         }
     }
-    panic!("{how:?}: 200 calls on a poisoned ring without an error ({} bytes)", got.len());
+    panic!("{how:?}: 1000 calls on a poisoned ring without an error ({} bytes)", got.len());
 }
 
 /// Every later call on a consumer that found the ring poisoned fails with `InvalidData`.
@@ -394,7 +389,6 @@ const ASYNC_READS: [AsyncRd; 7] = [
 ];
 
 async fn drain_async(rx: &mut mirror_ring::AsyncConsumer, how: AsyncRd) -> (Vec<u8>, std::io::Error) {
-    let eof = || std::io::Error::other("eof: the stream ended instead of failing");
     let mut got = Vec::new();
     for _ in 0..1000 {
         if got.len() > 4 * 16 * 1024 {

@@ -19,7 +19,7 @@ use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use common::{our_mappings, spawn_child};
+use common::{helper_threads, our_mappings, spawn_child};
 use mirror_ring::{Backend, RingOptions, SharedRing};
 use tokio::io::AsyncReadExt;
 
@@ -56,15 +56,6 @@ fn status_kb(field: &str) -> usize {
         .unwrap_or(0)
 }
 
-fn helper_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-        .filter(|s| s.starts_with("mirror-ring-par"))
-        .count()
-}
-
 /// CPU time (user + system) of this whole process.
 fn process_cpu() -> Duration {
     // SAFETY: all-zero is a valid rusage; getrusage fills it.
@@ -73,6 +64,15 @@ fn process_cpu() -> Duration {
     assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) }, 0);
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// A child's exit status: 0 with no failures, else `code`, the failures on stderr.
+fn verdict(failures: &[String], code: i32) -> i32 {
+    if failures.is_empty() {
+        return 0;
+    }
+    eprintln!("{failures:#?}");
+    code
 }
 
 /// Whether `errno` is the OS error of `e` or of any error in its `source()` chain.
@@ -896,12 +896,7 @@ fn with_no_descriptor_left_fd_less_rings_are_made_and_memfd_says_emfile() {
         if RingOptions::new().capacity(4096).backend(Backend::Memfd).build().is_err() {
             failures.push("Memfd not made once descriptors were back".into());
         }
-        if failures.is_empty() {
-            0
-        } else {
-            eprintln!("{failures:#?}");
-            3
-        }
+        verdict(&failures, 3)
     });
     assert_eq!(child.wait_within(Duration::from_secs(60)), 0, "2 = setrlimit failed, 3 = see stderr");
 }
@@ -1005,12 +1000,7 @@ fn a_sweep_of_descriptor_limits_gives_emfile_or_success_and_leaks_nothing() {
             failures
                 .push(format!("{} wakers still registered after the ends were dropped", live.load(Ordering::SeqCst)));
         }
-        if failures.is_empty() {
-            0
-        } else {
-            eprintln!("{failures:#?}");
-            3
-        }
+        verdict(&failures, 3)
     });
     assert_eq!(child.wait_within(Duration::from_secs(60)), 0, "2 = setrlimit failed, 3 = see stderr");
 }

@@ -9,6 +9,16 @@ use std::time::{Duration, Instant};
 
 use mirror_ring::{Backend, MirrorMap};
 
+/// How many parking helper threads this process has (`comm` cuts `mirror-ring-park-N`).
+pub fn helper_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .filter(|s| s.starts_with("mirror-ring-par"))
+        .count()
+}
+
 /// The backends that work on this machine (at least one must).
 pub fn available() -> Vec<Backend> {
     let v: Vec<Backend> = Backend::CONCRETE.into_iter().filter(|b| b.is_available()).collect();
