@@ -48,6 +48,7 @@ impl ParkEnd for AsyncReader {
             counters: &self.counters,
             direct: self.direct,
             watch: false,
+            watcher: None,
             ring: None,
             spin: &self.spin,
             peer_dead: false,

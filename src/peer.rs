@@ -24,6 +24,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::header::{Claim, Claimant, Header, Role, ROLE_CLAIMED, ROLE_CLOSED, ROLE_FREE, ROLE_TAKING};
@@ -57,8 +58,9 @@ pub(crate) struct ProcessWatch {
     seen: Option<Claim>,
     /// The peer's identity, once its slot showed a holding.
     peer: Option<Peer>,
-    /// The pidfd on the peer, once opened.
-    pidfd: Option<OwnedFd>,
+    /// The pidfd on the peer, once opened (shared with the helper thread that watches the peer
+    /// for a parked async end: [`watched`](Self::watched)).
+    pidfd: Option<Arc<OwnedFd>>,
     /// `pidfd_open` is not available here (ENOSYS, EPERM from a sandbox): use `/proc` only.
     /// Never set for a refusal that concerns one peer (a thread id: see [`Refused`]).
     no_pidfd: bool,
@@ -93,6 +95,25 @@ impl ProcessWatch {
     #[cfg(feature = "tokio")]
     pub(crate) fn is_dead(&self) -> bool {
         self.dead
+    }
+
+    /// What a helper thread needs to watch the peer for a parked async end without waking its
+    /// task (`asynch::park`): the peer's claim word this watcher last saw, and the pidfd that
+    /// proves its holder alive while it is not readable (`None`: no holder to watch, a free or
+    /// closed slot, or one naming no process). `None` when only this watcher can tell: a death
+    /// already latched, nothing looked at yet, a peer checked through `/proc` (no pidfd here),
+    /// one in another PID namespace. Whatever changes the answer changes the claim word or
+    /// makes the pidfd readable, and the helper then wakes the task to check for itself.
+    #[cfg(any(feature = "tokio", mirror_ring_loom))]
+    pub(crate) fn watched(&self) -> Option<(Claim, Option<Arc<OwnedFd>>)> {
+        let seen = self.seen.filter(|_| !self.dead)?;
+        match self.peer {
+            // Nobody to watch (as `identify` found it), not a read that failed.
+            None if !(matches!(seen.state(), ROLE_CLAIMED | ROLE_TAKING) && seen.pid() > 0) => Some((seen, None)),
+            None => None,
+            Some(p) if !p.foreign && !p.same_process && p.claim == seen => Some((seen, Some(self.pidfd.clone()?))),
+            Some(_) => None,
+        }
     }
 
     /// The peer identified at the last check, if any.
@@ -201,7 +222,7 @@ impl ProcessWatch {
                             Err(_) => {}
                         }
                     }
-                    self.pidfd = Some(fd);
+                    self.pidfd = Some(Arc::new(fd));
                 }
                 Err(e) => match pidfd_refusal(e.raw_os_error()) {
                     Refused::Dead => return Liveness::Dead,

@@ -112,7 +112,9 @@ pub struct Stats {
     /// and which the peer's `wakes_sent` does not count).
     pub woken: u64,
     /// Sleeps that ended at their bound (the watch interval between processes) with the flag
-    /// still raised; the park then goes on without another barrier.
+    /// still raised; the park then goes on without another barrier. (An async end's helper
+    /// answers most bounds itself, without ending the sleep: `docs::async_ends`, "Bounded
+    /// sleeps".)
     pub sleep_timeouts: u64,
     /// Sleeps that ended at their bound while the call's condition already held: a wake-up the
     /// peer should have sent and did not. Zero in a correct protocol between honest ends, with

@@ -659,12 +659,19 @@ pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 /// Whether a pidfd's process has terminated (a zombie counts as terminated): polls for
 /// `POLLIN` without blocking.
 pub(crate) fn pidfd_exited(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    Ok(pidfds_exited(&[fd])?[0])
+}
+
+/// [`pidfd_exited`] for many pidfds in one `poll`: whether each one's process has terminated.
+pub(crate) fn pidfds_exited(fds: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> =
+        fds.iter().map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
     loop {
-        // SAFETY: pfd is a valid array of one pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+        // SAFETY: `pfds` is a valid array of `pfds.len()` pollfds, which `poll` writes only
+        // inside (their `revents`); a zero timeout never blocks.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 0) };
         if r >= 0 {
-            return Ok(r > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP) != 0);
+            return Ok(pfds.iter().map(|p| p.revents & (libc::POLLIN | libc::POLLHUP) != 0).collect());
         }
         let err = io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::EINTR) {

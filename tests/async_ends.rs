@@ -1977,3 +1977,171 @@ fn async_framed_writer_whose_consumer_died_counts_peer_died_and_no_lost_wakeup()
     assert!(s.parks >= 1, "{s:?}");
     assert_eq!((s.peer_died, s.lost_wakeups), (1, 0), "{s:?}");
 }
+
+/// A waker that counts its wake-ups.
+struct Counting(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Counting {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Async ends parked on rings whose peer is a live process are not woken while nothing
+/// happens: their helper watches the peer's pidfd for them (`docs::async_ends`, "Bounded
+/// sleeps"), where each used to be woken every watch interval (25 ms) to check for itself,
+/// about 40 wake-ups a second per end. Once the peer is killed, every one is woken within a
+/// second (10x the watch interval plus the helper's slack) and sees the death. Readers and
+/// writers, byte and framed.
+#[test]
+fn idle_async_ends_on_a_live_peer_process_are_left_asleep_until_it_dies() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    const EACH: usize = 8;
+    let dog = watchdog("idle_async_ends_on_a_live_peer_process_are_left_asleep_until_it_dies", Duration::from_secs(60));
+    let mut opts = RingOptions::new();
+    opts.capacity(4096).spin_budget(Duration::ZERO);
+    // Rings 0..EACH: the child produces (one byte, then silence); EACH..2*EACH: the child
+    // consumes nothing, and the parent fills them; the last EACH: framed, the child produces
+    // nothing.
+    let rings: Vec<SharedRing> = (0..3 * EACH).map(|_| opts.shared().unwrap()).collect();
+    let page = common::SharedPage::new();
+    let mut child = spawn_child(|| {
+        let mut ends = Vec::new();
+        for (i, ring) in rings.iter().enumerate() {
+            match i / EACH {
+                0 => {
+                    let mut tx = ring.clone().into_producer().unwrap();
+                    tx.write_all(b"x").unwrap();
+                    ends.push(Box::new(tx) as Box<dyn std::any::Any>);
+                }
+                1 => ends.push(Box::new(ring.clone().into_consumer().unwrap())),
+                _ => ends.push(Box::new(ring.clone().into_producer().unwrap().into_framed())),
+            }
+        }
+        page.word(0).store(1, Ordering::SeqCst);
+        loop {
+            std::thread::sleep(Duration::from_secs(1)); // alive, silent, until killed
+        }
+    });
+    dog.kill_on_expiry(&child);
+    page.await_word(0);
+    type Call = std::pin::Pin<Box<dyn Future<Output = std::io::Result<mirror_ring::Stats>>>>;
+    let mut calls: Vec<Call> = Vec::new();
+    for (i, ring) in rings.iter().enumerate() {
+        match i / EACH {
+            0 => {
+                let mut rx = ring.clone().into_consumer().unwrap();
+                let mut b = [0; 1];
+                rx.read_exact(&mut b).unwrap();
+                let mut rx = rx.into_async().unwrap();
+                calls.push(Box::pin(async move { rx.read_exact(&mut b).await.map(|_| rx.stats()) }));
+            }
+            1 => {
+                let mut tx = ring.clone().into_producer().unwrap();
+                tx.write_all(&vec![7; tx.capacity()]).unwrap();
+                let mut tx = tx.into_async().unwrap();
+                calls.push(Box::pin(async move { tx.write_all(b"more").await.map(|_| tx.stats()) }));
+            }
+            _ => {
+                let mut rx = ring.clone().into_consumer().unwrap().into_framed().into_async().unwrap();
+                calls.push(Box::pin(async move { rx.recv().await.map(|f| f.map(|f| f.len())).map(|_| rx.stats()) }));
+            }
+        }
+    }
+    let counts: Vec<Arc<Counting>> = (0..calls.len()).map(|_| Arc::new(Counting(0.into()))).collect();
+    for (call, count) in calls.iter_mut().zip(&counts) {
+        let waker = Waker::from(count.clone());
+        assert!(call.as_mut().poll(&mut Context::from_waker(&waker)).is_pending(), "nothing to do yet");
+    }
+    // An idle second, 40 watch intervals, run as an executor would: a woken task is polled
+    // again. A park whose flag had to be raised with a fence only is woken once to pay its
+    // barrier; nothing else is due.
+    let mut polled = vec![0; calls.len()];
+    let idle = Instant::now();
+    while idle.elapsed() < Duration::from_secs(1) {
+        for (i, (call, count)) in calls.iter_mut().zip(&counts).enumerate() {
+            let now = count.0.load(Ordering::SeqCst);
+            if now != polled[i] {
+                polled[i] = now;
+                let waker = Waker::from(count.clone());
+                assert!(call.as_mut().poll(&mut Context::from_waker(&waker)).is_pending(), "end {i} is done");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(polled.iter().all(|&n| n <= 2), "idle ends were woken {polled:?} times in a second");
+    let polled: Vec<usize> = counts.iter().map(|c| c.0.load(Ordering::SeqCst)).collect();
+    child.kill();
+    let killed = Instant::now();
+    let mut left: Vec<usize> = (0..calls.len()).collect();
+    while !left.is_empty() {
+        assert!(killed.elapsed() < Duration::from_secs(1), "ends {left:?} not woken a second after the peer died");
+        left.retain(|&i| counts[i].0.load(Ordering::SeqCst) == polled[i]);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for (i, call) in calls.iter_mut().enumerate() {
+        let r = call.as_mut().poll(&mut Context::from_waker(&noop_waker()));
+        let want = if i / EACH == 1 { ErrorKind::BrokenPipe } else { ErrorKind::UnexpectedEof };
+        match r {
+            Poll::Ready(Err(e)) if e.kind() == want => {}
+            other => panic!("end {i}: {other:?}, not {want:?}"),
+        }
+    }
+    child.wait();
+}
+
+/// The helper that watches a parked end's peer for it (above) also follows the peer's slot: an
+/// end that parked before its peer process claimed the other role (nobody to watch yet) is
+/// woken by the claim, finds the new holder, and sees its death, within a second of the kill
+/// (10x the watch interval plus the helper's slack).
+#[test]
+fn a_parked_async_end_sees_the_death_of_a_peer_that_claimed_after_it_parked() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    let dog =
+        watchdog("a_parked_async_end_sees_the_death_of_a_peer_that_claimed_after_it_parked", Duration::from_secs(60));
+    let ring = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).shared().unwrap();
+    let mut rx = ring.clone().into_consumer().unwrap().into_async().unwrap();
+    let count = Arc::new(Counting(0.into()));
+    let waker = Waker::from(count.clone());
+    let mut b = [0u8; 1];
+    let mut read = pin!(rx.read(&mut b));
+    assert!(read.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+    let page = common::SharedPage::new();
+    let mut child = spawn_child(|| {
+        let _tx = ring.clone().into_producer().unwrap();
+        page.word(0).store(1, Ordering::SeqCst);
+        loop {
+            std::thread::sleep(Duration::from_secs(1)); // alive, silent, until killed
+        }
+    });
+    dog.kill_on_expiry(&child);
+    page.await_word(0);
+    // Polled as an executor would, a while after the claim: the end has found its peer.
+    let mut polled = 0;
+    let until = Instant::now() + Duration::from_millis(200);
+    let mut pump = || {
+        let now = count.0.load(Ordering::SeqCst);
+        if now == polled {
+            return Poll::Pending;
+        }
+        polled = now;
+        read.as_mut().poll(&mut Context::from_waker(&waker))
+    };
+    while Instant::now() < until {
+        assert!(pump().is_pending(), "nothing was written");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill();
+    let killed = Instant::now();
+    let r = loop {
+        assert!(killed.elapsed() < Duration::from_secs(1), "the death not seen a second after the kill");
+        if let Poll::Ready(r) = pump() {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(r.unwrap_err().kind(), ErrorKind::UnexpectedEof);
+    child.wait();
+}

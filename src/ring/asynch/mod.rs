@@ -29,6 +29,7 @@ mod sites {
             counters,
             direct: end.peer.is_none(),
             watch: end.peer.as_ref().is_some_and(|p| p.borrow().active()),
+            watcher: end.peer.as_ref().map(|p| (p, end.token)),
             ring: Some(&end.ring),
             spin: &end.spinning,
             peer_dead: end.peer.as_ref().is_some_and(|p| p.borrow().is_dead()),

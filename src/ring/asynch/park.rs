@@ -2,12 +2,13 @@
 //! turn a `FUTEX_WAKE` into `Waker::wake()`. The design and the measurements behind it:
 //! `docs::async_ends` (`src/docs/async_ends.rs`); this file is the code.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[cfg(not(mirror_ring_loom))]
 use std::sync::Mutex;
@@ -15,7 +16,8 @@ use std::sync::Mutex;
 #[cfg(mirror_ring_loom)]
 use loom::sync::Mutex;
 
-use crate::header::{Header, Role};
+use crate::header::{Claim, Header, Role};
+use crate::peer::ProcessWatch;
 use crate::ring::RingMem;
 use crate::stats::Counters;
 use crate::sync::{fence, park_barrier, FutexWord, Ordering, Park, SPINS};
@@ -32,11 +34,15 @@ pub(crate) struct Site<'a> {
     /// The peer lives in this process and publishes through this very mapping (a thread ring):
     /// its wake reaches the registry directly. Otherwise a helper thread sleeps on the word.
     pub(crate) direct: bool,
-    /// The peer may be another process whose death must be noticed: the helper then wakes
-    /// the task every watch interval, so that its own liveness check runs (as a blocking
-    /// end's does). Otherwise the helper checks for a missed wake-up itself, every safety
-    /// interval, without waking the task.
+    /// The peer may be another process whose death must be noticed, every watch interval.
+    /// Otherwise the helper checks for a missed wake-up itself, every safety interval, without
+    /// waking the task.
     pub(crate) watch: bool,
+    /// The end's watcher of the peer process and the end's claim word, with which the helper
+    /// watches the peer itself when the watcher can hand it what it needs
+    /// ([`ProcessWatch::watched`]); otherwise (and with `None`) the helper wakes the task every
+    /// watch interval, so that its own liveness check runs (as a blocking end's does).
+    pub(crate) watcher: Option<(&'a RefCell<ProcessWatch>, Claim)>,
     /// The mapping, kept alive by a helper that reads the header (`None` in loom models).
     pub(crate) ring: Option<&'a Arc<RingMem>>,
     /// How long to keep trying before parking (the end's spin, adapted as a blocking end's
@@ -254,16 +260,20 @@ impl Parking {
         }
         let Some(site) = end.site() else { return Poll::Ready(Err(end.lost())) };
         let word = site.hdr.word(site.role.own_word());
-        let deadline = if !self.strong {
-            self.last_barrier.map_or(now, |t| t + REARM_INTERVAL)
-        } else if site.watch {
-            now + WATCH_INTERVAL
-        } else {
-            now + SAFETY_INTERVAL
+        let interval = if site.watch { WATCH_INTERVAL } else { SAFETY_INTERVAL };
+        let deadline =
+            if !self.strong { self.last_barrier.map_or(now, |t| t + REARM_INTERVAL) } else { now + interval };
+        // Between processes, what lets the helper watch the peer for the task (the task's own
+        // check runs otherwise).
+        let watched = match site.watcher {
+            Some((watcher, own)) if site.watch && self.strong => {
+                watcher.borrow().watched().map(|(peer, pidfd)| Watched { own, peer, pidfd })
+            }
+            _ => None,
         };
-        // The safety check of an entry whose peer lives in this process: the cursor this end
-        // waits on, as now.
-        let check = (!site.watch && self.strong).then(|| {
+        // The safety check of the entry, made by the helper at its deadline: the cursor this
+        // end waits on, as now. Between processes only with the peer watched too.
+        let check = (self.strong && (!site.watch || watched.is_some())).then(|| {
             let cursor = match site.role {
                 Role::Consumer => &site.hdr.head,
                 Role::Producer => &site.hdr.tail,
@@ -279,7 +289,9 @@ impl Parking {
             suspect: false,
             direct: site.direct,
             deadline,
+            interval,
             check,
+            watched,
             ring: site.ring.cloned(),
             helper: 0,
         };
@@ -448,6 +460,16 @@ enum Registered {
     AlreadyWoken,
 }
 
+/// What a helper watches the peer process with, for a parked end (`Entry::watched`).
+struct Watched {
+    /// The end's claim word: its role taken over changes it.
+    own: Claim,
+    /// The peer's claim word, as the end's watcher last saw it (and found its holder alive).
+    peer: Claim,
+    /// The pidfd on the peer's holder: readable once it has died (`None`: no holder to watch).
+    pidfd: Option<Arc<OwnedFd>>,
+}
+
 /// One parked end in the registry.
 struct Entry {
     /// The park that registered it (`Parking::owner`).
@@ -462,13 +484,19 @@ struct Entry {
     /// A safety check found the cursor moved with the flag still raised (see `due`).
     suspect: bool,
     /// When a helper wakes the task anyway (to watch the peer, to pay a deferred barrier), or
-    /// for a thread ring's entry with a `check`, looks whether it missed a wake-up.
+    /// for an entry with a `check`, looks whether it missed a wake-up.
     deadline: Instant,
-    /// A thread ring's entry: the role and the peer's cursor when it parked. At the deadline
-    /// the helper wakes the task only if the cursor moved, or the peer closed, or the ring was
-    /// poisoned, with the flag still raised (a lost wake-up); otherwise it waits another
-    /// safety interval, with no work for the task.
+    /// How far an entry with a `check` moves its deadline when the check finds nothing: the
+    /// safety interval, or the watch interval between processes.
+    interval: Duration,
+    /// The role and the peer's cursor when it parked. At the deadline the helper wakes the task
+    /// only if the cursor moved, or the peer closed, or the ring was poisoned, with the flag
+    /// still raised (a lost wake-up), or (between processes, `watched`) the peer may have died
+    /// or either role changed hands; otherwise it waits another interval, with no work for the
+    /// task. `None`: the task is woken at the deadline.
     check: Option<(Role, u64)>,
+    /// Between processes: what the helper watches the peer with.
+    watched: Option<Watched>,
     /// Keeps the header mapped while a helper may read it.
     ring: Option<Arc<RingMem>>,
     /// The helper thread that watches this entry.
@@ -477,7 +505,7 @@ struct Entry {
 
 impl Entry {
     /// Whether the helper must wake the task now: `Some(false)` for a wake-up (the flag was
-    /// cleared), `Some(true)` for its deadline, `None` not yet.
+    /// cleared, or a role changed hands), `Some(true)` for its deadline, `None` not yet.
     fn due(&mut self, now: Instant) -> Option<bool> {
         // SAFETY: the entry keeps the header mapped (`WordPtr::get`).
         let word = unsafe { self.word.get() };
@@ -494,6 +522,14 @@ impl Entry {
         }
         let (Some((role, seen)), Some(ring)) = (self.check, &self.ring) else { return Some(true) };
         let hdr = ring.header();
+        if let Some(w) = &self.watched {
+            // A take-over of either role, or a close or a new holding of the peer's: the task
+            // looks for itself, at once. Not as a timer's wake-up: a close is seen here before
+            // its closer clears the flag, and the task must not count a lost wake-up for it.
+            if !hdr.owns(role, w.own) || hdr.claim_word(role.peer()) != w.peer {
+                return Some(false);
+            }
+        }
         // Relaxed: a safety net that only decides whether to poll the task again.
         let cursor = match role {
             Role::Consumer => hdr.head.load(Ordering::Relaxed),
@@ -731,13 +767,43 @@ impl Registry {
             }
         }
         // Entries whose deadline passed (or nearly) with nothing to do wait another interval,
-        // all from now: after one round their checks fall together.
-        for e in t.entries.values_mut() {
+        // all from now: after one round their checks fall together. Those that watch a peer
+        // process through a pidfd have it polled first, all in one call, outside the lock.
+        let mut probes: Vec<(usize, u64, Arc<OwnedFd>)> = Vec::new();
+        for (k, e) in t.entries.iter_mut() {
             if e.helper == helper && e.bound && e.deadline <= now + SLACK {
-                e.deadline = now + SAFETY_INTERVAL;
+                e.deadline = now + e.interval;
+                if let Some(fd) = e.watched.as_ref().and_then(|w| w.pidfd.clone()) {
+                    probes.push((*k, e.owner, fd));
+                }
             }
         }
+        drop(t);
+        if !probes.is_empty() {
+            self.probe(&probes, &mut wakers);
+        }
         wakers
+    }
+
+    /// Polls the pidfds of entries that watch a peer process (`fire`): the task of an entry
+    /// whose peer's pidfd reads as exited, or of every one if the poll fails, is woken (and the
+    /// entry removed, as at a deadline), so that its own check tells. Only a readable pidfd
+    /// proves the death; the task's check proves it again and latches it.
+    fn probe(&self, probes: &[(usize, u64, Arc<OwnedFd>)], wakers: &mut Vec<Waker>) {
+        use std::os::fd::AsFd;
+        let fds: Vec<_> = probes.iter().map(|(_, _, fd)| fd.as_fd()).collect();
+        let exited = crate::sys::pidfds_exited(&fds).unwrap_or_else(|_| vec![true; fds.len()]);
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        for ((k, owner, _), exited) in probes.iter().zip(exited) {
+            // Only the probed park's entry: one registered since, under the same word, has a
+            // deadline of its own.
+            if exited && t.entries.get(k).is_some_and(|e| e.owner == *owner) {
+                if let Some(e) = t.take(*k) {
+                    t.timed.insert((*k, e.owner));
+                    wakers.push(e.waker);
+                }
+            }
+        }
     }
 }
 
