@@ -13,18 +13,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use common::header_offsets::{OFF_CONSUMER, OFF_DATA_WAITER};
-use common::{helper_threads, in_child, spawn_child, thread_cpu_time, watchdog, HeaderView, Pattern};
+use common::{
+    helper_threads, in_child, noop_waker, spawn_child, thread_cpu_time, watchdog, Counting, HeaderView, Pattern,
+};
 use mirror_ring::{Backend, Producer, RingOptions, SharedRing};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-
-/// A waker that does nothing (`Waker::noop` is newer than the crate's MSRV).
-fn noop_waker() -> Waker {
-    struct Noop;
-    impl std::task::Wake for Noop {
-        fn wake(self: std::sync::Arc<Self>) {}
-    }
-    Waker::from(std::sync::Arc::new(Noop))
-}
 
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
@@ -1976,15 +1969,6 @@ fn async_framed_writer_whose_consumer_died_counts_peer_died_and_no_lost_wakeup()
     assert_eq!(r.unwrap_err().kind(), ErrorKind::BrokenPipe);
     assert!(s.parks >= 1, "{s:?}");
     assert_eq!((s.peer_died, s.lost_wakeups), (1, 0), "{s:?}");
-}
-
-/// A waker that counts its wake-ups.
-struct Counting(std::sync::atomic::AtomicUsize);
-
-impl std::task::Wake for Counting {
-    fn wake(self: std::sync::Arc<Self>) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
 }
 
 /// Async ends parked on rings whose peer is a live process are not woken while nothing

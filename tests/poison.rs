@@ -464,13 +464,8 @@ async fn drain_async(rx: &mut mirror_ring::AsyncConsumer, how: AsyncRd) -> (Vec<
 }
 
 fn noop_cx() -> Context<'static> {
-    // (`Waker::noop` is newer than the crate's MSRV.)
-    struct Noop;
-    impl std::task::Wake for Noop {
-        fn wake(self: std::sync::Arc<Self>) {}
-    }
     static NOOP: std::sync::OnceLock<Waker> = std::sync::OnceLock::new();
-    Context::from_waker(NOOP.get_or_init(|| Waker::from(std::sync::Arc::new(Noop))))
+    Context::from_waker(NOOP.get_or_init(common::noop_waker))
 }
 
 /// Polls the async consumer's trait methods directly, again after each `Ready(Err)`: each must

@@ -28,7 +28,11 @@
 //! (`WriteGrant`, `FrameGrant`) held across the fork lends the child nothing (an empty slice:
 //! the free space is the parent's), a `recv_batch` whose closure forks ends in the child
 //! when the closure returns, and a `send_batch` whose message's `AsRef` forks writes nothing
-//! more in the child once that `AsRef` returns. The parent's ring is neither changed nor
+//! more in the child once that `AsRef` returns. A `Waker` of an async end that forks when a
+//! call of its peer in the same process wakes it (a thread ring's publish runs the waker in
+//! the publishing thread) would carry the rest of that call into the child, where nothing
+//! checks again: the child's copy of the call panics there instead, with a message that says
+//! so; the parent's call goes on. The parent's ring is neither changed nor
 //! closed by anything its children do with their copies. Children made without
 //! `pthread_atfork` (a raw `clone` system call) are not detected: do not use an end there.
 //!

@@ -1076,3 +1076,21 @@ pub fn memfd(sealing: bool) -> std::fs::File {
     // SAFETY: a fresh descriptor that nothing else owns.
     std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// A waker that does nothing (`Waker::noop` is newer than the crate's MSRV).
+pub fn noop_waker() -> std::task::Waker {
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+    std::task::Waker::from(std::sync::Arc::new(Noop))
+}
+
+/// A waker's task that counts its wake-ups.
+pub struct Counting(pub std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Counting {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}

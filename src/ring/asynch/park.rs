@@ -809,14 +809,34 @@ impl Registry {
 
 /// The function `FutexWord::wake` calls first (`sync::set_direct_wake`): wakes a thread
 /// ring's async end parked on the word at `key`, with no system call of ours.
+///
+/// The waker is the caller's code, run inside the publishing call. One that forks carries
+/// that call into the child, past the check every call makes first (`docs::lifecycle`,
+/// "`fork()`"), where the rest of it would go on with the parent's ring: storing to its header
+/// and data, or, with `dont_fork`, faulting on pages the child does not have. So the child's
+/// copy of the call ends here, in a panic that says why (the only way out of a publish, which
+/// returns nothing, that stops the rest of the call at once). The parent's call goes on.
 pub(crate) fn direct_wake(key: usize) -> bool {
     match registry().take_direct(key) {
         Some(w) => {
+            let generation = crate::sync::fork_generation();
             w.wake();
+            if crate::sync::fork_generation() != generation {
+                forked_in_a_waker();
+            }
             true
         }
         None => false,
     }
+}
+
+#[cold]
+#[inline(never)]
+fn forked_in_a_waker() -> ! {
+    panic!(
+        "a Waker forked the process while a mirror-ring end was waking it: the child's copy of the \
+         waking ring call cannot go on (the ring is its parent's; see mirror_ring::docs::lifecycle)"
+    )
 }
 
 /// This process's registry. A forked child gets a fresh one: the parent's may be locked by a
