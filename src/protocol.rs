@@ -274,6 +274,13 @@ impl ProducerCursor {
         poison_ring(hdr, Role::Producer);
         Corrupt
     }
+
+    /// The shared poisoned flag was found set by a call that reports it (a framed `flush`):
+    /// `InvalidData` from then on, as [`poll_writable`](Self::poll_writable) latches it. (The
+    /// send paths look at this end's own flag, not the shared one.)
+    pub(crate) fn saw_poison(&mut self) {
+        self.poisoned = true;
+    }
 }
 
 /// The consumer's private state.

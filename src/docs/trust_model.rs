@@ -16,9 +16,11 @@
 //!   `InvalidData` from then on, for the side that found it once it has served the bytes it
 //!   had validated before (a consumer's reads, grants and `fill_buf` lend them first, as long
 //!   as each call consumes something: asked again at the same place, they fail), and for its
-//!   peer as soon as the peer looks at the shared flag (a producer when it has to wait for room: until
-//!   then its writes go into room it already knew of, in a ring nobody reads); the flag also
-//!   wakes a sleeping peer.
+//!   peer as soon as the peer looks at the shared flag (a producer when it has to wait for
+//!   room, or at a framed `flush`, which reports the flag: until then its writes go into room
+//!   it already knew of; a framed consumer when no stamped frame is at its cursor: until then
+//!   it takes the frames stamped there, so frames sent after a flag that a third party set,
+//!   before either side looked, still arrive); the flag also wakes a sleeping peer.
 //! - Frame headers (the length against its complement and the frame's position stamp, the
 //!   frame's fit in the ring, and below the published head its fit under it) are read once
 //!   and checked before any slice is formed ([`framing`](super::framing), "Hostile

@@ -616,8 +616,9 @@ impl FramedProducer {
     ///
     /// `Unsupported` in a forked child (nothing is published); `ConnectionAborted` once another
     /// process took this end's role over (nothing is published); `InvalidData` when the ring
-    /// is poisoned; `BrokenPipe` when the consumer closed or its process died (the frames are
-    /// published, but nobody will read them).
+    /// is poisoned (every send after this report fails with `InvalidData` too); `BrokenPipe`
+    /// when the consumer closed or its process died (the frames are published, but nobody will
+    /// read them).
     ///
     /// # Examples
     ///
@@ -816,14 +817,21 @@ impl FramedProducer {
     /// The error a send reports now, if any: `Unsupported` in a forked copy, `InvalidData`
     /// once the ring is poisoned, `BrokenPipe` once the consumer closed or died.
     fn check_usable(&mut self) -> io::Result<()> {
-        let hdr = self.inner.end.header_or_err()?;
-        if self.inner.cur.is_poisoned() || hdr.is_poisoned() {
+        if self.inner.end.header_or_err()?.is_poisoned() && !self.inner.cur.is_poisoned() {
+            // Latched, as a wait for room latches it: the sends after this report fail too
+            // (`docs::trust_model`), and the fast paths' room goes with it.
+            self.inner.cur.saw_poison();
+            self.sync_room();
+        }
+        if self.inner.cur.is_poisoned() {
             return Err(poisoned_error());
         }
-        if hdr.is_closed(Role::Consumer) {
+        let inner = &*self.inner;
+        // (The same header: this call checked the ownership above.)
+        if inner.end.header_checked().is_closed(Role::Consumer) {
             return Err(producer_error(Stop::Closed));
         }
-        if self.inner.end.peer_gone(self.inner.cur.counters()) {
+        if inner.end.peer_gone(inner.cur.counters()) {
             return Err(producer_error(Stop::PeerDied));
         }
         Ok(())
