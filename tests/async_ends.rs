@@ -604,18 +604,12 @@ fn peer_death_reaches_framed_async_ends_within_a_second() {
 /// on every poll: half a million polls in 500 ms.)
 #[test]
 fn a_stray_waiter_value_does_not_make_a_parked_end_wake_itself() {
-    struct Count(std::sync::atomic::AtomicUsize);
-    impl std::task::Wake for Count {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
     let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).spin_budget(Duration::ZERO).shared().unwrap();
     let view = HeaderView::map(ring.as_fd().unwrap());
     let word = view.u32_at(OFF_DATA_WAITER);
     let _tx = ring.clone().into_producer().unwrap();
     let mut rx = ring.into_consumer().unwrap().into_async().unwrap();
-    let count = std::sync::Arc::new(Count(Default::default()));
+    let count = std::sync::Arc::new(Counting(Default::default()));
     let waker = Waker::from(count.clone());
     let mut cx = Context::from_waker(&waker);
     let mut buf = [0u8; 8];
@@ -1854,12 +1848,6 @@ fn an_end_under_another_executor_inside_block_on_receives() {
 fn a_taken_over_async_end_does_not_take_the_newcomers_park_with_it() {
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     use std::sync::Arc;
-    struct Count(AtomicUsize);
-    impl std::task::Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, SeqCst);
-        }
-    }
     let _dog = watchdog("a_taken_over_async_end_does_not_take_the_newcomers_park_with_it", Duration::from_secs(60));
     // A process that is gone (a reaped child): its pid in the holder's claim word forges a death.
     let dead = {
@@ -1874,7 +1862,7 @@ fn a_taken_over_async_end_does_not_take_the_newcomers_park_with_it() {
         let view = HeaderView::map(ring.as_fd().unwrap());
         let mut tx = ring.clone().into_producer().unwrap();
         let mut old = ring.clone().into_consumer().unwrap().into_async().unwrap();
-        let (old_task, new_task) = (Arc::new(Count(AtomicUsize::new(0))), Arc::new(Count(AtomicUsize::new(0))));
+        let (old_task, new_task) = (Arc::new(Counting(AtomicUsize::new(0))), Arc::new(Counting(AtomicUsize::new(0))));
         let (old_waker, new_waker) = (Waker::from(old_task.clone()), Waker::from(new_task.clone()));
         let mut buf = [0u8; 8];
         let mut old_read = Box::pin(old.read(&mut buf));
