@@ -47,11 +47,9 @@ impl ParkEnd for AsyncReader {
             park: &self.park,
             counters: &self.counters,
             direct: self.direct,
-            watch: false,
             watcher: None,
             ring: None,
             spin: &self.spin,
-            peer_dead: false,
         })
     }
 }

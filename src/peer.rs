@@ -92,7 +92,7 @@ impl ProcessWatch {
 
     /// Whether the death of the peer's current holding is proven (latched until a take-over).
     /// (For the async ends' counters.)
-    #[cfg(feature = "tokio")]
+    #[cfg(any(feature = "tokio", mirror_ring_loom))]
     pub(crate) fn is_dead(&self) -> bool {
         self.dead
     }

@@ -18,7 +18,6 @@ mod sites {
     use super::park::{ParkEnd, Site};
     use crate::ring::{Consumer, End, FramedConsumer, FramedProducer, Producer};
     use crate::stats::Counters;
-    use crate::wait::PeerCheck;
 
     /// The site of a byte end: `end` with the counters of its cursor.
     fn site_of<'a>(end: &'a End, counters: &'a Counters) -> Option<Site<'a>> {
@@ -28,11 +27,9 @@ mod sites {
             park: &end.park,
             counters,
             direct: end.peer.is_none(),
-            watch: end.peer.as_ref().is_some_and(|p| p.borrow().active()),
             watcher: end.peer.as_ref().map(|p| (p, end.token)),
             ring: Some(&end.ring),
             spin: &end.spinning,
-            peer_dead: end.peer.as_ref().is_some_and(|p| p.borrow().is_dead()),
         })
     }
 

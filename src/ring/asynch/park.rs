@@ -21,7 +21,7 @@ use crate::peer::ProcessWatch;
 use crate::ring::RingMem;
 use crate::stats::Counters;
 use crate::sync::{fence, park_barrier, FutexWord, Ordering, Park, SPINS};
-use crate::wait::{Spin, REARM_INTERVAL, SAFETY_INTERVAL, WATCH_INTERVAL};
+use crate::wait::{PeerCheck, Spin, REARM_INTERVAL, SAFETY_INTERVAL, WATCH_INTERVAL};
 
 /// What a parking end lends the machinery while it parks: its header, role, park mode and
 /// counters, and how its peer can wake it.
@@ -34,14 +34,11 @@ pub(crate) struct Site<'a> {
     /// The peer lives in this process and publishes through this very mapping (a thread ring):
     /// its wake reaches the registry directly. Otherwise a helper thread sleeps on the word.
     pub(crate) direct: bool,
-    /// The peer may be another process whose death must be noticed, every watch interval.
-    /// Otherwise the helper checks for a missed wake-up itself, every safety interval, without
-    /// waking the task.
-    pub(crate) watch: bool,
-    /// The end's watcher of the peer process and the end's claim word, with which the helper
-    /// watches the peer itself when the watcher can hand it what it needs
-    /// ([`ProcessWatch::watched`]); otherwise (and with `None`) the helper wakes the task every
-    /// watch interval, so that its own liveness check runs (as a blocking end's does).
+    /// The end's watcher of the peer process (`None`: the peer is in this process) and the
+    /// end's claim word. With it the helper watches the peer itself when the watcher can hand
+    /// it what it needs ([`ProcessWatch::watched`]); otherwise it wakes the task every watch
+    /// interval, so that its own liveness check runs (as a blocking end's does). See
+    /// [`watch`](Self::watch) and [`peer_dead`](Self::peer_dead).
     pub(crate) watcher: Option<(&'a RefCell<ProcessWatch>, Claim)>,
     /// The mapping, kept alive by a helper that reads the header (`None` in loom models).
     pub(crate) ring: Option<&'a Arc<RingMem>>,
@@ -49,9 +46,21 @@ pub(crate) struct Site<'a> {
     /// is: `wait::Spin`), by rescheduling the task (it yields to the runtime between attempts,
     /// so other tasks run).
     pub(crate) spin: &'a Cell<Spin>,
+}
+
+impl Site<'_> {
+    /// The peer may be another process whose death must be noticed, every watch interval.
+    /// Otherwise the helper checks for a missed wake-up itself, every safety interval, without
+    /// waking the task.
+    fn watch(&self) -> bool {
+        self.watcher.is_some_and(|(w, _)| w.borrow().active())
+    }
+
     /// The end's watcher has proven the peer's process dead: a park that ends now ended by
     /// the death (`Stats::peer_died`), not by a wake-up that never came.
-    pub(crate) peer_dead: bool,
+    fn peer_dead(&self) -> bool {
+        self.watcher.is_some_and(|(w, _)| w.borrow().is_dead())
+    }
 }
 
 /// Applies `f` to the spin state in `cell`.
@@ -260,20 +269,21 @@ impl Parking {
         }
         let Some(site) = end.site() else { return Poll::Ready(Err(end.lost())) };
         let word = site.hdr.word(site.role.own_word());
-        let interval = if site.watch { WATCH_INTERVAL } else { SAFETY_INTERVAL };
+        let watch = site.watch();
+        let interval = if watch { WATCH_INTERVAL } else { SAFETY_INTERVAL };
         let deadline =
             if !self.strong { self.last_barrier.map_or(now, |t| t + REARM_INTERVAL) } else { now + interval };
         // Between processes, what lets the helper watch the peer for the task (the task's own
         // check runs otherwise).
         let watched = match site.watcher {
-            Some((watcher, own)) if site.watch && self.strong => {
+            Some((watcher, own)) if watch && self.strong => {
                 watcher.borrow().watched().map(|(peer, pidfd)| Watched { own, peer, pidfd })
             }
             _ => None,
         };
         // The safety check of the entry, made by the helper at its deadline: the cursor this
         // end waits on, as now. Between processes only with the peer watched too.
-        let check = (self.strong && (!site.watch || watched.is_some())).then(|| {
+        let check = (self.strong && (!watch || watched.is_some())).then(|| {
             let cursor = match site.role {
                 Role::Consumer => &site.hdr.head,
                 Role::Producer => &site.hdr.tail,
@@ -386,7 +396,7 @@ impl Parking {
             if word.load(Ordering::Relaxed) == 0 {
                 count_wake(site.counters, status);
             } else {
-                if site.peer_dead {
+                if site.peer_dead() {
                     // The watch timer woke the task, which found the peer dead: the park ended
                     // by the death, as a blocking wait's does (no wake-up was due).
                     site.counters.peer_died.bump();
