@@ -20,7 +20,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use common::header_offsets::*;
-use common::{page_size, stamped_word, watchdog};
+use common::{page_size, stamped_word, watchdog, HeaderWords};
 use mirror_ring::{Consumer, Producer, RingOptions, SharedRing};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -50,30 +50,21 @@ impl Forge {
         // SAFETY: as above.
         unsafe { &*((self.0 + off) as *const AtomicU32) }
     }
-    fn head(&self) -> u64 {
-        self.u64(OFF_HEAD).load(Ordering::SeqCst)
-    }
-    fn set_head(&self, v: u64) {
-        self.u64(OFF_HEAD).store(v, Ordering::SeqCst)
-    }
-    fn tail(&self) -> u64 {
-        self.u64(OFF_TAIL).load(Ordering::SeqCst)
-    }
-    fn set_tail(&self, v: u64) {
-        self.u64(OFF_TAIL).store(v, Ordering::SeqCst)
-    }
-    fn poison(&self) {
-        self.u32(OFF_POISONED).store(1, Ordering::SeqCst)
-    }
-    fn is_poisoned(&self) -> bool {
-        self.u32(OFF_POISONED).load(Ordering::SeqCst) != 0
-    }
     fn state(&self, slot: usize) -> u64 {
         self.u64(slot).load(Ordering::SeqCst) & 0xff
     }
     /// The data word at ring position `pos` (a multiple of 8).
     fn data_word(&self, pos: u64, cap: usize) -> &'static AtomicU64 {
         self.u64(page_size() + (pos % cap as u64) as usize)
+    }
+}
+
+impl HeaderWords for Forge {
+    fn header_u64(&self, off: usize) -> &AtomicU64 {
+        self.u64(off)
+    }
+    fn header_u32(&self, off: usize) -> &AtomicU32 {
+        self.u32(off)
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::header_offsets::*;
-use common::{page_size, seed, spawn_child, stamped_word, watchdog, Rng};
+use common::{drain, page_size, seed, spawn_child, stamped_word, watchdog, HeaderWords, Receive, Rng};
 use mirror_ring::{FramedConsumer, FramedProducer, RingOptions, SharedRing};
 
 const KIB: usize = 1024;
@@ -46,27 +46,18 @@ impl Forge {
         // SAFETY: as above.
         unsafe { &*((self.hdr + off) as *const AtomicU32) }
     }
-    fn head(&self) -> u64 {
-        self.u64(OFF_HEAD).load(Ordering::SeqCst)
-    }
-    fn set_head(&self, v: u64) {
-        self.u64(OFF_HEAD).store(v, Ordering::SeqCst)
-    }
-    fn tail(&self) -> u64 {
-        self.u64(OFF_TAIL).load(Ordering::SeqCst)
-    }
-    fn set_tail(&self, v: u64) {
-        self.u64(OFF_TAIL).store(v, Ordering::SeqCst)
-    }
-    fn poison(&self) {
-        self.u32(OFF_POISONED).store(1, Ordering::SeqCst)
-    }
-    fn is_poisoned(&self) -> bool {
-        self.u32(OFF_POISONED).load(Ordering::SeqCst) != 0
-    }
     /// The data word at ring position `pos` (a multiple of 8), in view A.
     fn word(&self, pos: u64) -> &'static AtomicU64 {
         self.u64((page_size() + (pos % self.cap as u64) as usize) & !7)
+    }
+}
+
+impl HeaderWords for Forge {
+    fn header_u64(&self, off: usize) -> &AtomicU64 {
+        self.u64(off)
+    }
+    fn header_u32(&self, off: usize) -> &AtomicU32 {
+        self.u32(off)
     }
 }
 
@@ -726,22 +717,6 @@ fn byte_grants_held_across_forged_cursors_keep_committed_bytes() {
 // ---------------------------------------------------------------------------------------------
 // 3. `set_batch` frames pending when the ring is poisoned.
 
-/// Drains `rx` with `try_recv` until an error: the frames, and the error's kind (`None`: end
-/// of stream).
-fn drain(rx: &mut FramedConsumer) -> (Vec<Vec<u8>>, Option<ErrorKind>) {
-    let mut got = Vec::new();
-    let deadline = Instant::now() + BOUND;
-    loop {
-        assert!(Instant::now() < deadline, "drain never ended");
-        match rx.try_recv() {
-            Ok(Some(fr)) => got.push(fr.to_vec()),
-            Ok(None) => return (got, None),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
-            Err(e) => return (got, Some(e.kind())),
-        }
-    }
-}
-
 /// How the pending frames get poisoned.
 #[derive(Clone, Copy, Debug)]
 enum Poison {
@@ -809,7 +784,7 @@ fn set_batch_frames_pending_at_poisoning() {
             let started = Instant::now();
             drop(tx);
             assert!(started.elapsed() < BOUND);
-            let (got, end) = drain(&mut rx);
+            let (got, end) = drain(&mut rx, Receive::TryRecv);
             eprintln!(
                 "{how:?} armed {armed}: sends after {sends:?}, big send {big:?}, flush {fl:?}, try_send {after:?}; \
                  consumer got {} of {} sent frames, then {end:?}",
@@ -820,7 +795,7 @@ fn set_batch_frames_pending_at_poisoning() {
             assert_eq!(fl, Some(ErrorKind::InvalidData), "{how:?} armed {armed}: flush");
             assert_eq!(after, Some(ErrorKind::InvalidData), "{how:?} armed {armed}: a send after flush failed");
             assert!(got.len() <= sent.len() && got[..] == sent[..got.len()], "{how:?} armed {armed}: not a prefix");
-            assert_eq!(end, Some(ErrorKind::InvalidData), "{how:?} armed {armed}: the stream's end");
+            assert_eq!(end, Err(ErrorKind::InvalidData), "{how:?} armed {armed}: the stream's end");
             assert_eq!(kind(&rx.try_recv().map(|f| f.is_some())), Some(ErrorKind::InvalidData));
         }
     }
@@ -867,9 +842,9 @@ fn a_batching_producer_flushes_and_drops_cleanly_after_a_storm() {
         if f.is_poisoned() {
             assert_eq!(kind(&fl), Some(ErrorKind::InvalidData));
         }
-        let (got, end) = drain(&mut rx);
+        let (got, end) = drain(&mut rx, Receive::TryRecv);
         assert!(got.iter().all(|g| g.len() <= rx.max_frame_len()));
-        assert!(matches!(end, None | Some(ErrorKind::InvalidData)), "{mode:?}: {end:?}");
+        assert!(matches!(end, Ok(()) | Err(ErrorKind::InvalidData)), "{mode:?}: {end:?}");
     }
 }
 
@@ -1031,7 +1006,7 @@ fn after_flush_reports_a_poisoned_ring_every_send_fails() {
             ("flush", kind(&tx.flush())),
         ];
         let published = f.head().wrapping_sub(head);
-        let (got, end) = drain(&mut rx);
+        let (got, end) = drain(&mut rx, Receive::TryRecv);
         eprintln!(
             "batch {batch}: after flush reported InvalidData: {sends:?}, {published} bytes published; \
              the consumer then got {} frames, then {end:?}",

@@ -1009,6 +1009,31 @@ impl Peek {
     }
 }
 
+/// A hostile peer's reads and writes of a ring header's cursors and poison flag, given its raw
+/// word accessors (each test file's forge has its own way to reach the header).
+pub trait HeaderWords {
+    fn header_u64(&self, off: usize) -> &AtomicU64;
+    fn header_u32(&self, off: usize) -> &AtomicU32;
+    fn head(&self) -> u64 {
+        self.header_u64(header_offsets::OFF_HEAD).load(Ordering::SeqCst)
+    }
+    fn set_head(&self, v: u64) {
+        self.header_u64(header_offsets::OFF_HEAD).store(v, Ordering::SeqCst)
+    }
+    fn tail(&self) -> u64 {
+        self.header_u64(header_offsets::OFF_TAIL).load(Ordering::SeqCst)
+    }
+    fn set_tail(&self, v: u64) {
+        self.header_u64(header_offsets::OFF_TAIL).store(v, Ordering::SeqCst)
+    }
+    fn poison(&self) {
+        self.header_u32(header_offsets::OFF_POISONED).store(1, Ordering::SeqCst)
+    }
+    fn is_poisoned(&self) -> bool {
+        self.header_u32(header_offsets::OFF_POISONED).load(Ordering::SeqCst) != 0
+    }
+}
+
 /// Writes through one view at `off` and reads through the other, both ways. Volatile accesses
 /// and compiler fences: the compiler must not assume the two views are different memory.
 pub fn mirrors_at(map: &MirrorMap, off: usize, tag: u8) -> bool {
