@@ -680,6 +680,53 @@ pub(crate) fn pidfds_exited(fds: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
     }
 }
 
+/// A new epoll instance (close-on-exec).
+#[cfg(all(feature = "tokio", not(mirror_ring_loom)))]
+pub(crate) fn epoll_create() -> io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 has no memory-safety preconditions.
+    let r = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// Arms `fd` in the epoll instance `ep` for one readiness report (`EPOLLIN`, one-shot),
+/// carrying `data`: added, or re-armed if it is there already.
+#[cfg(all(feature = "tokio", not(mirror_ring_loom)))]
+pub(crate) fn epoll_arm_once(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>, data: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLONESHOT) as u32, u64: data };
+    let mut ctl = |op| {
+        // SAFETY: both descriptors are borrowed for the call; `ev` is a valid epoll_event that
+        // the kernel only reads.
+        if unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    match ctl(libc::EPOLL_CTL_ADD) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => ctl(libc::EPOLL_CTL_MOD),
+        r => r,
+    }
+}
+
+/// Waits, with no time limit, for readiness reports from the epoll instance `ep`, and
+/// returns the data of those it got (none when a signal interrupted the wait).
+#[cfg(all(feature = "tokio", not(mirror_ring_loom)))]
+pub(crate) fn epoll_wait(ep: BorrowedFd<'_>, events: &mut [libc::epoll_event]) -> io::Result<Vec<u64>> {
+    let n = events.len().min(libc::c_int::MAX as usize) as libc::c_int;
+    // SAFETY: `events` is a valid, writable array of at least `n` epoll_events, which the
+    // kernel writes only inside; `ep` is borrowed for the call.
+    let r = unsafe { libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), n, -1) };
+    if r < 0 {
+        let err = io::Error::last_os_error();
+        return if err.raw_os_error() == Some(libc::EINTR) { Ok(Vec::new()) } else { Err(err) };
+    }
+    Ok(events[..r as usize].iter().map(|e| e.u64).collect())
+}
+
 /// Whether a process with id `pid` exists: `kill(pid, 0)`, which sends no signal. `Ok(false)`
 /// only on `ESRCH` (proof that no such process exists in this PID namespace); `EPERM` means it
 /// exists but belongs to someone else.

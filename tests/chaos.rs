@@ -69,7 +69,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    children_of_this_thread, open_fds, our_mappings, page_size, scale, spawn_child, watchdog, Child, Rng, SharedPage,
+    children_of_this_thread, open_fds_but_peer_poll, our_mappings, page_size, scale, spawn_child, watchdog, Child, Rng,
+    SharedPage,
 };
 use mirror_ring::{Backend, Consumer, FramedConsumer, RingOptions, SharedRing};
 
@@ -1544,7 +1545,7 @@ mod async_ends {
 fn chaos_leaves_no_descriptor_mapping_or_child_behind() {
     let seed = seeds()[0];
     let mut child = spawn_child(|| {
-        let (fds, maps) = (open_fds(), our_mappings());
+        let (fds, maps) = (open_fds_but_peer_poll(), our_mappings());
         let runs = || -> Result<(), String> {
             scenario_a(seed, false, 6)?;
             scenario_a(seed, true, 6)?;
@@ -1566,8 +1567,8 @@ fn chaos_leaves_no_descriptor_mapping_or_child_behind() {
             eprintln!("children left behind: {left:?}");
             return 2;
         }
-        if open_fds() != fds {
-            eprintln!("descriptors leaked: before {fds:?}, after {:?}", open_fds());
+        if open_fds_but_peer_poll() != fds {
+            eprintln!("descriptors leaked: before {fds:?}, after {:?}", open_fds_but_peer_poll());
             return 3;
         }
         if our_mappings() != maps {

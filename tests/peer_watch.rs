@@ -269,7 +269,7 @@ mod watched {
             let mut child =
                 spawn_child(|| park_child(&page, || std::mem::forget(ring.clone().into_producer().unwrap())));
             page.await_word(0);
-            let before = common::open_fds();
+            let before = common::open_fds_but_peer_poll();
             let mut rx = ring.clone().into_consumer().unwrap().into_async().unwrap();
             // Every descriptor taken.
             let old = common::set_soft_limit(libc::RLIMIT_NOFILE, 64).expect("setrlimit");
@@ -292,8 +292,13 @@ mod watched {
             child.wait();
             drop(rx);
             let until = Instant::now() + Duration::from_secs(1);
-            while common::open_fds() != before {
-                assert!(Instant::now() < until, "descriptors left: {:?} -> {:?}", before, common::open_fds());
+            while common::open_fds_but_peer_poll() != before {
+                assert!(
+                    Instant::now() < until,
+                    "descriptors left: {:?} -> {:?}",
+                    before,
+                    common::open_fds_but_peer_poll()
+                );
                 std::thread::sleep(Duration::from_millis(5));
             }
             0
@@ -326,7 +331,7 @@ mod watched {
                 })
             });
             page.await_word(0);
-            let before = common::open_fds();
+            let before = common::open_fds_but_peer_poll();
             {
                 let mut pumps: Vec<Pump<'static, ()>> = Vec::new();
                 for (i, r) in rings.iter().enumerate() {
@@ -373,8 +378,13 @@ mod watched {
             }
             child.wait();
             let until = Instant::now() + Duration::from_secs(1);
-            while common::open_fds() != before {
-                assert!(Instant::now() < until, "descriptors left: {:?} -> {:?}", before, common::open_fds());
+            while common::open_fds_but_peer_poll() != before {
+                assert!(
+                    Instant::now() < until,
+                    "descriptors left: {:?} -> {:?}",
+                    before,
+                    common::open_fds_but_peer_poll()
+                );
                 std::thread::sleep(Duration::from_millis(5));
             }
             0
@@ -605,7 +615,7 @@ mod watched {
                 park_child(&page, || rings.iter().for_each(|r| std::mem::forget(r.clone().into_producer().unwrap())))
             });
             page.await_word(0);
-            let before = common::open_fds();
+            let before = common::open_fds_but_peer_poll();
             for (framed, ring) in [false, true].into_iter().zip(&rings) {
                 let rx = ring.clone().into_consumer().unwrap();
                 if framed {
@@ -619,15 +629,15 @@ mod watched {
                         rx.read(&mut b).await.map(drop)
                     }));
                     assert!(p.run(Duration::from_millis(150)).is_none(), "nothing was written");
-                    assert!(common::open_fds().len() > before.len(), "no pidfd on the peer while parked");
+                    assert!(common::open_fds_but_peer_poll().len() > before.len(), "no pidfd on the peer while parked");
                 }
                 let until = Instant::now() + Duration::from_secs(1);
-                while common::open_fds() != before {
+                while common::open_fds_but_peer_poll() != before {
                     assert!(
                         Instant::now() < until,
                         "framed {framed}: descriptors left: {:?} -> {:?}",
                         before,
-                        common::open_fds()
+                        common::open_fds_but_peer_poll()
                     );
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -782,6 +792,144 @@ mod watched {
         let r = p.run(Duration::from_secs(1)).expect("the consumer's death not seen within a second");
         assert_eq!(r.unwrap_err().kind(), ErrorKind::BrokenPipe);
         c.wait();
+    }
+
+    /// How many times this process's threads whose name starts with `prefix` went to sleep
+    /// (`voluntary_ctxt_switches`, summed): each sleep of a parked thread ends in one wake-up.
+    fn sleeps_of(prefix: &str) -> u64 {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix)))
+            .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+            .filter_map(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .sum()
+    }
+
+    const HELPERS: &str = "mirror-ring-par";
+    const PEER_POLL: &str = "mirror-ring-pid";
+
+    /// Runs every pump for `limit`, none of which may finish.
+    fn idle(pumps: &mut [Pump<'static, ()>], limit: Duration) {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            for p in pumps.iter_mut() {
+                assert!(p.run(Duration::ZERO).is_none(), "nothing was written");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The peer-poll thread waits in `epoll_wait` on the pidfds of parked ends' peers
+    /// (`docs::async_ends`, "Bounded sleeps"), so the helper need not look for a death every
+    /// watch interval: while the peers live, the helper wakes once a safety interval (100 ms,
+    /// about 10 times a second, against 40 when it watched every 25 ms), the peer-poll thread not
+    /// at all, and no task. The death is then seen at once: every end within 250 ms of the kill
+    /// (10x the watch interval the helpers kept before). In a child, so that no other test's
+    /// parked ends share the threads.
+    #[test]
+    fn while_the_peer_lives_the_helper_wakes_once_a_safety_interval_and_the_peer_poll_thread_not_at_all() {
+        let _dog = watchdog(
+            "while_the_peer_lives_the_helper_wakes_once_a_safety_interval_and_the_peer_poll_thread_not_at_all",
+            Duration::from_secs(30),
+        );
+        let status = in_child(|| {
+            loud_panics();
+            const N: usize = 4;
+            let rings: Vec<SharedRing> = (0..N).map(|_| ring()).collect();
+            let page = SharedPage::new();
+            let mut child = spawn_child(|| {
+                park_child(&page, || {
+                    for r in &rings {
+                        std::mem::forget(r.clone().into_producer().unwrap());
+                    }
+                })
+            });
+            page.await_word(0);
+            let mut pumps: Vec<Pump<'static, ()>> = rings
+                .iter()
+                .map(|r| {
+                    let mut rx = r.clone().into_consumer().unwrap().into_async().unwrap();
+                    Pump::new(Box::pin(async move {
+                        let mut b = [0u8; 1];
+                        rx.read(&mut b).await.map(drop)
+                    }))
+                })
+                .collect();
+            idle(&mut pumps, Duration::from_millis(300));
+            assert!(common::peer_poll_fd().is_some(), "no peer-poll thread waiting in epoll_wait");
+            let (helper0, poll0) = (sleeps_of(HELPERS), sleeps_of(PEER_POLL));
+            let woken0: Vec<usize> = pumps.iter().map(|p| p.woken()).collect();
+            idle(&mut pumps, Duration::from_secs(1));
+            let (helper, poll) = (sleeps_of(HELPERS) - helper0, sleeps_of(PEER_POLL) - poll0);
+            eprintln!("one idle second: the helper slept {helper} times, the peer-poll thread {poll}");
+            assert!(helper <= 20, "the helper woke {helper} times in an idle second (10 expected)");
+            assert!(poll <= 2, "the peer-poll thread woke {poll} times in an idle second (none expected)");
+            let woken: Vec<usize> = pumps.iter().zip(&woken0).map(|(p, w0)| p.woken() - w0).collect();
+            assert!(woken.iter().all(|&w| w == 0), "idle tasks were woken {woken:?} times in the idle second");
+            child.kill();
+            let killed = Instant::now();
+            for (i, p) in pumps.iter_mut().enumerate() {
+                let left = Duration::from_millis(250).saturating_sub(killed.elapsed());
+                let r = p.run(left).unwrap_or_else(|| panic!("end {i}: the death not seen within 250 ms"));
+                assert_eq!(r.unwrap_err().kind(), ErrorKind::UnexpectedEof, "end {i}");
+            }
+            child.wait();
+            0
+        });
+        assert_eq!(status, 0);
+    }
+
+    /// When the peer-poll thread cannot start (the thread limit: `RLIMIT_NPROC` 0 as `nobody`,
+    /// once a helper runs), the end parks as before: its helper watches the peer every watch
+    /// interval (at least 8 wake-ups in 300 ms, against 3 at the safety interval), and the death
+    /// is seen within a second. In a child: the threads of a forked process start anew.
+    #[test]
+    fn without_a_peer_poll_thread_the_helper_watches_every_watch_interval() {
+        let _dog =
+            watchdog("without_a_peer_poll_thread_the_helper_watches_every_watch_interval", Duration::from_secs(30));
+        let status = in_child(|| {
+            loud_panics();
+            if !common::become_nobody() {
+                return 2;
+            }
+            let (lonely, watched) = (ring(), ring());
+            let page = SharedPage::new();
+            let mut child =
+                spawn_child(|| park_child(&page, || std::mem::forget(watched.clone().into_producer().unwrap())));
+            page.await_word(0);
+            // A helper first: an end with no holder to watch starts no peer-poll thread.
+            let mut rx = lonely.into_consumer().unwrap().into_async().unwrap();
+            let mut first = Pump::new(Box::pin(async move {
+                let mut b = [0u8; 1];
+                rx.read(&mut b).await.map(drop)
+            }));
+            assert!(first.run(Duration::from_millis(50)).is_none());
+            // (Dropped: its helper stays, with no entry watched every watch interval.)
+            drop(first);
+            let old = common::set_soft_limit(libc::RLIMIT_NPROC, 0).expect("setrlimit");
+            let mut rx = watched.clone().into_consumer().unwrap().into_async().unwrap();
+            let mut p = Pump::new(Box::pin(async move {
+                let mut b = [0u8; 1];
+                rx.read(&mut b).await.map(drop)
+            }));
+            assert!(common::peer_poll_fd().is_none(), "a peer-poll thread started at the thread limit");
+            let helper0 = sleeps_of(HELPERS);
+            assert!(p.run(Duration::from_millis(300)).is_none(), "nothing was written");
+            let helper = sleeps_of(HELPERS) - helper0;
+            common::set_soft_limit(libc::RLIMIT_NPROC, old as usize);
+            assert!(helper >= 8, "the helper woke only {helper} times in 300 ms: it does not watch the peer");
+            child.kill();
+            let r = p.run(Duration::from_secs(1)).expect("the death not seen within a second");
+            assert_eq!(r.unwrap_err().kind(), ErrorKind::UnexpectedEof);
+            child.wait();
+            0
+        });
+        assert_eq!(status, 0);
     }
 
     #[allow(dead_code)]

@@ -19,7 +19,7 @@ use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use common::{helper_threads, our_mappings, spawn_child};
+use common::{helper_threads, our_mappings, peer_poll_fd, spawn_child};
 use mirror_ring::{Backend, RingOptions, SharedRing};
 use tokio::io::AsyncReadExt;
 
@@ -39,8 +39,16 @@ fn snap() -> Snap {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     Snap {
         threads: std::fs::read_dir("/proc/self/task").unwrap().count(),
-        // (read_dir's own descriptor is counted every time alike)
-        fds: std::fs::read_dir("/proc/self/fd").unwrap().count(),
+        // (read_dir's own descriptor is counted every time alike; the peer-poll thread's epoll
+        // instance is not: it stays for the life of the process, docs::accounting)
+        fds: {
+            let ours = peer_poll_fd();
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .flatten()
+                .filter(|e| ours.as_deref() != Some(&*e.file_name().to_string_lossy()))
+                .count()
+        },
         maps: maps.lines().count(),
         shared_maps: our_mappings().len(),
     }

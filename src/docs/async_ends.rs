@@ -77,6 +77,12 @@
 //!   life of the process, asleep without a timeout while it has nothing to watch (no CPU):
 //!   their number is set by the most ends of rings between processes parked at one time,
 //!   one per 127, and does not shrink when those rings are gone.
+//! - **Peers between processes: one peer-poll thread in `epoll_wait`.** Started with its
+//!   epoll instance (one descriptor) the first time an end parks on a peer process it watches
+//!   through a pidfd, it sleeps without a timeout on those pidfds (each registration arms its
+//!   end's pidfd for one report) and, when one reads as exited, makes the entries on it due at
+//!   once and tells their helper ("Bounded sleeps", below). Like the helpers it stays for the life of the
+//!   process, and costs nothing while no peer dies.
 //!
 //! # What was measured
 //!
@@ -141,24 +147,27 @@
 //!
 //! Every parked end has a deadline in the registry, kept by its helper:
 //!
-//! - an end whose peer may be another process has the peer watched every watch interval
-//!   (25 ms), as a blocking end wakes to watch it: a dead producer reaches an async reader as
-//!   `UnexpectedEof`, a dead consumer an async writer as `BrokenPipe`, within the same bound
-//!   as for blocking ends. The helper watches it for the task when the end's own last check
-//!   found the peer alive through a pidfd (or found no holder to watch): at each deadline it
-//!   polls the pidfds of all its entries that are due, in one `poll`, and loads both roles'
-//!   claim words, and wakes a task only if its peer's pidfd reads as exited (or cannot be
-//!   polled), or either role changed hands (a take-over, a close, a first claim). The task's
-//!   own check then tells, and latches the death. Otherwise (no pidfd: a kernel before 5.3,
-//!   a sandbox, no descriptor left; a peer in another PID namespace) the task is woken every
-//!   watch interval to check for itself. Measured (`tests/scale.rs`, 300 readers parked on
-//!   live peer processes, three helpers, one idle second, release build): 62-64 ms of CPU
-//!   when every task was woken each interval, 26-27 ms with the helpers watching. What is
-//!   left is the helpers' own wake-up each interval: re-entering `futex_waitv` on up to 127
-//!   words and one `poll` of as many pidfds;
+//! - an end whose peer may be another process has the peer watched, so that a dead producer
+//!   reaches an async reader as `UnexpectedEof`, a dead consumer an async writer as
+//!   `BrokenPipe`, within the bound a blocking end keeps (25 ms, the watch interval). When
+//!   the end's own last check found the peer alive through a pidfd, the peer-poll thread waits
+//!   on that pidfd and sees the death at once; the end's helper then polls the pidfd (all its
+//!   entries that are due, in one `poll`) and wakes the task, whose own check tells, and
+//!   latches the death. The helper also loads both roles' claim words at each of the entry's
+//!   deadlines, and wakes the task if either role changed hands (a take-over, a close, a
+//!   first claim); those deadlines come every safety interval (100 ms) while the peer-poll
+//!   thread has the pidfd, every watch interval otherwise (no holder to watch yet, or no
+//!   peer-poll thread: it could not start, or its wait failed). Without a pidfd (a kernel
+//!   before 5.3, a sandbox, no descriptor left; a peer in another PID namespace) the task is
+//!   woken every watch interval to check for itself. Measured (`tests/scale.rs`, 300 readers
+//!   parked on live peer processes, three helpers, one idle second, release build): 62-64 ms
+//!   of CPU when every task was woken each interval, 22-31 ms with the helpers watching
+//!   every watch interval, 5.4-9.5 ms with the peer-poll thread (`BENCHMARKS.md`, "Idle async
+//!   ends between processes"). What is left is each helper's wake-up every safety interval:
+//!   re-entering `futex_waitv` on up to 127 words;
 //! - an end watched that way also has the check of the next item made for it, at the same
-//!   deadlines: a missed wake-up between processes costs an async end up to two watch
-//!   intervals;
+//!   deadlines: a missed wake-up between processes costs an async end up to two of its
+//!   intervals (two safety intervals while the peer-poll thread has its peer's pidfd);
 //! - an end whose peer is in this process is not woken for nothing: every safety interval
 //!   (100 ms) the helper itself compares the cursor the end waits on with its value at the
 //!   park (and looks at the close and poison flags), and wakes the task only if it found it

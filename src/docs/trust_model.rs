@@ -52,7 +52,8 @@
 //!   wait returns at once, and one already asleep is not woken (a store is not a wake-up) but
 //!   loses the wake-up of the next honest publish, which finds no flag raised; either way it
 //!   looks again at its sleep's bound at the latest (25 ms between processes, 100 ms between
-//!   threads; an async end up to twice that: [`async_ends`](super::async_ends), "Bounded
+//!   threads; an async end up to twice its own, which between processes is 100 ms while the
+//!   peer-poll thread watches the peer: [`async_ends`](super::async_ends), "Bounded
 //!   sleeps"; measured with a scribbler clearing the flags at random: blocking calls up to
 //!   ~100 ms late, none lost) and parks again. Its heavy barrier is rate-limited, so this
 //!   cannot drive a tight loop of membarriers ([`barriers`](super::barriers)).

@@ -543,6 +543,45 @@ pub fn open_fds() -> Vec<String> {
     v
 }
 
+/// The descriptor of mirror-ring's peer-poll thread, if that thread runs in this process: the
+/// epoll instance it waits in (`docs::accounting`, "Descriptors": one per process, opened with
+/// the thread when the first async end parks on a peer process it watches through a pidfd,
+/// and kept, like the thread, for the life of the process). Read from the thread's system call
+/// (`/proc/self/task/<tid>/syscall`: the number, then the descriptor), waiting (boundedly) for
+/// it to be back in its wait.
+pub fn peer_poll_fd() -> Option<String> {
+    let tid = std::fs::read_dir("/proc/self/task").ok()?.flatten().find_map(|t| {
+        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+        comm.starts_with("mirror-ring-pid").then(|| t.file_name().to_string_lossy().into_owned())
+    })?;
+    let mut waits = vec![libc::SYS_epoll_pwait, libc::SYS_epoll_pwait2];
+    #[cfg(target_arch = "x86_64")]
+    waits.push(libc::SYS_epoll_wait);
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).unwrap_or_default();
+        let mut f = s.split_whitespace();
+        let nr = f.next().and_then(|n| n.parse::<libc::c_long>().ok());
+        let fd = f.next().and_then(|a| i64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
+        if let (Some(nr), Some(fd)) = (nr, fd) {
+            if waits.contains(&nr) {
+                return Some(fd.to_string());
+            }
+        }
+        assert!(Instant::now() < until, "the peer-poll thread {tid} is not back in epoll_wait: {s:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// [`open_fds`] less the peer-poll thread's epoll instance ([`peer_poll_fd`]).
+pub fn open_fds_but_peer_poll() -> Vec<String> {
+    let mut fds = open_fds();
+    if let Some(ours) = peer_poll_fd() {
+        fds.retain(|fd| *fd != ours);
+    }
+    fds
+}
+
 /// A small, fast, seeded generator (xorshift64*), so tests are reproducible without a
 /// dependency. Print the seed on failure to replay a run.
 #[derive(Clone, Debug)]

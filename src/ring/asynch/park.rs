@@ -497,7 +497,8 @@ struct Entry {
     /// for an entry with a `check`, looks whether it missed a wake-up.
     deadline: Instant,
     /// How far an entry with a `check` moves its deadline when the check finds nothing: the
-    /// safety interval, or the watch interval between processes.
+    /// safety interval, or the watch interval between processes (the safety interval again
+    /// when the peer-poll thread waits on the peer's pidfd: it sees the death at once).
     interval: Duration,
     /// The role and the peer's cursor when it parked. At the deadline the helper wakes the task
     /// only if the cursor moved, or the peer closed, or the ring was poisoned, with the flag
@@ -601,6 +602,8 @@ struct Table {
     timed: HashSet<(usize, u64)>,
     #[cfg(not(mirror_ring_loom))]
     helpers: Vec<helper::Slot>,
+    #[cfg(not(mirror_ring_loom))]
+    peers: helper::PeerPoll,
 }
 
 impl Table {
@@ -630,6 +633,8 @@ impl Registry {
                 timed: HashSet::new(),
                 #[cfg(not(mirror_ring_loom))]
                 helpers: Vec::new(),
+                #[cfg(not(mirror_ring_loom))]
+                peers: helper::PeerPoll::default(),
             }),
             #[cfg(not(mirror_ring_loom))]
             fallback: std::sync::atomic::AtomicBool::new(false),
@@ -690,6 +695,9 @@ impl Registry {
             None => None,
         };
         let owner = entry.owner;
+        // An end that watches its peer through a pidfd: the peer-poll thread waits on it.
+        #[cfg(not(mirror_ring_loom))]
+        helper::watch_peer(self, &mut t, &mut entry);
         #[cfg(not(mirror_ring_loom))]
         let notify = match helper::assign(self, &mut t, &mut entry) {
             Ok(notify) => notify,
@@ -910,8 +918,11 @@ pub(crate) fn registered_for_model() -> bool {
 mod helper {
     //! The helper threads: each sleeps in `futex_waitv` on the words of up to 127 parked ends
     //! of rings between processes, plus its own control word, bounded by the nearest
-    //! deadline of its entries.
+    //! deadline of its entries. And the peer-poll thread, which sleeps in `epoll_wait` on the
+    //! pidfds of those ends' peers, so that a death is seen at once and the helpers need not
+    //! look for one every watch interval.
 
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
@@ -919,6 +930,7 @@ mod helper {
     use super::{Entry, Registry, Table};
     use crate::ring::RingMem;
     use crate::sys::{self, FutexWaitv, WaitvOutcome, FUTEX_WAITV_MAX};
+    use crate::wait::{SAFETY_INTERVAL, WATCH_INTERVAL};
 
     /// How often a helper looks at its words when `futex_waitv` is refused (before Linux
     /// 5.16, or a sandbox): the longest delay a wake of a ring between processes then takes.
@@ -935,8 +947,21 @@ mod helper {
     }
 
     struct Shared {
-        /// Bumped (and woken) to make the helper look at the table again.
+        /// Bumped (and woken) to make the thread look at the table again.
         control: AtomicU32,
+    }
+
+    impl Shared {
+        fn new() -> Arc<Shared> {
+            Arc::new(Shared { control: AtomicU32::new(0) })
+        }
+
+        fn notify(&self) {
+            // Relaxed: the table's lock orders what the thread reads; this only ends its sleep
+            // (the kernel compares the word, so a bump before it sleeps is not lost).
+            self.control.fetch_add(1, Ordering::Relaxed);
+            sys::futex_wake_private(&self.control);
+        }
     }
 
     impl Slot {
@@ -946,10 +971,105 @@ mod helper {
         }
 
         pub(super) fn notify(&self) {
-            // Relaxed: the table's lock orders what the helper reads; this only ends its sleep
-            // (the kernel compares the word, so a bump before it sleeps is not lost).
-            self.shared.control.fetch_add(1, Ordering::Relaxed);
-            sys::futex_wake_private(&self.shared.control);
+            self.shared.notify();
+        }
+    }
+
+    /// The peer-poll thread, as the registry sees it.
+    #[derive(Default)]
+    pub(super) struct PeerPoll {
+        /// Its epoll instance, once it runs.
+        epoll: Option<Arc<OwnedFd>>,
+        /// When it last could not start: tried again a second later at the earliest (until then
+        /// the helpers watch every peer each watch interval, as they do without the thread).
+        failed_at: Option<Instant>,
+    }
+
+    /// An entry is being registered (under the table's lock). If it watches its peer through
+    /// a pidfd, arms that pidfd in the peer-poll thread's epoll instance (starting the thread
+    /// if it is not running) for one report of the peer's exit, and lengthens the entry's
+    /// interval to the safety interval: the thread sees the death at once, so its helper need
+    /// not look for one every watch interval. Its helper still makes the other checks (a
+    /// missed wake-up, a role changing hands), at the longer interval. When the pidfd cannot
+    /// be armed, or the thread cannot start, the entry keeps the watch interval.
+    ///
+    /// Armed one-shot, an exit is reported once per arming: each registration of a park arms
+    /// its pidfd again, and a report whose entry has gone (the pidfd now another end's, or its
+    /// end parked no more) only makes that entry's helper probe its pidfd.
+    pub(super) fn watch_peer(reg: &'static Registry, t: &mut Table, e: &mut Entry) {
+        let Some(pidfd) = e.watched.as_ref().and_then(|w| w.pidfd.as_ref()) else { return };
+        if !e.bound || e.interval != WATCH_INTERVAL {
+            return;
+        }
+        let p = &mut t.peers;
+        let epoll = match &p.epoll {
+            Some(ep) => ep.clone(),
+            None if p.failed_at.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) => return,
+            None => {
+                let started = sys::epoll_create().map(Arc::new).and_then(|ep| {
+                    let theirs = ep.clone();
+                    std::thread::Builder::new()
+                        .name("mirror-ring-pidfds".to_owned())
+                        .spawn(move || poll_peers(reg, theirs))
+                        .map(|_| ep)
+                });
+                match started {
+                    Ok(ep) => p.epoll.insert(ep).clone(),
+                    Err(_) => {
+                        p.failed_at = Some(Instant::now());
+                        return;
+                    }
+                }
+            }
+        };
+        if sys::epoll_arm_once(epoll.as_fd(), pidfd.as_fd(), pidfd.as_raw_fd() as u64).is_ok() {
+            e.deadline += SAFETY_INTERVAL - WATCH_INTERVAL;
+            e.interval = SAFETY_INTERVAL;
+        }
+    }
+
+    /// The peer-poll thread's loop: waits in `epoll_wait`, with no time limit, for the pidfds
+    /// armed by `watch_peer`. An exit reported makes every entry on that pidfd due at once,
+    /// back at the watch interval, and its helper is told: the helper's probe of the pidfd
+    /// wakes the task, whose own check proves the death. If the wait fails, every entry goes
+    /// back to the watch interval (the helpers watch the peers, as without the thread) and the
+    /// thread ends; the next registration starts another.
+    fn poll_peers(reg: &'static Registry, epoll: Arc<OwnedFd>) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+        loop {
+            let found = sys::epoll_wait(epoll.as_fd(), &mut events);
+            let failed = found.is_err();
+            let fds = found.unwrap_or_default();
+            if fds.is_empty() && !failed {
+                continue;
+            }
+            let helpers: Vec<Arc<Shared>> = {
+                let mut t = reg.table.lock().unwrap_or_else(|e| e.into_inner());
+                if failed && t.peers.epoll.as_ref().is_some_and(|ep| Arc::ptr_eq(ep, &epoll)) {
+                    t.peers.epoll = None;
+                    t.peers.failed_at = Some(Instant::now());
+                }
+                let now = Instant::now();
+                let mut told: Vec<usize> = Vec::new();
+                for e in t.entries.values_mut() {
+                    let Some(fd) = e.watched.as_ref().and_then(|w| w.pidfd.as_ref()) else { continue };
+                    if e.interval == WATCH_INTERVAL || !(failed || fds.contains(&(fd.as_raw_fd() as u64))) {
+                        continue;
+                    }
+                    e.interval = WATCH_INTERVAL;
+                    e.deadline = if failed { e.deadline.min(now + WATCH_INTERVAL) } else { now };
+                    if !told.contains(&e.helper) {
+                        told.push(e.helper);
+                    }
+                }
+                told.iter().filter_map(|&h| t.helpers.get(h)).map(|slot| slot.shared.clone()).collect()
+            };
+            for h in helpers {
+                h.notify();
+            }
+            if failed {
+                return;
+            }
         }
     }
 
@@ -979,7 +1099,7 @@ mod helper {
             }
         };
         while t.helpers.len() <= idx {
-            let shared = Arc::new(Shared { control: AtomicU32::new(0) });
+            let shared = Shared::new();
             let index = t.helpers.len();
             let s = shared.clone();
             std::thread::Builder::new()
