@@ -554,9 +554,12 @@ pub fn peer_poll_fd() -> Option<String> {
         let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
         comm.starts_with("mirror-ring-pid").then(|| t.file_name().to_string_lossy().into_owned())
     })?;
-    let mut waits = vec![libc::SYS_epoll_pwait, libc::SYS_epoll_pwait2];
-    #[cfg(target_arch = "x86_64")]
-    waits.push(libc::SYS_epoll_wait);
+    let waits: &[libc::c_long] = &[
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_pwait2,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_epoll_wait,
+    ];
     let until = Instant::now() + Duration::from_secs(5);
     loop {
         let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).unwrap_or_default();
