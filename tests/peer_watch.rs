@@ -75,6 +75,32 @@ mod watched {
         }));
     }
 
+    /// Runs `f` in a forked child whose panics reach the standard error, under a 30 s watchdog
+    /// named `name`; the child must exit with 0.
+    fn in_loud_child(name: &str, f: impl FnOnce() -> i32) {
+        let _dog = watchdog(name, Duration::from_secs(30));
+        let status = in_child(|| {
+            loud_panics();
+            f()
+        });
+        assert_eq!(status, 0, "{name}: the child's status");
+    }
+
+    /// Waits (up to a second) until this process's descriptors are `before` again, but for the
+    /// peer-poll thread's epoll instance, which stays (`docs::accounting`); `what` names the case.
+    fn await_descriptors_back(before: &[String], what: &str) {
+        let until = Instant::now() + Duration::from_secs(1);
+        while common::open_fds_but_peer_poll() != before {
+            assert!(
+                Instant::now() < until,
+                "{what}: descriptors left: {:?} -> {:?}",
+                before,
+                common::open_fds_but_peer_poll()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn park_child(page: &SharedPage, f: impl FnOnce()) -> i32 {
         f();
         page.word(0).store(1, Ordering::SeqCst);
@@ -258,12 +284,7 @@ mod watched {
     /// helper held (the pidfd shared with the registry) is closed once the end is dropped.
     #[test]
     fn a_parked_async_end_without_descriptors_still_sees_the_death_and_leaks_none() {
-        let _dog = watchdog(
-            "a_parked_async_end_without_descriptors_still_sees_the_death_and_leaks_none",
-            Duration::from_secs(30),
-        );
-        let status = in_child(|| {
-            loud_panics();
+        in_loud_child("a_parked_async_end_without_descriptors_still_sees_the_death_and_leaks_none", || {
             let ring = ring();
             let page = SharedPage::new();
             let mut child =
@@ -291,19 +312,9 @@ mod watched {
             }
             child.wait();
             drop(rx);
-            let until = Instant::now() + Duration::from_secs(1);
-            while common::open_fds_but_peer_poll() != before {
-                assert!(
-                    Instant::now() < until,
-                    "descriptors left: {:?} -> {:?}",
-                    before,
-                    common::open_fds_but_peer_poll()
-                );
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            await_descriptors_back(&before, "the end parked without descriptors");
             0
         });
-        assert_eq!(status, 0);
     }
 
     /// Many ends (readers, writers, framed) on one peer process, all left asleep by the helper:
@@ -312,10 +323,7 @@ mod watched {
     /// descriptors alone.
     #[test]
     fn many_parked_ends_sharing_one_peer_all_see_its_death_and_leak_no_pidfd() {
-        let _dog =
-            watchdog("many_parked_ends_sharing_one_peer_all_see_its_death_and_leak_no_pidfd", Duration::from_secs(30));
-        let status = in_child(|| {
-            loud_panics();
+        in_loud_child("many_parked_ends_sharing_one_peer_all_see_its_death_and_leak_no_pidfd", || {
             const N: usize = 12;
             let rings: Vec<SharedRing> = (0..N).map(|_| ring()).collect();
             let page = SharedPage::new();
@@ -377,19 +385,9 @@ mod watched {
                 }
             }
             child.wait();
-            let until = Instant::now() + Duration::from_secs(1);
-            while common::open_fds_but_peer_poll() != before {
-                assert!(
-                    Instant::now() < until,
-                    "descriptors left: {:?} -> {:?}",
-                    before,
-                    common::open_fds_but_peer_poll()
-                );
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            await_descriptors_back(&before, "ends sharing one peer");
             0
         });
-        assert_eq!(status, 0);
     }
 
     /// Field 22 of `/proc/<pid>/stat`: the process's start time, as a claimant records it.
@@ -606,9 +604,7 @@ mod watched {
     /// it. In a forked child, to count its descriptors alone.
     #[test]
     fn an_end_dropped_while_parked_on_a_live_peer_leaves_no_pidfd() {
-        let _dog = watchdog("an_end_dropped_while_parked_on_a_live_peer_leaves_no_pidfd", Duration::from_secs(30));
-        let status = in_child(|| {
-            loud_panics();
+        in_loud_child("an_end_dropped_while_parked_on_a_live_peer_leaves_no_pidfd", || {
             let rings = [ring(), ring()];
             let page = SharedPage::new();
             let mut child = spawn_child(|| {
@@ -631,22 +627,12 @@ mod watched {
                     assert!(p.run(Duration::from_millis(150)).is_none(), "nothing was written");
                     assert!(common::open_fds_but_peer_poll().len() > before.len(), "no pidfd on the peer while parked");
                 }
-                let until = Instant::now() + Duration::from_secs(1);
-                while common::open_fds_but_peer_poll() != before {
-                    assert!(
-                        Instant::now() < until,
-                        "framed {framed}: descriptors left: {:?} -> {:?}",
-                        before,
-                        common::open_fds_but_peer_poll()
-                    );
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+                await_descriptors_back(&before, &format!("framed {framed}"));
             }
             child.kill();
             child.wait();
             0
         });
-        assert_eq!(status, 0);
     }
 
     /// A park cancelled while producer A lived; then A is killed and a third process C takes
@@ -833,55 +819,52 @@ mod watched {
     /// parked ends share the threads.
     #[test]
     fn while_the_peer_lives_the_helper_wakes_once_a_safety_interval_and_the_peer_poll_thread_not_at_all() {
-        let _dog = watchdog(
+        in_loud_child(
             "while_the_peer_lives_the_helper_wakes_once_a_safety_interval_and_the_peer_poll_thread_not_at_all",
-            Duration::from_secs(30),
+            || {
+                const N: usize = 4;
+                let rings: Vec<SharedRing> = (0..N).map(|_| ring()).collect();
+                let page = SharedPage::new();
+                let mut child = spawn_child(|| {
+                    park_child(&page, || {
+                        for r in &rings {
+                            std::mem::forget(r.clone().into_producer().unwrap());
+                        }
+                    })
+                });
+                page.await_word(0);
+                let mut pumps: Vec<Pump<'static, ()>> = rings
+                    .iter()
+                    .map(|r| {
+                        let mut rx = r.clone().into_consumer().unwrap().into_async().unwrap();
+                        Pump::new(Box::pin(async move {
+                            let mut b = [0u8; 1];
+                            rx.read(&mut b).await.map(drop)
+                        }))
+                    })
+                    .collect();
+                idle(&mut pumps, Duration::from_millis(300));
+                assert!(common::peer_poll_fd().is_some(), "no peer-poll thread waiting in epoll_wait");
+                let (helper0, poll0) = (sleeps_of(HELPERS), sleeps_of(PEER_POLL));
+                let woken0: Vec<usize> = pumps.iter().map(|p| p.woken()).collect();
+                idle(&mut pumps, Duration::from_secs(1));
+                let (helper, poll) = (sleeps_of(HELPERS) - helper0, sleeps_of(PEER_POLL) - poll0);
+                eprintln!("one idle second: the helper slept {helper} times, the peer-poll thread {poll}");
+                assert!(helper <= 20, "the helper woke {helper} times in an idle second (10 expected)");
+                assert!(poll <= 2, "the peer-poll thread woke {poll} times in an idle second (none expected)");
+                let woken: Vec<usize> = pumps.iter().zip(&woken0).map(|(p, w0)| p.woken() - w0).collect();
+                assert!(woken.iter().all(|&w| w == 0), "idle tasks were woken {woken:?} times in the idle second");
+                child.kill();
+                let killed = Instant::now();
+                for (i, p) in pumps.iter_mut().enumerate() {
+                    let left = Duration::from_millis(250).saturating_sub(killed.elapsed());
+                    let r = p.run(left).unwrap_or_else(|| panic!("end {i}: the death not seen within 250 ms"));
+                    assert_eq!(r.unwrap_err().kind(), ErrorKind::UnexpectedEof, "end {i}");
+                }
+                child.wait();
+                0
+            },
         );
-        let status = in_child(|| {
-            loud_panics();
-            const N: usize = 4;
-            let rings: Vec<SharedRing> = (0..N).map(|_| ring()).collect();
-            let page = SharedPage::new();
-            let mut child = spawn_child(|| {
-                park_child(&page, || {
-                    for r in &rings {
-                        std::mem::forget(r.clone().into_producer().unwrap());
-                    }
-                })
-            });
-            page.await_word(0);
-            let mut pumps: Vec<Pump<'static, ()>> = rings
-                .iter()
-                .map(|r| {
-                    let mut rx = r.clone().into_consumer().unwrap().into_async().unwrap();
-                    Pump::new(Box::pin(async move {
-                        let mut b = [0u8; 1];
-                        rx.read(&mut b).await.map(drop)
-                    }))
-                })
-                .collect();
-            idle(&mut pumps, Duration::from_millis(300));
-            assert!(common::peer_poll_fd().is_some(), "no peer-poll thread waiting in epoll_wait");
-            let (helper0, poll0) = (sleeps_of(HELPERS), sleeps_of(PEER_POLL));
-            let woken0: Vec<usize> = pumps.iter().map(|p| p.woken()).collect();
-            idle(&mut pumps, Duration::from_secs(1));
-            let (helper, poll) = (sleeps_of(HELPERS) - helper0, sleeps_of(PEER_POLL) - poll0);
-            eprintln!("one idle second: the helper slept {helper} times, the peer-poll thread {poll}");
-            assert!(helper <= 20, "the helper woke {helper} times in an idle second (10 expected)");
-            assert!(poll <= 2, "the peer-poll thread woke {poll} times in an idle second (none expected)");
-            let woken: Vec<usize> = pumps.iter().zip(&woken0).map(|(p, w0)| p.woken() - w0).collect();
-            assert!(woken.iter().all(|&w| w == 0), "idle tasks were woken {woken:?} times in the idle second");
-            child.kill();
-            let killed = Instant::now();
-            for (i, p) in pumps.iter_mut().enumerate() {
-                let left = Duration::from_millis(250).saturating_sub(killed.elapsed());
-                let r = p.run(left).unwrap_or_else(|| panic!("end {i}: the death not seen within 250 ms"));
-                assert_eq!(r.unwrap_err().kind(), ErrorKind::UnexpectedEof, "end {i}");
-            }
-            child.wait();
-            0
-        });
-        assert_eq!(status, 0);
     }
 
     /// When the peer-poll thread cannot start (the thread limit: `RLIMIT_NPROC` 0 as `nobody`,
@@ -890,10 +873,7 @@ mod watched {
     /// is seen within a second. In a child: the threads of a forked process start anew.
     #[test]
     fn without_a_peer_poll_thread_the_helper_watches_every_watch_interval() {
-        let _dog =
-            watchdog("without_a_peer_poll_thread_the_helper_watches_every_watch_interval", Duration::from_secs(30));
-        let status = in_child(|| {
-            loud_panics();
+        in_loud_child("without_a_peer_poll_thread_the_helper_watches_every_watch_interval", || {
             if !common::become_nobody() {
                 return 2;
             }
@@ -929,7 +909,6 @@ mod watched {
             child.wait();
             0
         });
-        assert_eq!(status, 0);
     }
 
     #[allow(dead_code)]
