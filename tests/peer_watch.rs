@@ -780,22 +780,6 @@ mod watched {
         c.wait();
     }
 
-    /// How many times this process's threads whose name starts with `prefix` went to sleep
-    /// (`voluntary_ctxt_switches`, summed): each sleep of a parked thread ends in one wake-up.
-    fn sleeps_of(prefix: &str) -> u64 {
-        std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .flatten()
-            .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix)))
-            .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
-            .filter_map(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-            })
-            .sum()
-    }
-
     const HELPERS: &str = "mirror-ring-par";
     const PEER_POLL: &str = "mirror-ring-pid";
 
@@ -845,10 +829,10 @@ mod watched {
                     .collect();
                 idle(&mut pumps, Duration::from_millis(300));
                 assert!(common::peer_poll_fd().is_some(), "no peer-poll thread waiting in epoll_wait");
-                let (helper0, poll0) = (sleeps_of(HELPERS), sleeps_of(PEER_POLL));
+                let (helper0, poll0) = (common::sleeps_of(HELPERS), common::sleeps_of(PEER_POLL));
                 let woken0: Vec<usize> = pumps.iter().map(|p| p.woken()).collect();
                 idle(&mut pumps, Duration::from_secs(1));
-                let (helper, poll) = (sleeps_of(HELPERS) - helper0, sleeps_of(PEER_POLL) - poll0);
+                let (helper, poll) = (common::sleeps_of(HELPERS) - helper0, common::sleeps_of(PEER_POLL) - poll0);
                 eprintln!("one idle second: the helper slept {helper} times, the peer-poll thread {poll}");
                 assert!(helper <= 20, "the helper woke {helper} times in an idle second (10 expected)");
                 assert!(poll <= 2, "the peer-poll thread woke {poll} times in an idle second (none expected)");
@@ -898,9 +882,9 @@ mod watched {
                 rx.read(&mut b).await.map(drop)
             }));
             assert!(common::peer_poll_fd().is_none(), "a peer-poll thread started at the thread limit");
-            let helper0 = sleeps_of(HELPERS);
+            let helper0 = common::sleeps_of(HELPERS);
             assert!(p.run(Duration::from_millis(300)).is_none(), "nothing was written");
-            let helper = sleeps_of(HELPERS) - helper0;
+            let helper = common::sleeps_of(HELPERS) - helper0;
             common::set_soft_limit(libc::RLIMIT_NPROC, old as usize);
             assert!(helper >= 8, "the helper woke only {helper} times in 300 ms: it does not watch the peer");
             child.kill();

@@ -543,6 +543,31 @@ pub fn open_fds() -> Vec<String> {
     v
 }
 
+/// The `/proc/self/task` directories of this process's threads whose `comm` starts with
+/// `prefix`.
+pub fn threads_named(prefix: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix)))
+        .map(|t| t.path())
+        .collect()
+}
+
+/// How many times those threads went to sleep (`voluntary_ctxt_switches`, summed): each sleep
+/// of a parked thread ends in one wake-up.
+pub fn sleeps_of(prefix: &str) -> u64 {
+    threads_named(prefix)
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(t.join("status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
 /// The descriptor of mirror-ring's peer-poll thread, if that thread runs in this process: the
 /// epoll instance it waits in (`docs::accounting`, "Descriptors": one per process, opened with
 /// the thread when the first async end parks on a peer process it watches through a pidfd,

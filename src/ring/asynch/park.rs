@@ -277,7 +277,7 @@ impl Parking {
         // check runs otherwise).
         let watched = match site.watcher {
             Some((watcher, own)) if watch && self.strong => {
-                watcher.borrow().watched().map(|(peer, pidfd)| Watched { own, peer, pidfd })
+                watcher.borrow().watched().map(|(peer, pidfd)| Watched { own, peer, pidfd, armed: 0 })
             }
             _ => None,
         };
@@ -478,6 +478,9 @@ struct Watched {
     peer: Claim,
     /// The pidfd on the peer's holder: readable once it has died (`None`: no holder to watch).
     pidfd: Option<Arc<OwnedFd>>,
+    /// The token the pidfd is armed with in the peer-poll thread's epoll instance (0: not
+    /// armed), new at each arming (`helper::watch_peer`).
+    armed: u64,
 }
 
 /// One parked end in the registry.
@@ -922,7 +925,7 @@ mod helper {
     //! pidfds of those ends' peers, so that a death is seen at once and the helpers need not
     //! look for one every watch interval.
 
-    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+    use std::os::fd::{AsFd, OwnedFd};
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
@@ -980,6 +983,8 @@ mod helper {
     pub(super) struct PeerPoll {
         /// Its epoll instance, once it runs.
         epoll: Option<Arc<OwnedFd>>,
+        /// The last token a pidfd was armed with.
+        armings: u64,
         /// When it last could not start: tried again a second later at the earliest (until then
         /// the helpers watch every peer each watch interval, as they do without the thread).
         failed_at: Option<Instant>,
@@ -994,10 +999,14 @@ mod helper {
     /// be armed, or the thread cannot start, the entry keeps the watch interval.
     ///
     /// Armed one-shot, an exit is reported once per arming: each registration of a park arms
-    /// its pidfd again, and a report whose entry has gone (the pidfd now another end's, or its
-    /// end parked no more) only makes that entry's helper probe its pidfd.
+    /// its pidfd again. Each arming carries a token of its own, which the report names, and
+    /// only the entry armed with it is made due. Not the descriptor's number: epoll drops a
+    /// registration only when the pidfd's file is released, which a forked child holding a copy
+    /// delays, so a registration of a pidfd this process closed long ago can still report, and
+    /// its number may name another end's pidfd by then.
     pub(super) fn watch_peer(reg: &'static Registry, t: &mut Table, e: &mut Entry) {
-        let Some(pidfd) = e.watched.as_ref().and_then(|w| w.pidfd.as_ref()) else { return };
+        let Some(w) = e.watched.as_mut() else { return };
+        let Some(pidfd) = w.pidfd.as_ref() else { return };
         if !e.bound || e.interval != WATCH_INTERVAL {
             return;
         }
@@ -1022,15 +1031,17 @@ mod helper {
                 }
             }
         };
-        if sys::epoll_arm_once(epoll.as_fd(), pidfd.as_fd(), pidfd.as_raw_fd() as u64).is_ok() {
+        p.armings += 1;
+        if sys::epoll_arm_once(epoll.as_fd(), pidfd.as_fd(), p.armings).is_ok() {
+            w.armed = p.armings;
             e.deadline += SAFETY_INTERVAL - WATCH_INTERVAL;
             e.interval = SAFETY_INTERVAL;
         }
     }
 
     /// The peer-poll thread's loop: waits in `epoll_wait`, with no time limit, for the pidfds
-    /// armed by `watch_peer`. An exit reported makes every entry on that pidfd due at once,
-    /// back at the watch interval, and its helper is told: the helper's probe of the pidfd
+    /// armed by `watch_peer`. An exit reported makes the entry armed with that token due at
+    /// once, back at the watch interval, and its helper is told: the helper's probe of the pidfd
     /// wakes the task, whose own check proves the death. If the wait fails, every entry goes
     /// back to the watch interval (the helpers watch the peers, as without the thread) and the
     /// thread ends; the next registration starts another.
@@ -1039,8 +1050,8 @@ mod helper {
         loop {
             let found = sys::epoll_wait(epoll.as_fd(), &mut events);
             let failed = found.is_err();
-            let fds = found.unwrap_or_default();
-            if fds.is_empty() && !failed {
+            let tokens = found.unwrap_or_default();
+            if tokens.is_empty() && !failed {
                 continue;
             }
             let helpers: Vec<Arc<Shared>> = {
@@ -1052,10 +1063,11 @@ mod helper {
                 let now = Instant::now();
                 let mut told: Vec<usize> = Vec::new();
                 for e in t.entries.values_mut() {
-                    let Some(fd) = e.watched.as_ref().and_then(|w| w.pidfd.as_ref()) else { continue };
-                    if e.interval == WATCH_INTERVAL || !(failed || fds.contains(&(fd.as_raw_fd() as u64))) {
+                    let Some(w) = e.watched.as_mut() else { continue };
+                    if w.armed == 0 || !(failed || tokens.contains(&w.armed)) {
                         continue;
                     }
+                    w.armed = 0;
                     e.interval = WATCH_INTERVAL;
                     e.deadline = if failed { e.deadline.min(now + WATCH_INTERVAL) } else { now };
                     if !told.contains(&e.helper) {
