@@ -40,9 +40,9 @@
 //!   threads (one per 127 ends parked at one time) and, once one has parked on a peer process
 //!   it watches through a pidfd, one peer-poll thread with one descriptor of its own (an
 //!   epoll instance). They stay for the life of the process, asleep while nothing happens
-//!   ([`async_ends`](super::async_ends), "Turning the wake into `Waker::wake()`"). A forked child does not get
-//!   the threads, but inherits the epoll descriptor as any other, and keeps it until it exits
-//!   or `exec`s (it is close-on-exec).
+//!   ([`async_ends`](super::async_ends), "Turning the wake into `Waker::wake()`"). A forked
+//!   child does not get the threads, but inherits the epoll descriptor as any other, and keeps
+//!   it until it exits or `exec`s (it is close-on-exec).
 //!
 //! Prefaulting ([`RingOptions::prefault`](crate::RingOptions::prefault)) touches both views at
 //! creation (each view has its own page tables, so each faults separately); the first lap of

@@ -80,9 +80,9 @@
 //! - **Peers between processes: one peer-poll thread in `epoll_wait`.** Started with its
 //!   epoll instance (one descriptor) the first time an end parks on a peer process it watches
 //!   through a pidfd, it sleeps without a timeout on those pidfds (each registration arms its
-//!   end's pidfd for one report) and, when one reads as exited, makes the entries on it due at
-//!   once and tells their helper ("Bounded sleeps", below). Like the helpers it stays for the life of the
-//!   process, and costs nothing while no peer dies.
+//!   end's pidfd for one report, with a token of its own) and, when one reads as exited, makes
+//!   the entry armed with it due at once and tells its helper ("Bounded sleeps", below). Like
+//!   the helpers it stays for the life of the process, and costs nothing while no peer dies.
 //!
 //! # What was measured
 //!
