@@ -853,8 +853,9 @@ mod watched {
 
     /// When the peer-poll thread cannot start (the thread limit: `RLIMIT_NPROC` 0 as `nobody`,
     /// once a helper runs), the end parks as before: its helper watches the peer every watch
-    /// interval (at least 8 wake-ups in 300 ms, against 3 at the safety interval), and the death
-    /// is seen within a second. In a child: the threads of a forked process start anew.
+    /// interval (at least 20 wake-ups in a second, about 40 expected, against 10 at the safety
+    /// interval), and the death is seen within a second. In a child: the threads of a forked
+    /// process start anew.
     #[test]
     fn without_a_peer_poll_thread_the_helper_watches_every_watch_interval() {
         in_loud_child("without_a_peer_poll_thread_the_helper_watches_every_watch_interval", || {
@@ -883,10 +884,10 @@ mod watched {
             }));
             assert!(common::peer_poll_fd().is_none(), "a peer-poll thread started at the thread limit");
             let helper0 = common::sleeps_of(HELPERS);
-            assert!(p.run(Duration::from_millis(300)).is_none(), "nothing was written");
+            assert!(p.run(Duration::from_secs(1)).is_none(), "nothing was written");
             let helper = common::sleeps_of(HELPERS) - helper0;
             common::set_soft_limit(libc::RLIMIT_NPROC, old as usize);
-            assert!(helper >= 8, "the helper woke only {helper} times in 300 ms: it does not watch the peer");
+            assert!(helper >= 20, "the helper woke only {helper} times in a second: it does not watch the peer");
             child.kill();
             let r = p.run(Duration::from_secs(1)).expect("the death not seen within a second");
             assert_eq!(r.unwrap_err().kind(), ErrorKind::UnexpectedEof);
