@@ -789,12 +789,13 @@ impl Registry {
         }
         // Entries whose deadline passed (or nearly) with nothing to do wait another interval,
         // all from now: after one round their checks fall together. Those that watch a peer
-        // process through a pidfd have it polled first, all in one call, outside the lock.
+        // process through a pidfd have it polled first, all in one call, outside the lock;
+        // not those whose pidfd the peer-poll thread waits on (`armed`): it reports the exit.
         let mut probes: Vec<(usize, u64, Arc<OwnedFd>)> = Vec::new();
         for (k, e) in t.entries.iter_mut() {
             if e.helper == helper && e.bound && e.deadline <= now + SLACK {
                 e.deadline = now + e.interval;
-                if let Some(fd) = e.watched.as_ref().and_then(|w| w.pidfd.clone()) {
+                if let Some(fd) = e.watched.as_ref().filter(|w| w.armed == 0).and_then(|w| w.pidfd.clone()) {
                     probes.push((*k, e.owner, fd));
                 }
             }
