@@ -715,16 +715,7 @@ mod peer_poll {
         let mut c = spawn_child(|| {
             let r = SharedRing::recv_from(&s1).unwrap();
             std::mem::forget(r.into_consumer().unwrap());
-            page.word(0).store(1, Ordering::SeqCst);
-            while page.word(1).load(Ordering::SeqCst) == 0 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let sh = c"/bin/sh".as_ptr();
-            let argv = [c"sh".as_ptr(), c"-c".as_ptr(), c"sleep 0.4".as_ptr(), std::ptr::null()];
-            // SAFETY: execv with NUL-terminated strings and a null-terminated argv.
-            unsafe { libc::execv(sh, argv.as_ptr()) };
-            // SAFETY: leaves the child at once.
-            unsafe { libc::_exit(127) }
+            common::exec_a_sleep_when_told(&page, "0.4")
         });
         dog.kill_on_expiry(&c);
         drop(s1);

@@ -101,6 +101,21 @@ mod watched {
         }
     }
 
+    /// In a peer process: takes the producer's role over (retrying for up to 10 s while its
+    /// dead holder's claim is not yet released), writes `hi`, and keeps the role.
+    fn take_over_and_write_hi(ring: &SharedRing, page: &SharedPage) -> i32 {
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut tx = loop {
+            match ring.take_over_producer() {
+                Ok(tx) => break tx,
+                Err(e) => assert!(Instant::now() < until, "no take-over: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        tx.write_all(b"hi").unwrap();
+        park_child(page, || std::mem::forget(tx))
+    }
+
     fn park_child(page: &SharedPage, f: impl FnOnce()) -> i32 {
         f();
         page.word(0).store(1, Ordering::SeqCst);
@@ -194,16 +209,8 @@ mod watched {
         let ring = ring();
         let page = SharedPage::new();
         let mut child = spawn_child(|| {
-            let tx = ring.clone().into_producer().unwrap();
-            std::mem::forget(tx);
-            page.word(0).store(1, Ordering::SeqCst);
-            while page.word(1).load(Ordering::SeqCst) == 0 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let sh = c"/bin/sh".as_ptr();
-            let argv = [c"sh".as_ptr(), c"-c".as_ptr(), c"sleep 0.3".as_ptr(), std::ptr::null()];
-            unsafe { libc::execv(sh, argv.as_ptr()) };
-            unsafe { libc::_exit(127) }
+            std::mem::forget(ring.clone().into_producer().unwrap());
+            common::exec_a_sleep_when_told(&page, "0.3")
         });
         dog.kill_on_expiry(&child);
         page.await_word(0);
@@ -658,18 +665,7 @@ mod watched {
         a.kill();
         a.wait();
         page.word(0).store(0, Ordering::SeqCst);
-        let mut c = spawn_child(|| {
-            let until = Instant::now() + Duration::from_secs(10);
-            let mut tx = loop {
-                match ring.take_over_producer() {
-                    Ok(tx) => break tx,
-                    Err(e) => assert!(Instant::now() < until, "no take-over: {e}"),
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            };
-            tx.write_all(b"hi").unwrap();
-            park_child(&page, || std::mem::forget(tx))
-        });
+        let mut c = spawn_child(|| take_over_and_write_hi(&ring, &page));
         dog.kill_on_expiry(&c);
         page.await_word(0);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -701,18 +697,7 @@ mod watched {
         dog.kill_on_expiry(&a);
         page.await_word(0);
         page.word(0).store(0, Ordering::SeqCst);
-        let mut c = spawn_child(|| {
-            let until = Instant::now() + Duration::from_secs(10);
-            let mut tx = loop {
-                match ring.take_over_producer() {
-                    Ok(tx) => break tx,
-                    Err(e) => assert!(Instant::now() < until, "no take-over: {e}"),
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            };
-            tx.write_all(b"hi").unwrap();
-            park_child(&page, || std::mem::forget(tx))
-        });
+        let mut c = spawn_child(|| take_over_and_write_hi(&ring, &page));
         dog.kill_on_expiry(&c);
         let mut rx = ring.clone().into_consumer().unwrap().into_async().unwrap();
         let mut b = [0u8; 2];

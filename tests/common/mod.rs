@@ -984,6 +984,22 @@ impl Drop for SharedPage {
     }
 }
 
+/// In a forked child: says it is ready (word 0 of `page`), waits for word 1, then `exec`s
+/// `/bin/sh -c "sleep <seconds>"`, so that the process lives on as another program for that
+/// long and then exits (127 if the `exec` fails).
+pub fn exec_a_sleep_when_told(page: &SharedPage, seconds: &str) -> ! {
+    page.word(0).store(1, Ordering::SeqCst);
+    while page.word(1).load(Ordering::SeqCst) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let script = std::ffi::CString::new(format!("sleep {seconds}")).unwrap();
+    let argv = [c"sh".as_ptr(), c"-c".as_ptr(), script.as_ptr(), std::ptr::null()];
+    // SAFETY: NUL-terminated strings that outlive the call, and a null-terminated argv.
+    unsafe { libc::execv(c"/bin/sh".as_ptr(), argv.as_ptr()) };
+    // SAFETY: leaves the child at once.
+    unsafe { libc::_exit(127) }
+}
+
 /// A shared, writable mapping of the first page of a ring file: the header as another holder
 /// of the memfd (a hostile peer, a supervisor) sees it. Each test file adds the accessors its
 /// forgeries need.
