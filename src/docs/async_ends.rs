@@ -162,7 +162,7 @@
 //!   woken every watch interval to check for itself. Measured (`tests/scale.rs`, 300 readers
 //!   parked on live peer processes, three helpers, one idle second, release build): 62-64 ms
 //!   of CPU when every task was woken each interval, 22-31 ms with the helpers watching
-//!   every watch interval, 5.4-9.5 ms with the peer-poll thread (`BENCHMARKS.md`, "Idle async
+//!   every watch interval, 4.4-9.5 ms with the peer-poll thread (`BENCHMARKS.md`, "Idle async
 //!   ends between processes"). What is left is each helper's wake-up every safety interval:
 //!   re-entering `futex_waitv` on up to 127 words;
 //! - an end watched that way also has the check of the next item made for it, at the same
