@@ -839,40 +839,58 @@ mod watched {
     /// When the peer-poll thread cannot start (the thread limit: `RLIMIT_NPROC` 0 as `nobody`,
     /// once a helper runs), the end parks as before: its helper watches the peer every watch
     /// interval (at least 20 wake-ups in a second, about 40 expected, against 10 at the safety
-    /// interval), and the death is seen within a second. In a child: the threads of a forked
-    /// process start anew.
+    /// interval). Once the limit is lifted, the next park starts the thread, which takes over
+    /// the watch of the end that parked without it: with that second end gone, the helper
+    /// wakes at most 20 times in a second again. The death is seen within a second. In a
+    /// child: the threads of a forked process start anew.
     #[test]
-    fn without_a_peer_poll_thread_the_helper_watches_every_watch_interval() {
-        in_loud_child("without_a_peer_poll_thread_the_helper_watches_every_watch_interval", || {
+    fn without_a_peer_poll_thread_the_helper_watches_every_watch_interval_until_one_starts() {
+        in_loud_child("without_a_peer_poll_thread_the_helper_watches_every_watch_interval_until_one_starts", || {
             if !common::become_nobody() {
                 return 2;
             }
-            let (lonely, watched) = (ring(), ring());
+            let (lonely, watched, later) = (ring(), ring(), ring());
             let page = SharedPage::new();
-            let mut child =
-                spawn_child(|| park_child(&page, || std::mem::forget(watched.clone().into_producer().unwrap())));
+            let mut child = spawn_child(|| {
+                park_child(&page, || {
+                    std::mem::forget(watched.clone().into_producer().unwrap());
+                    std::mem::forget(later.clone().into_producer().unwrap());
+                })
+            });
             page.await_word(0);
+            let park = |r: &SharedRing| {
+                let mut rx = r.clone().into_consumer().unwrap().into_async().unwrap();
+                Pump::new(Box::pin(async move {
+                    let mut b = [0u8; 1];
+                    rx.read(&mut b).await.map(drop)
+                }))
+            };
             // A helper first: an end with no holder to watch starts no peer-poll thread.
-            let mut rx = lonely.into_consumer().unwrap().into_async().unwrap();
-            let mut first = Pump::new(Box::pin(async move {
-                let mut b = [0u8; 1];
-                rx.read(&mut b).await.map(drop)
-            }));
+            let mut first = park(&lonely);
             assert!(first.run(Duration::from_millis(50)).is_none());
             // (Dropped: its helper stays, with no entry watched every watch interval.)
             drop(first);
             let old = common::set_soft_limit(libc::RLIMIT_NPROC, 0).expect("setrlimit");
-            let mut rx = watched.clone().into_consumer().unwrap().into_async().unwrap();
-            let mut p = Pump::new(Box::pin(async move {
-                let mut b = [0u8; 1];
-                rx.read(&mut b).await.map(drop)
-            }));
-            assert!(common::peer_poll_fd().is_none(), "a peer-poll thread started at the thread limit");
+            let mut p = park(&watched);
+            assert!(common::threads_named(PEER_POLL).is_empty(), "a peer-poll thread started at the thread limit");
             let helper0 = common::sleeps_of(HELPERS);
             assert!(p.run(Duration::from_secs(1)).is_none(), "nothing was written");
             let helper = common::sleeps_of(HELPERS) - helper0;
             common::set_soft_limit(libc::RLIMIT_NPROC, old as usize);
             assert!(helper >= 20, "the helper woke only {helper} times in a second: it does not watch the peer");
+            // A second past the failed start: the next park starts the thread.
+            let mut q = park(&later);
+            assert!(q.run(Duration::from_millis(50)).is_none(), "nothing was written");
+            assert!(!common::threads_named(PEER_POLL).is_empty(), "no peer-poll thread once the limit was lifted");
+            drop(q);
+            let helper0 = common::sleeps_of(HELPERS);
+            assert!(p.run(Duration::from_secs(1)).is_none(), "nothing was written");
+            let helper = common::sleeps_of(HELPERS) - helper0;
+            assert!(
+                helper <= 20,
+                "the helper woke {helper} times in a second (10 expected): the end that parked without the \
+                 peer-poll thread is still watched every watch interval"
+            );
             child.kill();
             let r = p.run(Duration::from_secs(1)).expect("the death not seen within a second");
             assert_eq!(r.unwrap_err().kind(), ErrorKind::UnexpectedEof);

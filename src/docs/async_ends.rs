@@ -157,7 +157,9 @@
 //!   deadlines, and wakes the task if either role changed hands (a take-over, a close, a
 //!   first claim); those deadlines come every safety interval (100 ms) while the peer-poll
 //!   thread has the pidfd, every watch interval otherwise (no holder to watch yet, or no
-//!   peer-poll thread: it could not start, or its wait failed). Without a pidfd (a kernel
+//!   peer-poll thread: it could not start, or its wait failed; a park a second later at the
+//!   earliest tries to start it again, and a thread that starts takes over every end parked
+//!   without it). Without a pidfd (a kernel
 //!   before 5.3, a sandbox, no descriptor left; a peer in another PID namespace) the task is
 //!   woken every watch interval to check for itself. Measured (`tests/scale.rs`, 300 readers
 //!   parked on live peer processes, three helpers, one idle second, release build): 62-64 ms

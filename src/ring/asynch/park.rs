@@ -999,6 +999,10 @@ mod helper {
     /// missed wake-up, a role changing hands), at the longer interval. When the pidfd cannot
     /// be armed, or the thread cannot start, the entry keeps the watch interval.
     ///
+    /// A thread that starts here (the first, or one after a start or a wait that failed) also
+    /// arms every entry already parked at the watch interval: those that parked while there
+    /// was no thread would otherwise keep it until they park again.
+    ///
     /// Armed one-shot, an exit is reported once per arming: each registration of a park arms
     /// its pidfd again. Each arming carries a token of its own, which the report names, and
     /// only the entry armed with it is made due. Not the descriptor's number: epoll drops a
@@ -1006,9 +1010,7 @@ mod helper {
     /// delays, so a registration of a pidfd this process closed long ago can still report, and
     /// its number may name another end's pidfd by then.
     pub(super) fn watch_peer(reg: &'static Registry, t: &mut Table, e: &mut Entry) {
-        let Some(w) = e.watched.as_mut() else { return };
-        let Some(pidfd) = w.pidfd.as_ref() else { return };
-        if !e.bound || e.interval != WATCH_INTERVAL {
+        if !unarmed(e) {
             return;
         }
         let p = &mut t.peers;
@@ -1024,7 +1026,13 @@ mod helper {
                         .map(|_| ep)
                 });
                 match started {
-                    Ok(ep) => p.epoll.insert(ep).clone(),
+                    Ok(ep) => {
+                        p.epoll = Some(ep.clone());
+                        for parked in t.entries.values_mut().filter(|parked| unarmed(parked)) {
+                            arm(&mut t.peers, &ep, parked);
+                        }
+                        ep
+                    }
                     Err(_) => {
                         p.failed_at = Some(Instant::now());
                         return;
@@ -1032,6 +1040,21 @@ mod helper {
                 }
             }
         };
+        arm(&mut t.peers, &epoll, e);
+    }
+
+    /// Whether `e` watches its peer through a pidfd that is not armed: a park bounded by the
+    /// watch interval. (An entry whose peer's exit was reported is one too, until its task
+    /// looks; armed again, its pidfd reports at once.)
+    fn unarmed(e: &Entry) -> bool {
+        e.bound && e.interval == WATCH_INTERVAL && e.watched.as_ref().is_some_and(|w| w.pidfd.is_some() && w.armed == 0)
+    }
+
+    /// Arms `e`'s pidfd in `epoll` with a new token; on success the entry sleeps the safety
+    /// interval (see [`watch_peer`]).
+    fn arm(p: &mut PeerPoll, epoll: &OwnedFd, e: &mut Entry) {
+        let Some(w) = e.watched.as_mut() else { return };
+        let Some(pidfd) = w.pidfd.as_ref() else { return };
         p.armings += 1;
         if sys::epoll_arm_once(epoll.as_fd(), pidfd.as_fd(), p.armings).is_ok() {
             w.armed = p.armings;
