@@ -25,8 +25,8 @@
 //! flush, closing on drop) goes through one check, a comparison of the fork generation that a
 //! `pthread_atfork` handler bumps in every child (one relaxed load). Calls that return a
 //! `Result` fail with `Unsupported`; the others (`consume`, drops) do nothing. A write grant
-//! (`WriteGrant`, `FrameGrant`) held across the fork lends the child nothing (an empty slice:
-//! the free space is the parent's), a `recv_batch` whose closure forks ends in the child
+//! (`WriteGrant`, `FrameGrant`) held across the fork lends the child nothing (an empty slice,
+//! and `WriteGrant::len` says 0: the free space is the parent's), a `recv_batch` whose closure forks ends in the child
 //! when the closure returns, and a `send_batch` whose message's `AsRef` forks writes nothing
 //! more in the child once that `AsRef` returns. A `Waker` of an async end that forks when a
 //! call of its peer in the same process wakes it (a thread ring's publish runs the waker in

@@ -328,14 +328,18 @@ impl WriteGrant<'_> {
         self.producer.commit(n)
     }
 
-    /// The grant's length (the free space this end knew of when it was made, at least `min`).
+    /// The grant's length (the free space this end knew of when it was made, at least `min`):
+    /// the length of the slice it derefs to. So `grant[..grant.len()]` never panics, also in a
+    /// forked child's copy of a grant held across the `fork`, which lends nothing (length 0;
+    /// its `commit` fails with `Unsupported`).
     pub fn len(&self) -> usize {
-        self.len
+        self.producer.end.lent(self.len)
     }
 
-    /// Whether the grant is empty (never, for grants the producer hands out).
+    /// Whether the grant is empty (never, for grants the producer hands out, but in a forked
+    /// child's copy).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 }
 
