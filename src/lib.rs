@@ -45,8 +45,10 @@
 //!
 //! The memory is anonymous shared memory mirrored with `mremap` ([`Backend::MirrorFlag`] where
 //! the kernel proves it works, [`Backend::Duplicate`] otherwise), so the same ring works
-//! between threads and between a parent and its forked children, with no file descriptor and
-//! no name to leak. [`Backend::Memfd`] serves rings handed to unrelated processes.
+//! between threads and between a parent and its forked children, with no file descriptor for
+//! the memory and no name to leak. (An end between processes holds one pidfd on its peer once
+//! it watches it: [`docs::accounting`].) [`Backend::Memfd`] serves rings handed to unrelated
+//! processes.
 //!
 //! # Between threads
 //!
@@ -71,8 +73,8 @@
 //! once for the life of the ring: a second claim of the same role, from any process, fails with
 //! `AlreadyExists` (also after the first claimant closed or died).
 //!
-//! **Across `fork()`**, with no file descriptor and no name (every backend): create the ring,
-//! fork, and let each process claim its role.
+//! **Across `fork()`**, with every backend (the `mremap` ones need no descriptor for the
+//! memory, and none has a name): create the ring, fork, and let each process claim its role.
 //!
 //! ```
 //! use std::io::{Read, Write};

@@ -9,8 +9,9 @@
 //! - the pidfd (Linux 5.3+) opened on the peer's pid became readable (it terminated; also
 //!   while it is an unreaped zombie);
 //! - `pidfd_open` or `kill(pid, 0)` failed with `ESRCH` (no such process);
-//! - `/proc/<pid>/stat` shows state `Z` or `X`, or a start time other than the one the
-//!   claimant recorded (the pid now names a later process).
+//! - `/proc/<pid>/stat` shows state `X`, or `Z` with no other thread left (a process whose
+//!   first thread exited while others run shows `Z` too, and lives), or a start time other
+//!   than the one the claimant recorded (the pid now names a later process).
 //!
 //! Everything else that prevents an answer ("no descriptor left" (`EMFILE`), `/proc`
 //! unreadable or hiding the process, a peer in another PID namespace) is

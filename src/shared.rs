@@ -22,8 +22,9 @@
 //!
 //! A process can die without running `Drop`, leaving its role claimed until another process
 //! takes it over (`docs::lifecycle`, "Restart"). Every blocked call on a ring between
-//! processes sleeps at most 25 ms at a time (`wait.rs`) and then checks the peer, so a dead
-//! peer is noticed within about 25 ms (measured: see `tests/process.rs`).
+//! processes whose peer is another process sleeps at most 25 ms at a time (`wait.rs`; 100 ms
+//! when both ends turn out to be in this one, with no process to watch) and then checks the
+//! peer, so a dead peer is noticed within about 25 ms (measured: see `tests/process.rs`).
 //! The check uses a pidfd (Linux 5.3+) opened on the pid in the peer's slot, which becomes
 //! readable when the process terminates, **also while it is an unreaped zombie**: a parent
 //! does not have to `waitpid` a dead child before its ring notices.
@@ -52,8 +53,8 @@
 //! The peer and the ring file are untrusted; see the crate docs, "Between processes", for what
 //! is validated and what a hostile peer can still do. Here: [`SharedRing::from_fd`] validates
 //! the file before mapping it and the header again after; the pid and start time in the peer's
-//! slot are only ever used to open a pidfd and read `/proc` (never to send a signal), and a
-//! pid that is not positive is ignored.
+//! slot are only ever used to open a pidfd, read `/proc` and ask `kill(pid, 0)` whether the
+//! process exists (signal 0 sends nothing), and a pid that is not positive is ignored.
 
 use std::fmt;
 use std::io;

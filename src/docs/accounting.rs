@@ -36,11 +36,15 @@
 //!   when it first needs to watch it (Linux 5.3+), and keeps it for the peer's holding: one
 //!   descriptor per end. Forked children inherit the memfd as any descriptor, also from a ring
 //!   made with `dont_fork` (which keeps the mapping out of them, not the descriptor).
-//! - **Threads** (feature `tokio`): async ends of rings between processes park through helper
-//!   threads (one per 127 ends parked at one time) and, once one has parked on a peer process
-//!   it watches through a pidfd, one peer-poll thread with one descriptor of its own (an
-//!   epoll instance). They stay for the life of the process, asleep while nothing happens
-//!   ([`async_ends`](super::async_ends), "Turning the wake into `Waker::wake()`"). A forked
+//! - **Threads** (feature `tokio`): async ends park through helper threads. The first async
+//!   end of a thread ring that parks starts one, which keeps the safety deadlines of all such
+//!   ends (their publisher wakes them itself); async ends of rings between processes are
+//!   spread over helpers, one per 127 ends parked at one time. Once an end has parked on a
+//!   peer process it watches through a pidfd, one peer-poll thread runs too, with one
+//!   descriptor of its own (an epoll instance). They stay for the life of the process, asleep
+//!   while nothing happens (a peer-poll thread whose `epoll_wait` fails ends, and a later park
+//!   starts another with a new instance; [`async_ends`](super::async_ends), "Turning the wake
+//!   into `Waker::wake()`"). A forked
 //!   child does not get the threads, but inherits the epoll descriptor as any other, and keeps
 //!   it until it exits or `exec`s (it is close-on-exec).
 //!

@@ -76,13 +76,18 @@
 //!   A few threads per process at most, none per end. A helper, once started, stays for the
 //!   life of the process, asleep without a timeout while it has nothing to watch (no CPU):
 //!   their number is set by the most ends of rings between processes parked at one time,
-//!   one per 127, and does not shrink when those rings are gone.
+//!   one per 127, and does not shrink when those rings are gone. (The first helper also
+//!   keeps the deadlines of thread rings' parked ends, so it starts with the first async end
+//!   that parks, of either kind.)
 //! - **Peers between processes: one peer-poll thread in `epoll_wait`.** Started with its
 //!   epoll instance (one descriptor) the first time an end parks on a peer process it watches
 //!   through a pidfd, it sleeps without a timeout on those pidfds (each registration arms its
 //!   end's pidfd for one report, with a token of its own) and, when one reads as exited, makes
 //!   the entry armed with it due at once and tells its helper ("Bounded sleeps", below). Like
 //!   the helpers it stays for the life of the process, and costs nothing while no peer dies.
+//!   (If its `epoll_wait` fails, it hands every armed entry back to its helper's watch
+//!   interval and ends; a park a second later at the earliest starts another, which takes
+//!   those entries over.)
 //!
 //! # What was measured
 //!

@@ -67,9 +67,10 @@
 //! twice, its descriptor closed), and `MADV_HUGEPAGE` goes over both views before anything
 //! touches them. Measured on Linux 6.18 with `shmem_enabled` at `advise`: all three ways map
 //! every 2 MiB of both views with one entry each. The knobs are read at creation (the 2 MiB
-//! one, `hugepages-2048kB/shmem_enabled`, decides unless it says `inherit`: measured, it
-//! overrides the top-level one both ways); `never`, `deny` or a kernel without them is
-//! `Unsupported`, before anything is mapped.
+//! one, `hugepages-2048kB/shmem_enabled`, decides unless it says `inherit`, or the top-level
+//! one says `deny`, which refuses whatever the 2 MiB one says; measured, the 2 MiB knob
+//! otherwise overrides the top-level one both ways); `never`, `deny` or a kernel without them
+//! is `Unsupported`, before anything is mapped.
 //!
 //! Which backend, the probe, its cache and `Auto`'s hand-over: `backend.rs`.
 

@@ -356,9 +356,10 @@ impl FramedConsumer {
     }
 
     /// Hands every frame readable now to `f`, in order, each as one contiguous `&[u8]`, then
-    /// gives all their bytes back to the producer at once: one load of the producer's cursor
-    /// and one store of the consumer's for the whole batch, and a tight loop with no [`Frame`]
-    /// per message. Blocks until at least one frame is readable. Returns how many frames `f`
+    /// gives all their bytes back to the producer at once: one store of the consumer's cursor
+    /// for the whole batch, and a tight loop with no [`Frame`] per message. Frames are found by
+    /// their stamps, as `recv` finds them: the producer's cursor is loaded only where no stamp
+    /// says more ([`docs::framing`](crate::docs::framing)). Blocks until at least one frame is readable. Returns how many frames `f`
     /// saw; `Ok(0)` means end of stream, as `recv`'s `None` does.
     ///
     /// One call takes at most about an eighth of the ring (and at least one frame), so that
