@@ -501,8 +501,18 @@ impl SharedRing {
         // Seals first: only once shrinking and growing are sealed is the size final. (Read
         // before, it could change before the mapping, and touching pages past the end of the
         // file raises SIGBUS.)
-        // EINVAL: not a memfd; EBADF: an O_PATH descriptor. Either way, not a ring file.
-        let seals = sys::get_seals(fd.as_fd()).map_err(|e| bad(&format!("cannot read its seals ({e})")))?;
+        // EINVAL: not a memfd; EBADF: an O_PATH descriptor. Either way, not a ring file (the
+        // errno kept as `source()`). Any other errno (a sandbox refusing the call) is the OS's
+        // answer, not the file's: returned as it is, its errno as `raw_os_error()`, like those
+        // of the other calls on the descriptor.
+        let seals = sys::get_seals(fd.as_fd()).map_err(|e| match e.raw_os_error() {
+            Some(libc::EINVAL | libc::EBADF) => crate::error::Context::explain_as(
+                io::ErrorKind::InvalidData,
+                e,
+                "not a usable ring file: cannot read its seals".to_owned(),
+            ),
+            _ => e,
+        })?;
         let need = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
         if seals & need != need {
             return Err(bad("not sealed against shrinking and growing (F_SEAL_SHRINK | F_SEAL_GROW)"));

@@ -65,16 +65,34 @@ pub(crate) fn check_shmem_thp(backend: Backend) -> io::Result<()> {
         ));
     }
     let text = std::fs::read_to_string(SHMEM_THP_KNOB).map_err(|e| {
-        io::Error::new(
+        if is_shortage(&e) {
+            return knob_unread(SHMEM_THP_KNOB, e);
+        }
+        Context::explain_as(
             io::ErrorKind::Unsupported,
-            Context {
-                msg: format!("cannot read {SHMEM_THP_KNOB}: no transparent huge pages for shared memory here"),
-                source: e,
-            },
+            e,
+            format!("cannot read {SHMEM_THP_KNOB}: no transparent huge pages for shared memory here"),
         )
     })?;
-    let per_size = std::fs::read_to_string(SHMEM_THP_KNOB_2M).ok();
+    // Absent (a kernel before 6.11, or no 2 MiB size): the top-level knob decides.
+    let per_size = match std::fs::read_to_string(SHMEM_THP_KNOB_2M) {
+        Ok(text) => Some(text),
+        Err(e) if is_shortage(&e) => return Err(knob_unread(SHMEM_THP_KNOB_2M, e)),
+        Err(_) => None,
+    };
     thp_modes_allow(&text, per_size.as_deref())
+}
+
+/// Whether reading a knob failed for want of a resource of this process or the system (no
+/// descriptor left, no memory), which says nothing about the kernel's huge pages.
+fn is_shortage(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN))
+}
+
+/// A knob that could not be read for a shortage: the OS error's own kind (not `Unsupported`:
+/// a caller may try again once the shortage is over), the error as `source()`.
+fn knob_unread(knob: &str, e: io::Error) -> io::Error {
+    Context::explain(e, format!("cannot read {knob} to see whether shared memory may have transparent huge pages"))
 }
 
 /// The per-size knob for 2 MiB pages of shared memory (Linux 6.11+, mTHP for shmem): what

@@ -290,7 +290,9 @@ impl MirrorOptions {
     /// top-level `deny` refuses whatever the other says (measured on 6.18). Most distributions
     /// ship `never` and `inherit`; then, or on a kernel without transparent huge pages,
     /// creation fails with `Unsupported` and a message naming the deciding file, before
-    /// anything is mapped. Where the knobs allow them, a huge page is still the kernel's best
+    /// anything is mapped. A knob that cannot be read for want of a resource (no descriptor
+    /// left, `EMFILE`; no memory) is no verdict: that OS error comes back with its own kind,
+    /// as `source()`. Where the knobs allow them, a huge page is still the kernel's best
     /// effort: where it finds no free 2 MiB of memory when a page is first touched, it uses
     /// 4 KiB pages, and nothing reports it (`ShmemPmdMapped` in `/proc/<pid>/smaps` counts the
     /// huge part). [`prefault`](Self::prefault) takes the pages at creation.
