@@ -591,7 +591,8 @@ impl SharedRing {
     /// `OutOfMemory` over `RLIMIT_MEMLOCK` (which counts `2 * capacity` plus one page, or one
     /// page for a huge-page ring, whose data the kernel does not lock; unless the process has
     /// `CAP_IPC_LOCK`), `PermissionDenied` when that limit is zero, with a message naming it
-    /// and the OS error as `source()`; `OutOfMemory` also when the memory to fault the pages in
+    /// and the OS error as `source()` (or when a sandbox refuses `mlock`, which the message
+    /// then names instead); `OutOfMemory` also when the memory to fault the pages in
     /// ran out, saying so (in the prefault that comes first, which leaves nothing locked; or
     /// `mlock`'s `EAGAIN`, should pages reclaimed since then find no memory); `Unsupported` in
     /// a forked child of a `dont_fork` ring, which has no mapping to lock.

@@ -270,3 +270,45 @@ fn every_refused_system_call_comes_back_with_its_errno() {
     }
     assert!(failures.is_empty(), "errors without the refused call's errno:\n  {}", failures.join("\n  "));
 }
+
+/// `mlock` refused by a sandbox (EPERM) under a nonzero `RLIMIT_MEMLOCK`: the error must not
+/// blame the limit, which the kernel's own EPERM means only when it is 0. (The errors review
+/// found "RLIMIT_MEMLOCK is 8388608 bytes here and the process lacks CAP_IPC_LOCK" for a
+/// filter's refusal, from root.) A limit of 0, as `nobody`, is the kernel's EPERM: that one
+/// does name the limit.
+#[test]
+fn a_refused_mlock_blames_the_sandbox_and_a_zero_limit_the_limit() {
+    let lock = || RingOptions::new().capacity(8192).lock_memory(true).build().map(drop);
+    let sandboxed = in_child_reporting(|| {
+        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: a valid out-pointer for this process's own limit.
+        if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) } != 0 || rl.rlim_cur == 0 {
+            // (A limit of 0 here would make the kernel's EPERM the expected one.)
+            return Err(format!("RLIMIT_MEMLOCK is not a nonzero limit here: {}", rl.rlim_cur));
+        }
+        deny(Deny::Call(libc::SYS_mlock)).map_err(|e| format!("installing the seccomp filter: {e}"))?;
+        let e = lock().err().ok_or("locked under a filter that refuses mlock")?;
+        let text = e.to_string();
+        if errno_of(&e) != Some(libc::EPERM) || e.kind() != ErrorKind::PermissionDenied {
+            return Err(format!("not the filter's EPERM: {}", describe(&e)));
+        }
+        if text.contains("lacks CAP_IPC_LOCK") || !text.contains("sandbox") {
+            return Err(format!("a sandbox's refusal blamed on the limit: {text}"));
+        }
+        Ok(())
+    });
+    sandboxed.unwrap();
+    let zero = in_child_reporting(|| {
+        if !common::limit_locking_to(0) {
+            // (A capability to lock remains: the kernel ignores the limit; nothing to judge.)
+            return Ok(());
+        }
+        let e = lock().err().ok_or("locked with RLIMIT_MEMLOCK 0 and no CAP_IPC_LOCK")?;
+        let text = e.to_string();
+        if errno_of(&e) != Some(libc::EPERM) || !text.contains("RLIMIT_MEMLOCK is 0") {
+            return Err(format!("a zero limit not named: {}", describe(&e)));
+        }
+        Ok(())
+    });
+    zero.unwrap();
+}

@@ -219,7 +219,8 @@ impl MirrorOptions {
     /// `H + 2N` bytes for an `N`-byte map (each view separately, and `H`, one page, for the
     /// control page), unless the process has `CAP_IPC_LOCK`. Over the limit, creation fails
     /// with `OutOfMemory` (`PermissionDenied` when the limit is zero), a message naming
-    /// `RLIMIT_MEMLOCK` and the limit, and the OS error as `source()`. A forked child does not
+    /// `RLIMIT_MEMLOCK` and the limit, and the OS error as `source()`. (An `EPERM` under any
+    /// other limit is a sandbox's refusal: `PermissionDenied`, and the message says so.) A forked child does not
     /// inherit the lock (`fork(2)`), but the shared pages stay resident while the locking
     /// process maps them. With [`huge_pages`](Self::huge_pages) the data is hugetlb memory,
     /// which is never swapped and which the kernel does not lock: the control page is
@@ -772,7 +773,8 @@ impl MirrorMap {
 fn lock_error(err: io::Error, locked: usize, huge: bool) -> io::Error {
     let counts =
         if huge { "the control page only (hugetlb data is not locked)" } else { "the control page and both views" };
-    let limit = match sys::memlock_limit() {
+    let bytes = sys::memlock_limit();
+    let limit = match bytes {
         Some(bytes) => format!("{bytes} bytes"),
         None => "unlimited".to_owned(),
     };
@@ -790,9 +792,17 @@ fn lock_error(err: io::Error, locked: usize, huge: bool) -> io::Error {
             io::ErrorKind::OutOfMemory,
             "no memory to back the pages (the machine's, or its memory cgroup's limit)".to_owned(),
         ),
+        // The kernel answers EPERM only for a limit of 0 without CAP_IPC_LOCK; under any other
+        // limit the refusal came from elsewhere.
+        Some(libc::EPERM) if bytes == Some(0) => {
+            (io::ErrorKind::PermissionDenied, "RLIMIT_MEMLOCK is 0 here and the process lacks CAP_IPC_LOCK".to_owned())
+        }
         Some(libc::EPERM) => (
             io::ErrorKind::PermissionDenied,
-            format!("RLIMIT_MEMLOCK is {limit} here and the process lacks CAP_IPC_LOCK"),
+            format!(
+                "mlock refused although RLIMIT_MEMLOCK is {limit} here: a sandbox (a seccomp filter, a \
+                 security module) denies it"
+            ),
         ),
         _ => (err.kind(), "the kernel could not lock every page".to_owned()),
     };
