@@ -182,8 +182,13 @@
 //!   between its store and its wake-up): a lost wake-up, counted in the end's
 //!   `Stats::lost_wakeups`. So a missed wake-up costs an async end up to two safety
 //!   intervals (a blocking end, one: it checks for itself); measured, up to 273 ms under a
-//!   peer that kept clearing the waiter word. Deadlines that bound a sleep may be reached up to 10 ms early, so
-//!   that the checks of many entries fall into one wake-up of the helper;
+//!   peer that kept clearing the waiter word. So that the checks of many entries fall into
+//!   one wake-up of the helper, deadlines that bound a sleep may be reached up to 10 ms
+//!   early, and a new park's first check joins the helper's next check of the entries with
+//!   the same interval when that comes no later than its own (so it may come sooner than an
+//!   interval after the park, never later). Entries parked at different times are then
+//!   checked together: measured (`tests/soak.rs`), 100 ends parked in eight groups 12 ms
+//!   apart cost their helper 159 wake-ups in two idle seconds before, at most 40 now;
 //! - a park whose flag had to be raised without the heavy barrier (again within a
 //!   millisecond of the last one, see [`barriers`](super::barriers)) is woken when that
 //!   millisecond ends, and pays the barrier then.

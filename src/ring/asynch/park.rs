@@ -792,14 +792,25 @@ impl Registry {
         // process through a pidfd have it polled first, all in one call, outside the lock;
         // not those whose pidfd the peer-poll thread waits on (`armed`): it reports the exit.
         let mut probes: Vec<(usize, u64, Arc<OwnedFd>)> = Vec::new();
+        let mut checked: Vec<Duration> = Vec::new();
         for (k, e) in t.entries.iter_mut() {
             if e.helper == helper && e.bound && e.deadline <= now + SLACK {
                 e.deadline = now + e.interval;
+                if !checked.contains(&e.interval) {
+                    checked.push(e.interval);
+                }
                 if let Some(fd) = e.watched.as_ref().filter(|w| w.armed == 0).and_then(|w| w.pidfd.clone()) {
                     probes.push((*k, e.owner, fd));
                 }
             }
         }
+        // (What new entries of those intervals join: `helper::align`.)
+        #[cfg(not(mirror_ring_loom))]
+        for interval in checked {
+            helper::checked(&mut t, helper, interval, now + interval);
+        }
+        #[cfg(mirror_ring_loom)]
+        let _ = checked;
         drop(t);
         if !probes.is_empty() {
             self.probe(&probes, &mut wakers);
@@ -948,6 +959,40 @@ mod helper {
         futex_entries: usize,
         /// When it will wake at the latest (`None`: only when notified).
         wake_at: Option<Instant>,
+        /// The next check of its entries bounded by each interval (one per interval in use):
+        /// a new entry joins it ([`align`]), so that entries parked at different times are
+        /// checked in one wake-up, not one each.
+        checks: Vec<(Duration, Instant)>,
+    }
+
+    /// A new entry bounded by an interval (under the table's lock, its helper chosen) takes
+    /// the next check of its helper's entries of the same interval as its deadline, when that
+    /// check comes no later than its own deadline: its first check may come sooner than an
+    /// interval after it parked (a sooner look is only a safety check made early; a missed
+    /// wake-up still needs two checks a whole interval apart), never later. Otherwise its
+    /// deadline becomes that check. Without this, entries parked at different times were
+    /// each checked on their own, up to one wake-up of the helper per entry and interval
+    /// (deadlines within `SLACK` of each other are checked together, no more).
+    fn align(slot: &mut Slot, e: &mut Entry, now: Instant) {
+        if !e.bound {
+            return;
+        }
+        match slot.checks.iter_mut().find(|(interval, _)| *interval == e.interval) {
+            Some((_, at)) if *at > now && *at <= e.deadline => e.deadline = *at,
+            Some((_, at)) => *at = e.deadline,
+            None => slot.checks.push((e.interval, e.deadline)),
+        }
+    }
+
+    /// The helper checked its entries of `interval` due now and set their next check at `at`:
+    /// what new entries of that interval join ([`align`]).
+    pub(super) fn checked(t: &mut Table, helper: usize, interval: Duration, at: Instant) {
+        if let Some(slot) = t.helpers.get_mut(helper) {
+            match slot.checks.iter_mut().find(|(i, _)| *i == interval) {
+                Some((_, next)) => *next = at,
+                None => slot.checks.push((interval, at)),
+            }
+        }
     }
 
     struct Shared {
@@ -1142,10 +1187,11 @@ mod helper {
                 .name(format!("mirror-ring-park-{index}"))
                 .spawn(move || run(reg, index, s))
                 .map_err(no_helper)?;
-            t.helpers.push(Slot { shared, futex_entries: 0, wake_at: None });
+            t.helpers.push(Slot { shared, futex_entries: 0, wake_at: None, checks: Vec::new() });
         }
         e.helper = idx;
         let slot = &mut t.helpers[idx];
+        align(slot, e, super::clock_now());
         let notify = if !e.direct {
             slot.futex_entries += 1;
             true
