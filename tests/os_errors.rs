@@ -9,12 +9,11 @@
 
 mod common;
 
-use std::fs::File;
-use std::io::{self, ErrorKind, Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::io::{self, ErrorKind};
 use std::time::Duration;
 
-use common::spawn_child;
+use common::in_child_reporting;
+use common::seccomp::Deny;
 use mirror_ring::{Backend, RingOptions, SharedRing};
 
 /// The bound on one child: far above any healthy run, so reaching it is a hang.
@@ -28,42 +27,6 @@ fn errno_of(e: &io::Error) -> Option<i32> {
 /// How an error reads in a report: kind, errno, message.
 fn describe(e: &io::Error) -> String {
     format!("kind {:?}, errno {:?}: {e}", e.kind(), errno_of(e))
-}
-
-/// Runs `body` in a forked child and returns what it reported: `Ok` or the message of the
-/// first failed check (a panic counts as one). The child always `_exit`s; it is bounded by
-/// [`CHILD_LIMIT`] and killed and reaped by its guard whatever happens.
-fn in_child_reporting(body: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid out-array of two ints.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) }, 0);
-    // SAFETY: pipe2 just returned these two descriptors, owned by nobody else.
-    let (rd, wr) = unsafe { (File::from(OwnedFd::from_raw_fd(fds[0])), File::from(OwnedFd::from_raw_fd(fds[1]))) };
-    let mut child = spawn_child(|| {
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
-        let msg = match outcome {
-            Ok(Ok(())) => return 0,
-            Ok(Err(msg)) => msg,
-            Err(panic) => {
-                let text = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-                format!("panic: {}", text.unwrap_or_default())
-            }
-        };
-        let _ = (&wr).write_all(msg.as_bytes());
-        1
-    });
-    drop(wr);
-    let status = child.wait_within(CHILD_LIMIT);
-    let mut msg = String::new();
-    let _ = (&rd).read_to_string(&mut msg); // non-blocking: what the child wrote
-    match status {
-        0 => Ok(()),
-        1 => Err(msg),
-        s => Err(format!("child ended with status {s}: {msg}")),
-    }
 }
 
 /// In a forked child: lowers `RLIMIT_NOFILE` so that no descriptor can be opened (the lowest
@@ -93,7 +56,7 @@ fn no_descriptor_left() -> Result<usize, String> {
 // blame hugetlbfs, pinned by tests/huge_pages.rs `out_of_descriptors_is_not_blamed_on_hugetlbfs`).
 #[test]
 fn out_of_descriptors_is_not_blamed_on_missing_transparent_huge_pages() {
-    let r = in_child_reporting(|| {
+    let r = in_child_reporting(CHILD_LIMIT, || {
         let old = no_descriptor_left()?;
         let r = RingOptions::new().capacity(4096).transparent_huge_pages(true).build().map(drop);
         common::set_soft_limit(libc::RLIMIT_NOFILE, old);
@@ -117,59 +80,10 @@ fn out_of_descriptors_is_not_blamed_on_missing_transparent_huge_pages() {
     r.unwrap();
 }
 
-/// What a seccomp filter refuses: every call of a system call number, or only `fcntl` with
-/// one command.
-#[derive(Clone, Copy, Debug)]
-enum Deny {
-    Call(libc::c_long),
-    Fcntl(libc::c_int),
-}
-
-/// Installs a seccomp filter that answers what `deny` names with `EPERM` (a sandbox that does
+/// Installs a seccomp filter that answers what `rule` names with `EPERM` (a sandbox that does
 /// not allow it) and lets every other call through. Irrevocable: only in a forked child.
 fn deny(rule: Deny) -> io::Result<()> {
-    #[cfg(target_arch = "x86_64")]
-    const AUDIT_ARCH: u32 = 0xC000_003E;
-    #[cfg(target_arch = "aarch64")]
-    const AUDIT_ARCH: u32 = 0xC000_00B7;
-    // Offsets in `struct seccomp_data`: nr at 0, arch at 4, args from 16 (8 bytes each; the
-    // low half first on both little-endian targets).
-    const NR: u32 = 0;
-    const ARCH: u32 = 4;
-    const ARG1_LO: u32 = 16 + 8;
-    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
-    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
-        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-        jt,
-        jf,
-        k,
-    };
-    let ld = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
-    let ret = libc::BPF_RET | libc::BPF_K;
-    let refuse = stmt(ret, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32);
-    let allow = stmt(ret, libc::SECCOMP_RET_ALLOW);
-    let mut prog = vec![
-        stmt(ld, ARCH),
-        jeq(AUDIT_ARCH, 1, 0),
-        allow, // another ABI: its numbers mean other calls
-        stmt(ld, NR),
-    ];
-    match rule {
-        Deny::Call(nr) => prog.extend([jeq(nr as u32, 0, 1), refuse, allow]),
-        Deny::Fcntl(cmd) => {
-            prog.extend([jeq(libc::SYS_fcntl as u32, 0, 3), stmt(ld, ARG1_LO), jeq(cmd as u32, 0, 1), refuse, allow])
-        }
-    }
-    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr().cast_mut() };
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fprog points at `prog`, alive for the call; the kernel copies the program.
-    if unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER as libc::c_ulong, &fprog) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    common::seccomp::install(&[rule])
 }
 
 // `SharedRing::from_fd` of a sound ring file, in a process whose sandbox refuses
@@ -184,12 +98,12 @@ fn deny(rule: Deny) -> io::Result<()> {
 #[test]
 fn from_fd_keeps_the_errno_when_the_seals_cannot_be_read() {
     let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
-    let r = in_child_reporting(|| {
+    let r = in_child_reporting(CHILD_LIMIT, || {
         let fd = |what| ring.as_fd().and_then(|fd| fd.try_clone_to_owned().ok()).ok_or_else(|| format!("dup {what}"));
         // Positive control: the same file attaches without the filter.
         SharedRing::from_fd(fd("control")?).map_err(|e| format!("the ring's own file: {}", describe(&e)))?;
         let fd = fd("for the case")?;
-        deny(Deny::Fcntl(libc::F_GET_SEALS)).map_err(|e| format!("installing the seccomp filter: {e}"))?;
+        deny(Deny::Fcntl(libc::F_GET_SEALS, libc::EPERM)).map_err(|e| format!("installing the seccomp filter: {e}"))?;
         let e = match SharedRing::from_fd(fd) {
             Ok(_) => return Err("attached without reading the seals".to_owned()),
             Err(e) => e,
@@ -218,25 +132,25 @@ fn every_refused_system_call_comes_back_with_its_errno() {
         let _ = b.is_available();
     }
     let calls: &[(&str, Deny)] = &[
-        ("mmap", Deny::Call(libc::SYS_mmap)),
-        ("mremap", Deny::Call(libc::SYS_mremap)),
-        ("memfd_create", Deny::Call(libc::SYS_memfd_create)),
-        ("ftruncate", Deny::Call(libc::SYS_ftruncate)),
-        ("madvise", Deny::Call(libc::SYS_madvise)),
-        ("mlock", Deny::Call(libc::SYS_mlock)),
-        ("fstatfs", Deny::Call(libc::SYS_fstatfs)),
-        ("pread64", Deny::Call(libc::SYS_pread64)),
-        ("openat", Deny::Call(libc::SYS_openat)),
-        ("sendmsg", Deny::Call(libc::SYS_sendmsg)),
-        ("recvmsg", Deny::Call(libc::SYS_recvmsg)),
-        ("fcntl(F_ADD_SEALS)", Deny::Fcntl(libc::F_ADD_SEALS)),
-        ("fcntl(F_SETFD)", Deny::Fcntl(libc::F_SETFD)),
+        ("mmap", Deny::Call(libc::SYS_mmap, libc::EPERM)),
+        ("mremap", Deny::Call(libc::SYS_mremap, libc::EPERM)),
+        ("memfd_create", Deny::Call(libc::SYS_memfd_create, libc::EPERM)),
+        ("ftruncate", Deny::Call(libc::SYS_ftruncate, libc::EPERM)),
+        ("madvise", Deny::Call(libc::SYS_madvise, libc::EPERM)),
+        ("mlock", Deny::Call(libc::SYS_mlock, libc::EPERM)),
+        ("fstatfs", Deny::Call(libc::SYS_fstatfs, libc::EPERM)),
+        ("pread64", Deny::Call(libc::SYS_pread64, libc::EPERM)),
+        ("openat", Deny::Call(libc::SYS_openat, libc::EPERM)),
+        ("sendmsg", Deny::Call(libc::SYS_sendmsg, libc::EPERM)),
+        ("recvmsg", Deny::Call(libc::SYS_recvmsg, libc::EPERM)),
+        ("fcntl(F_ADD_SEALS)", Deny::Fcntl(libc::F_ADD_SEALS, libc::EPERM)),
+        ("fcntl(F_SETFD)", Deny::Fcntl(libc::F_SETFD, libc::EPERM)),
     ];
     let mut failures = Vec::new();
     for &(name, rule) in calls {
         let ring = RingOptions::new().capacity(4096).backend(Backend::Memfd).shared().unwrap();
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let r = in_child_reporting(|| {
+        let r = in_child_reporting(CHILD_LIMIT, || {
             let fd = ring.as_fd().and_then(|fd| fd.try_clone_to_owned().ok()).ok_or("dup")?;
             ring.send_to(&a).map_err(|e| format!("send_to before the filter: {e}"))?;
             deny(rule).map_err(|e| format!("installing the seccomp filter: {e}"))?;
@@ -279,14 +193,14 @@ fn every_refused_system_call_comes_back_with_its_errno() {
 #[test]
 fn a_refused_mlock_blames_the_sandbox_and_a_zero_limit_the_limit() {
     let lock = || RingOptions::new().capacity(8192).lock_memory(true).build().map(drop);
-    let sandboxed = in_child_reporting(|| {
+    let sandboxed = in_child_reporting(CHILD_LIMIT, || {
         let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: a valid out-pointer for this process's own limit.
         if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) } != 0 || rl.rlim_cur == 0 {
             // (A limit of 0 here would make the kernel's EPERM the expected one.)
             return Err(format!("RLIMIT_MEMLOCK is not a nonzero limit here: {}", rl.rlim_cur));
         }
-        deny(Deny::Call(libc::SYS_mlock)).map_err(|e| format!("installing the seccomp filter: {e}"))?;
+        deny(Deny::Call(libc::SYS_mlock, libc::EPERM)).map_err(|e| format!("installing the seccomp filter: {e}"))?;
         let e = lock().err().ok_or("locked under a filter that refuses mlock")?;
         let text = e.to_string();
         if errno_of(&e) != Some(libc::EPERM) || e.kind() != ErrorKind::PermissionDenied {
@@ -298,7 +212,7 @@ fn a_refused_mlock_blames_the_sandbox_and_a_zero_limit_the_limit() {
         Ok(())
     });
     sandboxed.unwrap();
-    let zero = in_child_reporting(|| {
+    let zero = in_child_reporting(CHILD_LIMIT, || {
         if !common::limit_locking_to(0) {
             // (A capability to lock remains: the kernel ignores the limit; nothing to judge.)
             return Ok(());

@@ -14,10 +14,7 @@
 mod common;
 
 use std::error::Error as _;
-use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -31,135 +28,7 @@ const CASE_LIMIT: Duration = Duration::from_secs(120);
 /// The bound on one blocking call inside a case.
 const LONG: Duration = Duration::from_secs(20);
 
-/// A seccomp filter: a classic BPF program over `struct seccomp_data`, built from rules that
-/// each make one form of one system call fail with an errno.
-mod seccomp {
-    use std::io;
-
-    #[cfg(target_arch = "x86_64")]
-    const AUDIT_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
-    #[cfg(target_arch = "aarch64")]
-    const AUDIT_ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
-
-    // Offsets in `struct seccomp_data { int nr; u32 arch; u64 instruction_pointer; u64 args[6]; }`.
-    const NR: u32 = 0;
-    const ARCH: u32 = 4;
-    /// The low 32 bits of argument `i` (both supported targets are little-endian).
-    const fn arg_lo(i: u32) -> u32 {
-        16 + 8 * i
-    }
-    const fn arg_hi(i: u32) -> u32 {
-        arg_lo(i) + 4
-    }
-
-    /// One thing to deny, and the errno to answer with.
-    #[derive(Clone, Copy, Debug)]
-    pub enum Deny {
-        /// `mremap` whose flags (argument 3) have bit value 4 set: the mirror flag
-        /// (`MREMAP_DONTUNMAP`), refused as Linux 5.7-5.12 refuses it on shared memory.
-        MremapFlag4(i32),
-        /// As `MremapFlag4`, but only when `new_len` (argument 2) is larger than the given
-        /// number of bytes: a refusal that depends on the request, not on the form.
-        MremapFlag4Above(u32, i32),
-        /// `mremap` with `old_len == 0` (argument 1): the duplicate form.
-        MremapDuplicate(i32),
-        /// Every call of this system call number.
-        Call(libc::c_long, i32),
-    }
-
-    fn stmt(code: u32, k: u32) -> libc::sock_filter {
-        libc::sock_filter { code: code as u16, jt: 0, jf: 0, k }
-    }
-
-    fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-        libc::sock_filter { code: code as u16, jt, jf, k }
-    }
-
-    const LD: u32 = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
-    const JEQ: u32 = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
-    const JGT: u32 = libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K;
-    const JSET: u32 = libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K;
-    const RET: u32 = libc::BPF_RET | libc::BPF_K;
-
-    fn errno(e: i32) -> u32 {
-        libc::SECCOMP_RET_ERRNO | (e as u32 & libc::SECCOMP_RET_DATA)
-    }
-
-    fn nr(n: libc::c_long) -> u32 {
-        u32::try_from(n).expect("syscall number")
-    }
-
-    /// The program: other architectures and every call not named are allowed. Each rule is a
-    /// self-contained block that reloads what it tests and either returns its errno or falls
-    /// through to the next block.
-    pub fn program(rules: &[Deny]) -> Vec<libc::sock_filter> {
-        let mut p = vec![
-            stmt(LD, ARCH),
-            jump(JEQ, AUDIT_ARCH, 1, 0),
-            stmt(RET, libc::SECCOMP_RET_ALLOW), // another ABI: its numbers mean other calls
-        ];
-        for &rule in rules {
-            match rule {
-                Deny::Call(n, e) => p.extend([stmt(LD, NR), jump(JEQ, nr(n), 0, 1), stmt(RET, errno(e))]),
-                Deny::MremapFlag4(e) => p.extend([
-                    stmt(LD, NR),
-                    jump(JEQ, nr(libc::SYS_mremap), 0, 3),
-                    stmt(LD, arg_lo(3)),
-                    jump(JSET, 4, 0, 1),
-                    stmt(RET, errno(e)),
-                ]),
-                Deny::MremapFlag4Above(limit, e) => p.extend([
-                    stmt(LD, NR),
-                    jump(JEQ, nr(libc::SYS_mremap), 0, 7),
-                    stmt(LD, arg_lo(3)),
-                    jump(JSET, 4, 0, 5),
-                    stmt(LD, arg_hi(2)),
-                    jump(JGT, 0, 2, 0), // new_len >= 4 GiB: above any limit
-                    stmt(LD, arg_lo(2)),
-                    jump(JGT, limit, 0, 1),
-                    stmt(RET, errno(e)),
-                ]),
-                Deny::MremapDuplicate(e) => p.extend([
-                    stmt(LD, NR),
-                    jump(JEQ, nr(libc::SYS_mremap), 0, 5),
-                    stmt(LD, arg_lo(1)),
-                    jump(JEQ, 0, 0, 3),
-                    stmt(LD, arg_hi(1)),
-                    jump(JEQ, 0, 0, 1),
-                    stmt(RET, errno(e)),
-                ]),
-            }
-        }
-        p.push(stmt(RET, libc::SECCOMP_RET_ALLOW));
-        p
-    }
-
-    /// Installs the filter on the calling thread (and so on every thread and child it
-    /// creates later). Irrevocable: call it only in a forked child.
-    pub fn install(rules: &[Deny]) -> io::Result<()> {
-        let prog = program(rules);
-        let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr().cast_mut() };
-        // SAFETY: prctl with integer arguments; no memory is passed.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fprog points at `prog`, which lives until the call returns; the kernel copies
-        // the program.
-        let r = unsafe {
-            libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
-                &fprog as *const libc::sock_fprog,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-}
-
-use seccomp::Deny;
+use common::seccomp::{self, Deny};
 
 /// A failed check inside a child: its message travels back to the parent.
 type Check = Result<(), String>;
@@ -182,39 +51,10 @@ fn io<T>(what: &str, r: std::io::Result<T>) -> Result<T, String> {
 /// reported: `Ok` or the message of the first failed check (or panic). The child always
 /// `_exit`s; the whole case is bounded by [`CASE_LIMIT`].
 fn sandboxed(rules: &[Deny], body: impl FnOnce() -> Check) -> Check {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid out-array of two ints.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) }, 0);
-    // SAFETY: pipe2 just returned these two descriptors, owned by nobody else.
-    let (rd, wr) = unsafe { (File::from(OwnedFd::from_raw_fd(fds[0])), File::from(OwnedFd::from_raw_fd(fds[1]))) };
-    let mut child = spawn_child(|| {
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            seccomp::install(rules).map_err(|e| format!("installing the seccomp filter: {e}"))?;
-            body()
-        }));
-        let msg = match outcome {
-            Ok(Ok(())) => return 0,
-            Ok(Err(msg)) => msg,
-            Err(panic) => {
-                let text = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-                format!("panic: {}", text.unwrap_or_default())
-            }
-        };
-        let _ = (&wr).write_all(msg.as_bytes());
-        1
-    });
-    drop(wr);
-    let status = child.wait_within(CASE_LIMIT);
-    let mut msg = String::new();
-    let _ = (&rd).read_to_string(&mut msg); // non-blocking: what the child wrote
-    match status {
-        0 => Ok(()),
-        1 => Err(msg),
-        s => Err(format!("child ended with status {s}: {msg}")),
-    }
+    common::in_child_reporting(CASE_LIMIT, || {
+        seccomp::install(rules).map_err(|e| format!("installing the seccomp filter: {e}"))?;
+        body()
+    })
 }
 
 /// Runs the probe of every backend in this (unsandboxed) process, so that a forked child

@@ -54,16 +54,6 @@ fn snap() -> Snap {
     }
 }
 
-/// A field of `/proc/self/status`, in kB.
-fn status_kb(field: &str) -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// CPU time (user + system) of this whole process.
 fn process_cpu() -> Duration {
     // SAFETY: all-zero is a valid rusage; getrusage fills it.
@@ -656,7 +646,7 @@ fn park_cancel_churn_on_a_thread_ring_keeps_one_registration_and_still_wakes() {
     const CYCLES: usize = 100_000;
     let mut child = spawn_child(|| {
         let base = snap();
-        let rss0 = status_kb("VmRSS:");
+        let rss0 = common::status_kb("VmRSS:");
         let (mut tx, rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
         let mut rx = rx.into_async().unwrap();
         let live = Arc::new(AtomicUsize::new(0));
@@ -675,7 +665,7 @@ fn park_cancel_churn_on_a_thread_ring_keeps_one_registration_and_still_wakes() {
             }
         }
         let churned = snap();
-        let rss1 = status_kb("VmRSS:");
+        let rss1 = common::status_kb("VmRSS:");
         if most_live > 1 || churned.threads > base.threads + 1 || churned.fds != base.fds {
             eprintln!("after {CYCLES} cancelled parks: {most_live} wakers held at most; {base:?} -> {churned:?}");
             return 4;
@@ -726,7 +716,7 @@ fn ten_thousand_ends_parked_and_dropped_leave_no_registration() {
     let mut child = spawn_child(|| {
         let base = snap();
         let base_maps = our_mappings();
-        let rss0 = status_kb("VmRSS:");
+        let rss0 = common::status_kb("VmRSS:");
         let live = Arc::new(AtomicUsize::new(0));
         let woken = Arc::new(AtomicUsize::new(0));
         let mut ends = Vec::with_capacity(N);
@@ -744,7 +734,7 @@ fn ten_thousand_ends_parked_and_dropped_leave_no_registration() {
         let mid = snap();
         drop(ends);
         let after = snap();
-        let rss1 = status_kb("VmRSS:");
+        let rss1 = common::status_kb("VmRSS:");
         eprintln!("{N} parked: {parked} wakers held; {base:?} -> {mid:?} -> {after:?}; VmRSS {rss0} -> {rss1} kB");
         if parked != N {
             eprintln!("expected one registration per parked end");
@@ -800,7 +790,7 @@ fn park_cancel_churn_between_processes_keeps_one_helper_and_still_wakes() {
             return 3;
         }
         let base = snap();
-        let rss0 = status_kb("VmRSS:");
+        let rss0 = common::status_kb("VmRSS:");
         let live = Arc::new(AtomicUsize::new(0));
         let woken = Arc::new(AtomicUsize::new(0));
         let mut buf = [0u8; 8];
@@ -818,7 +808,7 @@ fn park_cancel_churn_between_processes_keeps_one_helper_and_still_wakes() {
             }
         }
         let churned = snap();
-        let rss1 = status_kb("VmRSS:");
+        let rss1 = common::status_kb("VmRSS:");
         eprintln!(
             "{CYCLES} cancelled parks between processes: {base:?} -> {churned:?}, {} helpers, VmRSS {rss0} -> {rss1} kB, \
              most wakers held {most_live}",

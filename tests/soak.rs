@@ -58,16 +58,6 @@ fn heap_in_use() -> usize {
     m.uordblks + m.hblkhd
 }
 
-/// A field of `/proc/self/status`, in kB.
-fn status_kb(field: &str) -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// The registrations of the peer-poll thread's epoll instance: one `tfd:` line per watched
 /// descriptor in its fdinfo (0 while no thread runs).
 fn epoll_registrations() -> usize {
@@ -87,9 +77,9 @@ fn snap() -> Snap {
         maps: std::fs::read_to_string("/proc/self/maps").unwrap().lines().count(),
         tfds: epoll_registrations(),
         children: common::children_of_this_thread().len(),
-        vm_size_kb: status_kb("VmSize:"),
-        rss_kb: status_kb("VmRSS:"),
-        vm_lck_kb: status_kb("VmLck:"),
+        vm_size_kb: common::status_kb("VmSize:"),
+        rss_kb: common::status_kb("VmRSS:"),
+        vm_lck_kb: common::status_kb("VmLck:"),
         heap: heap_in_use(),
     }
 }
@@ -138,6 +128,49 @@ fn assert_no_growth(what: &str, cycles: usize, base: &Snap, now: &Snap, slack_kb
         ));
     }
     assert!(grew.is_empty(), "{what}: grew over {cycles} cycles: {grew:?}");
+}
+
+/// Runs `cycle` `warm` times (what stays for the life of the process starts then), takes a
+/// snapshot, runs it `cycles` more times, and asserts that nothing grew
+/// ([`assert_no_growth`]); the two snapshots.
+fn cycles_leave_nothing(
+    what: &str,
+    warm: usize,
+    cycles: usize,
+    slack_kb: usize,
+    mut cycle: impl FnMut(usize),
+) -> (Snap, Snap) {
+    for i in 0..warm {
+        cycle(i);
+    }
+    let base = snap();
+    for i in 0..cycles {
+        cycle(i);
+    }
+    let now = snap();
+    assert_no_growth(what, cycles, &base, &now, slack_kb);
+    (base, now)
+}
+
+/// A peer process that claims the producer of every ring in `rings`, says so on its end of a
+/// control socket, then runs `then` with its producers and that socket; and here, once it holds
+/// them all, the consumers of those rings as async ends, with this side of the socket.
+fn peer_and_async_consumers(
+    rings: &[SharedRing],
+    then: impl FnOnce(Vec<mirror_ring::Producer>, &mut std::os::unix::net::UnixStream),
+) -> (common::Child, std::os::unix::net::UnixStream, Vec<mirror_ring::AsyncConsumer>) {
+    let (mut ctl, mut theirs_ctl) = std::os::unix::net::UnixStream::pair().unwrap();
+    let theirs = rings.to_vec();
+    let peer = spawn_child(move || {
+        let ends: Vec<_> = theirs.iter().map(|r| r.clone().into_producer().unwrap()).collect();
+        theirs_ctl.write_all(b"r").unwrap();
+        then(ends, &mut theirs_ctl);
+        0
+    });
+    let mut b = [0u8; 1];
+    ctl.read_exact(&mut b).unwrap();
+    let ends = rings.iter().map(|r| r.clone().into_consumer().unwrap().into_async().unwrap()).collect();
+    (peer, ctl, ends)
 }
 
 /// Waits (boundedly) until every helper thread started shows its name: a thread names itself
@@ -273,16 +306,9 @@ fn thousands_of_thread_ring_lives_leave_nothing_behind() {
         let backends = common::available();
         let rt = current_thread();
         let noop = common::noop_waker();
-        for i in 0..200 {
-            thread_ring_life(backends[i % backends.len()], &rt, &noop);
-        }
-        let base = snap();
-        let cycles = 4000;
-        for i in 0..cycles {
-            thread_ring_life(backends[i % backends.len()], &rt, &noop);
-        }
-        let now = snap();
-        assert_no_growth("thread ring lives", cycles, &base, &now, 8 * 1024);
+        cycles_leave_nothing("thread ring lives", 200, 4000, 8 * 1024, |i| {
+            thread_ring_life(backends[i % backends.len()], &rt, &noop)
+        });
         assert!(helper_threads() <= 1, "{} helper threads for thread rings", helper_threads());
         0
     });
@@ -392,16 +418,7 @@ fn worker_cycle(i: usize, rt: &tokio::runtime::Runtime) {
 fn hundreds_of_workers_that_die_leave_no_pidfd_registration_mapping_or_zombie() {
     soak("workers that die", Duration::from_secs(120), || {
         let rt = current_thread();
-        for i in 0..24 {
-            worker_cycle(i, &rt);
-        }
-        let base = snap();
-        let cycles = 400;
-        for i in 0..cycles {
-            worker_cycle(i, &rt);
-        }
-        let now = snap();
-        assert_no_growth("workers that die", cycles, &base, &now, 8 * 1024);
+        let (base, _) = cycles_leave_nothing("workers that die", 24, 400, 8 * 1024, |i| worker_cycle(i, &rt));
         assert_eq!(base.tfds, 0, "no end lives: nothing registered in the epoll instance");
         0
     });
@@ -479,19 +496,10 @@ fn rounds_of_two_hundred_parks_keep_two_helpers_which_then_sleep() {
     soak("rounds of parks", Duration::from_secs(120), || {
         const N: usize = 200;
         let rings: Vec<SharedRing> = (0..N).map(shared_ring).collect();
-        let (mut ready_r, mut ready_w) = std::os::unix::net::UnixStream::pair().unwrap();
-        let theirs = rings.clone();
-        let mut peer = spawn_child(move || {
-            let ends: Vec<_> = theirs.iter().map(|r| r.clone().into_producer().unwrap()).collect();
-            ready_w.write_all(b"r").unwrap();
-            let mut b = [0u8; 1];
-            let _ = ready_w.read(&mut b);
+        let (mut peer, mut ready_r, mut ends) = peer_and_async_consumers(&rings, |ends, ctl| {
+            let _ = ctl.read(&mut [0u8; 1]);
             drop(ends);
-            0
         });
-        let mut b = [0u8; 1];
-        ready_r.read_exact(&mut b).unwrap();
-        let mut ends: Vec<_> = rings.iter().map(|r| r.clone().into_consumer().unwrap().into_async().unwrap()).collect();
         let count = Arc::new(Counting(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         let round = |ends: &mut Vec<mirror_ring::AsyncConsumer>| {
@@ -552,21 +560,13 @@ fn thousands_of_wakes_of_127_parked_ends_never_start_a_second_helper() {
     soak("127 parked", Duration::from_secs(60), || {
         const N: usize = 127;
         let rings: Vec<SharedRing> = (0..N).map(shared_ring).collect();
-        let (mut ctl, mut theirs_ctl) = std::os::unix::net::UnixStream::pair().unwrap();
-        let theirs = rings.clone();
-        let mut peer = spawn_child(move || {
-            let mut ends: Vec<_> = theirs.iter().map(|r| r.clone().into_producer().unwrap()).collect();
-            theirs_ctl.write_all(b"r").unwrap();
+        let (mut peer, mut ctl, mut ends) = peer_and_async_consumers(&rings, |mut ends, ctl| {
             let mut b = [0u8; 1];
             // Each byte names the ring to write one byte to; 255, the end.
-            while theirs_ctl.read_exact(&mut b).is_ok() && b[0] != 255 {
+            while ctl.read_exact(&mut b).is_ok() && b[0] != 255 {
                 ends[b[0] as usize].write_all(&b).unwrap();
             }
-            0
         });
-        let mut b = [0u8; 1];
-        ctl.read_exact(&mut b).unwrap();
-        let mut ends: Vec<_> = rings.iter().map(|r| r.clone().into_consumer().unwrap().into_async().unwrap()).collect();
         // One task per end, as an executor has: each end's waker counts its wake-ups, and a
         // woken task is polled again (a park may end in a wake-up with nothing to read, as a
         // short registration does: the task then parks again).
@@ -627,17 +627,8 @@ fn thousands_of_wakes_of_127_parked_ends_never_start_a_second_helper() {
             }
             assert!(poll_once(ends[j].read(&mut one), &wakers[j]).is_pending());
         };
-        for _ in 0..100 {
-            cycle(&mut ends);
-        }
-        let base = snap();
-        let cycles = 3000;
-        for _ in 0..cycles {
-            cycle(&mut ends);
-        }
-        let now = snap();
+        cycles_leave_nothing("127 parked", 100, 3000, 4 * 1024, |_| cycle(&mut ends));
         assert_eq!(helper_threads(), 1, "a second helper started with never more than 127 ends parked");
-        assert_no_growth("127 parked", cycles, &base, &now, 4 * 1024);
         drop(ends);
         ctl.write_all(&[255]).unwrap();
         assert_eq!(peer.wait_within(Duration::from_secs(20)), 0);
@@ -662,19 +653,10 @@ fn a_helper_wakes_once_per_safety_interval_for_ends_parked_at_different_times() 
         const N: usize = 100;
         const GROUPS: usize = 8;
         let rings: Vec<SharedRing> = (0..N).map(shared_ring).collect();
-        let (mut ctl, mut theirs_ctl) = std::os::unix::net::UnixStream::pair().unwrap();
-        let theirs = rings.clone();
-        let mut peer = spawn_child(move || {
-            let ends: Vec<_> = theirs.iter().map(|r| r.clone().into_producer().unwrap()).collect();
-            theirs_ctl.write_all(b"r").unwrap();
-            let mut b = [0u8; 1];
-            let _ = theirs_ctl.read(&mut b);
+        let (mut peer, mut ctl, mut ends) = peer_and_async_consumers(&rings, |ends, ctl| {
+            let _ = ctl.read(&mut [0u8; 1]);
             drop(ends);
-            0
         });
-        let mut b = [0u8; 1];
-        ctl.read_exact(&mut b).unwrap();
-        let mut ends: Vec<_> = rings.iter().map(|r| r.clone().into_consumer().unwrap().into_async().unwrap()).collect();
         let count = Arc::new(Counting(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         let mut one = [0u8; 1];
@@ -747,16 +729,7 @@ fn thousands_of_rings_passed_and_refused_leave_no_descriptor_or_mapping() {
                 }
             }
         };
-        for i in 0..100 {
-            cycle(i);
-        }
-        let base = snap();
-        let cycles = 3000;
-        for i in 0..cycles {
-            cycle(i);
-        }
-        let now = snap();
-        assert_no_growth("rings passed", cycles, &base, &now, 8 * 1024);
+        cycles_leave_nothing("rings passed", 100, 3000, 8 * 1024, cycle);
         0
     });
 }
@@ -789,16 +762,7 @@ fn hundreds_of_locked_rings_give_their_lock_back() {
             let _rx = attached.into_consumer().unwrap();
             let _tx = ring.into_producer().unwrap();
         };
-        for i in 0..20 {
-            cycle(i);
-        }
-        let base = snap();
-        let cycles = 600;
-        for i in 0..cycles {
-            cycle(i);
-        }
-        let now = snap();
-        assert_no_growth("locked rings", cycles, &base, &now, 8 * 1024);
+        cycles_leave_nothing("locked rings", 20, 600, 8 * 1024, cycle);
         0
     });
 }
@@ -963,16 +927,7 @@ fn thousands_of_refused_creations_leave_nothing_behind() {
             }
             assert_eq!(SharedRing::from_fd(f.into()).unwrap_err().kind(), ErrorKind::InvalidData);
         };
-        for i in 0..40 {
-            cycle(i);
-        }
-        let base = snap();
-        let cycles = 2000;
-        for i in 0..cycles {
-            cycle(i);
-        }
-        let now = snap();
-        assert_no_growth("refusals", cycles, &base, &now, 4 * 1024);
+        cycles_leave_nothing("refusals", 40, 2000, 4 * 1024, cycle);
         0
     });
 }
@@ -989,21 +944,12 @@ fn under_mlockall_future_hundreds_of_rings_give_their_lock_back() {
         let cycle = |i: usize| {
             let (mut tx, mut rx) =
                 RingOptions::new().capacity(64 * 1024).backend(backends[i % backends.len()]).build().unwrap();
-            assert!(status_kb("VmLck:") >= 128, "a ring made under MCL_FUTURE is not locked");
+            assert!(common::status_kb("VmLck:") >= 128, "a ring made under MCL_FUTURE is not locked");
             tx.write_all(&[1u8; 1000]).unwrap();
             let mut buf = [0u8; 1000];
             rx.read_exact(&mut buf).unwrap();
         };
-        for i in 0..20 {
-            cycle(i);
-        }
-        let base = snap();
-        let cycles = 600;
-        for i in 0..cycles {
-            cycle(i);
-        }
-        let now = snap();
-        assert_no_growth("mlockall", cycles, &base, &now, 4 * 1024);
+        cycles_leave_nothing("mlockall", 20, 600, 4 * 1024, cycle);
         0
     });
 }
@@ -1030,22 +976,14 @@ fn hundreds_of_programs_started_inherit_no_ring_descriptor_and_ends_still_wake()
         const N: usize = 20;
         let alone = descriptors_in_a_program();
         let rings: Vec<SharedRing> = (0..N).map(|_| shared_ring(0)).collect();
-        let (mut ctl, mut theirs_ctl) = std::os::unix::net::UnixStream::pair().unwrap();
-        let theirs = rings.clone();
-        let mut peer = spawn_child(move || {
-            let mut ends: Vec<_> = theirs.iter().map(|r| r.clone().into_producer().unwrap()).collect();
-            theirs_ctl.write_all(b"r").unwrap();
+        let (mut peer, mut ctl, mut ends) = peer_and_async_consumers(&rings, |mut ends, ctl| {
             let mut b = [0u8; 1];
-            theirs_ctl.read_exact(&mut b).unwrap();
+            ctl.read_exact(&mut b).unwrap();
             for e in ends.iter_mut() {
                 e.write_all(b"late").unwrap();
             }
-            let _ = theirs_ctl.read(&mut b);
-            0
+            let _ = ctl.read(&mut b);
         });
-        let mut b = [0u8; 1];
-        ctl.read_exact(&mut b).unwrap();
-        let mut ends: Vec<_> = rings.iter().map(|r| r.clone().into_consumer().unwrap().into_async().unwrap()).collect();
         let noop = common::noop_waker();
         let mut one = [0u8; 4];
         for e in ends.iter_mut() {
@@ -1116,16 +1054,7 @@ fn thousands_of_timed_waits_on_a_live_peer_leave_nothing_behind() {
             let f = rx.recv_timeout(Duration::from_secs(10)).unwrap().expect("the echo");
             assert_eq!(&*f, &[i as u8]);
         };
-        for i in 0..100 {
-            cycle(i, &mut tx, &mut rx);
-        }
-        let base = snap();
-        let cycles = 3000;
-        for i in 0..cycles {
-            cycle(i, &mut tx, &mut rx);
-        }
-        let now = snap();
-        assert_no_growth("timed waits", cycles, &base, &now, 4 * 1024);
+        cycles_leave_nothing("timed waits", 100, 3000, 4 * 1024, |i| cycle(i, &mut tx, &mut rx));
         drop(tx);
         assert_eq!(peer.wait_within(Duration::from_secs(20)), 0);
         0

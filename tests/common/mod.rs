@@ -1134,42 +1134,197 @@ pub fn mirrors_at(map: &MirrorMap, off: usize, tag: u8) -> bool {
     }
 }
 
+/// Runs `body` in a forked child and returns what it reported: `Ok` or the message of the
+/// first failed check (a panic counts as one). The child always `_exit`s; it is bounded by
+/// `limit` and killed and reaped by its guard whatever happens.
+pub fn in_child_reporting(limit: std::time::Duration, body: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid out-array of two ints.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) }, 0);
+    // SAFETY: pipe2 just returned these two descriptors, owned by nobody else.
+    let (rd, wr) = unsafe {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        (std::fs::File::from(OwnedFd::from_raw_fd(fds[0])), std::fs::File::from(OwnedFd::from_raw_fd(fds[1])))
+    };
+    let mut child = spawn_child(|| {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+        let msg = match outcome {
+            Ok(Ok(())) => return 0,
+            Ok(Err(msg)) => msg,
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+                format!("panic: {}", text.unwrap_or_default())
+            }
+        };
+        let _ = std::io::Write::write_all(&mut &wr, msg.as_bytes());
+        1
+    });
+    drop(wr);
+    let status = child.wait_within(limit);
+    let mut msg = String::new();
+    let _ = std::io::Read::read_to_string(&mut &rd, &mut msg); // non-blocking: what the child wrote
+    match status {
+        0 => Ok(()),
+        1 => Err(msg),
+        s => Err(format!("child ended with status {s}: {msg}")),
+    }
+}
+
+/// A field of `/proc/self/status`, in kB.
+pub fn status_kb(field: &str) -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Installs a seccomp filter that answers the system call `nr` with `ENOSYS` and lets every
 /// other call through; a call of another ABI passes. Only in a forked child: the filter stays
 /// for the life of the process.
 pub fn deny_with_enosys(nr: libc::c_long) -> std::io::Result<()> {
+    seccomp::install(&[seccomp::Deny::Call(nr, libc::ENOSYS)])
+}
+
+/// A seccomp filter: a classic BPF program over `struct seccomp_data`, built from rules that
+/// each make one form of one system call fail with an errno.
+pub mod seccomp {
+    use std::io;
+
     #[cfg(target_arch = "x86_64")]
-    const AUDIT_ARCH: u32 = 0xC000_003E;
+    const AUDIT_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
     #[cfg(target_arch = "aarch64")]
-    const AUDIT_ARCH: u32 = 0xC000_00B7;
-    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
-    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
-        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-        jt,
-        jf,
-        k,
-    };
-    let ld = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
-    let ret = libc::BPF_RET | libc::BPF_K;
-    let prog = [
-        stmt(ld, 4),
-        jeq(AUDIT_ARCH, 1, 0),
-        stmt(ret, libc::SECCOMP_RET_ALLOW),
-        stmt(ld, 0),
-        jeq(nr as u32, 0, 1),
-        stmt(ret, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
-        stmt(ret, libc::SECCOMP_RET_ALLOW),
-    ];
-    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr().cast_mut() };
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    const AUDIT_ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
+
+    // Offsets in `struct seccomp_data { int nr; u32 arch; u64 instruction_pointer; u64 args[6]; }`.
+    const NR: u32 = 0;
+    const ARCH: u32 = 4;
+    /// The low 32 bits of argument `i` (both supported targets are little-endian).
+    const fn arg_lo(i: u32) -> u32 {
+        16 + 8 * i
     }
-    // SAFETY: fprog points at `prog`, alive for the call; the kernel copies it.
-    if unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER as libc::c_ulong, &fprog) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    const fn arg_hi(i: u32) -> u32 {
+        arg_lo(i) + 4
     }
-    Ok(())
+
+    /// One thing to deny, and the errno to answer with.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Deny {
+        /// `mremap` whose flags (argument 3) have bit value 4 set: the mirror flag
+        /// (`MREMAP_DONTUNMAP`), refused as Linux 5.7-5.12 refuses it on shared memory.
+        MremapFlag4(i32),
+        /// As `MremapFlag4`, but only when `new_len` (argument 2) is larger than the given
+        /// number of bytes: a refusal that depends on the request, not on the form.
+        MremapFlag4Above(u32, i32),
+        /// `mremap` with `old_len == 0` (argument 1): the duplicate form.
+        MremapDuplicate(i32),
+        /// Every call of this system call number.
+        Call(libc::c_long, i32),
+        /// `fcntl` with this command (argument 1).
+        Fcntl(libc::c_int, i32),
+    }
+
+    fn stmt(code: u32, k: u32) -> libc::sock_filter {
+        libc::sock_filter { code: code as u16, jt: 0, jf: 0, k }
+    }
+
+    fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+        libc::sock_filter { code: code as u16, jt, jf, k }
+    }
+
+    const LD: u32 = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    const JEQ: u32 = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+    const JGT: u32 = libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K;
+    const JSET: u32 = libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K;
+    const RET: u32 = libc::BPF_RET | libc::BPF_K;
+
+    fn errno(e: i32) -> u32 {
+        libc::SECCOMP_RET_ERRNO | (e as u32 & libc::SECCOMP_RET_DATA)
+    }
+
+    fn nr(n: libc::c_long) -> u32 {
+        u32::try_from(n).expect("syscall number")
+    }
+
+    /// The program: other architectures and every call not named are allowed. Each rule is a
+    /// self-contained block that reloads what it tests and either returns its errno or falls
+    /// through to the next block.
+    pub fn program(rules: &[Deny]) -> Vec<libc::sock_filter> {
+        let mut p = vec![
+            stmt(LD, ARCH),
+            jump(JEQ, AUDIT_ARCH, 1, 0),
+            stmt(RET, libc::SECCOMP_RET_ALLOW), // another ABI: its numbers mean other calls
+        ];
+        for &rule in rules {
+            match rule {
+                Deny::Call(n, e) => p.extend([stmt(LD, NR), jump(JEQ, nr(n), 0, 1), stmt(RET, errno(e))]),
+                Deny::Fcntl(cmd, e) => p.extend([
+                    stmt(LD, NR),
+                    jump(JEQ, nr(libc::SYS_fcntl), 0, 3),
+                    stmt(LD, arg_lo(1)),
+                    jump(JEQ, cmd as u32, 0, 1),
+                    stmt(RET, errno(e)),
+                ]),
+                Deny::MremapFlag4(e) => p.extend([
+                    stmt(LD, NR),
+                    jump(JEQ, nr(libc::SYS_mremap), 0, 3),
+                    stmt(LD, arg_lo(3)),
+                    jump(JSET, 4, 0, 1),
+                    stmt(RET, errno(e)),
+                ]),
+                Deny::MremapFlag4Above(limit, e) => p.extend([
+                    stmt(LD, NR),
+                    jump(JEQ, nr(libc::SYS_mremap), 0, 7),
+                    stmt(LD, arg_lo(3)),
+                    jump(JSET, 4, 0, 5),
+                    stmt(LD, arg_hi(2)),
+                    jump(JGT, 0, 2, 0), // new_len >= 4 GiB: above any limit
+                    stmt(LD, arg_lo(2)),
+                    jump(JGT, limit, 0, 1),
+                    stmt(RET, errno(e)),
+                ]),
+                Deny::MremapDuplicate(e) => p.extend([
+                    stmt(LD, NR),
+                    jump(JEQ, nr(libc::SYS_mremap), 0, 5),
+                    stmt(LD, arg_lo(1)),
+                    jump(JEQ, 0, 0, 3),
+                    stmt(LD, arg_hi(1)),
+                    jump(JEQ, 0, 0, 1),
+                    stmt(RET, errno(e)),
+                ]),
+            }
+        }
+        p.push(stmt(RET, libc::SECCOMP_RET_ALLOW));
+        p
+    }
+
+    /// Installs the filter on the calling thread (and so on every thread and child it
+    /// creates later). Irrevocable: call it only in a forked child.
+    pub fn install(rules: &[Deny]) -> io::Result<()> {
+        let prog = program(rules);
+        let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr().cast_mut() };
+        // SAFETY: prctl with integer arguments; no memory is passed.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fprog points at `prog`, which lives until the call returns; the kernel copies
+        // the program.
+        let r = unsafe {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                &fprog as *const libc::sock_fprog,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 /// A fresh memfd, empty, close-on-exec, that takes seals if `sealing`: for tests that forge or
