@@ -188,7 +188,8 @@
 //!   the same interval when that comes no later than its own (so it may come sooner than an
 //!   interval after the park, never later). Entries parked at different times are then
 //!   checked together: measured (`tests/soak.rs`), 100 ends parked in eight groups 12 ms
-//!   apart cost their helper 159 wake-ups in two idle seconds before, at most 40 now;
+//!   apart cost their helper 159 wake-ups in two idle seconds before, 19-20 now, as many as
+//!   the same ends parked at once;
 //! - a park whose flag had to be raised without the heavy barrier (again within a
 //!   millisecond of the last one, see [`barriers`](super::barriers)) is woken when that
 //!   millisecond ends, and pays the barrier then.
