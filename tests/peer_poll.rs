@@ -989,10 +989,7 @@ mod peer_poll {
                 let page = SharedPage::new();
                 let mut a = spawn_child(|| {
                     let mut tx = r.clone().into_producer().unwrap();
-                    page.word(0).store(1, Ordering::SeqCst);
-                    while page.word(1).load(Ordering::SeqCst) == 0 {
-                        std::thread::sleep(Duration::from_micros(100));
-                    }
+                    page.ready_then_await_go();
                     tx.write_all(b"!").unwrap();
                     std::mem::forget(tx);
                     // SAFETY: leaves the child at once, without dropping its end.

@@ -135,10 +135,7 @@ mod watched {
         let page = SharedPage::new();
         let child = spawn_child(|| {
             let tx = ring.clone().into_producer().unwrap();
-            page.word(0).store(1, Ordering::SeqCst);
-            while page.word(1).load(Ordering::SeqCst) == 0 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            page.ready_then_await_go();
             std::mem::forget(tx);
             unsafe { libc::_exit(0) }
         });
@@ -522,10 +519,7 @@ mod watched {
         let page = SharedPage::new();
         let mut a = spawn_child(|| {
             let mut tx = ring.clone().into_producer().unwrap();
-            page.word(0).store(1, Ordering::SeqCst);
-            while page.word(1).load(Ordering::SeqCst) == 0 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            page.ready_then_await_go();
             tx.write_all(b"z").unwrap();
             std::mem::forget(tx);
             loop {

@@ -299,8 +299,9 @@ fn is_refusal_errno(errno: i32) -> bool {
 
 /// The errnos of a shortage of memory, address space, descriptors or file size
 /// (`RLIMIT_FSIZE`, which `size_memfd` checks first and reports as `EFBIG`): a probe that fails
-/// with one of these has learnt nothing about its backend.
-fn is_shortage_errno(errno: i32) -> bool {
+/// with one of these has learnt nothing about its backend (nor a read of a huge-page knob
+/// about the kernel: `huge::check_shmem_thp`).
+pub(super) fn is_shortage_errno(errno: i32) -> bool {
     matches!(errno, libc::ENOMEM | libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::EFBIG)
 }
 

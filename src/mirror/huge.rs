@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::ptr::NonNull;
 
+use super::backend::is_shortage_errno;
 use super::{check_and_clear, explain_map, step, total_len, Backend, Context, MirrorMap, Pages, Reservation, Step};
 use crate::sys;
 
@@ -65,7 +66,7 @@ pub(crate) fn check_shmem_thp(backend: Backend) -> io::Result<()> {
         ));
     }
     let text = std::fs::read_to_string(SHMEM_THP_KNOB).map_err(|e| {
-        if is_shortage(&e) {
+        if e.raw_os_error().is_some_and(is_shortage_errno) {
             return knob_unread(SHMEM_THP_KNOB, e);
         }
         Context::explain_as(
@@ -77,16 +78,10 @@ pub(crate) fn check_shmem_thp(backend: Backend) -> io::Result<()> {
     // Absent (a kernel before 6.11, or no 2 MiB size): the top-level knob decides.
     let per_size = match std::fs::read_to_string(SHMEM_THP_KNOB_2M) {
         Ok(text) => Some(text),
-        Err(e) if is_shortage(&e) => return Err(knob_unread(SHMEM_THP_KNOB_2M, e)),
+        Err(e) if e.raw_os_error().is_some_and(is_shortage_errno) => return Err(knob_unread(SHMEM_THP_KNOB_2M, e)),
         Err(_) => None,
     };
     thp_modes_allow(&text, per_size.as_deref())
-}
-
-/// Whether reading a knob failed for want of a resource of this process or the system (no
-/// descriptor left, no memory), which says nothing about the kernel's huge pages.
-fn is_shortage(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN))
 }
 
 /// A knob that could not be read for a shortage: the OS error's own kind (not `Unsupported`:

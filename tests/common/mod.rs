@@ -966,6 +966,15 @@ impl SharedPage {
         unsafe { &*self.0.add(i) }
     }
 
+    /// In a forked child: says it is ready (word 0), then waits, without a bound (the parent's
+    /// watchdog has one), until the parent says go (word 1).
+    pub fn ready_then_await_go(&self) {
+        self.word(0).store(1, Ordering::SeqCst);
+        while self.word(1).load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
     /// Waits (at most 10 s) until word `i` is non-zero.
     pub fn await_word(&self, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -988,10 +997,7 @@ impl Drop for SharedPage {
 /// `/bin/sh -c "sleep <seconds>"`, so that the process lives on as another program for that
 /// long and then exits (127 if the `exec` fails).
 pub fn exec_a_sleep_when_told(page: &SharedPage, seconds: &str) -> ! {
-    page.word(0).store(1, Ordering::SeqCst);
-    while page.word(1).load(Ordering::SeqCst) == 0 {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    page.ready_then_await_go();
     let script = std::ffi::CString::new(format!("sleep {seconds}")).unwrap();
     let argv = [c"sh".as_ptr(), c"-c".as_ptr(), script.as_ptr(), std::ptr::null()];
     // SAFETY: NUL-terminated strings that outlive the call, and a null-terminated argv.

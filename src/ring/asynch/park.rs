@@ -977,10 +977,9 @@ mod helper {
         if !e.bound {
             return;
         }
-        match slot.checks.iter_mut().find(|(interval, _)| *interval == e.interval) {
-            Some((_, at)) if *at > now && *at <= e.deadline => e.deadline = *at,
-            Some((_, at)) => *at = e.deadline,
-            None => slot.checks.push((e.interval, e.deadline)),
+        match slot.checks.iter().find(|(interval, _)| *interval == e.interval) {
+            Some(&(_, at)) if at > now && at <= e.deadline => e.deadline = at,
+            _ => slot.set_next_check(e.interval, e.deadline),
         }
     }
 
@@ -988,9 +987,16 @@ mod helper {
     /// what new entries of that interval join ([`align`]).
     pub(super) fn checked(t: &mut Table, helper: usize, interval: Duration, at: Instant) {
         if let Some(slot) = t.helpers.get_mut(helper) {
-            match slot.checks.iter_mut().find(|(i, _)| *i == interval) {
+            slot.set_next_check(interval, at);
+        }
+    }
+
+    impl Slot {
+        /// Records `at` as the next check of this helper's entries of `interval`.
+        fn set_next_check(&mut self, interval: Duration, at: Instant) {
+            match self.checks.iter_mut().find(|(i, _)| *i == interval) {
                 Some((_, next)) => *next = at,
-                None => slot.checks.push((interval, at)),
+                None => self.checks.push((interval, at)),
             }
         }
     }
