@@ -1008,6 +1008,85 @@ fn futex_waitv_refused_falls_back() {
     assert_eq!(consumer.wait_within(Duration::from_secs(30)), 0, "2 wrong bytes, 3 short, 4 stats");
 }
 
+// Once a defect: any failure of `futex_waitv` was taken for a refusal, so one `ENOMEM` (the
+// kernel could not copy the waiters in, a moment of memory pressure) made every helper of the
+// process poll every millisecond for the rest of its life.
+/// `futex_waitv` failing with `ENOMEM` while a helper waits on one ring's word (a seccomp filter
+/// answers the call so when it is given exactly two waiters: the word and the helper's own) and
+/// working again once a second end parks (three waiters). Meanwhile the helper polls, and a
+/// wake still arrives; afterwards it sleeps again, waking about once per safety interval
+/// (100 ms: both ends are in this process), not every millisecond.
+#[test]
+fn a_futex_waitv_failure_that_passes_is_not_taken_for_a_refusal() {
+    use common::seccomp::{install, Deny};
+    let outcome = common::in_child_reporting(Duration::from_secs(60), || {
+        install(&[Deny::CallWithArg(449, 1, 2, libc::ENOMEM)]).map_err(|e| format!("seccomp filter: {e}"))?;
+        let ring = || RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).shared().unwrap();
+        let (a, b) = (ring(), ring());
+        let (mut tx_a, mut tx_b) = (a.clone().into_producer().unwrap(), b.clone().into_producer().unwrap());
+        let mut rx_a = a.into_consumer().unwrap().into_async().unwrap();
+        let mut rx_b = b.into_consumer().unwrap().into_async().unwrap();
+        let count = std::sync::Arc::new(Counting(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let (mut buf_a, mut buf_b) = ([0u8; 8], [0u8; 8]);
+        let pending = |f: std::pin::Pin<&mut dyn Future<Output = std::io::Result<usize>>>| {
+            f.poll(&mut Context::from_waker(&waker)).is_pending()
+        };
+        let woken_within = |n: usize, limit: Duration| {
+            let until = Instant::now() + limit;
+            while count.0.load(std::sync::atomic::Ordering::SeqCst) < n {
+                if Instant::now() > until {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            true
+        };
+        let wakeups_in = |d: Duration| {
+            let before = common::sleeps_of("mirror-ring-par");
+            std::thread::sleep(d);
+            common::sleeps_of("mirror-ring-par") - before
+        };
+        // One end parked: its helper's `futex_waitv` fails, and it polls.
+        let mut read_a = Box::pin(rx_a.read(&mut buf_a));
+        if !pending(read_a.as_mut()) {
+            return Err("the first end did not park".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let polls = wakeups_in(Duration::from_millis(500));
+        if polls < 100 {
+            return Err(format!("the filter did not bite: the helper woke {polls} times in 500 ms"));
+        }
+        tx_a.write_all(b"a").unwrap();
+        if !woken_within(1, Duration::from_secs(1)) {
+            return Err("the end was not woken while its helper polled".into());
+        }
+        match read_a.as_mut().poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(Ok(1)) => drop(read_a),
+            other => return Err(format!("the woken end read {other:?}, not the byte written")),
+        }
+        // Two ends parked: three waiters, which the filter lets through.
+        let mut read_a = Box::pin(rx_a.read(&mut buf_a));
+        let mut read_b = Box::pin(rx_b.read(&mut buf_b));
+        if !pending(read_a.as_mut()) || !pending(read_b.as_mut()) {
+            return Err("the two ends did not park".into());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let woke = wakeups_in(Duration::from_secs(1));
+        eprintln!("futex_waitv ENOMEM with 2 waiters: {polls} wake-ups in 500 ms; then with 3: {woke} in 1 s");
+        // Documented: one wake-up per safety interval, 10 a second; a margin of ten.
+        if woke > 100 {
+            return Err(format!("the helper still polls: {woke} wake-ups in an idle second with futex_waitv working"));
+        }
+        tx_b.write_all(b"b").unwrap();
+        if !woken_within(2, Duration::from_secs(1)) {
+            return Err("the second end was not woken once futex_waitv worked again".into());
+        }
+        Ok(())
+    });
+    assert_eq!(outcome, Ok(()));
+}
+
 /// The async forms of `read_from` and `write_to`: a tokio socket pair relayed through a ring,
 /// one `poll_read` into the free space and one `poll_write` of the readable bytes per call,
 /// checksummed end to end.

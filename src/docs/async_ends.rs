@@ -145,8 +145,10 @@
 //! fall back, for good, to looking at their words every millisecond while any end of a ring
 //! between processes is parked (a bounded delay of at most 1 ms per wake-up, and a scan per
 //! millisecond while parked; thread rings are not affected, they are woken directly). The
-//! check is made at run time by the first wait. `tests/async_ends.rs` runs a ring between
-//! processes with `futex_waitv` denied by a seccomp filter.
+//! check is made at run time by the first wait. A failure that may pass (`ENOMEM`) is not a
+//! refusal: the helper polls that one round and tries `futex_waitv` again. `tests/async_ends.rs`
+//! runs a ring between processes with `futex_waitv` denied by a seccomp filter, and with it
+//! failing for a while with `ENOMEM`.
 //!
 //! # Bounded sleeps, peer death, missed wake-ups
 //!

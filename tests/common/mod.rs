@@ -1232,6 +1232,8 @@ pub mod seccomp {
         Call(libc::c_long, i32),
         /// `fcntl` with this command (argument 1).
         Fcntl(libc::c_int, i32),
+        /// This system call number when the low 32 bits of argument `.1` equal `.2`.
+        CallWithArg(libc::c_long, u32, u32, i32),
     }
 
     fn stmt(code: u32, k: u32) -> libc::sock_filter {
@@ -1256,6 +1258,11 @@ pub mod seccomp {
         u32::try_from(n).expect("syscall number")
     }
 
+    /// The block of `Deny::CallWithArg`.
+    fn call_with_arg(n: libc::c_long, arg: u32, value: u32, e: i32) -> [libc::sock_filter; 5] {
+        [stmt(LD, NR), jump(JEQ, nr(n), 0, 3), stmt(LD, arg_lo(arg)), jump(JEQ, value, 0, 1), stmt(RET, errno(e))]
+    }
+
     /// The program: other architectures and every call not named are allowed. Each rule is a
     /// self-contained block that reloads what it tests and either returns its errno or falls
     /// through to the next block.
@@ -1268,13 +1275,8 @@ pub mod seccomp {
         for &rule in rules {
             match rule {
                 Deny::Call(n, e) => p.extend([stmt(LD, NR), jump(JEQ, nr(n), 0, 1), stmt(RET, errno(e))]),
-                Deny::Fcntl(cmd, e) => p.extend([
-                    stmt(LD, NR),
-                    jump(JEQ, nr(libc::SYS_fcntl), 0, 3),
-                    stmt(LD, arg_lo(1)),
-                    jump(JEQ, cmd as u32, 0, 1),
-                    stmt(RET, errno(e)),
-                ]),
+                Deny::CallWithArg(n, arg, value, e) => p.extend(call_with_arg(n, arg, value, e)),
+                Deny::Fcntl(cmd, e) => p.extend(call_with_arg(libc::SYS_fcntl, 1, cmd as u32, e)),
                 Deny::MremapFlag4(e) => p.extend([
                     stmt(LD, NR),
                     jump(JEQ, nr(libc::SYS_mremap), 0, 3),

@@ -951,6 +951,13 @@ mod helper {
     /// 5.16, or a sandbox): the longest delay a wake of a ring between processes then takes.
     pub(super) const FALLBACK_POLL: Duration = Duration::from_millis(1);
 
+    /// Whether `futex_waitv` failing with `errno` refuses the call for good: missing (`ENOSYS`),
+    /// denied by a sandbox (`EPERM`, `EACCES`, `EOPNOTSUPP`), or a form this kernel does not
+    /// take (`EINVAL`; the waiters are well formed). Anything else (`ENOMEM`) may pass.
+    fn refuses_waitv(errno: i32) -> bool {
+        matches!(errno, libc::ENOSYS | libc::EPERM | libc::EACCES | libc::EOPNOTSUPP | libc::EINVAL)
+    }
+
     /// One helper thread, as the registry sees it.
     #[derive(Clone)]
     pub(super) struct Slot {
@@ -1257,11 +1264,19 @@ mod helper {
                 match unsafe { sys::futex_waitv(&waiters, abs) } {
                     Ok(WaitvOutcome::Woken(_) | WaitvOutcome::Changed | WaitvOutcome::TimedOut) => {}
                     Ok(WaitvOutcome::Spurious) => {}
-                    Err(_) => {
+                    Err(e) if e.raw_os_error().is_some_and(refuses_waitv) => {
                         // Refused (ENOSYS before 5.16, EPERM or ENOSYS from a sandbox): poll
                         // from now on, in every helper of this process.
                         reg.fallback.store(true, Ordering::Relaxed);
                         continue;
+                    }
+                    Err(_) => {
+                        // A failure that may pass (ENOMEM: the kernel could not copy the
+                        // waiters in): this round polls, the next tries `futex_waitv` again.
+                        // Taken for a refusal, one moment of memory pressure made every
+                        // helper poll every millisecond for the life of the process.
+                        let poll = timeout.map_or(FALLBACK_POLL, |t| t.min(FALLBACK_POLL));
+                        sys::futex_wait_private(&shared.control, control, Some(poll));
                     }
                 }
             }
