@@ -190,7 +190,10 @@ impl SharedRing {
     /// role's slot holds a state no version of the crate writes (nothing is changed); the OS
     /// error as `source()` (EMFILE, ENFILE, ENOMEM) when this process cannot read its own start
     /// time for want of a descriptor or memory, which its peer needs to tell it from a later
-    /// process with the same pid (nothing is claimed: try again once there is one).
+    /// process with the same pid (nothing is claimed: try again once there is one);
+    /// `OutOfMemory`, the OS error as `source()`, when the process's first claim cannot
+    /// install the fork handler that lets its forked children tell their copies of the end
+    /// (`docs::lifecycle`; nothing is claimed).
     ///
     /// # Examples
     ///
@@ -437,7 +440,7 @@ impl SharedRing {
                 "this ring was made with dont_fork: it does not exist in a forked child",
             ));
         }
-        let park = sync::register_process(true);
+        let park = sync::register_process(true)?;
         let (pid, start_time, pid_ns) = peer::this_process().map_err(|e| {
             crate::error::Context::explain(
                 e,

@@ -173,7 +173,9 @@ impl Deref for FutexWord {
 #[cfg(not(mirror_ring_loom))]
 mod imp {
     use super::{fence, Ordering, Park};
+    use crate::error::Context;
     use crate::sys;
+    use std::io;
     use std::sync::atomic::{compiler_fence, AtomicU8, AtomicUsize};
 
     const UNKNOWN: u8 = 0;
@@ -222,20 +224,22 @@ mod imp {
     /// registers for the barriers a role of this kind needs. Returns how the role parks:
     /// `Global` or `Private` when the registration succeeded, `Fence` otherwise.
     /// `between_processes`: the peer may live in another process.
-    pub(crate) fn register_process(between_processes: bool) -> Park {
-        if !track_forks() {
-            // Without the handler a forked child could not tell that its ends are copies.
-            // pthread_atfork fails only on ENOMEM; the ring still works, with full fences.
-            return Park::Fence;
-        }
+    ///
+    /// # Errors
+    ///
+    /// `OutOfMemory` when the atfork handler cannot be installed ([`track_forks`]): without
+    /// it a forked child could not tell that its ends are copies, and its copies would write
+    /// to the parent's ring.
+    pub(crate) fn register_process(between_processes: bool) -> io::Result<Park> {
+        track_forks("ring ends; nothing was claimed")?;
         if between_processes {
             if register(&GLOBAL, sys::MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) {
-                return Park::Global;
+                return Ok(Park::Global);
             }
         } else if register(&PRIVATE, sys::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) {
-            return Park::Private;
+            return Ok(Park::Private);
         }
-        Park::Fence
+        Ok(Park::Fence)
     }
 
     /// The current fork generation of this process.
@@ -244,20 +248,60 @@ mod imp {
         FORK_GENERATION.0.load(Ordering::Relaxed)
     }
 
+    /// Whether the atfork handler is installed: `UNKNOWN` until it is, then `REGISTERED`. A
+    /// failure is not remembered: `pthread_atfork` fails only on ENOMEM, which may pass.
+    static ATFORK: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+    /// Test hook: make `pthread_atfork` fail with ENOMEM in this process.
+    #[cfg(test)]
+    pub(crate) static ATFORK_FAILS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// Test hook: forget that the handler is installed, as in a process that never installed
+    /// it (the handler a forked child inherits stays installed).
+    #[cfg(test)]
+    pub(crate) fn forget_fork_handler() {
+        ATFORK.store(UNKNOWN, Ordering::Relaxed);
+    }
+
     /// Installs (once) the atfork handler that moves a forked child to the next fork
-    /// generation; whether it is installed (`pthread_atfork` fails only on ENOMEM).
-    pub(crate) fn track_forks() -> bool {
+    /// generation. `what`: the forked copies it lets a child tell, for the error.
+    ///
+    /// # Errors
+    ///
+    /// `OutOfMemory`, the OS error (ENOMEM, the only one `pthread_atfork` returns) as
+    /// `source()`. The next call tries again: cached, one moment without memory used to leave
+    /// every later end of the process unable to tell a forked copy.
+    pub(crate) fn track_forks(what: &str) -> io::Result<()> {
         // Not a `Once`: a process that forks while another thread runs a `Once` leaves its
         // child a `Once` marked "running" that no thread will ever finish, and the child's
         // first claim would hang. Two threads racing here both install the handler, which is
         // harmless (a child then moves on by two generations).
-        static ATFORK: AtomicU8 = AtomicU8::new(UNKNOWN);
-        if ATFORK.load(Ordering::Relaxed) == UNKNOWN {
-            let v = if sys::at_fork_child(after_fork_in_child).is_ok() { REGISTERED } else { UNAVAILABLE };
-            // Relaxed: any racing thread stores a value as good.
-            ATFORK.store(v, Ordering::Relaxed);
+        if ATFORK.load(Ordering::Relaxed) == REGISTERED {
+            return Ok(());
         }
-        ATFORK.load(Ordering::Relaxed) == REGISTERED
+        #[cfg(test)]
+        let installed = if ATFORK_FAILS.load(Ordering::Relaxed) {
+            Err(io::Error::from_raw_os_error(libc::ENOMEM))
+        } else {
+            sys::at_fork_child(after_fork_in_child)
+        };
+        #[cfg(not(test))]
+        let installed = sys::at_fork_child(after_fork_in_child);
+        match installed {
+            Ok(()) => {
+                // Relaxed: it publishes nothing; a racing thread stores the same value.
+                ATFORK.store(REGISTERED, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(Context::explain_as(
+                io::ErrorKind::OutOfMemory,
+                e,
+                format!(
+                    "cannot install the fork handler (pthread_atfork) that lets a forked child tell its \
+                     copies of {what}"
+                ),
+            )),
+        }
     }
 
     /// Whether this process is registered as a target of global expedited barriers.
@@ -315,16 +359,16 @@ mod imp {
 mod imp {
     use super::{fence, Ordering, Park};
 
-    pub(crate) fn register_process(_between_processes: bool) -> Park {
-        Park::Global
+    pub(crate) fn register_process(_between_processes: bool) -> std::io::Result<Park> {
+        Ok(Park::Global)
     }
 
     pub(crate) fn fork_generation() -> usize {
         0
     }
 
-    pub(crate) fn track_forks() -> bool {
-        true
+    pub(crate) fn track_forks(_what: &str) -> std::io::Result<()> {
+        Ok(())
     }
 
     pub(crate) fn global_registered() -> bool {

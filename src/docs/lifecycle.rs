@@ -35,6 +35,9 @@
 //! so; the parent's call goes on. The parent's ring is neither changed nor
 //! closed by anything its children do with their copies. Children made without
 //! `pthread_atfork` (a raw `clone` system call) are not detected: do not use an end there.
+//! The handler is installed by a process's first claim (or its first `dont_fork` ring); where
+//! `pthread_atfork` fails (ENOMEM, its only error) that claim or creation fails with
+//! `OutOfMemory` and claims nothing, and the next one tries again.
 //!
 //! [`RingOptions::dont_fork`](crate::RingOptions::dont_fork) (`MADV_DONTFORK` over the whole
 //! ring, never one view alone) keeps the ring out of children altogether: their copies of the

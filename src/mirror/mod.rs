@@ -673,13 +673,7 @@ impl MirrorMap {
             // SAFETY: advice over the whole range we own (never one view alone).
             step(Step::DontFork, || unsafe { sys::madvise_dontfork(self.ctrl, total) })?;
             // Before the map is handed out, so that every later fork moves the generation.
-            if !crate::sync::track_forks() {
-                return Err(io::Error::new(
-                    io::ErrorKind::OutOfMemory,
-                    "cannot install the fork handler a dont_fork map needs to tell a forked child \
-                     (pthread_atfork: out of memory)",
-                ));
-            }
+            crate::sync::track_forks("a dont_fork map")?;
             self.dont_fork_owner = Some(crate::sync::fork_generation());
         }
         if opts.lock {

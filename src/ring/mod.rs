@@ -218,7 +218,7 @@ impl RingOptions {
     pub fn build(&self) -> io::Result<(Producer, Consumer)> {
         let ring = RingMem::create(self)?;
         let hdr = ring.header();
-        let park = sync::register_process(false);
+        let park = sync::register_process(false)?;
         // Both roles are taken by this process at once; nobody else can reach a thread ring
         // (unless it is forked, and then the ends belong to the parent). Nobody watches this
         // pid, so the start time and namespace are not needed.

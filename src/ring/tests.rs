@@ -348,3 +348,49 @@ fn a_served_spin_restores_the_whole_budget() {
     assert_eq!(counters.snapshot().parks, 0, "served while spinning, not after a park");
     assert_eq!(end.spinning.get().budget(), full);
 }
+
+// Once a defect: a failed `pthread_atfork` was cached, and every end claimed in the process
+// afterwards went on without the handler, so that a forked child's copies of its ends took
+// themselves for the parent's and wrote to the ring.
+/// `pthread_atfork` failing (ENOMEM, by the test hook, in a child whose record of the handler
+/// is cleared as in a process that never installed it): a thread ring's creation and a role's
+/// claim fail with `OutOfMemory`, the errno as `source()`, and claim nothing; once it works,
+/// both succeed.
+#[test]
+fn a_fork_handler_that_cannot_be_installed_fails_the_claim_until_it_can() {
+    use crate::sync::{forget_fork_handler, ATFORK_FAILS};
+    let status = crate::test_util::in_child(|| {
+        let errno = |e: &io::Error| {
+            std::error::Error::source(e).and_then(|s| s.downcast_ref::<io::Error>()).and_then(|s| s.raw_os_error())
+        };
+        let refused = |r: io::Result<()>| match r {
+            Err(e) if e.kind() == ErrorKind::OutOfMemory && errno(&e) == Some(libc::ENOMEM) => true,
+            other => {
+                eprintln!("expected OutOfMemory from pthread_atfork, got {other:?}");
+                false
+            }
+        };
+        let shared = RingOptions::new().capacity(4096).shared().unwrap();
+        forget_fork_handler();
+        ATFORK_FAILS.store(true, Ordering::Relaxed);
+        if !refused(RingOptions::new().capacity(4096).build().map(drop)) {
+            return 1;
+        }
+        if !refused(shared.clone().into_producer().map(drop)) {
+            return 2;
+        }
+        if !refused(RingOptions::new().capacity(4096).dont_fork(true).shared().map(drop)) {
+            return 3;
+        }
+        ATFORK_FAILS.store(false, Ordering::Relaxed);
+        // Nothing was claimed by the refused claim; and the handler is tried again.
+        let claimed = shared.clone().into_producer().and_then(|tx| Ok((tx, shared.into_consumer()?)));
+        let built = RingOptions::new().capacity(4096).build();
+        if claimed.is_err() || built.is_err() {
+            eprintln!("after the refusal: {:?} / {:?}", claimed.err(), built.err());
+            return 4;
+        }
+        0
+    });
+    assert_eq!(status, 0, "1-3: the refusal (build, claim, dont_fork); 4: no claim once the handler works");
+}
