@@ -210,9 +210,35 @@ mod imp {
         FORK_GENERATION.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Test hook: make every membarrier registration fail with this errno (0: no).
+    #[cfg(test)]
+    pub(crate) static MEMBARRIER_FAILS: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+    /// Test hook: forget both registrations, as in a process that never made one.
+    #[cfg(test)]
+    pub(crate) fn forget_registrations() {
+        GLOBAL.store(UNKNOWN, Ordering::Relaxed);
+        PRIVATE.store(UNKNOWN, Ordering::Relaxed);
+    }
+
+    /// Registers this process for the barriers of `cmd` (once); whether it is registered. A
+    /// refusal is remembered (the kernel or a sandbox will refuse again); ENOMEM is not (the
+    /// kernel could not allocate a CPU mask: it may pass, and remembered it would leave every
+    /// later end of the process parking with full fences).
     fn register(state: &AtomicU8, cmd: libc::c_int) -> bool {
         if state.load(Ordering::Relaxed) == UNKNOWN {
-            let v = if sys::membarrier(cmd).is_ok() { REGISTERED } else { UNAVAILABLE };
+            #[cfg(test)]
+            let registered = match MEMBARRIER_FAILS.load(Ordering::Relaxed) {
+                0 => sys::membarrier(cmd),
+                errno => Err(io::Error::from_raw_os_error(errno)),
+            };
+            #[cfg(not(test))]
+            let registered = sys::membarrier(cmd);
+            let v = match registered {
+                Ok(()) => REGISTERED,
+                Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => return false,
+                Err(_) => UNAVAILABLE,
+            };
             // Relaxed: the value only selects a barrier; a racing registration in another
             // thread stores the same value.
             let _ = state.compare_exchange(UNKNOWN, v, Ordering::Relaxed, Ordering::Relaxed);

@@ -45,7 +45,9 @@
 //!   succeeded.
 //! - *Fence*: the sleeper could not register (a kernel before 4.14 for a thread ring or before
 //!   4.16 for a ring between processes, a seccomp filter): it fences locally, and its
-//!   publisher pays a full fence too.
+//!   publisher pays a full fence too. A refusal is remembered for the life of the process;
+//!   `ENOMEM` (the kernel could not allocate a CPU mask) is not, and the next claim tries
+//!   again.
 //!
 //! A sleeper whose membarrier call fails when it parks (a sandbox installed after the claim)
 //! downgrades its record to *Fence*; that one sleep is cut short, since a publisher may have

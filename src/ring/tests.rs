@@ -394,3 +394,39 @@ fn a_fork_handler_that_cannot_be_installed_fails_the_claim_until_it_can() {
     });
     assert_eq!(status, 0, "1-3: the refusal (build, claim, dont_fork); 4: no claim once the handler works");
 }
+
+/// A membarrier registration that fails with ENOMEM (the kernel could not allocate a CPU mask;
+/// by the test hook, in a child whose registrations are cleared) leaves that claim parking
+/// with fences, and is tried again by the next claim; a refusal (EPERM) is remembered.
+#[test]
+fn a_membarrier_registration_short_of_memory_is_tried_again() {
+    use crate::sync::{forget_registrations, Park, MEMBARRIER_FAILS};
+    if crate::sys::membarrier(crate::sys::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED).is_err() {
+        eprintln!("skipped: no private expedited membarrier here");
+        return;
+    }
+    let status = crate::test_util::in_child(|| {
+        let park = || {
+            let (tx, _rx) = channel(4096).unwrap();
+            header_of(&tx).park_mode(Role::Producer)
+        };
+        forget_registrations();
+        MEMBARRIER_FAILS.store(libc::ENOMEM, Ordering::Relaxed);
+        if park() != Park::Fence {
+            return 1;
+        }
+        MEMBARRIER_FAILS.store(0, Ordering::Relaxed);
+        if park() != Park::Private {
+            return 2; // the ENOMEM was remembered
+        }
+        forget_registrations();
+        MEMBARRIER_FAILS.store(libc::EPERM, Ordering::Relaxed);
+        let refused = park();
+        MEMBARRIER_FAILS.store(0, Ordering::Relaxed);
+        if refused != Park::Fence || park() != Park::Fence {
+            return 3; // a refusal must be remembered (and tried once only)
+        }
+        0
+    });
+    assert_eq!(status, 0, "1: ENOMEM did not fall back to fences; 2: ENOMEM remembered; 3: EPERM forgotten");
+}
