@@ -396,6 +396,9 @@ impl Header {
         if self.magic.load(Ordering::Acquire) != MAGIC {
             return Err(BadHeader::Magic);
         }
+        // Relaxed, every field below up to the cursors: `init` stored them before the magic,
+        // so the Acquire above has made them visible; and written by anyone, they are only
+        // compared, so no ordering could make them more trustworthy.
         if self.version.load(Ordering::Relaxed) != VERSION {
             return Err(BadHeader::Version);
         }
@@ -416,6 +419,8 @@ impl Header {
                 return Err(BadHeader::RoleState);
             }
         }
+        // Acquire: pairs with the cursors' Release stores (`protocol`), a margin on a cold path:
+        // the values are only validated here, and each end loads its cursors again to use them.
         let head = self.head.load(Ordering::Acquire);
         let tail = self.tail.load(Ordering::Acquire);
         // (The tail may be ahead of the head by a frame taken by its stamp: `resume_at`.)
@@ -522,6 +527,10 @@ impl Header {
     /// Whether either side has poisoned the ring.
     #[inline]
     pub(crate) fn is_poisoned(&self) -> bool {
+        // Relaxed: a flag with no data attached (see `poison`). The one reader that must see
+        // a poisoning that came before a close (`protocol`'s drain check) gets it through the
+        // close: `poison` is sequenced before the Release of the close, which it reads with
+        // Acquire (`is_closed`).
         self.poisoned.load(Ordering::Relaxed) != 0
     }
 
@@ -563,9 +572,9 @@ impl Header {
         // Relaxed: published by the Release below; guarded by the seqlock read in `holder`.
         slot.start_time.store(who.start_time, Ordering::Relaxed);
         slot.pid_ns.store(who.pid_ns, Ordering::Relaxed);
-        // Relaxed: the park mode is read on its own (see `sync::publish_barrier`); a peer that
-        // reads a previous holder's mode for a while can only miss a wake-up for one bounded
-        // sleep, as after a downgrade (`wait.rs`).
+        // Relaxed: the park mode is read on its own (`parks_with`, with the reasoning of
+        // `downgrade_park`: a peer that reads a previous holder's mode for a while can delay a
+        // wake-up by at most one bounded sleep).
         slot.park.store(who.park.to_raw(), Ordering::Relaxed);
         let claimed = taking.with_state(ROLE_CLAIMED);
         // Release: the fields above are visible to whoever sees CLAIMED (Acquire in
@@ -600,7 +609,7 @@ impl Header {
     /// How the holder of `r` parks (an unknown code reads as `Park::Fence`).
     #[cfg(test)]
     pub(crate) fn park_mode(&self, r: Role) -> Park {
-        // Relaxed: see `take`.
+        // Relaxed: see `parks_with`.
         Park::from_raw(self.slot(r).park.load(Ordering::Relaxed))
     }
 
@@ -608,7 +617,9 @@ impl Header {
     /// needs only a compiler fence. One load of the read-mostly line 0 and a comparison.
     #[inline(always)]
     pub(crate) fn parks_with(&self, r: Role, light: u32) -> bool {
-        // Relaxed: see `claim`.
+        // Relaxed: the record selects a barrier and publishes no data; its partners are the
+        // Relaxed stores of `take` and `downgrade_park`, whose comments say what a stale read
+        // can cost.
         self.slot(r).park.load(Ordering::Relaxed) == light
     }
 
@@ -659,8 +670,13 @@ impl Header {
 
     /// Records that `r` now parks with a full fence only (its membarrier call failed).
     pub(crate) fn downgrade_park(&self, r: Role) {
-        // Relaxed: the sleeper that downgrades also bounds its current sleep, so a publisher
-        // that still uses the light barrier can delay it by at most that bound (`wait.rs`).
+        // Relaxed: no ordering makes a publisher see this at once (only a full fence on the
+        // publisher's side could, which is what the light half avoids). The sleeper that
+        // downgrades cuts its current sleep short (`wait.rs`), but its later sleeps are
+        // full-length and rely on the record having reached every publisher: cache coherence
+        // delivers it in far less than a sleep, though the memory model promises no bound. A
+        // publisher that still read the old record could delay a wake-up by one bounded
+        // sleep (the watch or safety interval), never lose it.
         self.slot(r).park.store(PARK_FENCE, Ordering::Relaxed);
     }
 

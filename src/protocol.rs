@@ -613,8 +613,8 @@ pub(crate) fn notify(hdr: &Header, w: Word, light: u32, counters: &Counters) {
     }
 }
 
-/// Whether the peer sleeping on `w` has raised its flag (used to end a batch early). The same
-/// barrier as [`notify`] orders it after our latest publish.
+/// Whether the peer sleeping on `w` has raised its flag ([`notify`]'s test). Its barrier
+/// orders the look after our latest publish.
 #[inline(always)]
 pub(crate) fn peer_sleeping(hdr: &Header, w: Word, light: u32) -> bool {
     publish_barrier(hdr.parks_with(w.sleeper(), light));
@@ -627,7 +627,12 @@ pub(crate) fn peer_sleeping(hdr: &Header, w: Word, light: u32) -> bool {
 fn wake(hdr: &Header, w: Word, counters: &Counters) {
     // Clearing the flag first makes a sleeper that has not reached FUTEX_WAIT yet return at
     // once (the kernel compares the word); one that already sleeps is woken below.
-    if hdr.word(w).swap(0, Ordering::Relaxed) != 0 {
+    // Release: publishes our cursor store (before this in program order) to the sleeper's
+    // Acquire reload of its flag after its futex returns (`wait::wait_for`; the async park's
+    // look at its flag): a sleeper that finds the flag cleared then sees what woke it. (With
+    // the light barrier half, a Relaxed clear could become visible before the cursor on a
+    // weakly ordered CPU, and the woken sleeper poll in vain. On x86 the same instruction.)
+    if hdr.word(w).swap(0, Ordering::Release) != 0 {
         counters.wakes_sent.bump();
         hdr.word(w).wake();
     }

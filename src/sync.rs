@@ -93,7 +93,9 @@ pub(crate) struct FutexWord {
 impl FutexWord {
     pub(crate) fn wait(&self, expected: u32, _timeout: Duration) -> Woke {
         let g = self.lock.lock().unwrap();
-        if self.word.load(Ordering::SeqCst) != expected {
+        // Relaxed, as the kernel's plain comparison: it orders nothing for the caller, which
+        // acquires what a waker published by its own load of the word afterwards.
+        if self.word.load(Ordering::Relaxed) != expected {
             return Woke::Changed;
         }
         drop(self.cv.wait(g).unwrap());
@@ -226,6 +228,9 @@ mod imp {
     /// kernel could not allocate a CPU mask: it may pass, and remembered it would leave every
     /// later end of the process parking with full fences).
     fn register(state: &AtomicU8, cmd: libc::c_int) -> bool {
+        // Relaxed (here and at the end): the state publishes no memory. `REGISTERED` was stored
+        // after the registering call returned, and the registration is the kernel's, for the
+        // whole process, from that return on.
         if state.load(Ordering::Relaxed) == UNKNOWN {
             #[cfg(test)]
             let registered = match MEMBARRIER_FAILS.load(Ordering::Relaxed) {
@@ -271,6 +276,7 @@ mod imp {
     /// The current fork generation of this process.
     #[inline(always)]
     pub(crate) fn fork_generation() -> usize {
+        // Relaxed: see `after_fork_in_child`, its only writer.
         FORK_GENERATION.0.load(Ordering::Relaxed)
     }
 
@@ -302,6 +308,8 @@ mod imp {
         // child a `Once` marked "running" that no thread will ever finish, and the child's
         // first claim would hang. Two threads racing here both install the handler, which is
         // harmless (a child then moves on by two generations).
+        // Relaxed: the state publishes no memory; `REGISTERED` was stored after the handler was
+        // installed, by a call that had returned.
         if ATFORK.load(Ordering::Relaxed) == REGISTERED {
             return Ok(());
         }
@@ -333,6 +341,7 @@ mod imp {
     /// Whether this process is registered as a target of global expedited barriers.
     #[inline]
     pub(crate) fn global_registered() -> bool {
+        // Relaxed: as in `register`.
         GLOBAL.load(Ordering::Relaxed) == REGISTERED
     }
 

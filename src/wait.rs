@@ -231,13 +231,20 @@ pub(crate) fn wait_for<T>(
     }
     let Waiter { hdr, role, park, spin, peer, counters, kept, timed_out_barrier } = w;
     let mut kept_strong = std::mem::take(kept);
+    let word = hdr.word(role.own_word());
     // A peer already known (or now found) dead: do not wait a watch interval to say so again.
     // `gone` is rate-limited, so a busy ring pays a clock read here, not a system call.
     if peer.active() && peer.gone(hdr, counters) {
+        if kept_strong {
+            // The flag kept from the previous wait is not kept further: lower it, as the end
+            // of a wait does.
+            // Relaxed: lowering our own flag publishes nothing (a publisher that still reads
+            // 1 sends one spurious wake).
+            word.store(0, Ordering::Relaxed);
+        }
         return poll().unwrap_or(Err(Stop::PeerDied));
     }
     counters.spins.bump();
-    let word = hdr.word(role.own_word());
     let budget = spin.budget();
     let mut pauses = 1;
     let start = Instant::now();
@@ -302,6 +309,9 @@ pub(crate) fn wait_for<T>(
                 // Raised again soon after a wake-up that did not satisfy us: no heavy barrier
                 // yet (see the module docs); the sleep below is cut to the rest of the
                 // interval, after which the barrier is paid and the park becomes strong.
+                // SeqCst fence: orders the raised flag before the recheck. It pairs with a
+                // publisher's full fence (one that parks us as `Fence`, or its own heavy
+                // half); against the light half nothing pairs with it, hence the cut sleep.
                 fence(Ordering::SeqCst);
             } else {
                 last_barrier = Some(now);
@@ -313,6 +323,8 @@ pub(crate) fn wait_for<T>(
                     // old record and used the light half.
                     *park = Park::Fence;
                     hdr.downgrade_park(role);
+                    // SeqCst fence: the `Fence` half of the pair, ordering the raised flag
+                    // (and the downgraded record) before the recheck.
                     fence(Ordering::SeqCst);
                 }
                 recheck = true;
@@ -334,16 +346,20 @@ pub(crate) fn wait_for<T>(
         // flag still to come) is no lost wake-up.
         let cut = timeout < bound;
         counters.sleeps.bump();
-        let timed_out = match word.wait(1, timeout) {
+        let outcome = word.wait(1, timeout);
+        // Acquire: pairs with the waker's Release clear (`protocol::wake`; a close clears after
+        // a SeqCst fence): a flag found cleared makes every publish before the clear visible to
+        // the poll below. (The kernel's comparison of the word orders nothing for us.)
+        let raised = word.load(Ordering::Acquire) != 0;
+        let timed_out = match outcome {
             Woke::Woken | Woke::Changed => {
                 armed = false;
                 false
             }
-            outcome @ (Woke::TimedOut | Woke::Spurious) => {
+            Woke::TimedOut | Woke::Spurious => {
                 // Still raised: nobody woke us, the park goes on. Cleared: a waker got to it
                 // just after our sleep ended.
-                // Relaxed: only our own store and the waker's swap write this word.
-                armed = word.load(Ordering::Relaxed) != 0;
+                armed = raised;
                 armed && outcome == Woke::TimedOut && !cut
             }
         };
@@ -359,6 +375,8 @@ pub(crate) fn wait_for<T>(
                     // should have woken us did not.
                     counters.lost_wakeups.bump();
                 }
+                // Relaxed: lowering our own flag publishes nothing (a publisher that still
+                // reads 1 sends one spurious wake); so below.
                 word.store(0, Ordering::Relaxed);
                 armed = false;
             }

@@ -25,8 +25,11 @@
 //! flag). If the recheck sees the new cursor, the sleeper does not sleep; otherwise the
 //! publisher sees the flag, clears it and wakes: if the sleeper has not reached `FUTEX_WAIT`
 //! yet, the kernel's comparison of the word (now 0, expected 1) returns at once; if it has, the
-//! wake finds it. Close and poisoning use the same pattern with a full fence on the closing
-//! side (they run once).
+//! wake finds it. Either way the sleeper then reloads its flag with Acquire, paired with the
+//! Release of the clear: a flag found cleared makes the cursor stored before the clear visible
+//! to its next look (the kernel's comparison orders nothing in Rust's model, and on a weakly
+//! ordered CPU a Relaxed clear could be seen before the cursor). Close and poisoning use the
+//! same pattern with a full fence on the closing side (they run once).
 //!
 //! # Agreeing on the halves
 //!

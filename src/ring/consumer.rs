@@ -408,7 +408,8 @@ impl Deref for ReadGrant<'_> {
     fn deref(&self) -> &[u8] {
         // SAFETY: [ptr, ptr + len) holds published, unreleased bytes (len <= N, inside the two
         // views); the producer does not write them until they are released, which needs the
-        // consumer this grant borrows mutably.
+        // consumer this grant borrows mutably (a producer that keeps the protocol; a hostile
+        // one can, which is why lending calls are unsound against it: `docs::trust_model`).
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }

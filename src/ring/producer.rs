@@ -348,7 +348,9 @@ impl Deref for WriteGrant<'_> {
     fn deref(&self) -> &[u8] {
         // SAFETY: [ptr, ptr + len) is free space owned by the producer (len <= N, inside the
         // two views), initialised memory (zeroed at creation or written before), and no other
-        // reference to it exists while the grant borrows the producer mutably.
+        // reference to it exists while the grant borrows the producer mutably (the consumer
+        // touches no free space if it keeps the protocol; a hostile one can, which is why
+        // lending calls are unsound against it: `docs::trust_model`).
         unsafe { std::slice::from_raw_parts(self.ptr, self.producer.end.lent(self.len)) }
     }
 }

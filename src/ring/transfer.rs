@@ -83,7 +83,8 @@ impl Producer {
         let free = self.reserve(1, self.capacity(), wait)?;
         // SAFETY: write_ptr() is at offset < N and `free` (<= N) bytes from it are the
         // producer's free space, inside the two views, initialised (zeroed at creation or
-        // written before); no other reference to them exists until they are committed.
+        // written before); no other reference to them exists until they are committed (with a
+        // consumer that keeps the protocol: `docs::trust_model`, lending calls).
         let space = unsafe { std::slice::from_raw_parts_mut(self.write_ptr(), free) };
         let n = r.read(space)?;
         if n > free {
@@ -180,7 +181,8 @@ impl Consumer {
         }
         // SAFETY: read_ptr() is at offset < N with `n` (<= N) readable bytes from it, inside
         // the two views, published before the Acquire load that counted them; the producer
-        // does not write them until they are released, below.
+        // does not write them until they are released, below (a producer that keeps the
+        // protocol: `docs::trust_model`, lending calls).
         let data = unsafe { std::slice::from_raw_parts(self.read_ptr(), n) };
         let m = w.write(data)?;
         released(self, m, n)

@@ -265,7 +265,8 @@ impl AsyncProducer {
             };
             // SAFETY: write_ptr() is at offset < N and `free` (<= N) bytes from it are the
             // producer's free space, inside the two views, initialised memory (zeroed at
-            // creation or written before); nothing else refers to them until we commit.
+            // creation or written before); nothing else refers to them until we commit (with a
+            // consumer that keeps the protocol: `docs::trust_model`, lending calls).
             let space = unsafe { std::slice::from_raw_parts_mut(self.inner.write_ptr(), free) };
             let lent = space.as_ptr();
             let mut buf = ReadBuf::new(space);
@@ -460,7 +461,8 @@ impl AsyncConsumer {
             };
             // SAFETY: read_ptr() is at offset < N with `n` (<= N) readable bytes from it,
             // inside the two views, published before the Acquire load that counted them; the
-            // producer does not write them until we release them.
+            // producer does not write them until we release them (a producer that keeps the
+            // protocol: `docs::trust_model`, lending calls).
             let data = unsafe { std::slice::from_raw_parts(self.inner.read_ptr(), n) };
             match Pin::new(&mut *w).poll_write(cx, data) {
                 Poll::Pending => Poll::Pending,

@@ -203,11 +203,12 @@ impl Parking {
             if status != Status::Registered {
                 self.key = None;
             }
-            // Relaxed: only our own store and the waker's swap write this word. Anything but 1
+            // Acquire: pairs with the waker's Release clear (`protocol::wake`): a flag found
+            // cleared makes the publish before it visible to the recheck below. Anything but 1
             // counts as cleared, as the registry and the helpers read it (`register`,
             // `Entry::due`): a peer's stray value is answered by raising the flag again, not by
             // waking this task forever.
-            if word.load(Ordering::Relaxed) != 1 {
+            if word.load(Ordering::Acquire) != 1 {
                 // A wake that did not satisfy us (too little, or a hostile clear).
                 count_wake(site.counters, status);
                 self.armed = false;
@@ -405,6 +406,8 @@ impl Parking {
                     // held: a publish that should have woken us did not.
                     site.counters.lost_wakeups.bump();
                 }
+                // Relaxed: lowering our own flag publishes nothing (a publisher that still
+                // reads 1 sends one spurious wake).
                 word.store(0, Ordering::Relaxed);
             }
         }
@@ -544,7 +547,8 @@ impl Entry {
                 return Some(false);
             }
         }
-        // Relaxed: a safety net that only decides whether to poll the task again.
+        // Relaxed (the cursor and the flag): a safety net that only decides whether to poll
+        // the task again; the task's own poll acquires what it reads.
         let cursor = match role {
             Role::Consumer => hdr.head.load(Ordering::Relaxed),
             Role::Producer => hdr.tail.load(Ordering::Relaxed),
@@ -1247,6 +1251,7 @@ mod helper {
                 t.helpers[index].futex_entries = futex;
                 t.helpers[index].wake_at = deadline;
                 waiters.push(FutexWaitv::new(&shared.control, control, false));
+                // Relaxed: the fallback flag publishes no memory; it only selects how to wait.
                 (deadline, futex > 0 && reg.fallback.load(Ordering::Relaxed), control)
             };
             let now = Instant::now();
@@ -1266,7 +1271,8 @@ mod helper {
                     Ok(WaitvOutcome::Spurious) => {}
                     Err(e) if e.raw_os_error().is_some_and(refuses_waitv) => {
                         // Refused (ENOSYS before 5.16, EPERM or ENOSYS from a sandbox): poll
-                        // from now on, in every helper of this process.
+                        // from now on, in every helper of this process. (Relaxed: see the load
+                        // above; another helper learns it at its next wait, or its own refusal.)
                         reg.fallback.store(true, Ordering::Relaxed);
                         continue;
                     }

@@ -482,7 +482,8 @@ impl FramedConsumer {
             frames += 1;
             // SAFETY: the frame's header is at `q` (offset < N) with size = frame_size(len)
             // bytes (checked against the producer's room or the head), inside the two views;
-            // the producer does not write them until they are released, after `f` returns.
+            // the producer does not write them until they are released, after `f` returns (a
+            // producer that keeps the protocol: `docs::trust_model`, lending calls).
             f(unsafe { std::slice::from_raw_parts(words.at(q).add(HEADER), len) });
             // `f` may have forked: in the child this call's copy touches the ring no more
             // (`Release` releases nothing there; the child's next call is `Unsupported`).
@@ -707,7 +708,7 @@ impl Deref for Frame<'_> {
         // SAFETY: [payload, payload + len) lies within the readable bytes (checked against the
         // frame header and the readable count), inside the two views; the producer does not
         // write them until they are released, which needs the consumer this frame borrows
-        // mutably.
+        // mutably (a producer that keeps the protocol: `docs::trust_model`, lending calls).
         unsafe { std::slice::from_raw_parts(self.payload, self.len) }
     }
 }

@@ -119,8 +119,11 @@ pub(crate) struct RingWords {
     mask: u64,
 }
 
-// SAFETY: a `RingWords` is a view of a mapping owned (through its `Arc`) by the ring end that
-// holds it, which is `Send`; every access through it is atomic.
+// SAFETY: a `RingWords` is a pointer into a mapping owned (through its `Arc`) by the ring end
+// that holds it, which is `Send`; it moves with that end and is used by one thread at a time,
+// the end's. What it points at is shared with the peer by the protocol, whatever thread the
+// end is on: header words are accessed atomically where they can race (`word`), and the
+// payload bytes behind `at` are handed over by the cursors and stamps.
 unsafe impl Send for RingWords {}
 
 impl RingWords {
@@ -146,10 +149,16 @@ impl RingWords {
     #[inline(always)]
     fn word(&self, pos: u64) -> &std::sync::atomic::AtomicU64 {
         // SAFETY: `pos & mask` is a multiple of 8 below N (N is a multiple of the page size), so
-        // the 8 bytes lie inside view A, which `new`'s caller
-        // keeps mapped; `data` is page-aligned, so the word is 8-aligned. Every access to a
-        // header word that can race with another thread is atomic, and the other accesses
-        // (payload copies) are ordered against them by the protocol (see the module docs).
+        // the 8 bytes lie inside view A, which `new`'s caller keeps mapped; `data` is
+        // page-aligned, so the word is 8-aligned. `from_ptr` also asks that no access to the
+        // word races with a non-atomic one. Header words that can race are accessed through
+        // here; the plain stores of header words (`wire::write_frame`) are made only where no
+        // consumer looks yet (the frames after the first of an unpublished batch), and the
+        // payload copies are ordered against the words by the protocol (the module docs).
+        // The exception is the documented window of `docs::framing`: a byte producer's plain
+        // stores that a consumer still in framed mode may read as a header until it sees the
+        // framing epoch change. That consumer validates whatever it reads, as from a hostile
+        // peer.
         unsafe { std::sync::atomic::AtomicU64::from_ptr(self.at(pos).cast()) }
     }
 }

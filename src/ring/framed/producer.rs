@@ -917,7 +917,8 @@ impl Deref for FrameGrant<'_> {
     fn deref(&self) -> &[u8] {
         // SAFETY: [header + 8, header + 8 + len) is reserved free space (inside the two views),
         // initialised memory (zeroed at creation or written before), and no other reference to
-        // it exists while the grant borrows the producer mutably.
+        // it exists while the grant borrows the producer mutably (with a consumer that keeps
+        // the protocol: `docs::trust_model`, lending calls).
         unsafe { std::slice::from_raw_parts(self.header.add(HEADER), self.producer.inner.end.lent(self.len)) }
     }
 }
