@@ -32,6 +32,8 @@ mod close;
 mod epoch;
 #[path = "frames.rs"]
 mod frames;
+#[path = "kept.rs"]
+mod kept;
 #[path = "poison.rs"]
 mod poison;
 #[path = "stream.rs"]

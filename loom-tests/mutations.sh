@@ -68,6 +68,8 @@ mutations=(
   "first registration: no fence between installing the function and comparing the flag|src/ring/asynch/park.rs|        fence(Ordering::SeqCst);\n        let mut t = self.table.lock()|        let mut t = self.table.lock()|1"
   "a consumer that found its producer dead does not look past the head again|src/ring/framed/link.rs|    ) -> Option<Result<(usize, usize), Stop>> {\n        if self.armed {|    ) -> Option<Result<(usize, usize), Stop>> {\n        if cur.tail() != u64::MAX {\n            return None;\n        }\n        if self.armed {|1"
   "that look gives up outside a framing epoch instead of looking at head|src/ring/framed/link.rs|            return self.look(hdr, cur, words);\n        };|            return None;\n        };|1"
+  "a kept flag is trusted without checking that nobody cleared it|src/wait.rs|let still = std::mem::take(\&mut kept_strong) \&\& was == 1;|let still = std::mem::take(\&mut kept_strong);|1"
+  "the waker's clear of the flag Release -> Relaxed|src/protocol.rs|swap(0, Ordering::Release)|swap(0, Ordering::Relaxed)|1|under loom both halves of the barrier pair are SeqCst fences, so a sleeper that polled in vain after the clear and raises its flag again always finds the publish in its recheck: on a weakly ordered CPU the missing Release costs a delay of at most one cut sleep (1 ms), which no model of lost wake-ups can show"
 )
 
 copy() {
