@@ -108,8 +108,13 @@ pub struct Stats {
     pub barriers: u64,
     /// Futex sleeps (a park may sleep several times: every sleep is bounded).
     pub sleeps: u64,
-    /// Parks ended by a wake-up from the peer (or by a close or a poisoning, which wake too,
-    /// and which the peer's `wakes_sent` does not count).
+    /// Parks ended by a wake-up from the peer: parks whose flag the peer cleared, whether the
+    /// end was asleep then or had not gone to sleep yet (its recheck after raising the flag
+    /// found what the publish brought). Also parks ended by a close or a poisoning, which wake
+    /// too, and which the peer's `wakes_sent` does not count. So, between two blocking ends, a
+    /// peer's `wakes_sent` equals this end's `woken` less its closes and poisonings. An async
+    /// end counts a wake-up its helper's timer found before the task did (the flag cleared at
+    /// the sleep's bound) in `sleep_timeouts` instead.
     pub woken: u64,
     /// Sleeps that ended at their bound (the watch interval between processes) with the flag
     /// still raised; the park then goes on without another barrier. (An async end's helper

@@ -70,7 +70,7 @@ use std::time::{Duration, Instant};
 use crate::header::{Header, Role};
 use crate::protocol::Stop;
 use crate::stats::Counters;
-use crate::sync::{fence, park_barrier, Ordering, Park, Woke, SPINS};
+use crate::sync::{fence, park_barrier, FutexWord, Ordering, Park, Woke, SPINS};
 
 /// How often a sleeper that watches a peer process wakes to check that the peer lives.
 pub(crate) const WATCH_INTERVAL: Duration = Duration::from_millis(25);
@@ -238,9 +238,7 @@ pub(crate) fn wait_for<T>(
         if kept_strong {
             // The flag kept from the previous wait is not kept further: lower it, as the end
             // of a wait does.
-            // Relaxed: lowering our own flag publishes nothing (a publisher that still reads
-            // 1 sends one spurious wake).
-            word.store(0, Ordering::Relaxed);
+            lower(word, counters);
         }
         return poll().unwrap_or(Err(Stop::PeerDied));
     }
@@ -299,9 +297,15 @@ pub(crate) fn wait_for<T>(
             // Relaxed: the barrier below orders this store before the recheck.
             let was = word.swap(1, Ordering::Relaxed);
             counters.parks.bump();
+            let kept_flag = std::mem::take(&mut kept_strong);
+            if kept_flag && was == 0 {
+                // The flag kept from our previous wait was cleared by the peer, which counted
+                // a wake-up sent: that park ended by it (see `lower`).
+                counters.woken.bump();
+            }
             // Still raised since the heavy barrier of our previous wait (nobody cleared it):
             // every publish since then has seen it, so no new barrier is needed.
-            let still = std::mem::take(&mut kept_strong) && was == 1;
+            let still = kept_flag && was == 1;
             (armed, strong, recheck) = (true, still, true);
         }
         if !strong {
@@ -375,9 +379,7 @@ pub(crate) fn wait_for<T>(
                     // should have woken us did not.
                     counters.lost_wakeups.bump();
                 }
-                // Relaxed: lowering our own flag publishes nothing (a publisher that still
-                // reads 1 sends one spurious wake); so below.
-                word.store(0, Ordering::Relaxed);
+                lower(word, counters);
                 armed = false;
             }
             break r;
@@ -387,17 +389,30 @@ pub(crate) fn wait_for<T>(
         *timed_out_barrier = last_barrier;
     }
     if armed {
-        word.store(0, Ordering::Relaxed);
+        lower(word, counters);
     } else if kept_strong {
         // The flag kept from the previous wait was not touched in this one (it ended while
         // spinning): keep it for the next if this one timed out too, else lower it.
         if result.as_ref().err() == Some(&Stop::TimedOut) {
             *kept = true;
         } else {
-            word.store(0, Ordering::Relaxed);
+            lower(word, counters);
         }
     }
     result
+}
+
+/// Lowers our own waiter flag at the end of a park. A park whose flag the peer had already
+/// cleared counts as woken: the peer counted a wake-up sent (`protocol::wake`), which came
+/// before our sleep, or was found by our recheck or our poll after a sleep, and the two
+/// counts are to agree (`Stats::woken`).
+fn lower(word: &FutexWord, counters: &Counters) {
+    // Relaxed: lowering our own flag publishes nothing (a publisher that still reads 1 sends
+    // one spurious wake). A swap, not a store: each raising is then cleared by exactly one
+    // side, the peer (which counts a wake-up sent) or us.
+    if word.swap(0, Ordering::Relaxed) == 0 {
+        counters.woken.bump();
+    }
 }
 
 #[cfg(test)]

@@ -393,8 +393,11 @@ impl Parking {
         let status = self.key.take().map_or(Status::Gone, |key| registry().deregister(key, self.owner));
         if self.armed {
             self.armed = false;
-            // Relaxed: as in `poll`.
-            if word.load(Ordering::Relaxed) == 0 {
+            // Lowers our own flag, which publishes nothing (Relaxed: a publisher that still
+            // reads 1 sends one spurious wake). A swap, not a load and a store: each raising is
+            // then cleared by exactly one side, the peer (which counts a wake-up sent) or us,
+            // and the peer's count and ours agree (`wait::lower`).
+            if word.swap(0, Ordering::Relaxed) == 0 {
                 count_wake(site.counters, status);
             } else {
                 if site.peer_dead() {
@@ -406,9 +409,6 @@ impl Parking {
                     // held: a publish that should have woken us did not.
                     site.counters.lost_wakeups.bump();
                 }
-                // Relaxed: lowering our own flag publishes nothing (a publisher that still
-                // reads 1 sends one spurious wake).
-                word.store(0, Ordering::Relaxed);
             }
         }
     }
