@@ -1008,6 +1008,58 @@ fn futex_waitv_refused_falls_back() {
     assert_eq!(consumer.wait_within(Duration::from_secs(30)), 0, "2 wrong bytes, 3 short, 4 stats");
 }
 
+/// The async grants: `AsyncProducer::write_grant(min)` parks until `min` bytes are free (a
+/// consumer thread frees them 50 ms later) and lends them in one slice, where a record is built
+/// in place; `AsyncConsumer::read_grant(min)` lends it whole. A `min` over the capacity is
+/// `InvalidInput` at once, a gone consumer `BrokenPipe`, and dropping a pending call commits
+/// nothing.
+#[test]
+fn async_grants_wait_parked_for_min_bytes_and_lend_them_whole() {
+    let _dog = watchdog("async_grants_wait_parked_for_min_bytes_and_lend_them_whole", Duration::from_secs(60));
+    let (tx, mut rx) = RingOptions::new().capacity(4096).spin_budget(Duration::ZERO).build().unwrap();
+    let cap = tx.capacity();
+    current_thread().block_on(async {
+        let mut tx = tx.into_async().unwrap();
+        assert_eq!(tx.write_grant(cap + 1).await.map(drop).unwrap_err().kind(), ErrorKind::InvalidInput);
+        // Fill the ring but 100 bytes.
+        let mut g = tx.write_grant(cap - 100).await.unwrap();
+        g[..cap - 100].fill(7);
+        g.commit(cap - 100).unwrap();
+        // A pending call dropped: nothing committed, the ring is as it was.
+        {
+            let mut pending = pin!(tx.write_grant(1000));
+            assert!(pending.as_mut().poll(&mut Context::from_waker(&noop_waker())).is_pending());
+        }
+        assert_eq!(tx.get_ref().len(), cap - 100);
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            rx.read_grant(cap - 100).unwrap().release(cap - 100).unwrap();
+            let record = rx.read_grant_blocking(1000).unwrap();
+            let ok = record[..1000].iter().enumerate().all(|(i, &b)| b == i as u8);
+            record.release(1000).unwrap();
+            (ok, rx)
+        });
+        let started = Instant::now();
+        let mut g = tx.write_grant(1000).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(40), "the grant came before the space");
+        assert!(g.len() >= 1000);
+        for (i, b) in g[..1000].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        g.commit(1000).unwrap();
+        let (ok, rx) = reader.join().unwrap();
+        assert!(ok, "the record built in place arrived changed");
+        assert!(tx.stats().parks >= 1, "{:?}", tx.stats());
+        drop(rx);
+        assert_eq!(tx.write_grant(1).await.map(drop).unwrap_err().kind(), ErrorKind::BrokenPipe);
+    });
+    let (_tx, rx) = RingOptions::new().capacity(4096).build().unwrap();
+    current_thread().block_on(async {
+        let mut rx = rx.into_async().unwrap();
+        assert_eq!(rx.read_grant(cap + 1).await.map(drop).unwrap_err().kind(), ErrorKind::InvalidInput);
+    });
+}
+
 // Once a defect: any failure of `futex_waitv` was taken for a refusal, so one `ENOMEM` (the
 // kernel could not copy the waiters in, a moment of memory pressure) made every helper of the
 // process poll every millisecond for the rest of its life.

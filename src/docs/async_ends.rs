@@ -2,8 +2,10 @@
 //!
 //! With the cargo feature `tokio`, `Producer::into_async`, `Consumer::into_async` and the two
 //! framed `into_async` give ends that implement tokio's `AsyncWrite`, `AsyncRead` and
-//! `AsyncBufRead` (the buffer is the ring itself), and async `send`/`recv`,
-//! `send_batch`/`recv_batch` and `reserve` (a `FrameGrant` to build a message in place).
+//! `AsyncBufRead` (the buffer is the ring itself), async `write_grant(min)` and
+//! `read_grant(min)` (wait for `min` bytes of space or data, then lend them in one slice: a
+//! record built or parsed in place), and async `send`/`recv`, `send_batch`/`recv_batch` and
+//! `reserve` (a `FrameGrant` to build a message in place).
 //! Underneath, the parking is runtime-agnostic: a `std::task::Waker`, nothing else from the
 //! runtime, except tokio's cooperative budget. On a tokio runtime every call spends it, as
 //! tokio's own I/O does, and when it is spent the task yields once. Without that, an end whose

@@ -11,7 +11,8 @@ use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 
 use super::park::Parking;
 use crate::ring::{
-    poisoned_error, shut_error, Consumer, Frame, FrameGrant, FramedConsumer, FramedProducer, Producer, Wait,
+    poisoned_error, shut_error, Consumer, Frame, FrameGrant, FramedConsumer, FramedProducer, Producer, ReadGrant, Wait,
+    WriteGrant,
 };
 use crate::stats::Stats;
 
@@ -217,6 +218,49 @@ impl AsyncProducer {
         self.inner.stats()
     }
 
+    /// Waits (parked) until at least `min` bytes are free, then lends the free space as one
+    /// contiguous slice: the async form of [`Producer::write_grant_blocking`], for records
+    /// built in place. Write into the grant, then [`commit`](WriteGrant::commit) how much to
+    /// publish. With `min` 0 it waits for one free byte.
+    ///
+    /// Dropping the pending call, or the grant, commits nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::write_grant`], without `WouldBlock`: `InvalidInput` at once when `min`
+    /// exceeds the capacity, `BrokenPipe` when the consumer is gone, `InvalidData` when the
+    /// ring is poisoned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    /// rt.block_on(async {
+    ///     let (tx, rx) = mirror_ring::channel(4096)?;
+    ///     let (mut tx, mut rx) = (tx.into_async()?, rx.into_async()?);
+    ///     // A length-prefixed record, built where the consumer will read it.
+    ///     let mut grant = tx.write_grant(4 + 5).await?;
+    ///     grant[..4].copy_from_slice(&5u32.to_le_bytes());
+    ///     grant[4..9].copy_from_slice(b"hello");
+    ///     grant.commit(9)?;
+    ///     let mut record = [0; 9];
+    ///     rx.read_exact(&mut record).await?;
+    ///     assert_eq!(&record[4..], b"hello");
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub async fn write_grant(&mut self, min: usize) -> io::Result<WriteGrant<'_>> {
+        if self.inner.end.is_shut() {
+            return Err(shut_error());
+        }
+        poll_fn(|cx| self.parking.poll(cx, &mut self.inner, |p| p.reserve(min, min, Wait::No))).await?;
+        // Found: lends it without waiting (the cached cursors already show `min` free bytes).
+        self.inner.write_grant(min)
+    }
+
     /// Waits until at least one byte of space is free (or an error): the free byte count.
     fn poll_space(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.inner.end.is_shut() {
@@ -406,6 +450,54 @@ impl AsyncConsumer {
     /// What this end's calls have done so far, async parks included (see [`Stats`]).
     pub fn stats(&self) -> Stats {
         self.inner.stats()
+    }
+
+    /// Waits (parked) until at least `min` bytes are readable, then lends the readable bytes
+    /// as one contiguous slice: the async form of [`Consumer::read_grant_blocking`], for a
+    /// parser that needs a whole record in place. (`fill_buf`, of tokio's `AsyncBufReadExt`,
+    /// returns as soon as one byte is readable, so a parser waiting for the rest of a record
+    /// with it would poll without rest.) [`release`](ReadGrant::release) frees what was
+    /// consumed. With `min` 0 it waits for one byte, or lends an empty grant at the end of the
+    /// stream.
+    ///
+    /// Dropping the pending call, or the grant, releases nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::read_grant`], without `WouldBlock`: `UnexpectedEof` when fewer than
+    /// `min` bytes (`min > 0`) can ever come (the producer closed or died; the bytes left stay
+    /// readable with a smaller `min`), `InvalidInput` at once when `min` exceeds the capacity,
+    /// `InvalidData` when the ring is poisoned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    /// rt.block_on(async {
+    ///     let (tx, rx) = mirror_ring::channel(4096)?;
+    ///     let (mut tx, mut rx) = (tx.into_async()?, rx.into_async()?);
+    ///     let writer = async move {
+    ///         tx.write_all(&5u32.to_le_bytes()).await?;
+    ///         tokio::task::yield_now().await; // the record arrives in two parts
+    ///         tx.write_all(b"hello").await
+    ///     };
+    ///     let reader = async {
+    ///         let len = u32::from_le_bytes(rx.read_grant(4).await?[..4].try_into().unwrap()) as usize;
+    ///         let record = rx.read_grant(4 + len).await?; // parks until the whole record is in
+    ///         assert_eq!(&record[4..4 + len], b"hello");
+    ///         record.release(4 + len)
+    ///     };
+    ///     let (w, r) = tokio::join!(writer, reader);
+    ///     w.and(r)
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub async fn read_grant(&mut self, min: usize) -> io::Result<ReadGrant<'_>> {
+        poll_fn(|cx| self.parking.poll(cx, &mut self.inner, |c| c.available(min, Wait::No))).await?;
+        // Found: lends it without waiting (the cached cursor already shows `min` bytes).
+        self.inner.read_grant(min)
     }
 
     /// Waits until at least one byte is readable: every byte readable now (refreshing the
