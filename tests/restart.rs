@@ -695,6 +695,53 @@ fn live_closed_and_never_claimed_roles_are_refused() {
     assert_eq!(holder.wait_within(LONG), 0);
 }
 
+/// A newcomer learns where the stream stands from its own end (`position()`): a producer that
+/// takes a dead one's role over starts at the end of what it committed (with 8-byte records,
+/// `position() / 8` is the next one), a consumer that takes a dead one's role over at its
+/// last release; and the two agree with the survivors' own positions.
+#[test]
+fn a_newcomer_learns_the_stream_position_from_its_end() {
+    let ring = RingOptions::new().capacity(64 * KIB).shared().unwrap();
+    // Both first holders die without closing (their ends forgotten, as by a crash).
+    let producer_ring = ring.clone();
+    let mut p1 = spawn_child(|| {
+        let mut tx = producer_ring.into_producer().unwrap();
+        for i in 0..1000u64 {
+            tx.write_all(&i.to_le_bytes()).unwrap();
+        }
+        let at = tx.position();
+        std::mem::forget(tx);
+        i32::from(at != 8000)
+    });
+    assert_eq!(p1.wait_within(LONG), 0, "the first producer's own position");
+    let consumer_ring = ring.clone();
+    let mut c1 = spawn_child(|| {
+        let mut rx = consumer_ring.into_consumer().unwrap();
+        let mut buf = [0u8; 8];
+        for i in 0..300u64 {
+            rx.read_exact(&mut buf).unwrap();
+            if u64::from_le_bytes(buf) != i {
+                return 2;
+            }
+        }
+        let at = rx.position();
+        std::mem::forget(rx);
+        i32::from(at != 2400)
+    });
+    assert_eq!(c1.wait_within(LONG), 0, "the first consumer: its records, its position");
+    let mut tx = ring.take_over_producer().unwrap();
+    assert_eq!(tx.position(), 8000, "the new producer starts at the committed stream's end");
+    tx.write_all(&(tx.position() / 8).to_le_bytes()).unwrap();
+    let mut rx = ring.take_over_consumer().unwrap();
+    assert_eq!(rx.position(), 2400, "the new consumer starts at the last release");
+    let mut buf = [0u8; 8];
+    for i in 300..=1000u64 {
+        rx.read_exact(&mut buf).unwrap();
+        assert_eq!(u64::from_le_bytes(buf), i, "the stream after both take-overs");
+    }
+    assert_eq!((rx.position(), tx.position()), (8008, 8008));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Hostile cases.
 

@@ -175,7 +175,9 @@
 //! call, before it has used the copy, may lose that message (a framed consumer stores its
 //! releases lazily, so it is lost only if they were stored). For at least once, handle a
 //! `Frame` or a `ReadGrant` in place and drop it (or `consume`) only when done. Commit and
-//! release whole records, and the committed cursors are record boundaries;
+//! release whole records, and the committed cursors are record boundaries; a byte end's
+//! `position()` (`Producer::position`, `Consumer::position`) tells the newcomer where it
+//! stands, so with fixed-size records it knows the next one's index without a side channel;
 //! framed rings do (whole frames are published and released), so both sides of a framed ring
 //! stay frame-aligned across a take-over. One refinement for framed rings: a frame sent on its
 //! own is stamped a moment before its head is stored, and the consumer may take it (and

@@ -32,6 +32,26 @@ impl Consumer {
         Ok(Consumer { end: End::new(ring, Role::Consumer, spin, park, peer, token), cur, _not_sync: PhantomData })
     }
 
+    /// The stream position: how many bytes this end, and every consumer before it, has
+    /// consumed (released) since the ring was made (modulo 2^64). An end that takes a dead
+    /// consumer's role over starts at the last release that consumer made visible (bytes it
+    /// had read but not released are read again).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// let (mut tx, mut rx) = mirror_ring::channel(4096)?;
+    /// tx.write_all(b"0123456789")?;
+    /// rx.read_exact(&mut [0; 4])?;
+    /// assert_eq!(rx.position(), 4);
+    /// assert_eq!(tx.position(), 10);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn position(&self) -> u64 {
+        self.cur.tail()
+    }
+
     /// The ring's capacity in bytes (the requested size rounded up).
     pub fn capacity(&self) -> usize {
         self.end.ring.capacity()
