@@ -129,7 +129,10 @@ pub struct Stats {
     /// by the call's own timeout, and a park that ends in the peer's death, count nothing
     /// here.
     pub lost_wakeups: u64,
-    /// Parks ended because the call's own timeout passed.
+    /// Parks ended because the call's own timeout passed. A call whose timeout passes while it
+    /// still spins (a timeout shorter than the spin budget, or a spin not yet over) returns
+    /// `TimedOut` without having parked, and is not counted here: this counts sleeps cut by
+    /// deadlines, not `TimedOut` returns.
     pub timed_out: u64,
     /// Parks ended because the peer's process was found dead.
     pub peer_died: u64,

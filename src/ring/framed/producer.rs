@@ -729,7 +729,7 @@ impl FramedProducer {
     /// tx.send(&vec![1; 65_500])?;
     /// let err = tx.send_timeout(&[2; 100], std::time::Duration::from_millis(5)).unwrap_err();
     /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
-    /// assert_eq!(tx.stats().timed_out, 1);
+    /// assert_eq!(tx.stats().timed_out, 1); // it parked: 5 ms is past the spin budget
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn stats(&self) -> crate::Stats {
