@@ -50,6 +50,7 @@ impl ParkEnd for AsyncReader {
             watcher: None,
             ring: None,
             spin: &self.spin,
+            kept: None,
         })
     }
 }

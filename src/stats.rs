@@ -112,9 +112,13 @@ pub struct Stats {
     /// end was asleep then or had not gone to sleep yet (its recheck after raising the flag
     /// found what the publish brought). Also parks ended by a close or a poisoning, which wake
     /// too, and which the peer's `wakes_sent` does not count. So, between two blocking ends, a
-    /// peer's `wakes_sent` equals this end's `woken` less its closes and poisonings. An async
+    /// peer's `wakes_sent` equals this end's `woken` less its closes and poisonings, with one
+    /// lag: a wait that times out leaves its flag raised for the end's next wait (which then
+    /// needs no barrier), and a wake-up that clears that flag is counted when the end next
+    /// parks, not before (a call served without parking does not look at the flag). An async
     /// end counts a wake-up its helper's timer found before the task did (the flag cleared at
-    /// the sleep's bound) in `sleep_timeouts` instead.
+    /// the sleep's bound) in `sleep_timeouts`, beside the sleeps that reached their bound, so
+    /// there the peer's `wakes_sent` lies between `woken` and `woken + sleep_timeouts`.
     pub woken: u64,
     /// Sleeps that ended at their bound (the watch interval between processes) with the flag
     /// still raised; the park then goes on without another barrier. (An async end's helper

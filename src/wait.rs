@@ -354,19 +354,12 @@ pub(crate) fn wait_for<T>(
         // Acquire: pairs with the waker's Release clear (`protocol::wake`; a close clears after
         // a SeqCst fence): a flag found cleared makes every publish before the clear visible to
         // the poll below. (The kernel's comparison of the word orders nothing for us.)
-        let raised = word.load(Ordering::Acquire) != 0;
-        let timed_out = match outcome {
-            Woke::Woken | Woke::Changed => {
-                armed = false;
-                false
-            }
-            Woke::TimedOut | Woke::Spurious => {
-                // Still raised: nobody woke us, the park goes on. Cleared: a waker got to it
-                // just after our sleep ended.
-                armed = raised;
-                armed && outcome == Woke::TimedOut && !cut
-            }
-        };
+        // Still raised: nobody woke us, the park goes on, whatever the futex said (a
+        // `FUTEX_WAKE` that finds the flag raised is a late one, from a publisher descheduled
+        // between its clear and its wake that ended an earlier park; counted there, not here).
+        // Cleared: a waker got to it, while we slept or just after.
+        armed = word.load(Ordering::Acquire) != 0;
+        let timed_out = armed && outcome == Woke::TimedOut && !cut;
         if !armed {
             counters.woken.bump();
         } else if timed_out {

@@ -458,12 +458,12 @@ impl End {
         }
     }
 
-    /// Checks that this end can become an async one, and forgets a waiter flag its last
-    /// blocking wait left raised (`wait::Waiter::kept`): an async park raises and clears the
-    /// same word on its own terms, so a later blocking wait must not count on it.
+    /// Checks that this end can become an async one. A waiter flag its last blocking wait left
+    /// raised (`wait::Waiter::kept`) stays kept: the first async park takes it over (counting
+    /// a wake-up if the peer cleared it), and a blocking wait after `into_inner` can still use
+    /// it if no async park did.
     #[cfg(feature = "tokio")]
     fn enter_async(&self) -> io::Result<()> {
-        self.kept.set(false);
         self.header_or_err().map(|_| ())
     }
 

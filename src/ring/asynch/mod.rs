@@ -30,6 +30,7 @@ mod sites {
             watcher: end.peer.as_ref().map(|p| (p, end.token)),
             ring: Some(&end.ring),
             spin: &end.spinning,
+            kept: Some(&end.kept),
         })
     }
 

@@ -46,6 +46,10 @@ pub(crate) struct Site<'a> {
     /// is: `wait::Spin`), by rescheduling the task (it yields to the runtime between attempts,
     /// so other tasks run).
     pub(crate) spin: &'a Cell<Spin>,
+    /// A waiter flag a blocking call of this end left raised for its next wait
+    /// (`wait::Waiter::kept`, through `get_mut` or before `into_async`): the next async park
+    /// takes it over (`None` in loom models).
+    pub(crate) kept: Option<&'a Cell<bool>>,
 }
 
 impl Site<'_> {
@@ -167,7 +171,7 @@ impl Parking {
                 if self.spin_since.is_some() {
                     self.retry_ended(end);
                 }
-                self.settle(end);
+                self.settle_as(end, true);
                 return Poll::Ready(r);
             }
         }
@@ -227,7 +231,13 @@ impl Parking {
         let mut recheck = false;
         if !self.armed {
             // Relaxed: the barrier below orders this store before the recheck.
-            word.store(1, Ordering::Relaxed);
+            let was = word.swap(1, Ordering::Relaxed);
+            if site.kept.is_some_and(|k| k.replace(false)) && was == 0 {
+                // A flag a blocking call of this end left raised, which the peer has cleared
+                // since (counting a wake-up sent): counted here, as a blocking wait counts it
+                // (`wait::wait_for`). Taken over either way: this park raises it anew.
+                site.counters.woken.bump();
+            }
             site.counters.parks.bump();
             (self.armed, self.strong, recheck) = (true, false, true);
         }
@@ -368,9 +378,17 @@ impl Parking {
         }
     }
 
-    /// Ends a park: lowers our flag if it is still raised and drops our registration. Counts
-    /// how the park ended (woken by the peer, or a lost wake-up found by a timer).
+    /// Ends a park whose call did not find what it waited for (the end handed out, given
+    /// back, shut, or a failed registration): lowers our flag if it is still raised and drops
+    /// our registration, counting a wake-up if the peer had cleared the flag.
     pub(crate) fn settle<E: ParkEnd + ?Sized>(&mut self, end: &E) {
+        self.settle_as(end, false);
+    }
+
+    /// [`settle`](Self::settle); `found`: the call's attempt has just found what it waited
+    /// for, so a flag never cleared after a timer ended the sleep is a lost wake-up. (Not
+    /// otherwise: a cancelled call handed back on an idle ring lost nothing.)
+    fn settle_as<E: ParkEnd + ?Sized>(&mut self, end: &E, found: bool) {
         self.spin_since = None;
         self.spin_missed = false;
         if !self.armed && self.key.is_none() {
@@ -404,7 +422,7 @@ impl Parking {
                     // The watch timer woke the task, which found the peer dead: the park ended
                     // by the death, as a blocking wait's does (no wake-up was due).
                     site.counters.peer_died.bump();
-                } else if status == Status::Timer && self.strong {
+                } else if found && status == Status::Timer && self.strong {
                     // A timer ended the sleep, the flag was never cleared, and the condition
                     // held: a publish that should have woken us did not.
                     site.counters.lost_wakeups.bump();
