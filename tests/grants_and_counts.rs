@@ -1020,6 +1020,10 @@ fn read_grant_zero_after_a_death_and_after_a_close() {
         let err = rx.read_grant(0).await.map(|g| g.len()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err}");
     });
+    // The blocking end's non-blocking grant says the same (`Consumer::read_grant`, "for any
+    // `min`, `0` too").
+    let err = rx.get_mut().read_grant(0).map(|g| g.len()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err}");
     assert_eq!(child.wait_within(Duration::from_secs(10)), 0);
     let mut newcomer = common::spawn_child(|| {
         let mut tx = ring.take_over_producer().unwrap();

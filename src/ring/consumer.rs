@@ -35,7 +35,8 @@ impl Consumer {
     /// The stream position: how many bytes this end, and every consumer before it, has
     /// consumed (released) since the ring was made (modulo 2^64). An end that takes a dead
     /// consumer's role over starts at the last release that consumer made visible (bytes it
-    /// had read but not released are read again).
+    /// had read but not released are read again). (In a forked child, whose copy of the end
+    /// cannot be used, it is the copy's position at the fork.)
     ///
     /// # Examples
     ///
@@ -280,7 +281,8 @@ impl Consumer {
     /// `WouldBlock` when fewer than `max(min, 1)` bytes are readable and more may come;
     /// `UnexpectedEof` when fewer than `min` (`min > 0`) can ever come: the producer closed, or
     /// its process died (the message says how many committed bytes are left, which a smaller
-    /// `min` lends; with none left, everything was read); `InvalidInput` when `min` exceeds
+    /// `min` lends; with none left, everything was read), and for any `min`, `0` too, once the
+    /// producer's process died and nothing is left (a death is not the end of the stream); `InvalidInput` when `min` exceeds
     /// the capacity; `InvalidData` when the ring is poisoned; `Unsupported` in a forked child;
     /// `ConnectionAborted` once another process took this end's role over.
     ///

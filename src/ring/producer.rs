@@ -48,7 +48,9 @@ impl Producer {
     /// The stream position: how many bytes have been committed to this ring since it was
     /// made, by this end and by every producer before it (modulo 2^64). An end that takes a
     /// dead producer's role over starts where the committed stream ends, so with fixed-size
-    /// records `position() / size` is the index of the next one, with no side channel.
+    /// records `position() / size` is the index of the next one, with no side channel. (In a
+    /// forked child, whose copy of the end cannot be used, it is the copy's position at the
+    /// fork.)
     ///
     /// # Examples
     ///

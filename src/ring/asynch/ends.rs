@@ -227,8 +227,8 @@ impl AsyncProducer {
     ///
     /// # Errors
     ///
-    /// As [`Producer::write_grant`], without `WouldBlock`: `InvalidInput` at once when `min`
-    /// exceeds the capacity, `BrokenPipe` when the consumer is gone, `InvalidData` when the
+    /// As [`Producer::write_grant`], without `WouldBlock`: `InvalidInput` without waiting
+    /// for space when `min` exceeds the capacity, `BrokenPipe` when the consumer is gone, `InvalidData` when the
     /// ring is poisoned.
     ///
     /// # Examples
@@ -466,7 +466,8 @@ impl AsyncConsumer {
     ///
     /// As [`Consumer::read_grant`], without `WouldBlock`: `UnexpectedEof` when fewer than
     /// `min` bytes (`min > 0`) can ever come (the producer closed or died; the bytes left stay
-    /// readable with a smaller `min`), `InvalidInput` at once when `min` exceeds the capacity,
+    /// readable with a smaller `min`; for any `min` once the producer's process died with
+    /// nothing left), `InvalidInput` without waiting for data when `min` exceeds the capacity,
     /// `InvalidData` when the ring is poisoned.
     ///
     /// # Examples
