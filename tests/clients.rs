@@ -47,6 +47,10 @@ fn fork_child(f: impl FnOnce() -> io::Result<()>) -> libc::pid_t {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
     if pid == 0 {
+        // Killed when the test's thread ends, also when an assertion of the test failed before
+        // it told the child to stop (a child of a failed test once outlived the harness).
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
         let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
             Ok(Ok(())) => 0,
             Ok(Err(e)) => {
@@ -585,42 +589,65 @@ fn parked_ping_pong(rounds: u64) -> [(&'static str, mirror_ring::Stats, mirror_r
 /// `timed_out` counts each call that returned `TimedOut` after it parked, whatever kind of
 /// call; and a `StatsHandle` taken before the byte end turned
 /// framed (and async) keeps seeing the same counters ("which it keeps across `into_framed`").
+///
+/// Each call is judged by what it did: a call whose timeout passed while it still spun (on a
+/// loaded machine the thread can be descheduled past a short deadline before it parks; the
+/// debug build in CI once was) returns `TimedOut` without parking and is not counted
+/// (`Stats::timed_out`); one that parked is counted once.
 #[test]
 fn stats_timed_out_counts_every_timeout_across_conversions() {
     let (mut tx, mut rx) = mirror_ring::channel(4096).unwrap();
     let (txh, rxh) = (tx.stats_handle(), rx.stats_handle());
-    let mut n = 0;
+    // Runs one call that must time out; checks that `timed_out` moved by exactly the parks it
+    // made (0 or 1: nothing wakes an idle end); returns whether it parked.
+    fn judged(what: &str, stats: &dyn Fn() -> mirror_ring::Stats, call: &mut dyn FnMut() -> ErrorKind) -> u64 {
+        let before = stats();
+        assert_eq!(call(), ErrorKind::TimedOut, "{what}");
+        let after = stats();
+        let parked = after.parks - before.parks;
+        assert!(parked <= 1, "{what}: {before:?} -> {after:?}");
+        assert_eq!(after.timed_out - before.timed_out, parked, "{what}: {before:?} -> {after:?}");
+        parked
+    }
     let long = Duration::from_millis(3);
-    // (Only timeouts past the 50 µs spin budget: `timed_out` counts "parks ended because the
-    // call's own timeout passed", and a shorter one ends in the spin, before any park.)
+    let mut parked = 0;
     for t in [long, Duration::from_millis(1)] {
-        assert_eq!(rx.read_timeout(&mut [0; 4], t).unwrap_err().kind(), ErrorKind::TimedOut);
-        assert_eq!(rx.read_grant_timeout(1, t).map(|_| ()).unwrap_err().kind(), ErrorKind::TimedOut);
-        assert_eq!(rx.write_to_timeout(&mut Vec::new(), t).unwrap_err().kind(), ErrorKind::TimedOut);
-        n += 3;
-        assert_eq!(rx.stats().timed_out, n, "consumer after a {t:?} timeout: {:?}", rx.stats());
+        let stats = || rxh.get();
+        parked += judged("read_timeout", &stats, &mut || rx.read_timeout(&mut [0; 4], t).unwrap_err().kind());
+        parked +=
+            judged("read_grant_timeout", &stats, &mut || rx.read_grant_timeout(1, t).map(|_| ()).unwrap_err().kind());
+        parked +=
+            judged("write_to_timeout", &stats, &mut || rx.write_to_timeout(&mut Vec::new(), t).unwrap_err().kind());
         assert_eq!(rxh.get(), rx.stats());
     }
+    assert!(parked > 0, "no consumer call parked: {:?}", rx.stats());
+    let n = rx.stats().timed_out;
     tx.write_all(&[1; 4096]).unwrap();
-    let mut m = 0;
+    let mut parked = 0;
     for t in [long, Duration::from_millis(1)] {
-        assert_eq!(tx.write_timeout(&[1], t).unwrap_err().kind(), ErrorKind::TimedOut);
-        assert_eq!(tx.write_grant_timeout(1, t).map(|_| ()).unwrap_err().kind(), ErrorKind::TimedOut);
-        assert_eq!(tx.read_from_timeout(&mut io::repeat(0), t).unwrap_err().kind(), ErrorKind::TimedOut);
-        m += 3;
-        assert_eq!(tx.stats().timed_out, m, "producer after a {t:?} timeout: {:?}", tx.stats());
+        let stats = || txh.get();
+        parked += judged("write_timeout", &stats, &mut || tx.write_timeout(&[1], t).unwrap_err().kind());
+        parked +=
+            judged("write_grant_timeout", &stats, &mut || tx.write_grant_timeout(1, t).map(|_| ()).unwrap_err().kind());
+        parked += judged("read_from_timeout", &stats, &mut || {
+            tx.read_from_timeout(&mut io::repeat(0), t).unwrap_err().kind()
+        });
     }
+    assert!(parked > 0, "no producer call parked: {:?}", tx.stats());
+    let m = tx.stats().timed_out;
     // Drain, then go framed: the counters (and the handles) carry on.
     let mut sink = vec![0; 4096];
     rx.read_exact(&mut sink).unwrap();
     let (mut ftx, mut frx) = (tx.into_framed(), rx.into_framed());
-    assert_eq!(frx.recv_timeout(long).map(|_| ()).unwrap_err().kind(), ErrorKind::TimedOut);
-    assert_eq!(frx.stats().timed_out, n + 1);
-    assert_eq!(rxh.get().timed_out, n + 1, "the handle taken from the byte end: {:?}", rxh.get());
+    let stats = || rxh.get();
+    let p = judged("recv_timeout", &stats, &mut || frx.recv_timeout(long).map(|_| ()).unwrap_err().kind());
+    assert_eq!(frx.stats().timed_out, n + p);
+    assert_eq!(rxh.get().timed_out, n + p, "the handle taken from the byte end: {:?}", rxh.get());
     ftx.send(&vec![0; ftx.max_frame_len()]).unwrap();
-    assert_eq!(ftx.send_timeout(&[1], long).unwrap_err().kind(), ErrorKind::TimedOut);
-    assert_eq!(ftx.stats().timed_out, m + 1);
-    assert_eq!(txh.get().timed_out, m + 1, "the handle taken from the byte end: {:?}", txh.get());
+    let stats = || txh.get();
+    let p = judged("send_timeout", &stats, &mut || ftx.send_timeout(&[1], long).unwrap_err().kind());
+    assert_eq!(ftx.stats().timed_out, m + p);
+    assert_eq!(txh.get().timed_out, m + p, "the handle taken from the byte end: {:?}", txh.get());
 }
 
 /// Across fork: a forked child that takes a dead consumer's role over starts its own counters;
@@ -791,12 +818,14 @@ fn timeouts_between_processes_return_within_their_bound() {
         let took = t.elapsed();
         assert!(took >= d && took < d * 10 + Duration::from_millis(100), "read_grant_timeout({d:?}) took {took:?}");
     }
-    // The counters of those six waits on a live, idle peer: each parked once (one barrier
-    // at most), slept in bounded sleeps (the 25 ms watch interval), ended by its own timeout;
-    // nothing woke it, nothing was lost, nobody died.
+    // The counters of those six waits on a live, idle peer: each parked at most once (one
+    // barrier at most), slept in bounded sleeps (the 25 ms watch interval), ended by its own
+    // timeout; nothing woke it, nothing was lost, nobody died. (A 1 ms wait may time out
+    // before it parks, on a loaded machine or in a debug build: then it counts nothing. The
+    // longer ones park.)
     let st = rx.stats();
-    assert_eq!((st.timed_out, st.woken, st.lost_wakeups, st.peer_died), (6, 0, 0, 0), "{st:?}");
-    assert!(st.parks <= 6 && st.barriers <= st.parks, "{st:?}");
+    assert_eq!((st.timed_out, st.woken, st.lost_wakeups, st.peer_died), (st.parks, 0, 0, 0), "{st:?}");
+    assert!((4..=6).contains(&st.parks) && st.barriers <= st.parks, "{st:?}");
     assert!(st.sleep_timeouts <= st.sleeps, "{st:?}");
     // 2 x (1 + 30 + 120) ms of waiting in sleeps of at most 25 ms: at least 12 sleeps.
     assert!(st.sleeps >= 12, "{st:?}");
@@ -809,7 +838,9 @@ fn timeouts_between_processes_return_within_their_bound() {
 /// "Dropping the producer publishes every pending frame and closes the ring": a forked
 /// producer with `set_batch` leaves frames pending, drops its end and exits; every frame
 /// arrives, then `None`. And a producer that exits without dropping loses only unpublished
-/// frames: what it flushed arrives, then `UnexpectedEof`.
+/// frames: what it flushed arrives, then `UnexpectedEof`. (The frame it sent after its flush
+/// may arrive too: a batch ends early when the consumer sleeps, so that a parked consumer is
+/// not kept waiting for a batch to fill; the debug build in CI once saw it.)
 #[test]
 fn framed_close_and_drain_across_fork_with_pending_batches() {
     for clean in [true, false] {
@@ -842,7 +873,11 @@ fn framed_close_and_drain_across_fork_with_pending_batches() {
             }
         };
         assert_eq!(reap_within(pid, Duration::from_secs(30)), 0);
-        assert_eq!(seq, 1000, "clean {clean}");
+        if clean {
+            assert_eq!(seq, 1000, "every frame, the pending ones too");
+        } else {
+            assert!(seq == 1000 || seq == 1001, "the flushed frames, and perhaps the last: {seq}");
+        }
         assert_eq!(end, if clean { None } else { Some(ErrorKind::UnexpectedEof) }, "clean {clean}");
     }
 }
