@@ -25,6 +25,13 @@ pub(crate) const MREMAP_MIRROR: libc::c_int = 4;
 /// `madvise` advice that prefaults writable page tables (Linux 5.14+).
 const MADV_POPULATE_WRITE: libc::c_int = 23;
 
+/// The errnos with which a kernel or a sandbox refuses one form of a call: an unknown flag or
+/// form (`EINVAL`), a missing call (`ENOSYS`), a policy (`EPERM`, `EOPNOTSUPP`). Unlike a
+/// shortage, asking again will not help.
+pub(crate) fn is_refusal_errno(errno: i32) -> bool {
+    matches!(errno, libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP)
+}
+
 /// The system page size, read once. (An atomic, not a `OnceLock`: a child forked while
 /// another thread initialises a `OnceLock` would wait for ever on it.)
 pub(crate) fn page_size() -> usize {

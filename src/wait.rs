@@ -294,15 +294,8 @@ pub(crate) fn wait_for<T>(
                 missed = true;
                 spin.missed();
             }
-            // Relaxed: the barrier below orders this store before the recheck.
-            let was = word.swap(1, Ordering::Relaxed);
-            counters.parks.bump();
             let kept_flag = std::mem::take(&mut kept_strong);
-            if kept_flag && was == 0 {
-                // The flag kept from our previous wait was cleared by the peer, which counted
-                // a wake-up sent: that park ended by it (see `lower`).
-                counters.woken.bump();
-            }
+            let was = raise(word, kept_flag, counters);
             // Still raised since the heavy barrier of our previous wait (nobody cleared it):
             // every publish since then has seen it, so no new barrier is needed.
             let still = kept_flag && was == 1;
@@ -393,6 +386,20 @@ pub(crate) fn wait_for<T>(
         }
     }
     result
+}
+
+/// Raises our own waiter flag to park (counted in `parks`); returns what it held. `kept`: the
+/// flag was left raised by an earlier wait of this end (`Waiter::kept`); if the peer has
+/// cleared it since, counting a wake-up sent, that earlier park ended by it and is counted as
+/// woken here (see [`lower`]). Shared by the blocking wait and the async park.
+pub(crate) fn raise(word: &FutexWord, kept: bool, counters: &Counters) -> u32 {
+    // Relaxed: the caller's barrier orders this store before its recheck.
+    let was = word.swap(1, Ordering::Relaxed);
+    counters.parks.bump();
+    if kept && was == 0 {
+        counters.woken.bump();
+    }
+    was
 }
 
 /// Lowers our own waiter flag at the end of a park. A park whose flag the peer had already

@@ -290,12 +290,9 @@ fn no_backend_works(passed_over: &[Option<PassedOver>; 3]) -> io::Error {
 /// Per concrete backend (`Backend::index`): an `Availability` as `to_raw` encodes it.
 static AVAILABILITY: [AtomicU32; 3] = [AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)];
 
-/// The errnos with which a kernel or a sandbox refuses one form of a call: an unknown flag or
-/// form (`EINVAL`, as Linux 5.7-5.12 answers `mremap` flag 4 on shared memory), a missing call
-/// (`ENOSYS`), a policy (`EPERM`, `EOPNOTSUPP`). These make `Auto` hand over.
-fn is_refusal_errno(errno: i32) -> bool {
-    matches!(errno, libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP)
-}
+// A creation step that fails with a refusal errno (`sys::is_refusal_errno`; `EINVAL` is how
+// Linux 5.7-5.12 answers `mremap` flag 4 on shared memory) makes `Auto` hand over.
+use crate::sys::is_refusal_errno;
 
 /// The errnos of a shortage of memory, address space, descriptors or file size
 /// (`RLIMIT_FSIZE`, which `size_memfd` checks first and reports as `EFBIG`): a probe that fails

@@ -253,21 +253,24 @@ impl AsyncProducer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub async fn write_grant(&mut self, min: usize) -> io::Result<WriteGrant<'_>> {
-        if self.inner.end.is_shut() {
-            return Err(shut_error());
-        }
-        poll_fn(|cx| self.parking.poll(cx, &mut self.inner, |p| p.reserve(min, min, Wait::No))).await?;
+        poll_fn(|cx| self.poll_room(cx, min, min)).await?;
         // Found: lends it without waiting (the cached cursors already show `min` free bytes).
         self.inner.write_grant(min)
     }
 
     /// Waits until at least one byte of space is free (or an error): the free byte count.
     fn poll_space(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let capacity = self.inner.capacity();
+        self.poll_room(cx, 1, capacity)
+    }
+
+    /// Waits until at least `min` bytes of space are free (or an error), looking for up to
+    /// `want` (`Producer::reserve`): the free byte count.
+    fn poll_room(&mut self, cx: &mut Context<'_>, min: usize, want: usize) -> Poll<io::Result<usize>> {
         if self.inner.end.is_shut() {
             return Poll::Ready(Err(shut_error()));
         }
-        let capacity = self.inner.capacity();
-        self.parking.poll(cx, &mut self.inner, |p| p.reserve(1, capacity, Wait::No))
+        self.parking.poll(cx, &mut self.inner, |p| p.reserve(min, want, Wait::No))
     }
 
     /// Fills the ring's free space with one `poll_read` of `r` and commits what it read: the

@@ -21,7 +21,7 @@ use crate::peer::ProcessWatch;
 use crate::ring::RingMem;
 use crate::stats::Counters;
 use crate::sync::{fence, park_barrier, FutexWord, Ordering, Park, SPINS};
-use crate::wait::{PeerCheck, Spin, REARM_INTERVAL, SAFETY_INTERVAL, WATCH_INTERVAL};
+use crate::wait::{self, PeerCheck, Spin, REARM_INTERVAL, SAFETY_INTERVAL, WATCH_INTERVAL};
 
 /// What a parking end lends the machinery while it parks: its header, role, park mode and
 /// counters, and how its peer can wake it.
@@ -230,15 +230,10 @@ impl Parking {
         }
         let mut recheck = false;
         if !self.armed {
-            // Relaxed: the barrier below orders this store before the recheck.
-            let was = word.swap(1, Ordering::Relaxed);
-            if site.kept.is_some_and(|k| k.replace(false)) && was == 0 {
-                // A flag a blocking call of this end left raised, which the peer has cleared
-                // since (counting a wake-up sent): counted here, as a blocking wait counts it
-                // (`wait::wait_for`). Taken over either way: this park raises it anew.
-                site.counters.woken.bump();
-            }
-            site.counters.parks.bump();
+            // A flag a blocking call of this end left raised is taken over (and a wake-up that
+            // cleared it counted): this park raises it anew, with a barrier below.
+            let kept = site.kept.is_some_and(|k| k.replace(false));
+            wait::raise(word, kept, site.counters);
             (self.armed, self.strong, recheck) = (true, false, true);
         }
         let now = clock_now();
@@ -973,11 +968,12 @@ mod helper {
     /// 5.16, or a sandbox): the longest delay a wake of a ring between processes then takes.
     pub(super) const FALLBACK_POLL: Duration = Duration::from_millis(1);
 
-    /// Whether `futex_waitv` failing with `errno` refuses the call for good: missing (`ENOSYS`),
-    /// denied by a sandbox (`EPERM`, `EACCES`, `EOPNOTSUPP`), or a form this kernel does not
-    /// take (`EINVAL`; the waiters are well formed). Anything else (`ENOMEM`) may pass.
+    /// Whether `futex_waitv` failing with `errno` refuses the call for good: a refusal
+    /// (`sys::is_refusal_errno`: missing, denied, or a form this kernel does not take; the
+    /// waiters are well formed), or `EACCES`, which some sandboxes answer. Anything else
+    /// (`ENOMEM`) may pass.
     fn refuses_waitv(errno: i32) -> bool {
-        matches!(errno, libc::ENOSYS | libc::EPERM | libc::EACCES | libc::EOPNOTSUPP | libc::EINVAL)
+        sys::is_refusal_errno(errno) || errno == libc::EACCES
     }
 
     /// One helper thread, as the registry sees it.
