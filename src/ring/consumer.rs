@@ -427,6 +427,7 @@ impl ReadGrant<'_> {
 
 impl Deref for ReadGrant<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         // SAFETY: [ptr, ptr + len) holds published, unreleased bytes (len <= N, inside the two
         // views); the producer does not write them until they are released, which needs the

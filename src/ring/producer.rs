@@ -365,6 +365,7 @@ impl WriteGrant<'_> {
 
 impl Deref for WriteGrant<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         // SAFETY: [ptr, ptr + len) is free space owned by the producer (len <= N, inside the
         // two views), initialised memory (zeroed at creation or written before), and no other
@@ -376,6 +377,7 @@ impl Deref for WriteGrant<'_> {
 }
 
 impl DerefMut for WriteGrant<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in deref; the grant is the only reference to these bytes.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.producer.end.lent(self.len)) }
