@@ -45,7 +45,11 @@ patterns=(
     'mirror_ring::ring::framed::FramedConsumer>?::(recv|try_recv|recv_with|frame_at_cursor|poll_fast|sync)'
     # The byte ends' non-blocking calls.
     'mirror_ring::ring::Producer>?::(try_write|write_grant|reserve)'
-    'mirror_ring::ring::Consumer>?::(try_read|read_grant|available|available_or_rest|release|fill)'
+    'mirror_ring::ring::Consumer>?::(try_read|read_grant|available|available_or_rest|release|fill|consume_clamped)'
+    # The std traits' thin wrappers, called once per record by a parser loop (`write_all`,
+    # `fill_buf`, `consume`); `read_with` / `write_with` behind them may stay out of line.
+    'std::io::(Read|BufRead) for mirror_ring::ring::Consumer>::(read|fill_buf|consume)'
+    'std::io::Write for mirror_ring::ring::Producer>::write'
     # What every call checks first.
     'mirror_ring::ring::End>?::(header|header_as|header_checked|header_or_err|header_or_err_as|forked|lent)'
     'mirror_ring::header::Header>?::(is_poisoned|owns|is_holding)'

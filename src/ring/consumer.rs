@@ -348,6 +348,7 @@ impl Consumer {
     }
 
     /// Releases up to `n` bytes (clamped to what is readable). Backs `BufRead::consume`.
+    #[inline]
     fn consume_clamped(&mut self, n: usize) {
         let mut known = self.cur.readable_cached();
         if n > known {
@@ -449,6 +450,7 @@ impl fmt::Debug for ReadGrant<'_> {
 /// Errors: `UnexpectedEof` after every committed byte was read if the producer's process died
 /// without closing; `InvalidData` if the ring is poisoned.
 impl Read for Consumer {
+    #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.read_with(buf, Wait::Until(None))
     }
@@ -474,10 +476,12 @@ impl Read for Consumer {
 /// parser loop of 64-byte records three quarters of its speed: `BENCHMARKS.md`, "64-byte
 /// records").
 impl BufRead for Consumer {
+    #[inline]
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         self.fill()
     }
 
+    #[inline]
     fn consume(&mut self, amt: usize) {
         self.consume_clamped(amt)
     }

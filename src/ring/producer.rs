@@ -398,6 +398,7 @@ impl fmt::Debug for WriteGrant<'_> {
 /// as that end's `poll_flush` says); like every call, it fails with `Unsupported` on a forked
 /// copy of the end and with `ConnectionAborted` once another process took the role over.
 impl Write for Producer {
+    #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write_with(buf, Wait::Until(None))
     }
